@@ -1,0 +1,103 @@
+/* ch-run's single-threaded C core: shared declarations.
+
+   The TypeScript front end decides everything (what to mount, which
+   environment, which command); this core receives that decision as a plan and
+   carries it out with checked syscalls. It must stay single-threaded:
+   unshare(CLONE_NEWUSER) fails with EINVAL in a multithreaded process, which
+   is why it is not part of the Node addon. */
+
+#ifndef CH_CORE_H
+#define CH_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Exit statuses, as Charliecloud 0.2x: our own failure, and a command that
+   could not be executed. Otherwise the command's own status is ch-run's. */
+#define EXIT_CHRUN 31
+#define EXIT_CMD   49
+
+/** Logging **/
+
+extern int verbose;   /* 0 normal, 1 -v, 2 -vv, ...; -1 quiet */
+
+void fatal_(const char *file, int line, int errnum, const char *fmt, ...)
+   __attribute__((noreturn, format(printf, 4, 5)));
+void msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* FATAL: report "what: why (ERRNO)" and exit EXIT_CHRUN. Uses errno. */
+#define FATAL(...)      fatal_(__FILE__, __LINE__, errno, __VA_ARGS__)
+/* FATAL_NOERR: a failure that is not a syscall's. */
+#define FATAL_NOERR(...) fatal_(__FILE__, __LINE__, 0, __VA_ARGS__)
+/* Z_: the syscall-ish expression must return 0. T_: must be true/non-negative. */
+#define Z_(x, ...) do { if ((x) != 0) FATAL(__VA_ARGS__); } while (0)
+#define T_(x, ...) do { if (!(x)) FATAL(__VA_ARGS__); } while (0)
+#define INFO(...)  msg(1, __VA_ARGS__)
+#define DEBUG(...) msg(2, __VA_ARGS__)
+#define WARN(...)  msg(0, __VA_ARGS__)
+
+/* Called by fatal_() before exiting, so a join winner can tell its peers. */
+extern void (*fatal_hook)(void);
+
+const char *errno_name(int errnum);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void *xrealloc(void *p, size_t size);
+
+/** The plan **/
+
+enum mount_kind { MK_BIND, MK_TMPFS, MK_FILE, MK_MKDIR };
+
+/* Flags of a mount operation. */
+#define MF_REC      0x01  /* recursive bind */
+#define MF_RO       0x02  /* really read-only: separate remount, locked flags kept */
+#define MF_NOSUID   0x04
+#define MF_NODEV    0x08
+#define MF_NOEXEC   0x10
+#define MF_OPTIONAL 0x20  /* skip quietly if the destination is not in the image */
+#define MF_SRCOPT   0x40  /* skip quietly if the source is not on the host */
+
+struct mount_op {
+   enum mount_kind kind;
+   unsigned flags;
+   char *src;      /* host path; tmpfs options; file content; mkdir mode (octal) */
+   size_t src_len; /* length of src (file content may hold any byte but NUL) */
+   char *dst;      /* path inside the image */
+};
+
+struct plan {
+   int verbose;
+   char *root;                 /* host path of the image directory */
+   bool writable;
+   uid_t uid;  gid_t gid;      /* inside the container */
+   long long nofile;           /* soft RLIMIT_NOFILE to restore; -1: leave */
+   char *cwd;                  /* inside */
+   bool cwd_fallback;          /* cwd is only a wish (the host's): else "/" */
+   char *tmpfile_dir;          /* host dir for generated files (O_TMPFILE) */
+   bool join;
+   char *join_tag;
+   int join_ct;
+   int join_timeout_ms;
+   struct mount_op *mounts; size_t mount_ct;
+   char **env;  size_t env_ct;   /* NULL-terminated */
+   char **argv; size_t argc;     /* NULL-terminated */
+};
+
+void plan_read(int fd, struct plan *p);
+
+/** User namespaces **/
+void userns_enter(uid_t uid_in, uid_t uid_out, gid_t gid_in, gid_t gid_out);
+
+/** Mounts **/
+int  root_setup(const struct plan *p);            /* returns fd of the bound root */
+void mounts_apply(const struct plan *p, int rootfd);
+void root_pivot(int rootfd);
+int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
+
+/** --join **/
+enum join_role { JOIN_WINNER, JOIN_PEER };
+enum join_role join_begin(const struct plan *p);
+void join_winner_ready(const struct plan *p);
+void join_peer_enter(const struct plan *p);
+
+#endif

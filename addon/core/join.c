@@ -1,0 +1,207 @@
+/* --join: all ch-run peers of a group (the ranks of one job step on one node)
+   share one user+mount namespace. The first to arrive (the winner) builds the
+   container; the others setns(2) into it. Nothing of this can happen in Node:
+   setns to a user namespace needs a single-threaded process.
+
+   Coordination is a small file in /dev/shm, named by uid and tag, holding a
+   struct guarded by flock(2). The winner waits before exec until every peer
+   has opened its namespace fds, so a quick command can't exit and take the
+   namespaces with it before a slow peer arrives; then it removes the file.
+   A peer that never comes ends in a clear timeout error, not a hang. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define JOIN_MAGIC 0x63686a6e31ULL   /* "chjn1" */
+
+enum join_state { JS_SETUP = 1, JS_READY = 2, JS_FAILED = 3 };
+
+struct join_shared {
+   unsigned long long magic;
+   pid_t winner;
+   int state;
+   int ct;       /* peers expected, winner included */
+   int arrived;  /* peers holding the namespaces, winner included */
+};
+
+static int join_fd = -1;
+static char *join_path = NULL;
+static int peer_userns = -1, peer_mntns = -1;
+
+static long long now_ms(void)
+{
+   struct timespec ts;
+   clock_gettime(CLOCK_MONOTONIC, &ts);
+   return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static void nap(int *us)
+{
+   struct timespec ts = { 0, *us * 1000L };
+   nanosleep(&ts, NULL);
+   if (*us < 20000) *us *= 2;   /* 50 us .. 20 ms: quick when peers are quick */
+}
+
+static void lock(void)   { Z_(flock(join_fd, LOCK_EX), "join: can't lock %s", join_path); }
+static void unlock(void) { Z_(flock(join_fd, LOCK_UN), "join: can't unlock %s", join_path); }
+
+static bool load(struct join_shared *s)
+{
+   ssize_t r = pread(join_fd, s, sizeof(*s), 0);
+   T_(r >= 0, "join: can't read %s", join_path);
+   return r == sizeof(*s) && s->magic == JOIN_MAGIC;
+}
+
+static void store(const struct join_shared *s)
+{
+   T_(pwrite(join_fd, s, sizeof(*s), 0) == sizeof(*s), "join: can't write %s", join_path);
+}
+
+/* Tags come from the command line or the environment: keep the file name to
+   a safe alphabet so a tag can't name a path elsewhere. */
+static char *sanitize(const char *tag)
+{
+   char *s = strdup(tag);
+   T_(s != NULL, "strdup");
+   for (char *c = s; *c; c++)
+      if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')
+            || *c == '.' || *c == '_' || *c == '-'))
+         *c = '_';
+   return s;
+}
+
+/* If the winner dies during setup, peers must not wait for it. */
+static void winner_failed(void)
+{
+   struct join_shared s;
+   if (flock(join_fd, LOCK_EX) == 0) {
+      if (load(&s) && s.winner == getpid()) {
+         s.state = JS_FAILED;
+         store(&s);
+         unlink(join_path);
+      }
+      flock(join_fd, LOCK_UN);
+   }
+}
+
+enum join_role join_begin(const struct plan *p)
+{
+   char *tag = sanitize(p->join_tag);
+   join_path = xasprintf("/dev/shm/ch-run.%u.%s", getuid(), tag);
+   free(tag);
+
+   long long deadline = now_ms() + p->join_timeout_ms;
+   int us = 50;
+   for (;;) {
+      join_fd = open(join_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+      T_(join_fd >= 0, "join: can't open %s", join_path);
+      struct stat st;
+      Z_(fstat(join_fd, &st), "join: can't stat %s", join_path);
+      if (!S_ISREG(st.st_mode) || st.st_uid != getuid())
+         FATAL_NOERR("join: %s is not a regular file of yours; refusing it", join_path);
+      lock();
+      /* The file we locked may have been unlinked by the previous group's
+         last step; then start over with a fresh one. */
+      struct stat now;
+      if (stat(join_path, &now) != 0 || now.st_ino != st.st_ino) {
+         unlock(); close(join_fd);
+         continue;
+      }
+      struct join_shared s;
+      bool valid = load(&s);
+      if (valid && s.state != JS_FAILED && kill(s.winner, 0) != 0 && errno == ESRCH) {
+         WARN("join: removing stale group %s (winner %d is gone)", join_path, s.winner);
+         valid = false;
+      }
+      if (!valid || s.state == JS_FAILED) {
+         s = (struct join_shared){ JOIN_MAGIC, getpid(), JS_SETUP, p->join_ct, 1 };
+         Z_(ftruncate(join_fd, 0), "join: can't truncate %s", join_path);
+         store(&s);
+         unlock();
+         fatal_hook = winner_failed;
+         INFO("join: winner of group %s (%d peers)", p->join_tag, p->join_ct);
+         return JOIN_WINNER;
+      }
+      if (s.state == JS_READY) {
+         if (s.arrived >= s.ct)
+            FATAL_NOERR("join: group %s already has its %d peers; is --join-ct too low?",
+                        p->join_tag, s.ct);
+         /* Opening the namespace files pins the namespaces: from here on the
+            winner may exit without stranding us. */
+         char *u = xasprintf("/proc/%d/ns/user", s.winner), *m = xasprintf("/proc/%d/ns/mnt", s.winner);
+         peer_userns = open(u, O_RDONLY | O_CLOEXEC);
+         peer_mntns = open(m, O_RDONLY | O_CLOEXEC);
+         if (peer_userns < 0 || peer_mntns < 0) {
+            int e = errno;
+            unlock();
+            errno = e;
+            FATAL("join: can't open namespaces of winner %d", s.winner);
+         }
+         free(u); free(m);
+         s.arrived++;
+         store(&s);
+         unlock();
+         close(join_fd);
+         DEBUG("join: peer %d of %d in group %s", s.arrived, s.ct, p->join_tag);
+         return JOIN_PEER;
+      }
+      unlock();
+      if (now_ms() > deadline) {
+         close(join_fd);
+         FATAL_NOERR("join: timed out after %d ms waiting for winner %d of group %s to set up",
+                     p->join_timeout_ms, s.winner, p->join_tag);
+      }
+      close(join_fd);   /* reopen each round: the file may be replaced */
+      nap(&us);
+   }
+}
+
+void join_winner_ready(const struct plan *p)
+{
+   struct join_shared s;
+   long long deadline = now_ms() + p->join_timeout_ms;
+   int us = 50;
+
+   lock();
+   T_(load(&s), "join: %s was corrupted", join_path);
+   s.state = JS_READY;
+   store(&s);
+   unlock();
+   for (;;) {
+      lock();
+      T_(load(&s), "join: %s was corrupted", join_path);
+      if (s.arrived >= s.ct) {
+         /* Everyone holds the namespaces: the tag is free for reuse. */
+         Z_(unlink(join_path), "join: can't remove %s", join_path);
+         unlock();
+         break;
+      }
+      unlock();
+      if (now_ms() > deadline)
+         /* fatal_hook marks the group failed and removes the file. */
+         FATAL_NOERR("join: timed out after %d ms: %d of %d peers joined group %s "
+                     "(is --join-ct too high?)", p->join_timeout_ms, s.arrived, s.ct, p->join_tag);
+      nap(&us);
+   }
+   fatal_hook = NULL;
+   close(join_fd);
+   INFO("join: all %d peers joined group %s", s.ct, p->join_tag);
+}
+
+void join_peer_enter(const struct plan *p)
+{
+   Z_(setns(peer_userns, CLONE_NEWUSER), "join: can't join user namespace");
+   Z_(setns(peer_mntns, CLONE_NEWNS), "join: can't join mount namespace");
+   close(peer_userns); close(peer_mntns);
+}

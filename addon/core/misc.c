@@ -1,0 +1,93 @@
+/* Logging and small helpers for the core. */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core.h"
+
+int verbose = 0;
+void (*fatal_hook)(void) = NULL;
+
+/* Symbolic errno names, so messages read "(ENOENT)" like the rest of the
+   toolkit; glibc >= 2.32 has strerrorname_np(), older ones get the number. */
+const char *errno_name(int errnum)
+{
+   static char buf[16];
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+   const char *n = strerrorname_np(errnum);
+   if (n != NULL)
+      return n;
+#endif
+   snprintf(buf, sizeof(buf), "errno %d", errnum);
+   return buf;
+}
+
+static void vreport(const char *kind, int errnum, const char *fmt, va_list ap)
+{
+   /* Build the whole line first and write it once, so lines from concurrent
+      ranks under srun don't interleave mid-line. */
+   char line[8192];
+   int n = snprintf(line, sizeof(line), "ch-run[%d]: %s", getpid(), kind);
+   if (n < 0) n = 0;
+   if ((size_t)n < sizeof(line))
+      n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+   if (errnum != 0 && (size_t)n < sizeof(line))
+      n += snprintf(line + n, sizeof(line) - n, ": %s (%s)", strerror(errnum),
+                    errno_name(errnum));
+   if ((size_t)n >= sizeof(line) - 1)
+      n = sizeof(line) - 2;
+   line[n++] = '\n';
+   ssize_t w = write(STDERR_FILENO, line, n);
+   (void)w;
+}
+
+void fatal_(const char *file, int line, int errnum, const char *fmt, ...)
+{
+   va_list ap;
+   va_start(ap, fmt);
+   vreport("error: ", errnum, fmt, ap);
+   va_end(ap);
+   if (verbose >= 2) {
+      char where[256];
+      int n = snprintf(where, sizeof(where), "ch-run[%d]: (at %s:%d)\n", getpid(), file, line);
+      ssize_t w = write(STDERR_FILENO, where, n);
+      (void)w;
+   }
+   if (fatal_hook != NULL) {
+      void (*h)(void) = fatal_hook;
+      fatal_hook = NULL;   /* no recursion if the hook itself fails */
+      h();
+   }
+   exit(EXIT_CHRUN);
+}
+
+void msg(int level, const char *fmt, ...)
+{
+   if (verbose < level)
+      return;
+   va_list ap;
+   va_start(ap, fmt);
+   vreport(level == 0 ? "warning: " : "", 0, fmt, ap);
+   va_end(ap);
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+   char *s;
+   va_list ap;
+   va_start(ap, fmt);
+   T_(vasprintf(&s, fmt, ap) >= 0, "can't format string");
+   va_end(ap);
+   return s;
+}
+
+void *xrealloc(void *p, size_t size)
+{
+   void *q = realloc(p, size);
+   T_(q != NULL || size == 0, "can't allocate %zu bytes", size);
+   return q;
+}

@@ -1,0 +1,311 @@
+/* Build the container's filesystem view: bind the image onto itself, make it
+   really read-only, apply the plan's mounts in order, pivot into it.
+
+   Every destination is resolved *inside* the image (openat2 RESOLVE_IN_ROOT,
+   or a component walk on kernels without it), so an image whose /tmp is a
+   symlink to /etc, or whose /etc/passwd points at a host file, cannot make us
+   mount anything outside the container's view. The mount syscalls then act
+   on /proc/self/fd/N of the resolved O_PATH fd, never on a path that could be
+   swapped in between. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#ifdef __has_include
+#  if __has_include(<linux/openat2.h>)
+#    include <linux/openat2.h>
+#  endif
+#endif
+#ifndef RESOLVE_IN_ROOT
+struct open_how { unsigned long long flags, mode, resolve; };
+#  define RESOLVE_NO_MAGICLINKS 0x02
+#  define RESOLVE_IN_ROOT       0x10
+#endif
+#ifndef SYS_openat2
+#  define SYS_openat2 437
+#endif
+
+#define FDPATH_MAX 32
+static void fdpath(char *buf, int fd) { snprintf(buf, FDPATH_MAX, "/proc/self/fd/%d", fd); }
+
+/** Resolving paths inside the image **/
+
+/* Fallback for kernels before 5.6: walk component by component with
+   O_NOFOLLOW, resolving symlinks ourselves so that absolute targets and ".."
+   restart or stop at the image root, never above it. */
+static int walk_in_root(int rootfd, const char *path)
+{
+   enum { DEPTH_MAX = 256, LINKS_MAX = 40 };
+   int stack[DEPTH_MAX];       /* fds of the directories walked through */
+   int depth = 0, links = 0, saved = 0;
+   char *todo = strdup(path);  /* remaining path; grows when links splice in */
+   T_(todo != NULL, "strdup");
+   stack[0] = rootfd;
+
+   char *rest = todo;
+   for (;;) {
+      while (*rest == '/') rest++;
+      if (*rest == '\0')
+         break;
+      char *slash = strchr(rest, '/');
+      size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+      char comp[NAME_MAX + 1];
+      if (n > NAME_MAX) { saved = ENAMETOOLONG; goto fail; }
+      memcpy(comp, rest, n); comp[n] = '\0';
+      rest += n;
+      if (!strcmp(comp, "."))
+         continue;
+      if (!strcmp(comp, "..")) {          /* never above the image root */
+         if (depth > 0) close(stack[depth--]);
+         continue;
+      }
+      int fd = openat(stack[depth], comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) { saved = errno; goto fail; }
+      struct stat st;
+      if (fstat(fd, &st) != 0) { saved = errno; close(fd); goto fail; }
+      if (S_ISLNK(st.st_mode)) {
+         char target[PATH_MAX];
+         ssize_t tl = readlinkat(fd, "", target, sizeof(target) - 1);
+         close(fd);
+         if (tl < 0) { saved = errno; goto fail; }
+         if (++links > LINKS_MAX) { saved = ELOOP; goto fail; }
+         target[tl] = '\0';
+         if (target[0] == '/')             /* absolute: from the image root */
+            while (depth > 0) close(stack[depth--]);
+         char *spliced = xasprintf("%s/%s", target, rest);
+         free(todo);
+         todo = rest = spliced;
+         continue;
+      }
+      if (depth + 1 >= DEPTH_MAX) { close(fd); saved = ENAMETOOLONG; goto fail; }
+      stack[++depth] = fd;
+   }
+   free(todo);
+   int result = depth > 0 ? stack[depth] : fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+   for (int i = 1; i < depth; i++)
+      close(stack[i]);
+   return result;
+
+fail:
+   free(todo);
+   while (depth > 0) close(stack[depth--]);
+   errno = saved;
+   return -1;
+}
+
+/* Open PATH (absolute, inside the image) as an O_PATH fd, following symlinks
+   as the container would see them. Returns -1 with errno set on failure. */
+int open_in_root(int rootfd, const char *path)
+{
+   static bool have_openat2 = true;
+   if (have_openat2) {
+      struct open_how how = { .flags = O_PATH | O_CLOEXEC,
+                              .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+      int fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+      if (fd >= 0 || errno != ENOSYS)
+         return fd;
+      have_openat2 = false;
+      DEBUG("openat2(2) not available; resolving paths component by component");
+   }
+   return walk_in_root(rootfd, path);
+}
+
+/* The flags of the mount under FD that the kernel locks when the mount came
+   from a more privileged namespace: a remount must repeat them or fail EPERM. */
+static unsigned long locked_flags(int fd)
+{
+   struct statvfs sv;
+   Z_(fstatvfs(fd, &sv), "can't statvfs mount");
+   unsigned long f = 0;
+   if (sv.f_flag & ST_NOSUID)     f |= MS_NOSUID;
+   if (sv.f_flag & ST_NODEV)      f |= MS_NODEV;
+   if (sv.f_flag & ST_NOEXEC)     f |= MS_NOEXEC;
+   if (sv.f_flag & ST_NOATIME)    f |= MS_NOATIME;
+   if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+   if (sv.f_flag & ST_RELATIME)   f |= MS_RELATIME;
+   if (sv.f_flag & ST_RDONLY)     f |= MS_RDONLY;
+   return f;
+}
+
+/* Remount the bind mount whose top is FD with EXTRA flags added. The first
+   bind ignores MS_RDONLY; only this separate remount makes it read-only. */
+static void remount(int fd, unsigned long extra, const char *what)
+{
+   char p[FDPATH_MAX];
+   fdpath(p, fd);
+   unsigned long flags = MS_REMOUNT | MS_BIND | locked_flags(fd) | extra;
+   Z_(mount(NULL, p, NULL, flags, NULL), "can't remount %s%s", what,
+      (extra & MS_RDONLY) ? " read-only" : "");
+}
+
+static unsigned long ms_flags(unsigned f)
+{
+   return ((f & MF_NOSUID) ? MS_NOSUID : 0) | ((f & MF_NODEV) ? MS_NODEV : 0)
+          | ((f & MF_NOEXEC) ? MS_NOEXEC : 0) | ((f & MF_RO) ? MS_RDONLY : 0);
+}
+
+/** The image root **/
+
+int root_setup(const struct plan *p)
+{
+   struct stat st;
+   if (stat(p->root, &st) != 0)
+      FATAL("can't use image %s", p->root);
+   if (!S_ISDIR(st.st_mode)) {
+      errno = ENOTDIR;
+      FATAL("can't use image %s", p->root);
+   }
+   /* Our mounts must not propagate back to the host's namespace. */
+   Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
+   Z_(mount(p->root, p->root, NULL, MS_BIND | MS_REC, NULL), "can't bind image %s onto itself",
+      p->root);
+   int rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+   T_(rootfd >= 0, "can't open image %s", p->root);
+   /* nosuid always: the image is the user's; its setuid bits must mean nothing. */
+   remount(rootfd, MS_NOSUID | (p->writable ? 0 : MS_RDONLY), "image root");
+   INFO("image %s mounted %s", p->root, p->writable ? "read-write" : "read-only");
+   return rootfd;
+}
+
+/* A file the front end generated (e.g. /etc/passwd), bind-mounted from a
+   temporary file that is unlinked as soon as it is mounted. The kernel won't
+   bind an unnamed O_TMPFILE inode (ENOENT), so the name exists for the few
+   microseconds between creation and unlink, mode 0600: no other user can
+   read it, and nothing is left behind. */
+static int generated_file(const struct plan *p, const struct mount_op *m, char **unlink_me)
+{
+   char *tmpl = xasprintf("%s/ch-run.%d.%s.XXXXXX", p->tmpfile_dir, getpid(), strrchr(m->dst, '/') + 1);
+   int fd = mkostemp(tmpl, O_CLOEXEC);
+   T_(fd >= 0, "can't create temporary file %s for %s", tmpl, m->dst);
+   *unlink_me = tmpl;
+   size_t off = 0;
+   while (off < m->src_len) {
+      ssize_t w = write(fd, m->src + off, m->src_len - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+         int e = errno;
+         unlink(tmpl);
+         errno = e;
+         FATAL("can't write generated %s", m->dst);
+      }
+      off += w;
+   }
+   return fd;
+}
+
+static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m)
+{
+   char tgt[FDPATH_MAX], srcp[FDPATH_MAX];
+   const char *src = m->src;
+   char *unlink_me = NULL;
+   int srcfd = -1;
+
+   if (m->kind == MK_MKDIR) {
+      /* Create DST inside a tmpfs we mounted (e.g. /home/$USER). */
+      char *parent = strdup(m->dst), *base = strrchr(parent, '/');
+      T_(parent != NULL, "strdup");
+      *base++ = '\0';
+      int dfd = open_in_root(rootfd, parent[0] ? parent : "/");
+      T_(dfd >= 0, "can't create %s: can't open parent in image", m->dst);
+      mode_t mode = strtol(m->src, NULL, 8);
+      if (mkdirat(dfd, base, mode) != 0 && errno != EEXIST)
+         FATAL("can't create %s in image", m->dst);
+      close(dfd);
+      free(parent);
+      DEBUG("mkdir %s", m->dst);
+      return;
+   }
+
+   int dfd = open_in_root(rootfd, m->dst);
+   if (dfd < 0) {
+      if (errno == ENOENT && (m->flags & MF_OPTIONAL)) {
+         DEBUG("skipping %s: not in image", m->dst);
+         return;
+      }
+      if (m->kind == MK_BIND)
+         FATAL("can't bind %s to %s: destination not usable in image", m->src, m->dst);
+      FATAL("can't mount %s in image", m->dst);
+   }
+   fdpath(tgt, dfd);
+
+   switch (m->kind) {
+   case MK_BIND: {
+      struct stat st;
+      if (stat(m->src, &st) != 0) {
+         if (errno == ENOENT && (m->flags & MF_SRCOPT)) {
+            DEBUG("skipping %s: not on host", m->src);
+            close(dfd);
+            return;
+         }
+         FATAL("can't bind %s to %s: source", m->src, m->dst);
+      }
+      unsigned long f = MS_BIND | ((m->flags & MF_REC) ? MS_REC : 0);
+      Z_(mount(src, tgt, NULL, f, NULL), "can't bind %s to %s", m->src, m->dst);
+      break;
+   }
+   case MK_TMPFS:
+      Z_(mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV | ms_flags(m->flags & ~MF_RO), src),
+         "can't mount tmpfs at %s", m->dst);
+      break;
+   case MK_FILE:
+      srcfd = generated_file(p, m, &unlink_me);
+      fdpath(srcp, srcfd);
+      if (mount(srcp, tgt, NULL, MS_BIND, NULL) != 0) {
+         int e = errno;
+         unlink(unlink_me);
+         errno = e;
+         FATAL("can't bind generated file to %s", m->dst);
+      }
+      Z_(unlink(unlink_me), "can't unlink %s", unlink_me);
+      free(unlink_me);
+      /* Unreachable by name now: make it readable like the file it replaces. */
+      Z_(fchmod(srcfd, 0644), "can't chmod generated %s", m->dst);
+      close(srcfd);
+      break;
+   case MK_MKDIR:
+      break;
+   }
+   close(dfd);
+
+   /* Flags a bind can't take at once need a remount of the new mount's top,
+      which a fresh resolution of DST now reaches. */
+   unsigned long extra = ms_flags(m->flags);
+   if (m->kind != MK_TMPFS && extra != 0) {
+      int top = open_in_root(rootfd, m->dst);
+      T_(top >= 0, "can't reopen %s after mounting", m->dst);
+      remount(top, extra, m->dst);
+      close(top);
+   }
+   INFO("%s %s%s%s%s", m->kind == MK_BIND ? "bind" : m->kind == MK_TMPFS ? "tmpfs" : "generated",
+        m->kind == MK_BIND ? m->src : "", m->kind == MK_BIND ? " -> " : "", m->dst,
+        (m->flags & MF_RO) ? " (read-only)" : "");
+}
+
+void mounts_apply(const struct plan *p, int rootfd)
+{
+   for (size_t i = 0; i < p->mount_ct; i++)
+      mount_one(p, rootfd, &p->mounts[i]);
+}
+
+/* Make the image the root. pivot_root(".", ".") stacks the old root on top of
+   the new one; detaching it leaves only the image, with no put_old directory
+   needed in a read-only, possibly root-owned tree. */
+void root_pivot(int rootfd)
+{
+   Z_(fchdir(rootfd), "can't chdir to image root");
+   Z_(syscall(SYS_pivot_root, ".", "."), "can't pivot_root(2) into image");
+   Z_(umount2(".", MNT_DETACH), "can't detach old root");
+   Z_(chdir("/"), "can't chdir to new root");
+   close(rootfd);
+}

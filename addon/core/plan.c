@@ -1,0 +1,152 @@
+/* Read the plan that the TypeScript front end wrote to an inherited fd.
+
+   Format: a sequence of NUL-terminated tokens. The first is the magic
+   "CHPLAN1"; then records, each a keyword followed by a fixed number of
+   tokens, up to "end". Nothing here is policy: values are taken as given, and
+   only their form is checked. Unknown keywords are an error, so a front end
+   and core from different builds fail loudly rather than half-apply a plan. */
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#define PLAN_MAGIC "CHPLAN1"
+#define PLAN_MAX   (64 << 20)
+
+struct cursor { char *p; char *end; };
+
+static char *next(struct cursor *c, const char *what)
+{
+   if (c->p >= c->end)
+      FATAL_NOERR("plan: truncated before %s", what);
+   char *tok = c->p;
+   char *nul = memchr(c->p, '\0', c->end - c->p);
+   if (nul == NULL)
+      FATAL_NOERR("plan: unterminated token in %s", what);
+   c->p = nul + 1;
+   return tok;
+}
+
+static long long number(struct cursor *c, const char *what, long long min, long long max)
+{
+   char *tok = next(c, what), *e;
+   errno = 0;
+   long long v = strtoll(tok, &e, 10);
+   if (errno != 0 || *tok == '\0' || *e != '\0' || v < min || v > max)
+      FATAL_NOERR("plan: bad number for %s: '%s'", what, tok);
+   return v;
+}
+
+static unsigned mount_flags(const char *s)
+{
+   static const struct { const char *name; unsigned flag; } names[] = {
+      {"rec", MF_REC}, {"ro", MF_RO}, {"nosuid", MF_NOSUID}, {"nodev", MF_NODEV},
+      {"noexec", MF_NOEXEC}, {"optional", MF_OPTIONAL}, {"srcopt", MF_SRCOPT},
+   };
+   unsigned flags = 0;
+   char *copy = strdup(s), *save = NULL;
+   T_(copy != NULL, "strdup");
+   for (char *w = strtok_r(copy, ",", &save); w != NULL; w = strtok_r(NULL, ",", &save)) {
+      size_t i;
+      for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+         if (strcmp(w, names[i].name) == 0)
+            break;
+      if (i == sizeof(names) / sizeof(names[0]))
+         FATAL_NOERR("plan: unknown mount flag '%s'", w);
+      flags |= names[i].flag;
+   }
+   free(copy);
+   return flags;
+}
+
+static char **push(char **v, size_t *n, char *s)
+{
+   v = xrealloc(v, (*n + 2) * sizeof(char *));
+   v[(*n)++] = s;
+   v[*n] = NULL;
+   return v;
+}
+
+void plan_read(int fd, struct plan *p)
+{
+   size_t cap = 1 << 16, len = 0;
+   char *buf = xrealloc(NULL, cap);
+   for (;;) {
+      if (len == cap) {
+         if (cap >= PLAN_MAX)
+            FATAL_NOERR("plan: larger than %d bytes", PLAN_MAX);
+         cap *= 2;
+         buf = xrealloc(buf, cap);
+      }
+      ssize_t r = read(fd, buf + len, cap - len);
+      if (r < 0 && errno == EINTR)
+         continue;
+      T_(r >= 0, "plan: can't read fd %d", fd);
+      if (r == 0)
+         break;
+      len += r;
+   }
+   Z_(close(fd), "plan: can't close fd %d", fd);
+
+   memset(p, 0, sizeof(*p));
+   p->uid = getuid(); p->gid = getgid();
+   p->nofile = -1;
+   p->cwd = "/";
+   p->tmpfile_dir = "/tmp";
+   p->join_timeout_ms = 30000;
+   p->env = push(NULL, &p->env_ct, NULL);  p->env_ct = 0;
+   p->argv = push(NULL, &p->argc, NULL);   p->argc = 0;
+
+   struct cursor c = { buf, buf + len };
+   if (strcmp(next(&c, "magic"), PLAN_MAGIC) != 0)
+      FATAL_NOERR("plan: bad magic (front end and core from different builds?)");
+   for (;;) {
+      char *kw = next(&c, "keyword");
+      if (!strcmp(kw, "end")) break;
+      else if (!strcmp(kw, "verbose")) verbose = p->verbose = number(&c, kw, -8, 8);
+      else if (!strcmp(kw, "root")) p->root = next(&c, kw);
+      else if (!strcmp(kw, "write")) p->writable = number(&c, kw, 0, 1);
+      else if (!strcmp(kw, "uid")) p->uid = number(&c, kw, 0, UINT_MAX - 1);
+      else if (!strcmp(kw, "gid")) p->gid = number(&c, kw, 0, UINT_MAX - 1);
+      else if (!strcmp(kw, "nofile")) p->nofile = number(&c, kw, -1, LLONG_MAX);
+      else if (!strcmp(kw, "cwd")) { p->cwd = next(&c, kw); p->cwd_fallback = false; }
+      else if (!strcmp(kw, "cwd-try")) { p->cwd = next(&c, kw); p->cwd_fallback = true; }
+      else if (!strcmp(kw, "tmpfile-dir")) p->tmpfile_dir = next(&c, kw);
+      else if (!strcmp(kw, "join")) {
+         p->join = true;
+         p->join_tag = next(&c, "join tag");
+         p->join_ct = number(&c, "join count", 1, 1 << 20);
+         p->join_timeout_ms = number(&c, "join timeout", 1, INT_MAX);
+      } else if (!strcmp(kw, "mount")) {
+         struct mount_op m;
+         char *kind = next(&c, "mount kind");
+         if (!strcmp(kind, "bind")) m.kind = MK_BIND;
+         else if (!strcmp(kind, "tmpfs")) m.kind = MK_TMPFS;
+         else if (!strcmp(kind, "file")) m.kind = MK_FILE;
+         else if (!strcmp(kind, "mkdir")) m.kind = MK_MKDIR;
+         else FATAL_NOERR("plan: unknown mount kind '%s'", kind);
+         m.flags = mount_flags(next(&c, "mount flags"));
+         m.src = next(&c, "mount source");
+         m.src_len = strlen(m.src);
+         m.dst = next(&c, "mount destination");
+         if (m.dst[0] != '/')
+            FATAL_NOERR("plan: mount destination not absolute: %s", m.dst);
+         p->mounts = xrealloc(p->mounts, (p->mount_ct + 1) * sizeof(m));
+         p->mounts[p->mount_ct++] = m;
+      } else if (!strcmp(kw, "env")) {
+         char *e = next(&c, kw);
+         if (strchr(e, '=') == NULL || e[0] == '=')
+            FATAL_NOERR("plan: bad environment entry: %s", e);
+         p->env = push(p->env, &p->env_ct, e);
+      } else if (!strcmp(kw, "arg")) p->argv = push(p->argv, &p->argc, next(&c, kw));
+      else FATAL_NOERR("plan: unknown keyword '%s'", kw);
+   }
+   if (p->root == NULL)
+      FATAL_NOERR("plan: no image root");
+   if (p->argc == 0)
+      FATAL_NOERR("plan: no command");
+}

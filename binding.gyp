@@ -1,0 +1,25 @@
+{
+  # Two products: the N-API addon that Node loads (plan hand-off, helpers that need syscalls Node lacks),
+  # and ch-run's single-threaded C core, a separate executable because unshare(CLONE_NEWUSER) fails with
+  # EINVAL in a multithreaded process (see DESIGN.md).
+  "targets": [
+    {
+      "target_name": "ch_addon",
+      "sources": ["addon/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17"]
+    },
+    {
+      "target_name": "ch-run-core",
+      "type": "executable",
+      "sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
+                  "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c"],
+      "defines": ["_GNU_SOURCE"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "cflags!": ["-fno-exceptions"],
+      "ldflags": []
+    }
+  ]
+}

@@ -1,0 +1,97 @@
+// The container's environment: the host's passes through, with Charliecloud's
+// fix-ups, then --set-env/--unset-env in command-line order, then CH_RUNNING.
+
+import { readFileSync } from 'node:fs';
+import { ChError, why } from '../util/log.js';
+import { globToRegExp } from './glob.js';
+import type { EnvAction } from './options.js';
+
+export type Env = Map<string, string>;
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export function envFromProcess(): Env {
+  const env: Env = new Map();
+  for (const [k, v] of Object.entries(process.env))
+    if (v !== undefined) env.set(k, v);
+  return env;
+}
+
+/** Strip one pair of single straight quotes around a whole value. */
+function unquote(v: string): string {
+  return v.length >= 2 && v.startsWith("'") && v.endsWith("'") ? v.slice(1, -1) : v;
+}
+
+/** Expand $VAR items of a colon-separated value; empty expansions vanish with their colon. */
+export function expandValue(value: string, env: Env): string {
+  if (!value.includes('$')) return value;
+  const items: string[] = [];
+  for (const item of value.split(':')) {
+    if (item.startsWith('$')) {
+      const v = env.get(item.slice(1));
+      if (v !== undefined && v !== '') items.push(v);
+    } else {
+      items.push(item);
+    }
+  }
+  return items.join(':');
+}
+
+/** Parse one "NAME=value" assignment. WHERE names its origin for errors. */
+export function parseAssignment(line: string, where: string): [string, string] {
+  const eq = line.indexOf('=');
+  if (eq < 0) throw new ChError(`--set-env: no '=' in assignment at ${where}: '${line}'`);
+  if (eq === 0) throw new ChError(`--set-env: empty variable name at ${where}: '${line}'`);
+  return [line.slice(0, eq), unquote(line.slice(eq + 1))];
+}
+
+function readEnvFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ChError(`--set-env: can't read ${path}: ${why(err)}`);
+  }
+}
+
+/** Apply --set-env/--unset-env actions, in order. IMAGE locates /ch/environment. */
+export function applyEnvActions(env: Env, actions: EnvAction[], image: string): void {
+  for (const a of actions) {
+    if (a.kind === 'unset') {
+      const re = globToRegExp(a.glob);
+      for (const name of [...env.keys()])
+        if (re.test(name)) env.delete(name);
+      continue;
+    }
+    let lines: [string, string][];
+    if (a.kind === 'set-var') {
+      lines = [[a.assignment, 'command line']];
+    } else {
+      const path = a.path ?? `${image}/ch/environment`;
+      lines = readEnvFile(path).split('\n').map((l, i) => [l, `${path}:${i + 1}`] as [string, string])
+        .filter(([l]) => l !== '');
+    }
+    for (const [line, where] of lines) {
+      const [name, value] = parseAssignment(line, where);
+      env.set(name, a.expand ? expandValue(value, env) : value);
+    }
+  }
+}
+
+/** Add /bin to PATH if missing (images without merged /usr need it). */
+export function fixPath(env: Env): void {
+  const path = env.get('PATH');
+  if (path === undefined || path === '') {
+    env.set('PATH', DEFAULT_PATH);
+    return;
+  }
+  if (!path.split(':').includes('/bin')) env.set('PATH', `${path}:/bin`);
+}
+
+export function serializeEnv(env: Env): string[] {
+  const out: string[] = [];
+  for (const [k, v] of env) {
+    if (k.includes('\0') || v.includes('\0')) throw new ChError(`environment variable ${k} contains a NUL byte`);
+    out.push(`${k}=${v}`);
+  }
+  return out;
+}

@@ -1,0 +1,128 @@
+// What the front end needs to know about an image directory before planning:
+// that it is one, which paths exist inside it (resolved as the container will
+// see them: symlinks followed but never above the image root), and its
+// recorded metadata (/ch/metadata.json: ENTRYPOINT, CMD, WorkingDir, ...).
+//
+// These checks give early, precise errors; the C core resolves every mount
+// destination again, race-free, with openat2(RESOLVE_IN_ROOT).
+
+import { lstatSync, mkdirSync, readFileSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
+import { ChError, why } from '../util/log.js';
+
+export interface ImageMetadata {
+  Entrypoint?: string[] | null;
+  Cmd?: string[] | null;
+  WorkingDir?: string;
+  Env?: string[];
+  Labels?: Record<string, string>;
+  User?: string;
+}
+
+/** Check IMAGE is a usable image directory; return its absolute host path. */
+export function checkImage(image: string): string {
+  let st: Stats;
+  try {
+    st = statSync(image);
+  } catch (err) {
+    throw new ChError(`can't use image ${image}: ${why(err)}`);
+  }
+  if (!st.isDirectory()) {
+    if (st.isFile())
+      throw new ChError(`can't use image ${image}: not a directory (a tarball? unpack it with ch-tar2dir)`);
+    throw new ChError(`can't use image ${image}: not a directory`);
+  }
+  return image;
+}
+
+/**
+ * Resolve PATH (absolute, container view) inside ROOT. Returns the host path
+ * of what it names, or null if some component doesn't exist. Symlinks are
+ * followed as inside the container: absolute targets restart at ROOT, ".."
+ * stops at ROOT.
+ */
+export function resolveInImage(root: string, path: string): string | null {
+  const todo = path.split('/').filter((c) => c !== '' && c !== '.').reverse();
+  const done: string[] = [];
+  let links = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop()!;
+    if (comp === '..') {
+      done.pop();
+      continue;
+    }
+    const host = `${root}/${[...done, comp].join('/')}`;
+    let st: Stats;
+    try {
+      st = lstatSync(host);
+    } catch {
+      return null;
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > 40) return null;
+      const target = readlinkSync(host);
+      if (target.startsWith('/')) done.length = 0;
+      todo.push(...target.split('/').filter((c) => c !== '' && c !== '.').reverse());
+      continue;
+    }
+    done.push(comp);
+  }
+  return `${root}/${done.join('/')}`.replace(/\/+$/, '') || root;
+}
+
+export type Kind = 'dir' | 'file' | 'other' | null;
+
+export function kindInImage(root: string, path: string): Kind {
+  const host = resolveInImage(root, path);
+  if (host === null) return null;
+  try {
+    const st = statSync(host);
+    return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Create PATH inside a writable image as a directory (or an empty file when
+ * FILE), parents too. Refuses to go through symlinks: with -w we only create
+ * what lies plainly inside the image.
+ */
+export function createInImage(root: string, path: string, file: boolean): void {
+  const comps = path.split('/').filter((c) => c !== '' && c !== '.');
+  if (comps.includes('..')) throw new ChError(`can't create ${path} in image: '..' not allowed`);
+  let host = root;
+  comps.forEach((comp, i) => {
+    host += '/' + comp;
+    const last = i === comps.length - 1;
+    let st: Stats | null = null;
+    try { st = lstatSync(host); } catch { /* missing: create below */ }
+    if (st?.isSymbolicLink())
+      throw new ChError(`can't create ${path} in image: ${comps.slice(0, i + 1).join('/')} is a symlink`);
+    if (st) return;
+    try {
+      if (last && file) writeFileSync(host, '', { flag: 'wx', mode: 0o644 });
+      else mkdirSync(host, { mode: 0o755 });
+    } catch (err) {
+      throw new ChError(`can't create ${path} in image: ${why(err)}`);
+    }
+  });
+}
+
+/** The image's /ch/metadata.json, or null if it has none. */
+export function readMetadata(root: string): ImageMetadata | null {
+  const host = resolveInImage(root, '/ch/metadata.json');
+  if (host === null) return null;
+  let text: string;
+  try {
+    text = readFileSync(host, 'utf8');
+  } catch (err) {
+    throw new ChError(`can't read ${root}/ch/metadata.json: ${why(err)}`);
+  }
+  try {
+    const m = JSON.parse(text);
+    if (typeof m !== 'object' || m === null) throw new Error('not an object');
+    return m as ImageMetadata;
+  } catch (err) {
+    throw new ChError(`can't parse ${root}/ch/metadata.json: ${(err as Error).message}`);
+  }
+}

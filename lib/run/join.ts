@@ -1,0 +1,44 @@
+// Defaults for --join, as Charliecloud computes them: the peer count from
+// the launcher's local task count, the group tag from the Slurm step (or the
+// parent process, which all ranks of one mpirun share on a node).
+
+import { ChError } from '../util/log.js';
+
+/** Expand Slurm's compressed task list ("2(x3),1") and pick this node's entry. */
+export function tasksOnThisNode(list: string, nodeId: number): number | null {
+  const counts: number[] = [];
+  for (const part of list.split(',')) {
+    const m = /^(\d+)(?:\(x(\d+)\))?$/.exec(part.trim());
+    if (!m) return null;
+    for (let i = 0; i < Number(m[2] ?? 1); i++) counts.push(Number(m[1]));
+  }
+  return counts[nodeId] ?? counts[0] ?? null;
+}
+
+export function joinCount(env: NodeJS.ProcessEnv): number {
+  const positive = (s: string | undefined) => (s && /^[0-9]+$/.test(s) && Number(s) > 0 ? Number(s) : null);
+  const ompi = positive(env.OMPI_COMM_WORLD_LOCAL_SIZE);
+  if (ompi) return ompi;
+  if (env.SLURM_STEP_TASKS_PER_NODE) {
+    const n = tasksOnThisNode(env.SLURM_STEP_TASKS_PER_NODE, Number(env.SLURM_NODEID ?? 0));
+    if (n) return n;
+  }
+  const cpus = positive(env.SLURM_CPUS_ON_NODE);
+  if (cpus) return cpus;
+  throw new ChError('--join: peer count unknown: give --join-ct, or run under mpirun or srun '
+    + '(OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_STEP_TASKS_PER_NODE, SLURM_CPUS_ON_NODE all unset)');
+}
+
+export function joinTag(env: NodeJS.ProcessEnv): string {
+  if (env.SLURM_STEP_ID !== undefined && env.SLURM_STEP_ID !== '')
+    return `slurm-${env.SLURM_JOB_ID ?? 'nojob'}.${env.SLURM_STEP_ID}`;
+  return `ppid-${process.ppid}`;
+}
+
+export function joinTimeoutMs(env: NodeJS.ProcessEnv): number {
+  const s = env.CH_RUN_JOIN_TIMEOUT;
+  if (s === undefined || s === '') return 30_000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s) || Number(s) <= 0)
+    throw new ChError(`CH_RUN_JOIN_TIMEOUT: want seconds > 0, got '${s}'`);
+  return Math.round(Number(s) * 1000);
+}

@@ -1,0 +1,114 @@
+// ch-run's front end: parse the command line, decide the container (mounts,
+// identity, environment, command), hand the plan to the C core by exec.
+
+import { statSync } from 'node:fs';
+import { ChError, EXIT_ERR, Log, runMain } from '../util/log.js';
+import { formatHelp } from '../util/argp.js';
+import { ADDON_PATH, CORE_PATH } from '../util/paths.js';
+import { native } from '../util/native.js';
+import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js';
+import { checkImage, kindInImage, readMetadata } from './image.js';
+import { joinCount, joinTag, joinTimeoutMs } from './join.js';
+import { defaultMounts } from './mounts.js';
+import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
+import { identity } from './passwd.js';
+import { Plan, serializePlan } from './plan.js';
+
+const log = new Log('ch-run');
+
+/** ch-run must never be a privilege boundary. */
+function refuseSetid(files: string[]): void {
+  for (const f of files) {
+    let mode: number;
+    try { mode = statSync(f).mode; } catch { continue; }
+    if (mode & 0o6000)
+      throw new ChError(`${f} is setuid or setgid; refusing to run (ch-run needs no privileges: chmod ug-s it)`);
+  }
+}
+
+function command(opts: RunOptions, root: string): { argv: string[]; workdir: string | null } {
+  if (opts.command.length > 0) return { argv: opts.command, workdir: null };
+  const meta = readMetadata(root);
+  const argv = [...(meta?.Entrypoint ?? []), ...(meta?.Cmd ?? [])];
+  if (argv.length === 0)
+    throw new ChError(`no command given, and image ${root} records no ENTRYPOINT or CMD`
+      + `${meta ? ' in /ch/metadata.json' : ' (no /ch/metadata.json)'}`);
+  log.info(`running image's default command: ${JSON.stringify(argv)}`);
+  return { argv, workdir: meta?.WorkingDir || null };
+}
+
+export function buildPlan(opts: RunOptions): Plan {
+  const root = checkImage(opts.image);
+  const id = identity(opts.uid, opts.gid);
+  const env = envFromProcess();
+  const nofile = env.get('CH_RUN_NOFILE');
+  env.delete('CH_RUN_NOFILE');
+
+  const mounts = defaultMounts({ root, opts, id, log, env });
+
+  // Environment: Charliecloud's fix-ups first, then the user's, then CH_RUNNING.
+  if (opts.home) {
+    env.set('HOME', `/home/${id.user}`);
+  } else {
+    const home = env.get('HOME');
+    const bound = opts.binds.some((b) => home && (b.dst ?? b.src) === home);
+    if (!home || (!bound && kindInImage(root, home) !== 'dir'))
+      env.set('HOME', kindInImage(root, '/root') === 'dir' ? '/root' : '/');
+  }
+  fixPath(env);
+  env.delete('TMPDIR');   // a host path; the host's temp dir is /tmp inside
+  applyEnvActions(env, opts.envActions, root);
+  env.set('CH_RUNNING', 'Weird Al Yankovic');
+
+  const { argv, workdir } = command(opts, root);
+  const cwd = opts.cd ?? workdir ?? process.cwd();
+
+  return {
+    verbose: opts.verbosity,
+    root,
+    writable: opts.writable,
+    uid: id.uid, gid: id.gid,
+    nofile: nofile && /^[0-9]+$/.test(nofile) ? Number(nofile) : null,
+    cwd,
+    cwdFallback: opts.cd === null && workdir === null,
+    tmpfileDir: '/tmp',
+    join: opts.join
+      ? { tag: opts.joinTag ?? joinTag(process.env), count: opts.joinCt ?? joinCount(process.env),
+          timeoutMs: joinTimeoutMs(process.env) }
+      : null,
+    mounts,
+    env: serializeEnv(env),
+    argv,
+  };
+}
+
+function help(): string {
+  return `${RUN_USAGE}
+Run a command in a Charliecloud-style unprivileged container.
+
+${formatHelp(RUN_OPTIONS)}
+
+Exit status: the command's own; 128+N if it died of signal N; ${EXIT_ERR} if
+ch-run itself failed; 49 if the command could not be executed.
+`;
+}
+
+await runMain(log, async () => {
+  const opts = parseRunArgs(process.argv.slice(2));
+  log.verbosity = opts.verbosity;
+  if (opts.action === 'help') { process.stdout.write(help()); return 0; }
+  if (opts.action === 'usage') { process.stdout.write(RUN_USAGE + '\n'); return 0; }
+  if (opts.action === 'version') {
+    const { version } = await import('../util/version.js');
+    process.stdout.write(version() + '\n');
+    return 0;
+  }
+  refuseSetid([process.argv[1], CORE_PATH, ADDON_PATH]);
+  const plan = buildPlan(opts);
+  log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
+  try {
+    native().execCore(CORE_PATH, serializePlan(plan));
+  } catch (err) {
+    throw new ChError(`can't start container core: ${(err as Error).message}`);
+  }
+});

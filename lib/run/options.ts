@@ -1,0 +1,143 @@
+// ch-run's command line: Charliecloud 0.2x options, same names and meanings.
+
+import { ChError } from '../util/log.js';
+import { OptionSpec, parseArgs } from '../util/argp.js';
+
+export const RUN_OPTIONS: OptionSpec[] = [
+  { name: 'bind', short: 'b', arg: 'required', argName: 'SRC[:DST[:ro]]',
+    help: 'mount SRC at guest DST (default: SRC\'s own path if the image has it, else the next free /mnt/N); repeatable' },
+  { name: 'cd', short: 'c', arg: 'required', argName: 'DIR', help: 'initial working directory in container' },
+  { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
+  { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
+  { name: 'home', arg: 'none', help: 'bind-mount your host $HOME at guest /home/$USER' },
+  { name: 'join', short: 'j', arg: 'none', help: 'use the same container (namespaces) as peer ch-run invocations' },
+  { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
+  { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
+  { name: 'no-passwd', arg: 'none', help: 'don\'t bind-mount generated /etc/passwd and /etc/group' },
+  { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
+  { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },
+  { name: 'set-env', arg: 'optional', argName: 'FILE|VAR=VALUE',
+    help: 'set environment variables from FILE, or one VAR=VALUE (no argument: image\'s /ch/environment)' },
+  { name: 'uid', short: 'u', arg: 'required', argName: 'UID', help: 'run as user UID within container' },
+  { name: 'unset-env', arg: 'required', argName: 'GLOB', help: 'unset environment variables whose names match GLOB' },
+  { name: 'verbose', short: 'v', arg: 'none', help: 'be more verbose (repeatable)' },
+  { name: 'write', short: 'w', arg: 'none', help: 'mount image read-write (default: read-only)' },
+  { name: 'help', short: '?', arg: 'none', help: 'print this help and exit' },
+  { name: 'usage', arg: 'none', help: 'print a short usage message and exit' },
+  { name: 'version', short: 'V', arg: 'none', help: 'print version and exit' },
+];
+// -h is not Charliecloud's but every user tries it.
+RUN_OPTIONS.push({ name: 'h', short: 'h', arg: 'none', help: '', hidden: true });
+
+export interface Bind { src: string; dst: string | null; readonly: boolean; spec: string }
+
+/** One --set-env or --unset-env, in command-line order. */
+export type EnvAction =
+  | { kind: 'set-file'; path: string | null; expand: boolean }  // null: image's /ch/environment
+  | { kind: 'set-var'; assignment: string; expand: boolean }
+  | { kind: 'unset'; glob: string };
+
+export interface RunOptions {
+  image: string;
+  command: string[];          // empty: the image's ENTRYPOINT/CMD
+  binds: Bind[];
+  cd: string | null;
+  uid: number | null;
+  gid: number | null;
+  envActions: EnvAction[];
+  noPasswd: boolean;
+  privateTmp: boolean;
+  writable: boolean;
+  home: boolean;
+  join: boolean;
+  joinCt: number | null;
+  joinTag: string | null;
+  verbosity: number;
+  action: 'run' | 'help' | 'usage' | 'version';
+}
+
+function id(what: string, s: string): number {
+  if (!/^[0-9]+$/.test(s) || Number(s) > 4294967294)
+    throw new ChError(`invalid ${what}: '${s}' (must be a number 0..4294967294)`);
+  return Number(s);
+}
+
+export function parseBind(spec: string): Bind {
+  if (spec === '') throw new ChError('--bind: empty argument');
+  const parts = spec.split(':');
+  let readonly = false;
+  if (parts.length === 3) {
+    if (parts[2] !== 'ro' && parts[2] !== 'rw')
+      throw new ChError(`--bind: bad option '${parts[2]}' in '${spec}' (want SRC[:DST[:ro|rw]])`);
+    readonly = parts[2] === 'ro';
+  } else if (parts.length > 3) {
+    throw new ChError(`--bind: too many colons in '${spec}' (want SRC[:DST[:ro|rw]])`);
+  }
+  const [src, dst] = parts;
+  if (src === '') throw new ChError(`--bind: empty source in '${spec}'`);
+  if (dst === '') throw new ChError(`--bind: empty destination in '${spec}'`);
+  if (dst !== undefined && !dst.startsWith('/'))
+    throw new ChError(`--bind: destination must be absolute: '${dst}' in '${spec}'`);
+  return { src, dst: dst ?? null, readonly, spec };
+}
+
+export function parseRunArgs(argv: string[]): RunOptions {
+  const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
+  const o: RunOptions = {
+    image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
+    noPasswd: false, privateTmp: false, writable: false, home: false, join: false, joinCt: null,
+    joinTag: null, verbosity: 0, action: 'run',
+  };
+  let expand = true;
+  for (const { name, value } of parsed.options) {
+    switch (name) {
+      case 'bind': o.binds.push(parseBind(value!)); break;
+      case 'cd':
+        if (!value!.startsWith('/')) throw new ChError(`--cd: must be an absolute path: '${value}'`);
+        o.cd = value!;
+        break;
+      case 'env-no-expand': expand = false; break;
+      case 'gid': o.gid = id('GID', value!); break;
+      case 'home': o.home = true; break;
+      case 'join': o.join = true; break;
+      case 'join-ct':
+        if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)
+          throw new ChError(`--join-ct: must be a positive integer: '${value}'`);
+        o.joinCt = Number(value); o.join = true;
+        break;
+      case 'join-tag':
+        if (value === '') throw new ChError('--join-tag: must not be empty');
+        o.joinTag = value!; o.join = true;
+        break;
+      case 'no-passwd': o.noPasswd = true; break;
+      case 'private-tmp': o.privateTmp = true; break;
+      case 'quiet': o.verbosity = Math.min(o.verbosity, 0) - 1; break;
+      case 'set-env':
+        if (value !== undefined && value.includes('='))
+          o.envActions.push({ kind: 'set-var', assignment: value, expand });
+        else if (value === '')
+          throw new ChError('--set-env: empty argument');
+        else
+          o.envActions.push({ kind: 'set-file', path: value ?? null, expand });
+        break;
+      case 'uid': o.uid = id('UID', value!); break;
+      case 'unset-env':
+        if (value === '') throw new ChError('--unset-env: GLOB must not be empty');
+        o.envActions.push({ kind: 'unset', glob: value! });
+        break;
+      case 'verbose': o.verbosity = Math.max(o.verbosity, 0) + 1; break;
+      case 'write': o.writable = true; break;
+      case 'help': case 'h': o.action = 'help'; return o;
+      case 'usage': o.action = 'usage'; return o;
+      case 'version': o.action = 'version'; return o;
+    }
+  }
+  const words = [...parsed.positional, ...(parsed.rest ?? [])];
+  if (words.length === 0) throw new ChError("no IMAGE specified\nTry 'ch-run --help' for more information.");
+  o.image = words[0];
+  if (o.image === '') throw new ChError('IMAGE must not be an empty string');
+  o.command = words.slice(1);
+  return o;
+}
+
+export const RUN_USAGE = 'Usage: ch-run [OPTION...] IMAGE -- CMD [ARG...]';

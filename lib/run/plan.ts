@@ -1,0 +1,48 @@
+// The plan: everything the C core needs to build the container and exec the
+// command, decided here. Serialized as NUL-terminated tokens (addon/core/plan.c
+// reads it): plain data, no policy on the C side.
+
+import { ChError } from '../util/log.js';
+
+export type MountFlag = 'rec' | 'ro' | 'nosuid' | 'nodev' | 'noexec' | 'optional' | 'srcopt';
+
+export type MountOp =
+  | { kind: 'bind'; src: string; dst: string; flags: MountFlag[] }
+  | { kind: 'tmpfs'; options: string; dst: string; flags: MountFlag[] }
+  | { kind: 'file'; content: string; dst: string; flags: MountFlag[] }
+  | { kind: 'mkdir'; mode: number; dst: string; flags: MountFlag[] };
+
+export interface Plan {
+  verbose: number;
+  root: string;
+  writable: boolean;
+  uid: number; gid: number;
+  nofile: number | null;
+  cwd: string;
+  cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
+  tmpfileDir: string;
+  join: { tag: string; count: number; timeoutMs: number } | null;
+  mounts: MountOp[];
+  env: string[];
+  argv: string[];
+}
+
+export function serializePlan(p: Plan): Buffer {
+  const t: string[] = ['CHPLAN1'];
+  const add = (...xs: (string | number)[]) => { for (const x of xs) t.push(String(x)); };
+  add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
+  if (p.nofile !== null) add('nofile', p.nofile);
+  add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'tmpfile-dir', p.tmpfileDir);
+  if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
+  for (const m of p.mounts) {
+    const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options
+      : m.kind === 'file' ? m.content : m.mode.toString(8);
+    add('mount', m.kind, m.flags.join(','), src, m.dst);
+  }
+  for (const e of p.env) add('env', e);
+  for (const a of p.argv) add('arg', a);
+  add('end');
+  for (const x of t)
+    if (x.includes('\0')) throw new ChError(`plan: value contains a NUL byte: ${JSON.stringify(x.slice(0, 60))}`);
+  return Buffer.from(t.join('\0') + '\0', 'utf8');
+}

@@ -1,0 +1,50 @@
+// Messages in the form the whole toolkit uses: "PROG[PID]: error: what: why".
+// Errors that should end the program are thrown as ChError and reported once,
+// at the top, with their exit status.
+
+export const EXIT_ERR = 31;   // ch-run's own failures (Charliecloud's value)
+export const EXIT_CMD = 49;   // command can't be executed
+
+export class ChError extends Error {
+  constructor(message: string, readonly exitCode: number = EXIT_ERR) {
+    super(message);
+    this.name = 'ChError';
+  }
+}
+
+export class Log {
+  constructor(readonly prog: string, public verbosity = 0) {}
+
+  private line(kind: string, msg: string): void {
+    process.stderr.write(`${this.prog}[${process.pid}]: ${kind}${msg}\n`);
+  }
+  error(msg: string): void { this.line('error: ', msg); }
+  warn(msg: string): void { if (this.verbosity >= 0) this.line('warning: ', msg); }
+  info(msg: string): void { if (this.verbosity >= 1) this.line('', msg); }
+  debug(msg: string): void { if (this.verbosity >= 2) this.line('', msg); }
+}
+
+/** Describe a Node system error as "why (ECODE)". */
+export function why(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e === 'object' && typeof e.code === 'string') {
+    const text = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ .*$/, '');
+    return `${text} (${e.code})`;
+  }
+  return String((e as Error)?.message ?? e);
+}
+
+/** Run MAIN; report a ChError (or anything else) once and exit with its status. */
+export async function runMain(log: Log, main: () => Promise<number | void> | number | void): Promise<void> {
+  try {
+    const rc = await main();
+    process.exitCode = typeof rc === 'number' ? rc : 0;
+  } catch (err) {
+    if (err instanceof ChError) {
+      log.error(err.message);
+      process.exit(err.exitCode);
+    }
+    log.error(`internal error: ${(err as Error)?.stack ?? err}`);
+    process.exit(EXIT_ERR);
+  }
+}
