@@ -1,0 +1,70 @@
+// Shared test environment: where the staged package and test images live, who
+// the unprivileged test user is, and how to run commands as that user.
+//
+// CI runs as root in a clone an unprivileged user may not be able to reach
+// (e.g. under /root, mode 0700). test/setup.js (run by `npm test` before ava)
+// therefore stages the built package and the test images in a world-readable
+// directory, CH_TEST_DIR, and creates the test user if needed.
+
+import { execa } from 'execa';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const TEST_DIR = process.env.CH_TEST_DIR ?? '/var/tmp/ch-toolkit-test';
+/** Long-lived cache (the debootstrap image), survives between runs. */
+export const CACHE_DIR = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
+export const PKG = join(TEST_DIR, 'pkg');
+export const BIN = join(PKG, 'bin');
+export const IMAGES = join(TEST_DIR, 'img');
+export const TEST_USER = process.env.CH_TEST_USER ?? 'chtest';
+
+export const isRoot = process.getuid() === 0;
+
+/** The unprivileged identity tests run ch-run as. */
+export function testUser() {
+  if (!isRoot) return { name: process.env.USER ?? String(process.getuid()), uid: process.getuid(), gid: process.getgid() };
+  for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const f = line.split(':');
+    if (f[0] === TEST_USER) return { name: f[0], uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  throw new Error(`test user ${TEST_USER} missing: run test/setup.js first (npm test does)`);
+}
+
+/** argv prefix that runs a command as the unprivileged test user (nothing if we are one). */
+export function asUser(user = testUser()) {
+  if (!isRoot) return [];
+  return ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'];
+}
+
+/** A clean environment for the test user: no root HOME, no inherited oddities. */
+export function userEnv(user = testUser(), extra = {}) {
+  return {
+    PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin',
+    HOME: isRoot ? `/home/${user.name}` : process.env.HOME,
+    USER: user.name,
+    LANG: 'C.UTF-8',
+    ...extra,
+  };
+}
+
+/**
+ * Run a toolkit command (ch-run, ch-tar2dir, ...) from the staged package.
+ * opts.root: run as root instead of the test user. Never throws on non-zero exit.
+ */
+export function ch(cmd, args, opts = {}) {
+  const { root = false, env = {}, ...rest } = opts;
+  const argv = [...(root ? [] : asUser()), join(BIN, cmd), ...args];
+  return execa(argv[0], argv.slice(1), {
+    reject: false,
+    env: root ? { ...process.env, ...env } : userEnv(undefined, env),
+    extendEnv: false,
+    cwd: '/',
+    ...rest,
+  });
+}
+
+export function image(name) {
+  const p = join(IMAGES, name);
+  if (!existsSync(p)) throw new Error(`test image ${name} missing (${p}); run test/setup.js`);
+  return p;
+}
