@@ -19,7 +19,15 @@
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "cflags!": ["-fno-exceptions"],
-      "ldflags": []
+      "ldflags": ["-static"]
+    },
+    {
+      "target_name": "ch-run",
+      "type": "executable",
+      "sources": ["addon/launcher.c"],
+      "defines": ["_GNU_SOURCE"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
+      "ldflags": ["-static"]
     }
   ]
 }

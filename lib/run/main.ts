@@ -93,7 +93,7 @@ ch-run itself failed; 49 if the command could not be executed.
 `;
 }
 
-await runMain(log, async () => {
+void runMain(log, async () => {
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
   if (opts.action === 'help') { process.stdout.write(help()); return 0; }

@@ -1,11 +1,19 @@
 // Where the package's own pieces are, found from this module's location so the
-// tree works from a git checkout, node_modules, or a PREFIX install alike.
+// tree works from a git checkout, node_modules, or a PREFIX install alike, and
+// from the bundled launch path (dist/ch-run.cjs) as well as dist/util/.
 
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The package root: dist/util/paths.js -> ../.. */
-export const PKG_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++, dir = dirname(dir))
+    if (existsSync(join(dir, 'package.json'))) return dir;
+  throw new Error(`ch-toolkit: can't find package root above ${fileURLToPath(import.meta.url)}`);
+}
+
+export const PKG_ROOT = packageRoot();
 export const BUILD_DIR = process.env.CH_TOOLKIT_BUILD_DIR ?? join(PKG_ROOT, 'build', 'Release');
 export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
 export const ADDON_PATH = join(BUILD_DIR, 'ch_addon.node');
