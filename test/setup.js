@@ -21,7 +21,7 @@ function stagePackage() {
   mkdirSync(PKG, { recursive: true });
   for (const p of ['package.json', 'bin', 'dist', 'build/Release', 'share', 'node_modules']) {
     if (!existsSync(join(repo, p))) continue;
-    cpSync(join(repo, p), join(PKG, p), { recursive: true, dereference: false,
+    cpSync(join(repo, p), join(PKG, p), { recursive: true, dereference: false, verbatimSymlinks: true,
       filter: (src) => !src.includes('/build/Release/obj.target') && !src.includes('/.deps') });
   }
 }

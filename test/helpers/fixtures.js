@@ -1,0 +1,37 @@
+// Per-test scratch space the unprivileged test user owns: writable image
+// copies, bind sources, env files. Removed by the caller (t.teardown).
+
+import { execa } from 'execa';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { image, isRoot, TEST_DIR, testUser } from './env.js';
+
+/** A fresh directory under TEST_DIR owned by the test user. */
+export async function scratch(t, prefix = 'scratch') {
+  const dir = mkdtempSync(join(TEST_DIR, `${prefix}-`));
+  if (isRoot) {
+    const u = testUser();
+    await execa('chown', [`${u.uid}:${u.gid}`, dir]);
+  }
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A copy of a test image the test user owns (so -w and edits work). */
+export async function imageCopy(t, name = 'busybox') {
+  const dir = await scratch(t, `img-${name}`);
+  const dst = join(dir, name);
+  await execa('cp', ['-a', image(name), dst]);
+  if (isRoot) {
+    const u = testUser();
+    await execa('chown', ['-R', `${u.uid}:${u.gid}`, dst]);
+  }
+  return dst;
+}
+
+/** Write a file as the test user would own it. */
+export async function ownedByUser(path) {
+  if (!isRoot) return;
+  const u = testUser();
+  await execa('chown', ['-R', `${u.uid}:${u.gid}`, path]);
+}

@@ -1,0 +1,388 @@
+// ch-run end to end: real namespaces, real mounts, the unprivileged test user
+// (and root where said). Every option of the Charliecloud-compatible CLI.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, ch, image, isRoot, testUser } from './helpers/env.js';
+import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
+
+const BB = () => image('busybox');
+const run = (args, opts) => ch('ch-run', args, opts);
+
+test('runs as the invoking user with exactly one uid and gid mapping', async (t) => {
+  const u = testUser();
+  const r = await run([BB(), '--', 'sh', '-c', 'id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map']);
+  t.is(r.exitCode, 0, r.stderr);
+  const [uid, gid, umap, gmap, ...rest] = r.stdout.split('\n');
+  t.is(Number(uid), u.uid);
+  t.is(Number(gid), u.gid);
+  t.deepEqual(umap.trim().split(/\s+/).map(Number), [u.uid, u.uid, 1]);
+  t.deepEqual(gmap.trim().split(/\s+/).map(Number), [u.gid, u.gid, 1]);
+  t.is(rest.length, 0);
+});
+
+test('root can run it too', async (t) => {
+  const r = await run([BB(), '--', 'sh', '-c', 'id -u; cat /proc/self/uid_map'], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /^0\n\s+0\s+0\s+1$/);
+});
+
+test('-u 0 -g 0 gives fake root; -u/-g set arbitrary ids', async (t) => {
+  const u = testUser();
+  let r = await run(['-u', '0', '-g', '0', BB(), '--', 'sh', '-c', 'id -u; id -g; cat /proc/self/uid_map']);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`^0\\n0\\n\\s+0\\s+${u.uid}\\s+1$`));
+  r = await run(['-u1234', '--gid=5678', BB(), '--', 'sh', '-c', 'id -u; id -g']);
+  t.is(r.stdout, '1234\n5678');
+});
+
+test('bad uid, gid and options exit 31 naming the input', async (t) => {
+  for (const [args, re] of [
+    [['-u', 'alice', BB(), '--', 'true'], /invalid UID: 'alice'/],
+    [['-g', '-1', BB(), '--', 'true'], /invalid GID: '-1'/],
+    [['--bogus', BB(), '--', 'true'], /unrecognized option '--bogus'/],
+    [['-Z', BB(), '--', 'true'], /invalid option -- 'Z'/],
+    [['--join-ct', '0', BB(), '--', 'true'], /--join-ct: must be a positive integer: '0'/],
+    [['-b', 'a:/b:ro:x', BB(), '--', 'true'], /too many colons in 'a:\/b:ro:x'/],
+    [['-b', '/tmp:rel', BB(), '--', 'true'], /destination must be absolute: 'rel'/],
+    [['', '--', 'true'], /IMAGE must not be an empty string/],
+    [[], /no IMAGE specified/],
+    [['-c', 'rel', BB(), '--', 'true'], /--cd: must be an absolute path/],
+  ]) {
+    const r = await run(args);
+    t.is(r.exitCode, 31, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, re);
+    t.regex(r.stderr, /^ch-run\[\d+\]: error: /);
+  }
+});
+
+test('exit status: own status, 49 for a command that cannot run, 128+N for a signal', async (t) => {
+  t.is((await run([BB(), '--', 'sh', '-c', 'exit 7'])).exitCode, 7);
+  t.is((await run([BB(), '--', 'true'])).exitCode, 0);
+  let r = await run([BB(), '--', 'no-such-command']);
+  t.is(r.exitCode, 49);
+  t.regex(r.stderr, /can't execve\(2\): no-such-command: No such file or directory \(ENOENT\)/);
+  r = await run([BB(), '--', '/etc']);
+  t.is(r.exitCode, 49);
+  t.regex(r.stderr, /can't execve\(2\): \/etc: Permission denied \(EACCES\)/);
+  // A shell reports a child killed by signal N as 128+N; ch-run's parent sees the signal itself.
+  r = await execa('sh', ['-c', `${[...(isRoot ? ['setpriv', `--reuid=${testUser().uid}`, `--regid=${testUser().gid}`, '--clear-groups', '--'] : [])].join(' ')} ${BIN}/ch-run ${BB()} -- sh -c 'kill -TERM $$'; echo rc=$?`], { reject: false });
+  t.regex(r.stdout, /rc=143/);
+  r = await run([BB(), '--', 'sh', '-c', 'kill -KILL $$']);
+  t.is(r.signal, 'SIGKILL');
+});
+
+test('missing image, image not a directory, and a tarball given as image are clear errors', async (t) => {
+  let r = await run(['/nonexistent/img', '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /can't use image \/nonexistent\/img: .*\(ENOENT\)/);
+  r = await run(['/etc/hostname', '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /can't use image \/etc\/hostname: not a directory/);
+  const dir = await scratch(t);
+  r = await run([dir, '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /has no \/dev directory/);
+});
+
+test('the program keeps ch-run\'s PID, no Node stays resident, and SIGTERM to that PID reaches it', async (t) => {
+  const u = testUser();
+  const p = execa(...argvOf([BB(), '--', 'sh', '-c',
+    'trap "echo got-term; exit 3" TERM; echo pid=$$; while :; do sleep 0.05; done']), { reject: false, buffer: true });
+  const pid = await new Promise((resolve) => p.stdout.on('data', (d) => {
+    const m = /pid=(\d+)/.exec(String(d));
+    if (m) resolve(Number(m[1]));
+  }));
+  // setpriv execs in place too: the launched PID is the program's.
+  t.is(pid, p.pid);
+  t.is(readlinkSync(`/proc/${pid}/exe`).endsWith('busybox'), true, 'program, not node, has the PID');
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  t.regex(status, new RegExp(`Uid:\\s+${u.uid}\\s`));
+  t.regex(status, /NoNewPrivs:\s+1/);
+  // Nothing else of ours is running beside it: no node process is its parent or child.
+  t.is(Number(/PPid:\s+(\d+)/.exec(status)[1]), process.pid);
+  process.kill(pid, 'SIGTERM');
+  const r = await p;
+  t.is(r.exitCode, 3);
+  t.regex(r.stdout, /got-term/);
+});
+
+function argvOf(args) {
+  const u = testUser();
+  const pre = isRoot ? ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', '--'] : [];
+  const all = [...pre, join(BIN, 'ch-run'), ...args];
+  return [all[0], all.slice(1)];
+}
+
+test('default view: host /dev /proc /sys, /etc files read-only for real, image root read-only', async (t) => {
+  const r = await run([BB(), '--', 'sh', '-c', [
+    'test -c /dev/null && echo dev-ok',
+    'test -r /proc/self/status && echo proc-ok',
+    'test -d /sys/kernel && echo sys-ok',
+    'cmp -s /etc/hosts /etc/hosts && grep -q localhost /etc/hosts && echo hosts-ok',
+    'echo x >> /etc/hosts 2>/dev/null || echo hosts-ro',
+    'echo x >> /etc/resolv.conf 2>/dev/null || echo resolv-ro',
+    'touch /newfile 2>/dev/null || echo root-ro',
+    'grep -q " / .*ro," /proc/self/mountinfo && echo root-ro-flag',
+    'grep -E " /etc/hosts .*ro," /proc/self/mountinfo >/dev/null && echo hosts-ro-flag',
+    'grep -E " / .*nosuid" /proc/self/mountinfo >/dev/null && echo nosuid',
+  ].join('; ')]);
+  t.is(r.exitCode, 0, r.stderr);
+  for (const w of ['dev-ok', 'proc-ok', 'sys-ok', 'hosts-ok', 'hosts-ro', 'resolv-ro', 'root-ro', 'root-ro-flag',
+    'hosts-ro-flag', 'nosuid'])
+    t.true(r.stdout.includes(w), `${w} missing: ${r.stdout}`);
+});
+
+test('fake root can neither remount, unmount nor write what is read-only', async (t) => {
+  const r = await run(['-u', '0', '-g', '0', BB(), '--', 'sh', '-c', [
+    'mount -o remount,rw / 2>/dev/null && echo REMOUNTED-ROOT',
+    'mount -o remount,rw,bind /etc/hosts 2>/dev/null && echo REMOUNTED-HOSTS',
+    'umount /etc/hosts 2>/dev/null && echo UNMOUNTED-HOSTS',
+    'umount -l /tmp 2>/dev/null && echo UNMOUNTED-TMP',
+    'echo x >> /etc/hosts 2>/dev/null && echo WROTE-HOSTS',
+    'touch /x 2>/dev/null && echo WROTE-ROOT',
+    'echo done',
+  ].join('; ')]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'done');
+});
+
+test('generated /etc/passwd and /etc/group name the user; --no-passwd shows the image\'s', async (t) => {
+  const u = testUser();
+  let r = await run([BB(), '--', 'sh', '-c', 'cat /etc/passwd; echo ---; cat /etc/group; echo ---; whoami']);
+  t.is(r.exitCode, 0, r.stderr);
+  const [passwd, group, who] = r.stdout.split('---\n');
+  t.true(passwd.includes(`${u.name}:x:${u.uid}:${u.gid}:`));
+  t.true(passwd.includes('root:x:0:0:'));
+  t.regex(group, new RegExp(`:x:${u.gid}:`));
+  t.is(who.trim(), u.name);
+  r = await run(['--no-passwd', BB(), '--', 'cat', '/etc/passwd']);
+  t.is(r.stdout, '');   // the busybox test image ships an empty one
+  // Nothing generated is left on the host.
+  t.deepEqual(readdirSync('/tmp').filter((f) => f.startsWith('ch-run.')), []);
+});
+
+test('/tmp: shared with the host by default, private with -t', async (t) => {
+  const dir = await scratch(t);
+  const name = `ch-run-tmp-test-${process.pid}`;
+  writeFileSync(`/tmp/${name}`, 'host');
+  t.teardown(() => rmSync(`/tmp/${name}`, { force: true }));
+  let r = await run([BB(), '--', 'cat', `/tmp/${name}`]);
+  t.is(r.stdout, 'host');
+  r = await run(['-t', BB(), '--', 'sh', '-c', `test -e /tmp/${name} || echo private; touch /tmp/x && echo writable`]);
+  t.is(r.stdout, 'private\nwritable');
+  // $TMPDIR, when set, is what is shared at /tmp (and is then unset inside).
+  writeFileSync(join(dir, 'marker'), 'tmpdir');
+  await ownedByUser(dir);
+  r = await run([BB(), '--', 'sh', '-c', 'cat /tmp/marker; echo " TMPDIR=${TMPDIR-unset}"'], { env: { TMPDIR: dir } });
+  t.is(r.stdout, 'tmpdir TMPDIR=unset');
+});
+
+test('-b SRC:DST, SRC alone (own path or next free /mnt/N), :ro, and their errors', async (t) => {
+  const dir = await scratch(t);
+  const a = join(dir, 'a'), b = join(dir, 'b');
+  mkdirSync(a); mkdirSync(b);
+  writeFileSync(join(a, 'f'), 'A'); writeFileSync(join(b, 'f'), 'B');
+  await ownedByUser(dir);
+  let r = await run(['-b', `${a}:/mnt/5`, BB(), '--', 'cat', '/mnt/5/f']);
+  t.is(r.stdout, 'A', r.stderr);
+  // No such path in the image: /mnt/0, then /mnt/1 — said under -v.
+  r = await run(['-v', '-b', a, '--bind', b, BB(), '--', 'sh', '-c', 'cat /mnt/0/f /mnt/1/f']);
+  t.is(r.stdout, 'AB', r.stderr);
+  t.regex(r.stderr, new RegExp(`bind ${a} -> /mnt/0`));
+  t.regex(r.stderr, new RegExp(`bind ${b} -> /mnt/1`));
+  // A path the image has: bound there.
+  r = await run(['-b', '/etc', BB(), '--', 'sh', '-c', 'test -e /etc/os-release && grep -q ID=busybox /etc/os-release || echo host-etc']);
+  t.is(r.stdout, 'host-etc', r.stderr);
+  // Writable by default (as Charliecloud), read-only for real with :ro.
+  r = await run(['-b', `${a}:/mnt/0`, BB(), '--', 'sh', '-c', 'echo w > /mnt/0/new && cat /mnt/0/new']);
+  t.is(r.stdout, 'w', r.stderr);
+  r = await run(['-b', `${a}:/mnt/0:ro`, BB(), '--', 'sh', '-c', 'echo w > /mnt/0/new2 || echo ro']);
+  t.true(r.stdout.endsWith('ro'));
+  t.false(existsSync(join(a, 'new2')));
+  // Errors name the inputs.
+  r = await run(['-b', `${dir}/missing:/mnt/0`, BB(), '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /can't bind .*\/missing: source: .*ENOENT/);
+  r = await run(['-b', `${a}:/no/such/dir`, BB(), '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /\/no\/such\/dir doesn't exist in read-only image/);
+  const img = await imageCopy(t);
+  rmSync(join(img, 'mnt'), { recursive: true });
+  r = await run(['-b', a, img, '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, new RegExp(`can't bind ${a}: neither ${a} nor a free /mnt/N .*exists in image`));
+  r = await run(['-b', `${join(a, 'f')}:/mnt/0`, BB(), '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /file onto directory/);
+});
+
+test('-w writes the image; missing bind targets are created in a writable image', async (t) => {
+  const img = await imageCopy(t);
+  const dir = await scratch(t);
+  writeFileSync(join(dir, 'f'), 'X');
+  await ownedByUser(dir);
+  let r = await run(['-w', img, '--', 'sh', '-c', 'echo hi > /written; cat /written']);
+  t.is(r.stdout, 'hi', r.stderr);
+  t.is(readFileSync(join(img, 'written'), 'utf8'), 'hi\n');
+  r = await run(['-w', '-b', `${dir}:/opt/data`, img, '--', 'cat', '/opt/data/f']);
+  t.is(r.stdout, 'X', r.stderr);
+  t.true(existsSync(join(img, 'opt/data')));
+});
+
+test('-c sets the working directory; default is the host cwd if the container has it, else /', async (t) => {
+  let r = await run(['-c', '/etc', BB(), '--', 'pwd']);
+  t.is(r.stdout, '/etc');
+  r = await run(['--cd=/nonexistent', BB(), '--', 'pwd']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /can't cd to \/nonexistent in container: No such file or directory \(ENOENT\)/);
+  r = await run([BB(), '--', 'pwd'], { cwd: '/tmp' });
+  t.is(r.stdout, '/tmp');
+  r = await run([BB(), '--', 'pwd'], { cwd: '/usr/share' });
+  t.is(r.stdout, '/');
+});
+
+test('environment: host passes through; PATH, HOME, TMPDIR fixed; CH_RUNNING set', async (t) => {
+  const r = await run([BB(), '--', 'env'], { env: { FOO: 'bar', PATH: '/usr/bin', TMPDIR: '/tmp', HOME: '/nonexistent-home' } });
+  const env = Object.fromEntries(r.stdout.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  t.is(env.FOO, 'bar');
+  t.is(env.PATH, '/usr/bin:/bin');
+  t.is(env.HOME, '/root');
+  t.is(env.TMPDIR, undefined);
+  t.is(env.CH_RUNNING, 'Weird Al Yankovic');
+  t.is(env.CH_RUN_NOFILE, undefined);
+});
+
+test('--set-env: image default, file, VAR=VALUE, quotes, expansion, --env-no-expand, in order with --unset-env', async (t) => {
+  const dir = await scratch(t);
+  const f = join(dir, 'env');
+  writeFileSync(f, "A=1\nB='two words'\n\nC=$A:$UNSET:x\nD=''''\nE=a=b\n");
+  await ownedByUser(dir);
+  const show = 'for v in FROM_IMAGE IMG_PATH A B C D E F G H; do eval "echo $v=\\${$v-unset}"; done';
+  let r = await run(['--set-env', `--set-env=${f}`, '--set-env=F=$A:$B', BB(), '--', 'sh', '-c', show],
+    { env: { PATH: '/usr/bin:/bin' } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, ['FROM_IMAGE=yes', 'IMG_PATH=/opt/bin:/usr/bin:/bin', 'A=1', 'B=two words', 'C=1:x', "D=''", 'E=a=b',
+    'F=1:two words', 'G=unset', 'H=unset'].join('\n'));
+  r = await run(['--env-no-expand', '--set-env=G=$A', `--set-env=${f}`, '--unset-env=B', '--set-env=H=h', BB(), '--', 'sh', '-c', show]);
+  t.regex(r.stdout, /C=\$A:\$UNSET:x/);
+  t.regex(r.stdout, /G=\$A/);
+  t.regex(r.stdout, /B=unset/);
+  t.regex(r.stdout, /H=h/);
+  // Bad input names the file and line.
+  writeFileSync(f, 'GOOD=1\nno equals here\n');
+  r = await run([`--set-env=${f}`, BB(), '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, new RegExp(`no '=' in assignment at ${f}:2`));
+  r = await run(['--set-env=/nonexistent/env', BB(), '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /can't read \/nonexistent\/env: .*ENOENT/);
+});
+
+test('--unset-env globs, extended globs, and CH_RUNNING survives', async (t) => {
+  const env = { WANTED_1: 'y', ALSO_WANTED_2: 'y', NOT_WANTED: 'n', SLURM_X: 's', PATH: '/bin' };
+  let r = await run(['--unset-env=SLURM*', BB(), '--', 'sh', '-c', 'echo ${SLURM_X-gone} $WANTED_1'], { env });
+  t.is(r.stdout, 'gone y');
+  r = await run(["--unset-env=!(WANTED_*|ALSO_WANTED_*)", BB(), '--', '/bin/env'], { env });
+  t.deepEqual(r.stdout.split('\n').sort(), ['ALSO_WANTED_2=y', 'CH_RUNNING=Weird Al Yankovic', 'WANTED_1=y']);
+  r = await run(['--unset-env=*', BB(), '--', '/bin/env'], { env });
+  t.is(r.stdout, 'CH_RUNNING=Weird Al Yankovic');
+});
+
+test('--home binds $HOME at /home/$USER and sets HOME', async (t) => {
+  const u = testUser();
+  const home = await scratch(t, 'home');
+  writeFileSync(join(home, '.marker'), 'mine\n');
+  await ownedByUser(home);
+  const r = await run(['--home', BB(), '--', 'sh', '-c', 'echo $HOME; cat $HOME/.marker; ls /home'], { env: { HOME: home } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, `/home/${u.name}\nmine\n${u.name}`);
+});
+
+test('no command: the image\'s ENTRYPOINT + CMD from /ch/metadata.json, in its WorkingDir', async (t) => {
+  let r = await run([BB()]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'default cmd');
+  const img = await imageCopy(t);
+  writeFileSync(join(img, 'ch/metadata.json'), JSON.stringify({ Cmd: ['/bin/pwd'], WorkingDir: '/etc' }));
+  r = await run([img]);
+  t.is(r.stdout, '/etc');
+  rmSync(join(img, 'ch/metadata.json'));
+  r = await run([img]);
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /no command given, and image .* records no ENTRYPOINT or CMD \(no \/ch\/metadata.json\)/);
+});
+
+test('--join: 8 concurrent peers share one user and mount namespace, and clean up', async (t) => {
+  const tag = `t${process.pid}-${Date.now()}`;
+  const peers = await Promise.all(Array.from({ length: 8 }, () =>
+    run(['--join-ct=8', `--join-tag=${tag}`, BB(), '--', 'sh', '-c',
+      'readlink /proc/self/ns/user; readlink /proc/self/ns/mnt; id -u'])));
+  for (const p of peers) t.is(p.exitCode, 0, p.stderr);
+  const outs = new Set(peers.map((p) => p.stdout));
+  t.is(outs.size, 1, [...outs].join('\n---\n'));
+  const [userns, mntns] = peers[0].stdout.split('\n');
+  t.not(userns, readlinkSync('/proc/self/ns/user'));
+  t.not(mntns, readlinkSync('/proc/self/ns/mnt'));
+  t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(tag)), []);
+});
+
+test('--join: a peer that never comes is a clear timeout, not a hang', async (t) => {
+  const tag = `lonely${process.pid}`;
+  const r = await run(['-j', '--join-ct', '2', '--join-tag', tag, BB(), '--', 'true'], { env: { CH_RUN_JOIN_TIMEOUT: '1' } });
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /join: timed out after 1000 ms: 1 of 2 peers joined group lonely/);
+  t.deepEqual(readdirSync('/dev/shm').filter((f) => f.includes(tag)), []);
+});
+
+test('--join defaults come from the launcher\'s environment', async (t) => {
+  const env = { SLURM_JOB_ID: '77', SLURM_STEP_ID: `${process.pid}`, SLURM_STEP_TASKS_PER_NODE: '3(x2),1', SLURM_NODEID: '1' };
+  const peers = await Promise.all(Array.from({ length: 3 }, () =>
+    run(['-j', '-v', BB(), '--', 'readlink', '/proc/self/ns/user'], { env })));
+  for (const p of peers) t.is(p.exitCode, 0, p.stderr);
+  t.is(new Set(peers.map((p) => p.stdout)).size, 1);
+  t.true(peers.some((p) => /join: winner of group slurm-77\.\d+ \(3 peers\)/.test(p.stderr)));
+  const r = await run(['-j', BB(), '--', 'true'], { env: { OMPI_COMM_WORLD_LOCAL_SIZE: '' } });
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /--join: peer count unknown/);
+});
+
+test('-q, -v, -V, --help, --usage', async (t) => {
+  let r = await run(['-V']);
+  t.regex(r.stdout, /^\d+\.\d+\.\d+/);
+  r = await run(['--help']);
+  t.is(r.exitCode, 0);
+  for (const o of ['--bind', '--cd', '--uid', '--gid', '--set-env', '--unset-env', '--env-no-expand', '--no-passwd',
+    '--private-tmp', '--write', '--home', '--join', '--join-ct', '--join-tag', '--quiet', '--verbose', '--version'])
+    t.true(r.stdout.includes(o), o);
+  r = await run(['--usage']);
+  t.regex(r.stdout, /^Usage: ch-run \[OPTION\.\.\.\] IMAGE -- CMD/);
+  r = await run(['-vv', BB(), '--', 'true']);
+  t.regex(r.stderr, /image .* mounted read-only/);
+  t.regex(r.stderr, /user namespace: uid/);
+  r = await run(['-q', BB(), '--', 'true']);
+  t.is(r.stderr, '');
+});
+
+test('user namespaces disabled: a clear error', async (t) => {
+  // A child user namespace may lower its own limit: no host setting changes.
+  const r = await execa('unshare', ['-Ur', 'sh', '-c',
+    `echo 0 > /proc/sys/user/max_user_namespaces && exec ${BIN}/ch-run ${BB()} -- true`], { reject: false });
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /can't create user namespace: user namespaces are disabled \(\/proc\/sys\/user\/max_user_namespaces is 0/);
+});
+
+test('refuses to run when ch-run or its core is setuid or setgid', async (t) => {
+  if (!isRoot) return t.pass('needs root to make a setuid copy');
+  const dir = await scratch(t, 'suid');
+  await execa('cp', ['-a', join(BIN, '..'), join(dir, 'pkg')]);
+  for (const [file, mode] of [['build/Release/ch-run', 'u+s'], ['build/Release/ch-run-core', 'g+s']]) {
+    await execa('chmod', ['-R', 'ug-s', join(dir, 'pkg')]);
+    await execa('chmod', [mode, join(dir, 'pkg', file)]);
+    const r = await execa(...argvOf([]).slice(0, 1), [...argvOf([]).at(1).slice(0, -1), join(dir, 'pkg/bin/ch-run'), BB(), '--', 'true'], { reject: false });
+    t.is(r.exitCode, 31, `${file} ${mode}: ${r.stderr}`);
+    t.regex(r.stderr, /setuid or setgid; refusing/);
+  }
+});
