@@ -386,3 +386,23 @@ test('refuses to run when ch-run or its core is setuid or setgid', async (t) => 
     t.regex(r.stderr, /setuid or setgid; refusing/);
   }
 });
+
+test('a real Debian image: glibc resolves the generated user, bash and coreutils work', async (t) => {
+  let deb;
+  try {
+    deb = image('debian');
+  } catch (err) {
+    // CI reaches the Debian mirror, so there the image must exist.
+    if (process.env.CI) throw err;
+    t.log(`no debootstrap image here: ${err.message}`);
+    return t.pass();
+  }
+  const u = testUser();
+  const r = await run([deb, '--', 'bash', '-c', 'getent passwd "$(id -un)"; grep -h PRETTY /etc/os-release; ls -ld /tmp | cut -c1-10; touch /usr/x 2>&1 | grep -o "Read-only file system"']);
+  t.is(r.exitCode, 0, r.stderr);
+  const [pw, os, tmp, ro] = r.stdout.split('\n');
+  t.is(pw, `${u.name}:x:${u.uid}:${u.gid}:${u.name}:/home/${u.name}:/bin/sh`);
+  t.regex(os, /Debian GNU\/Linux 12/);
+  t.is(tmp, 'drwxrwxrwt');
+  t.is(ro, 'Read-only file system');
+});
