@@ -406,3 +406,20 @@ test('a real Debian image: glibc resolves the generated user, bash and coreutils
   t.is(tmp, 'drwxrwxrwt');
   t.is(ro, 'Read-only file system');
 });
+
+test('read-only reaches submounts: of a :ro bind, and inside the image directory', async (t) => {
+  if (!isRoot) return t.pass('needs root to make the submounts');
+  const dir = await scratch(t, 'submnt');
+  const src = join(dir, 'src'), img = await imageCopy(t);
+  mkdirSync(join(src, 'sub'), { recursive: true });
+  mkdirSync(join(img, 'opt/sub'), { recursive: true });
+  for (const m of [join(src, 'sub'), join(img, 'opt/sub')]) {
+    await execa('mount', ['-t', 'tmpfs', '-o', 'mode=1777', 'tmpfs', m]);
+    t.teardown(() => execa('umount', ['-l', m], { reject: false }));
+  }
+  await execa('chmod', ['1777', src]);
+  const r = await run(['-b', `${src}:/mnt/0:ro`, img, '--', 'sh', '-c',
+    'for f in /mnt/0/top /mnt/0/sub/x /opt/sub/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo done']);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'done');
+});

@@ -149,6 +149,29 @@ static void remount(int fd, unsigned long extra, const char *what)
       (extra & MS_RDONLY) ? " read-only" : "");
 }
 
+#ifndef SYS_mount_setattr
+#  define SYS_mount_setattr 442
+#endif
+#ifndef AT_RECURSIVE
+#  define AT_RECURSIVE 0x8000
+#endif
+struct mount_attr_ { unsigned long long attr_set, attr_clr, propagation, userns_fd; };
+
+/* Add flags to the mount under FD *and every mount below it*. A remount
+   only reaches the top mount of a recursive bind: submounts would stay
+   writable under a "read-only" bind. mount_setattr(2) (Linux 5.12) does the
+   whole tree at once, and only sets, so the kernel's locked flags don't
+   matter. Returns -1 with errno ENOSYS on older kernels. */
+static int setattr_tree(int fd, unsigned long extra)
+{
+   struct mount_attr_ a = { 0, 0, 0, 0 };
+   if (extra & MS_RDONLY) a.attr_set |= 0x1;   /* MOUNT_ATTR_RDONLY */
+   if (extra & MS_NOSUID) a.attr_set |= 0x2;   /* MOUNT_ATTR_NOSUID */
+   if (extra & MS_NODEV)  a.attr_set |= 0x4;   /* MOUNT_ATTR_NODEV */
+   if (extra & MS_NOEXEC) a.attr_set |= 0x8;   /* MOUNT_ATTR_NOEXEC */
+   return syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof(a));
+}
+
 static unsigned long ms_flags(unsigned f)
 {
    return ((f & MF_NOSUID) ? MS_NOSUID : 0) | ((f & MF_NODEV) ? MS_NODEV : 0)
@@ -172,8 +195,20 @@ int root_setup(const struct plan *p)
       p->root);
    int rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
    T_(rootfd >= 0, "can't open image %s", p->root);
-   /* nosuid always: the image is the user's; its setuid bits must mean nothing. */
-   remount(rootfd, MS_NOSUID | (p->writable ? 0 : MS_RDONLY), "image root");
+   /* nosuid always: the image is the user's; its setuid bits must mean
+      nothing. The whole tree, in case the image directory holds mounts. */
+   unsigned long flags = MS_NOSUID | (p->writable ? 0 : MS_RDONLY);
+   if (setattr_tree(rootfd, flags) != 0) {
+      T_(errno == ENOSYS, "can't set image root %s", p->writable ? "nosuid" : "read-only");
+      /* Old kernel: re-bind without submounts, so none stays writable. */
+      Z_(umount2(p->root, MNT_DETACH), "can't unmount image %s", p->root);
+      Z_(mount(p->root, p->root, NULL, MS_BIND, NULL), "can't bind image %s onto itself", p->root);
+      close(rootfd);
+      rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      T_(rootfd >= 0, "can't open image %s", p->root);
+      remount(rootfd, flags, "image root");
+      INFO("no mount_setattr(2): mounts inside the image directory are not visible");
+   }
    INFO("image %s mounted %s", p->root, p->writable ? "read-write" : "read-only");
    return rootfd;
 }
@@ -284,7 +319,28 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
    if (m->kind != MK_TMPFS && extra != 0) {
       int top = open_in_root(rootfd, m->dst);
       T_(top >= 0, "can't reopen %s after mounting", m->dst);
-      remount(top, extra, m->dst);
+      if (m->kind == MK_BIND && (m->flags & MF_REC)) {
+         if (setattr_tree(top, extra) != 0) {
+            T_(errno == ENOSYS, "can't set flags on %s", m->dst);
+            /* Old kernel: bind again without submounts rather than leave
+               them writable under a read-only bind. */
+            char tp[FDPATH_MAX];
+            fdpath(tp, top);
+            Z_(umount2(tp, MNT_DETACH), "can't unmount %s", m->dst);
+            close(top);
+            int under = open_in_root(rootfd, m->dst);
+            T_(under >= 0, "can't reopen %s", m->dst);
+            fdpath(tp, under);
+            Z_(mount(m->src, tp, NULL, MS_BIND, NULL), "can't bind %s to %s", m->src, m->dst);
+            close(under);
+            top = open_in_root(rootfd, m->dst);
+            T_(top >= 0, "can't reopen %s after mounting", m->dst);
+            remount(top, extra, m->dst);
+            INFO("no mount_setattr(2): submounts of %s are not visible", m->src);
+         }
+      } else {
+         remount(top, extra, m->dst);
+      }
       close(top);
    }
    INFO("%s %s%s%s%s", m->kind == MK_BIND ? "bind" : m->kind == MK_TMPFS ? "tmpfs" : "generated",
