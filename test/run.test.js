@@ -68,7 +68,7 @@ test('exit status: own status, 49 for a command that cannot run, 128+N for a sig
   t.is(r.exitCode, 49);
   t.regex(r.stderr, /can't execve\(2\): \/etc: Permission denied \(EACCES\)/);
   // A shell reports a child killed by signal N as 128+N; ch-run's parent sees the signal itself.
-  r = await execa('sh', ['-c', `${[...(isRoot ? ['setpriv', `--reuid=${testUser().uid}`, `--regid=${testUser().gid}`, '--clear-groups', '--'] : [])].join(' ')} ${BIN}/ch-run ${BB()} -- sh -c 'kill -TERM $$'; echo rc=$?`], { reject: false });
+  r = await execa('sh', ['-c', `${argvOf([]).flat().join(' ')} ${BB()} -- sh -c 'kill -TERM $$'; echo rc=$?`], { reject: false });
   t.regex(r.stdout, /rc=143/);
   r = await run([BB(), '--', 'sh', '-c', 'kill -KILL $$']);
   t.is(r.signal, 'SIGKILL');
@@ -381,7 +381,7 @@ test('refuses to run when ch-run or its core is setuid or setgid', async (t) => 
   for (const [file, mode] of [['build/Release/ch-run', 'u+s'], ['build/Release/ch-run-core', 'g+s']]) {
     await execa('chmod', ['-R', 'ug-s', join(dir, 'pkg')]);
     await execa('chmod', [mode, join(dir, 'pkg', file)]);
-    const r = await execa(...argvOf([]).slice(0, 1), [...argvOf([]).at(1).slice(0, -1), join(dir, 'pkg/bin/ch-run'), BB(), '--', 'true'], { reject: false });
+    const r = await run([BB(), '--', 'true'], { bin: join(dir, 'pkg/bin') });
     t.is(r.exitCode, 31, `${file} ${mode}: ${r.stderr}`);
     t.regex(r.stderr, /setuid or setgid; refusing/);
   }

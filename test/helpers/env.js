@@ -49,11 +49,12 @@ export function userEnv(user = testUser(), extra = {}) {
 
 /**
  * Run a toolkit command (ch-run, ch-tar2dir, ...) from the staged package.
- * opts.root: run as root instead of the test user. Never throws on non-zero exit.
+ * opts.root: run as root instead of the test user; opts.bin: another package's bin/.
+ * Never throws on non-zero exit.
  */
 export function ch(cmd, args, opts = {}) {
-  const { root = false, env = {}, ...rest } = opts;
-  const argv = [...(root ? [] : asUser()), join(BIN, cmd), ...args];
+  const { root = false, env = {}, bin = BIN, ...rest } = opts;
+  const argv = [...(root ? [] : asUser()), join(bin, cmd), ...args];
   return execa(argv[0], argv.slice(1), {
     reject: false,
     env: root ? { ...process.env, ...env } : userEnv(undefined, env),
