@@ -239,6 +239,17 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
    }
    fdpath(tgt, dfd);
 
+   /* An image whose /dev (or /tmp, or a bind DST) is a symlink to "/" would
+      have us mount over the image root itself: the container would lose its
+      root under the mount, and the later steps fail obscurely (unshare of
+      the inner namespace: EPERM). Refuse it plainly. */
+   struct stat dst_st, root_st;
+   Z_(fstat(dfd, &dst_st), "can't stat %s in image", m->dst);
+   Z_(fstat(rootfd, &root_st), "can't stat image root");
+   if (dst_st.st_dev == root_st.st_dev && dst_st.st_ino == root_st.st_ino)
+      FATAL_NOERR("can't mount %s at %s: it resolves to the image root (a symlink in the image?)",
+                  m->kind == MK_BIND ? m->src : "generated file", m->dst);
+
    switch (m->kind) {
    case MK_BIND: {
       struct stat st;
