@@ -248,7 +248,7 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
    Z_(fstat(rootfd, &root_st), "can't stat image root");
    if (dst_st.st_dev == root_st.st_dev && dst_st.st_ino == root_st.st_ino)
       FATAL_NOERR("can't mount %s at %s: it resolves to the image root (a symlink in the image?)",
-                  m->kind == MK_BIND ? m->src : "generated file", m->dst);
+                  m->kind == MK_BIND ? m->src : m->kind == MK_TMPFS ? "tmpfs" : "generated file", m->dst);
 
    switch (m->kind) {
    case MK_BIND: {
