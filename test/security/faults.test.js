@@ -30,9 +30,9 @@ async function settled(uid) {
 }
 
 function assertNoLeaks(t, before, uid, what) {
-  const after = leakSnapshot(uid);
+  const after = leakSnapshot(uid, img);
   t.deepEqual(after.processes, [], `${what}: no processes left`);
-  t.is(after.hostMounts, before.hostMounts, `${what}: host mount table unchanged`);
+  t.deepEqual(after.hostMounts, before.hostMounts, `${what}: host mount table unchanged`);
   t.deepEqual(after.shm, before.shm, `${what}: no /dev/shm files left`);
   t.deepEqual(after.tmpGenerated, before.tmpGenerated, `${what}: no generated /tmp files left`);
 }
@@ -68,7 +68,7 @@ test.serial('ch-run adds no fds: the command holds only what the caller passed',
 
 test.serial('SIGKILL during launch, then re-run works', async (t) => {
   if (!isRoot) { t.pass(); return; }
-  const before = leakSnapshot(u1.uid);
+  const before = leakSnapshot(u1.uid, img);
   let killed = 0;
   // Kill at spread-out moments: in the launcher, in Node, in the core's
   // mount setup, and once the command runs.
@@ -91,13 +91,13 @@ test.serial('SIGKILL during launch, then re-run works', async (t) => {
 
 test.serial('SIGKILL of a --join winner: peers fail clearly, the tag is reusable', async (t) => {
   if (!isRoot) { t.pass(); return; }
-  const before = leakSnapshot(u1.uid);
+  const before = leakSnapshot(u1.uid, img);
   const winner = spawn('setpriv', [`--reuid=${u1.uid}`, `--regid=${u1.gid}`, '--clear-groups', '--',
     CH_RUN(), '--join-ct', '2', '--join-tag', 'sec-kill', img, '--', 'sleep', '30'],
   { stdio: 'ignore', env: { PATH: '/usr/bin:/bin', CH_RUN_JOIN_TIMEOUT: '20' } });
   // Wait until it has created its group file (it then waits for its peer).
-  for (let i = 0; i < 200 && !leakSnapshot(u1.uid).shm.some((f) => f.includes('sec-kill')); i++) await sleep(25);
-  t.true(leakSnapshot(u1.uid).shm.some((f) => f.includes('sec-kill')), 'winner created its group file');
+  for (let i = 0; i < 200 && !leakSnapshot(u1.uid, img).shm.some((f) => f.includes('sec-kill')); i++) await sleep(25);
+  t.true(leakSnapshot(u1.uid, img).shm.some((f) => f.includes('sec-kill')), 'winner created its group file');
   winner.kill('SIGKILL');
   await new Promise((res) => winner.once('exit', res));
   // A new pair with the same tag must work: the stale group is recognised.
@@ -114,7 +114,7 @@ test.serial('SIGKILL of a --join winner: peers fail clearly, the tag is reusable
 
 test.serial('1000 sequential launches leak nothing', async (t) => {
   if (!isRoot) { t.pass(); return; }
-  const before = leakSnapshot(u1.uid);
+  const before = leakSnapshot(u1.uid, img);
   const script = `i=0; while [ $i -lt 1000 ]; do i=$((i+1)); out=$("$0" "$1" -- echo ok) || { echo "launch $i failed"; exit 1; };`
     + ` [ "$out" = ok ] || { echo "launch $i: bad output: $out"; exit 1; }; done; echo "$i launches"`;
   const r = await runAs(u1, 'sh', ['-c', script, CH_RUN(), img], { timeout: 480_000 });
@@ -127,7 +127,7 @@ test.serial('1000 sequential launches leak nothing', async (t) => {
 
 test.serial('200 concurrent launches (8 at a time, some joined) leak nothing', async (t) => {
   if (!isRoot) { t.pass(); return; }
-  const before = leakSnapshot(u1.uid);
+  const before = leakSnapshot(u1.uid, img);
   // 160 plain launches and 20 joined pairs, interleaved, 8 in flight.
   const jobs = [];
   for (let i = 0; i < 160; i++) jobs.push({ args: [img, '--', 'sh', '-c', `echo plain ${i}`], want: `plain ${i}` });

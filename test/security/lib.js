@@ -61,8 +61,10 @@ export function processesOf(uid) {
   return out;
 }
 
-/** What must look the same before and after a batch of launches by UID. */
-export function leakSnapshot(uid) {
+/** What must look the same before and after a batch of launches by UID.
+    Host mounts: those naming IMAGE (or a generated ch-run file); other test
+    files may mount and unmount things of their own meanwhile. */
+export function leakSnapshot(uid, image = '/nonexistent') {
   const owned = (d, re = /./) => {
     try {
       return readdirSync(d).filter((n) => re.test(n)).filter((n) => {
@@ -72,7 +74,8 @@ export function leakSnapshot(uid) {
   };
   return {
     processes: processesOf(uid),
-    hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).length,
+    hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+      .filter((l) => l.includes(image) || l.includes('ch-run.')),
     shm: owned('/dev/shm'),
     tmpGenerated: owned('/tmp', /^ch-run\./),
   };
