@@ -17,7 +17,9 @@ const CH_RUN = () => join(BIN, 'ch-run');
 function hostState() {
   return {
     canary: treeSum(canary),
-    hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).length,
+    // Our own host mounts only: other test files may mount things meanwhile.
+    hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+      .filter((l) => l.includes(dir) || l.includes('ch-run.') || / \/etc\S* /.test(l)),
     etc: ['/etc/passwd', '/etc/group', '/etc/hosts', '/etc/resolv.conf'].map((f) => treeSum(f)),
   };
 }
