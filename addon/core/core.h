@@ -73,7 +73,7 @@ struct plan {
    long long nofile;           /* soft RLIMIT_NOFILE to restore; -1: leave */
    char *cwd;                  /* inside */
    bool cwd_fallback;          /* cwd is only a wish (the host's): else "/" */
-   char *tmpfile_dir;          /* host dir for generated files (O_TMPFILE) */
+   char *stage_dir;            /* dir in the image to stage generated files over */
    bool join;
    char *join_tag;
    int join_ct;

@@ -213,27 +213,54 @@ int root_setup(const struct plan *p)
    return rootfd;
 }
 
-/* A file the front end generated (e.g. /etc/passwd), bind-mounted from a
-   temporary file that is unlinked as soon as it is mounted. The kernel won't
-   bind an unnamed O_TMPFILE inode (ENOENT), so the name exists for the few
-   microseconds between creation and unlink, mode 0600: no other user can
-   read it, and nothing is left behind. */
-static int generated_file(const struct plan *p, const struct mount_op *m, char **unlink_me)
+/* Generated files (e.g. /etc/passwd) are bind-mounted from a staging tmpfs
+   that exists only in our own mount namespace, mounted over a directory of
+   the image (the plan's stage-dir, /dev by default, which a later bind
+   covers anyway): nothing of it is ever on the host, visible to another
+   user, or left behind if we are killed. The stage lives only across a run
+   of consecutive file operations, so no other mount can land in it or copy
+   it along. (The kernel won't bind an unnamed O_TMPFILE or memfd, hence a
+   real file; a bind keeps its file alive after the stage is detached.) */
+static int stage_fd = -1;
+static int stage_ct = 0;
+
+static void stage_remove(void)
 {
-   char *tmpl = xasprintf("%s/ch-run.%d.%s.XXXXXX", p->tmpfile_dir, getpid(), strrchr(m->dst, '/') + 1);
-   int fd = mkostemp(tmpl, O_CLOEXEC);
-   T_(fd >= 0, "can't create temporary file %s for %s", tmpl, m->dst);
-   *unlink_me = tmpl;
+   if (stage_fd < 0)
+      return;
+   char p[FDPATH_MAX];
+   fdpath(p, stage_fd);
+   Z_(umount2(p, MNT_DETACH), "can't detach staging tmpfs");
+   close(stage_fd);
+   stage_fd = -1;
+}
+
+static void stage_create(const struct plan *p, int rootfd)
+{
+   char tgt[FDPATH_MAX];
+   int dfd = open_in_root(rootfd, p->stage_dir);
+   T_(dfd >= 0, "can't open staging directory %s in image", p->stage_dir);
+   fdpath(tgt, dfd);
+   Z_(mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=4m"),
+      "can't mount staging tmpfs on %s", p->stage_dir);
+   close(dfd);
+   stage_fd = open_in_root(rootfd, p->stage_dir);   /* now the tmpfs's root */
+   T_(stage_fd >= 0, "can't open staging tmpfs on %s", p->stage_dir);
+}
+
+static int generated_file(const struct plan *p, int rootfd, const struct mount_op *m)
+{
+   if (stage_fd < 0)
+      stage_create(p, rootfd);
+   char name[32];
+   snprintf(name, sizeof(name), "f%d", stage_ct++);
+   int fd = openat(stage_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+   T_(fd >= 0, "can't create staging file for %s", m->dst);
    size_t off = 0;
    while (off < m->src_len) {
       ssize_t w = write(fd, m->src + off, m->src_len - off);
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-         int e = errno;
-         unlink(tmpl);
-         errno = e;
-         FATAL("can't write generated %s", m->dst);
-      }
+      T_(w > 0, "can't write generated %s", m->dst);
       off += w;
    }
    return fd;
@@ -243,9 +270,10 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
 {
    char tgt[FDPATH_MAX], srcp[FDPATH_MAX];
    const char *src = m->src;
-   char *unlink_me = NULL;
    int srcfd = -1;
 
+   if (m->kind != MK_FILE)
+      stage_remove();
    if (m->kind == MK_MKDIR) {
       /* Create DST inside a tmpfs we mounted (e.g. /home/$USER). */
       char *parent = strdup(m->dst), *base = strrchr(parent, '/');
@@ -274,6 +302,17 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
    }
    fdpath(tgt, dfd);
 
+   /* An image whose /dev (or /tmp, or a bind DST) is a symlink to "/" would
+      have us mount over the image root itself: the container would lose its
+      root under the mount, and the later steps fail obscurely (unshare of
+      the inner namespace: EPERM). Refuse it plainly. */
+   struct stat dst_st, root_st;
+   Z_(fstat(dfd, &dst_st), "can't stat %s in image", m->dst);
+   Z_(fstat(rootfd, &root_st), "can't stat image root");
+   if (dst_st.st_dev == root_st.st_dev && dst_st.st_ino == root_st.st_ino)
+      FATAL_NOERR("can't mount %s at %s: it resolves to the image root (a symlink in the image?)",
+                  m->kind == MK_BIND ? m->src : m->kind == MK_TMPFS ? "tmpfs" : "generated file", m->dst);
+
    switch (m->kind) {
    case MK_BIND: {
       struct stat st;
@@ -294,18 +333,19 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
          "can't mount tmpfs at %s", m->dst);
       break;
    case MK_FILE:
-      srcfd = generated_file(p, m, &unlink_me);
-      fdpath(srcp, srcfd);
-      if (mount(srcp, tgt, NULL, MS_BIND, NULL) != 0) {
-         int e = errno;
-         unlink(unlink_me);
-         errno = e;
-         FATAL("can't bind generated file to %s", m->dst);
+      srcfd = generated_file(p, rootfd, m);
+      {  /* resolved before the stage covered it? then it lies under stage-dir */
+         struct stat d, sg;
+         int again = open_in_root(rootfd, m->dst);
+         T_(again >= 0, "can't reopen %s", m->dst);
+         Z_(fstat(again, &d), "can't stat %s", m->dst);
+         Z_(fstat(stage_fd, &sg), "can't stat staging tmpfs");
+         close(again);
+         if (d.st_dev == sg.st_dev)
+            FATAL_NOERR("can't generate %s: it lies under the staging directory %s", m->dst, p->stage_dir);
       }
-      Z_(unlink(unlink_me), "can't unlink %s", unlink_me);
-      free(unlink_me);
-      /* Unreachable by name now: make it readable like the file it replaces. */
-      Z_(fchmod(srcfd, 0644), "can't chmod generated %s", m->dst);
+      fdpath(srcp, srcfd);
+      Z_(mount(srcp, tgt, NULL, MS_BIND, NULL), "can't bind generated file to %s", m->dst);
       close(srcfd);
       break;
    case MK_MKDIR:
@@ -352,6 +392,7 @@ void mounts_apply(const struct plan *p, int rootfd)
 {
    for (size_t i = 0; i < p->mount_ct; i++)
       mount_one(p, rootfd, &p->mounts[i]);
+   stage_remove();
 }
 
 /* Make the image the root. pivot_root(".", ".") stacks the old root on top of

@@ -96,7 +96,7 @@ void plan_read(int fd, struct plan *p)
    p->uid = getuid(); p->gid = getgid();
    p->nofile = -1;
    p->cwd = "/";
-   p->tmpfile_dir = "/tmp";
+   p->stage_dir = "/dev";
    p->join_timeout_ms = 30000;
    p->env = push(NULL, &p->env_ct, NULL);  p->env_ct = 0;
    p->argv = push(NULL, &p->argc, NULL);   p->argc = 0;
@@ -115,7 +115,7 @@ void plan_read(int fd, struct plan *p)
       else if (!strcmp(kw, "nofile")) p->nofile = number(&c, kw, -1, LLONG_MAX);
       else if (!strcmp(kw, "cwd")) { p->cwd = next(&c, kw); p->cwd_fallback = false; }
       else if (!strcmp(kw, "cwd-try")) { p->cwd = next(&c, kw); p->cwd_fallback = true; }
-      else if (!strcmp(kw, "tmpfile-dir")) p->tmpfile_dir = next(&c, kw);
+      else if (!strcmp(kw, "stage-dir")) p->stage_dir = next(&c, kw);
       else if (!strcmp(kw, "join")) {
          p->join = true;
          p->join_tag = next(&c, "join tag");

@@ -6,7 +6,7 @@
 // These checks give early, precise errors; the C core resolves every mount
 // destination again, race-free, with openat2(RESOLVE_IN_ROOT).
 
-import { lstatSync, mkdirSync, readFileSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, lstatSync, mkdirSync, readFileSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
 import { ChError, why } from '../util/log.js';
 
 export interface ImageMetadata {
@@ -30,6 +30,12 @@ export function checkImage(image: string): string {
     if (st.isFile())
       throw new ChError(`can't use image ${image}: not a directory (a tarball? unpack it with ch-tar2dir)`);
     throw new ChError(`can't use image ${image}: not a directory`);
+  }
+  // Without this, an unreadable image looks empty: "it has no /dev directory".
+  try {
+    accessSync(image, constants.R_OK | constants.X_OK);
+  } catch (err) {
+    throw new ChError(`can't use image ${image}: ${why(err)}`);
   }
   return image;
 }

@@ -25,8 +25,10 @@ export function joinCount(env: NodeJS.ProcessEnv): number {
   }
   const cpus = positive(env.SLURM_CPUS_ON_NODE);
   if (cpus) return cpus;
+  const vars = ['OMPI_COMM_WORLD_LOCAL_SIZE', 'SLURM_STEP_TASKS_PER_NODE', 'SLURM_CPUS_ON_NODE'];
+  const bad = vars.filter((v) => env[v] !== undefined && env[v] !== '').map((v) => `${v}='${env[v]}'`);
   throw new ChError('--join: peer count unknown: give --join-ct, or run under mpirun or srun '
-    + '(OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_STEP_TASKS_PER_NODE, SLURM_CPUS_ON_NODE all unset)');
+    + (bad.length > 0 ? `(unusable: ${bad.join(', ')})` : `(${vars.join(', ')} all unset)`));
 }
 
 export function joinTag(env: NodeJS.ProcessEnv): string {

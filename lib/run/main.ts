@@ -71,7 +71,9 @@ export function buildPlan(opts: RunOptions): Plan {
     nofile: nofile && /^[0-9]+$/.test(nofile) ? Number(nofile) : null,
     cwd,
     cwdFallback: opts.cd === null && workdir === null,
-    tmpfileDir: '/tmp',
+    // Generated files are staged on a tmpfs over the image's /dev (required,
+    // and covered by the host's /dev anyway): never visible on the host.
+    stageDir: '/dev',
     join: opts.join
       ? { tag: opts.joinTag ?? joinTag(process.env), count: opts.joinCt ?? joinCount(process.env),
           timeoutMs: joinTimeoutMs(process.env) }

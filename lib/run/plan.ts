@@ -20,7 +20,7 @@ export interface Plan {
   nofile: number | null;
   cwd: string;
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
-  tmpfileDir: string;
+  stageDir: string;           // image dir to stage generated files over
   join: { tag: string; count: number; timeoutMs: number } | null;
   mounts: MountOp[];
   env: string[];
@@ -32,7 +32,7 @@ export function serializePlan(p: Plan): Buffer {
   const add = (...xs: (string | number)[]) => { for (const x of xs) t.push(String(x)); };
   add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
   if (p.nofile !== null) add('nofile', p.nofile);
-  add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'tmpfile-dir', p.tmpfileDir);
+  add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'stage-dir', p.stageDir);
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
   for (const m of p.mounts) {
     const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options

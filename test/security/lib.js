@@ -1,0 +1,107 @@
+// Shared bits of the security suite: a scratch area under the staging dir,
+// root-side helpers, checksums of host canaries, leak snapshots.
+
+import { execa, execaSync } from 'execa';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { image, isRoot, TEST_DIR, testUser } from '../helpers/env.js';
+
+export const CHECKS = join(fileURLToPath(new URL('.', import.meta.url)), 'checks');
+
+/** A fresh scratch directory for one test file, world-traversable. */
+export function scratch(name) {
+  const d = join(TEST_DIR, 'sec', name);
+  rmSync(d, { recursive: true, force: true });
+  mkdirSync(d, { recursive: true, mode: 0o755 });
+  execaSync('chmod', ['755', join(TEST_DIR, 'sec'), d]);
+  return d;
+}
+
+/** Copy the busybox test image to DST (cp -a, as whoever we are). */
+export async function copyBusybox(dst) {
+  await execa('cp', ['-a', image('busybox'), dst]);
+  return dst;
+}
+
+/** Compile a check program statically (runs in any image). */
+export async function compileStatic(src, out) {
+  await execa('gcc', ['-static', '-O', '-Wall', '-o', out, join(CHECKS, src)]);
+  return out;
+}
+
+/** sha256 over a tree: names, types, modes, owners, link targets, contents. */
+export function treeSum(root) {
+  const h = createHash('sha256');
+  const walk = (p, rel) => {
+    const st = lstatSync(p);
+    h.update(`${rel}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0`);
+    if (st.isSymbolicLink()) h.update(readlinkSync(p));
+    else if (st.isFile()) h.update(readFileSync(p));
+    else if (st.isDirectory()) for (const n of readdirSync(p).sort()) walk(join(p, n), `${rel}/${n}`);
+  };
+  if (existsSync(root) || isLink(root)) walk(root, '');
+  else h.update('<absent>');
+  return h.digest('hex');
+}
+
+function isLink(p) { try { return lstatSync(p).isSymbolicLink(); } catch { return false; } }
+
+/** Processes of UID still alive (excluding zombies being reaped). */
+export function processesOf(uid) {
+  const out = [];
+  for (const pid of readdirSync('/proc').filter((n) => /^[0-9]+$/.test(n))) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const m = status.match(/^Uid:\s+(\d+)/m);
+      if (m && Number(m[1]) === uid) out.push(`${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** What must look the same before and after a batch of launches by UID.
+    Host mounts: those naming IMAGE (or a generated ch-run file); other test
+    files may mount and unmount things of their own meanwhile. */
+export function leakSnapshot(uid, image = '/nonexistent') {
+  const owned = (d, re = /./) => {
+    try {
+      return readdirSync(d).filter((n) => re.test(n)).filter((n) => {
+        try { return lstatSync(join(d, n)).uid === uid; } catch { return false; }
+      }).sort();
+    } catch { return []; }
+  };
+  return {
+    processes: processesOf(uid),
+    hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+      .filter((l) => l.includes(image) || l.includes('ch-run.')),
+    shm: owned('/dev/shm'),
+    tmpGenerated: owned('/tmp', /^ch-run\./),
+  };
+}
+
+/** A dedicated unprivileged user (created when root), so leak counts aren't
+    disturbed by other test runs sharing the usual test user. */
+export async function ensureUser(name) {
+  if (!isRoot) return testUser();
+  const r = await execa('id', ['-u', name], { reject: false });
+  if (r.exitCode !== 0) await execa('useradd', ['--create-home', '--shell', '/bin/sh', name], { reject: false });
+  const uid = Number((await execa('id', ['-u', name])).stdout);
+  const gid = Number((await execa('id', ['-g', name])).stdout);
+  return { name, uid, gid };
+}
+
+/** Run ch-run (or any staged command) as USER. */
+export function runAs(user, cmd, args, opts = {}) {
+  const { env = {}, ...rest } = opts;
+  const pre = isRoot ? ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'] : [];
+  const argv = [...pre, cmd, ...args];
+  return execa(argv[0], argv.slice(1), {
+    reject: false, extendEnv: false, cwd: '/',
+    env: { PATH: '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin', HOME: '/', USER: user.name, LANG: 'C.UTF-8', ...env },
+    ...rest,
+  });
+}
+
+export { isRoot, testUser };
