@@ -14,10 +14,13 @@
 //   /run/ch-toolkit/etc     ICD/vendor files, read-only, named in their env var
 //   /etc/ld.so.cache        image's entries + injected ones (see ldcache.ts)
 //
-// Knobs (environment, all documented in README): CH_GPU_LDCACHE (a loader cache to
-// read host libraries from instead of the system's), CH_GPU_DEVROOT (device
-// root instead of /dev), CH_GPU_CONF (extra config files), CH_GPU_LIBS (extra
-// library prefixes), CH_GPU_PATH (where to look for executables instead of $PATH).
+// Knobs (environment; supported, documented in README):
+//   CH_GPU_LDCACHE   a loader cache to list host libraries from (ldconfig -p -C)
+//   CH_GPU_DEVROOT   where device nodes are, instead of /dev
+//   CH_GPU_HOSTROOT  prefix for the host paths of `icd` and `dir` entries
+//   CH_GPU_PATH      where to look for executables, instead of $PATH
+//   CH_GPU_CONF, CH_IB_CONF  extra config files (colon-separated), same format
+//   CH_GPU_LIBS, CH_IB_LIBS  extra library name prefixes (comma/colon-separated)
 
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants, Dirent, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
@@ -76,10 +79,10 @@ function readText(path: string, what: string): string {
 export function loadConf(kind: Kind, env: Map<string, string>): Conf {
   const file = kind === 'ib' ? join(SHARE_DIR, 'ib.conf') : join(SHARE_DIR, 'gpu', `${kind}.conf`);
   const conf = parseConf(readText(file, 'configuration'), file);
-  for (const f of (env.get('CH_GPU_CONF') ?? '').split(':').filter(Boolean))
-    parseConf(readText(f, 'CH_GPU_CONF file'), f, conf);
-  if (kind !== 'ib')
-    for (const l of (env.get('CH_GPU_LIBS') ?? '').split(/[:,]/).filter(Boolean)) conf.libs.push(l);
+  const pre = kind === 'ib' ? 'CH_IB' : 'CH_GPU';
+  for (const f of (env.get(`${pre}_CONF`) ?? '').split(':').filter(Boolean))
+    parseConf(readText(f, `${pre}_CONF file`), f, conf);
+  for (const l of (env.get(`${pre}_LIBS`) ?? '').split(/[:,]/).filter(Boolean)) conf.libs.push(l);
   return conf;
 }
 
@@ -131,7 +134,7 @@ export function visibleIndexes(env: Map<string, string>, log: Log): { which: str
   return null;
 }
 
-function findBin(name: string, env: Map<string, string>): string | null {
+export function findExecutable(name: string, env: Map<string, string>): string | null {
   const path = env.get('CH_GPU_PATH') ?? env.get('PATH') ?? '/usr/bin:/bin';
   for (const d of path.split(':').filter(Boolean)) {
     const p = join(d, name);
@@ -140,13 +143,18 @@ function findBin(name: string, env: Map<string, string>): string | null {
   return null;
 }
 
-export interface Injection { mounts: MountOp[]; env: [string, string][]; pathPrepend: string | null }
+export interface Injection {
+  mounts: MountOp[];
+  env: [string, string][];        // prepended to a list variable's value
+  set: [string, string][];        // replace the value
+  pathPrepend: string | null;
+}
 
 /** Host libraries: name -> path, from `ldconfig -p` (or a given cache), or nvidia-container-cli. */
-function hostLibs(kind: Kind, env: Map<string, string>, searched: string[]): Map<string, string> {
+export function hostLibraries(kind: Kind, env: Map<string, string>, searched: string[]): Map<string, string> {
   const cache = env.get('CH_GPU_LDCACHE');
   if (!cache && kind === 'nvidia') {
-    const cli = findBin('nvidia-container-cli', env);
+    const cli = findExecutable('nvidia-container-cli', env);
     if (cli) {
       searched.push(`${cli} list --libraries`);
       try {
@@ -168,7 +176,7 @@ function hostLibs(kind: Kind, env: Map<string, string>, searched: string[]): Map
   throw new ChError('can\'t list host libraries: no ldconfig found');
 }
 
-interface Found { kind: Kind; devs: string[]; libs: Map<string, string>; bins: Map<string, string>;
+interface Found { hostRoot: string; renumber?: [string, string]; kind: Kind; devs: string[]; libs: Map<string, string>; bins: Map<string, string>;
   icds: { path: string; env: string }[]; dirs: string[]; searched: string[] }
 
 function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Log): Found {
@@ -185,15 +193,22 @@ function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Lo
       if (!devs.includes(rel)) devs.push(rel);
     }
   const libs = new Map<string, string>();
-  const all = conf.libs.length ? hostLibs(kind, env, searched) : new Map<string, string>();
+  const all = conf.libs.length ? hostLibraries(kind, env, searched) : new Map<string, string>();
   for (const [name, path] of all)
     if (conf.libs.some((p) => name.startsWith(p)) && !libs.has(name)) libs.set(name, path);
   const bins = new Map<string, string>();
-  for (const b of conf.bins) { const p = findBin(b, env); if (p) bins.set(b, p); }
+  for (const b of conf.bins) { const p = findExecutable(b, env); if (p) bins.set(b, p); }
   searched.push(`executables {${conf.bins.join(',')}} on ${env.get('CH_GPU_PATH') ? 'CH_GPU_PATH' : 'PATH'}`);
-  const icds = conf.icds.filter((i) => { try { return statSync(i.path).isFile(); } catch { return false; } });
-  const dirs = conf.dirs.filter((d) => { try { return statSync(d).isDirectory(); } catch { return false; } });
-  return { kind, devs, libs, bins, icds, dirs, searched };
+  const hostRoot = (env.get('CH_GPU_HOSTROOT') ?? '').replace(/\/+$/, '');
+  const icds = conf.icds.filter((i) => { try { return statSync(hostRoot + i.path).isFile(); } catch { return false; } });
+  const dirs = conf.dirs.filter((d) => { try { return statSync(hostRoot + d).isDirectory(); } catch { return false; } });
+  if (hostRoot) searched.push(`files and directories under CH_GPU_HOSTROOT=${hostRoot}`);
+  // Only the chosen GPUs exist inside, so CUDA numbers them from 0: an index
+  // list from CUDA_VISIBLE_DEVICES is renumbered to match (as Slurm does
+  // under ConstrainDevices). NVIDIA_VISIBLE_DEVICES is not CUDA's; it stays.
+  const renumber: [string, string] | undefined = vis?.which === 'CUDA_VISIBLE_DEVICES' && vis.set.length > 0
+    ? ['CUDA_VISIBLE_DEVICES', vis.set.map((_, i) => i).join(',')] : undefined;
+  return { hostRoot, renumber, kind, devs, libs, bins, icds, dirs, searched };
 }
 
 /** Rebuild /dev as a tmpfs: host entries as they are, minus the top names we inject. */
@@ -320,18 +335,23 @@ export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, en
     for (const i of f.icds) {
       const dst = `${INJECT}/etc/${f.kind}-${basename(dirname(i.path))}-${basename(i.path)}`;
       mounts.push({ kind: 'mkfile', mode: 0o644, dst, flags: [] });
-      mounts.push({ kind: 'bind', src: i.path, dst, flags: ['ro', 'nosuid', 'nodev'] });
+      mounts.push({ kind: 'bind', src: f.hostRoot + i.path, dst, flags: ['ro', 'nosuid', 'nodev'] });
       icdEnv.set(i.env, [...(icdEnv.get(i.env) ?? []), dst]);
-      log.info(`inject ${i.path} -> ${dst} (in $${i.env})`);
+      log.info(`inject ${f.hostRoot}${i.path} -> ${dst} (in $${i.env})`);
     }
   for (const [v, paths] of icdEnv) outEnv.push([v, paths.join(':')]);
+  const set: [string, string][] = [];
+  for (const f of found) if (f.renumber && f.devs.length > 0) {
+    set.push(f.renumber);
+    log.info(`${f.renumber[0]} inside: ${f.renumber[1]} (only the chosen GPUs exist there)`);
+  }
   for (const f of found)
     for (const d of f.dirs) {
       if (kindInImage(root, d) !== 'dir') { log.info(`not injecting ${d}: image has no such directory`); continue; }
-      mounts.push({ kind: 'bind', src: d, dst: d, flags: ['rec', 'ro', 'nosuid', 'nodev'] });
-      log.info(`inject directory ${d} (read-only)`);
+      mounts.push({ kind: 'bind', src: f.hostRoot + d, dst: d, flags: ['rec', 'ro', 'nosuid', 'nodev'] });
+      log.info(`inject directory ${f.hostRoot}${d} -> ${d} (read-only)`);
     }
-  return { mounts, env: outEnv, pathPrepend: bins.size > 0 ? `${INJECT}/bin` : null };
+  return { mounts, env: outEnv, set, pathPrepend: bins.size > 0 ? `${INJECT}/bin` : null };
 }
 
 function imageCache(root: string): CacheEntry[] | null {

@@ -63,6 +63,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   fixPath(env);
   if (injected) {
     for (const [k, v] of injected.env) env.set(k, env.get(k) ? `${v}:${env.get(k)}` : v);
+    for (const [k, v] of injected.set) env.set(k, v);
     if (injected.pathPrepend) env.set('PATH', `${injected.pathPrepend}:${env.get('PATH') ?? '/usr/bin:/bin'}`);
   }
   env.delete('TMPDIR');   // a host path; the host's temp dir is /tmp inside
