@@ -150,6 +150,8 @@ export interface Injection {
   pathPrepend: string | null;
 }
 
+const hostCaches = new Map<string, { how: string; libs: Map<string, string> }>();
+
 /** Host libraries: name -> path, from `ldconfig -p` (or a given cache), or nvidia-container-cli. */
 export function hostLibraries(kind: Kind, env: Map<string, string>, searched: string[]): Map<string, string> {
   const cache = env.get('CH_GPU_LDCACHE');
@@ -163,11 +165,27 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
       } catch { /* fall back on ldconfig */ }
     }
   }
+  // What `ldconfig -p` prints, read straight from the cache file: no process
+  // to spawn (measured: ~5 ms per spawnSync from Node, 0.3 ms to parse).
+  // `ldconfig -p` itself only for a cache in a format we don't read.
+  const file = cache ?? '/etc/ld.so.cache';
+  const have = hostCaches.get(file);
+  if (have) { searched.push(have.how); return have.libs; }
+  const parsed = readCache(file);
+  if (parsed) {
+    const flags = defaultFlags(), libs = new Map<string, string>();
+    for (const e of parsed) if (e.flags === flags && e.hwcap === 0n && !libs.has(e.key)) libs.set(e.key, e.value);
+    hostCaches.set(file, { how: `loader cache ${file} (as ldconfig -p)`, libs });
+    searched.push(`loader cache ${file} (as ldconfig -p)`);
+    return libs;
+  }
   const args = cache ? ['-p', '-C', cache] : ['-p'];
   searched.push(`ldconfig ${args.join(' ')}`);
   for (const ldconfig of ['/sbin/ldconfig', '/usr/sbin/ldconfig', 'ldconfig']) {
     try {
-      return parseLdconfigP(execFileSync(ldconfig, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+      const libs = parseLdconfigP(execFileSync(ldconfig, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+      hostCaches.set(file, { how: `ldconfig ${args.join(' ')}`, libs });
+      return libs;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       throw new ChError(`can't list host libraries: ${ldconfig} ${args.join(' ')}: ${(err as Error).message.split('\n')[0]}`);
