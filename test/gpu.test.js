@@ -145,6 +145,9 @@ dtest('--gpu: clear error when nothing is found, saying what was searched', asyn
   const any = await ch('ch-run', ['--gpu', DEBIAN, '--', 'true'], { env });
   t.is(any.exitCode, 31);
   t.regex(any.stderr, /nvidia: .*\n.*\n\s+amd: /);
+  const norun = await ch('ch-run', ['--gpu', join(IMAGES, 'busybox'), '--', 'true'], { env: fxEnv() });
+  t.is(norun.exitCode, 31);
+  t.regex(norun.stderr, /it has no \/run directory \(injected files go in a tmpfs there/);
   const bad = await ch('ch-run', ['--gpu=intel', DEBIAN, '--', 'true']);
   t.is(bad.exitCode, 31);
   t.regex(bad.stderr, /--gpu: unknown vendor 'intel'/);

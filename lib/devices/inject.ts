@@ -305,7 +305,8 @@ export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, en
 
   // /run: a tmpfs holding what we inject.
   if (kindInImage(root, '/run') !== 'dir')
-    throw new ChError(`can't inject ${found.map((f) => f.kind).join(', ')} into image ${root}: it has no /run directory`);
+    throw new ChError(`can't inject ${found.map((f) => f.kind).join(', ')} into image ${root}: it has no /run directory `
+      + '(injected files go in a tmpfs there: add an empty /run to the image, or inject permanently with ch-fromhost)');
   mounts.push({ kind: 'tmpfs', options: 'mode=0755', dst: '/run', flags: [] });
   const runHost = resolveInImage(root, '/run')!;
   try {
