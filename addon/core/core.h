@@ -46,7 +46,7 @@ void *xrealloc(void *p, size_t size);
 
 /** The plan **/
 
-enum mount_kind { MK_BIND, MK_TMPFS, MK_FILE, MK_MKDIR };
+enum mount_kind { MK_BIND, MK_TMPFS, MK_FILE, MK_MKDIR, MK_MKFILE, MK_SYMLINK };
 
 /* Flags of a mount operation. */
 #define MF_REC      0x01  /* recursive bind */
@@ -56,11 +56,13 @@ enum mount_kind { MK_BIND, MK_TMPFS, MK_FILE, MK_MKDIR };
 #define MF_NOEXEC   0x10
 #define MF_OPTIONAL 0x20  /* skip quietly if the destination is not in the image */
 #define MF_SRCOPT   0x40  /* skip quietly if the source is not on the host */
+#define MF_HEX      0x80  /* file: content is hex-encoded (binary, may hold NUL) */
 
 struct mount_op {
    enum mount_kind kind;
    unsigned flags;
-   char *src;      /* host path; tmpfs options; file content; mkdir mode (octal) */
+   char *src;      /* host path; tmpfs options; file content; mkdir/mkfile mode (octal);
+                      symlink target */
    size_t src_len; /* length of src (file content may hold any byte but NUL) */
    char *dst;      /* path inside the image */
 };

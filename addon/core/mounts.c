@@ -274,19 +274,34 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
 
    if (m->kind != MK_FILE)
       stage_remove();
-   if (m->kind == MK_MKDIR) {
-      /* Create DST inside a tmpfs we mounted (e.g. /home/$USER). */
+   if (m->kind == MK_MKDIR || m->kind == MK_MKFILE || m->kind == MK_SYMLINK) {
+      /* Create DST inside a tmpfs we mounted (e.g. /home/$USER, or a mount
+         point for an injected library): a directory, an empty file, or a
+         symlink whose target is SRC. */
+      const char *what = m->kind == MK_MKDIR ? "directory" : m->kind == MK_MKFILE ? "file" : "symlink";
       char *parent = strdup(m->dst), *base = strrchr(parent, '/');
       T_(parent != NULL, "strdup");
       *base++ = '\0';
       int dfd = open_in_root(rootfd, parent[0] ? parent : "/");
-      T_(dfd >= 0, "can't create %s: can't open parent in image", m->dst);
-      mode_t mode = strtol(m->src, NULL, 8);
-      if (mkdirat(dfd, base, mode) != 0 && errno != EEXIST)
-         FATAL("can't create %s in image", m->dst);
+      T_(dfd >= 0, "can't create %s %s: can't open parent in image", what, m->dst);
+      if (m->kind == MK_SYMLINK) {
+         if (symlinkat(m->src, dfd, base) != 0)
+            FATAL("can't create symlink %s -> %s in image", m->dst, m->src);
+      } else {
+         mode_t mode = strtol(m->src, NULL, 8);
+         if (m->kind == MK_MKDIR) {
+            if (mkdirat(dfd, base, mode) != 0 && errno != EEXIST)
+               FATAL("can't create %s in image", m->dst);
+         } else {
+            int fd = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+            T_(fd >= 0, "can't create file %s in image", m->dst);
+            Z_(close(fd), "can't close %s", m->dst);
+         }
+      }
       close(dfd);
       free(parent);
-      DEBUG("mkdir %s", m->dst);
+      DEBUG("%s %s%s%s", what, m->dst, m->kind == MK_SYMLINK ? " -> " : "",
+            m->kind == MK_SYMLINK ? m->src : "");
       return;
    }
 
@@ -348,7 +363,7 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
       Z_(mount(srcp, tgt, NULL, MS_BIND, NULL), "can't bind generated file to %s", m->dst);
       close(srcfd);
       break;
-   case MK_MKDIR:
+   case MK_MKDIR: case MK_MKFILE: case MK_SYMLINK:
       break;
    }
    close(dfd);

@@ -46,6 +46,7 @@ static unsigned mount_flags(const char *s)
    static const struct { const char *name; unsigned flag; } names[] = {
       {"rec", MF_REC}, {"ro", MF_RO}, {"nosuid", MF_NOSUID}, {"nodev", MF_NODEV},
       {"noexec", MF_NOEXEC}, {"optional", MF_OPTIONAL}, {"srcopt", MF_SRCOPT},
+      {"hex", MF_HEX},
    };
    unsigned flags = 0;
    char *copy = strdup(s), *save = NULL;
@@ -61,6 +62,12 @@ static unsigned mount_flags(const char *s)
    }
    free(copy);
    return flags;
+}
+
+static int hexval(char c)
+{
+   return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
 static char **push(char **v, size_t *n, char *s)
@@ -128,6 +135,8 @@ void plan_read(int fd, struct plan *p)
          else if (!strcmp(kind, "tmpfs")) m.kind = MK_TMPFS;
          else if (!strcmp(kind, "file")) m.kind = MK_FILE;
          else if (!strcmp(kind, "mkdir")) m.kind = MK_MKDIR;
+         else if (!strcmp(kind, "mkfile")) m.kind = MK_MKFILE;
+         else if (!strcmp(kind, "symlink")) m.kind = MK_SYMLINK;
          else FATAL_NOERR("plan: unknown mount kind '%s'", kind);
          m.flags = mount_flags(next(&c, "mount flags"));
          m.src = next(&c, "mount source");
@@ -135,6 +144,17 @@ void plan_read(int fd, struct plan *p)
          m.dst = next(&c, "mount destination");
          if (m.dst[0] != '/')
             FATAL_NOERR("plan: mount destination not absolute: %s", m.dst);
+         if (m.flags & MF_HEX) {   /* binary file content: decode in place */
+            if (m.kind != MK_FILE || m.src_len % 2 != 0)
+               FATAL_NOERR("plan: bad hex content for %s", m.dst);
+            for (size_t i = 0; i < m.src_len / 2; i++) {
+               int hi = hexval(m.src[2 * i]), lo = hexval(m.src[2 * i + 1]);
+               if (hi < 0 || lo < 0)
+                  FATAL_NOERR("plan: bad hex content for %s", m.dst);
+               m.src[i] = (char)(hi << 4 | lo);
+            }
+            m.src_len /= 2;
+         }
          p->mounts = xrealloc(p->mounts, (p->mount_ct + 1) * sizeof(m));
          p->mounts[p->mount_ct++] = m;
       } else if (!strcmp(kw, "env")) {

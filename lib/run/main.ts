@@ -37,7 +37,7 @@ function command(opts: RunOptions, root: string): { argv: string[]; workdir: str
   return { argv, workdir: meta?.WorkingDir || null };
 }
 
-export function buildPlan(opts: RunOptions): Plan {
+export async function buildPlan(opts: RunOptions): Promise<Plan> {
   const root = checkImage(opts.image);
   const id = identity(opts.uid, opts.gid);
   const env = envFromProcess();
@@ -45,6 +45,11 @@ export function buildPlan(opts: RunOptions): Plan {
   env.delete('CH_RUN_NOFILE');
 
   const mounts = defaultMounts({ root, opts, id, log, env });
+  // GPU/InfiniBand injection: loaded only when asked for (launch path).
+  const injected = opts.gpu !== false || opts.ib
+    ? (await import('../devices/inject.js')).inject(root, opts.gpu, opts.ib, env, log) : null;
+  // Before the user's --bind mounts (always last, one op each), which may target /run or /dev.
+  if (injected) mounts.splice(mounts.length - opts.binds.length, 0, ...injected.mounts);
 
   // Environment: Charliecloud's fix-ups first, then the user's, then CH_RUNNING.
   if (opts.home) {
@@ -56,6 +61,11 @@ export function buildPlan(opts: RunOptions): Plan {
       env.set('HOME', kindInImage(root, '/root') === 'dir' ? '/root' : '/');
   }
   fixPath(env);
+  if (injected) {
+    for (const [k, v] of injected.env) env.set(k, env.get(k) ? `${v}:${env.get(k)}` : v);
+    for (const [k, v] of injected.set) env.set(k, v);
+    if (injected.pathPrepend) env.set('PATH', `${injected.pathPrepend}:${env.get('PATH') ?? '/usr/bin:/bin'}`);
+  }
   env.delete('TMPDIR');   // a host path; the host's temp dir is /tmp inside
   applyEnvActions(env, opts.envActions, root);
   env.set('CH_RUNNING', 'Weird Al Yankovic');
@@ -106,7 +116,7 @@ void runMain(log, async () => {
     return 0;
   }
   refuseSetid([process.argv[1], CORE_PATH, ADDON_PATH]);
-  const plan = buildPlan(opts);
+  const plan = await buildPlan(opts);
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
   try {
     native().execCore(CORE_PATH, serializePlan(plan));

@@ -9,7 +9,10 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'cd', short: 'c', arg: 'required', argName: 'DIR', help: 'initial working directory in container' },
   { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
   { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
+  { name: 'gpu', arg: 'optional', argName: 'VENDOR[,...]',
+    help: 'inject host GPU devices, driver libraries and tools: nvidia, amd (default: every vendor found)' },
   { name: 'home', arg: 'none', help: 'bind-mount your host $HOME at guest /home/$USER' },
+  { name: 'ib', arg: 'none', help: 'inject host InfiniBand devices and verbs libraries' },
   { name: 'join', short: 'j', arg: 'none', help: 'use the same container (namespaces) as peer ch-run invocations' },
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
@@ -49,6 +52,8 @@ export interface RunOptions {
   privateTmp: boolean;
   writable: boolean;
   home: boolean;
+  gpu: ('nvidia' | 'amd')[] | null | false;   // false: off; null: every vendor found
+  ib: boolean;
   join: boolean;
   joinCt: number | null;
   joinTag: string | null;
@@ -85,7 +90,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
   const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
-    noPasswd: false, privateTmp: false, writable: false, home: false, join: false, joinCt: null,
+    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, join: false, joinCt: null,
     joinTag: null, verbosity: 0, action: 'run',
   };
   let expand = true;
@@ -98,7 +103,16 @@ export function parseRunArgs(argv: string[]): RunOptions {
         break;
       case 'env-no-expand': expand = false; break;
       case 'gid': o.gid = id('GID', value!); break;
+      case 'gpu':
+        if (value === undefined) { o.gpu = null; break; }
+        o.gpu = [];
+        for (const v of value.split(',')) {
+          if (v !== 'nvidia' && v !== 'amd') throw new ChError(`--gpu: unknown vendor '${v}' (want nvidia, amd)`);
+          if (!o.gpu.includes(v)) o.gpu.push(v);
+        }
+        break;
       case 'home': o.home = true; break;
+      case 'ib': o.ib = true; break;
       case 'join': o.join = true; break;
       case 'join-ct':
         if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)

@@ -4,13 +4,18 @@
 
 import { ChError } from '../util/log.js';
 
-export type MountFlag = 'rec' | 'ro' | 'nosuid' | 'nodev' | 'noexec' | 'optional' | 'srcopt';
+export type MountFlag = 'rec' | 'ro' | 'nosuid' | 'nodev' | 'noexec' | 'optional' | 'srcopt'
+  | 'hex';   // file: content is hex (binary content, e.g. a generated ld.so.cache)
 
 export type MountOp =
   | { kind: 'bind'; src: string; dst: string; flags: MountFlag[] }
   | { kind: 'tmpfs'; options: string; dst: string; flags: MountFlag[] }
   | { kind: 'file'; content: string; dst: string; flags: MountFlag[] }
-  | { kind: 'mkdir'; mode: number; dst: string; flags: MountFlag[] };
+  | { kind: 'mkdir'; mode: number; dst: string; flags: MountFlag[] }
+  // Inside a tmpfs we mounted: an empty file (a mount point for a file bind),
+  // or a symlink to TARGET.
+  | { kind: 'mkfile'; mode: number; dst: string; flags: MountFlag[] }
+  | { kind: 'symlink'; target: string; dst: string; flags: MountFlag[] };
 
 export interface Plan {
   verbose: number;
@@ -36,7 +41,7 @@ export function serializePlan(p: Plan): Buffer {
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
   for (const m of p.mounts) {
     const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options
-      : m.kind === 'file' ? m.content : m.mode.toString(8);
+      : m.kind === 'file' ? m.content : m.kind === 'symlink' ? m.target : m.mode.toString(8);
     add('mount', m.kind, m.flags.join(','), src, m.dst);
   }
   for (const e of p.env) add('env', e);

@@ -1,0 +1,154 @@
+// glibc's ld.so.cache, read and written here (format "glibc-ld.so.cache1.1",
+// the only one glibc >= 2.32 writes; glibc has read it since 2.2).
+//
+// Why write the cache ourselves: `--gpu` must make an unmodified program find
+// libcuda.so.1 with no LD_LIBRARY_PATH in a read-only image. The loader's
+// search order is LD_LIBRARY_PATH, then /etc/ld.so.cache, then its built-in
+// system directories; ld.so.conf is read by ldconfig only. So the container
+// gets a cache made of the image's own entries plus the injected libraries
+// (pointing into a tmpfs at /run/ch-toolkit/lib), bound read-only over the
+// image's /etc/ld.so.cache. The image's ldconfig can't run (read-only image,
+// and it would need a second container start); the host's `ldconfig -r ROOT`
+// chroots (root only). Building it here costs about a millisecond (measured
+// and reported by test/gpu.test.js).
+//
+// Layout: header (48 bytes), nlibs entries of 24 bytes {int32 flags, uint32
+// key, uint32 value, uint32 osversion, uint64 hwcap}, then the strings; key
+// and value are offsets from the start of the file. Entries are sorted in
+// DEScending _dl_cache_libcmp order (the loader's binary search relies on
+// it); among equal names the first acceptable one wins, so ours go first.
+
+import { readFileSync } from 'node:fs';
+
+const MAGIC = 'glibc-ld.so.cache1.1';
+const OLD_MAGIC = 'ld.so-1.7.0';
+const HEADER = 48;
+const ENTRY = 24;
+
+export interface CacheEntry { flags: number; key: string; value: string; hwcap: bigint }
+
+/** glibc's _dl_cache_libcmp: runs of digits compare numerically. */
+export function libcmp(a: string, b: string): number {
+  let i = 0, j = 0;
+  const digit = (c: number) => c >= 48 && c <= 57;
+  while (i < a.length) {
+    const c1 = a.charCodeAt(i), c2 = j < b.length ? b.charCodeAt(j) : 0;
+    if (digit(c1)) {
+      if (!digit(c2)) return 1;
+      let v1 = 0, v2 = 0;
+      while (i < a.length && digit(a.charCodeAt(i))) v1 = v1 * 10 + a.charCodeAt(i++) - 48;
+      while (j < b.length && digit(b.charCodeAt(j))) v2 = v2 * 10 + b.charCodeAt(j++) - 48;
+      if (v1 !== v2) return v1 - v2;
+    } else if (digit(c2)) {
+      return -1;
+    } else if (c1 !== c2) {
+      return c1 - c2;
+    } else {
+      i++; j++;
+    }
+  }
+  return 0 - (j < b.length ? b.charCodeAt(j) : 0);
+}
+
+function cstr(buf: Buffer, off: number): string {
+  const end = buf.indexOf(0, off);
+  return buf.toString('utf8', off, end < 0 ? buf.length : end);
+}
+
+/** Parse a cache file's contents; null if it is in no format we know. */
+export function parseCache(buf: Buffer): CacheEntry[] | null {
+  let base = 0;
+  if (buf.toString('latin1', 0, OLD_MAGIC.length) === OLD_MAGIC) {
+    // Old format first (glibc < 2.32 "compat"): 12-byte entries, then the new one, 8-aligned.
+    const n = buf.readUInt32LE(OLD_MAGIC.length + 1);
+    base = (OLD_MAGIC.length + 1 + 4 + n * 12 + 7) & ~7;
+  }
+  if (buf.length < base + HEADER || buf.toString('latin1', base, base + MAGIC.length) !== MAGIC) return null;
+  const nlibs = buf.readUInt32LE(base + 20);
+  if (base + HEADER + nlibs * ENTRY > buf.length) return null;
+  const out: CacheEntry[] = [];
+  for (let i = 0; i < nlibs; i++) {
+    const e = base + HEADER + i * ENTRY;
+    const key = buf.readUInt32LE(e + 4), value = buf.readUInt32LE(e + 8);
+    // In the combined format, offsets are relative to the new header.
+    const off = base;
+    if (off + key >= buf.length || off + value >= buf.length) return null;
+    out.push({ flags: buf.readInt32LE(e), key: cstr(buf, off + key), value: cstr(buf, off + value),
+      hwcap: buf.readBigUInt64LE(e + 16) });
+  }
+  return out;
+}
+
+export function readCache(path: string): CacheEntry[] | null {
+  let buf: Buffer;
+  try { buf = readFileSync(path); } catch { return null; }
+  return parseCache(buf);
+}
+
+/**
+ * A cache holding FIRST (injected) then REST (the image's), sorted as the
+ * loader wants, FIRST winning among equal names. Entries of REST with a
+ * hwcap (optimized variants, glibc-hwcaps subdirectories) are dropped: their
+ * index points into an extension section we don't copy, and the plain entry
+ * of the same name still serves.
+ */
+export function buildCache(first: CacheEntry[], rest: CacheEntry[]): Buffer {
+  const all = [...first.map((e, i) => ({ e, rank: i })),
+    ...rest.filter((e) => e.hwcap === 0n).map((e, i) => ({ e, rank: first.length + i }))];
+  all.sort((x, y) => libcmp(y.e.key, x.e.key) || x.rank - y.rank);
+  const strings: Buffer[] = [];
+  const offsets = new Map<string, number>();
+  let strOff = HEADER + all.length * ENTRY;
+  const strAt = (s: string) => {
+    let o = offsets.get(s);
+    if (o === undefined) {
+      o = strOff;
+      const b = Buffer.from(s + '\0', 'utf8');
+      strings.push(b);
+      strOff += b.length;
+      offsets.set(s, o);
+    }
+    return o;
+  };
+  const table = Buffer.alloc(all.length * ENTRY);
+  all.forEach(({ e }, i) => {
+    table.writeInt32LE(e.flags, i * ENTRY);
+    table.writeUInt32LE(strAt(e.key), i * ENTRY + 4);
+    table.writeUInt32LE(strAt(e.value), i * ENTRY + 8);
+    table.writeUInt32LE(0, i * ENTRY + 12);
+    table.writeBigUInt64LE(e.hwcap, i * ENTRY + 16);
+  });
+  const header = Buffer.alloc(HEADER);
+  header.write(MAGIC, 0, 'latin1');
+  header.writeUInt32LE(all.length, 20);
+  header.writeUInt32LE(strOff - HEADER - all.length * ENTRY, 24);
+  header.writeUInt8(2, 28);   // cache_file_new_flags_endian_little
+  // extension_offset (32) and unused[3]: 0
+  return Buffer.concat([header, table, ...strings]);
+}
+
+/** The loader's flags for a 64-bit ELF library of this architecture (glibc's ldconfig.h). */
+export function defaultFlags(): number {
+  const arch: Record<string, number> = { x64: 0x0303, arm64: 0x0a03, ppc64: 0x0503, riscv64: 0x1003, s390x: 0x0403 };
+  return arch[process.arch] ?? 0x0003;
+}
+
+/** `ldconfig -p` architecture tag of this machine's native libraries. */
+export function ldconfigArch(): string {
+  const arch: Record<string, string> = { x64: 'x86-64', arm64: 'AArch64', ppc64: '64bit', s390x: '64bit', riscv64: 'riscv64' };
+  return arch[process.arch] ?? '';
+}
+
+/** Parse `ldconfig -p`: name -> path, first of this machine's architecture wins. */
+export function parseLdconfigP(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const arch = ldconfigArch();
+  for (const line of text.split('\n')) {
+    const m = /^\s+(\S+) \(([^)]*)\) => (\S.*)$/.exec(line);
+    if (!m) continue;
+    const tags = m[2].split(',');
+    if (arch && process.arch !== 'ia32' && !tags.some((t) => t.trim() === arch)) continue;
+    if (!out.has(m[1])) out.set(m[1], m[3].trim());
+  }
+  return out;
+}

@@ -1,0 +1,268 @@
+// ch-run --gpu / --ib and ch-fromhost, without GPU or InfiniBand hardware:
+// the driver is stood in for by real artifacts built here (a libcuda.so.1
+// exporting cuInit/cuDeviceGetCount, a libibverbs.so.1 with a provider that
+// the loader must find by name), registered in a loader cache made for the
+// test (CH_GPU_LDCACHE), with device nodes under a fixture device root
+// (CH_GPU_DEVROOT). The programs run in the Debian image and dlopen() by
+// name with no LD_LIBRARY_PATH: what an unmodified CUDA or verbs program does.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync,
+  writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ch, IMAGES, PKG, TEST_DIR, testUser } from './helpers/env.js';
+
+const SRC = fileURLToPath(new URL('fixtures/gpu/', import.meta.url));
+const FX = join(TEST_DIR, 'gpu-fixture');
+const DEBIAN = join(IMAGES, 'debian');
+const haveDebian = existsSync(DEBIAN);
+const dtest = haveDebian ? test : test.skip;
+const dserial = haveDebian ? test.serial : test.skip;
+
+const gcc = (...args) => execa('gcc', ['-O2', '-Wall', ...args]);
+
+/** Environment pointing discovery at the fixture, plus EXTRA. */
+function fxEnv(extra = {}) {
+  return { CH_GPU_LDCACHE: join(FX, 'ld.so.cache'), CH_GPU_DEVROOT: join(FX, 'dev'),
+    CH_GPU_PATH: join(FX, 'hostbin'), CH_TEST_GPU_COUNT_FILE: '/mnt/count', ...extra };
+}
+const progBind = () => ['-b', `${join(FX, 'prog')}:/mnt`];
+
+/** A digest of an image tree: names, types, modes, owners, link targets, contents. */
+function treeDigest(root) {
+  const h = createHash('sha256');
+  const walk = (rel) => {
+    const p = join(root, rel);
+    const st = lstatSync(p);
+    h.update(`${rel}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.mtimeMs}\0`);
+    if (st.isSymbolicLink()) h.update(readlinkSync(p));
+    else if (st.isFile()) h.update(readFileSync(p));
+    else if (st.isDirectory()) for (const e of readdirSync(p).sort()) walk(join(rel, e));
+  };
+  walk('.');
+  return h.digest('hex');
+}
+
+test.before(async () => {
+  rmSync(FX, { recursive: true, force: true });
+  for (const d of ['lib', 'ibv', 'prog', 'hostbin', 'dev/nvidia-caps', 'dev/infiniband', 'host/etc/libibverbs.d'])
+    mkdirSync(join(FX, d), { recursive: true });
+  await gcc('-shared', '-fPIC', '-Wl,-soname,libcuda.so.1', '-o', join(FX, 'lib/libcuda.so.1'), join(SRC, 'libcuda.c'));
+  await gcc('-shared', '-fPIC', '-Wl,-soname,libibverbs.so.1', '-o', join(FX, 'ibv/libibverbs.so.1'),
+    join(SRC, 'libibverbs.c'), '-ldl');
+  await gcc('-shared', '-fPIC', '-Wl,-soname,libstubprov-rdmav34.so', '-o', join(FX, 'ibv/libstubprov-rdmav34.so'),
+    join(SRC, 'provider.c'));
+  // Built on the host for the Debian image: same glibc ABI (bookworm).
+  await gcc('-o', join(FX, 'prog/dlcuda'), join(SRC, 'dlcuda.c'), '-ldl');
+  await gcc('-o', join(FX, 'prog/dlverbs'), join(SRC, 'dlverbs.c'), '-ldl');
+  writeFileSync(join(FX, 'prog/count'), '3\n');
+  writeFileSync(join(FX, 'hostbin/nvidia-smi'), '#!/bin/sh\necho "NVIDIA-SMI stand-in: $(ls /dev | grep -c "^nvidia[0-9]") GPUs"\n',
+    { mode: 0o755 });
+  // The loader cache discovery reads (as `ldconfig -p -C` would the host's).
+  writeFileSync(join(FX, 'ld.so.conf'), `${join(FX, 'lib')}\n${join(FX, 'ibv')}\n`);
+  await execa('ldconfig', ['-C', join(FX, 'ld.so.cache'), '-f', join(FX, 'ld.so.conf')]);
+  // Device nodes: regular files stand in (the kernel side is not under test).
+  for (const d of ['nvidia0', 'nvidia1', 'nvidia2', 'nvidiactl', 'nvidia-uvm', 'nvidia-caps/nvidia-cap1',
+    'infiniband/uverbs0', 'infiniband/uverbs1', 'infiniband/rdma_cm'])
+    writeFileSync(join(FX, 'dev', d), `fake ${d}\n`);
+  writeFileSync(join(FX, 'host/etc/libibverbs.d/stubprov.driver'), 'driver stubprov\n');
+  mkdirSync(join(FX, 'host/etc/vulkan/icd.d'), { recursive: true });
+  writeFileSync(join(FX, 'host/etc/vulkan/icd.d/nvidia_icd.json'), '{"ICD": {"library_path": "libGLX_nvidia.so.0"}}\n');
+  await execa('chmod', ['-R', 'a+rX', FX]);
+});
+
+dtest('--gpu: unmodified program dlopens libcuda.so.1 with no LD_LIBRARY_PATH; image unchanged', async (t) => {
+  const before = treeDigest(DEBIAN);
+  const r = await ch('ch-run', ['--gpu', ...progBind(), DEBIAN, '--', 'sh', '-c',
+    '/mnt/dlcuda; echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH-unset}"'], { env: fxEnv() });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /^cuda devices: 3$/m);
+  t.regex(r.stdout, /^LD_LIBRARY_PATH=unset$/m);
+  // The same without --gpu: the library is not there.
+  const no = await ch('ch-run', [...progBind(), DEBIAN, '--', '/mnt/dlcuda'], { env: fxEnv() });
+  t.is(no.exitCode, 2);
+  t.regex(no.stderr, /libcuda\.so\.1: cannot open shared object file/);
+  t.is(treeDigest(DEBIAN), before, 'image changed');
+});
+
+dtest('--gpu=nvidia: CUDA_VISIBLE_DEVICES picks device nodes, renumbered inside', async (t) => {
+  const r = await ch('ch-run', ['--gpu=nvidia', DEBIAN, '--', 'sh', '-c',
+    'ls /dev | grep nvidia | sort | tr "\\n" " "; echo; ls /dev/nvidia-caps; cat /dev/nvidia2; '
+    + 'echo "CVD=$CUDA_VISIBLE_DEVICES"; test -c /dev/null && echo null-ok; ls -d /dev/pts /dev/shm'],
+  { env: fxEnv({ CUDA_VISIBLE_DEVICES: '2,0' }) });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /^nvidia-caps nvidia-uvm nvidia0 nvidia2 nvidiactl $/m);
+  t.regex(r.stdout, /^nvidia-cap1$/m);
+  t.regex(r.stdout, /^fake nvidia2$/m);
+  t.regex(r.stdout, /^CVD=0,1$/m);
+  t.regex(r.stdout, /^null-ok$/m);          // the rest of the host's /dev is still there
+  t.regex(r.stdout, /\/dev\/pts\n\/dev\/shm/);
+  const none = await ch('ch-run', ['--gpu=nvidia', DEBIAN, '--', 'sh', '-c', 'ls /dev | grep -c "^nvidia[0-9]" || true'],
+    { env: fxEnv({ NVIDIA_VISIBLE_DEVICES: 'none' }) });
+  t.is(none.exitCode, 0, none.stderr);
+  t.is(none.stdout.trim(), '0');
+});
+
+dtest('--gpu: tools on PATH; -v lists what was injected', async (t) => {
+  const r = await ch('ch-run', ['-v', '--gpu', DEBIAN, '--', 'sh', '-c',
+    'command -v nvidia-smi; nvidia-smi; echo "VK=$VK_ICD_FILENAMES"; cat "$VK_ICD_FILENAMES"'],
+  { env: fxEnv({ CUDA_VISIBLE_DEVICES: '1', CH_GPU_HOSTROOT: join(FX, 'host') }) });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /^VK=\/run\/ch-toolkit\/etc\/nvidia-icd\.d-nvidia_icd\.json$/m);
+  t.regex(r.stdout, /libGLX_nvidia\.so\.0/);
+  t.regex(r.stdout, /^\/run\/ch-toolkit\/bin\/nvidia-smi$/m);
+  t.regex(r.stdout, /^NVIDIA-SMI stand-in: 1 GPUs$/m);
+  t.regex(r.stderr, /inject library .*\/lib\/libcuda\.so\.1 -> \/run\/ch-toolkit\/lib\/libcuda\.so\.1/);
+  t.regex(r.stderr, /inject device .*\/dev\/nvidia1 -> \/dev\/nvidia1/);
+  t.regex(r.stderr, /nvidia0 hidden by CUDA_VISIBLE_DEVICES/);
+  t.regex(r.stderr, /inject executable .*nvidia-smi -> \/run\/ch-toolkit\/bin\/nvidia-smi/);
+  t.regex(r.stderr, /inject \/etc\/ld\.so\.cache: image's \d+ entries \+ 1 injected/);
+});
+
+dtest('--gpu: injected files are read-only for real, even to fake root', async (t) => {
+  const r = await ch('ch-run', ['-u', '0', '--gpu', DEBIAN, '--', 'sh', '-c',
+    'for f in /run/ch-toolkit/lib/libcuda.so.1 /etc/ld.so.cache /run/ch-toolkit/bin/nvidia-smi; do '
+    + '  (echo x >> $f) 2>/dev/null && echo "WROTE $f"; '
+    + '  umount $f 2>/dev/null && echo "UNMOUNTED $f"; '
+    + '  mount -o remount,rw,bind $f 2>/dev/null && echo "REMOUNTED $f"; '
+    + 'done; grep -E " /(run/ch-toolkit/lib/libcuda.so.1|etc/ld.so.cache) " /proc/self/mountinfo'],
+  { env: fxEnv() });
+  t.is(r.exitCode, 0, r.stderr);
+  t.notRegex(r.stdout, /WROTE|UNMOUNTED|REMOUNTED/);
+  const lines = r.stdout.trim().split('\n');
+  t.is(lines.length, 2, r.stdout);
+  for (const l of lines) t.regex(l.split(' ')[5], /^ro(,|$)/);
+});
+
+dtest('--gpu: clear error when nothing is found, saying what was searched', async (t) => {
+  const empty = join(FX, 'empty');
+  mkdirSync(empty, { recursive: true });
+  chmodSync(empty, 0o755);
+  const env = { CH_GPU_DEVROOT: empty, CH_GPU_LDCACHE: '/etc/ld.so.cache', CH_GPU_PATH: empty };
+  const r = await ch('ch-run', ['--gpu=nvidia', DEBIAN, '--', 'true'], { env });
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /--gpu=nvidia: no GPU found; searched:/);
+  t.regex(r.stderr, /loader cache \/etc\/ld\.so\.cache \(as ldconfig -p\)/);
+  t.regex(r.stderr, new RegExp(`devices ${empty}/\\{nvidia\\[0-9\\]\\*`));
+  const any = await ch('ch-run', ['--gpu', DEBIAN, '--', 'true'], { env });
+  t.is(any.exitCode, 31);
+  t.regex(any.stderr, /nvidia: .*\n.*\n\s+amd: /);
+  const norun = await ch('ch-run', ['--gpu', join(IMAGES, 'busybox'), '--', 'true'], { env: fxEnv() });
+  t.is(norun.exitCode, 31);
+  t.regex(norun.stderr, /it has no \/run directory \(injected files go in a tmpfs there/);
+  const bad = await ch('ch-run', ['--gpu=intel', DEBIAN, '--', 'true']);
+  t.is(bad.exitCode, 31);
+  t.regex(bad.stderr, /--gpu: unknown vendor 'intel'/);
+});
+
+// Serial (ava runs these first), runs interleaved: the machine is shared.
+dserial('--gpu: launch cost', async (t) => {
+  const once = async (args) => {
+    const t0 = process.hrtime.bigint();
+    const r = await ch('ch-run', [...args, DEBIAN, '--', 'true'], { env: fxEnv() });
+    if (r.exitCode !== 0) throw new Error(r.stderr);
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const plainMs = [], gpuMs = [];
+  for (let i = 0; i < 11; i++) { plainMs.push(await once([])); gpuMs.push(await once(['--gpu'])); }
+  const median = (xs) => xs.sort((a, b) => a - b)[xs.length >> 1];
+  const plain = median(plainMs), gpu = median(gpuMs);
+  t.log(`median launch: plain ${plain.toFixed(1)} ms, --gpu ${gpu.toFixed(1)} ms (+${(gpu - plain).toFixed(1)} ms)`);
+  const { buildCache, readCache } = await import(join(PKG, 'dist/devices/ldcache.js'));
+  const img = readCache(join(DEBIAN, 'etc/ld.so.cache'));
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < 100; i++) buildCache([{ flags: 0x303, key: 'libcuda.so.1', value: '/x', hwcap: 0n }], img);
+  t.log(`ld.so.cache for ${img.length} image entries: ${(Number(process.hrtime.bigint() - t0) / 1e8).toFixed(3)} ms each`);
+  t.true(gpu < 2 * plain + 100, `--gpu launch unreasonably slow: ${gpu} ms vs ${plain} ms`);  // loose: shared, loaded machine
+});
+
+/** A writable copy of the Debian image owned by the test user. */
+async function writableDebian(name) {
+  const dir = join(TEST_DIR, name);
+  rmSync(dir, { recursive: true, force: true });
+  await execa('cp', ['-a', DEBIAN, dir]);
+  const u = testUser();
+  await execa('chown', ['-R', `${u.uid}:${u.gid}`, dir]);
+  return dir;
+}
+
+dserial('--ib: verbs library and provider found by name, devices and provider config injected', async (t) => {
+  const img = await writableDebian('gpu-img-ib');
+  mkdirSync(join(img, 'etc/libibverbs.d'));
+  const before = treeDigest(img);
+  const env = fxEnv({ CH_IB_LIBS: 'libstubprov', CH_GPU_HOSTROOT: join(FX, 'host') });
+  const r = await ch('ch-run', ['-v', '--ib', ...progBind(), img, '--', 'sh', '-c',
+    '/mnt/dlverbs; ls /dev/infiniband | tr "\\n" " "'], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /^verbs devices: 2$/m);
+  t.regex(r.stdout, /rdma_cm uverbs0 uverbs1/);
+  t.regex(r.stderr, /inject directory .*\/host\/etc\/libibverbs\.d -> \/etc\/libibverbs\.d \(read-only\)/);
+  t.is(treeDigest(img), before, 'image changed');
+  rmSync(img, { recursive: true, force: true });
+});
+
+dserial('ch-fromhost: --lib-path, --path, --dest, --nvidia, then the image\'s ldconfig', async (t) => {
+  const img = await writableDebian('gpu-img-fromhost');
+  const lp = await ch('ch-fromhost', ['--lib-path', img]);
+  t.is(lp.exitCode, 0, lp.stderr);
+  const libdir = lp.stdout.trim();
+  t.regex(libdir, /^\/(usr\/)?(local\/)?lib/);
+  const r = await ch('ch-fromhost', ['-v', '--path', join(FX, 'lib/libcuda.so.1'), img]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.true(existsSync(join(img, libdir, 'libcuda.so.1')));
+  // The image's own ldconfig ran: a plain ch-run (no --gpu) finds it.
+  const run = await ch('ch-run', [...progBind(), img, '--', '/mnt/dlcuda'], { env: fxEnv() });
+  t.is(run.exitCode, 0, run.stderr);
+  t.regex(run.stdout, /cuda devices: 3/);
+  // --dest for other files; --file lists them.
+  writeFileSync(join(FX, 'list'), `${join(FX, 'prog/count')}\n`);
+  chmodSync(join(FX, 'list'), 0o644);
+  const d = await ch('ch-fromhost', ['--file', join(FX, 'list'), '--dest', '/opt/site', img]);
+  t.is(d.exitCode, 0, d.stderr);
+  t.is(readFileSync(join(img, 'opt/site/count'), 'utf8'), '3\n');
+  const c = await ch('ch-fromhost', ['--cmd', `echo ${join(FX, 'prog/dlverbs')}`, '--dest', '/opt/site/bin', img]);
+  t.is(c.exitCode, 0, c.stderr);
+  t.true(existsSync(join(img, 'opt/site/bin/dlverbs')));
+  const nd = await ch('ch-fromhost', ['--path', join(FX, 'prog/count'), img]);
+  t.is(nd.exitCode, 31);
+  t.regex(nd.stderr, /use --dest/);
+  // --nvidia: the driver files discovery finds (here: the fixture's).
+  const nv = await ch('ch-fromhost', ['-v', '--nvidia', '--no-ldconfig', img], { env: fxEnv() });
+  t.is(nv.exitCode, 0, nv.stderr);
+  t.regex(nv.stderr, /injected .*libcuda\.so\.1 -> /);
+  t.regex(nv.stderr, /injected .*nvidia-smi -> \/usr\/bin\/nvidia-smi/);
+  // A symlink in the image never redirects a write onto the host.
+  const victim = join(FX, 'victim');
+  writeFileSync(victim, 'host file\n');
+  chmodSync(victim, 0o666);
+  rmSync(join(img, 'opt/site/count'));
+  await execa('ln', ['-s', victim, join(img, 'opt/site/count')]);
+  const s = await ch('ch-fromhost', ['--path', join(FX, 'prog/count'), '--dest', '/opt/site', img]);
+  t.is(s.exitCode, 0, s.stderr);
+  t.is(readFileSync(victim, 'utf8'), 'host file\n');
+  rmSync(img, { recursive: true, force: true });
+});
+
+test('ld.so.cache: our reader and writer agree with glibc\'s ldconfig', async (t) => {
+  const { buildCache, parseCache, parseLdconfigP, readCache } = await import(join(PKG, 'dist/devices/ldcache.js'));
+  const cache = join(FX, 'ld.so.cache');
+  const ours = readCache(cache);
+  t.truthy(ours);
+  const glibc = parseLdconfigP((await execa('ldconfig', ['-p', '-C', cache])).stdout);
+  t.is(glibc.get('libcuda.so.1'), join(FX, 'lib/libcuda.so.1'));
+  for (const [name, path] of glibc) t.true(ours.some((e) => e.key === name && e.value === path), name);
+  // A generated cache: injected entry first among equal names, sorted as ldconfig sorts.
+  const gen = buildCache([{ flags: ours[0].flags, key: 'libcuda.so.1', value: '/run/ch-toolkit/lib/libcuda.so.1', hwcap: 0n }],
+    ours);
+  const out = join(FX, 'generated.cache');
+  writeFileSync(out, gen);
+  const listed = (await execa('ldconfig', ['-p', '-C', out])).stdout.split('\n').slice(1).map((l) => l.trim().split(' ')[0]);
+  t.is(listed.length, ours.length + 1);
+  const back = parseCache(gen);
+  t.deepEqual(back.map((e) => e.key), listed);
+  const cuda = back.filter((e) => e.key === 'libcuda.so.1').map((e) => e.value);
+  t.deepEqual(cuda, ['/run/ch-toolkit/lib/libcuda.so.1', join(FX, 'lib/libcuda.so.1')]);
+});
