@@ -12,23 +12,16 @@ import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync,
   writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ch, IMAGES, PKG, TEST_DIR, testUser } from './helpers/env.js';
+import { buildGpuFixture, fxEnv as fixtureEnv } from './fixtures/gpu/fixture.js';
 
-const SRC = fileURLToPath(new URL('fixtures/gpu/', import.meta.url));
 const FX = join(TEST_DIR, 'gpu-fixture');
 const DEBIAN = join(IMAGES, 'debian');
 const haveDebian = existsSync(DEBIAN);
 const dtest = haveDebian ? test : test.skip;
 const dserial = haveDebian ? test.serial : test.skip;
 
-const gcc = (...args) => execa('gcc', ['-O2', '-Wall', ...args]);
-
-/** Environment pointing discovery at the fixture, plus EXTRA. */
-function fxEnv(extra = {}) {
-  return { CH_GPU_LDCACHE: join(FX, 'ld.so.cache'), CH_GPU_DEVROOT: join(FX, 'dev'),
-    CH_GPU_PATH: join(FX, 'hostbin'), CH_TEST_GPU_COUNT_FILE: '/mnt/count', ...extra };
-}
+const fxEnv = (extra = {}) => fixtureEnv(FX, extra);
 const progBind = () => ['-b', `${join(FX, 'prog')}:/mnt`];
 
 /** A digest of an image tree: names, types, modes, owners, link targets, contents. */
@@ -46,33 +39,7 @@ function treeDigest(root) {
   return h.digest('hex');
 }
 
-test.before(async () => {
-  rmSync(FX, { recursive: true, force: true });
-  for (const d of ['lib', 'ibv', 'prog', 'hostbin', 'dev/nvidia-caps', 'dev/infiniband', 'host/etc/libibverbs.d'])
-    mkdirSync(join(FX, d), { recursive: true });
-  await gcc('-shared', '-fPIC', '-Wl,-soname,libcuda.so.1', '-o', join(FX, 'lib/libcuda.so.1'), join(SRC, 'libcuda.c'));
-  await gcc('-shared', '-fPIC', '-Wl,-soname,libibverbs.so.1', '-o', join(FX, 'ibv/libibverbs.so.1'),
-    join(SRC, 'libibverbs.c'), '-ldl');
-  await gcc('-shared', '-fPIC', '-Wl,-soname,libstubprov-rdmav34.so', '-o', join(FX, 'ibv/libstubprov-rdmav34.so'),
-    join(SRC, 'provider.c'));
-  // Built on the host for the Debian image: same glibc ABI (bookworm).
-  await gcc('-o', join(FX, 'prog/dlcuda'), join(SRC, 'dlcuda.c'), '-ldl');
-  await gcc('-o', join(FX, 'prog/dlverbs'), join(SRC, 'dlverbs.c'), '-ldl');
-  writeFileSync(join(FX, 'prog/count'), '3\n');
-  writeFileSync(join(FX, 'hostbin/nvidia-smi'), '#!/bin/sh\necho "NVIDIA-SMI stand-in: $(ls /dev | grep -c "^nvidia[0-9]") GPUs"\n',
-    { mode: 0o755 });
-  // The loader cache discovery reads (as `ldconfig -p -C` would the host's).
-  writeFileSync(join(FX, 'ld.so.conf'), `${join(FX, 'lib')}\n${join(FX, 'ibv')}\n`);
-  await execa('ldconfig', ['-C', join(FX, 'ld.so.cache'), '-f', join(FX, 'ld.so.conf')]);
-  // Device nodes: regular files stand in (the kernel side is not under test).
-  for (const d of ['nvidia0', 'nvidia1', 'nvidia2', 'nvidiactl', 'nvidia-uvm', 'nvidia-caps/nvidia-cap1',
-    'infiniband/uverbs0', 'infiniband/uverbs1', 'infiniband/rdma_cm'])
-    writeFileSync(join(FX, 'dev', d), `fake ${d}\n`);
-  writeFileSync(join(FX, 'host/etc/libibverbs.d/stubprov.driver'), 'driver stubprov\n');
-  mkdirSync(join(FX, 'host/etc/vulkan/icd.d'), { recursive: true });
-  writeFileSync(join(FX, 'host/etc/vulkan/icd.d/nvidia_icd.json'), '{"ICD": {"library_path": "libGLX_nvidia.so.0"}}\n');
-  await execa('chmod', ['-R', 'a+rX', FX]);
-});
+test.before(() => buildGpuFixture(FX));
 
 dtest('--gpu: unmodified program dlopens libcuda.so.1 with no LD_LIBRARY_PATH; image unchanged', async (t) => {
   const before = treeDigest(DEBIAN);
@@ -156,27 +123,6 @@ dtest('--gpu: clear error when nothing is found, saying what was searched', asyn
   const bad = await ch('ch-run', ['--gpu=intel', DEBIAN, '--', 'true']);
   t.is(bad.exitCode, 31);
   t.regex(bad.stderr, /--gpu: unknown vendor 'intel'/);
-});
-
-// Serial (ava runs these first), runs interleaved: the machine is shared.
-dserial('--gpu: launch cost', async (t) => {
-  const once = async (args) => {
-    const t0 = process.hrtime.bigint();
-    const r = await ch('ch-run', [...args, DEBIAN, '--', 'true'], { env: fxEnv() });
-    if (r.exitCode !== 0) throw new Error(r.stderr);
-    return Number(process.hrtime.bigint() - t0) / 1e6;
-  };
-  const plainMs = [], gpuMs = [];
-  for (let i = 0; i < 11; i++) { plainMs.push(await once([])); gpuMs.push(await once(['--gpu'])); }
-  const median = (xs) => xs.sort((a, b) => a - b)[xs.length >> 1];
-  const plain = median(plainMs), gpu = median(gpuMs);
-  t.log(`median launch: plain ${plain.toFixed(1)} ms, --gpu ${gpu.toFixed(1)} ms (+${(gpu - plain).toFixed(1)} ms)`);
-  const { buildCache, readCache } = await import(join(PKG, 'dist/devices/ldcache.js'));
-  const img = readCache(join(DEBIAN, 'etc/ld.so.cache'));
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < 100; i++) buildCache([{ flags: 0x303, key: 'libcuda.so.1', value: '/x', hwcap: 0n }], img);
-  t.log(`ld.so.cache for ${img.length} image entries: ${(Number(process.hrtime.bigint() - t0) / 1e8).toFixed(3)} ms each`);
-  t.true(gpu < 2 * plain + 100, `--gpu launch unreasonably slow: ${gpu} ms vs ${plain} ms`);  // loose: shared, loaded machine
 });
 
 /** A writable copy of the Debian image owned by the test user. */
