@@ -1,0 +1,42 @@
+/* MPI hello: each rank reports rank, size, node, and the inodes of its user and
+   mount namespaces (ranks joined with ch-run --join share them).
+   Usage: hello [--fail RANK CODE] [--sleep SECONDS]
+   --fail: that rank exits with CODE after MPI_Init (the others then block in a
+   barrier until the launcher kills them); --sleep: sleep before finalizing. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static unsigned long ns_inode(const char *name) {
+  char path[64];
+  struct stat st;
+  snprintf(path, sizeof path, "/proc/self/ns/%s", name);
+  return stat(path, &st) == 0 ? (unsigned long)st.st_ino : 0;
+}
+
+int main(int argc, char **argv) {
+  int rank, size, len, fail_rank = -1, fail_code = 0, sleep_s = 0;
+  char host[MPI_MAX_PROCESSOR_NAME];
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--fail") && i + 2 < argc) { fail_rank = atoi(argv[i + 1]); fail_code = atoi(argv[i + 2]); i += 2; }
+    else if (!strcmp(argv[i], "--sleep") && i + 1 < argc) sleep_s = atoi(argv[++i]);
+  }
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Get_processor_name(host, &len);
+  printf("hello rank %d of %d on %s userns %lu mntns %lu uid %d\n", rank, size, host,
+         ns_inode("user"), ns_inode("mnt"), (int)getuid());
+  fflush(stdout);
+  if (rank == fail_rank) { fprintf(stderr, "rank %d failing with %d\n", rank, fail_code); exit(fail_code); }
+  int one = 1, sum = 0;
+  MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (sum != size) { fprintf(stderr, "rank %d: allreduce gave %d, want %d\n", rank, sum, size); MPI_Abort(MPI_COMM_WORLD, 2); }
+  if (sleep_s) sleep(sleep_s);
+  MPI_Finalize();
+  if (rank == 0) printf("hello done: %d ranks, allreduce ok\n", size);
+  return 0;
+}
