@@ -70,7 +70,7 @@ async function killStale(dir) {
     if (p !== process.pid && cmdline(p).includes(dir)) await killPid(p);
 }
 
-function slurmConf(dir, base, user) {
+function slurmConf(dir, base, user, tmpfs) {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
 SlurmctldHost=localhost(127.0.0.1)
@@ -89,7 +89,7 @@ SlurmctldLogFile=${dir}/log/slurmctld.log
 SlurmdLogFile=${dir}/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
-TmpFS=${dir}/tmpfs/%n
+TmpFS=${tmpfs}/%n
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -131,19 +131,25 @@ export async function startCluster(opts = {}) {
   const user = testUser();
   await killStale(dir);
   rmSync(dir, { recursive: true, force: true });
-  for (const d of ['munge', 'state', 'log', 'spool', 'tmpfs', 'jobs'])
+  for (const d of ['munge', 'state', 'log', 'spool', 'jobs'])
     mkdirSync(join(dir, d), { recursive: true });
   for (const n of NODES) {
     mkdirSync(join(dir, 'spool', n), { recursive: true });
-    mkdirSync(join(dir, 'tmpfs', n), { recursive: true });
-    chmodSync(join(dir, 'tmpfs', n), 0o1777);
   }
   chmodSync(dir, 0o755);
   chmodSync(join(dir, 'munge'), 0o755);
   chmodSync(join(dir, 'jobs'), 0o1777);
   const base = await freePorts(Number(opts.portBase ?? process.env.CH_TEST_SLURM_PORT ?? 17100), 6);
+  // TmpFS (where Slurm's PMIx plugin puts the clients' tmpdir, which Open MPI
+  // uses as its session directory) lives under /tmp as on real sites: ch-run
+  // shares the host's /tmp, so ranks in containers see it. One per node.
+  const tmpfs = `/tmp/ch-test-slurm-${base}`;
+  rmSync(tmpfs, { recursive: true, force: true });
+  for (const n of NODES) mkdirSync(join(tmpfs, n), { recursive: true, mode: 0o1777 });
+  for (const n of NODES) chmodSync(join(tmpfs, n), 0o1777);
+  chmodSync(tmpfs, 0o755);
   const conf = join(dir, 'slurm.conf');
-  writeFileSync(conf, slurmConf(dir, base, user.name));
+  writeFileSync(conf, slurmConf(dir, base, user.name, tmpfs));
   chmodSync(conf, 0o644);
 
   const key = join(dir, 'munge/munge.key');
@@ -164,7 +170,7 @@ export async function startCluster(opts = {}) {
   };
 
   const cluster = {
-    dir, conf, base, user, children, socket,
+    dir, conf, base, user, children, socket, tmpfs,
     env: (extra = {}) => userEnv(user, { SLURM_CONF: conf, ...extra }),
     reason: null,
     /** Run a Slurm client command (srun, sbatch, ...) as the test user. Never throws. */
@@ -182,6 +188,7 @@ export async function startCluster(opts = {}) {
       const order = [...children].reverse();
       for (const c of order) await killPid(c.pid);
       await killStale(dir);
+      rmSync(tmpfs, { recursive: true, force: true });
     },
   };
 
