@@ -73,6 +73,8 @@ async function killStale(dir) {
 function slurmConf(dir, base, user, tmpfs) {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
+# Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
+FirstJobId=${base * 10}
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=${base}
 SlurmdPort=${base + 1}
@@ -240,3 +242,36 @@ async function ready() {
   }
 }
 
+
+/**
+ * Wire a cluster into an ava test file: started in test.before (t.context is
+ * per-test, so the cluster is returned through the holder), stopped in
+ * test.after.always. NAME keeps its directory apart from other test files',
+ * PORT its ports (ava runs files in parallel).
+ */
+export function useCluster(test, name, port) {
+  const holder = { cluster: null, reason: null };
+  test.before(async () => {
+    const c = await startCluster({ dir: `/var/tmp/ch-test-slurm-${name}`, portBase: port });
+    if (c.reason) holder.reason = c.reason; else holder.cluster = c;
+  });
+  test.after.always(async () => { if (holder.cluster) await holder.cluster.stop(); });
+  return holder;
+}
+
+/**
+ * What finished steps left behind on the host: processes of USER started by this cluster (their
+ * environment names its slurm.conf; other test files run as the same user), mounts of ROOTS, and
+ * /dev/shm files of --join groups of job JOBID.
+ */
+export async function leftovers(cluster, roots, jobid) {
+  const { stdout } = await execa('pgrep', ['-u', String(cluster.user.uid)], { reject: false });
+  const procs = stdout.split('\n').filter(Boolean).filter((pid) => {
+    try { return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`SLURM_CONF=${cluster.conf}`); }
+    catch { return false; }
+  }).map((pid) => cmdline(Number(pid)) || pid);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .filter((l) => roots.some((r) => l.includes(r)));
+  const shm = readdirSync('/dev/shm').filter((f) => f.startsWith(`ch-run.${cluster.user.uid}.slurm-${jobid}.`));
+  return { procs, mounts, shm };
+}
