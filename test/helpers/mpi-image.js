@@ -118,7 +118,8 @@ export async function mpiImage() {
   });
 }
 
-/** The Dask image: Debian's python3-distributed. */
+/** The Dask image (examples/dask): Debian's python3-distributed and /pi.py. */
 export async function daskImage() {
-  return debImage('dask', ['python3-distributed'], {});
+  return debImage('dask', ['python3-distributed'],
+    { files: { '/pi.py': readFileSync(join(repo, 'examples/dask/pi.py'), 'utf8') } });
 }
