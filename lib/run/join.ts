@@ -32,8 +32,12 @@ export function joinCount(env: NodeJS.ProcessEnv): number {
 }
 
 export function joinTag(env: NodeJS.ProcessEnv): string {
-  if (env.SLURM_STEP_ID !== undefined && env.SLURM_STEP_ID !== '')
-    return `slurm-${env.SLURM_JOB_ID ?? 'nojob'}.${env.SLURM_STEP_ID}`;
+  if (env.SLURM_STEP_ID !== undefined && env.SLURM_STEP_ID !== '') {
+    // The node id too: several slurmd on one host (multiple-slurmd, fake nodes)
+    // share /dev/shm, and their tasks of one step must form one group per node.
+    const node = env.SLURM_NODEID !== undefined && /^[0-9]+$/.test(env.SLURM_NODEID) ? `.${env.SLURM_NODEID}` : '';
+    return `slurm-${env.SLURM_JOB_ID ?? 'nojob'}.${env.SLURM_STEP_ID}${node}`;
+  }
   return `ppid-${process.ppid}`;
 }
 

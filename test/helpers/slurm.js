@@ -1,0 +1,277 @@
+// A private Slurm cluster on loopback for the tests: munged with its own key
+// and socket, slurmctld, and slurmd for five nodes on this machine (n0 alone in
+// partition "one", fake nodes n1..n4 in partition "four", each `slurmd -N nX`
+// with its own port, spool and TmpFS). Everything lives in one directory;
+// daemons run in the foreground as our children and are torn down by PID.
+// Jobs run as the unprivileged test user (srun/sbatch/salloc via setpriv).
+//
+// Usage:  const c = await startCluster();  ...  await c.stop();
+// startCluster() returns null (with c.reason) when Slurm can't run here.
+
+import { execa } from 'execa';
+import { spawn } from 'node:child_process';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync }
+  from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { asUser, isRoot, testUser, userEnv } from './env.js';
+
+const SBIN = '/usr/sbin';
+
+function portFree(port) {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
+  });
+}
+
+/** First base in [from, from+step*tries) whose 6 consecutive ports are all free. */
+async function freePorts(from, count, tries = 40, step = 10) {
+  for (let t = 0; t < tries; t++) {
+    const base = from + t * step;
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await portFree(p);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} free consecutive ports from ${from}`);
+}
+
+function alive(pid) {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
+function cmdline(pid) {
+  try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '); } catch { return ''; }
+}
+
+async function killPid(pid, grace = 3000) {
+  if (!alive(pid)) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  const until = Date.now() + grace;
+  while (alive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  if (alive(pid)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  // Our own children: reap so they don't linger as zombies.
+  while (alive(pid) && cmdline(pid) !== '') await new Promise((r) => setTimeout(r, 20));
+}
+
+/** Kill daemons a previous run in DIR left (their pid files, checked against their command line). */
+async function killStale(dir) {
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith('.pid')) continue;
+    const pid = Number(readFileSync(join(dir, f), 'utf8').trim());
+    if (pid > 1 && cmdline(pid).includes(dir)) await killPid(pid);
+  }
+  // slurmstepd of old steps: they name no path, but their parent is gone; match on our conf.
+  const { stdout } = await execa('pgrep', ['-f', `${dir}/`], { reject: false });
+  for (const p of stdout.split('\n').filter(Boolean).map(Number))
+    if (p !== process.pid && cmdline(p).includes(dir)) await killPid(p);
+}
+
+function slurmConf(dir, base, user, tmpfs) {
+  return `# ch-toolkit test cluster (generated)
+ClusterName=chtest
+# Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
+FirstJobId=${base * 10}
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=${base}
+SlurmdPort=${base + 1}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=${dir}/munge/munge.socket
+CredType=cred/munge
+StateSaveLocation=${dir}/state
+SlurmdSpoolDir=${dir}/spool/%n
+SlurmctldPidFile=${dir}/slurmctld.pid
+SlurmdPidFile=${dir}/slurmd-%n.pid
+SlurmctldLogFile=${dir}/log/slurmctld.log
+SlurmdLogFile=${dir}/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+TmpFS=${tmpfs}/%n
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
+MpiDefault=none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+ReturnToService=2
+SchedulerType=sched/backfill
+KillWait=5
+InactiveLimit=0
+MinJobAge=2
+SlurmctldTimeout=30
+SlurmdTimeout=60
+MessageTimeout=30
+MailProg=/bin/true
+PropagateResourceLimits=NONE
+NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
+NodeName=n[1-4] NodeAddr=127.0.0.1 Port=[${base + 2}-${base + 5}] CPUs=8 State=UNKNOWN
+PartitionName=one Nodes=n0 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+PartitionName=four Nodes=n[1-4] MaxTime=INFINITE State=UP OverSubscribe=YES
+# jobs run as ${user}
+`;
+}
+
+export const NODES = ['n0', 'n1', 'n2', 'n3', 'n4'];
+
+/**
+ * Start the cluster in DIR (default /var/tmp/ch-slurm-<uid>-<ppid-free tag>), ports from PORT_BASE.
+ * Returns an object with run helpers, or { reason } when Slurm can't run here.
+ */
+export async function startCluster(opts = {}) {
+  if (!isRoot) return { reason: 'not root: slurmd and munged must run as root' };
+  for (const b of ['munged', 'slurmctld', 'slurmd'])
+    if (!existsSync(join(SBIN, b))) return { reason: `${SBIN}/${b} not installed` };
+  const dir = opts.dir ?? process.env.CH_TEST_SLURM_DIR ?? '/var/tmp/ch-test-slurm';
+  const user = testUser();
+  await killStale(dir);
+  rmSync(dir, { recursive: true, force: true });
+  for (const d of ['munge', 'state', 'log', 'spool', 'jobs'])
+    mkdirSync(join(dir, d), { recursive: true });
+  for (const n of NODES) {
+    mkdirSync(join(dir, 'spool', n), { recursive: true });
+  }
+  chmodSync(dir, 0o755);
+  chmodSync(join(dir, 'munge'), 0o755);
+  chmodSync(join(dir, 'jobs'), 0o1777);
+  const base = await freePorts(Number(opts.portBase ?? process.env.CH_TEST_SLURM_PORT ?? 17100), 6);
+  // TmpFS (where Slurm's PMIx plugin puts the clients' tmpdir, which Open MPI
+  // uses as its session directory) lives under /tmp as on real sites: ch-run
+  // shares the host's /tmp, so ranks in containers see it. One per node.
+  const tmpfs = `/tmp/ch-test-slurm-${base}`;
+  rmSync(tmpfs, { recursive: true, force: true });
+  for (const n of NODES) mkdirSync(join(tmpfs, n), { recursive: true, mode: 0o1777 });
+  for (const n of NODES) chmodSync(join(tmpfs, n), 0o1777);
+  chmodSync(tmpfs, 0o755);
+  const conf = join(dir, 'slurm.conf');
+  writeFileSync(conf, slurmConf(dir, base, user.name, tmpfs));
+  chmodSync(conf, 0o644);
+
+  const key = join(dir, 'munge/munge.key');
+  writeFileSync(key, randomBytes(1024), { mode: 0o400 });
+  const socket = join(dir, 'munge/munge.socket');
+
+  const children = [];
+  const spawnDaemon = (name, argv) => {
+    const out = openSync(join(dir, 'log', `${name}.out`), 'a');
+    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out], detached: true,
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', SLURM_CONF: conf } });
+    closeSync(out);
+    p.unref();
+    writeFileSync(join(dir, `${name}.pid`), `${p.pid}\n`);
+    children.push({ name, pid: p.pid, proc: p });
+    p.on('exit', (code, sig) => { p.exitInfo = { code, sig }; });
+    return p;
+  };
+
+  const cluster = {
+    dir, conf, base, user, children, socket, tmpfs,
+    env: (extra = {}) => userEnv(user, { SLURM_CONF: conf, ...extra }),
+    reason: null,
+    /** Run a Slurm client command (srun, sbatch, ...) as the test user. Never throws. */
+    run(cmd, args, o = {}) {
+      const { env = {}, root = false, ...rest } = o;
+      const argv = [...(root ? [] : asUser(user)), cmd, ...args];
+      return execa(argv[0], argv.slice(1), { reject: false, all: true, cwd: '/', extendEnv: false,
+        env: root ? { ...process.env, SLURM_CONF: conf, ...env } : cluster.env(env), ...rest });
+    },
+    ready,
+    log: (name) => { try { return readFileSync(join(dir, 'log', name), 'utf8'); } catch { return ''; } },
+    async stop() {
+      // Cancel jobs first so stepds and their tasks go, then daemons, slurmd before slurmctld, munge last.
+      await cluster.run('scancel', ['--user', user.name], { timeout: 10000 }).catch(() => {});
+      const order = [...children].reverse();
+      for (const c of order) await killPid(c.pid);
+      await killStale(dir);
+      rmSync(tmpfs, { recursive: true, force: true });
+    },
+  };
+
+  try {
+    spawnDaemon('munged', [join(SBIN, 'munged'), '--foreground', '--force', `--socket=${socket}`,
+      `--key-file=${key}`, `--pid-file=${join(dir, 'munge/munged.pid')}`, `--seed-file=${join(dir, 'munge/seed')}`,
+      `--log-file=${join(dir, 'log/munged.log')}`, '--num-threads=4']);
+    await waitFor(() => existsSync(socket), 5000, 'munged socket');
+    chmodSync(socket, 0o777);
+    spawnDaemon('slurmctld', [join(SBIN, 'slurmctld'), '-D', '-i', '-f', conf]);
+    await waitForPort(base, 10000, 'slurmctld');
+    for (const n of NODES) spawnDaemon(`slurmd-${n}`, [join(SBIN, 'slurmd'), '-D', '-N', n, '-f', conf]);
+    await cluster.ready();
+  } catch (err) {
+    const logs = ['slurmctld.log', 'slurmd-n0.log', 'munged.log', 'slurmctld.out', 'slurmd-n0.out']
+      .map((f) => `--- ${f}\n${cluster.log(f).slice(-1500)}`).join('\n');
+    await cluster.stop();
+    throw new Error(`Slurm test cluster failed to start: ${err.message}\n${logs}`);
+  }
+  return cluster;
+
+  async function waitForPort(port, ms, what) {
+    await waitFor(async () => !(await portFree(port)), ms, what);
+  }
+}
+
+async function waitFor(pred, ms, what) {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await pred()) return;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Readiness: a trial srun on every partition succeeds (sinfo can claim nodes are up before they are). */
+async function ready() {
+  const until = Date.now() + 60000;
+  let last;
+  for (const [part, n] of [['one', 1], ['four', 4]]) {
+    for (;;) {
+      last = await this.run('srun', ['-p', part, '-N', String(n), '--immediate=5', '-t', '1', 'true'],
+        { timeout: 20000 });
+      if (last.exitCode === 0) break;
+      if (Date.now() > until)
+        throw new Error(`trial srun on partition ${part} keeps failing: ${last.all}`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
+
+/**
+ * Wire a cluster into an ava test file: started in test.before (t.context is
+ * per-test, so the cluster is returned through the holder), stopped in
+ * test.after.always. NAME keeps its directory apart from other test files',
+ * PORT its ports (ava runs files in parallel).
+ */
+export function useCluster(test, name, port) {
+  const holder = { cluster: null, reason: null };
+  test.before(async () => {
+    const c = await startCluster({ dir: `/var/tmp/ch-test-slurm-${name}`, portBase: port });
+    if (c.reason) holder.reason = c.reason; else holder.cluster = c;
+  });
+  test.after.always(async () => { if (holder.cluster) await holder.cluster.stop(); });
+  return holder;
+}
+
+/**
+ * What finished steps left behind on the host: processes of USER started by this cluster (their
+ * environment names its slurm.conf; other test files run as the same user), mounts of ROOTS, and
+ * /dev/shm files of --join groups of job JOBID.
+ */
+export async function leftovers(cluster, roots, jobid) {
+  const { stdout } = await execa('pgrep', ['-u', String(cluster.user.uid)], { reject: false });
+  const procs = stdout.split('\n').filter(Boolean).filter((pid) => {
+    try { return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`SLURM_CONF=${cluster.conf}`); }
+    catch { return false; }
+  }).map((pid) => cmdline(Number(pid)) || pid);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .filter((l) => roots.some((r) => l.includes(r)));
+  const shm = readdirSync('/dev/shm').filter((f) => f.startsWith(`ch-run.${cluster.user.uid}.slurm-${jobid}.`));
+  return { procs, mounts, shm };
+}
