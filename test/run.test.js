@@ -343,7 +343,7 @@ test('--join defaults come from the launcher\'s environment', async (t) => {
     run(['-j', '-v', BB(), '--', 'readlink', '/proc/self/ns/user'], { env })));
   for (const p of peers) t.is(p.exitCode, 0, p.stderr);
   t.is(new Set(peers.map((p) => p.stdout)).size, 1);
-  t.true(peers.some((p) => /join: winner of group slurm-77\.\d+ \(3 peers\)/.test(p.stderr)));
+  t.true(peers.some((p) => /join: winner of group slurm-77\.\d+\.1 \(3 peers\)/.test(p.stderr)));
   const r = await run(['-j', BB(), '--', 'true'], { env: { OMPI_COMM_WORLD_LOCAL_SIZE: '' } });
   t.is(r.exitCode, 31);
   t.regex(r.stderr, /--join: peer count unknown/);
