@@ -1,0 +1,33 @@
+// Extract a tarball into an existing empty directory with the native
+// extractor, reporting progress (bytes of the input read) as it goes.
+
+import { ChError } from '../util/log.js';
+import { tarAddon, type ExtractResult } from './native.js';
+
+export interface ExtractOptions {
+  /** Use openat2(RESOLVE_BENEATH); false forces the openat(O_NOFOLLOW) walk (old kernels, tests). */
+  openat2?: boolean;
+  /** Called every ~200 ms with bytes of the tarball read so far. */
+  onProgress?: (bytesRead: number) => void;
+}
+
+export const EXIT_REFUSED = 1;
+
+export async function extract(tarball: string, dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const progress = new ArrayBuffer(8);
+  const view = new BigUint64Array(progress);
+  const um = process.umask();
+  const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress });
+  let timer: NodeJS.Timeout | undefined;
+  if (opts.onProgress) timer = setInterval(() => opts.onProgress!(Number(view[0])), 200);
+  try {
+    const r = await work;
+    if (r.error) {
+      throw new ChError(`${tarball}: ${r.error}${r.code ? `: ${r.why} (${r.code})` : ''}`, EXIT_REFUSED);
+    }
+    opts.onProgress?.(Number(view[0]));
+    return r;
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+}
