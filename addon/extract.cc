@@ -388,14 +388,15 @@ struct Writer {
       for (size_t i = 0; i < n && fd >= 0; i++) {
          int nfd = openat(fd, c[i].c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
          int e = errno;
-         close(fd);
          if (nfd < 0) {
-            // O_PATH|O_NOFOLLOW on a symlink opens the link itself: ENOTDIR.
+            // O_DIRECTORY|O_NOFOLLOW on a symlink gives ENOTDIR: report it as the refusal it is.
             struct stat st;
             if (e == ENOTDIR && fstatat(fd, c[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
                e = ELOOP;
+            close(fd);
             return -e;
          }
+         close(fd);
          fd = nfd;
       }
       return fd;
@@ -447,8 +448,11 @@ struct Writer {
    // Remove a non-directory at PFD/BASE so a new entry can take its place.
    void unlink_old(int pfd, const std::string &base, const std::string &name)
    {
-      invalidate();   // a cached path might have resolved through what goes away
-      if (unlinkat(pfd, base.c_str(), 0) != 0 && errno != ENOENT) {
+      int rc = unlinkat(pfd, base.c_str(), 0);
+      int e = errno;
+      invalidate();   // a cached path might have resolved through what went away (closes PFD)
+      errno = e;
+      if (rc != 0 && errno != ENOENT) {
          if (errno == EISDIR || errno == EPERM)
             throw XErr(name + ": can't replace an existing directory", EISDIR);
          throw XErr(name + ": can't remove existing entry", errno);
@@ -730,7 +734,13 @@ struct Extractor {
             break;   // end of archive (one zero block is enough, as for GNU tar)
 
          // Checksum: the header's bytes with the checksum field as spaces.
-         uint64_t want = parse_num(h + 148, 8, "header at offset " + std::to_string(hoff), "checksum");
+         uint64_t want;
+         try {
+            want = parse_num(h + 148, 8, "", "checksum");
+         } catch (XErr &) {
+            throw XErr("corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
+                       + " (not a tar file, or damaged)");
+         }
          uint64_t us = 0;
          int64_t ss = 0;
          for (int i = 0; i < 512; i++) {
