@@ -1135,6 +1135,20 @@ Napi::Value Lock(const Napi::CallbackInfo &info)
    return p;
 }
 
+// pipe(): a real pipe(2), [readFd, writeFd], both close-on-exec. Node's child
+// stdio "pipes" are socketpairs, on which open("/dev/stdout") fails with ENXIO
+// (podman export writes to /dev/stdout).
+Napi::Value Pipe(const Napi::CallbackInfo &info)
+{
+   int fds[2];
+   if (pipe2(fds, O_CLOEXEC) != 0)
+      return ThrowErrno(info.Env(), "can't create pipe", errno);
+   Napi::Array a = Napi::Array::New(info.Env(), 2);
+   a.Set(0u, fds[0]);
+   a.Set(1u, fds[1]);
+   return a;
+}
+
 }  // namespace
 
 void InitExtract(Napi::Env env, Napi::Object exports)
@@ -1143,4 +1157,5 @@ void InitExtract(Napi::Env env, Napi::Object exports)
    exports.Set("fixup", Napi::Function::New(env, Fixup));
    exports.Set("rename2", Napi::Function::New(env, Rename2));
    exports.Set("lock", Napi::Function::New(env, Lock));
+   exports.Set("pipe", Napi::Function::New(env, Pipe));
 }

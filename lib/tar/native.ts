@@ -20,6 +20,7 @@ export interface TarAddon {
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): void;
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
   lock(path: string, wait: boolean): Promise<number>;
+  pipe(): [number, number];
 }
 
 let addon: TarAddon | undefined;
