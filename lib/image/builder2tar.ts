@@ -70,8 +70,11 @@ async function createContainer(b: BuilderName, image: string): Promise<string> {
 }
 
 function exportArgv(b: BuilderName, id: string): string[] {
-  if (b === 'buildah')   // buildah has no export: mount (inside its user namespace when rootless) and tar it
-    return ['buildah', 'unshare', '--', 'sh', '-c', 'mnt=$(buildah mount "$1") && exec tar -C "$mnt" --numeric-owner -cf - .', 'sh', id];
+  if (b === 'buildah') {   // buildah has no export: mount (inside its user namespace when rootless) and tar it
+    const script = ['sh', '-c', 'mnt=$(buildah mount "$1") && exec tar -C "$mnt" --numeric-owner -cf - .', 'sh', id];
+    // As root, `buildah unshare` is neither needed nor working everywhere (memfd_create EINVAL seen here).
+    return process.getuid?.() === 0 ? script : ['buildah', 'unshare', '--', ...script];
+  }
   return [b, 'export', id];
 }
 
