@@ -21,6 +21,11 @@
 #include <napi.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -32,6 +37,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -241,21 +247,58 @@ struct ZstdSource : Source {
 
 // A window onto the decompressed stream, so file data is written straight from
 // the decompressor's output buffer.
+//
+// An uncompressed tarball is mapped instead (map()): file data then goes from
+// the page cache to the new files with one copy, not two.
 struct Stream {
    Source &src;
    static constexpr size_t CAP = 4 << 20;
-   std::unique_ptr<char[]> buf{new char[CAP]};
+   std::unique_ptr<char[]> own{new char[CAP]};
+   char *buf = own.get();
    size_t pos = 0, len = 0;
    uint64_t offset = 0;   // of buf[pos] in the tar stream
+   void *map_base = nullptr;
+   size_t map_len = 0;
+   std::atomic<uint64_t> *progress = nullptr;
    explicit Stream(Source &s) : src(s) {}
+   ~Stream()
+   {
+      if (map_base)
+         munmap(map_base, map_len);
+   }
+   // Use the whole of regular file FD (size SIZE) as the stream; false if it can't be mapped.
+   bool map(int fd, size_t size, std::atomic<uint64_t> *p)
+   {
+      if (size == 0)
+         return false;
+      void *m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (m == MAP_FAILED)
+         return false;
+      madvise(m, size, MADV_SEQUENTIAL);
+      madvise(m, size, MADV_WILLNEED);
+      map_base = m;
+      map_len = size;
+      buf = (char *)m;
+      pos = 0;
+      len = size;
+      progress = p;
+      return true;
+   }
+   void report()
+   {
+      if (progress)
+         progress->store(offset, std::memory_order_relaxed);
+   }
    // Make at least one byte available; false at end of stream.
    bool fill()
    {
       if (pos < len)
          return true;
+      if (map_base)
+         return false;
       pos = len = 0;
       while (len < CAP) {   // fill generously: fewer, larger writes
-         size_t r = src.read(buf.get() + len, CAP - len);
+         size_t r = src.read(buf + len, CAP - len);
          if (r == 0)
             break;
          len += r;
@@ -270,7 +313,7 @@ struct Stream {
       size_t got = 0;
       while (got < n && fill()) {
          size_t k = std::min(n - got, len - pos);
-         memcpy(out + got, buf.get() + pos, k);
+         memcpy(out + got, buf + pos, k);
          pos += k;
          got += k;
          offset += k;
@@ -557,6 +600,143 @@ struct Writer {
    }
 };
 
+
+// ------------------------------------------------------- parallel writes ----
+//
+// Creating and filling files is most of the kernel's work; with several
+// threads doing it the extraction beats GNU tar's single thread. The parser
+// (the AsyncWorker's thread) copies each regular file's data into a job; jobs
+// go to a writer chosen by a hash of the path, so entries for the same path
+// stay in archive order. Every writer has its own Writer (same root, same
+// openat2 resolution, same O_EXCL|O_NOFOLLOW creation): safety is unchanged.
+// Before an entry that could interact with a queued file (a symlink or
+// hardlink at, above or to a pending path; a directory where a file is
+// pending), the parser waits for all writers to finish (drain).
+
+struct Job {
+   std::vector<std::string> c;
+   std::string name;
+   uint32_t mode;
+   uint64_t mtime;
+   std::string data;
+};
+
+void write_all(int fd, const char *p, size_t k, const std::string &name)
+{
+   size_t done = 0;
+   while (done < k) {
+      ssize_t r = ::write(fd, p + done, k - done);
+      if (r < 0 && errno == EINTR)
+         continue;
+      if (r < 0)
+         throw XErr(name + ": can't write", errno);
+      done += r;
+   }
+}
+
+struct Pool {
+   static constexpr size_t MAX_INFLIGHT = 64 << 20;
+   std::vector<std::unique_ptr<Writer>> writers;
+   std::vector<std::deque<Job>> queues;
+   std::vector<std::thread> threads;
+   std::mutex m;
+   std::condition_variable cv_work, cv_done;
+   size_t inflight = 0, pending = 0;
+   bool stop = false;
+   std::string err;
+   int errn = 0;
+   std::unordered_set<std::string> names, dirs;   // pending files and their ancestors
+
+   Pool(int n, int root, bool openat2, mode_t um) : queues(n)
+   {
+      for (int i = 0; i < n; i++)
+         writers.emplace_back(new Writer(root, openat2, um));
+      for (int i = 0; i < n; i++)
+         threads.emplace_back([this, i] { loop(i); });
+   }
+   ~Pool()
+   {
+      {
+         std::lock_guard<std::mutex> g(m);
+         stop = true;
+      }
+      cv_work.notify_all();
+      for (auto &t : threads)
+         t.join();
+   }
+   void loop(int i)
+   {
+      Writer &w = *writers[i];
+      std::unique_lock<std::mutex> g(m);
+      for (;;) {
+         cv_work.wait(g, [&] { return stop || !queues[i].empty(); });
+         if (queues[i].empty())
+            return;
+         Job j = std::move(queues[i].front());
+         queues[i].pop_front();
+         bool skip = !err.empty();
+         g.unlock();
+         std::string e;
+         int en = 0;
+         if (!skip) {
+            try {
+               Fd fd(w.create_file(j.c, j.name, j.mode));
+               write_all(fd.fd, j.data.data(), j.data.size(), j.name);
+               struct timespec ts[2] = {{(time_t)j.mtime, 0}, {(time_t)j.mtime, 0}};
+               futimens(fd.fd, ts);
+            } catch (XErr &x) {
+               e = x.what();
+               en = x.err;
+            } catch (std::exception &x) {
+               e = std::string("internal error: ") + x.what();
+            }
+         }
+         g.lock();
+         if (!e.empty() && err.empty()) {
+            err = e;
+            errn = en;
+         }
+         inflight -= j.data.size();
+         pending--;
+         cv_done.notify_all();
+      }
+   }
+   void check_locked()
+   {
+      if (!err.empty())
+         throw XErr(err, errn);
+   }
+   void submit(Job &&j, const std::string &path)
+   {
+      names.insert(path);
+      for (size_t k = 1; k < j.c.size(); k++)
+         dirs.insert(join(j.c, k));
+      // By parent directory: same path, same writer (archive order kept), and
+      // each writer's cached parent fd keeps hitting.
+      size_t q = std::hash<std::string>()(join(j.c, j.c.size() - 1)) % queues.size();
+      std::unique_lock<std::mutex> g(m);
+      cv_done.wait(g, [&] { return inflight < MAX_INFLIGHT || !err.empty(); });
+      check_locked();
+      inflight += j.data.size();
+      pending++;
+      queues[q].push_back(std::move(j));
+      g.unlock();
+      cv_work.notify_all();
+   }
+   void drain()
+   {
+      std::unique_lock<std::mutex> g(m);
+      cv_done.wait(g, [&] { return pending == 0; });
+      names.clear();
+      dirs.clear();
+      check_locked();
+   }
+   bool conflicts(const std::string &path, bool as_dir_too) const
+   {
+      return names.count(path) || (as_dir_too && dirs.count(path));
+   }
+};
+
 // ------------------------------------------------------------ tar parser ----
 
 uint64_t parse_num(const char *f, size_t n, const std::string &name, const char *what)
@@ -601,7 +781,19 @@ struct Extractor {
    bool multi = false;
    static constexpr uint64_t META_MAX = 1 << 20;
 
-   Extractor(Stream &s, Writer &wr) : in(s), w(wr) {}
+   Pool *pool = nullptr;   // parallel writers, if any
+
+   Extractor(Stream &s, Writer &wr, Pool *p) : in(s), w(wr), pool(p) {}
+
+   // Wait for queued files that ENTRY (and TARGET, for hardlinks) might interact with.
+   void sync_with(const std::vector<std::string> &c, bool as_dir_too, const std::string *target = nullptr)
+   {
+      if (!pool)
+         return;
+      std::string p = join(c, c.size());
+      if (pool->conflicts(p, as_dir_too) || (target && pool->conflicts(*target, false)))
+         pool->drain();
+   }
 
    void skip(uint64_t n)
    {
@@ -696,7 +888,7 @@ struct Extractor {
          if (!in.fill())
             throw XErr("truncated archive: ends inside data of " + name);
          size_t k = std::min<uint64_t>(left, in.len - in.pos);
-         const char *p = in.buf.get() + in.pos;
+         const char *p = in.buf + in.pos;
          size_t done = 0;
          while (done < k) {
             ssize_t r = ::write(fd, p + done, k - done);
@@ -722,6 +914,7 @@ struct Extractor {
       uint64_t psize = 0;
       for (;;) {
          uint64_t hoff = in.offset;
+         in.report();
          size_t got = in.get(h, 512);
          if (got == 0)
             throw XErr("truncated archive: no end-of-archive marker");
@@ -811,27 +1004,44 @@ struct Extractor {
          case '\0':
          case '7': {
             track_top(c);
-            Fd fd(w.create_file(c, name, mode));
-            write_data(fd.fd, size, name);
-            struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
-            futimens(fd.fd, ts);   // best effort, as tar's mtime restoration
+            if (pool) {
+               Job j{c, name, mode, mtime, std::string()};
+               j.data.resize(size);
+               if (in.get(&j.data[0], size) != size)
+                  throw XErr("truncated archive: ends inside data of " + name);
+               skip(pad(size));
+               st.bytes += size;
+               pool->submit(std::move(j), join(c, c.size()));
+            } else {
+               Fd fd(w.create_file(c, name, mode));
+               write_data(fd.fd, size, name);
+               struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
+               futimens(fd.fd, ts);   // best effort, as tar's mtime restoration
+            }
             st.files++;
             break;
          }
          case '5':
             track_top(c);
+            sync_with(c, false);
             w.make_dir(c, name, mode);
             skip(size + pad(size));
             st.dirs++;
             break;
          case '2':
             track_top(c);
+            sync_with(c, true);
             w.make_symlink(c, name, link);
             skip(size + pad(size));
             st.symlinks++;
             break;
          case '1':
             track_top(c);
+            if (pool) {
+               std::vector<std::string> t = split_name(link, "hardlink target");
+               std::string tp = join(t, t.size());
+               sync_with(c, true, &tp);
+            }
             w.make_hardlink(c, name, link);
             skip(size + pad(size));
             st.hardlinks++;
@@ -901,9 +1111,9 @@ std::unique_ptr<Source> open_source(RawFile &raw, std::string &kind)
 class ExtractWorker : public Napi::AsyncWorker {
 public:
    ExtractWorker(Napi::Env env, std::string tarball, std::string dest, bool openat2, mode_t um,
-                 Napi::ArrayBuffer progress)
+                 Napi::ArrayBuffer progress, int threads)
       : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), tarball(std::move(tarball)),
-        dest(std::move(dest)), use_openat2(openat2), um(um)
+        dest(std::move(dest)), use_openat2(openat2), um(um), threads(threads)
    {
       progressRef = Napi::Persistent(progress);
       counter = reinterpret_cast<std::atomic<uint64_t> *>(progress.Data());
@@ -923,10 +1133,24 @@ public:
          RawFile raw(in.fd, counter);
          auto src = open_source(raw, kind);
          Stream s(*src);
+         struct stat sb;
+         if (kind == "tar" && getenv("CH_TAR2DIR_NO_MMAP") == nullptr && fstat(in.fd, &sb) == 0
+             && S_ISREG(sb.st_mode))
+            s.map(in.fd, sb.st_size, counter);
          Writer w(root.fd, use_openat2, um);
          beneath = w.beneath;
-         Extractor x(s, w);
-         x.run();
+         std::unique_ptr<Pool> pool;
+         if (threads > 0)
+            pool.reset(new Pool(threads, root.fd, use_openat2, um));
+         Extractor x(s, w, pool.get());
+         try {
+            x.run();
+            if (pool)
+               pool->drain();
+         } catch (...) {
+            pool.reset();   // joins the writers before the fds they use go
+            throw;
+         }
          st = x.st;
          top = x.multi ? "" : x.top;
       } catch (XErr &e) {
@@ -970,6 +1194,7 @@ private:
    std::string tarball, dest;
    bool use_openat2, beneath = false;
    mode_t um;
+   int threads;
    Napi::Reference<Napi::ArrayBuffer> progressRef;
    std::atomic<uint64_t> *counter;
    Stats st;
@@ -993,8 +1218,10 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    }
    bool oa2 = o.Get("openat2").ToBoolean();
    mode_t um = o.Get("umask").IsNumber() ? o.Get("umask").As<Napi::Number>().Uint32Value() : 022;
+   int threads = o.Get("threads").IsNumber() ? o.Get("threads").As<Napi::Number>().Int32Value() : 0;
+   threads = std::max(0, std::min(threads, 16));
    auto *w = new ExtractWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), oa2, um,
-                               pv.As<Napi::ArrayBuffer>());
+                               pv.As<Napi::ArrayBuffer>(), threads);
    Napi::Promise p = w->Promise();
    w->Queue();
    return p;

@@ -119,12 +119,14 @@ const hostile = [
   ['overlong-component', (o) => [{ name: 'x', pax: { path: 'a'.repeat(300) }, data: 'x' }], /name component too long/],
 ];
 
+const MODES = { '': {}, ' (openat fallback)': { CH_TAR2DIR_OPENAT2: '0' }, ' (2 writer threads)': { CH_TAR2DIR_THREADS: '2' } };
+
 for (const [label, entries, msg] of hostile) {
-  for (const fallback of [false, true]) {
-    test(`refuses hostile tarball: ${label}${fallback ? ' (openat fallback)' : ''}`, async (t) => {
+  for (const [mode, env] of Object.entries(MODES)) {
+    test(`refuses hostile tarball: ${label}${mode}`, async (t) => {
       const sb = sandbox(t);
       const tb = put(sb, `${label}.tar`, mktar(entries(sb.out)));
-      const r = await ch('ch-tar2dir', [tb, sb.dir], { env: fallback ? { CH_TAR2DIR_OPENAT2: '0' } : {} });
+      const r = await ch('ch-tar2dir', [tb, sb.dir], { env });
       t.is(r.exitCode, 1, r.stderr);
       t.regex(r.stderr, /^ch-tar2dir\[\d+\]: error: /m);
       t.regex(r.stderr, msg);
@@ -339,4 +341,21 @@ test('SIGKILL mid-extraction leaves nothing that looks finished; the next run cl
   t.is(again.exitCode, 0, again.stderr);
   t.regex(again.stderr, /removing stale temporary/);
   t.deepEqual(readdirSync(sb.dir).sort(), ['.big.ch-tar2dir.lock', 'big']);
+});
+
+test('writer threads and the serial path give the same tree as GNU tar', async (t) => {
+  const sb = sandbox(t);
+  const tb = await bigTarball(sb);
+  const gnu = join(sb.root, 'gnu');
+  mkdirSync(gnu);
+  await execa('tar', ['--no-same-owner', '-C', gnu, '-xzf', tb, '--exclude=./dev/*']);
+  for (const threads of ['0', '3']) {
+    const r = await ch('ch-tar2dir', ['--force', tb, sb.dir], { env: { CH_TAR2DIR_THREADS: threads } });
+    t.is(r.exitCode, 0, r.stderr);
+    // ch-tar2dir adds mount points and the marker; compare everything else.
+    const d = await execa('diff', ['-r', '--no-dereference', gnu, join(sb.dir, 'big')], { reject: false });
+    const extra = d.stdout.split('\n').filter((l) => l && !/^Only in .*big(\/|: )(ch|dev|proc|sys|mnt|home|tmp|etc|var\/spool)/.test(l)
+      && !/^Only in [^:]*\/(mnt|etc|var\/spool|var|ch)(: |\/)/.test(l));
+    t.deepEqual(extra, [], `threads=${threads}`);
+  }
 });

@@ -50,6 +50,10 @@ DIR/NAME is replaced only if ${PROG} made it (it keeps a marker, /${MARKER}),
 and kept as it is if made from this same tarball (unless --force). Concurrent
 runs for the same DIR/NAME wait for each other (lock file DIR/.NAME.ch-tar2dir.lock).
 
+Environment: CH_TAR2DIR_THREADS=N writes files with N threads (default 0:
+serial, faster on small machines); CH_TAR2DIR_OPENAT2=0 uses the openat(2)
+walk of old kernels (symlinks in parent paths refused) instead of openat2(2).
+
 ${formatHelp(SPECS)}
 
 Exit status:
@@ -195,7 +199,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   log.info(`unpacking ${tb.path} to ${target}`);
   let r;
   try {
-    r = await extract(tb.path, tmp, { openat2: useOpenat2, onProgress: bar.active ? (n) => bar.update(n) : undefined });
+    r = await extract(tb.path, tmp, { openat2: useOpenat2, threads: Number(process.env.CH_TAR2DIR_THREADS ?? 0) || 0, onProgress: bar.active ? (n) => bar.update(n) : undefined });
   } catch (err) {
     bar.done();
     removeTree(log, tmp);
