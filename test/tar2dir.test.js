@@ -359,3 +359,23 @@ test('writer threads and the serial path give the same tree as GNU tar', async (
     t.deepEqual(extra, [], `threads=${threads}`);
   }
 });
+
+test('progress bar only on a terminal; -q prints nothing on success', async (t) => {
+  const sb = sandbox(t);
+  const tb = await busyboxTarball(sb, 'bar');
+  // Not a TTY (a pipe, as in batch logs): one summary line, no bar.
+  const plain = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(plain.exitCode, 0, plain.stderr);
+  t.notRegex(plain.stderr, /\r|%/);
+  t.regex(plain.stderr, /unpacked \d+ files/);
+  const q = await ch('ch-tar2dir', ['-q', '--force', tb, sb.dir]);
+  t.is(q.exitCode, 0);
+  t.is(q.stderr, '');
+  // On a TTY (script(1) gives it one): the bar, ending at 100%.
+  const u = testUser();
+  const cmd = `${join(TEST_DIR, 'pkg/bin/ch-tar2dir')} --force ${tb} ${sb.dir}`;
+  const r = await execa('script', ['-qec', isRoot ? `setpriv --reuid=${u.uid} --regid=${u.gid} --clear-groups ${cmd}` : cmd, '/dev/null'],
+    { reject: false, env: { PATH: '/usr/bin:/bin', TERM: 'dumb' } });
+  t.is(r.exitCode, 0, r.stdout);
+  t.regex(r.stdout, /ch-tar2dir: bar \[=+\] 100% [\d.]+\/[\d.]+ MiB/);
+});
