@@ -618,7 +618,10 @@ struct Job {
    std::string name;
    uint32_t mode;
    uint64_t mtime;
-   std::string data;
+   std::string data;             // copied data, or:
+   const char *ptr = nullptr;    // data in the mapped tarball (lives until the end)
+   size_t len = 0;
+   size_t size() const { return ptr ? len : data.size(); }
 };
 
 void write_all(int fd, const char *p, size_t k, const std::string &name)
@@ -681,7 +684,10 @@ struct Pool {
          if (!skip) {
             try {
                Fd fd(w.create_file(j.c, j.name, j.mode));
-               write_all(fd.fd, j.data.data(), j.data.size(), j.name);
+               if (j.ptr)
+                  write_all(fd.fd, j.ptr, j.len, j.name);
+               else
+                  write_all(fd.fd, j.data.data(), j.data.size(), j.name);
                struct timespec ts[2] = {{(time_t)j.mtime, 0}, {(time_t)j.mtime, 0}};
                futimens(fd.fd, ts);
             } catch (XErr &x) {
@@ -696,7 +702,7 @@ struct Pool {
             err = e;
             errn = en;
          }
-         inflight -= j.data.size();
+         inflight -= j.data.size();   // mapped data costs no memory
          pending--;
          cv_done.notify_all();
       }
@@ -1006,9 +1012,17 @@ struct Extractor {
             track_top(c);
             if (pool) {
                Job j{c, name, mode, mtime, std::string()};
-               j.data.resize(size);
-               if (in.get(&j.data[0], size) != size)
-                  throw XErr("truncated archive: ends inside data of " + name);
+               if (in.map_base) {
+                  if (in.len - in.pos < size)
+                     throw XErr("truncated archive: ends inside data of " + name);
+                  j.ptr = in.buf + in.pos;
+                  j.len = size;
+                  skip(size);
+               } else {
+                  j.data.resize(size);
+                  if (in.get(&j.data[0], size) != size)
+                     throw XErr("truncated archive: ends inside data of " + name);
+               }
                skip(pad(size));
                st.bytes += size;
                pool->submit(std::move(j), join(c, c.size()));
