@@ -271,7 +271,7 @@ struct Stream {
    {
       if (size == 0)
          return false;
-      void *m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+      void *m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
       if (m == MAP_FAILED)
          return false;
       madvise(m, size, MADV_SEQUENTIAL);
@@ -481,6 +481,9 @@ struct Writer {
 
    [[noreturn]] void fail_resolve(const std::string &name, int e)
    {
+      if (!beneath && e == ELOOP)
+         throw XErr(name + ": refused: path goes through a symlink (without openat2, symlinks in parent paths"
+                    " are not followed)", e);
       if (e == EXDEV || e == ELOOP)
          throw XErr(name + ": refused: path leaves the destination through a symlink or '..'", e);
       if (e == ENOTDIR)
