@@ -1244,71 +1244,6 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    return p;
 }
 
-// fixup(root, ops, {openat2}): after extraction, make paths safely inside ROOT.
-// ops: [{op: 'dir'|'file'|'write', path, content?}]. 'file' makes an empty
-// regular file unless one exists (a symlink there is replaced: ch-run binds
-// onto it). 'write' replaces the file with CONTENT. Returns undefined or
-// throws {message, code}.
-Napi::Value Fixup(const Napi::CallbackInfo &info)
-{
-   Napi::Env env = info.Env();
-   std::string rootp = info[0].As<Napi::String>();
-   Napi::Array ops = info[1].As<Napi::Array>();
-   bool oa2 = info[2].As<Napi::Object>().Get("openat2").ToBoolean();
-   std::string cur;
-   try {
-      Fd root(open(rootp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (root.fd < 0)
-         throw XErr("can't open " + rootp, errno);
-      Writer w(root.fd, oa2, 0);
-      for (uint32_t i = 0; i < ops.Length(); i++) {
-         Napi::Object op = ops.Get(i).As<Napi::Object>();
-         std::string kind = op.Get("op").As<Napi::String>();
-         cur = op.Get("path").As<Napi::String>();
-         std::vector<std::string> c = split_name(cur, "path");
-         if (c.empty())
-            continue;
-         int pfd = w.parent(c, cur);
-         struct stat sb;
-         bool exists = fstatat(pfd, c.back().c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0;
-         if (kind == "dir") {
-            if (exists && S_ISDIR(sb.st_mode))
-               continue;
-            if (exists && S_ISLNK(sb.st_mode)) {
-               // A symlink that resolves to a directory inside is fine.
-               std::vector<std::string> c2 = c;
-               int fd = w.open_dir(c2, c2.size());
-               if (fd >= 0) {
-                  close(fd);
-                  continue;
-               }
-            }
-            w.make_dir(c, cur, 0755);
-         } else if (kind == "file") {
-            if (exists && S_ISREG(sb.st_mode))
-               continue;
-            if (exists && S_ISDIR(sb.st_mode))
-               throw XErr(cur + ": is a directory");
-            Fd fd(w.create_file(c, cur, 0644));
-         } else {
-            std::string content = op.Get("content").As<Napi::String>();
-            Fd fd(w.create_file(c, cur, 0644));
-            if (write(fd.fd, content.data(), content.size()) != (ssize_t)content.size())
-               throw XErr(cur + ": can't write", errno);
-         }
-         w.invalidate();
-      }
-   } catch (XErr &e) {
-      Napi::Error er = Napi::Error::New(env, e.what());
-      if (e.err) {
-         er.Set("code", errname(e.err));
-         er.Set("why", std::string(strerror(e.err)));
-      }
-      er.ThrowAsJavaScriptException();
-   }
-   return env.Undefined();
-}
-
 Napi::Value ThrowErrno(Napi::Env env, const std::string &what, int e)
 {
    Napi::Error er = Napi::Error::New(env, what + ": " + strerror(e) + " (" + errname(e) + ")");
@@ -1317,6 +1252,61 @@ Napi::Value ThrowErrno(Napi::Env env, const std::string &what, int e)
    er.ThrowAsJavaScriptException();
    return env.Undefined();
 }
+
+// fixup(root, ops, {openat2}): after extraction, make paths safely inside ROOT.
+// ops: [{op: 'dir'|'file'|'write', path, content?}]. 'dir' makes a directory
+// unless something is there already (a symlink is left alone: ch-run resolves
+// it inside the image). 'file' makes an empty regular file unless one exists
+// (a symlink there is replaced: ch-run binds onto it). 'write' replaces the
+// file with CONTENT. Returns the ops that failed: [{path, message, code?}].
+Napi::Value Fixup(const Napi::CallbackInfo &info)
+{
+   Napi::Env env = info.Env();
+   std::string rootp = info[0].As<Napi::String>();
+   Napi::Array ops = info[1].As<Napi::Array>();
+   bool oa2 = info[2].As<Napi::Object>().Get("openat2").ToBoolean();
+   Napi::Array failed = Napi::Array::New(env);
+   Fd root(open(rootp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+   if (root.fd < 0)
+      return ThrowErrno(env, "can't open " + rootp, errno);
+   Writer w(root.fd, oa2, 0);
+   for (uint32_t i = 0; i < ops.Length(); i++) {
+      Napi::Object op = ops.Get(i).As<Napi::Object>();
+      std::string kind = op.Get("op").As<Napi::String>();
+      std::string cur = op.Get("path").As<Napi::String>();
+      try {
+         std::vector<std::string> c = split_name(cur, "path");
+         if (c.empty())
+            continue;
+         int pfd = w.parent(c, cur);
+         struct stat sb;
+         bool exists = fstatat(pfd, c.back().c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0;
+         if (kind == "dir") {
+            if (!exists)
+               w.make_dir(c, cur, 0755);
+            else if (!S_ISDIR(sb.st_mode) && !S_ISLNK(sb.st_mode))
+               throw XErr(cur + ": exists and is not a directory");
+         } else if (kind == "file") {
+            if (exists && S_ISDIR(sb.st_mode))
+               throw XErr(cur + ": is a directory");
+            if (!exists || !S_ISREG(sb.st_mode))
+               Fd fd(w.create_file(c, cur, 0644));
+         } else {
+            std::string content = op.Get("content").As<Napi::String>();
+            Fd fd(w.create_file(c, cur, 0644));
+            write_all(fd.fd, content.data(), content.size(), cur);
+         }
+      } catch (XErr &e) {
+         Napi::Object f = Napi::Object::New(env);
+         f.Set("path", cur);
+         f.Set("message", std::string(e.what()) + (e.err ? std::string(": ") + strerror(e.err) + " (" + errname(e.err) + ")" : ""));
+         failed.Set(failed.Length(), f);
+      }
+      w.invalidate();
+   }
+   return failed;
+}
+
 
 // rename2(from, to, 'noreplace'|'exchange'): renameat2(2), which Node lacks.
 Napi::Value Rename2(const Napi::CallbackInfo &info)

@@ -405,3 +405,28 @@ test('writes through a symlink that stays inside are allowed with openat2, refus
   t.regex(f.stderr, /lib\/libfoo\.so: refused: path goes through a symlink \(without openat2/);
   assertClean(t, sb2, 'inside');
 });
+
+test('mount points behind symlinks leaving the image: warned, not created outside; marker behind one: refused', async (t) => {
+  const sb = sandbox(t);
+  const tb = put(sb, 'links.tar', mktar([
+    { name: 'etc/', type: '5', mode: 0o755 },
+    { name: 'etc/hosts', type: '2', linkname: `${sb.out}/secret` },
+    { name: 'mnt', type: '2', linkname: sb.out },
+    { name: 'tmp', type: '2', linkname: '/tmp' },
+  ]));
+  const r = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /warning: can't create mount point \/mnt\/0: .*refused/);
+  const img = join(sb.dir, 'links');
+  t.true(lstatSync(join(img, 'tmp')).isSymbolicLink(), 'symlinked mount point left alone');
+  t.true(lstatSync(join(img, 'etc/hosts')).isFile(), 'etc/hosts symlink replaced by a file');
+  t.deepEqual(readdirSync(sb.out), ['secret']);
+  t.is(readFileSync(join(sb.out, 'secret'), 'utf8'), 'untouched\n');
+
+  const sb2 = sandbox(t);
+  const tb2 = put(sb2, 'chlink.tar', mktar([{ name: 'ch', type: '2', linkname: sb2.out }]));
+  const r2 = await ch('ch-tar2dir', [tb2, sb2.dir]);
+  t.is(r2.exitCode, 1);
+  t.regex(r2.stderr, /can't write marker \/ch\/\.ch-tar2dir\.json: .*refused/);
+  assertClean(t, sb2, 'chlink');
+});

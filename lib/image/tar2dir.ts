@@ -219,7 +219,10 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       }
     }
     const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
-    addon.fixup(tmp, fixups(src, stats), { openat2: useOpenat2 });
+    for (const f of addon.fixup(tmp, fixups(src, stats), { openat2: useOpenat2 })) {
+      if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
+      log.warn(`can't create mount point /${f.path}: ${f.message}`);
+    }
     chmodSync(tmp, 0o755);
     // 5. Into place.
     if (existing) {

@@ -17,7 +17,8 @@ export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?:
 
 export interface TarAddon {
   extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; threads?: number }): Promise<ExtractResult>;
-  fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): void;
+  /** The ops that failed. */
+  fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
   lock(path: string, wait: boolean): Promise<number>;
   pipe(): [number, number];
