@@ -140,6 +140,8 @@ async function checkImage(t, tarball, name, builder) {
   r = await ch('ch-run', ['--set-env', img, '--', 'sh', '-c', 'echo "$GREETING|$QUOTED"']);
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stdout.trim(), "hello world|'q'");
+  r = await ch('ch-run', [img]);
+  t.is(r.stdout.trim(), 'from-cmd', 'no command: ENTRYPOINT + CMD from /ch/metadata.json');
   r = await ch('ch-run', [img, '--', 'sh', '-c', 'echo "${GREETING:-unset}"']);
   t.is(r.stdout.trim(), 'unset', 'image ENV only with --set-env');
 }
@@ -184,4 +186,61 @@ test('ch-builder2tar: unknown image fails cleanly, nothing written', async (t) =
   t.deepEqual(readdirSync(out), []);
   const u = await ch('ch-builder2tar', ['onlyone'], { root: true });
   t.is(u.exitCode, 2);
+});
+
+// A fake podman whose export dies half-way, or emits a tar without its end:
+// the final name must never appear, and no temporary may stay behind.
+for (const [label, exportCmd, msg] of [
+  ['dies', 'head -c 2048 /bin/sh; exit 3', /export of img failed|exit 3/],
+  ['no-end', 'tar -C /etc -cf - hostname | head -c 1024', /ended early \(no end-of-archive marker\)/],
+]) {
+  test(`ch-builder2tar: a failing export (${label}) leaves no output`, async (t) => {
+    const p = fakePath(`export-${label}`, {
+      podman: `case "$1" in
+  image) echo '[{"Config":{"Env":["A=1"]}}]' ;;
+  create) echo c0ffee ;;
+  export) ${exportCmd} ;;
+  rm) exit 0 ;;
+  *) exit 0 ;;
+esac`,
+    });
+    for (const tool of ['head', 'tar']) symlinkSync(`/usr/bin/${tool}`, join(p, tool));
+    const out = join(BASE, `out-fake-${label}`);
+    mkdirSync(out, { recursive: true });
+    if (isRoot) chownSync(out, testUser().uid, testUser().gid);
+    const r = await ch('ch-builder2tar', ['-b', 'podman', 'img', out], { env: { PATH: p } });
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, msg);
+    t.deepEqual(readdirSync(out), []);
+  });
+}
+
+test('ch-builder2tar with a well-behaved fake export: metadata appended, tarball unpacks', async (t) => {
+  const p = fakePath('export-ok', {
+    podman: `case "$1" in
+  image) cat <<'JSON'
+[{"Config":{"Env":["A=1","Q='x'"],"Cmd":["/bin/sh"],"WorkingDir":"/w","Labels":{"l":"v"}}}]
+JSON
+    ;;
+  create) echo c0ffee ;;
+  export) exec tar -C "${image('busybox')}" -cf - . ;;
+  *) exit 0 ;;
+esac`,
+  });
+  for (const tool of ['tar', 'cat']) symlinkSync(`/usr/bin/${tool}`, join(p, tool));
+  const out = join(BASE, 'out-fake-ok');
+  mkdirSync(out, { recursive: true });
+  if (isRoot) chownSync(out, testUser().uid, testUser().gid);
+  const r = await ch('ch-builder2tar', ['-b', 'podman', 'localhost/my/img:1.0', out], { env: { PATH: p } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(readdirSync(out), ['localhost%my%img+1.0.tar.gz']);
+  const env = await execa('tar', ['-xzOf', join(out, 'localhost%my%img+1.0.tar.gz'), 'ch/environment']);
+  t.is(env.stdout, "A=1\nQ=''x''", 'a value in single quotes quoted once more for ch-run');
+  const u = await ch('ch-tar2dir', [join(out, 'localhost%my%img+1.0'), out]);
+  t.is(u.exitCode, 0, u.stderr);
+  t.is(readFileSync(join(out, 'localhost%my%img+1.0/ch/environment'), 'utf8'), "A=1\nQ=''x''\n");
+  const m = JSON.parse(readFileSync(join(out, 'localhost%my%img+1.0/ch/metadata.json'), 'utf8'));
+  t.deepEqual(m, { Entrypoint: null, Cmd: ['/bin/sh'], Env: ['A=1', "Q='x'"], WorkingDir: '/w', Labels: { l: 'v' }, User: '' });
+  const e = await ch('ch-run', ['--set-env', join(out, 'localhost%my%img+1.0'), '--', 'sh', '-c', 'echo "$A|$Q"']);
+  t.is(e.stdout.trim(), "1|'x'");
 });
