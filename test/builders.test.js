@@ -244,3 +244,17 @@ esac`,
   const e = await ch('ch-run', ['--set-env', join(out, 'localhost%my%img+1.0'), '--', 'sh', '-c', 'echo "$A|$Q"']);
   t.is(e.stdout.trim(), "1|'x'");
 });
+
+test('the real docker, where installed: chosen if its engine works, passed over with the reason if not', async (t) => {
+  if (!(await have('docker'))) { t.log('docker not installed: skipped'); t.pass(); return; }
+  const works = (await execa('docker', ['info'], { reject: false })).exitCode === 0;
+  const env = { PATH: process.env.PATH };
+  const r = await ch('ch-build', ['-v', '-n', '-t', 'img', 'ctx'], { root: true, env });
+  t.is(r.exitCode, 0, r.stderr);
+  if (works) {
+    t.is(r.stdout.trim(), 'docker build -t img ctx');
+  } else {
+    t.regex(r.stderr, /builder docker: `docker info` failed/);
+    t.notRegex(r.stdout, /^docker /);
+  }
+});
