@@ -792,6 +792,8 @@ struct Extractor {
 
    Pool *pool = nullptr;   // parallel writers, if any
 
+   std::atomic<uint64_t> *cancel = nullptr;   // set non-zero by JS (a signal): stop
+
    Extractor(Stream &s, Writer &wr, Pool *p) : in(s), w(wr), pool(p) {}
 
    // Wait for queued files that ENTRY (and TARGET, for hardlinks) might interact with.
@@ -924,6 +926,8 @@ struct Extractor {
       for (;;) {
          uint64_t hoff = in.offset;
          in.report();
+         if (cancel && cancel->load(std::memory_order_relaxed))
+            throw XErr("interrupted", EINTR);
          size_t got = in.get(h, 512);
          if (got == 0)
             throw XErr("truncated archive: no end-of-archive marker");
@@ -1160,6 +1164,7 @@ public:
          if (threads > 0)
             pool.reset(new Pool(threads, root.fd, use_openat2, um));
          Extractor x(s, w, pool.get());
+         x.cancel = counter + 1;
          try {
             x.run();
             if (pool)
@@ -1219,7 +1224,9 @@ private:
    int err = 0;
 };
 
-// extract(tarball, dest, {openat2, umask, progress: ArrayBuffer(8)}) -> Promise<result>
+// extract(tarball, dest, {openat2, umask, threads, progress: ArrayBuffer(16)}) -> Promise<result>.
+// progress holds two uint64: bytes of the tarball read (written here), and a
+// cancel flag (written by JS, e.g. on SIGINT; checked before every entry).
 Napi::Value Extract(const Napi::CallbackInfo &info)
 {
    Napi::Env env = info.Env();
@@ -1229,8 +1236,9 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    }
    Napi::Object o = info[2].As<Napi::Object>();
    Napi::Value pv = o.Get("progress");
-   if (!pv.IsArrayBuffer() || pv.As<Napi::ArrayBuffer>().ByteLength() < 8) {
-      Napi::TypeError::New(env, "opts.progress must be an ArrayBuffer of 8 bytes").ThrowAsJavaScriptException();
+   if (!pv.IsArrayBuffer() || pv.As<Napi::ArrayBuffer>().ByteLength() < 16) {
+      Napi::TypeError::New(env, "opts.progress must be an ArrayBuffer of 16 bytes: [bytes read, cancel]")
+         .ThrowAsJavaScriptException();
       return env.Undefined();
    }
    bool oa2 = o.Get("openat2").ToBoolean();

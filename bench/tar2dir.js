@@ -44,7 +44,7 @@ console.log(`tarball: ${(statSync(tar).size / 1e6).toFixed(0)} MB, ${files} entr
 const CORE = `import { createRequire } from 'node:module';
 const a = createRequire(import.meta.url)(${JSON.stringify(join(repo, 'build/Release/ch_addon.node'))});
 const t0 = performance.now();
-const r = await a.extract(process.argv[1], process.argv[2], { openat2: true, umask: process.umask(), progress: new ArrayBuffer(8) });
+const r = await a.extract(process.argv[1], process.argv[2], { openat2: true, umask: process.umask(), progress: new ArrayBuffer(16) });
 if (r.error) { console.error(r.error); process.exit(1); }
 console.log((performance.now() - t0) / 1000);`;
 

@@ -430,3 +430,21 @@ test('mount points behind symlinks leaving the image: warned, not created outsid
   t.regex(r2.stderr, /can't write marker \/ch\/\.ch-tar2dir\.json: .*refused/);
   assertClean(t, sb2, 'chlink');
 });
+
+test('SIGTERM mid-extraction: the extractor stops, the temporary is removed, exit 128+15', async (t) => {
+  const sb = sandbox(t);
+  const tb = await bigTarball(sb);
+  const p = ch('ch-tar2dir', [tb, sb.dir]);
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const tmp = readdirSync(sb.dir).find((e) => e.startsWith('.big.ch-tmp.'));
+    if ((tmp && readdirSync(join(sb.dir, tmp)).length > 0) || Date.now() > deadline) break;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  t.is(p.exitCode, null, 'still running when signalled');
+  process.kill(p.pid, 'SIGTERM');
+  const r = await p;
+  t.is(r.exitCode, 143, r.stderr);
+  t.regex(r.stderr, /interrupted by SIGTERM; nothing left behind/);
+  t.deepEqual(readdirSync(sb.dir), ['.big.ch-tar2dir.lock']);
+});

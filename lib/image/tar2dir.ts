@@ -13,6 +13,7 @@
 
 import { closeSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, chmodSync, type Stats } from 'node:fs';
 import { basename, join } from 'node:path';
+import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
 import { formatHelp, parseArgs, type OptionSpec } from '../util/argp.js';
 import { Progress } from '../util/progress.js';
@@ -60,6 +61,8 @@ Exit status:
   0  image unpacked, or already up to date
   1  failure: unreadable, hostile or broken tarball, DIR/NAME not ours, I/O error
   2  usage error
+  128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP) during extraction;
+     the temporary is removed (after SIGKILL, the next run removes it)
 `;
 }
 
@@ -197,13 +200,24 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   const useOpenat2 = process.env.CH_TAR2DIR_OPENAT2 !== '0';
   const bar = new Progress(`${PROG}: ${name}`, tb.st.size, log.verbosity >= 0);
   log.info(`unpacking ${tb.path} to ${target}`);
+  // SIGINT/SIGTERM/SIGHUP: stop the extractor, remove the temporary, exit 128+N.
+  const abort = new AbortController();
+  let caught: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
+  const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of SIGNALS) process.on(sig, onSignal);
   let r;
   try {
-    r = await extract(tb.path, tmp, { openat2: useOpenat2, threads: Number(process.env.CH_TAR2DIR_THREADS ?? 0) || 0, onProgress: bar.active ? (n) => bar.update(n) : undefined });
+    r = await extract(tb.path, tmp, { openat2: useOpenat2, threads: Number(process.env.CH_TAR2DIR_THREADS ?? 0) || 0,
+      onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
+    if (caught) throw new ChError('interrupted', EXIT_FAIL);
   } catch (err) {
     bar.done();
     removeTree(log, tmp);
+    if (caught) throw new ChError(`${tb.path}: interrupted by ${caught}; nothing left behind`, 128 + osConstants.signals[caught]);
     throw err;
+  } finally {
+    for (const sig of SIGNALS) process.off(sig, onSignal);
   }
   bar.done();
   log.debug(`${r.kind}; ${r.openat2 ? 'openat2(RESOLVE_BENEATH)' : 'openat(O_NOFOLLOW) walk'}; ${r.entries} entries`);

@@ -14,13 +14,18 @@ export interface ExtractOptions {
   threads?: number;
   /** Called every ~200 ms with bytes of the tarball read so far. */
   onProgress?: (bytesRead: number) => void;
+  /** Aborting stops the extraction before its next entry; it then fails with "interrupted". */
+  signal?: AbortSignal;
 }
 
 export const EXIT_REFUSED = 1;
 
 export async function extract(tarball: string, dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
-  const progress = new ArrayBuffer(8);
-  const view = new BigUint64Array(progress);
+  const progress = new ArrayBuffer(16);
+  const view = new BigUint64Array(progress);   // [bytes read, cancel]
+  const cancel = () => { view[1] = 1n; };
+  if (opts.signal?.aborted) cancel();
+  opts.signal?.addEventListener('abort', cancel);
   const um = process.umask();
   const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress, threads: opts.threads ?? 0 });
   let timer: NodeJS.Timeout | undefined;
@@ -34,5 +39,6 @@ export async function extract(tarball: string, dest: string, opts: ExtractOption
     return r;
   } finally {
     if (timer) clearInterval(timer);
+    opts.signal?.removeEventListener('abort', cancel);
   }
 }
