@@ -5,11 +5,13 @@
   "targets": [
     {
       "target_name": "ch_addon",
-      "sources": ["addon/addon.cc"],
+      "sources": ["addon/addon.cc", "addon/extract.cc"],
+      "libraries": ["-lz", "-llzma", "-lzstd"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "cflags_cc": ["-std=c++17"]
+      "cflags_cc": ["-std=c++17"],
+      "cflags_cc!": ["-fno-exceptions"]
     },
     {
       "target_name": "ch-run-core",

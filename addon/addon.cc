@@ -76,9 +76,16 @@ Napi::Value ExecCore(const Napi::CallbackInfo &info)
    return Fail(env, "can't execve(2) core " + core, e);
 }
 
+}  // namespace
+
+void InitExtract(Napi::Env env, Napi::Object exports);   // extract.cc: ch-tar2dir's extractor
+
+namespace {
+
 Napi::Object Init(Napi::Env env, Napi::Object exports)
 {
    exports.Set("execCore", Napi::Function::New(env, ExecCore));
+   InitExtract(env, exports);
    return exports;
 }
 

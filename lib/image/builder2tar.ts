@@ -1,0 +1,191 @@
+// ch-builder2tar [-b BUILDER] [--nocompress] IMAGE OUTDIR (also ch-docker2tar):
+// flatten a builder's image to OUTDIR/NAME.tar.gz through the builder's
+// create + export, with the image's configuration added as /ch/environment
+// and /ch/metadata.json. Written under a temporary name and renamed into
+// place when complete, so a partial tarball never has the final name.
+
+import { spawn } from 'node:child_process';
+import { createReadStream, createWriteStream, fsyncSync, openSync, closeSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { ChError, Log, runMain, why } from '../util/log.js';
+import { formatHelp, parseArgs, type OptionSpec } from '../util/argp.js';
+import { capture, lastLine } from '../util/proc.js';
+import { TarAppender } from '../tar/append.js';
+import { tarAddon } from '../tar/native.js';
+import { configFromInspect, environmentFile, selectBuilder, type BuilderName, type ImageConfig } from './builder.js';
+import { imageFileName } from './names.js';
+
+const PROG = basename(process.argv[1] ?? 'ch-builder2tar');
+
+const SPECS: OptionSpec[] = [
+  { name: 'builder', short: 'b', arg: 'required', argName: 'BUILDER', help: 'docker, podman or buildah (default: $CH_BUILDER, else the first working)' },
+  { name: 'nocompress', arg: 'none', help: 'write an uncompressed NAME.tar' },
+  { name: 'quiet', short: 'q', arg: 'none', help: 'print only errors' },
+  { name: 'verbose', short: 'v', arg: 'none', help: 'print more (repeatable)' },
+  { name: 'help', arg: 'none', help: 'give this help list' },
+  { name: 'version', short: 'V', arg: 'none', help: 'print program version' },
+];
+
+function help(): string {
+  return `Usage: ${PROG} [OPTION...] IMAGE OUTDIR
+
+Flatten builder image IMAGE into OUTDIR/NAME.tar.gz, NAME being IMAGE with
+'/' replaced by '%' and ':' by '+'. The image's ENV goes into /ch/environment
+(what ch-run --set-env reads) and its ENTRYPOINT, CMD, ENV, WORKDIR, USER and
+labels into /ch/metadata.json.
+
+${formatHelp(SPECS)}
+
+Exit status:
+  0  tarball written
+  1  failure (no builder, unknown image, export or write failed)
+  2  usage error
+`;
+}
+
+async function inspect(b: BuilderName, image: string): Promise<ImageConfig> {
+  const argv = b === 'buildah' ? ['buildah', 'inspect', '--type', 'image', image] : [b, 'image', 'inspect', image];
+  const r = await capture(argv);
+  if (r.code !== 0) throw new ChError(`${b}: can't inspect image ${image}: ${lastLine(r.stderr)}`, 1);
+  try {
+    return configFromInspect(b, JSON.parse(r.stdout));
+  } catch (err) {
+    if (err instanceof ChError) throw err;
+    throw new ChError(`${b}: can't parse inspect output for ${image}: ${(err as Error).message}`, 1);
+  }
+}
+
+/** A container of IMAGE to export; its id. */
+async function createContainer(b: BuilderName, image: string): Promise<string> {
+  const argv = b === 'buildah' ? ['buildah', 'from', image]
+    // Never run: the command only satisfies images that have neither ENTRYPOINT nor CMD.
+    : [b, 'create', image, '/bin/true'];
+  const r = await capture(argv);
+  if (r.code !== 0) throw new ChError(`${b}: can't create a container of ${image}: ${lastLine(r.stderr)}`, 1);
+  const id = r.stdout.trim().split('\n').pop()!;
+  if (!/^[\w.-]+$/.test(id)) throw new ChError(`${b}: unexpected container id '${id}'`, 1);
+  return id;
+}
+
+function exportArgv(b: BuilderName, id: string): string[] {
+  if (b === 'buildah') {   // buildah has no export: mount (inside its user namespace when rootless) and tar it
+    const script = ['sh', '-c', 'mnt=$(buildah mount "$1") && exec tar -C "$mnt" --numeric-owner -cf - .', 'sh', id];
+    // As root, `buildah unshare` is neither needed nor working everywhere (memfd_create EINVAL seen here).
+    return process.getuid?.() === 0 ? script : ['buildah', 'unshare', '--', ...script];
+  }
+  return [b, 'export', id];
+}
+
+async function removeContainer(b: BuilderName, id: string, log: Log): Promise<void> {
+  const r = await capture(b === 'buildah' ? ['buildah', 'rm', id] : [b, 'rm', '-f', id]).catch(() => null);
+  if (!r || r.code !== 0) log.warn(`${b}: can't remove container ${id}${r ? `: ${lastLine(r.stderr)}` : ''}`);
+}
+
+function pidAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+export async function builder2tar(argv: string[], log: Log): Promise<number> {
+  let parsed;
+  try { parsed = parseArgs(PROG, SPECS, argv); } catch (err) {
+    if (err instanceof ChError) throw new ChError(err.message, 2);
+    throw err;
+  }
+  let builderOpt: string | undefined, compress = true;
+  for (const o of parsed.options) {
+    switch (o.name) {
+      case 'help': process.stdout.write(help()); return 0;
+      case 'version': { const { version } = await import('../util/version.js'); process.stdout.write(version() + '\n'); return 0; }
+      case 'quiet': log.verbosity = -1; break;
+      case 'verbose': log.verbosity++; break;
+      case 'builder': builderOpt = o.value; break;
+      case 'nocompress': compress = false; break;
+    }
+  }
+  const pos = [...parsed.positional, ...(parsed.rest ?? [])];
+  if (pos.length !== 2)
+    throw new ChError(`expected IMAGE and OUTDIR, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, 2);
+  const [image, outdir] = pos;
+  const name = imageFileName(image);
+  try {
+    if (!statSync(outdir).isDirectory()) throw new ChError(`${outdir}: not a directory (ENOTDIR)`, 1);
+  } catch (err) {
+    if (err instanceof ChError) throw err;
+    throw new ChError(`${outdir}: can't use as output directory: ${why(err)}`, 1);
+  }
+  const b = selectBuilder(builderOpt, process.env, (m) => log.info(m));
+  log.info(`using ${b}`);
+  const file = `${name}.tar${compress ? '.gz' : ''}`;
+  const final = join(outdir, file);
+  const tmpPrefix = `.${file}.ch-tmp.`;
+  // Temporaries of runs that died (their PID is gone).
+  for (const e of readdirSync(outdir)) {
+    if (!e.startsWith(tmpPrefix)) continue;
+    const pid = Number(e.slice(tmpPrefix.length));
+    if (Number.isInteger(pid) && !pidAlive(pid)) {
+      log.info(`removing stale temporary ${join(outdir, e)}`);
+      rmSync(join(outdir, e), { force: true });
+    }
+  }
+  const tmp = join(outdir, `${tmpPrefix}${process.pid}`);
+
+  const config = await inspect(b, image);
+  const env = environmentFile(config.Env);
+  for (const s of env.skipped) log.warn(`ENV ${s}: value can't be written to /ch/environment (newline or NUL); skipped`);
+  const mtime = Math.floor(Date.now() / 1000);
+  const extra = [
+    { name: 'ch/', type: 'dir' as const, mode: 0o755, mtime },
+    { name: 'ch/environment', type: 'file' as const, mode: 0o644, data: Buffer.from(env.text), mtime },
+    { name: 'ch/metadata.json', type: 'file' as const, mode: 0o644, data: Buffer.from(JSON.stringify(config, null, 2) + '\n'), mtime },
+  ];
+
+  const id = await createContainer(b, image);
+  let ok = false;
+  try {
+    const argvX = exportArgv(b, id);
+    log.info(`exporting: ${argvX.join(' ')}`);
+    // A real pipe for the export: podman opens /dev/stdout, which fails on Node's socketpairs.
+    const [rfd, wfd] = tarAddon().pipe();
+    let child;
+    try {
+      child = spawn(argvX[0], argvX.slice(1), { stdio: ['ignore', wfd, 'pipe'] });
+    } finally {
+      closeSync(wfd);
+    }
+    const input = createReadStream('', { fd: rfd, highWaterMark: 1 << 20 });
+    const errs: Buffer[] = [];
+    child.stderr!.on('data', (d) => errs.push(d));
+    const exited = new Promise<number>((resolve, reject) => {
+      child.on('error', (e) => reject(new ChError(`can't run ${argvX[0]}: ${why(e)}`, 1)));
+      child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
+    });
+    const stages: NodeJS.ReadWriteStream[] = [new TarAppender(extra)];
+    if (compress) stages.push(createGzip({ level: 6 }));
+    try {
+      await pipeline(input, ...stages as [NodeJS.ReadWriteStream], createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+    } catch (err) {
+      child.kill();
+      input.destroy();
+      await exited.catch(() => {});
+      const tail = lastLine(Buffer.concat(errs).toString());
+      throw new ChError(`${b}: export of ${image} failed: ${(err as Error).message}${tail ? `: ${tail}` : ''}`, 1);
+    }
+    const code = await exited;
+    if (code !== 0) throw new ChError(`${b}: export of ${image} failed (exit ${code}): ${lastLine(Buffer.concat(errs).toString())}`, 1);
+    const fd = openSync(tmp, 'r');
+    try { fsyncSync(fd); } finally { closeSync(fd); }
+    renameSync(tmp, final);
+    ok = true;
+  } finally {
+    if (!ok) rmSync(tmp, { force: true });
+    await removeContainer(b, id, log);
+  }
+  if (log.verbosity >= 0)
+    process.stderr.write(`${PROG}[${process.pid}]: wrote ${final} (${(statSync(final).size / 1048576).toFixed(1)} MiB)\n`);
+  return 0;
+}
+
+const log = new Log(PROG);
+await runMain(log, () => builder2tar(process.argv.slice(2), log));

@@ -1,0 +1,32 @@
+// The addon's extraction half (addon/extract.cc), typed. Loaded on first use.
+
+import { createRequire } from 'node:module';
+import { ADDON_PATH } from '../util/paths.js';
+
+export interface ExtractResult {
+  kind: 'tar' | 'gzip' | 'xz' | 'zstd';
+  openat2: boolean;
+  error?: string; errno?: number; code?: string; why?: string;
+  files: number; dirs: number; symlinks: number; hardlinks: number;
+  devices: number; other: number; bytes: number; entries: number;
+  /** The first component shared by every entry, '' if they differ. */
+  top: string;
+}
+
+export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?: string }
+
+export interface TarAddon {
+  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; threads?: number }): Promise<ExtractResult>;
+  /** The ops that failed. */
+  fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
+  rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
+  lock(path: string, wait: boolean): Promise<number>;
+  pipe(): [number, number];
+}
+
+let addon: TarAddon | undefined;
+
+export function tarAddon(): TarAddon {
+  addon ??= createRequire(import.meta.url)(ADDON_PATH) as TarAddon;
+  return addon;
+}

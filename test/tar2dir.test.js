@@ -1,0 +1,450 @@
+// ch-tar2dir: hostile and broken tarballs (a corpus generated here), atomicity,
+// locking, SIGKILL, and the unpacked image working under ch-run. Everything
+// runs as the unprivileged test user.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { ch, image, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+
+const BASE = join(TEST_DIR, 'tar2dir');
+let n = 0;
+
+// ---- a tiny tar writer, enough to build any hostile header we want ----
+
+function octal(v, len) { return v.toString(8).padStart(len - 1, '0') + '\0'; }
+
+function header({ name, type = '0', size = 0, mode = 0o644, linkname = '', mtime = 1700000000 }) {
+  const h = Buffer.alloc(512);
+  const nb = Buffer.isBuffer(name) ? name : Buffer.from(name);
+  nb.copy(h, 0, 0, Math.min(nb.length, 100));
+  h.write(octal(mode, 8), 100, 'latin1');
+  h.write(octal(0, 8), 108, 'latin1');
+  h.write(octal(0, 8), 116, 'latin1');
+  h.write(octal(size, 12), 124, 'latin1');
+  h.write(octal(mtime, 12), 136, 'latin1');
+  h.write('        ', 148, 'latin1');
+  h.write(type, 156, 'latin1');
+  Buffer.from(linkname).copy(h, 157, 0, 100);
+  h.write('ustar\0' + '00', 257, 'latin1');
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(octal(sum, 7) + ' ', 148, 'latin1');
+  return h;
+}
+
+function block(data) {
+  const b = Buffer.isBuffer(data) ? data : Buffer.from(data);
+  return Buffer.concat([b, Buffer.alloc((512 - (b.length % 512)) % 512)]);
+}
+
+/** entries: {name, type?, data?, linkname?, mode?, pax?: {k: v}, gnuLong?: Buffer} */
+function mktar(entries, { end = true } = {}) {
+  const parts = [];
+  for (const e of entries) {
+    if (e.pax) {
+      let body = '';
+      for (const [k, v] of Object.entries(e.pax)) {
+        const rec = ` ${k}=${v}\n`;
+        let len = rec.length + 1;
+        while (String(len).length + rec.length !== len) len++;
+        body += len + rec;
+      }
+      const pb = Buffer.from(body, 'latin1');
+      parts.push(header({ name: 'PaxHeader', type: 'x', size: pb.length }), block(pb));
+    }
+    if (e.gnuLong) parts.push(header({ name: '././@LongLink', type: 'L', size: e.gnuLong.length }), block(e.gnuLong));
+    const data = e.data === undefined ? Buffer.alloc(0) : Buffer.from(e.data);
+    parts.push(header({ ...e, size: data.length }));
+    if (data.length) parts.push(block(data));
+  }
+  if (end) parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+
+// ---- per-test sandbox: DIR (destination), OUT (a sibling that must stay untouched) ----
+
+function sandbox(t) {
+  const root = join(BASE, `s${n++}`);
+  rmSync(root, { recursive: true, force: true });
+  const dir = join(root, 'dir'), out = join(root, 'outside'), tars = join(root, 'tars');
+  for (const d of [root, dir, out, tars]) mkdirSync(d, { recursive: true });
+  writeFileSync(join(out, 'secret'), 'untouched\n');
+  const u = testUser();
+  if (isRoot) for (const d of [root, dir, out]) chownSync(d, u.uid, u.gid);
+  chmodSync(tars, 0o755);
+  return { root, dir, out, tars };
+}
+
+function put(sb, file, buf) {
+  const p = join(sb.tars, file);
+  writeFileSync(p, buf, { mode: 0o644 });
+  return p;
+}
+
+/** After a refusal: nothing at DIR/NAME, no temporaries, OUT unchanged. */
+function assertClean(t, sb, name) {
+  t.false(existsSync(join(sb.dir, name)), 'no image left');
+  t.deepEqual(readdirSync(sb.dir).filter((e) => !e.endsWith('.lock')), [], 'no temporaries left');
+  t.deepEqual(readdirSync(sb.out), ['secret']);
+  t.is(readFileSync(join(sb.out, 'secret'), 'utf8'), 'untouched\n');
+}
+
+test.before(() => {
+  rmSync(BASE, { recursive: true, force: true });
+  mkdirSync(BASE, { recursive: true, mode: 0o755 });
+});
+
+// ---- hostile and broken input ----
+
+const hostile = [
+  ['dot-dot', (o) => [{ name: 'ok' , data: 'x' }, { name: '../outside/evil', data: 'pwned' }], /'\.\.' in name refused/],
+  ['dot-dot-deep', (o) => [{ name: 'a/b/../../../outside/evil', data: 'pwned' }], /'\.\.' in name refused/],
+  ['absolute', (o) => [{ name: `${o}/evil`, data: 'pwned' }], /absolute name refused/],
+  ['symlink-escape-relative', (o) => [{ name: 'l', type: '2', linkname: '../outside' }, { name: 'l/evil', data: 'pwned' }],
+    /l\/evil: refused: path (leaves the destination|goes through a symlink)/],
+  ['symlink-escape-absolute', (o) => [{ name: 'l', type: '2', linkname: o }, { name: 'l/evil', data: 'pwned' }],
+    /refused: path (leaves the destination|goes through a symlink)/],
+  ['symlink-escape-dir-via-mkdir', (o) => [{ name: 'l', type: '2', linkname: o }, { name: 'l/sub/', type: '5', mode: 0o755 }],
+    /refused: path (leaves the destination|goes through a symlink)/],
+  ['hardlink-outside-dotdot', (o) => [{ name: 'h', type: '1', linkname: '../outside/secret' }], /'\.\.' in hardlink target refused/],
+  ['hardlink-outside-absolute', (o) => [{ name: 'h', type: '1', linkname: `${o}/secret` }], /absolute hardlink target refused/],
+  ['hardlink-through-symlink', (o) => [{ name: 'l', type: '2', linkname: o }, { name: 'h', type: '1', linkname: 'l/secret' }],
+    /refused: path (leaves the destination|goes through a symlink)/],
+  ['nul-in-pax-name', (o) => [{ name: 'x', pax: { path: 'a\0b' }, data: 'x' }], /name contains a NUL byte/],
+  ['nul-in-gnu-longname', (o) => [{ name: 'x', gnuLong: Buffer.from('abc\0def\0'), data: 'x' }], /name contains a NUL byte/],
+  ['overlong-name', (o) => [{ name: 'x', gnuLong: Buffer.from('d/'.repeat(2100) + 'f\0'), data: 'x' }], /name too long/],
+  ['overlong-component', (o) => [{ name: 'x', pax: { path: 'a'.repeat(300) }, data: 'x' }], /name component too long/],
+];
+
+const MODES = { '': {}, ' (openat fallback)': { CH_TAR2DIR_OPENAT2: '0' }, ' (2 writer threads)': { CH_TAR2DIR_THREADS: '2' } };
+
+for (const [label, entries, msg] of hostile) {
+  for (const [mode, env] of Object.entries(MODES)) {
+    test(`refuses hostile tarball: ${label}${mode}`, async (t) => {
+      const sb = sandbox(t);
+      const tb = put(sb, `${label}.tar`, mktar(entries(sb.out)));
+      const r = await ch('ch-tar2dir', [tb, sb.dir], { env });
+      t.is(r.exitCode, 1, r.stderr);
+      t.regex(r.stderr, /^ch-tar2dir\[\d+\]: error: /m);
+      t.regex(r.stderr, msg);
+      // openat2 resolves the symlink and finds it leaving; the fallback refuses any symlink.
+      if (msg.source.includes('goes through'))
+        t.regex(r.stderr, env.CH_TAR2DIR_OPENAT2 === '0' ? /goes through a symlink/ : /leaves the destination/);
+      assertClean(t, sb, label);
+    });
+  }
+}
+
+test('a file entry replaces a symlink pointing outside instead of writing through it', async (t) => {
+  const sb = sandbox(t);
+  const tb = put(sb, 'through.tar', mktar([
+    { name: 's', type: '2', linkname: `${sb.out}/secret` },
+    { name: 's', data: 'mine\n' },
+    { name: 'h', type: '1', linkname: 's' },
+    { name: 'h', data: 'replaced\n' },
+  ]));
+  const r = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  const img = join(sb.dir, 'through');
+  t.true(lstatSync(join(img, 's')).isFile());
+  t.is(readFileSync(join(img, 's'), 'utf8'), 'mine\n');
+  t.is(readFileSync(join(img, 'h'), 'utf8'), 'replaced\n');
+  t.is(readFileSync(join(sb.out, 'secret'), 'utf8'), 'untouched\n');
+});
+
+function validTar() {
+  return mktar([
+    { name: 'etc/', type: '5', mode: 0o755 },
+    { name: 'etc/os-release', data: 'ID=hostiletest\n' },
+    { name: 'ro/', type: '5', mode: 0o555 },
+    { name: 'ro/file', data: 'y'.repeat(100000), mode: 0o444 },
+    { name: 'bin/su', data: 'setuid?', mode: 0o4755 },
+    { name: 'dev/null', type: '3' }, { name: 'dev/sda', type: '4' }, { name: 'run/fifo', type: '6' },
+    { name: 'abs-link', type: '2', linkname: '/etc/os-release' },
+    { name: 'hard', type: '1', linkname: 'etc/os-release' },
+  ]);
+}
+
+test('broken input: truncated tar, truncated gzip, corrupt gzip, garbage, empty', async (t) => {
+  const good = validTar();
+  const gz = gzipSync(good);
+  const corrupt = Buffer.from(gz);
+  for (let i = 40; i < 60; i++) corrupt[i] ^= 0x5a;
+  const cases = [
+    ['trunc-data.tar', good.subarray(0, 512 * 4 + 300), /truncated archive/],
+    ['no-end.tar', good.subarray(0, good.length - 1024), /truncated archive: no end-of-archive marker/],
+    ['trunc.tar.gz', gz.subarray(0, Math.floor(gz.length / 2)), /truncated gzip data/],
+    ['corrupt.tar.gz', corrupt, /corrupt gzip data|corrupt archive/],
+    ['garbage.tar', Buffer.from('this is not a tarball at all\n'.repeat(40)), /corrupt archive: header checksum mismatch/],
+    ['empty.tar', Buffer.alloc(0), /truncated archive/],
+  ];
+  for (const [file, buf, msg] of cases) {
+    const sb = sandbox(t);
+    const tb = put(sb, file, buf);
+    const r = await ch('ch-tar2dir', [tb, sb.dir]);
+    t.is(r.exitCode, 1, `${file}: ${r.stderr}`);
+    t.regex(r.stderr, msg, file);
+    assertClean(t, sb, file.replace(/\.tar(\.gz)?$/, ''));
+  }
+});
+
+test('devices skipped and counted; modes made safe; directories user-writable; mount points made', async (t) => {
+  const sb = sandbox(t);
+  const tb = put(sb, 'img.tar.gz', gzipSync(validTar()));
+  const r = await ch('ch-tar2dir', [tb.replace(/\.tar\.gz$/, ''), sb.dir]);   // extension omitted
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /skipped 3 device node\(s\)\/fifo\(s\)/);
+  const img = join(sb.dir, 'img');
+  t.false(existsSync(join(img, 'dev/null')));
+  t.is(statSync(join(img, 'ro')).mode & 0o777, 0o755);
+  t.is(statSync(join(img, 'ro/file')).mode & 0o777, 0o444);
+  t.is(statSync(join(img, 'bin/su')).mode & 0o7777, 0o755, 'setuid bit dropped');
+  t.is(lstatSync(join(img, 'abs-link')).isSymbolicLink() && readFileSync(join(img, 'hard'), 'utf8'), 'ID=hostiletest\n');
+  t.is(statSync(join(img, 'hard')).ino, statSync(join(img, 'etc/os-release')).ino);
+  for (const d of ['dev', 'proc', 'sys', 'tmp', 'home', 'mnt', 'mnt/0', 'mnt/9', 'var/spool/slurmd'])
+    t.true(statSync(join(img, d)).isDirectory(), d);
+  for (const f of ['etc/hosts', 'etc/resolv.conf', 'etc/passwd', 'etc/group']) t.true(statSync(join(img, f)).isFile(), f);
+  // The user can delete the whole image.
+  const rm = await execa('setpriv', [`--reuid=${testUser().uid}`, `--regid=${testUser().gid}`, '--clear-groups', 'rm', '-rf', img], { reject: false });
+  t.is(rm.exitCode, 0, rm.stderr);
+});
+
+test('xz and zstd tarballs, compression found by content', async (t) => {
+  const sb = sandbox(t);
+  const plain = put(sb, 'c.tar', validTar());
+  await execa('xz', ['-k', '-T1', plain]);
+  await execa('zstd', ['-q', '-k', plain]);
+  chmodSync(`${plain}.xz`, 0o644); chmodSync(`${plain}.zst`, 0o644);
+  for (const ext of ['.tar.xz', '.tar.zst']) {
+    const r = await ch('ch-tar2dir', ['-v', join(sb.tars, `c${ext}`), sb.dir, '--force']);
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(readFileSync(join(sb.dir, 'c/etc/os-release'), 'utf8'), 'ID=hostiletest\n');
+  }
+});
+
+test('usage errors exit 2; --help documents exit codes', async (t) => {
+  const u = await ch('ch-tar2dir', ['onlyone']);
+  t.is(u.exitCode, 2);
+  t.regex(u.stderr, /expected TARBALL and DIR/);
+  const b = await ch('ch-tar2dir', ['--bogus', 'a', 'b']);
+  t.is(b.exitCode, 2);
+  const h = await ch('ch-tar2dir', ['--help']);
+  t.is(h.exitCode, 0);
+  t.regex(h.stdout, /Exit status:[\s\S]*0 {2}image unpacked[\s\S]*1 {2}failure[\s\S]*2 {2}usage/);
+  const m = await ch('ch-tar2dir', ['/nonexistent/x.tar', '/tmp']);
+  t.is(m.exitCode, 1);
+  t.regex(m.stderr, /can't find tarball.*\(ENOENT\)/);
+});
+
+// ---- the real image: busybox, single top-level directory, ch-run ----
+
+async function busyboxTarball(sb, name = 'busybox') {
+  const p = join(sb.tars, `${name}.tar.gz`);
+  // Single top-level directory ("busybox/..."), as `tar -C img -czf x busybox` gives.
+  await execa('tar', ['-C', join(image('busybox'), '..'), '--transform', `s,^busybox,${name},`, '-czf', p, 'busybox']);
+  chmodSync(p, 0o644);
+  return p;
+}
+
+test('busybox image: top-level dir unwrapped, runs under ch-run, --set-env reads /ch/environment', async (t) => {
+  const sb = sandbox(t);
+  const tb = await busyboxTarball(sb);
+  const r = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  const img = join(sb.dir, 'busybox');
+  t.true(existsSync(join(img, 'bin/busybox')), 'contents moved up');
+  t.true(existsSync(join(img, 'ch/environment')));
+  t.true(existsSync(join(img, 'ch/.ch-tar2dir.json')));
+  const run = await ch('ch-run', [img, '--', 'cat', '/etc/os-release']);
+  t.is(run.exitCode, 0, run.stderr);
+  t.regex(run.stdout, /busybox test image/);
+  const env = await ch('ch-run', ['--set-env', img, '--', 'sh', '-c', 'echo $FROM_IMAGE']);
+  t.is(env.exitCode, 0, env.stderr);
+  t.is(env.stdout.trim(), 'yes');
+});
+
+test('an existing DIR/NAME not made by ch-tar2dir is refused and left alone; ours is replaced', async (t) => {
+  const sb = sandbox(t);
+  const tb = await busyboxTarball(sb, 'mine');
+  mkdirSync(join(sb.dir, 'mine'));
+  writeFileSync(join(sb.dir, 'mine', 'precious'), 'keep');
+  if (isRoot) chownSync(join(sb.dir, 'mine'), testUser().uid, testUser().gid);
+  const r = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, /exists and was not made by ch-tar2dir/);
+  t.is(readFileSync(join(sb.dir, 'mine', 'precious'), 'utf8'), 'keep');
+  rmSync(join(sb.dir, 'mine'), { recursive: true });
+  t.is((await ch('ch-tar2dir', [tb, sb.dir])).exitCode, 0);
+  const again = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(again.exitCode, 0);
+  t.regex(again.stderr, /up to date/);
+  writeFileSync(join(sb.dir, 'mine', 'scratch'), 'x');
+  const forced = await ch('ch-tar2dir', ['--force', tb, sb.dir]);
+  t.is(forced.exitCode, 0, forced.stderr);
+  t.false(existsSync(join(sb.dir, 'mine', 'scratch')), 'replaced by a fresh image');
+  t.deepEqual(readdirSync(sb.dir).sort(), ['.mine.ch-tar2dir.lock', 'mine']);
+});
+
+// A tarball big enough that extraction takes a while: the Debian image if
+// setup made one, else a synthetic tree.
+async function bigTarball(sb) {
+  const p = join(sb.tars, 'big.tar.gz');
+  let src;
+  try { src = image('debian'); } catch { src = null; }
+  if (src) {
+    await execa('sh', ['-c', `tar -C '${src}' -cf - . | gzip -1 > '${p}'`]);
+  } else {
+    const tree = join(sb.root, 'tree');
+    for (let d = 0; d < 60; d++) {
+      mkdirSync(join(tree, `d${d}`), { recursive: true });
+      for (let f = 0; f < 50; f++) writeFileSync(join(tree, `d${d}`, `f${f}`), Buffer.alloc(40000, d + f));
+    }
+    await execa('sh', ['-c', `tar -C '${tree}' -cf - . | gzip -1 > '${p}'`]);
+  }
+  chmodSync(p, 0o644);
+  return p;
+}
+
+test('8 concurrent unpackers of the same tarball: all succeed, one extraction', async (t) => {
+  const sb = sandbox(t);
+  const tb = await bigTarball(sb);
+  const rs = await Promise.all(Array.from({ length: 8 }, () => ch('ch-tar2dir', [tb, sb.dir])));
+  for (const r of rs) t.is(r.exitCode, 0, r.stderr);
+  t.is(rs.filter((r) => /unpacked \d+ files/.test(r.stderr)).length, 1, 'exactly one extraction');
+  t.is(rs.filter((r) => /up to date/.test(r.stderr)).length, 7);
+  t.deepEqual(readdirSync(sb.dir).sort(), ['.big.ch-tar2dir.lock', 'big']);
+  t.true(existsSync(join(sb.dir, 'big/ch/.ch-tar2dir.json')));
+});
+
+test('SIGKILL mid-extraction leaves nothing that looks finished; the next run cleans up and succeeds', async (t) => {
+  const sb = sandbox(t);
+  const tb = await bigTarball(sb);
+  const p = ch('ch-tar2dir', [tb, sb.dir]);
+  // Wait until extraction is under way (the temporary has content), then kill.
+  const deadline = Date.now() + 30000;
+  let tmp;
+  for (;;) {
+    tmp = readdirSync(sb.dir).find((e) => e.startsWith('.big.ch-tmp.'));
+    if (tmp && readdirSync(join(sb.dir, tmp)).length > 0) break;
+    if (Date.now() > deadline) break;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  t.truthy(tmp, 'extraction started');
+  t.is(p.exitCode, null, 'still running when killed');
+  // The process is setpriv -> node; setpriv execs, so the pid is node's.
+  process.kill(p.pid, 'SIGKILL');
+  const r = await p;
+  t.is(r.signal, 'SIGKILL');
+  t.false(existsSync(join(sb.dir, 'big')), 'no image at DIR/NAME');
+  t.true(readdirSync(sb.dir).some((e) => e.startsWith('.big.ch-tmp.')), 'partial temporary left behind');
+  const again = await ch('ch-tar2dir', ['-v', tb, sb.dir]);
+  t.is(again.exitCode, 0, again.stderr);
+  t.regex(again.stderr, /removing stale temporary/);
+  t.deepEqual(readdirSync(sb.dir).sort(), ['.big.ch-tar2dir.lock', 'big']);
+});
+
+test('writer threads and the serial path give the same tree as GNU tar', async (t) => {
+  const sb = sandbox(t);
+  const tb = await bigTarball(sb);
+  const gnu = join(sb.root, 'gnu');
+  mkdirSync(gnu);
+  await execa('tar', ['--no-same-owner', '-C', gnu, '-xzf', tb, '--exclude=./dev/*']);
+  for (const threads of ['0', '3']) {
+    const r = await ch('ch-tar2dir', ['--force', tb, sb.dir], { env: { CH_TAR2DIR_THREADS: threads } });
+    t.is(r.exitCode, 0, r.stderr);
+    // ch-tar2dir adds mount points and the marker; compare everything else.
+    const d = await execa('diff', ['-r', '--no-dereference', gnu, join(sb.dir, 'big')], { reject: false });
+    const extra = d.stdout.split('\n').filter((l) => l && !/^Only in .*big(\/|: )(ch|dev|proc|sys|mnt|home|tmp|etc|var\/spool)/.test(l)
+      && !/^Only in [^:]*\/(mnt|etc|var\/spool|var|ch)(: |\/)/.test(l));
+    t.deepEqual(extra, [], `threads=${threads}`);
+  }
+});
+
+test('progress bar only on a terminal; -q prints nothing on success', async (t) => {
+  const sb = sandbox(t);
+  const tb = await busyboxTarball(sb, 'bar');
+  // Not a TTY (a pipe, as in batch logs): one summary line, no bar.
+  const plain = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(plain.exitCode, 0, plain.stderr);
+  t.notRegex(plain.stderr, /\r|%/);
+  t.regex(plain.stderr, /unpacked \d+ files/);
+  const q = await ch('ch-tar2dir', ['-q', '--force', tb, sb.dir]);
+  t.is(q.exitCode, 0);
+  t.is(q.stderr, '');
+  // On a TTY (script(1) gives it one): the bar, ending at 100%.
+  const u = testUser();
+  const cmd = `${join(TEST_DIR, 'pkg/bin/ch-tar2dir')} --force ${tb} ${sb.dir}`;
+  const r = await execa('script', ['-qec', isRoot ? `setpriv --reuid=${u.uid} --regid=${u.gid} --clear-groups ${cmd}` : cmd, '/dev/null'],
+    { reject: false, env: { PATH: '/usr/bin:/bin', TERM: 'dumb' } });
+  t.is(r.exitCode, 0, r.stdout);
+  t.regex(r.stdout, /ch-tar2dir: bar \[=+\] 100% [\d.]+\/[\d.]+ MiB/);
+});
+
+test('writes through a symlink that stays inside are allowed with openat2, refused by the fallback walk', async (t) => {
+  const entries = [
+    { name: 'usr/lib/', type: '5', mode: 0o755 },
+    { name: 'lib', type: '2', linkname: 'usr/lib' },
+    { name: 'lib/libfoo.so', data: 'elf' },
+    { name: 'usr/bin/', type: '5', mode: 0o755 },
+    { name: 'usr/bin/up', type: '2', linkname: '../lib' },
+    { name: 'usr/bin/up/libbar.so', data: 'elf2' },
+  ];
+  const sb = sandbox(t);
+  const tb = put(sb, 'inside.tar', mktar(entries));
+  const r = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(join(sb.dir, 'inside/usr/lib/libfoo.so'), 'utf8'), 'elf');
+  t.is(readFileSync(join(sb.dir, 'inside/usr/lib/libbar.so'), 'utf8'), 'elf2');
+  const sb2 = sandbox(t);
+  const tb2 = put(sb2, 'inside.tar', mktar(entries));
+  const f = await ch('ch-tar2dir', [tb2, sb2.dir], { env: { CH_TAR2DIR_OPENAT2: '0' } });
+  t.is(f.exitCode, 1);
+  t.regex(f.stderr, /lib\/libfoo\.so: refused: path goes through a symlink \(without openat2/);
+  assertClean(t, sb2, 'inside');
+});
+
+test('mount points behind symlinks leaving the image: warned, not created outside; marker behind one: refused', async (t) => {
+  const sb = sandbox(t);
+  const tb = put(sb, 'links.tar', mktar([
+    { name: 'etc/', type: '5', mode: 0o755 },
+    { name: 'etc/hosts', type: '2', linkname: `${sb.out}/secret` },
+    { name: 'mnt', type: '2', linkname: sb.out },
+    { name: 'tmp', type: '2', linkname: '/tmp' },
+  ]));
+  const r = await ch('ch-tar2dir', [tb, sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /warning: can't create mount point \/mnt\/0: .*refused/);
+  const img = join(sb.dir, 'links');
+  t.true(lstatSync(join(img, 'tmp')).isSymbolicLink(), 'symlinked mount point left alone');
+  t.true(lstatSync(join(img, 'etc/hosts')).isFile(), 'etc/hosts symlink replaced by a file');
+  t.deepEqual(readdirSync(sb.out), ['secret']);
+  t.is(readFileSync(join(sb.out, 'secret'), 'utf8'), 'untouched\n');
+
+  const sb2 = sandbox(t);
+  const tb2 = put(sb2, 'chlink.tar', mktar([{ name: 'ch', type: '2', linkname: sb2.out }]));
+  const r2 = await ch('ch-tar2dir', [tb2, sb2.dir]);
+  t.is(r2.exitCode, 1);
+  t.regex(r2.stderr, /can't write marker \/ch\/\.ch-tar2dir\.json: .*refused/);
+  assertClean(t, sb2, 'chlink');
+});
+
+test('SIGTERM mid-extraction: the extractor stops, the temporary is removed, exit 128+15', async (t) => {
+  const sb = sandbox(t);
+  const tb = await bigTarball(sb);
+  const p = ch('ch-tar2dir', [tb, sb.dir]);
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const tmp = readdirSync(sb.dir).find((e) => e.startsWith('.big.ch-tmp.'));
+    if ((tmp && readdirSync(join(sb.dir, tmp)).length > 0) || Date.now() > deadline) break;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  t.is(p.exitCode, null, 'still running when signalled');
+  process.kill(p.pid, 'SIGTERM');
+  const r = await p;
+  t.is(r.exitCode, 143, r.stderr);
+  t.regex(r.stderr, /interrupted by SIGTERM; nothing left behind/);
+  t.deepEqual(readdirSync(sb.dir), ['.big.ch-tar2dir.lock']);
+});
