@@ -87,7 +87,7 @@ function put(sb, file, buf) {
 /** After a refusal: nothing at DIR/NAME, no temporaries, OUT unchanged. */
 function assertClean(t, sb, name) {
   t.false(existsSync(join(sb.dir, name)), 'no image left');
-  t.deepEqual(readdirSync(sb.dir).filter((e) => !e.endsWith('.lock')), [], 'no temporaries left');
+  t.deepEqual(readdirSync(sb.dir), [], 'no temporaries or lock left');
   t.deepEqual(readdirSync(sb.out), ['secret']);
   t.is(readFileSync(join(sb.out, 'secret'), 'utf8'), 'untouched\n');
 }
@@ -285,7 +285,7 @@ test('an existing DIR/NAME not made by ch-tar2dir is refused and left alone; our
   const forced = await ch('ch-tar2dir', ['--force', tb, sb.dir]);
   t.is(forced.exitCode, 0, forced.stderr);
   t.false(existsSync(join(sb.dir, 'mine', 'scratch')), 'replaced by a fresh image');
-  t.deepEqual(readdirSync(sb.dir).sort(), ['.mine.ch-tar2dir.lock', 'mine']);
+  t.deepEqual(readdirSync(sb.dir).sort(), ['mine']);
 });
 
 // A tarball big enough that extraction takes a while: the Debian image if
@@ -315,7 +315,7 @@ test('8 concurrent unpackers of the same tarball: all succeed, one extraction', 
   for (const r of rs) t.is(r.exitCode, 0, r.stderr);
   t.is(rs.filter((r) => /unpacked \d+ files/.test(r.stderr)).length, 1, 'exactly one extraction');
   t.is(rs.filter((r) => /up to date/.test(r.stderr)).length, 7);
-  t.deepEqual(readdirSync(sb.dir).sort(), ['.big.ch-tar2dir.lock', 'big']);
+  t.deepEqual(readdirSync(sb.dir).sort(), ['big']);
   t.true(existsSync(join(sb.dir, 'big/ch/.ch-tar2dir.json')));
 });
 
@@ -343,7 +343,7 @@ test('SIGKILL mid-extraction leaves nothing that looks finished; the next run cl
   const again = await ch('ch-tar2dir', ['-v', tb, sb.dir]);
   t.is(again.exitCode, 0, again.stderr);
   t.regex(again.stderr, /removing stale temporary/);
-  t.deepEqual(readdirSync(sb.dir).sort(), ['.big.ch-tar2dir.lock', 'big']);
+  t.deepEqual(readdirSync(sb.dir).sort(), ['big']);
 });
 
 test('writer threads and the serial path give the same tree as GNU tar', async (t) => {
@@ -446,5 +446,5 @@ test('SIGTERM mid-extraction: the extractor stops, the temporary is removed, exi
   const r = await p;
   t.is(r.exitCode, 143, r.stderr);
   t.regex(r.stderr, /interrupted by SIGTERM; nothing left behind/);
-  t.deepEqual(readdirSync(sb.dir), ['.big.ch-tar2dir.lock']);
+  t.deepEqual(readdirSync(sb.dir), []);
 });

@@ -11,7 +11,7 @@
 //      an older image of ours, which is then deleted.
 // DIR/NAME therefore only ever holds a complete image, whatever kills us.
 
-import { closeSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, chmodSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, chmodSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
@@ -49,7 +49,8 @@ Device nodes and fifos are skipped and counted. A single top-level directory
 is unwrapped. The image appears at DIR/NAME only once complete. An existing
 DIR/NAME is replaced only if ${PROG} made it (it keeps a marker, /${MARKER}),
 and kept as it is if made from this same tarball (unless --force). Concurrent
-runs for the same DIR/NAME wait for each other (lock file DIR/.NAME.ch-tar2dir.lock).
+runs for the same DIR/NAME wait for each other (lock file DIR/.NAME.ch-tar2dir.lock,
+present only while a run holds it).
 
 Environment: CH_TAR2DIR_THREADS=N writes files with N threads (default 0:
 serial, faster on small machines); CH_TAR2DIR_OPENAT2=0 uses the openat(2)
@@ -155,19 +156,22 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   const src = identity(tb.path, tb.st);
   const addon = tarAddon();
 
-  // 1. Lock. Held until exit (the fd is never closed before), released by the kernel even on SIGKILL.
+  // 1. Lock, so concurrent runs for DIR/NAME (srun's tasks on one node) wait
+  // and then reuse the first one's image. The lock file exists only while a
+  // run holds it: the holder unlinks it before releasing, so nothing is left
+  // in DIR; a waiter that then wakes on the unlinked file sees that the path
+  // no longer names what it locked, and locks afresh. A SIGKILLed holder
+  // leaves the file, released by the kernel, and the next run removes it.
   const lockPath = join(dir, `.${name}.ch-tar2dir.lock`);
-  let lockFd: number;
+  const lockFd = await lockFresh(addon, lockPath, name, dir);
   try {
-    lockFd = await addon.lock(lockPath, false).catch(async (err) => {
-      if (err.code !== 'EWOULDBLOCK' && err.code !== 'EAGAIN') throw err;
-      log.info(`waiting for another ${PROG} unpacking ${name} in ${dir}`);
-      return addon.lock(lockPath, true);
-    });
-  } catch (err) {
-    throw new ChError(`${lockPath}: can't lock: ${(err as { why?: string }).why ?? why(err)} (${(err as { code?: string }).code})`, EXIT_FAIL);
+    return await unpackLocked();
+  } finally {
+    try { unlinkSync(lockPath); } catch { /* a stale one already gone */ }
+    closeSync(lockFd);
   }
 
+  async function unpackLocked(): Promise<number> {
   // 2. Stale temporaries: under the lock, any left are from runs that died.
   for (const e of readdirSync(dir)) {
     if (e.startsWith(`.${name}.ch-tmp.`) || e.startsWith(`.${name}.ch-old.`)) {
@@ -185,7 +189,6 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       throw new ChError(`${target}: exists and was not made by ${PROG}; not replacing it (remove it yourself)`, EXIT_FAIL);
     if (!force && same(m.source, src)) {
       if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${target}: already unpacked from ${tb.path}, up to date\n`);
-      closeSync(lockFd);
       return 0;
     }
     existing = true;
@@ -255,8 +258,28 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
     log.warn(`skipped ${r.devices} device node(s)/fifo(s)${r.other ? ` and ${r.other} entr(ies) of other types` : ''}`);
   if (log.verbosity >= 0)
     process.stderr.write(`${PROG}[${process.pid}]: ${target}: unpacked ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${r.hardlinks} hardlinks (${(r.bytes / 1048576).toFixed(1)} MiB)\n`);
-  closeSync(lockFd);
   return 0;
+  }
+}
+
+/** An flock on PATH that still names the file locked (see step 1). */
+async function lockFresh(addon: ReturnType<typeof tarAddon>, path: string, name: string, dir: string): Promise<number> {
+  for (;;) {
+    let fd: number;
+    try {
+      fd = await addon.lock(path, false).catch(async (err) => {
+        if (err.code !== 'EWOULDBLOCK' && err.code !== 'EAGAIN') throw err;
+        log.info(`waiting for another ${PROG} unpacking ${name} in ${dir}`);
+        return addon.lock(path, true);
+      });
+    } catch (err) {
+      throw new ChError(`${path}: can't lock: ${(err as { why?: string }).why ?? why(err)} (${(err as { code?: string }).code})`, EXIT_FAIL);
+    }
+    try {
+      if (statSync(path).ino === fstatSync(fd).ino) return fd;
+    } catch { /* unlinked by the holder we waited for: lock afresh */ }
+    closeSync(fd);
+  }
 }
 
 const log = new Log(PROG);

@@ -32,9 +32,10 @@ export async function compileStatic(src, out) {
 }
 
 /** sha256 over a tree: names, types, modes, owners, link targets, contents. */
-export function treeSum(root) {
+export function treeSum(root, { exclude = [] } = {}) {
   const h = createHash('sha256');
   const walk = (p, rel) => {
+    if (exclude.includes(rel)) return;
     const st = lstatSync(p);
     h.update(`${rel}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0`);
     if (st.isSymbolicLink()) h.update(readlinkSync(p));
@@ -44,6 +45,20 @@ export function treeSum(root) {
   if (existsSync(root) || isLink(root)) walk(root, '');
   else h.update('<absent>');
   return h.digest('hex');
+}
+
+/**
+ * The content of an image ch-tar2dir made: its tree without the unpack marker
+ * (which records when it was unpacked), after checking the marker is there
+ * and names its source.
+ */
+export const TAR2DIR_MARKER = '/ch/.ch-tar2dir.json';
+export function imageSum(root) {
+  if (existsSync(root)) {
+    const m = JSON.parse(readFileSync(join(root, TAR2DIR_MARKER), 'utf8'));
+    if (m.tool !== 'ch-tar2dir' || !m.source?.path) throw new Error(`${root}: bad unpack marker`);
+  }
+  return treeSum(root, { exclude: [TAR2DIR_MARKER] });
 }
 
 function isLink(p) { try { return lstatSync(p).isSymbolicLink(); } catch { return false; } }

@@ -18,7 +18,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, wr
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN } from '../helpers/env.js';
-import { CHECKS, isRoot, runAs, scratch, testUser, treeSum } from './lib.js';
+import { CHECKS, isRoot, runAs, scratch, testUser, treeSum, imageSum } from './lib.js';
 
 const TAR2DIR = join(BIN, 'ch-tar2dir');
 const have = existsSync(TAR2DIR);
@@ -144,7 +144,7 @@ test.serial('SIGKILL during unpack: no half image; re-run works', async (t) => {
   // Reference: an undisturbed unpack, for "complete".
   const ref = await runAs(user, TAR2DIR, [tarball, dir], { timeout: 300_000 });
   t.is(ref.exitCode, 0, ref.stderr);
-  const complete = treeSum(join(dir, 'big'));
+  const complete = imageSum(join(dir, 'big'));
   rmSync(join(dir, 'big'), { recursive: true, force: true });
   let killed = 0;
   for (const delay of [30, 80, 150, 250, 400, 600, 900]) {
@@ -154,12 +154,12 @@ test.serial('SIGKILL during unpack: no half image; re-run works', async (t) => {
     try { process.kill(p.pid, 'SIGKILL'); killed++; } catch { /* already done */ }
     await new Promise((res) => (p.exitCode !== null ? res() : p.once('exit', res)));
     const img = join(dir, 'big');
-    if (existsSync(img)) t.is(treeSum(img), complete, `killed at ${delay} ms: an image present is complete`);
+    if (existsSync(img)) t.is(imageSum(img), complete, `killed at ${delay} ms: an image present is complete`);
     // Re-run works and gives the complete image (replacing one if present).
     rmSync(img, { recursive: true, force: true });
     const r = await runAs(user, TAR2DIR, [tarball, dir], { timeout: 300_000 });
     t.is(r.exitCode, 0, `re-run after kill at ${delay} ms: ${r.stderr}`);
-    t.is(treeSum(img), complete, `re-run after kill at ${delay} ms is complete`);
+    t.is(imageSum(img), complete, `re-run after kill at ${delay} ms is complete`);
     t.deepEqual(readdirSync(dir), ['big'], `no leftovers from the killed run at ${delay} ms`);
     rmSync(img, { recursive: true, force: true });
   }
