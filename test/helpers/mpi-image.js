@@ -112,7 +112,11 @@ export async function mpiImage() {
   if (exitCode !== 0) return { reason: 'mpicc not installed on the host (libopenmpi-dev)' };
   const src = MPI_PROGRAMS.map((p) => readFileSync(join(MPI_SRC, `${p}.c`), 'utf8')).join('\0');
   const { stdout: mpiv } = await execa('mpicc', ['--showme:version'], { reject: false });
-  return debImage('mpi', ['libopenmpi3', 'openmpi-common'], {
+  // What examples/mpihello's Dockerfile installs at run time. openmpi-bin
+  // matters beyond mpirun: it owns Debian's /etc/openmpi/openmpi-mca-params.conf
+  // (pml ^ucx, mtl ^ofi), without which Open MPI takes libfabric's TCP path
+  // between local ranks (~14x the latency of shared memory here).
+  return debImage('mpi', ['libopenmpi3', 'openmpi-common', 'openmpi-bin'], {
     key: createHash('sha256').update(src + mpiv).digest('hex'),
     build: async (dir) => compileMpiPrograms(dir),
   });
