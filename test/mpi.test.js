@@ -5,7 +5,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { join } from 'node:path';
-import { asUser, BIN, userEnv } from './helpers/env.js';
+import { asUser, BIN, unavailable, userEnv } from './helpers/env.js';
 import { mpiImage } from './helpers/mpi-image.js';
 import { useCluster } from './helpers/slurm.js';
 
@@ -21,8 +21,8 @@ test.before(async () => {
 });
 
 function ready(t) {
-  if (!IMG) { t.log(`no MPI image: ${imgReason}`); return null; }
-  if (!c.cluster) { t.log(`no Slurm cluster: ${c.reason}`); return null; }
+  if (!IMG) { unavailable(t, 'MPI image', imgReason); return null; }
+  if (!c.cluster) { unavailable(t, 'Slurm cluster', c.reason); return null; }
   return c.cluster;
 }
 
@@ -47,7 +47,7 @@ const WRAP = ['/hello'];
 const distinct = (xs) => new Set(xs).size;
 
 test.serial('srun --mpi=pmix -n 4 ch-run IMG -- /hello: one node, a container per rank', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, IMG, '--', '/hello'], { timeout: 120000 });
   const h = checkRanks(t, r, 4, s.user.uid);
   t.is(distinct(h.map((x) => x.userns)), 4);
@@ -55,7 +55,7 @@ test.serial('srun --mpi=pmix -n 4 ch-run IMG -- /hello: one node, a container pe
 });
 
 test.serial('srun --mpi=pmix -n 4 ch-run --join: one node, one container', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, '--join', IMG, '--', '/hello'], { timeout: 120000 });
   const h = checkRanks(t, r, 4, s.user.uid);
   t.is(distinct(h.map((x) => x.userns)), 1);
@@ -63,7 +63,7 @@ test.serial('srun --mpi=pmix -n 4 ch-run --join: one node, one container', async
 });
 
 test.serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-p', 'four', '-N', '4', '-n', '4', CHRUN, IMG, '--', ...WRAP],
     { timeout: 120000 });
   const h = checkRanks(t, r, 4, s.user.uid);
@@ -72,7 +72,7 @@ test.serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
 });
 
 test.serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container per node', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-p', 'four', '-N', '4', '-n', '8', '--ntasks-per-node=2',
     CHRUN, '--join', IMG, '--', ...WRAP], { timeout: 120000 });
   const h = checkRanks(t, r, 8, s.user.uid);
@@ -84,7 +84,7 @@ test.serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container
 });
 
 test.serial('an MPI rank exiting non-zero after MPI_Finalize: the step exits with its code', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, IMG, '--', '/hello', '--exit', '2', '7'],
     { timeout: 120000 });
   t.is(r.exitCode, 7, r.all);
@@ -92,7 +92,7 @@ test.serial('an MPI rank exiting non-zero after MPI_Finalize: the step exits wit
 });
 
 test.serial('an MPI rank dying before MPI_Finalize: Slurm aborts the step and reports its code', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, IMG, '--', '/hello', '--fail', '2', '7'],
     { timeout: 120000 });
   // The others are killed (SIGKILL: 137 is srun's status, the highest of the tasks'); the
@@ -103,7 +103,7 @@ test.serial('an MPI rank dying before MPI_Finalize: Slurm aborts the step and re
 });
 
 test.serial('--join with 32 ranks on one node: one namespace, seen from inside', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '32', CHRUN, '--join', IMG, '--', 'sh', '-c',
     'echo "ns $SLURM_PROCID $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt)"; exec /hello'],
   { timeout: 300000 });
@@ -119,7 +119,7 @@ test.serial('--join with 32 ranks on one node: one namespace, seen from inside',
 });
 
 test.serial('mpirun -np 4 ch-run IMG -- /hello outside Slurm', async (t) => {
-  if (!IMG) { t.log(`no MPI image: ${imgReason}`); return t.pass(); }
+  if (!IMG) return unavailable(t, 'MPI image', imgReason);
   const argv = [...asUser(), 'mpirun', '--oversubscribe', '-np', '4', CHRUN, IMG, '--', '/hello'];
   const r = await execa(argv[0], argv.slice(1), { reject: false, all: true, env: userEnv(), extendEnv: false,
     cwd: '/', timeout: 120000 });
@@ -128,7 +128,7 @@ test.serial('mpirun -np 4 ch-run IMG -- /hello outside Slurm', async (t) => {
 });
 
 test.serial('mpirun -pernode ch-run inside an allocation (salloc -N 4)', async (t) => {
-  const s = ready(t); if (!s) return t.pass();
+  const s = ready(t); if (!s) return;
   const r = await s.run('salloc', ['-p', 'four', '-N', '4', '--', 'mpirun', '-pernode', CHRUN, IMG, '--', ...WRAP],
     { timeout: 180000 });
   const h = checkRanks(t, r, 4, s.user.uid);
