@@ -92,6 +92,7 @@ SlurmdLogFile=${dir}/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 TmpFS=${tmpfs}/%n
+TaskProlog=${dir}/taskprolog.sh
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -150,6 +151,17 @@ export async function startCluster(opts = {}) {
   for (const n of NODES) mkdirSync(join(tmpfs, n), { recursive: true, mode: 0o1777 });
   for (const n of NODES) chmodSync(join(tmpfs, n), 0o1777);
   chmodSync(tmpfs, 0o755);
+  // The fake nodes share one host, so one hostname and one /dev/shm: Open
+  // MPI's shared-memory segments (named by hostname, job and local rank)
+  // would collide between them. Give each node its own directory for them,
+  // as separate machines would have, through a TaskProlog (its "export"
+  // lines go into every task's environment).
+  const shm = `/dev/shm/ch-test-slurm-${base}`;
+  rmSync(shm, { recursive: true, force: true });
+  for (const n of NODES) mkdirSync(join(shm, n), { recursive: true, mode: 0o1777 });
+  for (const n of NODES) chmodSync(join(shm, n), 0o1777);
+  writeFileSync(join(dir, 'taskprolog.sh'),
+    `#!/bin/sh\necho "export OMPI_MCA_btl_vader_backing_directory=${shm}/$SLURMD_NODENAME"\n`, { mode: 0o755 });
   const conf = join(dir, 'slurm.conf');
   writeFileSync(conf, slurmConf(dir, base, user.name, tmpfs));
   chmodSync(conf, 0o644);
@@ -173,7 +185,9 @@ export async function startCluster(opts = {}) {
 
   const cluster = {
     dir, conf, base, user, children, socket, tmpfs,
-    env: (extra = {}) => userEnv(user, { SLURM_CONF: conf, ...extra }),
+    // The nodes are on loopback; Open MPI's TCP transports skip it unless told.
+    env: (extra = {}) => userEnv(user, { SLURM_CONF: conf, OMPI_MCA_btl_tcp_if_include: 'lo',
+      OMPI_MCA_oob_tcp_if_include: 'lo', ...extra }),
     reason: null,
     /** Run a Slurm client command (srun, sbatch, ...) as the test user. Never throws. */
     run(cmd, args, o = {}) {
@@ -191,6 +205,7 @@ export async function startCluster(opts = {}) {
       for (const c of order) await killPid(c.pid);
       await killStale(dir);
       rmSync(tmpfs, { recursive: true, force: true });
+      rmSync(shm, { recursive: true, force: true });
     },
   };
 
