@@ -10,7 +10,7 @@ import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { formatHelp, parseArgs, type OptionSpec } from '../util/argp.js';
+import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
 import { capture, lastLine } from '../util/proc.js';
 import { TarAppender } from '../tar/append.js';
 import { tarAddon } from '../tar/native.js';
@@ -22,10 +22,7 @@ const PROG = basename(process.argv[1] ?? 'ch-builder2tar');
 const SPECS: OptionSpec[] = [
   { name: 'builder', short: 'b', arg: 'required', argName: 'BUILDER', help: 'docker, podman or buildah (default: $CH_BUILDER, else the first working)' },
   { name: 'nocompress', arg: 'none', help: 'write an uncompressed NAME.tar' },
-  { name: 'quiet', short: 'q', arg: 'none', help: 'print only errors' },
-  { name: 'verbose', short: 'v', arg: 'none', help: 'print more (repeatable)' },
-  { name: 'help', arg: 'none', help: 'give this help list' },
-  { name: 'version', short: 'V', arg: 'none', help: 'print program version' },
+  ...VERBOSITY_AND_INFO_OPTIONS,
 ];
 
 function help(): string {

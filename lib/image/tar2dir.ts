@@ -15,7 +15,7 @@ import { closeSync, fstatSync, lstatSync, mkdirSync, readdirSync, readFileSync, 
 import { basename, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { formatHelp, parseArgs, type OptionSpec } from '../util/argp.js';
+import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
 import { tarAddon, type FixupOp } from '../tar/native.js';
@@ -29,10 +29,7 @@ export const MARKER = 'ch/.ch-tar2dir.json';
 
 const SPECS: OptionSpec[] = [
   { name: 'force', arg: 'none', help: 're-extract even if DIR/NAME is already this tarball\'s image' },
-  { name: 'quiet', short: 'q', arg: 'none', help: 'print only errors' },
-  { name: 'verbose', short: 'v', arg: 'none', help: 'print more (repeatable)' },
-  { name: 'help', arg: 'none', help: 'give this help list' },
-  { name: 'version', short: 'V', arg: 'none', help: 'print program version' },
+  ...VERBOSITY_AND_INFO_OPTIONS,
 ];
 
 function help(): string {

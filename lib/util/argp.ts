@@ -29,6 +29,14 @@ export interface Parsed {
   rest: string[] | null;
 }
 
+/** -q, -v, --help, -V as the image-pipeline commands share them. */
+export const VERBOSITY_AND_INFO_OPTIONS: OptionSpec[] = [
+  { name: 'quiet', short: 'q', arg: 'none', help: 'print only errors' },
+  { name: 'verbose', short: 'v', arg: 'none', help: 'print more (repeatable)' },
+  { name: 'help', arg: 'none', help: 'give this help list' },
+  { name: 'version', short: 'V', arg: 'none', help: 'print program version' },
+];
+
 export function parseArgs(prog: string, specs: OptionSpec[], argv: string[]): Parsed {
   const out: Parsed = { options: [], positional: [], rest: null };
   const byShort = new Map(specs.filter((s) => s.short).map((s) => [s.short!, s]));
