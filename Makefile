@@ -35,7 +35,7 @@ install: build
 	[ ! -d share ] || cp -r share $(LIBDIR)/
 	install -d $(LIBDIR)/build/Release
 	install -m 0755 build/Release/ch-run build/Release/ch-run-core $(LIBDIR)/build/Release/
-	install -m 0644 build/Release/ch_addon.node $(LIBDIR)/build/Release/
+	install -m 0644 build/Release/ch_run.node build/Release/ch_tar.node $(LIBDIR)/build/Release/
 	cd $(LIBDIR) && npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 	for c in $(COMMANDS); do [ ! -e bin/$$c ] || ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done
 

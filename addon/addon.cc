@@ -1,4 +1,6 @@
-// The N-API addon: what Node itself can't do for ch-toolkit.
+// ch-run's N-API addon: what Node itself can't do on ch-run's launch path.
+// Kept to this one job, and apart from ch-tar2dir's extractor (ch_tar.node,
+// which links zlib, liblzma and libzstd): it is loaded on every launch.
 //
 // execCore(corePath, plan): hand a plan to ch-run's C core by execve(2) in
 // place. The plan goes in an anonymous memfd inherited as the core's only
@@ -78,17 +80,14 @@ Napi::Value ExecCore(const Napi::CallbackInfo &info)
 
 }  // namespace
 
-void InitExtract(Napi::Env env, Napi::Object exports);   // extract.cc: ch-tar2dir's extractor
-
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports)
 {
    exports.Set("execCore", Napi::Function::New(env, ExecCore));
-   InitExtract(env, exports);
    return exports;
 }
 
 }  // namespace
 
-NODE_API_MODULE(ch_addon, Init)
+NODE_API_MODULE(ch_run, Init)

@@ -1401,3 +1401,11 @@ void InitExtract(Napi::Env env, Napi::Object exports)
    exports.Set("lock", Napi::Function::New(env, Lock));
    exports.Set("pipe", Napi::Function::New(env, Pipe));
 }
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports)
+{
+   InitExtract(env, exports);
+   return exports;
+}
+
+NODE_API_MODULE(ch_tar, InitModule)

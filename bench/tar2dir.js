@@ -42,7 +42,7 @@ console.log(`tarball: ${(statSync(tar).size / 1e6).toFixed(0)} MB, ${files} entr
 // The extractor alone, in a Node process already started: what the addon
 // costs without Node's start-up (~70 ms here), reported by the child itself.
 const CORE = `import { createRequire } from 'node:module';
-const a = createRequire(import.meta.url)(${JSON.stringify(join(repo, 'build/Release/ch_addon.node'))});
+const a = createRequire(import.meta.url)(${JSON.stringify(join(repo, 'build/Release/ch_tar.node'))});
 const t0 = performance.now();
 const r = await a.extract(process.argv[1], process.argv[2], { openat2: true, umask: process.umask(), progress: new ArrayBuffer(16) });
 if (r.error) { console.error(r.error); process.exit(1); }

@@ -2,9 +2,11 @@
 // identity, environment, command), hand the plan to the C core by exec.
 
 import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ChError, EXIT_ERR, Log, runMain } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
-import { ADDON_PATH, CORE_PATH } from '../util/paths.js';
+import { ADDON_PATH, CORE_PATH, PKG_ROOT } from '../util/paths.js';
 import { native } from '../util/native.js';
 import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js';
 import { checkImage, kindInImage, readMetadata } from './image.js';
@@ -16,6 +18,11 @@ import { identity } from './passwd.js';
 import { Plan, serializePlan } from './plan.js';
 
 const log = new Log('ch-run');
+
+/** Import dist/REL (compiled by tsc) from wherever this code runs, bundle or not. */
+function importDist<T>(rel: string): Promise<T> {
+  return import(pathToFileURL(join(PKG_ROOT, 'dist', rel)).href) as Promise<T>;
+}
 
 /** ch-run must never be a privilege boundary. */
 function refuseSetid(files: string[]): void {
@@ -46,9 +53,14 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   env.delete('CH_RUN_NOFILE');
 
   const mounts = defaultMounts({ root, opts, id, log, env });
-  // GPU/InfiniBand injection: loaded only when asked for (launch path).
+  // GPU/InfiniBand injection: loaded only when asked for. Imported by a
+  // computed path so that esbuild leaves it out of the launch bundle
+  // (dist/ch-run.cjs): inlined, it cost every launch ~1.5 ms (it needs
+  // node:child_process, which Node's start-up snapshot lacks).
   const injected = opts.gpu !== false || opts.ib
-    ? (await import('../devices/inject.js')).inject(root, opts.gpu, opts.ib, env, log) : null;
+    ? (await importDist<typeof import('../devices/inject.js')>('devices/inject.js'))
+      .inject(root, opts.gpu, opts.ib, env, log)
+    : null;
   // Before the user's --bind mounts (always last, one op each), which may target /run or /dev.
   if (injected) mounts.splice(mounts.length - opts.binds.length, 0, ...injected.mounts);
 

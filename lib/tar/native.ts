@@ -1,7 +1,7 @@
 // The addon's extraction half (addon/extract.cc), typed. Loaded on first use.
 
 import { createRequire } from 'node:module';
-import { ADDON_PATH } from '../util/paths.js';
+import { TAR_ADDON_PATH } from '../util/paths.js';
 
 export interface ExtractResult {
   kind: 'tar' | 'gzip' | 'xz' | 'zstd';
@@ -27,6 +27,6 @@ export interface TarAddon {
 let addon: TarAddon | undefined;
 
 export function tarAddon(): TarAddon {
-  addon ??= createRequire(import.meta.url)(ADDON_PATH) as TarAddon;
+  addon ??= createRequire(import.meta.url)(TAR_ADDON_PATH) as TarAddon;
   return addon;
 }

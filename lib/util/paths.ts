@@ -16,5 +16,7 @@ function packageRoot(): string {
 export const PKG_ROOT = packageRoot();
 export const BUILD_DIR = process.env.CH_TOOLKIT_BUILD_DIR ?? join(PKG_ROOT, 'build', 'Release');
 export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
-export const ADDON_PATH = join(BUILD_DIR, 'ch_addon.node');
+/** ch-run's addon (launch path), and ch-tar2dir's extractor. */
+export const ADDON_PATH = join(BUILD_DIR, 'ch_run.node');
+export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');
 export const SHARE_DIR = join(PKG_ROOT, 'share');
