@@ -280,4 +280,4 @@ async function lockFresh(addon: ReturnType<typeof tarAddon>, path: string, name:
 }
 
 const log = new Log(PROG);
-await runMain(log, () => tar2dir(process.argv.slice(2), log));
+void runMain(log, () => tar2dir(process.argv.slice(2), log));
