@@ -547,7 +547,7 @@ struct Writer {
          } else if ((st.st_mode & 07777) == m) {
             return;
          } else {
-            m |= 0;   // existing directory: fall through to set the archive's mode
+            // An existing directory (made for an earlier entry inside it): the archive's mode wins.
             if (fchmodat(pfd, base.c_str(), m, 0) != 0)
                throw XErr(name + ": can't set mode", errno);
             return;
