@@ -34,13 +34,22 @@ export function why(err: unknown): string {
   return String((e as Error)?.message ?? e);
 }
 
+/**
+ * Is ERR a ChError? By name and status, not instanceof: a command's code can
+ * span bundles (ch-run loads dist/ch-run-devices.cjs on demand), each with its
+ * own copy of the class.
+ */
+export function isChError(err: unknown): err is ChError {
+  return err instanceof Error && err.name === 'ChError' && typeof (err as ChError).exitCode === 'number';
+}
+
 /** Run MAIN; report a ChError (or anything else) once and exit with its status. */
 export async function runMain(log: Log, main: () => Promise<number | void> | number | void): Promise<void> {
   try {
     const rc = await main();
     process.exitCode = typeof rc === 'number' ? rc : 0;
   } catch (err) {
-    if (err instanceof ChError) {
+    if (isChError(err)) {
       log.error(err.message);
       process.exit(err.exitCode);
     }
