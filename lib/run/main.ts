@@ -12,7 +12,7 @@ import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js
 import { checkImage, kindInImage, readMetadata } from './image.js';
 import { joinCount, joinTag, joinTimeoutMs } from './join.js';
 import { launcherEnv } from './launcher.js';
-import { defaultMounts } from './mounts.js';
+import { defaultMounts, requireMountPoints } from './mounts.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
 import { Plan, serializePlan } from './plan.js';
@@ -47,12 +47,12 @@ function command(opts: RunOptions, root: string): { argv: string[]; workdir: str
 
 export async function buildPlan(opts: RunOptions): Promise<Plan> {
   const root = checkImage(opts.image);
+  requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
   const env = envFromProcess();
   const nofile = env.get('CH_RUN_NOFILE');
   env.delete('CH_RUN_NOFILE');
 
-  const mounts = defaultMounts({ root, opts, id, log, env });
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
   // every launch ~1.5 ms (it needs node:child_process, which Node's start-up
@@ -61,8 +61,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     ? requireDist<typeof import('../devices/inject.js')>('ch-run-devices.cjs')
       .inject(root, opts.gpu, opts.ib, env, log)
     : null;
-  // Before the user's --bind mounts (always last, one op each), which may target /run or /dev.
-  if (injected) mounts.splice(mounts.length - opts.binds.length, 0, ...injected.mounts);
+  const mounts = defaultMounts({ root, opts, id, log, env, devices: injected?.mounts });
 
   // Environment: Charliecloud's fix-ups first, then the user's, then CH_RUNNING.
   if (opts.home) {

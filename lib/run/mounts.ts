@@ -17,16 +17,23 @@ export interface MountContext {
   id: Identity;
   log: Log;
   env: Map<string, string>;
+  /** Device and driver mounts (--gpu, --ib): before the user's binds, which may target /run or /dev. */
+  devices?: MountOp[];
 }
 
+/** The mount points every container needs: checked first, for a clear error on a non-image. */
+export function requireMountPoints(root: string): void {
+  for (const d of ['/dev', '/proc', '/sys', '/tmp'])
+    if (kindInImage(root, d) !== 'dir')
+      throw new ChError(`can't use image ${root}: it has no ${d} directory (not an image, or unpacked incompletely?)`);
+}
+
+/** The mounts, in order; the image has passed requireMountPoints(). */
 export function defaultMounts(ctx: MountContext): MountOp[] {
   const { root, opts } = ctx;
   const ops: MountOp[] = [];
-  for (const d of ['/dev', '/proc', '/sys']) {
-    if (kindInImage(root, d) !== 'dir')
-      throw new ChError(`can't use image ${root}: it has no ${d} directory (not an image, or unpacked incompletely?)`);
+  for (const d of ['/dev', '/proc', '/sys'])
     ops.push({ kind: 'bind', src: d, dst: d, flags: ['rec'] });
-  }
   for (const f of HOST_FILES)
     ops.push({ kind: 'bind', src: f, dst: f, flags: ['ro', 'nosuid', 'nodev', 'optional', 'srcopt'] });
   if (!opts.noPasswd) {
@@ -35,8 +42,6 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
   }
   // Slurm's spool holds the PMI/PMIx rendezvous sockets of the step.
   ops.push({ kind: 'bind', src: '/var/spool/slurmd', dst: '/var/spool/slurmd', flags: ['rec', 'optional', 'srcopt'] });
-  if (kindInImage(root, '/tmp') !== 'dir')
-    throw new ChError(`can't use image ${root}: it has no /tmp directory`);
   if (opts.privateTmp) {
     ops.push({ kind: 'tmpfs', options: 'mode=1777', dst: '/tmp', flags: [] });
   } else {
@@ -46,6 +51,7 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
     ops.push({ kind: 'bind', src, dst: '/tmp', flags: ['rec'] });
   }
   if (opts.home) ops.push(...homeMounts(ctx));
+  ops.push(...(ctx.devices ?? []));
   ops.push(...userBinds(ctx));
   return ops;
 }
