@@ -1336,7 +1336,8 @@ public:
    Napi::Promise Promise() { return deferred.Promise(); }
    void Execute() override
    {
-      fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+      // O_NONBLOCK: a FIFO planted under the name must not block the open (the caller refuses it).
+      fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
       if (fd < 0) {
          err = errno;
          return;

@@ -26,7 +26,8 @@ export async function extract(tarball: string, dest: string, opts: ExtractOption
   const cancel = () => { view[1] = 1n; };
   if (opts.signal?.aborted) cancel();
   opts.signal?.addEventListener('abort', cancel);
-  const um = process.umask();
+  // Never world-writable, whatever the caller's umask: others could plant files in the image.
+  const um = process.umask() | 0o002;
   const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress, threads: opts.threads ?? 0 });
   let timer: NodeJS.Timeout | undefined;
   if (opts.onProgress) timer = setInterval(() => opts.onProgress!(Number(view[0])), 200);
