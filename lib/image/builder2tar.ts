@@ -5,7 +5,8 @@
 // place when complete, so a partial tarball never has the final name.
 
 import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, fsyncSync, openSync, closeSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, constants as fsConstants, createReadStream, createWriteStream, fsyncSync, lstatSync, openSync, readdirSync, renameSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
@@ -16,6 +17,7 @@ import { TarAppender } from '../tar/append.js';
 import { tarAddon } from '../tar/native.js';
 import { configFromInspect, environmentFile, selectBuilder, type BuilderName, type ImageConfig } from './builder.js';
 import { imageFileName } from './names.js';
+import { at, myUid, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
 
 const PROG = basename(process.argv[1] ?? 'ch-builder2tar');
 
@@ -106,27 +108,42 @@ export async function builder2tar(argv: string[], log: Log): Promise<number> {
     throw new ChError(`expected IMAGE and OUTDIR, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, 2);
   const [image, outdir] = pos;
   const name = imageFileName(image);
+  let dirFd: number;
   try {
-    if (!statSync(outdir).isDirectory()) throw new ChError(`${outdir}: not a directory (ENOTDIR)`, 1);
+    dirFd = openDir(outdir);
   } catch (err) {
-    if (err instanceof ChError) throw err;
-    throw new ChError(`${outdir}: can't use as output directory: ${why(err)}`, 1);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ChError(code === 'ENOTDIR' ? `${outdir}: not a directory (ENOTDIR)` : `${outdir}: can't use as output directory: ${why(err)}`, 1);
   }
+  try {
+    return await flatten(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
+
+  // OUTDIR may be shared with other users: every entry is named through our
+  // descriptor of it, never followed if a link, and only our own are removed
+  // or replaced.
+  async function flatten(dirFd: number): Promise<number> {
   const b = selectBuilder(builderOpt, process.env, (m) => log.info(m));
   log.info(`using ${b}`);
   const file = `${name}.tar${compress ? '.gz' : ''}`;
   const final = join(outdir, file);
+  refuseForeign(dirFd, file, final);
   const tmpPrefix = `.${file}.ch-tmp.`;
-  // Temporaries of runs that died (their PID is gone).
-  for (const e of readdirSync(outdir)) {
+  // Our temporaries of runs that died (their PID is gone); others' are none of ours.
+  for (const e of readdirSync(`/proc/self/fd/${dirFd}`)) {
     if (!e.startsWith(tmpPrefix)) continue;
-    const pid = Number(e.slice(tmpPrefix.length));
-    if (Number.isInteger(pid) && !pidAlive(pid)) {
-      log.info(`removing stale temporary ${join(outdir, e)}`);
-      rmSync(join(outdir, e), { force: true });
-    }
+    const pid = Number(e.slice(tmpPrefix.length).split('.')[0]);
+    let st: Stats;
+    try { st = lstatSync(at(dirFd, e)); } catch { continue; }
+    if (st.uid !== myUid() || !Number.isInteger(pid) || pidAlive(pid)) continue;
+    log.info(`removing stale temporary ${join(outdir, e)}`);
+    removeOwned(dirFd, e, join(outdir, e));
   }
-  const tmp = join(outdir, `${tmpPrefix}${process.pid}`);
+  // PID for the stale check above, random so that no one can plant it in advance.
+  const tmpName = `${tmpPrefix}${process.pid}.${randomBytes(6).toString('hex')}`;
+  const tmp = join(outdir, tmpName);
 
   const config = await inspect(b, image);
   const env = environmentFile(config.Env);
@@ -160,28 +177,59 @@ export async function builder2tar(argv: string[], log: Log): Promise<number> {
     });
     const stages: NodeJS.ReadWriteStream[] = [new TarAppender(extra)];
     if (compress) stages.push(createGzip({ level: 6 }));
+    let outFd: number;
     try {
-      await pipeline(input, ...stages as [NodeJS.ReadWriteStream], createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+      outFd = openSync(at(dirFd, tmpName), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o644);
     } catch (err) {
       child.kill();
       input.destroy();
       await exited.catch(() => {});
-      const tail = lastLine(Buffer.concat(errs).toString());
-      throw new ChError(`${b}: export of ${image} failed: ${(err as Error).message}${tail ? `: ${tail}` : ''}`, 1);
+      throw new ChError(`${outdir}: can't create ${tmpName} in it: ${why(err)}`, 1);
     }
-    const code = await exited;
-    if (code !== 0) throw new ChError(`${b}: export of ${image} failed (exit ${code}): ${lastLine(Buffer.concat(errs).toString())}`, 1);
-    const fd = openSync(tmp, 'r');
-    try { fsyncSync(fd); } finally { closeSync(fd); }
-    renameSync(tmp, final);
+    // autoClose off: on success we fsync before closing; a stream destroyed by
+    // an error has closed the descriptor itself.
+    const output = createWriteStream('', { fd: outFd, autoClose: false });
+    try {
+      try {
+        await pipeline(input, ...stages as [NodeJS.ReadWriteStream], output);
+      } catch (err) {
+        child.kill();
+        input.destroy();
+        await exited.catch(() => {});
+        const tail = lastLine(Buffer.concat(errs).toString());
+        throw new ChError(`${b}: export of ${image} failed: ${(err as Error).message}${tail ? `: ${tail}` : ''}`, 1);
+      }
+      const code = await exited;
+      if (code !== 0) throw new ChError(`${b}: export of ${image} failed (exit ${code}): ${lastLine(Buffer.concat(errs).toString())}`, 1);
+      try { fsyncSync(outFd); } catch (err) { throw new ChError(`${tmp}: can't write: ${why(err)}`, 1); }
+    } finally {
+      if (!output.destroyed) closeSync(outFd);
+    }
+    refuseForeign(dirFd, file, final);
+    try {
+      renameSync(at(dirFd, tmpName), at(dirFd, file));
+    } catch (err) {
+      throw new ChError(`${final}: can't put in place: ${why(err)}`, 1);
+    }
     ok = true;
   } finally {
-    if (!ok) rmSync(tmp, { force: true });
+    if (!ok) {
+      try { removeOwned(dirFd, tmpName, tmp); } catch (err) { log.warn((err as Error).message); }
+    }
     await removeContainer(b, id, log);
   }
   if (log.verbosity >= 0)
-    process.stderr.write(`${PROG}[${process.pid}]: wrote ${final} (${(statSync(final).size / 1048576).toFixed(1)} MiB)\n`);
+    process.stderr.write(`${PROG}[${process.pid}]: wrote ${final} (${(lstatSync(at(dirFd, file)).size / 1048576).toFixed(1)} MiB)\n`);
   return 0;
+  }
+}
+
+/** OUTDIR/FILE may be replaced only if it is a plain file of ours. */
+function refuseForeign(dirFd: number, file: string, where: string): void {
+  let st: Stats;
+  try { st = lstatSync(at(dirFd, file)); } catch { return; }
+  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
+  if (bad) throw new ChError(`${bad}; not replacing it`, 1);
 }
 
 const log = new Log(PROG);
