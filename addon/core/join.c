@@ -3,8 +3,14 @@
    container; the others setns(2) into it. Nothing of this can happen in Node:
    setns to a user namespace needs a single-threaded process.
 
-   Coordination is a small file in /dev/shm, named by uid and tag, holding a
-   struct guarded by flock(2). The winner waits before exec until every peer
+   Coordination is a small file named by the tag, holding a struct guarded by
+   flock(2), in a directory of /dev/shm that only this user can enter. /dev/shm
+   is writable by everyone, so that directory's name is not trusted blindly:
+   peers try /dev/shm/ch-run.UID, then ch-run.UID.1, ... in the same order and
+   use the first that is a real directory of theirs, mode 0700 (creating it if
+   absent). Something another user planted under a name is skipped by every
+   peer alike, so they still meet; nothing planted can be followed or block
+   the group. The winner waits before exec until every peer
    has opened its namespace fds, so a quick command can't exit and take the
    namespaces with it before a slow peer arrives; then it removes the file.
    A peer that never comes ends in a clear timeout error, not a hang. */
@@ -36,7 +42,10 @@ struct join_shared {
 };
 
 static int join_fd = -1;
-static char *join_path = NULL;
+static int join_dirfd = -1;
+static char *join_path = NULL;   /* for messages */
+static char *join_name = NULL;   /* the file's name in join_dirfd */
+static char *join_dir = NULL;
 static int peer_userns = -1, peer_mntns = -1;
 
 static long long now_ms(void)
@@ -81,6 +90,48 @@ static char *sanitize(const char *tag)
    return s;
 }
 
+/* The per-user directory of join files, as described at the top; its fd. */
+#define JOIN_DIR_TRIES 16
+static int join_dir_open(void)
+{
+   int vanished = 0;
+   for (int i = 0; i < JOIN_DIR_TRIES; i++) {
+      free(join_dir);
+      join_dir = i == 0 ? xasprintf("/dev/shm/ch-run.%u", getuid())
+                        : xasprintf("/dev/shm/ch-run.%u.%d", getuid(), i);
+      if (mkdir(join_dir, 0700) != 0 && errno != EEXIST)
+         FATAL("join: can't create %s", join_dir);
+      int fd = open(join_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0 && errno == ENOENT && vanished++ < 100) {
+         i--;   /* removed by the last peer of another group: make it again */
+         continue;
+      }
+      if (fd < 0) {
+         if (errno == ENOTDIR || errno == ELOOP || errno == EACCES) {
+            WARN("join: ignoring %s: not a directory of yours", join_dir);
+            continue;
+         }
+         FATAL("join: can't open %s", join_dir);
+      }
+      struct stat st;
+      Z_(fstat(fd, &st), "join: can't stat %s", join_dir);
+      if (st.st_uid == getuid() && (st.st_mode & 0777) == 0700)
+         return fd;
+      WARN("join: ignoring %s: owner %u, mode %03o (want yours, 0700)", join_dir,
+           (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
+      close(fd);
+   }
+   FATAL_NOERR("join: no usable directory for join files: /dev/shm/ch-run.%u and its %d "
+               "alternates are taken by others", getuid(), JOIN_DIR_TRIES - 1);
+}
+
+/* Remove our directory once empty; another group's file keeps it. */
+static void join_dir_tidy(void)
+{
+   if (rmdir(join_dir) != 0 && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT && errno != EBUSY)
+      WARN("join: can't remove %s", join_dir);
+}
+
 /* If the winner dies during setup, peers must not wait for it. */
 static void winner_failed(void)
 {
@@ -89,7 +140,8 @@ static void winner_failed(void)
       if (load(&s) && s.winner == getpid()) {
          s.state = JS_FAILED;
          store(&s);
-         unlink(join_path);
+         unlinkat(join_dirfd, join_name, 0);
+         join_dir_tidy();
       }
       flock(join_fd, LOCK_UN);
    }
@@ -97,14 +149,21 @@ static void winner_failed(void)
 
 enum join_role join_begin(const struct plan *p)
 {
-   char *tag = sanitize(p->join_tag);
-   join_path = xasprintf("/dev/shm/ch-run.%u.%s", getuid(), tag);
-   free(tag);
+   join_name = sanitize(p->join_tag);
 
    long long deadline = now_ms() + p->join_timeout_ms;
    int us = 50;
    for (;;) {
-      join_fd = open(join_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+      /* Reopened each round: the last peer of another group may have removed
+         the (then empty) directory; creating a file in it then fails ENOENT. */
+      if (join_dirfd >= 0)
+         close(join_dirfd);
+      join_dirfd = join_dir_open();
+      free(join_path);
+      join_path = xasprintf("%s/%s", join_dir, join_name);
+      join_fd = openat(join_dirfd, join_name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+      if (join_fd < 0 && errno == ENOENT)
+         continue;
       T_(join_fd >= 0, "join: can't open %s", join_path);
       struct stat st;
       Z_(fstat(join_fd, &st), "join: can't stat %s", join_path);
@@ -114,7 +173,7 @@ enum join_role join_begin(const struct plan *p)
       /* The file we locked may have been unlinked by the previous group's
          last step; then start over with a fresh one. */
       struct stat now;
-      if (stat(join_path, &now) != 0 || now.st_ino != st.st_ino) {
+      if (fstatat(join_dirfd, join_name, &now, AT_SYMLINK_NOFOLLOW) != 0 || now.st_ino != st.st_ino) {
          unlock(); close(join_fd);
          continue;
       }
@@ -153,6 +212,7 @@ enum join_role join_begin(const struct plan *p)
          store(&s);
          unlock();
          close(join_fd);
+         close(join_dirfd);
          DEBUG("join: peer %d of %d in group %s", s.arrived, s.ct, p->join_tag);
          return JOIN_PEER;
       }
@@ -183,8 +243,9 @@ void join_winner_ready(const struct plan *p)
       T_(load(&s), "join: %s was corrupted", join_path);
       if (s.arrived >= s.ct) {
          /* Everyone holds the namespaces: the tag is free for reuse. */
-         Z_(unlink(join_path), "join: can't remove %s", join_path);
+         Z_(unlinkat(join_dirfd, join_name, 0), "join: can't remove %s", join_path);
          unlock();
+         join_dir_tidy();
          break;
       }
       unlock();
@@ -196,6 +257,7 @@ void join_winner_ready(const struct plan *p)
    }
    fatal_hook = NULL;
    close(join_fd);
+   close(join_dirfd);
    INFO("join: all %d peers joined group %s", s.ct, p->join_tag);
 }
 

@@ -91,7 +91,13 @@ export function leakSnapshot(uid, image = '/nonexistent') {
     processes: processesOf(uid),
     hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
       .filter((l) => l.includes(image) || l.includes('ch-run.')),
-    shm: owned('/dev/shm'),
+    // --join files live in per-user directories /dev/shm/ch-run.UID[.N]; an
+    // empty one left between groups is no leak, a file in it is.
+    shm: owned('/dev/shm').flatMap((n) => {
+      const p = join('/dev/shm', n);
+      if (!/^ch-run\.\d+(\.\d+)?$/.test(n) || !lstatSync(p).isDirectory()) return [n];
+      try { return readdirSync(p).map((f) => `${n}/${f}`); } catch { return []; }
+    }),
     tmpGenerated: owned('/tmp', /^ch-run\./),
   };
 }
