@@ -76,7 +76,7 @@ test.serial('steps leave no process, mount or /dev/shm file behind', async (t) =
   let left;
   for (let i = 0; i < 50; i++) {
     left = await leftovers(s, [IMAGES], jobid);
-    if (!left.procs && left.mounts.length === 0 && left.shm.length === 0) break;
+    if (left.procs.length === 0 && left.mounts.length === 0 && left.shm.length === 0) break;
     await new Promise((res) => setTimeout(res, 200));
   }
   t.deepEqual(left, { procs: [], mounts: [], shm: [] });
