@@ -22,12 +22,12 @@ import test from 'ava';
 import { execa } from 'execa';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync }
   from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { BIN, ch, isRoot, TEST_DIR, testUser } from './helpers/env.js';
 import { mpiImage } from './helpers/mpi-image.js';
 import { leftovers, useCluster } from './helpers/slurm.js';
 
-const c = useCluster(test, 'wt-seed', 17160);
+const c = useCluster(test, `wt-seed-${basename(TEST_DIR)}`, 17160);
 
 const ROOT = join(TEST_DIR, 'seed');
 const PODMAN = join(ROOT, 'podman');       // private podman storage and configuration

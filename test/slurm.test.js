@@ -4,11 +4,11 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { BIN, image, IMAGES, unavailable } from './helpers/env.js';
+import { basename, join } from 'node:path';
+import { BIN, image, IMAGES, TEST_DIR, unavailable } from './helpers/env.js';
 import { leftovers, useCluster } from './helpers/slurm.js';
 
-const c = useCluster(test, 'wt-slurm', 17100);
+const c = useCluster(test, `wt-slurm-${basename(TEST_DIR)}`, 17100);
 const CHRUN = join(BIN, 'ch-run');
 
 function cluster(t) {
