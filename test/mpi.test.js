@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { asUser, BIN, ch, image, TEST_DIR, unavailable, userEnv } from './helpers/env.js';
+import { asUser, BIN, ch, image, isRoot, needs, TEST_DIR, unavailable, userEnv } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
 import { mpiImage } from './helpers/mpi-image.js';
 import { useCluster } from './helpers/slurm.js';
@@ -35,6 +35,10 @@ test.before(async () => {
   chmodSync(join(PROGS, 'bigmsg'), 0o755);
 });
 
+// The MPI image is built as root (dpkg in a chroot) and the test cluster runs
+// its daemons as root: as another user those tests are skipped, saying so.
+const serial = needs(test.serial, isRoot ? null : 'not root: the MPI image and the Slurm test cluster are made as root');
+
 function ready(t) {
   if (!IMG) { unavailable(t, 'MPI image', imgReason); return null; }
   if (!c.cluster) { unavailable(t, 'Slurm cluster', c.reason); return null; }
@@ -61,7 +65,7 @@ function checkRanks(t, r, n, uid) {
 const WRAP = ['/hello'];
 const distinct = (xs) => new Set(xs).size;
 
-test.serial('srun --mpi=pmix -n 4 ch-run IMG -- /hello: one node, a container per rank', async (t) => {
+serial('srun --mpi=pmix -n 4 ch-run IMG -- /hello: one node, a container per rank', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, IMG, '--', '/hello'], { timeout: 120000 });
   const h = checkRanks(t, r, 4, s.user.uid);
@@ -69,7 +73,7 @@ test.serial('srun --mpi=pmix -n 4 ch-run IMG -- /hello: one node, a container pe
   t.notRegex(r.all, /WARNING|CMA|single.copy/i);
 });
 
-test.serial('srun --mpi=pmix -n 4 ch-run --join: one node, one container', async (t) => {
+serial('srun --mpi=pmix -n 4 ch-run --join: one node, one container', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, '--join', IMG, '--', '/hello'], { timeout: 120000 });
   const h = checkRanks(t, r, 4, s.user.uid);
@@ -77,7 +81,7 @@ test.serial('srun --mpi=pmix -n 4 ch-run --join: one node, one container', async
   t.is(distinct(h.map((x) => x.mntns)), 1);
 });
 
-test.serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
+serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-p', 'four', '-N', '4', '-n', '4', CHRUN, IMG, '--', ...WRAP],
     { timeout: 120000 });
@@ -86,7 +90,7 @@ test.serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
   t.is(distinct(h.map((x) => x.userns)), 4);
 });
 
-test.serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container per node', async (t) => {
+serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container per node', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-p', 'four', '-N', '4', '-n', '8', '--ntasks-per-node=2',
     CHRUN, '--join', IMG, '--', ...WRAP], { timeout: 120000 });
@@ -98,7 +102,7 @@ test.serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container
   t.is(distinct([...byNode.values()].map((ns) => ns[0])), 4);
 });
 
-test.serial('an MPI rank exiting non-zero after MPI_Finalize: the step exits with its code', async (t) => {
+serial('an MPI rank exiting non-zero after MPI_Finalize: the step exits with its code', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, IMG, '--', '/hello', '--exit', '2', '7'],
     { timeout: 120000 });
@@ -106,7 +110,7 @@ test.serial('an MPI rank exiting non-zero after MPI_Finalize: the step exits wit
   t.regex(r.all, /task 2: Exited with exit code 7/);
 });
 
-test.serial('an MPI rank dying before MPI_Finalize: Slurm aborts the step and reports its code', async (t) => {
+serial('an MPI rank dying before MPI_Finalize: Slurm aborts the step and reports its code', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '4', CHRUN, IMG, '--', '/hello', '--fail', '2', '7'],
     { timeout: 120000 });
@@ -117,7 +121,7 @@ test.serial('an MPI rank dying before MPI_Finalize: Slurm aborts the step and re
   t.regex(r.all, /task 2: Exited with exit code 7/);
 });
 
-test.serial('--join with 32 ranks on one node: one namespace, seen from inside', async (t) => {
+serial('--join with 32 ranks on one node: one namespace, seen from inside', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '32', CHRUN, '--join', IMG, '--', 'sh', '-c',
     'echo "ns $SLURM_PROCID $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt)"; exec /hello'],
@@ -133,7 +137,7 @@ test.serial('--join with 32 ranks on one node: one namespace, seen from inside',
   t.not(ns[0][2], host, 'ranks are in a container, not the host namespace');
 });
 
-test.serial('mpirun -np 4 ch-run IMG -- /hello outside Slurm', async (t) => {
+serial('mpirun -np 4 ch-run IMG -- /hello outside Slurm', async (t) => {
   if (!IMG) return unavailable(t, 'MPI image', imgReason);
   const argv = [...asUser(), 'mpirun', '--oversubscribe', '-np', '4', CHRUN, IMG, '--', '/hello'];
   const r = await execa(argv[0], argv.slice(1), { reject: false, all: true, env: userEnv(), extendEnv: false,
@@ -142,7 +146,7 @@ test.serial('mpirun -np 4 ch-run IMG -- /hello outside Slurm', async (t) => {
   t.is(distinct(h.map((x) => x.userns)), 4);
 });
 
-test.serial('mpirun -pernode ch-run inside an allocation (salloc -N 4)', async (t) => {
+serial('mpirun -pernode ch-run inside an allocation (salloc -N 4)', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('salloc', ['-p', 'four', '-N', '4', '--', 'mpirun', '-pernode', CHRUN, IMG, '--', ...WRAP],
     { timeout: 180000 });
@@ -180,7 +184,7 @@ test('launcher defaults: PMIx hash store when the server directory is hidden, si
   for (const [what, env, args, want] of cases) t.is(await mpiDefaults(t, env, args), want, what);
 });
 
-test.serial('srun --mpi=pmix: PMIX_MCA_gds=hash (spool hidden) and single copy off; --join keeps single copy', async (t) => {
+serial('srun --mpi=pmix: PMIX_MCA_gds=hash (spool hidden) and single copy off; --join keeps single copy', async (t) => {
   const s = ready(t); if (!s) return;
   const sh = ['sh', '-c', 'echo "gds=${PMIX_MCA_gds-unset} sc=${OMPI_MCA_btl_vader_single_copy_mechanism-unset}"'];
   // The test cluster's SlurmdSpoolDir (where PMIX_SERVER_TMPDIR lives) is not bound into containers.
@@ -194,7 +198,7 @@ test.serial('srun --mpi=pmix: PMIX_MCA_gds=hash (spool hidden) and single copy o
 
 const BIG = String(8 << 20);
 
-test.serial('a large message (8 MiB) between ranks in separate containers arrives intact', async (t) => {
+serial('a large message (8 MiB) between ranks in separate containers arrives intact', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '2', CHRUN, '-b', `${PROGS}:/srv`, IMG, '--', '/srv/bigmsg', BIG],
     { timeout: 120000 });
@@ -203,7 +207,7 @@ test.serial('a large message (8 MiB) between ranks in separate containers arrive
   t.notRegex(r.all, /WARNING|CMA|single.copy|process_vm/i);
 });
 
-test.serial('a large message between ranks joined in one container arrives intact (single copy in use)', async (t) => {
+serial('a large message between ranks joined in one container arrives intact (single copy in use)', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '2', CHRUN, '--join', '-b', `${PROGS}:/srv`, IMG, '--', '/srv/bigmsg', BIG],
     { timeout: 120000 });
@@ -212,7 +216,7 @@ test.serial('a large message between ranks joined in one container arrives intac
   t.notRegex(r.all, /WARNING|CMA|single.copy|process_vm/i);
 });
 
-test.serial('CMA forced by the user across separate containers: kept, and Open MPI refuses it (why the default is none)', async (t) => {
+serial('CMA forced by the user across separate containers: kept, and Open MPI refuses it (why the default is none)', async (t) => {
   const s = ready(t); if (!s) return;
   const r = await s.run('srun', ['--mpi=pmix', '-n', '2', CHRUN, '-b', `${PROGS}:/srv`, IMG, '--', '/srv/bigmsg', BIG],
     { timeout: 120000, env: { OMPI_MCA_btl_vader_single_copy_mechanism: 'cma' } });
@@ -220,7 +224,7 @@ test.serial('CMA forced by the user across separate containers: kept, and Open M
   t.regex(r.all, /CMA support was requested via the\s+btl_vader_single_copy_mechanism MCA variable, but CMA support is\s+not available due to different user namespaces/);
 });
 
-test.serial('srun --mpi=pmix with the PMIx server directory visible inside: no hash store forced, MPI works', async (t) => {
+serial('srun --mpi=pmix with the PMIx server directory visible inside: no hash store forced, MPI works', async (t) => {
   const s = ready(t); if (!s) return;
   // A copy of the MPI image the test user owns, with the node's spool
   // directory (SlurmdSpoolDir, where PMIX_SERVER_TMPDIR lives) as a mount
