@@ -6,23 +6,31 @@ import test from 'ava';
 import { execa } from 'execa';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { ch, image, isRoot, needs, TEST_DIR, testUser } from './helpers/env.js';
 
 const BASE = join(TEST_DIR, 'builders');
 const TAG = `localhost/chtk-test-${process.pid}`;
 const BASE_IMAGE = `${TAG}-base`;
 
-async function have(cmd) {
-  return (await execa('sh', ['-c', `command -v ${cmd}`], { reject: false })).exitCode === 0;
+/** Where CMD is on this host's PATH (distributions differ: /bin, /usr/bin, /usr/sbin), or null. */
+async function which(cmd) {
+  const r = await execa('sh', ['-c', 'command -v "$1"', 'sh', cmd], { reject: false });
+  return r.exitCode === 0 && r.stdout.startsWith('/') ? r.stdout.trim() : null;
 }
+const HOST = Object.fromEntries(await Promise.all(['podman', 'buildah', 'docker', 'setpriv', 'head', 'tar', 'cat']
+  .map(async (c) => [c, await which(c)])));
 
-/** A PATH directory holding node and fake builders (shell scripts) given as {name: script}. */
-function fakePath(label, fakes) {
+/** A PATH directory holding node and fake builders (shell scripts) given as {name: script}, plus host TOOLS. */
+function fakePath(label, fakes, tools = []) {
   const d = join(BASE, `path-${label}`);
   rmSync(d, { recursive: true, force: true });
   mkdirSync(d, { recursive: true, mode: 0o755 });
   symlinkSync(process.execPath, join(d, 'node'));
-  symlinkSync('/usr/bin/setpriv', join(d, 'setpriv'));   // ch() runs the command through it as root
+  // ch() runs the command through setpriv as root.
+  for (const tool of [...(isRoot ? ['setpriv'] : []), ...tools]) {
+    if (!HOST[tool]) throw new Error(`${tool} not found on this host's PATH`);
+    symlinkSync(HOST[tool], join(d, tool));
+  }
   for (const [name, body] of Object.entries(fakes)) writeFileSync(join(d, name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
   return d;
 }
@@ -93,7 +101,15 @@ LABEL org.chtoolkit.test=yes
 ENTRYPOINT ["/bin/echo"]
 CMD ["from-cmd"]
 `;
-const PODMAN_ARGS = ['--isolation=chroot', '--pull=never', '--ulimit', 'nofile=10000:10000', '--ulimit', 'nproc=4096:4096'];
+// Root here may lack CAP_SYS_RESOURCE: ask for limits no higher than the hard ones we have.
+function hardLimit(name, want) {
+  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith(name));
+  const hard = line?.slice(name.length).trim().split(/\s+/)[1];
+  return !hard || hard === 'unlimited' ? want : Math.min(want, Number(hard));
+}
+const NOFILE = hardLimit('Max open files', 10000), NPROC = hardLimit('Max processes', 4096);
+const PODMAN_ARGS = ['--isolation=chroot', '--pull=never', '--ulimit', `nofile=${NOFILE}:${NOFILE}`,
+  '--ulimit', `nproc=${NPROC}:${NPROC}`];
 
 let baseReady;
 async function baseImage(t) {
@@ -110,7 +126,7 @@ async function baseImage(t) {
 }
 
 test.after.always(async () => {
-  if (!(await have('podman'))) return;
+  if (!HOST.podman || !isRoot) return;
   for (const i of [`${TAG}-podman`, `${TAG}-buildah`, BASE_IMAGE])
     await execa('podman', ['rmi', '-f', i], { reject: false });
 });
@@ -146,13 +162,13 @@ async function checkImage(t, tarball, name, builder) {
   t.is(r.stdout.trim(), 'unset', 'image ENV only with --set-env');
 }
 
+// The real builds use root's podman storage.
+const NOT_ROOT = isRoot ? null : "not root: the real builds use root's podman storage";
+
 for (const builder of ['podman', 'buildah']) {
-  test(`${builder}: ch-build, ch-builder2tar, ch-tar2dir as the user, ch-run`, async (t) => {
-    if (!isRoot || !(await have('podman')) || !(await have(builder))) {
-      t.log(`${builder} (or podman for the base image, or root) not available here: skipped`);
-      t.pass();
-      return;
-    }
+  const missing = !HOST.podman ? 'podman not installed (it makes the base image)'
+    : !HOST[builder] ? `${builder} not installed` : null;
+  needs(test, NOT_ROOT ?? missing, { tool: !NOT_ROOT })(`${builder}: ch-build, ch-builder2tar, ch-tar2dir as the user, ch-run`, async (t) => {
     const ctx = await baseImage(t);
     const tag = `${TAG}-${builder}`;
     const b = await ch('ch-build', ['-b', builder, '-t', tag, ...PODMAN_ARGS, ctx], { root: true, all: true });
@@ -176,8 +192,8 @@ for (const builder of ['podman', 'buildah']) {
   });
 }
 
-test('ch-builder2tar: unknown image fails cleanly, nothing written', async (t) => {
-  if (!isRoot || !(await have('podman'))) { t.pass(); return; }
+needs(test, NOT_ROOT ?? (HOST.podman ? null : 'podman not installed'), { tool: !NOT_ROOT })(
+  'ch-builder2tar: unknown image fails cleanly, nothing written', async (t) => {
   const out = join(BASE, 'out-missing');
   mkdirSync(out, { recursive: true });
   const r = await ch('ch-builder2tar', ['-b', 'podman', 'localhost/chtk-no-such-image-xyz', out], { root: true });
@@ -192,9 +208,12 @@ test('ch-builder2tar: unknown image fails cleanly, nothing written', async (t) =
 // the final name must never appear, and no temporary may stay behind.
 for (const [label, exportCmd, msg] of [
   ['dies', 'head -c 2048 /bin/sh; exit 3', /export of img failed|exit 3/],
-  ['no-end', 'tar -C /etc -cf - hostname | head -c 1024', /ended early \(no end-of-archive marker\)/],
+  ['no-end', `tar -C '${BASE}' -cf - export-src | head -c 1024`, /ended early \(no end-of-archive marker\)/],
 ]) {
   test(`ch-builder2tar: a failing export (${label}) leaves no output`, async (t) => {
+    // What the fake export archives: a file of our own, not one a distribution may lack.
+    mkdirSync(join(BASE, 'export-src'), { recursive: true });
+    writeFileSync(join(BASE, 'export-src', 'file'), 'x'.repeat(4096));
     const p = fakePath(`export-${label}`, {
       podman: `case "$1" in
   image) echo '[{"Config":{"Env":["A=1"]}}]' ;;
@@ -203,8 +222,7 @@ for (const [label, exportCmd, msg] of [
   rm) exit 0 ;;
   *) exit 0 ;;
 esac`,
-    });
-    for (const tool of ['head', 'tar']) symlinkSync(`/usr/bin/${tool}`, join(p, tool));
+    }, ['head', 'tar']);
     const out = join(BASE, `out-fake-${label}`);
     mkdirSync(out, { recursive: true });
     if (isRoot) chownSync(out, testUser().uid, testUser().gid);
@@ -226,8 +244,7 @@ JSON
   export) exec tar -C "${image('busybox')}" -cf - . ;;
   *) exit 0 ;;
 esac`,
-  });
-  for (const tool of ['tar', 'cat']) symlinkSync(`/usr/bin/${tool}`, join(p, tool));
+  }, ['tar', 'cat']);
   const out = join(BASE, 'out-fake-ok');
   mkdirSync(out, { recursive: true });
   if (isRoot) chownSync(out, testUser().uid, testUser().gid);
@@ -245,8 +262,9 @@ esac`,
   t.is(e.stdout.trim(), "1|'x'");
 });
 
-test('the real docker, where installed: chosen if its engine works, passed over with the reason if not', async (t) => {
-  if (!(await have('docker'))) { t.log('docker not installed: skipped'); t.pass(); return; }
+// docker is optional everywhere (CI included): skipped where it is not installed.
+needs(test, HOST.docker ? null : 'docker not installed')(
+  'the real docker, where installed: chosen if its engine works, passed over with the reason if not', async (t) => {
   const works = (await execa('docker', ['info'], { reject: false })).exitCode === 0;
   const env = { PATH: process.env.PATH };
   const r = await ch('ch-build', ['-v', '-n', '-t', 'img', 'ctx'], { root: true, env });

@@ -4,19 +4,22 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { BIN, image, IMAGES, unavailable } from './helpers/env.js';
+import { basename, join } from 'node:path';
+import { BIN, image, IMAGES, isRoot, needs, TEST_DIR, unavailable } from './helpers/env.js';
 import { leftovers, useCluster } from './helpers/slurm.js';
 
-const c = useCluster(test, 'wt-slurm', 17100);
+const c = useCluster(test, `wt-slurm-${basename(TEST_DIR)}`, 17100);
 const CHRUN = join(BIN, 'ch-run');
+
+// The test cluster's slurmd and munged run as root: as another user, every test is skipped, saying so.
+const serial = needs(test.serial, isRoot ? null : 'not root: the test cluster runs slurmd and munged as root');
 
 function cluster(t) {
   if (!c.cluster) { unavailable(t, 'Slurm cluster', c.reason); return null; }
   return c.cluster;
 }
 
-test.serial('srun -n 4 ch-run IMG -- hostname', async (t) => {
+serial('srun -n 4 ch-run IMG -- hostname', async (t) => {
   const s = cluster(t); if (!s) return;
   const r = await s.run('srun', ['-n', '4', CHRUN, image('busybox'), '--', 'hostname'], { timeout: 60000 });
   t.is(r.exitCode, 0, r.all);
@@ -24,7 +27,7 @@ test.serial('srun -n 4 ch-run IMG -- hostname', async (t) => {
   t.deepEqual(r.stdout.trim().split('\n'), [host, host, host, host]);
 });
 
-test.serial('srun -N 4 on fake nodes: one task per node, Slurm environment inside', async (t) => {
+serial('srun -N 4 on fake nodes: one task per node, Slurm environment inside', async (t) => {
   const s = cluster(t); if (!s) return;
   const r = await s.run('srun', ['-p', 'four', '-N', '4', '-n', '4', CHRUN, image('busybox'), '--',
     'sh', '-c', 'echo $SLURMD_NODENAME $SLURM_PROCID $(id -u) $CH_RUNNING'], { timeout: 60000 });
@@ -35,7 +38,7 @@ test.serial('srun -N 4 on fake nodes: one task per node, Slurm environment insid
   for (const l of lines) t.true(l.endsWith(` ${s.user.uid} Weird Al Yankovic`), l);
 });
 
-test.serial('a failing task makes the step fail with its exit code', async (t) => {
+serial('a failing task makes the step fail with its exit code', async (t) => {
   const s = cluster(t); if (!s) return;
   const r = await s.run('srun', ['-n', '4', CHRUN, image('busybox'), '--',
     'sh', '-c', 'if [ "$SLURM_PROCID" = 2 ]; then exit 7; fi'], { timeout: 60000 });
@@ -43,7 +46,7 @@ test.serial('a failing task makes the step fail with its exit code', async (t) =
   t.regex(r.all, /task 2: Exited with exit code 7/);
 });
 
-test.serial('scancel delivers SIGTERM to the program in the container', async (t) => {
+serial('scancel delivers SIGTERM to the program in the container', async (t) => {
   const s = cluster(t); if (!s) return;
   const mark = `/tmp/ch-test-sigterm-${process.pid}`;
   rmSync(mark, { force: true });
@@ -65,7 +68,7 @@ test.serial('scancel delivers SIGTERM to the program in the container', async (t
   rmSync(`${mark}.ready`, { force: true });
 });
 
-test.serial('steps leave no process, mount or /dev/shm file behind', async (t) => {
+serial('steps leave no process, mount or /dev/shm file behind', async (t) => {
   const s = cluster(t); if (!s) return;
   const r = await s.run('srun', ['-n', '4', CHRUN, '--join', image('busybox'), '--',
     'sh', '-c', 'echo $SLURM_JOB_ID'], { timeout: 60000 });
@@ -76,7 +79,7 @@ test.serial('steps leave no process, mount or /dev/shm file behind', async (t) =
   let left;
   for (let i = 0; i < 50; i++) {
     left = await leftovers(s, [IMAGES], jobid);
-    if (!left.procs && left.mounts.length === 0 && left.shm.length === 0) break;
+    if (left.procs.length === 0 && left.mounts.length === 0 && left.shm.length === 0) break;
     await new Promise((res) => setTimeout(res, 200));
   }
   t.deepEqual(left, { procs: [], mounts: [], shm: [] });

@@ -17,10 +17,20 @@ export function imageFileName(image: string): string {
   return name;
 }
 
-/** Split a tarball's base name into [name, extension]; null if no known extension. */
+/**
+ * Split a tarball's base name into [name, extension]; null if no known extension.
+ * A name of '.' or '..' ("..tar", "...tar.gz") would make DIR/NAME the
+ * destination itself or its parent, which ch-tar2dir would then replace if it
+ * had made it: refused (exit 1, as for any unusable tarball).
+ */
 export function splitTarName(base: string): [string, string] | null {
   for (const ext of TAR_EXTS) {
-    if (base.length > ext.length && base.endsWith(ext)) return [base.slice(0, -ext.length), ext];
+    if (base.length > ext.length && base.endsWith(ext)) {
+      const name = base.slice(0, -ext.length);
+      if (name === '.' || name === '..')
+        throw new ChError(`${base}: image name would be '${name}'; rename the tarball`, 1);
+      return [name, ext];
+    }
   }
   return null;
 }

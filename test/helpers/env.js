@@ -80,3 +80,21 @@ export function unavailable(t, what, reason) {
   if (process.env.CI) t.fail(`${what} unavailable in CI: ${reason}`);
   else { t.log(`${what} unavailable here, not tested: ${reason}`); t.pass(); }
 }
+
+/**
+ * Declare a test that needs something: with REASON null, TEST(title, fn);
+ * otherwise skipped, with the reason in its title, so a run as a non-root
+ * user or on a distribution without some tool says what it left out. TOOL:
+ * the reason is a missing tool, which in CI (where every tool is installed)
+ * fails like unavailable() instead. Pass test.serial for a serial test.
+ */
+export function needs(test, reason, { tool = false } = {}) {
+  return (title, fn) => {
+    if (!reason) return test(title, fn);
+    if (tool && process.env.CI) return test(title, (t) => { t.fail(`${reason} (in CI every tool must be there)`); });
+    return test.skip(`${title} [skipped: ${reason}]`, fn);
+  };
+}
+
+/** Why a root-only test can't run here, or null as root. */
+export const notRoot = isRoot ? null : 'not root';

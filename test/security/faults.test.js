@@ -8,25 +8,67 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BIN, image } from '../helpers/env.js';
-import { copyBusybox, ensureUser, isRoot, leakSnapshot, processesOf, runAs, scratch } from './lib.js';
+import { BIN } from '../helpers/env.js';
+import { copyBusybox, ensureUser, isRoot, joinGroup, leakSnapshot as snapshot, processesOf, runAs as runAsAny, scratch, stopAt, waitFor }
+  from './lib.js';
 
-let img, u1, u2;
+let img, u1, u2, work;
 const CH_RUN = () => join(BIN, 'ch-run');
+
+// Every test here needs root: it runs as dedicated users so that the leak
+// counts see only its own processes (as the invoking user they would see the
+// test runner itself), and one test needs two users. Without root: skipped,
+// and the title says why.
+const serial = isRoot ? test.serial
+  : (title, fn) => test.serial.skip(`${title} [skipped: not root; needs dedicated users chsec1/chsec2]`, fn);
 
 test.before(async () => {
   if (!isRoot) return;
   u1 = await ensureUser('chsec1');
   u2 = await ensureUser('chsec2');
-  img = await copyBusybox(join(scratch('faults'), 'img'));
+  work = scratch('faults');
+  img = await copyBusybox(join(work, 'img'));
 });
+
+// Every process this file starts carries MARK in its environment (ch-run
+// passes it into the container): the leak checks count only those, not
+// those of another run of this file on the machine under the same users.
+const MARK = `CH_TEST_FAULTS=${process.pid}`;
+const [MARK_K, MARK_V] = MARK.split('=');
+const runAs = (user, cmd, args, opts = {}) => runAsAny(user, cmd, args, { ...opts, env: { ...opts.env, [MARK_K]: MARK_V } });
+const leakSnapshot = (uid, image) => snapshot(uid, image, MARK);
+
+/** ch-run as USER, spawned (not awaited), with the environment runAs gives. */
+function spawnAs(user, args, env = {}) {
+  return spawn('setpriv', [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--', CH_RUN(), ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', [MARK_K]: MARK_V, ...env } });
+}
+
+/** PID is a --join winner that has made the container and waits for its peers. */
+const winnerWaiting = (user, tag, pid) => (w) => w.exe === CORE()
+  && joinGroup(user.uid, tag)?.winner === pid && joinGroup(user.uid, tag)?.state === 'ready';
+
+/** Resolves with { code, signal, stderr } once P has exited. */
+function exited(p) {
+  let stderr = '';
+  p.stderr?.on('data', (b) => { stderr += b; });
+  p.stdout?.resume();
+  return new Promise((res) => {
+    if (p.exitCode !== null || p.signalCode !== null) res({ code: p.exitCode, signal: p.signalCode, stderr });
+    else p.once('exit', (code, signal) => res({ code, signal, stderr }));
+  });
+}
+
+const HOST_USERNS = readlinkSync('/proc/self/ns/user');
+const NODE = readlinkSync('/proc/self/exe');
+const CORE = () => join(BIN, '..', 'build/Release/ch-run-core');
 
 /** Wait (bounded) for UID's processes to go; exiting containers may lag a moment. */
 async function settled(uid) {
-  for (let i = 0; i < 100 && processesOf(uid).length > 0; i++) await sleep(50);
+  for (let i = 0; i < 100 && processesOf(uid, MARK).length > 0; i++) await sleep(50);
 }
 
 function assertNoLeaks(t, before, uid, what) {
@@ -37,8 +79,7 @@ function assertNoLeaks(t, before, uid, what) {
   t.deepEqual(after.tmpGenerated, before.tmpGenerated, `${what}: no generated /tmp files left`);
 }
 
-test.serial('ch-run adds no fds: the command holds only what the caller passed', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial('ch-run adds no fds: the command holds only what the caller passed', async (t) => {
   // Look at the running command's fds from outside (ch-run, the core and the
   // command share one PID), against the same command started without ch-run:
   // our own caller may hand down fds of its own; ch-run must add none.
@@ -66,45 +107,80 @@ test.serial('ch-run adds no fds: the command holds only what the caller passed',
   t.deepEqual(inCt, base, 'same fds as without ch-run');
 });
 
-test.serial('SIGKILL during launch, then re-run works', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+// Points of a launch where a SIGKILL can land, each held or recognised from
+// outside: the process is stopped there (SIGSTOP) and checked before the kill.
+// A FIFO given to --set-env holds the Node front end in a blocking read; a
+// --join winner whose peer never comes holds the core after it has made the
+// container (namespaces, mounts), before exec.
+const LAUNCH_POINTS = [
+  { name: 'in the Node front end', args: (fifo) => [`--set-env=${fifo}`, img, '--', 'sleep', '30'],
+    at: (w) => w.exe === NODE, check: (t, w) => t.is(w.userns, HOST_USERNS, 'not yet in a namespace') },
+  { name: 'in the core, container made, before exec', args: (_, tag) => ['--join-ct', '2', '--join-tag', tag, img, '--', 'sleep', '30'],
+    at: (w, pid, tag) => winnerWaiting(u1, tag, pid)(w),
+    check: (t, w) => { t.is(w.exe, CORE()); t.not(w.userns, HOST_USERNS, 'inside its user namespace'); } },
+  { name: 'the command running', args: () => ['-t', img, '--', 'sleep', '30'],
+    at: (w) => w.comm === 'sleep', check: (t, w) => t.not(w.userns, HOST_USERNS, 'inside its user namespace') },
+];
+
+serial('SIGKILL during launch, at each point held from outside, then re-run works', async (t) => {
   const before = leakSnapshot(u1.uid, img);
+  const fifo = join(work, 'env.fifo');
   let killed = 0;
-  // Kill at spread-out moments: in the launcher, in Node, in the core's
-  // mount setup, and once the command runs.
-  for (let delay = 0; delay <= 150; delay += 5) {
-    const p = spawn('setpriv', [`--reuid=${u1.uid}`, `--regid=${u1.gid}`, '--clear-groups', '--',
-      CH_RUN(), '-t', img, '--', 'sleep', '30'], { stdio: 'ignore', env: { PATH: '/usr/bin:/bin' } });
-    await sleep(delay);
-    // setpriv execs ch-run, which execs node, the core, the command: one PID.
-    p.kill('SIGKILL');
-    await new Promise((res) => p.once('exit', res));
-    killed++;
-    const r = await runAs(u1, CH_RUN(), [img, '--', 'echo', 'again']);
-    t.is(r.exitCode, 0, `re-run after kill at ${delay} ms: ${r.stderr}`);
-    t.is(r.stdout, 'again');
+  for (let round = 0; round < 3; round++) {
+    for (const pt of LAUNCH_POINTS) {
+      const what = `${pt.name} (round ${round})`;
+      rmSync(fifo, { force: true });
+      await execa('mkfifo', ['-m', '600', fifo]);
+      await execa('chown', [`${u1.uid}:${u1.gid}`, fifo]);
+      const tag = `sec-launch-${round}`;
+      const p = spawnAs(u1, pt.args(fifo, tag), { CH_RUN_JOIN_TIMEOUT: '120' });
+      const done = exited(p);
+      const w = await stopAt(p.pid, (x) => pt.at(x, p.pid, tag), what);
+      if (!w) { t.fail(`${what}: ch-run ended before getting there: ${(await done).stderr}`); continue; }
+      pt.check(t, w);
+      p.kill('SIGKILL');
+      const r = await done;
+      t.is(r.signal, 'SIGKILL', `${what}: died of the SIGKILL`);
+      killed++;
+      // A killed join winner leaves its group file; the next run of the tag recognises it as stale.
+      const again = await runAs(u1, CH_RUN(), ['--join-ct', '1', '--join-tag', tag, img, '--', 'echo', 'again']);
+      t.is(again.exitCode, 0, `re-run after kill ${what}: ${again.stderr}`);
+      t.is(again.stdout, 'again');
+    }
   }
+  rmSync(fifo, { force: true });
   await settled(u1.uid);
   assertNoLeaks(t, before, u1.uid, `${killed} SIGKILLs`);
-  t.log(`${killed} launches killed with SIGKILL at 0..150 ms; every re-run worked`);
+  t.log(`${killed} launches killed with SIGKILL at ${LAUNCH_POINTS.length} points; every re-run worked`);
 });
 
-test.serial('SIGKILL of a --join winner: peers fail clearly, the tag is reusable', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial('SIGKILL of a --join winner: a joined peer keeps running, a later peer fails clearly, the tag is reusable', async (t) => {
   const before = leakSnapshot(u1.uid, img);
-  const winner = spawn('setpriv', [`--reuid=${u1.uid}`, `--regid=${u1.gid}`, '--clear-groups', '--',
-    CH_RUN(), '--join-ct', '2', '--join-tag', 'sec-kill', img, '--', 'sleep', '30'],
-  { stdio: 'ignore', env: { PATH: '/usr/bin:/bin', CH_RUN_JOIN_TIMEOUT: '20' } });
-  // Wait until it has created its group file (it then waits for its peer).
-  for (let i = 0; i < 200 && !leakSnapshot(u1.uid, img).shm.some((f) => f.includes('sec-kill')); i++) await sleep(25);
-  t.true(leakSnapshot(u1.uid, img).shm.some((f) => f.includes('sec-kill')), 'winner created its group file');
+  const tag = 'sec-kill';
+  const env = { CH_RUN_JOIN_TIMEOUT: '5' };
+  // A group of 3: the winner makes the container and waits for two peers.
+  const winner = spawnAs(u1, ['--join-ct', '3', '--join-tag', tag, img, '--', 'sleep', '30'], { CH_RUN_JOIN_TIMEOUT: '120' });
+  const winnerDone = exited(winner);
+  const w = await stopAt(winner.pid, winnerWaiting(u1, tag, winner.pid), 'the winner to make the container');
+  t.truthy(w, 'winner reached its wait for peers');
+  process.kill(winner.pid, 'SIGCONT');
+  t.true(leakSnapshot(u1.uid, img).shm.some((f) => f.includes(tag)), 'winner created its group file');
+  // The first peer joins and runs while the winner is still waiting for the third.
+  const peer1 = await runAs(u1, CH_RUN(), ['--join-ct', '3', '--join-tag', tag, img, '--', 'readlink', '/proc/self/ns/user'], { env });
+  t.is(peer1.exitCode, 0, peer1.stderr);
+  t.is(peer1.stdout, w.userns, "the first peer ran in the winner's container");
   winner.kill('SIGKILL');
-  await new Promise((res) => winner.once('exit', res));
-  // A new pair with the same tag must work: the stale group is recognised.
-  const pair = [0, 1].map(() => runAs(u1, CH_RUN(), ['--join-ct', '2', '--join-tag', 'sec-kill', img, '--',
-    'sh', '-c', 'readlink /proc/self/ns/mnt'], { env: { CH_RUN_JOIN_TIMEOUT: '20' } }));
+  t.is((await winnerDone).signal, 'SIGKILL');
+  // The second peer finds a dead winner: it says so, starts a group of its own,
+  // and when its peers don't come either, fails clearly instead of hanging.
+  const peer2 = await runAs(u1, CH_RUN(), ['--join-ct', '3', '--join-tag', tag, img, '--', 'true'], { env });
+  t.is(peer2.exitCode, 31, peer2.stderr);
+  t.regex(peer2.stderr, new RegExp(`removing stale group /dev/shm/ch-run\\.${u1.uid}\\.${tag} \\(winner ${winner.pid} is gone\\)`));
+  t.regex(peer2.stderr, /^ch-run\[\d+\]: error: join: timed out after 5000 ms: 1 of 3 peers joined group sec-kill/m);
+  // A new pair with the same tag works.
+  const pair = [0, 1].map(() => runAs(u1, CH_RUN(), ['--join-ct', '2', '--join-tag', tag, img, '--',
+    'sh', '-c', 'readlink /proc/self/ns/mnt'], { env: { CH_RUN_JOIN_TIMEOUT: '60' } }));
   const [a, b] = await Promise.all(pair);
-  t.log(a.stderr, b.stderr);
   t.is(a.exitCode, 0, a.stderr);
   t.is(b.exitCode, 0, b.stderr);
   t.is(a.stdout, b.stdout, 'both peers in one mount namespace');
@@ -112,8 +188,7 @@ test.serial('SIGKILL of a --join winner: peers fail clearly, the tag is reusable
   assertNoLeaks(t, before, u1.uid, 'join after SIGKILL');
 });
 
-test.serial('1000 sequential launches leak nothing', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial('1000 sequential launches leak nothing', async (t) => {
   const before = leakSnapshot(u1.uid, img);
   const script = `i=0; while [ $i -lt 1000 ]; do i=$((i+1)); out=$("$0" "$1" -- echo ok) || { echo "launch $i failed"; exit 1; };`
     + ` [ "$out" = ok ] || { echo "launch $i: bad output: $out"; exit 1; }; done; echo "$i launches"`;
@@ -125,8 +200,7 @@ test.serial('1000 sequential launches leak nothing', async (t) => {
   assertNoLeaks(t, before, u1.uid, '1000 sequential launches');
 });
 
-test.serial('200 concurrent launches (8 at a time, some joined) leak nothing', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial('200 concurrent launches (8 at a time, some joined) leak nothing', async (t) => {
   const before = leakSnapshot(u1.uid, img);
   // 160 plain launches and 20 joined pairs, interleaved, 8 in flight.
   const jobs = [];
@@ -153,8 +227,7 @@ test.serial('200 concurrent launches (8 at a time, some joined) leak nothing', a
   assertNoLeaks(t, before, u1.uid, '200 concurrent launches');
 });
 
-test.serial("two users' containers don't see each other's generated files", async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial("two users' containers don't see each other's generated files", async (t) => {
   // Each user's container shows its own identity in /etc/passwd and /etc/group.
   for (const u of [u1, u2]) {
     const r = await runAs(u, CH_RUN(), [img, '--', 'sh', '-c', 'cat /etc/passwd /etc/group']);
@@ -166,26 +239,66 @@ test.serial("two users' containers don't see each other's generated files", asyn
   // While u2 launches in a loop, u1 (inside a container, /tmp shared with the
   // host) hunts for u2's generated files in /tmp: ch-run stages them on a
   // tmpfs that exists only in u2's container, so there is nothing to find —
-  // at most an empty, unlistable directory for an instant.
-  const loop = runAs(u2, 'sh', ['-c', 'i=0; while [ $i -lt 60 ]; do i=$((i+1)); "$0" "$1" -- true || exit 1; done', CH_RUN(), img],
-    { timeout: 300_000 });
+  // at most an empty, unlistable directory for an instant. The two meet
+  // through flag files: u2 starts once u1 is hunting, u1 stops once u2 is done.
+  const flags = `/tmp/ch-test-faults-${process.pid}`;
+  rmSync(flags, { recursive: true, force: true });
+  mkdirSync(flags, { mode: 0o777 });
+  await execa('chmod', ['1777', flags]);
+  t.teardown(() => rmSync(flags, { recursive: true, force: true }));
+  const loop = runAs(u2, 'sh', ['-c', 'n=0; while [ ! -e "$2/hunting" ]; do n=$((n+1)); [ $n -lt 2400 ] || exit 9; sleep 0.05; done; '
+    + 'i=0; while [ $i -lt 60 ]; do i=$((i+1)); "$0" "$1" -- true || exit 1; done; touch "$2/done"', CH_RUN(), img, flags],
+  { timeout: 300_000 });
   const hunter = runAs(u1, CH_RUN(), [img, '--', 'sh', '-c',
-    'seen=0; read=0; end=$(( $(date +%s) + 8 )); while [ $(date +%s) -lt $end ]; do '
+    `touch ${flags}/hunting; seen=0; read=0; rounds=0; while [ ! -e ${flags}/done ] && [ $rounds -lt 1000000 ]; do rounds=$((rounds+1)); `
     + 'for f in /tmp/ch-run.* /tmp/ch-run.*/*; do [ -e "$f" ] || continue; [ -d "$f" ] && continue; '
     // only u2's: other test runs on this machine may have their own files here
     + `[ "$(stat -c %u "$f" 2>/dev/null)" = ${u2.uid} ] || continue; `
     + 'seen=$((seen+1)); echo "SEEN $f"; '
-    + 'if cat "$f" >/dev/null 2>&1; then read=$((read+1)); echo "READ $f"; fi; done; done; echo "seen=$seen read=$read"']);
+    + 'if cat "$f" >/dev/null 2>&1; then read=$((read+1)); echo "READ $f"; fi; done; done; '
+    + `[ -e ${flags}/done ] || echo "u2's loop never finished"; echo "rounds=$rounds seen=$seen read=$read"`]);
   const [l, h] = await Promise.all([loop, hunter]);
   t.is(l.exitCode, 0, l.stderr);
   t.is(h.exitCode, 0, h.stderr);
   t.log(h.stdout.split('\n').slice(-1)[0]);
+  t.notRegex(h.stdout, /never finished/);
   t.notRegex(h.stdout, /SEEN /, "u1 saw none of u2's generated files");
   t.notRegex(h.stdout, /READ /, "u1 could read none of u2's generated files");
-  // u2's /dev/shm join files, if any exist, are private too.
-  for (const f of readdirSync('/dev/shm').filter((n) => n.startsWith(`ch-run.${u2.uid}.`))) {
-    const r = await runAs(u1, 'cat', [join('/dev/shm', f)]);
-    t.not(r.exitCode, 0);
+
+  // u2's --join group file, while it exists (u2's winner waiting for its
+  // peer), is private: u1 can't read it or write it.
+  const tag = 'sec-private';
+  const shm = `/dev/shm/ch-run.${u2.uid}.${tag}`;
+  const winner = spawnAs(u2, ['--join-ct', '2', '--join-tag', tag, img, '--', 'true'], { CH_RUN_JOIN_TIMEOUT: '120' });
+  const winnerDone = exited(winner);
+  await waitFor(() => existsSync(shm) || winner.exitCode !== null, "u2's group file");
+  t.true(existsSync(shm), "u2's winner made its group file");
+  for (const argv of [['cat', shm], ['sh', '-c', `echo x >> ${shm}`], ['rm', '-f', shm]]) {
+    const r = await runAs(u1, argv[0], argv.slice(1));
+    t.not(r.exitCode, 0, `u1: ${argv.join(' ')}`);
   }
-  void readFileSync; void execa; void image;
+  t.true(existsSync(shm), 'still there');
+  const peer = await runAs(u2, CH_RUN(), ['--join-ct', '2', '--join-tag', tag, img, '--', 'true']);
+  t.is(peer.exitCode, 0, peer.stderr);
+  t.is((await winnerDone).code, 0);
+  t.false(existsSync(shm), 'removed once the group is complete');
+
+  // /dev/shm is writable by everyone: a file or symlink u1 plants under u2's
+  // name for a tag is refused, never used or followed.
+  const elsewhere = `/dev/shm/ch-test-faults-${process.pid}`;
+  for (const [kind, make, refusal] of [['file', 'echo x >', /join: can't open .*\(EACCES\)/],
+    ['world-writable file', 'umask 0; echo x >', /is not a regular file of yours; refusing it|\(EACCES\)/],
+    ['symlink', `ln -s ${elsewhere}`, /join: can't open .*\((ELOOP|EACCES)\)/]]) {
+    const tagK = `sec-planted-${kind.replaceAll(' ', '-')}`;
+    const p = `/dev/shm/ch-run.${u2.uid}.${tagK}`;
+    rmSync(p, { force: true });
+    const pl = await runAs(u1, 'sh', ['-c', `${make} ${p}`]);
+    t.is(pl.exitCode, 0, `u1 planted a ${kind}: ${pl.stderr}`);
+    const r = await runAs(u2, CH_RUN(), ['--join-ct', '1', '--join-tag', tagK, img, '--', 'true'],
+      { env: { CH_RUN_JOIN_TIMEOUT: '5' } });
+    t.is(r.exitCode, 31, `${kind}: ${r.stderr}`);
+    t.regex(r.stderr, refusal);
+    t.false(existsSync(elsewhere), 'nothing created through the symlink');
+    rmSync(p, { force: true });
+  }
 });

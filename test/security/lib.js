@@ -63,14 +63,20 @@ export function imageSum(root) {
 
 function isLink(p) { try { return lstatSync(p).isSymbolicLink(); } catch { return false; } }
 
-/** Processes of UID still alive (excluding zombies being reaped). */
-export function processesOf(uid) {
+/**
+ * Processes of UID still alive (excluding zombies being reaped). With MARK
+ * ("NAME=value"), only those whose environment holds it: other runs of the
+ * suite on this machine may use the same user at the same time.
+ */
+export function processesOf(uid, mark = null) {
   const out = [];
   for (const pid of readdirSync('/proc').filter((n) => /^[0-9]+$/.test(n))) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       const m = status.match(/^Uid:\s+(\d+)/m);
-      if (m && Number(m[1]) === uid) out.push(`${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
+      if (!m || Number(m[1]) !== uid || /^State:\s+Z/m.test(status)) continue;
+      if (mark && !readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(mark)) continue;
+      out.push(`${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
     } catch { /* gone */ }
   }
   return out;
@@ -79,7 +85,7 @@ export function processesOf(uid) {
 /** What must look the same before and after a batch of launches by UID.
     Host mounts: those naming IMAGE (or a generated ch-run file); other test
     files may mount and unmount things of their own meanwhile. */
-export function leakSnapshot(uid, image = '/nonexistent') {
+export function leakSnapshot(uid, image = '/nonexistent', mark = null) {
   const owned = (d, re = /./) => {
     try {
       return readdirSync(d).filter((n) => re.test(n)).filter((n) => {
@@ -88,7 +94,7 @@ export function leakSnapshot(uid, image = '/nonexistent') {
     } catch { return []; }
   };
   return {
-    processes: processesOf(uid),
+    processes: processesOf(uid, mark),
     hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
       .filter((l) => l.includes(image) || l.includes('ch-run.')),
     // --join files live in per-user directories /dev/shm/ch-run.UID[.N]; an
@@ -126,3 +132,62 @@ export function runAs(user, cmd, args, opts = {}) {
 }
 
 export { isRoot, testUser };
+
+/** Poll PRED until it returns something truthy; throw naming WHAT after MS (never wait forever). */
+export async function waitFor(pred, what, ms = 120_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await pred();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, 2));
+  }
+}
+
+/** /proc/PID/stat's state letter (R, S, T, Z, ...), or null once PID is gone. */
+export function procState(pid) {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2).split(' ')[0];
+  } catch { return null; }
+}
+
+/** Where PID is: { exe, comm, userns } from /proc, or null once it is gone. */
+export function whereIs(pid) {
+  try {
+    return { exe: readlinkSync(`/proc/${pid}/exe`), comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim(),
+      userns: readlinkSync(`/proc/${pid}/ns/user`) };
+  } catch { return null; }
+}
+
+/**
+ * Wait until PID is at the point PRED(whereIs(pid)) describes, stop it there
+ * (SIGSTOP, then wait for state T), and return where it is once stopped, so
+ * the caller can check the point was really reached before it signals.
+ * Returns null if PID ended before reaching it.
+ */
+export async function stopAt(pid, pred, what) {
+  const at = await waitFor(() => {
+    const w = whereIs(pid);
+    if (w === null || procState(pid) === 'Z') return { gone: true };
+    return pred(w) ? w : null;
+  }, what);
+  if (at.gone) return null;
+  process.kill(pid, 'SIGSTOP');
+  await waitFor(() => ['T', 'Z', null].includes(procState(pid)), `${what}: stopped`);
+  return whereIs(pid);
+}
+
+/**
+ * The --join group file of USER's TAG, as the core keeps it (addon/core/join.c,
+ * struct join_shared: u64 magic, i32 winner, state, ct, arrived; little-endian
+ * here): { winner, state: 'setup'|'ready'|'failed', ct, arrived }, or null.
+ * Read-only, as root or as USER; the peers read the same to decide.
+ */
+export function joinGroup(uid, tag) {
+  let b;
+  try { b = readFileSync(`/dev/shm/ch-run.${uid}.${tag}`); } catch { return null; }
+  if (b.length < 24) return null;
+  return { winner: b.readInt32LE(8), state: { 1: 'setup', 2: 'ready', 3: 'failed' }[b.readInt32LE(12)] ?? 'bad',
+    ct: b.readInt32LE(16), arrived: b.readInt32LE(20) };
+}

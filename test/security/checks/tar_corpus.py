@@ -5,7 +5,10 @@ Usage: tar_corpus.py OUTDIR CANARY
 Writes OUTDIR/<case>.tar[.gz] and prints a JSON manifest on stdout:
 [{"name", "file", "expect": "ok" | "error" | "either", "why"}].
 CANARY is an absolute host directory the escapes aim at; it holds a file
-"file". Nothing here may ever land in (or change) CANARY.
+"file", the unpacking user can write to it, and it is "../../canary" seen
+from the directory the tarball is unpacked into (DEST/CASE/.NAME.ch-tmp.PID
+or DEST/CASE/NAME), so relative escapes reach it too. Nothing here may ever
+land in (or change) CANARY: every escape must be refused ("error").
 """
 
 import gzip
@@ -16,6 +19,9 @@ import sys
 import tarfile
 
 out, canary = sys.argv[1], sys.argv[2]
+# Relative escapes count on the layout above.
+rel = "../../canary"
+assert os.path.basename(canary) == "canary"
 manifest = []
 
 
@@ -63,38 +69,38 @@ write("good", base + [ti("bin/hello", data=b"#!/bin/sh\necho hi\n", mode=0o755)]
 write("good-gz", base, "ok", "well-formed tar.gz", gz=True)
 
 # Path traversal.
-write("traversal-dotdot", base + [ti("../../canary/pwned", data=b"PWNED")], "either", "../ out of the destination")
-write("traversal-deep", base + [ti(up + canary.lstrip("/") + "/pwned", data=b"PWNED")], "either", "many ../ to the host root")
-write("traversal-inner", base + [ti("etc/../../../canary/pwned", data=b"PWNED")], "either", ".. inside a path")
-write("absolute", base + [ti(canary + "/pwned", data=b"PWNED")], "either", "absolute member name")
-write("pax-path-traversal", base + [ti("innocent", data=b"PWNED", pax={"path": "../../canary/pwned"})], "either",
+write("traversal-dotdot", base + [ti(rel + "/pwned", data=b"PWNED")], "error", "../ out of the destination")
+write("traversal-deep", base + [ti(up + canary.lstrip("/") + "/pwned", data=b"PWNED")], "error", "many ../ to the host root")
+write("traversal-inner", base + [ti("etc/../../../canary/pwned", data=b"PWNED")], "error", ".. inside a path")
+write("absolute", base + [ti(canary + "/pwned", data=b"PWNED")], "error", "absolute member name")
+write("pax-path-traversal", base + [ti("innocent", data=b"PWNED", pax={"path": rel + "/pwned"})], "error",
       "PAX path header overriding an innocent ustar name")
-write("gnu-longname-traversal", base + [ti("x/" * 60 + up + canary.lstrip("/") + "/pwned", data=b"PWNED")], "either",
+write("gnu-longname-traversal", base + [ti("x/" * 60 + up + canary.lstrip("/") + "/pwned", data=b"PWNED")], "error",
       "GNU long name with traversal", fmt=tarfile.GNU_FORMAT)
 
 # Symlink escapes.
-write("symlink-abs-then-write", base + [ti("evil", S, link=canary), ti("evil/pwned", data=b"PWNED")], "either",
+write("symlink-abs-then-write", base + [ti("evil", S, link=canary), ti("evil/pwned", data=b"PWNED")], "error",
       "write through an absolute symlink to the host")
-write("symlink-rel-then-write", base + [ti("evil", S, link="../../canary"), ti("evil/pwned", data=b"PWNED")], "either",
+write("symlink-rel-then-write", base + [ti("evil", S, link=rel), ti("evil/pwned", data=b"PWNED")], "error",
       "write through a relative symlink out of the destination")
-write("symlink-chain", base + [ti("a", S, link="b"), ti("b", S, link="c"), ti("c", S, link="../../canary"),
-                               ti("a/pwned", data=b"PWNED")], "either", "chain of symlinks ending outside")
+write("symlink-chain", base + [ti("a", S, link="b"), ti("b", S, link="c"), ti("c", S, link=rel),
+                               ti("a/pwned", data=b"PWNED")], "error", "chain of symlinks ending outside")
 write("symlink-replaces-dir", base + [ti("d", D, mode=0o755), ti("d/ok", data=b"ok"), ti("d", S, link=canary),
                                       ti("d/pwned", data=b"PWNED")], "either",
       "a directory replaced by a symlink mid-archive, then written through")
 write("symlink-overwrite-file", base + [ti("f", S, link=canary + "/file"), ti("f", data=b"PWNED")], "either",
       "regular file over a symlink to a host file")
-write("symlink-parent-dir", base + [ti("etc2", S, link="/etc"), ti("etc2/ch-pwned", data=b"PWNED")], "either",
+write("symlink-parent-dir", base + [ti("etc2", S, link="/etc"), ti("etc2/ch-pwned", data=b"PWNED")], "error",
       "symlink to the host's /etc (absolute: must stay inside the image)")
 write("symlink-loop", base + [ti("loop", S, link="loop"), ti("loop/x", data=b"x")], "either", "self-referencing symlink")
 
 # Hardlink escapes.
-write("hardlink-abs", base + [ti("h", H, link=canary + "/file"), ti("h", data=b"PWNED")], "either",
+write("hardlink-abs", base + [ti("h", H, link=canary + "/file"), ti("h", data=b"PWNED")], "error",
       "hardlink to an absolute host file, then overwrite it")
-write("hardlink-rel", base + [ti("h", H, link="../../canary/file"), ti("h", data=b"PWNED")], "either",
+write("hardlink-rel", base + [ti("h", H, link=rel + "/file"), ti("h", data=b"PWNED")], "error",
       "hardlink out of the destination by ../")
 write("hardlink-via-symlink", base + [ti("l", S, link=canary), ti("h", H, link="l/file"), ti("h2", data=b"x")],
-      "either", "hardlink whose target passes through an escaping symlink")
+      "error", "hardlink whose target passes through an escaping symlink")
 write("hardlink-self", base + [ti("h", H, link="h")], "either", "hardlink to itself")
 
 # Type confusion.
