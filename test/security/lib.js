@@ -179,6 +179,22 @@ export async function stopAt(pid, pred, what) {
 }
 
 /**
+ * Where USER's --join group file for TAG is: in the first of the per-user
+ * directories /dev/shm/ch-run.UID, ch-run.UID.1, ... that is a directory of
+ * UID's (the core skips names others planted); the first candidate if none.
+ */
+export function joinFile(uid, tag) {
+  for (let i = 0; i < 16; i++) {
+    const dir = i === 0 ? `/dev/shm/ch-run.${uid}` : `/dev/shm/ch-run.${uid}.${i}`;
+    try {
+      const st = lstatSync(dir);
+      if (st.isDirectory() && st.uid === uid && (st.mode & 0o777) === 0o700) return `${dir}/${tag}`;
+    } catch { return `${dir}/${tag}`; }
+  }
+  return `/dev/shm/ch-run.${uid}/${tag}`;
+}
+
+/**
  * The --join group file of USER's TAG, as the core keeps it (addon/core/join.c,
  * struct join_shared: u64 magic, i32 winner, state, ct, arrived; little-endian
  * here): { winner, state: 'setup'|'ready'|'failed', ct, arrived }, or null.
@@ -186,7 +202,8 @@ export async function stopAt(pid, pred, what) {
  */
 export function joinGroup(uid, tag) {
   let b;
-  try { b = readFileSync(`/dev/shm/ch-run.${uid}.${tag}`); } catch { return null; }
+  const path = joinFile(uid, tag);
+  try { b = readFileSync(path); } catch { return null; }
   if (b.length < 24) return null;
   return { winner: b.readInt32LE(8), state: { 1: 'setup', 2: 'ready', 3: 'failed' }[b.readInt32LE(12)] ?? 'bad',
     ct: b.readInt32LE(16), arrived: b.readInt32LE(20) };
