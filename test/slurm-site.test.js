@@ -1,0 +1,135 @@
+// Slurm laid out as sites lay it out: Open MPI ranks direct-launched by
+// `srun --mpi=pmix ch-run IMG -- /hello`, with no binds from the user, on two
+// private clusters: Slurm's default layout (TmpFS /tmp, SlurmdSpoolDir
+// /var/spool/slurmd) and a site's (TmpFS /local/tmp, SlurmdSpoolDir
+// /var/lib/slurm/slurmd). Slurm's PMIx plugin hands the ranks a directory in
+// TmpFS (Open MPI's session directory; without it MPI_Init fails in
+// orte/util/session_dir.c) and one in the spool (PMIx's shared-memory store;
+// without it, the hash store): ch-run must show both at their own paths.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, IMAGES, unavailable } from './helpers/env.js';
+import { mpiImage } from './helpers/mpi-image.js';
+import { useCluster } from './helpers/slurm.js';
+
+const CHRUN = join(BIN, 'ch-run');
+// Each fake node gets BASE/<node>; {port} keeps concurrent clusters apart.
+const plain = useCluster(test, 'wt-site-default', 17160,
+  { tmpfs: '/tmp/ch-test-site-{port}', spool: '/var/spool/slurmd/ch-test-{port}' });
+const site = useCluster(test, 'wt-site-local', 17200,
+  { tmpfs: '/local/tmp/ch-test-{port}', spool: '/var/lib/slurm/slurmd/ch-test-{port}' });
+let IMG = null, LOCAL = null, imgReason = null;
+
+test.before(async () => {
+  const r = await mpiImage();
+  IMG = r.dir ?? null;
+  imgReason = r.reason ?? null;
+  if (!IMG) return;
+  // The same image with a /local directory (a site's image would have it
+  // for its TmpFS): hard links, so cheap; used read-only.
+  LOCAL = join(IMAGES, 'mpi-local');
+  rmSync(LOCAL, { recursive: true, force: true });
+  await execa('cp', ['-al', IMG, LOCAL]);
+  mkdirSync(join(LOCAL, 'local'), { mode: 0o755 });
+});
+
+test.after.always(() => { if (LOCAL) rmSync(LOCAL, { recursive: true, force: true }); });
+
+function ready(t, holder) {
+  if (!IMG) { unavailable(t, 'MPI image', imgReason); return null; }
+  if (!holder.cluster) { unavailable(t, 'Slurm cluster', holder.reason); return null; }
+  return holder.cluster;
+}
+
+/** srun --mpi=pmix ARGS -- ch-run -v IMG -- /hello: { r, ranks, traces } (ch-run's -v lines of rank 0's node). */
+async function hello(s, img, { srun = [], env = {}, chrun = [] } = {}) {
+  const r = await s.run('srun', ['--mpi=pmix', ...srun, CHRUN, '-v', ...chrun, img, '--', '/hello'],
+    { timeout: 180000, env });
+  const ranks = [...r.stdout.matchAll(/^hello rank (\d+) of (\d+) .* uid (\d+) node (\S+)$/gm)]
+    .map((m) => ({ rank: Number(m[1]), size: Number(m[2]), uid: Number(m[3]), node: m[4] }))
+    .sort((a, b) => a.rank - b.rank);
+  return { r, ranks };
+}
+
+function allRanks(t, { r, ranks }, n, uid) {
+  t.is(r.exitCode, 0, r.all);
+  t.deepEqual(ranks.map((x) => x.rank), [...Array(n).keys()], r.all);
+  for (const x of ranks) t.is(x.uid, uid, r.all);
+  t.regex(r.stdout, new RegExp(`^hello done: ${n} ranks, allreduce ok$`, 'm'));
+  t.notRegex(r.all, /ORTE_ERROR_LOG|session_dir/);
+}
+
+test.serial('Slurm defaults (TmpFS /tmp, spool /var/spool/slurmd): ranks start, client dir seen through /tmp', async (t) => {
+  const s = ready(t, plain); if (!s) return;
+  const h = await hello(s, IMG, { srun: ['-p', 'four', '-N', '4', '-n', '8'] });
+  allRanks(t, h, 8, s.user.uid);
+  t.deepEqual([...new Set(h.ranks.map((x) => x.node))].sort(), ['n1', 'n2', 'n3', 'n4']);
+  t.regex(h.r.stderr, /Slurm PMIx client directory \(in TmpFS\) \/tmp\/ch-test-site-\d+\/n\d\/spmix_appdir_\d+_\d+\.\d+: visible through bind \/tmp/);
+});
+
+test.serial('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks start with no user binds', async (t) => {
+  const s = ready(t, site); if (!s) return;
+  const h = await hello(s, LOCAL, { srun: ['-p', 'four', '-N', '4', '-n', '8'] });
+  allRanks(t, h, 8, s.user.uid);
+  t.deepEqual([...new Set(h.ranks.map((x) => x.node))].sort(), ['n1', 'n2', 'n3', 'n4']);
+  // The client directory: bound at its own path on the image's /local.
+  t.regex(h.r.stderr, new RegExp(`Slurm PMIx client directory \\(in TmpFS\\) ${s.tmpfs}/n\\d/spmix_appdir_${s.user.uid}_\\d+\\.\\d+: `
+    + "bound at its own path, mount point made in a tmpfs over the image's empty /local\\n"));
+  t.regex(h.r.stderr, new RegExp(`bind (${s.tmpfs}/n\\d/spmix_appdir_\\S+) -> \\1\\n`));
+  // The server's: the image's /var/lib is not empty and lacks slurm/, so
+  // ch-run says so and PMIx uses its hash store.
+  t.regex(h.r.stderr, /can't show PMIx server directory \(PMIX_SERVER_TMPDIR\) \/var\/lib\/slurm\/slurmd\/\S+ in the container: .* lacks \/var\/lib\/slurm, .*doing without/);
+});
+
+test.serial('site layout, --join: one container per node, directories bound once', async (t) => {
+  const s = ready(t, site); if (!s) return;
+  const h = await hello(s, LOCAL, { srun: ['-p', 'four', '-N', '2', '-n', '4', '--ntasks-per-node=2'], chrun: ['--join'] });
+  allRanks(t, h, 4, s.user.uid);
+});
+
+test.serial('site layout, SLURM_PMIX_TMPDIR in /var/tmp: found from the environment, mounted on a tmpfs over the image\'s empty /var/tmp', async (t) => {
+  const s = ready(t, site); if (!s) return;
+  const dir = `/var/tmp/ch-test-site-${s.base}`;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { mode: 0o1777 });
+  await execa('chmod', ['1777', dir]);
+  try {
+    const h = await hello(s, IMG, { srun: ['-n', '2'], env: { SLURM_PMIX_TMPDIR: dir } });
+    allRanks(t, h, 2, s.user.uid);
+    t.regex(h.r.stderr, new RegExp(`client directory \\(in TmpFS\\) ${dir}/spmix_appdir_${s.user.uid}_\\d+\\.\\d+: bound at its own path, mount point made in a tmpfs over the image's empty /var/tmp`));
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
+test.serial('site layout, image without /local: a warning that names the directory and the fix; MPI_Init fails', async (t) => {
+  const s = ready(t, site); if (!s) return;
+  const h = await hello(s, IMG, { srun: ['-n', '1'] });
+  t.not(h.r.exitCode, 0, h.r.all);
+  t.regex(h.r.stderr, new RegExp(`ch-run\\[\\d+\\]: warning: can't show Slurm PMIx client directory \\(in TmpFS\\) ${s.tmpfs}/n0/spmix_appdir_\\S+ in the container: image ${IMG} has no /local to mount it on \\(create /local in the image, or use -w\\); MPI programs will fail to initialize`));
+});
+
+test.serial('site layout: the step cleans up; nothing of ours left in TmpFS or the spool', async (t) => {
+  const s = ready(t, site); if (!s) return;
+  const h = await hello(s, LOCAL, { srun: ['-n', '2'] });
+  allRanks(t, h, 2, s.user.uid);
+  // slurmstepd removes the step's directories as the step ends (shortly
+  // after srun returns): our binds must not keep them busy.
+  const ours = () => {
+    const left = [];
+    for (const base of [s.tmpfs, s.spool]) {
+      const d = join(base, 'n0');
+      if (existsSync(d)) left.push(...readdirSync(d).filter((f) => /^(spmix_appdir|pmix\.)/.test(f)).map((f) => join(d, f)));
+    }
+    return left;
+  };
+  const until = Date.now() + 30000;
+  let left = ours();
+  while (left.length > 0 && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 200));
+    left = ours();
+  }
+  t.deepEqual(left, []);
+  t.false(readFileSync('/proc/self/mountinfo', 'utf8').includes(s.tmpfs), 'no mount of TmpFS left on the host');
+});
