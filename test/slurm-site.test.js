@@ -9,9 +9,9 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, IMAGES, unavailable } from './helpers/env.js';
+import { BIN, ch, image, IMAGES, TEST_DIR, testUser, unavailable } from './helpers/env.js';
 import { mpiImage } from './helpers/mpi-image.js';
 import { useCluster } from './helpers/slurm.js';
 
@@ -68,6 +68,38 @@ test.serial('Slurm defaults (TmpFS /tmp, spool /var/spool/slurmd): ranks start, 
   allRanks(t, h, 8, s.user.uid);
   t.deepEqual([...new Set(h.ranks.map((x) => x.node))].sort(), ['n1', 'n2', 'n3', 'n4']);
   t.regex(h.r.stderr, /Slurm PMIx client directory \(in TmpFS\) \/tmp\/ch-test-site-\d+\/n\d\/spmix_appdir_\d+_\d+\.\d+: visible through bind \/tmp/);
+});
+
+test.serial('Slurm defaults, --private-tmp: the client dir gets a mount point in the private /tmp', async (t) => {
+  const s = ready(t, plain); if (!s) return;
+  const h = await hello(s, IMG, { srun: ['-n', '2'], chrun: ['--private-tmp'] });
+  allRanks(t, h, 2, s.user.uid);
+  t.regex(h.r.stderr, /Slurm PMIx client directory \(in TmpFS\) \/tmp\/ch-test-site-\d+\/n0\/spmix_appdir_\S+: bound at its own path, mount point made in tmpfs \/tmp\n/);
+});
+
+test('a client directory that is not the user\'s own directory (a link in TmpFS, another owner) is not bound', async (t) => {
+  // TmpFS is every user's: someone could plant a link by the step's name.
+  const base = join(TEST_DIR, 'hostile-tmpfs');
+  rmSync(base, { recursive: true, force: true });
+  mkdirSync(base, { mode: 0o1777 });
+  await execa('chmod', ['1777', base]);
+  const uid = testUser().uid;
+  symlinkSync('/etc', join(base, `spmix_appdir_${uid}_42.0`));
+  mkdirSync(join(base, 'spmix_appdir_43.0'));          // root's, the pre-22.05 name
+  mkdirSync(join(base, `spmix_appdir_${uid}_44.0`));   // the user's own: this one counts
+  chownSync(join(base, `spmix_appdir_${uid}_44.0`), uid, testUser().gid);
+  try {
+    const env = { PMIX_NAMESPACE: 'slurm.pmix.42.0', SLURM_PMIX_TMPDIR: base, SLURM_STEP_ID: '0' };
+    for (const job of ['42', '43']) {
+      const r = await ch('ch-run', ['-v', image('busybox'), '--', 'true'], { env: { ...env, SLURM_JOB_ID: job } });
+      t.is(r.exitCode, 0, r.stderr);
+      t.regex(r.stderr, new RegExp(`no Slurm PMIx client directory spmix_appdir_${uid}_${job}\\.0 of this step in ${base}`));
+      t.notRegex(r.stderr, /bind .*spmix_appdir/);
+    }
+    const r = await ch('ch-run', ['-v', image('debian'), '--', 'true'], { env: { ...env, SLURM_JOB_ID: '44' } });
+    t.is(r.exitCode, 0, r.stderr);
+    t.regex(r.stderr, new RegExp(`bind ${base}/spmix_appdir_${uid}_44\\.0 -> ${base}/spmix_appdir_${uid}_44\\.0$`, 'm'));
+  } finally { rmSync(base, { recursive: true, force: true }); }
 });
 
 test.serial('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks start with no user binds', async (t) => {
