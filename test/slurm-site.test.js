@@ -59,7 +59,7 @@ function allRanks(t, { r, ranks }, n, uid) {
   t.deepEqual(ranks.map((x) => x.rank), [...Array(n).keys()], r.all);
   for (const x of ranks) t.is(x.uid, uid, r.all);
   t.regex(r.stdout, new RegExp(`^hello done: ${n} ranks, allreduce ok$`, 'm'));
-  t.notRegex(r.all, /ORTE_ERROR_LOG|session_dir/);
+  t.notRegex(r.all, /ORTE_ERROR_LOG|session_dir\.c/);
 }
 
 test.serial('Slurm defaults (TmpFS /tmp, spool /var/spool/slurmd): ranks start, client dir seen through /tmp', async (t) => {
@@ -113,7 +113,7 @@ test.serial('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks 
   t.regex(h.r.stderr, new RegExp(`bind (${s.tmpfs}/n\\d/spmix_appdir_\\S+) -> \\1\\n`));
   // The server's: the image's /var/lib is not empty and lacks slurm/, so
   // ch-run says so and PMIx uses its hash store.
-  t.regex(h.r.stderr, /can't show PMIx server directory \(PMIX_SERVER_TMPDIR\) \/var\/lib\/slurm\/slurmd\/\S+ in the container: .* lacks \/var\/lib\/slurm, .*doing without/);
+  t.regex(h.r.stderr, /can't show PMIx server directory \(PMIX_SERVER_TMPDIR\) \/var\/lib\/slurm\/slurmd\/\S+ in the container: .* lacks \/var\/lib\/slurm, .*; PMIx uses its hash store instead \(PMIX_MCA_gds=hash\)/);
 });
 
 test.serial('site layout, --join: one container per node, directories bound once', async (t) => {
@@ -135,11 +135,24 @@ test.serial('site layout, SLURM_PMIX_TMPDIR in /var/tmp: found from the environm
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
-test.serial('site layout, image without /local: a warning that names the directory and the fix; MPI_Init fails', async (t) => {
+test.serial('site layout, image without /local: Open MPI makes its session directory in /tmp instead, and says so', async (t) => {
   const s = ready(t, site); if (!s) return;
-  const h = await hello(s, IMG, { srun: ['-n', '1'] });
-  t.not(h.r.exitCode, 0, h.r.all);
-  t.regex(h.r.stderr, new RegExp(`ch-run\\[\\d+\\]: warning: can't show Slurm PMIx client directory \\(in TmpFS\\) ${s.tmpfs}/n0/spmix_appdir_\\S+ in the container: image ${IMG} has no /local to mount it on \\(create /local in the image, or use -w\\); MPI programs will fail to initialize`));
+  const h = await hello(s, IMG, { srun: ['-p', 'four', '-N', '2', '-n', '4'] });
+  allRanks(t, h, 4, s.user.uid);
+  t.regex(h.r.stderr, new RegExp(`ch-run\\[\\d+\\]: can't show Slurm PMIx client directory \\(in TmpFS\\) ${s.tmpfs}/n\\d/spmix_appdir_\\S+ `
+    + `in the container: image ${IMG} has no /local to mount it on \\(create /local in the image, or use -w\\); `
+    + `Open MPI's session directory goes to /tmp/ompi\\.n\\d\\.${s.user.uid} in the container instead \\(OMPI_MCA_orte_top_session_dir\\)`));
+  // Open MPI removes what it made there at MPI_Finalize.
+  t.deepEqual(readdirSync('/tmp').filter((f) => new RegExp(`^ompi\\.n\\d\\.${s.user.uid}$`).test(f)), []);
+});
+
+test.serial('site layout, image without /local, OMPI_MCA_orte_top_session_dir set by the user: left alone', async (t) => {
+  const s = ready(t, site); if (!s) return;
+  const mine = `/tmp/ch-test-site-session-${s.base}`;
+  const h = await hello(s, IMG, { srun: ['-n', '2'], env: { OMPI_MCA_orte_top_session_dir: mine } });
+  allRanks(t, h, 2, s.user.uid);
+  t.regex(h.r.stderr, new RegExp(`Open MPI's session directory is ${mine}, as \\$OMPI_MCA_orte_top_session_dir says`));
+  rmSync(mine, { recursive: true, force: true });
 });
 
 test.serial('site layout: the step cleans up; nothing of ours left in TmpFS or the spool', async (t) => {

@@ -78,16 +78,14 @@ const isUnder = (p: string, d: string) => p === d || p.startsWith(d === '/' ? '/
  * directory; or a tmpfs we mounted (private /tmp, /home) to create one in;
  * or, where the image lacks the path, a tmpfs over the deepest ancestor the
  * image has, if that is empty there (/var/tmp, /mnt, /srv usually are).
- * With -w the path is created in the image. Otherwise a warning says what
- * the image needs (a required directory) or ch-run does without it.
+ * With -w the path is created in the image. Otherwise ch-run does without
+ * it (D.ifHidden: environment defaults for the ranks), and says so with -v.
  */
 function launcherDirMounts(ctx: MountContext, d: LauncherDir, before: MountOp[]): MountOp[] {
   const { root, log } = ctx;
   const bind: MountOp = { kind: 'bind', src: d.path, dst: d.path, flags: ['rec'] };
   const fail = (reason: string): MountOp[] => {
-    const msg = `can't show ${d.what} ${d.path} in the container: ${reason}`;
-    if (d.required) log.warn(`${msg}; MPI programs will fail to initialize`);
-    else log.info(`${msg}; doing without`);
+    log.info(`can't show ${d.what} ${d.path} in the container: ${reason}; ${d.ifHidden(ctx.env)}`);
     return [];
   };
   // The last earlier mount at or above the path decides what is there.

@@ -14,8 +14,8 @@ import type { MountOp } from './plan.js';
 export interface LauncherDir {
   path: string;
   what: string;
-  /** Without it the ranks fail (else there is a fallback, e.g. PMIx's hash store). */
-  required: boolean;
+  /** It can't be shown inside: set environment defaults that do without it; say what they do. */
+  ifHidden: (env: Map<string, string>) => string;
 }
 
 /** Is host path P visible at the same path inside, through one of the binds? */
@@ -83,7 +83,8 @@ function slurmPmixBase(env: Map<string, string>): string | null {
 export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: string) => void): LauncherDir[] {
   const dirs: LauncherDir[] = [];
   const srv = plainPath(env.get('PMIX_SERVER_TMPDIR'));
-  if (srv) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)', required: false });
+  if (srv) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)',
+    ifHidden: () => 'PMIx uses its hash store instead (PMIX_MCA_gds=hash)' });   // set by launcherEnv
   const job = env.get('SLURM_JOB_ID'), step = env.get('SLURM_STEP_ID');
   if (env.has('PMIX_NAMESPACE') && job && step && /^\d+$/.test(job)) {
     const base = slurmPmixBase(env);
@@ -94,10 +95,27 @@ export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: 
         return st.isDirectory() && st.uid === uid;
       } catch { return false; }
     });
-    if (found) dirs.push({ path: found, what: 'Slurm PMIx client directory (in TmpFS)', required: true });
+    const node = env.get('SLURMD_NODENAME') || hostname().split('.')[0];
+    if (found) dirs.push({ path: found, what: 'Slurm PMIx client directory (in TmpFS)',
+      ifHidden: (e) => sessionElsewhere(e, `/tmp/ompi.${node}.${uid}`) });
     else log?.(`no Slurm PMIx client directory ${names[0]} of this step in ${base ?? '(TmpFS unusable)'}`);
   }
   return dirs;
+}
+
+/**
+ * The PMIx clients' directory can't be shown (the image lacks a top-level
+ * directory of TmpFS, say /local, and is read-only): Open MPI, which makes
+ * its session directory there, is told to make it in the container's /tmp
+ * instead, at the place its own mpirun uses (/tmp/ompi.NODE.UID; it removes
+ * what it made there at MPI_Finalize). Open MPI 4 only: 5 has no such
+ * parameter and ignores it; other PMIx clients may fail.
+ */
+function sessionElsewhere(env: Map<string, string>, dir: string): string {
+  const k = 'OMPI_MCA_orte_top_session_dir';
+  if (env.has(k)) return `Open MPI's session directory is ${env.get(k)}, as $${k} says`;
+  env.set(k, dir);
+  return `Open MPI's session directory goes to ${dir} in the container instead (${k}); other PMIx clients may fail`;
 }
 
 export function launcherEnv(env: Map<string, string>, mounts: MountOp[], joined: boolean): void {
