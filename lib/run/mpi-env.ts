@@ -88,6 +88,7 @@ export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: 
   const job = env.get('SLURM_JOB_ID'), step = env.get('SLURM_STEP_ID');
   if (env.has('PMIX_NAMESPACE') && job && step && /^\d+$/.test(job)) {
     const base = slurmPmixBase(env);
+    const node = env.get('SLURMD_NODENAME') || hostname().split('.')[0];
     const names = [`spmix_appdir_${uid}_${job}.${step}`, `spmix_appdir_${job}.${step}`];
     const found = base === null ? undefined : names.map((n) => join(base, n)).find((p) => {
       try {
@@ -95,10 +96,12 @@ export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: 
         return st.isDirectory() && st.uid === uid;
       } catch { return false; }
     });
-    const node = env.get('SLURMD_NODENAME') || hostname().split('.')[0];
     if (found) dirs.push({ path: found, what: 'Slurm PMIx client directory (in TmpFS)',
       ifHidden: (e) => sessionElsewhere(e, `/tmp/ompi.${node}.${uid}`) });
-    else log?.(`no Slurm PMIx client directory ${names[0]} of this step in ${base ?? '(TmpFS unusable)'}`);
+    // Not found (a planted link, an unreadable slurm.conf, another Slurm's naming): Open MPI can still
+    // make its session directory in /tmp.
+    else log?.(`no Slurm PMIx client directory ${names[0]} of this step in ${base ?? '(TmpFS unusable)'}; `
+      + sessionElsewhere(env, `/tmp/ompi.${node}.${uid}`));
   }
   return dirs;
 }
