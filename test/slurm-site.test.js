@@ -77,7 +77,7 @@ test.serial('Slurm defaults, --private-tmp: the client dir gets a mount point in
   t.regex(h.r.stderr, /Slurm PMIx client directory \(in TmpFS\) \/tmp\/ch-test-site-\d+\/n0\/spmix_appdir_\S+: bound at its own path, mount point made in tmpfs \/tmp\n/);
 });
 
-test('a client directory that is not the user\'s own directory (a link in TmpFS, another owner) is not bound', async (t) => {
+test('a client directory that is not the user\'s own (a link in TmpFS, another owner) is not bound; nor over a user\'s bind', async (t) => {
   // TmpFS is every user's: someone could plant a link by the step's name.
   const base = join(TEST_DIR, 'hostile-tmpfs');
   rmSync(base, { recursive: true, force: true });
@@ -100,6 +100,15 @@ test('a client directory that is not the user\'s own directory (a link in TmpFS,
     const r = await ch('ch-run', ['-v', image('debian'), '--', 'true'], { env: { ...env, SLURM_JOB_ID: '44' } });
     t.is(r.exitCode, 0, r.stderr);
     t.regex(r.stderr, new RegExp(`bind ${base}/spmix_appdir_${uid}_44\\.0 -> ${base}/spmix_appdir_${uid}_44\\.0$`, 'm'));
+    // A user's bind over the place: theirs stays, and Open MPI goes elsewhere.
+    const other = join(TEST_DIR, 'img');
+    const u = await ch('ch-run', ['-v', '-b', `${other}:/var/tmp`, image('debian'), '--', 'sh', '-c', 'ls /var/tmp; env'],
+      { env: { ...env, SLURM_JOB_ID: '44' } });
+    t.is(u.exitCode, 0, u.stderr);
+    t.regex(u.stdout, /^busybox$/m, "the user's bind is what /var/tmp shows");
+    t.regex(u.stderr, new RegExp(`can't show Slurm PMIx client directory \\(in TmpFS\\) ${base}/spmix_appdir_${uid}_44\\.0 in the `
+      + `container: /var/tmp inside is host ${other}, not the host's; Open MPI's session directory goes to`));
+    t.regex(u.stdout, new RegExp(`^OMPI_MCA_orte_top_session_dir=/tmp/ompi\\.\\S+\\.${uid}$`, 'm'));
   } finally { rmSync(base, { recursive: true, force: true }); }
 });
 

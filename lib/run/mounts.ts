@@ -55,14 +55,15 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
     ops.push({ kind: 'bind', src, dst: '/tmp', flags: ['rec'] });
   }
   if (opts.home) ops.push(...homeMounts(ctx));
-  for (const d of launcherDirs(ctx.env, process.getuid!(), (m) => ctx.log.info(m)))
-    ops.push(...launcherDirMounts(ctx, d, ops));
   ops.push(...(ctx.devices ?? []));
   ops.push(...userBinds(ctx));
+  // Last, so that no other mount hides them, and they see what the others made.
+  for (const d of launcherDirs(ctx.env, process.getuid!(), (m) => ctx.log.info(m)))
+    ops.push(...launcherDirMounts(ctx, d, ops));
   return ops;
 }
 
-/** The components of absolute path P, and the paths of its ancestors: /a/b -> ['/', '/a', '/a/b']. */
+/** Absolute path P's ancestors and P, from the root down: /a/b -> ['/', '/a', '/a/b']. */
 function prefixes(p: string): string[] {
   const out = ['/'];
   for (const c of p.split('/').filter(Boolean)) out.push(`${out.length > 1 ? out[out.length - 1] : ''}/${c}`);
