@@ -10,7 +10,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync,
-  symlinkSync } from 'node:fs';
+  symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN, CACHE_DIR, image, unavailable } from './helpers/env.js';
@@ -143,6 +143,44 @@ test.serial('examples/dask: unpacked on both nodes, submitted from the shared di
   t.true(existsSync(join(d.jobtmp, 'dask-worker-space')), "workers' scratch (/tmp inside) is the job's $TMPDIR");
   const left = await leftovers(s, [local], jobid);
   t.deepEqual(left.procs, [], 'no scheduler or worker left running');
+});
+
+test.serial('examples/spark: the job itself, with a stand-in for Spark (shared conf, waits on logs, shutdown)', async (t) => {
+  // No Spark here (see the next test): a busybox image whose spark-class and
+  // spark-submit act out Spark's part as the job sees it: the master logs
+  // that it is up, each worker registers in the master's log, spark-submit
+  // reads the job's configuration from $SPARK_CONF_DIR. What this checks is
+  // spark.sbatch: its shared directory, bindings, waits and shutdown.
+  const s = cluster(t); if (!s) return;
+  const d = dirs(s);
+  const img = join(s.dir, 'spark-standin');
+  rmSync(img, { recursive: true, force: true });
+  await execa('cp', ['-a', image('busybox'), img]);
+  mkdirSync(join(img, 'opt/spark/bin'), { recursive: true });
+  const script = (name, body) => writeFileSync(join(img, 'opt/spark/bin', name), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  script('spark-class', `case "$1" in
+  *.Master) echo "Starting Spark master at spark://$3:$5"; echo "I have been elected leader! New state: ALIVE";;
+  *.Worker) echo "Registering worker $SLURMD_NODENAME for $2" >> /mnt/0/master.log;;
+  *) echo "no such class $1"; exit 1;;
+esac
+exec sleep 600`);
+  script('spark-submit', `. "$SPARK_CONF_DIR/spark-env.sh" || exit 1
+[ "$2" = "spark://$SPARK_MASTER_HOST:7077" ] || { echo "master $2, conf says $SPARK_MASTER_HOST"; exit 1; }
+echo "workers: $(grep -c 'Registering worker' /mnt/0/master.log)"
+echo "Pi is roughly 3.14159 (stand-in)"`);
+  writeFileSync(join(img, 'ch/environment'), 'SPARK_HOME=/opt/spark\nPATH=/opt/spark/bin:/bin:/usr/bin\n');
+  await execa('chmod', ['-R', 'a+rX', img]);
+  const local = await unpackOnNodes(t, s, await packImage(s, img, 'spark-standin'), 2);
+  const { r, out, jobid } = await sbatch(s, 'spark', 'spark.sbatch', [local],
+    { sbatchArgs: ['-p', 'four', '-N', '2'], vars: { SPARK_HOST: '127.0.0.1' }, cwd: d.shared });
+  t.is(r.exitCode, 0, `${r.all}\n${out}`);
+  t.regex(out, /^workers: 2$/m, out);
+  t.regex(out, /Pi is roughly 3\.1/);
+  t.regex(out, new RegExp(`job ${jobid} done`));
+  t.false(existsSync(join(d.shared, `spark-${jobid}`)), 'the job removed its directory in the shared dir');
+  const left = await leftovers(s, [local], jobid);
+  t.deepEqual(left.procs, [], 'no master or worker left running');
+  rmSync(img, { recursive: true, force: true });
 });
 
 test.serial('examples/spark: only when a Spark image can be built here', async (t) => {
