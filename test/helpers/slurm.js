@@ -80,7 +80,7 @@ async function killStale(dir) {
     if (p !== process.pid && cmdline(p).includes(dir)) await killPid(p);
 }
 
-function slurmConf(dir, base, user, layout) {
+function slurmConf(dir, base, user, layout, nodeLocalTmp) {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
 # Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
@@ -122,7 +122,7 @@ SlurmdTimeout=60
 MessageTimeout=30
 MailProg=/bin/true
 PropagateResourceLimits=NONE
-NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
+${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
 NodeName=n[1-4] NodeAddr=127.0.0.1 Port=[${base + 2}-${base + 5}] CPUs=8 State=UNKNOWN
 PartitionName=one Nodes=n0 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 PartitionName=four Nodes=n[1-4] MaxTime=INFINITE State=UP OverSubscribe=YES
@@ -134,7 +134,8 @@ export const NODES = ['n0', 'n1', 'n2', 'n3', 'n4'];
 
 /**
  * Start the cluster in opts.dir (default /var/tmp/ch-test-slurm), ports from opts.portBase; opts.tmpfs and
- * opts.spool place TmpFS and SlurmdSpoolDir (each gets one subdirectory per node).
+ * opts.spool place TmpFS and SlurmdSpoolDir (each gets one subdirectory per node); opts.nodeLocalTmp gives
+ * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp).
  * Returns an object with run helpers, or { reason } when Slurm can't run here.
  */
 export async function startCluster(opts = {}) {
@@ -179,10 +180,19 @@ export async function startCluster(opts = {}) {
   rmSync(shm, { recursive: true, force: true });
   for (const n of NODES) mkdirSync(join(shm, n), { recursive: true, mode: 0o1777 });
   for (const n of NODES) chmodSync(join(shm, n), 0o1777);
-  writeFileSync(join(dir, 'taskprolog.sh'),
-    `#!/bin/sh\necho "export OMPI_MCA_btl_vader_backing_directory=${shm}/$SLURMD_NODENAME"\n`, { mode: 0o755 });
+  // opts.nodeLocalTmp: each job gets a /tmp and /dev/shm of its own on each
+  // node (Slurm's job_container/tmpfs), as separate machines have their own:
+  // a job that counts on /tmp being shared between nodes fails here as it
+  // would on a real cluster. Then no per-node shm directories are needed.
+  writeFileSync(join(dir, 'taskprolog.sh'), opts.nodeLocalTmp ? '#!/bin/sh\n'
+    : `#!/bin/sh\necho "export OMPI_MCA_btl_vader_backing_directory=${shm}/$SLURMD_NODENAME"\n`, { mode: 0o755 });
+  if (opts.nodeLocalTmp) {
+    for (const n of NODES) mkdirSync(join(dir, 'nodetmp', n), { recursive: true, mode: 0o700 });
+    // One BasePath; slurmd built for several nodes on one host adds /<node> itself.
+    writeFileSync(join(dir, 'job_container.conf'), `BasePath=${join(dir, 'nodetmp')}\n`, { mode: 0o644 });
+  }
   const conf = join(dir, 'slurm.conf');
-  writeFileSync(conf, slurmConf(dir, base, user.name, layout));
+  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp));
   chmodSync(conf, 0o644);
 
   const key = join(dir, 'munge/munge.key');
@@ -282,12 +292,12 @@ async function ready() {
  * Wire a cluster into an ava test file: started in test.before (t.context is
  * per-test, so the cluster is returned through the holder), stopped in
  * test.after.always. NAME keeps its directory apart from other test files',
- * PORT its ports (ava runs files in parallel). LAYOUT: { tmpfs, spool }, as startCluster.
+ * PORT its ports (ava runs files in parallel). EXTRA: { tmpfs, spool, nodeLocalTmp }, as startCluster.
  */
-export function useCluster(test, name, port, layout = {}) {
+export function useCluster(test, name, port, extra = {}) {
   const holder = { cluster: null, reason: null };
   test.before(async () => {
-    const c = await startCluster({ dir: `/var/tmp/ch-test-slurm-${name}`, portBase: port, ...layout });
+    const c = await startCluster({ dir: `/var/tmp/ch-test-slurm-${name}`, portBase: port, ...extra });
     if (c.reason) holder.reason = c.reason; else holder.cluster = c;
   });
   test.after.always(async () => { if (holder.cluster) await holder.cluster.stop(); });
