@@ -9,9 +9,10 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync }
+  from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ch, image, IMAGES, TEST_DIR, testUser, unavailable } from './helpers/env.js';
+import { BIN, ch, image, IMAGES, PKG, TEST_DIR, testUser, unavailable } from './helpers/env.js';
 import { mpiImage } from './helpers/mpi-image.js';
 import { useCluster } from './helpers/slurm.js';
 
@@ -187,4 +188,32 @@ test.serial('site layout: the step cleans up; nothing of ours left in TmpFS or t
   }
   t.deepEqual(left, []);
   t.false(readFileSync('/proc/self/mountinfo', 'utf8').includes(s.tmpfs), 'no mount of TmpFS left on the host');
+});
+
+test('discovery: TmpFS from slurm.conf (any case, last wins, Include, %n), only plain paths', async (t) => {
+  const { launcherDirs, slurmConfValue } = await import(join(PKG, 'dist/run/mpi-env.js'));
+  const dir = join(TEST_DIR, 'conf-discovery');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'tmpfs/nx'), { recursive: true });
+  writeFileSync(join(dir, 'slurm.conf'), `# TmpFS=/commented
+TmpFS=/first
+ClusterName=x tmpfs=/second   # several on a line
+Include extra.conf
+`);
+  writeFileSync(join(dir, 'extra.conf'), `TMPFS="${dir}/tmpfs/%n"\n`);
+  t.is(slurmConfValue(join(dir, 'slurm.conf'), 'TmpFS'), `${dir}/tmpfs/%n`);
+  t.is(slurmConfValue(join(dir, 'slurm.conf'), 'SlurmdSpoolDir'), null);
+  t.is(slurmConfValue(join(dir, 'missing.conf'), 'TmpFS'), null);
+
+  const uid = process.getuid();
+  mkdirSync(join(dir, `tmpfs/nx/spmix_appdir_${uid}_7.0`));
+  const env = new Map(Object.entries({ SLURM_CONF: join(dir, 'slurm.conf'), SLURMD_NODENAME: 'nx',
+    PMIX_NAMESPACE: 'slurm.pmix.7.0', SLURM_JOB_ID: '7', SLURM_STEP_ID: '0', PMIX_SERVER_TMPDIR: '/spool/pmix.7.0//' }));
+  t.deepEqual(launcherDirs(env, uid).map((d) => d.path), ['/spool/pmix.7.0', `${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
+  env.set('PMIX_SERVER_TMPDIR', '/spool/../etc');
+  env.set('SLURM_PMIX_TMPDIR', 'relative/dir');
+  const logs = [];
+  t.deepEqual(launcherDirs(env, uid, (m) => logs.push(m)), [], 'no ".." and no relative paths');
+  t.regex(logs.join('\n'), /no Slurm PMIx client directory .* in \(TmpFS unusable\)/);
+  rmSync(dir, { recursive: true, force: true });
 });
