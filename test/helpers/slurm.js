@@ -78,6 +78,19 @@ async function killStale(dir) {
   const { stdout } = await execa('pgrep', ['-f', `${dir}/`], { reject: false });
   for (const p of stdout.split('\n').filter(Boolean).map(Number))
     if (p !== process.pid && cmdline(p).includes(dir)) await killPid(p);
+  // What jobs left running after they ended (a job script that failed with
+  // its background processes still up, which proctrack/linuxproc loses):
+  // their environment names this cluster's slurm.conf.
+  for (const p of jobProcesses(join(dir, 'slurm.conf'))) await killPid(p);
+}
+
+/** Processes whose environment names slurm.conf CONF: the jobs of that cluster (readable to root only). */
+function jobProcesses(conf) {
+  const mark = `SLURM_CONF=${conf}`;
+  return readdirSync('/proc').filter((f) => /^\d+$/.test(f)).map(Number).filter((pid) => {
+    if (pid === process.pid) return false;
+    try { return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(mark); } catch { return false; }
+  });
 }
 
 function slurmConf(dir, base, user, layout, nodeLocalTmp) {
