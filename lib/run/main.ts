@@ -11,7 +11,7 @@ import { native } from '../util/native.js';
 import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js';
 import { checkImage, kindInImage, readMetadata } from './image.js';
 import { joinCount, joinTag, joinTimeoutMs } from './join.js';
-import { launcherEnv } from './launcher.js';
+import { launcherEnv } from './mpi-env.js';
 import { defaultMounts, requireMountPoints } from './mounts.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
@@ -79,7 +79,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     if (injected.pathPrepend) env.set('PATH', `${injected.pathPrepend}:${env.get('PATH') ?? '/usr/bin:/bin'}`);
   }
   env.delete('TMPDIR');   // a host path; the host's temp dir is /tmp inside
-  launcherEnv(env, mounts, opts.join);   // MPI/PMIx defaults (launcher.ts says why)
+  launcherEnv(env, mounts, opts.join);   // MPI/PMIx defaults (mpi-env.ts says why)
   applyEnvActions(env, opts.envActions, root);
   env.set('CH_RUNNING', 'Weird Al Yankovic');
 

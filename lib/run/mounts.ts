@@ -1,9 +1,10 @@
 // Which host paths the container sees, and where: Charliecloud's default view
 // plus the user's --bind and --home. Order matters; the core applies it as is.
 
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { ChError, Log, why } from '../util/log.js';
-import { createInImage, kindInImage } from './image.js';
+import { createInImage, kindInImage, resolveInImage } from './image.js';
+import { LauncherDir, launcherDirs } from './mpi-env.js';
 import type { Bind, RunOptions } from './options.js';
 import { groupFile, Identity, passwdFile } from './passwd.js';
 import type { MountOp } from './plan.js';
@@ -40,8 +41,11 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
     ops.push({ kind: 'file', content: passwdFile(ctx.id), dst: '/etc/passwd', flags: ['ro', 'optional'] });
     ops.push({ kind: 'file', content: groupFile(ctx.id), dst: '/etc/group', flags: ['ro', 'optional'] });
   }
-  // Slurm's spool holds the PMI/PMIx rendezvous sockets of the step.
-  ops.push({ kind: 'bind', src: '/var/spool/slurmd', dst: '/var/spool/slurmd', flags: ['rec', 'optional', 'srcopt'] });
+  // Slurm's default spool (ch-tar2dir makes the mount point, as Charliecloud
+  // does). Decided here rather than left optional to the core: whether it is
+  // there tells launcherDirMounts what the container sees of the spool.
+  if (isDir('/var/spool/slurmd') && kindInImage(root, '/var/spool/slurmd') === 'dir')
+    ops.push({ kind: 'bind', src: '/var/spool/slurmd', dst: '/var/spool/slurmd', flags: ['rec'] });
   if (opts.privateTmp) {
     ops.push({ kind: 'tmpfs', options: 'mode=1777', dst: '/tmp', flags: [] });
   } else {
@@ -53,7 +57,89 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
   if (opts.home) ops.push(...homeMounts(ctx));
   ops.push(...(ctx.devices ?? []));
   ops.push(...userBinds(ctx));
+  // Last, so that no other mount hides them, and they see what the others made.
+  for (const d of launcherDirs(ctx.env, process.getuid!(), (m) => ctx.log.info(m)))
+    ops.push(...launcherDirMounts(ctx, d, ops));
   return ops;
+}
+
+/** Absolute path P's ancestors and P, from the root down: /a/b -> ['/', '/a', '/a/b']. */
+function prefixes(p: string): string[] {
+  const out = ['/'];
+  for (const c of p.split('/').filter(Boolean)) out.push(`${out.length > 1 ? out[out.length - 1] : ''}/${c}`);
+  return out;
+}
+
+const isUnder = (p: string, d: string) => p === d || p.startsWith(d === '/' ? '/' : d + '/');
+
+/**
+ * Show host directory D at its own path inside: the launcher handed the
+ * ranks that path, so no other place will do. Nothing if a same-path bind
+ * already shows it. Otherwise it needs a mount point: the image's own
+ * directory; or a tmpfs we mounted (private /tmp, /home) to create one in;
+ * or, where the image lacks the path, a tmpfs over the deepest ancestor the
+ * image has, if that is empty there (/var/tmp, /mnt, /srv usually are).
+ * With -w the path is created in the image. Otherwise ch-run does without
+ * it (D.ifHidden: environment defaults for the ranks), and says so with -v.
+ */
+function launcherDirMounts(ctx: MountContext, d: LauncherDir, before: MountOp[]): MountOp[] {
+  const { root, log } = ctx;
+  const bind: MountOp = { kind: 'bind', src: d.path, dst: d.path, flags: ['rec'] };
+  const fail = (reason: string): MountOp[] => {
+    log.info(`can't show ${d.what} ${d.path} in the container: ${reason}; ${d.ifHidden(ctx.env)}`);
+    return [];
+  };
+  // The last earlier mount at or above the path decides what is there.
+  const over = [...before].reverse().find((m) => m.kind !== 'file' && m.kind !== 'mkfile' && isUnder(d.path, m.dst));
+  if (over && over.dst !== '/') {
+    if (over.kind === 'bind' && over.src === over.dst) {
+      log.info(`${d.what} ${d.path}: visible through bind ${over.src}`);
+      return [];
+    }
+    if (over.kind === 'tmpfs' || over.kind === 'mkdir') {
+      log.info(`${d.what} ${d.path}: bound at its own path, mount point made in tmpfs ${over.dst}`);
+      return [...mkdirs(over.dst, d.path), bind];
+    }
+    return fail(`${over.dst} inside is ${over.kind === 'bind' ? `host ${over.src}` : 'another mount'}, not the host's`);
+  }
+  const kind = kindInImage(root, d.path);
+  if (kind === 'dir') {
+    log.info(`${d.what} ${d.path}: bound at its own path`);
+    return [bind];
+  }
+  if (kind !== null) return fail(`it is a ${kind === 'file' ? 'file' : 'special file'} in image ${root}`);
+  // The deepest directory the image has on the way, and the first component it lacks.
+  const chain = prefixes(d.path);
+  let i = 0;
+  while (i + 1 < chain.length && kindInImage(root, chain[i + 1]) === 'dir') i++;
+  const have = chain[i], missing = chain[i + 1];
+  if (kindInImage(root, missing) !== null) return fail(`${missing} in image ${root} is not a directory`);
+  if (ctx.opts.writable) {
+    createInImage(root, d.path, false);
+    log.info(`${d.what} ${d.path}: bound at its own path, created in writable image`);
+    return [bind];
+  }
+  if (have === '/')
+    return fail(`image ${root} has no ${missing} to mount it on (create ${missing} in the image, or use -w)`);
+  if (!emptyInImage(ctx, have))
+    return fail(`image ${root} lacks ${missing}, and ${have} there is not empty to cover with a tmpfs `
+      + `(create ${missing} in the image, or use -w)`);
+  const mode = (statSync(resolveInImage(root, have)!).mode & 0o7777).toString(8);
+  log.info(`${d.what} ${d.path}: bound at its own path, mount point made in a tmpfs over the image's empty ${have}`);
+  return [{ kind: 'tmpfs', options: `mode=0${mode}`, dst: have, flags: [] }, ...mkdirs(have, d.path), bind];
+}
+
+/** mkdir ops for the directories below FROM down to P (FROM exists). */
+function mkdirs(from: string, p: string): MountOp[] {
+  return prefixes(p).filter((q) => q.length > from.length && isUnder(q, from))
+    .map((q) => ({ kind: 'mkdir', mode: 0o755, dst: q, flags: [] }));
+}
+
+/** Can a tmpfs cover image directory DIR without hiding anything? (The image's own entries can't be
+    bound back: the tmpfs shadows the image's host path too, through the image's self-bind.) */
+function emptyInImage(ctx: MountContext, dir: string): boolean {
+  const host = resolveInImage(ctx.root, dir);
+  try { return host !== null && readdirSync(host).length === 0; } catch { return false; }
 }
 
 function isDir(p: string): boolean {

@@ -1,8 +1,10 @@
 // A private Slurm cluster on loopback for the tests: munged with its own key
 // and socket, slurmctld, and slurmd for five nodes on this machine (n0 alone in
 // partition "one", fake nodes n1..n4 in partition "four", each `slurmd -N nX`
-// with its own port, spool and TmpFS). Everything lives in one directory;
-// daemons run in the foreground as our children and are torn down by PID.
+// with its own port, spool and TmpFS). Everything lives in one directory,
+// except TmpFS (under /tmp unless asked otherwise) and a spool placed
+// elsewhere on request (a site's layout); daemons run in the foreground as
+// our children and are torn down by PID.
 // Jobs run as the unprivileged test user (srun/sbatch/salloc via setpriv).
 //
 // Usage:  const c = await startCluster();  ...  await c.stop();
@@ -10,11 +12,12 @@
 
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync }
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, rmSync,
+  writeFileSync }
   from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { asUser, isRoot, testUser, userEnv } from './env.js';
 
 const SBIN = '/usr/sbin';
@@ -36,6 +39,13 @@ async function freePorts(from, count, tries = 40, step = 10) {
     if (ok) return base;
   }
   throw new Error(`no ${count} free consecutive ports from ${from}`);
+}
+
+/** FIRST and the directories between it and P (exclusive), deepest first. */
+function ancestors(first, p) {
+  const out = [];
+  for (let d = dirname(p); d.length >= first.length; d = dirname(d)) out.push(d);
+  return out;
 }
 
 function alive(pid) {
@@ -68,9 +78,22 @@ async function killStale(dir) {
   const { stdout } = await execa('pgrep', ['-f', `${dir}/`], { reject: false });
   for (const p of stdout.split('\n').filter(Boolean).map(Number))
     if (p !== process.pid && cmdline(p).includes(dir)) await killPid(p);
+  // What jobs left running after they ended (a job script that failed with
+  // its background processes still up, which proctrack/linuxproc loses):
+  // their environment names this cluster's slurm.conf.
+  for (const p of jobProcesses(join(dir, 'slurm.conf'))) await killPid(p);
 }
 
-function slurmConf(dir, base, user, tmpfs) {
+/** Processes whose environment names slurm.conf CONF: the jobs of that cluster (readable to root only). */
+function jobProcesses(conf) {
+  const mark = `SLURM_CONF=${conf}`;
+  return readdirSync('/proc').filter((f) => /^\d+$/.test(f)).map(Number).filter((pid) => {
+    if (pid === process.pid) return false;
+    try { return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(mark); } catch { return false; }
+  });
+}
+
+function slurmConf(dir, base, user, layout, nodeLocalTmp) {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
 # Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
@@ -84,14 +107,14 @@ AuthType=auth/munge
 AuthInfo=socket=${dir}/munge/munge.socket
 CredType=cred/munge
 StateSaveLocation=${dir}/state
-SlurmdSpoolDir=${dir}/spool/%n
+SlurmdSpoolDir=${layout.spool}/%n
 SlurmctldPidFile=${dir}/slurmctld.pid
 SlurmdPidFile=${dir}/slurmd-%n.pid
 SlurmctldLogFile=${dir}/log/slurmctld.log
 SlurmdLogFile=${dir}/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
-TmpFS=${tmpfs}/%n
+TmpFS=${layout.tmpfs}/%n
 TaskProlog=${dir}/taskprolog.sh
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -112,7 +135,7 @@ SlurmdTimeout=60
 MessageTimeout=30
 MailProg=/bin/true
 PropagateResourceLimits=NONE
-NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
+${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
 NodeName=n[1-4] NodeAddr=127.0.0.1 Port=[${base + 2}-${base + 5}] CPUs=8 State=UNKNOWN
 PartitionName=one Nodes=n0 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 PartitionName=four Nodes=n[1-4] MaxTime=INFINITE State=UP OverSubscribe=YES
@@ -123,7 +146,9 @@ PartitionName=four Nodes=n[1-4] MaxTime=INFINITE State=UP OverSubscribe=YES
 export const NODES = ['n0', 'n1', 'n2', 'n3', 'n4'];
 
 /**
- * Start the cluster in DIR (default /var/tmp/ch-slurm-<uid>-<ppid-free tag>), ports from PORT_BASE.
+ * Start the cluster in opts.dir (default /var/tmp/ch-test-slurm), ports from opts.portBase; opts.tmpfs and
+ * opts.spool place TmpFS and SlurmdSpoolDir (each gets one subdirectory per node); opts.nodeLocalTmp gives
+ * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp).
  * Returns an object with run helpers, or { reason } when Slurm can't run here.
  */
 export async function startCluster(opts = {}) {
@@ -134,23 +159,31 @@ export async function startCluster(opts = {}) {
   const user = testUser();
   await killStale(dir);
   rmSync(dir, { recursive: true, force: true });
-  for (const d of ['munge', 'state', 'log', 'spool', 'jobs'])
+  for (const d of ['munge', 'state', 'log', 'jobs'])
     mkdirSync(join(dir, d), { recursive: true });
-  for (const n of NODES) {
-    mkdirSync(join(dir, 'spool', n), { recursive: true });
-  }
   chmodSync(dir, 0o755);
   chmodSync(join(dir, 'munge'), 0o755);
   chmodSync(join(dir, 'jobs'), 0o1777);
   const base = await freePorts(Number(opts.portBase ?? process.env.CH_TEST_SLURM_PORT ?? 17100), 6);
-  // TmpFS (where Slurm's PMIx plugin puts the clients' tmpdir, which Open MPI
-  // uses as its session directory) lives under /tmp as on real sites: ch-run
-  // shares the host's /tmp, so ranks in containers see it. One per node.
-  const tmpfs = `/tmp/ch-test-slurm-${base}`;
-  rmSync(tmpfs, { recursive: true, force: true });
-  for (const n of NODES) mkdirSync(join(tmpfs, n), { recursive: true, mode: 0o1777 });
-  for (const n of NODES) chmodSync(join(tmpfs, n), 0o1777);
-  chmodSync(tmpfs, 0o755);
+  // The site layout: TmpFS (where Slurm's PMIx plugin puts the clients'
+  // tmpdir, which Open MPI uses as its session directory) and SlurmdSpoolDir
+  // (the PMIx server's directory, pmix.JOB.STEP), each BASE/<node> so the
+  // fake nodes don't clash. Defaults: TmpFS under /tmp, Slurm's own default;
+  // the spool in DIR. Sites put them elsewhere (opts.tmpfs, opts.spool; "{port}"
+  // in them becomes the port base, unique per running cluster).
+  const place = (p) => p.replaceAll('{port}', String(base));
+  const layout = { tmpfs: place(opts.tmpfs ?? '/tmp/ch-test-slurm-{port}'), spool: place(opts.spool ?? join(dir, 'spool')) };
+  const made = [];   // directories above the layout's that we created, removed again if empty
+  for (const [what, p] of Object.entries(layout)) {
+    if (!p.startsWith('/') || p.split('/').includes('..')) throw new Error(`${what} ${p}: not an absolute, plain path`);
+    if (p !== join(dir, 'spool')) rmSync(p, { recursive: true, force: true });
+    const first = mkdirSync(p, { recursive: true });
+    if (first && first !== p) made.unshift(...ancestors(first, p));
+    chmodSync(p, 0o755);
+    // TmpFS is every user's (sticky), like /tmp; the spool is root's.
+    for (const n of NODES) mkdirSync(join(p, n), { mode: what === 'tmpfs' ? 0o1777 : 0o755 });
+    if (what === 'tmpfs') for (const n of NODES) chmodSync(join(p, n), 0o1777);
+  }
   // The fake nodes share one host, so one hostname and one /dev/shm: Open
   // MPI's shared-memory segments (named by hostname, job and local rank)
   // would collide between them. Give each node its own directory for them,
@@ -160,10 +193,19 @@ export async function startCluster(opts = {}) {
   rmSync(shm, { recursive: true, force: true });
   for (const n of NODES) mkdirSync(join(shm, n), { recursive: true, mode: 0o1777 });
   for (const n of NODES) chmodSync(join(shm, n), 0o1777);
-  writeFileSync(join(dir, 'taskprolog.sh'),
-    `#!/bin/sh\necho "export OMPI_MCA_btl_vader_backing_directory=${shm}/$SLURMD_NODENAME"\n`, { mode: 0o755 });
+  // opts.nodeLocalTmp: each job gets a /tmp and /dev/shm of its own on each
+  // node (Slurm's job_container/tmpfs), as separate machines have their own:
+  // a job that counts on /tmp being shared between nodes fails here as it
+  // would on a real cluster. Then no per-node shm directories are needed.
+  writeFileSync(join(dir, 'taskprolog.sh'), opts.nodeLocalTmp ? '#!/bin/sh\n'
+    : `#!/bin/sh\necho "export OMPI_MCA_btl_vader_backing_directory=${shm}/$SLURMD_NODENAME"\n`, { mode: 0o755 });
+  if (opts.nodeLocalTmp) {
+    for (const n of NODES) mkdirSync(join(dir, 'nodetmp', n), { recursive: true, mode: 0o700 });
+    // One BasePath; slurmd built for several nodes on one host adds /<node> itself.
+    writeFileSync(join(dir, 'job_container.conf'), `BasePath=${join(dir, 'nodetmp')}\n`, { mode: 0o644 });
+  }
   const conf = join(dir, 'slurm.conf');
-  writeFileSync(conf, slurmConf(dir, base, user.name, tmpfs));
+  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp));
   chmodSync(conf, 0o644);
 
   const key = join(dir, 'munge/munge.key');
@@ -184,7 +226,7 @@ export async function startCluster(opts = {}) {
   };
 
   const cluster = {
-    dir, conf, base, user, children, socket, tmpfs,
+    dir, conf, base, user, children, socket, tmpfs: layout.tmpfs, spool: layout.spool,
     // The nodes are on loopback; Open MPI's TCP transports skip it unless told.
     env: (extra = {}) => userEnv(user, { SLURM_CONF: conf, OMPI_MCA_btl_tcp_if_include: 'lo',
       OMPI_MCA_oob_tcp_if_include: 'lo', ...extra }),
@@ -204,7 +246,8 @@ export async function startCluster(opts = {}) {
       const order = [...children].reverse();
       for (const c of order) await killPid(c.pid);
       await killStale(dir);
-      rmSync(tmpfs, { recursive: true, force: true });
+      for (const p of Object.values(layout)) rmSync(p, { recursive: true, force: true });
+      for (const d of made) try { rmdirSync(d); } catch { /* not empty: another cluster's, or not ours */ }
       rmSync(shm, { recursive: true, force: true });
     },
   };
@@ -262,12 +305,12 @@ async function ready() {
  * Wire a cluster into an ava test file: started in test.before (t.context is
  * per-test, so the cluster is returned through the holder), stopped in
  * test.after.always. NAME keeps its directory apart from other test files',
- * PORT its ports (ava runs files in parallel).
+ * PORT its ports (ava runs files in parallel). EXTRA: { tmpfs, spool, nodeLocalTmp }, as startCluster.
  */
-export function useCluster(test, name, port) {
+export function useCluster(test, name, port, extra = {}) {
   const holder = { cluster: null, reason: null };
   test.before(async () => {
-    const c = await startCluster({ dir: `/var/tmp/ch-test-slurm-${name}`, portBase: port });
+    const c = await startCluster({ dir: `/var/tmp/ch-test-slurm-${name}`, portBase: port, ...extra });
     if (c.reason) holder.reason = c.reason; else holder.cluster = c;
   });
   test.after.always(async () => { if (holder.cluster) await holder.cluster.stop(); });
