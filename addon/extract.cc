@@ -788,7 +788,10 @@ struct Extractor {
    Stats st;
    std::string top;   // common first component of all entries
    bool multi = false;
-   static constexpr uint64_t META_MAX = 1 << 20;
+   // Bounds on what a header may claim, since headers are hostile input.
+   static constexpr uint64_t META_MAX = 1 << 20;           // a pax extended header
+   static constexpr uint64_t MAX_MEMBER = INT64_MAX;       // any member's size
+   static constexpr uint64_t JOB_COPY_MAX = 1 << 20;       // a file copied for the writer pool
 
    Pool *pool = nullptr;   // parallel writers, if any
 
@@ -819,10 +822,12 @@ struct Extractor {
    }
    static uint64_t pad(uint64_t size) { return (512 - size % 512) % 512; }
 
-   std::string read_meta(uint64_t size, const std::string &what)
+   // The data of a metadata entry, at most MAX bytes (checked before allocating).
+   std::string read_meta(uint64_t size, const std::string &what, uint64_t max)
    {
-      if (size > META_MAX)
-         throw XErr(what + " too long (" + std::to_string(size) + " bytes)");
+      if (size > max)
+         throw XErr("corrupt archive: " + what + " too long (" + std::to_string(size) + " bytes, at most "
+                    + std::to_string(max) + ")");
       std::string s(size, '\0');
       if (in.get(&s[0], size) != size)
          throw XErr("truncated archive: ends inside " + what);
@@ -975,26 +980,29 @@ struct Extractor {
          uint64_t size = parse_num(h + 124, 12, name, "size");
          if (have_psize)
             size = psize;
+         if (size > MAX_MEMBER)   // also keeps size + padding from overflowing
+            throw XErr("corrupt archive: size of " + printable(name) + " too large (" + std::to_string(size)
+                       + " bytes)");
          std::string link = have_plink ? paxlink : have_llink ? longlink : field(h + 157, 100);
 
          // Metadata entries apply to the next header.
          if (type == 'L') {
-            longname = gnu_long(read_meta(size, "GNU long name"), "name");
+            longname = gnu_long(read_meta(size, "GNU long name", PATH_MAX), "name");
             have_long = true;
             continue;
          }
          if (type == 'K') {
-            longlink = gnu_long(read_meta(size, "GNU long link"), "link target");
+            longlink = gnu_long(read_meta(size, "GNU long link", PATH_MAX), "link target");
             have_llink = true;
             continue;
          }
          if (type == 'x') {
-            std::string d = read_meta(size, "pax header");
+            std::string d = read_meta(size, "pax header", META_MAX);
             parse_pax(d, paxpath, paxlink, have_ppath, have_plink, psize, have_psize);
             continue;
          }
-         if (type == 'g') {
-            read_meta(size, "pax global header");
+         if (type == 'g') {   // nothing in it is used: skipped, never held in memory
+            skip(size + pad(size));
             continue;
          }
          have_long = have_llink = have_ppath = have_plink = have_psize = false;
@@ -1017,7 +1025,13 @@ struct Extractor {
          case '\0':
          case '7': {
             track_top(c);
-            if (pool) {
+            // Without a map, a pooled job holds a copy of the data: only small
+            // files go to the pool, so the header's size (hostile input) never
+            // decides how much is allocated. Larger files are streamed here.
+            bool pooled = pool && (in.map_base || size <= JOB_COPY_MAX);
+            if (pool && !pooled)
+               sync_with(c, true);
+            if (pooled) {
                Job j{c, name, mode, mtime, std::string()};
                if (in.map_base) {
                   if (in.len - in.pos < size)
