@@ -77,7 +77,7 @@ async function nvidiaFiles(): Promise<string[]> {
   return files;
 }
 
-await runMain(log, async () => {
+void runMain(log, async () => {
   const parsed = parseArgs('ch-fromhost', OPTIONS, process.argv.slice(2));
   const files: string[] = [];
   let dest: string | null = null, printLib = false, ldconfig = true, nvidia = false;

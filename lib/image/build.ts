@@ -82,4 +82,4 @@ export async function build(argv: string[], log: Log): Promise<number> {
 }
 
 const log = new Log(PROG);
-await runMain(log, () => build(process.argv.slice(2), log));
+void runMain(log, () => build(process.argv.slice(2), log));

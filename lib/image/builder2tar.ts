@@ -185,4 +185,4 @@ export async function builder2tar(argv: string[], log: Log): Promise<number> {
 }
 
 const log = new Log(PROG);
-await runMain(log, () => builder2tar(process.argv.slice(2), log));
+void runMain(log, () => builder2tar(process.argv.slice(2), log));

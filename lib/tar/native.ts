@@ -1,7 +1,6 @@
 // The addon's extraction half (addon/extract.cc), typed. Loaded on first use.
 
-import { createRequire } from 'node:module';
-import { TAR_ADDON_PATH } from '../util/paths.js';
+import { loadNative, TAR_ADDON_PATH } from '../util/paths.js';
 
 export interface ExtractResult {
   kind: 'tar' | 'gzip' | 'xz' | 'zstd';
@@ -27,6 +26,6 @@ export interface TarAddon {
 let addon: TarAddon | undefined;
 
 export function tarAddon(): TarAddon {
-  addon ??= createRequire(import.meta.url)(TAR_ADDON_PATH) as TarAddon;
+  addon ??= loadNative<TarAddon>(TAR_ADDON_PATH, 1);
   return addon;
 }
