@@ -26,7 +26,7 @@ all: build
 
 # Dependencies (node-gyp, node-addon-api, TypeScript, esbuild), without
 # running our own install script: the build below does that work.
-node_modules/.package-lock.json: package.json package-lock.json
+node_modules/.package-lock.json: package-lock.json
 	$(NPM) ci --ignore-scripts --no-audit --no-fund
 
 build: node_modules/.package-lock.json
@@ -48,14 +48,13 @@ bench: build
 # native parts, package.json (the version, and how the bundles find the
 # package root). Nothing is installed setuid: ch-run refuses to run if it is.
 install: build
-	install -d $(LIBDIR)/bin $(LIBDIR)/dist $(LIBDIR)/build/Release $(LIBDIR)/tools $(BINDIR) $(MANDIR)
+	install -d $(LIBDIR)/bin $(LIBDIR)/dist $(LIBDIR)/build/Release $(BINDIR) $(MANDIR)
 	install -m 0644 package.json $(LIBDIR)/
 	install -m 0644 dist/*.cjs $(LIBDIR)/dist/
 	install -m 0644 bin/package.json $(LIBDIR)/bin/
 	for c in $(NODE_COMMANDS); do install -m 0755 bin/$$c $(LIBDIR)/bin/; done
 	install -m 0755 build/Release/ch-run build/Release/ch-run-core $(LIBDIR)/build/Release/
 	install -m 0644 build/Release/ch_run.node build/Release/ch_tar.node $(LIBDIR)/build/Release/
-	install -m 0644 tools/build.js $(LIBDIR)/tools/
 	[ ! -d share ] || cp -R share $(LIBDIR)/
 	ln -sf ../lib/ch-toolkit/build/Release/ch-run $(BINDIR)/ch-run
 	for c in $(NODE_COMMANDS); do ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done
