@@ -1,6 +1,6 @@
 // ch_tar.node: ch-tar2dir's native extractor, as N-API functions. extract()
 // runs on a worker thread: open the tarball and the destination, pick the
-// decoder (source.cc), parse (parser.cc) and write (writer.cc, pool.cc).
+// decoder (source.cc), parse (parser.cc) and write (writer.cc).
 // The file-system helpers other commands use are in fsops.cc.
 
 #include <napi.h>
@@ -26,9 +26,9 @@ namespace {
 class ExtractWorker : public Napi::AsyncWorker {
 public:
    ExtractWorker(Napi::Env env, std::string tarball, std::string dest, bool openat2, mode_t um,
-                 Napi::ArrayBuffer progress, int threads)
+                 Napi::ArrayBuffer progress)
       : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), tarball(std::move(tarball)),
-        dest(std::move(dest)), use_openat2(openat2), um(um), threads(threads)
+        dest(std::move(dest)), use_openat2(openat2), um(um)
    {
       progressRef = Napi::Persistent(progress);
       counter = reinterpret_cast<std::atomic<uint64_t> *>(progress.Data());
@@ -49,24 +49,13 @@ public:
          auto src = open_source(raw, kind);
          Stream s(*src);
          struct stat sb;
-         if (kind == "tar" && getenv("CH_TAR2DIR_NO_MMAP") == nullptr && fstat(in.fd, &sb) == 0
-             && S_ISREG(sb.st_mode))
+         if (kind == "tar" && fstat(in.fd, &sb) == 0 && S_ISREG(sb.st_mode))
             s.map(in.fd, sb.st_size, counter);
          Writer w(root.fd, use_openat2, um);
          beneath = w.beneath;
-         std::unique_ptr<Pool> pool;
-         if (threads > 0)
-            pool.reset(new Pool(threads, root.fd, use_openat2, um));
-         Extractor x(s, w, pool.get());
+         Extractor x(s, w);
          x.cancel = counter + 1;
-         try {
-            x.run();
-            if (pool)
-               pool->drain();
-         } catch (...) {
-            pool.reset();   // joins the writers before the fds they use go
-            throw;
-         }
+         x.run();
          st = x.st;
          top = x.multi ? "" : x.top;
       } catch (XErr &e) {
@@ -110,7 +99,6 @@ private:
    std::string tarball, dest;
    bool use_openat2, beneath = false;
    mode_t um;
-   int threads;
    Napi::Reference<Napi::ArrayBuffer> progressRef;
    std::atomic<uint64_t> *counter;
    Stats st;
@@ -118,7 +106,7 @@ private:
    int err = 0;
 };
 
-// extract(tarball, dest, {openat2, umask, threads, progress: ArrayBuffer(16)}) -> Promise<result>.
+// extract(tarball, dest, {openat2, umask, progress: ArrayBuffer(16)}) -> Promise<result>.
 // progress holds two uint64: bytes of the tarball read (written here), and a
 // cancel flag (written by JS, e.g. on SIGINT; checked before every entry).
 Napi::Value Extract(const Napi::CallbackInfo &info)
@@ -137,10 +125,8 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    }
    bool oa2 = o.Get("openat2").ToBoolean();
    mode_t um = o.Get("umask").IsNumber() ? o.Get("umask").As<Napi::Number>().Uint32Value() : 022;
-   int threads = o.Get("threads").IsNumber() ? o.Get("threads").As<Napi::Number>().Int32Value() : 0;
-   threads = std::max(0, std::min(threads, 16));
    auto *w = new ExtractWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), oa2, um,
-                               pv.As<Napi::ArrayBuffer>(), threads);
+                               pv.As<Napi::ArrayBuffer>());
    Napi::Promise p = w->Promise();
    w->Queue();
    return p;

@@ -49,16 +49,6 @@ std::string field(const char *f, size_t n)
 
 }  // namespace
 
-// Wait for queued files that ENTRY (and TARGET, for hardlinks) might interact with.
-void Extractor::sync_with(const std::vector<std::string> &c, bool as_dir_too, const std::string *target)
-{
-   if (!pool)
-      return;
-   std::string p = join(c, c.size());
-   if (pool->conflicts(p, as_dir_too) || (target && pool->conflicts(*target, false)))
-      pool->drain();
-}
-
 void Extractor::skip(uint64_t n)
 {
    while (n > 0) {
@@ -153,16 +143,7 @@ void Extractor::write_data(int fd, uint64_t size, const std::string &name)
       if (!in.fill())
          throw XErr("truncated archive: ends inside data of " + name);
       size_t k = std::min<uint64_t>(left, in.len - in.pos);
-      const char *p = in.buf + in.pos;
-      size_t done = 0;
-      while (done < k) {
-         ssize_t r = ::write(fd, p + done, k - done);
-         if (r < 0 && errno == EINTR)
-            continue;
-         if (r < 0)
-            throw XErr(name + ": can't write", errno);
-         done += r;
-      }
+      write_all(fd, in.buf + in.pos, k, name);
       in.pos += k;
       in.offset += k;
       left -= k;
@@ -274,29 +255,9 @@ void Extractor::run()
       case '\0':
       case '7': {
          track_top(c);
-         // Without a map, a pooled job holds a copy of the data: only small
-         // files go to the pool, so the header's size (hostile input) never
-         // decides how much is allocated. Larger files are streamed here.
-         bool pooled = pool && (in.map_base || size <= JOB_COPY_MAX);
-         if (pool && !pooled)
-            sync_with(c, true);
-         if (pooled) {
-            Job j{c, name, mode, mtime, std::string()};
-            if (in.map_base) {
-               if (in.len - in.pos < size)
-                  throw XErr("truncated archive: ends inside data of " + name);
-               j.ptr = in.buf + in.pos;
-               j.len = size;
-               skip(size);
-            } else {
-               j.data.resize(size);
-               if (in.get(&j.data[0], size) != size)
-                  throw XErr("truncated archive: ends inside data of " + name);
-            }
-            skip(pad(size));
-            st.bytes += size;
-            pool->submit(std::move(j), join(c, c.size()));
-         } else {
+         {
+            // Streamed from the decoder's buffer (or the map): the header's size
+            // never decides how much is allocated.
             Fd fd(w.create_file(c, name, mode));
             write_data(fd.fd, size, name);
             struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
@@ -307,25 +268,18 @@ void Extractor::run()
       }
       case '5':
          track_top(c);
-         sync_with(c, false);
          w.make_dir(c, name, mode);
          skip(size + pad(size));
          st.dirs++;
          break;
       case '2':
          track_top(c);
-         sync_with(c, true);
          w.make_symlink(c, name, link);
          skip(size + pad(size));
          st.symlinks++;
          break;
       case '1':
          track_top(c);
-         if (pool) {
-            std::vector<std::string> t = split_name(link, "hardlink target");
-            std::string tp = join(t, t.size());
-            sync_with(c, true, &tp);
-         }
          w.make_hardlink(c, name, link);
          skip(size + pad(size));
          st.hardlinks++;

@@ -1,5 +1,5 @@
 // The tar parser: reads headers (ustar, GNU long names, pax) from a Stream
-// and has the Writer (or the writer Pool) create each entry. Headers are
+// and has the Writer create each entry. Headers are
 // hostile input: a size they claim is checked before it is used, and never
 // sizes an allocation except for metadata bounded below.
 
@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "pool.h"
 #include "source.h"
 #include "writer.h"
 
@@ -29,18 +28,14 @@ struct Extractor {
    // Bounds on what a header may claim, since headers are hostile input.
    static constexpr uint64_t META_MAX = 1 << 20;           // a pax extended header
    static constexpr uint64_t MAX_MEMBER = INT64_MAX;       // any member's size
-   static constexpr uint64_t JOB_COPY_MAX = 1 << 20;       // a file copied for the writer pool
-
-   Pool *pool = nullptr;   // parallel writers, if any
 
    std::atomic<uint64_t> *cancel = nullptr;   // set non-zero by JS (a signal): stop
 
-   Extractor(Stream &s, Writer &wr, Pool *p) : in(s), w(wr), pool(p) {}
+   Extractor(Stream &s, Writer &wr) : in(s), w(wr) {}
 
    void run();
 
 private:
-   void sync_with(const std::vector<std::string> &c, bool as_dir_too, const std::string *target = nullptr);
    void skip(uint64_t n);
    static uint64_t pad(uint64_t size) { return (512 - size % 512) % 512; }
    std::string read_meta(uint64_t size, const std::string &what, uint64_t max);

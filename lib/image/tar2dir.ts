@@ -49,9 +49,8 @@ and kept as it is if made from this same tarball (unless --force). Concurrent
 runs for the same DIR/NAME wait for each other (lock file DIR/.NAME.ch-tar2dir.lock,
 present only while a run holds it).
 
-Environment: CH_TAR2DIR_THREADS=N writes files with N threads (default 0:
-serial, faster on small machines); CH_TAR2DIR_OPENAT2=0 uses the openat(2)
-walk of old kernels (symlinks in parent paths refused) instead of openat2(2).
+Environment: CH_TAR2DIR_OPENAT2=0 uses the openat(2) walk of old kernels
+(symlinks in parent paths refused) instead of openat2(2).
 
 ${formatHelp(SPECS)}
 
@@ -208,7 +207,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   for (const sig of SIGNALS) process.on(sig, onSignal);
   let r;
   try {
-    r = await extract(tb.path, tmp, { openat2: useOpenat2, threads: Number(process.env.CH_TAR2DIR_THREADS ?? 0) || 0,
+    r = await extract(tb.path, tmp, { openat2: useOpenat2,
       onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
     if (caught) throw new ChError('interrupted', EXIT_FAIL);
   } catch (err) {

@@ -15,7 +15,7 @@ export interface ExtractResult {
 export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?: string }
 
 export interface TarAddon {
-  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; threads?: number }): Promise<ExtractResult>;
+  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer }): Promise<ExtractResult>;
   /** The ops that failed. */
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
