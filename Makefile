@@ -58,11 +58,11 @@ install: build
 	[ ! -d share ] || cp -R share $(LIBDIR)/
 	ln -sf ../lib/ch-toolkit/build/Release/ch-run $(BINDIR)/ch-run
 	for c in $(NODE_COMMANDS); do ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done
-	for m in docs/man/*.1; do [ ! -e "$$m" ] || install -m 0644 "$$m" $(MANDIR)/; done
+	install -m 0644 dist/man/*.1 $(MANDIR)/
 
 uninstall:
 	for c in ch-run $(NODE_COMMANDS); do rm -f $(BINDIR)/$$c; done
-	for m in docs/man/*.1; do [ ! -e "$$m" ] || rm -f $(MANDIR)/$$(basename "$$m"); done
+	for c in ch-run $(NODE_COMMANDS); do rm -f $(MANDIR)/$$c.1; done
 	rm -rf $(LIBDIR)
 
 clean:

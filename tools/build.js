@@ -9,13 +9,15 @@
 //   ts      type-checks and compiles lib/ (tsc: dist/**/*.js, the library
 //           modules), then bundles every command into one CommonJS file,
 //           dist/COMMAND.cjs, which bin/COMMAND loads (one file to read at
-//           start-up instead of dozens of ES modules).
+//           start-up instead of dozens of ES modules); then each command's
+//           --help, which is written to be its manual, as a man page in
+//           dist/man/COMMAND.1 (make install puts them in PREFIX/share/man).
 //
 // It runs as the package's install script too (npm ci, npm install -g):
 // `native` then needs a C/C++ toolchain and Python (node-gyp), nothing else.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, realpathSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +33,19 @@ export const BUNDLES = {
   'ch-build': 'lib/image/build.ts',
   'ch-builder2tar': 'lib/image/builder2tar.ts',   // also ch-docker2tar
   'ch-fromhost': 'lib/fromhost/main.ts',
+};
+
+/** Commands with a man page: the name, and its bundle. */
+const MAN_PAGES = { 'ch-run': 'ch-run', 'ch-tar2dir': 'ch-tar2dir', 'ch-build': 'ch-build',
+  'ch-builder2tar': 'ch-builder2tar', 'ch-docker2tar': 'ch-builder2tar', 'ch-fromhost': 'ch-fromhost' };
+
+const SUMMARY = {
+  'ch-run': 'run a command in an unprivileged container',
+  'ch-tar2dir': 'unpack an image tarball into a directory, safely and atomically',
+  'ch-build': 'build an image with docker, podman or buildah',
+  'ch-builder2tar': "flatten a builder's image into a tarball",
+  'ch-docker2tar': "flatten a builder's image into a tarball (older name of ch-builder2tar)",
+  'ch-fromhost': 'copy host files (GPU libraries and tools) into an image',
 };
 
 function say(msg) { process.stderr.write(`tools/build.js: ${msg}\n`); }
@@ -81,6 +96,26 @@ async function ts() {
     banner: { js: "const __importMetaUrl = require('url').pathToFileURL(__filename).href;" },
   })));
   for (const name of Object.keys(BUNDLES)) chmodSync(join(ROOT, 'dist', `${name}.cjs`), 0o644);
+  manPages();
+}
+
+/** roff for TEXT shown as typed (no fill), each line safe from roff's control characters. */
+function roffVerbatim(text) {
+  return text.replace(/\\/g, '\\e').split('\n').map((l) => (/^[.']/.test(l) ? `\\&${l}` : l)).join('\n');
+}
+
+function manPages() {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  mkdirSync(join(ROOT, 'dist', 'man'), { recursive: true });
+  for (const [name, bundle] of Object.entries(MAN_PAGES)) {
+    // argv[1] names the command (ch-docker2tar's help says ch-docker2tar).
+    const help = execFileSync(process.execPath, ['-e', `process.argv = [process.argv[0], ${JSON.stringify(name)}, '--help']; require(${JSON.stringify(join(ROOT, 'dist', `${bundle}.cjs`))})`],
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLUMNS: '100' } });
+    const page = [`.TH ${name.toUpperCase()} 1 "" "ch-toolkit ${version}" "ch-toolkit"`, '.SH NAME',
+      `${name} \\- ${SUMMARY[name]}`, '.SH DESCRIPTION', '.nf', roffVerbatim(help.trimEnd()), '.fi',
+      '.SH SEE ALSO', Object.keys(MAN_PAGES).filter((n) => n !== name).map((n) => `.BR ${n} (1)`).join(',\n'), ''];
+    writeFileSync(join(ROOT, 'dist', 'man', `${name}.1`), page.join('\n'));
+  }
 }
 
 const what = process.argv[2] ?? 'all';

@@ -96,11 +96,11 @@ async function nvidiaFiles(): Promise<string[]> {
 
 void runMain(log, async () => {
   const y = command(SPEC)
-    .option('path', { alias: 'p', type: 'string', requiresArg: true, description: 'inject the file at PATH' })
-    .option('cmd', { alias: 'c', type: 'string', requiresArg: true, description: 'inject the files CMD (run by /bin/sh) prints, one per line' })
-    .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'inject the files listed in FILE, one per line' })
+    .option('path', { alias: 'p', type: 'string', requiresArg: true, description: 'PATH: inject the file at PATH' })
+    .option('cmd', { alias: 'c', type: 'string', requiresArg: true, description: 'CMD: inject the files CMD (run by /bin/sh) prints, one per line' })
+    .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'FILE: inject the files listed in FILE, one per line' })
     .option('nvidia', { type: 'boolean', description: "inject the host's NVIDIA driver libraries and tools (nvidia-container-cli list, else share/gpu/nvidia.conf)" })
-    .option('dest', { alias: 'd', type: 'string', requiresArg: true, description: 'place files in DIR (absolute) inside the image' })
+    .option('dest', { alias: 'd', type: 'string', requiresArg: true, description: 'DIR: place files in DIR (absolute) inside the image' })
     .option('lib-path', { type: 'boolean', description: "print the image's directory for shared libraries, and exit" })
     .option('no-ldconfig', { type: 'boolean', description: "don't run the image's ldconfig afterwards" })
     .option('verbose', { alias: 'v', type: 'count', description: 'be more verbose (repeatable)' });

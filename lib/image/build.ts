@@ -32,9 +32,9 @@ Example: ${PROG} -t hello -f Dockerfile.hello --build-arg V=1 .`,
 
 export async function build(argv: string[], log: Log): Promise<number> {
   const y = command(SPEC)
-    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'docker, podman or buildah' })
-    .option('tag', { alias: 't', type: 'string', requiresArg: true, description: 'image name (required)' })
-    .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'Dockerfile to build' })
+    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman or buildah' })
+    .option('tag', { alias: 't', type: 'string', requiresArg: true, description: 'TAG: the image name (required)' })
+    .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'DOCKERFILE: the Dockerfile to build' })
     .option('dry-run', { alias: 'n', type: 'boolean', description: 'print the builder command line instead of running it' })
     .option('verbose', { alias: 'v', type: 'count', description: 'say which builder was chosen and why' });
   const a = await parseCommand(y, SPEC, argv);

@@ -81,7 +81,7 @@ function pidAlive(pid: number): boolean {
 
 export async function builder2tar(argv: string[], log: Log): Promise<number> {
   const y = command(SPEC)
-    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'docker, podman or buildah (default: $CH_BUILDER, else the first working)' })
+    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman or buildah (default: $CH_BUILDER, else the first working)' })
     .option('nocompress', { type: 'boolean', description: 'write an uncompressed NAME.tar' })
     .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
     .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });

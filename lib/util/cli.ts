@@ -43,28 +43,18 @@ function detach(argv: string[], shorts: string): string[] {
 
 /** A yargs parser for SPEC with the toolkit's conventions; add options, then parse with parseCommand(). */
 export function command(spec: CommandSpec): Argv {
-  return yargs()
+  // usageConfiguration is yargs 18's; @types/yargs (17) doesn't know it yet.
+  const y = yargs() as Argv & { usageConfiguration(c: { 'hide-types': boolean }): Argv };
+  return y.usageConfiguration({ 'hide-types': true })   // no [boolean]/[string] clutter in the manual
     .scriptName(spec.prog)
     .usage(`Usage: ${spec.prog} ${spec.synopsis}\n\n${spec.description}`)
     .epilog(spec.epilog)
-    .parserConfiguration({
-      'parse-numbers': false,
-      'parse-positional-numbers': false,
-      'boolean-negation': false,
-      'camel-case-expansion': false,
-      'dot-notation': false,
-      'duplicate-arguments-array': true,
-      'greedy-arrays': false,
-      'strip-aliased': true,
-      'unknown-options-as-args': spec.passUnknown ?? false,
-      'halt-at-non-option': false,
-    })
     .help('help', 'print this help and exit').alias('help', ['h', '?'])
     .version('version', 'print program version', version()).alias('version', 'V')
     .option('usage', { type: 'boolean', description: 'print a short usage message' })
     .completion('completion', 'print a bash/zsh completion script (add it to ~/.bashrc)')
     .strictOptions()
-    .wrap(100)   // the same help on every terminal (it is the manual)
+    .wrap(80)   // the same help on every terminal (it is the manual)
     .exitProcess(false)
     .fail((msg, err) => {
       if (err && err.name !== 'YError') throw err;   // ours, not a usage error
@@ -77,6 +67,20 @@ export function command(spec: CommandSpec): Argv {
  * --usage, completion): the command then exits 0.
  */
 export async function parseCommand(y: Argv, spec: CommandSpec, argv: string[]): Promise<Record<string, unknown> | null> {
+  // The shell's completion request is an option even where unknown options are arguments.
+  const completing = argv[0] === '--get-yargs-completions';
+  y.parserConfiguration({
+    'parse-numbers': false,
+    'parse-positional-numbers': false,
+    'boolean-negation': false,
+    'camel-case-expansion': false,
+    'dot-notation': false,
+    'duplicate-arguments-array': true,
+    'greedy-arrays': false,
+    'strip-aliased': true,
+    'unknown-options-as-args': (spec.passUnknown ?? false) && !completing,
+    'halt-at-non-option': false,
+  });
   let answered = false;
   const args = await y.parseAsync(detach(argv, spec.valueShorts ?? ''), {}, (err, _argv, output) => {
     if (err) return;   // .fail() threw already
