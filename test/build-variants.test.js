@@ -95,3 +95,26 @@ test('.tar.zst without the zstd program: the error says what to install', async 
   t.regex(r.stderr, /zstd data: this build of ch-toolkit has no libzstd, and the zstd program is not on PATH: install zstd, or install libzstd's headers/);
   t.deepEqual(readdirSync(d), []);
 });
+
+test('without the native part (npm skipped the install script), commands say how to build it', async (t) => {
+  const bare = join(BASE, 'bare');
+  mkdirSync(join(bare, 'tools'), { recursive: true });
+  for (const p of ['package.json', 'bin', 'dist']) cpSync(join(PKG, p), join(bare, p), { recursive: true, verbatimSymlinks: true });
+  cpSync(join(REPO, 'tools', 'ch-run-npm'), join(bare, 'tools', 'ch-run-npm'));
+  await execa('tar', ['-C', join(BASE, 'src'), '-cf', join(bare, 't.tar'), 'img']);
+  const dest = join(BASE, `dest${n++}`);
+  mkdirSync(dest);
+  chownSync(dest, testUser().uid, testUser().gid);
+  const run = (cmd) => {
+    const argv = [...asUser(), ...cmd];
+    return execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  };
+  const how = `build it with: node ${bare}/tools/build.js native`;
+  await execa('chmod', ['-R', 'a+rX', bare]);
+  const x = await run([join(bare, 'bin', 'ch-tar2dir'), join(bare, 't.tar'), dest]);
+  t.is(x.exitCode, 1);
+  t.true(x.stderr.includes(how), x.stderr);
+  const r = await run([join(bare, 'tools', 'ch-run-npm'), image('busybox'), '--', 'true']);
+  t.is(r.exitCode, 31);
+  t.true(r.stderr.includes(how), r.stderr);
+});
