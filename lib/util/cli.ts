@@ -1,10 +1,11 @@
 // Command lines of the commands whose start-up time doesn't matter (ch-build,
 // ch-builder2tar/ch-docker2tar, ch-fromhost), parsed with yargs so they all
 // behave alike: -h/-?/--help, -V/--version, --usage, strict parsing (an
-// unknown option is an error), exit 2 on any usage error, and shell
-// completion (`PROG completion >> ~/.bashrc`). ch-run and ch-tar2dir keep
-// the argp parser (util/argp.ts): importing yargs costs tens of
-// milliseconds there (see docs/design.md, "Start-up").
+// unknown option is an error, except for ch-build, which passes it to the
+// builder), exit 2 on any usage error, and shell completion (`PROG
+// completion >> ~/.bashrc`). ch-run and ch-tar2dir keep the argp parser
+// (util/argp.ts): yargs adds ~36 ms to a start (docs/design.md, "Command
+// lines and start-up").
 //
 // yargs' parser is set to leave arguments as typed: no number parsing, no
 // --no-X negation, no camel-case or dot expansion; repeated options collect.
