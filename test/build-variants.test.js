@@ -8,7 +8,7 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { chownSync, cpSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, cpSync, linkSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { asUser, image, TEST_DIR, testUser, userEnv } from './helpers/env.js';
@@ -117,4 +117,22 @@ test('without the native part (npm skipped the install script), commands say how
   const r = await run([join(bare, 'tools', 'ch-run-npm'), image('busybox'), '--', 'true']);
   t.is(r.exitCode, 31);
   t.true(r.stderr.includes(how), r.stderr);
+});
+
+test("Node's headers: npm_config_nodedir, else the running Node's own prefix, else none (node-gyp downloads)", async (t) => {
+  // Two Node installs elsewhere (as nvm or volta make them): one with headers, one without.
+  const real = realpathSync(process.execPath);
+  const prefixes = { withHeaders: join(BASE, 'node-a'), without: join(BASE, 'node-b') };
+  for (const p of Object.values(prefixes)) {
+    mkdirSync(join(p, 'bin'), { recursive: true });
+    try { linkSync(real, join(p, 'bin', 'node')); } catch { cpSync(real, join(p, 'bin', 'node')); }
+  }
+  mkdirSync(join(prefixes.withHeaders, 'include'));
+  symlinkSync(join(dirname(dirname(real)), 'include', 'node'), join(prefixes.withHeaders, 'include', 'node'));
+  const nodeDir = async (node, env = {}) => (await execa(node, ['-e',
+    `import(${JSON.stringify(join(REPO, 'tools', 'build.js'))}).then((m) => console.log(String(m.nodeDir())))`],
+  { env: { PATH: '/usr/bin:/bin', ...env }, extendEnv: false })).stdout;
+  t.is(await nodeDir(join(prefixes.withHeaders, 'bin', 'node')), prefixes.withHeaders);
+  t.is(await nodeDir(join(prefixes.without, 'bin', 'node')), 'null');
+  t.is(await nodeDir(join(prefixes.withHeaders, 'bin', 'node'), { npm_config_nodedir: '/site/node' }), '/site/node');
 });

@@ -118,15 +118,20 @@ function manPages() {
   }
 }
 
-const what = process.argv[2] ?? 'all';
-try {
-  if (what === 'native' || what === 'all') native();
-  if (what === 'ts' || what === 'all') await ts();
-  if (!['native', 'ts', 'all'].includes(what)) {
-    say(`unknown target '${what}' (native, ts, all)`);
-    process.exit(2);
+async function main(what) {
+  try {
+    if (what === 'native' || what === 'all') native();
+    if (what === 'ts' || what === 'all') await ts();
+    if (!['native', 'ts', 'all'].includes(what)) {
+      say(`unknown target '${what}' (native, ts, all)`);
+      process.exit(2);
+    }
+  } catch (err) {
+    say(`failed: ${err.message}`);
+    process.exit(1);
   }
-} catch (err) {
-  say(`failed: ${err.message}`);
-  process.exit(1);
 }
+
+// Run as a program; imported (tests), it only exports.
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url))
+  await main(process.argv[2] ?? 'all');
