@@ -58,7 +58,7 @@ struct ProgramSource : Source {
       if (pipe2(p, O_CLOEXEC) != 0)
          throw XErr("can't create a pipe for " + prog, errno);
       Fd rd(p[0]), wr(p[1]);
-      spawn(rd.fd, wr.fd, kind, lib, dev);
+      spawn(wr.fd, kind, lib, dev);
       out.reset(rd.fd);
       rd.fd = -1;
    }
@@ -72,26 +72,36 @@ struct ProgramSource : Source {
       }
    }
 
-   void spawn(int rd, int wr, const std::string &kind, const char *lib, const char *dev)
+   // Start PROG -dc reading the tarball, writing to pipe end WR.
+   void spawn(int wr, const std::string &kind, const char *lib, const char *dev)
    {
       posix_spawn_file_actions_t fa;
       posix_spawnattr_t at;
-      posix_spawn_file_actions_init(&fa);
-      posix_spawn_file_actions_adddup2(&fa, in.fd, 0);   // dup2 clears close-on-exec
-      posix_spawn_file_actions_adddup2(&fa, wr, 1);
-      posix_spawnattr_init(&at);
       // Node ignores SIGPIPE and its threads may block signals; the child gets defaults.
       sigset_t none, pipe;
       sigemptyset(&none);
       sigemptyset(&pipe);
       sigaddset(&pipe, SIGPIPE);
-      posix_spawnattr_setsigmask(&at, &none);
-      posix_spawnattr_setsigdefault(&at, &pipe);
-      posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-      char *argv[] = {const_cast<char *>(prog.c_str()), const_cast<char *>("-dc"), nullptr};
-      int rc = posix_spawnp(&pid, prog.c_str(), &fa, &at, argv, environ);
-      posix_spawn_file_actions_destroy(&fa);
-      posix_spawnattr_destroy(&at);
+      int rc = posix_spawn_file_actions_init(&fa);
+      if (rc != 0)
+         throw XErr("can't prepare to run " + prog, rc);
+      if ((rc = posix_spawnattr_init(&at)) != 0)
+         posix_spawn_file_actions_destroy(&fa);
+      if (rc == 0) {
+         // dup2 clears close-on-exec on the copies.
+         if ((rc = posix_spawn_file_actions_adddup2(&fa, in.fd, 0)) == 0
+             && (rc = posix_spawn_file_actions_adddup2(&fa, wr, 1)) == 0
+             && (rc = posix_spawnattr_setsigmask(&at, &none)) == 0
+             && (rc = posix_spawnattr_setsigdefault(&at, &pipe)) == 0
+             && (rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) == 0) {
+            char *argv[] = {const_cast<char *>(prog.c_str()), const_cast<char *>("-dc"), nullptr};
+            rc = posix_spawnp(&pid, prog.c_str(), &fa, &at, argv, environ);
+            if (rc != 0)
+               pid = -1;
+         }
+         posix_spawn_file_actions_destroy(&fa);
+         posix_spawnattr_destroy(&at);
+      }
       if (rc == ENOENT)
          throw XErr(kind + " data: this build of ch-toolkit has no " + lib + ", and the " + prog
                     + " program is not on PATH: install " + prog + ", or install " + dev
