@@ -1,46 +1,68 @@
-# ch-toolkit: build, test, install. npm does the work; this is the
-# conventional front door (make; make test; make install PREFIX=...).
+# ch-toolkit: build, test, install. tools/build.js does the building (npm
+# scripts call it too); this is the conventional front door:
+#
+#   make                       dependencies (npm ci, once), then build
+#   make test                  the test suite (as root: see README)
+#   make install PREFIX=/opt/ch-toolkit [DESTDIR=...]
+#   make uninstall / make clean
+#
+# Needs Node >= 20 with npm, a C/C++ toolchain and Python 3 (node-gyp).
+# Node's headers are taken from the running Node (or npm_config_nodedir);
+# see tools/build.js.
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
-NODEDIR ?= /usr
+NODE    ?= node
+NPM     ?= npm
 LIBDIR  := $(DESTDIR)$(PREFIX)/lib/ch-toolkit
 BINDIR  := $(DESTDIR)$(PREFIX)/bin
-COMMANDS := ch-run ch-build ch-builder2tar ch-docker2tar ch-tar2dir ch-fromhost
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
+# The Node commands; ch-run is linked to its launcher directly (no extra exec).
+NODE_COMMANDS := ch-build ch-builder2tar ch-docker2tar ch-tar2dir ch-fromhost
 
 .PHONY: all build native ts test bench install uninstall clean
 
 all: build
 
-build: native ts
+# Dependencies (node-gyp, node-addon-api, TypeScript, esbuild), without
+# running our own install script: the build below does that work.
+node_modules/.package-lock.json: package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
 
-native:
-	npx node-gyp rebuild --nodedir=$(NODEDIR)
+build: node_modules/.package-lock.json
+	$(NODE) tools/build.js all
 
-ts:
-	npx tsc -p tsconfig.json
+native: node_modules/.package-lock.json
+	$(NODE) tools/build.js native
 
-test:
-	npm test
+ts: node_modules/.package-lock.json
+	$(NODE) tools/build.js ts
+
+test: build
+	$(NPM) test
 
 bench: build
-	node bench/launch.js
+	$(NODE) bench/launch.js
 
-# Installs the package tree under $(PREFIX)/lib/ch-toolkit with production
-# dependencies only, and links the commands into $(PREFIX)/bin. Nothing is
-# installed setuid: ch-run refuses to run if it is.
+# What runs: the command bundles (self-contained: no node_modules needed), the
+# native parts, package.json (the version, and how the bundles find the
+# package root). Nothing is installed setuid: ch-run refuses to run if it is.
 install: build
-	install -d $(LIBDIR) $(BINDIR)
-	cp -r package.json package-lock.json bin dist $(LIBDIR)/
-	[ ! -d share ] || cp -r share $(LIBDIR)/
-	install -d $(LIBDIR)/build/Release
+	install -d $(LIBDIR)/bin $(LIBDIR)/dist $(LIBDIR)/build/Release $(BINDIR) $(MANDIR)
+	install -m 0644 package.json $(LIBDIR)/
+	install -m 0644 dist/*.cjs $(LIBDIR)/dist/
+	install -m 0644 bin/package.json $(LIBDIR)/bin/
+	for c in $(NODE_COMMANDS); do install -m 0755 bin/$$c $(LIBDIR)/bin/; done
 	install -m 0755 build/Release/ch-run build/Release/ch-run-core $(LIBDIR)/build/Release/
 	install -m 0644 build/Release/ch_run.node build/Release/ch_tar.node $(LIBDIR)/build/Release/
-	cd $(LIBDIR) && npm ci --omit=dev --ignore-scripts --no-audit --no-fund
-	for c in $(COMMANDS); do [ ! -e bin/$$c ] || ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done
+	[ ! -d share ] || cp -R share $(LIBDIR)/
+	ln -sf ../lib/ch-toolkit/build/Release/ch-run $(BINDIR)/ch-run
+	for c in $(NODE_COMMANDS); do ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done
+	install -m 0644 dist/man/*.1 $(MANDIR)/
 
 uninstall:
-	for c in $(COMMANDS); do rm -f $(BINDIR)/$$c; done
+	for c in ch-run $(NODE_COMMANDS); do rm -f $(BINDIR)/$$c; done
+	for c in ch-run $(NODE_COMMANDS); do rm -f $(MANDIR)/$$c.1; done
 	rm -rf $(LIBDIR)
 
 clean:

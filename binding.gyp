@@ -1,9 +1,20 @@
 {
   # ch_run: the N-API addon on ch-run's launch path (plan hand-off by execve), small on purpose.
-  # ch_tar: ch-tar2dir's native extractor (links zlib, liblzma, libzstd).
+  # ch_tar: ch-tar2dir's native extractor (addon/tar/). zlib, liblzma and libzstd are used
+  #   where tools/probe.js finds their headers; without one, that compression is
+  #   decompressed by its program (gzip, xz, zstd) as GNU tar does.
   # ch-run-core: ch-run's single-threaded C core, a separate executable because
-  #   unshare(CLONE_NEWUSER) fails with EINVAL in a multithreaded process (see DESIGN.md).
+  #   unshare(CLONE_NEWUSER) fails with EINVAL in a multithreaded process (docs/design.md).
   # ch-run: the launcher (records RLIMIT_NOFILE before Node raises it).
+  # Both executables are linked -static where a static libc exists (one fewer
+  # ld.so start per launch), dynamically elsewhere (RHEL-family: no glibc-static).
+  # CH_TOOLKIT_WITHOUT=zlib,lzma,zstd,static-libc pretends any of these absent.
+  "variables": {
+    "have_zlib": "<!(node tools/probe.js zlib)",
+    "have_lzma": "<!(node tools/probe.js lzma)",
+    "have_zstd": "<!(node tools/probe.js zstd)",
+    "have_static_libc": "<!(node tools/probe.js static-libc)"
+  },
   "targets": [
     {
       "target_name": "ch_run",
@@ -15,13 +26,18 @@
     },
     {
       "target_name": "ch_tar",
-      "sources": ["addon/extract.cc"],
-      "libraries": ["-lz", "-llzma", "-lzstd"],
+      "sources": ["addon/tar/napi.cc", "addon/tar/fsops.cc", "addon/tar/source.cc",
+                  "addon/tar/parser.cc", "addon/tar/writer.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc": ["-std=c++17"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "cflags_cc!": ["-fno-exceptions"],
+      "conditions": [
+        ["have_zlib==1", {"sources": ["addon/tar/gzip.cc"], "defines": ["CH_HAVE_ZLIB"], "libraries": ["-lz"]}],
+        ["have_lzma==1", {"sources": ["addon/tar/xz.cc"], "defines": ["CH_HAVE_LZMA"], "libraries": ["-llzma"]}],
+        ["have_zstd==1", {"sources": ["addon/tar/zstd.cc"], "defines": ["CH_HAVE_ZSTD"], "libraries": ["-lzstd"]}]
+      ]
     },
     {
       "target_name": "ch-run-core",
@@ -31,7 +47,7 @@
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "cflags!": ["-fno-exceptions"],
-      "ldflags": ["-static"]
+      "conditions": [["have_static_libc==1", {"ldflags": ["-static"]}]]
     },
     {
       "target_name": "ch-run",
@@ -39,7 +55,7 @@
       "sources": ["addon/launcher.c"],
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
-      "ldflags": ["-static"]
+      "conditions": [["have_static_libc==1", {"ldflags": ["-static"]}]]
     }
   ]
 }

@@ -15,27 +15,44 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, lstatSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { formatHelp, OptionSpec, parseArgs } from '../util/argp.js';
+import { all, command, type CommandSpec, count, EXIT_USAGE, last, parseCommand } from '../util/cli.js';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { PKG_ROOT } from '../util/paths.js';
+import { LAUNCHER_PATH } from '../util/paths.js';
 import { checkImage, createInImage, kindInImage, resolveInImage } from '../run/image.js';
 
 const log = new Log('ch-fromhost');
 
-const OPTIONS: OptionSpec[] = [
-  { name: 'cmd', short: 'c', arg: 'required', argName: 'CMD', help: 'inject the files CMD prints, one per line' },
-  { name: 'file', short: 'f', arg: 'required', argName: 'FILE', help: 'inject the files listed in FILE, one per line' },
-  { name: 'path', short: 'p', arg: 'required', argName: 'PATH', help: 'inject the file at PATH' },
-  { name: 'nvidia', arg: 'none', help: 'inject the host\'s NVIDIA driver libraries and tools' },
-  { name: 'dest', short: 'd', arg: 'required', argName: 'DIR', help: 'place files in DIR inside the image' },
-  { name: 'lib-path', arg: 'none', help: 'print the image\'s directory for shared libraries, and exit' },
-  { name: 'no-ldconfig', arg: 'none', help: 'don\'t run the image\'s ldconfig afterwards' },
-  { name: 'verbose', short: 'v', arg: 'none', help: 'be more verbose (repeatable)' },
-  { name: 'help', short: 'h', arg: 'none', help: 'print this help and exit' },
-];
-const USAGE = 'Usage: ch-fromhost [OPTION...] [--path PATH | --cmd CMD | --file FILE | --nvidia ...] IMGDIR';
+const SPEC: CommandSpec = {
+  prog: 'ch-fromhost',
+  synopsis: '[OPTION...] (--path PATH | --cmd CMD | --file FILE | --nvidia)... IMGDIR',
+  valueShorts: 'cfpd',
+  description: `Copy host files (GPU driver libraries and tools, or anything else) into the
+writable image directory IMGDIR, permanently, then run the image's own
+ldconfig through ch-run -w so the libraries are found.
 
-const CH_RUN = join(PKG_ROOT, 'bin', 'ch-run');
+Without --dest, shared libraries (*.so, *.so.N) go to the first directory the
+image's own \`ldconfig -Nv\` searches; other executables go to /usr/bin; any
+other file needs --dest. A symlink in the image where a file goes is replaced,
+never written through. --path, --cmd and --file may be repeated and mixed.`,
+  epilog: `Exit status:
+  0   files injected (or --lib-path printed)
+  2   usage error: unknown option, missing value, no or several IMGDIR,
+      relative --dest, nothing to inject
+  31  failure: IMGDIR not an image, a file missing or not regular, nowhere to
+      put it, copy failed, ch-run or the image's ldconfig failed, --nvidia
+      found no NVIDIA libraries
+
+Examples:
+  ch-fromhost --nvidia /var/tmp/img
+  ch-fromhost --path /opt/site/lib/libfoo.so.1 --path /opt/site/bin/tool /var/tmp/img
+  ch-fromhost --cmd 'ls /opt/site/lib/*.so*' --dest /opt/site/lib /var/tmp/img`,
+};
+
+function usage(msg: string): ChError {
+  return new ChError(`${msg}\nTry 'ch-fromhost --help' for more information.`, EXIT_USAGE);
+}
+
+const CH_RUN = LAUNCHER_PATH;
 
 function chRun(args: string[]): string {
   const r = spawnSync(CH_RUN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -77,40 +94,38 @@ async function nvidiaFiles(): Promise<string[]> {
   return files;
 }
 
-await runMain(log, async () => {
-  const parsed = parseArgs('ch-fromhost', OPTIONS, process.argv.slice(2));
-  const files: string[] = [];
-  let dest: string | null = null, printLib = false, ldconfig = true, nvidia = false;
-  for (const { name, value } of parsed.options) {
-    switch (name) {
-      case 'help': process.stdout.write(`${USAGE}\n\nInject host files into an image.\n\n${formatHelp(OPTIONS)}\n`); return 0;
-      case 'verbose': log.verbosity++; break;
-      case 'path': files.push(value!); break;
-      case 'file':
-        try { files.push(...readFileSync(value!, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean)); }
-        catch (err) { throw new ChError(`can't read --file ${value}: ${why(err)}`); }
-        break;
-      case 'cmd': {
-        const r = spawnSync('/bin/sh', ['-c', value!], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-        if (r.status !== 0) throw new ChError(`--cmd ${value}: exited ${r.status ?? r.signal}`);
-        files.push(...r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
-        break;
-      }
-      case 'nvidia': nvidia = true; break;
-      case 'dest':
-        if (!value!.startsWith('/')) throw new ChError(`--dest: must be absolute: ${value}`);
-        dest = value!;
-        break;
-      case 'lib-path': printLib = true; break;
-      case 'no-ldconfig': ldconfig = false; break;
-    }
+void runMain(log, async () => {
+  const y = command(SPEC)
+    .option('path', { alias: 'p', type: 'string', requiresArg: true, description: 'PATH: inject the file at PATH' })
+    .option('cmd', { alias: 'c', type: 'string', requiresArg: true, description: 'CMD: inject the files CMD (run by /bin/sh) prints, one per line' })
+    .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'FILE: inject the files listed in FILE, one per line' })
+    .option('nvidia', { type: 'boolean', description: "inject the host's NVIDIA driver libraries and tools (nvidia-container-cli list, else share/gpu/nvidia.conf)" })
+    .option('dest', { alias: 'd', type: 'string', requiresArg: true, description: 'DIR: place files in DIR (absolute) inside the image' })
+    .option('lib-path', { type: 'boolean', description: "print the image's directory for shared libraries, and exit" })
+    .option('no-ldconfig', { type: 'boolean', description: "don't run the image's ldconfig afterwards" })
+    .option('verbose', { alias: 'v', type: 'count', description: 'be more verbose (repeatable)' });
+  const a = await parseCommand(y, SPEC, process.argv.slice(2));
+  if (!a) return 0;
+  log.verbosity += count(a.verbose);
+  const files = [...all(a.path)];
+  for (const f of all(a.file)) {
+    try { files.push(...readFileSync(f, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean)); }
+    catch (err) { throw new ChError(`can't read --file ${f}: ${why(err)}`); }
   }
-  const words = [...parsed.positional, ...(parsed.rest ?? [])];
-  if (words.length !== 1) throw new ChError(`${words.length ? 'more than one' : 'no'} IMGDIR given\n${USAGE}`);
+  for (const c of all(a.cmd)) {
+    const r = spawnSync('/bin/sh', ['-c', c], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    if (r.status !== 0) throw new ChError(`--cmd ${c}: exited ${r.status ?? r.signal}`);
+    files.push(...r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+  }
+  const dest = last(a.dest) ?? null, printLib = a['lib-path'] === true, ldconfig = a['no-ldconfig'] !== true;
+  const nvidia = a.nvidia === true;
+  if (dest !== null && !dest.startsWith('/')) throw usage(`--dest: must be absolute: ${dest}`);
+  const words = all(a._);
+  if (words.length !== 1) throw usage(`${words.length ? 'more than one' : 'no'} IMGDIR given`);
   const image = checkImage(words[0]);
   if (printLib) { process.stdout.write(libPath(image) + '\n'); return 0; }
   if (nvidia) files.push(...await nvidiaFiles());
-  if (files.length === 0) throw new ChError('nothing to inject (give --path, --cmd, --file or --nvidia)');
+  if (files.length === 0) throw usage('nothing to inject (give --path, --cmd, --file or --nvidia)');
 
   let libDir: string | null = null;
   for (const f of files) {

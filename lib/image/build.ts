@@ -5,62 +5,46 @@
 import { spawn } from 'node:child_process';
 import { ChError, Log, runMain } from '../util/log.js';
 import { require_os_signal } from '../util/proc.js';
+import { all, command, type CommandSpec, count, EXIT_USAGE, last, parseCommand } from '../util/cli.js';
 import { buildArgv, selectBuilder, BUILDERS, PROXY_VARS } from './builder.js';
 
 const PROG = 'ch-build';
 
-function help(): string {
-  return `Usage: ${PROG} [-b BUILDER] -t TAG [-f DOCKERFILE] [BUILDER ARGS...] CONTEXT
-
-Build image TAG from DOCKERFILE (default CONTEXT/Dockerfile) with BUILDER.
+const SPEC: CommandSpec = {
+  prog: PROG,
+  synopsis: '[-b BUILDER] -t TAG [-f DOCKERFILE] [BUILDER ARGS...] CONTEXT',
+  passUnknown: true,
+  valueShorts: 'btf',
+  description: `Build image TAG from DOCKERFILE (default CONTEXT/Dockerfile) with BUILDER.
 BUILDER is -b's argument, else $CH_BUILDER, else the first of
 ${BUILDERS.join(', ')} found working. Proxy variables set in the environment
 (${PROXY_VARS.filter((v) => v === v.toUpperCase()).join(' ')} and lower-case) are passed as --build-arg.
-Other arguments go to the builder unchanged; the last one is CONTEXT.
-
-  -b, --builder=BUILDER   docker, podman or buildah
-  -t, --tag=TAG           image name (required)
-  -f, --file=DOCKERFILE   Dockerfile to build
-  -n, --dry-run           print the builder command line instead of running it
-  -v, --verbose           say which builder was chosen and why
-      --help              give this help list
-  -V, --version           print program version
+Other arguments, options included, go to the builder unchanged; the last one
+is CONTEXT.`,
+  epilog: `Environment:
+  CH_BUILDER   the builder to use when -b is not given
 
 Exit status: the builder's (128+N if it died of signal N); 1 if no builder
 works or it can't be started; 2 for usage errors.
-`;
-}
+
+Example: ${PROG} -t hello -f Dockerfile.hello --build-arg V=1 .`,
+};
 
 export async function build(argv: string[], log: Log): Promise<number> {
-  let builder: string | undefined, tag: string | undefined, file: string | undefined, dry = false;
-  const rest: string[] = [];
-  const value = (i: number, opt: string) => {
-    if (i >= argv.length) throw new ChError(`option '${opt}' requires an argument`, 2);
-    return argv[i];
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    let m: RegExpMatchArray | null;
-    if (a === '--') { rest.push(...argv.slice(i + 1)); break; }
-    else if (a === '--help') { process.stdout.write(help()); return 0; }
-    else if (a === '-V' || a === '--version') {
-      const { version } = await import('../util/version.js');
-      process.stdout.write(version() + '\n');
-      return 0;
-    }
-    else if (a === '-n' || a === '--dry-run') dry = true;
-    else if (a === '-v' || a === '--verbose') log.verbosity++;
-    else if (a === '-b' || a === '--builder') builder = value(++i, a);
-    else if (a === '-t' || a === '--tag') tag = value(++i, a);
-    else if (a === '-f' || a === '--file') file = value(++i, a);
-    else if ((m = a.match(/^(?:--builder=|-b)(.+)$/))) builder = m[1];
-    else if ((m = a.match(/^(?:--tag=|-t)(.+)$/))) tag = m[1];
-    else if ((m = a.match(/^(?:--file=|-f)(.+)$/))) file = m[1];
-    else rest.push(a);
-  }
-  if (!tag) throw new ChError(`no tag given (-t TAG)\nTry '${PROG} --help' for more information.`, 2);
+  const y = command(SPEC)
+    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman or buildah' })
+    .option('tag', { alias: 't', type: 'string', requiresArg: true, description: 'TAG: the image name (required)' })
+    .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'DOCKERFILE: the Dockerfile to build' })
+    .option('dry-run', { alias: 'n', type: 'boolean', description: 'print the builder command line instead of running it' })
+    .option('verbose', { alias: 'v', type: 'count', description: 'say which builder was chosen and why' });
+  const a = await parseCommand(y, SPEC, argv);
+  if (!a) return 0;
+  log.verbosity += count(a.verbose);
+  const builder = last(a.builder), tag = last(a.tag), file = last(a.file), dry = a['dry-run'] === true;
+  const rest = all(a._);
+  if (!tag) throw new ChError(`no tag given (-t TAG)\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
   const context = rest.pop();
-  if (context === undefined) throw new ChError(`no CONTEXT given\nTry '${PROG} --help' for more information.`, 2);
+  if (context === undefined) throw new ChError(`no CONTEXT given\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
   const b = selectBuilder(builder, process.env, (m) => log.info(m));
   log.info(`building with ${b}`);
   const cmd = buildArgv(b, tag, file, rest, context);
@@ -82,4 +66,4 @@ export async function build(argv: string[], log: Log): Promise<number> {
 }
 
 const log = new Log(PROG);
-await runMain(log, () => build(process.argv.slice(2), log));
+void runMain(log, () => build(process.argv.slice(2), log));

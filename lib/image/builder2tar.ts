@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
+import { all, command, type CommandSpec, count, EXIT_USAGE, last, parseCommand } from '../util/cli.js';
 import { capture, lastLine } from '../util/proc.js';
 import { TarAppender } from '../tar/append.js';
 import { tarAddon } from '../tar/native.js';
@@ -21,28 +21,23 @@ import { at, myUid, openDir, removeOwned, untrusted } from '../util/owned-fs.js'
 
 const PROG = basename(process.argv[1] ?? 'ch-builder2tar');
 
-const SPECS: OptionSpec[] = [
-  { name: 'builder', short: 'b', arg: 'required', argName: 'BUILDER', help: 'docker, podman or buildah (default: $CH_BUILDER, else the first working)' },
-  { name: 'nocompress', arg: 'none', help: 'write an uncompressed NAME.tar' },
-  ...VERBOSITY_AND_INFO_OPTIONS,
-];
-
-function help(): string {
-  return `Usage: ${PROG} [OPTION...] IMAGE OUTDIR
-
-Flatten builder image IMAGE into OUTDIR/NAME.tar.gz, NAME being IMAGE with
+const SPEC: CommandSpec = {
+  prog: PROG,
+  synopsis: '[OPTION...] IMAGE OUTDIR',
+  valueShorts: 'b',
+  description: `Flatten builder image IMAGE into OUTDIR/NAME.tar.gz, NAME being IMAGE with
 '/' replaced by '%' and ':' by '+'. The image's ENV goes into /ch/environment
 (what ch-run --set-env reads) and its ENTRYPOINT, CMD, ENV, WORKDIR, USER and
-labels into /ch/metadata.json.
-
-${formatHelp(SPECS)}
+labels into /ch/metadata.json. The tarball is written under a temporary name
+in OUTDIR and renamed into place when complete.`,
+  epilog: `Environment:
+  CH_BUILDER   the builder to use when -b is not given
 
 Exit status:
   0  tarball written
   1  failure (no builder, unknown image, export or write failed)
-  2  usage error
-`;
-}
+  2  usage error`,
+};
 
 async function inspect(b: BuilderName, image: string): Promise<ImageConfig> {
   const argv = b === 'buildah' ? ['buildah', 'inspect', '--type', 'image', image] : [b, 'image', 'inspect', image];
@@ -87,25 +82,19 @@ function pidAlive(pid: number): boolean {
 }
 
 export async function builder2tar(argv: string[], log: Log): Promise<number> {
-  let parsed;
-  try { parsed = parseArgs(PROG, SPECS, argv); } catch (err) {
-    if (err instanceof ChError) throw new ChError(err.message, 2);
-    throw err;
-  }
-  let builderOpt: string | undefined, compress = true;
-  for (const o of parsed.options) {
-    switch (o.name) {
-      case 'help': process.stdout.write(help()); return 0;
-      case 'version': { const { version } = await import('../util/version.js'); process.stdout.write(version() + '\n'); return 0; }
-      case 'quiet': log.verbosity = -1; break;
-      case 'verbose': log.verbosity++; break;
-      case 'builder': builderOpt = o.value; break;
-      case 'nocompress': compress = false; break;
-    }
-  }
-  const pos = [...parsed.positional, ...(parsed.rest ?? [])];
+  const y = command(SPEC)
+    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman or buildah (default: $CH_BUILDER, else the first working)' })
+    .option('nocompress', { type: 'boolean', description: 'write an uncompressed NAME.tar' })
+    .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
+    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+  const a = await parseCommand(y, SPEC, argv);
+  if (!a) return 0;
+  if (a.quiet === true) log.verbosity = -1;
+  log.verbosity += count(a.verbose);
+  const builderOpt = last(a.builder), compress = a.nocompress !== true;
+  const pos = all(a._);
   if (pos.length !== 2)
-    throw new ChError(`expected IMAGE and OUTDIR, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, 2);
+    throw new ChError(`expected IMAGE and OUTDIR, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
   const [image, outdir] = pos;
   const name = imageFileName(image);
   let dirFd: number;
@@ -233,4 +222,4 @@ function refuseForeign(dirFd: number, file: string, where: string): void {
 }
 
 const log = new Log(PROG);
-await runMain(log, () => builder2tar(process.argv.slice(2), log));
+void runMain(log, () => builder2tar(process.argv.slice(2), log));

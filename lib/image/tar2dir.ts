@@ -58,9 +58,8 @@ for the same DIR/NAME wait for each other (lock file
 DIR/.NAME.ch-tar2dir.lock, present only while a run holds it); a lock file of
 another user is refused, never waited on.
 
-Environment: CH_TAR2DIR_THREADS=N writes files with N threads (default 0:
-serial, faster on small machines); CH_TAR2DIR_OPENAT2=0 uses the openat(2)
-walk of old kernels (symlinks in parent paths refused) instead of openat2(2);
+Environment: CH_TAR2DIR_OPENAT2=0 uses the openat(2) walk of old kernels
+(symlinks in parent paths refused) instead of openat2(2);
 CH_TAR2DIR_LOCK_TIMEOUT=S waits at most S seconds for another run of yours
 holding the lock (default ${LOCK_TIMEOUT_DEFAULT_S}).
 
@@ -371,7 +370,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
     const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
     for (const sig of SIGNALS) process.on(sig, onSignal);
     try {
-      const r = await extract(tb.path, dest, { openat2: useOpenat2(), threads: Number(process.env.CH_TAR2DIR_THREADS ?? 0) || 0,
+      const r = await extract(tb.path, dest, { openat2: useOpenat2(),
         onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
       if (caught) throw new ChError('interrupted', EXIT_FAIL);
       return r;

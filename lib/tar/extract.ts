@@ -7,11 +7,6 @@ import { tarAddon, type ExtractResult } from './native.js';
 export interface ExtractOptions {
   /** Use openat2(RESOLVE_BENEATH); false forces the openat(O_NOFOLLOW) walk (old kernels, tests). */
   openat2?: boolean;
-  /**
-   * Writer threads (0: the parsing thread writes). Measured on the project's
-   * 2-core VM under load, 2 writers were slower than none, so 0 is the default.
-   */
-  threads?: number;
   /** Called every ~200 ms with bytes of the tarball read so far. */
   onProgress?: (bytesRead: number) => void;
   /** Aborting stops the extraction before its next entry; it then fails with "interrupted". */
@@ -28,7 +23,7 @@ export async function extract(tarball: string, dest: string, opts: ExtractOption
   opts.signal?.addEventListener('abort', cancel);
   // Never world-writable, whatever the caller's umask: others could plant files in the image.
   const um = process.umask() | 0o002;
-  const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress, threads: opts.threads ?? 0 });
+  const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress });
   let timer: NodeJS.Timeout | undefined;
   if (opts.onProgress) timer = setInterval(() => opts.onProgress!(Number(view[0])), 200);
   try {

@@ -1,30 +1,27 @@
-// Writing ustar headers: only what ch-builder2tar appends (short names, small files).
+// Entries ch-builder2tar appends to an exported image (/ch/, /ch/environment,
+// /ch/metadata.json), encoded by node-tar's Header (ustar). Only the header
+// encoder: the export stream itself passes through TarAppender unparsed,
+// which re-packing it with node-tar would make ~5x slower (docs/design.md).
 
-function octal(v: number, len: number): string {
-  return v.toString(8).padStart(len - 1, '0') + '\0';
-}
+import { Header } from 'tar/header';
 
 export interface NewEntry { name: string; type: 'file' | 'dir'; mode: number; data?: Buffer; mtime?: number }
 
 export function ustarHeader(e: NewEntry): Buffer {
-  const h = Buffer.alloc(512);
-  const name = Buffer.from(e.name);
-  if (name.length > 100) throw new Error(`tar entry name too long: ${e.name}`);
-  name.copy(h, 0);
-  h.write(octal(e.mode, 8), 100, 'latin1');
-  h.write(octal(0, 8), 108, 'latin1');
-  h.write(octal(0, 8), 116, 'latin1');
-  h.write(octal(e.data?.length ?? 0, 12), 124, 'latin1');
-  h.write(octal(e.mtime ?? Math.floor(Date.now() / 1000), 12), 136, 'latin1');
-  h.write('        ', 148, 'latin1');
-  h.write(e.type === 'dir' ? '5' : '0', 156, 'latin1');
-  h.write('ustar\0' + '00', 257, 'latin1');
-  h.write('root', 265, 'latin1');
-  h.write('root', 297, 'latin1');
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(octal(sum, 7) + ' ', 148, 'latin1');
-  return h;
+  const h = new Header({
+    path: e.name,
+    type: e.type === 'dir' ? 'Directory' : 'File',
+    mode: e.mode,
+    uid: 0,
+    gid: 0,
+    uname: 'root',
+    gname: 'root',
+    size: e.data?.length ?? 0,
+    mtime: new Date((e.mtime ?? Math.floor(Date.now() / 1000)) * 1000),
+  });
+  // needPax: a name or value ustar can't hold; ours are short and fixed.
+  if (h.encode() || !h.block) throw new Error(`tar entry ${e.name} doesn't fit a ustar header`);
+  return h.block;
 }
 
 export function entryBytes(e: NewEntry): Buffer {

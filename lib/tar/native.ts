@@ -1,7 +1,6 @@
 // The addon's extraction half (addon/extract.cc), typed. Loaded on first use.
 
-import { createRequire } from 'node:module';
-import { TAR_ADDON_PATH } from '../util/paths.js';
+import { loadNative, TAR_ADDON_PATH } from '../util/paths.js';
 
 export interface ExtractResult {
   kind: 'tar' | 'gzip' | 'xz' | 'zstd';
@@ -16,7 +15,7 @@ export interface ExtractResult {
 export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?: string }
 
 export interface TarAddon {
-  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; threads?: number }): Promise<ExtractResult>;
+  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer }): Promise<ExtractResult>;
   /** The ops that failed. */
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
@@ -27,6 +26,6 @@ export interface TarAddon {
 let addon: TarAddon | undefined;
 
 export function tarAddon(): TarAddon {
-  addon ??= createRequire(import.meta.url)(TAR_ADDON_PATH) as TarAddon;
+  addon ??= loadNative<TarAddon>(TAR_ADDON_PATH, 1);
   return addon;
 }

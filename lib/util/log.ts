@@ -3,7 +3,6 @@
 // at the top, with their exit status.
 
 export const EXIT_ERR = 31;   // ch-run's own failures (Charliecloud's value)
-export const EXIT_CMD = 49;   // command can't be executed
 
 export class ChError extends Error {
   constructor(message: string, readonly exitCode: number = EXIT_ERR) {

@@ -1,8 +1,8 @@
 // The N-API addon, loaded on first use (it is only needed at the very end of a
 // launch, and some commands never need it).
 
-import { createRequire } from 'node:module';
-import { ADDON_PATH } from './paths.js';
+import { EXIT_ERR } from './log.js';
+import { ADDON_PATH, loadNative } from './paths.js';
 
 export interface Addon {
   execCore(corePath: string, plan: Buffer): never;
@@ -11,6 +11,6 @@ export interface Addon {
 let addon: Addon | undefined;
 
 export function native(): Addon {
-  addon ??= createRequire(import.meta.url)(ADDON_PATH) as Addon;
+  addon ??= loadNative<Addon>(ADDON_PATH, EXIT_ERR);
   return addon;
 }

@@ -3,8 +3,10 @@
 // from the bundled launch path (dist/ch-run.cjs) as well as dist/util/.
 
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ChError } from './log.js';
 
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -16,7 +18,24 @@ function packageRoot(): string {
 export const PKG_ROOT = packageRoot();
 export const BUILD_DIR = process.env.CH_TOOLKIT_BUILD_DIR ?? join(PKG_ROOT, 'build', 'Release');
 export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
+/** ch-run's launcher: what other commands run as ch-run (bin/ch-run links to it; npm packs no links). */
+export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
 /** ch-run's addon (launch path), and ch-tar2dir's extractor. */
 export const ADDON_PATH = join(BUILD_DIR, 'ch_run.node');
 export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');
 export const SHARE_DIR = join(PKG_ROOT, 'share');
+
+/**
+ * Load the native addon at PATH (our own build). If it was never built (npm
+ * skipped the install script, or a tree copied without build/), say how to
+ * build it rather than show a module-resolution stack; EXITCODE: the command's failure status.
+ */
+export function loadNative<T>(path: string, exitCode: number): T {
+  try {
+    return createRequire(import.meta.url)(path) as T;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND' || existsSync(path)) throw err;
+    throw new ChError(`ch-toolkit's native part is not built (${path} missing): `
+      + `build it with: node ${join(PKG_ROOT, 'tools', 'build.js')} native`, exitCode);
+  }
+}

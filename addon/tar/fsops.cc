@@ -1,0 +1,174 @@
+// File-system helpers for ch-tar2dir and the other commands, as N-API
+// functions: fixup (make paths inside an unpacked image through the confined
+// writer), rename2 (renameat2, which Node lacks), lock (flock on a worker
+// thread), pipe (a real pipe(2)).
+
+#include <napi.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "writer.h"
+
+namespace chtar {
+namespace {
+
+Napi::Value ThrowErrno(Napi::Env env, const std::string &what, int e)
+{
+   Napi::Error er = Napi::Error::New(env, what + ": " + strerror(e) + " (" + errname(e) + ")");
+   er.Set("code", errname(e));
+   er.Set("why", std::string(strerror(e)));
+   er.ThrowAsJavaScriptException();
+   return env.Undefined();
+}
+
+// fixup(root, ops, {openat2}): after extraction, make paths safely inside ROOT.
+// ops: [{op: 'dir'|'file'|'write', path, content?}]. 'dir' makes a directory
+// unless something is there already (a symlink is left alone: ch-run resolves
+// it inside the image). 'file' makes an empty regular file unless one exists
+// (a symlink there is replaced: ch-run binds onto it). 'write' replaces the
+// file with CONTENT. Returns the ops that failed: [{path, message, code?}].
+Napi::Value Fixup(const Napi::CallbackInfo &info)
+{
+   Napi::Env env = info.Env();
+   std::string rootp = info[0].As<Napi::String>();
+   Napi::Array ops = info[1].As<Napi::Array>();
+   bool oa2 = info[2].As<Napi::Object>().Get("openat2").ToBoolean();
+   Napi::Array failed = Napi::Array::New(env);
+   Fd root(open(rootp.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+   if (root.fd < 0)
+      return ThrowErrno(env, "can't open " + rootp, errno);
+   Writer w(root.fd, oa2, 0);
+   for (uint32_t i = 0; i < ops.Length(); i++) {
+      Napi::Object op = ops.Get(i).As<Napi::Object>();
+      std::string kind = op.Get("op").As<Napi::String>();
+      std::string cur = op.Get("path").As<Napi::String>();
+      try {
+         std::vector<std::string> c = split_name(cur, "path");
+         if (c.empty())
+            continue;
+         int pfd = w.parent(c, cur);
+         struct stat sb;
+         bool exists = fstatat(pfd, c.back().c_str(), &sb, AT_SYMLINK_NOFOLLOW) == 0;
+         if (kind == "dir") {
+            if (!exists)
+               w.make_dir(c, cur, 0755);
+            else if (!S_ISDIR(sb.st_mode) && !S_ISLNK(sb.st_mode))
+               throw XErr(cur + ": exists and is not a directory");
+         } else if (kind == "file") {
+            if (exists && S_ISDIR(sb.st_mode))
+               throw XErr(cur + ": is a directory");
+            if (!exists || !S_ISREG(sb.st_mode))
+               Fd fd(w.create_file(c, cur, 0644));
+         } else {
+            std::string content = op.Get("content").As<Napi::String>();
+            Fd fd(w.create_file(c, cur, 0644));
+            write_all(fd.fd, content.data(), content.size(), cur);
+         }
+      } catch (XErr &e) {
+         Napi::Object f = Napi::Object::New(env);
+         f.Set("path", cur);
+         f.Set("message", std::string(e.what()) + (e.err ? std::string(": ") + strerror(e.err) + " (" + errname(e.err) + ")" : ""));
+         failed.Set(failed.Length(), f);
+      }
+      w.invalidate();
+   }
+   return failed;
+}
+
+
+// rename2(from, to, 'noreplace'|'exchange'): renameat2(2), which Node lacks.
+Napi::Value Rename2(const Napi::CallbackInfo &info)
+{
+   Napi::Env env = info.Env();
+   std::string a = info[0].As<Napi::String>(), b = info[1].As<Napi::String>(), how = info[2].As<Napi::String>();
+   unsigned flags = how == "exchange" ? RENAME_EXCHANGE : RENAME_NOREPLACE;
+   if (renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), flags) != 0)
+      return ThrowErrno(env, "can't rename " + a + " to " + b, errno);
+   return env.Undefined();
+}
+
+// Wait for an exclusive flock(2) on PATH (created if needed) on a worker
+// thread; resolves with the fd, which holds the lock until closed or exit.
+class LockWorker : public Napi::AsyncWorker {
+public:
+   LockWorker(Napi::Env env, std::string p, bool wait)
+      : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), path(std::move(p)), wait(wait) {}
+   Napi::Promise Promise() { return deferred.Promise(); }
+   void Execute() override
+   {
+      // O_NONBLOCK: a FIFO planted under the name must not block the open (the caller refuses it).
+      fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+      if (fd < 0) {
+         err = errno;
+         return;
+      }
+      while (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+         if (errno == EINTR)
+            continue;
+         err = errno;
+         close(fd);
+         fd = -1;
+         return;
+      }
+   }
+   void OnOK() override
+   {
+      Napi::Env env = Env();
+      if (err) {
+         Napi::Error er = Napi::Error::New(env, std::string("can't lock ") + path + ": " + strerror(err));
+         er.Set("code", errname(err));
+         er.Set("why", std::string(strerror(err)));
+         deferred.Reject(er.Value());
+      } else
+         deferred.Resolve(Napi::Number::New(env, fd));
+   }
+
+private:
+   Napi::Promise::Deferred deferred;
+   std::string path;
+   bool wait;
+   int fd = -1, err = 0;
+};
+
+Napi::Value Lock(const Napi::CallbackInfo &info)
+{
+   auto *w = new LockWorker(info.Env(), info[0].As<Napi::String>(), info[1].ToBoolean());
+   Napi::Promise p = w->Promise();
+   w->Queue();
+   return p;
+}
+
+// pipe(): a real pipe(2), [readFd, writeFd], both close-on-exec. Node's child
+// stdio "pipes" are socketpairs, on which open("/dev/stdout") fails with ENXIO
+// (podman export writes to /dev/stdout).
+Napi::Value Pipe(const Napi::CallbackInfo &info)
+{
+   int fds[2];
+   if (pipe2(fds, O_CLOEXEC) != 0)
+      return ThrowErrno(info.Env(), "can't create pipe", errno);
+   Napi::Array a = Napi::Array::New(info.Env(), 2);
+   a.Set(0u, fds[0]);
+   a.Set(1u, fds[1]);
+   return a;
+}
+
+}  // namespace
+
+void InitFsOps(Napi::Env env, Napi::Object exports)
+{
+   exports.Set("fixup", Napi::Function::New(env, Fixup));
+   exports.Set("rename2", Napi::Function::New(env, Rename2));
+   exports.Set("lock", Napi::Function::New(env, Lock));
+   exports.Set("pipe", Napi::Function::New(env, Pipe));
+}
+
+}  // namespace chtar

@@ -1,0 +1,318 @@
+// The tar parser (see parser.h).
+
+#include <climits>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+
+#include "parser.h"
+
+namespace chtar {
+namespace {
+
+uint64_t parse_num(const char *f, size_t n, const std::string &name, const char *what)
+{
+   if ((unsigned char)f[0] & 0x80) {   // GNU base-256
+      uint64_t v = (unsigned char)f[0] & 0x3f;
+      if ((unsigned char)f[0] & 0x40)
+         throw XErr(name + ": negative " + what + " in header");
+      for (size_t i = 1; i < n; i++) {
+         if (v >> 56)
+            throw XErr(name + ": " + what + " too large");
+         v = (v << 8) | (unsigned char)f[i];
+      }
+      return v;
+   }
+   uint64_t v = 0;
+   size_t i = 0;
+   while (i < n && (f[i] == ' ' || f[i] == '\0'))
+      i++;
+   for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
+      if (v >> 60)
+         throw XErr(name + ": " + what + " too large");
+      v = v * 8 + (f[i] - '0');
+   }
+   for (; i < n; i++)
+      if (f[i] != ' ' && f[i] != '\0')
+         throw XErr("corrupt archive: bad " + std::string(what) + " field in header of " + name);
+   return v;
+}
+
+std::string field(const char *f, size_t n)
+{
+   size_t l = strnlen(f, n);
+   return std::string(f, l);
+}
+
+}  // namespace
+
+void Extractor::skip(uint64_t n)
+{
+   while (n > 0) {
+      if (!in.fill())
+         throw XErr("truncated archive: ends inside member data");
+      size_t k = std::min<uint64_t>(n, in.len - in.pos);
+      in.pos += k;
+      in.offset += k;
+      n -= k;
+   }
+}
+
+// The data of a metadata entry, at most MAX bytes (checked before allocating).
+std::string Extractor::read_meta(uint64_t size, const std::string &what, uint64_t max)
+{
+   if (size > max)
+      throw XErr("corrupt archive: " + what + " too long (" + std::to_string(size) + " bytes, at most "
+                 + std::to_string(max) + ")");
+   std::string s(size, '\0');
+   if (in.get(&s[0], size) != size)
+      throw XErr("truncated archive: ends inside " + what);
+   skip(pad(size));
+   return s;
+}
+
+// GNU long name/link: NUL-terminated; a NUL inside is a hostile name.
+std::string Extractor::gnu_long(std::string s, const char *what)
+{
+   while (!s.empty() && s.back() == '\0')
+      s.pop_back();
+   if (s.find('\0') != std::string::npos)
+      throw XErr(std::string(what) + " contains a NUL byte");
+   return s;
+}
+
+void Extractor::parse_pax(const std::string &d, std::string &path, std::string &link, bool &have_path, bool &have_link,
+               uint64_t &size, bool &have_size)
+{
+   size_t i = 0;
+   while (i < d.size()) {
+      size_t sp = d.find(' ', i);
+      if (sp == std::string::npos)
+         throw XErr("corrupt archive: bad pax header record");
+      uint64_t len = 0;
+      for (size_t k = i; k < sp; k++) {
+         if (d[k] < '0' || d[k] > '9' || len > META_MAX)
+            throw XErr("corrupt archive: bad pax header record length");
+         len = len * 10 + (d[k] - '0');
+      }
+      if (len == 0 || i + len > d.size() || d[i + len - 1] != '\n')
+         throw XErr("corrupt archive: bad pax header record");
+      std::string rec = d.substr(sp + 1, i + len - 1 - (sp + 1));
+      size_t eq = rec.find('=');
+      if (eq == std::string::npos)
+         throw XErr("corrupt archive: bad pax header record");
+      std::string key = rec.substr(0, eq), val = rec.substr(eq + 1);
+      if (key == "path") {
+         path = val;
+         have_path = true;
+      } else if (key == "linkpath") {
+         link = val;
+         have_link = true;
+      } else if (key == "size") {
+         size = 0;
+         for (char ch : val) {
+            if (ch < '0' || ch > '9' || size > (UINT64_MAX / 10 - 10))
+               throw XErr("corrupt archive: bad pax size");
+            size = size * 10 + (ch - '0');
+         }
+         have_size = true;
+      } else if (key.compare(0, 11, "GNU.sparse.") == 0) {
+         throw XErr("sparse files (GNU.sparse pax) are not supported");
+      }
+      i += len;
+   }
+}
+
+void Extractor::track_top(const std::vector<std::string> &c)
+{
+   if (multi)
+      return;
+   if (top.empty())
+      top = c[0];
+   else if (top != c[0])
+      multi = true;
+}
+
+void Extractor::write_data(int fd, uint64_t size, const std::string &name)
+{
+   uint64_t left = size;
+   while (left > 0) {
+      if (!in.fill())
+         throw XErr("truncated archive: ends inside data of " + name);
+      size_t k = std::min<uint64_t>(left, in.len - in.pos);
+      write_all(fd, in.buf + in.pos, k, name);
+      in.pos += k;
+      in.offset += k;
+      left -= k;
+   }
+   st.bytes += size;
+   skip(pad(size));
+}
+
+void Extractor::run()
+{
+   char h[512];
+   std::string longname, longlink, paxpath, paxlink;
+   bool have_long = false, have_llink = false, have_ppath = false, have_plink = false, have_psize = false;
+   uint64_t psize = 0;
+   for (;;) {
+      uint64_t hoff = in.offset;
+      in.report();
+      if (cancel && cancel->load(std::memory_order_relaxed))
+         throw XErr("interrupted", EINTR);
+      size_t got = in.get(h, 512);
+      if (got == 0)
+         throw XErr("truncated archive: no end-of-archive marker");
+      if (got < 512)
+         throw XErr("truncated archive: ends inside a header");
+      bool zero = true;
+      for (int i = 0; i < 512 && zero; i++)
+         zero = h[i] == 0;
+      if (zero)
+         break;   // end of archive (one zero block is enough, as for GNU tar)
+
+      // Checksum: the header's bytes with the checksum field as spaces.
+      uint64_t want;
+      try {
+         want = parse_num(h + 148, 8, "", "checksum");
+      } catch (XErr &) {
+         throw XErr("corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
+                    + " (not a tar file, or damaged)");
+      }
+      uint64_t us = 0;
+      int64_t ss = 0;
+      for (int i = 0; i < 512; i++) {
+         unsigned char ch = (i >= 148 && i < 156) ? ' ' : (unsigned char)h[i];
+         us += ch;
+         ss += (signed char)((i >= 148 && i < 156) ? ' ' : h[i]);
+      }
+      if (want != us && (int64_t)want != ss)
+         throw XErr("corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
+                    + " (not a tar file, or damaged)");
+
+      char type = h[156];
+      bool posix = memcmp(h + 257, "ustar\0", 6) == 0;
+      std::string name;
+      if (have_ppath)
+         name = paxpath;
+      else if (have_long)
+         name = longname;
+      else {
+         name = field(h, 100);
+         if (posix && h[345]) {
+            std::string prefix = field(h + 345, 155);
+            name = prefix + "/" + name;
+         }
+      }
+      uint64_t size = parse_num(h + 124, 12, name, "size");
+      if (have_psize)
+         size = psize;
+      if (size > MAX_MEMBER)   // also keeps size + padding from overflowing
+         throw XErr("corrupt archive: size of " + printable(name) + " too large (" + std::to_string(size)
+                    + " bytes)");
+      std::string link = have_plink ? paxlink : have_llink ? longlink : field(h + 157, 100);
+
+      // Metadata entries apply to the next header.
+      if (type == 'L') {
+         longname = gnu_long(read_meta(size, "GNU long name", PATH_MAX), "name");
+         have_long = true;
+         continue;
+      }
+      if (type == 'K') {
+         longlink = gnu_long(read_meta(size, "GNU long link", PATH_MAX), "link target");
+         have_llink = true;
+         continue;
+      }
+      if (type == 'x') {
+         std::string d = read_meta(size, "pax header", META_MAX);
+         parse_pax(d, paxpath, paxlink, have_ppath, have_plink, psize, have_psize);
+         continue;
+      }
+      if (type == 'g') {   // nothing in it is used: skipped, never held in memory
+         skip(size + pad(size));
+         continue;
+      }
+      have_long = have_llink = have_ppath = have_plink = have_psize = false;
+
+      st.entries++;
+      std::vector<std::string> c;
+      try {
+         c = split_name(name, "name");
+      } catch (XErr &e) {
+         throw XErr(std::string(e.what()) + ": " + printable(name), e.err);
+      }
+      uint32_t mode = parse_num(h + 100, 8, name, "mode");
+      uint64_t mtime = parse_num(h + 136, 12, name, "mtime");
+      if (c.empty()) {   // "." or "./": the destination itself
+         skip(type == '5' ? 0 : size + pad(size));
+         continue;
+      }
+      switch (type) {
+      case '0':
+      case '\0':
+      case '7': {
+         track_top(c);
+         {
+            // Streamed from the decoder's buffer (or the map): the header's size
+            // never decides how much is allocated.
+            Fd fd(w.create_file(c, name, mode));
+            write_data(fd.fd, size, name);
+            struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
+            futimens(fd.fd, ts);   // best effort, as tar's mtime restoration
+         }
+         st.files++;
+         break;
+      }
+      case '5':
+         track_top(c);
+         w.make_dir(c, name, mode);
+         skip(size + pad(size));
+         st.dirs++;
+         break;
+      case '2':
+         track_top(c);
+         w.make_symlink(c, name, link);
+         skip(size + pad(size));
+         st.symlinks++;
+         break;
+      case '1':
+         track_top(c);
+         w.make_hardlink(c, name, link);
+         skip(size + pad(size));
+         st.hardlinks++;
+         break;
+      case '3':
+      case '4':
+      case '6':
+         skip(size + pad(size));
+         st.devices++;
+         break;
+      case 'S':
+         throw XErr(name + ": GNU sparse files are not supported");
+      default:
+         skip(size + pad(size));
+         st.other++;
+      }
+   }
+}
+
+std::string Extractor::printable(const std::string &s)
+{
+   std::string o;
+   for (unsigned char ch : s.substr(0, 200)) {
+      if (ch < 32 || ch == 127) {
+         char b[8];
+         snprintf(b, sizeof b, "\\x%02x", ch);
+         o += b;
+      } else
+         o += ch;
+   }
+   if (s.size() > 200)
+      o += "...";
+   return o;
+}
+
+}  // namespace chtar

@@ -1,0 +1,50 @@
+// The tar parser: reads headers (ustar, GNU long names, pax) from a Stream
+// and has the Writer create each entry. Headers are
+// hostile input: a size they claim is checked before it is used, and never
+// sizes an allocation except for metadata bounded below.
+
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "source.h"
+#include "writer.h"
+
+namespace chtar {
+
+struct Stats {
+   uint64_t files = 0, dirs = 0, symlinks = 0, hardlinks = 0, devices = 0, other = 0, bytes = 0, entries = 0;
+};
+
+struct Extractor {
+   Stream &in;
+   Writer &w;
+   Stats st;
+   std::string top;   // common first component of all entries
+   bool multi = false;
+   // Bounds on what a header may claim, since headers are hostile input.
+   static constexpr uint64_t META_MAX = 1 << 20;           // a pax extended header
+   static constexpr uint64_t MAX_MEMBER = INT64_MAX;       // any member's size
+
+   std::atomic<uint64_t> *cancel = nullptr;   // set non-zero by JS (a signal): stop
+
+   Extractor(Stream &s, Writer &wr) : in(s), w(wr) {}
+
+   void run();
+
+private:
+   void skip(uint64_t n);
+   static uint64_t pad(uint64_t size) { return (512 - size % 512) % 512; }
+   std::string read_meta(uint64_t size, const std::string &what, uint64_t max);
+   static std::string gnu_long(std::string s, const char *what);
+   void parse_pax(const std::string &d, std::string &path, std::string &link, bool &have_path, bool &have_link,
+                  uint64_t &size, bool &have_size);
+   void track_top(const std::vector<std::string> &c);
+   void write_data(int fd, uint64_t size, const std::string &name);
+   static std::string printable(const std::string &s);
+};
+
+}  // namespace chtar

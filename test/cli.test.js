@@ -1,0 +1,99 @@
+// Command-line conventions of the yargs-parsed commands (ch-build,
+// ch-builder2tar, ch-docker2tar, ch-fromhost; lib/util/cli.ts): -h/-?/--help
+// as the manual, --usage, -V/--version, unknown options and missing values
+// refused with exit 2, shell completion; and the man pages built from every
+// command's --help.
+
+import test from 'ava';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ch, image, PKG } from './helpers/env.js';
+
+const VERSION = JSON.parse(readFileSync(join(PKG, 'package.json'), 'utf8')).version;
+const YARGS_COMMANDS = ['ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost'];
+
+for (const prog of YARGS_COMMANDS) {
+  test(`${prog}: -h, -? and --help print the manual`, async (t) => {
+    for (const flag of ['-h', '-?', '--help']) {
+      const r = await ch(prog, [flag]);
+      t.is(r.exitCode, 0, `${flag}: ${r.stderr}`);
+      t.regex(r.stdout, new RegExp(`^Usage: ${prog} `), flag);
+      t.regex(r.stdout, /\nExit status/, `${flag}: exit statuses documented`);
+      t.regex(r.stdout, /--version/);
+    }
+  });
+
+  test(`${prog}: --usage, -V and --version`, async (t) => {
+    const u = await ch(prog, ['--usage']);
+    t.is(u.exitCode, 0, u.stderr);
+    t.regex(u.stdout, new RegExp(`^Usage: ${prog} \\S[^\\n]*$`));   // one line
+    for (const flag of ['-V', '--version']) {
+      const r = await ch(prog, [flag]);
+      t.is(r.exitCode, 0, r.stderr);
+      t.is(r.stdout, VERSION);
+    }
+  });
+
+  test(`${prog}: a missing option value is a usage error (exit 2)`, async (t) => {
+    const opt = prog === 'ch-fromhost' ? '--dest' : '-b';
+    const r = await ch(prog, [opt]);
+    t.is(r.exitCode, 2);
+    t.regex(r.stderr, new RegExp(`^${prog}\\[\\d+\\]: error: Not enough arguments following: ${opt.replace(/^-+/, '')}\\n`
+      + `Try '${prog} --help' for more information\\.`));
+  });
+
+  test(`${prog}: shell completion`, async (t) => {
+    const r = await ch(prog, ['completion']);
+    t.is(r.exitCode, 0, r.stderr);
+    t.true(r.stdout.includes(`###-begin-${prog}-completions-###`));
+    const c = await ch(prog, ['--get-yargs-completions', prog, '--']);
+    t.is(c.exitCode, 0, c.stderr);
+    t.true(c.stdout.split('\n').includes('--help'));
+  });
+}
+
+for (const prog of ['ch-builder2tar', 'ch-docker2tar', 'ch-fromhost']) {
+  test(`${prog}: an unknown option is a usage error (exit 2)`, async (t) => {
+    const r = await ch(prog, ['--no-such-option', 'a', 'b']);
+    t.is(r.exitCode, 2);
+    t.regex(r.stderr, /error: Unknown argument: no-such-option\nTry '.*--help' for more information\./);
+  });
+}
+
+test('ch-build: unknown options go to the builder, attached values are read as getopt does', async (t) => {
+  const r = await ch('ch-build', ['-n', '-bpodman', '-tTAG', '--no-such-option', '--build-arg', 'A=1', 'ctx']);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'podman build -t TAG --no-such-option --build-arg A=1 ctx');
+  const u = await ch('ch-build', ['-n', 'ctx']);
+  t.is(u.exitCode, 2);
+  t.regex(u.stderr, /no tag given/);
+});
+
+test('ch-fromhost: usage errors exit 2, failures 31', async (t) => {
+  const img = image('busybox');
+  for (const [args, re] of [
+    [[], /no IMGDIR given/],
+    [['--path', '/bin/true', img, img], /more than one IMGDIR given/],
+    [['--dest', 'rel', '--path', '/bin/true', img], /--dest: must be absolute: rel/],
+    [[img], /nothing to inject/],
+  ]) {
+    const r = await ch('ch-fromhost', args);
+    t.is(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, re);
+    t.regex(r.stderr, /Try 'ch-fromhost --help'/);
+  }
+  const f = await ch('ch-fromhost', ['--path', '/no/such/file', img]);
+  t.is(f.exitCode, 31);
+  t.regex(f.stderr, /can't inject \/no\/such\/file/);
+});
+
+test('a man page for every command, from its --help', (t) => {
+  for (const prog of ['ch-run', 'ch-tar2dir', ...YARGS_COMMANDS]) {
+    const p = join(PKG, 'dist', 'man', `${prog}.1`);
+    t.true(existsSync(p), p);
+    const page = readFileSync(p, 'utf8');
+    t.regex(page, new RegExp(`^\\.TH ${prog.toUpperCase()} 1 `));
+    t.regex(page, new RegExp(`^Usage: ${prog} `, 'm'));
+    t.regex(page, /^Exit status/m);
+  }
+});
