@@ -282,7 +282,9 @@ test('an existing DIR/NAME not made by ch-tar2dir is refused and left alone; our
   const again = await ch('ch-tar2dir', [tb, sb.dir]);
   t.is(again.exitCode, 0);
   t.regex(again.stderr, /up to date/);
+  // Something the user added to their image: gone with the old image.
   writeFileSync(join(sb.dir, 'mine', 'scratch'), 'x');
+  if (isRoot) chownSync(join(sb.dir, 'mine', 'scratch'), testUser().uid, testUser().gid);
   const forced = await ch('ch-tar2dir', ['--force', tb, sb.dir]);
   t.is(forced.exitCode, 0, forced.stderr);
   t.false(existsSync(join(sb.dir, 'mine', 'scratch')), 'replaced by a fresh image');
