@@ -188,6 +188,23 @@ dtest('unsupported edits warn; unknown hooks are not run; later spec directory w
   chmodSync(second, 0o755);
 });
 
+dtest('--ib=HCA and CH_IB_HCAS: only the chosen HCAs\' device nodes', async (t) => {
+  const ibEnv = (extra = {}) => env({ CH_IB_SYSROOT: join(FX, 'sys'), CH_IB_LIBS: 'libstubprov', ...extra });
+  const ls = ['sh', '-c', 'ls /dev/infiniband | tr "\\n" " "'];
+  const one = await ch('ch-run', ['-v', '--ib=mlx5_1', DEBIAN, '--', ...ls], { env: ibEnv() });
+  t.is(one.exitCode, 0, one.stderr);
+  t.is(one.stdout, 'rdma_cm uverbs1 ');
+  t.regex(one.stderr, /--ib: \/dev\/infiniband\/uverbs0 \(mlx5_0\) hidden by --ib/);
+  const byVar = await ch('ch-run', ['--ib', DEBIAN, '--', ...ls], { env: ibEnv({ CH_IB_HCAS: 'mlx5_0' }) });
+  t.is(byVar.exitCode, 0, byVar.stderr);
+  t.is(byVar.stdout, 'rdma_cm uverbs0 ');
+  const all = await ch('ch-run', ['--ib', DEBIAN, '--', ...ls], { env: ibEnv() });
+  t.is(all.stdout, 'rdma_cm uverbs0 uverbs1 ');
+  const bad = await ch('ch-run', ['--ib=mlx5_0,mlx5_7', DEBIAN, '--', 'true'], { env: ibEnv() });
+  t.is(bad.exitCode, 31);
+  t.regex(bad.stderr, /error: --ib: no InfiniBand HCA mlx5_7 \(.*\/sys\/class\/infiniband has: mlx5_0, mlx5_1\)/);
+});
+
 test('ch-run --help lists --device and --cdi-dirs', async (t) => {
   const r = await ch('ch-run', ['--help']);
   t.is(r.exitCode, 0);

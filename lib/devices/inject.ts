@@ -27,7 +27,7 @@
 //   CH_GPU_LIBS, CH_IB_LIBS  extra library name prefixes (comma/colon-separated)
 
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, Dirent, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { accessSync, constants, Dirent, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { SHARE_DIR } from '../util/paths.js';
@@ -259,9 +259,52 @@ function devMounts(root: string, skipTop: Set<string>): MountOp[] {
   return ops;
 }
 
+const IB_CLASSES = ['infiniband', 'infiniband_verbs', 'infiniband_mad'];
+
+/**
+ * Keep only HCAS of --ib's device nodes (uverbsN, umadN, issmN belong to the
+ * HCA their sysfs "ibdev" names; rdma_cm is shared), and mounts that make
+ * /sys/class/infiniband* list only them: a tmpfs over each class directory
+ * holding the host's links for the chosen HCAs. CH_IB_SYSROOT: where sysfs
+ * is read from (tests), instead of /sys.
+ */
+function chooseHcas(f: Found, hcas: string[], how: string, env: Map<string, string>, log: Log): MountOp[] {
+  const sys = (env.get('CH_IB_SYSROOT') ?? '/sys').replace(/\/+$/, '');
+  const list = (d: string) => { try { return readdirSync(d).sort(); } catch { return []; } };
+  const have = list(`${sys}/class/infiniband`);
+  const missing = hcas.filter((h) => !have.includes(h));
+  if (missing.length > 0)
+    throw new ChError(`${how}: no InfiniBand HCA ${missing.join(', ')} (${sys}/class/infiniband has: ${have.join(', ') || 'none'})`);
+  const owner = new Map<string, string>();   // uverbs0 -> mlx5_0
+  for (const cls of IB_CLASSES.slice(1))
+    for (const e of list(`${sys}/class/${cls}`)) {
+      try { owner.set(e, readFileSync(`${sys}/class/${cls}/${e}/ibdev`, 'utf8').trim()); } catch { /* no ibdev: not per-HCA */ }
+    }
+  f.devs = f.devs.filter((rel) => {
+    const hca = owner.get(basename(rel));
+    if (hca === undefined || hcas.includes(hca)) return true;
+    log.info(`--ib: /dev/${rel} (${hca}) hidden by ${how}`);
+    return false;
+  });
+  const ops: MountOp[] = [];
+  for (const cls of IB_CLASSES) {
+    const dir = `/sys/class/${cls}`;
+    if (!existsSync(dir)) continue;   // the container's /sys is the host's
+    ops.push({ kind: 'tmpfs', options: 'mode=0755', dst: dir, flags: [] });
+    for (const e of list(dir)) {
+      const hca = cls === 'infiniband' ? e : owner.get(e);
+      if (hca !== undefined && !hcas.includes(hca)) continue;
+      try { ops.push({ kind: 'symlink', target: readlinkSync(`${dir}/${e}`), dst: `${dir}/${e}`, flags: [] }); } catch { /* not a link */ }
+    }
+    log.info(`--ib: ${dir} lists only ${hcas.join(', ')}`);
+  }
+  return ops;
+}
+
 export interface DeviceRequest {
   gpu: Kind[] | null | false;     // false: off; null: every vendor found
   ib: boolean;
+  ibHcas?: string[] | null;       // --ib=HCA,...; null: $CH_IB_HCAS, else all
   devices: string[];              // --device arguments, KIND=NAME[,NAME...]
   cdiDirs: string | null;         // --cdi-dirs
 }
@@ -305,10 +348,13 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
     found.push(...useful);
     for (const v of sel?.vendors ?? []) log.info(`--gpu: ${v} GPUs from CDI spec ${VENDOR_KIND[v]}`);
   }
+  let ibSys: MountOp[] = [];
   if (ib) {
     const f = discover('ib', devroot, env, log);
     if (f.devs.length === 0 && f.libs.size === 0)
       throw new ChError(`--ib: no InfiniBand found; searched: ${f.searched.join('; ')}`);
+    const hcas = req.ibHcas ?? (env.get('CH_IB_HCAS') ? env.get('CH_IB_HCAS')!.split(/[,:]/).filter(Boolean) : null);
+    if (hcas) ibSys = chooseHcas(f, hcas, req.ibHcas ? '--ib' : 'CH_IB_HCAS', env, log);
     found.push(f);
   }
 
@@ -415,6 +461,7 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
       log.info(`inject directory ${f.hostRoot}${d} -> ${d} (read-only)`);
     }
   if (cdi) mounts.push(...cdi.imageOps);
+  mounts.push(...ibSys);
   return { mounts, env: outEnv, set, pathPrepend: bins.size > 0 || cdi?.bins ? `${INJECT}/bin` : null };
 }
 

@@ -59,7 +59,8 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   // snapshot lacks); loaded as ESM modules it cost --gpu ~17 ms.
   const injected = opts.gpu !== false || opts.ib || opts.devices.length > 0
     ? requireDist<typeof import('../devices/inject.js')>('ch-run-devices.cjs')
-      .inject(root, { gpu: opts.gpu, ib: opts.ib, devices: opts.devices, cdiDirs: opts.cdiDirs }, env, log)
+      .inject(root, { gpu: opts.gpu, ib: opts.ib, ibHcas: opts.ibHcas, devices: opts.devices,
+        cdiDirs: opts.cdiDirs }, env, log)
     : null;
   const mounts = defaultMounts({ root, opts, id, log, env, devices: injected?.mounts });
 

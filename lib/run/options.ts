@@ -17,7 +17,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
     help: 'inject host GPU devices, driver libraries and tools: nvidia, amd (default: every vendor found); '
       + 'from the vendor\'s CDI spec when there is one' },
   { name: 'home', arg: 'none', help: 'bind-mount your host $HOME at guest /home/$USER' },
-  { name: 'ib', arg: 'none', help: 'inject host InfiniBand devices and verbs libraries' },
+  { name: 'ib', arg: 'optional', argName: 'HCA[,...]',
+    help: 'inject host InfiniBand devices and verbs libraries; only these HCAs (e.g. mlx5_0), else $CH_IB_HCAS, else all' },
   { name: 'join', short: 'j', arg: 'none', help: 'use the same container (namespaces) as peer ch-run invocations' },
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
@@ -59,6 +60,7 @@ export interface RunOptions {
   home: boolean;
   gpu: ('nvidia' | 'amd')[] | null | false;   // false: off; null: every vendor found
   ib: boolean;
+  ibHcas: string[] | null;    // --ib=HCA,...: only these; null: all (or $CH_IB_HCAS)
   devices: string[];          // --device, as given (lib/devices/cdi.ts checks them)
   cdiDirs: string | null;
   join: boolean;
@@ -97,7 +99,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
   const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
-    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, devices: [], cdiDirs: null,
+    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null, devices: [], cdiDirs: null,
     join: false, joinCt: null,
     joinTag: null, verbosity: 0, action: 'run',
   };
@@ -128,7 +130,13 @@ export function parseRunArgs(argv: string[]): RunOptions {
         }
         break;
       case 'home': o.home = true; break;
-      case 'ib': o.ib = true; break;
+      case 'ib':
+        o.ib = true;
+        if (value !== undefined) {
+          o.ibHcas = value.split(',');
+          if (!o.ibHcas.every((h) => /^[A-Za-z0-9_.-]+$/.test(h))) throw new ChError(`--ib: bad HCA list '${value}' (want e.g. mlx5_0,mlx5_1)`);
+        }
+        break;
       case 'join': o.join = true; break;
       case 'join-ct':
         if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)
