@@ -7,9 +7,10 @@
 // and dlopen() by name with no LD_LIBRARY_PATH.
 
 import test from 'ava';
+import { execa } from 'execa';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, IMAGES, TEST_DIR } from './helpers/env.js';
+import { ch, IMAGES, TEST_DIR, testUser } from './helpers/env.js';
 import { buildCdiFixture, specText } from './fixtures/cdi/fixture.js';
 import { fxEnv } from './fixtures/gpu/fixture.js';
 
@@ -203,6 +204,31 @@ dtest('--ib=HCA and CH_IB_HCAS: only the chosen HCAs\' device nodes', async (t) 
   const bad = await ch('ch-run', ['--ib=mlx5_0,mlx5_7', DEBIAN, '--', 'true'], { env: ibEnv() });
   t.is(bad.exitCode, 31);
   t.regex(bad.stderr, /error: --ib: no InfiniBand HCA mlx5_7 \(.*\/sys\/class\/infiniband has: mlx5_0, mlx5_1\)/);
+});
+
+dtest('ch-fromhost --cdi: the spec\'s files copied to their container paths, links, env; then found with no --device', async (t) => {
+  const img = join(TEST_DIR, 'cdi-img-fromhost');
+  rmSync(img, { recursive: true, force: true });
+  await execa('cp', ['-a', DEBIAN, img]);
+  // A link the image holds must not redirect the copy onto the host.
+  const victim = join(FX, 'victim');
+  writeFileSync(victim, 'host file\n', { mode: 0o666 });
+  chmodSync(victim, 0o666);
+  await execa('ln', ['-sf', victim, join(img, 'usr/bin/nvidia-smi')]);
+  const u = testUser();
+  await execa('chown', ['-R', '-h', `${u.uid}:${u.gid}`, img]);
+  const r = await ch('ch-fromhost', ['-v', '--cdi', 'nvidia.com/gpu=all', '--cdi-dirs', join(FX, 'cdi'), img], { env: env() });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(victim, 'utf8'), 'host file\n');
+  t.regex(r.stderr, /device node \/dev\/nvidia0 not copied \(per host: use ch-run --device\)/);
+  const run = await ch('ch-run', ['--set-env', ...prog, img, '--', 'sh', '-c',
+    '/mnt/dlcuda; readlink /usr/lib/x86_64-linux-gnu/libcuda.so; echo "NVD=$NVIDIA_VISIBLE_DEVICES"; nvidia-smi'], { env: env() });
+  t.is(run.exitCode, 0, run.stderr);
+  t.regex(run.stdout, /^cuda devices: 0\nlibcuda\.so\.1\nNVD=void\nNVIDIA-SMI stand-in \(CDI\): 0 GPUs$/m);
+  const bad = await ch('ch-fromhost', ['--cdi', 'nvidia.com/gpu=7', '--cdi-dirs', join(FX, 'cdi'), img], { env: env() });
+  t.is(bad.exitCode, 31);
+  t.regex(bad.stderr, /--cdi=nvidia\.com\/gpu=7: no CDI device nvidia\.com\/gpu=7/);
+  rmSync(img, { recursive: true, force: true });
 });
 
 test('ch-run --help lists --device and --cdi-dirs', async (t) => {
