@@ -91,6 +91,11 @@ dtest('selection: by UUID, "all", and --gpu with CUDA_VISIBLE_DEVICES renumbered
     { env: env({ NVIDIA_VISIBLE_DEVICES: 'none' }) });
   t.is(none.exitCode, 0, none.stderr);
   t.is(none.stdout, 'cuda devices: 0\n');            // driver, no GPU
+  // The same as root (no user namespace needed, same result).
+  const root = await ch('ch-run', ['--device=nvidia.com/gpu=2', ...prog, DEBIAN, '--', 'sh', '-c', `/mnt/dlcuda; ${nvNodes}`],
+    { root: true, env: env() });
+  t.is(root.exitCode, 0, root.stderr);
+  t.regex(root.stdout, /^cuda devices: 1\nnvidia2 $/m);
   const missing = await ch('ch-run', ['--gpu=nvidia', DEBIAN, '--', 'true'], { env: env({ CUDA_VISIBLE_DEVICES: '7' }) });
   t.is(missing.exitCode, 31);
   t.regex(missing.stderr, /--gpu \(CUDA_VISIBLE_DEVICES=7\): no CDI device nvidia\.com\/gpu=7; nvidia\.com\/gpu has: 0, 1, 2, GPU-.*all \(.*cdi\/nvidia\.json\)/);
@@ -145,6 +150,11 @@ dtest('invalid specs: errors name the spec file and what is wrong', async (t) =>
   const other = specDir('cdi-other', { 'amd.yaml': 'cdiVersion: [', 'nvidia.json': nv });
   const o = await ch('ch-run', ['--device=nvidia.com/gpu=1', DEBIAN, '--', 'true'], { env: env({}, other) });
   t.is(o.exitCode, 0, o.stderr);
+  // A broken spec of the kind in use, next to a good one: used the good one, and said so.
+  const two = specDir('cdi-two', { 'a.json': nv, 'b.json': nv.replace('"kind"', '"x": 1, "kind"') });
+  const w = await ch('ch-run', ['--device=nvidia.com/gpu=1', DEBIAN, '--', 'true'], { env: env({}, two) });
+  t.is(w.exitCode, 0, w.stderr);
+  t.regex(w.stderr, /warning: CDI: ignoring invalid spec .*cdi-two\/b\.json \(nvidia\.com\/gpu\): x: unknown field/);
 });
 
 dtest('a spec naming a missing file or device node: error names spec, device and path', async (t) => {

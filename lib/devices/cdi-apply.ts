@@ -76,6 +76,10 @@ export function select(reg: Registry, explicit: { kind: string; names: string[];
       log.info(`${which} inside: ${sel.set[sel.set.length - 1][1]} (only the chosen GPUs exist there)`);
     }
   }
+  // A broken spec of a kind in use may be the one meant to win: say so.
+  for (const b of reg.broken)
+    if (b.kind !== null && sel.specs.some((s) => s.kind === b.kind))
+      log.warn(`CDI: ignoring invalid spec ${b.file} (${b.kind}): ${b.error}`);
   return sel;
 }
 
