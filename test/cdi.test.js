@@ -113,14 +113,19 @@ dtest('two vendors at once: NVIDIA JSON and AMD YAML; ROCR_VISIBLE_DEVICES picks
   t.regex(amd.stdout, /^card2 renderD129 ROCR=0\n0$/m);
 });
 
-// share/gpu/amd.conf's rule: GPU N is renderD(128+N) and cardN (see there).
+// share/gpu/amd.conf's rule: GPU N is renderD(128+N), and the card on the same PCI device (sysfs).
 dtest('AMD without a CDI spec: HIP_VISIBLE_DEVICES filters dri nodes from share/gpu/amd.conf', async (t) => {
   const empty = specDir('cdi-none', {});
-  const r = await ch('ch-run', ['--gpu=amd', DEBIAN, '--', 'sh', '-c',
-    'ls /dev/dri | tr "\\n" " "; echo "HIP=$HIP_VISIBLE_DEVICES"; cat /dev/kfd'],
-  { env: env({ HIP_VISIBLE_DEVICES: '1', CH_GPU_LIBS: 'libcuda' }, empty) });
+  const cmd = ['sh', '-c', 'ls /dev/dri | tr "\\n" " "; echo "HIP=$HIP_VISIBLE_DEVICES"; cat /dev/kfd'];
+  const extra = { HIP_VISIBLE_DEVICES: '1', CH_GPU_LIBS: 'libcuda', CH_GPU_SYSROOT: join(FX, 'sys') };
+  const r = await ch('ch-run', ['--gpu=amd', DEBIAN, '--', ...cmd], { env: env(extra, empty) });
   t.is(r.exitCode, 0, r.stderr);
-  t.regex(r.stdout, /^card1 renderD129 HIP=0\nfake kfd$/m);
+  t.regex(r.stdout, /^card2 renderD129 HIP=0\nfake kfd$/m);
+  // Without sysfs to pair them, cardN is taken for GPU N.
+  const nosys = await ch('ch-run', ['--gpu=amd', DEBIAN, '--', ...cmd],
+    { env: env({ ...extra, CH_GPU_SYSROOT: join(FX, 'nonexistent') }, empty) });
+  t.is(nosys.exitCode, 0, nosys.stderr);
+  t.regex(nosys.stdout, /^card1 renderD129 HIP=0\nfake kfd$/m);
 });
 
 dtest('invalid specs: errors name the spec file and what is wrong', async (t) => {

@@ -204,6 +204,29 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
 interface Found { hostRoot: string; renumber?: [string, string]; kind: Kind; devs: string[]; libs: Map<string, string>; bins: Map<string, string>;
   icds: { path: string; env: string }[]; dirs: string[]; searched: string[] }
 
+/**
+ * The GPU index of DRM card node REL (dri/cardN): that of the render node
+ * (renderD128 + index) on the same PCI device, by sysfs. A BMC's VGA card
+ * usually takes card0, so cardN is not GPU N. Null: not a card, or sysfs
+ * doesn't say (then the conf's numbering rule applies). CH_GPU_SYSROOT: where
+ * sysfs is read from (tests), instead of /sys.
+ */
+function cardIndex(rel: string, env: Map<string, string>): number | null {
+  const m = /^dri\/(card[0-9]+)$/.exec(rel);
+  if (!m) return null;
+  const drm = `${(env.get('CH_GPU_SYSROOT') ?? '/sys').replace(/\/+$/, '')}/class/drm`;
+  const dev = (n: string) => { try { return realpathSync(`${drm}/${n}/device`); } catch { return null; } };
+  const mine = dev(m[1]);
+  if (mine === null) return null;
+  let ents: string[];
+  try { ents = readdirSync(drm); } catch { return null; }
+  for (const e of ents) {
+    const r = /^renderD([0-9]+)$/.exec(e);
+    if (r && dev(e) === mine) return Number(r[1]) - 128;
+  }
+  return null;
+}
+
 function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Log): Found {
   const conf = loadConf(kind, env);
   const searched = [`config ${conf.sources.join(', ')}`, `devices ${devroot}/{${conf.devs.map((d) => d.pattern).join(',')}}`];
@@ -213,7 +236,8 @@ function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Lo
     for (const rel of globDev(devroot, d.pattern)) {
       if (d.indexed && vis) {
         const m = /([0-9]+)$/.exec(rel);
-        if (m && !vis.set.includes(Number(m[1]) - d.base)) { log.info(`--gpu: ${devroot}/${rel} hidden by ${vis.which}`); continue; }
+        const index = cardIndex(rel, env) ?? (m ? Number(m[1]) - d.base : null);
+        if (index !== null && !vis.set.includes(index)) { log.info(`--gpu: ${devroot}/${rel} hidden by ${vis.which}`); continue; }
       }
       if (!devs.includes(rel)) devs.push(rel);
     }
