@@ -25,6 +25,9 @@
 //   CH_GPU_PATH      where to look for executables, instead of $PATH
 //   CH_GPU_CONF, CH_IB_CONF  extra config files (colon-separated), same format
 //   CH_GPU_LIBS, CH_IB_LIBS  extra library name prefixes (comma/colon-separated)
+//   CH_RUN_CDI_DIRS  CDI spec directories (default /etc/cdi:/var/run/cdi)
+//   CH_IB_HCAS       HCAs --ib injects (comma/colon-separated), as --ib=HCA,...
+//   CH_GPU_SYSROOT, CH_IB_SYSROOT  where sysfs is read from, instead of /sys
 
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants, Dirent, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
