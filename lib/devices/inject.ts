@@ -14,6 +14,10 @@
 //   /run/ch-toolkit/etc     ICD/vendor files, read-only, named in their env var
 //   /etc/ld.so.cache        image's entries + injected ones (see ldcache.ts)
 //
+// CDI (cdi.ts, cdi-apply.ts): --device=KIND=NAME takes devices from the CDI
+// specs; --gpu takes a vendor's GPUs from its spec when there is one
+// (nvidia.com/gpu, amd.com/gpu), from the .conf files below otherwise.
+//
 // Knobs (environment; supported, documented in README):
 //   CH_GPU_LDCACHE   a loader cache to list host libraries from (ldconfig -p -C)
 //   CH_GPU_DEVROOT   where device nodes are, instead of /dev
@@ -21,22 +25,27 @@
 //   CH_GPU_PATH      where to look for executables, instead of $PATH
 //   CH_GPU_CONF, CH_IB_CONF  extra config files (colon-separated), same format
 //   CH_GPU_LIBS, CH_IB_LIBS  extra library name prefixes (comma/colon-separated)
+//   CH_RUN_CDI_DIRS  CDI spec directories (default /etc/cdi:/var/run/cdi)
+//   CH_IB_HCAS       HCAs --ib injects (comma/colon-separated), as --ib=HCA,...
+//   CH_GPU_SYSROOT, CH_IB_SYSROOT  where sysfs is read from, instead of /sys
 
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, Dirent, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { accessSync, constants, Dirent, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { SHARE_DIR } from '../util/paths.js';
 import { kindInImage, resolveInImage } from '../run/image.js';
 import type { MountOp } from '../run/plan.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
+import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
+import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
 
 export type Kind = 'nvidia' | 'amd' | 'ib';
 export const GPU_VENDORS: Kind[] = ['nvidia', 'amd'];
 const INJECT = '/run/ch-toolkit';
 
 export interface Conf {
-  devs: { pattern: string; indexed: boolean }[];
+  devs: { pattern: string; indexed: boolean; base: number }[];
   libs: string[];
   bins: string[];
   icds: { path: string; env: string }[];
@@ -55,9 +64,10 @@ export function parseConf(text: string, source: string, into: Conf = emptyConf()
     const bad = () => new ChError(`${source}:${i + 1}: bad line: ${raw.trim()}`);
     switch (word) {
       case 'dev':
-        if (args.length < 1 || args.length > 2 || (args[1] !== undefined && args[1] !== 'indexed')
+        if (args.length < 1 || args.length > 3 || (args[1] !== undefined && args[1] !== 'indexed')
+            || (args[2] !== undefined && !/^[0-9]+$/.test(args[2]))
             || args[0].startsWith('/') || args[0].split('/').includes('..')) throw bad();
-        into.devs.push({ pattern: args[0], indexed: args[1] === 'indexed' });
+        into.devs.push({ pattern: args[0], indexed: args[1] === 'indexed', base: Number(args[2] ?? 0) });
         break;
       case 'lib': if (args.length !== 1) throw bad(); into.libs.push(args[0]); break;
       case 'bin': if (args.length !== 1 || args[0].includes('/')) throw bad(); into.bins.push(args[0]); break;
@@ -118,15 +128,15 @@ function globDev(root: string, pattern: string): string[] {
   return found;
 }
 
-/** GPU indexes allowed by NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES; null: all. */
-export function visibleIndexes(env: Map<string, string>, log: Log): { which: string; set: number[] } | null {
-  for (const v of ['NVIDIA_VISIBLE_DEVICES', 'CUDA_VISIBLE_DEVICES']) {
+/** GPU indexes allowed by NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES (AMD: ROCR_, HIP_); null: all. */
+export function visibleIndexes(env: Map<string, string>, log: Log, vendor: Vendor = 'nvidia'): { which: string; set: number[] } | null {
+  for (const v of VISIBLE_VARS[vendor]) {
     const val = env.get(v);
     if (val === undefined || val === 'all') continue;
     if (val === '' || val === 'none' || val === 'void') return { which: v, set: [] };
     const parts = val.split(',').map((s) => s.trim());
     if (!parts.every((p) => /^[0-9]+$/.test(p))) {
-      log.warn(`${v}=${val}: only numeric indexes can be mapped to device nodes without NVML; binding all GPUs`);
+      log.warn(`${v}=${val}: only numeric indexes can be mapped to device nodes without NVML or a CDI spec; binding all GPUs`);
       return null;
     }
     return { which: v, set: [...new Set(parts.map(Number))] };
@@ -197,16 +207,40 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
 interface Found { hostRoot: string; renumber?: [string, string]; kind: Kind; devs: string[]; libs: Map<string, string>; bins: Map<string, string>;
   icds: { path: string; env: string }[]; dirs: string[]; searched: string[] }
 
+/**
+ * The GPU index of DRM card node REL (dri/cardN): that of the render node
+ * (renderD128 + index) on the same PCI device, by sysfs. A BMC's VGA card
+ * usually takes card0, so cardN is not GPU N. Null: not a card, or sysfs
+ * doesn't say (then the conf's numbering rule applies). CH_GPU_SYSROOT: where
+ * sysfs is read from (tests), instead of /sys.
+ */
+function cardIndex(rel: string, env: Map<string, string>): number | null {
+  const m = /^dri\/(card[0-9]+)$/.exec(rel);
+  if (!m) return null;
+  const drm = `${(env.get('CH_GPU_SYSROOT') ?? '/sys').replace(/\/+$/, '')}/class/drm`;
+  const dev = (n: string) => { try { return realpathSync(`${drm}/${n}/device`); } catch { return null; } };
+  const mine = dev(m[1]);
+  if (mine === null) return null;
+  let ents: string[];
+  try { ents = readdirSync(drm); } catch { return null; }
+  for (const e of ents) {
+    const r = /^renderD([0-9]+)$/.exec(e);
+    if (r && dev(e) === mine) return Number(r[1]) - 128;
+  }
+  return null;
+}
+
 function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Log): Found {
   const conf = loadConf(kind, env);
   const searched = [`config ${conf.sources.join(', ')}`, `devices ${devroot}/{${conf.devs.map((d) => d.pattern).join(',')}}`];
-  const vis = kind === 'nvidia' ? visibleIndexes(env, log) : null;
+  const vis = kind !== 'ib' ? visibleIndexes(env, log, kind) : null;
   const devs: string[] = [];
   for (const d of conf.devs)
     for (const rel of globDev(devroot, d.pattern)) {
       if (d.indexed && vis) {
         const m = /([0-9]+)$/.exec(rel);
-        if (m && !vis.set.includes(Number(m[1]))) { log.info(`--gpu: ${devroot}/${rel} hidden by ${vis.which}`); continue; }
+        const index = cardIndex(rel, env) ?? (m ? Number(m[1]) - d.base : null);
+        if (index !== null && !vis.set.includes(index)) { log.info(`--gpu: ${devroot}/${rel} hidden by ${vis.which}`); continue; }
       }
       if (!devs.includes(rel)) devs.push(rel);
     }
@@ -223,9 +257,10 @@ function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Lo
   if (hostRoot) searched.push(`files and directories under CH_GPU_HOSTROOT=${hostRoot}`);
   // Only the chosen GPUs exist inside, so CUDA numbers them from 0: an index
   // list from CUDA_VISIBLE_DEVICES is renumbered to match (as Slurm does
-  // under ConstrainDevices). NVIDIA_VISIBLE_DEVICES is not CUDA's; it stays.
-  const renumber: [string, string] | undefined = vis?.which === 'CUDA_VISIBLE_DEVICES' && vis.set.length > 0
-    ? ['CUDA_VISIBLE_DEVICES', vis.set.map((_, i) => i).join(',')] : undefined;
+  // under ConstrainDevices); ROCm's likewise. NVIDIA_VISIBLE_DEVICES is not
+  // CUDA's; it stays.
+  const renumber: [string, string] | undefined = vis && vis.which !== 'NVIDIA_VISIBLE_DEVICES' && vis.set.length > 0
+    ? [vis.which, vis.set.map((_, i) => i).join(',')] : undefined;
   return { hostRoot, renumber, kind, devs, libs, bins, icds, dirs, searched };
 }
 
@@ -251,61 +286,140 @@ function devMounts(root: string, skipTop: Set<string>): MountOp[] {
   return ops;
 }
 
+const IB_CLASSES = ['infiniband', 'infiniband_verbs', 'infiniband_mad'];
+
 /**
- * Everything --gpu/--ib asks for, as mounts and environment. KINDS: the
- * explicit vendor list, or null for "every GPU vendor whose devices exist".
+ * Keep only HCAS of --ib's device nodes (uverbsN, umadN, issmN belong to the
+ * HCA their sysfs "ibdev" names; rdma_cm is shared), and mounts that make
+ * /sys/class/infiniband* list only them: a tmpfs over each class directory
+ * holding the host's links for the chosen HCAs. CH_IB_SYSROOT: where sysfs
+ * is read from (tests), instead of /sys.
  */
-export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, env: Map<string, string>,
-  log: Log): Injection {
+function chooseHcas(f: Found, hcas: string[], how: string, env: Map<string, string>, log: Log): MountOp[] {
+  const sys = (env.get('CH_IB_SYSROOT') ?? '/sys').replace(/\/+$/, '');
+  const list = (d: string) => { try { return readdirSync(d).sort(); } catch { return []; } };
+  const have = list(`${sys}/class/infiniband`);
+  const missing = hcas.filter((h) => !have.includes(h));
+  if (missing.length > 0)
+    throw new ChError(`${how}: no InfiniBand HCA ${missing.join(', ')} (${sys}/class/infiniband has: ${have.join(', ') || 'none'})`);
+  const owner = new Map<string, string>();   // uverbs0 -> mlx5_0
+  for (const cls of IB_CLASSES.slice(1))
+    for (const e of list(`${sys}/class/${cls}`)) {
+      try { owner.set(e, readFileSync(`${sys}/class/${cls}/${e}/ibdev`, 'utf8').trim()); } catch { /* no ibdev: not per-HCA */ }
+    }
+  f.devs = f.devs.filter((rel) => {
+    const hca = owner.get(basename(rel));
+    if (hca === undefined || hcas.includes(hca)) return true;
+    log.info(`--ib: /dev/${rel} (${hca}) hidden by ${how}`);
+    return false;
+  });
+  const ops: MountOp[] = [];
+  for (const cls of IB_CLASSES) {
+    const dir = `/sys/class/${cls}`;
+    if (!existsSync(dir)) continue;   // the container's /sys is the host's
+    ops.push({ kind: 'tmpfs', options: 'mode=0755', dst: dir, flags: [] });
+    for (const e of list(dir)) {
+      const hca = cls === 'infiniband' ? e : owner.get(e);
+      if (hca !== undefined && !hcas.includes(hca)) continue;
+      try { ops.push({ kind: 'symlink', target: readlinkSync(`${dir}/${e}`), dst: `${dir}/${e}`, flags: [] }); } catch { /* not a link */ }
+    }
+    log.info(`--ib: ${dir} lists only ${hcas.join(', ')}`);
+  }
+  return ops;
+}
+
+export interface DeviceRequest {
+  gpu: Kind[] | null | false;     // false: off; null: every vendor found
+  ib: boolean;
+  ibHcas?: string[] | null;       // --ib=HCA,...; null: $CH_IB_HCAS, else all
+  devices: string[];              // --device arguments, KIND=NAME[,NAME...]
+  cdiDirs: string | null;         // --cdi-dirs
+}
+
+/** CDI's part of a request: null when it asks nothing of CDI. */
+function cdiSelection(req: DeviceRequest, env: Map<string, string>, log: Log): Selection | null {
+  if (req.devices.length === 0 && req.gpu === false) return null;
+  const explicit = req.devices.map((a) => ({ ...parseDeviceArg(a), arg: a }));
+  const reg = loadRegistry(cdiDirs(req.cdiDirs, env), log);
+  const vendors = (req.gpu === false ? [] : req.gpu ?? GPU_VENDORS) as Vendor[];
+  // A vendor asked for with --device only is not asked for again by --gpu.
+  return select(reg, explicit, vendors, env, log);
+}
+
+/** Vendor files whose container paths name an environment variable (ICD lists). */
+function icdPaths(env: Map<string, string>): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const k of GPU_VENDORS) for (const i of loadConf(k, env).icds) m.set(i.path, i.env);
+  return m;
+}
+
+/**
+ * Everything --gpu/--ib/--device asks for, as mounts and environment.
+ */
+export function inject(root: string, req: DeviceRequest, env: Map<string, string>, log: Log): Injection {
+  const { gpu, ib } = req;
   const devroot = (env.get('CH_GPU_DEVROOT') ?? '/dev').replace(/(.)\/+$/, '$1');
   const found: Found[] = [];
+  const sel = cdiSelection(req, env, log);
+  const cdi: CdiPlan | null = sel && sel.specs.length > 0 ? planEdits(root, sel, icdPaths(env), log) : null;
   if (gpu !== false) {
-    const asked = gpu ?? GPU_VENDORS;
+    const asked = (gpu ?? GPU_VENDORS).filter((k) => !sel?.vendors.has(k as Vendor));
     const per = asked.map((k) => discover(k, devroot, env, log));
     const useful = per.filter((f) => f.devs.length > 0 || (gpu !== null && (f.libs.size > 0 || f.bins.size > 0)));
     const withLibs = useful.filter((f) => f.libs.size > 0 || gpu === null);
-    if (withLibs.length === 0)
+    if (withLibs.length === 0 && (asked.length > 0 && gpu !== null || !sel?.vendors.size))
       throw new ChError(`--gpu${gpu ? '=' + gpu.join(',') : ''}: no GPU found; searched:\n`
         + per.map((f) => `  ${f.kind}: ${f.searched.join('; ')}`
-          + `\n    found ${f.devs.length} device nodes, ${f.libs.size} libraries, ${f.bins.size} executables`).join('\n'));
+          + `\n    found ${f.devs.length} device nodes, ${f.libs.size} libraries, ${f.bins.size} executables`).join('\n')
+        + `\n  CDI specs for ${asked.map((k) => VENDOR_KIND[k as Vendor]).join(', ')} in ${cdiDirs(req.cdiDirs, env).join(':')}: none`);
     found.push(...useful);
+    for (const v of sel?.vendors ?? []) log.info(`--gpu: ${v} GPUs from CDI spec ${VENDOR_KIND[v]}`);
   }
+  let ibSys: MountOp[] = [];
   if (ib) {
     const f = discover('ib', devroot, env, log);
     if (f.devs.length === 0 && f.libs.size === 0)
       throw new ChError(`--ib: no InfiniBand found; searched: ${f.searched.join('; ')}`);
+    const hcas = req.ibHcas ?? (env.get('CH_IB_HCAS') ? env.get('CH_IB_HCAS')!.split(/[,:]/).filter(Boolean) : null);
+    if (hcas) ibSys = chooseHcas(f, hcas, req.ibHcas ? '--ib' : 'CH_IB_HCAS', env, log);
     found.push(f);
   }
 
   const mounts: MountOp[] = [];
   const outEnv: [string, string][] = [];
   // /dev: only when some device node is injected.
-  const devs = [...new Set(found.flatMap((f) => f.devs))];
-  if (devs.length > 0) {
-    const skip = new Set<string>();
-    for (const f of found)
-      for (const d of loadConf(f.kind, env).devs) {
+  const nodes: { src: string; dst: string }[] = [];
+  for (const f of found)
+    for (const rel of f.devs)
+      if (!nodes.some((n) => n.dst === `/dev/${rel}`)) nodes.push({ src: `${devroot}/${rel}`, dst: `/dev/${rel}` });
+  for (const n of cdi?.nodes ?? []) if (!nodes.some((x) => x.dst === n.dst)) nodes.push(n);
+  if (nodes.length > 0) {
+    // The host's nodes of every kind we inject are left out, so that only
+    // the chosen ones (bound below) exist inside.
+    const skip = new Set<string>(cdi?.hideDev ?? []);
+    for (const k of new Set([...found.map((f) => f.kind), ...(sel?.vendors ?? [])]))
+      for (const d of loadConf(k, env).devs) {
         const top = d.pattern.split('/')[0];
         if (d.pattern.includes('/')) skip.add(top);
         else for (const e of globDev('/dev', top)) skip.add(e);
       }
     mounts.push(...devMounts(root, skip));
     const made = new Set<string>();
-    for (const rel of devs) {
-      const parts = rel.split('/');
+    for (const { src, dst } of nodes) {
+      const parts = dst.split('/').slice(2);
       for (let i = 1; i < parts.length; i++) {
         const dir = `/dev/${parts.slice(0, i).join('/')}`;
         if (!made.has(dir)) { made.add(dir); mounts.push({ kind: 'mkdir', mode: 0o755, dst: dir, flags: [] }); }
       }
-      mounts.push({ kind: 'mkfile', mode: 0o600, dst: `/dev/${rel}`, flags: [] });
-      mounts.push({ kind: 'bind', src: `${devroot}/${rel}`, dst: `/dev/${rel}`, flags: [] });
-      log.info(`inject device ${devroot}/${rel} -> /dev/${rel}`);
+      mounts.push({ kind: 'mkfile', mode: 0o600, dst, flags: [] });
+      mounts.push({ kind: 'bind', src, dst, flags: [] });
+      log.info(`inject device ${src} -> ${dst}`);
     }
   }
 
   // /run: a tmpfs holding what we inject.
   if (kindInImage(root, '/run') !== 'dir')
-    throw new ChError(`can't inject ${found.map((f) => f.kind).join(', ')} into image ${root}: it has no /run directory `
+    throw new ChError(`can't inject ${[...found.map((f) => f.kind), ...(cdi ? ['CDI devices'] : [])].join(', ')} into image ${root}: it has no /run directory `
       + '(injected files go in a tmpfs there: add an empty /run to the image, or inject permanently with ch-fromhost)');
   mounts.push({ kind: 'tmpfs', options: 'mode=0755', dst: '/run', flags: [] });
   const runHost = resolveInImage(root, '/run')!;
@@ -316,6 +430,7 @@ export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, en
   } catch { /* unreadable: nothing to re-create */ }
   for (const d of [INJECT, `${INJECT}/lib`, `${INJECT}/bin`, `${INJECT}/etc`])
     mounts.push({ kind: 'mkdir', mode: 0o755, dst: d, flags: [] });
+  if (cdi) mounts.push(...cdi.runOps);
 
   const libs = new Map<string, string>();
   for (const f of found) for (const [n, p] of f.libs) if (!libs.has(n)) libs.set(n, p);
@@ -331,6 +446,7 @@ export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, en
     entries.push({ flags, key: name, value: dst, hwcap: 0n });
     log.info(`inject library ${path}${real !== path ? ` (${real})` : ''} -> ${dst}`);
   }
+  for (const c of cdi?.cache ?? []) entries.push({ flags, key: c.key, value: c.value, hwcap: 0n });
   if (entries.length > 0) {
     if (image) {
       mounts.push({ kind: 'file', content: buildCache(entries, image).toString('hex'), dst: '/etc/ld.so.cache',
@@ -358,8 +474,9 @@ export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, en
       icdEnv.set(i.env, [...(icdEnv.get(i.env) ?? []), dst]);
       log.info(`inject ${f.hostRoot}${i.path} -> ${dst} (in $${i.env})`);
     }
+  for (const [v, p] of cdi?.prepend ?? []) icdEnv.set(v, [...(icdEnv.get(v) ?? []), p]);
   for (const [v, paths] of icdEnv) outEnv.push([v, paths.join(':')]);
-  const set: [string, string][] = [];
+  const set: [string, string][] = [...(cdi?.set ?? []), ...(sel?.set ?? [])];
   for (const f of found) if (f.renumber && f.devs.length > 0) {
     set.push(f.renumber);
     log.info(`${f.renumber[0]} inside: ${f.renumber[1]} (only the chosen GPUs exist there)`);
@@ -370,7 +487,9 @@ export function inject(root: string, gpu: Kind[] | null | false, ib: boolean, en
       mounts.push({ kind: 'bind', src: f.hostRoot + d, dst: d, flags: ['rec', 'ro', 'nosuid', 'nodev'] });
       log.info(`inject directory ${f.hostRoot}${d} -> ${d} (read-only)`);
     }
-  return { mounts, env: outEnv, set, pathPrepend: bins.size > 0 ? `${INJECT}/bin` : null };
+  if (cdi) mounts.push(...cdi.imageOps);
+  mounts.push(...ibSys);
+  return { mounts, env: outEnv, set, pathPrepend: bins.size > 0 || cdi?.bins ? `${INJECT}/bin` : null };
 }
 
 function imageCache(root: string): CacheEntry[] | null {

@@ -57,9 +57,10 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
   // every launch ~1.5 ms (it needs node:child_process, which Node's start-up
   // snapshot lacks); loaded as ESM modules it cost --gpu ~17 ms.
-  const injected = opts.gpu !== false || opts.ib
+  const injected = opts.gpu !== false || opts.ib || opts.devices.length > 0
     ? requireDist<typeof import('../devices/inject.js')>('ch-run-devices.cjs')
-      .inject(root, opts.gpu, opts.ib, env, log)
+      .inject(root, { gpu: opts.gpu, ib: opts.ib, ibHcas: opts.ibHcas, devices: opts.devices,
+        cdiDirs: opts.cdiDirs }, env, log)
     : null;
   const mounts = defaultMounts({ root, opts, id, log, env, devices: injected?.mounts });
 

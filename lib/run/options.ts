@@ -7,12 +7,18 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'bind', short: 'b', arg: 'required', argName: 'SRC[:DST[:ro]]',
     help: 'mount SRC at guest DST (default: SRC\'s own path if the image has it, else the next free /mnt/N); repeatable' },
   { name: 'cd', short: 'c', arg: 'required', argName: 'DIR', help: 'initial working directory in container' },
+  { name: 'cdi-dirs', arg: 'required', argName: 'DIR[:DIR...]',
+    help: 'CDI spec directories, later ones win (default: $CH_RUN_CDI_DIRS, else /etc/cdi:/var/run/cdi)' },
+  { name: 'device', arg: 'required', argName: 'KIND=NAME[,...]',
+    help: 'inject CDI device(s), e.g. nvidia.com/gpu=0, nvidia.com/gpu=all, amd.com/gpu=1; repeatable' },
   { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
   { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
   { name: 'gpu', arg: 'optional', argName: 'VENDOR[,...]',
-    help: 'inject host GPU devices, driver libraries and tools: nvidia, amd (default: every vendor found)' },
+    help: 'inject host GPU devices, driver libraries and tools: nvidia, amd (default: every vendor found); '
+      + 'from the vendor\'s CDI spec when there is one' },
   { name: 'home', arg: 'none', help: 'bind-mount your host $HOME at guest /home/$USER' },
-  { name: 'ib', arg: 'none', help: 'inject host InfiniBand devices and verbs libraries' },
+  { name: 'ib', arg: 'optional', argName: 'HCA[,...]',
+    help: 'inject host InfiniBand devices and verbs libraries; only these HCAs (e.g. mlx5_0), else $CH_IB_HCAS, else all' },
   { name: 'join', short: 'j', arg: 'none', help: 'use the same container (namespaces) as peer ch-run invocations' },
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
@@ -54,6 +60,9 @@ export interface RunOptions {
   home: boolean;
   gpu: ('nvidia' | 'amd')[] | null | false;   // false: off; null: every vendor found
   ib: boolean;
+  ibHcas: string[] | null;    // --ib=HCA,...: only these; null: all (or $CH_IB_HCAS)
+  devices: string[];          // --device, as given (lib/devices/cdi.ts checks them)
+  cdiDirs: string | null;
   join: boolean;
   joinCt: number | null;
   joinTag: string | null;
@@ -90,7 +99,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
   const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
-    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, join: false, joinCt: null,
+    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null, devices: [], cdiDirs: null,
+    join: false, joinCt: null,
     joinTag: null, verbosity: 0, action: 'run',
   };
   let expand = true;
@@ -100,6 +110,14 @@ export function parseRunArgs(argv: string[]): RunOptions {
       case 'cd':
         if (!value!.startsWith('/')) throw new ChError(`--cd: must be an absolute path: '${value}'`);
         o.cd = value!;
+        break;
+      case 'cdi-dirs':
+        if (value === '') throw new ChError('--cdi-dirs: must not be empty');
+        o.cdiDirs = value!;
+        break;
+      case 'device':
+        if (!/^[^=]+=[^=]+$/.test(value!)) throw new ChError(`--device: bad device '${value}' (want KIND=NAME, e.g. nvidia.com/gpu=0)`);
+        o.devices.push(value!);
         break;
       case 'env-no-expand': expand = false; break;
       case 'gid': o.gid = id('GID', value!); break;
@@ -112,7 +130,13 @@ export function parseRunArgs(argv: string[]): RunOptions {
         }
         break;
       case 'home': o.home = true; break;
-      case 'ib': o.ib = true; break;
+      case 'ib':
+        o.ib = true;
+        if (value !== undefined) {
+          o.ibHcas = value.split(',');
+          if (!o.ibHcas.every((h) => /^[A-Za-z0-9_.-]+$/.test(h))) throw new ChError(`--ib: bad HCA list '${value}' (want e.g. mlx5_0,mlx5_1)`);
+        }
+        break;
       case 'join': o.join = true; break;
       case 'join-ct':
         if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)
