@@ -31,6 +31,7 @@ export const BUNDLES = {
   'ch-build': 'lib/image/build.ts',
   'ch-builder2tar': 'lib/image/builder2tar.ts',   // also ch-docker2tar
   'ch-fromhost': 'lib/fromhost/main.ts',
+  'ch-pull': 'lib/pull/main.ts',
 };
 
 function say(msg) { process.stderr.write(`tools/build.js: ${msg}\n`); }
