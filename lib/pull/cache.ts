@@ -233,6 +233,8 @@ export class BlobCache {
         if (done < d.size)
           throw Object.assign(new Error(`download of ${d.digest} ended early, at byte ${done} of ${d.size}`), { code: 'ECONNRESET' });
       }, (err, ms) => reg.onRetry(err, ms), signal).catch((err) => {
+        if (err instanceof ChError && done > 0 && / unreachable: /.test(err.message))
+          throw new ChError(`${err.message} (${done} of ${d.size} bytes kept; run again to resume)`, EXIT_FAIL);
         if (err instanceof ChError) throw err;
         throw new ChError(`registry ${reg.ref.registry} unreachable: ${netWhy(err)} (${done} of ${d.size} bytes kept; run again to resume)`, EXIT_FAIL);
       });

@@ -129,7 +129,7 @@ async function tokenServer(dir, users) {
     const scope = url.searchParams.get('scope') ?? '';
     const [, name, actions] = scope.split(':');
     const now = Math.floor(Date.now() / 1000);
-    const head = { typ: 'JWT', alg: 'RS256', x5c: [der.toString('base64')] };
+    const head = { typ: 'JWT', alg: 'RS256', x5c: [Buffer.from(der).toString('base64')] };
     const claims = { iss: issuer, sub: u, aud: service, exp: now + 600, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'),
       access: name ? [{ type: 'repository', name, actions: (actions ?? '').split(',').filter(Boolean) }] : [] };
     const signing = `${b64url(JSON.stringify(head))}.${b64url(JSON.stringify(claims))}`;
@@ -162,7 +162,7 @@ export async function startRegistry(dir, { auth = 'none', users = {} } = {}) {
     authCfg = `auth:\n  token:\n    realm: ${token.realm}\n    service: ${token.service}\n    issuer: ${token.issuer}\n    rootcertbundle: ${token.cert}\n`;
   }
   const cfg = join(dir, 'config.yml');
-  writeFileSync(cfg, `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\n`
+  writeFileSync(cfg, `version: 0.1\nlog:\n  level: ${process.env.REG_LOG ?? "error"}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\n`
     + `http:\n  addr: 127.0.0.1:${port}\n${authCfg}`);
   const r = { port, host: `127.0.0.1:${port}`, dir, storage, token, proc: null, log: '' };
   r.start = async () => {
@@ -200,4 +200,20 @@ export async function push(reg, layout, tag, name, { creds } = {}) {
 export function storedBlob(reg, digest) {
   const hex = digest.split(':')[1];
   return join(reg.storage, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+}
+
+/**
+ * The manifest of NAME:TAG as REG serves it (anonymous registries only):
+ * skopeo compresses uncompressed layers on push, so a layer's digest in the
+ * registry is not always the layout's.
+ */
+export async function servedManifest(reg, name, tag) {
+  return new Promise((res, rej) => {
+    http.get({ host: '127.0.0.1', port: reg.port, path: `/v2/${name}/manifests/${tag}`,
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' } }, (r) => {
+      let body = '';
+      r.on('data', (d) => { body += d; });
+      r.on('end', () => (r.statusCode === 200 ? res(JSON.parse(body)) : rej(new Error(`manifest ${name}:${tag}: HTTP ${r.statusCode}`))));
+    }).on('error', rej);
+  });
 }
