@@ -10,7 +10,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, re
 import net from 'node:net';
 import { join } from 'node:path';
 import { ch, isRoot, TEST_DIR, testUser } from './helpers/env.js';
-import { addImage, haveTools, push, servedManifest, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
+import { addImage, haveTools, push, servedManifest, startProxy, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
 
 const BASE = join(TEST_DIR, 'pull');
 const user = isRoot ? testUser() : null;
@@ -25,7 +25,8 @@ function userDir(name) {
   return d;
 }
 
-function pull(args, env = {}, opts = {}) { return ch('ch-pull', args, { env, ...opts }); }
+// A hung pull fails the test (killed after 2 minutes) instead of hanging the suite.
+function pull(args, env = {}, opts = {}) { return ch('ch-pull', args, { env, timeout: 120000, ...opts }); }
 
 const BUSYBOX = readFileSync('/bin/busybox');
 const BASE_LAYER = [
@@ -442,4 +443,71 @@ test('errors: unknown image or tag, unreachable registry, usage', async (t) => {
     t.true(r.stdout.length > 0);
   }
   t.regex((await pull(['--help'], env)).stdout, /Exit status:\n  0 /);
+});
+
+test('HTTPS: the CA from NODE_EXTRA_CA_CERTS, refused without it unless --insecure; proxies for HTTP and HTTPS', async (t) => {
+  if (skip(t)) return;
+  const r = await startRegistry(join(BASE, 'registry-tls'), { tls: true });
+  const proxy = await startProxy();
+  try {
+    const lay = join(BASE, 'layout-tls');
+    writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'over-tls', data: 'yes' }]] })]);
+    await push(r, lay, 'v1', 'tls');
+    const d = userDir('tls');
+    const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+    const ref = `${r.host}/tls:v1`;
+    const untrusted = await pull([ref, join(d, 'a')], env);
+    t.is(untrusted.exitCode, 1);
+    t.regex(untrusted.stderr, /registry 127\.0\.0\.1:[0-9]+: TLS certificate not trusted: .*self-signed/);
+    t.false(existsSync(join(d, 'a')));
+    const trusted = await pull([ref, join(d, 'b')], { ...env, NODE_EXTRA_CA_CERTS: r.ca });
+    t.is(trusted.exitCode, 0, trusted.stderr);
+    t.is(readFileSync(join(d, 'b', 'over-tls'), 'utf8'), 'yes');
+    const insecure = await pull(['--insecure', '--force', ref, join(d, 'b')], env);
+    t.is(insecure.exitCode, 0, insecure.stderr);
+    // HTTPS through the proxy: a CONNECT tunnel, the certificate still checked end to end.
+    const viaTunnel = await pull(['--force', ref, join(d, 'b')], { ...env, NODE_EXTRA_CA_CERTS: r.ca, https_proxy: proxy.url });
+    t.is(viaTunnel.exitCode, 0, viaTunnel.stderr);
+    t.true(proxy.seen.includes(`CONNECT ${r.host}`), proxy.seen.join(' '));
+    // Plain HTTP through the proxy (absolute URIs); no_proxy bypasses it.
+    const before = proxy.seen.length;
+    const viaProxy = await pull([`${reg.host}/team/app:v1`, join(d, 'c')], { ...env, HTTP_PROXY: proxy.url });
+    t.is(viaProxy.exitCode, 0, viaProxy.stderr);
+    t.true(proxy.seen.slice(before).some((l) => l.startsWith(`GET http://${reg.host}/v2/team/app/blobs/sha256:`)), proxy.seen.join(' '));
+    const n = proxy.seen.length;
+    const bypass = await pull(['--force', `${reg.host}/team/app:v1`, join(d, 'c')], { ...env, http_proxy: proxy.url, no_proxy: 'localhost,127.0.0.1' });
+    t.is(bypass.exitCode, 0, bypass.stderr);
+    t.is(proxy.seen.length, n);
+  } finally {
+    await proxy.close();
+    await r.stop();
+  }
+});
+
+test('SIGTERM mid-download: exit 143, DEST and temporaries gone, the partial blob kept for the next pull', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-sig');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'sig');
+  const layer = (await servedManifest(reg, 'sig', 'v1')).layers[0];
+  const relay = await stallingRelay(reg.port, 1 << 20);
+  const d = userDir('sig');
+  const storage = join(d, 'storage');
+  const part = join(storage, 'blobs', 'sha256', `${layer.digest.slice(7)}.part`);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/sig:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    await until('part of the blob to arrive', () => relay.stalled && existsSync(part) && statSync(part).size > 0);
+    t.true(readdirSync(d).some((e) => e.startsWith('.img.ch-pull-tmp.')));   // mid-pull: the temporary is there
+    p.kill('SIGTERM');
+    const r = await p;
+    t.is(r.exitCode, 143, r.stderr);
+    t.regex(r.stderr, /interrupted by SIGTERM; nothing left that looks complete/);
+    t.deepEqual(readdirSync(d).sort(), ['storage']);
+    t.true(statSync(part).size > 0);
+    const again = await pull([`${reg.host}/sig:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stderr, /resumed at/);
+  } finally {
+    relay.stop();
+  }
 });

@@ -109,6 +109,8 @@ export async function requestOnce(url: URL, opts: RequestOptions = {}): Promise<
       const socket = await tunnel(proxy, url, opts.signal);
       req = https.request(url, { ...base, ...tlsOpts, agent: false,
         createConnection: () => tls.connect({ socket, ...tlsOpts }) });
+      // The tunnel is this request's alone: closed with it, or it keeps the process alive.
+      req.on('close', () => socket.destroy());
     } else {
       req = https.request(url, { ...base, ...tlsOpts });
     }

@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { createHash, createSign, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -146,7 +147,7 @@ async function tokenServer(dir, users) {
  * Start a registry in DIR. auth: 'none' | 'basic' | 'token'; users: {name:
  * password} for basic/token. Returns {port, host, dir, storage, stop(), kill(), start()}.
  */
-export async function startRegistry(dir, { auth = 'none', users = {} } = {}) {
+export async function startRegistry(dir, { auth = 'none', users = {}, tls = false } = {}) {
   mkdirSync(dir, { recursive: true });
   const storage = join(dir, 'storage');
   const port = await freePort();
@@ -161,10 +162,17 @@ export async function startRegistry(dir, { auth = 'none', users = {} } = {}) {
     token = await tokenServer(dir, users);
     authCfg = `auth:\n  token:\n    realm: ${token.realm}\n    service: ${token.service}\n    issuer: ${token.issuer}\n    rootcertbundle: ${token.cert}\n`;
   }
+  let tlsCfg = '';
+  if (tls) {
+    // A self-signed certificate for 127.0.0.1: trusted only through NODE_EXTRA_CA_CERTS.
+    await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'tls.key'),
+      '-out', join(dir, 'tls.crt'), '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    tlsCfg = `  tls:\n    certificate: ${join(dir, 'tls.crt')}\n    key: ${join(dir, 'tls.key')}\n`;
+  }
   const cfg = join(dir, 'config.yml');
   writeFileSync(cfg, `version: 0.1\nlog:\n  level: ${process.env.REG_LOG ?? "error"}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\n`
-    + `http:\n  addr: 127.0.0.1:${port}\n${authCfg}`);
-  const r = { port, host: `127.0.0.1:${port}`, dir, storage, token, proc: null, log: '' };
+    + `http:\n  addr: 127.0.0.1:${port}\n${tlsCfg}${authCfg}`);
+  const r = { port, host: `127.0.0.1:${port}`, dir, storage, token, proc: null, log: '', ca: tls ? join(dir, 'tls.crt') : null };
   r.start = async () => {
     r.proc = execa(REGISTRY_BIN, ['serve', cfg], { reject: false, all: true });
     r.proc.all.on('data', (d) => { r.log += d; });
@@ -172,7 +180,7 @@ export async function startRegistry(dir, { auth = 'none', users = {} } = {}) {
     for (let i = 0; ; i++) {
       if (r.proc.exitCode !== null) throw new Error(`docker-registry exited: ${r.log}`);
       const ok = await new Promise((res) => {
-        const q = http.get({ host: '127.0.0.1', port, path: '/v2/' }, (resp) => { resp.resume(); res(true); });
+        const q = (tls ? https : http).get({ host: '127.0.0.1', port, path: '/v2/', rejectUnauthorized: false }, (resp) => { resp.resume(); res(true); });
         q.on('error', () => res(false));
       });
       if (ok) return;
@@ -192,6 +200,7 @@ export async function startRegistry(dir, { auth = 'none', users = {} } = {}) {
 
 /** Push LAYOUT:TAG to REG as NAME:TAG with skopeo (all platforms of an index). */
 export async function push(reg, layout, tag, name, { creds } = {}) {
+  // (--dest-tls-verify=false also lets skopeo use plain HTTP on loopback.)
   await execa('skopeo', ['copy', '--all', '--dest-tls-verify=false', ...(creds ? ['--dest-creds', creds] : []),
     `oci:${layout}:${tag}`, `docker://${reg.host}/${name}:${tag}`], { env: { HOME: reg.dir } });
 }
@@ -216,4 +225,37 @@ export async function servedManifest(reg, name, tag) {
       r.on('end', () => (r.statusCode === 200 ? res(JSON.parse(body)) : rej(new Error(`manifest ${name}:${tag}: HTTP ${r.statusCode}`))));
     }).on('error', rej);
   });
+}
+
+/**
+ * A forward proxy on 127.0.0.1: absolute-URI requests (plain HTTP) and
+ * CONNECT tunnels (HTTPS). Returns {url, seen: ['GET http://...', 'CONNECT host:port'], close()}.
+ */
+export async function startProxy() {
+  const seen = [];
+  const socks = new Set();
+  const srv = http.createServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    const u = new URL(req.url);
+    const up = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  srv.on('connect', (req, client, head) => {
+    seen.push(`CONNECT ${req.url}`);
+    const [host, port] = req.url.split(':');
+    const up = net.connect(Number(port), host, () => {
+      client.write('HTTP/1.1 200 Connection established\r\n\r\n');
+      up.write(head);
+      up.pipe(client);
+      client.pipe(up);
+    });
+    for (const s of [up, client]) { socks.add(s); s.on('error', () => {}); s.on('close', () => socks.delete(s)); }
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${srv.address().port}`, seen,
+    close: () => { for (const s of socks) s.destroy(); return new Promise((r) => srv.close(r)); } };
 }
