@@ -511,3 +511,30 @@ test('SIGTERM mid-download: exit 143, DEST and temporaries gone, the partial blo
     relay.stop();
   }
 });
+
+test('disk full, while downloading or while unpacking: said plainly, nothing left', async (t) => {
+  if (skip(t)) return;
+  if (!isRoot) { t.log('needs root to mount a small tmpfs; not tested'); t.pass(); return; }
+  const lay = join(BASE, 'layout-full');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'big', data: randomBytes(2 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'full');
+  const d = userDir('full');
+  const small = join(d, 'small');
+  mkdirSync(small);
+  await execa('mount', ['-t', 'tmpfs', '-o', `size=1m,mode=0755,uid=${user.uid},gid=${user.gid}`, 'tmpfs', small]);
+  try {
+    // The image on the full file system, the cache elsewhere.
+    const unpack = await pull([`${reg.host}/full:v1`, join(small, 'img')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+    t.is(unpack.exitCode, 1);
+    t.regex(unpack.stderr, /layer 1 \(sha256:[0-9a-f]+\): disk full: .*\(ENOSPC\)/);
+    t.deepEqual(readdirSync(small), []);
+    // The cache on the full file system.
+    const download = await pull([`${reg.host}/full:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: join(small, 'storage') });
+    t.is(download.exitCode, 1);
+    t.regex(download.stderr, /\.part: can't write: disk full: .*\(ENOSPC\)/);
+    t.false(existsSync(join(d, 'img')));
+    t.deepEqual(readdirSync(d).sort(), ['small', 'storage']);
+  } finally {
+    await execa('umount', [small]);
+  }
+});
