@@ -392,7 +392,7 @@ test('DEST and the storage directory: only our own are used', async (t) => {
   if (user) { chownSync(join(d, 'mine'), user.uid, user.gid); chownSync(join(d, 'mine', 'precious'), user.uid, user.gid); }
   const r = await pull([`${reg.host}/team/app:v1`, join(d, 'mine')], { CH_IMAGE_STORAGE: storage });
   t.is(r.exitCode, 1);
-  t.regex(r.stderr, /mine: exists and is not an image ch-pull or ch-tar2dir of yours made \(no marker\); not replacing it/);
+  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
   t.deepEqual(readdirSync(join(d, 'mine')), ['precious']);
   // Someone else's directory at DEST (root's, here).
   if (user) {

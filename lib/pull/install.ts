@@ -42,7 +42,7 @@ export function existingImage(dirFd: number, name: string, where: string): Marke
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new ChError(`${where}: ${why(err)}`, EXIT_FAIL);
   }
-  const notOurs = (reason: string) => new ChError(`${where}: exists and is not an image ch-pull or ch-tar2dir of yours made `
+  const notOurs = (reason: string) => new ChError(`${where}: exists and is not an image made by your ch-pull or ch-tar2dir `
     + `(${reason}); not replacing it`, EXIT_FAIL);
   if (!st.isDirectory()) throw notOurs('not a directory');
   const fds: number[] = [];

@@ -223,19 +223,26 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
   try {
     const root = `/proc/self/fd/${tmpFd}/.`;
     await build(root);
-    try { closeSync(openSync(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644)); } catch (err) {
+    let outFd: number;
+    try { outFd = openSync(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644); } catch (err) {
       throw new ChError(`${file}: can't write beside it: ${fsWhy(err)}`, EXIT_FAIL);
     }
     written = true;
-    const code = await new Promise<number | null>((res, rej) => {
-      // The image directory is handed to tar as its fd 3: no path in a shared directory is looked up again.
-      const p = spawn('tar', ['-C', '/proc/self/fd/3/.', '--numeric-owner', '--owner=0', '--group=0', '-czf', part, '.'],
-        { stdio: ['ignore', 'ignore', 'pipe', tmpFd] });
-      let err = '';
-      p.stderr!.on('data', (d) => { err += d; });
-      p.on('error', rej);
-      p.on('close', (c) => { if (c !== 0) log.error(err.trim()); res(c); });
-    });
+    let code: number | null;
+    try {
+      code = await new Promise<number | null>((res, rej) => {
+        // The image directory is tar's fd 3 and the new file its stdout: no path in a shared
+        // directory is looked up twice.
+        const p = spawn('tar', ['-C', '/proc/self/fd/3/.', '--numeric-owner', '--owner=0', '--group=0', '-czf', '-', '.'],
+          { stdio: ['ignore', outFd, 'pipe', tmpFd] });
+        let err = '';
+        p.stderr!.on('data', (d) => { err += d; });
+        p.on('error', rej);
+        p.on('close', (c) => { if (c !== 0) log.error(err.trim()); res(c); });
+      });
+    } finally {
+      closeSync(outFd);
+    }
     if (code !== 0) throw new ChError(`${file}: tar failed (exit ${code})`, EXIT_FAIL);
     renameSync(part, out);
     written = false;
