@@ -9,7 +9,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, re
   symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { ch, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { ch, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
 import { addImage, haveTools, push, servedManifest, startProxy, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
 
 const BASE = join(TEST_DIR, 'pull');
@@ -401,6 +401,19 @@ test('DEST and the storage directory: only our own are used', async (t) => {
     t.is(r2.exitCode, 1);
     t.regex(r2.stderr, /roots: exists and is not .* belongs to root/);
   }
+  // A lock file or a symlink planted in DEST's directory by someone else: refused, never waited on or followed.
+  if (user) {
+    writeFileSync(join(d, '.planted.ch-pull.lock'), '');
+    const lk = await pull([`${reg.host}/team/app:v1`, join(d, 'planted')], { CH_IMAGE_STORAGE: storage });
+    t.is(lk.exitCode, 1);
+    t.regex(lk.stderr, /\.planted\.ch-pull\.lock: belongs to root .*; refusing to use or wait on it as a lock/);
+    t.false(existsSync(join(d, 'planted')));
+  }
+  symlinkSync(join(d, 'mine'), join(d, 'sym'));
+  const sl = await pull([`${reg.host}/team/app:v1`, join(d, 'sym')], { CH_IMAGE_STORAGE: storage });
+  t.is(sl.exitCode, 1);
+  t.regex(sl.stderr, /sym: exists and is not an image .*\(not a directory\)/);
+  t.deepEqual(readdirSync(join(d, 'mine')), ['precious']);
   // The storage directory: a symlink, or open to others, is refused.
   const real = join(d, 'real');
   mkdirSync(real, { mode: 0o700 });
@@ -537,4 +550,22 @@ test('disk full, while downloading or while unpacking: said plainly, nothing lef
   } finally {
     await execa('umount', [small]);
   }
+});
+
+test('references in Docker syntax: Docker Hub defaults, registries with ports, digests; storage names', async (t) => {
+  const { parseReference, storageName } = await import(join(PKG, 'dist/pull/reference.js'));
+  const cases = {
+    'alpine:3.20': ['docker.io', 'registry-1.docker.io', 'library/alpine', '3.20', undefined, 'alpine+3.20'],
+    alpine: ['docker.io', 'registry-1.docker.io', 'library/alpine', 'latest', undefined, 'alpine+latest'],
+    'user/repo': ['docker.io', 'registry-1.docker.io', 'user/repo', 'latest', undefined, 'user%repo+latest'],
+    'registry:5000/team/app:v1': ['registry:5000', 'registry:5000', 'team/app', 'v1', undefined, 'registry+5000%team%app+v1'],
+    'localhost/x': ['localhost', 'localhost', 'x', 'latest', undefined, 'localhost%x+latest'],
+    ['ghcr.io/o/p@sha256:' + 'a'.repeat(64)]: ['ghcr.io', 'ghcr.io', 'o/p', undefined, 'sha256:' + 'a'.repeat(64), `ghcr.io%o%p+sha256+${'a'.repeat(64)}`],
+    'docker.io/library/debian:12': ['docker.io', 'registry-1.docker.io', 'library/debian', '12', undefined, 'debian+12'],
+  };
+  for (const [ref, [registry, host, repository, tag, digest, name]] of Object.entries(cases)) {
+    const r = parseReference(ref);
+    t.deepEqual([r.registry, r.host, r.repository, r.tag, r.digest, storageName(r)], [registry, host, repository, tag, digest, name], ref);
+  }
+  for (const bad of ['', 'UPPER/case', 'a//b', 'x:', 'x@sha256:abc', 'x y', 'reg:5000/', '-x']) t.throws(() => parseReference(bad), undefined, bad);
 });
