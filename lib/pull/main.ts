@@ -151,7 +151,7 @@ class PullProgress {
     const parts = this.layers.map((l, k) => `${k + 1}:${l.size ? Math.floor((100 * this.done[k]) / l.size) : 100}%`);
     const mib = this.done.reduce((a, b) => a + b, 0) / 1048576;
     const line = `${PROG}: layers ${parts.join(' ')} (${mib.toFixed(1)} MiB)`;
-    process.stderr.write(`\r${line.slice(0, (process.stderr.columns ?? 80) - 1)}\x1b[K`);
+    process.stderr.write(`\r${line.slice(0, Math.max(40, process.stderr.columns || 80) - 1)}\x1b[K`);
   }
   layer(i: number, r: BlobResult, applied: boolean): void {
     const l = this.layers[i];
