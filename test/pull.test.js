@@ -120,6 +120,15 @@ test('--tar writes an image tarball with /ch/environment and /ch/metadata.json',
   for (const f of ['./ch/environment', './ch/metadata.json', './bin/busybox', './etc/motd']) t.true(list.includes(f), f);
   t.false(list.includes('./ch/.ch-pull.json'));
   t.deepEqual(readdirSync(d).sort(), ['app.tar.gz', 'storage']);
+  // ch-tar2dir unpacks it; ch-pull may then replace that image of ours.
+  const u = await ch('ch-tar2dir', [out, d]);
+  t.is(u.exitCode, 0, u.stderr);
+  t.is(readFileSync(join(d, 'app', 'etc/motd'), 'utf8'), 'hello from layer 2\n');
+  t.true(existsSync(join(d, 'app', 'ch/.ch-tar2dir.json')));
+  const over = await pull([`${reg.host}/team/app:v1`, join(d, 'app')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+  t.is(over.exitCode, 0, over.stderr);
+  t.true(existsSync(join(d, 'app', 'ch/.ch-pull.json')));
+  t.false(existsSync(join(d, 'app', 'ch/.ch-tar2dir.json')));
 });
 
 test('whiteouts and opaque directories across layers', async (t) => {
