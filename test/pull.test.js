@@ -578,3 +578,32 @@ test('references in Docker syntax: Docker Hub defaults, registries with ports, d
   }
   for (const bad of ['', 'UPPER/case', 'a//b', 'x:', 'x@sha256:abc', 'x y', 'reg:5000/', '-x']) t.throws(() => parseReference(bad), undefined, bad);
 });
+
+test('SIGKILL mid-pull: nothing that looks complete; the next pull removes the temporary and finishes', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-kill9');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'kill9');
+  const layer = (await servedManifest(reg, 'kill9', 'v1')).layers[1];
+  const relay = await stallingRelay(reg.port, 4 << 20);
+  const d = userDir('kill9');
+  const storage = join(d, 'storage');
+  const part = join(storage, 'blobs', 'sha256', `${layer.digest.slice(7)}.part`);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/kill9:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    await until('part of the big layer to arrive', () => relay.stalled && existsSync(part) && statSync(part).size > 0);
+    p.kill('SIGKILL');
+    await p;
+    const left = readdirSync(d).sort();
+    t.false(left.includes('img'));
+    t.true(left.every((e) => e === 'storage' || e.startsWith('.img.ch-pull')), left.join(' '));
+    t.true(left.some((e) => e.startsWith('.img.ch-pull-tmp.')));
+    const again = await pull(['-v', `${reg.host}/kill9:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stderr, /removing stale temporary/);
+    t.deepEqual(readdirSync(d).sort(), ['img', 'storage']);
+    t.is(statSync(join(d, 'img', 'big')).size, 6 << 20);
+  } finally {
+    relay.stop();
+  }
+});
