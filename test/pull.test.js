@@ -10,7 +10,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, re
 import net from 'node:net';
 import { join } from 'node:path';
 import { ch, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
-import { addImage, haveTools, push, servedManifest, startProxy, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
+import { addImage, flakyFront, haveTools, push, servedManifest, startProxy, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
 
 const BASE = join(TEST_DIR, 'pull');
 const user = isRoot ? testUser() : null;
@@ -455,6 +455,9 @@ test('errors: unknown image or tag, unreachable registry, usage', async (t) => {
   t.is(down.exitCode, 1);
   t.regex(down.stderr, /registry 127\.0\.0\.1:[0-9]+ unreachable: connect ECONNREFUSED/);
   t.false(existsSync(join(d, 'a')));
+  const retried = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], { ...env, CH_PULL_RETRIES: '1' });
+  t.is(retried.exitCode, 1);
+  t.regex(retried.stderr, /connect ECONNREFUSED .*; retrying in [0-9.]+ s\n.*error: registry .* unreachable/);
   for (const args of [[], ['a', 'b', 'c'], ['Bad/Name'], ['x@sha256:12'], ['--jobs', '0', 'x'], ['--tar', 'f', 'x', 'dest'], ['--nope', 'x']]) {
     const r = await pull(args, env);
     t.is(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
@@ -605,5 +608,20 @@ test('SIGKILL mid-pull: nothing that looks complete; the next pull removes the t
     t.is(statSync(join(d, 'img', 'big')).size, 6 << 20);
   } finally {
     relay.stop();
+  }
+});
+
+test('HTTP 503 from the registry: retried with backoff, then the pull succeeds', async (t) => {
+  if (skip(t)) return;
+  const front = await flakyFront(reg, 3);
+  try {
+    const d = userDir('flaky');
+    const r = await pull([`${front.host}/team/app:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(front.failed(), 3);
+    t.is(r.stderr.match(/HTTP 503 from 127\.0\.0\.1:[0-9]+; retrying in/g)?.length, 3, r.stderr);
+    t.is(readFileSync(join(d, 'img', 'etc/motd'), 'utf8'), 'hello from layer 2\n');
+  } finally {
+    await front.close();
   }
 });

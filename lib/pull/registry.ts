@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { ChError, type Log } from '../util/log.js';
 import { basicHeader, findCredentials, parseChallenge, type Credentials } from './auth.js';
-import { HttpError, readBody, request, retryPolicy, withRetries } from './http.js';
+import { HttpError, readBody, request, retryPolicy, transient, withRetries } from './http.js';
 import { isLoopback, type Reference } from './reference.js';
 
 export const EXIT_FAIL = 1;
@@ -55,27 +55,36 @@ export class Registry {
    */
   async connect(): Promise<void> {
     const plainOk = this.opts.insecure || isLoopback(this.ref.host);
-    let res: IncomingMessage;
-    try {
-      this.base = new URL(`https://${this.ref.host}/v2/`);
-      res = await this.get(this.base, {}, false);
-    } catch (err) {
-      if (err instanceof ChError) throw err;
-      const tlsFailure = /EPROTO|ERR_SSL|wrong version number|ECONNRESET/.test(`${(err as NodeJS.ErrnoException).code} ${(err as Error).message}`);
-      if (!plainOk || !tlsFailure) {
-        if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_TLS') || /certificate/i.test((err as Error).message))
-          throw new ChError(`registry ${this.ref.registry}: TLS certificate not trusted: ${netWhy(err)}`
-            + ' (add its CA with NODE_EXTRA_CA_CERTS, or --insecure)', EXIT_FAIL);
+    const probe = async (retry: boolean) => {
+      try { return await this.get(this.base, {}, retry); } catch (err) {
+        if (err instanceof ChError || this.opts.signal?.aborted) throw err;
         throw this.unreachable(err);
       }
-      this.opts.log.info(`${this.ref.host}: no HTTPS (TLS handshake failed: ${(err as NodeJS.ErrnoException).code}); using plain HTTP`);
-      this.base = new URL(`http://${this.ref.host}/v2/`);
+    };
+    let res: IncomingMessage;
+    this.base = new URL(`https://${this.ref.host}/v2/`);
+    try {
       res = await this.get(this.base, {}, false);
+    } catch (err) {
+      if (err instanceof ChError || this.opts.signal?.aborted) throw err;
+      const e = err as NodeJS.ErrnoException;
+      if (e.code?.startsWith('ERR_TLS') || /certificate/i.test(e.message))
+        throw new ChError(`registry ${this.ref.registry}: TLS certificate not trusted: ${netWhy(err)}`
+          + ' (add its CA with NODE_EXTRA_CA_CERTS, or --insecure)', EXIT_FAIL);
+      // Something that is not TLS answered (or hung up on the handshake): plain HTTP, where allowed.
+      const notTls = /EPROTO|ERR_SSL|wrong version number|ECONNRESET/.test(`${e.code} ${e.message}`);
+      if (plainOk && notTls) {
+        this.opts.log.info(`${this.ref.host}: no HTTPS (TLS handshake failed: ${e.code}); using plain HTTP`);
+        this.base = new URL(`http://${this.ref.host}/v2/`);
+      } else if (!transient(err)) {
+        throw this.unreachable(err);
+      }
+      res = await probe(true);   // connection refused, reset, timed out: retried with backoff
     }
     if (res.statusCode === 401) {
       res.resume();
       await this.authenticate(res.headers['www-authenticate']);
-      res = await this.get(this.base, {}, false);
+      res = await probe(true);
       if (res.statusCode === 401) {
         res.resume();
         throw this.refused();
@@ -85,6 +94,7 @@ export class Registry {
     if (res.statusCode !== 200)
       throw new ChError(`${this.base.href}: not a registry (API v2): HTTP ${res.statusCode}`, EXIT_FAIL);
   }
+
 
   private refused(): ChError {
     return new ChError(`registry ${this.ref.registry}: authentication refused`

@@ -259,3 +259,27 @@ export async function startProxy() {
   return { url: `http://127.0.0.1:${srv.address().port}`, seen,
     close: () => { for (const s of socks) s.destroy(); return new Promise((r) => srv.close(r)); } };
 }
+
+/**
+ * A reverse proxy in front of REG that answers the first FAIL requests for
+ * blobs with HTTP 503, then passes everything through: {host, failed(), close()}.
+ */
+export async function flakyFront(reg, fail) {
+  let failed = 0;
+  const srv = http.createServer((req, res) => {
+    if (req.url.includes('/blobs/') && failed < fail) {
+      failed++;
+      res.writeHead(503, { 'content-type': 'text/plain' });
+      res.end('try later');
+      return;
+    }
+    const up = http.request({ host: '127.0.0.1', port: reg.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { host: `127.0.0.1:${srv.address().port}`, failed: () => failed, close: () => new Promise((r) => srv.close(r)) };
+}
