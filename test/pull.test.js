@@ -625,3 +625,43 @@ test('HTTP 503 from the registry: retried with backoff, then the pull succeeds',
     await front.close();
   }
 });
+
+test('a partial blob left by an earlier pull: resumed with Range, restarted where Range is ignored, discarded if wrong', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-partial');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'big', data: randomBytes(3 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'partial');
+  const layer = (await servedManifest(reg, 'partial', 'v1')).layers[0];
+  const whole = readFileSync(storedBlob(reg, layer.digest));
+  const noRange = await flakyFront(reg, 0, { noRange: true });
+  try {
+    for (const [name, host, head, want] of [
+      ['range', reg.host, whole.subarray(0, 1 << 20), /downloaded \(resumed at 1\.0 MiB\)/],
+      ['norange', noRange.host, whole.subarray(0, 1 << 20), /MiB downloaded, applied/],
+      ['wrong', reg.host, randomBytes(1 << 20), /digest mismatch.*discarded/],
+    ]) {
+      const d = userDir(`partial-${name}`);
+      const storage = join(d, 'storage');
+      const dir = join(storage, 'blobs', 'sha256');
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const part = join(dir, `${layer.digest.slice(7)}.part`);
+      writeFileSync(part, head, { mode: 0o600 });
+      if (user) for (const p of [storage, join(storage, 'blobs'), dir, part]) chownSync(p, user.uid, user.gid);
+      chmodSync(storage, 0o700); chmodSync(join(storage, 'blobs'), 0o700);
+      const r = await pull([`${host}/partial:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+      t.regex(r.stderr, want, name);
+      if (name === 'wrong') {
+        t.is(r.exitCode, 1);
+        t.false(existsSync(part));   // discarded: the next pull starts afresh and succeeds
+        const again = await pull([`${host}/partial:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+        t.is(again.exitCode, 0, again.stderr);
+      } else {
+        t.is(r.exitCode, 0, r.stderr);
+        t.notRegex(r.stderr, name === 'norange' ? /resumed/ : /^$/);
+      }
+      t.true(readFileSync(join(d, 'img', 'big')).length === 3 << 20, name);
+    }
+  } finally {
+    await noRange.close();
+  }
+});

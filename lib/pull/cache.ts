@@ -197,14 +197,14 @@ export class BlobCache {
       let hash = createHash(algo);
       let done = st.size > d.size ? 0 : hashFile(pfd, st.size, hash);
       if (st.size > d.size) ftruncateSync(pfd, 0);
-      const resumedFrom = done;
+      let resumedFrom = done;
       progress(done);
       await withRetries(reg.retryPolicy, async () => {
         if (done === d.size) return;
         const res = await reg.blob(d.digest, done);
         if (done > 0 && res.statusCode === 200) {   // Range not honoured: from the start
           ftruncateSync(pfd, 0);
-          done = 0;
+          done = resumedFrom = 0;
           hash = createHash(algo);
         } else if (done > 0) {
           const start = /^bytes ([0-9]+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1];

@@ -262,11 +262,13 @@ export async function startProxy() {
 
 /**
  * A reverse proxy in front of REG that answers the first FAIL requests for
- * blobs with HTTP 503, then passes everything through: {host, failed(), close()}.
+ * blobs with HTTP 503, then passes everything through (without Range
+ * headers if noRange): {host, failed(), close()}.
  */
-export async function flakyFront(reg, fail) {
+export async function flakyFront(reg, fail, { noRange = false } = {}) {
   let failed = 0;
   const srv = http.createServer((req, res) => {
+    if (noRange) delete req.headers.range;   // a registry (or cache) that ignores Range
     if (req.url.includes('/blobs/') && failed < fail) {
       failed++;
       res.writeHead(503, { 'content-type': 'text/plain' });
