@@ -170,7 +170,8 @@ export async function startRegistry(dir, { auth = 'none', users = {}, tls = fals
     tlsCfg = `  tls:\n    certificate: ${join(dir, 'tls.crt')}\n    key: ${join(dir, 'tls.key')}\n`;
   }
   const cfg = join(dir, 'config.yml');
-  writeFileSync(cfg, `version: 0.1\nlog:\n  level: ${process.env.REG_LOG ?? "error"}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\n`
+  // REG_LOG=debug in the environment makes the registry say why it refuses a token or a push (in r.log).
+  writeFileSync(cfg, `version: 0.1\nlog:\n  level: ${process.env.REG_LOG ?? 'error'}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\n`
     + `http:\n  addr: 127.0.0.1:${port}\n${tlsCfg}${authCfg}`);
   const r = { port, host: `127.0.0.1:${port}`, dir, storage, token, proc: null, log: '', ca: tls ? join(dir, 'tls.crt') : null };
   r.start = async () => {
