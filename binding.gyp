@@ -27,7 +27,8 @@
     {
       "target_name": "ch_tar",
       "sources": ["addon/tar/napi.cc", "addon/tar/fsops.cc", "addon/tar/source.cc",
-                  "addon/tar/parser.cc", "addon/tar/writer.cc"],
+                  "addon/tar/parser.cc", "addon/tar/writer.cc",
+                  "addon/tar/layer.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -33,6 +33,7 @@ export const BUNDLES = {
   'ch-build': 'lib/image/build.ts',
   'ch-builder2tar': 'lib/image/builder2tar.ts',   // also ch-docker2tar
   'ch-fromhost': 'lib/fromhost/main.ts',
+  'ch-pull': 'lib/pull/main.ts',
 };
 
 /** Commands with a man page: the name, and its bundle. */

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "layer.h"
 #include "parser.h"
 
 namespace chtar {
@@ -26,9 +27,9 @@ namespace {
 class ExtractWorker : public Napi::AsyncWorker {
 public:
    ExtractWorker(Napi::Env env, std::string tarball, std::string dest, bool openat2, mode_t um,
-                 Napi::ArrayBuffer progress)
+                 Napi::ArrayBuffer progress, bool layer)
       : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), tarball(std::move(tarball)),
-        dest(std::move(dest)), use_openat2(openat2), um(um)
+        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), um(um)
    {
       progressRef = Napi::Persistent(progress);
       counter = reinterpret_cast<std::atomic<uint64_t> *>(progress.Data());
@@ -55,7 +56,11 @@ public:
          beneath = w.beneath;
          Extractor x(s, w);
          x.cancel = counter + 1;
+         Layer layer(w);
+         if (as_layer)
+            x.layer = &layer;
          x.run();
+         whiteouts = layer.whiteouts;
          st = x.st;
          top = x.multi ? "" : x.top;
       } catch (XErr &e) {
@@ -89,6 +94,7 @@ public:
          r.Set("bytes", (double)st.bytes);
          r.Set("entries", (double)st.entries);
          r.Set("top", top);
+         r.Set("whiteouts", (double)whiteouts);
       }
       deferred.Resolve(r);
    }
@@ -97,8 +103,9 @@ public:
 private:
    Napi::Promise::Deferred deferred;
    std::string tarball, dest;
-   bool use_openat2, beneath = false;
+   bool use_openat2, as_layer, beneath = false;
    mode_t um;
+   uint64_t whiteouts = 0;
    Napi::Reference<Napi::ArrayBuffer> progressRef;
    std::atomic<uint64_t> *counter;
    Stats st;
@@ -106,7 +113,8 @@ private:
    int err = 0;
 };
 
-// extract(tarball, dest, {openat2, umask, progress: ArrayBuffer(16)}) -> Promise<result>.
+// extract(tarball, dest, {openat2, umask, progress: ArrayBuffer(16), layer?}) -> Promise<result>.
+// layer: apply the tarball as an OCI layer on top of what DEST holds (layer.h).
 // progress holds two uint64: bytes of the tarball read (written here), and a
 // cancel flag (written by JS, e.g. on SIGINT; checked before every entry).
 Napi::Value Extract(const Napi::CallbackInfo &info)
@@ -126,7 +134,7 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    bool oa2 = o.Get("openat2").ToBoolean();
    mode_t um = o.Get("umask").IsNumber() ? o.Get("umask").As<Napi::Number>().Uint32Value() : 022;
    auto *w = new ExtractWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), oa2, um,
-                               pv.As<Napi::ArrayBuffer>());
+                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean());
    Napi::Promise p = w->Promise();
    w->Queue();
    return p;

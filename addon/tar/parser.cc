@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 
+#include "layer.h"
 #include "parser.h"
 
 namespace chtar {
@@ -248,6 +249,10 @@ void Extractor::run()
       uint64_t mtime = parse_num(h + 136, 12, name, "mtime");
       if (c.empty()) {   // "." or "./": the destination itself
          skip(type == '5' ? 0 : size + pad(size));
+         continue;
+      }
+      if (layer && layer->before(c, name, type)) {
+         skip(size + pad(size));
          continue;
       }
       switch (type) {

@@ -19,6 +19,8 @@ struct Stats {
    uint64_t files = 0, dirs = 0, symlinks = 0, hardlinks = 0, devices = 0, other = 0, bytes = 0, entries = 0;
 };
 
+struct Layer;
+
 struct Extractor {
    Stream &in;
    Writer &w;
@@ -30,6 +32,7 @@ struct Extractor {
    static constexpr uint64_t MAX_MEMBER = INT64_MAX;       // any member's size
 
    std::atomic<uint64_t> *cancel = nullptr;   // set non-zero by JS (a signal): stop
+   Layer *layer = nullptr;   // OCI layer mode (layer.h): whiteouts applied, lower trees replaced
 
    Extractor(Stream &s, Writer &wr) : in(s), w(wr) {}
 

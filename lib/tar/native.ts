@@ -10,12 +10,14 @@ export interface ExtractResult {
   devices: number; other: number; bytes: number; entries: number;
   /** The first component shared by every entry, '' if they differ. */
   top: string;
+  /** Whiteouts applied (layer mode). */
+  whiteouts?: number;
 }
 
 export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?: string }
 
 export interface TarAddon {
-  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer }): Promise<ExtractResult>;
+  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean }): Promise<ExtractResult>;
   /** The ops that failed. */
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;

@@ -1,0 +1,274 @@
+// The storage directory ($CH_IMAGE_STORAGE, default /var/tmp/$USER.ch) and
+// its content-addressed blob cache, blobs/ALGO/HEX.
+//
+// The storage directory is the user's alone: created 0700, and refused if it
+// is a link, not the user's, or writable by others (it usually sits in a
+// shared /var/tmp). Everything in it is reached through descriptors, never
+// by following a link.
+//
+// A blob is downloaded into blobs/ALGO/HEX.part and renamed to HEX only once
+// its digest is verified, so HEX is always complete and correct; a .part left
+// by a pull that died is resumed (Range) by the next. One pull at a time
+// works on a given blob: the others wait on the flock of HEX.lock, then find
+// the blob in place.
+
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, lstatSync, mkdirSync, openSync,
+  readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { ChError, why, type Log } from '../util/log.js';
+import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
+import { tarAddon } from '../tar/native.js';
+import type { Descriptor } from './manifest.js';
+import { netWhy, type Registry } from './registry.js';
+import { withRetries } from './http.js';
+
+export const EXIT_FAIL = 1;
+
+export function storagePath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.CH_IMAGE_STORAGE) return env.CH_IMAGE_STORAGE;
+  return `/var/tmp/${env.USER || userInfo().username}.ch`;
+}
+
+/** "disk full" said plainly; other errors as "why (CODE)". */
+export function fsWhy(err: unknown): string {
+  return (err as NodeJS.ErrnoException)?.code === 'ENOSPC' ? `disk full: ${why(err)}` : why(err);
+}
+
+/** Directory NAME in PARENT (fd), created 0700 if missing, and checked to be ours alone; its fd. */
+export function ownDirAt(parent: number, name: string, where: string): number {
+  try { mkdirSync(at(parent, name), { mode: 0o700 }); } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`${where}: can't create: ${fsWhy(err)}`, EXIT_FAIL);
+  }
+  let fd: number;
+  try { fd = openDirAt(parent, name); } catch (err) {
+    throw new ChError(`${where}: can't use: ${(err as NodeJS.ErrnoException).code === 'ELOOP' ? 'a symlink (ELOOP)' : why(err)}`, EXIT_FAIL);
+  }
+  const bad = untrusted(fstatSync(fd), where);
+  if (bad) { closeSync(fd); throw new ChError(`${bad}; refusing to use it`, EXIT_FAIL); }
+  return fd;
+}
+
+export class Storage {
+  private constructor(readonly path: string, readonly fd: number) {}
+
+  /** Open (creating it 0700 if missing) the storage directory at PATH. */
+  static open(path: string): Storage {
+    try { mkdirSync(path, { mode: 0o700 }); } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`storage directory ${path}: can't create: ${fsWhy(err)}`, EXIT_FAIL);
+    }
+    let fd: number;
+    try { fd = openSync(path, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW); } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new ChError(`storage directory ${path}: can't use: ${code === 'ELOOP' || code === 'ENOTDIR' ? 'a symlink or not a directory' : why(err)}`
+        + ' (set CH_IMAGE_STORAGE to choose another)', EXIT_FAIL);
+    }
+    const st = fstatSync(fd);
+    const bad = untrusted(st, `storage directory ${path}`) ?? ((st.mode & 0o077) ? `storage directory ${path}: open to group or others (mode ${(st.mode & 0o7777).toString(8)}, want 700)` : null);
+    if (bad) { closeSync(fd); throw new ChError(`${bad}; refusing to use it (set CH_IMAGE_STORAGE to choose another)`, EXIT_FAIL); }
+    return new Storage(path, fd);
+  }
+
+  /** Subdirectory NAME (ours alone) of the storage directory; its fd. */
+  dir(name: string): number { return ownDirAt(this.fd, name, join(this.path, name)); }
+
+  close(): void { closeSync(this.fd); }
+}
+
+/** An flock on DIRFD/NAME, which must be our own regular file, re-opened if its holder unlinked it. */
+export async function lockOwn(dirFd: number, name: string, where: string, signal?: AbortSignal,
+  onWait?: () => void, timeoutMs = lockTimeoutMs()): Promise<number> {
+  const addon = tarAddon();
+  const deadline = Date.now() + timeoutMs;
+  let nap = 20;
+  let said = false;
+  for (;;) {
+    if (signal?.aborted) throw new ChError('interrupted', EXIT_FAIL);
+    // Someone else's file, a FIFO or a link there is refused, never waited on.
+    try {
+      const st = lstatSync(at(dirFd, name));
+      const bad = untrusted(st, where) ?? (st.isFile() ? null : `${where}: not a regular file`);
+      if (bad) throw new ChError(`${bad}; refusing to use or wait on it as a lock`, EXIT_FAIL);
+    } catch (err) {
+      if (err instanceof ChError) throw err;   // else ENOENT: created by the lock below
+    }
+    let fd: number;
+    try {
+      fd = await addon.lock(at(dirFd, name), false);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') throw new ChError(`${where}: can't lock: ${(err as Error).message}`, EXIT_FAIL);
+      if (Date.now() > deadline)
+        throw new ChError(`${where}: held by another run of yours for over ${timeoutMs / 1000} s; giving up `
+          + '(CH_PULL_LOCK_TIMEOUT sets the wait, in seconds)', EXIT_FAIL);
+      if (!said) { onWait?.(); said = true; }
+      await new Promise((res) => setTimeout(res, nap));
+      nap = Math.min(nap * 2, 500);
+      continue;
+    }
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.uid !== myUid()) { closeSync(fd); throw new ChError(`${where}: not our own lock file; refusing it`, EXIT_FAIL); }
+    try {
+      if (lstatSync(at(dirFd, name)).ino === st.ino) return fd;
+    } catch { /* unlinked by the holder we waited for: lock afresh */ }
+    closeSync(fd);
+  }
+}
+
+/** Seconds to wait for a lock held by another run of ours ($CH_PULL_LOCK_TIMEOUT, default 3600). */
+export function lockTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const s = env.CH_PULL_LOCK_TIMEOUT;
+  if (s === undefined || s === '') return 3600 * 1000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`CH_PULL_LOCK_TIMEOUT: want seconds, got '${s}'`, 2);
+  return Math.round(Number(s) * 1000);
+}
+
+export function unlock(dirFd: number, name: string, fd: number): void {
+  try { unlinkSync(at(dirFd, name)); } catch { /* already gone */ }
+  closeSync(fd);
+}
+
+export interface BlobResult { path: string; cached: boolean; resumedFrom: number }
+
+export class BlobCache {
+  private readonly algoFds = new Map<string, number>();
+  private readonly blobsFd: number;
+  readonly path: string;
+
+  constructor(private readonly storage: Storage) {
+    this.blobsFd = storage.dir('blobs');
+    this.path = join(storage.path, 'blobs');
+  }
+
+  private algoDir(algo: string): number {
+    let fd = this.algoFds.get(algo);
+    if (fd === undefined) {
+      fd = ownDirAt(this.blobsFd, algo, join(this.path, algo));
+      this.algoFds.set(algo, fd);
+    }
+    return fd;
+  }
+
+  /** Path of the cached blob, or null if it is not (completely) there. */
+  private present(fd: number, hex: string, size: number): boolean {
+    let st: Stats;
+    try { st = lstatSync(at(fd, hex)); } catch { return false; }
+    return st.isFile() && st.uid === myUid() && st.size === size;
+  }
+
+  /**
+   * The blob D, from the cache or downloaded from REG into it, verified
+   * against its digest while it streams. PROGRESS hears bytes done.
+   */
+  async get(reg: Registry, d: Descriptor, log: Log, progress: (done: number) => void, signal?: AbortSignal): Promise<BlobResult> {
+    const [algo, hex] = d.digest.split(':');
+    const fd = this.algoDir(algo);
+    const path = join(this.path, algo, hex);
+    if (this.present(fd, hex, d.size)) { progress(d.size); return { path, cached: true, resumedFrom: 0 }; }
+    const lockName = `${hex}.lock`;
+    const lock = await lockOwn(fd, lockName, join(this.path, algo, lockName), signal,
+      () => log.info(`${d.digest}: another pull is downloading it; waiting`));
+    try {
+      if (this.present(fd, hex, d.size)) { progress(d.size); return { path, cached: true, resumedFrom: 0 }; }
+      const resumedFrom = await this.download(reg, d, fd, hex, progress, signal);
+      return { path, cached: false, resumedFrom };
+    } finally {
+      unlock(fd, lockName, lock);
+    }
+  }
+
+  private async download(reg: Registry, d: Descriptor, dirFd: number, hex: string,
+    progress: (done: number) => void, signal?: AbortSignal): Promise<number> {
+    const algo = d.digest.split(':')[0];
+    const partName = `${hex}.part`;
+    const partPath = join(this.path, algo, partName);
+    let pfd: number;
+    try {
+      pfd = openSync(at(dirFd, partName), C.O_RDWR | C.O_CREAT | C.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      throw new ChError(`${partPath}: can't open: ${fsWhy(err)}`, EXIT_FAIL);
+    }
+    try {
+      const st = fstatSync(pfd);
+      const bad = untrusted(st, partPath);
+      if (bad || !st.isFile()) throw new ChError(`${bad ?? `${partPath}: not a regular file`}; refusing it`, EXIT_FAIL);
+      // What an earlier, interrupted pull left: hashed again, then continued.
+      let hash = createHash(algo);
+      let done = st.size > d.size ? 0 : hashFile(pfd, st.size, hash);
+      if (st.size > d.size) ftruncateSync(pfd, 0);
+      let resumedFrom = done;
+      progress(done);
+      await withRetries(reg.retryPolicy, async () => {
+        if (done === d.size) return;
+        const res = await reg.blob(d.digest, done);
+        if (done > 0 && res.statusCode === 200) {   // Range not honoured: from the start
+          ftruncateSync(pfd, 0);
+          done = resumedFrom = 0;
+          hash = createHash(algo);
+        } else if (done > 0) {
+          const start = /^bytes ([0-9]+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1];
+          if (Number(start) !== done) {
+            res.destroy();
+            throw new ChError(`blob ${d.digest}: registry answered range request for byte ${done} with '${res.headers['content-range']}'`, EXIT_FAIL);
+          }
+        }
+        try {
+          for await (const chunk of res) {
+            const b = chunk as Buffer;
+            if (done + b.length > d.size) {
+              res.destroy();
+              ftruncateSync(pfd, 0);
+              throw new ChError(`blob ${d.digest}: registry sent more than the ${d.size} bytes the manifest says; discarded`, EXIT_FAIL);
+            }
+            hash.update(b);
+            try { writeSync(pfd, b, 0, b.length, done); } catch (err) { throw new ChError(`${partPath}: can't write: ${fsWhy(err)}`, EXIT_FAIL); }
+            done += b.length;
+            progress(done);
+          }
+        } catch (err) {
+          if (err instanceof ChError) throw err;
+          throw Object.assign(new Error(`download of ${d.digest} broken off at byte ${done}: ${netWhy(err)}`), { code: 'ECONNRESET' });
+        }
+        if (done < d.size)
+          throw Object.assign(new Error(`download of ${d.digest} ended early, at byte ${done} of ${d.size}`), { code: 'ECONNRESET' });
+      }, (err, ms) => reg.onRetry(err, ms), signal).catch((err) => {
+        if (err instanceof ChError && done > 0 && / unreachable: /.test(err.message))
+          throw new ChError(`${err.message} (${done} of ${d.size} bytes kept; run again to resume)`, EXIT_FAIL);
+        if (err instanceof ChError) throw err;
+        throw new ChError(`registry ${reg.ref.registry} unreachable: ${netWhy(err)} (${done} of ${d.size} bytes kept; run again to resume)`, EXIT_FAIL);
+      });
+      const got = `${algo}:${hash.digest('hex')}`;
+      if (got !== d.digest) {
+        closeSync(pfd);
+        pfd = -1;
+        unlinkSync(at(dirFd, partName));
+        throw new ChError(`blob ${d.digest}: digest mismatch: the registry sent data with digest ${got}; discarded`, EXIT_FAIL);
+      }
+      try { fsyncSync(pfd); } catch (err) { throw new ChError(`${partPath}: ${fsWhy(err)}`, EXIT_FAIL); }
+      renameSync(at(dirFd, partName), at(dirFd, hex));
+      return resumedFrom;
+    } finally {
+      if (pfd >= 0) closeSync(pfd);
+    }
+  }
+
+  close(): void {
+    for (const fd of this.algoFds.values()) closeSync(fd);
+    closeSync(this.blobsFd);
+  }
+}
+
+/** Feed the first N bytes of FD to HASH; returns N. */
+function hashFile(fd: number, n: number, hash: Hash): number {
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let pos = 0;
+  while (pos < n) {
+    const k = readSync(fd, buf, 0, Math.min(buf.length, n - pos), pos);
+    if (k === 0) break;
+    hash.update(buf.subarray(0, k));
+    pos += k;
+  }
+  return pos;
+}
+

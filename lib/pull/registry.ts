@@ -1,0 +1,226 @@
+// The registry client (Distribution API v2): finds the scheme, authenticates
+// (anonymous, basic, or bearer tokens from the realm the registry names),
+// fetches manifests and opens blobs. Errors are ChErrors saying what went
+// wrong in the user's terms: unknown image, refused credentials, unreachable.
+
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { ChError, type Log } from '../util/log.js';
+import { basicHeader, findCredentials, parseChallenge, type Credentials } from './auth.js';
+import { HttpError, readBody, request, retryPolicy, transient, withRetries } from './http.js';
+import { isLoopback, type Reference } from './reference.js';
+
+export const EXIT_FAIL = 1;
+
+export const MEDIA = {
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+};
+const ACCEPT = [MEDIA.ociIndex, MEDIA.dockerList, MEDIA.ociManifest, MEDIA.dockerManifest].join(', ');
+
+export interface Manifest { body: Buffer; digest: string; mediaType: string; json: any }
+
+export interface RegistryOptions { insecure: boolean; log: Log; signal?: AbortSignal }
+
+/** Describe a network failure as "why (CODE)". */
+export function netWhy(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof HttpError) return err.message;
+  if (!e?.code) return String(e?.message ?? e);
+  return e.message.includes(e.code) ? e.message : `${e.message} (${e.code})`;
+}
+
+export class Registry {
+  private base!: URL;
+  private authorization: string | undefined;
+  private creds: Credentials | null;
+  private readonly retry = retryPolicy();
+
+  constructor(readonly ref: Reference, private readonly opts: RegistryOptions) {
+    this.creds = findCredentials(ref.registry);
+  }
+
+  private unreachable(err: unknown): ChError {
+    return new ChError(`registry ${this.ref.registry} unreachable: ${netWhy(err)}`, EXIT_FAIL);
+  }
+
+  private retried = (err: unknown, ms: number) =>
+    this.opts.log.warn(`${this.ref.registry}: ${netWhy(err)}; retrying in ${(ms / 1000).toFixed(1)} s`);
+
+  /**
+   * Find the scheme and log in: GET /v2/. HTTPS first; plain HTTP only for a
+   * registry on this machine or with --insecure, and only when HTTPS fails.
+   */
+  async connect(): Promise<void> {
+    const plainOk = this.opts.insecure || isLoopback(this.ref.host);
+    const probe = async (retry: boolean) => {
+      try { return await this.get(this.base, {}, retry); } catch (err) {
+        if (err instanceof ChError || this.opts.signal?.aborted) throw err;
+        throw this.unreachable(err);
+      }
+    };
+    let res: IncomingMessage;
+    this.base = new URL(`https://${this.ref.host}/v2/`);
+    try {
+      res = await this.get(this.base, {}, false);
+    } catch (err) {
+      if (err instanceof ChError || this.opts.signal?.aborted) throw err;
+      const e = err as NodeJS.ErrnoException;
+      if (e.code?.startsWith('ERR_TLS') || /certificate/i.test(e.message))
+        throw new ChError(`registry ${this.ref.registry}: TLS certificate not trusted: ${netWhy(err)}`
+          + ' (add its CA with NODE_EXTRA_CA_CERTS, or --insecure)', EXIT_FAIL);
+      // Something that is not TLS answered (or hung up on the handshake): plain HTTP, where allowed.
+      const notTls = /EPROTO|ERR_SSL|wrong version number|ECONNRESET/.test(`${e.code} ${e.message}`);
+      if (plainOk && notTls) {
+        this.opts.log.info(`${this.ref.host}: no HTTPS (TLS handshake failed: ${e.code}); using plain HTTP`);
+        this.base = new URL(`http://${this.ref.host}/v2/`);
+      } else if (!transient(err)) {
+        throw this.unreachable(err);
+      }
+      res = await probe(true);   // connection refused, reset, timed out: retried with backoff
+    }
+    if (res.statusCode === 401) {
+      res.resume();
+      await this.authenticate(res.headers['www-authenticate']);
+      res = await probe(true);
+      if (res.statusCode === 401) {
+        res.resume();
+        throw this.refused();
+      }
+    }
+    res.resume();
+    if (res.statusCode !== 200)
+      throw new ChError(`${this.base.href}: not a registry (API v2): HTTP ${res.statusCode}`, EXIT_FAIL);
+  }
+
+
+  private refused(): ChError {
+    return new ChError(`registry ${this.ref.registry}: authentication refused`
+      + (this.creds ? ` for user '${this.creds.user}' (credentials from ${this.creds.from})`
+        : ' (no credentials: set CH_PULL_USER and CH_PULL_PASSWORD, or log in with podman/skopeo/docker)'), EXIT_FAIL);
+  }
+
+  private async authenticate(header: string | undefined): Promise<void> {
+    const ch = parseChallenge(header);
+    if (ch?.scheme === 'basic') {
+      if (!this.creds) throw this.refused();
+      this.authorization = basicHeader(this.creds);
+      return;
+    }
+    if (ch?.scheme !== 'bearer' || !ch.params.realm)
+      throw new ChError(`registry ${this.ref.registry}: unsupported authentication challenge '${header ?? ''}'`, EXIT_FAIL);
+    let realm: URL;
+    try { realm = new URL(ch.params.realm); } catch {
+      throw new ChError(`registry ${this.ref.registry}: bad token realm '${ch.params.realm}'`, EXIT_FAIL);
+    }
+    if (realm.protocol !== 'https:' && !(this.opts.insecure || isLoopback(realm.host)))
+      throw new ChError(`registry ${this.ref.registry}: token realm ${realm.href} is plain HTTP; refused (--insecure allows it)`, EXIT_FAIL);
+    if (ch.params.service) realm.searchParams.set('service', ch.params.service);
+    realm.searchParams.set('scope', `repository:${this.ref.repository}:pull`);
+    const headers: Record<string, string> = this.creds ? { authorization: basicHeader(this.creds) } : {};
+    let res: IncomingMessage;
+    try {
+      res = await withRetries(this.retry, async () => {
+        const r = (await request(realm, { headers, insecure: this.opts.insecure, signal: this.opts.signal })).res;
+        if ((r.statusCode ?? 0) >= 500) { r.resume(); throw new HttpError(`token server ${realm.host}: HTTP ${r.statusCode}`, r.statusCode!, '', r.headers); }
+        return r;
+      }, this.retried, this.opts.signal);
+    } catch (err) {
+      throw new ChError(`token server ${realm.host} unreachable: ${netWhy(err)}`, EXIT_FAIL);
+    }
+    const body = await readBody(res, 1 << 20);
+    if (res.statusCode === 401 || res.statusCode === 403) throw this.refused();
+    if (res.statusCode !== 200)
+      throw new ChError(`token server ${realm.host}: HTTP ${res.statusCode}: ${body.toString('utf8').slice(0, 200)}`, EXIT_FAIL);
+    let token: unknown;
+    try { const j = JSON.parse(body.toString('utf8')); token = j.token ?? j.access_token; } catch { /* below */ }
+    if (typeof token !== 'string' || !token)
+      throw new ChError(`token server ${realm.host}: no token in its answer`, EXIT_FAIL);
+    this.authorization = `Bearer ${token}`;
+  }
+
+  /** GET URL with our credentials; retried on transient failures when RETRY. */
+  private async get(url: URL, headers: Record<string, string>, retry = true): Promise<IncomingMessage> {
+    const once = async () => {
+      const h = { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) };
+      const { res } = await request(url, { headers: h, insecure: this.opts.insecure, signal: this.opts.signal });
+      if ((res.statusCode ?? 0) >= 500 || res.statusCode === 429) {
+        res.resume();
+        throw new HttpError(`HTTP ${res.statusCode} from ${url.host}`, res.statusCode!, '', res.headers);
+      }
+      return res;
+    };
+    return retry ? withRetries(this.retry, once, this.retried, this.opts.signal) : once();
+  }
+
+  /** GET PATH (under /v2/NAME/) with a token renewed once if it expired. */
+  private async getRepo(path: string, headers: Record<string, string>): Promise<IncomingMessage> {
+    const url = new URL(`${this.ref.repository}/${path}`, this.base);
+    let res: IncomingMessage;
+    try {
+      res = await this.get(url, headers);
+      if (res.statusCode === 401) {
+        res.resume();
+        await this.authenticate(res.headers['www-authenticate']);
+        res = await this.get(url, headers);
+        if (res.statusCode === 401) { res.resume(); throw this.refused(); }
+      }
+    } catch (err) {
+      if (err instanceof ChError || this.opts.signal?.aborted) throw err;
+      throw this.unreachable(err);
+    }
+    if (res.statusCode === 403) { res.resume(); throw this.refused(); }
+    return res;
+  }
+
+  /** The manifest (or index) KEY (tag or digest), checked against its digest when known. */
+  async manifest(key: string, what: string): Promise<Manifest> {
+    const res = await this.getRepo(`manifests/${key}`, { accept: ACCEPT });
+    const body = await readBody(res, 4 << 20).catch((err) => { throw this.unreachable(err); });
+    if (res.statusCode === 404)
+      throw new ChError(`${what}: unknown image or tag (registry says: ${errorText(body) || 'not found'})`, EXIT_FAIL);
+    if (res.statusCode !== 200)
+      throw new ChError(`${what}: manifest: HTTP ${res.statusCode}: ${errorText(body)}`, EXIT_FAIL);
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    if (key.includes(':') && key !== digest) {
+      const algo = key.split(':')[0];
+      const d = `${algo}:${createHash(algo).update(body).digest('hex')}`;
+      if (d !== key) throw new ChError(`${what}: manifest digest mismatch: wanted ${key}, got ${d}`, EXIT_FAIL);
+    }
+    let json: any;
+    try { json = JSON.parse(body.toString('utf8')); } catch {
+      throw new ChError(`${what}: manifest is not JSON`, EXIT_FAIL);
+    }
+    const mediaType = json?.mediaType ?? String(res.headers['content-type'] ?? '').split(';')[0];
+    return { body, digest: key.includes(':') ? key : digest, mediaType, json };
+  }
+
+  /** Open blob DIGEST from byte OFFSET on (Range; the response says whether it was honoured). */
+  async blob(digest: string, offset: number): Promise<IncomingMessage> {
+    const res = await this.getRepo(`blobs/${digest}`, offset > 0 ? { range: `bytes=${offset}-` } : {});
+    if (res.statusCode === 404) {
+      res.resume();
+      throw new ChError(`blob ${digest}: not in the registry (404)`, EXIT_FAIL);
+    }
+    if (res.statusCode !== 200 && res.statusCode !== 206) {
+      const body = await readBody(res, 1 << 16).catch(() => Buffer.alloc(0));
+      throw new ChError(`blob ${digest}: HTTP ${res.statusCode}: ${errorText(body)}`, EXIT_FAIL);
+    }
+    return res;
+  }
+
+  /** For retrying a broken blob download. */
+  get retryPolicy() { return this.retry; }
+  onRetry(err: unknown, ms: number): void { this.retried(err, ms); }
+}
+
+/** The registry's error message from a JSON error body ({errors: [{code, message}]}). */
+function errorText(body: Buffer): string {
+  try {
+    const j = JSON.parse(body.toString('utf8'));
+    if (Array.isArray(j?.errors)) return j.errors.map((e: any) => `${e.code}${e.message ? `: ${e.message}` : ''}`).join('; ');
+  } catch { /* not JSON */ }
+  return body.toString('utf8').slice(0, 200).trim();
+}

@@ -1,0 +1,667 @@
+// ch-pull against a real registry (Debian's docker-registry on loopback,
+// started here), images pushed with skopeo from OCI layouts built here.
+// ch-pull runs as the unprivileged test user.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
+  symlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { ch, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
+import { addImage, flakyFront, haveTools, push, servedManifest, startProxy, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
+
+const BASE = join(TEST_DIR, 'pull');
+const user = isRoot ? testUser() : null;
+let n = 0;
+
+/** A fresh directory owned by the test user. */
+function userDir(name) {
+  const d = join(BASE, `${name}-${n++}`);
+  rmSync(d, { recursive: true, force: true });
+  mkdirSync(d, { recursive: true });
+  if (user) chownSync(d, user.uid, user.gid);
+  return d;
+}
+
+// A hung pull fails the test (killed after 2 minutes) instead of hanging the suite.
+function pull(args, env = {}, opts = {}) { return ch('ch-pull', args, { env, timeout: 120000, ...opts }); }
+
+const BUSYBOX = readFileSync('/bin/busybox');
+const BASE_LAYER = [
+  { name: 'bin/', type: 'dir' }, { name: 'bin/busybox', data: BUSYBOX, mode: 0o755 },
+  ...['sh', 'cat', 'env', 'ls', 'echo'].map((a) => ({ name: `bin/${a}`, type: 'symlink', target: 'busybox' })),
+  { name: 'etc/', type: 'dir' }, { name: 'etc/motd', data: 'hello from layer 1\n' },
+];
+const CONFIG = { Env: ['PATH=/bin', 'GREETING=hi there', "QUOTED='q'"], Entrypoint: ['/bin/echo'], Cmd: ['default'],
+  WorkingDir: '/etc', User: '1000', Labels: { 'org.example.team': 'hpc' } };
+
+let reg;
+const tools = haveTools();
+
+test.before(async () => {
+  if (tools) return;
+  rmSync(BASE, { recursive: true, force: true });
+  mkdirSync(BASE, { recursive: true });
+  chmodSync(BASE, 0o755);
+  reg = await startRegistry(join(BASE, 'registry'));
+  const lay = join(BASE, 'layout-app');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'etc/motd', data: 'hello from layer 2\n' }]], config: CONFIG })]);
+  await push(reg, lay, 'v1', 'team/app');
+});
+
+test.after.always(async () => { await reg?.stop(); });
+
+function skip(t) {
+  if (!tools) return false;
+  if (process.env.CI) t.fail(`registry tools unavailable in CI: ${tools}`);
+  else { t.log(`not tested: ${tools}`); t.pass(); }
+  return true;
+}
+
+/** Every file under DIR (relative), with its type. */
+function tree(dir, rel = '') {
+  const out = [];
+  for (const e of readdirSync(join(dir, rel)).sort()) {
+    const p = rel ? `${rel}/${e}` : e;
+    const st = lstatSync(join(dir, p));
+    out.push(`${p}${st.isDirectory() ? '/' : st.isSymbolicLink() ? '@' : ''}`);
+    if (st.isDirectory()) out.push(...tree(dir, p));
+  }
+  return out;
+}
+
+test('anonymous pull: layers in order, /ch files as ch-builder2tar writes them, runs under ch-run, cached', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('anon');
+  const storage = join(d, 'storage'), dest = join(d, 'img');
+  const r = await pull([`${reg.host}/team/app:v1`, dest], { CH_IMAGE_STORAGE: storage });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /layer 1\/2 .* downloaded, applied/);
+  t.is(readFileSync(join(dest, 'etc/motd'), 'utf8'), 'hello from layer 2\n');
+  t.is(readFileSync(join(dest, 'ch/environment'), 'utf8'), "PATH=/bin\nGREETING=hi there\nQUOTED=''q''\n");
+  t.deepEqual(JSON.parse(readFileSync(join(dest, 'ch/metadata.json'), 'utf8')), { Entrypoint: ['/bin/echo'], Cmd: ['default'],
+    Env: CONFIG.Env, WorkingDir: '/etc', Labels: { 'org.example.team': 'hpc' }, User: '1000' });
+  t.is(readFileSync(join(dest, 'ch/metadata.json'), 'utf8').split('\n')[1], '  "Entrypoint": [');   // same format
+  for (const m of ['dev', 'proc', 'sys', 'tmp', 'mnt/9', 'var/spool/slurmd']) t.true(statSync(join(dest, m)).isDirectory(), m);
+  t.true(statSync(join(dest, 'etc/hosts')).isFile());
+  t.is(JSON.parse(readFileSync(join(dest, 'ch/.ch-pull.json'), 'utf8')).tool, 'ch-pull');
+  if (user) t.is(statSync(dest).uid, user.uid);
+  t.is(statSync(storage).mode & 0o777, 0o700);
+  t.deepEqual(readdirSync(d).sort(), ['img', 'storage']);   // no temporaries or lock left
+  const run = await ch('ch-run', ['--set-env', dest, '--', '/bin/sh', '-c', 'cat /etc/motd; echo "$GREETING"']);
+  t.is(run.exitCode, 0, run.stderr);
+  t.is(run.stdout, 'hello from layer 2\nhi there');
+
+  const again = await pull([`${reg.host}/team/app:v1`, dest], { CH_IMAGE_STORAGE: storage });
+  t.is(again.exitCode, 0, again.stderr);
+  t.regex(again.stderr, /already up to date/);
+  const forced = await pull(['--force', `${reg.host}/team/app:v1`, dest], { CH_IMAGE_STORAGE: storage });
+  t.is(forced.exitCode, 0, forced.stderr);
+  t.regex(forced.stderr, /layer 1\/2 .* cached, applied/);
+  t.notRegex(forced.stderr, /downloaded/);
+  t.is(readFileSync(join(dest, 'etc/motd'), 'utf8'), 'hello from layer 2\n');
+
+  // Without DEST: into the storage directory, by name.
+  const st = await pull(['-q', `${reg.host}/team/app:v1`], { CH_IMAGE_STORAGE: storage });
+  t.is(st.exitCode, 0, st.stderr);
+  t.is(st.stderr, '');
+  t.true(existsSync(join(storage, 'img', `127.0.0.1+${reg.port}%team%app+v1`, 'bin/busybox')));
+});
+
+test('--tar writes an image tarball with /ch/environment and /ch/metadata.json', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('tar');
+  const out = join(d, 'app.tar.gz');
+  const r = await pull(['--tar', out, `${reg.host}/team/app:v1`], { CH_IMAGE_STORAGE: join(d, 'storage') });
+  t.is(r.exitCode, 0, r.stderr);
+  const list = (await execa('tar', ['tzf', out])).stdout.split('\n');
+  for (const f of ['./ch/environment', './ch/metadata.json', './bin/busybox', './etc/motd']) t.true(list.includes(f), f);
+  t.false(list.includes('./ch/.ch-pull.json'));
+  t.deepEqual(readdirSync(d).sort(), ['app.tar.gz', 'storage']);
+  // ch-tar2dir unpacks it; ch-pull may then replace that image of ours.
+  const u = await ch('ch-tar2dir', [out, d]);
+  t.is(u.exitCode, 0, u.stderr);
+  t.is(readFileSync(join(d, 'app', 'etc/motd'), 'utf8'), 'hello from layer 2\n');
+  t.true(existsSync(join(d, 'app', 'ch/.ch-tar2dir.json')));
+  const over = await pull([`${reg.host}/team/app:v1`, join(d, 'app')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+  t.is(over.exitCode, 0, over.stderr);
+  t.true(existsSync(join(d, 'app', 'ch/.ch-pull.json')));
+  t.false(existsSync(join(d, 'app', 'ch/.ch-tar2dir.json')));
+});
+
+test('whiteouts and opaque directories across layers', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-wh');
+  const l1 = [
+    { name: 'a/', type: 'dir' }, { name: 'a/keep', data: 'k' }, { name: 'a/gone', data: 'g' },
+    { name: 'tree/', type: 'dir' }, { name: 'tree/sub/', type: 'dir' }, { name: 'tree/sub/f', data: 'f' },
+    { name: 'opq/', type: 'dir' }, { name: 'opq/old1', data: '1' }, { name: 'opq/olddir/', type: 'dir' }, { name: 'opq/olddir/x', data: 'x' },
+    { name: 'late/', type: 'dir' }, { name: 'late/old', data: 'o' }, { name: 'late/d/', type: 'dir' }, { name: 'late/d/old', data: 'o' },
+    { name: 'wasdir/', type: 'dir' }, { name: 'wasdir/inner', data: 'i' },
+    { name: 'wasfile', data: 'plain' },
+    { name: 'linked', data: 'shared data' },
+  ];
+  const l2 = [
+    { name: 'a/.wh.gone', data: '' },
+    { name: 'a/.wh.never-existed', data: '' },
+    { name: 'tree/.wh.sub', data: '' },
+    { name: 'opq/.wh..wh..opq', data: '' }, { name: 'opq/new', data: 'n' },
+    // The opaque marker after this layer's own entries: those stay, lower ones go.
+    { name: 'late/mine', data: 'm' }, { name: 'late/d/mine', data: 'm' }, { name: 'late/.wh..wh..opq', data: '' },
+    { name: 'wasdir', data: 'now a file' },
+    { name: 'wasfile/', type: 'dir' }, { name: 'wasfile/x', data: 'x' },
+    { name: 'hard', type: 'link', target: 'linked' },
+  ];
+  const l3 = [{ name: '.wh.tree', data: '' }, { name: 'a/gone', data: 'back again' }];
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [l1, l2, l3] })]);
+  await push(reg, lay, 'v1', 'whiteouts');
+  const d = userDir('wh');
+  const dest = join(d, 'img');
+  const r = await pull([`${reg.host}/whiteouts:v1`, dest], { CH_IMAGE_STORAGE: join(d, 'storage') });
+  t.is(r.exitCode, 0, r.stderr);
+  const got = tree(dest).filter((p) => !/^(dev|proc|sys|tmp|home|mnt|etc|ch|run|var)(\/|$)/.test(p));
+  t.deepEqual(got, ['a/', 'a/gone', 'a/keep', 'hard', 'late/', 'late/d/', 'late/d/mine', 'late/mine', 'linked',
+    'opq/', 'opq/new', 'wasdir', 'wasfile/', 'wasfile/x']);
+  t.is(readFileSync(join(dest, 'a/gone'), 'utf8'), 'back again');
+  t.is(readFileSync(join(dest, 'wasdir'), 'utf8'), 'now a file');
+  t.is(statSync(join(dest, 'hard')).ino, statSync(join(dest, 'linked')).ino);
+});
+
+test('multi-arch index: this machine\'s platform by default, --arch and --platform choose, a missing one is an error', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-multi');
+  const mk = (arch, variant) => addImage(lay, { arch, variant, layers: [[{ name: 'arch', data: `${arch}${variant ? `/${variant}` : ''}` }]] });
+  writeLayout(lay, 'v1', [mk('amd64'), mk('arm64', 'v8'), mk('arm', 'v7'), mk('ppc64le')]);
+  await push(reg, lay, 'v1', 'multi');
+  const d = userDir('multi');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+  const host = { x64: 'amd64', arm64: 'arm64/v8', ppc64: 'ppc64le' }[process.arch];
+  const def = await pull([`${reg.host}/multi:v1`, join(d, 'def')], env);
+  t.is(def.exitCode, 0, def.stderr);
+  if (host) t.is(readFileSync(join(d, 'def', 'arch'), 'utf8'), host);
+  for (const [args, want] of [[['--arch', 'arm/v7'], 'arm/v7'], [['-a', 'arm64'], 'arm64/v8'], [['--platform', 'linux/ppc64le'], 'ppc64le']]) {
+    const dest = join(d, want.replace('/', '-'));
+    const r = await pull([...args, `${reg.host}/multi:v1`, dest], env);
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(readFileSync(join(dest, 'arch'), 'utf8'), want);
+  }
+  const none = await pull(['--platform', 'linux/s390x', `${reg.host}/multi:v1`, join(d, 'none')], env);
+  t.is(none.exitCode, 1);
+  t.regex(none.stderr, /no manifest for linux\/s390x \(the image has: linux\/amd64, linux\/arm64\/v8, linux\/arm\/v7, linux\/ppc64le\)/);
+  t.false(existsSync(join(d, 'none')));
+  const bad = await pull(['--platform', 'amd64', `${reg.host}/multi:v1`, join(d, 'bad')], env);
+  t.is(bad.exitCode, 2);
+});
+
+/** Push the small app image to a registry with auth, and check ch-pull's credential sources. */
+async function authCases(t, kind) {
+  const users = { alice: 'pa:ss word' };
+  const r = await startRegistry(join(BASE, `registry-${kind}`), { auth: kind, users });
+  try {
+    const lay = join(BASE, 'layout-auth');
+    if (!existsSync(lay)) writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'secret', data: 'only for alice' }]] })]);
+    await push(r, lay, 'v1', 'private/app', { creds: 'alice:pa:ss word' });
+    const d = userDir(kind);
+    const ref = `${r.host}/private/app:v1`;
+    const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+    const anon = await pull([ref, join(d, 'anon')], env);
+    t.is(anon.exitCode, 1);
+    t.regex(anon.stderr, /authentication refused \(no credentials/);
+    t.false(existsSync(join(d, 'anon')));
+    const wrong = await pull([ref, join(d, 'wrong')], { ...env, CH_PULL_USER: 'alice', CH_PULL_PASSWORD: 'nope' });
+    t.is(wrong.exitCode, 1);
+    t.regex(wrong.stderr, /authentication refused for user 'alice' \(credentials from \$CH_PULL_USER\)/);
+    const ok = await pull([ref, join(d, 'env')], { ...env, CH_PULL_USER: 'alice', CH_PULL_PASSWORD: 'pa:ss word' });
+    t.is(ok.exitCode, 0, ok.stderr);
+    t.is(readFileSync(join(d, 'env', 'secret'), 'utf8'), 'only for alice');
+    // ~/.docker/config.json, then $XDG_RUNTIME_DIR/containers/auth.json (which wins).
+    const home = join(d, 'home');
+    mkdirSync(join(home, '.docker'), { recursive: true });
+    const auth = (pw) => JSON.stringify({ auths: { [r.host]: { auth: Buffer.from(`alice:${pw}`).toString('base64') } } });
+    writeFileSync(join(home, '.docker', 'config.json'), auth('pa:ss word'));
+    mkdirSync(join(d, 'xdg', 'containers'), { recursive: true });
+    writeFileSync(join(d, 'xdg', 'containers', 'auth.json'), auth('stale'));
+    if (user) for (const p of [home, join(home, '.docker'), join(home, '.docker', 'config.json'), join(d, 'xdg'), join(d, 'xdg', 'containers'), join(d, 'xdg', 'containers', 'auth.json')]) chownSync(p, user.uid, user.gid);
+    const docker = await pull([ref, join(d, 'docker')], { ...env, HOME: home });
+    t.is(docker.exitCode, 0, docker.stderr);
+    const xdg = await pull([ref, join(d, 'xdg-img')], { ...env, HOME: home, XDG_RUNTIME_DIR: join(d, 'xdg') });
+    t.is(xdg.exitCode, 1);
+    t.regex(xdg.stderr, /credentials from .*containers\/auth\.json/);
+    return r;
+  } finally {
+    await r.stop();
+  }
+}
+
+test('basic auth (htpasswd, bcrypt): refused without or with wrong credentials; from the environment and auth files', async (t) => {
+  if (skip(t)) return;
+  await authCases(t, 'basic');
+});
+
+test('bearer tokens from the realm the registry names, for the repository\'s pull scope', async (t) => {
+  if (skip(t)) return;
+  const r = await authCases(t, 'token');
+  t.true(r.token.requests.some((q) => new URLSearchParams(q).get('scope') === 'repository:private/app:pull'
+    && new URLSearchParams(q).get('service') === 'ch-test-registry'), r.token.requests.join(' '));
+});
+
+test('a corrupted blob in the registry: digest mismatch, nothing kept', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-corrupt');
+  const img = addImage(lay, { layers: [[{ name: 'good', data: 'good' }], [{ name: 'data', data: randomBytes(4096).toString('hex') }]] });
+  writeLayout(lay, 'v1', [img]);
+  await push(reg, lay, 'v1', 'corrupt');
+  const served = (await servedManifest(reg, 'corrupt', 'v1')).layers[1];
+  t.is(served.digest, img.layers[1].digest);   // gzipped already: pushed as is
+  const blob = storedBlob(reg, served.digest);
+  const data = readFileSync(blob);
+  data[data.length >> 1] ^= 0xff;   // same size, different content
+  writeFileSync(blob, data);
+  const d = userDir('corrupt');
+  const storage = join(d, 'storage');
+  const r = await pull([`${reg.host}/corrupt:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, new RegExp(`blob ${img.layers[1].digest}: digest mismatch: the registry sent data with digest sha256:[0-9a-f]{64}; discarded`));
+  t.deepEqual(readdirSync(d).sort(), ['storage']);
+  const cached = readdirSync(join(storage, 'blobs', 'sha256'));
+  t.false(cached.some((f) => f.startsWith(img.layers[1].digest.slice(7))), cached.join(' '));
+});
+
+/**
+ * A TCP relay to the registry that stops relaying after LIMIT bytes towards
+ * the client, so a download is observably half done; stop() then closes
+ * everything and refuses new connections.
+ */
+async function stallingRelay(port, limit) {
+  let sent = 0;
+  const socks = [];
+  const state = { stalled: false };
+  const srv = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.push(c, up);
+    c.on('error', () => {}); up.on('error', () => {});
+    c.on('data', (b) => up.write(b));
+    up.on('data', (b) => {
+      if (sent + b.length > limit) { up.pause(); state.stalled = true; return; }
+      sent += b.length;
+      c.write(b);
+    });
+    up.on('close', () => c.destroy());
+    c.on('close', () => up.destroy());
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  state.port = srv.address().port;
+  state.stop = () => { srv.close(); for (const s of socks) s.destroy(); };
+  return state;
+}
+
+async function until(what, cond) {
+  for (let i = 0; i < 6000; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+test('the registry killed mid-pull: clear error, the partial blob kept; the next pull resumes it', async (t) => {
+  if (skip(t)) return;
+  const own = await startRegistry(join(BASE, 'registry-kill'));
+  const big = randomBytes(8 << 20);
+  const lay = join(BASE, 'layout-big');
+  const img = addImage(lay, { layers: [[{ name: 'big', data: big }]], gzip: false });
+  writeLayout(lay, 'v1', [img]);
+  await push(own, lay, 'v1', 'big');
+  const layer = (await servedManifest(own, 'big', 'v1')).layers[0];
+  const relay = await stallingRelay(own.port, 2 << 20);
+  const d = userDir('kill');
+  const storage = join(d, 'storage');
+  const part = join(storage, 'blobs', 'sha256', `${layer.digest.slice(7)}.part`);
+  const env = { CH_IMAGE_STORAGE: storage, CH_PULL_RETRIES: '1' };
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/big:v1`, join(d, 'img')], env);
+    await until('part of the blob to arrive', () => relay.stalled && existsSync(part) && statSync(part).size > 0);
+    await own.kill();
+    relay.stop();
+    const r = await p;
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, /registry 127\.0\.0\.1:[0-9]+ unreachable: .*ECONNREFUSED.* bytes kept; run again to resume/);
+    t.false(existsSync(join(d, 'img')));
+    const kept = statSync(part).size;
+    t.true(kept > 0 && kept < layer.size, `${kept} of ${layer.size}`);
+    await own.start();   // same port, same storage
+    const again = await pull([`${own.host}/big:v1`, join(d, 'img')], env);
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stderr, /downloaded \(resumed at [0-9.]+ MiB\)/);
+    t.false(existsSync(part));
+    t.is(createHash('sha256').update(readFileSync(join(d, 'img', 'big'))).digest('hex'), createHash('sha256').update(big).digest('hex'));
+  } finally {
+    relay.stop();
+    await own.stop();
+  }
+});
+
+test('8 concurrent pulls of one image into one cache: each blob downloaded once, all images complete', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-conc');
+  const img = addImage(lay, { layers: [BASE_LAYER, [{ name: 'noise', data: randomBytes(4 << 20) }]], gzip: false });
+  writeLayout(lay, 'v1', [img]);
+  await push(reg, lay, 'v1', 'conc');
+  const d = userDir('conc');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+  // Four into their own directories, four into the same one.
+  const dests = [0, 1, 2, 3].map((i) => join(d, `img${i}`)).concat([0, 1, 2, 3].map(() => join(d, 'shared')));
+  const rs = await Promise.all(dests.map((dest) => pull([`${reg.host}/conc:v1`, dest], env)));
+  for (const r of rs) t.is(r.exitCode, 0, r.stderr);
+  const all = rs.map((r) => r.stderr).join('\n');
+  t.is(all.match(/layer 2\/2 \S+ 4\.0 MiB downloaded/g)?.length, 1, all);
+  t.is(all.match(/layer 2\/2 \S+ 4\.0 MiB cached/g)?.length ?? 0, rs.filter((r) => !/already up to date/.test(r.stderr)).length - 1, all);
+  for (const dest of new Set(dests)) t.is(statSync(join(dest, 'noise')).size, 4 << 20);
+  t.deepEqual(readdirSync(d).sort(), ['img0', 'img1', 'img2', 'img3', 'shared', 'storage']);
+  const blobs = readdirSync(join(d, 'storage', 'blobs', 'sha256'));
+  t.deepEqual(blobs.filter((b) => !/^[0-9a-f]{64}$/.test(b)), []);   // no .part or .lock left
+  t.is(blobs.length, 3);
+});
+
+test('hostile layers are refused and nothing is written outside', async (t) => {
+  if (skip(t)) return;
+  const outside = userDir('outside');
+  writeFileSync(join(outside, 'victim'), 'intact');
+  if (user) chownSync(join(outside, 'victim'), user.uid, user.gid);
+  const cases = {
+    dotdot: [[{ name: '../escape', data: 'x' }]],
+    abslink: [[{ name: 'evil', type: 'symlink', target: outside }], [{ name: 'evil/planted', data: 'x' }]],
+    whiteoutThroughLink: [[{ name: 'evil', type: 'symlink', target: outside }], [{ name: 'evil/.wh.victim', data: '' }]],
+    opaqueThroughLink: [[{ name: 'evil', type: 'symlink', target: outside }], [{ name: 'evil/.wh..wh..opq', data: '' }]],
+    dotdotWhiteout: [[{ name: 'a/', type: 'dir' }], [{ name: 'a/.wh...', data: '' }]],
+  };
+  for (const [name, layers] of Object.entries(cases)) {
+    const lay = join(BASE, `layout-hostile-${name}`);
+    writeLayout(lay, 'v1', [addImage(lay, { layers })]);
+    await push(reg, lay, 'v1', `hostile-${name.toLowerCase()}`);
+    const d = userDir(`hostile-${name}`);
+    const r = await pull([`${reg.host}/hostile-${name.toLowerCase()}:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+    t.is(r.exitCode, 1, `${name}: ${r.stderr}`);
+    t.regex(r.stderr, /refused|bad whiteout/, name);
+    t.deepEqual(readdirSync(d).sort(), ['storage'], name);
+  }
+  t.deepEqual(readdirSync(outside), ['victim']);
+  t.is(readFileSync(join(outside, 'victim'), 'utf8'), 'intact');
+  t.false(existsSync(join(BASE, 'escape')));
+});
+
+test('DEST and the storage directory: only our own are used', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('dest');
+  const storage = join(d, 'storage');
+  // A directory ch-pull did not make is not replaced.
+  mkdirSync(join(d, 'mine'));
+  writeFileSync(join(d, 'mine', 'precious'), 'keep');
+  if (user) { chownSync(join(d, 'mine'), user.uid, user.gid); chownSync(join(d, 'mine', 'precious'), user.uid, user.gid); }
+  const r = await pull([`${reg.host}/team/app:v1`, join(d, 'mine')], { CH_IMAGE_STORAGE: storage });
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.deepEqual(readdirSync(join(d, 'mine')), ['precious']);
+  // Someone else's directory at DEST (root's, here).
+  if (user) {
+    mkdirSync(join(d, 'roots'));
+    const r2 = await pull([`${reg.host}/team/app:v1`, join(d, 'roots')], { CH_IMAGE_STORAGE: storage });
+    t.is(r2.exitCode, 1);
+    t.regex(r2.stderr, /roots: exists and is not .* belongs to root/);
+  }
+  // A lock file or a symlink planted in DEST's directory by someone else: refused, never waited on or followed.
+  if (user) {
+    writeFileSync(join(d, '.planted.ch-pull.lock'), '');
+    const lk = await pull([`${reg.host}/team/app:v1`, join(d, 'planted')], { CH_IMAGE_STORAGE: storage });
+    t.is(lk.exitCode, 1);
+    t.regex(lk.stderr, /\.planted\.ch-pull\.lock: belongs to root .*; refusing to use or wait on it as a lock/);
+    t.false(existsSync(join(d, 'planted')));
+  }
+  symlinkSync(join(d, 'mine'), join(d, 'sym'));
+  const sl = await pull([`${reg.host}/team/app:v1`, join(d, 'sym')], { CH_IMAGE_STORAGE: storage });
+  t.is(sl.exitCode, 1);
+  t.regex(sl.stderr, /sym: exists and is not an image .*\(not a directory\)/);
+  t.deepEqual(readdirSync(join(d, 'mine')), ['precious']);
+  // The storage directory: a symlink, or open to others, is refused.
+  const real = join(d, 'real');
+  mkdirSync(real, { mode: 0o700 });
+  if (user) chownSync(real, user.uid, user.gid);
+  symlinkSync(real, join(d, 'link'));
+  const l = await pull([`${reg.host}/team/app:v1`, join(d, 'x')], { CH_IMAGE_STORAGE: join(d, 'link') });
+  t.is(l.exitCode, 1);
+  t.regex(l.stderr, /storage directory .*link: can't use: a symlink/);
+  chmodSync(real, 0o777);
+  const w = await pull([`${reg.host}/team/app:v1`, join(d, 'x')], { CH_IMAGE_STORAGE: real });
+  t.is(w.exitCode, 1);
+  t.regex(w.stderr, /storage directory .*real: writable by group or others \(mode 777\)/);
+  t.deepEqual(readdirSync(real), []);
+  t.false(existsSync(join(d, 'x')));
+  t.is(readlinkSync(join(d, 'link')), real);
+});
+
+test('errors: unknown image or tag, unreachable registry, usage', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('err');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PULL_RETRIES: '0' };
+  const tag = await pull([`${reg.host}/team/app:nope`, join(d, 'a')], env);
+  t.is(tag.exitCode, 1);
+  t.regex(tag.stderr, /team\/app:nope: unknown image or tag \(registry says: MANIFEST_UNKNOWN/);
+  const repo = await pull([`${reg.host}/no/such:v1`, join(d, 'a')], env);
+  t.is(repo.exitCode, 1);
+  t.regex(repo.stderr, /unknown image or tag/);
+  const port = (await import('./helpers/registry.js')).freePort;
+  const down = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], env);
+  t.is(down.exitCode, 1);
+  t.regex(down.stderr, /registry 127\.0\.0\.1:[0-9]+ unreachable: connect ECONNREFUSED/);
+  t.false(existsSync(join(d, 'a')));
+  const retried = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], { ...env, CH_PULL_RETRIES: '1' });
+  t.is(retried.exitCode, 1);
+  t.regex(retried.stderr, /connect ECONNREFUSED .*; retrying in [0-9.]+ s\n.*error: registry .* unreachable/);
+  for (const args of [[], ['a', 'b', 'c'], ['Bad/Name'], ['x@sha256:12'], ['--jobs', '0', 'x'], ['--tar', 'f', 'x', 'dest'], ['--nope', 'x']]) {
+    const r = await pull(args, env);
+    t.is(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
+  }
+  for (const args of [['--help'], ['-h'], ['--usage'], ['--version']]) {
+    const r = await pull(args, env);
+    t.is(r.exitCode, 0, args[0]);
+    t.true(r.stdout.length > 0);
+  }
+  t.regex((await pull(['--help'], env)).stdout, /Exit status:\n  0 /);
+});
+
+test('HTTPS: the CA from NODE_EXTRA_CA_CERTS, refused without it unless --insecure; proxies for HTTP and HTTPS', async (t) => {
+  if (skip(t)) return;
+  const r = await startRegistry(join(BASE, 'registry-tls'), { tls: true });
+  const proxy = await startProxy();
+  try {
+    const lay = join(BASE, 'layout-tls');
+    writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'over-tls', data: 'yes' }]] })]);
+    await push(r, lay, 'v1', 'tls');
+    const d = userDir('tls');
+    const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+    const ref = `${r.host}/tls:v1`;
+    const untrusted = await pull([ref, join(d, 'a')], env);
+    t.is(untrusted.exitCode, 1);
+    t.regex(untrusted.stderr, /registry 127\.0\.0\.1:[0-9]+: TLS certificate not trusted: .*self-signed/);
+    t.false(existsSync(join(d, 'a')));
+    const trusted = await pull([ref, join(d, 'b')], { ...env, NODE_EXTRA_CA_CERTS: r.ca });
+    t.is(trusted.exitCode, 0, trusted.stderr);
+    t.is(readFileSync(join(d, 'b', 'over-tls'), 'utf8'), 'yes');
+    const insecure = await pull(['--insecure', '--force', ref, join(d, 'b')], env);
+    t.is(insecure.exitCode, 0, insecure.stderr);
+    // HTTPS through the proxy: a CONNECT tunnel, the certificate still checked end to end.
+    const viaTunnel = await pull(['--force', ref, join(d, 'b')], { ...env, NODE_EXTRA_CA_CERTS: r.ca, https_proxy: proxy.url });
+    t.is(viaTunnel.exitCode, 0, viaTunnel.stderr);
+    t.true(proxy.seen.includes(`CONNECT ${r.host}`), proxy.seen.join(' '));
+    // Plain HTTP through the proxy (absolute URIs); no_proxy bypasses it.
+    const before = proxy.seen.length;
+    const viaProxy = await pull([`${reg.host}/team/app:v1`, join(d, 'c')], { ...env, HTTP_PROXY: proxy.url });
+    t.is(viaProxy.exitCode, 0, viaProxy.stderr);
+    t.true(proxy.seen.slice(before).some((l) => l.startsWith(`GET http://${reg.host}/v2/team/app/blobs/sha256:`)), proxy.seen.join(' '));
+    const n = proxy.seen.length;
+    const bypass = await pull(['--force', `${reg.host}/team/app:v1`, join(d, 'c')], { ...env, http_proxy: proxy.url, no_proxy: 'localhost,127.0.0.1' });
+    t.is(bypass.exitCode, 0, bypass.stderr);
+    t.is(proxy.seen.length, n);
+  } finally {
+    await proxy.close();
+    await r.stop();
+  }
+});
+
+test('SIGTERM mid-download: exit 143, DEST and temporaries gone, the partial blob kept for the next pull', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-sig');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'sig');
+  const layer = (await servedManifest(reg, 'sig', 'v1')).layers[0];
+  const relay = await stallingRelay(reg.port, 1 << 20);
+  const d = userDir('sig');
+  const storage = join(d, 'storage');
+  const part = join(storage, 'blobs', 'sha256', `${layer.digest.slice(7)}.part`);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/sig:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    await until('part of the blob to arrive', () => relay.stalled && existsSync(part) && statSync(part).size > 0);
+    t.true(readdirSync(d).some((e) => e.startsWith('.img.ch-pull-tmp.')));   // mid-pull: the temporary is there
+    p.kill('SIGTERM');
+    const r = await p;
+    t.is(r.exitCode, 143, r.stderr);
+    t.regex(r.stderr, /interrupted by SIGTERM; nothing left that looks complete/);
+    t.deepEqual(readdirSync(d).sort(), ['storage']);
+    t.true(statSync(part).size > 0);
+    const again = await pull([`${reg.host}/sig:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stderr, /resumed at/);
+  } finally {
+    relay.stop();
+  }
+});
+
+test('disk full, while downloading or while unpacking: said plainly, nothing left', async (t) => {
+  if (skip(t)) return;
+  if (!isRoot) { t.log('needs root to mount a small tmpfs; not tested'); t.pass(); return; }
+  const lay = join(BASE, 'layout-full');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'big', data: randomBytes(2 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'full');
+  const d = userDir('full');
+  const small = join(d, 'small');
+  mkdirSync(small);
+  await execa('mount', ['-t', 'tmpfs', '-o', `size=1m,mode=0755,uid=${user.uid},gid=${user.gid}`, 'tmpfs', small]);
+  try {
+    // The image on the full file system, the cache elsewhere.
+    const unpack = await pull([`${reg.host}/full:v1`, join(small, 'img')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+    t.is(unpack.exitCode, 1);
+    t.regex(unpack.stderr, /layer 1 \(sha256:[0-9a-f]+\): disk full: .*\(ENOSPC\)/);
+    t.deepEqual(readdirSync(small), []);
+    // The cache on the full file system.
+    const download = await pull([`${reg.host}/full:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: join(small, 'storage') });
+    t.is(download.exitCode, 1);
+    t.regex(download.stderr, /\.part: can't write: disk full: .*\(ENOSPC\)/);
+    t.false(existsSync(join(d, 'img')));
+    t.deepEqual(readdirSync(d).sort(), ['small', 'storage']);
+  } finally {
+    await execa('umount', [small]);
+  }
+});
+
+test('references in Docker syntax: Docker Hub defaults, registries with ports, digests; storage names', async (t) => {
+  const { parseReference, storageName } = await import(join(PKG, 'dist/pull/reference.js'));
+  const cases = {
+    'alpine:3.20': ['docker.io', 'registry-1.docker.io', 'library/alpine', '3.20', undefined, 'alpine+3.20'],
+    alpine: ['docker.io', 'registry-1.docker.io', 'library/alpine', 'latest', undefined, 'alpine+latest'],
+    'user/repo': ['docker.io', 'registry-1.docker.io', 'user/repo', 'latest', undefined, 'user%repo+latest'],
+    'registry:5000/team/app:v1': ['registry:5000', 'registry:5000', 'team/app', 'v1', undefined, 'registry+5000%team%app+v1'],
+    'localhost/x': ['localhost', 'localhost', 'x', 'latest', undefined, 'localhost%x+latest'],
+    ['ghcr.io/o/p@sha256:' + 'a'.repeat(64)]: ['ghcr.io', 'ghcr.io', 'o/p', undefined, 'sha256:' + 'a'.repeat(64), `ghcr.io%o%p+sha256+${'a'.repeat(64)}`],
+    'docker.io/library/debian:12': ['docker.io', 'registry-1.docker.io', 'library/debian', '12', undefined, 'debian+12'],
+  };
+  for (const [ref, [registry, host, repository, tag, digest, name]] of Object.entries(cases)) {
+    const r = parseReference(ref);
+    t.deepEqual([r.registry, r.host, r.repository, r.tag, r.digest, storageName(r)], [registry, host, repository, tag, digest, name], ref);
+  }
+  for (const bad of ['', 'UPPER/case', 'a//b', 'x:', 'x@sha256:abc', 'x y', 'reg:5000/', '-x']) t.throws(() => parseReference(bad), undefined, bad);
+});
+
+test('SIGKILL mid-pull: nothing that looks complete; the next pull removes the temporary and finishes', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-kill9');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'kill9');
+  const layer = (await servedManifest(reg, 'kill9', 'v1')).layers[1];
+  const relay = await stallingRelay(reg.port, 4 << 20);
+  const d = userDir('kill9');
+  const storage = join(d, 'storage');
+  const part = join(storage, 'blobs', 'sha256', `${layer.digest.slice(7)}.part`);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/kill9:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    await until('part of the big layer to arrive', () => relay.stalled && existsSync(part) && statSync(part).size > 0);
+    p.kill('SIGKILL');
+    await p;
+    const left = readdirSync(d).sort();
+    t.false(left.includes('img'));
+    t.true(left.every((e) => e === 'storage' || e.startsWith('.img.ch-pull')), left.join(' '));
+    t.true(left.some((e) => e.startsWith('.img.ch-pull-tmp.')));
+    const again = await pull(['-v', `${reg.host}/kill9:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(again.exitCode, 0, again.stderr);
+    t.regex(again.stderr, /removing stale temporary/);
+    t.deepEqual(readdirSync(d).sort(), ['img', 'storage']);
+    t.is(statSync(join(d, 'img', 'big')).size, 6 << 20);
+  } finally {
+    relay.stop();
+  }
+});
+
+test('HTTP 503 from the registry: retried with backoff, then the pull succeeds', async (t) => {
+  if (skip(t)) return;
+  const front = await flakyFront(reg, 3);
+  try {
+    const d = userDir('flaky');
+    const r = await pull([`${front.host}/team/app:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(front.failed(), 3);
+    t.is(r.stderr.match(/HTTP 503 from 127\.0\.0\.1:[0-9]+; retrying in/g)?.length, 3, r.stderr);
+    t.is(readFileSync(join(d, 'img', 'etc/motd'), 'utf8'), 'hello from layer 2\n');
+  } finally {
+    await front.close();
+  }
+});
+
+test('a partial blob left by an earlier pull: resumed with Range, restarted where Range is ignored, discarded if wrong', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-partial');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[{ name: 'big', data: randomBytes(3 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'partial');
+  const layer = (await servedManifest(reg, 'partial', 'v1')).layers[0];
+  const whole = readFileSync(storedBlob(reg, layer.digest));
+  const noRange = await flakyFront(reg, 0, { noRange: true });
+  try {
+    for (const [name, host, head, want] of [
+      ['range', reg.host, whole.subarray(0, 1 << 20), /downloaded \(resumed at 1\.0 MiB\)/],
+      ['norange', noRange.host, whole.subarray(0, 1 << 20), /MiB downloaded, applied/],
+      ['wrong', reg.host, randomBytes(1 << 20), /digest mismatch.*discarded/],
+    ]) {
+      const d = userDir(`partial-${name}`);
+      const storage = join(d, 'storage');
+      const dir = join(storage, 'blobs', 'sha256');
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const part = join(dir, `${layer.digest.slice(7)}.part`);
+      writeFileSync(part, head, { mode: 0o600 });
+      if (user) for (const p of [storage, join(storage, 'blobs'), dir, part]) chownSync(p, user.uid, user.gid);
+      chmodSync(storage, 0o700); chmodSync(join(storage, 'blobs'), 0o700);
+      const r = await pull([`${host}/partial:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+      t.regex(r.stderr, want, name);
+      if (name === 'wrong') {
+        t.is(r.exitCode, 1);
+        t.false(existsSync(part));   // discarded: the next pull starts afresh and succeeds
+        const again = await pull([`${host}/partial:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+        t.is(again.exitCode, 0, again.stderr);
+      } else {
+        t.is(r.exitCode, 0, r.stderr);
+        t.notRegex(r.stderr, name === 'norange' ? /resumed/ : /^$/);
+      }
+      t.true(readFileSync(join(d, 'img', 'big')).length === 3 << 20, name);
+    }
+  } finally {
+    await noRange.close();
+  }
+});
