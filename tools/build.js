@@ -38,7 +38,8 @@ export const BUNDLES = {
 
 /** Commands with a man page: the name, and its bundle. */
 const MAN_PAGES = { 'ch-run': 'ch-run', 'ch-tar2dir': 'ch-tar2dir', 'ch-build': 'ch-build',
-  'ch-builder2tar': 'ch-builder2tar', 'ch-docker2tar': 'ch-builder2tar', 'ch-fromhost': 'ch-fromhost' };
+  'ch-builder2tar': 'ch-builder2tar', 'ch-docker2tar': 'ch-builder2tar', 'ch-fromhost': 'ch-fromhost',
+  'ch-pull': 'ch-pull' };
 
 const SUMMARY = {
   'ch-run': 'run a command in an unprivileged container',
