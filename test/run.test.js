@@ -252,7 +252,7 @@ test('environment: host passes through; PATH, HOME, TMPDIR fixed; CH_RUNNING set
   t.is(env.HOME, '/root');
   t.is(env.TMPDIR, undefined);
   t.is(env.CH_RUNNING, 'Weird Al Yankovic');
-  t.is(env.CH_RUN_NOFILE, undefined);
+  for (const v of ['CH_RUN_NOFILE', 'CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD']) t.is(env[v], undefined, v);
 });
 
 test('--set-env: image default, file, VAR=VALUE, quotes, expansion, --env-no-expand, in order with --unset-env', async (t) => {

@@ -99,7 +99,6 @@ const SETID_CASES = [
   ['front end setuid', 'dist/ch-run.cjs', 0o4755],
   ['core setuid root', 'build/Release/ch-run-core', 0o4755],
   ['core setgid root', 'build/Release/ch-run-core', 0o2755],
-  ['addon setuid', 'build/Release/ch_run.node', 0o4755],
 ];
 
 test.serial('ch-run installed setuid or setgid refuses to run', async (t) => {
