@@ -9,7 +9,12 @@ import { BIN, ch, image, isRoot, testUser } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 const BB = () => image('busybox');
-const run = (args, opts) => ch('ch-run', args, opts);
+// The core's kernel-feature switches, as the test/run-fallback-*.test.js files
+// set them to run this suite down the paths for older kernels (the direct
+// execa calls below inherit them from process.env).
+const SWITCHES = Object.fromEntries(['CH_RUN_NO_OPENAT2', 'CH_RUN_NO_MOUNT_SETATTR']
+  .filter((v) => process.env[v] !== undefined).map((v) => [v, process.env[v]]));
+const run = (args, opts = {}) => ch('ch-run', args, { ...opts, env: { ...SWITCHES, ...opts.env } });
 
 test('runs as the invoking user with exactly one uid and gid mapping', async (t) => {
   const u = testUser();
