@@ -291,6 +291,41 @@ test('--set-env: image default, file, VAR=VALUE, quotes, expansion, --env-no-exp
   t.regex(r.stderr, /can't read \/nonexistent\/env: .*ENOENT/);
 });
 
+test('environment order: --unset-env then --set-env; the user may set PATH and TMPDIR, not CH_RUNNING', async (t) => {
+  const env = { FOO: 'host', PATH: '/usr/bin', TMPDIR: '/tmp' };
+  const show = 'echo "FOO=${FOO-unset} PATH=$PATH TMPDIR=${TMPDIR-unset} CH_RUNNING=$CH_RUNNING"';
+  // In command-line order: unset then set gives the new value; set then unset, none.
+  let r = await run(['--unset-env=FOO', '--set-env=FOO=new', BB(), '--', 'sh', '-c', show], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'FOO=new PATH=/usr/bin:/bin TMPDIR=unset CH_RUNNING=Weird Al Yankovic');
+  r = await run(['--set-env=FOO=new', '--unset-env=F*', BB(), '--', 'sh', '-c', show], { env });
+  t.is(r.stdout, 'FOO=unset PATH=/usr/bin:/bin TMPDIR=unset CH_RUNNING=Weird Al Yankovic', r.stderr);
+  // The user's PATH and TMPDIR come after ch-run's fix-ups, so they stand as
+  // given; CH_RUNNING is set last and can't be overridden.
+  r = await run(['--set-env=PATH=/opt/x', '--set-env=TMPDIR=/scratch', '--set-env=CH_RUNNING=no', BB(),
+    '--', '/bin/sh', '-c', show], { env });
+  t.is(r.stdout, 'FOO=host PATH=/opt/x TMPDIR=/scratch CH_RUNNING=Weird Al Yankovic', r.stderr);
+  // (env, not a shell: busybox sh makes up a PATH when there is none.)
+  r = await run(['--unset-env=CH_RUNNING', '--unset-env=PATH', BB(), '--', '/bin/env'], { env });
+  t.deepEqual(r.stdout.split('\n').sort(), ['CH_RUNNING=Weird Al Yankovic', 'FOO=host', 'HOME=/root', 'LANG=C.UTF-8',
+    'USER=chtest'].map((l) => l.replace('chtest', testUser().name)), r.stderr);
+});
+
+test('HOME: kept when the container has it (in the image, or bound), else /root', async (t) => {
+  const dir = await scratch(t, 'home');
+  await ownedByUser(dir);
+  const show = ['sh', '-c', 'echo $HOME'];
+  let r = await run([BB(), '--', ...show], { env: { HOME: '/etc' } });
+  t.is(r.stdout, '/etc', r.stderr);
+  r = await run(['-b', `${dir}:/mnt/3`, BB(), '--', ...show], { env: { HOME: '/mnt/3' } });
+  t.is(r.stdout, '/mnt/3', r.stderr);
+  // Bound, but at /mnt/0 (the image has no such path): not there inside.
+  r = await run(['-b', dir, BB(), '--', ...show], { env: { HOME: dir } });
+  t.is(r.stdout, '/root', r.stderr);
+  r = await run([BB(), '--', ...show], { env: { HOME: '/nonexistent-home' } });
+  t.is(r.stdout, '/root', r.stderr);
+});
+
 test('--unset-env globs, extended globs, and CH_RUNNING survives', async (t) => {
   const env = { WANTED_1: 'y', ALSO_WANTED_2: 'y', NOT_WANTED: 'n', SLURM_X: 's', PATH: '/bin' };
   let r = await run(['--unset-env=SLURM*', BB(), '--', 'sh', '-c', 'echo ${SLURM_X-gone} $WANTED_1'], { env });

@@ -66,7 +66,8 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     env.set('HOME', `/home/${id.user}`);
   } else {
     const home = env.get('HOME');
-    const bound = opts.binds.some((b) => home && (b.dst ?? b.src) === home);
+    // Where binds really land: a --bind SRC without DST may go to /mnt/N.
+    const bound = mounts.some((m) => m.kind === 'bind' && m.dst === home);
     if (!home || (!bound && kindInImage(root, home) !== 'dir'))
       env.set('HOME', kindInImage(root, '/root') === 'dir' ? '/root' : '/');
   }
