@@ -11,9 +11,10 @@
    ch-run's PID and the caller's state untouched (ignored and blocked
    signals, limits, stdio), and execs the C core with the plan; the core
    execs the command, which inherits that state as POSIX exec semantics say.
-   The core reaps the front end just before that (it may still be exiting
-   while the core builds the container: the two overlap, and a launch costs
-   no more than Node exec'ing the core in place did; see bench/launch.js).
+   Node's exit is not waited for: once the plan is confirmed whole the front
+   end is killed, and the core reaps it just before exec'ing the command, so
+   its teardown overlaps the container's set-up (see bench/launch.js for
+   what a launch costs).
 
    The front end's decision and exit status say what happened: a plan, run
    it; "nothing to run" and status 0, it printed help or version; no
@@ -30,6 +31,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,11 +137,15 @@ static void exec_front_end(const char *root, int planfd, int donefd, int argc, c
 }
 
 /* Start the front end; return when it is done planning: it closed the done
-   pipe, on purpose once its decision is written, or by exiting. SIGCHLD is
-   the default meanwhile (a caller's SIG_IGN would have the kernel reap the
-   child and hide its status); *CALLER gets the caller's disposition. */
+   pipe, on purpose once its decision is written, or by exiting. It writes
+   one byte, DONE_BYTE, before closing on purpose: *CONFIRMED says whether
+   it came, so a front end that died halfway through a plan is told apart.
+   SIGCHLD is the default meanwhile (a caller's SIG_IGN would have the
+   kernel reap the child and hide its status); *CALLER gets the caller's
+   disposition. */
+#define DONE_BYTE 'k'
 static pid_t start_front_end(const char *root, int planfd, int argc, char **argv,
-                             struct sigaction *caller)
+                             struct sigaction *caller, bool *confirmed)
 {
    struct sigaction dfl = { .sa_handler = SIG_DFL };
    sigemptyset(&dfl.sa_mask);
@@ -157,9 +163,13 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
       die("can't close done pipe");
    char c;
    ssize_t n;
-   while ((n = read(done[0], &c, 1)) != 0)
+   *confirmed = false;
+   while ((n = read(done[0], &c, 1)) != 0) {
       if (n < 0 && errno != EINTR)
          die("can't read done pipe");
+      if (n == 1)
+         *confirmed = c == DONE_BYTE;
+   }
    if (close(done[0]) != 0)
       die("can't close done pipe");
    return pid;
@@ -247,7 +257,7 @@ static void front_end_failed(int status)
 /* Become the core, which reads the plan from PLANFD. The front end may
    still be exiting: the core reaps it, after building the container and
    before it execs the command, so the two overlap; then it puts back the
-   caller's O_NONBLOCK bits on stdio. */
+   caller's O_NONBLOCK bits on stdio (Node's exit no longer does). */
 static void exec_core(const char *dir, int planfd, pid_t front, int nonblock)
 {
    char core[PATH_MAX + 32], fdstr[16], pidstr[16], nbstr[16];
@@ -279,9 +289,15 @@ int main(int argc, char **argv)
       die("can't create plan memfd");
 
    save_stdio_flags(stdio_flags);
-   pid_t front = start_front_end(root, planfd, argc, argv, &sigchld);
+   bool confirmed;
+   pid_t front = start_front_end(root, planfd, argc, argv, &sigchld, &confirmed);
    enum decision d = front_end_decision(planfd);
-   if (d == D_PLAN) {
+   if (d == D_PLAN && confirmed) {
+      /* The plan is whole and all the front end had to say is written (Node
+         writes stdio synchronously): its exit, a few ms of V8 teardown, is
+         no use to anyone, so it is killed, and the core reaps it. */
+      if (kill(front, SIGKILL) != 0 && errno != ESRCH)
+         die("can't end front end");
       if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
          die("can't restore SIGCHLD");
       exec_core(dir, planfd, front, nonblock_bits(stdio_flags));

@@ -32,7 +32,7 @@ if sys.argv[3]:
 os.execv(sys.argv[4], sys.argv[4:])
 `;
 
-const SIGNO = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGUSR1: 10, SIGUSR2: 12, SIGPIPE: 13, SIGTERM: 15, SIGXFSZ: 25 };
+const SIGNO = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGUSR1: 10, SIGUSR2: 12, SIGPIPE: 13, SIGTERM: 15, SIGCHLD: 17, SIGXFSZ: 25 };
 /** The /proc/PID/status mask of these signals, as its 16 hex digits. */
 const mask = (...sigs) => sigs.reduce((m, s) => m | (1n << BigInt(SIGNO[s] - 1)), 0n).toString(16).padStart(16, '0');
 
@@ -69,6 +69,8 @@ test('ignored and blocked signals are exactly the caller\'s: SIGPIPE and SIGXFSZ
     { ignore: [], block: [] },
     { ignore: ['SIGHUP', 'SIGINT', 'SIGQUIT'], block: ['SIGUSR1', 'SIGTERM'] },
     { ignore: ['SIGPIPE', 'SIGUSR2'], block: ['SIGINT'] },
+    // The launcher waits for its front end even so, and reaps it: none left to the command.
+    { ignore: ['SIGCHLD'], block: ['SIGCHLD'] },
   ]) {
     const r = await fromCaller(caller, [BB(), '--', 'cat', '/proc/self/status']);
     t.is(r.exitCode, 0, r.stderr);

@@ -109,13 +109,16 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
  * The launcher (addon/launcher.c) runs this front end in a child process and
  * names in CH_RUN_PLAN_FD a memfd for its decision: a plan, which the
  * launcher hands to the core from a process Node never ran in, or
- * NOTHING_TO_RUN (help, version). Closing CH_RUN_DONE_FD says the decision
- * is written: the launcher goes on while Node exits. Without a decision, and
+ * NOTHING_TO_RUN (help, version). DONE_BYTE on CH_RUN_DONE_FD says the
+ * decision is whole: with a plan, the launcher then kills this process
+ * rather than wait for Node's exit, and goes on. Without a decision, and
  * without our own exit status 31, the launcher reports the front end as
  * failed: a Node that isn't ours (CH_RUN_NODE=/bin/true) can't pass for
  * success.
  */
 const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'];
+/** Written to CH_RUN_DONE_FD: the decision is whole (EOF alone may be a death). */
+const DONE_BYTE = 'k';
 
 function launcherFd(name: string): number {
   const v = process.env[name];
@@ -130,6 +133,7 @@ function handOff(buf: Buffer): void {
   try {
     for (let off = 0; off < buf.length;)
       off += writeSync(plan, buf, off, buf.length - off);
+    writeSync(done, DONE_BYTE);
     closeSync(done);
   } catch (err) {
     throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
