@@ -161,15 +161,14 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
       exec_front_end(root, planfd, done[1], argc, argv);
    if (close(done[1]) != 0)
       die("can't close done pipe");
+   /* The byte, or EOF; not EOF after the byte: a helper Node started and
+      left behind may hold the pipe open, and must not keep us waiting. */
    char c;
    ssize_t n;
-   *confirmed = false;
-   while ((n = read(done[0], &c, 1)) != 0) {
-      if (n < 0 && errno != EINTR)
+   while ((n = read(done[0], &c, 1)) < 0)
+      if (errno != EINTR)
          die("can't read done pipe");
-      if (n == 1)
-         *confirmed = c == DONE_BYTE;
-   }
+   *confirmed = n == 1 && c == DONE_BYTE;
    if (close(done[0]) != 0)
       die("can't close done pipe");
    return pid;

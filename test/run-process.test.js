@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, BIN, ch, image, userEnv } from './helpers/env.js';
-import { scratch } from './helpers/fixtures.js';
+import { ownedByUser, scratch } from './helpers/fixtures.js';
 
 const BB = () => image('busybox');
 
@@ -146,6 +146,24 @@ test('CH_RUN_NODE that is not a working Node: exit 31 naming it, nothing runs', 
   const r = await ch('ch-run', [BB(), '--', 'sh', '-c', `touch ${marker} && rm ${marker} && echo ran`],
     { env: { CH_RUN_NODE: process.execPath } });
   t.is(r.stdout, 'ran', r.stderr);
+});
+
+test('a process the front end leaves behind holding its pipes does not hold up the launch', async (t) => {
+  // A Node wrapper (as a site's CH_RUN_NODE may be) that starts a long-lived
+  // helper first: it inherits every descriptor the front end gets beyond
+  // stdio (its stdio goes to /dev/null, or the test itself would wait on it).
+  const dir = await scratch(t);
+  const pidfile = join(dir, 'helper.pid');
+  const wrapper = join(dir, 'node-wrapper');
+  writeFileSync(wrapper, `#!/bin/sh\nsleep 600 </dev/null >/dev/null 2>&1 & echo $! > ${pidfile}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  await ownedByUser(dir);
+  t.teardown(() => { try { process.kill(Number(readFileSync(pidfile, 'utf8')), 'SIGKILL'); } catch { /* gone */ } });
+  // A hang is the failure: the guard turns it into one rather than ava's timeout.
+  const r = await ch('ch-run', [BB(), '--', 'echo', 'ran'], { env: { CH_RUN_NODE: wrapper }, timeout: 60000 });
+  t.false(r.timedOut, 'the launcher waited for the helper');
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'ran');
+  t.notThrows(() => process.kill(Number(readFileSync(pidfile, 'utf8')), 0), 'the helper was still there');
 });
 
 test('help and version exit 0 through the launcher; an error of the front end is its own, once', async (t) => {
