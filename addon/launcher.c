@@ -1,57 +1,125 @@
-/* ch-run's launcher: the first thing that runs.
+/* ch-run's launcher: the first thing that runs, and the process that becomes
+   the container.
 
-   Node raises the soft RLIMIT_NOFILE to the hard limit at start-up, and the
-   original value can't be recovered from inside it; the command in the
-   container should get the user's own limit. So record it here, in
-   CH_RUN_NOFILE, for the core to restore, then exec Node on the bundled
-   front end (dist/ch-run.cjs). A C program rather than a shell script: this
-   sits on every launch, and dash plus a subshell cost ~2 ms more. */
+   Node changes its own process in ways the user's command must not inherit:
+   it ignores SIGPIPE and SIGXFSZ, raises the soft RLIMIT_NOFILE, marks stdio
+   close-on-exec and may set O_NONBLOCK on stdio (a flag of the open file
+   description, shared with the caller). So Node never runs in this process.
+   The launcher forks; the child execs Node on the front end
+   (dist/ch-run.cjs), which writes its decision into a memfd inherited as
+   CH_RUN_PLAN_FD and closes CH_RUN_DONE_FD to say so. This process keeps
+   ch-run's PID and the caller's state untouched (ignored and blocked
+   signals, limits, stdio), and execs the C core with the plan; the core
+   execs the command, which inherits that state as POSIX exec semantics say.
+   Node's exit is not waited for: once the plan is confirmed whole the front
+   end is killed, and the core reaps it just before exec'ing the command, so
+   its teardown overlaps the container's set-up (see bench/launch.js for
+   what a launch costs).
+
+   The front end's decision and exit status say what happened: a plan, run
+   it; "nothing to run" and status 0, it printed help or version; no
+   decision and status 31, it reported its own error. Anything else (Node
+   missing or broken, CH_RUN_NODE naming some other program, Node killed) is
+   reported here and is exit 31, so a failure before the container starts
+   is never silent.
+
+   A C program rather than a shell script: this sits on every launch, and
+   dash plus a subshell cost ~2 ms more. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-static void die(const char *what)
+#define EXIT_CHRUN 31   /* ch-run's own failures; the front end's errors too */
+
+static void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void error(const char *fmt, ...)
 {
-   fprintf(stderr, "ch-run[%d]: error: %s: %s\n", getpid(), what, strerror(errno));
-   exit(31);
+   char line[PATH_MAX + 512];
+   int n = snprintf(line, sizeof(line), "ch-run[%d]: error: ", getpid());
+   va_list ap;
+   va_start(ap, fmt);
+   if (n >= 0 && (size_t)n < sizeof(line))
+      n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+   va_end(ap);
+   if (n < 0 || (size_t)n >= sizeof(line) - 1)
+      n = sizeof(line) - 2;
+   line[n++] = '\n';
+   ssize_t w = write(STDERR_FILENO, line, n);   /* one write: ranks don't interleave */
+   (void)w;
 }
 
-int main(int argc, char **argv)
+/* Report "what: why (ERRNO)" and exit 31. */
+static void die(const char *what)
 {
-   char exe[PATH_MAX], front[PATH_MAX + 32], nofile[32];
-   struct stat st;
-   struct rlimit rl;
+   int e = errno;
+   error("%s: %s (%s)", what, strerror(e), strerrorname_np(e) ? strerrorname_np(e) : "?");
+   exit(EXIT_CHRUN);
+}
 
+/* ch-run must never be a privilege boundary. */
+static void refuse_setid(void)
+{
+   struct stat st;
    if (getuid() != geteuid() || getgid() != getegid()
        || (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))) {
-      fprintf(stderr, "ch-run[%d]: error: ch-run is installed setuid or setgid; refusing to run "
-              "(it needs no privileges: chmod ug-s it)\n", getpid());
-      return 31;
+      error("ch-run is installed setuid or setgid; refusing to run "
+            "(it needs no privileges: chmod ug-s it)");
+      exit(EXIT_CHRUN);
    }
+}
 
-   /* .../build/Release/ch-run -> .../dist/ch-run.cjs */
-   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+/* Strip the last component of PATH in place. */
+static void strip_last(char *path)
+{
+   char *slash = strrchr(path, '/');
+   if (slash == NULL) { errno = ENOENT; die("can't find ch-run's package root"); }
+   *slash = '\0';
+}
+
+/* Our own directory (build/Release, which holds the core too) and the
+   package root two levels above it. */
+static void own_location(char *dir, char *root, size_t size)
+{
+   ssize_t n = readlink("/proc/self/exe", dir, size - 1);
    if (n < 0)
       die("can't find own location (/proc/self/exe)");
-   exe[n] = '\0';
-   for (int i = 0; i < 3; i++) {
-      char *slash = strrchr(exe, '/');
-      if (slash == NULL) { errno = ENOENT; die("can't find package root"); }
-      *slash = '\0';
-   }
-   snprintf(front, sizeof(front), "%s/dist/ch-run.cjs", exe);
+   dir[n] = '\0';
+   strip_last(dir);
+   memcpy(root, dir, strlen(dir) + 1);
+   strip_last(root);
+   strip_last(root);
+}
 
-   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-      snprintf(nofile, sizeof(nofile), "%llu", (unsigned long long)rl.rlim_cur);
-      setenv("CH_RUN_NOFILE", nofile, 1);
-   }
-
+/* In the child: exec Node on the front end, with the plan memfd and the
+   write end of the done pipe named in the environment. Never returns. */
+static void exec_front_end(const char *root, int planfd, int donefd, int argc, char **argv)
+{
+   char front[PATH_MAX + 32], fdstr[16];
+   /* If ch-run is killed while the front end plans, the front end goes too. */
+   pid_t parent = getppid();
+   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+      _exit(EXIT_CHRUN);
+   if (fcntl(donefd, F_SETFD, 0) != 0)
+      die("can't pass the done pipe to the front end");
+   snprintf(front, sizeof(front), "%s/dist/ch-run.cjs", root);
+   snprintf(fdstr, sizeof(fdstr), "%d", planfd);
+   if (setenv("CH_RUN_PLAN_FD", fdstr, 1) != 0)
+      die("can't set CH_RUN_PLAN_FD");
+   snprintf(fdstr, sizeof(fdstr), "%d", donefd);
+   if (setenv("CH_RUN_DONE_FD", fdstr, 1) != 0)
+      die("can't set CH_RUN_DONE_FD");
    char **nargv = calloc(argc + 2, sizeof(char *));
    if (nargv == NULL)
       die("can't allocate");
@@ -61,7 +129,185 @@ int main(int argc, char **argv)
    for (int i = 1; i < argc; i++)
       nargv[i + 1] = argv[i];
    execvp(nargv[0], nargv);
-   fprintf(stderr, "ch-run[%d]: error: can't execute Node.js (%s): %s; ch-run needs node >= 20 on PATH "
-           "or CH_RUN_NODE\n", getpid(), nargv[0], strerror(errno));
-   return 31;
+   int e = errno;
+   error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE",
+         node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e),
+         strerrorname_np(e) ? strerrorname_np(e) : "?");
+   _exit(EXIT_CHRUN);
+}
+
+/* Start the front end; return when it is done planning: it closed the done
+   pipe, on purpose once its decision is written, or by exiting. It writes
+   one byte, DONE_BYTE, before closing on purpose: *CONFIRMED says whether
+   it came, so a front end that died halfway through a plan is told apart.
+   SIGCHLD is the default meanwhile (a caller's SIG_IGN would have the
+   kernel reap the child and hide its status); *CALLER gets the caller's
+   disposition. */
+#define DONE_BYTE 'k'
+static pid_t start_front_end(const char *root, int planfd, int argc, char **argv,
+                             struct sigaction *caller, bool *confirmed)
+{
+   struct sigaction dfl = { .sa_handler = SIG_DFL };
+   sigemptyset(&dfl.sa_mask);
+   if (sigaction(SIGCHLD, &dfl, caller) != 0)
+      die("can't reset SIGCHLD");
+   int done[2];
+   if (pipe2(done, O_CLOEXEC) != 0)
+      die("can't create done pipe");
+   pid_t pid = fork();
+   if (pid < 0)
+      die("can't fork front end");
+   if (pid == 0)
+      exec_front_end(root, planfd, done[1], argc, argv);
+   if (close(done[1]) != 0)
+      die("can't close done pipe");
+   /* The byte, or EOF; not EOF after the byte: a helper Node started and
+      left behind may hold the pipe open, and must not keep us waiting. */
+   char c;
+   ssize_t n;
+   while ((n = read(done[0], &c, 1)) < 0)
+      if (errno != EINTR)
+         die("can't read done pipe");
+   *confirmed = n == 1 && c == DONE_BYTE;
+   if (close(done[0]) != 0)
+      die("can't close done pipe");
+   return pid;
+}
+
+static int wait_front_end(pid_t pid)
+{
+   int status;
+   while (waitpid(pid, &status, 0) < 0)
+      if (errno != EINTR)
+         die("can't wait for front end");
+   return status;
+}
+
+/* O_NONBLOCK belongs to the open file description, which Node shares with
+   us and the caller: put back on stdio what the caller had. */
+static void save_stdio_flags(int flags[3])
+{
+   for (int fd = 0; fd <= 2; fd++)
+      flags[fd] = fcntl(fd, F_GETFL);   /* -1: closed by the caller */
+}
+
+/* The same for the core, which restores it after reaping the front end:
+   bit N set, the caller had O_NONBLOCK on fd N. */
+static int nonblock_bits(const int flags[3])
+{
+   int bits = 0;
+   for (int fd = 0; fd <= 2; fd++)
+      if (flags[fd] >= 0 && (flags[fd] & O_NONBLOCK))
+         bits |= 1 << fd;
+   return bits;
+}
+
+static void restore_stdio_flags(const int flags[3])
+{
+   for (int fd = 0; fd <= 2; fd++) {
+      if (flags[fd] < 0)
+         continue;
+      int now = fcntl(fd, F_GETFL);
+      if (now < 0)
+         die("can't get stdio flags");
+      if ((now & O_NONBLOCK) != (flags[fd] & O_NONBLOCK)
+          && fcntl(fd, F_SETFL, (now & ~O_NONBLOCK) | (flags[fd] & O_NONBLOCK)) != 0)
+         die("can't restore O_NONBLOCK on stdio");
+   }
+}
+
+/* What the front end decided, by the first 8 bytes it wrote to the plan
+   memfd: a plan (lib/run/plan.ts), nothing to run (help, version), or
+   nothing at all (it failed, or isn't ours). */
+enum decision { D_NONE, D_PLAN, D_NOTHING_TO_RUN };
+
+static enum decision front_end_decision(int planfd)
+{
+   char head[8];
+   ssize_t n = pread(planfd, head, sizeof(head), 0);
+   if (n < 0)
+      die("can't read plan memfd");
+   if (n == sizeof(head) && !memcmp(head, "CHPLAN1", 8))
+      return D_PLAN;
+   if (n == sizeof(head) && !memcmp(head, "CHNOCMD", 8))
+      return D_NOTHING_TO_RUN;
+   return D_NONE;
+}
+
+/* Explain a front end that ended without a decision and without its own
+   error status, 31; exit 31. */
+static void front_end_failed(int status)
+{
+   const char *node = getenv("CH_RUN_NODE");
+   char who[PATH_MAX + 32];
+   if (node && *node)
+      snprintf(who, sizeof(who), "CH_RUN_NODE=%s", node);
+   else
+      snprintf(who, sizeof(who), "node on PATH");
+   if (WIFSIGNALED(status))
+      error("front end (%s) was killed by signal %d (%s) before starting the container",
+            who, WTERMSIG(status), strsignal(WTERMSIG(status)));
+   else
+      error("front end (%s) exited with status %d without starting the container; "
+            "ch-run needs node >= 20 on PATH or in CH_RUN_NODE", who, WEXITSTATUS(status));
+   exit(EXIT_CHRUN);
+}
+
+/* Become the core, which reads the plan from PLANFD. The front end may
+   still be exiting: the core reaps it, after building the container and
+   before it execs the command, so the two overlap; then it puts back the
+   caller's O_NONBLOCK bits on stdio (Node's exit no longer does). */
+static void exec_core(const char *dir, int planfd, pid_t front, int nonblock)
+{
+   char core[PATH_MAX + 32], fdstr[16], pidstr[16], nbstr[16];
+   if (lseek(planfd, 0, SEEK_SET) != 0)
+      die("can't rewind plan memfd");
+   snprintf(core, sizeof(core), "%s/ch-run-core", dir);
+   snprintf(fdstr, sizeof(fdstr), "%d", planfd);
+   snprintf(pidstr, sizeof(pidstr), "%d", (int)front);
+   snprintf(nbstr, sizeof(nbstr), "%d", nonblock);
+   char *argv[] = { "ch-run", fdstr, pidstr, nbstr, NULL };
+   execv(core, argv);
+   int e = errno;
+   error("can't execute ch-run's core %s: %s (%s)", core, strerror(e),
+         strerrorname_np(e) ? strerrorname_np(e) : "?");
+   exit(EXIT_CHRUN);
+}
+
+int main(int argc, char **argv)
+{
+   char dir[PATH_MAX], root[PATH_MAX];
+   int stdio_flags[3];
+   struct sigaction sigchld;
+
+   refuse_setid();
+   own_location(dir, root, sizeof(dir));
+   /* Not close-on-exec: the front end writes it, the core reads it. */
+   int planfd = memfd_create("ch-run-plan", 0);
+   if (planfd < 0)
+      die("can't create plan memfd");
+
+   save_stdio_flags(stdio_flags);
+   bool confirmed;
+   pid_t front = start_front_end(root, planfd, argc, argv, &sigchld, &confirmed);
+   enum decision d = front_end_decision(planfd);
+   if (d == D_PLAN && confirmed) {
+      /* The plan is whole and all the front end had to say is written (Node
+         writes stdio synchronously): its exit, a few ms of V8 teardown, is
+         no use to anyone, so it is killed, and the core reaps it. */
+      if (kill(front, SIGKILL) != 0 && errno != ESRCH)
+         die("can't end front end");
+      if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
+         die("can't restore SIGCHLD");
+      exec_core(dir, planfd, front, nonblock_bits(stdio_flags));
+   }
+   int status = wait_front_end(front);
+   if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
+      die("can't restore SIGCHLD");
+   restore_stdio_flags(stdio_flags);
+   if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && d == D_NOTHING_TO_RUN)
+      return 0;
+   if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CHRUN && d == D_NONE)
+      return EXIT_CHRUN;   /* the front end reported its own error */
+   front_end_failed(status);
 }

@@ -8,7 +8,11 @@
 //     launch's tree other than the program itself (target: 0 bytes).
 // Runs as an unprivileged user (as root: CH_BENCH_USER, default chtest).
 //
-// Usage: node bench/launch.js [--runs N]
+// Usage: node bench/launch.js [--runs N] [--also PKGDIR]...
+//   --also PKGDIR: also time another build's ch-run (PKGDIR/bin/ch-run), e.g. a
+//   copy staged before a change, so before and after share one run's conditions.
+// Sequential runs go round-robin over the variants, so load from other users
+// of the machine falls on all of them alike.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -42,6 +46,9 @@ const variants = {
   'node -e 0': [process.execPath, '-e', '0'],
   'ch-run IMG -- /bin/true': [chrun, img, '--', '/bin/true'],
 };
+process.argv.forEach((a, i) => {
+  if (a === '--also') variants[`ch-run (${process.argv[i + 1]})`] = [join(process.argv[i + 1], 'bin', 'ch-run'), img, '--', '/bin/true'];
+});
 
 function once(argv) {
   const all = [...pre, ...argv];
@@ -115,21 +122,20 @@ async function resident() {
 try {
   const med = {};
   for (const [name, argv] of Object.entries(variants)) once(argv);   // warm caches
-  for (const [name, argv] of Object.entries(variants)) {
-    const xs = [];
-    for (let i = 0; i < runs; i++) xs.push(once(argv));
-    med[name] = median(xs);
-  }
+  const times = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+  for (let i = 0; i < runs; i++)
+    for (const [name, argv] of Object.entries(variants)) times[name].push(once(argv));
+  for (const [name, xs] of Object.entries(times)) med[name] = median(xs);
   const node = med['node -e 0'], ch = med['ch-run IMG -- /bin/true'];
   console.log(`launch: median of ${runs} sequential runs (ms)`);
   for (const [name, ms] of Object.entries(med))
-    console.log(`  ${name.padEnd(26)} ${ms.toFixed(2).padStart(7)}   ${(ms / node).toFixed(3)}x node -e 0`);
+    console.log(`  ${name.padEnd(34)} ${ms.toFixed(2).padStart(7)}   ${(ms / node).toFixed(3)}x node -e 0`);
   console.log(`  ch-run - (node -e 0)       ${(ch - node).toFixed(2).padStart(7)} ms   target <= 5 ms: ${ch - node <= 5 ? 'met' : 'NOT met'}`);
   console.log('200 launches, 8 at a time: wall time (ms)');
   const wideNode = await wide(variants['node -e 0'], 200, 8);
   for (const [name, argv] of Object.entries(variants)) {
     const ms = name === 'node -e 0' ? wideNode : await wide(argv, 200, 8);
-    console.log(`  ${name.padEnd(26)} ${ms.toFixed(0).padStart(7)}   ${(ms / wideNode).toFixed(3)}x node -e 0`);
+    console.log(`  ${name.padEnd(34)} ${ms.toFixed(0).padStart(7)}   ${(ms / wideNode).toFixed(3)}x node -e 0`);
   }
   const m = await resident();
   console.log('resident beside a running container (ch-run IMG -- sleep):');

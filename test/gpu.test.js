@@ -129,6 +129,61 @@ dtest('--gpu: clear error when nothing is found, saying what was searched', asyn
   t.regex(bad.stderr, /--gpu: unknown vendor 'intel'/);
 });
 
+/**
+ * AMD stand-ins, like the NVIDIA ones of fixtures/gpu/fixture.js: a real
+ * libhsa-runtime64.so.1 in a loader cache of its own, a program that
+ * dlopen()s it by name, device nodes (regular files) kfd and dri/*, and a
+ * rocm-smi on the search path. Only AMD: --gpu (every vendor) must find it.
+ */
+async function buildAmdFixture(dir) {
+  rmSync(dir, { recursive: true, force: true });
+  for (const d of ['lib', 'prog', 'hostbin', 'dev/dri', 'src']) mkdirSync(join(dir, d), { recursive: true });
+  writeFileSync(join(dir, 'src/hsa.c'), 'int stand_in_agents(void) { return 2; }\n');
+  writeFileSync(join(dir, 'src/dlhsa.c'), `#include <dlfcn.h>
+#include <stdio.h>
+int main(void) {
+   void *h = dlopen("libhsa-runtime64.so.1", RTLD_NOW);
+   if (h == NULL) { fprintf(stderr, "%s\\n", dlerror()); return 2; }
+   int (*agents)(void) = (int (*)(void))dlsym(h, "stand_in_agents");
+   printf("hsa agents: %d\\n", agents());
+   return 0;
+}
+`);
+  await execa('gcc', ['-O2', '-Wall', '-shared', '-fPIC', '-Wl,-soname,libhsa-runtime64.so.1', '-o',
+    join(dir, 'lib/libhsa-runtime64.so.1'), join(dir, 'src/hsa.c')]);
+  await execa('gcc', ['-O2', '-Wall', '-o', join(dir, 'prog/dlhsa'), join(dir, 'src/dlhsa.c'), '-ldl']);
+  writeFileSync(join(dir, 'ld.so.conf'), `${join(dir, 'lib')}\n`);
+  await execa('ldconfig', ['-C', join(dir, 'ld.so.cache'), '-f', join(dir, 'ld.so.conf')]);
+  for (const d of ['kfd', 'dri/card0', 'dri/card1', 'dri/renderD128', 'dri/renderD129'])
+    writeFileSync(join(dir, 'dev', d), `fake ${d}\n`);
+  writeFileSync(join(dir, 'hostbin/rocm-smi'), '#!/bin/sh\necho "ROCM-SMI stand-in: $(ls /dev/dri | grep -c "^renderD") GPUs"\n',
+    { mode: 0o755 });
+  await execa('chmod', ['-R', 'a+rX', dir]);
+  return { CH_GPU_LDCACHE: join(dir, 'ld.so.cache'), CH_GPU_DEVROOT: join(dir, 'dev'), CH_GPU_PATH: join(dir, 'hostbin') };
+}
+
+dtest('--gpu=amd: kfd and dri devices, the HSA runtime found by name, rocm-smi on PATH', async (t) => {
+  const dir = join(TEST_DIR, 'gpu-fixture-amd');
+  const env = await buildAmdFixture(dir);
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const bind = ['-b', `${join(dir, 'prog')}:/mnt`];
+  const script = 'ls /dev/dri | tr "\\n" " "; echo; cat /dev/kfd; /mnt/dlhsa; command -v rocm-smi; rocm-smi; '
+    + 'ls /dev | grep -c "^nvidia" || true';
+  for (const gpu of ['--gpu=amd', '--gpu']) {
+    const r = await ch('ch-run', ['-v', gpu, ...bind, DEBIAN, '--', 'sh', '-c', script], { env });
+    t.is(r.exitCode, 0, `${gpu}: ${r.stderr}`);
+    t.is(r.stdout, ['card0 card1 renderD128 renderD129 ', 'fake kfd', 'hsa agents: 2', '/run/ch-toolkit/bin/rocm-smi',
+      'ROCM-SMI stand-in: 2 GPUs', '0'].join('\n'), `${gpu}: ${r.stderr}`);
+    t.regex(r.stderr, /inject library .*\/lib\/libhsa-runtime64\.so\.1 -> \/run\/ch-toolkit\/lib\/libhsa-runtime64\.so\.1/);
+    t.regex(r.stderr, /inject device .*\/dev\/kfd -> \/dev\/kfd/);
+  }
+  // Without --gpu: no runtime, no kfd.
+  const no = await ch('ch-run', [...bind, DEBIAN, '--', 'sh', '-c', 'test -e /dev/kfd && echo kfd; /mnt/dlhsa'], { env });
+  t.is(no.exitCode, 2);
+  t.is(no.stdout, '');
+  t.regex(no.stderr, /libhsa-runtime64\.so\.1: cannot open shared object file/);
+});
+
 /** A writable copy of the Debian image owned by the test user. */
 async function writableDebian(name) {
   const dir = join(TEST_DIR, name);

@@ -72,7 +72,6 @@ struct plan {
    char *root;                 /* host path of the image directory */
    bool writable;
    uid_t uid;  gid_t gid;      /* inside the container */
-   long long nofile;           /* soft RLIMIT_NOFILE to restore; -1: leave */
    char *cwd;                  /* inside */
    bool cwd_fallback;          /* cwd is only a wish (the host's): else "/" */
    char *stage_dir;            /* dir in the image to stage generated files over */

@@ -1,10 +1,15 @@
 /* ch-run's core: carry out a plan from the TypeScript front end, then become
    the user's command.
 
-   Invoked as: ch-run-core FD, FD an inherited descriptor holding the plan.
-   The process keeps ch-run's PID throughout (Node exec'd us, we exec the
-   command), so exit status and signals are the command's own, as srun,
-   mpirun and scancel expect. */
+   Invoked by the launcher as: ch-run-core FD PID NONBLOCK. FD: an inherited
+   descriptor holding the plan; PID: the front end, to reap; NONBLOCK: the
+   caller's O_NONBLOCK on stdio, bit N for fd N.
+   The process keeps ch-run's PID throughout (the launcher exec'd us, we exec
+   the command), so exit status and signals are the command's own, as srun,
+   mpirun and scancel expect. Node never ran in this process (it plans in a
+   child of the launcher), so what the caller set up (ignored and blocked
+   signals, limits, stdio) is the command's as it would be under a bare
+   exec. Only O_NONBLOCK, which Node shares, is put back as the caller had it. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -29,44 +34,6 @@ static void refuse_setid(void)
       FATAL_NOERR("running setuid or setgid; refusing (ch-run must not be installed setuid/setgid)");
    if (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
       FATAL_NOERR("ch-run core is installed setuid or setgid; refusing to run");
-}
-
-/* Undo what Node did to the process, which exec would otherwise hand to the
-   command: ignored signals (SIGPIPE, SIGXFSZ), a blocked mask, FD_CLOEXEC and
-   O_NONBLOCK on stdio, a raised soft RLIMIT_NOFILE. */
-static void restore_process(const struct plan *p)
-{
-   struct sigaction sa;
-   memset(&sa, 0, sizeof(sa));
-   sa.sa_handler = SIG_DFL;
-   sigemptyset(&sa.sa_mask);
-   for (int sig = 1; sig < NSIG; sig++)
-      if (sig != SIGKILL && sig != SIGSTOP)
-         sigaction(sig, &sa, NULL);   /* fails harmlessly for unused numbers */
-   sigset_t none;
-   sigemptyset(&none);
-   Z_(sigprocmask(SIG_SETMASK, &none, NULL), "can't unblock signals");
-
-   for (int fd = 0; fd <= 2; fd++) {
-      int fl = fcntl(fd, F_GETFD);
-      if (fl < 0)
-         continue;   /* closed by our caller: leave it so */
-      Z_(fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC), "can't clear FD_CLOEXEC on fd %d", fd);
-      fl = fcntl(fd, F_GETFL);
-      if (fl >= 0 && (fl & O_NONBLOCK))
-         Z_(fcntl(fd, F_SETFL, fl & ~O_NONBLOCK), "can't clear O_NONBLOCK on fd %d", fd);
-   }
-
-   if (p->nofile >= 0) {
-      struct rlimit rl;
-      Z_(getrlimit(RLIMIT_NOFILE, &rl), "can't get RLIMIT_NOFILE");
-      rlim_t soft = (rlim_t)p->nofile;
-      if (rl.rlim_max != RLIM_INFINITY && soft > rl.rlim_max)
-         soft = rl.rlim_max;
-      rl.rlim_cur = soft;
-      Z_(setrlimit(RLIMIT_NOFILE, &rl), "can't restore RLIMIT_NOFILE to %llu",
-         (unsigned long long)soft);
-   }
 }
 
 static const char *env_get(char **env, const char *name)
@@ -119,18 +86,51 @@ static void exec_command(const struct plan *p)
    _exit(EXIT_CMD);
 }
 
+/* Reap the front end (a child the launcher left us, killed once its plan
+   was whole, perhaps still exiting): the command must not inherit it as a
+   child of its own. Its status means nothing now. ECHILD: the caller
+   ignores SIGCHLD, so the kernel reaped it. */
+static void reap_front_end(pid_t pid)
+{
+   pid_t r;
+   while ((r = waitpid(pid, NULL, 0)) < 0 && errno == EINTR)
+      ;
+   T_(r == pid || errno == ECHILD, "can't wait for front end (pid %d)", (int)pid);
+}
+
+/* O_NONBLOCK on stdio is shared with the caller (and Node may have set it):
+   give the command what the caller had, bit N of NONBLOCK for fd N. */
+static void restore_nonblock(int nonblock)
+{
+   for (int fd = 0; fd <= 2; fd++) {
+      int fl = fcntl(fd, F_GETFL);
+      if (fl < 0)
+         continue;   /* closed by the caller: leave it so */
+      int want = (nonblock & (1 << fd)) ? O_NONBLOCK : 0;
+      if ((fl & O_NONBLOCK) != want)
+         Z_(fcntl(fd, F_SETFL, (fl & ~O_NONBLOCK) | want), "can't restore O_NONBLOCK on fd %d", fd);
+   }
+}
+
+static long number_arg(const char *s, const char *what, long min)
+{
+   char *end;
+   long v = strtol(s, &end, 10);
+   if (*s == '\0' || *end != '\0' || v < min || v > INT_MAX)
+      FATAL_NOERR("bad %s: %s", what, s);
+   return v;
+}
+
 int main(int argc, char **argv)
 {
    struct plan p;
-   char *end;
 
    refuse_setid();
-   if (argc != 2)
+   if (argc != 4)
       FATAL_NOERR("this is ch-run's internal core; run ch-run instead");
-   long fd = strtol(argv[1], &end, 10);
-   if (*end != '\0' || fd < 0 || fd > INT_MAX)
-      FATAL_NOERR("bad plan fd: %s", argv[1]);
-   plan_read((int)fd, &p);
+   plan_read((int)number_arg(argv[1], "plan fd", 0), &p);
+   pid_t front = (pid_t)number_arg(argv[2], "front end pid", 1);
+   int nonblock = (int)number_arg(argv[3], "stdio flags", 0);
 
    enum join_role role = p.join ? join_begin(&p) : JOIN_WINNER;
    if (role == JOIN_WINNER) {
@@ -158,7 +158,8 @@ int main(int argc, char **argv)
       INFO("host directory %s not in container; starting in /", p.cwd);
       Z_(chdir("/"), "can't cd to / in container");
    }
-   restore_process(&p);
+   reap_front_end(front);
+   restore_nonblock(nonblock);
    Z_(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "can't set no_new_privs");
    DEBUG("executing %s", p.argv[0]);
    exec_command(&p);

@@ -36,6 +36,16 @@ struct open_how { unsigned long long flags, mode, resolve; };
 #  define SYS_openat2 437
 #endif
 
+/* CH_RUN_NO_OPENAT2=1, CH_RUN_NO_MOUNT_SETATTR=1: behave as on a kernel
+   without that syscall (openat2: Linux 5.6; mount_setattr: 5.12; RHEL 8's
+   4.18 has neither), so that the fallbacks run, and are tested, on a new
+   kernel too. */
+static bool switched_off(const char *var)
+{
+   const char *v = getenv(var);
+   return v != NULL && strcmp(v, "1") == 0;
+}
+
 #define FDPATH_MAX 32
 static void fdpath(char *buf, int fd) { snprintf(buf, FDPATH_MAX, "/proc/self/fd/%d", fd); }
 
@@ -108,7 +118,12 @@ fail:
    as the container would see them. Returns -1 with errno set on failure. */
 int open_in_root(int rootfd, const char *path)
 {
-   static bool have_openat2 = true;
+   static int have_openat2 = -1;
+   if (have_openat2 < 0) {
+      have_openat2 = !switched_off("CH_RUN_NO_OPENAT2");
+      if (!have_openat2)
+         DEBUG("CH_RUN_NO_OPENAT2=1: resolving paths component by component");
+   }
    if (have_openat2) {
       struct open_how how = { .flags = O_PATH | O_CLOEXEC,
                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
@@ -164,6 +179,10 @@ struct mount_attr_ { unsigned long long attr_set, attr_clr, propagation, userns_
    matter. Returns -1 with errno ENOSYS on older kernels. */
 static int setattr_tree(int fd, unsigned long extra)
 {
+   if (switched_off("CH_RUN_NO_MOUNT_SETATTR")) {
+      errno = ENOSYS;
+      return -1;
+   }
    struct mount_attr_ a = { 0, 0, 0, 0 };
    if (extra & MS_RDONLY) a.attr_set |= 0x1;   /* MOUNT_ATTR_RDONLY */
    if (extra & MS_NOSUID) a.attr_set |= 0x2;   /* MOUNT_ATTR_NOSUID */
@@ -176,6 +195,121 @@ static unsigned long ms_flags(unsigned f)
 {
    return ((f & MF_NOSUID) ? MS_NOSUID : 0) | ((f & MF_NODEV) ? MS_NODEV : 0)
           | ((f & MF_NOEXEC) ? MS_NOEXEC : 0) | ((f & MF_RO) ? MS_RDONLY : 0);
+}
+
+/* The ID of the mount FD is on ("mnt_id:" in its fdinfo, Linux 3.15). */
+static int mount_id(int fd)
+{
+   char path[64], line[256];
+   snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+   FILE *f = fopen(path, "re");
+   T_(f != NULL, "can't open %s", path);
+   int id = -1;
+   while (id < 0 && fgets(line, sizeof(line), f) != NULL)
+      if (sscanf(line, "mnt_id: %d", &id) != 1)
+         id = -1;
+   fclose(f);
+   if (id < 0)
+      FATAL_NOERR("no mnt_id in %s", path);
+   return id;
+}
+
+/* Undo mountinfo's octal escapes ("\040" for a space) in place. */
+static void unescape(char *s)
+{
+   char *w = s;
+   for (char *r = s; *r != '\0'; r++) {
+      if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7'
+          && r[3] >= '0' && r[3] <= '7') {
+         *w++ = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+         r += 3;
+      } else {
+         *w++ = *r;
+      }
+   }
+   *w = '\0';
+}
+
+struct mnt { int id, parent; char *point; bool in_tree; };
+
+/* Our mounts, from /proc/self/mountinfo: ID, parent ID, mount point. */
+static struct mnt *mounts_read(size_t *ct)
+{
+   FILE *f = fopen("/proc/self/mountinfo", "re");
+   T_(f != NULL, "can't open /proc/self/mountinfo");
+   struct mnt *v = NULL;
+   char *line = NULL;
+   size_t cap = 0;
+   *ct = 0;
+   while (getline(&line, &cap, f) > 0) {
+      struct mnt m = { .in_tree = false };
+      if (sscanf(line, "%d %d %*s %*s %ms", &m.id, &m.parent, &m.point) != 3)
+         FATAL_NOERR("can't parse /proc/self/mountinfo line: %s", line);
+      unescape(m.point);
+      v = xrealloc(v, (*ct + 1) * sizeof(m));
+      v[(*ct)++] = m;
+   }
+   free(line);
+   fclose(f);
+   return v;
+}
+
+/* Add FLAGS to every mount of the tree whose top is TOP: what
+   mount_setattr(2) does at once, for kernels without it (< 5.12), where a
+   remount reaches only one mount. Each submount is found in mountinfo, opened
+   by its mount point (a host path: we have not pivoted yet) and checked to be
+   that very mount before it is remounted, so a path changed meanwhile is an
+   error, not a remount of something else. */
+static void remount_tree(int top, unsigned long flags, const char *what)
+{
+   size_t ct;
+   struct mnt *v = mounts_read(&ct);
+   int top_id = mount_id(top);
+   for (size_t i = 0; i < ct; i++)
+      v[i].in_tree = v[i].id == top_id;
+   for (bool grew = true; grew;) {   /* children of the tree are in it */
+      grew = false;
+      for (size_t i = 0; i < ct; i++)
+         for (size_t j = 0; j < ct && !v[i].in_tree; j++)
+            if (v[j].in_tree && v[i].parent == v[j].id)
+               v[i].in_tree = grew = true;
+   }
+   remount(top, flags, what);
+   for (size_t i = 0; i < ct; i++) {
+      if (!v[i].in_tree || v[i].id == top_id)
+         continue;
+      int fd = open(v[i].point, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      T_(fd >= 0, "can't open submount %s of %s", v[i].point, what);
+      int found = mount_id(fd);
+      if (found == v[i].id) {
+         remount(fd, flags, v[i].point);
+         DEBUG("remounted submount %s of %s", v[i].point, what);
+      } else {
+         /* Covered by another mount of the tree at the same point (which
+            gets its own turn): unreachable, and stays so, as the inner
+            namespace locks every mount. Anything else: the path moved. */
+         bool covered = false;
+         for (size_t j = 0; j < ct; j++)
+            covered |= v[j].in_tree && v[j].id == found && !strcmp(v[j].point, v[i].point);
+         if (!covered)
+            FATAL_NOERR("submount %s of %s changed while being made read-only", v[i].point, what);
+      }
+      close(fd);
+   }
+   for (size_t i = 0; i < ct; i++)
+      free(v[i].point);
+   free(v);
+}
+
+/* Add FLAGS to the mount tree whose top is TOP, submounts included: with
+   mount_setattr(2) at once, else by remounting each. */
+static void flag_tree(int top, unsigned long flags, const char *what)
+{
+   if (setattr_tree(top, flags) == 0)
+      return;
+   T_(errno == ENOSYS, "can't set flags on %s", what);
+   INFO("no mount_setattr(2): remounting %s and its submounts one by one", what);
+   remount_tree(top, flags, what);
 }
 
 /** The image root **/
@@ -198,17 +332,7 @@ int root_setup(const struct plan *p)
    /* nosuid always: the image is the user's; its setuid bits must mean
       nothing. The whole tree, in case the image directory holds mounts. */
    unsigned long flags = MS_NOSUID | (p->writable ? 0 : MS_RDONLY);
-   if (setattr_tree(rootfd, flags) != 0) {
-      T_(errno == ENOSYS, "can't set image root %s", p->writable ? "nosuid" : "read-only");
-      /* Old kernel: re-bind without submounts, so none stays writable. */
-      Z_(umount2(p->root, MNT_DETACH), "can't unmount image %s", p->root);
-      Z_(mount(p->root, p->root, NULL, MS_BIND, NULL), "can't bind image %s onto itself", p->root);
-      close(rootfd);
-      rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-      T_(rootfd >= 0, "can't open image %s", p->root);
-      remount(rootfd, flags, "image root");
-      INFO("no mount_setattr(2): mounts inside the image directory are not visible");
-   }
+   flag_tree(rootfd, flags, "image root");
    INFO("image %s mounted %s", p->root, p->writable ? "read-write" : "read-only");
    return rootfd;
 }
@@ -266,55 +390,46 @@ static int generated_file(const struct plan *p, int rootfd, const struct mount_o
    return fd;
 }
 
-static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m)
+/* Create DST inside a tmpfs we mounted (e.g. /home/$USER, or a mount point
+   for an injected library): a directory, an empty file, or a symlink whose
+   target is SRC. */
+static void create_one(int rootfd, const struct mount_op *m)
+{
+   const char *what = m->kind == MK_MKDIR ? "directory" : m->kind == MK_MKFILE ? "file" : "symlink";
+   char *parent = strdup(m->dst), *base = strrchr(parent, '/');
+   T_(parent != NULL, "strdup");
+   *base++ = '\0';
+   int dfd = open_in_root(rootfd, parent[0] ? parent : "/");
+   T_(dfd >= 0, "can't create %s %s: can't open parent in image", what, m->dst);
+   if (m->kind == MK_SYMLINK) {
+      if (symlinkat(m->src, dfd, base) != 0)
+         FATAL("can't create symlink %s -> %s in image", m->dst, m->src);
+   } else if (m->kind == MK_MKDIR) {
+      if (mkdirat(dfd, base, strtol(m->src, NULL, 8)) != 0 && errno != EEXIST)
+         FATAL("can't create %s in image", m->dst);
+   } else {
+      int fd = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                      (mode_t)strtol(m->src, NULL, 8));
+      T_(fd >= 0, "can't create file %s in image", m->dst);
+      Z_(close(fd), "can't close %s", m->dst);
+   }
+   close(dfd);
+   free(parent);
+   DEBUG("%s %s%s%s", what, m->dst, m->kind == MK_SYMLINK ? " -> " : "",
+         m->kind == MK_SYMLINK ? m->src : "");
+}
+
+/* What is mounted, for messages. */
+static const char *mount_what(const struct mount_op *m)
+{
+   return m->kind == MK_BIND ? m->src : m->kind == MK_TMPFS ? "tmpfs" : "generated file";
+}
+
+/* Mount M on DFD, its destination resolved in the image. Returns false if
+   skipped (an optional source missing on the host). */
+static bool mount_at(const struct plan *p, int rootfd, const struct mount_op *m, int dfd)
 {
    char tgt[FDPATH_MAX], srcp[FDPATH_MAX];
-   const char *src = m->src;
-   int srcfd = -1;
-
-   if (m->kind != MK_FILE)
-      stage_remove();
-   if (m->kind == MK_MKDIR || m->kind == MK_MKFILE || m->kind == MK_SYMLINK) {
-      /* Create DST inside a tmpfs we mounted (e.g. /home/$USER, or a mount
-         point for an injected library): a directory, an empty file, or a
-         symlink whose target is SRC. */
-      const char *what = m->kind == MK_MKDIR ? "directory" : m->kind == MK_MKFILE ? "file" : "symlink";
-      char *parent = strdup(m->dst), *base = strrchr(parent, '/');
-      T_(parent != NULL, "strdup");
-      *base++ = '\0';
-      int dfd = open_in_root(rootfd, parent[0] ? parent : "/");
-      T_(dfd >= 0, "can't create %s %s: can't open parent in image", what, m->dst);
-      if (m->kind == MK_SYMLINK) {
-         if (symlinkat(m->src, dfd, base) != 0)
-            FATAL("can't create symlink %s -> %s in image", m->dst, m->src);
-      } else {
-         mode_t mode = strtol(m->src, NULL, 8);
-         if (m->kind == MK_MKDIR) {
-            if (mkdirat(dfd, base, mode) != 0 && errno != EEXIST)
-               FATAL("can't create %s in image", m->dst);
-         } else {
-            int fd = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-            T_(fd >= 0, "can't create file %s in image", m->dst);
-            Z_(close(fd), "can't close %s", m->dst);
-         }
-      }
-      close(dfd);
-      free(parent);
-      DEBUG("%s %s%s%s", what, m->dst, m->kind == MK_SYMLINK ? " -> " : "",
-            m->kind == MK_SYMLINK ? m->src : "");
-      return;
-   }
-
-   int dfd = open_in_root(rootfd, m->dst);
-   if (dfd < 0) {
-      if (errno == ENOENT && (m->flags & MF_OPTIONAL)) {
-         DEBUG("skipping %s: not in image", m->dst);
-         return;
-      }
-      if (m->kind == MK_BIND)
-         FATAL("can't bind %s to %s: destination not usable in image", m->src, m->dst);
-      FATAL("can't mount %s in image", m->dst);
-   }
    fdpath(tgt, dfd);
 
    /* An image whose /dev (or /tmp, or a bind DST) is a symlink to "/" would
@@ -326,7 +441,7 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
    Z_(fstat(rootfd, &root_st), "can't stat image root");
    if (dst_st.st_dev == root_st.st_dev && dst_st.st_ino == root_st.st_ino)
       FATAL_NOERR("can't mount %s at %s: it resolves to the image root (a symlink in the image?)",
-                  m->kind == MK_BIND ? m->src : m->kind == MK_TMPFS ? "tmpfs" : "generated file", m->dst);
+                  mount_what(m), m->dst);
 
    switch (m->kind) {
    case MK_BIND: {
@@ -334,70 +449,80 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
       if (stat(m->src, &st) != 0) {
          if (errno == ENOENT && (m->flags & MF_SRCOPT)) {
             DEBUG("skipping %s: not on host", m->src);
-            close(dfd);
-            return;
+            return false;
          }
          FATAL("can't bind %s to %s: source", m->src, m->dst);
       }
       unsigned long f = MS_BIND | ((m->flags & MF_REC) ? MS_REC : 0);
-      Z_(mount(src, tgt, NULL, f, NULL), "can't bind %s to %s", m->src, m->dst);
+      Z_(mount(m->src, tgt, NULL, f, NULL), "can't bind %s to %s", m->src, m->dst);
       break;
    }
    case MK_TMPFS:
-      Z_(mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV | ms_flags(m->flags & ~MF_RO), src),
+      Z_(mount("tmpfs", tgt, "tmpfs", MS_NOSUID | MS_NODEV | ms_flags(m->flags & ~MF_RO), m->src),
          "can't mount tmpfs at %s", m->dst);
       break;
-   case MK_FILE:
-      srcfd = generated_file(p, rootfd, m);
-      {  /* resolved before the stage covered it? then it lies under stage-dir */
-         struct stat d, sg;
-         int again = open_in_root(rootfd, m->dst);
-         T_(again >= 0, "can't reopen %s", m->dst);
-         Z_(fstat(again, &d), "can't stat %s", m->dst);
-         Z_(fstat(stage_fd, &sg), "can't stat staging tmpfs");
-         close(again);
-         if (d.st_dev == sg.st_dev)
-            FATAL_NOERR("can't generate %s: it lies under the staging directory %s", m->dst, p->stage_dir);
-      }
+   case MK_FILE: {
+      int srcfd = generated_file(p, rootfd, m);
+      /* resolved before the stage covered it? then it lies under stage-dir */
+      struct stat d, sg;
+      int again = open_in_root(rootfd, m->dst);
+      T_(again >= 0, "can't reopen %s", m->dst);
+      Z_(fstat(again, &d), "can't stat %s", m->dst);
+      Z_(fstat(stage_fd, &sg), "can't stat staging tmpfs");
+      close(again);
+      if (d.st_dev == sg.st_dev)
+         FATAL_NOERR("can't generate %s: it lies under the staging directory %s", m->dst, p->stage_dir);
       fdpath(srcp, srcfd);
       Z_(mount(srcp, tgt, NULL, MS_BIND, NULL), "can't bind generated file to %s", m->dst);
       close(srcfd);
       break;
+   }
    case MK_MKDIR: case MK_MKFILE: case MK_SYMLINK:
       break;
    }
-   close(dfd);
+   return true;
+}
 
-   /* Flags a bind can't take at once need a remount of the new mount's top,
-      which a fresh resolution of DST now reaches. */
+/* Flags a bind can't take at once need a remount of the new mount's top,
+   which a fresh resolution of DST now reaches; a recursive bind needs them
+   on its submounts too. (A tmpfs got its flags when mounted.) */
+static void flag_one(int rootfd, const struct mount_op *m)
+{
    unsigned long extra = ms_flags(m->flags);
-   if (m->kind != MK_TMPFS && extra != 0) {
-      int top = open_in_root(rootfd, m->dst);
-      T_(top >= 0, "can't reopen %s after mounting", m->dst);
-      if (m->kind == MK_BIND && (m->flags & MF_REC)) {
-         if (setattr_tree(top, extra) != 0) {
-            T_(errno == ENOSYS, "can't set flags on %s", m->dst);
-            /* Old kernel: bind again without submounts rather than leave
-               them writable under a read-only bind. */
-            char tp[FDPATH_MAX];
-            fdpath(tp, top);
-            Z_(umount2(tp, MNT_DETACH), "can't unmount %s", m->dst);
-            close(top);
-            int under = open_in_root(rootfd, m->dst);
-            T_(under >= 0, "can't reopen %s", m->dst);
-            fdpath(tp, under);
-            Z_(mount(m->src, tp, NULL, MS_BIND, NULL), "can't bind %s to %s", m->src, m->dst);
-            close(under);
-            top = open_in_root(rootfd, m->dst);
-            T_(top >= 0, "can't reopen %s after mounting", m->dst);
-            remount(top, extra, m->dst);
-            INFO("no mount_setattr(2): submounts of %s are not visible", m->src);
-         }
-      } else {
-         remount(top, extra, m->dst);
-      }
-      close(top);
+   if (m->kind == MK_TMPFS || extra == 0)
+      return;
+   int top = open_in_root(rootfd, m->dst);
+   T_(top >= 0, "can't reopen %s after mounting", m->dst);
+   if (m->kind == MK_BIND && (m->flags & MF_REC))
+      flag_tree(top, extra, m->dst);
+   else
+      remount(top, extra, m->dst);
+   close(top);
+}
+
+static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m)
+{
+   if (m->kind != MK_FILE)
+      stage_remove();
+   if (m->kind == MK_MKDIR || m->kind == MK_MKFILE || m->kind == MK_SYMLINK) {
+      create_one(rootfd, m);
+      return;
    }
+   int dfd = open_in_root(rootfd, m->dst);
+   if (dfd < 0) {
+      if (errno == ENOENT && (m->flags & MF_OPTIONAL)) {
+         DEBUG("skipping %s: not in image", m->dst);
+         return;
+      }
+      if (m->kind == MK_BIND)
+         FATAL("can't bind %s to %s: destination not usable in image", m->src, m->dst);
+      FATAL("can't mount %s in image", m->dst);
+   }
+   bool mounted = mount_at(p, rootfd, m, dfd);
+   close(dfd);
+   if (!mounted)
+      return;
+   flag_one(rootfd, m);
    INFO("%s %s%s%s%s", m->kind == MK_BIND ? "bind" : m->kind == MK_TMPFS ? "tmpfs" : "generated",
         m->kind == MK_BIND ? m->src : "", m->kind == MK_BIND ? " -> " : "", m->dst,
         (m->flags & MF_RO) ? " (read-only)" : "");

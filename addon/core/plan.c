@@ -101,7 +101,6 @@ void plan_read(int fd, struct plan *p)
 
    memset(p, 0, sizeof(*p));
    p->uid = getuid(); p->gid = getgid();
-   p->nofile = -1;
    p->cwd = "/";
    p->stage_dir = "/dev";
    p->join_timeout_ms = 30000;
@@ -119,7 +118,6 @@ void plan_read(int fd, struct plan *p)
       else if (!strcmp(kw, "write")) p->writable = number(&c, kw, 0, 1);
       else if (!strcmp(kw, "uid")) p->uid = number(&c, kw, 0, UINT_MAX - 1);
       else if (!strcmp(kw, "gid")) p->gid = number(&c, kw, 0, UINT_MAX - 1);
-      else if (!strcmp(kw, "nofile")) p->nofile = number(&c, kw, -1, LLONG_MAX);
       else if (!strcmp(kw, "cwd")) { p->cwd = next(&c, kw); p->cwd_fallback = false; }
       else if (!strcmp(kw, "cwd-try")) { p->cwd = next(&c, kw); p->cwd_fallback = true; }
       else if (!strcmp(kw, "stage-dir")) p->stage_dir = next(&c, kw);

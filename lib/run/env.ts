@@ -1,9 +1,10 @@
 // The container's environment: the host's passes through, with Charliecloud's
 // fix-ups, then --set-env/--unset-env in command-line order, then CH_RUNNING.
 
-import { readFileSync } from 'node:fs';
-import { ChError, why } from '../util/log.js';
+import { ChError } from '../util/log.js';
 import { globToRegExp } from './glob.js';
+import { resolveInImage } from './image.js';
+import { readTextFile } from './textfile.js';
 import type { EnvAction } from './options.js';
 
 export type Env = Map<string, string>;
@@ -45,12 +46,17 @@ export function parseAssignment(line: string, where: string): [string, string] {
   return [line.slice(0, eq), unquote(line.slice(eq + 1))];
 }
 
+/** A --set-env FILE: the user's to name, so symlinks are followed as given. */
 function readEnvFile(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ChError(`--set-env: can't read ${path}: ${why(err)}`);
-  }
+  return readTextFile(path, `--set-env: can't read ${path}`);
+}
+
+/** The image's /ch/environment, resolved and read inside IMAGE only. */
+function readImageEnvFile(image: string): string {
+  const what = `--set-env: can't read ${image}/ch/environment`;
+  const host = resolveInImage(image, '/ch/environment');
+  if (host === null) throw new ChError(`${what}: No such file or directory in image (ENOENT)`);
+  return readTextFile(host, what, image);
 }
 
 /** Apply --set-env/--unset-env actions, in order. IMAGE locates /ch/environment. */
@@ -67,7 +73,7 @@ export function applyEnvActions(env: Env, actions: EnvAction[], image: string): 
       lines = [[a.assignment, 'command line']];
     } else {
       const path = a.path ?? `${image}/ch/environment`;
-      lines = readEnvFile(path).split('\n').map((l, i) => [l, `${path}:${i + 1}`] as [string, string])
+      lines = (a.path === null ? readImageEnvFile(image) : readEnvFile(a.path)).split('\n').map((l, i) => [l, `${path}:${i + 1}`] as [string, string])
         .filter(([l]) => l !== '');
     }
     for (const [line, where] of lines) {

@@ -6,13 +6,14 @@
 // These checks give early, precise errors; the C core resolves every mount
 // destination again, race-free, with openat2(RESOLVE_IN_ROOT).
 
-import { accessSync, constants, lstatSync, mkdirSync, readFileSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, lstatSync, mkdirSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
 import { ChError, why } from '../util/log.js';
+import { readTextFile } from './textfile.js';
 
 export interface ImageMetadata {
   Entrypoint?: string[] | null;
   Cmd?: string[] | null;
-  WorkingDir?: string;
+  WorkingDir?: string | null;
   Env?: string[];
   Labels?: Record<string, string>;
   User?: string;
@@ -114,21 +115,41 @@ export function createInImage(root: string, path: string, file: boolean): void {
   });
 }
 
-/** The image's /ch/metadata.json, or null if it has none. */
+/** Is V absent, null, or an array of strings? */
+function isArgv(v: unknown): boolean {
+  return v === undefined || v === null || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+}
+
+function typeName(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'an array with a non-string item' : `a ${typeof v}`;
+}
+
+/**
+ * Check the fields ch-run uses. A string Entrypoint would otherwise be
+ * spread into characters and run "/"; say which file and field instead.
+ */
+function checkMetadata(m: Record<string, unknown>, file: string): ImageMetadata {
+  for (const f of ['Entrypoint', 'Cmd'])
+    if (!isArgv(m[f]))
+      throw new ChError(`bad ${file}: ${f} must be an array of strings or null, not ${typeName(m[f])}`);
+  if (m.WorkingDir !== undefined && m.WorkingDir !== null && typeof m.WorkingDir !== 'string')
+    throw new ChError(`bad ${file}: WorkingDir must be a string, not ${typeName(m.WorkingDir)}`);
+  return m as ImageMetadata;
+}
+
+/** The image's /ch/metadata.json, or null if it has none. Read inside the image only. */
 export function readMetadata(root: string): ImageMetadata | null {
+  const file = `${root}/ch/metadata.json`;
   const host = resolveInImage(root, '/ch/metadata.json');
   if (host === null) return null;
-  let text: string;
+  const text = readTextFile(host, `can't read ${file}`, root);
+  let m: unknown;
   try {
-    text = readFileSync(host, 'utf8');
+    m = JSON.parse(text);
   } catch (err) {
-    throw new ChError(`can't read ${root}/ch/metadata.json: ${why(err)}`);
+    throw new ChError(`can't parse ${file}: ${(err as Error).message}`);
   }
-  try {
-    const m = JSON.parse(text);
-    if (typeof m !== 'object' || m === null) throw new Error('not an object');
-    return m as ImageMetadata;
-  } catch (err) {
-    throw new ChError(`can't parse ${root}/ch/metadata.json: ${(err as Error).message}`);
-  }
+  if (typeof m !== 'object' || m === null || Array.isArray(m))
+    throw new ChError(`can't parse ${file}: not a JSON object`);
+  return checkMetadata(m as Record<string, unknown>, file);
 }

@@ -1,13 +1,12 @@
 // ch-run's front end: parse the command line, decide the container (mounts,
 // identity, environment, command), hand the plan to the C core by exec.
 
-import { statSync } from 'node:fs';
+import { closeSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { ChError, EXIT_ERR, Log, runMain } from '../util/log.js';
+import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
-import { ADDON_PATH, CORE_PATH, PKG_ROOT } from '../util/paths.js';
-import { native } from '../util/native.js';
+import { CORE_PATH, PKG_ROOT } from '../util/paths.js';
 import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js';
 import { checkImage, kindInImage, readMetadata } from './image.js';
 import { joinCount, joinTag, joinTimeoutMs } from './join.js';
@@ -15,7 +14,7 @@ import { launcherEnv } from './mpi-env.js';
 import { defaultMounts, requireMountPoints } from './mounts.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
-import { Plan, serializePlan } from './plan.js';
+import { NOTHING_TO_RUN, Plan, serializePlan } from './plan.js';
 
 const log = new Log('ch-run');
 
@@ -50,8 +49,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
   const env = envFromProcess();
-  const nofile = env.get('CH_RUN_NOFILE');
-  env.delete('CH_RUN_NOFILE');
+  for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
 
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
@@ -69,7 +67,8 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     env.set('HOME', `/home/${id.user}`);
   } else {
     const home = env.get('HOME');
-    const bound = opts.binds.some((b) => home && (b.dst ?? b.src) === home);
+    // Where binds really land: a --bind SRC without DST may go to /mnt/N.
+    const bound = mounts.some((m) => m.kind === 'bind' && m.dst === home);
     if (!home || (!bound && kindInImage(root, home) !== 'dir'))
       env.set('HOME', kindInImage(root, '/root') === 'dir' ? '/root' : '/');
   }
@@ -92,7 +91,6 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     root,
     writable: opts.writable,
     uid: id.uid, gid: id.gid,
-    nofile: nofile && /^[0-9]+$/.test(nofile) ? Number(nofile) : null,
     cwd,
     cwdFallback: opts.cd === null && workdir === null,
     // Generated files are staged on a tmpfs over the image's /dev (required,
@@ -108,6 +106,41 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   };
 }
 
+/**
+ * The launcher (addon/launcher.c) runs this front end in a child process and
+ * names in CH_RUN_PLAN_FD a memfd for its decision: a plan, which the
+ * launcher hands to the core from a process Node never ran in, or
+ * NOTHING_TO_RUN (help, version). DONE_BYTE on CH_RUN_DONE_FD says the
+ * decision is whole: with a plan, the launcher then kills this process
+ * rather than wait for Node's exit, and goes on. Without a decision, and
+ * without our own exit status 31, the launcher reports the front end as
+ * failed: a Node that isn't ours (CH_RUN_NODE=/bin/true) can't pass for
+ * success.
+ */
+const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'];
+/** Written to CH_RUN_DONE_FD: the decision is whole (EOF alone may be a death). */
+const DONE_BYTE = 'k';
+
+function launcherFd(name: string): number {
+  const v = process.env[name];
+  if (v === undefined || !/^[0-9]+$/.test(v))
+    throw new ChError(`${name} ${v === undefined ? 'not set' : `bad: '${v}'`}: `
+      + 'the front end runs only under ch-run\'s launcher (bin/ch-run)');
+  return Number(v);
+}
+
+function handOff(buf: Buffer): void {
+  const [plan, done] = LAUNCHER_VARS.map(launcherFd);
+  try {
+    for (let off = 0; off < buf.length;)
+      off += writeSync(plan, buf, off, buf.length - off);
+    writeSync(done, DONE_BYTE);
+    closeSync(done);
+  } catch (err) {
+    throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
+  }
+}
+
 function help(): string {
   return `${RUN_USAGE}
 Run a command in a Charliecloud-style unprivileged container.
@@ -119,22 +152,22 @@ ch-run itself failed; 49 if the command could not be executed.
 `;
 }
 
-void runMain(log, async () => {
+async function main(): Promise<number> {
+  LAUNCHER_VARS.forEach(launcherFd);   // fail early without the launcher
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
-  if (opts.action === 'help') { process.stdout.write(help()); return 0; }
-  if (opts.action === 'usage') { process.stdout.write(RUN_USAGE + '\n'); return 0; }
-  if (opts.action === 'version') {
-    const { version } = await import('../util/version.js');
-    process.stdout.write(version() + '\n');
+  if (opts.action !== 'run') {
+    if (opts.action === 'help') process.stdout.write(help());
+    else if (opts.action === 'usage') process.stdout.write(RUN_USAGE + '\n');
+    else process.stdout.write((await import('../util/version.js')).version() + '\n');
+    handOff(NOTHING_TO_RUN);
     return 0;
   }
-  refuseSetid([process.argv[1], CORE_PATH, ADDON_PATH]);
+  refuseSetid([process.argv[1], CORE_PATH]);
   const plan = await buildPlan(opts);
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
-  try {
-    native().execCore(CORE_PATH, serializePlan(plan));
-  } catch (err) {
-    throw new ChError(`can't start container core: ${(err as Error).message}`);
-  }
-});
+  handOff(serializePlan(plan));
+  return 0;
+}
+
+void runMain(log, main);

@@ -26,7 +26,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
   { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },
   { name: 'set-env', arg: 'optional', argName: 'FILE|VAR=VALUE',
-    help: 'set environment variables from FILE, or one VAR=VALUE (no argument: image\'s /ch/environment)' },
+    help: 'set environment variables from FILE (a regular file of at most 1 MiB), or one VAR=VALUE '
+      + '(no argument: image\'s /ch/environment, read inside the image)' },
   { name: 'uid', short: 'u', arg: 'required', argName: 'UID', help: 'run as user UID within container' },
   { name: 'unset-env', arg: 'required', argName: 'GLOB', help: 'unset environment variables whose names match GLOB' },
   { name: 'verbose', short: 'v', arg: 'none', help: 'be more verbose (repeatable)' },

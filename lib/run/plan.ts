@@ -22,7 +22,6 @@ export interface Plan {
   root: string;
   writable: boolean;
   uid: number; gid: number;
-  nofile: number | null;
   cwd: string;
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
   stageDir: string;           // image dir to stage generated files over
@@ -32,11 +31,14 @@ export interface Plan {
   argv: string[];
 }
 
+/** What the front end hands the launcher when there is no container to run
+    (--help, --version): 8 bytes, like the plan's magic (addon/launcher.c). */
+export const NOTHING_TO_RUN = Buffer.from('CHNOCMD\0', 'latin1');
+
 export function serializePlan(p: Plan): Buffer {
   const t: string[] = ['CHPLAN1'];
   const add = (...xs: (string | number)[]) => { for (const x of xs) t.push(String(x)); };
   add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
-  if (p.nofile !== null) add('nofile', p.nofile);
   add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'stage-dir', p.stageDir);
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
   for (const m of p.mounts) {

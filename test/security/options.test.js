@@ -2,6 +2,7 @@
 // clear "ch-run[PID]: error: ..." line naming the bad input, and exit 31.
 
 import test from 'ava';
+import { existsSync, rmSync } from 'node:fs';
 import { ch, image } from '../helpers/env.js';
 
 const IMG = () => image('busybox');
@@ -46,19 +47,30 @@ const CASES = [
   ['bad join timeout', ['--join-ct', '1', 'IMG', '--', 'true'], { CH_RUN_JOIN_TIMEOUT: 'abc' }, /CH_RUN_JOIN_TIMEOUT: .*'abc'/],
 ];
 
-for (const [title, args, env, re] of CASES) {
+CASES.forEach(([title, args, env, re], i) => {
   test(`bad input: ${title}`, async (t) => {
-    const r = await ch('ch-run', args.map((a) => (a === 'IMG' ? IMG() : a)), { env });
+    // The command, had it run, would print and leave a file in /tmp (the host's).
+    const marker = `/tmp/ch-run-options-test-${process.pid}-${i}`;
+    t.teardown(() => rmSync(marker, { force: true }));
+    const cmd = ['sh', '-c', `echo ran; touch ${marker}`];
+    const argv = args.flatMap((a, j) => (a === 'IMG' ? [IMG()] : a === 'true' && args[j - 1] === '--' ? cmd : [a]));
+    const r = await ch('ch-run', argv, { env });
     t.log(r.stderr);
     t.is(r.exitCode, 31);
     t.regex(r.stderr, /^ch-run\[\d+\]: error: /);
     t.regex(r.stderr, re);
     t.is(r.stdout, '', 'nothing ran');
+    t.false(existsSync(marker), 'nothing ran');
   });
-}
+});
 
 // Sanity: the same runs with good input succeed, so the errors above are the input's.
-test('good input runs', async (t) => {
-  const r = await ch('ch-run', ['-u', '0', '-g', '0', '-b', '/etc:/mnt/0', '-c', '/tmp', IMG(), '--', 'true']);
+test('good input runs, and the evidence shows', async (t) => {
+  const marker = `/tmp/ch-run-options-test-${process.pid}-good`;
+  t.teardown(() => rmSync(marker, { force: true }));
+  const r = await ch('ch-run', ['-u', '0', '-g', '0', '-b', '/etc:/mnt/0', '-c', '/tmp', IMG(), '--',
+    'sh', '-c', `echo ran; touch ${marker}`]);
   t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'ran');
+  t.true(existsSync(marker));
 });
