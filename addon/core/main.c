@@ -168,6 +168,8 @@ int main(int argc, char **argv)
    reap_front_end(front);
    restore_nonblock(nonblock);
    Z_(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "can't set no_new_privs");
+   if (p.seccomp)
+      seccomp_install();   /* last: our own set-up is never subject to it */
    DEBUG("executing %s", p.argv[0]);
    exec_command(&p);
 }

@@ -88,6 +88,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     verbose: opts.verbosity,
     root,
     writable: opts.writable,
+    seccomp: opts.seccomp,
     uid: id.uid, gid: id.gid,
     cwd,
     cwdFallback: opts.cd === null && workdir === null,

@@ -19,6 +19,9 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'no-passwd', arg: 'none', help: 'don\'t bind-mount generated /etc/passwd and /etc/group' },
   { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
   { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },
+  { name: 'seccomp', arg: 'none',
+    help: 'fake success of privileged system calls that would fail (chown, device mknod, set*id, '
+      + 'setgroups): lets fake root (-u 0) install packages; kexec/reboot are refused' },
   { name: 'set-env', arg: 'optional', argName: 'FILE|VAR=VALUE',
     help: 'set environment variables from FILE (a regular file of at most 1 MiB), or one VAR=VALUE '
       + '(no argument: image\'s /ch/environment, read inside the image)' },
@@ -51,6 +54,7 @@ export interface RunOptions {
   envActions: EnvAction[];
   noPasswd: boolean;
   privateTmp: boolean;
+  seccomp: boolean;
   writable: boolean;
   home: boolean;
   gpu: ('nvidia' | 'amd')[] | null | false;   // false: off; null: every vendor found
@@ -91,7 +95,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
   const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
-    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, join: false, joinCt: null,
+    noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, join: false, joinCt: null,
     joinTag: null, verbosity: 0, action: 'run',
   };
   let expand = true;
@@ -126,6 +130,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         break;
       case 'no-passwd': o.noPasswd = true; break;
       case 'private-tmp': o.privateTmp = true; break;
+      case 'seccomp': o.seccomp = true; break;
       case 'quiet': o.verbosity = Math.min(o.verbosity, 0) - 1; break;
       case 'set-env':
         if (value !== undefined && value.includes('='))

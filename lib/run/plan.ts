@@ -21,6 +21,7 @@ export interface Plan {
   verbose: number;
   root: string;
   writable: boolean;
+  seccomp: boolean;           // root emulation filter (addon/core/seccomp.c)
   uid: number; gid: number;
   cwd: string;
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
@@ -38,7 +39,7 @@ export const NOTHING_TO_RUN = Buffer.from('CHNOCMD\0', 'latin1');
 export function serializePlan(p: Plan): Buffer {
   const t: string[] = ['CHPLAN1'];
   const add = (...xs: (string | number)[]) => { for (const x of xs) t.push(String(x)); };
-  add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
+  add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'seccomp', p.seccomp ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
   add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'stage-dir', p.stageDir);
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
   for (const m of p.mounts) {
