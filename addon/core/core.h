@@ -72,6 +72,8 @@ struct plan {
    char *root;                 /* host path of the image directory */
    bool writable;
    bool seccomp;               /* --seccomp: root emulation filter before exec */
+   pid_t join_pid;             /* --join-pid: enter this process's namespaces; 0: none */
+   char *exec_hint;            /* said after "command not found"; NULL: none */
    uid_t uid;  gid_t gid;      /* inside the container */
    char *cwd;                  /* inside */
    bool cwd_fallback;          /* cwd is only a wish (the host's): else "/" */
