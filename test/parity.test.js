@@ -255,4 +255,8 @@ test('--join-pid enters the namespaces of a running container; another user\'s p
   const both = await run(['--join-pid=1', '--join', BB(), '--', 'true']);
   t.is(both.exitCode, 31);
   t.regex(both.stderr, /--join-pid: can't be combined with --join/);
+  const bind = await run(['--join-pid=1', '-w', '-b', '/tmp:/newdir', img, '--', 'true']);
+  t.is(bind.exitCode, 31);
+  t.regex(bind.stderr, /--join-pid: can't be combined with --bind, --home or -w/);
+  t.false(existsSync(join(img, 'newdir')), 'nothing created in the image');
 });

@@ -194,6 +194,10 @@ export function parseRunArgs(argv: string[]): RunOptions {
   }
   if (o.joinPid !== null && o.join)
     throw new ChError('--join-pid: can\'t be combined with --join, --join-ct or --join-tag');
+  // The container exists already: these would change nothing in it, and -b/-w
+  // could still create mount points in the image on the way.
+  if (o.joinPid !== null && (o.binds.length > 0 || o.home || o.writable))
+    throw new ChError('--join-pid: can\'t be combined with --bind, --home or -w (the container exists already)');
   if (o.action === 'feature') return o;   // no IMAGE needed
   const words = [...parsed.positional, ...(parsed.rest ?? [])];
   if (words.length === 0) throw new ChError("no IMAGE specified\nTry 'ch-run --help' for more information.");
