@@ -172,3 +172,25 @@ test('--seccomp checks the architecture: 32-bit calls (int 0x80) get i386 number
   t.regex(n.stdout, /^i386-chown=EINVAL\n/, n.stderr);   // unmapped id
   t.regex(n.stdout, /\ni386-reboot=EPERM\n/);
 });
+
+// The filter's numbers, every column, against the kernel's own tables as the
+// system headers carry them: a wrong number would fake some other call on
+// that architecture (the core checks only its native column, at run time).
+test('--seccomp syscall table agrees with the kernel headers for x86_64, i386 and aarch64', async (t) => {
+  const src = readFileSync(new URL('../addon/core/seccomp.c', import.meta.url), 'utf8');
+  const rows = [...src.matchAll(/\{ "(\w+)",\s+\w+,\s+\d, \{\s*(NONE|\d+),\s*(NONE|\d+),\s*(NONE|\d+) \} \}/g)];
+  t.true(rows.length >= 30, `table rows found: ${rows.length}`);
+  const headers = [
+    ['x86_64', '/usr/include/x86_64-linux-gnu/asm/unistd_64.h'],
+    ['i386', '/usr/include/x86_64-linux-gnu/asm/unistd_32.h'],
+    ['aarch64', '/usr/include/asm-generic/unistd.h'],
+  ];
+  for (const [col, [arch, file]] of headers.entries()) {
+    if (!existsSync(file)) { t.log(`${arch}: ${file} not here, column not checked`); continue; }
+    const text = readFileSync(file, 'utf8');
+    for (const [, name, ...nrs] of rows) {
+      const m = text.match(new RegExp(`^#define __NR_${name}\\s+(\\d+)\\s*$`, 'm'));
+      t.is(nrs[col] === 'NONE' ? null : Number(nrs[col]), m ? Number(m[1]) : null, `${arch} ${name}`);
+    }
+  }
+});
