@@ -194,3 +194,74 @@ test('--seccomp syscall table agrees with the kernel headers for x86_64, i386 an
     }
   }
 });
+
+// The filter itself, evaluated for architectures this machine can't run: the
+// core's filter builder compiled into a small program that prints the
+// instructions, and a classic-BPF interpreter for the few opcodes it uses.
+const DUMP = String.raw`
+#include "seccomp.c"
+#include <stdio.h>
+int main(void)
+{
+   struct prog p = build_filter();
+   for (size_t i = 0; i < p.len; i++)
+      printf("%u %u %u %u\n", p.ins[i].code, p.ins[i].jt, p.ins[i].jf, p.ins[i].k);
+   return 0;
+}
+`;
+
+/** Run classic BPF program PROG on seccomp_data {nr, arch, args}; return its verdict. */
+function bpfRun(prog, { nr, arch, args = [] }) {
+  const data = Buffer.alloc(64);
+  data.writeInt32LE(nr, 0);
+  data.writeUInt32LE(arch, 4);
+  args.forEach((a, i) => data.writeBigUInt64LE(BigInt(a), 16 + 8 * i));
+  let A = 0;
+  for (let pc = 0, steps = 0; pc < prog.length && steps < 10000; pc++, steps++) {
+    const [code, jt, jf, k] = prog[pc];
+    switch (code) {
+      case 0x20: A = data.readUInt32LE(k); break;                      // ld [k]
+      case 0x54: A = (A & k) >>> 0; break;                             // and #k
+      case 0x05: pc += k; break;                                       // ja
+      case 0x15: pc += A === k ? jt : jf; break;                       // jeq #k
+      case 0x45: pc += (A & k) !== 0 ? jt : jf; break;                 // jset #k
+      case 0x06: return k >>> 0;                                       // ret #k
+      default: throw new Error(`opcode 0x${code.toString(16)} not interpreted`);
+    }
+  }
+  throw new Error('fell off the end of the filter');
+}
+
+test('--seccomp filter: unknown architectures are killed, aarch64 and i386 use their own numbers, x32 refused', async (t) => {
+  const dir = await scratch(t, 'bpf');
+  const core = new URL('../addon/core/', import.meta.url).pathname;
+  writeFileSync(join(dir, 'dump.c'), DUMP);
+  const cc = await execa('gcc', ['-D_GNU_SOURCE', '-std=gnu11', '-I', core, '-o', join(dir, 'dump'), join(dir, 'dump.c'),
+    join(core, 'misc.c')], { reject: false, all: true });
+  if (cc.exitCode !== 0) return unavailable(t, 'a C compiler for the filter dump', cc.all);
+  const prog = (await execa(join(dir, 'dump'))).stdout.split('\n').map((l) => l.split(' ').map(Number));
+  const ALLOW = 0x7fff0000, KILL = 0x80000000, ERRNO = (e) => 0x00050000 | e;
+  const X86_64 = 0xc000003e, I386 = 0x40000003, AARCH64 = 0xc00000b7, ARM = 0x40000028;
+  const S_IFCHR = 0o020000, S_IFBLK = 0o060000, S_IFIFO = 0o010000, S_IFREG = 0o100000;
+  const cases = [
+    ['x86_64 chown', { arch: X86_64, nr: 92 }, ERRNO(0)],
+    ['x86_64 getpid', { arch: X86_64, nr: 39 }, ALLOW],
+    ['x86_64 mknod chr', { arch: X86_64, nr: 133, args: [0, S_IFCHR | 0o600, 0] }, ERRNO(0)],
+    ['x86_64 mknod fifo', { arch: X86_64, nr: 133, args: [0, S_IFIFO | 0o600, 0] }, ALLOW],
+    ['x86_64 reboot', { arch: X86_64, nr: 169 }, ERRNO(1)],
+    ['x32 chown', { arch: X86_64, nr: 0x40000000 | 92 }, ERRNO(38)],
+    ['x32 getpid', { arch: X86_64, nr: 0x40000000 | 39 }, ERRNO(38)],
+    ['i386 chown32', { arch: I386, nr: 212 }, ERRNO(0)],
+    ['i386 truncate (x86_64 chown number)', { arch: I386, nr: 92 }, ALLOW],
+    ['aarch64 fchownat', { arch: AARCH64, nr: 54 }, ERRNO(0)],
+    ['aarch64 setresuid', { arch: AARCH64, nr: 147 }, ERRNO(0)],
+    ['aarch64 mknodat blk', { arch: AARCH64, nr: 33, args: [0, 0, S_IFBLK | 0o600, 0] }, ERRNO(0)],
+    ['aarch64 mknodat file', { arch: AARCH64, nr: 33, args: [0, 0, S_IFREG | 0o600, 0] }, ALLOW],
+    ['aarch64 92 (x86_64 chown; personality here)', { arch: AARCH64, nr: 92 }, ALLOW],
+    ['aarch64 kexec_file_load', { arch: AARCH64, nr: 294 }, ERRNO(1)],
+    ['arm (32-bit compat on aarch64): unknown, killed', { arch: ARM, nr: 212 }, KILL],
+    ['unknown architecture, allowed-looking call: killed', { arch: 0x12345678, nr: 39 }, KILL],
+  ];
+  for (const [what, data, want] of cases)
+    t.is(bpfRun(prog, data), want >>> 0, what);
+});
