@@ -71,6 +71,9 @@ struct plan {
    int verbose;
    char *root;                 /* host path of the image directory */
    bool writable;
+   bool seccomp;               /* --seccomp: root emulation filter before exec */
+   pid_t join_pid;             /* --join-pid: enter this process's namespaces; 0: none */
+   char *exec_hint;            /* said after "command not found"; NULL: none */
    uid_t uid;  gid_t gid;      /* inside the container */
    char *cwd;                  /* inside */
    bool cwd_fallback;          /* cwd is only a wish (the host's): else "/" */
@@ -94,6 +97,9 @@ int  root_setup(const struct plan *p);            /* returns fd of the bound roo
 void mounts_apply(const struct plan *p, int rootfd);
 void root_pivot(int rootfd);
 int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
+
+/** --seccomp **/
+void seccomp_install(void);
 
 /** --join **/
 enum join_role { JOIN_WINNER, JOIN_PEER };

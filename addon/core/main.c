@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,6 +84,12 @@ static void exec_command(const struct plan *p)
    int n = snprintf(line, sizeof(line), "ch-run[%d]: error: can't execve(2): %s: %s (%s)\n",
                     getpid(), cmd, strerror(err), errno_name(err));
    ssize_t w = write(STDERR_FILENO, line, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : 0);
+   /* Not found by PATH search, and the front end knows a PATH that would
+      have been used with --set-env: say so (only then; noise otherwise). */
+   if (err == ENOENT && p->exec_hint != NULL && strchr(cmd, '/') == NULL && verbose >= 0) {
+      n = snprintf(line, sizeof(line), "ch-run[%d]: hint: %s\n", getpid(), p->exec_hint);
+      w = write(STDERR_FILENO, line, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : 0);
+   }
    (void)w;
    _exit(EXIT_CMD);
 }
@@ -112,6 +120,37 @@ static void restore_nonblock(int nonblock)
    }
 }
 
+/* --join-pid: enter the user and mount namespaces of PID, a container
+   process of the caller's (the kernel checks: joining needs capabilities in
+   the target user namespace, which only its owner's processes have, and
+   ptrace access to PID). By pidfd where the kernel has it, so both
+   namespaces are PID's even if PID exits and its number is reused
+   meanwhile; else by /proc/PID/ns, the user namespace first. */
+static void join_pid_enter(pid_t pid)
+{
+   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+   if (pidfd >= 0) {
+      if (setns(pidfd, CLONE_NEWUSER | CLONE_NEWNS) == 0) {
+         Z_(close(pidfd), "can't close pidfd");
+         return;
+      }
+      if (errno != EINVAL)   /* EINVAL: a kernel < 5.8, whose setns takes no pidfd */
+         FATAL("--join-pid: can't join namespaces of process %d", (int)pid);
+      Z_(close(pidfd), "can't close pidfd");
+   } else if (errno != ENOSYS) {
+      FATAL("--join-pid: can't find process %d", (int)pid);
+   }
+   char *u = xasprintf("/proc/%d/ns/user", (int)pid), *m = xasprintf("/proc/%d/ns/mnt", (int)pid);
+   int ufd = open(u, O_RDONLY | O_CLOEXEC), mfd = open(m, O_RDONLY | O_CLOEXEC);
+   T_(ufd >= 0, "--join-pid: can't open %s", u);
+   T_(mfd >= 0, "--join-pid: can't open %s", m);
+   Z_(setns(ufd, CLONE_NEWUSER), "--join-pid: can't join user namespace of process %d", (int)pid);
+   Z_(setns(mfd, CLONE_NEWNS), "--join-pid: can't join mount namespace of process %d", (int)pid);
+   Z_(close(ufd), "can't close %s", u);
+   Z_(close(mfd), "can't close %s", m);
+   free(u); free(m);
+}
+
 static long number_arg(const char *s, const char *what, long min)
 {
    char *end;
@@ -133,7 +172,9 @@ int main(int argc, char **argv)
    int nonblock = (int)number_arg(argv[3], "stdio flags", 0);
 
    enum join_role role = p.join ? join_begin(&p) : JOIN_WINNER;
-   if (role == JOIN_WINNER) {
+   if (p.join_pid != 0) {
+      join_pid_enter(p.join_pid);
+   } else if (role == JOIN_WINNER) {
       /* Outer namespace: identity map, full capabilities for the mounts. */
       userns_enter(getuid(), getuid(), getgid(), getgid());
       int rootfd = root_setup(&p);
@@ -155,12 +196,14 @@ int main(int argc, char **argv)
    if (chdir(p.cwd) != 0) {
       if (!p.cwd_fallback)
          FATAL("can't cd to %s in container", p.cwd);
-      INFO("host directory %s not in container; starting in /", p.cwd);
+      WARN("can't cd to %s in container (no such directory in the image); starting in /", p.cwd);
       Z_(chdir("/"), "can't cd to / in container");
    }
    reap_front_end(front);
    restore_nonblock(nonblock);
    Z_(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "can't set no_new_privs");
+   if (p.seccomp)
+      seccomp_install();   /* last: our own set-up is never subject to it */
    DEBUG("executing %s", p.argv[0]);
    exec_command(&p);
 }

@@ -116,6 +116,9 @@ void plan_read(int fd, struct plan *p)
       else if (!strcmp(kw, "verbose")) verbose = p->verbose = number(&c, kw, -8, 8);
       else if (!strcmp(kw, "root")) p->root = next(&c, kw);
       else if (!strcmp(kw, "write")) p->writable = number(&c, kw, 0, 1);
+      else if (!strcmp(kw, "seccomp")) p->seccomp = number(&c, kw, 0, 1);
+      else if (!strcmp(kw, "join-pid")) p->join_pid = number(&c, kw, 1, INT_MAX);
+      else if (!strcmp(kw, "exec-hint")) p->exec_hint = next(&c, kw);
       else if (!strcmp(kw, "uid")) p->uid = number(&c, kw, 0, UINT_MAX - 1);
       else if (!strcmp(kw, "gid")) p->gid = number(&c, kw, 0, UINT_MAX - 1);
       else if (!strcmp(kw, "cwd")) { p->cwd = next(&c, kw); p->cwd_fallback = false; }

@@ -7,12 +7,28 @@ import { resolveInImage } from './image.js';
 import { readTextFile } from './textfile.js';
 import type { EnvAction } from './options.js';
 
-export type Env = Map<string, string>;
+/**
+ * The environment being built. Once TRACE is set (under -v), every change
+ * is reported as one line, whoever makes it (fix-ups, device injection, MPI
+ * defaults, --set-env, --unset-env), as Charliecloud does: a script's
+ * author can see why a variable is what it is.
+ */
+export class Env extends Map<string, string> {
+  trace: ((line: string) => void) | null = null;
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+  override set(name: string, value: string): this {
+    if (this.trace && this.get(name) !== value) this.trace(`environment: ${name}=${value}`);
+    return super.set(name, value);
+  }
+
+  override delete(name: string): boolean {
+    if (this.trace && this.has(name)) this.trace(`environment: unset ${name}`);
+    return super.delete(name);
+  }
+}
 
 export function envFromProcess(): Env {
-  const env: Env = new Map();
+  const env = new Env();
   for (const [k, v] of Object.entries(process.env))
     if (v !== undefined) env.set(k, v);
   return env;
@@ -23,12 +39,16 @@ function unquote(v: string): string {
   return v.length >= 2 && v.startsWith("'") && v.endsWith("'") ? v.slice(1, -1) : v;
 }
 
-/** Expand $VAR items of a colon-separated value; empty expansions vanish with their colon. */
-export function expandValue(value: string, env: Env): string {
+/**
+ * Expand $VAR items of a colon-separated value; empty expansions vanish with
+ * their colon. An item that is only "$" names no variable: it stays as is
+ * ("bar:$" is "bar:$").
+ */
+export function expandValue(value: string, env: Map<string, string>): string {
   if (!value.includes('$')) return value;
   const items: string[] = [];
   for (const item of value.split(':')) {
-    if (item.startsWith('$')) {
+    if (item.startsWith('$') && item.length > 1) {
       const v = env.get(item.slice(1));
       if (v !== undefined && v !== '') items.push(v);
     } else {
@@ -72,25 +92,38 @@ export function applyEnvActions(env: Env, actions: EnvAction[], image: string): 
     if (a.kind === 'set-var') {
       lines = [[a.assignment, 'command line']];
     } else {
+      // --set-env: newline-separated; --set-env0: NUL-separated (so values
+      // may hold newlines). Empty assignments are ignored either way.
       const path = a.path ?? `${image}/ch/environment`;
-      lines = (a.path === null ? readImageEnvFile(image) : readEnvFile(a.path)).split('\n').map((l, i) => [l, `${path}:${i + 1}`] as [string, string])
+      const sep = a.nul ? '\0' : '\n';
+      const text = a.path === null ? readImageEnvFile(image) : readEnvFile(a.path);
+      lines = text.split(sep).map((l, i) => [l, a.nul ? `${path}: assignment ${i + 1}` : `${path}:${i + 1}`] as [string, string])
         .filter(([l]) => l !== '');
     }
     for (const [line, where] of lines) {
+      if (line.includes('\0'))
+        throw new ChError(`--set-env: NUL byte at ${where} (a NUL-separated file? use --set-env0)`);
       const [name, value] = parseAssignment(line, where);
       env.set(name, a.expand ? expandValue(value, env) : value);
     }
   }
 }
 
-/** Add /bin to PATH if missing (images without merged /usr need it). */
-export function fixPath(env: Env): void {
+/**
+ * Add /bin to PATH if missing (images without merged /usr need it). An unset
+ * PATH is reported and left unset, as Charliecloud does: inventing one would
+ * hide the caller's mistake (the command is then looked up in /bin:/usr/bin,
+ * execvp's default). An empty PATH becomes "/bin", not ":/bin", whose empty
+ * item would mean the working directory.
+ */
+export function fixPath(env: Env, warn: (msg: string) => void): void {
   const path = env.get('PATH');
-  if (path === undefined || path === '') {
-    env.set('PATH', DEFAULT_PATH);
+  if (path === undefined) {
+    warn('$PATH not set');
     return;
   }
-  if (!path.split(':').includes('/bin')) env.set('PATH', `${path}:/bin`);
+  if (path === '') env.set('PATH', '/bin');
+  else if (!path.split(':').includes('/bin')) env.set('PATH', `${path}:/bin`);
 }
 
 export function serializeEnv(env: Env): string[] {

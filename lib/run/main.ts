@@ -1,22 +1,31 @@
 // ch-run's front end: parse the command line, decide the container (mounts,
 // identity, environment, command), hand the plan to the C core by exec.
 
-import { closeSync, statSync, writeSync } from 'node:fs';
+import { closeSync, lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { userInfo } from 'node:os';
 import { createRequire } from 'node:module';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
 import { CORE_PATH, PKG_ROOT } from '../util/paths.js';
-import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js';
-import { checkImage, kindInImage, readMetadata } from './image.js';
+import { applyEnvActions, Env, envFromProcess, fixPath, serializeEnv } from './env.js';
+import { checkImage, kindInImage, readMetadata, resolveInImage } from './image.js';
 import { joinCount, joinTag, joinTimeoutMs } from './join.js';
 import { launcherEnv } from './mpi-env.js';
 import { defaultMounts, requireMountPoints } from './mounts.js';
-import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
+import { Feature, parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
 import { NOTHING_TO_RUN, Plan, serializePlan } from './plan.js';
 
-const log = new Log('ch-run');
+/** A Log that remembers its warnings, for --warnings. */
+class RunLog extends Log {
+  readonly warnings: string[] = [];
+  override warn(msg: string): void {
+    this.warnings.push(msg);
+    super.warn(msg);
+  }
+}
+const log = new RunLog('ch-run');
 
 /** Load the CommonJS bundle dist/REL, whether this code runs bundled or not. */
 function requireDist<T>(rel: string): T {
@@ -44,12 +53,81 @@ function command(opts: RunOptions, root: string): { argv: string[]; workdir: str
   return { argv, workdir: meta?.WorkingDir || null };
 }
 
+/**
+ * IMAGE as the user gave it: a path (it exists, or looks like one), else an
+ * image name in ch-image storage, as Charliecloud resolves it: STORAGE/img/
+ * NAME, "/" spelled "%" and ":" "+", tag "latest" if none. Storage is trusted
+ * only if it is the caller's own: a directory (not a link) owned by the
+ * caller that no one else can write, or another user could plant an image
+ * (and its /ch/environment, its entry point) under a name the caller runs.
+ */
+export function resolveImage(opts: RunOptions, env: NodeJS.ProcessEnv = process.env): string {
+  const img = opts.image;
+  if (img.includes('/') && (img.startsWith('/') || img.startsWith('.'))) return img;
+  try { lstatSync(img); return img; } catch { /* not a path: a name */ }
+  if (opts.storage === null && !/^[A-Za-z0-9._-]+([:/][A-Za-z0-9._+-]+)*$/.test(img)) return img;
+  let user = env.USER;
+  if (!user) { try { user = userInfo().username; } catch { user = String(process.getuid!()); } }
+  const storage = opts.storage ?? env.CH_IMAGE_STORAGE ?? `/var/tmp/${user}.ch`;
+  const tagged = /:[^/]*$/.test(img) ? img : `${img}:latest`;
+  const dir = join(storage, 'img', tagged.replace(/\//g, '%').replace(/:/g, '+'));
+  for (const p of [storage, join(storage, 'img'), dir]) {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch (err) {
+      throw new ChError(`can't use image ${img}: not a path, and not in storage ${storage}: ${p}: ${why(err)}`);
+    }
+    if (!st.isDirectory())
+      throw new ChError(`can't use image ${img}: storage path ${p} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}`);
+    if (st.uid !== process.getuid!())
+      throw new ChError(`can't use image ${img}: storage path ${p} is owned by uid ${st.uid}, not you `
+        + '(only your own storage is trusted; give the image as a path)');
+    if (p !== dir && st.mode & 0o022)
+      throw new ChError(`can't use image ${img}: storage path ${p} is writable by others (mode `
+        + `${(st.mode & 0o7777).toString(8)}); only your own storage is trusted`);
+  }
+  log.info(`image ${img} from storage: ${dir}`);
+  return dir;
+}
+
+/** Is FEAT supported here? (--feature: exit 0 if so, 1 if not.) */
+function featureSupported(feat: Feature): boolean {
+  switch (feat) {
+    case 'extglob': return true;          // glob.ts: ?(..) *(..) +(..) @(..) !(..)
+    case 'seccomp':                       // the kernel has seccomp filters
+      try { return /^Seccomp:\s/m.test(readFileSync('/proc/self/status', 'utf8')); } catch { return false; }
+    case 'squash': return false;          // SquashFS images: not run directly (unpack them)
+    case 'overlayfs': return false;       // no --write-fake (-W) yet
+  }
+}
+
+/**
+ * The hint for a command not found: the image records a PATH in
+ * /ch/environment that differs from the one the command gets, and the user
+ * didn't ask for that file (bare --set-env). Null if there is nothing to say.
+ */
+function pathHint(opts: RunOptions, root: string, argv0: string, env: Env): string | null {
+  if (argv0.includes('/') || opts.envActions.some((a) => a.kind === 'set-file' && a.path === null)) return null;
+  const host = resolveInImage(root, '/ch/environment');
+  if (host === null) return null;
+  let text: string;
+  try { text = readFileSync(host, 'utf8').slice(0, 1 << 20); } catch { return null; }
+  const line = text.split('\n').find((l) => l.startsWith('PATH='));
+  if (!line || line.slice(5) === env.get('PATH')) return null;
+  return `image ${root} records ${line.slice(0, 200)} in /ch/environment, which --set-env would apply`;
+}
+
 export async function buildPlan(opts: RunOptions): Promise<Plan> {
-  const root = checkImage(opts.image);
+  const root = checkImage(resolveImage(opts));
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
+  if (id.dummyUser) log.warn(`UID ${id.hostUid} not found; using dummy info`);
+  if (id.dummyGroup) log.warn(`GID ${id.hostGid} not found; using dummy info`);
+  if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
+  if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
 
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
@@ -72,7 +150,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     if (!home || (!bound && kindInImage(root, home) !== 'dir'))
       env.set('HOME', kindInImage(root, '/root') === 'dir' ? '/root' : '/');
   }
-  fixPath(env);
+  fixPath(env, (m) => log.warn(m));
   if (injected) {
     for (const [k, v] of injected.env) env.set(k, env.get(k) ? `${v}:${env.get(k)}` : v);
     for (const [k, v] of injected.set) env.set(k, v);
@@ -90,6 +168,9 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     verbose: opts.verbosity,
     root,
     writable: opts.writable,
+    seccomp: opts.seccomp,
+    joinPid: opts.joinPid,
+    execHint: pathHint(opts, root, argv[0], env),
     uid: id.uid, gid: id.gid,
     cwd,
     cwdFallback: opts.cd === null && workdir === null,
@@ -152,10 +233,30 @@ ch-run itself failed; 49 if the command could not be executed.
 `;
 }
 
+/**
+ * --warnings=N: before ch-run's own error, reprint its last N warnings, so
+ * they aren't lost above a long error. Only ch-run's own failures can do
+ * this: once the command runs, ch-run is the command (exec in place) and no
+ * code of ours is left to run at its exit.
+ */
+function reprintWarnings(n: number): void {
+  const last = n > 0 ? log.warnings.slice(-n) : [];
+  if (last.length === 0) return;
+  log.warn(`reprinting last ${last.length} warning(s)`);
+  log.warnings.length = 0;
+  for (const w of last) log.warn(w);
+}
+
 async function main(): Promise<number> {
   LAUNCHER_VARS.forEach(launcherFd);   // fail early without the launcher
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
+  if (opts.action === 'feature') {
+    const yes = featureSupported(opts.feature!);
+    log.info(`feature ${opts.feature}: ${yes ? 'supported' : 'not supported'}`);
+    handOff(NOTHING_TO_RUN);
+    return yes ? 0 : 1;
+  }
   if (opts.action !== 'run') {
     if (opts.action === 'help') process.stdout.write(help());
     else if (opts.action === 'usage') process.stdout.write(RUN_USAGE + '\n');
@@ -164,7 +265,13 @@ async function main(): Promise<number> {
     return 0;
   }
   refuseSetid([process.argv[1], CORE_PATH]);
-  const plan = await buildPlan(opts);
+  let plan: Plan;
+  try {
+    plan = await buildPlan(opts);
+  } catch (err) {
+    reprintWarnings(opts.warnings);
+    throw err;
+  }
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
   handOff(serializePlan(plan));
   return 0;

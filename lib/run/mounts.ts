@@ -178,6 +178,7 @@ function defaultDst(ctx: MountContext, b: Bind, used: Set<string>): string {
 function userBinds(ctx: MountContext): MountOp[] {
   const ops: MountOp[] = [];
   const used = new Set<string>();
+  const usedBy = new Map<string, string>();   // destination -> the --bind that took it
   for (const b of ctx.opts.binds) {
     let st;
     try {
@@ -188,8 +189,16 @@ function userBinds(ctx: MountContext): MountOp[] {
     let dst = b.dst;
     if (dst === null) {
       dst = defaultDst(ctx, b, used);
-      ctx.log.info(`bind ${b.src} -> ${dst}${dst !== b.src ? ' (no such path in image)' : ''}`);
+      // A surprise worth a line unless -q: the data is not where the user will look.
+      if (dst !== b.src && !st.isDirectory())
+        throw new ChError(`can't bind file ${b.src}: no such path in image ${ctx.root}, and /mnt/N are `
+          + `directories: give a destination, e.g. -b ${b.src}:/path/in/image`);
+      if (dst !== b.src) ctx.log.warn(`--bind ${b.src}: no such path in image; bound at ${dst}`);
+      else ctx.log.info(`bind ${b.src} -> ${dst}`);
     }
+    if (usedBy.has(dst))
+      throw new ChError(`--bind: two binds onto ${dst} ('${usedBy.get(dst)}' and '${b.spec}'): `
+        + 'the second would hide the first; give each its own destination');
     const kind = kindInImage(ctx.root, dst);
     if (kind === null) {
       if (!ctx.opts.writable)
@@ -197,10 +206,13 @@ function userBinds(ctx: MountContext): MountOp[] {
           + '(create it in the image, or use -w)');
       createInImage(ctx.root, dst, !st.isDirectory());
     } else if (st.isDirectory() !== (kind === 'dir')) {
+      const hint = b.dst === null && !st.isDirectory()
+        ? ` (a file needs a file to mount on: give one, e.g. -b ${b.src}:/path/in/image${b.readonly ? ':ro' : ''})` : '';
       throw new ChError(`can't bind ${b.src} to ${dst}: ${st.isDirectory() ? 'directory' : 'file'} onto `
-        + `${kind === 'dir' ? 'directory' : 'file'}`);
+        + `${kind === 'dir' ? 'directory' : 'file'}${hint}`);
     }
     used.add(dst);
+    usedBy.set(dst, b.spec);
     ops.push({ kind: 'bind', src: b.src, dst, flags: b.readonly ? ['rec', 'ro'] : ['rec'] });
   }
   return ops;

@@ -12,6 +12,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'device', arg: 'required', argName: 'KIND=NAME[,...]',
     help: 'inject CDI device(s), e.g. nvidia.com/gpu=0, nvidia.com/gpu=all, amd.com/gpu=1; repeatable' },
   { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
+  { name: 'feature', arg: 'required', argName: 'FEAT',
+    help: 'exit 0 if feature FEAT is supported here, 1 if not: extglob, seccomp, squash, overlayfs' },
   { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
   { name: 'gpu', arg: 'optional', argName: 'VENDOR[,...]',
     help: 'inject host GPU devices, driver libraries and tools: nvidia, amd (default: every vendor found); '
@@ -20,17 +22,29 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'ib', arg: 'optional', argName: 'HCA[,...]',
     help: 'inject host InfiniBand devices and verbs libraries; only these HCAs (e.g. mlx5_0), else $CH_IB_HCAS, else all' },
   { name: 'join', short: 'j', arg: 'none', help: 'use the same container (namespaces) as peer ch-run invocations' },
+  { name: 'join-pid', arg: 'required', argName: 'PID',
+    help: 'join the namespaces (container) of existing process PID, one of your own ch-run commands' },
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
   { name: 'no-passwd', arg: 'none', help: 'don\'t bind-mount generated /etc/passwd and /etc/group' },
   { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
   { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },
+  { name: 'storage', short: 's', arg: 'required', argName: 'DIR',
+    help: 'image storage directory, for IMAGE given as a name (default: $CH_IMAGE_STORAGE, else /var/tmp/$USER.ch)' },
+  { name: 'seccomp', arg: 'none',
+    help: 'fake success of privileged system calls that would fail (chown, device mknod, set*id, '
+      + 'setgroups): lets fake root (-u 0) install packages; kexec/reboot are refused' },
   { name: 'set-env', arg: 'optional', argName: 'FILE|VAR=VALUE',
     help: 'set environment variables from FILE (a regular file of at most 1 MiB), or one VAR=VALUE '
       + '(no argument: image\'s /ch/environment, read inside the image)' },
+  { name: 'set-env0', arg: 'optional', argName: 'FILE|VAR=VALUE',
+    help: 'like --set-env, but FILE is NUL-separated (values may hold newlines)' },
   { name: 'uid', short: 'u', arg: 'required', argName: 'UID', help: 'run as user UID within container' },
+  { name: 'unsafe', arg: 'none', help: 'accepted for Charliecloud compatibility; enables nothing here' },
   { name: 'unset-env', arg: 'required', argName: 'GLOB', help: 'unset environment variables whose names match GLOB' },
   { name: 'verbose', short: 'v', arg: 'none', help: 'be more verbose (repeatable)' },
+  { name: 'warnings', arg: 'required', argName: 'N',
+    help: 'if ch-run itself fails, first reprint its last N warnings (default 0)' },
   { name: 'write', short: 'w', arg: 'none', help: 'mount image read-write (default: read-only)' },
   { name: 'help', short: '?', arg: 'none', help: 'print this help and exit' },
   { name: 'usage', arg: 'none', help: 'print a short usage message and exit' },
@@ -39,11 +53,14 @@ export const RUN_OPTIONS: OptionSpec[] = [
 // -h is not Charliecloud's but every user tries it.
 RUN_OPTIONS.push({ name: 'h', short: 'h', arg: 'none', help: '', hidden: true });
 
+export const FEATURES = ['extglob', 'seccomp', 'squash', 'overlayfs'] as const;
+export type Feature = typeof FEATURES[number];
+
 export interface Bind { src: string; dst: string | null; readonly: boolean; spec: string }
 
 /** One --set-env or --unset-env, in command-line order. */
 export type EnvAction =
-  | { kind: 'set-file'; path: string | null; expand: boolean }  // null: image's /ch/environment
+  | { kind: 'set-file'; path: string | null; expand: boolean; nul: boolean }  // null: image's /ch/environment
   | { kind: 'set-var'; assignment: string; expand: boolean }
   | { kind: 'unset'; glob: string };
 
@@ -57,6 +74,7 @@ export interface RunOptions {
   envActions: EnvAction[];
   noPasswd: boolean;
   privateTmp: boolean;
+  seccomp: boolean;
   writable: boolean;
   home: boolean;
   gpu: ('nvidia' | 'amd')[] | null | false;   // false: off; null: every vendor found
@@ -65,10 +83,15 @@ export interface RunOptions {
   devices: string[];          // --device, as given (lib/devices/cdi.ts checks them)
   cdiDirs: string | null;
   join: boolean;
+  joinPid: number | null;
   joinCt: number | null;
   joinTag: string | null;
   verbosity: number;
-  action: 'run' | 'help' | 'usage' | 'version';
+  storage: string | null;
+  unsafe: boolean;
+  warnings: number;
+  feature: Feature | null;
+  action: 'run' | 'help' | 'usage' | 'version' | 'feature';
 }
 
 function id(what: string, s: string): number {
@@ -100,9 +123,10 @@ export function parseRunArgs(argv: string[]): RunOptions {
   const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
-    noPasswd: false, privateTmp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null, devices: [], cdiDirs: null,
-    join: false, joinCt: null,
+    noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null,
+    devices: [], cdiDirs: null, join: false, joinCt: null,
     joinTag: null, verbosity: 0, action: 'run',
+    joinPid: null, storage: null, unsafe: false, warnings: 0, feature: null,
   };
   let expand = true;
   for (const { name, value } of parsed.options) {
@@ -130,6 +154,11 @@ export function parseRunArgs(argv: string[]): RunOptions {
           if (!o.gpu.includes(v)) o.gpu.push(v);
         }
         break;
+      case 'feature':
+        if (!(FEATURES as readonly string[]).includes(value!))
+          throw new ChError(`--feature: unknown feature '${value}' (want ${FEATURES.join(', ')})`);
+        o.feature = value as Feature; o.action = 'feature';
+        break;
       case 'home': o.home = true; break;
       case 'ib':
         o.ib = true;
@@ -139,6 +168,11 @@ export function parseRunArgs(argv: string[]): RunOptions {
         }
         break;
       case 'join': o.join = true; break;
+      case 'join-pid':
+        if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 4194304)
+          throw new ChError(`--join-pid: must be a process ID: '${value}'`);
+        o.joinPid = Number(value);
+        break;
       case 'join-ct':
         if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)
           throw new ChError(`--join-ct: must be a positive integer: '${value}'`);
@@ -150,16 +184,27 @@ export function parseRunArgs(argv: string[]): RunOptions {
         break;
       case 'no-passwd': o.noPasswd = true; break;
       case 'private-tmp': o.privateTmp = true; break;
+      case 'seccomp': o.seccomp = true; break;
       case 'quiet': o.verbosity = Math.min(o.verbosity, 0) - 1; break;
-      case 'set-env':
+      case 'set-env': case 'set-env0':
         if (value !== undefined && value.includes('='))
           o.envActions.push({ kind: 'set-var', assignment: value, expand });
         else if (value === '')
-          throw new ChError('--set-env: empty argument');
+          throw new ChError(`--${name}: empty argument`);
         else
-          o.envActions.push({ kind: 'set-file', path: value ?? null, expand });
+          o.envActions.push({ kind: 'set-file', path: value ?? null, expand, nul: name === 'set-env0' });
+        break;
+      case 'storage':
+        if (value === '') throw new ChError('--storage: DIR must not be empty');
+        o.storage = value!;
         break;
       case 'uid': o.uid = id('UID', value!); break;
+      case 'unsafe': o.unsafe = true; break;
+      case 'warnings':
+        if (!/^[0-9]+$/.test(value!) || Number(value) > 1000)
+          throw new ChError(`--warnings: must be a number 0..1000: '${value}'`);
+        o.warnings = Number(value);
+        break;
       case 'unset-env':
         if (value === '') throw new ChError('--unset-env: GLOB must not be empty');
         o.envActions.push({ kind: 'unset', glob: value! });
@@ -171,6 +216,13 @@ export function parseRunArgs(argv: string[]): RunOptions {
       case 'version': o.action = 'version'; return o;
     }
   }
+  if (o.joinPid !== null && o.join)
+    throw new ChError('--join-pid: can\'t be combined with --join, --join-ct or --join-tag');
+  // The container exists already: these would change nothing in it, and -b/-w
+  // could still create mount points in the image on the way.
+  if (o.joinPid !== null && (o.binds.length > 0 || o.home || o.writable))
+    throw new ChError('--join-pid: can\'t be combined with --bind, --home or -w (the container exists already)');
+  if (o.action === 'feature') return o;   // no IMAGE needed
   const words = [...parsed.positional, ...(parsed.rest ?? [])];
   if (words.length === 0) throw new ChError("no IMAGE specified\nTry 'ch-run --help' for more information.");
   o.image = words[0];

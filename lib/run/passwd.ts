@@ -9,6 +9,7 @@ export interface Identity {
   hostUid: number; hostGid: number;
   uid: number; gid: number;           // inside
   user: string; group: string;        // host names of hostUid/hostGid
+  dummyUser: boolean; dummyGroup: boolean;   // no host passwd/group entry: names made up
 }
 
 function hostGroupName(gid: number): string | null {
@@ -23,15 +24,17 @@ function hostGroupName(gid: number): string | null {
 
 export function identity(uid: number | null, gid: number | null): Identity {
   const hostUid = process.getuid!(), hostGid = process.getgid!();
-  let user: string;
+  let user: string, dummyUser = false;
   try {
     user = userInfo().username;
   } catch {
     user = process.env.USER ?? `uid${hostUid}`;
+    dummyUser = true;
   }
+  const group = hostGroupName(hostGid);
   return {
     hostUid, hostGid, uid: uid ?? hostUid, gid: gid ?? hostGid,
-    user, group: hostGroupName(hostGid) ?? `gid${hostGid}`,
+    user, group: group ?? `gid${hostGid}`, dummyUser, dummyGroup: group === null,
   };
 }
 

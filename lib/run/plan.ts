@@ -21,6 +21,9 @@ export interface Plan {
   verbose: number;
   root: string;
   writable: boolean;
+  seccomp: boolean;           // root emulation filter (addon/core/seccomp.c)
+  joinPid: number | null;     // --join-pid: enter PID's namespaces instead of building a container
+  execHint: string | null;    // said after "command not found"
   uid: number; gid: number;
   cwd: string;
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
@@ -38,9 +41,11 @@ export const NOTHING_TO_RUN = Buffer.from('CHNOCMD\0', 'latin1');
 export function serializePlan(p: Plan): Buffer {
   const t: string[] = ['CHPLAN1'];
   const add = (...xs: (string | number)[]) => { for (const x of xs) t.push(String(x)); };
-  add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
+  add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'seccomp', p.seccomp ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
   add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'stage-dir', p.stageDir);
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
+  if (p.joinPid !== null) add('join-pid', p.joinPid);
+  if (p.execHint !== null) add('exec-hint', p.execHint);
   for (const m of p.mounts) {
     const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options
       : m.kind === 'file' ? m.content : m.kind === 'symlink' ? m.target : m.mode.toString(8);
