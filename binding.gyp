@@ -1,11 +1,11 @@
 {
-  # ch_run: the N-API addon on ch-run's launch path (plan hand-off by execve), small on purpose.
   # ch_tar: ch-tar2dir's native extractor (addon/tar/). zlib, liblzma and libzstd are used
   #   where tools/probe.js finds their headers; without one, that compression is
   #   decompressed by its program (gzip, xz, zstd) as GNU tar does.
   # ch-run-core: ch-run's single-threaded C core, a separate executable because
   #   unshare(CLONE_NEWUSER) fails with EINVAL in a multithreaded process (docs/design.md).
-  # ch-run: the launcher (records RLIMIT_NOFILE before Node raises it).
+  # ch-run: the launcher, which becomes the container: it forks the Node front
+  #   end, takes its plan from a memfd and execs the core (docs/design.md).
   # Both executables are linked -static where a static libc exists (one fewer
   # ld.so start per launch), dynamically elsewhere (RHEL-family: no glibc-static).
   # CH_TOOLKIT_WITHOUT=zlib,lzma,zstd,static-libc pretends any of these absent.
@@ -16,14 +16,6 @@
     "have_static_libc": "<!(node tools/probe.js static-libc)"
   },
   "targets": [
-    {
-      "target_name": "ch_run",
-      "sources": ["addon/addon.cc"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
-      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "cflags_cc": ["-std=c++17"]
-    },
     {
       "target_name": "ch_tar",
       "sources": ["addon/tar/napi.cc", "addon/tar/fsops.cc", "addon/tar/source.cc",

@@ -21,7 +21,6 @@ export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
 /** ch-run's launcher: what other commands run as ch-run (bin/ch-run links to it; npm packs no links). */
 export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
 /** ch-run's addon (launch path), and ch-tar2dir's extractor. */
-export const ADDON_PATH = join(BUILD_DIR, 'ch_run.node');
 export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');
 export const SHARE_DIR = join(PKG_ROOT, 'share');
 
