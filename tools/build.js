@@ -48,6 +48,7 @@ const SUMMARY = {
   'ch-builder2tar': "flatten a builder's image into a tarball",
   'ch-docker2tar': "flatten a builder's image into a tarball (older name of ch-builder2tar)",
   'ch-fromhost': 'copy host files (GPU libraries and tools) into an image',
+  'ch-pull': 'pull an image from an OCI registry into a directory or tarball, verified and cached',
 };
 
 function say(msg) { process.stderr.write(`tools/build.js: ${msg}\n`); }
@@ -112,7 +113,10 @@ function manPages() {
   for (const [name, bundle] of Object.entries(MAN_PAGES)) {
     // argv[1] names the command (ch-docker2tar's help says ch-docker2tar).
     const help = execFileSync(process.execPath, ['-e', `process.argv = [process.argv[0], ${JSON.stringify(name)}, '--help']; require(${JSON.stringify(join(ROOT, 'dist', `${bundle}.cjs`))})`],
-      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, COLUMNS: '100' } });
+      // ch-run's front end hands its decision to the launcher on fds 3 and 4
+      // (addon/launcher.c); here the decision (nothing to run) is dropped.
+      { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit', 'pipe', 'pipe'],
+        env: { ...process.env, COLUMNS: '100', CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4' } });
     const page = [`.TH ${name.toUpperCase()} 1 "" "ch-toolkit ${version}" "ch-toolkit"`, '.SH NAME',
       `${name} \\- ${SUMMARY[name]}`, '.SH DESCRIPTION', '.nf', roffVerbatim(help.trimEnd()), '.fi',
       '.SH SEE ALSO', Object.keys(MAN_PAGES).filter((n) => n !== name).map((n) => `.BR ${n} (1)`).join(',\n'), ''];
