@@ -2,6 +2,7 @@
 // the launcher's local task count, the group tag from the Slurm step (or the
 // parent process, which all ranks of one mpirun share on a node).
 
+import { readFileSync } from 'node:fs';
 import { ChError } from '../util/log.js';
 
 /** Expand Slurm's compressed task list ("2(x3),1") and pick this node's entry. */
@@ -38,7 +39,22 @@ export function joinTag(env: NodeJS.ProcessEnv): string {
     const node = env.SLURM_NODEID !== undefined && /^[0-9]+$/.test(env.SLURM_NODEID) ? `.${env.SLURM_NODEID}` : '';
     return `slurm-${env.SLURM_JOB_ID ?? 'nojob'}.${env.SLURM_STEP_ID}${node}`;
   }
-  return `ppid-${process.ppid}`;
+  return `ppid-${callerPid()}`;
+}
+
+/**
+ * The process that started ch-run: the parent of ch-run's launcher, whose
+ * child this front end is (addon/launcher.c forks it). Ranks that one mpirun
+ * started on a node share it. The launcher waits for us, so it is there to ask.
+ */
+export function callerPid(): number {
+  try {
+    const stat = readFileSync(`/proc/${process.ppid}/stat`, 'utf8');
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (Number.isInteger(ppid) && ppid > 0) return ppid;
+  } catch { /* below */ }
+  throw new ChError(`--join: can't find the process that started ch-run (/proc/${process.ppid}/stat); give --join-tag`);
 }
 
 export function joinTimeoutMs(env: NodeJS.ProcessEnv): number {

@@ -65,6 +65,13 @@ function exited(p) {
 const HOST_USERNS = readlinkSync('/proc/self/ns/user');
 const NODE = readlinkSync('/proc/self/exe');
 const CORE = () => join(BIN, '..', 'build/Release/ch-run-core');
+const LAUNCHER = () => join(BIN, '..', 'build/Release/ch-run');
+
+/** The PIDs of PID's children. */
+function childrenOf(pid) {
+  try { return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); }
+  catch { return []; }
+}
 
 /** Wait (bounded) for UID's processes to go; exiting containers may lag a moment. */
 async function settled(uid) {
@@ -109,12 +116,15 @@ serial('ch-run adds no fds: the command holds only what the caller passed', asyn
 
 // Points of a launch where a SIGKILL can land, each held or recognised from
 // outside: the process is stopped there (SIGSTOP) and checked before the kill.
-// A FIFO given to --set-env holds the Node front end in a blocking read; a
+// ch-run's launcher forks its Node front end: a CH_RUN_NODE that blocks on a
+// FIFO before exec'ing Node holds the launcher waiting for its front end (the
+// killed launcher's front end must die with it: no process may be left); a
 // --join winner whose peer never comes holds the core after it has made the
 // container (namespaces, mounts), before exec.
 const LAUNCH_POINTS = [
-  { name: 'in the Node front end', args: (fifo) => [`--set-env=${fifo}`, img, '--', 'sleep', '30'],
-    at: (w) => w.exe === NODE, check: (t, w) => t.is(w.userns, HOST_USERNS, 'not yet in a namespace') },
+  { name: 'waiting for its Node front end', hold: true, args: () => [img, '--', 'sleep', '30'],
+    at: (w, pid) => w.exe === LAUNCHER() && childrenOf(pid).length > 0,
+    check: (t, w) => t.is(w.userns, HOST_USERNS, 'not yet in a namespace') },
   { name: 'in the core, container made, before exec', args: (_, tag) => ['--join-ct', '2', '--join-tag', tag, img, '--', 'sleep', '30'],
     at: (w, pid, tag) => winnerWaiting(u1, tag, pid)(w),
     check: (t, w) => { t.is(w.exe, CORE()); t.not(w.userns, HOST_USERNS, 'inside its user namespace'); } },
@@ -124,7 +134,10 @@ const LAUNCH_POINTS = [
 
 serial('SIGKILL during launch, at each point held from outside, then re-run works', async (t) => {
   const before = leakSnapshot(u1.uid, img);
-  const fifo = join(work, 'env.fifo');
+  const fifo = join(work, 'hold.fifo');
+  // Blocks until the FIFO is written, which never happens: only the kill ends it.
+  const holdNode = join(work, 'hold-node');
+  writeFileSync(holdNode, `#!/bin/sh\nread _ < "$CH_TEST_HOLD"\nexec ${NODE} "$@"\n`, { mode: 0o755 });
   let killed = 0;
   for (let round = 0; round < 3; round++) {
     for (const pt of LAUNCH_POINTS) {
@@ -133,7 +146,8 @@ serial('SIGKILL during launch, at each point held from outside, then re-run work
       await execa('mkfifo', ['-m', '600', fifo]);
       await execa('chown', [`${u1.uid}:${u1.gid}`, fifo]);
       const tag = `sec-launch-${round}`;
-      const p = spawnAs(u1, pt.args(fifo, tag), { CH_RUN_JOIN_TIMEOUT: '120' });
+      const hold = pt.hold ? { CH_RUN_NODE: holdNode, CH_TEST_HOLD: fifo } : {};
+      const p = spawnAs(u1, pt.args(fifo, tag), { CH_RUN_JOIN_TIMEOUT: '120', ...hold });
       const done = exited(p);
       const w = await stopAt(p.pid, (x) => pt.at(x, p.pid, tag), what);
       if (!w) { t.fail(`${what}: ch-run ended before getting there: ${(await done).stderr}`); continue; }
