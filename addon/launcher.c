@@ -290,8 +290,9 @@ int main(int argc, char **argv)
    if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
       die("can't restore SIGCHLD");
    restore_stdio_flags(stdio_flags);
-   if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && d == D_NOTHING_TO_RUN)
-      return 0;
+   /* 1 with nothing to run: --feature=FEAT, FEAT unsupported. */
+   if (WIFEXITED(status) && WEXITSTATUS(status) <= 1 && d == D_NOTHING_TO_RUN)
+      return WEXITSTATUS(status);
    if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CHRUN && d == D_NONE)
       return EXIT_CHRUN;   /* the front end reported its own error */
    front_end_failed(status);

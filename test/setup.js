@@ -26,8 +26,15 @@ function stagePackage() {
   }
 }
 
+/** Unprivileged FUSE (ch-run IMAGE.sqfs) needs /dev/fuse 0666, as distributions ship it;
+    this machine kind has it 0600. */
+async function fuseForUsers() {
+  if (isRoot && existsSync('/dev/fuse')) chmodSync('/dev/fuse', 0o666);
+}
+
 async function main() {
   await ensureUser();
+  await fuseForUsers();
   mkdirSync(TEST_DIR, { recursive: true });
   chmodSync(TEST_DIR, 0o755);
   stagePackage();

@@ -79,6 +79,10 @@ struct plan {
    char *join_tag;
    int join_ct;
    int join_timeout_ms;
+   char *squash_image;         /* a SquashFS image to mount at root, or NULL */
+   char *squashfuse;           /* the squashfuse program (host path) */
+   bool write_fake;            /* -W: tmpfs overlay over the image root */
+   char *write_fake_size;      /* its size= ("" for the kernel's default) */
    struct mount_op *mounts; size_t mount_ct;
    char **env;  size_t env_ct;   /* NULL-terminated */
    char **argv; size_t argc;     /* NULL-terminated */
@@ -94,6 +98,10 @@ int  root_setup(const struct plan *p);            /* returns fd of the bound roo
 void mounts_apply(const struct plan *p, int rootfd);
 void root_pivot(int rootfd);
 int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
+
+/** SquashFS images (squash.c) and -W overlays (overlay.c) **/
+void squash_mount(const struct plan *p);           /* mounts squash_image at root */
+int  overlay_setup(const struct plan *p, int lowerfd);   /* returns the overlay's root fd */
 
 /** --join **/
 enum join_role { JOIN_WINNER, JOIN_PEER };

@@ -121,6 +121,13 @@ void plan_read(int fd, struct plan *p)
       else if (!strcmp(kw, "cwd")) { p->cwd = next(&c, kw); p->cwd_fallback = false; }
       else if (!strcmp(kw, "cwd-try")) { p->cwd = next(&c, kw); p->cwd_fallback = true; }
       else if (!strcmp(kw, "stage-dir")) p->stage_dir = next(&c, kw);
+      else if (!strcmp(kw, "squash")) {
+         p->squash_image = next(&c, "squash image");
+         p->squashfuse = next(&c, "squashfuse path");
+      } else if (!strcmp(kw, "write-fake")) {
+         p->write_fake = true;
+         p->write_fake_size = next(&c, "write-fake size");
+      }
       else if (!strcmp(kw, "join")) {
          p->join = true;
          p->join_tag = next(&c, "join tag");

@@ -2,13 +2,15 @@
 // identity, environment, command), hand the plan to the C core by exec.
 
 import { closeSync, statSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
 import { CORE_PATH, PKG_ROOT } from '../util/paths.js';
 import { applyEnvActions, envFromProcess, fixPath, serializeEnv } from './env.js';
-import { checkImage, kindInImage, readMetadata } from './image.js';
+import { checkImage, kindInImage, readMetadata, registerImageView } from './image.js';
+import { FEATURES } from './features.js';
+import { isImageFile, prepareSquash, SquashImage } from './squash.js';
 import { joinCount, joinTag, joinTimeoutMs } from './join.js';
 import { launcherEnv } from './launcher.js';
 import { defaultMounts, requireMountPoints } from './mounts.js';
@@ -44,8 +46,21 @@ function command(opts: RunOptions, root: string): { argv: string[]; workdir: str
   return { argv, workdir: meta?.WorkingDir || null };
 }
 
+/** A SquashFS image: checked, its mount point chosen, its view registered; else null. */
+function squashImage(opts: RunOptions): SquashImage | null {
+  if (!isImageFile(opts.image)) return null;
+  const sq = prepareSquash(resolve(opts.image), opts.mountDir ?? null);
+  const no = (what: string, hint: string) => new ChError(`${what} with a SquashFS image is not supported (${hint})`);
+  if (opts.writable) throw no('-w', 'it is read-only: use -W for a writable overlay');
+  if (opts.join) throw no('--join', 'convert it to a directory with ch-convert');
+  if (opts.gpu !== false || opts.ib) throw no('--gpu/--ib', 'convert it to a directory with ch-convert');
+  registerImageView(sq.mountPoint, sq.view);
+  return sq;
+}
+
 export async function buildPlan(opts: RunOptions): Promise<Plan> {
-  const root = checkImage(opts.image);
+  const squash = squashImage(opts);
+  const root = squash ? squash.mountPoint : checkImage(opts.image);
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
   const env = envFromProcess();
@@ -100,6 +115,8 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
           timeoutMs: joinTimeoutMs(process.env) }
       : null,
     mounts,
+    ...(squash ? { squash: { file: squash.file, squashfuse: squash.squashfuse } } : {}),
+    ...(opts.writeFake !== undefined ? { writeFake: opts.writeFake } : {}),
     env: serializeEnv(env),
     argv,
   };
@@ -151,6 +168,15 @@ async function main(): Promise<number> {
   LAUNCHER_VARS.forEach(launcherFd);   // fail early without the launcher
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
+  if (opts.action === 'feature') {
+    const check = FEATURES[opts.feature!];
+    if (check === undefined)
+      throw new ChError(`--feature: unknown feature '${opts.feature}' (known: ${Object.keys(FEATURES).join(', ')})`);
+    const whyNot = check();
+    if (whyNot !== null) log.info(`feature ${opts.feature} unsupported: ${whyNot}`);
+    handOff(NOTHING_TO_RUN);
+    return whyNot === null ? 0 : 1;
+  }
   if (opts.action !== 'run') {
     if (opts.action === 'help') process.stdout.write(help());
     else if (opts.action === 'usage') process.stdout.write(RUN_USAGE + '\n');

@@ -3,7 +3,7 @@
 
 import { statSync } from 'node:fs';
 import { ChError, Log, why } from '../util/log.js';
-import { createInImage, kindInImage } from './image.js';
+import { createInImage, createInOverlay, kindInImage } from './image.js';
 import type { Bind, RunOptions } from './options.js';
 import { groupFile, Identity, passwdFile } from './passwd.js';
 import type { MountOp } from './plan.js';
@@ -105,7 +105,9 @@ function userBinds(ctx: MountContext): MountOp[] {
       ctx.log.info(`bind ${b.src} -> ${dst}${dst !== b.src ? ' (no such path in image)' : ''}`);
     }
     const kind = kindInImage(ctx.root, dst);
-    if (kind === null) {
+    if (kind === null && ctx.opts.writeFake !== undefined) {
+      ops.push(...createInOverlay(dst, !st.isDirectory()));   // -W: the core creates it, in the overlay
+    } else if (kind === null) {
       if (!ctx.opts.writable)
         throw new ChError(`can't bind ${b.src} to ${dst}: ${dst} doesn't exist in read-only image ${ctx.root} `
           + '(create it in the image, or use -w)');

@@ -8,6 +8,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
     help: 'mount SRC at guest DST (default: SRC\'s own path if the image has it, else the next free /mnt/N); repeatable' },
   { name: 'cd', short: 'c', arg: 'required', argName: 'DIR', help: 'initial working directory in container' },
   { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
+  { name: 'feature', arg: 'required', argName: 'FEAT',
+    help: 'exit successfully if FEAT is supported by this build and kernel: squash, overlayfs' },
   { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
   { name: 'gpu', arg: 'optional', argName: 'VENDOR[,...]',
     help: 'inject host GPU devices, driver libraries and tools: nvidia, amd (default: every vendor found)' },
@@ -16,6 +18,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'join', short: 'j', arg: 'none', help: 'use the same container (namespaces) as peer ch-run invocations' },
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
+  { name: 'mount', short: 'm', arg: 'required', argName: 'DIR',
+    help: 'SquashFS image mount point (default: /var/tmp/$USER.ch/mnt; the mount exists only in the container)' },
   { name: 'no-passwd', arg: 'none', help: 'don\'t bind-mount generated /etc/passwd and /etc/group' },
   { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
   { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },
@@ -26,6 +30,9 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'unset-env', arg: 'required', argName: 'GLOB', help: 'unset environment variables whose names match GLOB' },
   { name: 'verbose', short: 'v', arg: 'none', help: 'be more verbose (repeatable)' },
   { name: 'write', short: 'w', arg: 'none', help: 'mount image read-write (default: read-only)' },
+  { name: 'write-fake', short: 'W', arg: 'optional', argName: 'SIZE',
+    help: 'make the image writable through a tmpfs overlay of SIZE (default: half of memory); '
+      + 'writes vanish on exit, the image is untouched' },
   { name: 'help', short: '?', arg: 'none', help: 'print this help and exit' },
   { name: 'usage', arg: 'none', help: 'print a short usage message and exit' },
   { name: 'version', short: 'V', arg: 'none', help: 'print version and exit' },
@@ -59,7 +66,10 @@ export interface RunOptions {
   joinCt: number | null;
   joinTag: string | null;
   verbosity: number;
-  action: 'run' | 'help' | 'usage' | 'version';
+  action: 'run' | 'help' | 'usage' | 'version' | 'feature';
+  mountDir?: string;            // -m: SquashFS mount point
+  writeFake?: string;           // -W: tmpfs overlay; its size ('' for the default)
+  feature?: string;             // --feature: what to report
 }
 
 function id(what: string, s: string): number {
@@ -142,12 +152,23 @@ export function parseRunArgs(argv: string[]): RunOptions {
         break;
       case 'verbose': o.verbosity = Math.max(o.verbosity, 0) + 1; break;
       case 'write': o.writable = true; break;
+      case 'write-fake':
+        if (value !== undefined && !/^[0-9]+[kmgKMG%]?$/.test(value))
+          throw new ChError(`--write-fake: bad size '${value}' (want a number, with k, m, g or %)`);
+        o.writeFake = value ?? '';
+        break;
+      case 'mount':
+        if (value === '') throw new ChError('--mount: DIR must not be empty');
+        o.mountDir = value!;
+        break;
+      case 'feature': o.action = 'feature'; o.feature = value!; return o;
       case 'help': case 'h': o.action = 'help'; return o;
       case 'usage': o.action = 'usage'; return o;
       case 'version': o.action = 'version'; return o;
     }
   }
   const words = [...parsed.positional, ...(parsed.rest ?? [])];
+  if (o.writable && o.writeFake !== undefined) throw new ChError('--write and --write-fake are exclusive');
   if (words.length === 0) throw new ChError("no IMAGE specified\nTry 'ch-run --help' for more information.");
   o.image = words[0];
   if (o.image === '') throw new ChError('IMAGE must not be an empty string');
