@@ -5,7 +5,7 @@
 // image's tree (it is not mounted anywhere the front end could look).
 
 import { spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readSync, Stats, statSync } from 'node:fs';
+import { accessSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, Stats, statSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { ChError, why } from '../util/log.js';
@@ -96,9 +96,22 @@ export function checkFuse(file: string): string {
  * the container's namespace, so concurrent containers share the point.
  */
 export function defaultMountPoint(): string {
+  const base = ownDir();
+  checkedDir(`${base}/mnt`);
+  return `${base}/mnt`;
+}
+
+/** /var/tmp/$USER.ch, created if need be, checked as ours and closed to others. */
+function ownDir(): string {
+  const base = `/var/tmp/${userInfo().username}.ch`;
+  checkedDir(base);
+  return base;
+}
+
+function checkedDir(p: string): void {
   const me = userInfo();
-  const base = `/var/tmp/${me.username}.ch`;
-  const checked = (p: string, mode: number): void => {
+  const mode = 0o700;
+  {
     try { mkdirSync(p, { mode }); } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`can't create ${p}: ${why(err)}`);
     }
@@ -108,10 +121,7 @@ export function defaultMountPoint(): string {
     if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; remove it`);
     if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); remove it`);
     if (st.mode & 0o077) throw new ChError(`can't use ${p}: mode ${(st.mode & 0o7777).toString(8)} lets others in (want 0700)`);
-  };
-  checked(base, 0o700);
-  checked(`${base}/mnt`, 0o700);
-  return `${base}/mnt`;
+  }
 }
 
 /** -m DIR: the user's choice; it must be a directory. */
@@ -143,6 +153,36 @@ export class SquashView {
 
   private entries(): Map<string, Entry> {
     if (this.tree) return this.tree;
+    // Listing costs a spawn (~5-10 ms); launches after the first read it
+    // from our own directory, keyed by the file's identity and mtime.
+    const cache = this.cacheFile();
+    if (cache !== null) {
+      try {
+        return (this.tree = new Map(JSON.parse(readFileSync(cache, 'utf8')) as [string, Entry][]));
+      } catch { /* missing or bad: list again */ }
+    }
+    const tree = this.list();
+    if (cache !== null) {
+      try {
+        const tmp = `${cache}.${process.pid}`;
+        writeFileSync(tmp, JSON.stringify([...tree]), { mode: 0o600, flag: 'wx' });
+        renameSync(tmp, cache);
+      } catch { /* a cache only */ }
+    }
+    return (this.tree = tree);
+  }
+
+  /** Where this image's listing is cached (in /var/tmp/$USER.ch), or null. */
+  private cacheFile(): string | null {
+    try {
+      const st = statSync(this.file);
+      return `${ownDir()}/list-${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}-${Math.trunc(st.ctimeMs)}.json`;
+    } catch {
+      return null;
+    }
+  }
+
+  private list(): Map<string, Entry> {
     const r = spawnSync(unsquashfs(), ['-lln', '-d', '', this.file],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
     if (r.error || r.status !== 0)
@@ -161,7 +201,7 @@ export class SquashView {
         tree.set(m[2], { kind: t === 'd' ? 'dir' : t === '-' ? 'file' : 'other' });
       }
     }
-    return (this.tree = tree);
+    return tree;
   }
 
   /** PATH resolved inside the image ('/a/b'), or null if missing; FOLLOW: the last component too. */
