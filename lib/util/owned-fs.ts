@@ -1,0 +1,97 @@
+// Working in directories other users can write (/var/tmp, /dev/shm, group
+// project directories): such a directory is hostile. Anything found there may
+// be a symlink, hardlink or FIFO planted by someone else, and may be swapped
+// between two system calls. So:
+//   - never follow a link: every entry is opened with O_NOFOLLOW, relative to
+//     an open descriptor of its parent (through /proc/self/fd/N/NAME, which
+//     resolves NAME in that very directory and so can't be redirected by a
+//     rename of any ancestor);
+//   - only ever trust, reuse or remove what the caller owns, and what no one
+//     else can write;
+//   - an entry that can't be removed is an error, not a warning.
+
+import { closeSync, constants as C, fstatSync, lstatSync, openSync, readdirSync, readFileSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
+import { userInfo } from 'node:os';
+import { ChError, why } from './log.js';
+
+// (libuv opens every descriptor close-on-exec.)
+const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
+
+/** Path of NAME inside the directory open as FD, resolved by the kernel from that descriptor. */
+export function at(fd: number, name: string): string {
+  if (name === '' || name === '.' || name === '..' || name.includes('/')) throw new Error(`bad entry name '${name}'`);
+  return `/proc/self/fd/${fd}/${name}`;
+}
+
+/** "user (uid N)" for error messages. */
+export function ownerName(uid: number): string {
+  try {
+    for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+      const f = line.split(':');
+      if (f.length > 2 && Number(f[2]) === uid && f[2] !== '') return `${f[0]} (uid ${uid})`;
+    }
+  } catch { /* no passwd: the number alone */ }
+  return `uid ${uid}`;
+}
+
+export function myUid(): number { return process.getuid!(); }
+
+/**
+ * Why ST, found at WHERE, can't be trusted as the caller's own; null if it
+ * can: owned by the caller, not writable by group or others, and (for files)
+ * not hardlinked from elsewhere.
+ */
+export function untrusted(st: Stats, where: string): string | null {
+  if (st.uid !== myUid()) return `${where}: belongs to ${ownerName(st.uid)}, not you (${userInfo().username})`;
+  if (st.mode & 0o022) return `${where}: writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`;
+  if (!st.isDirectory() && st.nlink > 1) return `${where}: has ${st.nlink} hard links`;
+  return null;
+}
+
+/** Open directory NAME inside directory fd PARENT, refusing symlinks; returns its fd. */
+export function openDirAt(parent: number, name: string): number {
+  return openSync(at(parent, name), DIR_FLAGS);
+}
+
+/** Open DIR (a path the user gave) as a directory fd. The path itself is the user's choice. */
+export function openDir(path: string): number {
+  return openSync(path, C.O_RDONLY | C.O_DIRECTORY);
+}
+
+/**
+ * Remove NAME (file, symlink, FIFO or whole tree) from the directory open as
+ * PARENT without following any link, and only if it and everything in it
+ * belong to the caller. Throws a ChError naming WHERE (the path for messages)
+ * and the first entry that can't be removed; entries already removed stay so.
+ */
+export function removeOwned(parent: number, name: string, where: string): void {
+  const path = at(parent, name);
+  let st: Stats;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new ChError(`can't remove ${where}: ${why(err)}`, 1);
+  }
+  if (st.uid !== myUid())
+    throw new ChError(`can't remove ${where}: belongs to ${ownerName(st.uid)}, not you; not removing it`, 1);
+  try {
+    if (!st.isDirectory()) {
+      unlinkSync(path);   // unlink(2) never follows the final component
+      return;
+    }
+    const fd = openDirAt(parent, name);   // O_NOFOLLOW: a symlink swapped in is refused
+    try {
+      const now = fstatSync(fd);
+      if (now.uid !== myUid())
+        throw new ChError(`can't remove ${where}: belongs to ${ownerName(now.uid)}, not you; not removing it`, 1);
+      for (const e of readdirSync(`/proc/self/fd/${fd}`)) removeOwned(fd, e, `${where}/${e}`);
+    } finally {
+      closeSync(fd);
+    }
+    rmdirSync(path);
+  } catch (err) {
+    if (err instanceof ChError) throw err;
+    throw new ChError(`can't remove ${where}: ${why(err)}`, 1);
+  }
+}
