@@ -4,10 +4,10 @@
 // As the unprivileged test user.
 
 import test from 'ava';
-import { execa } from 'execa';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, linkSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image } from './helpers/env.js';
+import { execa } from 'execa';
+import { ch, image, isRoot, unavailable } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
 
 /** A small tree with what conversions tend to lose. */
@@ -135,10 +135,31 @@ test('destination not the user\'s, or a symlink: not replaced, not followed', as
   t.is(readFileSync(theirs, 'utf8'), 'root\'s\n');
   r = await cv([src, join(dir, 'src.tar')]);
   t.is(r.exitCode, 0, r.stderr);
-  r = await cv([join(dir, 'src.tar'), src]);   // a file where a directory is: refused
-  t.is(r.exitCode, 0, `replacing the user's own directory: ${r.stderr}`);
-  r = await cv([src, join(dir, 'src.tar'), '-o', 'dir']);
+  r = await cv([join(dir, 'src.tar'), src]);   // the user's own directory: replaced
+  t.is(r.exitCode, 0, r.stderr);
+  t.true(existsSync(join(src, 'sub/hard')));
+  r = await cv([src, join(dir, 'src.tar'), '-o', 'dir']);   // a file where a directory would go: refused
   t.is(r.exitCode, 1);
   t.regex(r.stderr, /src\.tar: exists as a file; not replacing it with a directory/);
-  await execa('true');
+});
+
+test('builder image -> .sqfs (through ch-builder2tar), which then runs', async (t) => {
+  if (!isRoot) return unavailable(t, 'podman image', 'needs root (podman runs as root here)');
+  const probe = await execa('podman', ['--version'], { reject: false });
+  if (probe.exitCode !== 0) return unavailable(t, 'podman', probe.stderr || 'not installed');
+  const tag = `localhost/ch-convert-test-${process.pid}`;
+  const tar = await execa('sh', ['-c', `tar -C "$0" -c . | podman import - "$1"`, image('busybox'), tag], { reject: false });
+  if (tar.exitCode !== 0) return unavailable(t, 'podman import', tar.stderr);
+  t.teardown(() => execa('podman', ['rmi', '-f', tag], { reject: false }));
+  const dir = await scratch(t, 'cvb');
+  const sq = join(dir, 'b.sqfs');
+  let r = await cv(['-i', 'podman', tag, sq], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  chmodSync(sq, 0o644);
+  r = await ch('ch-run', [sq, '--', 'sh', '-c', 'echo ok; stat -c %a /']);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'ok\n755', 'root directory 0755 (not the private work directory\'s 0700)');
+  r = await cv(['-o', 'podman', sq, 'x']);
+  t.is(r.exitCode, 2);
+  t.regex(r.stderr, /-o podman: writing into a builder is not supported/);
 });

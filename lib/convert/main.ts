@@ -107,6 +107,7 @@ async function tarToDir(log: Log, src: string, out: string): Promise<void> {
     rmSync(out, { recursive: true });
     renameSync(inner, out);
   }
+  chmodSync(out, 0o755);   // as ch-tar2dir leaves an image's root
   if (r.devices > 0 || r.other > 0) log.warn(`skipped ${r.devices} device node(s)/fifo(s)`);
 }
 
@@ -208,7 +209,8 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   const stageName = basename(stage);
   try {
     const out = join(stage, 'out');
-    if (outFmt === 'dir') mkdirSync(out, { mode: 0o700 });
+    // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
+    if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
     log.info(`converting ${src} (${inFmt}) to ${dst} (${outFmt})`);
     await produce(log, inFmt, src, outFmt, out, name, work);
     place(parent, stageName, name, dst, outFmt);
@@ -250,7 +252,7 @@ async function produce(log: Log, inFmt: Format, src: string, outFmt: Format, tmp
   }
   if (fmt !== 'dir') {   // through a directory
     const dir = join(work, 'tree');
-    mkdirSync(dir, { mode: 0o700 });
+    mkdirSync(dir, { mode: 0o755 });   // in WORK, which is private
     if (fmt === 'tar') await tarToDir(log, from, dir); else squashToDir(log, from, dir);
     from = dir;
   }
@@ -266,7 +268,6 @@ function place(parent: number, stage: string, name: string, dst: string, fmt: Fo
   let exists = true;
   try { lstatSync(at(parent, name)); } catch { exists = false; }
   if (fmt === 'dir') {
-    chmodSync(out, 0o755);
     tarAddon().rename2(out, at(parent, name), exists ? 'exchange' : 'noreplace');
   } else {
     renameSync(out, at(parent, name));

@@ -155,7 +155,8 @@ function handOff(buf: Buffer): void {
 
 function help(): string {
   return `${RUN_USAGE}
-Run a command in a Charliecloud-style unprivileged container.
+Run a command in a Charliecloud-style unprivileged container. IMAGE is a
+directory, or a SquashFS file (mounted with SquashFUSE, in the container only).
 
 ${formatHelp(RUN_OPTIONS)}
 

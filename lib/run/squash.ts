@@ -12,7 +12,7 @@ import { ChError, why } from '../util/log.js';
 import type { Kind } from './image.js';
 
 /** Unprivileged FUSE needs this device readable and writable. */
-export const FUSE_DEV = process.env.CH_RUN_FUSE_DEV ?? '/dev/fuse';
+export const FUSE_DEV = '/dev/fuse';
 
 /** A SquashFS superblock begins "hsqs"; bytes_used (LE u64) is at offset 40. */
 const MAGIC = Buffer.from('hsqs', 'latin1');
