@@ -89,8 +89,15 @@ for (const [what, script] of [
   test.serial(`SIGKILL of ${what} leaves no mount and no process`, async (t) => {
     const img = await sqfs(t, image('busybox'), `kill-${Math.random().toString(36).slice(2)}.sqfs`);
     const { p, ready } = started([img, '--', 'sh', '-c', script]);
+    t.teardown(() => p.kill('SIGKILL'));   // whatever fails below
     await ready;
-    t.true(leftovers(img).some((l) => l.includes('squashfuse')), 'squashfuse runs while the command does');
+    const fuse = leftovers(img).filter((l) => / squashfuse -f /.test(l));
+    t.is(fuse.length, 1, 'squashfuse runs while the command does');
+    // It serves a connection the keeper mounted: no capability, no way to gain one.
+    const status = readFileSync(`/proc/${fuse[0].split(':')[0]}/status`, 'utf8');
+    t.regex(status, /^CapEff:\s+0+$/m);
+    t.regex(status, /^CapAmb:\s+0+$/m);
+    t.regex(status, /^NoNewPrivs:\s+1$/m);
     p.kill('SIGKILL');
     const r = await p;
     t.is(r.signal, 'SIGKILL');
@@ -243,4 +250,21 @@ test('a .sqfs image refuses -w (read-only: use -W) and --join', async (t) => {
   r = await ch('ch-run', ['--join-ct=1', img, '--', 'true']);
   t.is(r.exitCode, 31);
   t.regex(r.stderr, /--join with a SquashFS image is not supported/);
+});
+
+test.serial('squashfuse that fails, or never serves: its words, or a timeout; nothing left', async (t) => {
+  const img = await sqfs(t, image('busybox'), 'fake.sqfs');
+  const bin = await scratch(t, 'fakebin');
+  writeFileSync(join(bin, 'squashfuse'), '#!/bin/sh\necho "fake squashfuse: cannot serve" >&2\nexit 3\n', { mode: 0o755 });
+  let r = await ch('ch-run', [img, '--', 'true'], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+  t.is(r.exitCode, 31, r.stderr);
+  t.regex(r.stderr, /can't mount .*fake\.sqfs: squashfuse exited with status 3 before serving .*: fake squashfuse: cannot serve/);
+  writeFileSync(join(bin, 'squashfuse'), '#!/bin/sh\nexec sleep 1000\n', { mode: 0o755 });
+  r = await ch('ch-run', [img, '--', 'true'], { env: { PATH: `${bin}:/usr/bin:/bin`, CH_RUN_SQUASH_TIMEOUT: '1' } });
+  t.is(r.exitCode, 31, r.stderr);
+  t.regex(r.stderr, /squashfuse did not serve .*fake\.sqfs within 1\.0 s \(CH_RUN_SQUASH_TIMEOUT\)/);
+  t.deepEqual(await settled(bin), [], 'the hung squashfuse was ended');
+  r = await ch('ch-run', [img, '--', 'true'], { env: { CH_RUN_SQUASH_TIMEOUT: 'soon' } });
+  t.is(r.exitCode, 31);
+  t.regex(r.stderr, /CH_RUN_SQUASH_TIMEOUT: want seconds > 0, got 'soon'/);
 });

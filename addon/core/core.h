@@ -81,6 +81,7 @@ struct plan {
    int join_timeout_ms;
    char *squash_image;         /* a SquashFS image to mount at root, or NULL */
    char *squashfuse;           /* the squashfuse program (host path) */
+   int squash_timeout_ms;      /* how long it may take to serve the mount */
    bool write_fake;            /* -W: tmpfs overlay over the image root */
    char *write_fake_size;      /* its size= ("" for the kernel's default) */
    struct mount_op *mounts; size_t mount_ct;

@@ -124,6 +124,7 @@ void plan_read(int fd, struct plan *p)
       else if (!strcmp(kw, "squash")) {
          p->squash_image = next(&c, "squash image");
          p->squashfuse = next(&c, "squashfuse path");
+         p->squash_timeout_ms = number(&c, "squash timeout", 1, INT_MAX);
       } else if (!strcmp(kw, "write-fake")) {
          p->write_fake = true;
          p->write_fake_size = next(&c, "write-fake size");

@@ -5,14 +5,19 @@
 
       core (ch-run's PID, becomes the command by exec)
         `- intermediate: pidfd of the core, setsid, fork, exit (reaped at once)
-             `- keeper (reparented away; not the command's child)
-                  `- squashfuse -f (PR_SET_PDEATHSIG SIGKILL, NO_NEW_PRIVS)
+             `- keeper (reparented away; not the command's child): mounts FUSE
+                  `- squashfuse -f IMAGE /dev/fd/N (PDEATHSIG SIGKILL, NO_NEW_PRIVS)
 
    The core forks after entering the outer user+mount namespace, so the
    keeper and squashfuse share it: the FUSE mount they make is the one the
    core binds as the image root. The command must not be squashfuse's parent
    (a command calling wait(-1) would wait on it forever), hence the double
-   fork. The keeper reports "mounted" or why not over a pipe, then waits on
+   fork. The keeper opens /dev/fuse and mounts it at the mount point with
+   the capabilities it holds in the namespace; squashfuse only serves that
+   connection, inherited as /dev/fd/N (libfuse >= 3.3), with no capability
+   at all. Once a probe process's statfs(2) gets an answer (kept apart so
+   that a squashfuse that never answers can't block the keeper past its
+   timeout), the keeper reports "mounted", or why not, over a pipe, then waits on
    a pidfd of the core: when the command (same PID) ends, however it ends,
    the keeper kills squashfuse. With both gone nothing is left in the
    namespace and the kernel tears the mount down: nothing survives the
@@ -20,13 +25,14 @@
    keeper is killed, squashfuse dies with it (PDEATHSIG).
 
    SquashFUSE runs multithreaded (its default) in the foreground: a
-   daemonized squashfuse in the namespace would never exit. It mounts FUSE
-   itself with the capabilities it has in the namespace; NO_NEW_PRIVS makes
-   sure a libfuse fallback to a setuid fusermount3 can't gain privilege. */
+   daemonized squashfuse in the namespace would never exit. It mounts
+   nothing, so libfuse never falls back to fusermount3; NO_NEW_PRIVS makes
+   sure nothing it runs could gain privilege anyway. (Measured, the other
+   way: squashfuse mounting itself needs CAP_SYS_ADMIN kept across exec as
+   an ambient capability, since exec as our non-zero uid drops it.) */
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -48,7 +54,6 @@
 #  define SYS_pidfd_open 434
 #endif
 #define FUSE_SUPER_MAGIC 0x65735546
-#define MOUNT_TIMEOUT_MS 60000   /* never wait forever for a mount */
 
 /* What the keeper tells the core: mounted, or why not. */
 struct report {
@@ -92,46 +97,32 @@ static void signals_default(void)
    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Keep CAP_SYS_ADMIN across exec as an ambient capability: squashfuse runs
-   as our own (unmapped-to-root) uid, so exec would drop the capabilities we
-   hold in our user namespace, and libfuse's mount(2) would fail. The
-   capability is over this namespace only, which holds nothing but the
-   container's mounts. */
-static int keep_sys_admin(void)
+/* In squashfuse's process: become squashfuse -f IMAGE /dev/fd/N, N the
+   FUSE connection the keeper mounted (libfuse >= 3.3 serves an inherited
+   /dev/fd/N and mounts nothing itself). Dies with the keeper; holds no
+   capability and can never gain privilege. Failures go to ERRW, which the
+   keeper reads. */
+static void squashfuse_exec(const struct plan *p, pid_t keeper, int fusefd, int errw, int devnull)
 {
-   struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-   struct __user_cap_data_struct d[2];
-   if (syscall(SYS_capget, &h, d) != 0)
-      return -1;
-   d[CAP_TO_INDEX(CAP_SYS_ADMIN)].inheritable |= CAP_TO_MASK(CAP_SYS_ADMIN);
-   if (syscall(SYS_capset, &h, d) != 0)
-      return -1;
-   return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0);
-}
-
-/* In squashfuse's process: become squashfuse -f IMAGE MNT. Dies with the
-   keeper; can never gain privilege. Failures go to ERRW, which the keeper
-   reads. */
-static void squashfuse_exec(const struct plan *p, pid_t keeper, int errw, int devnull)
-{
-   char line[512];
+   char line[512], fdpath[32];
    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != keeper)
       _exit(127);
    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
       snprintf(line, sizeof(line), "can't set no_new_privs: %s (%s)", strerror(errno), errno_name(errno));
       goto fail;
    }
-   if (keep_sys_admin() != 0) {
-      snprintf(line, sizeof(line), "can't keep CAP_SYS_ADMIN for squashfuse: %s (%s)", strerror(errno),
-               errno_name(errno));
+   int fd = fcntl(fusefd, F_DUPFD, 3);   /* not close-on-exec: squashfuse's */
+   if (fd < 0) {
+      snprintf(line, sizeof(line), "can't pass FUSE connection: %s (%s)", strerror(errno), errno_name(errno));
       goto fail;
    }
+   snprintf(fdpath, sizeof(fdpath), "/dev/fd/%d", fd);
    if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(errw, 2) < 0) {
       snprintf(line, sizeof(line), "can't redirect stdio: %s (%s)", strerror(errno), errno_name(errno));
       goto fail;
    }
    signals_default();
-   char *argv[] = { "squashfuse", "-f", p->squash_image, p->root, NULL };
+   char *argv[] = { "squashfuse", "-f", p->squash_image, fdpath, NULL };
    execv(p->squashfuse, argv);
    snprintf(line, sizeof(line), "can't execute %s: %s (%s)", p->squashfuse, strerror(errno),
             errno_name(errno));
@@ -160,64 +151,89 @@ static bool slurp(int fd, char *buf, size_t size)
    return n > 0 || (n < 0 && errno == EINTR);
 }
 
-/* Has a new FUSE filesystem appeared on MNT (its device differs from the
-   directory's before)? statfs(2) on a FUSE mount waits for the daemon's
-   answer, which a starting squashfuse gives. */
-static bool fuse_mounted(const char *mnt, dev_t before)
+/* A process that asks the new filesystem on MNT what it is: its statfs(2)
+   waits until squashfuse has answered FUSE's INIT, which is what "ready"
+   means. It runs apart so that the keeper's own wait can time out: a
+   squashfuse that never answers would block the asker for ever. Exits 0
+   if MNT is a FUSE filesystem. */
+static pid_t probe_start(const char *mnt)
 {
-   struct stat st;
-   struct statfs sf;
-   return stat(mnt, &st) == 0 && st.st_dev != before
-          && statfs(mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC;
+   pid_t pid = fork();
+   if (pid == 0) {
+      struct statfs sf;
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      _exit(statfs(mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC ? 0 : 1);
+   }
+   return pid;
 }
 
-/* Wait until squashfuse has mounted, it exited, or the timeout. The mount
-   table changing wakes us (POLLPRI on mountinfo); so does squashfuse
-   exiting (its pidfd) or writing to stderr. */
-static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr, dev_t before)
+/* squashfuse exited (or was killed) before serving: say why, in its words. */
+static void fuse_died(const struct plan *p, int rfd, pid_t fuse, int errr, bool err_open, char *said, size_t size)
+{
+   while (err_open)   /* all it said */
+      err_open = slurp(errr, said, size);
+   int status = 0;
+   while (waitpid(fuse, &status, 0) < 0 && errno == EINTR)
+      ;
+   size_t l = strlen(said);
+   while (l > 0 && (said[l - 1] == '\n' || said[l - 1] == ' '))
+      said[--l] = '\0';
+   for (char *c = said; *c; c++)
+      if (*c == '\n') *c = ' ';
+   if (WIFSIGNALED(status))
+      keeper_fail(rfd, 0, "squashfuse killed by signal %d before serving %s%s%s", WTERMSIG(status),
+                  p->squash_image, *said ? ": " : "", said);
+   keeper_fail(rfd, 0, "squashfuse exited with status %d before serving %s%s%s",
+               WEXITSTATUS(status), p->squash_image, *said ? ": " : "", said);
+}
+
+/* Wait until squashfuse serves the mount (the probe says so), it exited,
+   or the timeout; whichever comes first wakes us: the probe's pidfd,
+   squashfuse's, or squashfuse writing to stderr. */
+static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
 {
    static char said[1536];
-   int mi = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-   if (mi < 0)
-      keeper_fail(rfd, errno, "can't open /proc/self/mountinfo");
    int fusefd = pidfd_open_(fuse);
    if (fusefd < 0)
       keeper_fail(rfd, errno, "can't open pidfd of squashfuse");
-   long deadline = now_ms() + MOUNT_TIMEOUT_MS;
+   pid_t probe = probe_start(p->root);
+   if (probe < 0)
+      keeper_fail(rfd, errno, "can't fork SquashFUSE probe");
+   int probefd = pidfd_open_(probe);
+   if (probefd < 0)
+      keeper_fail(rfd, errno, "can't open pidfd of SquashFUSE probe");
+   long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
    bool err_open = true;
-   while (!fuse_mounted(p->root, before)) {
-      struct pollfd fds[3] = { { mi, POLLPRI, 0 }, { fusefd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 } };
+   for (;;) {
+      struct pollfd fds[3] = { { probefd, POLLIN, 0 }, { fusefd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 } };
       long left = deadline - now_ms();
       if (left <= 0) {
+         kill(probe, SIGKILL);
          kill(fuse, SIGKILL);
-         keeper_fail(rfd, ETIMEDOUT, "squashfuse did not mount %s on %s within %d s", p->squash_image,
-                     p->root, MOUNT_TIMEOUT_MS / 1000);
+         keeper_fail(rfd, ETIMEDOUT, "squashfuse did not serve %s within %.1f s (CH_RUN_SQUASH_TIMEOUT)",
+                     p->squash_image, p->squash_timeout_ms / 1000.0);
       }
       int n = poll(fds, 3, (int)left);
       if (n < 0 && errno != EINTR)
          keeper_fail(rfd, errno, "can't poll for the SquashFUSE mount");
       if (fds[2].revents)
          err_open = slurp(errr, said, sizeof(said));
-      if (fds[1].revents & POLLIN) {
-         while (err_open)   /* all it said */
-            err_open = slurp(errr, said, sizeof(said));
+      if (fds[1].revents & POLLIN)
+         fuse_died(p, rfd, fuse, errr, err_open, said, sizeof(said));
+      if (fds[0].revents & POLLIN) {
          int status = 0;
-         while (waitpid(fuse, &status, 0) < 0 && errno == EINTR)
+         while (waitpid(probe, &status, 0) < 0 && errno == EINTR)
             ;
-         size_t l = strlen(said);
-         while (l > 0 && (said[l - 1] == '\n' || said[l - 1] == ' '))
-            said[--l] = '\0';
-         for (char *c = said; *c; c++)
-            if (*c == '\n') *c = ' ';
-         if (WIFSIGNALED(status))
-            keeper_fail(rfd, 0, "squashfuse killed by signal %d before mounting %s%s%s", WTERMSIG(status),
-                        p->squash_image, *said ? ": " : "", said);
-         keeper_fail(rfd, 0, "squashfuse exited with status %d before mounting %s%s%s",
-                     WEXITSTATUS(status), p->squash_image, *said ? ": " : "", said);
+         if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            break;
+         /* The connection failed: squashfuse is exiting; its status says why. */
+         if (poll(&fds[1], 1, 1000) == 0)
+            kill(fuse, SIGKILL);
+         fuse_died(p, rfd, fuse, errr, err_open, said, sizeof(said));
       }
    }
+   close(probefd);
    close(fusefd);
-   close(mi);
 }
 
 /* The keeper, after the mount: wait for the core (then the command, same
@@ -266,6 +282,15 @@ static void keeper(const struct plan *p, int corefd, int rfd)
    struct stat st;
    if (stat(p->root, &st) != 0)
       keeper_fail(rfd, errno, "can't use SquashFS mount point %s", p->root);
+   /* We mount, with our capabilities in the namespace; squashfuse only
+      serves the connection. */
+   int conn = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+   if (conn < 0)
+      keeper_fail(rfd, errno, "can't open /dev/fuse");
+   char opts[128];
+   snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=%u,group_id=%u", conn, getuid(), getgid());
+   if (mount("squashfuse", p->root, "fuse.squashfuse", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0)
+      keeper_fail(rfd, errno, "can't mount FUSE at %s", p->root);
    int errp[2];
    if (pipe2(errp, O_CLOEXEC) != 0)
       keeper_fail(rfd, errno, "can't create pipe for squashfuse");
@@ -274,9 +299,10 @@ static void keeper(const struct plan *p, int corefd, int rfd)
    if (fuse < 0)
       keeper_fail(rfd, errno, "can't fork squashfuse");
    if (fuse == 0)
-      squashfuse_exec(p, self, errp[1], devnull);
+      squashfuse_exec(p, self, conn, errp[1], devnull);
    close(errp[1]);
-   wait_mounted(p, rfd, fuse, errp[0], st.st_dev);
+   close(conn);   /* squashfuse's alone: if it dies, the connection aborts */
+   wait_mounted(p, rfd, fuse, errp[0]);
    struct report ok = { .ok = 1 };
    if (write(rfd, &ok, sizeof(ok)) != sizeof(ok)) {
       kill(fuse, SIGKILL);

@@ -64,7 +64,8 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
   const env = envFromProcess();
-  for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
+  for (const v of LAUNCHER_VARS) env.delete(v);
+  env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's   // the launcher's, not the user's
 
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
@@ -115,7 +116,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
           timeoutMs: joinTimeoutMs(process.env) }
       : null,
     mounts,
-    ...(squash ? { squash: { file: squash.file, squashfuse: squash.squashfuse } } : {}),
+    ...(squash ? { squash: { file: squash.file, squashfuse: squash.squashfuse, timeoutMs: squash.timeoutMs } } : {}),
     ...(opts.writeFake !== undefined ? { writeFake: opts.writeFake } : {}),
     env: serializeEnv(env),
     argv,

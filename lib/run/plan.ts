@@ -26,7 +26,7 @@ export interface Plan {
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
   stageDir: string;           // image dir to stage generated files over
   join: { tag: string; count: number; timeoutMs: number } | null;
-  squash?: { file: string; squashfuse: string };   // mount this SquashFS image at root
+  squash?: { file: string; squashfuse: string; timeoutMs: number };   // mount this SquashFS image at root
   writeFake?: string;          // -W: tmpfs overlay over root, of this size ('' default)
   mounts: MountOp[];
   env: string[];
@@ -43,7 +43,7 @@ export function serializePlan(p: Plan): Buffer {
   add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
   add(p.cwdFallback ? 'cwd-try' : 'cwd', p.cwd, 'stage-dir', p.stageDir);
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
-  if (p.squash) add('squash', p.squash.file, p.squash.squashfuse);
+  if (p.squash) add('squash', p.squash.file, p.squash.squashfuse, p.squash.timeoutMs);
   if (p.writeFake !== undefined) add('write-fake', p.writeFake);
   for (const m of p.mounts) {
     const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options

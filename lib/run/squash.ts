@@ -19,6 +19,7 @@ const MAGIC = Buffer.from('hsqs', 'latin1');
 const SUPERBLOCK = 96;
 
 export interface SquashImage {
+  timeoutMs: number;    // how long squashfuse may take to serve the mount
   file: string;         // the .sqfs, as given
   mountPoint: string;   // where the core mounts it (in the container's namespace only)
   squashfuse: string;   // absolute path of the program
@@ -136,7 +137,16 @@ export function prepareSquash(file: string, mountDir: string | null): SquashImag
   checkSquashFile(file);
   const squashfuse = checkFuse(file);
   const mountPoint = mountDir !== null ? chosenMountPoint(mountDir) : defaultMountPoint();
-  return { file, mountPoint, squashfuse, view: new SquashView(file, mountPoint) };
+  return { file, mountPoint, squashfuse, timeoutMs: squashTimeoutMs(process.env), view: new SquashView(file, mountPoint) };
+}
+
+/** CH_RUN_SQUASH_TIMEOUT: seconds squashfuse may take to serve the mount (default 60). */
+export function squashTimeoutMs(env: NodeJS.ProcessEnv): number {
+  const s = env.CH_RUN_SQUASH_TIMEOUT;
+  if (s === undefined || s === '') return 60_000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s) || Number(s) <= 0 || Number(s) > 86400)
+    throw new ChError(`CH_RUN_SQUASH_TIMEOUT: want seconds > 0, got '${s}'`);
+  return Math.max(1, Math.round(Number(s) * 1000));
 }
 
 interface Entry { kind: 'dir' | 'file' | 'link' | 'other'; target?: string }
