@@ -3,8 +3,8 @@
 // test user. test/setup.js makes /dev/fuse 0666, as distributions ship it.
 
 import test from 'ava';
-import { execa } from 'execa';
-import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { execa, execaSync } from 'execa';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, BIN, ch, image, isRoot, testUser, unavailable, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
@@ -267,4 +267,35 @@ test.serial('squashfuse that fails, or never serves: its words, or a timeout; no
   r = await ch('ch-run', [img, '--', 'true'], { env: { CH_RUN_SQUASH_TIMEOUT: 'soon' } });
   t.is(r.exitCode, 31);
   t.regex(r.stderr, /CH_RUN_SQUASH_TIMEOUT: want seconds > 0, got 'soon'/);
+});
+
+// /var/tmp is everyone's: /var/tmp/$USER.ch is used only if it is a real
+// directory of the user's, closed to others. (Serial: it moves the user's
+// own directory aside meanwhile; ava runs serial tests before the others.)
+test.serial('/var/tmp/$USER.ch planted by someone else, or open to others: refused', async (t) => {
+  if (!isRoot) return unavailable(t, 'planting /var/tmp/$USER.ch', 'needs root to play the other user');
+  const img = await sqfs(t);
+  const own = `/var/tmp/${testUser().name}.ch`;
+  const aside = `${own}.aside-${process.pid}`;
+  const had = existsSync(own);
+  if (had) renameSync(own, aside);
+  t.teardown(() => { rmSync(own, { recursive: true, force: true }); if (had) renameSync(aside, own); });
+  const elsewhere = await scratch(t, 'elsewhere');
+  for (const [plant, why] of [
+    [() => symlinkSync(elsewhere, own), /can't use \/var\/tmp\/\S+\.ch: it is a symlink/],
+    [() => mkdirSync(own, { mode: 0o755 }), /can't use \/var\/tmp\/\S+\.ch: owned by uid 0, not you/],
+    [() => { mkdirSync(own); execaSync('chown', [String(testUser().uid), own]); chmodSync(own, 0o777); },
+      /can't use \/var\/tmp\/\S+\.ch: mode 777 lets others in/],
+  ]) {
+    rmSync(own, { recursive: true, force: true });
+    plant();
+    const r = await ch('ch-run', [img, '--', 'true']);
+    t.is(r.exitCode, 31, r.stderr);
+    t.regex(r.stderr, why);
+    t.deepEqual(readdirSync(elsewhere), [], 'nothing made through the link');
+  }
+  rmSync(own, { recursive: true, force: true });
+  const r = await ch('ch-run', [img, '--', 'true']);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is((statSync(own).mode & 0o777).toString(8), '700');
 });
