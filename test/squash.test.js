@@ -65,6 +65,9 @@ test('runs a command from a .sqfs: output, status, the image is the root', async
   r = await ch('ch-run', [img]);   // default command from the image's metadata, read from the .sqfs
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stdout, 'default cmd');
+  r = await ch('ch-run', ['--set-env', img, '--', 'sh', '-c', 'echo $FROM_IMAGE']);   // the image's /ch/environment
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'yes');
   r = await ch('ch-run', [img, '--', 'touch', '/x']);
   t.not(r.exitCode, 0, 'read-only');
   t.regex(r.stderr, /Read-only file system/);

@@ -49,7 +49,8 @@ Convert image SRC to DST. Formats, inferred from the names unless -i/-o say:
   docker, podman, buildah  (input only) an image of that builder, SRC its name
 DST appears only when complete. An existing DST is replaced only if it is
 yours (and, for a directory, everything in it); links are never followed.
-Device nodes can't be created without privilege: they are skipped.
+Device nodes can't be created without privilege: they are skipped; setuid and
+setgid bits are dropped when a tarball is unpacked (as ch-tar2dir does).
 
 ${formatHelp(SPECS)}
 
