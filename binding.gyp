@@ -37,7 +37,7 @@
       "type": "executable",
       "sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
                   "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                  "addon/core/seccomp.c"],
+                  "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"],
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "cflags!": ["-fno-exceptions"],

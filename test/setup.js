@@ -39,8 +39,15 @@ async function copyReadable(src, dst) {
   process.stdout.write(`test setup: not root: Debian image copied without what only root may read, and no device nodes\n`);
 }
 
+/** Unprivileged FUSE (ch-run IMAGE.sqfs) needs /dev/fuse 0666, as distributions ship it;
+    this machine kind has it 0600. */
+async function fuseForUsers() {
+  if (isRoot && existsSync('/dev/fuse')) chmodSync('/dev/fuse', 0o666);
+}
+
 async function main() {
   await ensureUser();
+  await fuseForUsers();
   mkdirSync(TEST_DIR, { recursive: true });
   chmodSync(TEST_DIR, 0o755);
   stagePackage();

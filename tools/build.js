@@ -34,12 +34,13 @@ export const BUNDLES = {
   'ch-builder2tar': 'lib/image/builder2tar.ts',   // also ch-docker2tar
   'ch-fromhost': 'lib/fromhost/main.ts',
   'ch-pull': 'lib/pull/main.ts',
+  'ch-convert': 'lib/convert/main.ts',
 };
 
 /** Commands with a man page: the name, and its bundle. */
 const MAN_PAGES = { 'ch-run': 'ch-run', 'ch-tar2dir': 'ch-tar2dir', 'ch-build': 'ch-build',
   'ch-builder2tar': 'ch-builder2tar', 'ch-docker2tar': 'ch-builder2tar', 'ch-fromhost': 'ch-fromhost',
-  'ch-pull': 'ch-pull' };
+  'ch-pull': 'ch-pull', 'ch-convert': 'ch-convert' };
 
 const SUMMARY = {
   'ch-run': 'run a command in an unprivileged container',
@@ -49,6 +50,7 @@ const SUMMARY = {
   'ch-docker2tar': "flatten a builder's image into a tarball (older name of ch-builder2tar)",
   'ch-fromhost': 'copy host files (GPU libraries and tools) into an image',
   'ch-pull': 'pull an image from an OCI registry into a directory or tarball, verified and cached',
+  'ch-convert': 'convert an image between directory, tarball, SquashFS and builder formats',
 };
 
 function say(msg) { process.stderr.write(`tools/build.js: ${msg}\n`); }

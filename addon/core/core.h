@@ -82,6 +82,11 @@ struct plan {
    char *join_tag;
    int join_ct;
    int join_timeout_ms;
+   char *squash_image;         /* a SquashFS image to mount at root, or NULL */
+   char *squashfuse;           /* the squashfuse program (host path) */
+   int squash_timeout_ms;      /* how long it may take to serve the mount */
+   bool write_fake;            /* -W: tmpfs overlay over the image root */
+   char *write_fake_size;      /* its size= ("" for the kernel's default) */
    struct mount_op *mounts; size_t mount_ct;
    char **env;  size_t env_ct;   /* NULL-terminated */
    char **argv; size_t argc;     /* NULL-terminated */
@@ -100,6 +105,9 @@ int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno 
 
 /** --seccomp **/
 void seccomp_install(void);
+/** SquashFS images (squash.c) and -W overlays (overlay.c) **/
+void squash_mount(const struct plan *p);           /* mounts squash_image at root */
+int  overlay_setup(const struct plan *p, int lowerfd);   /* returns the overlay's root fd */
 
 /** --join **/
 enum join_role { JOIN_WINNER, JOIN_PEER };

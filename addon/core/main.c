@@ -177,6 +177,8 @@ int main(int argc, char **argv)
    } else if (role == JOIN_WINNER) {
       /* Outer namespace: identity map, full capabilities for the mounts. */
       userns_enter(getuid(), getuid(), getgid(), getgid());
+      if (p.squash_image != NULL)
+         squash_mount(&p);   /* the image root is its mount point */
       int rootfd = root_setup(&p);
       mounts_apply(&p, rootfd);
       root_pivot(rootfd);

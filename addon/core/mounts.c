@@ -334,6 +334,8 @@ int root_setup(const struct plan *p)
    unsigned long flags = MS_NOSUID | (p->writable ? 0 : MS_RDONLY);
    flag_tree(rootfd, flags, "image root");
    INFO("image %s mounted %s", p->root, p->writable ? "read-write" : "read-only");
+   if (p->write_fake)
+      rootfd = overlay_setup(p, rootfd);
    return rootfd;
 }
 

@@ -124,6 +124,14 @@ void plan_read(int fd, struct plan *p)
       else if (!strcmp(kw, "cwd")) { p->cwd = next(&c, kw); p->cwd_fallback = false; }
       else if (!strcmp(kw, "cwd-try")) { p->cwd = next(&c, kw); p->cwd_fallback = true; }
       else if (!strcmp(kw, "stage-dir")) p->stage_dir = next(&c, kw);
+      else if (!strcmp(kw, "squash")) {
+         p->squash_image = next(&c, "squash image");
+         p->squashfuse = next(&c, "squashfuse path");
+         p->squash_timeout_ms = number(&c, "squash timeout", 1, INT_MAX);
+      } else if (!strcmp(kw, "write-fake")) {
+         p->write_fake = true;
+         p->write_fake_size = next(&c, "write-fake size");
+      }
       else if (!strcmp(kw, "join")) {
          p->join = true;
          p->join_tag = next(&c, "join tag");

@@ -3,7 +3,7 @@
 
 import { ChError } from '../util/log.js';
 import { globToRegExp } from './glob.js';
-import { resolveInImage } from './image.js';
+import { imageView, resolveInImage } from './image.js';
 import { readTextFile } from './textfile.js';
 import type { EnvAction } from './options.js';
 
@@ -76,7 +76,8 @@ function readImageEnvFile(image: string): string {
   const what = `--set-env: can't read ${image}/ch/environment`;
   const host = resolveInImage(image, '/ch/environment');
   if (host === null) throw new ChError(`${what}: No such file or directory in image (ENOENT)`);
-  return readTextFile(host, what, image);
+  const view = imageView(image);   // a SquashFS image: read from the file
+  return view ? view.readFile('/ch/environment', what) : readTextFile(host, what, image);
 }
 
 /** Apply --set-env/--unset-env actions, in order. IMAGE locates /ch/environment. */

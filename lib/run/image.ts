@@ -8,6 +8,7 @@
 
 import { accessSync, constants, lstatSync, mkdirSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
 import { ChError, why } from '../util/log.js';
+import type { MountOp } from './plan.js';
 import { readTextFile } from './textfile.js';
 
 export interface ImageMetadata {
@@ -42,12 +43,28 @@ export function checkImage(image: string): string {
 }
 
 /**
+ * An image the front end can't look into as a directory (a SquashFS file,
+ * mounted only in the container's namespace) registers a view of its tree
+ * under its root, the path the container's root will have.
+ */
+export interface ImageView {
+  resolveInImage(path: string): string | null;
+  kind(path: string): Kind;
+  readFile(path: string, what: string): string;
+}
+const views = new Map<string, ImageView>();
+export function registerImageView(root: string, view: ImageView): void { views.set(root, view); }
+export function imageView(root: string): ImageView | undefined { return views.get(root); }
+
+/**
  * Resolve PATH (absolute, container view) inside ROOT. Returns the host path
  * of what it names, or null if some component doesn't exist. Symlinks are
  * followed as inside the container: absolute targets restart at ROOT, ".."
  * stops at ROOT.
  */
 export function resolveInImage(root: string, path: string): string | null {
+  const view = views.get(root);
+  if (view) return view.resolveInImage(path);
   const todo = path.split('/').filter((c) => c !== '' && c !== '.').reverse();
   const done: string[] = [];
   let links = 0;
@@ -79,6 +96,8 @@ export function resolveInImage(root: string, path: string): string | null {
 export type Kind = 'dir' | 'file' | 'other' | null;
 
 export function kindInImage(root: string, path: string): Kind {
+  const view = views.get(root);
+  if (view) return view.kind(path);
   const host = resolveInImage(root, path);
   if (host === null) return null;
   try {
@@ -115,6 +134,21 @@ export function createInImage(root: string, path: string, file: boolean): void {
   });
 }
 
+/**
+ * With -W, PATH is created by the core inside the overlay, never here in the
+ * image: a directory for each component (existing ones are kept), then the
+ * last as a directory or an empty FILE.
+ */
+export function createInOverlay(path: string, file: boolean): MountOp[] {
+  const comps = path.split('/').filter((c) => c !== '' && c !== '.');
+  if (comps.includes('..')) throw new ChError(`can't create ${path} in image: '..' not allowed`);
+  return comps.map((_, i) => {
+    const dst = '/' + comps.slice(0, i + 1).join('/');
+    return i === comps.length - 1 && file ? { kind: 'mkfile', mode: 0o644, dst, flags: [] }
+      : { kind: 'mkdir', mode: 0o755, dst, flags: [] };
+  });
+}
+
 /** Is V absent, null, or an array of strings? */
 function isArgv(v: unknown): boolean {
   return v === undefined || v === null || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
@@ -142,7 +176,9 @@ export function readMetadata(root: string): ImageMetadata | null {
   const file = `${root}/ch/metadata.json`;
   const host = resolveInImage(root, '/ch/metadata.json');
   if (host === null) return null;
-  const text = readTextFile(host, `can't read ${file}`, root);
+  const view = views.get(root);
+  const text = view ? view.readFile('/ch/metadata.json', `can't read ${file}`)
+    : readTextFile(host, `can't read ${file}`, root);
   let m: unknown;
   try {
     m = JSON.parse(text);

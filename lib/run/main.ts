@@ -2,18 +2,20 @@
 // identity, environment, command), hand the plan to the C core by exec.
 
 import { closeSync, lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { createRequire } from 'node:module';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
 import { CORE_PATH, PKG_ROOT } from '../util/paths.js';
 import { applyEnvActions, Env, envFromProcess, fixPath, serializeEnv } from './env.js';
-import { checkImage, kindInImage, readMetadata, resolveInImage } from './image.js';
+import { checkImage, kindInImage, readMetadata, registerImageView, resolveInImage } from './image.js';
+import { FEATURES } from './features.js';
+import { isImageFile, prepareSquash, SquashImage } from './squash.js';
 import { joinCount, joinTag, joinTimeoutMs } from './join.js';
 import { launcherEnv } from './mpi-env.js';
 import { defaultMounts, requireMountPoints } from './mounts.js';
-import { Feature, parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
+import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
 import { NOTHING_TO_RUN, Plan, serializePlan } from './plan.js';
 
@@ -91,17 +93,6 @@ export function resolveImage(opts: RunOptions, env: NodeJS.ProcessEnv = process.
   return dir;
 }
 
-/** Is FEAT supported here? (--feature: exit 0 if so, 1 if not.) */
-function featureSupported(feat: Feature): boolean {
-  switch (feat) {
-    case 'extglob': return true;          // glob.ts: ?(..) *(..) +(..) @(..) !(..)
-    case 'seccomp':                       // the kernel has seccomp filters
-      try { return /^Seccomp:\s/m.test(readFileSync('/proc/self/status', 'utf8')); } catch { return false; }
-    case 'squash': return false;          // SquashFS images: not run directly (unpack them)
-    case 'overlayfs': return false;       // no --write-fake (-W) yet
-  }
-}
-
 /**
  * The hint for a command not found: the image records a PATH in
  * /ch/environment that differs from the one the command gets, and the user
@@ -118,8 +109,22 @@ function pathHint(opts: RunOptions, root: string, argv0: string, env: Env): stri
   return `image ${root} records ${line.slice(0, 200)} in /ch/environment, which --set-env would apply`;
 }
 
+/** A SquashFS image: checked, its mount point chosen, its view registered; else null. */
+function squashImage(opts: RunOptions, image: string): SquashImage | null {
+  if (!isImageFile(image)) return null;
+  const sq = prepareSquash(resolve(image), opts.mountDir ?? null);
+  const no = (what: string, hint: string) => new ChError(`${what} with a SquashFS image is not supported (${hint})`);
+  if (opts.writable) throw no('-w', 'it is read-only: use -W for a writable overlay');
+  if (opts.join) throw no('--join', 'convert it to a directory with ch-convert');
+  if (opts.gpu !== false || opts.ib) throw no('--gpu/--ib', 'convert it to a directory with ch-convert');
+  registerImageView(sq.mountPoint, sq.view);
+  return sq;
+}
+
 export async function buildPlan(opts: RunOptions): Promise<Plan> {
-  const root = checkImage(resolveImage(opts));
+  const image = resolveImage(opts);
+  const squash = squashImage(opts, image);
+  const root = squash ? squash.mountPoint : checkImage(image);
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
   if (id.dummyUser) log.warn(`UID ${id.hostUid} not found; using dummy info`);
@@ -128,6 +133,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
   if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
+  env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's
 
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
@@ -182,6 +188,8 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
           timeoutMs: joinTimeoutMs(process.env) }
       : null,
     mounts,
+    ...(squash ? { squash: { file: squash.file, squashfuse: squash.squashfuse, timeoutMs: squash.timeoutMs } } : {}),
+    ...(opts.writeFake !== undefined ? { writeFake: opts.writeFake } : {}),
     env: serializeEnv(env),
     argv,
   };
@@ -224,7 +232,8 @@ function handOff(buf: Buffer): void {
 
 function help(): string {
   return `${RUN_USAGE}
-Run a command in a Charliecloud-style unprivileged container.
+Run a command in a Charliecloud-style unprivileged container. IMAGE is a
+directory, or a SquashFS file (mounted with SquashFUSE, in the container only).
 
 ${formatHelp(RUN_OPTIONS)}
 
@@ -252,10 +261,13 @@ async function main(): Promise<number> {
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
   if (opts.action === 'feature') {
-    const yes = featureSupported(opts.feature!);
-    log.info(`feature ${opts.feature}: ${yes ? 'supported' : 'not supported'}`);
+    const check = FEATURES[opts.feature!];
+    if (check === undefined)
+      throw new ChError(`--feature: unknown feature '${opts.feature}' (known: ${Object.keys(FEATURES).join(', ')})`);
+    const whyNot = check();
+    if (whyNot !== null) log.info(`feature ${opts.feature} unsupported: ${whyNot}`);
     handOff(NOTHING_TO_RUN);
-    return yes ? 0 : 1;
+    return whyNot === null ? 0 : 1;
   }
   if (opts.action !== 'run') {
     if (opts.action === 'help') process.stdout.write(help());

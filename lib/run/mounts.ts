@@ -3,7 +3,7 @@
 
 import { readdirSync, statSync } from 'node:fs';
 import { ChError, Log, why } from '../util/log.js';
-import { createInImage, kindInImage, resolveInImage } from './image.js';
+import { createInImage, createInOverlay, kindInImage, resolveInImage } from './image.js';
 import { LauncherDir, launcherDirs } from './mpi-env.js';
 import type { Bind, RunOptions } from './options.js';
 import { groupFile, Identity, passwdFile } from './passwd.js';
@@ -200,7 +200,9 @@ function userBinds(ctx: MountContext): MountOp[] {
       throw new ChError(`--bind: two binds onto ${dst} ('${usedBy.get(dst)}' and '${b.spec}'): `
         + 'the second would hide the first; give each its own destination');
     const kind = kindInImage(ctx.root, dst);
-    if (kind === null) {
+    if (kind === null && ctx.opts.writeFake !== undefined) {
+      ops.push(...createInOverlay(dst, !st.isDirectory()));   // -W: the core creates it, in the overlay
+    } else if (kind === null) {
       if (!ctx.opts.writable)
         throw new ChError(`can't bind ${b.src} to ${dst}: ${dst} doesn't exist in read-only image ${ctx.root} `
           + '(create it in the image, or use -w)');

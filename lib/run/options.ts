@@ -26,6 +26,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
     help: 'join the namespaces (container) of existing process PID, one of your own ch-run commands' },
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
+  { name: 'mount', short: 'm', arg: 'required', argName: 'DIR',
+    help: 'SquashFS image mount point (default: /var/tmp/$USER.ch/mnt; the mount exists only in the container)' },
   { name: 'no-passwd', arg: 'none', help: 'don\'t bind-mount generated /etc/passwd and /etc/group' },
   { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
   { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },
@@ -46,6 +48,9 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'warnings', arg: 'required', argName: 'N',
     help: 'if ch-run itself fails, first reprint its last N warnings (default 0)' },
   { name: 'write', short: 'w', arg: 'none', help: 'mount image read-write (default: read-only)' },
+  { name: 'write-fake', short: 'W', arg: 'optional', argName: 'SIZE',
+    help: 'make the image writable through a tmpfs overlay of SIZE (default: half of memory); '
+      + 'writes vanish on exit, the image is untouched' },
   { name: 'help', short: '?', arg: 'none', help: 'print this help and exit' },
   { name: 'usage', arg: 'none', help: 'print a short usage message and exit' },
   { name: 'version', short: 'V', arg: 'none', help: 'print version and exit' },
@@ -92,6 +97,8 @@ export interface RunOptions {
   warnings: number;
   feature: Feature | null;
   action: 'run' | 'help' | 'usage' | 'version' | 'feature';
+  mountDir?: string;            // -m: SquashFS mount point
+  writeFake?: string;           // -W: tmpfs overlay; its size ('' for the default)
 }
 
 function id(what: string, s: string): number {
@@ -211,6 +218,15 @@ export function parseRunArgs(argv: string[]): RunOptions {
         break;
       case 'verbose': o.verbosity = Math.max(o.verbosity, 0) + 1; break;
       case 'write': o.writable = true; break;
+      case 'write-fake':
+        if (value !== undefined && !/^[0-9]+[kmgKMG%]?$/.test(value))
+          throw new ChError(`--write-fake: bad size '${value}' (want a number, with k, m, g or %)`);
+        o.writeFake = value ?? '';
+        break;
+      case 'mount':
+        if (value === '') throw new ChError('--mount: DIR must not be empty');
+        o.mountDir = value!;
+        break;
       case 'help': case 'h': o.action = 'help'; return o;
       case 'usage': o.action = 'usage'; return o;
       case 'version': o.action = 'version'; return o;
@@ -224,6 +240,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
     throw new ChError('--join-pid: can\'t be combined with --bind, --home or -w (the container exists already)');
   if (o.action === 'feature') return o;   // no IMAGE needed
   const words = [...parsed.positional, ...(parsed.rest ?? [])];
+  if (o.writable && o.writeFake !== undefined) throw new ChError('--write and --write-fake are exclusive');
   if (words.length === 0) throw new ChError("no IMAGE specified\nTry 'ch-run --help' for more information.");
   o.image = words[0];
   if (o.image === '') throw new ChError('IMAGE must not be an empty string');

@@ -29,6 +29,8 @@ export interface Plan {
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
   stageDir: string;           // image dir to stage generated files over
   join: { tag: string; count: number; timeoutMs: number } | null;
+  squash?: { file: string; squashfuse: string; timeoutMs: number };   // mount this SquashFS image at root
+  writeFake?: string;          // -W: tmpfs overlay over root, of this size ('' default)
   mounts: MountOp[];
   env: string[];
   argv: string[];
@@ -46,6 +48,8 @@ export function serializePlan(p: Plan): Buffer {
   if (p.join) add('join', p.join.tag, p.join.count, p.join.timeoutMs);
   if (p.joinPid !== null) add('join-pid', p.joinPid);
   if (p.execHint !== null) add('exec-hint', p.execHint);
+  if (p.squash) add('squash', p.squash.file, p.squash.squashfuse, p.squash.timeoutMs);
+  if (p.writeFake !== undefined) add('write-fake', p.writeFake);
   for (const m of p.mounts) {
     const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options
       : m.kind === 'file' ? m.content : m.kind === 'symlink' ? m.target : m.mode.toString(8);

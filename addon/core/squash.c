@@ -1,0 +1,374 @@
+/* ch-run IMAGE.sqfs: mount a SquashFS image with SquashFUSE inside the
+   container's own namespaces, with no privilege and no setuid fusermount.
+
+   Process layout (measured and chosen; see test/squash.test.js):
+
+      core (ch-run's PID, becomes the command by exec)
+        `- intermediate: pidfd of the core, setsid, fork, exit (reaped at once)
+             `- keeper (reparented away; not the command's child): mounts FUSE
+                  `- squashfuse -f IMAGE /dev/fd/N (PDEATHSIG SIGKILL, NO_NEW_PRIVS)
+
+   The core forks after entering the outer user+mount namespace, so the
+   keeper and squashfuse share it: the FUSE mount they make is the one the
+   core binds as the image root. The command must not be squashfuse's parent
+   (a command calling wait(-1) would wait on it forever), hence the double
+   fork. The keeper opens /dev/fuse and mounts it at the mount point with
+   the capabilities it holds in the namespace; squashfuse only serves that
+   connection, inherited as /dev/fd/N (libfuse >= 3.3), with no capability
+   at all. Once a probe process's statfs(2) gets an answer (kept apart so
+   that a squashfuse that never answers can't block the keeper past its
+   timeout), the keeper reports "mounted", or why not, over a pipe, then waits on
+   a pidfd of the core: when the command (same PID) ends, however it ends,
+   the keeper kills squashfuse. With both gone nothing is left in the
+   namespace and the kernel tears the mount down: nothing survives the
+   command, and the mount is never visible outside its namespace. If the
+   keeper is killed, squashfuse dies with it (PDEATHSIG).
+
+   SquashFUSE runs multithreaded (its default) in the foreground: a
+   daemonized squashfuse in the namespace would never exit. It mounts
+   nothing, so libfuse never falls back to fusermount3; NO_NEW_PRIVS makes
+   sure nothing it runs could gain privilege anyway. (Measured, the other
+   way: squashfuse mounting itself needs CAP_SYS_ADMIN kept across exec as
+   an ambient capability, since exec as our non-zero uid drops it.) */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+
+#ifndef SYS_pidfd_open
+#  define SYS_pidfd_open 434
+#endif
+#define FUSE_SUPER_MAGIC 0x65735546
+
+/* What the keeper tells the core: mounted, or why not. */
+struct report {
+   int ok;
+   int err;           /* errno of the failed step, 0 if none */
+   char text[2048];   /* what failed, with squashfuse's own words */
+};
+
+static int pidfd_open_(pid_t pid)
+{
+   return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* In the keeper: tell the core why the mount failed, and exit. The
+   keeper's stderr is /dev/null (it holds none of the caller's stdio), so
+   this pipe is the only way out. */
+static void keeper_fail(int rfd, int err, const char *fmt, ...)
+   __attribute__((noreturn, format(printf, 3, 4)));
+static void keeper_fail(int rfd, int err, const char *fmt, ...)
+{
+   struct report r = { .ok = 0, .err = err };
+   va_list ap;
+   va_start(ap, fmt);
+   vsnprintf(r.text, sizeof(r.text), fmt, ap);
+   va_end(ap);
+   ssize_t w = write(rfd, &r, sizeof(r));
+   (void)w;
+   _exit(1);
+}
+
+/* Default dispositions and an empty mask: what squashfuse would get from a
+   plain shell, not what the caller (or the keeper) set up. */
+static void signals_default(void)
+{
+   struct sigaction dfl = { .sa_handler = SIG_DFL };
+   sigemptyset(&dfl.sa_mask);
+   for (int s = 1; s < NSIG; s++)
+      sigaction(s, &dfl, NULL);   /* EINVAL for SIGKILL, SIGSTOP and the unused: fine */
+   sigset_t none;
+   sigemptyset(&none);
+   sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* In squashfuse's process: become squashfuse -f IMAGE /dev/fd/N, N the
+   FUSE connection the keeper mounted (libfuse >= 3.3 serves an inherited
+   /dev/fd/N and mounts nothing itself). Dies with the keeper; holds no
+   capability and can never gain privilege. Failures go to ERRW, which the
+   keeper reads. */
+static void squashfuse_exec(const struct plan *p, pid_t keeper, int fusefd, int errw, int devnull)
+{
+   char line[512], fdpath[32];
+   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != keeper)
+      _exit(127);
+   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+      snprintf(line, sizeof(line), "can't set no_new_privs: %s (%s)", strerror(errno), errno_name(errno));
+      goto fail;
+   }
+   int fd = fcntl(fusefd, F_DUPFD, 3);   /* not close-on-exec: squashfuse's */
+   if (fd < 0) {
+      snprintf(line, sizeof(line), "can't pass FUSE connection: %s (%s)", strerror(errno), errno_name(errno));
+      goto fail;
+   }
+   snprintf(fdpath, sizeof(fdpath), "/dev/fd/%d", fd);
+   if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(errw, 2) < 0) {
+      snprintf(line, sizeof(line), "can't redirect stdio: %s (%s)", strerror(errno), errno_name(errno));
+      goto fail;
+   }
+   signals_default();
+   char *argv[] = { "squashfuse", "-f", p->squash_image, fdpath, NULL };
+   execv(p->squashfuse, argv);
+   snprintf(line, sizeof(line), "can't execute %s: %s (%s)", p->squashfuse, strerror(errno),
+            errno_name(errno));
+fail:;
+   ssize_t w = write(errw, line, strlen(line));
+   (void)w;
+   _exit(127);
+}
+
+static long now_ms(void)
+{
+   struct timespec ts;
+   clock_gettime(CLOCK_MONOTONIC, &ts);
+   return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Append what squashfuse wrote to its stderr to BUF (bounded); false at EOF. */
+static bool slurp(int fd, char *buf, size_t size)
+{
+   size_t len = strlen(buf);
+   char scratch[512];
+   bool room = len + 1 < size;
+   ssize_t n = read(fd, room ? buf + len : scratch, room ? size - len - 1 : sizeof(scratch));
+   if (n > 0 && room)
+      buf[len + n] = '\0';
+   return n > 0 || (n < 0 && errno == EINTR);
+}
+
+/* A process that asks the new filesystem on MNT what it is: its statfs(2)
+   waits until squashfuse has answered FUSE's INIT, which is what "ready"
+   means. It runs apart so that the keeper's own wait can time out: a
+   squashfuse that never answers would block the asker for ever. Exits 0
+   if MNT is a FUSE filesystem. */
+static pid_t probe_start(const char *mnt)
+{
+   pid_t pid = fork();
+   if (pid == 0) {
+      struct statfs sf;
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      _exit(statfs(mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC ? 0 : 1);
+   }
+   return pid;
+}
+
+/* squashfuse exited (or was killed) before serving: say why, in its words. */
+static void fuse_died(const struct plan *p, int rfd, pid_t fuse, int errr, bool err_open, char *said, size_t size)
+{
+   while (err_open)   /* all it said */
+      err_open = slurp(errr, said, size);
+   int status = 0;
+   while (waitpid(fuse, &status, 0) < 0 && errno == EINTR)
+      ;
+   size_t l = strlen(said);
+   while (l > 0 && (said[l - 1] == '\n' || said[l - 1] == ' '))
+      said[--l] = '\0';
+   for (char *c = said; *c; c++)
+      if (*c == '\n') *c = ' ';
+   if (WIFSIGNALED(status))
+      keeper_fail(rfd, 0, "squashfuse killed by signal %d before serving %s%s%s", WTERMSIG(status),
+                  p->squash_image, *said ? ": " : "", said);
+   keeper_fail(rfd, 0, "squashfuse exited with status %d before serving %s%s%s",
+               WEXITSTATUS(status), p->squash_image, *said ? ": " : "", said);
+}
+
+/* Wait until squashfuse serves the mount (the probe says so), it exited,
+   or the timeout; whichever comes first wakes us: the probe's pidfd,
+   squashfuse's, or squashfuse writing to stderr. */
+static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
+{
+   static char said[1536];
+   int fusefd = pidfd_open_(fuse);
+   if (fusefd < 0)
+      keeper_fail(rfd, errno, "can't open pidfd of squashfuse");
+   pid_t probe = probe_start(p->root);
+   if (probe < 0)
+      keeper_fail(rfd, errno, "can't fork SquashFUSE probe");
+   int probefd = pidfd_open_(probe);
+   if (probefd < 0)
+      keeper_fail(rfd, errno, "can't open pidfd of SquashFUSE probe");
+   long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
+   bool err_open = true;
+   for (;;) {
+      struct pollfd fds[3] = { { probefd, POLLIN, 0 }, { fusefd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 } };
+      long left = deadline - now_ms();
+      if (left <= 0) {
+         kill(probe, SIGKILL);
+         kill(fuse, SIGKILL);
+         keeper_fail(rfd, ETIMEDOUT, "squashfuse did not serve %s within %.1f s (CH_RUN_SQUASH_TIMEOUT)",
+                     p->squash_image, p->squash_timeout_ms / 1000.0);
+      }
+      int n = poll(fds, 3, (int)left);
+      if (n < 0 && errno != EINTR)
+         keeper_fail(rfd, errno, "can't poll for the SquashFUSE mount");
+      if (fds[2].revents)
+         err_open = slurp(errr, said, sizeof(said));
+      if (fds[1].revents & POLLIN)
+         fuse_died(p, rfd, fuse, errr, err_open, said, sizeof(said));
+      if (fds[0].revents & POLLIN) {
+         int status = 0;
+         while (waitpid(probe, &status, 0) < 0 && errno == EINTR)
+            ;
+         if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            break;
+         /* The connection failed: squashfuse is exiting; its status says why. */
+         if (poll(&fds[1], 1, 1000) == 0)
+            kill(fuse, SIGKILL);
+         fuse_died(p, rfd, fuse, errr, err_open, said, sizeof(said));
+      }
+   }
+   close(probefd);
+   close(fusefd);
+}
+
+/* The keeper, after the mount: wait for the core (then the command, same
+   PID) to end, draining squashfuse's stderr meanwhile so a message can't
+   block it; then end squashfuse. Never returns. */
+static void keeper_watch(int corefd, pid_t fuse, int errr)
+{
+   bool err_open = true;
+   for (;;) {
+      struct pollfd fds[2] = { { corefd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 } };
+      if (poll(fds, 2, -1) < 0) {
+         if (errno == EINTR) continue;
+         break;   /* can't watch: don't leave squashfuse behind */
+      }
+      if (fds[0].revents)
+         break;
+      if (fds[1].revents) {
+         char junk[512];
+         ssize_t n = read(errr, junk, sizeof(junk));
+         err_open = n > 0 || (n < 0 && errno == EINTR);
+      }
+   }
+   kill(fuse, SIGKILL);
+   while (waitpid(fuse, NULL, 0) < 0 && errno == EINTR)
+      ;
+   _exit(0);
+}
+
+/* The keeper: start squashfuse, report, watch. Never returns. */
+static void keeper(const struct plan *p, int corefd, int rfd)
+{
+   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+   if (devnull < 0)
+      keeper_fail(rfd, errno, "can't open /dev/null");
+   /* Hold none of the caller's stdio: a pipe reader would otherwise wait
+      for the keeper too. Terminal signals are for the command; ours is to
+      outlive it, briefly, and then clean up. */
+   if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
+      keeper_fail(rfd, errno, "can't redirect the keeper's stdio");
+   signals_default();
+   struct sigaction ign = { .sa_handler = SIG_IGN };
+   sigemptyset(&ign.sa_mask);
+   for (int s = SIGHUP; s <= SIGTERM; s++)
+      if (s == SIGHUP || s == SIGINT || s == SIGQUIT || s == SIGTERM)
+         sigaction(s, &ign, NULL);
+   struct stat st;
+   if (stat(p->root, &st) != 0)
+      keeper_fail(rfd, errno, "can't use SquashFS mount point %s", p->root);
+   /* We mount, with our capabilities in the namespace; squashfuse only
+      serves the connection. */
+   int conn = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+   if (conn < 0)
+      keeper_fail(rfd, errno, "can't open /dev/fuse");
+   char opts[128];
+   snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=%u,group_id=%u", conn, getuid(), getgid());
+   if (mount("squashfuse", p->root, "fuse.squashfuse", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0)
+      keeper_fail(rfd, errno, "can't mount FUSE at %s", p->root);
+   int errp[2];
+   if (pipe2(errp, O_CLOEXEC) != 0)
+      keeper_fail(rfd, errno, "can't create pipe for squashfuse");
+   pid_t self = getpid();
+   pid_t fuse = fork();
+   if (fuse < 0)
+      keeper_fail(rfd, errno, "can't fork squashfuse");
+   if (fuse == 0)
+      squashfuse_exec(p, self, conn, errp[1], devnull);
+   close(errp[1]);
+   close(conn);   /* squashfuse's alone: if it dies, the connection aborts */
+   wait_mounted(p, rfd, fuse, errp[0]);
+   struct report ok = { .ok = 1 };
+   if (write(rfd, &ok, sizeof(ok)) != sizeof(ok)) {
+      kill(fuse, SIGKILL);
+      _exit(1);
+   }
+   close(rfd);
+   keeper_watch(corefd, fuse, errp[0]);
+}
+
+/* The intermediate process: take a pidfd of the core while it is certainly
+   still the core (it waits for us), leave its session, start the keeper. */
+static void intermediate(const struct plan *p, pid_t core, int rfd)
+{
+   int corefd = pidfd_open_(core);
+   if (corefd < 0)
+      keeper_fail(rfd, errno, "can't open pidfd of ch-run (pidfd_open(2) needs Linux 5.3)");
+   if (getppid() != core)
+      _exit(1);   /* the core is gone already */
+   if (setsid() < 0)
+      keeper_fail(rfd, errno, "can't start a session for the SquashFUSE keeper");
+   pid_t k = fork();
+   if (k < 0)
+      keeper_fail(rfd, errno, "can't fork SquashFUSE keeper");
+   if (k == 0)
+      keeper(p, corefd, rfd);
+   _exit(0);
+}
+
+void squash_mount(const struct plan *p)
+{
+   /* Our mount must not propagate anywhere (root_setup repeats this). */
+   Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
+   int rp[2];
+   Z_(pipe2(rp, O_CLOEXEC), "can't create pipe for SquashFUSE keeper");
+   pid_t core = getpid();
+   pid_t mid = fork();
+   T_(mid >= 0, "can't fork for SquashFUSE");
+   if (mid == 0) {
+      close(rp[0]);
+      intermediate(p, core, rp[1]);
+   }
+   Z_(close(rp[1]), "can't close pipe");
+   int status;
+   pid_t r;
+   while ((r = waitpid(mid, &status, 0)) < 0 && errno == EINTR)
+      ;
+   T_(r == mid, "can't wait for SquashFUSE keeper's parent");
+
+   struct report rep;
+   size_t got = 0;
+   while (got < sizeof(rep)) {
+      ssize_t n = read(rp[0], (char *)&rep + got, sizeof(rep) - got);
+      if (n < 0 && errno == EINTR) continue;
+      T_(n >= 0, "can't read SquashFUSE keeper's report");
+      if (n == 0) break;
+      got += n;
+   }
+   close(rp[0]);
+   if (got != sizeof(rep))
+      FATAL_NOERR("can't mount %s: SquashFUSE keeper ended without a report", p->squash_image);
+   rep.text[sizeof(rep.text) - 1] = '\0';
+   if (!rep.ok) {
+      errno = rep.err;
+      if (rep.err != 0)
+         FATAL("can't mount %s: %s", p->squash_image, rep.text);
+      FATAL_NOERR("can't mount %s: %s", p->squash_image, rep.text);
+   }
+   INFO("SquashFS %s mounted at %s", p->squash_image, p->root);
+}

@@ -1,0 +1,279 @@
+// ch-convert [-i FMT] [-o FMT] SRC DST: convert an image between formats:
+// a directory, a tarball (.tar, .tar.gz, .tar.xz, .tar.zst), a SquashFS file
+// (.sqfs), and, as input, a builder's image (docker, podman, buildah; through
+// ch-builder2tar). Formats are inferred from the names unless given.
+//
+// The output is written under a temporary name beside DST (mode 0700) and
+// renamed into place only when complete. DST's directory may be shared
+// (/var/tmp, a project directory): nothing there is followed through a link,
+// and an existing DST is replaced only if it is the caller's own.
+
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { chmodSync, closeSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
+import { ChError, Log, runMain, why } from '../util/log.js';
+import { PKG_ROOT } from '../util/paths.js';
+import { Progress } from '../util/progress.js';
+import { extract } from '../tar/extract.js';
+import { tarAddon } from '../tar/native.js';
+import { at, myUid, openDir, ownerName, removeOwned } from '../util/owned-fs.js';
+
+const PROG = 'ch-convert';
+const EXIT_FAIL = 1;
+const EXIT_USAGE = 2;
+
+export type Format = 'dir' | 'tar' | 'squash' | 'docker' | 'podman' | 'buildah';
+const FORMATS: Format[] = ['dir', 'tar', 'squash', 'docker', 'podman', 'buildah'];
+const BUILDERS = new Set<Format>(['docker', 'podman', 'buildah']);
+const TAR_COMPRESS: [string, string[]][] = [
+  ['.tar.gz', ['--gzip']], ['.tgz', ['--gzip']], ['.tar.xz', ['--xz']], ['.txz', ['--xz']],
+  ['.tar.zst', ['--zstd']], ['.tar.zstd', ['--zstd']], ['.tzst', ['--zstd']], ['.tar', []],
+];
+const SQUASH_EXTS = ['.sqfs', '.squashfs', '.squash'];
+
+const SPECS: OptionSpec[] = [
+  { name: 'in-fmt', short: 'i', arg: 'required', argName: 'FMT', help: `input format: ${FORMATS.join(', ')} (default: from SRC)` },
+  { name: 'out-fmt', short: 'o', arg: 'required', argName: 'FMT', help: 'output format: dir, tar, squash (default: from DST)' },
+  ...VERBOSITY_AND_INFO_OPTIONS,
+];
+
+function help(): string {
+  return `Usage: ${PROG} [OPTION...] SRC DST
+
+Convert image SRC to DST. Formats, inferred from the names unless -i/-o say:
+  dir     a directory (an existing directory, or a name without extension)
+  tar     ${TAR_COMPRESS.map(([e]) => e).join(' ')}
+  squash  ${SQUASH_EXTS.join(' ')} (mksquashfs: zstd if it has it, else gzip; all cores)
+  docker, podman, buildah  (input only) an image of that builder, SRC its name
+DST appears only when complete. An existing DST is replaced only if it is
+yours (and, for a directory, everything in it); links are never followed.
+Device nodes can't be created without privilege: they are skipped; setuid and
+setgid bits are dropped when a tarball is unpacked (as ch-tar2dir does).
+
+${formatHelp(SPECS)}
+
+Exit status: 0 converted; 1 failure; 2 usage error.
+`;
+}
+
+function formatOf(name: string, what: string): Format {
+  if (!(FORMATS as string[]).includes(name)) throw new ChError(`${what}: unknown format '${name}' (want ${FORMATS.join(', ')})`, EXIT_USAGE);
+  return name as Format;
+}
+
+/** The format a file name says, or null. */
+function formatFromName(p: string): Format | null {
+  if (TAR_COMPRESS.some(([e]) => p.endsWith(e))) return 'tar';
+  if (SQUASH_EXTS.some((e) => p.endsWith(e))) return 'squash';
+  return null;
+}
+
+function inferIn(src: string): Format {
+  let st: Stats;
+  try { st = statSync(src); } catch (err) { throw new ChError(`can't read ${src}: ${why(err)}`, EXIT_FAIL); }
+  if (st.isDirectory()) return 'dir';
+  const f = formatFromName(src);
+  if (f === null) throw new ChError(`${src}: can't tell its format from the name (use -i)`, EXIT_USAGE);
+  return f;
+}
+
+function inferOut(dst: string): Format {
+  const f = formatFromName(dst);
+  if (f !== null) return f;
+  if (/\.[a-z0-9]+$/i.test(basename(dst)) && !/^\./.test(basename(dst)))
+    throw new ChError(`${dst}: unknown extension (use -o, or one of ${[...TAR_COMPRESS.map(([e]) => e), ...SQUASH_EXTS].join(' ')}, or no extension for a directory)`, EXIT_USAGE);
+  return 'dir';
+}
+
+function run(log: Log, argv: string[], opts: SpawnSyncOptions = {}): void {
+  log.debug(`running: ${argv.join(' ')}`);
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', log.verbosity >= 1 ? 'inherit' : 'ignore', 'pipe'], ...opts });
+  if (r.error) throw new ChError(`can't run ${argv[0]}: ${why(r.error)}`, EXIT_FAIL);
+  if (r.status !== 0) {
+    const err = r.stderr ? r.stderr.toString().trim().split('\n').slice(-3).join('; ') : '';
+    throw new ChError(`${argv[0]} failed (${r.signal ?? `exit ${r.status}`})${err ? `: ${err}` : ''}`, EXIT_FAIL);
+  }
+}
+
+/** Unpack tarball SRC into the new directory OUT (our extractor: hostile archives refused). */
+async function tarToDir(log: Log, src: string, out: string): Promise<void> {
+  const bar = new Progress(`${PROG}: unpacking`, statSync(src).size, log.verbosity >= 0);
+  const r = await extract(src, out, { onProgress: bar.active ? (n) => bar.update(n) : undefined });
+  bar.done();
+  if (r.top && lstatSync(join(out, r.top)).isDirectory()) {   // a single top-level directory: its contents
+    const inner = `${out}.top`;
+    renameSync(join(out, r.top), inner);
+    rmSync(out, { recursive: true });
+    renameSync(inner, out);
+  }
+  chmodSync(out, 0o755);   // as ch-tar2dir leaves an image's root
+  if (r.devices > 0 || r.other > 0) log.warn(`skipped ${r.devices} device node(s)/fifo(s)`);
+}
+
+function squashToDir(log: Log, src: string, out: string): void {
+  rmSync(out, { recursive: true, force: true });   // unsquashfs makes it
+  run(log, ['unsquashfs', '-no-xattrs', '-d', out, ...(process.stderr.isTTY && log.verbosity >= 0 ? [] : ['-no-progress']), src],
+    { stdio: ['ignore', process.stderr.isTTY && log.verbosity >= 0 ? 'inherit' : 'ignore', 'pipe'] });
+  specialBits(src, out);
+}
+
+/** The numeric mode of an ls-style mode string ("drwxr-sr-x"). */
+export function modeOf(s: string): number {
+  let m = 0;
+  const bit = (i: number, v: number) => { if (s[i] !== '-' && s[i] !== 'S' && s[i] !== 'T') m |= v; };
+  [[1, 0o400], [2, 0o200], [3, 0o100], [4, 0o40], [5, 0o20], [6, 0o10], [7, 0o4], [8, 0o2], [9, 0o1]]
+    .forEach(([i, v]) => bit(i, v));
+  if ('sS'.includes(s[3])) m |= 0o4000;
+  if ('sS'.includes(s[6])) m |= 0o2000;
+  if ('tT'.includes(s[9])) m |= 0o1000;
+  return m;
+}
+
+/** unsquashfs, unprivileged, drops setuid, setgid and sticky bits: put them back as the image has them. */
+function specialBits(src: string, out: string): void {
+  const r = spawnSync('unsquashfs', ['-lln', '-d', '', src], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  for (const l of r.stdout.split('\n')) {
+    const m = /^([-dcbps])(\S{9}) \S+ +(?:\d+|\d+, *\d+) \d{4}-\d\d-\d\d \d\d:\d\d (.*)$/.exec(l);
+    if (!m || !/[sStT]/.test(m[2])) continue;
+    try { chmodSync(join(out, m[3]), modeOf(m[1] + m[2])); } catch { /* skipped (a device) */ }
+  }
+}
+
+function dirToTar(log: Log, src: string, out: string, dstName: string): void {
+  const comp = TAR_COMPRESS.find(([e]) => dstName.endsWith(e))?.[1] ?? [];
+  run(log, ['tar', '--create', '--file', out, '--directory', src, '--numeric-owner', ...comp, '.']);
+}
+
+function dirToSquash(log: Log, src: string, out: string): void {
+  const help = spawnSync('mksquashfs', ['-help'], { encoding: 'utf8' });
+  const comp = /\bzstd\b/.test(`${help.stdout}${help.stderr}`) ? 'zstd' : 'gzip';
+  const tty = process.stderr.isTTY && log.verbosity >= 0;
+  run(log, ['mksquashfs', src, out, '-noappend', '-comp', comp, '-processors', String(availableParallelism()),
+    ...(tty ? [] : ['-no-progress', '-quiet'])], { stdio: ['ignore', tty ? 'inherit' : 'ignore', 'pipe'] });
+}
+
+/** A builder's image as a tarball in WORK, through ch-builder2tar. */
+function builderToTar(log: Log, builder: Format, ref: string, work: string): string {
+  run(log, [process.execPath, join(PKG_ROOT, 'bin', 'ch-builder2tar'), '-b', builder, '--nocompress', '-q', ref, work]);
+  const tars = readdirSync(work).filter((f) => f.endsWith('.tar'));
+  if (tars.length !== 1) throw new ChError(`ch-builder2tar left no tarball for ${ref}`, EXIT_FAIL);
+  return join(work, tars[0]);
+}
+
+export async function convert(argv: string[], log: Log): Promise<number> {
+  let parsed;
+  try { parsed = parseArgs(PROG, SPECS, argv); } catch (err) {
+    if (err instanceof ChError) throw new ChError(err.message, EXIT_USAGE);
+    throw err;
+  }
+  let inFmt: Format | null = null, outFmt: Format | null = null;
+  for (const o of parsed.options) {
+    switch (o.name) {
+      case 'help': process.stdout.write(help()); return 0;
+      case 'version': { const { version } = await import('../util/version.js'); process.stdout.write(version() + '\n'); return 0; }
+      case 'quiet': log.verbosity = -1; break;
+      case 'verbose': log.verbosity++; break;
+      case 'in-fmt': inFmt = formatOf(o.value!, '-i'); break;
+      case 'out-fmt': outFmt = formatOf(o.value!, '-o'); break;
+    }
+  }
+  const pos = [...parsed.positional, ...(parsed.rest ?? [])];
+  if (pos.length !== 2) throw new ChError(`expected SRC and DST, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
+  const [srcArg, dstArg] = pos;
+  if (dstArg === '' || srcArg === '') throw new ChError('SRC and DST must not be empty', EXIT_USAGE);
+  inFmt ??= inferIn(srcArg);
+  outFmt ??= inferOut(dstArg);
+  if (BUILDERS.has(outFmt)) throw new ChError(`-o ${outFmt}: writing into a builder is not supported (use tar, then the builder's import)`, EXIT_USAGE);
+  const src = BUILDERS.has(inFmt) ? srcArg : resolve(srcArg);
+  if (!BUILDERS.has(inFmt)) checkSource(src, inFmt);
+
+  // The output's directory, held open: every name in it is resolved from this descriptor.
+  const dst = resolve(dstArg);
+  const name = basename(dst);
+  let parent: number;
+  try { parent = openDir(dirname(dst)); } catch (err) { throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL); }
+  checkDestination(parent, name, dst, outFmt);
+  // Intermediates in a private directory; the output in another, made
+  // beside DST (mkdtemp: a new 0700 directory, never someone else's), so
+  // the tools we run write where nobody else can, and one rename places it.
+  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
+  let stage: string;
+  try {
+    stage = mkdtempSync(join(dirname(dst), `.${name}.ch-convert-`));
+  } catch (err) {
+    rmSync(work, { recursive: true, force: true });
+    closeSync(parent);
+    throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL);
+  }
+  const stageName = basename(stage);
+  try {
+    const out = join(stage, 'out');
+    // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
+    if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
+    log.info(`converting ${src} (${inFmt}) to ${dst} (${outFmt})`);
+    await produce(log, inFmt, src, outFmt, out, name, work);
+    place(parent, stageName, name, dst, outFmt);
+  } finally {
+    try { removeOwned(parent, stageName, stage); } catch (err) { log.warn(why(err)); }
+    rmSync(work, { recursive: true, force: true });
+    closeSync(parent);
+  }
+  if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${outFmt})\n`);
+  return 0;
+}
+
+function checkSource(src: string, fmt: Format): void {
+  let st: Stats;
+  try { st = statSync(src); } catch (err) { throw new ChError(`can't read ${src}: ${why(err)}`, EXIT_FAIL); }
+  if (fmt === 'dir' ? !st.isDirectory() : !st.isFile())
+    throw new ChError(`${src}: not a ${fmt === 'dir' ? 'directory' : 'regular file'} (format ${fmt})`, EXIT_FAIL);
+}
+
+/** DST may exist only as the caller's own thing of the output's kind. */
+function checkDestination(parent: number, name: string, dst: string, fmt: Format): void {
+  let st: Stats;
+  try { st = lstatSync(at(parent, name)); } catch { return; }
+  if (st.isSymbolicLink()) throw new ChError(`${dst}: exists as a symlink; not following or replacing it`, EXIT_FAIL);
+  if (st.uid !== myUid()) throw new ChError(`${dst}: exists and belongs to ${ownerName(st.uid)}; not replacing it`, EXIT_FAIL);
+  if (st.isDirectory() !== (fmt === 'dir'))
+    throw new ChError(`${dst}: exists as a ${st.isDirectory() ? 'directory' : 'file'}; not replacing it with a ${fmt === 'dir' ? 'directory' : 'file'}`, EXIT_FAIL);
+}
+
+/** Write SRC (format IN) as OUT (format OUTFMT) at TMP; intermediates in WORK. */
+async function produce(log: Log, inFmt: Format, src: string, outFmt: Format, tmp: string, name: string, work: string): Promise<void> {
+  let from = src, fmt = inFmt;
+  if (BUILDERS.has(fmt)) { from = builderToTar(log, fmt, src, work); fmt = 'tar'; }
+  if (outFmt === 'dir') {
+    if (fmt === 'tar') return tarToDir(log, from, tmp);
+    if (fmt === 'squash') return squashToDir(log, from, tmp);
+    rmSync(tmp, { recursive: true });
+    return run(log, ['cp', '-a', '--no-target-directory', from, tmp]);
+  }
+  if (fmt !== 'dir') {   // through a directory
+    const dir = join(work, 'tree');
+    mkdirSync(dir, { mode: 0o755 });   // in WORK, which is private
+    if (fmt === 'tar') await tarToDir(log, from, dir); else squashToDir(log, from, dir);
+    from = dir;
+  }
+  if (outFmt === 'tar') dirToTar(log, from, tmp, name);
+  else dirToSquash(log, from, tmp);
+}
+
+/** Rename STAGE/out to NAME; an existing NAME (ours: checked) is replaced, a
+    directory by exchange (the old one is then removed with STAGE). */
+function place(parent: number, stage: string, name: string, dst: string, fmt: Format): void {
+  checkDestination(parent, name, dst, fmt);   // again: someone may have put something there since
+  const out = `${at(parent, stage)}/out`;
+  let exists = true;
+  try { lstatSync(at(parent, name)); } catch { exists = false; }
+  if (fmt === 'dir') {
+    tarAddon().rename2(out, at(parent, name), exists ? 'exchange' : 'noreplace');
+  } else {
+    renameSync(out, at(parent, name));
+  }
+}
+
+const log = new Log(PROG);
+void runMain(log, () => convert(process.argv.slice(2), log));

@@ -1,0 +1,34 @@
+// ch-run --feature=FEAT: does this build, on this kernel and host, support
+// FEAT? Exit 0 if so, 1 if not (as Charliecloud's ch-run), the reason with -v.
+// Each feature is one entry of FEATURES; other features add their own.
+
+import { accessSync, constants as C, readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { FUSE_DEV, onPath } from './squash.js';
+
+/** Kernel release at least MAJOR.MINOR? */
+export function kernelAtLeast(major: number, minor: number, rel = release()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(rel);
+  return m !== null && (Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor));
+}
+
+/** null: supported; else why not. */
+export const FEATURES: Record<string, () => string | null> = {
+  // --unset-env globs: ?(..) *(..) +(..) @(..) !(..) (glob.ts), always.
+  extglob: () => null,
+  // --seccomp: the kernel has seccomp filters.
+  seccomp: () => {
+    try { return /^Seccomp:\s/m.test(readFileSync('/proc/self/status', 'utf8')) ? null : 'kernel without seccomp'; }
+    catch (err) { return `can't read /proc/self/status: ${(err as NodeJS.ErrnoException).code}`; }
+  },
+  // ch-run IMAGE.sqfs: squashfuse, a FUSE device we may open, pidfd_open(2) (5.3).
+  squash: () => {
+    if (onPath('squashfuse') === null) return 'squashfuse not found on PATH';
+    try { accessSync(FUSE_DEV, C.R_OK | C.W_OK); } catch (err) {
+      return `${FUSE_DEV} not usable: ${(err as NodeJS.ErrnoException).code}`;
+    }
+    return kernelAtLeast(5, 3) ? null : `kernel ${release()} lacks pidfd_open(2) (needs 5.3)`;
+  },
+  // -W: unprivileged overlayfs in a user namespace (5.11).
+  overlayfs: () => (kernelAtLeast(5, 11) ? null : `kernel ${release()} lacks unprivileged overlayfs (needs 5.11)`),
+};

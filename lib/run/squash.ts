@@ -1,0 +1,269 @@
+// ch-run IMAGE.sqfs: what the front end decides for a SquashFS image. The C
+// core (addon/core/squash.c) mounts it with SquashFUSE inside the
+// container's namespaces; here we check the file and FUSE up front for
+// clear errors, choose the mount point, and give the planner a view of the
+// image's tree (it is not mounted anywhere the front end could look).
+
+import { spawnSync } from 'node:child_process';
+import { accessSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, Stats, statSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { ChError, why } from '../util/log.js';
+import type { Kind } from './image.js';
+
+/** Unprivileged FUSE needs this device readable and writable. */
+export const FUSE_DEV = '/dev/fuse';
+
+/** A SquashFS superblock begins "hsqs"; bytes_used (LE u64) is at offset 40. */
+const MAGIC = Buffer.from('hsqs', 'latin1');
+const SUPERBLOCK = 96;
+
+export interface SquashImage {
+  timeoutMs: number;    // how long squashfuse may take to serve the mount
+  file: string;         // the .sqfs, as given
+  mountPoint: string;   // where the core mounts it (in the container's namespace only)
+  squashfuse: string;   // absolute path of the program
+  view: SquashView;
+}
+
+/** Is IMAGE a file (not a directory)? Then it must be SquashFS. */
+export function isImageFile(image: string): boolean {
+  try { return statSync(image).isFile(); } catch { return false; }
+}
+
+function statOf(p: string): Stats {
+  const fd = openSync(p, C.O_RDONLY | C.O_NONBLOCK);
+  try { return fstatSync(fd); } finally { closeSync(fd); }
+}
+
+/** Check FILE is a whole SquashFS image: magic, and as long as its superblock says. */
+export function checkSquashFile(file: string): void {
+  let fd: number;
+  try {
+    fd = openSync(file, C.O_RDONLY | C.O_NONBLOCK | C.O_NOCTTY);
+  } catch (err) {
+    throw new ChError(`can't use image ${file}: ${why(err)}`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new ChError(`can't use image ${file}: not a directory or a regular file`);
+    const sb = Buffer.alloc(SUPERBLOCK);
+    const n = readSync(fd, sb, 0, SUPERBLOCK, 0);
+    if (n < 4 || !sb.subarray(0, 4).equals(MAGIC))
+      throw new ChError(`can't use image ${file}: not a directory, and not a SquashFS image (no "hsqs" magic; `
+        + 'a tarball? unpack it with ch-tar2dir or convert it with ch-convert)');
+    if (n < SUPERBLOCK)
+      throw new ChError(`can't use image ${file}: SquashFS image truncated (${st.size} bytes, shorter than its superblock)`);
+    const used = sb.readBigUInt64LE(40);
+    if (BigInt(st.size) < used)
+      throw new ChError(`can't use image ${file}: SquashFS image truncated (${st.size} bytes, superblock says ${used})`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** PROG's absolute path on $PATH, or null. */
+export function onPath(prog: string): string | null {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    if (!dir.startsWith('/')) continue;   // never a relative (cwd-dependent) directory
+    const p = join(dir, prog);
+    try { accessSync(p, C.X_OK); if (statOf(p).isFile()) return p; } catch { /* next */ }
+  }
+  return null;
+}
+
+/** FUSE must be usable by us: a clear error naming what isn't. */
+export function checkFuse(file: string): string {
+  try {
+    accessSync(FUSE_DEV, C.R_OK | C.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ChError(`can't mount SquashFS image ${file}: FUSE unusable: ${FUSE_DEV}: ${why(err)}`
+      + (code === 'ENOENT' ? ' (no FUSE in this kernel or container; load the fuse module)'
+        : ' (distributions make it mode 0666; ask your admin to, or convert the image to a directory with ch-convert)'));
+  }
+  const prog = onPath('squashfuse');
+  if (prog === null)
+    throw new ChError(`can't mount SquashFS image ${file}: squashfuse not found on PATH `
+      + '(install squashfuse, or convert the image to a directory with ch-convert)');
+  return prog;
+}
+
+/**
+ * Our own directory in /var/tmp (which everyone can write): created 0700,
+ * and refused unless it is a real directory (not a symlink), ours, and
+ * closed to others. Inside it, mnt/: the default mount point, as
+ * Charliecloud's (/var/tmp/$USER.ch/mnt). The mount itself exists only in
+ * the container's namespace, so concurrent containers share the point.
+ */
+export function defaultMountPoint(): string {
+  const base = ownDir();
+  checkedDir(`${base}/mnt`);
+  return `${base}/mnt`;
+}
+
+/** /var/tmp/$USER.ch, created if need be, checked as ours and closed to others. */
+function ownDir(): string {
+  const base = `/var/tmp/${userInfo().username}.ch`;
+  checkedDir(base);
+  return base;
+}
+
+function checkedDir(p: string): void {
+  const me = userInfo();
+  const mode = 0o700;
+  {
+    try { mkdirSync(p, { mode }); } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`can't create ${p}: ${why(err)}`);
+    }
+    let st: Stats;
+    try { st = lstatSync(p); } catch (err) { throw new ChError(`can't use ${p}: ${why(err)}`); }
+    if (st.isSymbolicLink()) throw new ChError(`can't use ${p}: it is a symlink (someone else's?); remove it`);
+    if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; remove it`);
+    if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); remove it`);
+    if (st.mode & 0o077) throw new ChError(`can't use ${p}: mode ${(st.mode & 0o7777).toString(8)} lets others in (want 0700)`);
+  }
+}
+
+/** -m DIR: the user's choice; it must be a directory. */
+function chosenMountPoint(dir: string): string {
+  let st: Stats;
+  try { st = statOf(dir); } catch (err) { throw new ChError(`--mount: can't use ${dir}: ${why(err)}`); }
+  if (!st.isDirectory()) throw new ChError(`--mount: can't use ${dir}: not a directory`);
+  return dir;
+}
+
+export function prepareSquash(file: string, mountDir: string | null): SquashImage {
+  checkSquashFile(file);
+  const squashfuse = checkFuse(file);
+  const mountPoint = mountDir !== null ? chosenMountPoint(mountDir) : defaultMountPoint();
+  return { file, mountPoint, squashfuse, timeoutMs: squashTimeoutMs(process.env), view: new SquashView(file, mountPoint) };
+}
+
+/** CH_RUN_SQUASH_TIMEOUT: seconds squashfuse may take to serve the mount (default 60). */
+export function squashTimeoutMs(env: NodeJS.ProcessEnv): number {
+  const s = env.CH_RUN_SQUASH_TIMEOUT;
+  if (s === undefined || s === '') return 60_000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s) || Number(s) <= 0 || Number(s) > 86400)
+    throw new ChError(`CH_RUN_SQUASH_TIMEOUT: want seconds > 0, got '${s}'`);
+  return Math.max(1, Math.round(Number(s) * 1000));
+}
+
+interface Entry { kind: 'dir' | 'file' | 'link' | 'other'; target?: string }
+
+/**
+ * The image's tree as the planner needs it (which paths exist, what they
+ * are, where symlinks point), read from `unsquashfs -lln` once, on first
+ * use. Paths here are the container's; `root` stands for its top, as an
+ * image directory's path does for resolveInImage() callers.
+ */
+export class SquashView {
+  private tree: Map<string, Entry> | null = null;
+  constructor(readonly file: string, readonly root: string) {}
+
+  private entries(): Map<string, Entry> {
+    if (this.tree) return this.tree;
+    // Listing costs a spawn (~5-10 ms); launches after the first read it
+    // from our own directory, keyed by the file's identity and mtime.
+    const cache = this.cacheFile();
+    if (cache !== null) {
+      try {
+        return (this.tree = new Map(JSON.parse(readFileSync(cache, 'utf8')) as [string, Entry][]));
+      } catch { /* missing or bad: list again */ }
+    }
+    const tree = this.list();
+    if (cache !== null) {
+      try {
+        const tmp = `${cache}.${process.pid}`;
+        writeFileSync(tmp, JSON.stringify([...tree]), { mode: 0o600, flag: 'wx' });
+        renameSync(tmp, cache);
+      } catch { /* a cache only */ }
+    }
+    return (this.tree = tree);
+  }
+
+  /** Where this image's listing is cached (in /var/tmp/$USER.ch), or null. */
+  private cacheFile(): string | null {
+    try {
+      const st = statSync(this.file);
+      return `${ownDir()}/list-${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}-${Math.trunc(st.ctimeMs)}.json`;
+    } catch {
+      return null;
+    }
+  }
+
+  private list(): Map<string, Entry> {
+    const r = spawnSync(unsquashfs(), ['-lln', '-d', '', this.file],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
+    if (r.error || r.status !== 0)
+      throw new ChError(`can't read SquashFS image ${this.file}: `
+        + (r.error ? why(r.error) : `unsquashfs: ${r.stderr.trim().split('\n').pop()}`));
+    const tree = new Map<string, Entry>([['', { kind: 'dir' }]]);
+    const line = /^(\S)\S{9} \S+ +(?:\d+|\d+, *\d+) \d{4}-\d\d-\d\d \d\d:\d\d (.*)$/;
+    for (const l of r.stdout.split('\n')) {
+      const m = line.exec(l);
+      if (!m || m[2] === '') continue;
+      const t = m[1];
+      if (t === 'l') {
+        const i = m[2].indexOf(' -> ');
+        tree.set(m[2].slice(0, i), { kind: 'link', target: m[2].slice(i + 4) });
+      } else {
+        tree.set(m[2], { kind: t === 'd' ? 'dir' : t === '-' ? 'file' : 'other' });
+      }
+    }
+    return tree;
+  }
+
+  /** PATH resolved inside the image ('/a/b'), or null if missing; FOLLOW: the last component too. */
+  private resolve(path: string, follow: boolean): string | null {
+    const tree = this.entries();
+    const todo = path.split('/').filter((c) => c !== '' && c !== '.').reverse();
+    const done: string[] = [];
+    let links = 0;
+    while (todo.length > 0) {
+      const comp = todo.pop()!;
+      if (comp === '..') { done.pop(); continue; }
+      const here = '/' + [...done, comp].join('/');
+      const e = tree.get(here);
+      if (e === undefined) return null;
+      if (e.kind === 'link' && (follow || todo.length > 0)) {
+        if (++links > 40) return null;
+        if (e.target!.startsWith('/')) done.length = 0;
+        todo.push(...e.target!.split('/').filter((c) => c !== '' && c !== '.').reverse());
+        continue;
+      }
+      done.push(comp);
+    }
+    return '/' + done.join('/');
+  }
+
+  /** As resolveInImage(): ROOT/PATH with symlinks followed inside the image. */
+  resolveInImage(path: string): string | null {
+    const p = this.resolve(path, true);
+    return p === null ? null : (this.root + p).replace(/\/+$/, '') || this.root;
+  }
+
+  kind(path: string): Kind {
+    const p = this.resolve(path, true);
+    if (p === null) return null;
+    const e = this.entries().get(p === '/' ? '' : p);
+    return e === undefined ? null : e.kind === 'link' ? null : e.kind;
+  }
+
+  /** Text of regular file PATH in the image (resolved inside it), at most 1 MiB. */
+  readFile(path: string, what: string): string {
+    const p = this.resolve(path, true);
+    if (p === null || this.entries().get(p)?.kind !== 'file') throw new ChError(`${what}: not a regular file in the image`);
+    const r = spawnSync(unsquashfs(), ['-cat', '-no-wildcards', this.file, p],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 });
+    if (r.error || r.status !== 0)
+      throw new ChError(`${what}: ${r.error ? why(r.error) : r.stderr.trim().split('\n').pop()}`);
+    return r.stdout;
+  }
+}
+
+function unsquashfs(): string {
+  const p = onPath('unsquashfs');
+  if (p === null) throw new ChError('can\'t read SquashFS image: unsquashfs (squashfs-tools) not found on PATH');
+  return p;
+}
