@@ -171,7 +171,8 @@ test('command not found while the image records an ENV PATH that --set-env would
 });
 
 test('--feature reports support by exit status; an unknown feature is an error', async (t) => {
-  const yes = { extglob: 0, seccomp: 0, squash: 1, overlayfs: 1 };
+  // squash: squashfuse installed and /dev/fuse usable (test/setup.js makes it 0666); overlayfs: kernel >= 5.11.
+  const yes = { extglob: 0, seccomp: 0, squash: 0, overlayfs: 0 };
   for (const [feat, code] of Object.entries(yes)) {
     const r = await run([`--feature=${feat}`]);
     t.is(r.exitCode, code, `${feat}: ${r.stderr}`);
