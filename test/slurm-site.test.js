@@ -207,9 +207,13 @@ Include extra.conf
 
   const uid = process.getuid();
   mkdirSync(join(dir, `tmpfs/nx/spmix_appdir_${uid}_7.0`));
+  mkdirSync(join(dir, 'spool/pmix.7.0'), { recursive: true });
   const env = new Map(Object.entries({ SLURM_CONF: join(dir, 'slurm.conf'), SLURMD_NODENAME: 'nx',
-    PMIX_NAMESPACE: 'slurm.pmix.7.0', SLURM_JOB_ID: '7', SLURM_STEP_ID: '0', PMIX_SERVER_TMPDIR: '/spool/pmix.7.0//' }));
-  t.deepEqual(launcherDirs(env, uid).map((d) => d.path), ['/spool/pmix.7.0', `${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
+    PMIX_NAMESPACE: 'slurm.pmix.7.0', SLURM_JOB_ID: '7', SLURM_STEP_ID: '0', PMIX_SERVER_TMPDIR: `${dir}/spool/pmix.7.0//` }));
+  t.deepEqual(launcherDirs(env, uid).map((d) => d.path), [`${dir}/spool/pmix.7.0`, `${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
+  // A server directory that doesn't exist here (stale, or a rank started by hand) is not shown.
+  env.set('PMIX_SERVER_TMPDIR', '/nonexistent/pmix.7.0');
+  t.deepEqual(launcherDirs(env, uid).map((d) => d.path), [`${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
   env.set('PMIX_SERVER_TMPDIR', '/spool/../etc');
   env.set('SLURM_PMIX_TMPDIR', 'relative/dir');
   const logs = [];

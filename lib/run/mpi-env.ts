@@ -5,7 +5,7 @@
 // after the mounts are known. A variable the user (or the host environment)
 // already set is left alone.
 
-import { lstatSync, readFileSync } from 'node:fs';
+import { lstatSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { MountOp } from './plan.js';
@@ -80,11 +80,19 @@ function slurmPmixBase(env: Map<string, string>): string | null {
  * used only if it is a directory (not a link) owned by UID, which no one
  * else can then swap.
  */
+function isDir(p: string): boolean {
+  try { return statSync(p).isDirectory(); } catch { return false; }
+}
+
 export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: string) => void): LauncherDir[] {
   const dirs: LauncherDir[] = [];
   const srv = plainPath(env.get('PMIX_SERVER_TMPDIR'));
-  if (srv) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)',
+  // Only one that exists: a stale or foreign PMIX_SERVER_TMPDIR (a rank started
+  // by hand, a variable left over) is no reason to fail; PMIx then has no
+  // data store to attach anyway and launcherEnv picks the hash store.
+  if (srv && isDir(srv)) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)',
     ifHidden: () => 'PMIx uses its hash store instead (PMIX_MCA_gds=hash)' });   // set by launcherEnv
+  else if (srv) log?.(`PMIx server directory ${srv} (PMIX_SERVER_TMPDIR) doesn't exist here; not shown`);
   const job = env.get('SLURM_JOB_ID'), step = env.get('SLURM_STEP_ID');
   if (env.has('PMIX_NAMESPACE') && job && step && /^\d+$/.test(job)) {
     const base = slurmPmixBase(env);
