@@ -242,6 +242,19 @@ test('-w writes the image; missing bind targets are created in a writable image'
   t.true(existsSync(join(img, 'opt/data')));
 });
 
+test('-w: planning writes nothing in the image; a run that fails before the container leaves no bind target behind', async (t) => {
+  const img = await imageCopy(t);
+  const dir = await scratch(t);
+  await ownedByUser(dir);
+  // The planner fails after the binds are planned (an unreadable --set-env file).
+  const r = await run(['-w', '-b', `${dir}:/new/place`, '--set-env=/nonexistent/env', img, '--', 'true']);
+  t.is(r.exitCode, 31, r.stderr);
+  t.false(existsSync(join(img, 'new')), 'no directory created by the planner');
+  const ok = await run(['-w', '-b', `${dir}:/new/place`, img, '--', 'true']);
+  t.is(ok.exitCode, 0, ok.stderr);
+  t.true(existsSync(join(img, 'new/place')), 'made by the core when the container was built');
+});
+
 test('-c sets the working directory; default is the host cwd if the container has it, else /', async (t) => {
   let r = await run(['-c', '/etc', BB(), '--', 'pwd']);
   t.is(r.stdout, '/etc');

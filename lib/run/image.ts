@@ -135,11 +135,12 @@ export function createInImage(root: string, path: string, file: boolean): void {
 }
 
 /**
- * With -W, PATH is created by the core inside the overlay, never here in the
- * image: a directory for each component (existing ones are kept), then the
- * last as a directory or an empty FILE.
+ * Plan operations for the core to create PATH in the container's root (a -w
+ * image, or the -W overlay), resolved inside it as every mount destination
+ * is: a directory for each component (existing ones are kept), then the last
+ * as a directory or an empty FILE. Planning itself writes nothing.
  */
-export function createInOverlay(path: string, file: boolean): MountOp[] {
+export function createOps(path: string, file: boolean): MountOp[] {
   const comps = path.split('/').filter((c) => c !== '' && c !== '.');
   if (comps.includes('..')) throw new ChError(`can't create ${path} in image: '..' not allowed`);
   return comps.map((_, i) => {

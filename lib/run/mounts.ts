@@ -3,7 +3,7 @@
 
 import { readdirSync, statSync } from 'node:fs';
 import { ChError, Log, why } from '../util/log.js';
-import { createInImage, createInOverlay, kindInImage, resolveInImage } from './image.js';
+import { createOps, kindInImage, resolveInImage } from './image.js';
 import { LauncherDir, launcherDirs } from './mpi-env.js';
 import type { Bind, RunOptions } from './options.js';
 import { groupFile, Identity, passwdFile } from './passwd.js';
@@ -115,9 +115,8 @@ function launcherDirMounts(ctx: MountContext, d: LauncherDir, before: MountOp[])
   const have = chain[i], missing = chain[i + 1];
   if (kindInImage(root, missing) !== null) return fail(`${missing} in image ${root} is not a directory`);
   if (ctx.opts.writable) {
-    createInImage(root, d.path, false);
     log.info(`${d.what} ${d.path}: bound at its own path, created in writable image`);
-    return [bind];
+    return [...createOps(d.path, false), bind];
   }
   if (have === '/')
     return fail(`image ${root} has no ${missing} to mount it on (create ${missing} in the image, or use -w)`);
@@ -200,13 +199,13 @@ function userBinds(ctx: MountContext): MountOp[] {
       throw new ChError(`--bind: two binds onto ${dst} ('${usedBy.get(dst)}' and '${b.spec}'): `
         + 'the second would hide the first; give each its own destination');
     const kind = kindInImage(ctx.root, dst);
-    if (kind === null && ctx.opts.writeFake !== undefined) {
-      ops.push(...createInOverlay(dst, !st.isDirectory()));   // -W: the core creates it, in the overlay
-    } else if (kind === null) {
-      if (!ctx.opts.writable)
+    if (kind === null) {
+      // The core creates it (-W: in the overlay; -w: in the image), confined to
+      // the container's root as every mount destination is: planning writes nothing.
+      if (!ctx.opts.writable && ctx.opts.writeFake === undefined)
         throw new ChError(`can't bind ${b.src} to ${dst}: ${dst} doesn't exist in read-only image ${ctx.root} `
-          + '(create it in the image, or use -w)');
-      createInImage(ctx.root, dst, !st.isDirectory());
+          + '(create it in the image, or use -w or -W)');
+      ops.push(...createOps(dst, !st.isDirectory()));
     } else if (st.isDirectory() !== (kind === 'dir')) {
       const hint = b.dst === null && !st.isDirectory()
         ? ` (a file needs a file to mount on: give one, e.g. -b ${b.src}:/path/in/image${b.readonly ? ':ro' : ''})` : '';
