@@ -1,5 +1,5 @@
 // Command-line conventions of the yargs-parsed commands (ch-build,
-// ch-builder2tar, ch-docker2tar, ch-fromhost; lib/util/cli.ts): -h/-?/--help
+// ch-builder2tar, ch-docker2tar, ch-fromhost, ch-pull, ch-convert; lib/util/cli.ts): -h/-?/--help
 // as the manual, --usage, -V/--version, unknown options and missing values
 // refused with exit 2, shell completion; and the man pages built from every
 // command's --help.
@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { ch, image, PKG } from './helpers/env.js';
 
 const VERSION = JSON.parse(readFileSync(join(PKG, 'package.json'), 'utf8')).version;
-const YARGS_COMMANDS = ['ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost'];
+const YARGS_COMMANDS = ['ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-convert'];
+/** An option of each command that takes a value. */
+const VALUE_OPTION = { 'ch-fromhost': '--dest', 'ch-pull': '--tar', 'ch-convert': '-i' };
 
 for (const prog of YARGS_COMMANDS) {
   test(`${prog}: -h, -? and --help print the manual`, async (t) => {
@@ -35,7 +37,7 @@ for (const prog of YARGS_COMMANDS) {
   });
 
   test(`${prog}: a missing option value is a usage error (exit 2)`, async (t) => {
-    const opt = prog === 'ch-fromhost' ? '--dest' : '-b';
+    const opt = VALUE_OPTION[prog] ?? '-b';
     const r = await ch(prog, [opt]);
     t.is(r.exitCode, 2);
     t.regex(r.stderr, new RegExp(`^${prog}\\[\\d+\\]: error: Not enough arguments following: ${opt.replace(/^-+/, '')}\\n`
@@ -52,7 +54,7 @@ for (const prog of YARGS_COMMANDS) {
   });
 }
 
-for (const prog of ['ch-builder2tar', 'ch-docker2tar', 'ch-fromhost']) {
+for (const prog of ['ch-builder2tar', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-convert']) {
   test(`${prog}: an unknown option is a usage error (exit 2)`, async (t) => {
     const r = await ch(prog, ['--no-such-option', 'a', 'b']);
     t.is(r.exitCode, 2);

@@ -458,7 +458,8 @@ test('errors: unknown image or tag, unreachable registry, usage', async (t) => {
   const retried = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], { ...env, CH_PULL_RETRIES: '1' });
   t.is(retried.exitCode, 1);
   t.regex(retried.stderr, /connect ECONNREFUSED .*; retrying in [0-9.]+ s\n.*error: registry .* unreachable/);
-  for (const args of [[], ['a', 'b', 'c'], ['Bad/Name'], ['x@sha256:12'], ['--jobs', '0', 'x'], ['--tar', 'f', 'x', 'dest'], ['--nope', 'x']]) {
+  for (const args of [[], ['a', 'b', 'c'], ['Bad/Name'], ['x@sha256:12'], ['--jobs', '0', 'x'], ['--tar', 'f', 'x', 'dest'], ['--nope', 'x'],
+    ['--arch', 'amd64', '--platform', 'linux/amd64', 'x']]) {
     const r = await pull(args, env);
     t.is(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
   }

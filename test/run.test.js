@@ -5,7 +5,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ch, image, isRoot, testUser } from './helpers/env.js';
+import { BIN, ch, image, isRoot, PKG, testUser } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 const BB = () => image('busybox');
@@ -90,6 +90,20 @@ test('missing image, image not a directory, and a tarball given as image are cle
   r = await run([dir, '--', 'true']);
   t.is(r.exitCode, 31);
   t.regex(r.stderr, /has no \/dev directory/);
+});
+
+test('an image lacking any one of /dev, /proc, /sys, /tmp is refused, naming it; ch-tar2dir makes all four (image/layout.ts)', async (t) => {
+  const REQUIRED = ['dev', 'proc', 'sys', 'tmp'];
+  const { MOUNT_DIRS, REQUIRED_DIRS } = await import(join(PKG, 'dist/image/layout.js'));
+  t.deepEqual(REQUIRED_DIRS, REQUIRED, 'the required mount points are the four');
+  t.true(REQUIRED.every((d) => MOUNT_DIRS.includes(d)), 'and ch-tar2dir creates each');
+  for (const missing of REQUIRED) {
+    const dir = await scratch(t);
+    for (const d of REQUIRED) if (d !== missing) mkdirSync(join(dir, d));
+    const r = await run([dir, '--', 'true']);
+    t.is(r.exitCode, 31, missing);
+    t.regex(r.stderr, new RegExp(`can't use image .*: it has no /${missing} directory \\(not an image`), missing);
+  }
 });
 
 test('the program keeps ch-run\'s PID, no Node stays resident, and SIGTERM to that PID reaches it', async (t) => {

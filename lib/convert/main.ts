@@ -12,7 +12,7 @@ import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, closeSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
+import { all, command, EXIT_USAGE, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
 import { ChError, Log, runMain, why } from '../util/log.js';
 import { PKG_ROOT } from '../util/paths.js';
 import { Progress } from '../util/progress.js';
@@ -22,7 +22,6 @@ import { at, myUid, openDir, ownerName, removeOwned } from '../util/owned-fs.js'
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;
-const EXIT_USAGE = 2;
 
 export type Format = 'dir' | 'tar' | 'squash' | 'docker' | 'podman' | 'buildah';
 const FORMATS: Format[] = ['dir', 'tar', 'squash', 'docker', 'podman', 'buildah'];
@@ -33,30 +32,30 @@ const TAR_COMPRESS: [string, string[]][] = [
 ];
 const SQUASH_EXTS = ['.sqfs', '.squashfs', '.squash'];
 
-const SPECS: OptionSpec[] = [
-  { name: 'in-fmt', short: 'i', arg: 'required', argName: 'FMT', help: `input format: ${FORMATS.join(', ')} (default: from SRC)` },
-  { name: 'out-fmt', short: 'o', arg: 'required', argName: 'FMT', help: 'output format: dir, tar, squash (default: from DST)' },
-  ...VERBOSITY_AND_INFO_OPTIONS,
-];
-
-function help(): string {
-  return `Usage: ${PROG} [OPTION...] SRC DST
-
-Convert image SRC to DST. Formats, inferred from the names unless -i/-o say:
+const SPEC: CommandSpec = {
+  prog: PROG,
+  synopsis: '[OPTION...] SRC DST',
+  valueShorts: 'io',
+  description: `Convert image SRC to DST; formats (below) are inferred from the names unless
+-i/-o say. DST appears only when complete. An existing DST is replaced only
+if it is yours (and, for a directory, everything in it); links are never
+followed. Device nodes can't be created without privilege: they are skipped;
+setuid and setgid bits are dropped when a tarball is unpacked (as ch-tar2dir
+does).`,
+  epilog: `Formats:
   dir     a directory (an existing directory, or a name without extension)
   tar     ${TAR_COMPRESS.map(([e]) => e).join(' ')}
-  squash  ${SQUASH_EXTS.join(' ')} (mksquashfs: zstd if it has it, else gzip; all cores)
+  squash  ${SQUASH_EXTS.join(' ')} (mksquashfs: zstd if it has it, else
+          gzip; all cores)
   docker, podman, buildah  (input only) an image of that builder, SRC its name
-DST appears only when complete. An existing DST is replaced only if it is
-yours (and, for a directory, everything in it); links are never followed.
-Device nodes can't be created without privilege: they are skipped; setuid and
-setgid bits are dropped when a tarball is unpacked (as ch-tar2dir does).
 
-${formatHelp(SPECS)}
-
-Exit status: 0 converted; 1 failure; 2 usage error.
-`;
-}
+Exit status:
+  0  converted
+  1  failure: SRC unreadable or not of its format, DST not yours or not
+     writable, a tool (tar, mksquashfs, unsquashfs, ch-builder2tar) failed
+  2  usage error: unknown option, missing value, not two arguments, unknown
+     format or extension, a builder as output`,
+};
 
 function formatOf(name: string, what: string): Format {
   if (!(FORMATS as string[]).includes(name)) throw new ChError(`${what}: unknown format '${name}' (want ${FORMATS.join(', ')})`, EXIT_USAGE);
@@ -163,23 +162,19 @@ function builderToTar(log: Log, builder: Format, ref: string, work: string): str
 }
 
 export async function convert(argv: string[], log: Log): Promise<number> {
-  let parsed;
-  try { parsed = parseArgs(PROG, SPECS, argv); } catch (err) {
-    if (err instanceof ChError) throw new ChError(err.message, EXIT_USAGE);
-    throw err;
-  }
-  let inFmt: Format | null = null, outFmt: Format | null = null;
-  for (const o of parsed.options) {
-    switch (o.name) {
-      case 'help': process.stdout.write(help()); return 0;
-      case 'version': { const { version } = await import('../util/version.js'); process.stdout.write(version() + '\n'); return 0; }
-      case 'quiet': log.verbosity = -1; break;
-      case 'verbose': log.verbosity++; break;
-      case 'in-fmt': inFmt = formatOf(o.value!, '-i'); break;
-      case 'out-fmt': outFmt = formatOf(o.value!, '-o'); break;
-    }
-  }
-  const pos = [...parsed.positional, ...(parsed.rest ?? [])];
+  const y = command(SPEC)
+    .option('in-fmt', { alias: 'i', type: 'string', requiresArg: true, description: `FMT: input format: ${FORMATS.join(', ')} (default: from SRC)` })
+    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: 'FMT: output format: dir, tar, squash (default: from DST)' })
+    .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
+    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+  const a = await parseCommand(y, SPEC, argv);
+  if (!a) return 0;
+  if (a.quiet === true) log.verbosity = -1;
+  log.verbosity += count(a.verbose);
+  const inArg = last(a['in-fmt']), outArg = last(a['out-fmt']);
+  let inFmt: Format | null = inArg === undefined ? null : formatOf(inArg, '-i');
+  let outFmt: Format | null = outArg === undefined ? null : formatOf(outArg, '-o');
+  const pos = all(a._);
   if (pos.length !== 2) throw new ChError(`expected SRC and DST, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
   const [srcArg, dstArg] = pos;
   if (dstArg === '' || srcArg === '') throw new ChError('SRC and DST must not be empty', EXIT_USAGE);

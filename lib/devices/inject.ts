@@ -34,6 +34,7 @@ import { accessSync, constants, Dirent, existsSync, lstatSync, readdirSync, read
 import { basename, dirname, join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { SHARE_DIR } from '../util/paths.js';
+import { globToRegExp } from '../run/glob.js';
 import { kindInImage, resolveInImage } from '../run/image.js';
 import type { MountOp } from '../run/plan.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
@@ -96,28 +97,15 @@ export function loadConf(kind: Kind, env: Map<string, string>): Conf {
   return conf;
 }
 
-/** fnmatch-ish glob for one path component: * ? [..]. */
-function globRe(p: string): RegExp {
-  let re = '';
-  for (let i = 0; i < p.length; i++) {
-    const c = p[i];
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const j = p.indexOf(']', i + 1);
-      if (j < 0) { re += '\\['; continue; }
-      re += '[' + p.slice(i + 1, j).replace(/^!/, '^').replace(/\\/g, '\\\\') + ']';
-      i = j;
-    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
-}
-
-/** Device paths (relative to ROOT) matching a pattern of one or more components. */
+/**
+ * Device paths (relative to ROOT) matching a pattern of one or more components,
+ * each an fnmatch(3) pattern as --unset-env takes them (run/glob.ts). Matched
+ * against one directory entry at a time, so no wildcard ever spans a '/'.
+ */
 function globDev(root: string, pattern: string): string[] {
   let found = [''];
   for (const comp of pattern.split('/')) {
-    const re = globRe(comp), next: string[] = [];
+    const re = globToRegExp(comp), next: string[] = [];
     for (const dir of found) {
       let ents: string[];
       try { ents = readdirSync(join(root, dir)); } catch { continue; }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { formatHelp, parseArgs, type OptionSpec } from '../util/argp.js';
+import { all, command, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
 import { openDir, removeOwned } from '../util/owned-fs.js';
 import { parseReference, manifestKey, storageName, EXIT_USAGE, type Reference } from './reference.js';
 import { Registry } from './registry.js';
@@ -25,26 +25,11 @@ import { finishImage, install, makeTemp, MARKER, PROG } from './install.js';
 const EXIT_FAIL = 1;
 const JOBS_DEFAULT = 3;
 
-const SPECS: OptionSpec[] = [
-  { name: 'arch', short: 'a', arg: 'required', argName: 'ARCH', help: 'architecture to pull from a multi-arch image (e.g. amd64, arm64, arm/v7); default: this machine\'s' },
-  { name: 'platform', arg: 'required', argName: 'OS/ARCH', help: 'platform to pull, OS/ARCH[/VARIANT] (e.g. linux/arm64)' },
-  { name: 'tar', arg: 'required', argName: 'FILE', help: 'write a gzipped image tarball FILE (as ch-builder2tar does) instead of a directory' },
-  { name: 'force', arg: 'none', help: 'rebuild DEST even if it already holds this very image' },
-  { name: 'insecure', arg: 'none', help: 'allow plain HTTP and unverified TLS certificates for any registry' },
-  { name: 'jobs', short: 'j', arg: 'required', argName: 'N', help: `download at most N blobs at a time (default ${JOBS_DEFAULT})` },
-  { name: 'quiet', short: 'q', arg: 'none', help: 'print only errors' },
-  { name: 'verbose', short: 'v', arg: 'none', help: 'print more (repeatable)' },
-  { name: 'help', short: 'h', arg: 'none', help: 'give this help list' },
-  { name: 'usage', arg: 'none', help: 'give a short usage message' },
-  { name: 'version', short: 'V', arg: 'none', help: 'print program version' },
-];
-
-const USAGE = `Usage: ${PROG} [-a ARCH] [--platform OS/ARCH] [--tar FILE] [--force] [--insecure] [-j N] [-q] [-v] REF [DEST]\n`;
-
-function help(): string {
-  return `Usage: ${PROG} [OPTION...] REF [DEST]
-
-Pull image REF from an OCI registry (Distribution API v2) and unpack it into
+const SPEC: CommandSpec = {
+  prog: PROG,
+  synopsis: '[-a ARCH] [--platform OS/ARCH] [--tar FILE] [--force] [--insecure] [-j N] [-q] [-v] REF [DEST]',
+  valueShorts: 'aj',
+  description: `Pull image REF from an OCI registry (Distribution API v2) and unpack it into
 directory DEST, ready for \`ch-run DEST\`. Without DEST the image goes into the
 storage directory, as STORAGE/img/NAME (NAME: REF with '/' as '%' and ':' as
 '+'). With --tar FILE a tarball is written instead, laid out as
@@ -75,11 +60,8 @@ NODE_EXTRA_CA_CERTS or SSL_CERT_FILE); plain HTTP only for a registry on this
 machine (localhost, 127.x, ::1) or with --insecure. Anonymous, basic and
 bearer-token authentication; credentials from CH_PULL_USER/CH_PULL_PASSWORD,
 else $XDG_RUNTIME_DIR/containers/auth.json, else ~/.docker/config.json.
-http_proxy, https_proxy, all_proxy and no_proxy are honoured.
-
-${formatHelp(SPECS)}
-
-Environment:
+http_proxy, https_proxy, all_proxy and no_proxy are honoured.`,
+  epilog: `Environment:
   CH_IMAGE_STORAGE      storage directory (default /var/tmp/$USER.ch); made
                         mode 0700, refused if not yours or open to others
   CH_PULL_USER, CH_PULL_PASSWORD  registry credentials
@@ -93,11 +75,11 @@ Exit status:
   1  failure: unknown image or tag, authentication refused, no manifest for
      the platform, registry unreachable, digest mismatch, disk full, hostile
      layer, DEST not yours, ...
-  2  usage error
+  2  usage error: unknown option, missing value, bad REF, --arch, --platform
+     or --jobs, --arch with --platform, DEST with --tar
   128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP); nothing left that
-     looks complete (after SIGKILL, the next pull removes the temporary)
-`;
-}
+     looks complete (after SIGKILL, the next pull removes the temporary)`,
+};
 
 interface Options { ref: Reference; dest?: string; tar?: string; platform: Platform; force: boolean; insecure: boolean; jobs: number }
 
@@ -106,33 +88,34 @@ function usageError(msg: string): ChError {
 }
 
 async function parse(argv: string[], log: Log): Promise<Options | null> {
-  let parsed;
-  try { parsed = parseArgs(PROG, SPECS, argv); } catch (err) {
-    throw new ChError((err as Error).message, EXIT_USAGE);
+  const y = command(SPEC)
+    .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: "ARCH: architecture to pull from a multi-arch image (e.g. amd64, arm64, arm/v7); default: this machine's" })
+    .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: platform to pull, OS/ARCH[/VARIANT] (e.g. linux/arm64)' })
+    .option('tar', { type: 'string', requiresArg: true, description: 'FILE: write a gzipped image tarball FILE (as ch-builder2tar does) instead of a directory' })
+    .option('force', { type: 'boolean', description: 'rebuild DEST even if it already holds this very image' })
+    .option('insecure', { type: 'boolean', description: 'allow plain HTTP and unverified TLS certificates for any registry' })
+    .option('jobs', { alias: 'j', type: 'string', requiresArg: true, description: `N: download at most N blobs at a time (default ${JOBS_DEFAULT})` })
+    .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
+    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+  const a = await parseCommand(y, SPEC, argv);
+  if (!a) return null;
+  if (a.quiet === true) log.verbosity = -1;
+  log.verbosity += count(a.verbose);
+  const arch = last(a.arch), plat = last(a.platform), tar = last(a.tar), jobsArg = last(a.jobs);
+  // argp let the later of the two win; yargs can't tell which came later, so both is an error.
+  if (arch !== undefined && plat !== undefined) throw usageError('give either --arch or --platform, not both');
+  const platform = arch !== undefined ? parsePlatform(arch, true) : plat !== undefined ? parsePlatform(plat, false) : undefined;
+  if (tar === '') throw usageError('--tar: empty file name');
+  let jobs = JOBS_DEFAULT;
+  if (jobsArg !== undefined) {
+    if (!/^[1-9][0-9]?$/.test(jobsArg)) throw usageError(`--jobs '${jobsArg}': want a number from 1 to 99`);
+    jobs = Number(jobsArg);
   }
-  let platform: Platform | undefined, tar: string | undefined, force = false, insecure = false, jobs = JOBS_DEFAULT;
-  for (const o of parsed.options) {
-    switch (o.name) {
-      case 'help': process.stdout.write(help()); return null;
-      case 'usage': process.stdout.write(USAGE); return null;
-      case 'version': { const { version } = await import('../util/version.js'); process.stdout.write(version() + '\n'); return null; }
-      case 'quiet': log.verbosity = -1; break;
-      case 'verbose': log.verbosity++; break;
-      case 'arch': platform = parsePlatform(o.value!, true); break;
-      case 'platform': platform = parsePlatform(o.value!, false); break;
-      case 'tar': if (!o.value) throw usageError('--tar: empty file name'); tar = o.value; break;
-      case 'force': force = true; break;
-      case 'insecure': insecure = true; break;
-      case 'jobs':
-        if (!/^[1-9][0-9]?$/.test(o.value!)) throw usageError(`--jobs '${o.value}': want a number from 1 to 99`);
-        jobs = Number(o.value);
-        break;
-    }
-  }
-  const pos = [...parsed.positional, ...(parsed.rest ?? [])];
+  const pos = all(a._);
   if (pos.length < 1 || pos.length > 2) throw usageError(`expected REF [DEST], got ${pos.length} argument(s)`);
   if (tar && pos.length === 2) throw usageError('give either DEST or --tar FILE, not both');
-  return { ref: parseReference(pos[0]), dest: pos[1], tar, platform: platform ?? hostPlatform(), force, insecure, jobs };
+  return { ref: parseReference(pos[0]), dest: pos[1], tar, platform: platform ?? hostPlatform(),
+    force: a.force === true, insecure: a.insecure === true, jobs };
 }
 
 /** Progress: per layer on a terminal (one line, redrawn), one line per layer otherwise, nothing with -q. */

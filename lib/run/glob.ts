@@ -1,7 +1,8 @@
 // fnmatch(3) patterns as Charliecloud's --unset-env takes them: *, ?, [...]
 // (with ! or ^ negation and ranges), backslash escapes, and the extended
 // forms ?(a|b) *(a|b) +(a|b) @(a|b) !(a|b) (FNM_EXTMATCH), compiled to a
-// RegExp anchored at both ends.
+// RegExp anchored at both ends. Also the device patterns of --gpu's
+// share/gpu/*.conf (devices/inject.ts), one path component at a time.
 
 import { ChError } from '../util/log.js';
 

@@ -8,9 +8,11 @@ import { LauncherDir, launcherDirs } from './mpi-env.js';
 import type { Bind, RunOptions } from './options.js';
 import { groupFile, Identity, passwdFile } from './passwd.js';
 import type { MountOp } from './plan.js';
+import * as layout from '../image/layout.js';
+import { guestPath } from '../image/layout.js';
 
 /** Files shared with the host read-only, when both host and image have them. */
-const HOST_FILES = ['/etc/hosts', '/etc/resolv.conf', '/etc/machine-id'];
+const HOST_FILES = [...layout.HOST_FILES, ...layout.OPTIONAL_HOST_FILES].map(guestPath);
 
 export interface MountContext {
   root: string;
@@ -24,7 +26,7 @@ export interface MountContext {
 
 /** The mount points every container needs: checked first, for a clear error on a non-image. */
 export function requireMountPoints(root: string): void {
-  for (const d of ['/dev', '/proc', '/sys', '/tmp'])
+  for (const d of layout.REQUIRED_DIRS.map(guestPath))
     if (kindInImage(root, d) !== 'dir')
       throw new ChError(`can't use image ${root}: it has no ${d} directory (not an image, or unpacked incompletely?)`);
 }
@@ -33,19 +35,20 @@ export function requireMountPoints(root: string): void {
 export function defaultMounts(ctx: MountContext): MountOp[] {
   const { root, opts } = ctx;
   const ops: MountOp[] = [];
-  for (const d of ['/dev', '/proc', '/sys'])
+  for (const d of layout.HOST_TREES.map(guestPath))
     ops.push({ kind: 'bind', src: d, dst: d, flags: ['rec'] });
   for (const f of HOST_FILES)
     ops.push({ kind: 'bind', src: f, dst: f, flags: ['ro', 'nosuid', 'nodev', 'optional', 'srcopt'] });
   if (!opts.noPasswd) {
-    ops.push({ kind: 'file', content: passwdFile(ctx.id), dst: '/etc/passwd', flags: ['ro', 'optional'] });
-    ops.push({ kind: 'file', content: groupFile(ctx.id), dst: '/etc/group', flags: ['ro', 'optional'] });
+    ops.push({ kind: 'file', content: passwdFile(ctx.id), dst: guestPath(layout.GENERATED_FILES.passwd), flags: ['ro', 'optional'] });
+    ops.push({ kind: 'file', content: groupFile(ctx.id), dst: guestPath(layout.GENERATED_FILES.group), flags: ['ro', 'optional'] });
   }
   // Slurm's default spool (ch-tar2dir makes the mount point, as Charliecloud
   // does). Decided here rather than left optional to the core: whether it is
   // there tells launcherDirMounts what the container sees of the spool.
-  if (isDir('/var/spool/slurmd') && kindInImage(root, '/var/spool/slurmd') === 'dir')
-    ops.push({ kind: 'bind', src: '/var/spool/slurmd', dst: '/var/spool/slurmd', flags: ['rec'] });
+  const spool = guestPath(layout.SLURM_SPOOL);
+  if (isDir(spool) && kindInImage(root, spool) === 'dir')
+    ops.push({ kind: 'bind', src: spool, dst: spool, flags: ['rec'] });
   if (opts.privateTmp) {
     ops.push({ kind: 'tmpfs', options: 'mode=1777', dst: '/tmp', flags: [] });
   } else {
@@ -164,7 +167,7 @@ function homeMounts(ctx: MountContext): MountOp[] {
 function defaultDst(ctx: MountContext, b: Bind, used: Set<string>): string {
   if (kindInImage(ctx.root, b.src) !== null) return b.src;
   for (let n = 0; ; n++) {
-    const cand = `/mnt/${n}`;
+    const cand = guestPath(layout.mntSlot(n));
     const kind = kindInImage(ctx.root, cand);
     if (kind === null)
       throw new ChError(`can't bind ${b.src}: neither ${b.src} nor a free /mnt/N `

@@ -1,5 +1,5 @@
 // Command lines of the commands whose start-up time doesn't matter (ch-build,
-// ch-builder2tar/ch-docker2tar, ch-fromhost), parsed with yargs so they all
+// ch-builder2tar/ch-docker2tar, ch-fromhost, ch-pull, ch-convert), parsed with yargs so they all
 // behave alike: -h/-?/--help, -V/--version, --usage, strict parsing (an
 // unknown option is an error, except for ch-build, which passes it to the
 // builder), exit 2 on any usage error, and shell completion (`PROG

@@ -61,6 +61,12 @@ const SWITCHES = Object.fromEntries(['CH_RUN_NO_OPENAT2', 'CH_RUN_NO_MOUNT_SETAT
   .filter((v) => process.env[v] !== undefined).map((v) => [v, process.env[v]]));
 const SUFFIX = Object.keys(SWITCHES).length ? '-fallback' : '';   // own scratch when both run at once
 
+// Every test here needs root: to make the setuid probe, the root-owned
+// victim process and secret, and setuid copies of ch-run. Without root:
+// skipped, and the title says why.
+const serial = isRoot ? test.serial
+  : (title, fn) => test.serial.skip(`${title} [skipped: not root; needs root for the setuid probe, victim and setuid installs]`, fn);
+
 test.before(async (t) => {
   if (!isRoot) return;
   user = testUser();
@@ -87,8 +93,7 @@ test.before(async (t) => {
 test.after.always(() => { try { victim?.kill('SIGKILL'); } catch { /* gone */ } });
 
 for (const [profile, idArgs] of Object.entries(PROFILES)) {
-  test.serial(`escape battery: ${profile}`, async (t) => {
-    if (!isRoot) { t.log('not root: the suite needs root to create the setuid binary and victim; skipped'); t.pass(); return; }
+  serial(`escape battery: ${profile}`, async (t) => {
     const before = treeSum(img);
     const r = await runAs(user, join(BIN, 'ch-run'),
       [...idArgs, '-b', `${secret}:/etc/secret-dst`, img, '--',
@@ -118,8 +123,7 @@ for (const [profile, idArgs] of Object.entries(PROFILES)) {
 }
 
 // The uid inside is what -u says; the map's host side is always the invoker.
-test.serial('uid/gid inside match the profile', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial('uid/gid inside match the profile', async (t) => {
   for (const [profile, idArgs] of Object.entries(PROFILES)) {
     const r = await runAs(user, join(BIN, 'ch-run'), [...idArgs, img, '--', 'sh', '-c', 'id -u; id -g; cat /proc/self/uid_map'],
       { env: SWITCHES });
@@ -142,8 +146,7 @@ const SETID_CASES = [
   ['core setgid root', 'build/Release/ch-run-core', 0o2755],
 ];
 
-test.serial('ch-run installed setuid or setgid refuses to run', async (t) => {
-  if (!isRoot) { t.log('needs root to install setuid copies; skipped'); t.pass(); return; }
+serial('ch-run installed setuid or setgid refuses to run', async (t) => {
   const base = scratch(`setid${SUFFIX}`);
   for (const [what, rel, mode] of SETID_CASES) {
     const pkg = join(base, what.replace(/ /g, '-'));

@@ -34,6 +34,11 @@ async function hostileImage(name, fix) {
 
 const repoint = (img, p, target) => { rmSync(join(img, p), { recursive: true, force: true }); symlinkSync(target, join(img, p)); };
 
+// Every test here needs root: to build root-owned hostile images and a second
+// user. Without root: skipped, and the title says why.
+const serial = isRoot ? test.serial
+  : (title, fn) => test.serial.skip(`${title} [skipped: not root; needs root to build hostile images and user chsec2]`, fn);
+
 test.before(async () => {
   if (!isRoot) return;
   user = testUser();
@@ -76,8 +81,7 @@ const CASES = [
 ];
 
 for (const [name, fix, argsFn, want, re] of CASES) {
-  test.serial(`hostile image: ${name}`, async (t) => {
-    if (!isRoot) { t.log('needs root to build hostile images; skipped'); t.pass(); return; }
+  serial(`hostile image: ${name}`, async (t) => {
     const args = argsFn();
     const img = await hostileImage(name.replace(/[^a-z0-9]+/gi, '_'), fix);
     // -w cases need an image the user owns; the others stay root's.
@@ -104,8 +108,7 @@ for (const [name, fix, argsFn, want, re] of CASES) {
   });
 }
 
-test.serial('hostile image: owned by another user', async (t) => {
-  if (!isRoot) { t.pass(); return; }
+serial('hostile image: owned by another user', async (t) => {
   const img = join(dir, 'others');
   await copyBusybox(img);
   await execa('chown', ['-R', `${other.uid}:${other.gid}`, img]);
