@@ -104,11 +104,13 @@ static void own_location(char *dir, char *root, size_t size)
 
 /* In the child: exec Node on the front end, with the plan memfd and the
    write end of the done pipe named in the environment. Never returns. */
-static void exec_front_end(const char *root, int planfd, int donefd, int argc, char **argv)
+static void exec_front_end(pid_t parent, const char *root, int planfd, int donefd, int argc, char **argv)
 {
    char front[PATH_MAX + 32], fdstr[16];
-   /* If ch-run is killed while the front end plans, the front end goes too. */
-   pid_t parent = getppid();
+   /* If ch-run is killed while the front end plans, the front end goes too.
+      PARENT is ch-run's PID taken before the fork: read here, getppid() may
+      already name init if ch-run was killed before we ran, and the check
+      after prctl would pass (seen under load: a front end left behind). */
    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
       _exit(EXIT_CHRUN);
    if (fcntl(donefd, F_SETFD, 0) != 0)
@@ -154,11 +156,12 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
    int done[2];
    if (pipe2(done, O_CLOEXEC) != 0)
       die("can't create done pipe");
+   pid_t self = getpid();
    pid_t pid = fork();
    if (pid < 0)
       die("can't fork front end");
    if (pid == 0)
-      exec_front_end(root, planfd, done[1], argc, argv);
+      exec_front_end(self, root, planfd, done[1], argc, argv);
    if (close(done[1]) != 0)
       die("can't close done pipe");
    /* The byte, or EOF; not EOF after the byte: a helper Node started and

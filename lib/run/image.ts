@@ -140,9 +140,22 @@ export function createInImage(root: string, path: string, file: boolean): void {
  * is: a directory for each component (existing ones are kept), then the last
  * as a directory or an empty FILE. Planning itself writes nothing.
  */
-export function createOps(path: string, file: boolean): MountOp[] {
+export function createOps(path: string, file: boolean, plainIn?: string): MountOp[] {
   const comps = path.split('/').filter((c) => c !== '' && c !== '.');
   if (comps.includes('..')) throw new ChError(`can't create ${path} in image: '..' not allowed`);
+  // With -w (PLAININ: the image directory) only what lies plainly inside the
+  // image is created: a symlink on the way is refused here, read-only. (The
+  // core would resolve it inside the root anyway; this says so clearly.)
+  if (plainIn !== undefined) {
+    let host = plainIn;
+    for (let i = 0; i < comps.length; i++) {
+      host += '/' + comps[i];
+      let st: Stats;
+      try { st = lstatSync(host); } catch { break; }   // missing from here on: created by the core
+      if (st.isSymbolicLink())
+        throw new ChError(`can't create ${path} in image: ${comps.slice(0, i + 1).join('/')} is a symlink`);
+    }
+  }
   return comps.map((_, i) => {
     const dst = '/' + comps.slice(0, i + 1).join('/');
     return i === comps.length - 1 && file ? { kind: 'mkfile', mode: 0o644, dst, flags: [] }

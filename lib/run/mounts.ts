@@ -119,7 +119,7 @@ function launcherDirMounts(ctx: MountContext, d: LauncherDir, before: MountOp[])
   if (kindInImage(root, missing) !== null) return fail(`${missing} in image ${root} is not a directory`);
   if (ctx.opts.writable) {
     log.info(`${d.what} ${d.path}: bound at its own path, created in writable image`);
-    return [...createOps(d.path, false), bind];
+    return [...createOps(d.path, false, root), bind];
   }
   if (have === '/')
     return fail(`image ${root} has no ${missing} to mount it on (create ${missing} in the image, or use -w)`);
@@ -208,7 +208,7 @@ function userBinds(ctx: MountContext): MountOp[] {
       if (!ctx.opts.writable && ctx.opts.writeFake === undefined)
         throw new ChError(`can't bind ${b.src} to ${dst}: ${dst} doesn't exist in read-only image ${ctx.root} `
           + '(create it in the image, or use -w or -W)');
-      ops.push(...createOps(dst, !st.isDirectory()));
+      ops.push(...createOps(dst, !st.isDirectory(), ctx.opts.writable ? ctx.root : undefined));
     } else if (st.isDirectory() !== (kind === 'dir')) {
       const hint = b.dst === null && !st.isDirectory()
         ? ` (a file needs a file to mount on: give one, e.g. -b ${b.src}:/path/in/image${b.readonly ? ':ro' : ''})` : '';

@@ -58,7 +58,8 @@ const asAttacker = (script) => runAs(attacker, '/bin/sh', ['-c', script.replace(
 /** USER holds an flock on LOCK (created if needed) in a process that is itself the holder, so killing it frees the lock. */
 async function holdLock(user, lock) {
   const holder = runAs(user, '/bin/sh', ['-c', `exec 9>>'${lock}' && flock -x 9 && exec sleep 60`], { stdio: 'ignore' });
-  await waitFor(async () => (await execa('flock', ['-n', lock, 'true'], { reject: false })).exitCode !== 0);
+  // A bound, not a timing: the holder may start slowly on a loaded machine.
+  await waitFor(async () => (await execa('flock', ['-n', lock, 'true'], { reject: false })).exitCode !== 0, 60_000);
   return { release: async () => { holder.kill('SIGKILL'); await holder.catch(() => {}); } };
 }
 const asVictim = (cmd, args, opts = {}) => runAs(victim, join(BIN, cmd), args, { timeout: 60_000, ...opts });
