@@ -57,9 +57,15 @@ const asAttacker = (script) => runAs(attacker, '/bin/sh', ['-c', script.replace(
 
 /** USER holds an flock on LOCK (created if needed) in a process that is itself the holder, so killing it frees the lock. */
 async function holdLock(user, lock) {
-  const holder = runAs(user, '/bin/sh', ['-c', `exec 9>>'${lock}' && flock -x 9 && exec sleep 60`], { stdio: 'ignore' });
-  // A bound, not a timing: the holder may start slowly on a loaded machine.
-  await waitFor(async () => (await execa('flock', ['-n', lock, 'true'], { reject: false })).exitCode !== 0, 60_000);
+  const holder = runAs(user, '/bin/sh', ['-c', `exec 9>>'${lock}' && flock -x 9 && echo held && exec sleep 60`],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The holder says when it holds the lock; if it ends instead, say why.
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`lock holder for ${lock} silent for 60 s`)), 60_000);
+    holder.stdout.on('data', (d) => { if (String(d).includes('held')) { clearTimeout(timer); resolve(); } });
+    holder.then((r) => { clearTimeout(timer); reject(new Error(`lock holder ended (exit ${r.exitCode}): ${r.stderr}`)); },
+      (e) => { clearTimeout(timer); reject(e); });
+  });
   return { release: async () => { holder.kill('SIGKILL'); await holder.catch(() => {}); } };
 }
 const asVictim = (cmd, args, opts = {}) => runAs(victim, join(BIN, cmd), args, { timeout: 60_000, ...opts });
