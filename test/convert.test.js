@@ -7,7 +7,7 @@ import test from 'ava';
 import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ch, image, isRoot, unavailable } from './helpers/env.js';
+import { ch, image, isRoot, needs, notRoot, unavailable } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
 
 /** A small tree with what conversions tend to lose. */
@@ -121,7 +121,7 @@ test('bad input: clear errors, nothing written', async (t) => {
   t.deepEqual(readdirSync(dir).sort(), ['junk.sqfs', 'src']);
 });
 
-test('destination not the user\'s, or a symlink: not replaced, not followed', async (t) => {
+needs(test, notRoot && 'needs root to make a destination that belongs to someone else')('destination not the user\'s, or a symlink: not replaced, not followed', async (t) => {
   const { dir, src } = await fixture(t);
   const theirs = join(dir, 'theirs.tar');
   writeFileSync(theirs, 'root\'s\n');   // the test runs as root: owned by root
@@ -143,8 +143,7 @@ test('destination not the user\'s, or a symlink: not replaced, not followed', as
   t.regex(r.stderr, /src\.tar: exists as a file; not replacing it with a directory/);
 });
 
-test('builder image -> .sqfs (through ch-builder2tar), which then runs', async (t) => {
-  if (!isRoot) return unavailable(t, 'podman image', 'needs root (podman runs as root here)');
+needs(test, notRoot && 'needs root (podman runs as root here)')('builder image -> .sqfs (through ch-builder2tar), which then runs', async (t) => {
   const probe = await execa('podman', ['--version'], { reject: false });
   if (probe.exitCode !== 0) return unavailable(t, 'podman', probe.stderr || 'not installed');
   const tag = `localhost/ch-convert-test-${process.pid}`;

@@ -9,15 +9,14 @@ import test from 'ava';
 import { execa } from 'execa';
 import { chmodSync, existsSync, mkdirSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ch, image, isRoot, testUser, unavailable, userEnv } from './helpers/env.js';
+import { BIN, ch, image, isRoot, needs, notRoot, testUser, unavailable, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 const BB = () => image('busybox');
 const run = (args, opts = {}) => ch('ch-run', args, { timeout: 30000, ...opts });
 const lines = (s) => s.split('\n').filter((l) => l !== '');
 
-test('$PATH unset: a warning, and PATH stays unset (not invented); -q silences it', async (t) => {
-  if (!isRoot) return unavailable(t, 'an empty PATH for the test user', 'needs root to switch users');
+needs(test, notRoot && 'needs root to switch users')('$PATH unset: a warning, and PATH stays unset (not invented); -q silences it', async (t) => {
   const env = { ...userEnv(), PATH: undefined };
   const r = await run([BB(), '--', '/bin/env'], { env });
   t.is(r.exitCode, 0, r.stderr);
@@ -36,8 +35,7 @@ test('$PATH unset: a warning, and PATH stays unset (not invented); -q silences i
   t.true(lines(e.stdout).includes('PATH=/bin'), e.stdout);
 });
 
-test('a UID/GID with no host passwd/group entry: "using dummy info" warnings, and the container still runs', async (t) => {
-  if (!isRoot) return unavailable(t, 'a UID without passwd entry', 'needs root to switch users');
+needs(test, notRoot && 'needs root to switch users')('a UID/GID with no host passwd/group entry: "using dummy info" warnings, and the container still runs', async (t) => {
   const r = await execa('setpriv', ['--reuid=54321', '--regid=54321', '--clear-groups', '--',
     join(BIN, 'ch-run'), BB(), '--', 'id', '-u'], { reject: false, env: { PATH: '/usr/bin:/bin' }, extendEnv: false, cwd: '/' });
   t.is(r.exitCode, 0, r.stderr);
@@ -198,7 +196,7 @@ test('--warnings=N reprints the last N warnings before ch-run\'s own error; --un
   t.is(u.stdout, 'ok', u.stderr);
 });
 
-test('-s/--storage: an image name is found in the caller\'s own storage only', async (t) => {
+needs(test, notRoot && 'needs root to make storage that belongs to someone else')('-s/--storage: an image name is found in the caller\'s own storage only', async (t) => {
   const dir = await scratch(t);
   const storage = join(dir, 'st');
   mkdirSync(join(storage, 'img'), { recursive: true });

@@ -13,9 +13,12 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync,
   symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BIN, CACHE_DIR, image, unavailable } from './helpers/env.js';
+import { BIN, CACHE_DIR, image, needs, notRoot, unavailable } from './helpers/env.js';
 import { daskImage, debImage, mpiImage } from './helpers/mpi-image.js';
 import { leftovers, useCluster } from './helpers/slurm.js';
+
+// Root-only: without root these are skipped, and the title says why.
+const serialRoot = needs(test.serial, notRoot && 'needs root: the images and the Slurm test cluster are made as root');
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 // Each job gets a /tmp (and /dev/shm) of its own on each node, as on separate
@@ -82,7 +85,7 @@ test.after.always(async () => {
   if (c.cluster) for (const d of ['shared', 'nodelocal']) rmSync(join(c.cluster.dir, d), { recursive: true, force: true });
 });
 
-test.serial('examples/hello: ch-build (BASE from a local image), ch-builder2tar to a shared dir, sbatch -N 4', async (t) => {
+serialRoot('examples/hello: ch-build (BASE from a local image), ch-builder2tar to a shared dir, sbatch -N 4', async (t) => {
   const s = cluster(t); if (!s) return;
   if ((await execa('sh', ['-c', 'command -v podman'], { reject: false })).exitCode !== 0)
     return unavailable(t, 'podman', 'not installed');
@@ -111,7 +114,7 @@ test.serial('examples/hello: ch-build (BASE from a local image), ch-builder2tar 
   t.true(existsSync(join(d.nodelocal, `${TAG}-hello`, 'hello.sh')), 'unpacked into $CH_IMAGES');
 });
 
-test.serial('examples/mpihello: tarball in a shared dir, sbatch -N 2 (srun --mpi=pmix and mpirun)', async (t) => {
+serialRoot('examples/mpihello: tarball in a shared dir, sbatch -N 2 (srun --mpi=pmix and mpirun)', async (t) => {
   const s = cluster(t); if (!s) return;
   const img = await mpiImage();
   if (!img.dir) return unavailable(t, 'MPI image', img.reason);
@@ -125,7 +128,7 @@ test.serial('examples/mpihello: tarball in a shared dir, sbatch -N 2 (srun --mpi
   t.regex(out, new RegExp(`job ${jobid} done`));
 });
 
-test.serial('examples/dask: unpacked on both nodes, submitted from the shared dir: pi, clean shutdown', async (t) => {
+serialRoot('examples/dask: unpacked on both nodes, submitted from the shared dir: pi, clean shutdown', async (t) => {
   const s = cluster(t); if (!s) return;
   const img = await daskImage();
   if (!img.dir) return unavailable(t, 'Dask image', img.reason);
@@ -147,7 +150,7 @@ test.serial('examples/dask: unpacked on both nodes, submitted from the shared di
   t.deepEqual(left.procs, [], 'no scheduler or worker left running');
 });
 
-test.serial('examples/spark: the job itself, with a stand-in for Spark (shared conf, waits on logs, shutdown)', async (t) => {
+serialRoot('examples/spark: the job itself, with a stand-in for Spark (shared conf, waits on logs, shutdown)', async (t) => {
   // No Spark here (see the next test): a busybox image whose spark-class and
   // spark-submit act out Spark's part as the job sees it: the master logs
   // that it is up, each worker registers in the master's log, spark-submit
@@ -185,7 +188,7 @@ echo "Pi is roughly 3.14159 (stand-in)"`);
   rmSync(img, { recursive: true, force: true });
 });
 
-test.serial('examples/spark: only when a Spark image can be built here', async (t) => {
+serialRoot('examples/spark: only when a Spark image can be built here', async (t) => {
   // Spark is not packaged by Debian and can't be downloaded here: the image
   // needs a Spark distribution, given as CH_TEST_SPARK_TGZ (spark-*-bin-*.tgz).
   // With one, the image is built as the Dockerfile builds it (Debian's Java

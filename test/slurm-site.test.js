@@ -12,9 +12,12 @@ import { execa } from 'execa';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync }
   from 'node:fs';
 import { join } from 'node:path';
-import { BIN, ch, image, IMAGES, PKG, TEST_DIR, testUser, unavailable } from './helpers/env.js';
+import { BIN, ch, image, IMAGES, needs, notRoot, PKG, TEST_DIR, testUser, unavailable } from './helpers/env.js';
 import { mpiImage } from './helpers/mpi-image.js';
 import { useCluster } from './helpers/slurm.js';
+
+// Root-only: without root these are skipped, and the title says why.
+const serialRoot = needs(test.serial, notRoot && 'needs root: the MPI image and the Slurm test cluster are made as root');
 
 const CHRUN = join(BIN, 'ch-run');
 // Each fake node gets BASE/<node>; {port} keeps concurrent clusters apart.
@@ -63,7 +66,7 @@ function allRanks(t, { r, ranks }, n, uid) {
   t.notRegex(r.all, /ORTE_ERROR_LOG|session_dir\.c/);
 }
 
-test.serial('Slurm defaults (TmpFS /tmp, spool /var/spool/slurmd): ranks start, client dir seen through /tmp', async (t) => {
+serialRoot('Slurm defaults (TmpFS /tmp, spool /var/spool/slurmd): ranks start, client dir seen through /tmp', async (t) => {
   const s = ready(t, plain); if (!s) return;
   const h = await hello(s, IMG, { srun: ['-p', 'four', '-N', '4', '-n', '8'] });
   allRanks(t, h, 8, s.user.uid);
@@ -71,14 +74,14 @@ test.serial('Slurm defaults (TmpFS /tmp, spool /var/spool/slurmd): ranks start, 
   t.regex(h.r.stderr, /Slurm PMIx client directory \(in TmpFS\) \/tmp\/ch-test-site-\d+\/n\d\/spmix_appdir_\d+_\d+\.\d+: visible through bind \/tmp/);
 });
 
-test.serial('Slurm defaults, --private-tmp: the client dir gets a mount point in the private /tmp', async (t) => {
+serialRoot('Slurm defaults, --private-tmp: the client dir gets a mount point in the private /tmp', async (t) => {
   const s = ready(t, plain); if (!s) return;
   const h = await hello(s, IMG, { srun: ['-n', '2'], chrun: ['--private-tmp'] });
   allRanks(t, h, 2, s.user.uid);
   t.regex(h.r.stderr, /Slurm PMIx client directory \(in TmpFS\) \/tmp\/ch-test-site-\d+\/n0\/spmix_appdir_\S+: bound at its own path, mount point made in tmpfs \/tmp\n/);
 });
 
-test('a client directory that is not the user\'s own (a link in TmpFS, another owner) is not bound; nor over a user\'s bind', async (t) => {
+needs(test, notRoot && "needs root to plant another owner's directory")('a client directory that is not the user\'s own (a link in TmpFS, another owner) is not bound; nor over a user\'s bind', async (t) => {
   // TmpFS is every user's: someone could plant a link by the step's name.
   const base = join(TEST_DIR, 'hostile-tmpfs');
   rmSync(base, { recursive: true, force: true });
@@ -113,7 +116,7 @@ test('a client directory that is not the user\'s own (a link in TmpFS, another o
   } finally { rmSync(base, { recursive: true, force: true }); }
 });
 
-test.serial('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks start with no user binds', async (t) => {
+serialRoot('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks start with no user binds', async (t) => {
   const s = ready(t, site); if (!s) return;
   const h = await hello(s, LOCAL, { srun: ['-p', 'four', '-N', '4', '-n', '8'] });
   allRanks(t, h, 8, s.user.uid);
@@ -127,13 +130,13 @@ test.serial('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks 
   t.regex(h.r.stderr, /can't show PMIx server directory \(PMIX_SERVER_TMPDIR\) \/var\/lib\/slurm\/slurmd\/\S+ in the container: .* lacks \/var\/lib\/slurm, .*; PMIx uses its hash store instead \(PMIX_MCA_gds=hash\)/);
 });
 
-test.serial('site layout, --join: one container per node, directories bound once', async (t) => {
+serialRoot('site layout, --join: one container per node, directories bound once', async (t) => {
   const s = ready(t, site); if (!s) return;
   const h = await hello(s, LOCAL, { srun: ['-p', 'four', '-N', '2', '-n', '4', '--ntasks-per-node=2'], chrun: ['--join'] });
   allRanks(t, h, 4, s.user.uid);
 });
 
-test.serial('site layout, SLURM_PMIX_TMPDIR in /var/tmp: found from the environment, mounted on a tmpfs over the image\'s empty /var/tmp', async (t) => {
+serialRoot('site layout, SLURM_PMIX_TMPDIR in /var/tmp: found from the environment, mounted on a tmpfs over the image\'s empty /var/tmp', async (t) => {
   const s = ready(t, site); if (!s) return;
   const dir = `/var/tmp/ch-test-site-${s.base}`;
   rmSync(dir, { recursive: true, force: true });
@@ -146,7 +149,7 @@ test.serial('site layout, SLURM_PMIX_TMPDIR in /var/tmp: found from the environm
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
-test.serial('site layout, image without /local: Open MPI makes its session directory in /tmp instead, and says so', async (t) => {
+serialRoot('site layout, image without /local: Open MPI makes its session directory in /tmp instead, and says so', async (t) => {
   const s = ready(t, site); if (!s) return;
   const h = await hello(s, IMG, { srun: ['-p', 'four', '-N', '2', '-n', '4'] });
   allRanks(t, h, 4, s.user.uid);
@@ -157,7 +160,7 @@ test.serial('site layout, image without /local: Open MPI makes its session direc
   t.deepEqual(readdirSync('/tmp').filter((f) => new RegExp(`^ompi\\.n\\d\\.${s.user.uid}$`).test(f)), []);
 });
 
-test.serial('site layout, image without /local, OMPI_MCA_orte_top_session_dir set by the user: left alone', async (t) => {
+serialRoot('site layout, image without /local, OMPI_MCA_orte_top_session_dir set by the user: left alone', async (t) => {
   const s = ready(t, site); if (!s) return;
   const mine = `/tmp/ch-test-site-session-${s.base}`;
   const h = await hello(s, IMG, { srun: ['-n', '2'], env: { OMPI_MCA_orte_top_session_dir: mine } });
@@ -166,7 +169,7 @@ test.serial('site layout, image without /local, OMPI_MCA_orte_top_session_dir se
   rmSync(mine, { recursive: true, force: true });
 });
 
-test.serial('site layout: the step cleans up; nothing of ours left in TmpFS or the spool', async (t) => {
+serialRoot('site layout: the step cleans up; nothing of ours left in TmpFS or the spool', async (t) => {
   const s = ready(t, site); if (!s) return;
   const h = await hello(s, LOCAL, { srun: ['-n', '2'] });
   allRanks(t, h, 2, s.user.uid);

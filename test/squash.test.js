@@ -6,7 +6,7 @@ import test from 'ava';
 import { execa, execaSync } from 'execa';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, BIN, ch, image, isRoot, testUser, unavailable, userEnv } from './helpers/env.js';
+import { asUser, BIN, ch, image, isRoot, needs, notRoot, testUser, unavailable, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 /** IMAGE (a directory) made into a .sqfs in a fresh scratch dir, by the test user. */
@@ -162,9 +162,8 @@ test('a truncated .sqfs, and a file that is not SquashFS, are clear errors', asy
   t.regex(r.stderr, /can't use image .*junk\.sqfs: not a directory, and not a SquashFS image/);
 });
 
-test('FUSE unusable (/dev/fuse inaccessible, squashfuse missing): clear errors', async (t) => {
+needs(test, notRoot && 'needs root to hide /dev/fuse')('FUSE unusable (/dev/fuse inaccessible, squashfuse missing): clear errors', async (t) => {
   const img = await sqfs(t);
-  if (!isRoot) return unavailable(t, 'hiding /dev/fuse', 'needs root to set up');
   // /dev/fuse as this machine kind ships it: root's only, mode 0600 (in a
   // private mount namespace, so nothing else is affected).
   const hidden = join(await scratch(t, 'fuse'), 'fuse');
@@ -219,7 +218,7 @@ for (const kind of ['directory', 'squashfs']) {
   });
 }
 
-test('-W on a read-only image: -b creates its destination, in the overlay only', async (t) => {
+needs(test, notRoot && 'needs root: the read-only image must belong to someone else')('-W on a read-only image: -b creates its destination, in the overlay only', async (t) => {
   const img = await imageCopy(t);   // the user's (overlayfs copies up only what the user owns)
   const src = await scratch(t, 'src');
   writeFileSync(join(src, 'file'), 'from host\n');
@@ -275,8 +274,7 @@ test.serial('squashfuse that fails, or never serves: its words, or a timeout; no
 // /var/tmp is everyone's: /var/tmp/$USER.ch is used only if it is a real
 // directory of the user's, closed to others. (Serial: it moves the user's
 // own directory aside meanwhile; ava runs serial tests before the others.)
-test.serial('/var/tmp/$USER.ch planted by someone else, or open to others: refused', async (t) => {
-  if (!isRoot) return unavailable(t, 'planting /var/tmp/$USER.ch', 'needs root to play the other user');
+needs(test.serial, notRoot && 'needs root to play the other user')('/var/tmp/$USER.ch planted by someone else, or open to others: refused', async (t) => {
   const img = await sqfs(t);
   const own = `/var/tmp/${testUser().name}.ch`;
   const aside = `${own}.aside-${process.pid}`;

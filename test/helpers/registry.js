@@ -202,7 +202,12 @@ export async function startRegistry(dir, { auth = 'none', users = {}, tls = fals
 /** Push LAYOUT:TAG to REG as NAME:TAG with skopeo (all platforms of an index). */
 export async function push(reg, layout, tag, name, { creds } = {}) {
   // (--dest-tls-verify=false also lets skopeo use plain HTTP on loopback.)
-  await execa('skopeo', ['copy', '--all', '--dest-tls-verify=false', ...(creds ? ['--dest-creds', creds] : []),
+  // An auth file of our own: as a user, skopeo's default (/run/containers/UID/auth.json)
+  // may exist but belong to root (left by podman), and it refuses to go on.
+  const authfile = join(reg.dir, 'skopeo-auth.json');
+  if (!existsSync(authfile)) writeFileSync(authfile, '{"auths":{}}\n', { mode: 0o600 });
+  await execa('skopeo', ['copy', '--all', '--dest-tls-verify=false', '--dest-authfile', authfile,
+    ...(creds ? ['--dest-creds', creds] : []),
     `oci:${layout}:${tag}`, `docker://${reg.host}/${name}:${tag}`], { env: { HOME: reg.dir } });
 }
 
