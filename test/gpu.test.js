@@ -13,7 +13,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
   writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ch, IMAGES, PKG, TEST_DIR, testUser } from './helpers/env.js';
-import { buildGpuFixture, fxEnv as fixtureEnv } from './fixtures/gpu/fixture.js';
+import { buildGpuFixture, fxEnv as fixtureEnv, LDCONFIG } from './fixtures/gpu/fixture.js';
 
 const FX = join(TEST_DIR, 'gpu-fixture');
 const DEBIAN = join(IMAGES, 'debian');
@@ -153,7 +153,7 @@ int main(void) {
     join(dir, 'lib/libhsa-runtime64.so.1'), join(dir, 'src/hsa.c')]);
   await execa('gcc', ['-O2', '-Wall', '-o', join(dir, 'prog/dlhsa'), join(dir, 'src/dlhsa.c'), '-ldl']);
   writeFileSync(join(dir, 'ld.so.conf'), `${join(dir, 'lib')}\n`);
-  await execa('ldconfig', ['-C', join(dir, 'ld.so.cache'), '-f', join(dir, 'ld.so.conf')]);
+  await execa(LDCONFIG, ['-C', join(dir, 'ld.so.cache'), '-f', join(dir, 'ld.so.conf')]);
   for (const d of ['kfd', 'dri/card0', 'dri/card1', 'dri/renderD128', 'dri/renderD129'])
     writeFileSync(join(dir, 'dev', d), `fake ${d}\n`);
   writeFileSync(join(dir, 'hostbin/rocm-smi'), '#!/bin/sh\necho "ROCM-SMI stand-in: $(ls /dev/dri | grep -c "^renderD") GPUs"\n',
@@ -256,7 +256,7 @@ test('ld.so.cache: our reader and writer agree with glibc\'s ldconfig', async (t
   const cache = join(FX, 'ld.so.cache');
   const ours = readCache(cache);
   t.truthy(ours);
-  const glibc = parseLdconfigP((await execa('ldconfig', ['-p', '-C', cache])).stdout);
+  const glibc = parseLdconfigP((await execa(LDCONFIG, ['-p', '-C', cache])).stdout);
   t.is(glibc.get('libcuda.so.1'), join(FX, 'lib/libcuda.so.1'));
   for (const [name, path] of glibc) t.true(ours.some((e) => e.key === name && e.value === path), name);
   // A generated cache: injected entry first among equal names, sorted as ldconfig sorts.
@@ -264,7 +264,7 @@ test('ld.so.cache: our reader and writer agree with glibc\'s ldconfig', async (t
     ours);
   const out = join(FX, 'generated.cache');
   writeFileSync(out, gen);
-  const listed = (await execa('ldconfig', ['-p', '-C', out])).stdout.split('\n').slice(1).map((l) => l.trim().split(' ')[0]);
+  const listed = (await execa(LDCONFIG, ['-p', '-C', out])).stdout.split('\n').slice(1).map((l) => l.trim().split(' ')[0]);
   t.is(listed.length, ours.length + 1);
   const back = parseCache(gen);
   t.deepEqual(back.map((e) => e.key), listed);

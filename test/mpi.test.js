@@ -177,7 +177,7 @@ test('launcher defaults: PMIx hash store when the server directory is hidden, si
     ['PMIx rank, server dir hidden', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: hidden }, [], 'gds=hash sc=none'],
     // Bound only where the host has Slurm's default spool (made for the test below when root can).
     ['PMIx rank, server dir under /var/spool/slurmd', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/var/spool/slurmd/pmix.1.0/' }, [],
-      existsSync('/var/spool/slurmd/pmix.1.0') ? 'gds=unset sc=none' : 'gds=hash sc=none'],
+      existsSync('/var/spool/slurmd') ? 'gds=unset sc=none' : 'gds=hash sc=none'],
     ['PMIx rank, server dir under /tmp (bound)', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/tmp/pmix.1.0' }, [], 'gds=unset sc=none'],
     ['PMIx rank, server dir bound by the user at its own path', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/home/x' }, ['-b', '/home:/home'], 'gds=unset sc=none'],
     ['PMIx rank, server dir bound by the user elsewhere', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/home/x' }, ['-b', '/home:/mnt/0'], 'gds=hash sc=none'],
