@@ -11,8 +11,7 @@
 //      an older image of ours, which is then deleted.
 // DIR/NAME therefore only ever holds a complete image, whatever kills us.
 
-import { accessSync, chmodSync, closeSync, constants as fsConstants, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, statSync, unlinkSync, type Stats } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { accessSync, chmodSync, closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, readFileSync, realpathSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
@@ -22,7 +21,7 @@ import { extract } from '../tar/extract.js';
 import { tarAddon, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
-import { at, myUid, openDir, openDirAt, ownerName, removeOwned, untrusted } from '../util/owned-fs.js';
+import { at, makeTempDir, myUid, openDir, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
@@ -183,45 +182,6 @@ function existingImage(dirFd: number, name: string, where: string): { source?: I
   }
 }
 
-/**
- * Remove temporaries of runs that died (we hold the lock): ours only. Another
- * user's entry of the same name pattern is none of ours; our names are
- * random, so it is not in our way either.
- */
-function removeStale(log: Log, dirFd: number, dir: string, name: string): void {
-  for (const e of readdirSync(`/proc/self/fd/${dirFd}`)) {
-    if (!e.startsWith(`.${name}.ch-tmp.`)) continue;
-    let st: Stats;
-    try { st = lstatSync(at(dirFd, e)); } catch { continue; }
-    if (st.uid !== myUid()) {
-      log.info(`ignoring ${join(dir, e)}: belongs to ${ownerName(st.uid)}, not you`);
-      continue;
-    }
-    log.info(`removing stale temporary ${join(dir, e)}`);
-    removeOwned(dirFd, e, join(dir, e));
-  }
-}
-
-/** A fresh temporary directory (mode 0700) with an unpredictable name in DIR; its name and fd. */
-function makeTemp(dirFd: number, dir: string, name: string): { tmpName: string; tmpFd: number } {
-  for (let i = 0; ; i++) {
-    const tmpName = `.${name}.ch-tmp.${randomBytes(6).toString('hex')}`;
-    try {
-      mkdirSync(at(dirFd, tmpName), { mode: 0o700 });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && i < 8) continue;
-      throw new ChError(`${dir}: can't create a temporary directory in it: ${why(err)}`, EXIT_FAIL);
-    }
-    const tmpFd = openDirAt(dirFd, tmpName);
-    const st = fstatSync(tmpFd);
-    if (st.uid !== myUid()) {   // swapped between mkdir and open
-      closeSync(tmpFd);
-      throw new ChError(`${join(dir, tmpName)}: replaced by ${ownerName(st.uid)} while being created`, EXIT_FAIL);
-    }
-    return { tmpName, tmpFd };
-  }
-}
-
 export async function tar2dir(argv: string[], log: Log): Promise<number> {
   let parsed;
   try {
@@ -288,7 +248,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
 
   async function unpackLocked(): Promise<number> {
   // 2. Stale temporaries: under the lock, any of ours left are from runs that died.
-  removeStale(log, dirFd, dir, name);
+  removeStaleTemps(log, dirFd, dir, `.${name}.ch-tmp.`);
 
   // 3. What is at DIR/NAME now? Only an image our ch-tar2dir made is reused or replaced.
   const existing = existingImage(dirFd, name, target);
@@ -299,7 +259,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
 
   // 4. Extract beside the target, into a directory only we can enter; every
   // later step names it through our descriptor, never by its path in DIR.
-  const { tmpName, tmpFd } = makeTemp(dirFd, dir, name);
+  const { tmpName, tmpFd } = makeTempDir(dirFd, dir, `.${name}.ch-tmp.`);
   const tmpPath = join(dir, tmpName);
   const inTmp = `/proc/self/fd/${tmpFd}`;
   let renamedAway = false;   // the temporary itself became DIR/NAME

@@ -11,15 +11,14 @@
 //      image, which is then removed).
 // DIR/NAME thus only ever holds a complete image, whatever kills the pull.
 
-import { randomBytes } from 'node:crypto';
-import { accessSync, chmodSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync,
+import { accessSync, chmodSync, closeSync, constants as C, fstatSync, lstatSync, openSync,
   readFileSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
-import { at, myUid, openDirAt, ownerName, removeOwned, untrusted } from '../util/owned-fs.js';
+import { at, makeTempDir, myUid, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
 import { imageDirs, MOUNT_FILES } from '../image/layout.js';
 import { tarAddon, type FixupOp } from '../tar/native.js';
-import { fsWhy, lockOwn, unlock } from './cache.js';
+import { lockOwn, unlock } from './cache.js';
 
 export const EXIT_FAIL = 1;
 export const PROG = 'ch-pull';
@@ -74,33 +73,9 @@ export function existingImage(dirFd: number, name: string, where: string): Marke
   }
 }
 
-/** Our temporaries of NAME in DIRFD, left by pulls that died (we hold the lock). */
-function removeStale(log: Log, dirFd: number, dir: string, name: string): void {
-  for (const e of readdirSync(`/proc/self/fd/${dirFd}`)) {
-    if (!e.startsWith(tmpPrefix(name))) continue;
-    let st: Stats;
-    try { st = lstatSync(at(dirFd, e)); } catch { continue; }
-    if (st.uid !== myUid()) { log.info(`ignoring ${join(dir, e)}: belongs to ${ownerName(st.uid)}`); continue; }
-    log.info(`removing stale temporary ${join(dir, e)}`);
-    removeOwned(dirFd, e, join(dir, e));
-  }
-}
-
 /** A new directory (0700) with an unpredictable name in DIRFD: its name and fd. */
 export function makeTemp(dirFd: number, dir: string, name: string): { tmpName: string; tmpFd: number } {
-  for (let i = 0; ; i++) {
-    const tmpName = tmpPrefix(name) + randomBytes(6).toString('hex');
-    try { mkdirSync(at(dirFd, tmpName), { mode: 0o700 }); } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && i < 8) continue;
-      throw new ChError(`${dir}: can't create a temporary directory in it: ${fsWhy(err)}`, EXIT_FAIL);
-    }
-    const tmpFd = openDirAt(dirFd, tmpName);
-    if (fstatSync(tmpFd).uid !== myUid()) {
-      closeSync(tmpFd);
-      throw new ChError(`${join(dir, tmpName)}: replaced by someone else while being created`, EXIT_FAIL);
-    }
-    return { tmpName, tmpFd };
-  }
+  return makeTempDir(dirFd, dir, tmpPrefix(name));
 }
 
 /** Mount points ch-run needs, and the files under /ch, created inside ROOT through the confined writer. */
@@ -137,7 +112,7 @@ export async function install(log: Log, req: InstallRequest, signal?: AbortSigna
   const lockFd = await lockOwn(dirFd, lockName, join(dir, lockName), signal,
     () => log.info(`waiting for another ${PROG} making ${target}`));
   try {
-    removeStale(log, dirFd, dir, name);
+    removeStaleTemps(log, dirFd, dir, tmpPrefix(name));
     const existing = existingImage(dirFd, name, target);
     if (existing && !req.force && req.upToDate(existing)) return 'current';
     const { tmpName, tmpFd } = makeTemp(dirFd, dir, name);

@@ -10,9 +10,11 @@
 //     else can write;
 //   - an entry that can't be removed is an error, not a warning.
 
-import { closeSync, constants as C, fstatSync, lstatSync, openSync, readdirSync, readFileSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
 import { userInfo } from 'node:os';
-import { ChError, why } from './log.js';
+import { join } from 'node:path';
+import { ChError, why, type Log } from './log.js';
 
 // (libuv opens every descriptor close-on-exec.)
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
@@ -93,5 +95,45 @@ export function removeOwned(parent: number, name: string, where: string): void {
   } catch (err) {
     if (err instanceof ChError) throw err;
     throw new ChError(`can't remove ${where}: ${why(err)}`, 1);
+  }
+}
+
+/**
+ * Remove the caller's entries of directory fd DIRFD (path DIR, for messages)
+ * whose names start with PREFIX: temporaries of runs that died (the caller
+ * holds the lock that makes them stale). Another user's entry of that pattern
+ * is none of ours; our names are unpredictable, so it is not in our way.
+ */
+export function removeStaleTemps(log: Log, dirFd: number, dir: string, prefix: string): void {
+  for (const e of readdirSync(`/proc/self/fd/${dirFd}`)) {
+    if (!e.startsWith(prefix)) continue;
+    let st: Stats;
+    try { st = lstatSync(at(dirFd, e)); } catch { continue; }
+    if (st.uid !== myUid()) {
+      log.info(`ignoring ${join(dir, e)}: belongs to ${ownerName(st.uid)}, not you`);
+      continue;
+    }
+    log.info(`removing stale temporary ${join(dir, e)}`);
+    removeOwned(dirFd, e, join(dir, e));
+  }
+}
+
+/** A new directory (mode 0700) PREFIX + random in directory fd DIRFD (path DIR): its name and fd. */
+export function makeTempDir(dirFd: number, dir: string, prefix: string): { tmpName: string; tmpFd: number } {
+  for (let i = 0; ; i++) {
+    const tmpName = prefix + randomBytes(6).toString('hex');
+    try {
+      mkdirSync(at(dirFd, tmpName), { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && i < 8) continue;
+      throw new ChError(`${dir}: can't create a temporary directory in it: ${why(err)}`, 1);
+    }
+    const tmpFd = openDirAt(dirFd, tmpName);
+    const st = fstatSync(tmpFd);
+    if (st.uid !== myUid()) {   // swapped between mkdir and open
+      closeSync(tmpFd);
+      throw new ChError(`${join(dir, tmpName)}: replaced by ${ownerName(st.uid)} while being created`, 1);
+    }
+    return { tmpName, tmpFd };
   }
 }
