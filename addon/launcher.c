@@ -23,6 +23,9 @@
    reported here and is exit 31, so a failure before the container starts
    is never silent.
 
+   Before all that, a plan memoized by an earlier launch with the same
+   command line may do (addon/memo.c): then Node is not started at all.
+
    A C program rather than a shell script: this sits on every launch, and
    dash plus a subshell cost ~2 ms more. */
 
@@ -40,6 +43,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "memo.h"
 
 #define EXIT_CHRUN 31   /* ch-run's own failures; the front end's errors too */
 
@@ -104,7 +109,8 @@ static void own_location(char *dir, char *root, size_t size)
 
 /* In the child: exec Node on the front end, with the plan memfd and the
    write end of the done pipe named in the environment. Never returns. */
-static void exec_front_end(pid_t parent, const char *root, int planfd, int donefd, int argc, char **argv)
+static void exec_front_end(pid_t parent, const char *root, int planfd, int donefd, int argc, char **argv,
+                           int memofd, const char *miss)
 {
    char front[PATH_MAX + 32], fdstr[16];
    /* If ch-run is killed while the front end plans, the front end goes too.
@@ -122,6 +128,13 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    snprintf(fdstr, sizeof(fdstr), "%d", donefd);
    if (setenv("CH_RUN_DONE_FD", fdstr, 1) != 0)
       die("can't set CH_RUN_DONE_FD");
+   /* The record of what the plan depended on goes there (lib/run/memo.ts);
+      close-on-exec in ch-run itself, so the core never holds it. */
+   snprintf(fdstr, sizeof(fdstr), "%d", memofd);
+   if (memofd >= 0 && (fcntl(memofd, F_SETFD, 0) != 0 || setenv("CH_RUN_MEMO_FD", fdstr, 1) != 0))
+      die("can't pass the memo memfd to the front end");
+   if (*miss != '\0' && setenv("CH_RUN_MEMO_MISS", miss, 1) != 0)
+      die("can't set CH_RUN_MEMO_MISS");
    char **nargv = calloc(argc + 2, sizeof(char *));
    if (nargv == NULL)
       die("can't allocate");
@@ -146,8 +159,8 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    kernel reap the child and hide its status); *CALLER gets the caller's
    disposition. */
 #define DONE_BYTE 'k'
-static pid_t start_front_end(const char *root, int planfd, int argc, char **argv,
-                             struct sigaction *caller, bool *confirmed)
+static pid_t start_front_end(const char *root, int planfd, int argc, char **argv, int memofd,
+                             const char *miss, struct sigaction *caller, bool *confirmed)
 {
    struct sigaction dfl = { .sa_handler = SIG_DFL };
    sigemptyset(&dfl.sa_mask);
@@ -161,7 +174,7 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
    if (pid < 0)
       die("can't fork front end");
    if (pid == 0)
-      exec_front_end(self, root, planfd, done[1], argc, argv);
+      exec_front_end(self, root, planfd, done[1], argc, argv, memofd, miss);
    if (close(done[1]) != 0)
       die("can't close done pipe");
    /* The byte, or EOF; not EOF after the byte: a helper Node started and
@@ -285,14 +298,24 @@ int main(int argc, char **argv)
 
    refuse_setid();
    own_location(dir, root, sizeof(dir));
-   /* Not close-on-exec: the front end writes it, the core reads it. */
+   save_stdio_flags(stdio_flags);
+
+   struct memo memo;
+   memo_init(&memo, dir, argc, argv);
+   int hit = memo_hit(&memo);
+   if (hit >= 0)
+      exec_core(dir, hit, 0, nonblock_bits(stdio_flags));   /* no front end to reap */
+
+   /* Not close-on-exec: the front end writes them, the core reads the plan. */
    int planfd = memfd_create("ch-run-plan", 0);
    if (planfd < 0)
       die("can't create plan memfd");
+   int memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
+   if (memo.enabled && memofd < 0)
+      die("can't create memo memfd");
 
-   save_stdio_flags(stdio_flags);
    bool confirmed;
-   pid_t front = start_front_end(root, planfd, argc, argv, &sigchld, &confirmed);
+   pid_t front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &confirmed);
    enum decision d = front_end_decision(planfd);
    if (d == D_PLAN && confirmed) {
       /* The plan is whole and all the front end had to say is written (Node
@@ -302,6 +325,7 @@ int main(int argc, char **argv)
          die("can't end front end");
       if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
          die("can't restore SIGCHLD");
+      planfd = memo_store(&memo, memofd, planfd);
       exec_core(dir, planfd, front, nonblock_bits(stdio_flags));
    }
    int status = wait_front_end(front);

@@ -168,7 +168,7 @@ int main(int argc, char **argv)
    if (argc != 4)
       FATAL_NOERR("this is ch-run's internal core; run ch-run instead");
    plan_read((int)number_arg(argv[1], "plan fd", 0), &p);
-   pid_t front = (pid_t)number_arg(argv[2], "front end pid", 1);
+   pid_t front = (pid_t)number_arg(argv[2], "front end pid", 0);   /* 0: a memoized plan, no front end */
    int nonblock = (int)number_arg(argv[3], "stdio flags", 0);
 
    enum join_role role = p.join ? join_begin(&p) : JOIN_WINNER;
@@ -201,7 +201,8 @@ int main(int argc, char **argv)
       WARN("can't cd to %s in container (no such directory in the image); starting in /", p.cwd);
       Z_(chdir("/"), "can't cd to / in container");
    }
-   reap_front_end(front);
+   if (front > 0)
+      reap_front_end(front);
    restore_nonblock(nonblock);
    Z_(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "can't set no_new_privs");
    if (p.seccomp)

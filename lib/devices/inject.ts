@@ -37,6 +37,7 @@ import { SHARE_DIR } from '../util/paths.js';
 import { globToRegExp } from '../run/glob.js';
 import { kindInImage, resolveInImage } from '../run/image.js';
 import type { MountOp } from '../run/plan.js';
+import { subprocessDeps, unrecordable } from '../run/memo.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
 import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
 import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
@@ -157,6 +158,7 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
     const cli = findExecutable('nvidia-container-cli', env);
     if (cli) {
       searched.push(`${cli} list --libraries`);
+      unrecordable('nvidia-container-cli lists libraries');   // what it consults is its own business
       try {
         const out = execFileSync(cli, ['list', '--libraries'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
         return new Map(out.split('\n').filter((l) => l.startsWith('/')).map((l) => [basename(l), l]));
@@ -181,6 +183,8 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
   searched.push(`ldconfig ${args.join(' ')}`);
   for (const ldconfig of ['/sbin/ldconfig', '/usr/sbin/ldconfig', 'ldconfig']) {
     try {
+      if (ldconfig.startsWith('/')) subprocessDeps([ldconfig, file]);   // ldconfig -p prints the cache
+      else unrecordable(`${ldconfig} found on PATH`);
       const libs = parseLdconfigP(execFileSync(ldconfig, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
       hostCaches.set(file, { how: `ldconfig ${args.join(' ')}`, libs });
       return libs;

@@ -2,6 +2,7 @@
 // fix-ups, then --set-env/--unset-env in command-line order, then CH_RUNNING.
 
 import { ChError } from '../util/log.js';
+import { recorder } from './memo.js';
 import { globToRegExp } from './glob.js';
 import { imageView, resolveInImage } from './image.js';
 import { readTextFile } from './textfile.js';
@@ -15,22 +16,54 @@ import type { EnvAction } from './options.js';
  */
 export class Env extends Map<string, string> {
   trace: ((line: string) => void) | null = null;
+  /** Names the planner set or unset: reading them later reads its own decision, not the host's. */
+  private readonly decided = new Set<string>();
+  private readonly rec = recorder();
+
+  override get(name: string): string | undefined {
+    const v = super.get(name);
+    if (this.rec && !this.decided.has(name)) this.rec.env(name, v);
+    return v;
+  }
+
+  override has(name: string): boolean {
+    return this.get(name) !== undefined;
+  }
 
   override set(name: string, value: string): this {
     if (this.trace && this.get(name) !== value) this.trace(`environment: ${name}=${value}`);
+    this.decided.add(name);
+    this.rec?.edit('set', name, value);
     return super.set(name, value);
   }
 
   override delete(name: string): boolean {
     if (this.trace && this.has(name)) this.trace(`environment: unset ${name}`);
+    this.decided.add(name);
+    this.rec?.edit('unset', name);
     return super.delete(name);
   }
+
+  /** Enumerating the variables makes their set of names a dependency of the plan. */
+  override keys(): MapIterator<string> { this.rec?.envNames(); return super.keys(); }
+  override entries(): MapIterator<[string, string]> { this.rec?.envNames(); return super.entries(); }
+  override values(): MapIterator<string> { this.rec?.envNames(); return super.values(); }
+  override [Symbol.iterator](): MapIterator<[string, string]> { return this.entries(); }
+  override forEach(fn: (v: string, k: string, m: Map<string, string>) => void, self?: unknown): void {
+    this.rec?.envNames();
+    super.forEach(fn, self);
+  }
+
+  /** The final environment, for the plan (an output, not a decision). */
+  final(): [string, string][] { return [...super.entries()]; }
 }
 
+/** The host's environment, as the planner's starting point (not a read of any one variable). */
 export function envFromProcess(): Env {
   const env = new Env();
-  for (const [k, v] of Object.entries(process.env))
-    if (v !== undefined) env.set(k, v);
+  const raw = recorder()?.rawEnv ?? process.env;
+  for (const [k, v] of Object.entries(raw))
+    if (v !== undefined) Map.prototype.set.call(env, k, v);
   return env;
 }
 
@@ -129,7 +162,7 @@ export function fixPath(env: Env, warn: (msg: string) => void): void {
 
 export function serializeEnv(env: Env): string[] {
   const out: string[] = [];
-  for (const [k, v] of env) {
+  for (const [k, v] of env.final()) {
     if (k.includes('\0') || v.includes('\0')) throw new ChError(`environment variable ${k} contains a NUL byte`);
     out.push(`${k}=${v}`);
   }

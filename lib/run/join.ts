@@ -4,6 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { ChError } from '../util/log.js';
+import { recordCallerPid, unrecorded } from './memo.js';
 
 /** Expand Slurm's compressed task list ("2(x3),1") and pick this node's entry. */
 export function tasksOnThisNode(list: string, nodeId: number): number | null {
@@ -49,10 +50,11 @@ export function joinTag(env: NodeJS.ProcessEnv): string {
  */
 export function callerPid(): number {
   try {
-    const stat = readFileSync(`/proc/${process.ppid}/stat`, 'utf8');
+    // Our own parent's state, not a dependency: the launcher compares its parent's PID instead.
+    const stat = unrecorded(() => readFileSync(`/proc/${process.ppid}/stat`, 'utf8'));
     // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (Number.isInteger(ppid) && ppid > 0) return ppid;
+    if (Number.isInteger(ppid) && ppid > 0) { recordCallerPid(ppid); return ppid; }
   } catch { /* below */ }
   throw new ChError(`--join: can't find the process that started ch-run (/proc/${process.ppid}/stat); give --join-tag`);
 }

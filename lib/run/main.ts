@@ -1,13 +1,14 @@
 // ch-run's front end: parse the command line, decide the container (mounts,
 // identity, environment, command), hand the plan to the C core by exec.
 
+import './memo-start.js';   // first: records what planning reads (memo.ts)
 import { closeSync, lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { createRequire } from 'node:module';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
-import { CORE_PATH, PKG_ROOT } from '../util/paths.js';
+import { CORE_PATH, LAUNCHER_PATH, PKG_ROOT } from '../util/paths.js';
 import { applyEnvActions, Env, envFromProcess, fixPath, serializeEnv } from './env.js';
 import { checkImage, kindInImage, readMetadata, registerImageView, resolveInImage } from './image.js';
 import { FEATURES } from './features.js';
@@ -18,6 +19,7 @@ import { defaultMounts, requireMountPoints } from './mounts.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
 import { NOTHING_TO_RUN, Plan, serializePlan } from './plan.js';
+import { LAUNCHER_VARS, Recorder, recorder, stopLogTap } from './memo.js';
 
 /** A Log that remembers its warnings, for --warnings. */
 class RunLog extends Log {
@@ -206,7 +208,6 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
  * failed: a Node that isn't ours (CH_RUN_NODE=/bin/true) can't pass for
  * success.
  */
-const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'];
 /** Written to CH_RUN_DONE_FD: the decision is whole (EOF alone may be a death). */
 const DONE_BYTE = 'k';
 
@@ -218,11 +219,17 @@ function launcherFd(name: string): number {
   return Number(v);
 }
 
-function handOff(buf: Buffer): void {
-  const [plan, done] = LAUNCHER_VARS.map(launcherFd);
+function writeAll(fd: number, buf: Buffer): void {
+  for (let off = 0; off < buf.length;)
+    off += writeSync(fd, buf, off, buf.length - off);
+}
+
+/** Hand over BUF, the decision; and MEMO, the record to keep for later launches, if the launcher asked. */
+function handOff(buf: Buffer, memo?: Buffer): void {
+  const [plan, done] = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'].map(launcherFd);
   try {
-    for (let off = 0; off < buf.length;)
-      off += writeSync(plan, buf, off, buf.length - off);
+    if (memo !== undefined && memo.length > 0) writeAll(launcherFd('CH_RUN_MEMO_FD'), memo);
+    writeAll(plan, buf);
     writeSync(done, DONE_BYTE);
     closeSync(done);
   } catch (err) {
@@ -256,10 +263,28 @@ function reprintWarnings(n: number): void {
   for (const w of last) log.warn(w);
 }
 
+/**
+ * The record the launcher keeps of this plan (memo.ts), and under -v what
+ * became of it. Said outside the recording: not part of what a memoized
+ * launch replays.
+ */
+function memoRecord(rec: Recorder, plan: Plan): Buffer {
+  // Which build planned: a changed front end, core or launcher is a miss.
+  rec.subprocess([process.argv[1], CORE_PATH, LAUNCHER_PATH]);
+  const memo = rec.serialize(serializePlan(plan, false), plan.verbose);
+  stopLogTap();
+  if (rec.refused !== null) log.info(`plan memo: not stored: ${rec.refused}`);
+  return memo;
+}
+
 async function main(): Promise<number> {
-  LAUNCHER_VARS.forEach(launcherFd);   // fail early without the launcher
+  ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'].forEach(launcherFd);   // fail early without the launcher
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
+  const rec = recorder();
+  // Why no memoized plan served (addon/memo.c), said outside the recording.
+  const miss = (rec?.rawEnv ?? process.env).CH_RUN_MEMO_MISS;
+  if (miss) (rec ?? { unrecorded: (f: () => void) => f() }).unrecorded(() => log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`));
   if (opts.action === 'feature') {
     const check = FEATURES[opts.feature!];
     if (check === undefined)
@@ -285,7 +310,7 @@ async function main(): Promise<number> {
     throw err;
   }
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
-  handOff(serializePlan(plan));
+  handOff(serializePlan(plan), rec ? memoRecord(rec, plan) : undefined);
   return 0;
 }
 

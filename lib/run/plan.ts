@@ -40,7 +40,8 @@ export interface Plan {
     (--help, --version): 8 bytes, like the plan's magic (addon/launcher.c). */
 export const NOTHING_TO_RUN = Buffer.from('CHNOCMD\0', 'latin1');
 
-export function serializePlan(p: Plan): Buffer {
+/** The plan as the core reads it; without WITHENV, no environment (a memoized plan's, replayed as edits). */
+export function serializePlan(p: Plan, withEnv = true): Buffer {
   const t: string[] = ['CHPLAN1'];
   const add = (...xs: (string | number)[]) => { for (const x of xs) t.push(String(x)); };
   add('verbose', p.verbose, 'root', p.root, 'write', p.writable ? 1 : 0, 'seccomp', p.seccomp ? 1 : 0, 'uid', p.uid, 'gid', p.gid);
@@ -55,7 +56,7 @@ export function serializePlan(p: Plan): Buffer {
       : m.kind === 'file' ? m.content : m.kind === 'symlink' ? m.target : m.mode.toString(8);
     add('mount', m.kind, m.flags.join(','), src, m.dst);
   }
-  for (const e of p.env) add('env', e);
+  if (withEnv) for (const e of p.env) add('env', e);
   for (const a of p.argv) add('arg', a);
   add('end');
   for (const x of t)

@@ -10,6 +10,7 @@ import { userInfo } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { ChError, why } from '../util/log.js';
 import type { Kind } from './image.js';
+import { subprocessDeps } from './memo.js';
 
 /** node:child_process, loaded only for a .sqfs image: it is not in Node's
     start-up snapshot, and requiring it cost every launch ~1.5 ms (design.md). */
@@ -199,7 +200,9 @@ export class SquashView {
   }
 
   private list(): Map<string, Entry> {
-    const r = childProcess().spawnSync(unsquashfs(), ['-lln', '-d', '', this.file],
+    const prog = unsquashfs();
+    subprocessDeps([this.file, prog]);   // its output depends on nothing else
+    const r = childProcess().spawnSync(prog, ['-lln', '-d', '', this.file],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
     if (r.error || r.status !== 0)
       throw new ChError(`can't read SquashFS image ${this.file}: `
@@ -260,7 +263,9 @@ export class SquashView {
   readFile(path: string, what: string): string {
     const p = this.resolve(path, true);
     if (p === null || this.entries().get(p)?.kind !== 'file') throw new ChError(`${what}: not a regular file in the image`);
-    const r = childProcess().spawnSync(unsquashfs(), ['-cat', '-no-wildcards', this.file, p],
+    const prog = unsquashfs();
+    subprocessDeps([this.file, prog]);
+    const r = childProcess().spawnSync(prog, ['-cat', '-no-wildcards', this.file, p],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 });
     if (r.error || r.status !== 0)
       throw new ChError(`${what}: ${r.error ? why(r.error) : r.stderr.trim().split('\n').pop()}`);

@@ -2,6 +2,9 @@
 // Errors that should end the program are thrown as ChError and reported once,
 // at the top, with their exit status.
 
+/** Where a recorder of log lines hangs, shared by every bundle in the process. */
+const LOG_TAP = Symbol.for('ch-toolkit.logtap');
+
 export const EXIT_ERR = 31;   // ch-run's own failures (Charliecloud's value)
 
 export class ChError extends Error {
@@ -16,6 +19,8 @@ export class Log {
 
   private line(kind: string, msg: string): void {
     process.stderr.write(`${this.prog}[${process.pid}]: ${kind}${msg}\n`);
+    // ch-run's memoized plans replay what planning said (lib/run/memo.ts).
+    (globalThis as { [LOG_TAP]?: (line: string) => void })[LOG_TAP]?.(`${kind}${msg}`);
   }
   error(msg: string): void { this.line('error: ', msg); }
   warn(msg: string): void { if (this.verbosity >= 0) this.line('warning: ', msg); }

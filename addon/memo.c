@@ -1,0 +1,872 @@
+/* Memoized plans, the launcher's half.
+
+   A launch's plan depends on its command line, uid, gid and cwd (the key),
+   and on what the front end observed while planning: variables, files, the
+   user name (lib/run/memo.ts records them). The front end hands that record
+   beside the plan; we keep it in the user's own plan directory, named by a
+   hash of the key. A later launch with the same key checks every recorded
+   dependency, in order, against the system as it is now; if all hold, it
+   replays the planner's environment edits on its own environment, prints
+   what the planner printed, and execs the core without starting Node.
+   Anything else (no record, a changed dependency, a corrupt or foreign
+   file, a different build) is a miss: the front end plans as always and
+   its record replaces the old one.
+
+   The directory: $CH_RUN_CACHE_DIR, else $XDG_RUNTIME_DIR/ch-run-plans when
+   that is the user's own 0700 directory, else /dev/shm/ch-run-plans.UID.
+   /dev/shm is shared: the last component is opened O_NOFOLLOW and the
+   directory used only if it is ours and closed to others; then entries are
+   named through its descriptor, opened O_NOFOLLOW, and used only if they
+   are regular files of ours no one else can write. A record can't make the
+   core do what the planner wouldn't: the core checks the plan's form as it
+   does a fresh one, and the plan came from the planner.
+
+   Concurrent launches with one key (the ranks of an MPI step on a node)
+   wait for the first, which holds KEY.lock while Node plans, and then hit;
+   a bounded wait, on our own file in our own directory. */
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "memo.h"
+
+extern char **environ;
+
+#define ENTRY_MAGIC  "CHMEMOENT1"
+#define RECORD_MAGIC "CHMEMO1"
+#define ENTRY_MAX    (16 << 20)   /* far above any plan; a bigger record isn't kept */
+#define ENTRIES_MAX  256          /* per user; the oldest go first */
+#define LOCK_WAIT_NS (10LL * 1000000000LL)
+#define DATA_MAX     (1 << 20)
+
+/* ---- small buffers and tokens ---- */
+
+struct buf { char *p; size_t len, cap; bool failed; };
+
+static void put(struct buf *b, const void *s, size_t n)
+{
+   if (b->failed)
+      return;
+   if (b->len + n > b->cap) {
+      size_t cap = b->cap ? b->cap : 4096;
+      while (cap < b->len + n)
+         cap *= 2;
+      char *p = realloc(b->p, cap);
+      if (p == NULL) { b->failed = true; return; }
+      b->p = p; b->cap = cap;
+   }
+   memcpy(b->p + b->len, s, n);
+   b->len += n;
+}
+
+static void tok(struct buf *b, const char *s) { put(b, s, strlen(s) + 1); }
+
+static void tokf(struct buf *b, const char *fmt, long long v)
+{
+   char s[32];
+   snprintf(s, sizeof(s), fmt, v);
+   tok(b, s);
+}
+
+struct cur { const char *p, *end; };
+
+static const char *next(struct cur *c)
+{
+   if (c->p >= c->end)
+      return NULL;
+   const char *t = c->p, *nul = memchr(c->p, '\0', c->end - c->p);
+   if (nul == NULL)
+      return NULL;
+   c->p = nul + 1;
+   return t;
+}
+
+static uint64_t fnv64(uint64_t h, const void *data, size_t n)
+{
+   const unsigned char *p = data;
+   for (size_t i = 0; i < n; i++)
+      h = (h ^ p[i]) * 0x100000001b3ULL;
+   return h;
+}
+#define FNV_INIT 0xcbf29ce484222325ULL
+
+static void why(struct memo *m, const char *fmt, const char *arg)
+{
+   snprintf(m->why, sizeof(m->why), fmt, arg);
+}
+
+/* ---- the directory ---- */
+
+/* Open DIR (created 0700 if missing) if it is our own and closed to others. */
+static int own_dir(struct memo *m, const char *dir)
+{
+   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+      why(m, "can't create plan directory %.400s", dir);
+      return -1;
+   }
+   int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+   struct stat st;
+   if (fd < 0 || fstat(fd, &st) != 0 || st.st_uid != getuid() || (st.st_mode & 077)) {
+      why(m, "plan directory %.400s is not yours alone (a link, another user's, or open to others)", dir);
+      if (fd >= 0)
+         close(fd);
+      return -1;
+   }
+   return fd;
+}
+
+static int plan_dir(struct memo *m)
+{
+   char path[PATH_MAX];
+   const char *set = getenv("CH_RUN_CACHE_DIR"), *xdg = getenv("XDG_RUNTIME_DIR");
+   struct stat st;
+   if (set != NULL && *set != '\0') {
+      if (set[0] != '/') {
+         why(m, "CH_RUN_CACHE_DIR %.400s is not an absolute path", set);
+         return -1;
+      }
+      snprintf(path, sizeof(path), "%s", set);
+   } else if (xdg != NULL && xdg[0] == '/' && lstat(xdg, &st) == 0 && S_ISDIR(st.st_mode)
+              && st.st_uid == getuid() && !(st.st_mode & 077)) {
+      snprintf(path, sizeof(path), "%s/ch-run-plans", xdg);
+   } else {
+      snprintf(path, sizeof(path), "/dev/shm/ch-run-plans.%u", (unsigned)getuid());
+   }
+   return own_dir(m, path);
+}
+
+/* ---- the key ---- */
+
+void memo_init(struct memo *m, const char *launcher, int argc, char **argv)
+{
+   memset(m, 0, sizeof(*m));
+   m->dirfd = m->lockfd = -1;
+   const char *off = getenv("CH_RUN_NO_CACHE");
+   if (off != NULL && *off != '\0' && strcmp(off, "0") != 0) {
+      why(m, "%s", "CH_RUN_NO_CACHE is set");
+      return;
+   }
+   const char *v = getenv("CH_RUN_MEMO_VERIFY");
+   m->verify = v != NULL && strcmp(v, "1") == 0;
+   char cwd[PATH_MAX];
+   if (getcwd(cwd, sizeof(cwd)) == NULL) {
+      why(m, "%s", "no current directory");
+      return;
+   }
+   struct buf k = { 0 };
+   tok(&k, launcher);
+   tokf(&k, "%lld", (long long)getuid());
+   tokf(&k, "%lld", (long long)getgid());
+   tok(&k, cwd);
+   tokf(&k, "%lld", argc);
+   for (int i = 0; i < argc; i++)
+      tok(&k, argv[i]);
+   if (k.failed)
+      return;
+   m->key = k.p;
+   m->key_len = k.len;
+   snprintf(m->name, sizeof(m->name), "%016llx", (unsigned long long)fnv64(FNV_INIT, k.p, k.len));
+   m->dirfd = plan_dir(m);
+   m->enabled = m->dirfd >= 0;
+}
+
+/* ---- checking dependencies ---- */
+
+static long long stat_field(const struct stat *st, char f)
+{
+   switch (f) {
+   case 'T': return st->st_mode & S_IFMT;
+   case 'M': return st->st_mode;
+   case 'U': return st->st_uid;
+   case 'G': return st->st_gid;
+   case 'S': return st->st_size;
+   case 'D': return (long long)st->st_dev;
+   case 'I': return (long long)st->st_ino;
+   case 'N': return st->st_nlink;
+   case 'R': return (long long)st->st_rdev;
+   case 'm': return st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+   case 'c': return st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+   }
+   return LLONG_MIN;
+}
+
+/* "!ERRNO" for a failed call, as the front end records it. */
+static bool failed_as(const char *want, int rc)
+{
+   return want[0] == '!' && rc != 0 && atoi(want + 1) == errno;
+}
+
+static bool stat_holds(bool follow, const char *path, const char *mask, const char *want)
+{
+   struct stat st;
+   int rc = follow ? stat(path, &st) : lstat(path, &st);
+   if (want[0] == '!' || rc != 0)
+      return failed_as(want, rc);
+   char have[32 * 12];
+   size_t off = 0;
+   have[0] = '\0';
+   for (const char *f = mask; *f && off < sizeof(have); f++) {
+      long long v = stat_field(&st, *f);
+      if (v == LLONG_MIN)
+         return false;
+      /* As Node's BigIntStats print them: device and inode numbers unsigned. */
+      bool u = *f == 'D' || *f == 'I' || *f == 'R';
+      off += u ? snprintf(have + off, sizeof(have) - off, "%s%llu", off ? " " : "", (unsigned long long)v)
+               : snprintf(have + off, sizeof(have) - off, "%s%lld", off ? " " : "", v);
+   }
+   return strcmp(have, want) == 0;
+}
+
+/* "=RESULT" or "!ERRNO": a string-valued call. */
+static bool string_holds(const char *want, const char *have, int rc)
+{
+   if (rc != 0 || want[0] == '!')
+      return failed_as(want, rc);
+   return want[0] == '=' && strcmp(want + 1, have) == 0;
+}
+
+static bool link_holds(const char *path, const char *want)
+{
+   char t[PATH_MAX];
+   ssize_t n = readlink(path, t, sizeof(t) - 1);
+   if (n >= 0)
+      t[n] = '\0';
+   return string_holds(want, t, n < 0 ? -1 : 0);
+}
+
+static bool real_holds(const char *path, const char *want)
+{
+   char t[PATH_MAX];
+   return string_holds(want, t, realpath(path, t) == NULL ? -1 : 0);
+}
+
+static bool data_holds(const char *path, const char *want)
+{
+   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+   if (fd < 0 || want[0] == '!') {
+      bool ok = failed_as(want, fd < 0 ? -1 : 0);
+      if (fd >= 0)
+         close(fd);
+      return ok;
+   }
+   static const char hex[] = "0123456789abcdef";
+   const char *w = want + 1;
+   unsigned char chunk[4096];
+   size_t total = 0;
+   bool ok = want[0] == '=';
+   ssize_t n = -1;
+   while (ok && (n = read(fd, chunk, sizeof(chunk))) > 0 && (total += n) <= DATA_MAX)
+      for (ssize_t i = 0; ok && i < n; i++, w += 2)
+         ok = w[0] == hex[chunk[i] >> 4] && w[1] == hex[chunk[i] & 15];
+   close(fd);
+   return ok && n == 0 && *w == '\0';
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+   return strcmp(*(char *const *)a + 1, *(char *const *)b + 1);
+}
+
+static char dirent_type(int dirfd, const struct dirent *e)
+{
+   switch (e->d_type) {
+   case DT_DIR: return 'd';
+   case DT_REG: return 'f';
+   case DT_LNK: return 'l';
+   case DT_CHR: return 'c';
+   case DT_BLK: return 'b';
+   case DT_FIFO: return 'p';
+   case DT_SOCK: return 's';
+   }
+   struct stat st;   /* DT_UNKNOWN: as Node does, ask lstat */
+   if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+      return 'u';
+   return S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : S_ISLNK(st.st_mode) ? 'l'
+          : S_ISCHR(st.st_mode) ? 'c' : S_ISBLK(st.st_mode) ? 'b' : S_ISFIFO(st.st_mode) ? 'p'
+          : S_ISSOCK(st.st_mode) ? 's' : 'u';
+}
+
+/* A listing as the front end records it: sorted names, each after its
+   type letter when TYPED, joined by "/". */
+static bool list_holds(const char *path, bool typed, const char *want)
+{
+   DIR *d = opendir(path);
+   if (d == NULL || want[0] == '!') {
+      bool ok = failed_as(want, d == NULL ? -1 : 0);
+      if (d != NULL)
+         closedir(d);
+      return ok;
+   }
+   char **names = NULL;
+   size_t n = 0, cap = 0;
+   bool ok = true;
+   struct dirent *e;
+   while (ok && (e = readdir(d)) != NULL) {
+      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+         continue;
+      if (n == cap) {
+         char **more = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof(char *));
+         if (more == NULL) { ok = false; break; }
+         names = more;
+      }
+      size_t len = strlen(e->d_name);
+      if ((names[n] = malloc(len + 2)) == NULL) { ok = false; break; }
+      names[n][0] = typed ? dirent_type(dirfd(d), e) : ' ';
+      memcpy(names[n] + 1, e->d_name, len + 1);
+      n++;
+   }
+   closedir(d);
+   qsort(names, n, sizeof(char *), cmp_names);
+   const char *w = want + 1;
+   for (size_t i = 0; i < n; i++) {
+      const char *s = typed ? names[i] : names[i] + 1;
+      size_t len = strlen(s);
+      if (ok && (strncmp(w, s, len) != 0 || (w[len] != '/' && w[len] != '\0')
+                 || (w[len] == '\0' && i + 1 != n)))
+         ok = false;
+      else if (ok)
+         w += len + (w[len] == '/');
+      free(names[i]);
+   }
+   free(names);
+   return ok && *w == '\0' && (n > 0 || want[1] == '\0');
+}
+
+static bool env_holds(const char *name, const char *want)
+{
+   const char *v = getenv(name);
+   return v == NULL ? strcmp(want, "!") == 0 : want[0] == '=' && strcmp(want + 1, v) == 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+   return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* FNV-1a of the variables' names, sorted, NUL between: as the front end hashes them. */
+static bool envnames_hold(const char *want)
+{
+   size_t n = 0;
+   for (char **e = environ; *e; e++)
+      n++;
+   char **names = calloc(n + 1, sizeof(char *));
+   if (names == NULL)
+      return false;
+   size_t k = 0;
+   bool ok = true;
+   for (char **e = environ; *e && ok; e++) {
+      const char *eq = strchr(*e, '=');
+      if (eq == NULL || eq == *e)
+         continue;
+      ok = (names[k++] = strndup(*e, eq - *e)) != NULL;
+   }
+   qsort(names, k, sizeof(char *), cmp_str);
+   uint64_t h = FNV_INIT;
+   for (size_t i = 0; i < k; i++) {
+      if (i > 0)
+         h = fnv64(h, "", 1);
+      h = fnv64(h, names[i], strlen(names[i]));
+      free(names[i]);
+   }
+   free(names);
+   char have[17];
+   snprintf(have, sizeof(have), "%016llx", (unsigned long long)h);
+   return ok && strcmp(have, want) == 0;
+}
+
+static bool user_holds(const char *want)
+{
+   errno = 0;
+   struct passwd *pw = getpwuid(getuid());
+   return pw == NULL ? strcmp(want, "!") == 0 : want[0] == '=' && strcmp(want + 1, pw->pw_name) == 0;
+}
+
+static bool host_holds(const char *want)
+{
+   struct utsname u;
+   return uname(&u) == 0 && strcmp(u.nodename, want) == 0;
+}
+
+/* One dependency record at C (its keyword KW already read): does it hold? Sets *KNOWN. */
+static bool dep_holds(const char *kw, struct cur *c, bool *known, const char **what)
+{
+   const char *a = NULL, *b = NULL, *d = NULL;
+   *known = true;
+   *what = kw;
+#define ARGS1 ((a = next(c)) != NULL)
+#define ARGS2 (ARGS1 && (b = next(c)) != NULL)
+#define ARGS3 (ARGS2 && (d = next(c)) != NULL)
+   if (!strcmp(kw, "stat") || !strcmp(kw, "lstat"))
+      return ARGS3 && (*what = a) && stat_holds(kw[0] == 's', a, b, d);
+   if (!strcmp(kw, "access"))
+      return ARGS3 && (*what = a) && (access(a, atoi(b)) == 0 ? atoi(d) == 0 : atoi(d) == errno);
+   if (!strcmp(kw, "link"))
+      return ARGS2 && (*what = a) && link_holds(a, b);
+   if (!strcmp(kw, "real"))
+      return ARGS2 && (*what = a) && real_holds(a, b);
+   if (!strcmp(kw, "data"))
+      return ARGS2 && (*what = a) && data_holds(a, b);
+   if (!strcmp(kw, "list"))
+      return ARGS3 && (*what = a) && list_holds(a, b[0] == '1', d);
+   if (!strcmp(kw, "env"))
+      return ARGS2 && (*what = a) && env_holds(a, b);
+   if (!strcmp(kw, "envnames"))
+      return ARGS1 && envnames_hold(a);
+   if (!strcmp(kw, "user"))
+      return ARGS1 && user_holds(a);
+   if (!strcmp(kw, "host"))
+      return ARGS1 && host_holds(a);
+   if (!strcmp(kw, "ppid"))
+      return ARGS1 && atoll(a) == (long long)getppid();
+   *known = false;
+   return false;
+#undef ARGS1
+#undef ARGS2
+#undef ARGS3
+}
+
+/* ---- a record: check it, build the plan ---- */
+
+struct record {
+   const char *edits_from;   /* first token after the dependencies */
+   struct cur body;          /* the whole record */
+   const char *plan;         /* "CHPLAN1" ... "end" */
+   size_t plan_len;
+   int verbose;
+   const char *nostore;      /* why it must not be kept, or NULL */
+   bool incomplete;
+};
+
+/* Walk record R: every dependency must hold (unless !CHECK); notes where the plan is. */
+static bool record_read(struct memo *m, const char *p, size_t len, struct record *r, bool check)
+{
+   memset(r, 0, sizeof(*r));
+   struct cur c = { p, p + len };
+   const char *t = next(&c);
+   if (t == NULL || strcmp(t, RECORD_MAGIC) != 0) {
+      why(m, "%s", "record from a different build");
+      return false;
+   }
+   while ((t = next(&c)) != NULL) {
+      if (!strcmp(t, "plan")) {
+         r->plan = c.p;
+         r->plan_len = c.end - c.p;
+         return true;
+      }
+      const char *arg;
+      if (!strcmp(t, "nostore") || !strcmp(t, "incomplete")) {
+         r->incomplete = t[0] == 'i';
+         if ((r->nostore = next(&c)) == NULL)
+            break;
+         continue;
+      }
+      if (!strcmp(t, "verbose")) {
+         if ((arg = next(&c)) == NULL)
+            break;
+         r->verbose = atoi(arg);
+         continue;
+      }
+      if (!strcmp(t, "set") || !strcmp(t, "unset") || !strcmp(t, "log")) {
+         if (next(&c) == NULL || (t[0] == 's' && next(&c) == NULL))
+            break;
+         continue;
+      }
+      bool known;
+      const char *what;
+      bool holds = dep_holds(t, &c, &known, &what);
+      if (!known)
+         break;
+      if (check && !holds) {
+         snprintf(m->why, sizeof(m->why), "%s changed: %s", t, what);
+         return false;
+      }
+   }
+   why(m, "%s", "corrupt record");
+   return false;
+}
+
+/* The live environment with the planner's edits replayed (Map semantics:
+   a set of a present name replaces it in place, of a new one appends). */
+static char **edited_env(const char *p, size_t len)
+{
+   size_t n = 0, cap = 16;
+   for (char **e = environ; *e; e++)
+      cap++;
+   char **env = malloc(cap * sizeof(char *));
+   if (env == NULL)
+      return NULL;
+   for (char **e = environ; *e; e++)
+      env[n++] = *e;
+   struct cur c = { p, p + len };
+   for (const char *t = next(&c); t != NULL && strcmp(t, "plan") != 0; t = next(&c)) {
+      bool set = !strcmp(t, "set");
+      if (!set && strcmp(t, "unset") != 0)
+         continue;
+      const char *k = next(&c), *v = set ? next(&c) : NULL;
+      if (k == NULL || (set && v == NULL))
+         break;
+      size_t kl = strlen(k), i;
+      for (i = 0; i < n; i++)
+         if (!strncmp(env[i], k, kl) && env[i][kl] == '=')
+            break;
+      if (!set) {
+         if (i < n) {
+            memmove(env + i, env + i + 1, (n - i - 1) * sizeof(char *));
+            n--;
+         }
+         continue;
+      }
+      char *kv = malloc(kl + strlen(v) + 2);
+      if (kv == NULL)
+         return NULL;
+      sprintf(kv, "%s=%s", k, v);
+      if (i == n) {
+         if (n + 1 >= cap) {
+            char **more = realloc(env, (cap *= 2) * sizeof(char *));
+            if (more == NULL)
+               return NULL;
+            env = more;
+         }
+         n++;
+      }
+      env[i] = kv;
+   }
+   env[n] = NULL;
+   return env;
+}
+
+/* The plan a hit runs: the recorded one, its environment from ENV. */
+static bool build_plan(const struct record *r, char **env, struct buf *out)
+{
+   /* The plan ends with "end\0": environment entries go just before it. */
+   if (r->plan_len < 4 || memcmp(r->plan + r->plan_len - 4, "end", 4) != 0)
+      return false;
+   put(out, r->plan, r->plan_len - 4);
+   for (char **e = env; *e; e++) {
+      tok(out, "env");
+      tok(out, *e);
+   }
+   tok(out, "end");
+   return !out->failed;
+}
+
+static void replay_log(const char *p, size_t len)
+{
+   struct cur c = { p, p + len };
+   for (const char *t = next(&c); t != NULL && strcmp(t, "plan") != 0; t = next(&c)) {
+      if (strcmp(t, "log") != 0)
+         continue;
+      const char *line = next(&c);
+      if (line == NULL)
+         return;
+      dprintf(STDERR_FILENO, "ch-run[%d]: %s\n", getpid(), line);
+   }
+}
+
+static int memfd_of(const struct buf *b)
+{
+   int fd = memfd_create("ch-run-plan", 0);   /* the core reads it: not close-on-exec */
+   if (fd < 0)
+      return -1;
+   for (size_t off = 0; off < b->len;) {
+      ssize_t w = write(fd, b->p + off, b->len - off);
+      if (w < 0 && errno == EINTR)
+         continue;
+      if (w <= 0) {
+         close(fd);
+         return -1;
+      }
+      off += w;
+   }
+   return fd;
+}
+
+/* ---- entries ---- */
+
+/* Read our entry, if it is a regular file of ours no one else can write. */
+static char *entry_read(struct memo *m, size_t *len)
+{
+   int fd = openat(m->dirfd, m->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+   if (fd < 0) {
+      why(m, "%s", errno == ENOENT ? "no record" : "record unreadable");
+      return NULL;
+   }
+   struct stat st;
+   char *p = NULL;
+   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022)
+       || st.st_size > ENTRY_MAX || (p = malloc(st.st_size + 1)) == NULL) {
+      why(m, "%s", "record not a plain file of yours");
+      close(fd);
+      return NULL;
+   }
+   size_t got = 0;
+   ssize_t n;
+   while (got < (size_t)st.st_size && ((n = read(fd, p + got, st.st_size - got)) > 0 || (n < 0 && errno == EINTR)))
+      got += n > 0 ? n : 0;
+   (void)futimens(fd, NULL);   /* recently used: evicted last */
+   close(fd);
+   if (got != (size_t)st.st_size) {
+      why(m, "%s", "record unreadable");
+      free(p);
+      return NULL;
+   }
+   *len = got;
+   return p;
+}
+
+/* The entry's record, if the entry is whole and is this launch's key's. */
+static const char *entry_record(struct memo *m, const char *p, size_t len, size_t *rlen)
+{
+   struct cur c = { p, p + len };
+   const char *magic = next(&c), *sum = next(&c);
+   if (magic == NULL || sum == NULL || strcmp(magic, ENTRY_MAGIC) != 0)
+      return NULL;
+   char have[17];
+   snprintf(have, sizeof(have), "%016llx", (unsigned long long)fnv64(FNV_INIT, c.p, c.end - c.p));
+   if (strcmp(have, sum) != 0)
+      return NULL;
+   if ((size_t)(c.end - c.p) < m->key_len || memcmp(c.p, m->key, m->key_len) != 0)
+      return NULL;   /* another key with the same hash */
+   *rlen = c.end - c.p - m->key_len;
+   return c.p + m->key_len;
+}
+
+static int try_hit(struct memo *m)
+{
+   size_t len, rlen;
+   char *p = entry_read(m, &len);
+   if (p == NULL)
+      return -1;
+   const char *rp = entry_record(m, p, len, &rlen);
+   struct record r;
+   int fd = -1;
+   if (rp == NULL) {
+      why(m, "%s", "corrupt record, removed");
+      (void)unlinkat(m->dirfd, m->name, 0);
+   } else if (record_read(m, rp, rlen, &r, true)) {
+      char **env = edited_env(rp, rlen);
+      struct buf plan = { 0 };
+      if (env != NULL && build_plan(&r, env, &plan) && (fd = memfd_of(&plan)) >= 0) {
+         if (r.verbose >= 1)
+            dprintf(STDERR_FILENO, "ch-run[%d]: plan memo: hit (%s)\n", getpid(), m->name);
+         replay_log(rp, rlen);
+      } else {
+         why(m, "%s", "can't build plan from record");
+      }
+      free(plan.p);
+   }
+   free(p);
+   return fd;
+}
+
+static bool lock_take(int fd, bool wait)
+{
+   struct timespec t0, now, nap = { 0, 2000000 };
+   clock_gettime(CLOCK_MONOTONIC, &t0);
+   for (;;) {
+      if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+         return true;
+      if (!wait || (errno != EWOULDBLOCK && errno != EINTR))
+         return false;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      if ((now.tv_sec - t0.tv_sec) * 1000000000LL + (now.tv_nsec - t0.tv_nsec) > LOCK_WAIT_NS)
+         return false;
+      nanosleep(&nap, NULL);
+   }
+}
+
+int memo_hit(struct memo *m)
+{
+   if (!m->enabled || m->verify)
+      return -1;
+   int fd = try_hit(m);
+   if (fd >= 0 || strcmp(m->why, "no record") != 0)
+      return fd;
+   /* No record: the first launch of this key plans while holding its lock;
+      others wait for it, then try again. */
+   char lock[32];
+   snprintf(lock, sizeof(lock), "%s.lock", m->name);
+   int lfd = openat(m->dirfd, lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+   struct stat st;
+   if (lfd < 0 || fstat(lfd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != getuid()) {
+      if (lfd >= 0)
+         close(lfd);
+      return -1;
+   }
+   if (lock_take(lfd, false)) {
+      m->lockfd = lfd;   /* ours until our record is kept */
+      return -1;
+   }
+   bool got = lock_take(lfd, true);
+   close(lfd);   /* waited for the first planner only: planning again needs no lock */
+   if (!got) {
+      why(m, "%s", "no record (waited for a concurrent launch in vain)");
+      return -1;
+   }
+   fd = try_hit(m);
+   if (fd < 0 && strcmp(m->why, "no record") == 0)
+      why(m, "%s", "no record (a concurrent launch kept none)");
+   return fd;
+}
+
+static char *read_fd(int fd, size_t *len)
+{
+   struct stat st;
+   if (fstat(fd, &st) != 0 || st.st_size > ENTRY_MAX)
+      return NULL;
+   char *p = malloc(st.st_size + 1);
+   if (p == NULL)
+      return NULL;
+   ssize_t n = pread(fd, p, st.st_size, 0);
+   if (n != st.st_size) {
+      free(p);
+      return NULL;
+   }
+   *len = n;
+   return p;
+}
+
+static int cmp_mtime(const void *a, const void *b)
+{
+   const struct timespec *x = a, *y = b;
+   return x->tv_sec != y->tv_sec ? (x->tv_sec < y->tv_sec ? -1 : 1)
+          : x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
+}
+
+/* Over ENTRIES_MAX entries: remove the least recently used quarter. */
+static void evict(struct memo *m)
+{
+   int fd = dup(m->dirfd);
+   DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+   if (d == NULL) {
+      if (fd >= 0)
+         close(fd);
+      return;
+   }
+   struct timespec times[ENTRIES_MAX + 64];
+   size_t n = 0;
+   struct dirent *e;
+   struct stat st;
+   while ((e = readdir(d)) != NULL && n < sizeof(times) / sizeof(times[0]))
+      if (strlen(e->d_name) == 16 && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+         times[n++] = st.st_mtim;
+   if (n > ENTRIES_MAX) {
+      qsort(times, n, sizeof(times[0]), cmp_mtime);
+      struct timespec cut = times[n / 4];
+      rewinddir(d);
+      while ((e = readdir(d)) != NULL)
+         if (strlen(e->d_name) == 16 && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+             && cmp_mtime(&st.st_mtim, &cut) < 0) {
+            char lock[32];
+            snprintf(lock, sizeof(lock), "%s.lock", e->d_name);
+            (void)unlinkat(m->dirfd, e->d_name, 0);
+            (void)unlinkat(m->dirfd, lock, 0);
+         }
+   }
+   closedir(d);
+}
+
+/* Write the entry: header, checksum, key, record; atomically. */
+static void entry_write(struct memo *m, const char *rec, size_t len)
+{
+   uint64_t h = fnv64(fnv64(FNV_INIT, m->key, m->key_len), rec, len);
+   struct buf b = { 0 };
+   tok(&b, ENTRY_MAGIC);
+   tokf(&b, "%016llx", (long long)h);
+   put(&b, m->key, m->key_len);
+   put(&b, rec, len);
+   char tmp[64];
+   snprintf(tmp, sizeof(tmp), "%s.%d.tmp", m->name, (int)getpid());
+   int fd = b.failed ? -1 : openat(m->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+   bool ok = fd >= 0;
+   for (size_t off = 0; ok && off < b.len;) {
+      ssize_t w = write(fd, b.p + off, b.len - off);
+      ok = w > 0 || (w < 0 && errno == EINTR);
+      off += w > 0 ? w : 0;
+   }
+   if (fd >= 0 && close(fd) != 0)
+      ok = false;
+   if (ok && renameat(m->dirfd, tmp, m->dirfd, m->name) == 0)
+      evict(m);
+   else if (fd >= 0)
+      (void)unlinkat(m->dirfd, tmp, 0);
+   free(b.p);
+}
+
+/* Under CH_RUN_MEMO_VERIFY: the record must hold right after planning and
+   rebuild exactly the plan the front end made; run the rebuilt one. */
+static int verify(struct memo *m, const struct record *r, const char *rec, size_t len, int planfd)
+{
+   size_t plen;
+   char *want = read_fd(planfd, &plen);
+   char **env = edited_env(rec, len);
+   struct buf have = { 0 };
+   if (want == NULL || env == NULL || !build_plan(r, env, &have)) {
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't rebuild the plan\n", getpid());
+      exit(31);
+   }
+   if (have.len != plen || memcmp(have.p, want, plen) != 0) {
+      size_t i = 0;
+      while (i < plen && i < have.len && have.p[i] == want[i])
+         i++;
+      size_t from = i;
+      while (from > 0 && want[from - 1] != '\0')
+         from--;
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: rebuilt plan differs at byte %zu: "
+              "planned '%.200s', rebuilt '%.200s'\n", getpid(), i, from < plen ? want + from : "(end)",
+              from < have.len ? have.p + from : "(end)");
+      exit(31);
+   }
+   free(want);
+   int fd = memfd_of(&have);
+   free(have.p);
+   if (fd < 0) {
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't create memfd\n", getpid());
+      exit(31);
+   }
+   (void)close(planfd);
+   (void)m;
+   return fd;
+}
+
+int memo_store(struct memo *m, int memofd, int planfd)
+{
+   size_t len;
+   char *rec = m->enabled ? read_fd(memofd, &len) : NULL;
+   struct record r;
+   if (rec != NULL && len > 0 && record_read(m, rec, len, &r, false)) {
+      /* Every dependency must hold now, right after planning: if one
+         doesn't, recorder and checker disagree (a bug), or the system
+         changed meanwhile; either way the record isn't kept. */
+      struct record checked;
+      bool holds = record_read(m, rec, len, &checked, true);
+      if (m->verify && !r.incomplete && !holds) {
+         dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: %s right after planning\n",
+                 getpid(), m->why);
+         exit(31);
+      }
+      if (holds && r.nostore == NULL)
+         entry_write(m, rec, len);
+      if (m->verify && (holds || r.incomplete))
+         planfd = verify(m, &r, rec, len, planfd);
+   }
+   free(rec);
+   if (m->lockfd >= 0) {
+      close(m->lockfd);   /* peers waiting on it now find our record */
+      m->lockfd = -1;
+   }
+   return planfd;
+}

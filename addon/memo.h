@@ -1,0 +1,35 @@
+/* Memoized plans, the launcher's half: find, check and replay a plan the
+   front end recorded earlier (lib/run/memo.ts), or keep the one it just made.
+   See addon/memo.c. */
+
+#ifndef CH_MEMO_H
+#define CH_MEMO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct memo {
+   bool enabled;
+   bool verify;          /* CH_RUN_MEMO_VERIFY=1: every launch runs from its record (tests) */
+   int dirfd;            /* the user's own plan directory */
+   char name[17];        /* this launch's entry: a hash of its key */
+   char *key;            /* uid, gid, cwd and argv, as tokens */
+   size_t key_len;
+   int lockfd;           /* held while we plan, so peers wait for our record */
+   char why[512];        /* why there is no hit, for the front end's -v */
+};
+
+/* Decide whether memoized plans are used for this launch, and its key. */
+void memo_init(struct memo *m, const char *launcher, int argc, char **argv);
+
+/* A memfd holding the plan for this launch, from a record whose every
+   dependency still holds, its log lines replayed; or -1, with M->why. */
+int memo_hit(struct memo *m);
+
+/* The front end planned: keep its record (MEMOFD) if it may be kept. Under
+   CH_RUN_MEMO_VERIFY, return a memfd of the plan as a hit would build it,
+   having checked it equals PLANFD's; else PLANFD. Failures to keep a record
+   are not errors (the launch goes on); a verify mismatch is. */
+int memo_store(struct memo *m, int memofd, int planfd);
+
+#endif

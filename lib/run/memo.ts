@@ -1,0 +1,392 @@
+// Memoized plans, the recording half (the launcher, addon/memo.c, keeps and
+// checks them). While the front end plans, this records what the plan
+// depended on, as the planner actually observed it:
+//   - environment variables read (value or absence), and the set of names
+//     when the planner enumerated them (--unset-env GLOB);
+//   - file-system calls, each as the call it was and what it returned that
+//     the planner looked at: a stat's fields as they were read from the
+//     Stats object (isDirectory() records the type only, .uid the owner), a
+//     file read by its identity (device, inode, size, mtime, ctime), a
+//     directory listing by its names, a readlink or realpath by its result;
+//   - the user name (getpwuid), host name and, for --join, the caller's PID.
+// The environment part of the plan is recorded as the planner's edits (set,
+// unset, in order), replayed by the launcher on its live environment, so a
+// launch from a memoized plan passes through the variables the planner never
+// looked at exactly as a fresh plan would.
+//
+// What can't be recorded makes the plan unstorable rather than wrong: a read
+// under /proc, a subprocess that declared no dependencies, a Stats field
+// like atime. Audited, not trapped: process.pid/ppid never reach a plan (the
+// log prefix and a temp name use them; log lines are replayed with the
+// launcher's PID). Writes during planning are caches and ensured directories
+// (SquashFS listing cache, /var/tmp/$USER.ch/mnt): a memoized launch skips
+// them, and the lstat that follows each is a dependency.
+//
+// A file changed less than FRESH_NS before planning began is not memoized:
+// a later change within the same timestamp tick (jiffy-coarse on Linux)
+// could leave the identity unchanged ("racy git").
+//
+// One recorder per process, reached through globalThis so that the bundles
+// ch-run loads on demand (dist/ch-run-devices.cjs) record into it too.
+
+// The modules themselves (default imports), not namespace copies: their
+// properties are what every other module calls, so patching them records all.
+import fs from 'node:fs';
+import os from 'node:os';
+import { resolve } from 'node:path';
+
+const KEY = Symbol.for('ch-toolkit.memo');
+const LOG_TAP = Symbol.for('ch-toolkit.logtap');
+const FRESH_NS = 1_000_000_000n;
+/** Variables of the launcher's, never the planner's decision. */
+export const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD', 'CH_RUN_MEMO_FD', 'CH_RUN_MEMO_MISS'];
+
+/** Stat fields as the launcher compares them (addon/memo.c). */
+type Field = 'T' | 'M' | 'U' | 'G' | 'S' | 'D' | 'I' | 'N' | 'R' | 'm' | 'c';
+const FIELD_ORDER: Field[] = ['T', 'M', 'U', 'G', 'S', 'D', 'I', 'N', 'R', 'm', 'c'];
+const CONTENT: Field[] = ['T', 'S', 'D', 'I', 'm', 'c'];
+const PROP_FIELD: Record<string, Field> = {
+  dev: 'D', ino: 'I', mode: 'M', nlink: 'N', uid: 'U', gid: 'G', rdev: 'R', size: 'S',
+  mtime: 'm', mtimeMs: 'm', mtimeNs: 'm', ctime: 'c', ctimeMs: 'c', ctimeNs: 'c',
+};
+const TYPE_METHODS = new Set(['isFile', 'isDirectory', 'isSymbolicLink', 'isFIFO', 'isSocket',
+  'isCharacterDevice', 'isBlockDevice']);
+const UNRECORDABLE = new Set(['atime', 'atimeMs', 'atimeNs', 'birthtime', 'birthtimeMs', 'birthtimeNs',
+  'blocks', 'blksize']);
+
+interface StatDep { kind: 'stat' | 'lstat'; path: string; errno: number; st: fs.BigIntStats | null; fields: Set<Field> }
+type Dep =
+  | StatDep
+  | { kind: 'access'; path: string; mode: number; errno: number }
+  | { kind: 'link' | 'real' | 'data' | 'list'; path: string; result: string; typed?: boolean }
+  | { kind: 'env'; name: string; value: string | undefined }
+  | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string };
+
+/** What a failed call's errno was, as a number (the launcher compares numbers). */
+function errnoOf(err: unknown): number {
+  const e = (err as NodeJS.ErrnoException)?.errno;
+  return typeof e === 'number' ? Math.abs(e) : -1;
+}
+
+const orig = {
+  statSync: fs.statSync, lstatSync: fs.lstatSync, existsSync: fs.existsSync, accessSync: fs.accessSync,
+  readFileSync: fs.readFileSync, openSync: fs.openSync, readdirSync: fs.readdirSync,
+  readlinkSync: fs.readlinkSync, realpathSync: fs.realpathSync, realpathNative: fs.realpathSync.native,
+  userInfo: os.userInfo, hostname: os.hostname,
+};
+
+/** FNV-1a, 64 bits, as the launcher computes it: names the environment's variables, not a secret. */
+export function fnv64(data: Buffer): string {
+  let h = 0xcbf29ce484222325n;
+  for (const b of data) h = BigInt.asUintN(64, (h ^ BigInt(b)) * 0x100000001b3n);
+  return h.toString(16).padStart(16, '0');
+}
+
+/** Sort names by their bytes, as strcmp() does in the launcher. */
+function byteSort(names: string[]): string[] {
+  return names.map((n) => Buffer.from(n)).sort(Buffer.compare).map((b) => b.toString());
+}
+
+const DIRENT_TYPE: [string, string][] = [['isDirectory', 'd'], ['isFile', 'f'], ['isSymbolicLink', 'l'],
+  ['isCharacterDevice', 'c'], ['isBlockDevice', 'b'], ['isFIFO', 'p'], ['isSocket', 's']];
+
+export class Recorder {
+  private readonly deps = new Map<string, Dep>();
+  private readonly edits: string[][] = [];
+  private readonly logs: string[] = [];
+  private unstorable: string | null = null;
+  private incomplete = false;
+  private quiet = 0;
+  /** When planning began, wall-clock ns (file times are wall-clock). */
+  readonly start = BigInt(Date.now()) * 1_000_000n;
+
+  constructor(readonly rawEnv: NodeJS.ProcessEnv) {}
+
+  /** The plan can't be stored: WHY, said under -v. INCOMPLETE: some dependency went unrecorded. */
+  refuse(why: string, incomplete = true): void {
+    if (this.unstorable === null) this.unstorable = why;
+    this.incomplete ||= incomplete;
+  }
+
+  get refused(): string | null { return this.unstorable; }
+
+  /** Run FN without recording (the recorder's own reads, our own fds). */
+  unrecorded<T>(fn: () => T): T {
+    this.quiet++;
+    try { return fn(); } finally { this.quiet--; }
+  }
+
+  get recording(): boolean { return this.quiet === 0; }
+
+  /** An absolute path for P, or null (and the plan unstorable) if P isn't a path we can record. */
+  private pathOf(p: unknown): string | null {
+    const s = typeof p === 'string' ? p : Buffer.isBuffer(p) ? p.toString() : p instanceof URL ? p.pathname : null;
+    if (s === null || s.includes('\0')) { this.refuse('a file-system call on a non-path'); return null; }
+    const abs = resolve(s);
+    if (abs.startsWith('/proc/self/fd/')) return null;   // our own descriptors: covered by their open
+    if (abs === '/proc' || abs.startsWith('/proc/')) { this.refuse(`read ${abs} (process state)`); return null; }
+    return abs;
+  }
+
+  private add(key: string, make: () => Dep): Dep {
+    let d = this.deps.get(key);
+    if (d === undefined) this.deps.set(key, d = make());
+    return d;
+  }
+
+  /** A stat or lstat of PATH, made now (before the planner's own call). */
+  statDep(kind: 'stat' | 'lstat', p: unknown, content = false): StatDep | null {
+    if (!this.recording) return null;
+    const path = this.pathOf(p);
+    if (path === null) return null;
+    const d = this.add(`${kind}\0${path}`, () => {
+      try {
+        const st = (kind === 'stat' ? orig.statSync : orig.lstatSync)(path, { bigint: true });
+        return { kind, path, errno: 0, st, fields: new Set<Field>() };
+      } catch (err) {
+        return { kind, path, errno: errnoOf(err), st: null, fields: new Set<Field>() };
+      }
+    }) as StatDep;
+    if (content && d.st) {
+      for (const f of CONTENT) d.fields.add(f);
+      const fresh = this.start - FRESH_NS;
+      if (d.st.mtimeNs > fresh || d.st.ctimeNs > fresh) this.refuse(`${path} changed less than 1 s ago`, false);
+    }
+    return d;
+  }
+
+  /** STATS, as the planner sees it: each field it reads becomes part of DEP. */
+  watch<T extends object>(stats: T, dep: StatDep | null): T {
+    if (dep === null) return stats;
+    const rec = this;
+    return new Proxy(stats, {
+      get(target, prop) {
+        if (typeof prop === 'string') {
+          if (TYPE_METHODS.has(prop)) {
+            dep.fields.add('T');
+            return (target as Record<string, () => boolean>)[prop].bind(target);
+          }
+          const f = PROP_FIELD[prop];
+          if (f) dep.fields.add(f);
+          else if (UNRECORDABLE.has(prop)) rec.refuse(`read ${prop} of ${dep.path}`);
+        }
+        const v = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  }
+
+  /** A call whose result is its whole dependency: access(), readlink(), realpath(), a listing, pseudo-file content. */
+  resultDep(kind: 'access' | 'link' | 'real' | 'data' | 'list', p: unknown, call: () => unknown,
+    describe: (r: unknown) => string, mode = 0, typed = false): unknown {
+    const path = this.recording ? this.pathOf(p) : null;
+    if (path === null) return call();
+    let r: unknown;
+    try {
+      r = call();
+    } catch (err) {
+      const errno = errnoOf(err);
+      this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access' ? { kind, path, mode, errno }
+        : { kind, path, result: `!${errno}`, typed }));
+      throw err;
+    }
+    this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access' ? { kind, path, mode, errno: 0 }
+      : { kind, path, result: '=' + describe(r), typed }));
+    return r;
+  }
+
+  env(name: string, value: string | undefined): void {
+    if (!this.recording || LAUNCHER_VARS.includes(name)) return;
+    this.add(`env\0${name}`, () => ({ kind: 'env', name, value }));
+  }
+
+  /** The planner enumerated the variables: the set of names is a dependency. */
+  envNames(): void {
+    if (!this.recording) return;
+    const names = Object.keys(this.rawEnv).filter((n) => !LAUNCHER_VARS.includes(n));
+    this.add('envnames', () => ({ kind: 'envnames', value: fnv64(Buffer.from(byteSort(names).join('\0'))) }));
+  }
+
+  value(kind: 'user' | 'host' | 'ppid', value: string): void {
+    if (this.recording) this.add(kind, () => ({ kind, value }));
+  }
+
+  /** A subprocess whose output depends only on these files (and its arguments, which the planner chose). */
+  subprocess(files: string[]): void {
+    for (const f of files) this.statDep('stat', f, true);
+  }
+
+  edit(op: 'set' | 'unset', name: string, value?: string): void {
+    this.edits.push(op === 'set' ? ['set', name, value!] : ['unset', name]);
+  }
+
+  log(line: string): void { this.logs.push(line); }
+
+  /** Every dependency evaluated again: one that changed while we planned makes the plan unstorable. */
+  private recheck(): void {
+    for (const d of this.deps.values()) {
+      if (d.kind !== 'stat' && d.kind !== 'lstat') continue;
+      let now: StatDep;
+      try {
+        const st = (d.kind === 'stat' ? orig.statSync : orig.lstatSync)(d.path, { bigint: true });
+        now = { ...d, errno: 0, st };
+      } catch (err) {
+        now = { ...d, errno: errnoOf(err), st: null };
+      }
+      if (statResult(now) !== statResult(d)) { this.refuse(`${d.path} changed while planning`, false); return; }
+    }
+  }
+
+  /**
+   * The record the launcher stores (addon/memo.c reads it): NUL-terminated
+   * tokens, "CHMEMO1", then records, then "plan" and the plan without its
+   * environment. "nostore WHY" first when it must not be kept.
+   */
+  serialize(plan: Buffer, verbose: number): Buffer {
+    this.recheck();
+    const t: string[] = ['CHMEMO1'];
+    if (this.unstorable !== null) t.push(this.incomplete ? 'incomplete' : 'nostore', this.unstorable);
+    t.push('verbose', String(verbose));
+    for (const d of this.deps.values()) t.push(...depTokens(d));
+    for (const e of this.edits) t.push(e[0], ...e.slice(1));
+    for (const l of this.logs) t.push('log', l);
+    t.push('plan');
+    for (const x of t)
+      if (x.includes('\0')) return Buffer.alloc(0);   // the plan itself refuses NULs; nothing to keep
+    return Buffer.concat([Buffer.from(t.join('\0') + '\0'), plan]);
+  }
+}
+
+function statResult(d: StatDep): string {
+  if (d.st === null) return `!${d.errno}`;
+  const st = d.st;
+  const v: Record<Field, bigint> = {
+    T: st.mode & 0o170000n, M: st.mode, U: st.uid, G: st.gid, S: st.size, D: st.dev, I: st.ino,
+    N: st.nlink, R: st.rdev, m: st.mtimeNs, c: st.ctimeNs,
+  };
+  return FIELD_ORDER.filter((f) => d.fields.has(f)).map((f) => v[f].toString()).join(' ');
+}
+
+function depTokens(d: Dep): string[] {
+  switch (d.kind) {
+    case 'stat': case 'lstat':
+      return [d.kind, d.path, FIELD_ORDER.filter((f) => d.fields.has(f)).join(''), statResult(d)];
+    case 'access': return ['access', d.path, String(d.mode), String(d.errno)];
+    case 'list': return ['list', d.path, d.typed ? '1' : '0', d.result];
+    case 'link': case 'real': case 'data': return [d.kind, d.path, d.result];
+    case 'env': return ['env', d.name, d.value === undefined ? '!' : '=' + d.value];
+    default: return [d.kind, d.value];
+  }
+}
+
+/** The recorder of this process, or null when none records (no launcher asked, or another command). */
+export function recorder(): Recorder | null {
+  return ((globalThis as Record<symbol, unknown>)[KEY] as Recorder | undefined) ?? null;
+}
+
+/** A listing as recorded: names sorted by bytes, each after its type letter when TYPED, joined by "/". */
+function listing(r: unknown, typed: boolean): string {
+  const ents = r as (string | Buffer | fs.Dirent)[];
+  if (!typed) return byteSort(ents.map(String)).join('/');
+  const named = (ents as fs.Dirent[]).map((e): [string, string] => [e.name, DIRENT_TYPE.find(([m]) => (e as unknown as Record<string, () => boolean>)[m]())?.[1] ?? 'u']);
+  const order = byteSort(named.map(([n]) => n));
+  const type = new Map(named);
+  return order.map((n) => type.get(n) + n).join('/');
+}
+
+/**
+ * Start recording: patch the file-system calls, os.userInfo/hostname, and
+ * process.env. Before any other module of the front end reads anything.
+ */
+export function startRecording(): Recorder {
+  const rec = new Recorder(process.env);
+  (globalThis as Record<symbol, unknown>)[KEY] = rec;
+  const f = fs as unknown as Record<string, unknown>;
+  const isPseudo = (p: unknown) => typeof p === 'string' && /^\/sys(\/|$)/.test(resolve(p));
+
+  f.statSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => {
+    const d = rec.statDep('stat', p);
+    const st = orig.statSync(p, o as never);
+    return st ? rec.watch(st, d) : st;
+  };
+  f.lstatSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => {
+    const d = rec.statDep('lstat', p);
+    const st = orig.lstatSync(p, o as never);
+    return st ? rec.watch(st, d) : st;
+  };
+  f.existsSync = (p: fs.PathLike) => { rec.statDep('stat', p); return orig.existsSync(p); };
+  f.accessSync = (p: fs.PathLike, mode?: number) =>
+    rec.resultDep('access', p, () => orig.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
+  f.readFileSync = (p: fs.PathOrFileDescriptor, o?: unknown) => {
+    if (typeof p === 'number') return orig.readFileSync(p, o as never);
+    if (isPseudo(p)) return rec.resultDep('data', p, () => orig.readFileSync(p, o as never),
+      (r) => Buffer.from(r as string | Buffer).toString('hex'));
+    rec.statDep('stat', p, true);
+    return orig.readFileSync(p, o as never);
+  };
+  f.openSync = (p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
+    const n = typeof flags === 'number' ? flags : flags === undefined || flags === 'r' ? 0 : -1;
+    const writes = n === -1 || (n & (fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_CREAT)) !== 0;
+    if (!writes) {
+      if (isPseudo(p)) rec.refuse(`opened ${String(p)} (pseudo file)`);
+      else rec.statDep(n & fs.constants.O_NOFOLLOW ? 'lstat' : 'stat', p, true);
+    }
+    return orig.openSync(p, flags as fs.OpenMode, mode);
+  };
+  f.readdirSync = (p: fs.PathLike, o?: unknown) => {
+    const typed = typeof o === 'object' && o !== null && (o as { withFileTypes?: boolean }).withFileTypes === true;
+    if (typeof o === 'object' && o !== null && ((o as { recursive?: boolean }).recursive || (o as { encoding?: string }).encoding === 'buffer'))
+      rec.refuse('a recursive or binary directory listing');
+    return rec.resultDep('list', p, () => orig.readdirSync(p, o as never), (r) => listing(r, typed), 0, typed);
+  };
+  f.readlinkSync = (p: fs.PathLike, o?: unknown) =>
+    rec.resultDep('link', p, () => orig.readlinkSync(p, o as never), (r) => String(r));
+  const real = (impl: (p: fs.PathLike, o?: never) => unknown) => (p: fs.PathLike, o?: unknown) =>
+    rec.resultDep('real', p, () => impl(p, o as never), (r) => String(r));
+  const realJs = real(orig.realpathSync) as typeof fs.realpathSync;
+  realJs.native = real(orig.realpathNative) as typeof fs.realpathSync.native;
+  f.realpathSync = realJs;
+
+  const o = os as unknown as Record<string, unknown>;
+  o.userInfo = (opts?: unknown) => {
+    try {
+      const u = orig.userInfo(opts as never);
+      rec.value('user', '=' + String(u.username));
+      return u;
+    } catch (err) {
+      rec.value('user', '!');
+      throw err;
+    }
+  };
+  o.hostname = () => { const h = orig.hostname(); rec.value('host', h); return h; };
+
+  const raw = process.env;
+  process.env = new Proxy(raw, {
+    get(t, k) {
+      const v = Reflect.get(t, k);
+      if (typeof k === 'string') rec.env(k, v);
+      return v;
+    },
+    has(t, k) {
+      if (typeof k === 'string') rec.env(k, Reflect.get(t, k));
+      return Reflect.has(t, k);
+    },
+    ownKeys(t) { rec.envNames(); return Reflect.ownKeys(t); },
+  });
+  (globalThis as Record<symbol, unknown>)[LOG_TAP] = (line: string) => { if (rec.recording) rec.log(line); };
+  return rec;
+}
+
+/** Stop recording what is logged (the launcher's own messages about the memo aren't part of the plan). */
+export function stopLogTap(): void {
+  delete (globalThis as Record<symbol, unknown>)[LOG_TAP];
+}
+
+/** Declare a subprocess's dependencies (no-op when nothing records). */
+export function subprocessDeps(files: string[]): void { recorder()?.subprocess(files); }
+/** A dependency that can't be recorded: the plan is not stored. */
+export function unrecordable(why: string): void { recorder()?.refuse(why); }
+/** The caller's PID (--join's default tag): the launcher compares its own parent. */
+export function recordCallerPid(pid: number): void { recorder()?.value('ppid', String(pid)); }
+/** FN's file-system calls are not dependencies (they read our own process). */
+export function unrecorded<T>(fn: () => T): T { const r = recorder(); return r ? r.unrecorded(fn) : fn(); }
