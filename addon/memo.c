@@ -806,6 +806,43 @@ static void entry_write(struct memo *m, const char *rec, size_t len)
    free(b.p);
 }
 
+/* Split plan P into its environment entries (sorted) and the rest. */
+static bool plan_split(const char *p, size_t len, struct buf *rest, char ***env, size_t *n)
+{
+   struct cur c = { p, p + len };
+   size_t cap = 64;
+   *n = 0;
+   *env = malloc(cap * sizeof(char *));
+   for (const char *t = next(&c); t != NULL && *env != NULL; t = next(&c)) {
+      if (strcmp(t, "env") != 0) {
+         tok(rest, t);
+         continue;
+      }
+      if ((t = next(&c)) == NULL)
+         return false;
+      if (*n == cap && (*env = realloc(*env, (cap *= 2) * sizeof(char *))) == NULL)
+         return false;
+      (*env)[(*n)++] = (char *)t;
+   }
+   if (*env == NULL || rest->failed)
+      return false;
+   qsort(*env, *n, sizeof(char *), cmp_str);
+   return true;
+}
+
+/* The same plan but for its environment: a site's Node wrapper
+   (CH_RUN_NODE, a shell script, say) changes the front end's environment,
+   as dash reorders it and adds PWD; a memoized plan has the caller's. */
+static bool same_but_env(const char *a, size_t alen, const char *b, size_t blen)
+{
+   struct buf ra = { 0 }, rb = { 0 };
+   char **ea, **eb;
+   size_t na, nb;
+   if (!plan_split(a, alen, &ra, &ea, &na) || !plan_split(b, blen, &rb, &eb, &nb))
+      return false;
+   return ra.len == rb.len && !memcmp(ra.p, rb.p, ra.len);
+}
+
 /* Under CH_RUN_MEMO_VERIFY: the record must hold right after planning and
    rebuild exactly the plan the front end made; run the rebuilt one. */
 static int verify(struct memo *m, const struct record *r, const char *rec, size_t len, int planfd)
@@ -818,7 +855,9 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
       dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't rebuild the plan\n", getpid());
       exit(31);
    }
-   if (have.len != plen || memcmp(have.p, want, plen) != 0) {
+   const char *node = getenv("CH_RUN_NODE");
+   if ((have.len != plen || memcmp(have.p, want, plen) != 0)
+       && !(node != NULL && *node != '\0' && same_but_env(have.p, have.len, want, plen))) {
       size_t i = 0;
       while (i < plen && i < have.len && have.p[i] == want[i])
          i++;
@@ -853,14 +892,14 @@ int memo_store(struct memo *m, int memofd, int planfd)
          changed meanwhile; either way the record isn't kept. */
       struct record checked;
       bool holds = record_read(m, rec, len, &checked, true);
-      if (m->verify && !r.incomplete && !holds) {
+      if (m->verify && r.nostore == NULL && !holds) {
          dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: %s right after planning\n",
                  getpid(), m->why);
          exit(31);
       }
       if (holds && r.nostore == NULL)
          entry_write(m, rec, len);
-      if (m->verify && (holds || r.incomplete))
+      if (m->verify && (holds || r.nostore != NULL))
          planfd = verify(m, &r, rec, len, planfd);
    }
    free(rec);

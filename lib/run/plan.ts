@@ -56,8 +56,9 @@ export function serializePlan(p: Plan, withEnv = true): Buffer {
       : m.kind === 'file' ? m.content : m.kind === 'symlink' ? m.target : m.mode.toString(8);
     add('mount', m.kind, m.flags.join(','), src, m.dst);
   }
-  if (withEnv) for (const e of p.env) add('env', e);
   for (const a of p.argv) add('arg', a);
+  // Last before "end": a memoized plan's environment goes there (addon/memo.c).
+  if (withEnv) for (const e of p.env) add('env', e);
   add('end');
   for (const x of t)
     if (x.includes('\0')) throw new ChError(`plan: value contains a NUL byte: ${JSON.stringify(x.slice(0, 60))}`);

@@ -43,6 +43,9 @@ export function userEnv(user = testUser(), extra = {}) {
     HOME: isRoot ? `/home/${user.name}` : process.env.HOME,
     USER: user.name,
     LANG: 'C.UTF-8',
+    // Every launch in the suite runs from its plan memo's rebuild, checked
+    // equal to the planned one (addon/memo.c); test/memo.test.js tests hits.
+    CH_RUN_MEMO_VERIFY: '1',
     ...extra,
   };
 }
