@@ -423,6 +423,8 @@ static bool dep_holds(const char *kw, struct cur *c, bool *known, const char **w
       return ARGS3 && (*what = a) && list_holds(a, b[0] == '1', d);
    if (!strcmp(kw, "env"))
       return ARGS2 && (*what = a) && env_holds(a, b);
+   if (!strcmp(kw, "envhas"))
+      return ARGS2 && (*what = a) && (getenv(a) != NULL) == (b[0] == '1');
    if (!strcmp(kw, "envnames"))
       return ARGS1 && envnames_hold(a);
    if (!strcmp(kw, "user"))

@@ -26,8 +26,11 @@ export class Env extends Map<string, string> {
     return v;
   }
 
+  /** Only whether NAME is set is a dependency here (the ranks of a step differ in PMIX_RANK's value). */
   override has(name: string): boolean {
-    return this.get(name) !== undefined;
+    const v = super.get(name);
+    if (this.rec && !this.decided.has(name)) this.rec.env(name, v, true);
+    return v !== undefined;
   }
 
   override set(name: string, value: string): this {

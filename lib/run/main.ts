@@ -134,9 +134,9 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
+  env.delete('CH_RUN_MEMO_VERIFY');      // the test suite's (addon/memo.c), not the command's
   if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
   env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's
-  env.delete('CH_RUN_MEMO_VERIFY');      // the test suite's (addon/memo.c), not the command's
 
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost

@@ -1,7 +1,7 @@
 // Memoized plans, the recording half (the launcher, addon/memo.c, keeps and
 // checks them). While the front end plans, this records what the plan
 // depended on, as the planner actually observed it:
-//   - environment variables read (value or absence), and the set of names
+//   - environment variables read (value, or only whether set), and the set of names
 //     when the planner enumerated them (--unset-env GLOB);
 //   - file-system calls, each as the call it was and what it returned that
 //     the planner looked at: a stat's fields as they were read from the
@@ -59,7 +59,7 @@ type Dep =
   | StatDep
   | { kind: 'access'; path: string; mode: number; errno: number }
   | { kind: 'link' | 'real' | 'data' | 'list'; path: string; result: string; typed?: boolean }
-  | { kind: 'env'; name: string; value: string | undefined }
+  | { kind: 'env'; name: string; value: string | undefined; presence: boolean }
   | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string };
 
 /** What a failed call's errno was, as a number (the launcher compares numbers). */
@@ -195,9 +195,11 @@ export class Recorder {
     return r;
   }
 
-  env(name: string, value: string | undefined): void {
+  /** Variable NAME read; PRESENCE: only whether it is set was asked (Map.has, `in`). */
+  env(name: string, value: string | undefined, presence = false): void {
     if (!this.recording || LAUNCHER_VARS.includes(name)) return;
-    this.add(`env\0${name}`, () => ({ kind: 'env', name, value }));
+    const d = this.add(`env\0${name}`, () => ({ kind: 'env', name, value, presence }));
+    if (!presence && d.kind === 'env') d.presence = false;   // its value now matters too
   }
 
   /** The planner enumerated the variables: the set of names is a dependency. */
@@ -274,7 +276,8 @@ function depTokens(d: Dep): string[] {
     case 'access': return ['access', d.path, String(d.mode), String(d.errno)];
     case 'list': return ['list', d.path, d.typed ? '1' : '0', d.result];
     case 'link': case 'real': case 'data': return [d.kind, d.path, d.result];
-    case 'env': return ['env', d.name, d.value === undefined ? '!' : '=' + d.value];
+    case 'env': return d.presence ? ['envhas', d.name, d.value === undefined ? '0' : '1']
+      : ['env', d.name, d.value === undefined ? '!' : '=' + d.value];
     default: return [d.kind, d.value];
   }
 }
@@ -368,7 +371,7 @@ export function startRecording(): Recorder {
       return v;
     },
     has(t, k) {
-      if (typeof k === 'string') rec.env(k, Reflect.get(t, k));
+      if (typeof k === 'string') rec.env(k, Reflect.get(t, k), true);
       return Reflect.has(t, k);
     },
     ownKeys(t) { rec.envNames(); return Reflect.ownKeys(t); },

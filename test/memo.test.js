@@ -1,0 +1,295 @@
+// Memoized plans (lib/run/memo.ts records, addon/memo.c checks and replays):
+// a repeated launch runs without Node (CH_RUN_NODE pointing nowhere proves
+// it), exactly as a fresh plan would; any change to what the plan depended on
+// is a miss; the plan directory and its entries are trusted only if they are
+// the user's own. The rest of the suite runs every launch from its record
+// (CH_RUN_MEMO_VERIFY=1, test/helpers/env.js), checked equal to the fresh
+// plan; these tests make real hits.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync,
+  utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ch, image, isRoot, needs, notRoot, testUser } from './helpers/env.js';
+import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
+
+const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
+
+/** The newest change time under PATH (ms), walking directories. */
+function newest(path) {
+  const st = lstatSync(path);
+  let t = Math.max(st.ctimeMs, st.mtimeMs);
+  if (st.isDirectory()) for (const e of readdirSync(path)) t = Math.max(t, newest(join(path, e)));
+  return t;
+}
+
+/** Wait until everything under PATHS is over 1 s old: younger files are not memoized (memo.ts, "racy git"). */
+async function settled(...paths) {
+  const wait = Math.max(...paths.map(newest)) + 1100 - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+}
+
+/** A private plan directory for one test, and ch-run with it, under -v. */
+async function memoRun(t) {
+  const cache = join(await scratch(t, 'memo'), 'plans');
+  // CH_RUN_NODE always set (node on PATH, as by default, or NO_NODE): a
+  // hit's environment has the same names as its record's.
+  const run = (args, env = {}, opts = {}) => ch('ch-run', ['-v', ...args],
+    { env: { CH_RUN_CACHE_DIR: cache, CH_RUN_MEMO_VERIFY: '0', CH_RUN_NODE: 'node', ...env }, ...opts });
+  return { cache, run };
+}
+
+const said = (r, what) => new RegExp(`plan memo: ${what}`).test(r.stderr);
+/** stderr without PIDs and the memo's own lines: what the user reads either way. */
+const words = (r) => r.stderr.split('\n').filter((l) => !/plan memo: /.test(l)).map((l) => l.replace(/^ch-run\[\d+\]/, 'ch-run')).join('\n');
+
+test('a repeated launch runs from its memoized plan, without Node; CH_RUN_NO_CACHE=1 turns it off', async (t) => {
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = [img, '--', 'sh', '-c', 'echo $CH_RUNNING; id -u'];
+  const first = await run(args);
+  t.is(first.exitCode, 0, first.stderr);
+  t.true(said(first, 'miss \\(no record\\)'), first.stderr);
+  t.is(readdirSync(cache).filter((n) => /^[0-9a-f]{16}$/.test(n)).length, 1, 'one record kept');
+  const hit = await run(args, NO_NODE);
+  t.is(hit.exitCode, 0, hit.stderr);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.stdout, first.stdout);
+  t.is(hit.stdout, `Weird Al Yankovic\n${testUser().uid}`);
+  t.is(words(hit), words(first), 'the same messages, replayed');
+  const off = await run(args, { CH_RUN_NO_CACHE: '1', ...NO_NODE });
+  t.is(off.exitCode, 31, 'CH_RUN_NO_CACHE=1 starts Node');
+  t.regex(off.stderr, /can't execute Node\.js/);
+  // The key: another command line, another directory is another plan.
+  const other = await run([img, '--', 'true'], NO_NODE);
+  t.is(other.exitCode, 31, other.stderr);
+  const elsewhere = await run(args, NO_NODE, { cwd: '/tmp' });
+  t.is(elsewhere.exitCode, 31, 'cwd is part of the key');
+});
+
+test('the command gets the environment a fresh plan would give it, in the same order', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = ['--set-env=NEW=1', '--set-env=B=replaced', '--unset-env=C', '--set-env=C=again', img, '--', 'env'];
+  const env = { A: 'a', B: 'b', C: 'c', D: 'd' };
+  const fresh = await run(args, { ...env, CH_RUN_NO_CACHE: '1' });
+  t.is(fresh.exitCode, 0, fresh.stderr);
+  t.is((await run(args, env)).exitCode, 0);
+  const hit = await run(args, { ...env, ...NO_NODE });
+  t.true(said(hit, 'hit'), hit.stderr);
+  const noNode = (s) => s.split('\n').filter((l) => !/^CH_RUN_(NODE|NO_CACHE)=/.test(l)).join('\n');
+  t.is(noNode(hit.stdout), noNode(fresh.stdout), 'same variables, same order');
+  t.regex(hit.stdout, /^A=a\nB=replaced\n(.*\n)*D=d\n(.*\n)*NEW=1\nC=again\n/m);
+  // A variable the planner never read passes through from the live
+  // environment (without --unset-env GLOB, which makes the names a dependency).
+  const plain = ['--set-env=NEW=1', img, '--', 'env'];
+  t.is((await run(plain, env)).exitCode, 0);
+  const passed = await run(plain, { ...env, D: 'changed', E: 'new', ...NO_NODE });
+  t.true(said(passed, 'hit'), passed.stderr);
+  t.regex(passed.stdout, /^D=changed$/m);
+  t.regex(passed.stdout, /^E=new$/m);
+});
+
+test('a change to anything the plan depended on is a miss, and the fresh plan is right', async (t) => {
+  const { run } = await memoRun(t);
+  const img = await imageCopy(t);
+  const meta = join(img, 'ch', 'metadata.json');
+  mkdirSync(join(img, 'ch'), { recursive: true });
+  writeFileSync(meta, JSON.stringify({ Cmd: ['echo', 'one'] }));
+  await ownedByUser(join(img, 'ch'));
+  await settled(img);
+  const hits = async (args, env = {}) => {
+    const r = await run(args, { ...env, ...NO_NODE });
+    return r.exitCode === 0 && said(r, 'hit') ? r : null;
+  };
+  t.is((await run([img])).stdout, 'one');
+  t.truthy(await hits([img]), 'hit while nothing changed');
+
+  // A file it read: the image's metadata.
+  writeFileSync(meta, JSON.stringify({ Cmd: ['echo', 'two'] }));
+  t.is(await hits([img]), null, 'metadata changed: miss');
+  await settled(img);
+  const r = await run([img]);
+  t.true(said(r, 'miss \\(l?stat changed: .*metadata\\.json\\)'), r.stderr);
+  t.is(r.stdout, 'two');
+  t.is((await hits([img]))?.stdout, 'two');
+
+  // A variable it read: HOME (kept only if the image has that directory).
+  const home = await run([img, '--', 'sh', '-c', 'echo $HOME'], { HOME: '/tmp' });
+  t.is(home.stdout, '/tmp');
+  t.is((await hits([img, '--', 'sh', '-c', 'echo $HOME'], { HOME: '/tmp' }))?.stdout, '/tmp');
+  t.is(await hits([img, '--', 'sh', '-c', 'echo $HOME'], { HOME: '/nowhere' }), null, 'HOME changed: miss');
+  t.is((await run([img, '--', 'sh', '-c', 'echo $HOME'], { HOME: '/nowhere' })).stdout, '/root');
+
+  // The set of names, when the planner enumerated them (--unset-env GLOB).
+  const unset = [img, '--unset-env=X*', '--', 'sh', '-c', 'echo "${X1-unset} ${X2-unset}"'];
+  t.is((await run(unset, { X1: '1' })).stdout, 'unset unset');
+  t.truthy(await hits(unset, { X1: 'other value' }), 'same names, another value: hit');
+  t.is(await hits(unset, { X1: '1', X2: '2' }), null, 'a new name matching the glob: miss');
+  t.is((await run(unset, { X1: '1', X2: '2' })).stdout, 'unset unset');
+
+  // A directory it looked into: a required mount point gone.
+  await execa('rmdir', [join(img, 'proc')]);
+  t.is(await hits([img]), null, 'image changed: miss');
+  const gone = await run([img]);
+  t.is(gone.exitCode, 31);
+  t.regex(gone.stderr, /it has no \/proc directory/);
+});
+
+test('a file changed less than a second before planning is not memoized', async (t) => {
+  const { cache, run } = await memoRun(t);
+  const img = await imageCopy(t);
+  const meta = join(img, 'ch', 'metadata.json');
+  mkdirSync(join(img, 'ch'), { recursive: true });
+  writeFileSync(meta, JSON.stringify({ Cmd: ['echo', 'fresh'] }));
+  const r = await run([img]);
+  t.is(r.stdout, 'fresh', r.stderr);
+  t.regex(r.stderr, /plan memo: not stored: .*metadata\.json changed less than 1 s ago/);
+  t.false(existsSync(cache) && readdirSync(cache).some((n) => /^[0-9a-f]{16}$/.test(n)), 'nothing kept');
+});
+
+test('warnings are replayed on a hit, with the launch\'s own PID', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = [img, '--', '/bin/true'];
+  const noPath = { PATH: undefined };   // the front end warns: $PATH not set
+  const miss = await run(args, noPath);
+  t.is(miss.exitCode, 0, miss.stderr);
+  t.regex(miss.stderr, /warning: \$PATH not set/);
+  const launch = run(args, { ...noPath, ...NO_NODE });
+  const hit = await launch;
+  t.is(hit.exitCode, 0, hit.stderr);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(words(hit), words(miss));
+  t.regex(hit.stderr, new RegExp(`^ch-run\\[${launch.pid}\\]: warning: \\$PATH not set$`, 'm'));
+});
+
+/** The record files in DIR (16 hex digits). */
+const records = (dir) => (existsSync(dir) ? readdirSync(dir).filter((n) => /^[0-9a-f]{16}$/.test(n)) : []);
+
+needs(test, notRoot && 'plants files as another user')('a plan directory that is not the user\'s alone is not used, and not followed', async (t) => {
+  const base = await scratch(t, 'memo');
+  const img = image('busybox');
+  await settled(img);
+  const args = [img, '--', 'echo', 'ok'];
+  const run = (cache, env = {}) => ch('ch-run', ['-v', ...args], { env: { CH_RUN_CACHE_DIR: cache, CH_RUN_MEMO_VERIFY: '0', ...env } });
+  // Another user's directory (here root's, open to the user to read).
+  const foreign = join(base, 'foreign');
+  mkdirSync(foreign, { mode: 0o700 });
+  chmodSync(foreign, 0o755);
+  // A link to a directory of the user's: followed, another user could plant one.
+  const target = join(base, 'target');
+  mkdirSync(target, { mode: 0o700 });
+  await ownedByUser(target);
+  const link = join(base, 'link');
+  symlinkSync(target, link);
+  // The user's own, but open to others.
+  const open = join(base, 'open');
+  mkdirSync(open);
+  await ownedByUser(open);
+  chmodSync(open, 0o777);
+  for (const [dir, what] of [[foreign, 'foreign'], [link, 'symlink'], [open, 'mode 0777']]) {
+    for (let i = 0; i < 2; i++) {
+      const r = await run(dir);
+      t.is(r.exitCode, 0, `${what}: ${r.stderr}`);
+      t.is(r.stdout, 'ok');
+      t.regex(r.stderr, /plan memo: (miss|off) \(plan directory .* is not yours alone/, what);
+    }
+  }
+  t.deepEqual(readdirSync(target), [], 'nothing written through the link');
+  t.deepEqual(readdirSync(open), [], 'nothing written in the open directory');
+  t.deepEqual(readdirSync(foreign), []);
+});
+
+needs(test, notRoot && 'makes files of another owner')('a record that is not a plain file of the user\'s, or corrupt, or another key\'s, is not used', async (t) => {
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = [img, '--', 'echo', 'ok'];
+  t.is((await run(args)).exitCode, 0);
+  const [name] = records(cache);
+  const file = join(cache, name);
+  const good = readFileSync(file);
+  const hitNow = async () => said(await run(args, NO_NODE), 'hit');
+  t.true(await hitNow());
+
+  // Corrupt: one byte of the plan changed (a bind the planner never made).
+  const forged = Buffer.from(good.toString('latin1').replace('/tmp\0/tmp', '/etc\0/tmp'), 'latin1');
+  t.notDeepEqual(forged, good);
+  writeFileSync(file, forged);
+  await ownedByUser(file);
+  const r = await run(args);
+  t.true(said(r, 'miss \\(corrupt record, removed\\)'), r.stderr);
+  t.is(r.stdout, 'ok');
+  t.true(await hitNow(), 'replaced by a fresh record');
+
+  // Not the user's: root's file, or writable by others.
+  rmSync(file);
+  writeFileSync(file, good);
+  t.false(await hitNow(), 'owned by root');
+  await ownedByUser(file);
+  chmodSync(file, 0o622);
+  t.false(await hitNow(), 'writable by others');
+  chmodSync(file, 0o600);
+  t.true(await hitNow());
+
+  // Another key's record under this name (a hash collision, or a copy).
+  const other = [img, '--', 'echo', 'other'];
+  t.is((await run(other)).exitCode, 0);
+  const otherName = records(cache).find((n) => n !== name);
+  writeFileSync(file, readFileSync(join(cache, otherName)));
+  await ownedByUser(file);
+  const swapped = await run(args);
+  t.is(swapped.stdout, 'ok', 'the other key\'s plan is not run');
+  t.true(said(swapped, 'miss \\(corrupt record, removed\\)'), swapped.stderr);
+});
+
+test('the plan directory holds at most 256 records: the least recently used go', async (t) => {
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  t.is((await run([img, '--', 'true'])).exitCode, 0);   // creates the directory
+  const old = Date.now() / 1000 - 3600;
+  for (let i = 0; i < 300; i++) {
+    const f = join(cache, i.toString(16).padStart(16, '0'));
+    writeFileSync(f, 'stale');
+    utimesSync(f, old + i, old + i);
+  }
+  await ownedByUser(cache);
+  const r = await run([img, '--', 'echo', 'new']);
+  t.is(r.stdout, 'new', r.stderr);
+  const left = records(cache);
+  t.true(left.length <= 256, `${left.length} records left`);
+  t.false(left.includes('0'.padStart(16, '0')), 'the oldest went');
+  t.true(left.includes((299).toString(16).padStart(16, '0')), 'a recent one stayed');
+  t.true(said(await run([img, '--', 'echo', 'new'], NO_NODE), 'hit'), 'ours stayed');
+});
+
+test('--join: the ranks of a step on a node plan once; the others wait for that record and hit', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const n = 4;
+  const args = ['--join', `--join-ct=${n}`, '--join-tag=memo-test', img, '--', 'readlink', '/proc/self/ns/user'];
+  const ranks = await Promise.all(Array.from({ length: n }, () => run(args, { SLURM_PROCID: 'differs per rank' })));
+  for (const r of ranks) t.is(r.exitCode, 0, r.stderr);
+  t.is(new Set(ranks.map((r) => r.stdout)).size, 1, 'one container');
+  t.is(ranks.filter((r) => said(r, 'miss')).length, 1, ranks.map((r) => r.stderr).join('\n---\n'));
+  t.is(ranks.filter((r) => said(r, 'hit')).length, n - 1);
+});
+
+needs(test, notRoot)('root\'s launches are memoized too', async (t) => {
+  const cache = join(await scratch(t, 'memo'), 'root-plans');
+  const img = image('busybox');
+  await settled(img);
+  const env = { CH_RUN_CACHE_DIR: cache, CH_RUN_MEMO_VERIFY: '0' };
+  t.is((await ch('ch-run', ['-v', img, '--', 'id', '-u'], { root: true, env })).stdout, '0');
+  const hit = await ch('ch-run', ['-v', img, '--', 'id', '-u'], { root: true, env: { ...env, ...NO_NODE } });
+  t.is(hit.stdout, '0', hit.stderr);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(statSync(cache).uid, 0);
+});
