@@ -17,7 +17,9 @@
 // `native` then needs a C/C++ toolchain and Python (node-gyp), nothing else.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +29,7 @@ const require = createRequire(import.meta.url);
 
 /** Each command's entry point and bundle (dist/NAME.cjs). */
 export const BUNDLES = {
-  'ch-run': 'lib/run/main.ts',
+  'ch-run-main': 'lib/run/main.ts',   // ch-run's front end, which dist/ch-run.cjs loads (tools/ch-run-loader.cjs)
   'ch-run-devices': 'lib/devices/inject.ts',   // loaded by ch-run only with --gpu/--ib
   'ch-tar2dir': 'lib/image/tar2dir.ts',
   'ch-build': 'lib/image/build.ts',
@@ -98,10 +100,48 @@ async function ts() {
     logLevel: 'warning',
     // The sources are ES modules that find the package from import.meta.url.
     define: { 'import.meta.url': '__importMetaUrl' },
-    banner: { js: "const __importMetaUrl = require('url').pathToFileURL(__filename).href;" },
+    // ch-run's front end: a build id first, which its code cache names (tools/ch-run-loader.cjs).
+    banner: { js: `${name === 'ch-run-main' ? `// ch-toolkit build ${randomBytes(8).toString('hex')}\n` : ''}`
+      + "const __importMetaUrl = require('url').pathToFileURL(__filename).href;" },
   })));
   for (const name of Object.keys(BUNDLES)) chmodSync(join(ROOT, 'dist', `${name}.cjs`), 0o644);
+  copyFileSync(join(ROOT, 'tools', 'ch-run-loader.cjs'), join(ROOT, 'dist', 'ch-run.cjs'));
+  chmodSync(join(ROOT, 'dist', 'ch-run.cjs'), 0o644);
+  await codeCache();
   manPages();
+}
+
+/**
+ * V8's code cache for ch-run's front end (tools/ch-run-loader.cjs says why):
+ * made by planning a container for a stand-in image, with the options most
+ * launches use, so that what a launch compiles is in it. Planning only: no
+ * container is started (the decision goes to /dev/null). Made again by the
+ * install script (native), where Node may differ from the one that built dist/.
+ */
+async function codeCache() {
+  const bundle = join(ROOT, 'dist', 'ch-run-main.cjs');
+  if (!existsSync(bundle)) return;
+  const { REQUIRED_DIRS, guestPath } = await import(join(ROOT, 'dist', 'image', 'layout.js'));
+  const img = mkdtempSync(join(tmpdir(), 'ch-run-code-cache-'));
+  try {
+    for (const d of [...REQUIRED_DIRS.map(guestPath), '/root', '/home', '/mnt/0', '/ch'])
+      mkdirSync(join(img, d), { recursive: true });
+    writeFileSync(join(img, 'ch', 'environment'), 'CODE_CACHE=1\n');
+    writeFileSync(join(img, 'ch', 'metadata.json'), '{"Cmd": ["/bin/true"]}');
+    const out = `${bundle}.cache`;
+    rmSync(out, { force: true });
+    execFileSync(process.execPath, [join(ROOT, 'dist', 'ch-run.cjs'), '-v', '--set-env', '--set-env=A=$PATH:/x',
+      '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img], {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_OUT: out,
+        CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' },
+    });
+    chmodSync(out, 0o644);
+  } catch (err) {
+    say(`no code cache for ch-run's front end (it still works, compiling at each launch): ${err.message}`);
+  } finally {
+    rmSync(img, { recursive: true, force: true });
+  }
 }
 
 /** roff for TEXT shown as typed (no fill), each line safe from roff's control characters. */
@@ -129,6 +169,7 @@ function manPages() {
 async function main(what) {
   try {
     if (what === 'native' || what === 'all') native();
+    if (what === 'native') await codeCache();   // the installed Node's own
     if (what === 'ts' || what === 'all') await ts();
     if (!['native', 'ts', 'all'].includes(what)) {
       say(`unknown target '${what}' (native, ts, all)`);

@@ -271,7 +271,7 @@ function reprintWarnings(n: number): void {
  */
 function memoRecord(rec: Recorder, plan: Plan): Buffer {
   // Which build planned: a changed front end, core or launcher is a miss.
-  rec.subprocess([process.argv[1], CORE_PATH, LAUNCHER_PATH]);
+  rec.subprocess([process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), CORE_PATH, LAUNCHER_PATH]);
   const memo = rec.serialize(serializePlan(plan, false), plan.verbose);
   stopLogTap();
   if (rec.refused !== null) log.info(`plan memo: not stored: ${rec.refused}`);
@@ -302,7 +302,7 @@ async function main(): Promise<number> {
     handOff(NOTHING_TO_RUN);
     return 0;
   }
-  refuseSetid([process.argv[1], CORE_PATH]);
+  refuseSetid([process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), CORE_PATH]);
   let plan: Plan;
   try {
     plan = await buildPlan(opts);

@@ -1,0 +1,32 @@
+// dist/ch-run.cjs: what ch-run's launcher (addon/launcher.c) starts Node on.
+// It runs ch-run's front end, dist/ch-run-main.cjs, with the V8 code cache
+// tools/build.js made for it (dist/ch-run-main.cjs.cache): compiled bytecode
+// for what a launch runs, instead of compiling it anew on every launch
+// (measured: 2.6 ms of each launch that plans; docs/design.md). The cache is
+// used only for the very bundle it was made from: the bundle's first line,
+// a random build id, and its length begin the cache (V8 itself checks only
+// the length); V8 refuses it for another Node, V8 or flags. Without a
+// usable cache the bundle is compiled as usual.
+// CH_RUN_CODE_CACHE_OUT=FILE: write the cache after this run (the build).
+'use strict';
+const { readFileSync, writeFileSync } = require('node:fs');
+const Module = require('node:module');
+const { join } = require('node:path');
+const { Script } = require('node:vm');
+
+const file = join(__dirname, 'ch-run-main.cjs');
+const source = readFileSync(file, 'utf8');
+const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
+let cachedData;
+try {
+  const cache = readFileSync(`${file}.cache`);
+  if (cache.subarray(0, stamp.length).toString('latin1') === stamp) cachedData = cache.subarray(stamp.length);
+} catch { /* none: compile */ }
+const script = new Script(Module.wrap(source), { filename: file, cachedData });
+const out = process.env.CH_RUN_CODE_CACHE_OUT;
+if (out) {
+  delete process.env.CH_RUN_CODE_CACHE_OUT;
+  process.on('exit', () => writeFileSync(out, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
+}
+const mod = { exports: {}, filename: file, id: file, loaded: false };
+script.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(file), mod, file, __dirname);
