@@ -748,7 +748,8 @@ static int cmp_mtime(const void *a, const void *b)
           : x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
 }
 
-/* Over ENTRIES_MAX entries: remove the least recently used quarter. */
+/* Over ENTRIES_MAX entries: remove the least recently used quarter. And
+   leftovers: temporaries and orphan locks older than a minute. */
 static void evict(struct memo *m)
 {
    int fd = dup(m->dirfd);
@@ -762,9 +763,24 @@ static void evict(struct memo *m)
    size_t n = 0;
    struct dirent *e;
    struct stat st;
-   while ((e = readdir(d)) != NULL && n < sizeof(times) / sizeof(times[0]))
-      if (strlen(e->d_name) == 16 && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+   time_t stale = time(NULL) - 60;
+   while ((e = readdir(d)) != NULL && n < sizeof(times) / sizeof(times[0])) {
+      if (fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+         continue;
+      size_t len = strlen(e->d_name);
+      if (len == 16) {
          times[n++] = st.st_mtim;
+         continue;
+      }
+      /* A writer's temporary it never renamed (killed), or the lock of a
+         key that kept no record: gone after a minute. */
+      char entry[17];
+      snprintf(entry, sizeof(entry), "%.16s", e->d_name);
+      bool orphan_lock = len == 21 && !strcmp(e->d_name + 16, ".lock")
+                         && faccessat(m->dirfd, entry, F_OK, AT_SYMLINK_NOFOLLOW) != 0;
+      if ((orphan_lock || (len > 20 && !strcmp(e->d_name + len - 4, ".tmp"))) && st.st_mtime < stale)
+         (void)unlinkat(m->dirfd, e->d_name, 0);
+   }
    if (n > ENTRIES_MAX) {
       qsort(times, n, sizeof(times[0]), cmp_mtime);
       struct timespec cut = times[n / 4];
