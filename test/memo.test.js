@@ -248,7 +248,7 @@ needs(test, notRoot && 'makes files of another owner')('a record that is not a p
   t.true(said(swapped, 'miss \\(corrupt record, removed\\)'), swapped.stderr);
 });
 
-test('the plan directory holds at most 256 records: the least recently used go', async (t) => {
+test('the plan directory holds at most 256 records: the least recently used go, and leftovers', async (t) => {
   const { cache, run } = await memoRun(t);
   const img = image('busybox');
   await settled(img);
@@ -259,9 +259,16 @@ test('the plan directory holds at most 256 records: the least recently used go',
     writeFileSync(f, 'stale');
     utimesSync(f, old + i, old + i);
   }
+  // What a killed writer leaves, and the lock of a key that kept no record.
+  const leftovers = ['00000000000000ff.4242.tmp', 'feedfacefeedface.lock'];
+  for (const f of leftovers) {
+    writeFileSync(join(cache, f), '');
+    utimesSync(join(cache, f), old, old);
+  }
   await ownedByUser(cache);
   const r = await run([img, '--', 'echo', 'new']);
   t.is(r.stdout, 'new', r.stderr);
+  for (const f of leftovers) t.false(existsSync(join(cache, f)), `${f} removed`);
   const left = records(cache);
   t.true(left.length <= 256, `${left.length} records left`);
   t.false(left.includes('0'.padStart(16, '0')), 'the oldest went');
