@@ -45,6 +45,8 @@ export const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD', 'CH_RUN_MEMO_F
 type Field = 'T' | 'M' | 'U' | 'G' | 'S' | 'D' | 'I' | 'N' | 'R' | 'm' | 'c';
 const FIELD_ORDER: Field[] = ['T', 'M', 'U', 'G', 'S', 'D', 'I', 'N', 'R', 'm', 'c'];
 const CONTENT: Field[] = ['T', 'S', 'D', 'I', 'm', 'c'];
+const EXACT: Field[] = ['D', 'I', 'm', 'c'];
+const ENOENT = 2;
 const PROP_FIELD: Record<string, Field> = {
   dev: 'D', ino: 'I', mode: 'M', nlink: 'N', uid: 'U', gid: 'G', rdev: 'R', size: 'S',
   mtime: 'm', mtimeMs: 'm', mtimeNs: 'm', ctime: 'c', ctimeMs: 'c', ctimeNs: 'c',
@@ -54,7 +56,9 @@ const TYPE_METHODS = new Set(['isFile', 'isDirectory', 'isSymbolicLink', 'isFIFO
 const UNRECORDABLE = new Set(['atime', 'atimeMs', 'atimeNs', 'birthtime', 'birthtimeMs', 'birthtimeNs',
   'blocks', 'blksize']);
 
-interface StatDep { kind: 'stat' | 'lstat'; path: string; errno: number; st: fs.BigIntStats | null; fields: Set<Field> }
+/** ST: what the planner's own call returned; EXACT: a BigInt stat, for fields a double can't hold exactly (times in ns). */
+interface StatDep { kind: 'stat' | 'lstat'; path: string; errno: number; st: fs.Stats | fs.BigIntStats | null;
+  exact: fs.BigIntStats | null; fields: Set<Field> }
 type Dep =
   | StatDep
   | { kind: 'access'; path: string; mode: number; errno: number }
@@ -134,25 +138,60 @@ export class Recorder {
     return d;
   }
 
-  /** A stat or lstat of PATH, made now (before the planner's own call). */
+  /** The planner's own stat or lstat of P (CALL): its result, recorded. */
+  statCall<T>(kind: 'stat' | 'lstat', p: unknown, call: () => T): T {
+    const path = this.recording ? this.pathOf(p) : null;
+    if (path === null) return call();
+    let st: T;
+    try {
+      st = call();
+    } catch (err) {
+      this.add(`${kind}\0${path}`, () => ({ kind, path, errno: errnoOf(err), st: null, exact: null, fields: new Set() }));
+      throw err;
+    }
+    const d = this.add(`${kind}\0${path}`, () => ({ kind, path, errno: st ? 0 : ENOENT,
+      st: (st as fs.Stats | undefined) ?? null, exact: null, fields: new Set() })) as StatDep;
+    return st ? this.watch(st as object, d) as T : st;
+  }
+
+  /** PATH is read (a file's content, a subprocess's input): its identity, taken now, before the read. */
   statDep(kind: 'stat' | 'lstat', p: unknown, content = false): StatDep | null {
     if (!this.recording) return null;
     const path = this.pathOf(p);
     if (path === null) return null;
     const d = this.add(`${kind}\0${path}`, () => {
-      try {
-        const st = (kind === 'stat' ? orig.statSync : orig.lstatSync)(path, { bigint: true });
-        return { kind, path, errno: 0, st, fields: new Set<Field>() };
-      } catch (err) {
-        return { kind, path, errno: errnoOf(err), st: null, fields: new Set<Field>() };
-      }
+      const exact = this.exactStat(kind, path);
+      return { kind, path, errno: exact.errno, st: exact.st, exact: exact.st, fields: new Set<Field>() };
     }) as StatDep;
-    if (content && d.st) {
+    if (content && d.errno === 0) {
       for (const f of CONTENT) d.fields.add(f);
+      const st = this.exactOf(d);
       const fresh = this.start - FRESH_NS;
-      if (d.st.mtimeNs > fresh || d.st.ctimeNs > fresh) this.refuse(`${path} changed less than 1 s ago`, false);
+      if (st === null || st.mtimeNs > fresh || st.ctimeNs > fresh) this.refuse(`${path} changed less than 1 s ago`, false);
     }
     return d;
+  }
+
+  private exactStat(kind: 'stat' | 'lstat', path: string): { st: fs.BigIntStats | null; errno: number } {
+    try {
+      return { st: (kind === 'stat' ? orig.statSync : orig.lstatSync)(path, { bigint: true }), errno: 0 };
+    } catch (err) {
+      return { st: null, errno: errnoOf(err) };
+    }
+  }
+
+  /** D's BigInt stat, taken when first needed; null (and the plan unstorable) if it no longer matches. */
+  exactOf(d: StatDep): fs.BigIntStats | null {
+    if (d.exact === null && d.errno === 0) {
+      const now = this.exactStat(d.kind, d.path);
+      if (now.st === null || (d.st !== null && (Number(now.st.ino) !== Number(d.st.ino) || Number(now.st.mode) !== Number(d.st.mode)
+          || Number(now.st.size) !== Number(d.st.size)))) {
+        this.refuse(`${d.path} changed while planning`, false);
+        return null;
+      }
+      d.exact = now.st;
+    }
+    return d.exact;
   }
 
   /** STATS, as the planner sees it: each field it reads becomes part of DEP. */
@@ -224,32 +263,22 @@ export class Recorder {
 
   log(line: string): void { this.logs.push(line); }
 
-  /** Every dependency evaluated again: one that changed while we planned makes the plan unstorable. */
-  private recheck(): void {
-    for (const d of this.deps.values()) {
-      if (d.kind !== 'stat' && d.kind !== 'lstat') continue;
-      let now: StatDep;
-      try {
-        const st = (d.kind === 'stat' ? orig.statSync : orig.lstatSync)(d.path, { bigint: true });
-        now = { ...d, errno: 0, st };
-      } catch (err) {
-        now = { ...d, errno: errnoOf(err), st: null };
-      }
-      if (statResult(now) !== statResult(d)) { this.refuse(`${d.path} changed while planning`, false); return; }
-    }
-  }
-
   /**
    * The record the launcher stores (addon/memo.c reads it): NUL-terminated
    * tokens, "CHMEMO1", then records, then "plan" and the plan without its
    * environment. "nostore WHY" first when it must not be kept.
    */
   serialize(plan: Buffer, verbose: number): Buffer {
-    this.recheck();
+    // Times, devices and inodes exactly, where the planner looked at them.
+    // (Whether anything changed while planning, the launcher checks: it checks
+    // the whole record right after, before keeping it.)
+    for (const d of this.deps.values())
+      if ((d.kind === 'stat' || d.kind === 'lstat') && d.errno === 0 && EXACT.some((f) => d.fields.has(f))) this.exactOf(d);
+    const depTokens = [...this.deps.values()].map((d) => depTokensOf(d));
     const t: string[] = ['CHMEMO1'];
     if (this.unstorable !== null) t.push(this.incomplete ? 'incomplete' : 'nostore', this.unstorable);
     t.push('verbose', String(verbose));
-    for (const d of this.deps.values()) t.push(...depTokens(d));
+    for (const d of depTokens) t.push(...d);
     for (const e of this.edits) t.push(e[0], ...e.slice(1));
     for (const l of this.logs) t.push('log', l);
     t.push('plan');
@@ -259,17 +288,29 @@ export class Recorder {
   }
 }
 
+/** The fields as the launcher prints them: integers, exact (EXACT ones from the BigInt stat). */
 function statResult(d: StatDep): string {
-  if (d.st === null) return `!${d.errno}`;
-  const st = d.st;
-  const v: Record<Field, bigint> = {
-    T: st.mode & 0o170000n, M: st.mode, U: st.uid, G: st.gid, S: st.size, D: st.dev, I: st.ino,
-    N: st.nlink, R: st.rdev, m: st.mtimeNs, c: st.ctimeNs,
+  if (d.errno !== 0) return `!${d.errno}`;
+  const st = d.st!, x = d.exact;
+  const v = (f: Field): string => {
+    switch (f) {
+      case 'T': return String(Number(st.mode) & 0o170000);
+      case 'M': return String(st.mode);
+      case 'U': return String(st.uid);
+      case 'G': return String(st.gid);
+      case 'S': return String(st.size);
+      case 'N': return String(st.nlink);
+      case 'R': return String(st.rdev);
+      case 'D': return String(x!.dev);
+      case 'I': return String(x!.ino);
+      case 'm': return String(x!.mtimeNs);
+      case 'c': return String(x!.ctimeNs);
+    }
   };
-  return FIELD_ORDER.filter((f) => d.fields.has(f)).map((f) => v[f].toString()).join(' ');
+  return FIELD_ORDER.filter((f) => d.fields.has(f)).map(v).join(' ');
 }
 
-function depTokens(d: Dep): string[] {
+function depTokensOf(d: Dep): string[] {
   switch (d.kind) {
     case 'stat': case 'lstat':
       return [d.kind, d.path, FIELD_ORDER.filter((f) => d.fields.has(f)).join(''), statResult(d)];
@@ -307,17 +348,14 @@ export function startRecording(): Recorder {
   const f = fs as unknown as Record<string, unknown>;
   const isPseudo = (p: unknown) => typeof p === 'string' && /^\/sys(\/|$)/.test(resolve(p));
 
-  f.statSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => {
-    const d = rec.statDep('stat', p);
-    const st = orig.statSync(p, o as never);
-    return st ? rec.watch(st, d) : st;
+  f.statSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => orig.statSync(p, o as never));
+  f.lstatSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => orig.lstatSync(p, o as never));
+  // exists: a stat whose fields don't matter (absent: recorded as ENOENT, the usual why).
+  f.existsSync = (p: fs.PathLike) => {
+    const yes = orig.existsSync(p);
+    rec.statCall('stat', p, () => (yes ? {} : undefined));
+    return yes;
   };
-  f.lstatSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => {
-    const d = rec.statDep('lstat', p);
-    const st = orig.lstatSync(p, o as never);
-    return st ? rec.watch(st, d) : st;
-  };
-  f.existsSync = (p: fs.PathLike) => { rec.statDep('stat', p); return orig.existsSync(p); };
   f.accessSync = (p: fs.PathLike, mode?: number) =>
     rec.resultDep('access', p, () => orig.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
   f.readFileSync = (p: fs.PathOrFileDescriptor, o?: unknown) => {
