@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN, CACHE_DIR, image, needs, notRoot, unavailable } from './helpers/env.js';
 import { daskImage, debImage, mpiImage } from './helpers/mpi-image.js';
-import { leftovers, useCluster } from './helpers/slurm.js';
+import { leftovers, useCluster, watchOpens } from './helpers/slurm.js';
 
 // Root-only: without root these are skipped, and the title says why.
 const serialRoot = needs(test.serial, notRoot && 'needs root: the images and the Slurm test cluster are made as root');
@@ -130,8 +130,13 @@ serialRoot('examples/sbcast: image read once, sbcast to each node\'s own /tmp, .
   const tar = join(d.shared, 'sbcast.tar.gz');
   await execa('tar', ['-C', image('busybox'), '-czf', tar, '.']);
   chmodSync(tar, 0o644);
+  const watch = await watchOpens([sqfs, tar]);   // who reads the shared copies during the job
   const { r, out, jobid } = await sbatch(s, 'sbcast', 'sbcast.sbatch', [sqfs, tar], { sbatchArgs: ['-p', 'four', '-N', '4'] });
+  const opens = await watch.stop();
   t.is(r.exitCode, 0, `${r.all}\n${out}`);
+  // Read once: one process (sbcast, on the batch node) opened each shared file, not one per node.
+  t.is(new Set(opens[sqfs]).size, 1, `processes that opened ${sqfs}: ${opens[sqfs].join(' ')}`);
+  t.is(new Set(opens[tar]).size, 1, `processes that opened ${tar}: ${opens[tar].join(' ')}`);
   const nodes = ['n1', 'n2', 'n3', 'n4'];
   const local = `/tmp/${s.user.name}.ch-sbcast.${jobid}`;
   const nodeTmp = (n) => `${join(s.dir, 'nodetmp', n, jobid)}/`;
