@@ -52,7 +52,7 @@ does).`,
           gzip; all cores)
   docker, podman, buildah  an image of that builder, SRC or DST its name
           (never inferred: say -i or -o). As output: loaded into the
-          builder's storage with the configuration in DST's /ch/metadata.json
+          builder's storage with the configuration in SRC's /ch/metadata.json
           (ENTRYPOINT, CMD, WORKDIR, USER, LABEL) and /ch/environment (ENV),
           files owned by root; DST gets the name only once fully loaded
 
