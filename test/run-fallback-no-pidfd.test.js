@@ -10,7 +10,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, ch, image, userEnv } from './helpers/env.js';
+import { asUser, BIN, ch, image, userEnv } from './helpers/env.js';
 import { scratch } from './helpers/fixtures.js';
 
 /** What the keeper of the container serving IMG holds open (it is squashfuse's parent). */
@@ -53,4 +53,47 @@ test.serial('the switch takes effect: the keeper holds the command\'s /proc dire
   w = await whileRunning(t, img, { CH_RUN_NO_PIDFD_OPEN: '' });
   t.notRegex(w.stderr, /without pidfds/);
   t.true(w.fds.includes('anon_inode:[pidfd]'), `by default (this kernel has pidfd_open) a pidfd: ${w.fds.join(' ')}`);
+});
+
+// A kernel without pidfd_open, for real as far as ch-run can tell: a seccomp
+// filter (x86_64) makes pidfd_open(2) fail with ENOSYS, as it does before
+// Linux 5.3, for ch-run and everything it starts. No switch set.
+const ENOSYS_PIDFD = `import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class F(ctypes.Structure): _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class P(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(F))]
+prog = (F * 6)(F(0x20, 0, 0, 4), F(0x15, 0, 3, 0xc000003e),   # arch == x86_64, else allow
+               F(0x20, 0, 0, 0), F(0x15, 0, 1, 434),          # nr == pidfd_open
+               F(0x06, 0, 0, 0x00050000 | 38), F(0x06, 0, 0, 0x7fff0000))   # ERRNO(ENOSYS); ALLOW
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(P(6, prog)), 0, 0) != 0:
+    sys.exit("seccomp: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.argv[1], sys.argv[1:])
+`;
+
+test.serial('pidfd_open failing with ENOSYS (seccomp stands in for an old kernel): the fallback, chosen by itself', async (t) => {
+  if (process.arch !== 'x64') { t.log(`skipped: the filter is written for x86_64, not ${process.arch}`); return t.pass(); }
+  const dir = await scratch(t, 'enosys');
+  const img = join(dir, 'img.sqfs');
+  const mk = [...asUser(), 'mksquashfs', image('busybox'), img, '-noappend', '-quiet', '-no-progress'];
+  const m = await execa(mk[0], mk.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(m.exitCode, 0, m.stderr);
+  const run = (args) => {
+    const argv = [...asUser(), 'python3', '-c', ENOSYS_PIDFD, join(BIN, 'ch-run'), ...args];
+    return execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  };
+  let r = await run(['-vv', img, '--', 'sh', '-c', 'echo in; exit 3']);
+  t.is(r.exitCode, 3, r.stderr);
+  t.is(r.stdout, 'in');
+  t.regex(r.stderr, /no pidfd_open\(2\) \(Linux < 5\.3\): watching squashfuse and the command without pidfds/);
+  t.notRegex(r.stderr, /CH_RUN_NO_PIDFD_OPEN/);
+  const fuse = () => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((pid) => {
+    try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[2] === img; } catch { return false; }
+  });
+  for (let i = 0; i < 300 && fuse().length > 0; i++) await new Promise((res) => setTimeout(res, 50));
+  t.deepEqual(fuse(), [], 'squashfuse ended with the command');
+  // The filter does bite: the same program asked for a pidfd gets ENOSYS.
+  const ask = [...asUser(), 'python3', '-c', ENOSYS_PIDFD, '/usr/bin/python3', '-c',
+    'import ctypes, os; l = ctypes.CDLL(None, use_errno=True); print(l.syscall(434, os.getpid(), 0), ctypes.get_errno())'];
+  r = await execa(ask[0], ask.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(r.stdout, '-1 38', r.stderr);
 });
