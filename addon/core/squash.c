@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -80,12 +81,15 @@ static long now_ms(void)
 /* With pidfd_open(2) (Linux 5.3), a process's end is an fd that polls
    readable: one poll(2) waits for it, at once and with no PID-reuse race.
    Without it (ENOSYS; or CH_RUN_NO_PIDFD_OPEN=1, so that this path runs,
-   and is tested, on a new kernel too) the same guarantees come from asking
-   every WATCH_TICK_MS, with each wait still bounded where it was:
+   and is tested, on a new kernel too) the same guarantees come from asking,
+   with each wait still bounded where it was:
      - our own children (squashfuse, the probe): waitid(WNOWAIT), which
-       leaves them to be reaped as before;
-     - the core, not our child: its /proc/PID directory, opened while it is
-       certainly the core (it is waiting for the intermediate). The open
+       leaves them to be reaped as before, asked when a SIGCHLD arrives (on
+       a signalfd; every WATCH_TICK_MS if there is none), so that the mount
+       is ready as soon as with pidfds;
+     - the core, not our child: every WATCH_TICK_MS (nothing tells us at
+       once; only the unmount waits for it), through its /proc/PID
+       directory, opened while it is certainly the core (it is waiting for the intermediate). The open
        directory stays bound to that process: once it is reaped nothing can
        be looked up in it, so a later process given the same PID never
        passes for it. It has ended when it is gone, or a zombie with no
@@ -94,6 +98,7 @@ static long now_ms(void)
 #define WATCH_TICK_MS 20
 
 static bool have_pidfd = true;   /* decided in the core, before any fork */
+static int chld_fd = -1;         /* the keeper's SIGCHLD signalfd, without pidfds */
 
 struct watch {
    pid_t pid;
@@ -117,11 +122,33 @@ static int watch_open(struct watch *w, pid_t pid, bool child)
    return w->procdir < 0 ? -1 : 0;
 }
 
-/* A poll(2) timeout of MS (-1: none) that, without pidfds, still wakes up
-   to ask. */
-static int watch_timeout(long ms)
+/* In the keeper, without pidfds: SIGCHLD blocked and read from a signalfd,
+   which then wakes the waits on our children. If that fails, they are
+   asked every tick instead. (squashfuse gets an empty mask again.) */
+static void watch_children(void)
 {
-   if (have_pidfd || (ms >= 0 && ms < WATCH_TICK_MS))
+   sigset_t set;
+   if (have_pidfd)
+      return;
+   sigemptyset(&set);
+   sigaddset(&set, SIGCHLD);
+   if (sigprocmask(SIG_BLOCK, &set, NULL) == 0)
+      chld_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* Consume the SIGCHLDs that woke us (the signalfd stays readable otherwise). */
+static void chld_drain(void)
+{
+   struct signalfd_siginfo si;
+   while (chld_fd >= 0 && read(chld_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+      ;
+}
+
+/* A poll(2) timeout of MS (-1: none) that, without pidfds, still wakes up
+   to ask, unless only our children are watched and SIGCHLD wakes us. */
+static int watch_timeout(long ms, bool children_only)
+{
+   if (have_pidfd || (children_only && chld_fd >= 0) || (ms >= 0 && ms < WATCH_TICK_MS))
       return (int)ms;
    return WATCH_TICK_MS;
 }
@@ -163,17 +190,18 @@ static bool watch_ended(const struct watch *w, short revents)
    return si.si_pid == w->pid;
 }
 
-/* Wait up to MS for W's process to end; true if it did. */
+/* Wait up to MS for our child W to end; true if it did. */
 static bool watch_wait(const struct watch *w, long ms)
 {
    long deadline = now_ms() + ms;
    for (;;) {
-      struct pollfd pfd = { w->fd, POLLIN, 0 };
+      struct pollfd pfd[2] = { { w->fd, POLLIN, 0 }, { chld_fd, POLLIN, 0 } };
       long left = deadline - now_ms();
-      int n = poll(&pfd, 1, watch_timeout(left > 0 ? left : 0));
+      int n = poll(pfd, 2, watch_timeout(left > 0 ? left : 0, true));
       if (n < 0 && errno != EINTR)
          return false;
-      if (watch_ended(w, n > 0 ? pfd.revents : 0))
+      chld_drain();
+      if (watch_ended(w, n > 0 ? pfd[0].revents : 0))
          return true;
       if (left <= 0)
          return false;
@@ -341,7 +369,8 @@ static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
    long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
    bool err_open = true;
    for (;;) {
-      struct pollfd fds[3] = { { pw.fd, POLLIN, 0 }, { fw.fd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 } };
+      struct pollfd fds[4] = { { pw.fd, POLLIN, 0 }, { fw.fd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 },
+                               { chld_fd, POLLIN, 0 } };
       long left = deadline - now_ms();
       if (left <= 0) {
          kill(probe, SIGKILL);
@@ -349,13 +378,15 @@ static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
          keeper_fail(rfd, ETIMEDOUT, "squashfuse did not serve %s within %.1f s (CH_RUN_SQUASH_TIMEOUT)",
                      p->squash_image, p->squash_timeout_ms / 1000.0);
       }
-      int n = poll(fds, 3, watch_timeout(left));
+      int n = poll(fds, 4, watch_timeout(left, true));
       if (n < 0 && errno != EINTR)
          keeper_fail(rfd, errno, "can't poll for the SquashFUSE mount");
       if (n < 0)
          continue;
       if (fds[2].revents)
          err_open = slurp(errr, said, sizeof(said));
+      if (fds[3].revents)
+         chld_drain();
       if (watch_ended(&fw, fds[1].revents))
          fuse_died(p, rfd, fuse, errr, err_open, said, sizeof(said));
       if (watch_ended(&pw, fds[0].revents)) {
@@ -382,7 +413,7 @@ static void keeper_watch(const struct watch *core, pid_t fuse, int errr)
    bool err_open = true;
    for (;;) {
       struct pollfd fds[2] = { { core->fd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 } };
-      if (poll(fds, 2, watch_timeout(-1)) < 0) {
+      if (poll(fds, 2, watch_timeout(-1, false)) < 0) {
          if (errno == EINTR) continue;
          break;   /* can't watch: don't leave squashfuse behind */
       }
@@ -417,6 +448,7 @@ static void keeper(const struct plan *p, const struct watch *core, int rfd)
    for (int s = SIGHUP; s <= SIGTERM; s++)
       if (s == SIGHUP || s == SIGINT || s == SIGQUIT || s == SIGTERM)
          sigaction(s, &ign, NULL);
+   watch_children();
    struct stat st;
    if (stat(p->root, &st) != 0)
       keeper_fail(rfd, errno, "can't use SquashFS mount point %s", p->root);
