@@ -259,6 +259,20 @@ podmanTest('.sqfs and tarball -> podman; a busybox image so made runs under podm
   t.deepEqual((await podmanConfig(ref)).Cmd, ['default', 'cmd']);
 });
 
+podmanTest('dir -> buildah (containers-storage, as podman\'s): the configuration kept, no temporary left', async (t) => {
+  if (!await havePodman(t)) return;
+  if ((await execa('buildah', ['version'], { reject: false })).exitCode !== 0) return unavailable(t, 'buildah', 'not working');
+  const { src } = await withMetadata(t);
+  const ref = `localhost/ch-convert-buildah-${process.pid}:v1`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  const r = await cv(['-o', 'buildah', src, ref], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  const c = await podmanConfig(ref);
+  t.deepEqual({ Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, Env: c.Env },
+    { ...META, Env: ENV_PARSED });
+  t.deepEqual(await temporaries(), []);
+});
+
 podmanTest('-o podman failing (load, then tag): the target name untouched, no temporary left', async (t) => {
   if (!await havePodman(t)) return;
   const { dir, src } = await withMetadata(t);
