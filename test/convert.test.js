@@ -1,7 +1,10 @@
 // ch-convert: round trips between directory, SquashFS and tarballs give the
 // same tree (modes, symlinks, hard links, contents); bad input is a clear
 // error; an existing destination is replaced only if it is the user's own.
-// As the unprivileged test user.
+// As the unprivileged test user. Into a builder (-o podman), with real
+// podman as root (docker's client is here without an engine: only its error
+// is checked): the configuration kept, a round trip gives the same tree, a
+// failure leaves the target name as it was.
 
 import test from 'ava';
 import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -158,7 +161,168 @@ needs(test, notRoot && 'needs root (podman runs as root here)')('builder image -
   r = await ch('ch-run', [sq, '--', 'sh', '-c', 'echo ok; stat -c %a /']);
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stdout, 'ok\n755', 'root directory 0755 (not the private work directory\'s 0700)');
-  r = await cv(['-o', 'podman', sq, 'x']);
-  t.is(r.exitCode, 2);
-  t.regex(r.stderr, /-o podman: writing into a builder is not supported/);
+});
+
+/** The image configuration a fixture's /ch records, and the environment file in ch-run's syntax. */
+const META = { Entrypoint: ['/bin/echo', 'a b'], Cmd: ['c', "'d'"], WorkingDir: '/sub', User: '1234:5678',
+  Labels: { 'org.example.k': 'v w' } };
+const ENVIRONMENT = "A=1\nSPACES=a  b c\nQUOTED='x y'\nLITERAL=/opt/bin:$PATH\nEQ=k=v\n";
+const ENV_PARSED = ['A=1', 'SPACES=a  b c', 'QUOTED=x y', 'LITERAL=/opt/bin:$PATH', 'EQ=k=v'];
+
+/** FIXTURE with a /ch/metadata.json and /ch/environment. */
+async function withMetadata(t) {
+  const f = await fixture(t);
+  mkdirSync(join(f.src, 'ch'));
+  writeFileSync(join(f.src, 'ch/metadata.json'), JSON.stringify(META));
+  writeFileSync(join(f.src, 'ch/environment'), ENVIRONMENT);
+  await ownedByUser(f.dir);
+  return f;
+}
+
+async function podmanConfig(ref) {
+  const r = await execa('podman', ['image', 'inspect', '--format', '{{json .Config}}', ref], { reject: false });
+  return r.exitCode === 0 ? JSON.parse(r.stdout) : null;
+}
+
+async function podmanId(ref) {
+  const r = await execa('podman', ['image', 'inspect', '--format', '{{.Id}}', ref], { reject: false });
+  return r.exitCode === 0 ? r.stdout.trim() : null;
+}
+
+const podmanTest = needs(test.serial, notRoot && 'needs root (podman runs as root here)');
+
+async function havePodman(t) {
+  const probe = await execa('podman', ['--version'], { reject: false });
+  if (probe.exitCode !== 0) { unavailable(t, 'podman', probe.stderr || 'not installed'); return false; }
+  return true;
+}
+
+/** No image in podman's storage named like ch-convert's temporaries. */
+async function temporaries() {
+  const r = await execa('podman', ['images', '--format', '{{.Repository}}'], { reject: false });
+  return r.stdout.split('\n').filter((n) => n.includes('ch-convert-tmp-'));
+}
+
+podmanTest('dir -> podman -> dir: same tree; ENTRYPOINT, CMD, ENV, WORKDIR, USER, LABEL kept; files root\'s', async (t) => {
+  if (!await havePodman(t)) return;
+  const { dir, src } = await withMetadata(t);
+  const ref = `localhost/ch-convert-out-${process.pid}:v1`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  let r = await cv(['-o', 'podman', src, ref], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, new RegExp(`${ref}: written \\(podman\\)`));
+  const c = await podmanConfig(ref);
+  t.deepEqual({ Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, Env: c.Env },
+    { ...META, Env: ENV_PARSED });
+  t.deepEqual(await temporaries(), [], 'no temporary name left');
+  // Owned by root in the builder's image (podman export of a container lists owners).
+  r = await execa('sh', ['-c', 'id=$(podman create "$0" /bin/true) && podman export "$id" | tar -tvf - f sub/deep; podman rm "$id" >/dev/null', ref]);
+  t.regex(r.stdout, /^-rw-r----- 0\/0 .* f$/m, r.stdout);
+  t.regex(r.stdout, /^drwx------ 0\/0 .* sub\/deep\/$/m, r.stdout);
+  // And back: the same tree; the same configuration, as ch-builder2tar writes it.
+  r = await cv(['-i', 'podman', ref, join(dir, 'back')], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  const want = tree(src), got = tree(join(dir, 'back'));
+  for (const x of [want, got]) { delete x['ch/metadata.json']; delete x['ch/environment']; }
+  t.deepEqual(got, want);
+  const meta = JSON.parse(readFileSync(join(dir, 'back/ch/metadata.json'), 'utf8'));
+  t.deepEqual(meta, { ...META, Env: ENV_PARSED });
+  const env = readFileSync(join(dir, 'back/ch/environment'), 'utf8').split('\n').filter(Boolean)
+    .map((l) => l.replace(/^([^=]*)='(.*)'$/, '$1=$2'));
+  t.deepEqual(env, ENV_PARSED);
+});
+
+podmanTest('.sqfs and tarball -> podman; a busybox image so made runs under podman with its ENTRYPOINT and CMD', async (t) => {
+  if (!await havePodman(t)) return;
+  const dir = await scratch(t, 'cvp');
+  const sq = join(dir, 'bb.sqfs');
+  let r = await cv([image('busybox'), sq]);
+  t.is(r.exitCode, 0, r.stderr);
+  const ref = `localhost/ch-convert-bb-${process.pid}`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  r = await cv(['-o', 'podman', sq, ref], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  r = await execa('podman', ['run', '--rm', '--network=none', '--ulimit', 'nofile=10000:10000', '--ulimit', 'nproc=4096:4096',
+    ref], { reject: false, all: true });
+  t.is(r.exitCode, 0, r.all);
+  t.is(r.stdout, 'default cmd', 'ENTRYPOINT /bin/echo with CMD "default cmd"');
+  r = await execa('podman', ['run', '--rm', '--network=none', '--ulimit', 'nofile=10000:10000', '--ulimit', 'nproc=4096:4096',
+    '--entrypoint', '/bin/sh', ref, '-c', 'pwd; echo $FROM_IMAGE'], { reject: false, all: true });
+  t.is(r.stdout, '/tmp\nyes', r.all);
+  const tar = join(dir, 'bb.tar.gz');
+  r = await cv([image('busybox'), tar]);
+  t.is(r.exitCode, 0, r.stderr);
+  const first = await podmanId(ref);
+  t.teardown(() => execa('podman', ['rmi', '-f', first], { reject: false }));   // untagged once replaced
+  r = await cv(['-o', 'podman', tar, ref], { root: true });   // replaces the name
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual((await podmanConfig(ref)).Cmd, ['default', 'cmd']);
+});
+
+podmanTest('dir -> buildah (containers-storage, as podman\'s): the configuration kept, no temporary left', async (t) => {
+  if (!await havePodman(t)) return;
+  if ((await execa('buildah', ['version'], { reject: false })).exitCode !== 0) return unavailable(t, 'buildah', 'not working');
+  const { src } = await withMetadata(t);
+  const ref = `localhost/ch-convert-buildah-${process.pid}:v1`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  const r = await cv(['-o', 'buildah', src, ref], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  const c = await podmanConfig(ref);
+  t.deepEqual({ Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir, User: c.User, Labels: c.Labels, Env: c.Env },
+    { ...META, Env: ENV_PARSED });
+  t.deepEqual(await temporaries(), []);
+});
+
+podmanTest('-o podman failing (load, then tag): the target name untouched, no temporary left', async (t) => {
+  if (!await havePodman(t)) return;
+  const { dir, src } = await withMetadata(t);
+  const ref = `localhost/ch-convert-atomic-${process.pid}`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  // The name exists already, on another image: it must stay there.
+  let r = await execa('sh', ['-c', 'tar -C "$0" -c . | podman import -q - "$1"', image('busybox'), ref], { reject: false });
+  t.is(r.exitCode, 0, r.stderr);
+  const before = await podmanId(ref);
+  t.teardown(() => execa('podman', ['rmi', '-f', before], { reject: false }));   // untagged once replaced
+  // A podman that fails one subcommand and is the real one otherwise.
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  const real = (await execa('sh', ['-c', 'command -v podman'])).stdout.trim();
+  for (const fail of ['load', 'tag']) {
+    writeFileSync(join(bin, 'podman'), `#!/bin/sh\n[ "$1" = ${fail} ] && { echo "injected ${fail} failure" >&2; exit 125; }\nexec ${real} "$@"\n`, { mode: 0o755 });
+    r = await cv(['-o', 'podman', src, ref], { root: true, env: { PATH: `${bin}:${process.env.PATH}` } });
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, new RegExp(`podman ${fail} failed \\(exit 125\\): injected ${fail} failure`));
+    t.is(await podmanId(ref), before, `after a failed ${fail}: ${ref} still the old image`);
+    t.deepEqual(await temporaries(), [], `after a failed ${fail}: no temporary name left`);
+  }
+  r = await cv(['-o', 'podman', src, ref], { root: true });
+  t.is(r.exitCode, 0, r.stderr);
+  t.not(await podmanId(ref), before, 'replaced once complete');
+});
+
+test('-o BUILDER: missing or unusable builder, bad image name: clear errors, exit 1 / 2', async (t) => {
+  const { dir, src } = await fixture(t);
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  symlinkSync(process.execPath, join(bin, 'node'));   // ch-convert's #! and, as root, setpriv: found; no builder
+  symlinkSync((await execa('sh', ['-c', 'command -v setpriv'])).stdout.trim(), join(bin, 'setpriv'));
+  await ownedByUser(dir);
+  let r = await cv(['-o', 'podman', src, 'localhost/x'], { env: { PATH: bin } });
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /-o podman: podman unusable: not found/);
+  r = await cv(['-o', 'buildah', src, 'localhost/x'], { env: { PATH: bin } });
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /-o buildah: buildah unusable: not found/);
+  const docker = await execa('docker', ['info'], { reject: false });
+  if (docker.exitCode !== 0) {   // here: a docker client, no engine
+    r = await cv(['-o', 'docker', src, 'x']);
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, /-o docker: docker unusable: (not found|`docker info` failed)/);
+  } else t.log('docker works here: its missing-engine error not checked');
+  for (const bad of ['Upper/case', 'a b', 'x@sha256:' + '0'.repeat(64), 'x:', '/abs']) {
+    r = await cv(['-o', 'podman', src, bad]);
+    t.is(r.exitCode, 2, `${bad}: ${r.stderr}`);
+    t.regex(r.stderr, /is not an image name/);
+  }
+  t.deepEqual(readdirSync(dir).sort(), ['bin', 'src']);
 });

@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN, CACHE_DIR, image, needs, notRoot, unavailable } from './helpers/env.js';
 import { daskImage, debImage, mpiImage } from './helpers/mpi-image.js';
-import { leftovers, useCluster } from './helpers/slurm.js';
+import { leftovers, useCluster, watchOpens } from './helpers/slurm.js';
 
 // Root-only: without root these are skipped, and the title says why.
 const serialRoot = needs(test.serial, notRoot && 'needs root: the images and the Slurm test cluster are made as root');
@@ -112,6 +112,62 @@ serialRoot('examples/hello: ch-build (BASE from a local image), ch-builder2tar t
   for (const m of lines) t.is(Number(m[3]), s.user.uid);
   t.regex(out, new RegExp(`job ${jobid} done`));
   t.true(existsSync(join(d.nodelocal, `${TAG}-hello`, 'hello.sh')), 'unpacked into $CH_IMAGES');
+});
+
+serialRoot('examples/sbcast: image read once, sbcast to each node\'s own /tmp, .sqfs and unpacked tarball run from there', async (t) => {
+  // The fake nodes share one host, so a plain /tmp would be one directory
+  // for all four and "node-local" a fiction: this cluster gives each job a
+  // /tmp of its own per node (job_container/tmpfs, BasePath/<node>/<job>),
+  // into which sbcast, run by slurmd for that node, writes. So each copy is
+  // checked where it must be, under the node's own BasePath directory, and
+  // each rank against its node's copy.
+  const s = cluster(t); if (!s) return;
+  const d = dirs(s);
+  const sqfs = join(d.shared, 'sbcast.sqfs');
+  const cv = await execa(join(BIN, 'ch-convert'), ['-q', image('busybox'), sqfs], { reject: false, all: true });
+  t.is(cv.exitCode, 0, cv.all);
+  chmodSync(sqfs, 0o644);
+  const tar = join(d.shared, 'sbcast.tar.gz');
+  await execa('tar', ['-C', image('busybox'), '-czf', tar, '.']);
+  chmodSync(tar, 0o644);
+  const watch = await watchOpens([sqfs, tar]);   // who reads the shared copies during the job
+  const { r, out, jobid } = await sbatch(s, 'sbcast', 'sbcast.sbatch', [sqfs, tar], { sbatchArgs: ['-p', 'four', '-N', '4'] });
+  const opens = await watch.stop();
+  t.is(r.exitCode, 0, `${r.all}\n${out}`);
+  // Read once: one process (sbcast, on the batch node) opened each shared file, not one per node.
+  t.is(new Set(opens[sqfs]).size, 1, `processes that opened ${sqfs}: ${opens[sqfs].join(' ')}`);
+  t.is(new Set(opens[tar]).size, 1, `processes that opened ${tar}: ${opens[tar].join(' ')}`);
+  const nodes = ['n1', 'n2', 'n3', 'n4'];
+  const local = `/tmp/${s.user.name}.ch-sbcast.${jobid}`;
+  const nodeTmp = (n) => `${join(s.dir, 'nodetmp', n, jobid)}/`;
+  const esc = (x) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  // Each node's copy: one per node, at the node-local path, on that node's own /tmp, distinct files.
+  for (const f of ['image.sqfs', 'image.tar.gz', 'image']) {
+    const copies = [...out.matchAll(new RegExp(`^copy on (n\\d): ${esc(`${local}/${f}`)} inode (\\d+:\\d+) on (.*)$`, 'gm'))];
+    t.deepEqual(copies.map((m) => m[1]).sort(), nodes, `${f}: a copy on every node\n${out}`);
+    for (const [, n, , src] of copies) t.true(src.includes(nodeTmp(n)), `${f} on ${n} lies in ${src}, not in ${nodeTmp(n)}`);
+    t.is(new Set(copies.map((m) => m[2])).size, 4, `${f}: four distinct files`);
+  }
+  // (a) Each rank mounted its own node's copy: the task's line and ch-run's, under one PID.
+  const ranks = (from) => [...out.matchAll(new RegExp(`^rank (\\d) on (n\\d) \\(pid (\\d+)\\) runs from ${esc(from)}$`, 'gm'))];
+  const a = ranks(`${local}/image.sqfs`);
+  t.deepEqual(a.map((m) => m[2]).sort(), nodes, out);
+  for (const [, rank, n, pid] of a) {
+    t.regex(out, new RegExp(`^ch-run\\[${pid}\\]: SquashFS ${esc(`${local}/image.sqfs`)} mounted at `, 'm'), `rank ${rank} on ${n}`);
+    t.regex(out, new RegExp(`^rank ${rank} on ${n}: / is fuse\\.squashfuse /$`, 'm'), `rank ${rank} on ${n}`);
+  }
+  // (b) Each rank's root is the tree ch-tar2dir unpacked on its own node.
+  const b = ranks(`${local}/image`);
+  t.deepEqual(b.map((m) => m[2]).sort(), nodes, out);
+  for (const [, rank, n] of b) {
+    const m = new RegExp(`^rank ${rank} on ${n}: / is \\S+ (\\S+)$`, 'm').exec(out.slice(out.indexOf(`runs from ${local}/image\n`)));
+    t.truthy(m, `rank ${rank} on ${n}: no root line\n${out}`);
+    t.true(m?.[1].startsWith(nodeTmp(n)) && m[1].endsWith(`/${s.user.name}.ch-sbcast.${jobid}/image`), `rank ${rank} on ${n} ran from ${m?.[1]}`);
+  }
+  t.regex(out, new RegExp(`^job ${jobid} done$`, 'm'));
+  for (const n of nodes) t.false(existsSync(nodeTmp(n)), `${n}: the job's /tmp is gone`);
+  const left = await leftovers(s, [local], jobid);
+  t.deepEqual(left, { procs: [], mounts: [], shm: [] }, 'no squashfuse, keeper or mount left');
 });
 
 serialRoot('examples/mpihello: tarball in a shared dir, sbatch -N 2 (srun --mpi=pmix and mpirun)', async (t) => {

@@ -6,8 +6,19 @@ import test from 'ava';
 import { execa, execaSync } from 'execa';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, BIN, ch, image, isRoot, needs, notRoot, testUser, unavailable, userEnv } from './helpers/env.js';
+import { asUser, BIN, ch as chBase, image, isRoot, needs, notRoot, testUser, unavailable, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
+
+// The core's kernel-feature switches, as test/run-fallback-no-pidfd.test.js
+// sets them to run this suite down the path for kernels without
+// pidfd_open(2): passed on to every command run as the test user.
+const SWITCHES = Object.fromEntries(['CH_RUN_NO_PIDFD_OPEN', 'CH_RUN_NO_OPENAT2', 'CH_RUN_NO_MOUNT_SETATTR']
+  .filter((v) => process.env[v] !== undefined).map((v) => [v, process.env[v]]));
+// Every process of this file's containers (command, keeper, squashfuse)
+// carries MARK in its environment: other test files, and other people's
+// runs, use the same test user, and their containers are none of ours.
+const MARK = ['CH_TEST_SQUASH_RUN', `${process.pid}.${Math.random().toString(36).slice(2)}`];
+const ch = (cmd, args, opts = {}) => chBase(cmd, args, { ...opts, env: { ...SWITCHES, [MARK[0]]: MARK[1], ...opts.env } });
 
 /** IMAGE (a directory) made into a .sqfs in a fresh scratch dir, by the test user. */
 async function sqfs(t, img = image('busybox'), name = 'img.sqfs') {
@@ -19,8 +30,9 @@ async function sqfs(t, img = image('busybox'), name = 'img.sqfs') {
   return file;
 }
 
-/** The test user's processes that still hold a SquashFUSE mount, or name MARKER in their argv. */
+/** The test user's processes of our containers that still hold a SquashFUSE mount, or name MARKER in their argv. */
 function leftovers(marker) {
+  const ours = (pid) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(MARK.join('='));
   const uid = testUser().uid;
   const found = [];
   for (const pid of readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d))) {
@@ -28,7 +40,7 @@ function leftovers(marker) {
       if (statSync(`/proc/${pid}`).uid !== uid) continue;
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
       const mi = readFileSync(`/proc/${pid}/mountinfo`, 'utf8');
-      if (cmd.includes(marker) || mi.includes('fuse.squashfuse')) found.push(`${pid}: ${cmd}`);
+      if (cmd.includes(marker) || (mi.includes('fuse.squashfuse') && ours(pid))) found.push(`${pid}: ${cmd}`);
     } catch { /* gone meanwhile */ }
   }
   return found;
@@ -111,6 +123,26 @@ for (const [what, script] of [
     for (const l of leftovers(img).filter(orphan)) process.kill(Number(l.split(':')[0]), 'SIGKILL');
   });
 }
+
+test.serial('a command that ended but is not reaped yet (a zombie) ends squashfuse all the same', async (t) => {
+  // ch-run's parent doesn't wait for it: the command stays a zombie, with
+  // ch-run's PID, for as long as the parent lives. It has ended: the keeper
+  // must see that (a pidfd does; /proc says "Z" and no thread left).
+  const img = await sqfs(t, image('busybox'), 'zombie.sqfs');
+  const argv = [...asUser(), 'sh', '-c', `"$0" "$1" -- true & echo $!; exec sleep 600`, join(BIN, 'ch-run'), img];
+  const parent = execa(argv[0], argv.slice(1), { reject: false, env: userEnv(undefined, { ...SWITCHES, [MARK[0]]: MARK[1] }), extendEnv: false, cwd: '/' });
+  t.teardown(() => parent.kill('SIGKILL'));
+  const pid = await new Promise((resolve) => {
+    let out = '';
+    parent.stdout.on('data', (d) => { out += d; if (out.includes('\n')) resolve(Number(out.trim())); });
+  });
+  // Bounded wait on the observable state: the command a zombie.
+  const state = () => { try { return /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]; } catch { return 'gone'; } };
+  for (let i = 0; i < 300 && state() !== 'Z'; i++) await new Promise((r) => setTimeout(r, 50));
+  t.is(state(), 'Z', 'the command is a zombie, not reaped');
+  t.deepEqual(await settled(img), [], 'squashfuse and the keeper gone while the command is still a zombie');
+  t.is(state(), 'Z', 'still a zombie: it was its end, not its reaping, that ended squashfuse');
+});
 
 test.serial('a normal exit leaves no mount and no process', async (t) => {
   const img = await sqfs(t, image('busybox'), 'exit.sqfs');

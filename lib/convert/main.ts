@@ -1,7 +1,8 @@
 // ch-convert [-i FMT] [-o FMT] SRC DST: convert an image between formats:
 // a directory, a tarball (.tar, .tar.gz, .tar.xz, .tar.zst), a SquashFS file
-// (.sqfs), and, as input, a builder's image (docker, podman, buildah; through
-// ch-builder2tar). Formats are inferred from the names unless given.
+// (.sqfs), and a builder's image (docker, podman, buildah): as input through
+// ch-builder2tar, as output loaded into its storage (to-builder.ts). Formats
+// are inferred from the names unless given.
 //
 // The output is written under a temporary name beside DST (mode 0700) and
 // renamed into place only when complete. DST's directory may be shared
@@ -19,6 +20,8 @@ import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
 import { tarAddon } from '../tar/native.js';
 import { at, myUid, openDir, ownerName, removeOwned } from '../util/owned-fs.js';
+import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
+import type { BuilderName } from '../image/builder.js';
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;
@@ -47,14 +50,19 @@ does).`,
   tar     ${TAR_COMPRESS.map(([e]) => e).join(' ')}
   squash  ${SQUASH_EXTS.join(' ')} (mksquashfs: zstd if it has it, else
           gzip; all cores)
-  docker, podman, buildah  (input only) an image of that builder, SRC its name
+  docker, podman, buildah  an image of that builder, SRC or DST its name
+          (never inferred: say -i or -o). As output: loaded into the
+          builder's storage with the configuration in SRC's /ch/metadata.json
+          (ENTRYPOINT, CMD, WORKDIR, USER, LABEL) and /ch/environment (ENV),
+          files owned by root; DST gets the name only once fully loaded
 
 Exit status:
   0  converted
   1  failure: SRC unreadable or not of its format, DST not yours or not
-     writable, a tool (tar, mksquashfs, unsquashfs, ch-builder2tar) failed
+     writable, a tool (tar, mksquashfs, unsquashfs, ch-builder2tar) failed,
+     the builder missing or not working
   2  usage error: unknown option, missing value, not two arguments, unknown
-     format or extension, a builder as output`,
+     format or extension, DST not an image name for a builder output`,
 };
 
 function formatOf(name: string, what: string): Format {
@@ -164,7 +172,7 @@ function builderToTar(log: Log, builder: Format, ref: string, work: string): str
 export async function convert(argv: string[], log: Log): Promise<number> {
   const y = command(SPEC)
     .option('in-fmt', { alias: 'i', type: 'string', requiresArg: true, description: `FMT: input format: ${FORMATS.join(', ')} (default: from SRC)` })
-    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: 'FMT: output format: dir, tar, squash (default: from DST)' })
+    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.join(', ')} (default: from DST)` })
     .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
     .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
   const a = await parseCommand(y, SPEC, argv);
@@ -180,9 +188,10 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   if (dstArg === '' || srcArg === '') throw new ChError('SRC and DST must not be empty', EXIT_USAGE);
   inFmt ??= inferIn(srcArg);
   outFmt ??= inferOut(dstArg);
-  if (BUILDERS.has(outFmt)) throw new ChError(`-o ${outFmt}: writing into a builder is not supported (use tar, then the builder's import)`, EXIT_USAGE);
   const src = BUILDERS.has(inFmt) ? srcArg : resolve(srcArg);
+  if (BUILDERS.has(outFmt)) checkReference(outFmt as BuilderName, dstArg);
   if (!BUILDERS.has(inFmt)) checkSource(src, inFmt);
+  if (BUILDERS.has(outFmt)) return toBuilder(log, inFmt, src, outFmt as BuilderName, dstArg);
 
   // The output's directory, held open: every name in it is resolved from this descriptor.
   const dst = resolve(dstArg);
@@ -216,6 +225,26 @@ export async function convert(argv: string[], log: Log): Promise<number> {
     closeSync(parent);
   }
   if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${outFmt})\n`);
+  return 0;
+}
+
+/** SRC into BUILDER's storage as image DST: through a directory tree, unless SRC is one. */
+async function toBuilder(log: Log, inFmt: Format, src: string, builder: BuilderName, dst: string): Promise<number> {
+  checkBuilder(builder);
+  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
+  try {
+    let tree = src;
+    if (inFmt !== 'dir') {
+      tree = join(work, 'tree');
+      mkdirSync(tree, { mode: 0o755 });
+      await produce(log, inFmt, src, 'dir', tree, 'tree', work);
+    }
+    log.info(`converting ${src} (${inFmt}) to ${dst} (${builder})`);
+    await treeToBuilder(log, builder, tree, dst, work);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${builder})\n`);
   return 0;
 }
 

@@ -333,3 +333,48 @@ export async function leftovers(cluster, roots, jobid) {
   const shm = readdirSync('/dev/shm').filter((f) => f.startsWith(`ch-run.${cluster.user.uid}.slurm-${jobid}.`));
   return { procs, mounts, shm };
 }
+
+// fanotify (root only): one line "open PID PATH" per process opening a watched file.
+const OPENS_PY = `import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+fd = libc.fanotify_init(1, os.O_RDONLY)   # FAN_CLASS_NOTIF | FAN_CLOEXEC
+if fd < 0: sys.exit("fanotify_init: " + os.strerror(ctypes.get_errno()))
+for p in sys.argv[1:]:
+    if libc.fanotify_mark(fd, 1, 0x20, -100, p.encode()) != 0:   # FAN_MARK_ADD, FAN_OPEN, AT_FDCWD
+        sys.exit("fanotify_mark " + p + ": " + os.strerror(ctypes.get_errno()))
+print("watching", flush=True)
+while True:
+    buf = os.read(fd, 8192)
+    i = 0
+    while i < len(buf):
+        length, _, _, _, mask, efd, pid = struct.unpack_from("IBBHQii", buf, i)
+        if efd >= 0:
+            print("open", pid, os.readlink("/proc/self/fd/%d" % efd), flush=True)
+            os.close(efd)
+        i += length
+`;
+
+/**
+ * Watch who opens FILES (root: fanotify, through python3). Resolves once
+ * watching, to { stop() }: stop() ends the watch and returns, per file, the
+ * PIDs that opened it meanwhile (a process that opens a file twice may be
+ * counted once: the kernel merges its events).
+ */
+export async function watchOpens(files) {
+  const p = execa('python3', ['-c', OPENS_PY, ...files], { reject: false, all: true, buffer: true });
+  let out = '';
+  await new Promise((resolve, reject) => {
+    p.stdout.on('data', (d) => { out += d; if (out.includes('watching\n')) resolve(); });
+    p.then((r) => reject(new Error(`fanotify watcher ended: ${r.all}`)));
+  });
+  return {
+    async stop() {
+      p.kill('SIGTERM');
+      const r = await p;
+      const opens = Object.fromEntries(files.map((f) => [f, []]));
+      for (const m of r.stdout.matchAll(/^open (\d+) (.*)$/gm)) opens[m[2]]?.push(Number(m[1]));
+      return opens;
+    },
+  };
+}

@@ -1,0 +1,194 @@
+// ch-convert -o docker|podman|buildah: put a flattened image into a builder's
+// storage with its configuration (ENTRYPOINT, CMD, ENV, WORKDIR, USER,
+// LABEL), taken from the tree's /ch/metadata.json and /ch/environment.
+//
+// The image goes in as a docker-archive (what `docker save` writes: one
+// layer, a config, a manifest), loaded by the builder's own `load` (`buildah
+// pull docker-archive:`). The config is JSON we write, so no value passes
+// through Dockerfile syntax (`import --change 'ENV A=$B'` would expand $B,
+// quote and split). Atomic as the user sees it: the archive is loaded under a
+// random temporary name, and only a complete image is tagged with the
+// target name; on any failure the temporary name is removed and the target
+// name is untouched.
+
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ChError, type Log, why } from '../util/log.js';
+import { probe, type BuilderName } from '../image/builder.js';
+
+const EXIT_FAIL = 1;
+const EXIT_USAGE = 2;
+
+/** The configuration fields a builder keeps, as ch-builder2tar records them in /ch/metadata.json. */
+export interface Metadata {
+  Entrypoint: string[] | null;
+  Cmd: string[] | null;
+  Env: string[];
+  WorkingDir: string;
+  User: string;
+  Labels: Record<string, string>;
+}
+
+// A reference as docker and podman accept it: [HOST[:PORT]/]PATH[:TAG],
+// PATH lowercase components joined by '/'. No digest: a digest names content,
+// not a place to put it.
+const COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+// HOST is a first component with a '.' or a port, or "localhost" (else it is
+// part of PATH, and lowercase).
+const HOST = '(?:localhost|[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)+|[A-Za-z0-9-]+(?=:))(?::[0-9]+)?';
+const REFERENCE = new RegExp(`^(?:${HOST}/)?${COMPONENT}(?:/${COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$`);
+
+/** DST must be an image reference: checked before any work (exit 2 if not). */
+export function checkReference(builder: BuilderName, dst: string): void {
+  if (!REFERENCE.test(dst) || dst.length > 255)
+    throw new ChError(`-o ${builder}: '${dst}' is not an image name (NAME[:TAG], lowercase; no digest)`, EXIT_USAGE);
+}
+
+/** The builder must be there and working (docker: its daemon too). */
+export function checkBuilder(builder: BuilderName): void {
+  const p = probe(builder);
+  if (!p.ok) throw new ChError(`-o ${builder}: ${builder} unusable: ${p.why}`, EXIT_FAIL);
+}
+
+/** A file of the tree at REL (e.g. "ch/environment"), never through a link; null if absent. */
+function readTreeFile(tree: string, rel: string): string | null {
+  const parts = rel.split('/');
+  for (let i = 1; i <= parts.length; i++) {
+    const p = join(tree, ...parts.slice(0, i));
+    let st;
+    try { st = lstatSync(p); } catch { return null; }
+    const last = i === parts.length;
+    if (st.isSymbolicLink()) throw new ChError(`${p}: a symlink; not following it for the image's configuration`, EXIT_FAIL);
+    if (last ? !st.isFile() : !st.isDirectory()) return null;
+  }
+  try { return readFileSync(join(tree, rel), 'utf8'); } catch (err) { throw new ChError(`can't read ${join(tree, rel)}: ${why(err)}`, EXIT_FAIL); }
+}
+
+/** /ch/environment as ch-run reads it: NAME=value lines, one pair of single quotes around a value stripped. */
+export function parseEnvironment(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq <= 0) continue;
+    const v = line.slice(eq + 1);
+    out.push(`${line.slice(0, eq)}=${v.length >= 2 && v.startsWith("'") && v.endsWith("'") ? v.slice(1, -1) : v}`);
+  }
+  return out;
+}
+
+const strings = (v: unknown): string[] | null =>
+  Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string') ? v as string[] : null;
+
+/** The image's configuration from TREE's /ch: metadata.json, and environment (which ch-run uses) for ENV. */
+export function metadataOf(tree: string, log: Log): Metadata {
+  const m: Metadata = { Entrypoint: null, Cmd: null, Env: [], WorkingDir: '', User: '', Labels: {} };
+  const json = readTreeFile(tree, 'ch/metadata.json');
+  if (json !== null) {
+    let o: Record<string, unknown>;
+    try { o = JSON.parse(json); } catch (err) { throw new ChError(`${join(tree, 'ch/metadata.json')}: not JSON: ${why(err)}`, EXIT_FAIL); }
+    if (o === null || typeof o !== 'object' || Array.isArray(o))
+      throw new ChError(`${join(tree, 'ch/metadata.json')}: not a JSON object`, EXIT_FAIL);
+    m.Entrypoint = strings(o.Entrypoint);
+    m.Cmd = strings(o.Cmd);
+    m.Env = strings(o.Env) ?? [];
+    if (typeof o.WorkingDir === 'string') m.WorkingDir = o.WorkingDir;
+    if (typeof o.User === 'string') m.User = o.User;
+    if (o.Labels && typeof o.Labels === 'object' && !Array.isArray(o.Labels))
+      for (const [k, v] of Object.entries(o.Labels)) if (typeof v === 'string') m.Labels[k] = v;
+  } else {
+    log.info(`${tree}: no /ch/metadata.json; no ENTRYPOINT, CMD or WORKDIR`);
+  }
+  const env = readTreeFile(tree, 'ch/environment');
+  if (env !== null) m.Env = parseEnvironment(env);
+  return m;
+}
+
+/** GOARCH of this machine: what a builder expects in the config. */
+function goArch(): string {
+  const map: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  return map[process.arch] ?? process.arch;
+}
+
+function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path, { highWaterMark: 1 << 20 }).on('error', reject).on('data', (d) => h.update(d))
+      .on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+function run(log: Log, argv: string[], what: string): string {
+  log.debug(`running: ${argv.join(' ')}`);
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.error) throw new ChError(`${what}: can't run ${argv[0]}: ${why(r.error)}`, EXIT_FAIL);
+  if (r.status !== 0) {
+    const err = (r.stderr ?? '').trim().split('\n').slice(-3).join('; ');
+    throw new ChError(`${what}: ${argv.slice(0, 2).join(' ')} failed (${r.signal ?? `exit ${r.status}`})${err ? `: ${err}` : ''}`, EXIT_FAIL);
+  }
+  return r.stdout;
+}
+
+/**
+ * Write TREE as a docker-archive at WORK/image.tar, tagged TAG, its files
+ * owned by root (an image for a builder, as `ch-image push` makes them).
+ */
+async function dockerArchive(log: Log, tree: string, meta: Metadata, tag: string, work: string): Promise<string> {
+  const dir = join(work, 'archive');
+  mkdirSync(dir, { mode: 0o700 });
+  const layerTmp = join(work, 'layer.tar');
+  run(log, ['tar', '--create', '--file', layerTmp, '--directory', tree, '--numeric-owner', '--owner=0', '--group=0', '.'],
+    `can't pack ${tree}`);
+  const diffId = await sha256File(layerTmp);
+  mkdirSync(join(dir, diffId));
+  renameSync(layerTmp, join(dir, diffId, 'layer.tar'));
+  const config: Record<string, unknown> = {
+    architecture: goArch(),
+    os: 'linux',
+    created: new Date().toISOString(),
+    config: {
+      ...(meta.User ? { User: meta.User } : {}),
+      Env: meta.Env,
+      ...(meta.Entrypoint ? { Entrypoint: meta.Entrypoint } : {}),
+      ...(meta.Cmd ? { Cmd: meta.Cmd } : {}),
+      ...(meta.WorkingDir ? { WorkingDir: meta.WorkingDir } : {}),
+      ...(Object.keys(meta.Labels).length ? { Labels: meta.Labels } : {}),
+    },
+    rootfs: { type: 'layers', diff_ids: [`sha256:${diffId}`] },
+    history: [{ created: new Date().toISOString(), created_by: `ch-convert ${tree}` }],
+  };
+  const text = JSON.stringify(config);
+  const configName = `${createHash('sha256').update(text).digest('hex')}.json`;
+  writeFileSync(join(dir, configName), text);
+  writeFileSync(join(dir, 'manifest.json'),
+    JSON.stringify([{ Config: configName, RepoTags: [tag], Layers: [`${diffId}/layer.tar`] }]));
+  const archive = join(work, 'image.tar');
+  run(log, ['tar', '--create', '--file', archive, '--directory', dir, 'manifest.json', configName, diffId],
+    'can\'t write the docker-archive');
+  return archive;
+}
+
+/**
+ * Load TREE into BUILDER's storage as DST. The tree is read as it is (the
+ * caller made it from SRC); WORK is a private scratch directory.
+ */
+export async function treeToBuilder(log: Log, builder: BuilderName, tree: string, dst: string, work: string): Promise<void> {
+  const meta = metadataOf(tree, log);
+  const tmp = `localhost/ch-convert-tmp-${process.pid}-${randomBytes(6).toString('hex')}:latest`;
+  const archive = await dockerArchive(log, tree, meta, tmp, work);
+  const load = builder === 'buildah' ? ['buildah', 'pull', '-q', `docker-archive:${archive}`]
+    : [builder, 'load', '-q', '-i', archive];
+  let loaded = false;
+  try {
+    log.info(`loading into ${builder} as ${tmp}`);
+    run(log, load, `can't load the image into ${builder}`);
+    loaded = true;
+    run(log, [builder, 'tag', tmp, dst], `can't name the image ${dst}`);
+  } finally {
+    // The temporary name goes in every case (a load that failed late may
+    // have made it); the image itself stays only under DST.
+    const r = spawnSync(builder, ['rmi', tmp], { stdio: 'ignore' });
+    if (loaded && r.status !== 0) log.warn(`can't remove temporary image name ${tmp}: ${builder} rmi failed`);
+  }
+}
