@@ -48,7 +48,7 @@ extern char **environ;
 #define ENTRY_MAGIC  "CHMEMOENT1"
 #define RECORD_MAGIC "CHMEMO1"
 #define ENTRY_MAX    (16 << 20)   /* far above any plan; a bigger record isn't kept */
-#define ENTRIES_MAX  256          /* per user; the oldest go first */
+#define ENTRIES_MAX  256          /* records per user; the least recently used go first */
 #define LOCK_WAIT_NS (10LL * 1000000000LL)
 #define DATA_MAX     (1 << 20)
 
@@ -598,19 +598,33 @@ static int memfd_of(const struct buf *b)
 
 /* ---- entries ---- */
 
-/* Read our entry, if it is a regular file of ours no one else can write. */
-static char *entry_read(struct memo *m, size_t *len)
+/* Records per key: the same command line in a few environments (a module
+   loaded or not; fake nodes sharing one /dev/shm), each checked in turn.
+   Slot 0 is KEY, slot I is KEY.I. */
+#define SLOTS 4
+
+static void slot_name(const struct memo *m, int i, char *out, size_t n)
 {
-   int fd = openat(m->dirfd, m->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+   if (i == 0)
+      snprintf(out, n, "%s", m->name);
+   else
+      snprintf(out, n, "%s.%d", m->name, i);
+}
+
+/* Read entry NAME, if it is a regular file of ours no one else can write;
+   else NULL with WHY. */
+static char *entry_read(struct memo *m, const char *name, size_t *len, const char **whynot)
+{
+   int fd = openat(m->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
    if (fd < 0) {
-      why(m, "%s", errno == ENOENT ? "no record" : "record unreadable");
+      *whynot = errno == ENOENT ? "no record" : "record unreadable";
       return NULL;
    }
    struct stat st;
    char *p = NULL;
    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022)
        || st.st_size > ENTRY_MAX || (p = malloc(st.st_size + 1)) == NULL) {
-      why(m, "%s", "record not a plain file of yours");
+      *whynot = "record not a plain file of yours";
       close(fd);
       return NULL;
    }
@@ -618,10 +632,9 @@ static char *entry_read(struct memo *m, size_t *len)
    ssize_t n;
    while (got < (size_t)st.st_size && ((n = read(fd, p + got, st.st_size - got)) > 0 || (n < 0 && errno == EINTR)))
       got += n > 0 ? n : 0;
-   (void)futimens(fd, NULL);   /* recently used: evicted last */
    close(fd);
    if (got != (size_t)st.st_size) {
-      why(m, "%s", "record unreadable");
+      *whynot = "record unreadable";
       free(p);
       return NULL;
    }
@@ -646,24 +659,29 @@ static const char *entry_record(struct memo *m, const char *p, size_t len, size_
    return c.p + m->key_len;
 }
 
-static int try_hit(struct memo *m)
+/* Slot NAME: a memfd of its plan if its record holds; else -1, saying why in M->why. */
+static int try_slot(struct memo *m, const char *name)
 {
    size_t len, rlen;
-   char *p = entry_read(m, &len);
-   if (p == NULL)
+   const char *whynot = NULL;
+   char *p = entry_read(m, name, &len, &whynot);
+   if (p == NULL) {
+      why(m, "%s", whynot);
       return -1;
+   }
    const char *rp = entry_record(m, p, len, &rlen);
    struct record r;
    int fd = -1;
    if (rp == NULL) {
       why(m, "%s", "corrupt record, removed");
-      (void)unlinkat(m->dirfd, m->name, 0);
+      (void)unlinkat(m->dirfd, name, 0);
    } else if (record_read(m, rp, rlen, &r, true)) {
       char **env = edited_env(rp, rlen);
       struct buf plan = { 0 };
       if (env != NULL && build_plan(&r, env, &plan) && (fd = memfd_of(&plan)) >= 0) {
+         (void)utimensat(m->dirfd, name, NULL, AT_SYMLINK_NOFOLLOW);   /* used: evicted last */
          if (r.verbose >= 1)
-            dprintf(STDERR_FILENO, "ch-run[%d]: plan memo: hit (%s)\n", getpid(), m->name);
+            dprintf(STDERR_FILENO, "ch-run[%d]: plan memo: hit (%s)\n", getpid(), name);
          replay_log(rp, rlen);
       } else {
          why(m, "%s", "can't build plan from record");
@@ -672,6 +690,38 @@ static int try_hit(struct memo *m)
    }
    free(p);
    return fd;
+}
+
+/* The first slot whose record holds; else -1, with why the first record
+   there is didn't ("no record" if there is none). */
+static int try_hit(struct memo *m)
+{
+   char first[512] = "no record", name[32];
+   for (int i = 0; i < SLOTS; i++) {
+      slot_name(m, i, name, sizeof(name));
+      int fd = try_slot(m, name);
+      if (fd >= 0)
+         return fd;
+      if (!strcmp(first, "no record") && strcmp(m->why, "no record") != 0)
+         snprintf(first, sizeof(first), "%s", m->why);
+   }
+   snprintf(m->why, sizeof(m->why), "%s", first);
+   return -1;
+}
+
+/* When a record of this key was last written (0 if none). */
+static long long newest_slot(struct memo *m)
+{
+   long long t = 0;
+   char name[32];
+   struct stat st;
+   for (int i = 0; i < SLOTS; i++) {
+      slot_name(m, i, name, sizeof(name));
+      if (fstatat(m->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+         t = st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec > t
+             ? st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec : t;
+   }
+   return t;
 }
 
 static bool lock_take(int fd, bool wait)
@@ -690,16 +740,21 @@ static bool lock_take(int fd, bool wait)
    }
 }
 
+/* Concurrent launches of one key (the ranks of an MPI step on a node):
+   one plans while holding KEY.lock, the others wait for it and then hit.
+   A waiter that still misses, where the planner kept a record (made for
+   other conditions: fake nodes sharing /dev/shm), plans in its turn holding
+   the lock; where the planner kept none (a plan that can't be memoized),
+   the waiters plan at once, side by side, not one by one. */
 int memo_hit(struct memo *m)
 {
    if (!m->enabled || m->verify)
       return -1;
    int fd = try_hit(m);
-   if (fd >= 0 || strcmp(m->why, "no record") != 0)
+   if (fd >= 0)
       return fd;
-   /* No record: the first launch of this key plans while holding its lock;
-      others wait for it, then try again. */
-   char lock[32];
+   char lock[32], missed[512];
+   snprintf(missed, sizeof(missed), "%s", m->why);
    snprintf(lock, sizeof(lock), "%s.lock", m->name);
    int lfd = openat(m->dirfd, lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
    struct stat st;
@@ -708,20 +763,28 @@ int memo_hit(struct memo *m)
          close(lfd);
       return -1;
    }
-   if (lock_take(lfd, false)) {
-      m->lockfd = lfd;   /* ours until our record is kept */
-      return -1;
+   for (int round = 0; round < SLOTS; round++) {
+      if (lock_take(lfd, false)) {
+         m->lockfd = lfd;   /* ours until our record is kept */
+         return -1;
+      }
+      long long before = newest_slot(m);
+      if (!lock_take(lfd, true)) {
+         why(m, "%.400s (waited for a concurrent launch in vain)", missed);
+         break;
+      }
+      flock(lfd, LOCK_UN);
+      if ((fd = try_hit(m)) >= 0) {
+         close(lfd);
+         return fd;
+      }
+      if (newest_slot(m) == before) {
+         why(m, "%.400s (a concurrent launch kept no record)", missed);
+         break;
+      }
    }
-   bool got = lock_take(lfd, true);
-   close(lfd);   /* waited for the first planner only: planning again needs no lock */
-   if (!got) {
-      why(m, "%s", "no record (waited for a concurrent launch in vain)");
-      return -1;
-   }
-   fd = try_hit(m);
-   if (fd < 0 && strcmp(m->why, "no record") == 0)
-      why(m, "%s", "no record (a concurrent launch kept none)");
-   return fd;
+   close(lfd);
+   return -1;
 }
 
 static char *read_fd(int fd, size_t *len)
@@ -748,8 +811,32 @@ static int cmp_mtime(const void *a, const void *b)
           : x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
 }
 
-/* Over ENTRIES_MAX entries: remove the least recently used quarter. And
+/* A record's name: KEY (16 hex digits) or KEY.I for slot I. */
+static bool is_entry(const char *s)
+{
+   size_t n = strlen(s);
+   return strspn(s, "0123456789abcdef") == 16
+          && (n == 16 || (n == 18 && s[16] == '.' && s[17] >= '1' && s[17] < '0' + SLOTS));
+}
+
+/* Does key KEY (16 hex digits) have any record? */
+static bool key_has_records(struct memo *m, const char *key)
+{
+   char name[32];
+   for (int i = 0; i < SLOTS; i++) {
+      if (i == 0)
+         snprintf(name, sizeof(name), "%.16s", key);
+      else
+         snprintf(name, sizeof(name), "%.16s.%d", key, i);
+      if (faccessat(m->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+         return true;
+   }
+   return false;
+}
+
+/* Over ENTRIES_MAX records: remove the least recently used quarter. And
    leftovers: temporaries and orphan locks older than a minute. */
+#define SCAN_MAX (4 * ENTRIES_MAX)
 static void evict(struct memo *m)
 {
    int fd = dup(m->dirfd);
@@ -759,25 +846,23 @@ static void evict(struct memo *m)
          close(fd);
       return;
    }
-   struct timespec times[ENTRIES_MAX + 64];
+   static struct timespec times[SCAN_MAX];
    size_t n = 0;
    struct dirent *e;
    struct stat st;
    time_t stale = time(NULL) - 60;
-   while ((e = readdir(d)) != NULL && n < sizeof(times) / sizeof(times[0])) {
+   while ((e = readdir(d)) != NULL) {
       if (fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
          continue;
       size_t len = strlen(e->d_name);
-      if (len == 16) {
-         times[n++] = st.st_mtim;
+      if (is_entry(e->d_name)) {
+         if (n < SCAN_MAX)
+            times[n++] = st.st_mtim;
          continue;
       }
       /* A writer's temporary it never renamed (killed), or the lock of a
          key that kept no record: gone after a minute. */
-      char entry[17];
-      snprintf(entry, sizeof(entry), "%.16s", e->d_name);
-      bool orphan_lock = len == 21 && !strcmp(e->d_name + 16, ".lock")
-                         && faccessat(m->dirfd, entry, F_OK, AT_SYMLINK_NOFOLLOW) != 0;
+      bool orphan_lock = len == 21 && !strcmp(e->d_name + 16, ".lock") && !key_has_records(m, e->d_name);
       if ((orphan_lock || (len > 20 && !strcmp(e->d_name + len - 4, ".tmp"))) && st.st_mtime < stale)
          (void)unlinkat(m->dirfd, e->d_name, 0);
    }
@@ -786,13 +871,9 @@ static void evict(struct memo *m)
       struct timespec cut = times[n / 4];
       rewinddir(d);
       while ((e = readdir(d)) != NULL)
-         if (strlen(e->d_name) == 16 && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
-             && cmp_mtime(&st.st_mtim, &cut) < 0) {
-            char lock[32];
-            snprintf(lock, sizeof(lock), "%s.lock", e->d_name);
-            (void)unlinkat(m->dirfd, e->d_name, 0);
-            (void)unlinkat(m->dirfd, lock, 0);
-         }
+         if (is_entry(e->d_name) && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+             && cmp_mtime(&st.st_mtim, &cut) < 0)
+            (void)unlinkat(m->dirfd, e->d_name, 0);   /* its lock goes later, as an orphan */
    }
    closedir(d);
 }
@@ -806,7 +887,22 @@ static void entry_write(struct memo *m, const char *rec, size_t len)
    tokf(&b, "%016llx", (long long)h);
    put(&b, m->key, m->key_len);
    put(&b, rec, len);
-   char tmp[64];
+   /* Into the first free slot, else the least recently used one. */
+   char slot[32], name[32], tmp[64];
+   struct stat st;
+   long long oldest = LLONG_MAX;
+   for (int i = 0; i < SLOTS; i++) {
+      slot_name(m, i, name, sizeof(name));
+      if (fstatat(m->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+         snprintf(slot, sizeof(slot), "%s", name);
+         break;
+      }
+      long long t = st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+      if (t < oldest) {
+         oldest = t;
+         snprintf(slot, sizeof(slot), "%s", name);
+      }
+   }
    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", m->name, (int)getpid());
    int fd = b.failed ? -1 : openat(m->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
    bool ok = fd >= 0;
@@ -817,7 +913,7 @@ static void entry_write(struct memo *m, const char *rec, size_t len)
    }
    if (fd >= 0 && close(fd) != 0)
       ok = false;
-   if (ok && renameat(m->dirfd, tmp, m->dirfd, m->name) == 0)
+   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0)
       evict(m);
    else if (fd >= 0)
       (void)unlinkat(m->dirfd, tmp, 0);

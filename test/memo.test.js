@@ -169,7 +169,7 @@ test('warnings are replayed on a hit, with the launch\'s own PID', async (t) => 
 });
 
 /** The record files in DIR (16 hex digits). */
-const records = (dir) => (existsSync(dir) ? readdirSync(dir).filter((n) => /^[0-9a-f]{16}$/.test(n)) : []);
+const records = (dir) => (existsSync(dir) ? readdirSync(dir).filter((n) => /^[0-9a-f]{16}(\.[1-3])?$/.test(n)) : []);
 
 needs(test, notRoot && 'plants files as another user')('a plan directory that is not the user\'s alone is not used, and not followed', async (t) => {
   const base = await scratch(t, 'memo');
@@ -299,4 +299,35 @@ needs(test, notRoot)('root\'s launches are memoized too', async (t) => {
   t.is(hit.stdout, '0', hit.stderr);
   t.true(said(hit, 'hit'), hit.stderr);
   t.is(statSync(cache).uid, 0);
+});
+
+test('a command line run in a few environments keeps a record for each (4 per key)', async (t) => {
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = [img, '--', 'sh', '-c', 'echo $HOME'];
+  const homes = ['/tmp', '/root', '/home', '/mnt', '/dev'];   // HOME is a dependency: each its own record
+  for (const h of homes.slice(0, 4)) t.is((await run(args, { HOME: h })).exitCode, 0);
+  t.is(records(cache).length, 4);
+  for (const h of homes.slice(0, 4)) {
+    const r = await run(args, { HOME: h, ...NO_NODE });
+    t.true(said(r, 'hit'), `${h}: ${r.stderr}`);
+    t.is(r.stdout, h);
+  }
+  // A fifth replaces the least recently used (the first, touched longest ago).
+  t.is((await run(args, { HOME: homes[4] })).exitCode, 0);
+  t.is(records(cache).length, 4);
+  t.true(said(await run(args, { HOME: homes[4], ...NO_NODE }), 'hit'));
+  t.false(said(await run(args, { HOME: homes[0], ...NO_NODE }), 'hit'), 'the least recently used went');
+});
+
+test('concurrent launches in two environments: one plans for each, the others wait and hit', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = [img, '--', 'sh', '-c', 'echo $HOME'];
+  const launches = await Promise.all(Array.from({ length: 8 }, (_, i) => run(args, { HOME: i % 2 ? '/tmp' : '/root' })));
+  for (const r of launches) t.is(r.exitCode, 0, r.stderr);
+  t.is(launches.filter((r) => said(r, 'miss')).length, 2, launches.map((r) => r.stderr.split('\n')[0]).join('\n'));
+  t.is(launches.filter((r) => said(r, 'hit')).length, 6);
 });
