@@ -14,7 +14,7 @@ import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, rea
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ch, image, isRoot, needs, notRoot, TEST_DIR, unavailable } from './helpers/env.js';
+import { ch, image, isRoot, needs, notRoot, PKG, TEST_DIR, unavailable } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
 import { addImage, connectionCounter, freePort, haveTools, push, stallingRelay, startRegistry, until, writeLayout } from './helpers/registry.js';
 
@@ -464,6 +464,17 @@ test('registry errors: a missing tag, an unreachable registry, a bad reference: 
     t.regex(r.stderr, /image reference '.*'/);
   }
   t.deepEqual(readdirSync(dir).filter((n) => n !== 'storage'), []);
+});
+
+test('--help and the man page list the registry format', async (t) => {
+  const r = await cv(['--help']);
+  t.is(r.exitCode, 0, r.stderr);
+  const man = readFileSync(join(PKG, 'dist/man/ch-convert.1'), 'utf8');
+  for (const text of [r.stdout, man]) {
+    t.regex(text, /input format: dir, tar, squash, docker, podman, buildah,\s+registry/);
+    t.regex(text, /^ {2}registry {2}input only: an image in an OCI registry/m);
+    t.regex(text, /-o\s+registry,? a bad registry reference/);
+  }
 });
 
 test('-o registry refused, saying what to do instead; registry options without a registry SRC refused', async (t) => {

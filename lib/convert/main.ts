@@ -204,7 +204,7 @@ function builderToTar(log: Log, builder: Format, ref: string, work: string): str
 export async function convert(argv: string[], log: Log): Promise<number> {
   const y = command(SPEC)
     .option('in-fmt', { alias: 'i', type: 'string', requiresArg: true, description: `FMT: input format: ${FORMATS.join(', ')} (default: from SRC)` })
-    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.join(', ')} (default: from DST)` })
+    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.filter((f) => f !== 'registry').join(', ')} (default: from DST; not registry: see below)` })
     .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: 'ARCH: registry SRC: the architecture to pull (as ch-pull --arch)' })
     .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: registry SRC: the platform to pull (as ch-pull --platform)' })
     .option('insecure', { type: 'boolean', description: 'registry SRC: allow plain HTTP and unverified TLS certificates (as ch-pull --insecure)' })
@@ -261,6 +261,7 @@ async function interruptible(log: Log, conversion: (signal: AbortSignal) => Prom
   try {
     return await conversion(abort.signal);
   } catch (err) {
+    await new Promise((res) => setImmediate(res));   // a tool killed by the signal fails before its handler has run
     if (caught) throw new ChError(`interrupted by ${caught}; nothing written, no temporary left`, 128 + osConstants.signals[caught]);
     throw err;
   } finally {
