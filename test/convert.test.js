@@ -536,3 +536,24 @@ test('SIGTERM mid-download: exit 143, DST as it was, no temporary left; the next
   t.true(statSync(join(dir, 'big.sqfs')).size > 1 << 20);
   t.deepEqual(leftovers(dir), []);
 });
+
+test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then nothing placed, exit 143, no temporary left', async (t) => {
+  const { dir, src } = await fixture(t);
+  // A mksquashfs that says it started, then waits for us: the signal arrives while ch-convert waits on it.
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  await execa('mkfifo', [join(dir, 'go')]);
+  writeFileSync(join(bin, 'mksquashfs'), `#!/bin/sh\n[ "$1" = -help ] && exit 0\ntouch "${dir}/started"\nread x < "${dir}/go"\n`
+    + 'echo fake > "$2"\n', { mode: 0o755 });
+  writeFileSync(join(dir, 'x.sqfs'), 'old\n');
+  await ownedByUser(dir);
+  const p = cv([src, join(dir, 'x.sqfs')], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+  await until('the tool to start', () => existsSync(join(dir, 'started')));
+  p.kill('SIGTERM');
+  writeFileSync(join(dir, 'go'), 'go\n');   // let it finish
+  const r = await p;
+  t.is(r.exitCode, 143, r.stderr);
+  t.regex(r.stderr, /interrupted by SIGTERM; nothing written, no temporary left/);
+  t.is(readFileSync(join(dir, 'x.sqfs'), 'utf8'), 'old\n');
+  t.deepEqual(readdirSync(dir).sort(), ['bin', 'go', 'src', 'started', 'x.sqfs']);
+});
