@@ -108,7 +108,7 @@ function inferIn(src: string): Format {
   let st: Stats;
   try { st = statSync(src); } catch (err) {
     // Never a registry reference by guess: a typo'd file name would become a network request.
-    const hint = /^[^/]*[:.][^/]*\/|:[\w][\w.-]*$/.test(src) ? ` (a registry reference? say ${REGISTRY_PREFIX}${src}, or -i registry)` : '';
+    const hint = /^[a-z0-9-]+[.:][^/]*\/|:[\w][\w.-]*$/i.test(src) ? ` (a registry reference? say ${REGISTRY_PREFIX}${src}, or -i registry)` : '';
     throw new ChError(`can't read ${src}: ${why(err)}${hint}`, EXIT_FAIL);
   }
   if (st.isDirectory()) return 'dir';
@@ -237,7 +237,7 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   const src = BUILDERS.has(inFmt) ? srcArg : pullOpts ? pullOpts.ref.canonical : resolve(srcArg);
   if (BUILDERS.has(outFmt)) checkReference(outFmt as BuilderName, dstArg);
   if (!BUILDERS.has(inFmt) && !pullOpts) checkSource(src, inFmt);
-  return interruptible(log, (signal) => {
+  return interruptible((signal) => {
     const from: Source = { fmt: inFmt!, path: src, pull: pullOpts, signal };
     if (BUILDERS.has(outFmt!)) return toBuilder(log, from, outFmt as BuilderName, dstArg);
     if (pullOpts && outFmt === 'dir') return registryToDir(log, from, pullOpts, dstArg);
@@ -253,7 +253,7 @@ interface Source { fmt: Format; path: string; pull?: PullOptions; signal: AbortS
  * (a pull at once; a tool we run when it returns) so that its finally
  * clauses remove the temporaries, then the status is 128+N.
  */
-async function interruptible(log: Log, conversion: (signal: AbortSignal) => Promise<number>): Promise<number> {
+async function interruptible(conversion: (signal: AbortSignal) => Promise<number>): Promise<number> {
   const abort = new AbortController();
   let caught: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(new ChError(`interrupted by ${sig}`, 128 + osConstants.signals[sig])); };
