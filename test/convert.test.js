@@ -557,3 +557,38 @@ test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then noth
   t.is(readFileSync(join(dir, 'x.sqfs'), 'utf8'), 'old\n');
   t.deepEqual(readdirSync(dir).sort(), ['bin', 'go', 'src', 'started', 'x.sqfs']);
 });
+
+test('registry options as ch-pull\'s: credentials from the environment and auth files, --arch and --platform', async (t) => {
+  if (!await needRegistry(t)) return;
+  const dir = await scratch(t, 'cvrego');
+  const storage = join(dir, 'storage');
+  const reg = await startRegistry(join(REG_BASE, `registry-auth-${process.pid}`), { auth: 'basic', users: { alice: 'pa:ss word' } });
+  t.teardown(() => reg.stop());
+  const lay = join(REG_BASE, 'layout-multi');
+  rmSync(lay, { recursive: true, force: true });
+  writeLayout(lay, 'v1', ['amd64', 'arm64'].map((arch) => addImage(lay, { arch, layers: [[{ name: 'arch', data: arch }]] })));
+  await push(reg, lay, 'v1', 'private/multi', { creds: 'alice:pa:ss word' });
+  const ref = `docker://${reg.host}/private/multi:v1`;
+  let r = await cvPull([ref, join(dir, 'anon.tar')], storage);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /authentication refused \(no credentials/);
+  const creds = { CH_PULL_USER: 'alice', CH_PULL_PASSWORD: 'pa:ss word' };
+  r = await cvPull(['--arch', 'arm64', ref, join(dir, 'arm')], storage, { env: creds });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(join(dir, 'arm/arch'), 'utf8'), 'arm64');
+  r = await cvPull(['--platform', 'linux/amd64', ref, join(dir, 'amd.sqfs')], storage, { env: creds });
+  t.is(r.exitCode, 0, r.stderr);
+  r = await cv([join(dir, 'amd.sqfs'), join(dir, 'amd')]);
+  t.is(readFileSync(join(dir, 'amd/arch'), 'utf8'), 'amd64');
+  // Credentials from ~/.docker/config.json, as ch-pull finds them.
+  const home = join(dir, 'home');
+  mkdirSync(join(home, '.docker'), { recursive: true });
+  writeFileSync(join(home, '.docker/config.json'),
+    JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from('alice:pa:ss word').toString('base64') } } }));
+  await ownedByUser(home);
+  r = await cvPull(['-a', 'arm64', ref, join(dir, 'arm.tar')], storage, { env: { HOME: home } });
+  t.is(r.exitCode, 0, r.stderr);
+  r = await cvPull(['--arch', 'arm64', '--platform', 'linux/arm64', ref, join(dir, 'x')], storage, { env: creds });
+  t.is(r.exitCode, 2, r.stderr);
+  t.deepEqual(readdirSync(dir).sort(), ['amd', 'amd.sqfs', 'arm', 'arm.tar', 'home', 'storage']);
+});
