@@ -592,3 +592,26 @@ test('registry options as ch-pull\'s: credentials from the environment and auth 
   t.is(r.exitCode, 2, r.stderr);
   t.deepEqual(readdirSync(dir).sort(), ['amd', 'amd.sqfs', 'arm', 'arm.tar', 'home', 'storage']);
 });
+
+test('registry SRC, an existing DST not the user\'s image: refused before any request, left as it was', async (t) => {
+  const dir = await scratch(t, 'cvregd');
+  const port = await connectionCounter();
+  t.teardown(() => port.close());
+  const ref = `docker://127.0.0.1:${port.port}/team/app:v1`;
+  mkdirSync(join(dir, 'mine'));
+  writeFileSync(join(dir, 'mine/keep'), 'keep\n');
+  await ownedByUser(dir);
+  let r = await cvPull([ref, join(dir, 'mine')], join(dir, 'storage'));
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.is(readFileSync(join(dir, 'mine/keep'), 'utf8'), 'keep\n');
+  if (isRoot) {
+    writeFileSync(join(dir, 'roots.sqfs'), 'root\'s\n');   // written by the suite, as root
+    r = await cvPull([ref, join(dir, 'roots.sqfs')], join(dir, 'storage'));
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, /roots\.sqfs: exists and belongs to root.*; not replacing it/);
+    t.is(readFileSync(join(dir, 'roots.sqfs'), 'utf8'), 'root\'s\n');
+  }
+  t.is(port.count(), 0, 'no request made');
+  t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.')), []);
+});
