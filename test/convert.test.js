@@ -4,14 +4,19 @@
 // As the unprivileged test user. Into a builder (-o podman), with real
 // podman as root (docker's client is here without an engine: only its error
 // is checked): the configuration kept, a round trip gives the same tree, a
-// failure leaves the target name as it was.
+// failure leaves the target name as it was. From a registry (Debian's
+// docker-registry on loopback, an image pushed by skopeo): into every
+// format, the same tree ch-pull makes, blobs from ch-pull's cache, clear
+// errors, interrupted cleanly; pushing refused.
 
 import test from 'ava';
-import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ch, image, isRoot, needs, notRoot, unavailable } from './helpers/env.js';
+import { ch, image, isRoot, needs, notRoot, PKG, TEST_DIR, unavailable } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
+import { addImage, connectionCounter, freePort, haveTools, push, stallingRelay, startRegistry, until, writeLayout } from './helpers/registry.js';
 
 /** A small tree with what conversions tend to lose. */
 async function fixture(t) {
@@ -325,4 +330,288 @@ test('-o BUILDER: missing or unusable builder, bad image name: clear errors, exi
     t.regex(r.stderr, /is not an image name/);
   }
   t.deepEqual(readdirSync(dir).sort(), ['bin', 'src']);
+});
+
+// ---- from a registry ----
+
+const REG_BASE = join(TEST_DIR, 'convert-registry');
+const REG_CONFIG = { Env: ['PATH=/bin', 'GREETING=from the registry'], Entrypoint: ['/bin/echo'], Cmd: ['hello from the registry'] };
+let registry;   // started by the first test that needs it: {reg, ref, big}
+
+/** The registry, with team/app:v1 (two layers, a whiteout) and big:v1 (one 6 MiB layer); null (test done) if its tools are missing. */
+async function needRegistry(t) {
+  const missing = haveTools();
+  if (missing) { unavailable(t, 'registry tools', missing); return null; }
+  registry ??= (async () => {
+    rmSync(REG_BASE, { recursive: true, force: true });
+    mkdirSync(REG_BASE, { recursive: true });
+    chmodSync(REG_BASE, 0o755);
+    const reg = await startRegistry(join(REG_BASE, 'registry'));
+    const app = join(REG_BASE, 'layout-app');
+    const base = [
+      { name: 'bin/', type: 'dir' }, { name: 'bin/busybox', data: readFileSync('/bin/busybox'), mode: 0o755 },
+      ...['sh', 'cat', 'echo', 'env'].map((a) => ({ name: `bin/${a}`, type: 'symlink', target: 'busybox' })),
+      { name: 'etc/', type: 'dir' }, { name: 'etc/motd', data: 'layer 1\n' }, { name: 'etc/gone', data: 'whited out\n' },
+      { name: 'bin/hard', type: 'link', target: 'bin/busybox' }, { name: 'secret/', type: 'dir', mode: 0o700 },
+    ];
+    const top = [{ name: 'etc/', type: 'dir' }, { name: 'etc/motd', data: 'hello from layer 2\n' }, { name: 'etc/.wh.gone' }];
+    writeLayout(app, 'v1', [addImage(app, { layers: [base, top], config: REG_CONFIG })]);
+    await push(reg, app, 'v1', 'team/app');
+    const big = join(REG_BASE, 'layout-big');
+    writeLayout(big, 'v1', [addImage(big, { layers: [[{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+    await push(reg, big, 'v1', 'big');
+    return { reg, ref: `${reg.host}/team/app:v1` };
+  })();
+  return registry;
+}
+
+test.after.always(async () => { await (await registry)?.reg.stop(); });
+
+/** ch-convert as the test user with CH_IMAGE_STORAGE (and no retries: failures come at once). */
+const cvPull = (args, storage, opts = {}) => cv(args, { timeout: 120000, ...opts,
+  env: { CH_IMAGE_STORAGE: storage, CH_PULL_RETRIES: '0', ...opts.env } });
+
+/** Names in DIR that look like temporaries (or locks). */
+const leftovers = (dir) => readdirSync(dir).filter((n) => n.startsWith('.'));
+
+test('registry -> dir, tar.gz, sqfs: the tree ch-pull makes, blobs from its cache; the .sqfs runs', async (t) => {
+  const r0 = await needRegistry(t);
+  if (!r0) return;
+  const dir = await scratch(t, 'cvreg');
+  const storage = join(dir, 'storage');
+  let r = await ch('ch-pull', [r0.ref, join(dir, 'pulled')], { env: { CH_IMAGE_STORAGE: join(dir, 'pull-storage') } });
+  t.is(r.exitCode, 0, r.stderr);
+  const want = tree(join(dir, 'pulled'));
+  t.is(want['etc/gone'], undefined, 'the whiteout applied');
+  t.is(want['bin/hard'].links, 'bin/busybox bin/hard', 'a hard link kept');
+
+  // Into a directory: downloaded once, ch-pull's own install (its marker).
+  r = await cvPull([`docker://${r0.ref}`, join(dir, 'img')], storage);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /layer 2\/2 .* downloaded, applied/);
+  t.regex(r.stderr, /img: written \(dir\)/);
+  t.deepEqual(tree(join(dir, 'img')), want);
+  t.is(JSON.parse(readFileSync(join(dir, 'img/ch/.ch-pull.json'), 'utf8')).reference, r0.ref);
+
+  // Into a tarball: nothing downloaded; the tarball unpacks to the same tree (less ch-pull's marker).
+  r = await cvPull([`docker://${r0.ref}`, join(dir, 'img.tar.gz')], storage);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /layer 1\/2 .* cached, applied/);
+  t.notRegex(r.stderr, /downloaded/);
+  r = await cv([join(dir, 'img.tar.gz'), join(dir, 'untarred')]);
+  t.is(r.exitCode, 0, r.stderr);
+  const unmarked = { ...want };
+  delete unmarked['ch/.ch-pull.json'];
+  t.deepEqual(tree(join(dir, 'untarred')), unmarked);
+
+  // Into SquashFS, -i registry without the prefix: cached; runs as the test user with the image's environment.
+  r = await cvPull(['-i', 'registry', r0.ref, join(dir, 'img.sqfs')], storage);
+  t.is(r.exitCode, 0, r.stderr);
+  t.notRegex(r.stderr, /downloaded/);
+  r = await ch('ch-run', ['--set-env', join(dir, 'img.sqfs'), '--', '/bin/sh', '-c', 'cat /etc/motd; echo "$GREETING"']);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, 'hello from layer 2\nfrom the registry');
+  r = await cv([join(dir, 'img.sqfs'), join(dir, 'unsquashed')]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(tree(join(dir, 'unsquashed')), unmarked);
+
+  // Again into the same directory: replaced (the user's own ch-pull image), from the cache; -q quiet.
+  writeFileSync(join(dir, 'img/etc/motd'), 'edited\n');
+  r = await cvPull(['-q', `docker://${r0.ref}`, join(dir, 'img')], storage);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stderr, '');
+  t.is(readFileSync(join(dir, 'img/etc/motd'), 'utf8'), 'hello from layer 2\n');
+  t.deepEqual(leftovers(dir), [], 'no temporary or lock left');
+});
+
+podmanTest('registry -> podman: runs under podman with its ENTRYPOINT and CMD', async (t) => {
+  if (!await havePodman(t)) return;
+  const r0 = await needRegistry(t);
+  if (!r0) return;
+  const dir = await scratch(t, 'cvregp');
+  const ref = `localhost/ch-convert-reg-${process.pid}`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  // As root (podman's storage here is root's), with root's own blob cache.
+  let r = await cv(['-o', 'podman', `docker://${r0.ref}`, ref], { root: true, env: { CH_IMAGE_STORAGE: join(dir, 'root-storage') } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, new RegExp(`${ref}: written \\(podman\\)`));
+  r = await execa('podman', ['run', '--rm', '--network=none', '--ulimit', 'nofile=10000:10000', '--ulimit', 'nproc=4096:4096',
+    ref], { reject: false, all: true });
+  t.is(r.exitCode, 0, r.all);
+  t.is(r.stdout, 'hello from the registry');
+  t.deepEqual(await temporaries(), []);
+});
+
+test('registry errors: a missing tag, an unreachable registry, a bad reference: named, nothing left', async (t) => {
+  const r0 = await needRegistry(t);
+  if (!r0) return;
+  const dir = await scratch(t, 'cvrege');
+  const storage = join(dir, 'storage');
+  const missing = `${r0.reg.host}/team/app:nope`;
+  const down = `127.0.0.1:${await freePort()}/team/app:v1`;
+  for (const dst of ['img', 'img.sqfs', 'img.tar.gz']) {
+    let r = await cvPull([`docker://${missing}`, join(dir, dst)], storage);
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, new RegExp(`${missing.replaceAll('.', '\\.')}: unknown image or tag`), dst);
+    r = await cvPull([`docker://${down}`, join(dir, dst)], storage);
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, new RegExp(`${down.replaceAll('.', '\\.')}: can't pull: registry 127\\.0\\.0\\.1:[0-9]+ unreachable: .*ECONNREFUSED`), dst);
+    t.deepEqual(readdirSync(dir).filter((n) => n !== 'storage'), [], `${dst}: nothing left`);
+  }
+  for (const bad of ['docker://Team/App', 'docker://x@sha256:12', 'docker://']) {
+    const r = await cvPull([bad, join(dir, 'img')], storage);
+    t.is(r.exitCode, 2, `${bad}: ${r.stderr}`);
+    t.regex(r.stderr, /image reference '.*'/);
+  }
+  t.deepEqual(readdirSync(dir).filter((n) => n !== 'storage'), []);
+});
+
+test('--help and the man page list the registry format', async (t) => {
+  const r = await cv(['--help']);
+  t.is(r.exitCode, 0, r.stderr);
+  const man = readFileSync(join(PKG, 'dist/man/ch-convert.1'), 'utf8');
+  for (const text of [r.stdout, man]) {
+    t.regex(text, /input format: dir, tar, squash, docker, podman, buildah,\s+registry/);
+    t.regex(text, /^ {2}registry {2}input only: an image in an OCI registry/m);
+    t.regex(text, /-o\s+registry,? a bad registry reference/);
+  }
+});
+
+test('-o registry refused, saying what to do instead; registry options without a registry SRC refused', async (t) => {
+  const { dir, src } = await fixture(t);
+  for (const args of [['-o', 'registry', src, 'localhost:5000/x:v1'], [src, 'docker://localhost:5000/x:v1']]) {
+    const r = await cv(args);
+    t.is(r.exitCode, 2, r.stderr);
+    t.regex(r.stderr, /-o registry: pushing to a registry is not supported; .*ch-convert -o podman SRC NAME.*podman push NAME/);
+  }
+  for (const opt of [['--arch', 'arm64'], ['--platform', 'linux/arm64'], ['--insecure']]) {
+    const r = await cv([...opt, src, join(dir, 'x.tar')]);
+    t.is(r.exitCode, 2, r.stderr);
+    t.regex(r.stderr, new RegExp(`${opt[0]}: only for a registry SRC`));
+  }
+  t.deepEqual(readdirSync(dir).sort(), ['src']);
+});
+
+test('docker:// makes SRC a registry reference; a bare name:tag never does (no connection made)', async (t) => {
+  const dir = await scratch(t, 'cvregi');
+  const port = await connectionCounter();
+  t.teardown(() => port.close());
+  const ref = `127.0.0.1:${port.port}/team/app:v1`;
+  let r = await cvPull([ref, join(dir, 'img')], join(dir, 'storage'));
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`can't read ${ref.replaceAll('.', '\\.')}: no such file or directory \\(ENOENT\\) \\(a registry reference\\? say docker://`));
+  t.is(port.count(), 0, 'no request for a bare name');
+  r = await cvPull([`docker://${ref}`, join(dir, 'img')], join(dir, 'storage'));
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`${ref.replaceAll('.', '\\.')}: can't pull: `));
+  t.true(port.count() > 0, 'docker:// contacted the registry');
+  t.false(existsSync(join(dir, 'img')));
+});
+
+test('SIGTERM mid-download: exit 143, DST as it was, no temporary left; the next conversion resumes from the cache', async (t) => {
+  const r0 = await needRegistry(t);
+  if (!r0) return;
+  const dir = await scratch(t, 'cvregs');
+  const storage = join(dir, 'storage');
+  writeFileSync(join(dir, 'big.sqfs'), 'old\n');
+  await ownedByUser(dir);
+  for (const dst of ['big.sqfs', 'big']) {
+    const relay = await stallingRelay(r0.reg.port, 1 << 20);
+    try {
+      const p = cvPull([`docker://127.0.0.1:${relay.port}/big:v1`, join(dir, dst)], storage);
+      await until('the download to stall', () => relay.stalled && readdirSync(dir).some((n) => n.startsWith(`.${dst}.`)));
+      p.kill('SIGTERM');
+      const r = await p;
+      t.is(r.exitCode, 143, r.stderr);
+      t.regex(r.stderr, /interrupted by SIGTERM; nothing written, no temporary left/);
+      t.deepEqual(readdirSync(dir).sort(), ['big.sqfs', 'storage'], dst);
+      t.is(readFileSync(join(dir, 'big.sqfs'), 'utf8'), 'old\n');
+    } finally {
+      relay.stop();
+    }
+  }
+  const r = await cvPull([`docker://${r0.reg.host}/big:v1`, join(dir, 'big.sqfs')], storage);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /resumed at/);
+  t.true(statSync(join(dir, 'big.sqfs')).size > 1 << 20);
+  t.deepEqual(leftovers(dir), []);
+});
+
+test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then nothing placed, exit 143, no temporary left', async (t) => {
+  const { dir, src } = await fixture(t);
+  // A mksquashfs that says it started, then waits for us: the signal arrives while ch-convert waits on it.
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  await execa('mkfifo', [join(dir, 'go')]);
+  writeFileSync(join(bin, 'mksquashfs'), `#!/bin/sh\n[ "$1" = -help ] && exit 0\ntouch "${dir}/started"\nread x < "${dir}/go"\n`
+    + 'echo fake > "$2"\n', { mode: 0o755 });
+  writeFileSync(join(dir, 'x.sqfs'), 'old\n');
+  await ownedByUser(dir);
+  const p = cv([src, join(dir, 'x.sqfs')], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+  await until('the tool to start', () => existsSync(join(dir, 'started')));
+  p.kill('SIGTERM');
+  writeFileSync(join(dir, 'go'), 'go\n');   // let it finish
+  const r = await p;
+  t.is(r.exitCode, 143, r.stderr);
+  t.regex(r.stderr, /interrupted by SIGTERM; nothing written, no temporary left/);
+  t.is(readFileSync(join(dir, 'x.sqfs'), 'utf8'), 'old\n');
+  t.deepEqual(readdirSync(dir).sort(), ['bin', 'go', 'src', 'started', 'x.sqfs']);
+});
+
+test('registry options as ch-pull\'s: credentials from the environment and auth files, --arch and --platform', async (t) => {
+  if (!await needRegistry(t)) return;
+  const dir = await scratch(t, 'cvrego');
+  const storage = join(dir, 'storage');
+  const reg = await startRegistry(join(REG_BASE, `registry-auth-${process.pid}`), { auth: 'basic', users: { alice: 'pa:ss word' } });
+  t.teardown(() => reg.stop());
+  const lay = join(REG_BASE, 'layout-multi');
+  rmSync(lay, { recursive: true, force: true });
+  writeLayout(lay, 'v1', ['amd64', 'arm64'].map((arch) => addImage(lay, { arch, layers: [[{ name: 'arch', data: arch }]] })));
+  await push(reg, lay, 'v1', 'private/multi', { creds: 'alice:pa:ss word' });
+  const ref = `docker://${reg.host}/private/multi:v1`;
+  let r = await cvPull([ref, join(dir, 'anon.tar')], storage);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /authentication refused \(no credentials/);
+  const creds = { CH_PULL_USER: 'alice', CH_PULL_PASSWORD: 'pa:ss word' };
+  r = await cvPull(['--arch', 'arm64', ref, join(dir, 'arm')], storage, { env: creds });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(join(dir, 'arm/arch'), 'utf8'), 'arm64');
+  r = await cvPull(['--platform', 'linux/amd64', ref, join(dir, 'amd.sqfs')], storage, { env: creds });
+  t.is(r.exitCode, 0, r.stderr);
+  r = await cv([join(dir, 'amd.sqfs'), join(dir, 'amd')]);
+  t.is(readFileSync(join(dir, 'amd/arch'), 'utf8'), 'amd64');
+  // Credentials from ~/.docker/config.json, as ch-pull finds them.
+  const home = join(dir, 'home');
+  mkdirSync(join(home, '.docker'), { recursive: true });
+  writeFileSync(join(home, '.docker/config.json'),
+    JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from('alice:pa:ss word').toString('base64') } } }));
+  await ownedByUser(home);
+  r = await cvPull(['-a', 'arm64', ref, join(dir, 'arm.tar')], storage, { env: { HOME: home } });
+  t.is(r.exitCode, 0, r.stderr);
+  r = await cvPull(['--arch', 'arm64', '--platform', 'linux/arm64', ref, join(dir, 'x')], storage, { env: creds });
+  t.is(r.exitCode, 2, r.stderr);
+  t.deepEqual(readdirSync(dir).sort(), ['amd', 'amd.sqfs', 'arm', 'arm.tar', 'home', 'storage']);
+});
+
+test('registry SRC, an existing DST not the user\'s image: refused before any request, left as it was', async (t) => {
+  const dir = await scratch(t, 'cvregd');
+  const port = await connectionCounter();
+  t.teardown(() => port.close());
+  const ref = `docker://127.0.0.1:${port.port}/team/app:v1`;
+  mkdirSync(join(dir, 'mine'));
+  writeFileSync(join(dir, 'mine/keep'), 'keep\n');
+  await ownedByUser(dir);
+  let r = await cvPull([ref, join(dir, 'mine')], join(dir, 'storage'));
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.is(readFileSync(join(dir, 'mine/keep'), 'utf8'), 'keep\n');
+  if (isRoot) {
+    writeFileSync(join(dir, 'roots.sqfs'), 'root\'s\n');   // written by the suite, as root
+    r = await cvPull([ref, join(dir, 'roots.sqfs')], join(dir, 'storage'));
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, /roots\.sqfs: exists and belongs to root.*; not replacing it/);
+    t.is(readFileSync(join(dir, 'roots.sqfs'), 'utf8'), 'root\'s\n');
+  }
+  t.is(port.count(), 0, 'no request made');
+  t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.')), []);
 });

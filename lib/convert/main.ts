@@ -1,8 +1,10 @@
 // ch-convert [-i FMT] [-o FMT] SRC DST: convert an image between formats:
 // a directory, a tarball (.tar, .tar.gz, .tar.xz, .tar.zst), a SquashFS file
 // (.sqfs), and a builder's image (docker, podman, buildah): as input through
-// ch-builder2tar, as output loaded into its storage (to-builder.ts). Formats
-// are inferred from the names unless given.
+// ch-builder2tar, as output loaded into its storage (to-builder.ts); and, as
+// input only, an image in an OCI registry, pulled by ch-pull's code
+// (lib/pull/pull.ts) through its blob cache. Formats are inferred from the
+// names unless given.
 //
 // The output is written under a temporary name beside DST (mode 0700) and
 // renamed into place only when complete. DST's directory may be shared
@@ -11,10 +13,10 @@
 
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { chmodSync, closeSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, constants as osConstants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { all, command, EXIT_USAGE, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
-import { ChError, Log, runMain, why } from '../util/log.js';
+import { ChError, isChError, Log, runMain, why } from '../util/log.js';
 import { PKG_ROOT } from '../util/paths.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
@@ -22,12 +24,19 @@ import { tarAddon } from '../tar/native.js';
 import { at, myUid, openDir, ownerName, removeOwned } from '../util/owned-fs.js';
 import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
 import type { BuilderName } from '../image/builder.js';
+import { hostPlatform, parsePlatform } from '../pull/manifest.js';
+import { parseReference } from '../pull/reference.js';
+import { JOBS_DEFAULT, pullToDir, withImage, type PullOptions } from '../pull/pull.js';
+import { existingImage } from '../pull/install.js';
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;
 
-export type Format = 'dir' | 'tar' | 'squash' | 'docker' | 'podman' | 'buildah';
-const FORMATS: Format[] = ['dir', 'tar', 'squash', 'docker', 'podman', 'buildah'];
+export type Format = 'dir' | 'tar' | 'squash' | 'docker' | 'podman' | 'buildah' | 'registry';
+const FORMATS: Format[] = ['dir', 'tar', 'squash', 'docker', 'podman', 'buildah', 'registry'];
+/** The transport prefix skopeo and podman give registry references: the only sign that makes SRC one. */
+const REGISTRY_PREFIX = 'docker://';
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const BUILDERS = new Set<Format>(['docker', 'podman', 'buildah']);
 const TAR_COMPRESS: [string, string[]][] = [
   ['.tar.gz', ['--gzip']], ['.tgz', ['--gzip']], ['.tar.xz', ['--xz']], ['.txz', ['--xz']],
@@ -38,7 +47,7 @@ const SQUASH_EXTS = ['.sqfs', '.squashfs', '.squash'];
 const SPEC: CommandSpec = {
   prog: PROG,
   synopsis: '[OPTION...] SRC DST',
-  valueShorts: 'io',
+  valueShorts: 'ioa',
   description: `Convert image SRC to DST; formats (below) are inferred from the names unless
 -i/-o say. DST appears only when complete. An existing DST is replaced only
 if it is yours (and, for a directory, everything in it); links are never
@@ -55,18 +64,35 @@ does).`,
           builder's storage with the configuration in SRC's /ch/metadata.json
           (ENTRYPOINT, CMD, WORKDIR, USER, LABEL) and /ch/environment (ENV),
           files owned by root; DST gets the name only once fully loaded
+  registry  input only: an image in an OCI registry, SRC a reference as
+          ch-pull takes it, e.g. docker://registry:5000/team/app:v1 (inferred
+          only from the docker:// prefix; with -i registry the prefix may be
+          left out). Pulled as ch-pull pulls it (see ch-pull --help: --arch,
+          --platform, --insecure; credentials; CH_IMAGE_STORAGE), its blobs
+          kept in ch-pull's cache; a directory DST is installed as ch-pull
+          installs one (an existing one replaced only if ch-pull or
+          ch-tar2dir of yours made it). Pushing (-o registry) is not done
+          here: convert with -o podman (or docker, buildah), then push with
+          that builder, e.g. podman push NAME docker://REGISTRY/NAME
 
 Exit status:
   0  converted
   1  failure: SRC unreadable or not of its format, DST not yours or not
      writable, a tool (tar, mksquashfs, unsquashfs, ch-builder2tar) failed,
-     the builder missing or not working
+     the builder missing or not working, the registry unreachable or
+     without the image or tag (any of ch-pull's failures)
   2  usage error: unknown option, missing value, not two arguments, unknown
-     format or extension, DST not an image name for a builder output`,
+     format or extension, DST not an image name for a builder output, -o
+     registry, a bad registry reference, --arch/--platform/--insecure
+     without a registry SRC
+  128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP); DST as it was,
+     no temporary left`,
 };
 
 function formatOf(name: string, what: string): Format {
   if (!(FORMATS as string[]).includes(name)) throw new ChError(`${what}: unknown format '${name}' (want ${FORMATS.join(', ')})`, EXIT_USAGE);
+  if (what === '-o' && name === 'registry')
+    throw new ChError(`-o registry: pushing to a registry is not supported; convert into a builder instead (${PROG} -o podman SRC NAME), then push with it (podman push NAME docker://REGISTRY/NAME)`, EXIT_USAGE);
   return name as Format;
 }
 
@@ -78,8 +104,13 @@ function formatFromName(p: string): Format | null {
 }
 
 function inferIn(src: string): Format {
+  if (src.startsWith(REGISTRY_PREFIX)) return 'registry';
   let st: Stats;
-  try { st = statSync(src); } catch (err) { throw new ChError(`can't read ${src}: ${why(err)}`, EXIT_FAIL); }
+  try { st = statSync(src); } catch (err) {
+    // Never a registry reference by guess: a typo'd file name would become a network request.
+    const hint = /^[a-z0-9-]+[.:][^/]*\/|:[\w][\w.-]*$/i.test(src) ? ` (a registry reference? say ${REGISTRY_PREFIX}${src}, or -i registry)` : '';
+    throw new ChError(`can't read ${src}: ${why(err)}${hint}`, EXIT_FAIL);
+  }
   if (st.isDirectory()) return 'dir';
   const f = formatFromName(src);
   if (f === null) throw new ChError(`${src}: can't tell its format from the name (use -i)`, EXIT_USAGE);
@@ -87,6 +118,7 @@ function inferIn(src: string): Format {
 }
 
 function inferOut(dst: string): Format {
+  if (dst.startsWith(REGISTRY_PREFIX)) return formatOf('registry', '-o');   // refused, saying what to do instead
   const f = formatFromName(dst);
   if (f !== null) return f;
   if (/\.[a-z0-9]+$/i.test(basename(dst)) && !/^\./.test(basename(dst)))
@@ -172,13 +204,17 @@ function builderToTar(log: Log, builder: Format, ref: string, work: string): str
 export async function convert(argv: string[], log: Log): Promise<number> {
   const y = command(SPEC)
     .option('in-fmt', { alias: 'i', type: 'string', requiresArg: true, description: `FMT: input format: ${FORMATS.join(', ')} (default: from SRC)` })
-    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.join(', ')} (default: from DST)` })
+    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.filter((f) => f !== 'registry').join(', ')} (default: from DST; not registry: see below)` })
+    .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: 'ARCH: registry SRC: the architecture to pull (as ch-pull --arch)' })
+    .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: registry SRC: the platform to pull (as ch-pull --platform)' })
+    .option('insecure', { type: 'boolean', description: 'registry SRC: allow plain HTTP and unverified TLS certificates (as ch-pull --insecure)' })
     .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
     .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return 0;
   if (a.quiet === true) log.verbosity = -1;
   log.verbosity += count(a.verbose);
+  const arch = last(a.arch), plat = last(a.platform);
   const inArg = last(a['in-fmt']), outArg = last(a['out-fmt']);
   let inFmt: Format | null = inArg === undefined ? null : formatOf(inArg, '-i');
   let outFmt: Format | null = outArg === undefined ? null : formatOf(outArg, '-o');
@@ -188,11 +224,78 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   if (dstArg === '' || srcArg === '') throw new ChError('SRC and DST must not be empty', EXIT_USAGE);
   inFmt ??= inferIn(srcArg);
   outFmt ??= inferOut(dstArg);
-  const src = BUILDERS.has(inFmt) ? srcArg : resolve(srcArg);
+  let pullOpts: PullOptions | undefined;
+  if (inFmt === 'registry') {
+    if (arch !== undefined && plat !== undefined) throw new ChError('give either --arch or --platform, not both', EXIT_USAGE);
+    pullOpts = { ref: parseReference(srcArg.startsWith(REGISTRY_PREFIX) ? srcArg.slice(REGISTRY_PREFIX.length) : srcArg),
+      platform: arch !== undefined ? parsePlatform(arch, true) : plat !== undefined ? parsePlatform(plat, false) : hostPlatform(),
+      insecure: a.insecure === true, jobs: JOBS_DEFAULT };
+  } else {
+    for (const [opt, v] of [['--arch', arch], ['--platform', plat], ['--insecure', a.insecure]] as const)
+      if (v !== undefined && v !== false) throw new ChError(`${opt}: only for a registry SRC (-i registry, or ${REGISTRY_PREFIX}REF)`, EXIT_USAGE);
+  }
+  const src = BUILDERS.has(inFmt) ? srcArg : pullOpts ? pullOpts.ref.canonical : resolve(srcArg);
   if (BUILDERS.has(outFmt)) checkReference(outFmt as BuilderName, dstArg);
-  if (!BUILDERS.has(inFmt)) checkSource(src, inFmt);
-  if (BUILDERS.has(outFmt)) return toBuilder(log, inFmt, src, outFmt as BuilderName, dstArg);
+  if (!BUILDERS.has(inFmt) && !pullOpts) checkSource(src, inFmt);
+  return interruptible((signal) => {
+    const from: Source = { fmt: inFmt!, path: src, pull: pullOpts, signal };
+    if (BUILDERS.has(outFmt!)) return toBuilder(log, from, outFmt as BuilderName, dstArg);
+    if (pullOpts && outFmt === 'dir') return registryToDir(log, from, pullOpts, dstArg);
+    return toFile(log, from, outFmt!, dstArg);
+  });
+}
 
+/** What to convert: SRC in format FMT (a registry reference: PULL); SIGNAL aborts a pull. */
+interface Source { fmt: Format; path: string; pull?: PullOptions; signal: AbortSignal }
+
+/**
+ * Run CONVERSION with SIGINT, SIGTERM and SIGHUP caught: they abort it
+ * (a pull at once; a tool we run when it returns) so that its finally
+ * clauses remove the temporaries, then the status is 128+N.
+ */
+async function interruptible(conversion: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const abort = new AbortController();
+  let caught: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(new ChError(`interrupted by ${sig}`, 128 + osConstants.signals[sig])); };
+  for (const s of SIGNALS) process.on(s, onSignal);
+  try {
+    return await conversion(abort.signal);
+  } catch (err) {
+    await new Promise((res) => setImmediate(res));   // a tool killed by the signal fails before its handler has run
+    if (caught) throw new ChError(`interrupted by ${caught}; nothing written, no temporary left`, 128 + osConstants.signals[caught]);
+    throw err;
+  } finally {
+    for (const s of SIGNALS) process.off(s, onSignal);
+  }
+}
+
+/** Throw if a signal came; after letting the event loop run, as a tool run synchronously holds its handlers back. */
+async function checkInterrupted(signal: AbortSignal): Promise<void> {
+  await new Promise((res) => setImmediate(res));
+  if (signal.aborted) throw signal.reason;
+}
+
+/** A registry image as directory DST: ch-pull's own install (atomic; an existing DST replaced only if an image of yours). */
+async function registryToDir(log: Log, from: Source, o: PullOptions, dstArg: string): Promise<number> {
+  const dst = resolve(dstArg);
+  let parent: number;
+  try { parent = openDir(dirname(dst)); } catch (err) { throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL); }
+  try {
+    existingImage(parent, basename(dst), dst);   // refused before any download if not an image of the user's
+    log.info(`converting ${from.path} (registry) to ${dst} (dir)`);
+    // Always rebuilt (from cached blobs): DST is to be SRC as it is now, not as it may have been edited since.
+    await pulling(from, () => withImage(o, log, from.signal,
+      (img) => pullToDir(img, log, { dirFd: parent, dir: dirname(dst), name: basename(dst) }, true, from.signal)));
+  } finally {
+    closeSync(parent);
+  }
+  if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (dir)\n`);
+  return 0;
+}
+
+/** SRC as the file or directory DST, staged beside it and renamed into place. */
+async function toFile(log: Log, from: Source, outFmt: Format, dstArg: string): Promise<number> {
+  const { fmt: inFmt, path: src } = from;
   // The output's directory, held open: every name in it is resolved from this descriptor.
   const dst = resolve(dstArg);
   const name = basename(dst);
@@ -217,7 +320,10 @@ export async function convert(argv: string[], log: Log): Promise<number> {
     // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
     if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
     log.info(`converting ${src} (${inFmt}) to ${dst} (${outFmt})`);
-    await produce(log, inFmt, src, outFmt, out, name, work);
+    // A pulled image goes into STAGE too: beside DST, where there is room for it, and private.
+    const tree = from.pull ? await pullTree(log, from, join(stage, 'tree')) : src;
+    await produce(log, from.pull ? 'dir' : inFmt, tree, outFmt, out, name, work);
+    await checkInterrupted(from.signal);
     place(parent, stageName, name, dst, outFmt);
   } finally {
     try { removeOwned(parent, stageName, stage); } catch (err) { log.warn(why(err)); }
@@ -228,18 +334,39 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   return 0;
 }
 
+/** Pull FROM (a registry image) into the new directory TREE, without ch-pull's marker: an intermediate. */
+async function pullTree(log: Log, from: Source, tree: string): Promise<string> {
+  mkdirSync(tree, { mode: 0o700 });   // finishImage makes it 0755 once complete
+  await pulling(from, () => withImage(from.pull!, log, from.signal, (img) => img.build(tree, false)));
+  return tree;
+}
+
+/** PULL's failures name the image (ch-pull's say "registry HOST unreachable", say of what), status kept. */
+async function pulling<T>(from: Source, pull: () => Promise<T>): Promise<T> {
+  try {
+    return await pull();
+  } catch (err) {
+    if (!isChError(err) || err.message.includes(from.pull!.ref.canonical)) throw err;
+    throw new ChError(`${from.path}: can't pull: ${err.message}`, err.exitCode);
+  }
+}
+
 /** SRC into BUILDER's storage as image DST: through a directory tree, unless SRC is one. */
-async function toBuilder(log: Log, inFmt: Format, src: string, builder: BuilderName, dst: string): Promise<number> {
+async function toBuilder(log: Log, from: Source, builder: BuilderName, dst: string): Promise<number> {
+  const { fmt: inFmt, path: src } = from;
   checkBuilder(builder);
   const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
   try {
     let tree = src;
-    if (inFmt !== 'dir') {
+    if (from.pull) {
+      tree = await pullTree(log, from, join(work, 'tree'));
+    } else if (inFmt !== 'dir') {
       tree = join(work, 'tree');
       mkdirSync(tree, { mode: 0o755 });
       await produce(log, inFmt, src, 'dir', tree, 'tree', work);
     }
     log.info(`converting ${src} (${inFmt}) to ${dst} (${builder})`);
+    await checkInterrupted(from.signal);
     await treeToBuilder(log, builder, tree, dst, work);
   } finally {
     rmSync(work, { recursive: true, force: true });

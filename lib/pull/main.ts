@@ -3,27 +3,21 @@
 // blob verified against its digest and kept in a content-addressed cache.
 // The pieces: reference.ts (REF), registry.ts/auth.ts/http.ts (the registry),
 // manifest.ts (platform, layers), cache.ts (storage, blobs), apply.ts
-// (layers), config.ts (/ch files), install.ts (atomic DEST).
+// (layers), config.ts (/ch files), install.ts (atomic DEST), pull.ts (all of
+// them together, shared with ch-convert).
 
-import { spawn } from 'node:child_process';
-import { closeSync, openSync, renameSync, unlinkSync, constants as C } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { closeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
 import { all, command, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
-import { openDir, removeOwned } from '../util/owned-fs.js';
-import { parseReference, manifestKey, storageName, EXIT_USAGE, type Reference } from './reference.js';
-import { Registry } from './registry.js';
-import { hostPlatform, imageManifest, isIndex, parsePlatform, platformText, selectPlatform,
-  type Descriptor, type ImageManifest, type Platform } from './manifest.js';
-import { BlobCache, fsWhy, Storage, storagePath, type BlobResult } from './cache.js';
-import { applyLayer } from './apply.js';
-import { readConfig } from './config.js';
-import { finishImage, install, makeTemp, MARKER, PROG } from './install.js';
+import { openDir } from '../util/owned-fs.js';
+import { parseReference, storageName, EXIT_USAGE } from './reference.js';
+import { hostPlatform, parsePlatform } from './manifest.js';
+import { PROG } from './install.js';
+import { JOBS_DEFAULT, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
 
 const EXIT_FAIL = 1;
-const JOBS_DEFAULT = 3;
 
 const SPEC: CommandSpec = {
   prog: PROG,
@@ -81,7 +75,7 @@ Exit status:
      looks complete (after SIGKILL, the next pull removes the temporary)`,
 };
 
-interface Options { ref: Reference; dest?: string; tar?: string; platform: Platform; force: boolean; insecure: boolean; jobs: number }
+interface Options extends PullOptions { dest?: string; tar?: string; force: boolean }
 
 function usageError(msg: string): ChError {
   return new ChError(`${msg}\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
@@ -118,125 +112,6 @@ async function parse(argv: string[], log: Log): Promise<Options | null> {
     force: a.force === true, insecure: a.insecure === true, jobs };
 }
 
-/** Progress: per layer on a terminal (one line, redrawn), one line per layer otherwise, nothing with -q. */
-class PullProgress {
-  private readonly tty: boolean;
-  private readonly done: number[];
-  private last = 0;
-  constructor(private readonly log: Log, private readonly layers: Descriptor[]) {
-    this.tty = log.verbosity >= 0 && Boolean(process.stderr.isTTY);
-    this.done = layers.map(() => 0);
-  }
-  update(i: number, n: number): void {
-    this.done[i] = n;
-    if (!this.tty || Date.now() - this.last < 100) return;
-    this.last = Date.now();
-    const parts = this.layers.map((l, k) => `${k + 1}:${l.size ? Math.floor((100 * this.done[k]) / l.size) : 100}%`);
-    const mib = this.done.reduce((a, b) => a + b, 0) / 1048576;
-    const line = `${PROG}: layers ${parts.join(' ')} (${mib.toFixed(1)} MiB)`;
-    process.stderr.write(`\r${line.slice(0, Math.max(40, process.stderr.columns || 80) - 1)}\x1b[K`);
-  }
-  layer(i: number, r: BlobResult, applied: boolean): void {
-    const l = this.layers[i];
-    const how = r.cached ? 'cached' : r.resumedFrom ? `downloaded (resumed at ${(r.resumedFrom / 1048576).toFixed(1)} MiB)` : 'downloaded';
-    const msg = `layer ${i + 1}/${this.layers.length} ${l.digest.slice(0, 19)} ${(l.size / 1048576).toFixed(1)} MiB ${how}${applied ? ', applied' : ''}`;
-    if (this.tty) process.stderr.write(`\r\x1b[K${PROG}: ${msg}\n`);
-    else if (this.log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${msg}\n`);
-  }
-}
-
-/** At most N of FNS run at once; results in order, as promises. */
-function bounded<T>(n: number, fns: (() => Promise<T>)[]): Promise<T>[] {
-  let running = 0;
-  const queue: (() => void)[] = [];
-  return fns.map((fn) => new Promise<T>((res, rej) => {
-    const go = () => {
-      running++;
-      fn().then(res, rej).finally(() => { running--; queue.shift()?.(); });
-    };
-    if (running < n) go(); else queue.push(go);
-  }));
-}
-
-async function resolveImage(reg: Registry, o: Options, log: Log): Promise<ImageManifest> {
-  const what = o.ref.canonical;
-  let m = await reg.manifest(manifestKey(o.ref), what);
-  if (isIndex(m)) {
-    const d = selectPlatform(m, o.platform, what);
-    log.info(`${what}: ${platformText(o.platform)} is ${d.digest}`);
-    m = await reg.manifest(d.digest, `${what} (${platformText(o.platform)})`);
-  }
-  return imageManifest(m, what);
-}
-
-/** Download (bounded in parallel) and apply every layer into ROOT; the /ch files and marker last. */
-async function buildImage(root: string, o: Options, reg: Registry, cache: BlobCache, img: ImageManifest,
-  log: Log, signal: AbortSignal, marker: boolean): Promise<void> {
-  const bar = new PullProgress(log, img.layers);
-  const jobs = [() => cache.get(reg, img.config, log, () => {}, signal),
-    ...img.layers.map((l, i) => () => cache.get(reg, l, log, (n) => bar.update(i, n), signal))];
-  const blobs = bounded(o.jobs, jobs);
-  for (const b of blobs) b.catch(() => {});   // each is awaited below; none left unhandled
-  const cfg = readConfig((await blobs[0]).path, img.config.digest);
-  if (cfg.platform.architecture && cfg.platform.architecture !== o.platform.architecture)
-    log.warn(`image is for ${cfg.platform.os}/${cfg.platform.architecture}, not ${platformText(o.platform)}`);
-  for (const s of cfg.skipped) log.warn(`ENV ${s}: value can't be written to /ch/environment (newline or NUL); skipped`);
-  let whiteouts = 0;
-  for (let i = 0; i < img.layers.length; i++) {
-    const b = await blobs[i + 1];
-    const r = await applyLayer(b.path, root, `layer ${i + 1} (${img.layers[i].digest})`, signal);
-    whiteouts += r.whiteouts ?? 0;
-    if (r.devices) log.warn(`layer ${i + 1}: skipped ${r.devices} device node(s)/fifo(s)`);
-    bar.layer(i, b, true);
-  }
-  log.debug(`${whiteouts} whiteout(s) applied`);
-  const files = [{ path: 'ch/environment', content: cfg.environment }, { path: 'ch/metadata.json', content: cfg.metadata }];
-  if (marker) files.push({ path: MARKER, content: JSON.stringify({ tool: PROG, reference: o.ref.canonical,
-    manifest: img.digest, platform: platformText(o.platform), created: new Date().toISOString() }, null, 1) + '\n' });
-  finishImage(root, files);
-}
-
-/** --tar FILE: build in the storage directory, then write FILE (through a temporary beside it). */
-async function writeTar(file: string, build: (root: string) => Promise<void>, storage: Storage, log: Log): Promise<void> {
-  const tmpDirFd = storage.dir('tmp');
-  const { tmpName, tmpFd } = makeTemp(tmpDirFd, join(storage.path, 'tmp'), 'tar');
-  const out = resolve(file);
-  const part = join(dirname(out), `.${basename(out)}.ch-pull-tmp.${randomBytes(6).toString('hex')}`);
-  let written = false;
-  try {
-    const root = `/proc/self/fd/${tmpFd}/.`;
-    await build(root);
-    let outFd: number;
-    try { outFd = openSync(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644); } catch (err) {
-      throw new ChError(`${file}: can't write beside it: ${fsWhy(err)}`, EXIT_FAIL);
-    }
-    written = true;
-    let code: number | null;
-    try {
-      code = await new Promise<number | null>((res, rej) => {
-        // The image directory is tar's fd 3 and the new file its stdout: no path in a shared
-        // directory is looked up twice.
-        const p = spawn('tar', ['-C', '/proc/self/fd/3/.', '--numeric-owner', '--owner=0', '--group=0', '-czf', '-', '.'],
-          { stdio: ['ignore', outFd, 'pipe', tmpFd] });
-        let err = '';
-        p.stderr!.on('data', (d) => { err += d; });
-        p.on('error', rej);
-        p.on('close', (c) => { if (c !== 0) log.error(err.trim()); res(c); });
-      });
-    } finally {
-      closeSync(outFd);
-    }
-    if (code !== 0) throw new ChError(`${file}: tar failed (exit ${code})`, EXIT_FAIL);
-    renameSync(part, out);
-    written = false;
-  } finally {
-    closeSync(tmpFd);
-    if (written) try { unlinkSync(part); } catch { /* gone */ }
-    removeOwned(tmpDirFd, tmpName, join(storage.path, 'tmp', tmpName));
-    closeSync(tmpDirFd);
-  }
-}
-
 async function pull(argv: string[], log: Log): Promise<number> {
   const o = await parse(argv, log);
   if (!o) return 0;
@@ -245,49 +120,40 @@ async function pull(argv: string[], log: Log): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
   const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of SIGNALS) process.on(s, onSignal);
-  const storage = Storage.open(storagePath());
-  const cache = new BlobCache(storage);
   try {
-    const reg = new Registry(o.ref, { insecure: o.insecure, log, signal: abort.signal });
-    await reg.connect();
-    const img = await resolveImage(reg, o, log);
-    log.info(`${o.ref.canonical}: manifest ${img.digest}, ${img.layers.length} layer(s)`);
-    const build = (root: string, marker: boolean) => buildImage(root, o, reg, cache, img, log, abort.signal, marker);
-    if (o.tar) {
-      await writeTar(o.tar, (root) => build(root, false), storage, log);
-      if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${o.ref.canonical} -> ${o.tar}\n`);
+    return await withImage(o, log, abort.signal, async (img) => {
+      if (o.tar) {
+        await pullToTar(img, log, o.tar);
+        if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${o.ref.canonical} -> ${o.tar}\n`);
+        return 0;
+      }
+      let dirFd: number, dir: string, name: string;
+      if (o.dest) {
+        const d = o.dest.replace(/\/+$/, '') || '/';
+        dir = dirname(d);
+        name = basename(d);
+        if (name === '' || name === '.' || name === '..' || name === '/')
+          throw usageError(`DEST '${o.dest}': name a new directory, not '.' or '..'`);
+        try { dirFd = openDir(dir); } catch (err) { throw new ChError(`${dir}: can't use as DEST's directory: ${why(err)}`, EXIT_FAIL); }
+      } else {
+        dirFd = img.storage.dir('img');
+        dir = join(img.storage.path, 'img');
+        name = storageName(o.ref);
+      }
+      const target = join(dir, name);
+      try {
+        const r = await pullToDir(img, log, { dirFd, dir, name }, o.force, abort.signal);
+        if (log.verbosity >= 0)
+          process.stderr.write(`${PROG}[${process.pid}]: ${target}: ${r === 'current' ? 'already up to date' : 'pulled'} (${o.ref.canonical}, ${img.digest})\n`);
+      } finally {
+        closeSync(dirFd);
+      }
       return 0;
-    }
-    let dirFd: number, dir: string, name: string;
-    if (o.dest) {
-      const d = o.dest.replace(/\/+$/, '') || '/';
-      dir = dirname(d);
-      name = basename(d);
-      if (name === '' || name === '.' || name === '..' || name === '/')
-        throw usageError(`DEST '${o.dest}': name a new directory, not '.' or '..'`);
-      try { dirFd = openDir(dir); } catch (err) { throw new ChError(`${dir}: can't use as DEST's directory: ${why(err)}`, EXIT_FAIL); }
-    } else {
-      dirFd = storage.dir('img');
-      dir = join(storage.path, 'img');
-      name = storageName(o.ref);
-    }
-    const target = join(dir, name);
-    try {
-      const r = await install(log, { dirFd, dir, name, force: o.force,
-        upToDate: (m) => m.tool === PROG && m.manifest === img.digest,
-        build: (root) => build(root, true) }, abort.signal);
-      if (log.verbosity >= 0)
-        process.stderr.write(`${PROG}[${process.pid}]: ${target}: ${r === 'current' ? 'already up to date' : 'pulled'} (${o.ref.canonical}, ${img.digest})\n`);
-    } finally {
-      closeSync(dirFd);
-    }
-    return 0;
+    });
   } catch (err) {
     if (caught) throw new ChError(`${o.ref.canonical}: interrupted by ${caught}; nothing left that looks complete`, 128 + osConstants.signals[caught]);
     throw err;
   } finally {
-    cache.close();
-    storage.close();
     for (const s of SIGNALS) process.off(s, onSignal);
   }
 }

@@ -291,3 +291,47 @@ export async function flakyFront(reg, fail, { noRange = false } = {}) {
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   return { host: `127.0.0.1:${srv.address().port}`, failed: () => failed, close: () => new Promise((r) => srv.close(r)) };
 }
+
+/**
+ * A TCP relay to 127.0.0.1:PORT that passes LIMIT bytes of the answers,
+ * then holds the rest back (the download stalls, the connection stays
+ * open): {port, stalled, stop()}.
+ */
+export async function stallingRelay(port, limit) {
+  const relay = { stalled: false, port: 0 };
+  let passed = 0;
+  const open = new Set();
+  const srv = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    for (const s of [client, upstream]) { open.add(s); s.on('error', () => {}); s.on('close', () => open.delete(s)); }
+    client.pipe(upstream);
+    upstream.on('data', (chunk) => {
+      if (passed + chunk.length > limit) { upstream.pause(); relay.stalled = true; return; }
+      passed += chunk.length;
+      client.write(chunk);
+    });
+    upstream.on('close', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  relay.port = srv.address().port;
+  relay.stop = () => { srv.close(); for (const s of open) s.destroy(); };
+  return relay;
+}
+
+/** A port on 127.0.0.1 that accepts connections, counts them and closes them: {port, count(), close()}. */
+export async function connectionCounter() {
+  let n = 0;
+  const srv = net.createServer((c) => { n++; c.destroy(); });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { port: srv.address().port, count: () => n, close: () => new Promise((r) => srv.close(r)) };
+}
+
+/** Wait until COND (maybe async) holds, polling; fail after about a minute saying WHAT. */
+export async function until(what, cond) {
+  for (let i = 0; i < 6000; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,188 @@
+// ch-pull's work as a library, for ch-pull (main.ts) and ch-convert: REF
+// resolved to one image manifest (withImage), then that image built into a
+// directory: DEST through install.ts's atomic steps (pullToDir), a tarball
+// (pullToTar), or any empty directory of the caller's (PulledImage.build).
+
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, renameSync, unlinkSync, constants as C } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
+import { ChError, Log } from '../util/log.js';
+import { removeOwned } from '../util/owned-fs.js';
+import { manifestKey, type Reference } from './reference.js';
+import { Registry } from './registry.js';
+import { imageManifest, isIndex, platformText, selectPlatform,
+  type Descriptor, type ImageManifest, type Platform } from './manifest.js';
+import { BlobCache, fsWhy, Storage, storagePath, type BlobResult } from './cache.js';
+import { applyLayer } from './apply.js';
+import { readConfig } from './config.js';
+import { finishImage, install, makeTemp, MARKER, PROG } from './install.js';
+
+const EXIT_FAIL = 1;
+export const JOBS_DEFAULT = 3;
+
+/** What to pull: REF for PLATFORM, at most JOBS blobs at a time. */
+export interface PullOptions { ref: Reference; platform: Platform; insecure: boolean; jobs: number }
+
+/** An image resolved to its manifest, ready to be built. */
+export interface PulledImage {
+  /** The manifest's digest. */
+  digest: string;
+  layers: number;
+  storage: Storage;
+  /** Fill ROOT, an empty directory only the caller can reach, with the image (ch-pull's marker too if MARKER). */
+  build: (root: string, marker: boolean) => Promise<void>;
+}
+
+/** Progress: per layer on a terminal (one line, redrawn), one line per layer otherwise, nothing with -q. */
+class PullProgress {
+  private readonly tty: boolean;
+  private readonly done: number[];
+  private last = 0;
+  constructor(private readonly log: Log, private readonly layers: Descriptor[]) {
+    this.tty = log.verbosity >= 0 && Boolean(process.stderr.isTTY);
+    this.done = layers.map(() => 0);
+  }
+  update(i: number, n: number): void {
+    this.done[i] = n;
+    if (!this.tty || Date.now() - this.last < 100) return;
+    this.last = Date.now();
+    const parts = this.layers.map((l, k) => `${k + 1}:${l.size ? Math.floor((100 * this.done[k]) / l.size) : 100}%`);
+    const mib = this.done.reduce((a, b) => a + b, 0) / 1048576;
+    const line = `${this.log.prog}: layers ${parts.join(' ')} (${mib.toFixed(1)} MiB)`;
+    process.stderr.write(`\r${line.slice(0, Math.max(40, process.stderr.columns || 80) - 1)}\x1b[K`);
+  }
+  layer(i: number, r: BlobResult, applied: boolean): void {
+    const l = this.layers[i];
+    const how = r.cached ? 'cached' : r.resumedFrom ? `downloaded (resumed at ${(r.resumedFrom / 1048576).toFixed(1)} MiB)` : 'downloaded';
+    const msg = `layer ${i + 1}/${this.layers.length} ${l.digest.slice(0, 19)} ${(l.size / 1048576).toFixed(1)} MiB ${how}${applied ? ', applied' : ''}`;
+    if (this.tty) process.stderr.write(`\r\x1b[K${this.log.prog}: ${msg}\n`);
+    else if (this.log.verbosity >= 0) process.stderr.write(`${this.log.prog}[${process.pid}]: ${msg}\n`);
+  }
+}
+
+/** At most N of FNS run at once; results in order, as promises. */
+function bounded<T>(n: number, fns: (() => Promise<T>)[]): Promise<T>[] {
+  let running = 0;
+  const queue: (() => void)[] = [];
+  return fns.map((fn) => new Promise<T>((res, rej) => {
+    const go = () => {
+      running++;
+      fn().then(res, rej).finally(() => { running--; queue.shift()?.(); });
+    };
+    if (running < n) go(); else queue.push(go);
+  }));
+}
+
+async function resolveImage(reg: Registry, o: PullOptions, log: Log): Promise<ImageManifest> {
+  const what = o.ref.canonical;
+  let m = await reg.manifest(manifestKey(o.ref), what);
+  if (isIndex(m)) {
+    const d = selectPlatform(m, o.platform, what);
+    log.info(`${what}: ${platformText(o.platform)} is ${d.digest}`);
+    m = await reg.manifest(d.digest, `${what} (${platformText(o.platform)})`);
+  }
+  return imageManifest(m, what);
+}
+
+/** Download (bounded in parallel) and apply every layer into ROOT; the /ch files and marker last. */
+async function buildImage(root: string, o: PullOptions, reg: Registry, cache: BlobCache, img: ImageManifest,
+  log: Log, signal: AbortSignal, marker: boolean): Promise<void> {
+  const bar = new PullProgress(log, img.layers);
+  const jobs = [() => cache.get(reg, img.config, log, () => {}, signal),
+    ...img.layers.map((l, i) => () => cache.get(reg, l, log, (n) => bar.update(i, n), signal))];
+  const blobs = bounded(o.jobs, jobs);
+  for (const b of blobs) b.catch(() => {});   // each is awaited below; none left unhandled
+  const cfg = readConfig((await blobs[0]).path, img.config.digest);
+  if (cfg.platform.architecture && cfg.platform.architecture !== o.platform.architecture)
+    log.warn(`image is for ${cfg.platform.os}/${cfg.platform.architecture}, not ${platformText(o.platform)}`);
+  for (const s of cfg.skipped) log.warn(`ENV ${s}: value can't be written to /ch/environment (newline or NUL); skipped`);
+  let whiteouts = 0;
+  for (let i = 0; i < img.layers.length; i++) {
+    const b = await blobs[i + 1];
+    const r = await applyLayer(b.path, root, `layer ${i + 1} (${img.layers[i].digest})`, signal);
+    whiteouts += r.whiteouts ?? 0;
+    if (r.devices) log.warn(`layer ${i + 1}: skipped ${r.devices} device node(s)/fifo(s)`);
+    bar.layer(i, b, true);
+  }
+  log.debug(`${whiteouts} whiteout(s) applied`);
+  const files = [{ path: 'ch/environment', content: cfg.environment }, { path: 'ch/metadata.json', content: cfg.metadata }];
+  if (marker) files.push({ path: MARKER, content: JSON.stringify({ tool: PROG, reference: o.ref.canonical,
+    manifest: img.digest, platform: platformText(o.platform), created: new Date().toISOString() }, null, 1) + '\n' });
+  finishImage(root, files);
+}
+
+/** --tar FILE: build in the storage directory, then write FILE (through a temporary beside it). */
+async function writeTar(file: string, build: (root: string) => Promise<void>, storage: Storage, log: Log): Promise<void> {
+  const tmpDirFd = storage.dir('tmp');
+  const { tmpName, tmpFd } = makeTemp(tmpDirFd, join(storage.path, 'tmp'), 'tar');
+  const out = resolve(file);
+  const part = join(dirname(out), `.${basename(out)}.ch-pull-tmp.${randomBytes(6).toString('hex')}`);
+  let written = false;
+  try {
+    const root = `/proc/self/fd/${tmpFd}/.`;
+    await build(root);
+    let outFd: number;
+    try { outFd = openSync(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644); } catch (err) {
+      throw new ChError(`${file}: can't write beside it: ${fsWhy(err)}`, EXIT_FAIL);
+    }
+    written = true;
+    let code: number | null;
+    try {
+      code = await new Promise<number | null>((res, rej) => {
+        // The image directory is tar's fd 3 and the new file its stdout: no path in a shared
+        // directory is looked up twice.
+        const p = spawn('tar', ['-C', '/proc/self/fd/3/.', '--numeric-owner', '--owner=0', '--group=0', '-czf', '-', '.'],
+          { stdio: ['ignore', outFd, 'pipe', tmpFd] });
+        let err = '';
+        p.stderr!.on('data', (d) => { err += d; });
+        p.on('error', rej);
+        p.on('close', (c) => { if (c !== 0) log.error(err.trim()); res(c); });
+      });
+    } finally {
+      closeSync(outFd);
+    }
+    if (code !== 0) throw new ChError(`${file}: tar failed (exit ${code})`, EXIT_FAIL);
+    renameSync(part, out);
+    written = false;
+  } finally {
+    closeSync(tmpFd);
+    if (written) try { unlinkSync(part); } catch { /* gone */ }
+    removeOwned(tmpDirFd, tmpName, join(storage.path, 'tmp', tmpName));
+    closeSync(tmpDirFd);
+  }
+}
+
+/**
+ * Open the storage directory, connect to O.ref's registry and resolve its
+ * manifest for O.platform; USE then builds the image (blobs from the cache,
+ * or downloaded into it). SIGNAL aborts downloads and unpacking.
+ */
+export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal, use: (img: PulledImage) => Promise<T>): Promise<T> {
+  const storage = Storage.open(storagePath());
+  const cache = new BlobCache(storage);
+  try {
+    const reg = new Registry(o.ref, { insecure: o.insecure, log, signal });
+    await reg.connect();
+    const img = await resolveImage(reg, o, log);
+    log.info(`${o.ref.canonical}: manifest ${img.digest}, ${img.layers.length} layer(s)`);
+    return await use({ digest: img.digest, layers: img.layers.length, storage,
+      build: (root, marker) => buildImage(root, o, reg, cache, img, log, signal, marker) });
+  } finally {
+    cache.close();
+    storage.close();
+  }
+}
+
+/** IMG as the directory DIR/NAME (DIRFD open on DIR), atomically (install.ts); reused if already this manifest, unless FORCE. */
+export function pullToDir(img: PulledImage, log: Log, where: { dirFd: number; dir: string; name: string }, force: boolean,
+  signal: AbortSignal): Promise<'current' | 'installed'> {
+  return install(log, { ...where, force,
+    upToDate: (m) => m.tool === PROG && m.manifest === img.digest,
+    build: (root) => img.build(root, true) }, signal);
+}
+
+/** IMG as the gzipped tarball FILE (as ch-builder2tar writes it), built in the storage directory. */
+export function pullToTar(img: PulledImage, log: Log, file: string): Promise<void> {
+  return writeTar(file, (root) => img.build(root, false), img.storage, log);
+}
