@@ -52,7 +52,7 @@ const SUMMARY = {
   'ch-docker2tar': "flatten a builder's image into a tarball (older name of ch-builder2tar)",
   'ch-fromhost': 'copy host files (GPU libraries and tools) into an image',
   'ch-pull': 'pull an image from an OCI registry into a directory or tarball, verified and cached',
-  'ch-convert': 'convert an image between directory, tarball, SquashFS and builder formats',
+  'ch-convert': 'convert an image between directory, tarball, SquashFS and builder formats, or from a registry',
 };
 
 function say(msg) { process.stderr.write(`tools/build.js: ${msg}\n`); }
