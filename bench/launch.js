@@ -278,5 +278,5 @@ try {
 
 console.log('\ntargets (issue #14):');
 for (const [what, fig, ok] of targets)
-  console.log(`  ${(ok === null ? 'n/a ' : verdict(ok)).padEnd(5)} ${what.padEnd(44)} ${fig}`);
+  console.log(`  ${(ok === null ? 'n/a ' : verdict(ok)).padEnd(5)} ${what.padEnd(52)} ${fig}`);
 console.log(`load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
