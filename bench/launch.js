@@ -207,6 +207,7 @@ async function srunSteps() {
     return { med: Object.fromEntries(Object.entries(times).map(([k, xs]) => [k, median(xs)])) };
   } finally {
     await c.stop();
+    rmSync(c.dir, { recursive: true, force: true });
   }
 }
 
