@@ -141,7 +141,8 @@ function hitSeen(probeArg) {
   const v = { argv: () => [chrun, '-v', img, '--', '/bin/true', probeArg] };
   once(v, true);
   const said = once(v, true);
-  const line = said.split('\n').find((l) => /plan.*(hit|memo)/i.test(l));
+  // "-v says hit/miss": a line about the memo that says miss is no hit.
+  const line = said.split('\n').find((l) => /plan.*(hit|memo)/i.test(l) && !/miss/i.test(l));
   return line ?? null;
 }
 
