@@ -12,14 +12,14 @@
 //      by FUSE opcode: what an NFS or Lustre server would be asked (LOOKUP,
 //      GETATTR, OPEN, ... and READ);
 //   3. (root) read throughput of one large file of random data in a .sqfs by
-//      several concurrent readers (disjoint parts), cold cache: squashfuse as
+//      1 and several concurrent readers (disjoint parts), cold cache: squashfuse as
 //      ch-run runs it (multithreaded, the default) and squashfuse run by hand
 //      multithreaded and single-threaded (-s; ch-run has no single-threaded mode).
 // Runs ch-run as an unprivileged user (as root: CH_BENCH_USER, default chtest);
 // needs squashfuse, mksquashfs, and /dev/fuse usable by that user; part 2
 // needs bindfs (installed with apt-get when run as root and missing).
 //
-// Usage: node bench/squash.js [--runs N] [--py-runs N] [--tp-reps N] [--tp-mib N] [--readers N]
+// Usage: node bench/squash.js [--runs N] [--py-runs N] [--tp-reps N] [--tp-mib N] [--readers N,M,...]
 //                             [--only launch|python|throughput]
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -39,7 +39,8 @@ const runs = opt('--runs', 50);
 const pyRuns = opt('--py-runs', 5);
 const tpReps = opt('--tp-reps', 3);
 const tpMiB = opt('--tp-mib', 1024);
-const readers = opt('--readers', 4);
+const readerCounts = (process.argv.includes('--readers') ? process.argv[process.argv.indexOf('--readers') + 1] : '1,4')
+  .split(',').map(Number).filter((n) => n > 0);
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
 const isRoot = process.getuid() === 0;
 const user = process.env.CH_BENCH_USER ?? 'chtest';
@@ -280,10 +281,10 @@ async function pythonBench() {
 }
 
 // ---- 3. read throughput, multithreaded vs single-threaded squashfuse ----------
-// The readers: READERS dd processes, each its own part of the file; the time
+// The readers: N dd processes, each its own part of the file; the time
 // taken from /proc/uptime (busybox date has no sub-second format), so ch-run's
 // own launch and mount are outside the measured span in every variant.
-const readersScript = (file) => {
+const readersScript = (file, readers) => {
   const part = Math.floor(tpMiB / readers);
   const dds = Array.from({ length: readers }, (_, k) =>
     `/bin/busybox dd if=${file} bs=1M skip=${k * part} count=${part} of=/dev/null 2>>/tmp/dd.$$ &`).join(' ');
@@ -291,7 +292,7 @@ const readersScript = (file) => {
     + `echo "span $t0 $t1 $(grep -c "^${part}+0 records out" /tmp/dd.$$)"; rm -f /tmp/dd.$$`;
 };
 
-function span(stdout) {
+function span(stdout, readers) {
   const m = /^span ([\d.]+) ([\d.]+) (\d+)$/m.exec(stdout);
   if (!m) throw new Error(`readers said: ${stdout}`);
   if (Number(m[3]) !== readers) throw new Error(`only ${m[3]} of ${readers} readers read their whole part: ${stdout}`);
@@ -299,7 +300,7 @@ function span(stdout) {
 }
 
 async function throughputBench() {
-  console.log(`\n3. read throughput: one ${tpMiB} MiB file of random data in a .sqfs (zstd), ${readers} concurrent readers, cold cache`);
+  console.log(`\n3. read throughput: one ${tpMiB} MiB file of random data in a .sqfs (zstd), concurrent readers, cold cache`);
   if (!isRoot) { console.log('  not measured: needs root (drop_caches, squashfuse by hand)'); return; }
   const tpimg = join(dir, 'tp');
   buildBusybox(tpimg);
@@ -311,30 +312,38 @@ async function throughputBench() {
   rmSync(tpimg, { recursive: true, force: true });
   const mnt = join(dir, 'mnt');
   mkdirSync(mnt);
-  const byHand = async (flags) => {
+  const byHand = async (flags, n) => {
     dropCaches();
     const f = await fuseStart(['squashfuse', '-f', ...flags, sqfs, mnt], mnt);
-    try { return span(sh('/bin/busybox', ['sh', '-c', readersScript(join(mnt, 'big'))])); } finally { await fuseStop(f, mnt); }
+    try { return span(sh('/bin/busybox', ['sh', '-c', readersScript(join(mnt, 'big'), n)]), n); } finally { await fuseStop(f, mnt); }
   };
   const variants = {
-    'ch-run IMG.sqfs (squashfuse multithreaded)': async () => {
+    // What the disk gives without FUSE: the same readers on the .sqfs file itself.
+    'the .sqfs file itself, no FUSE (disk)': (n) => {
       dropCaches();
-      return span(once([chrun, sqfs, '--', '/bin/sh', '-c', readersScript('/big')], true).stdout);
+      return span(sh('/bin/busybox', ['sh', '-c', readersScript(sqfs, n)]), n);
     },
-    'squashfuse by hand, multithreaded': () => byHand([]),
-    'squashfuse by hand, -s (single-threaded)': () => byHand(['-s']),
+    'ch-run IMG.sqfs (squashfuse multithreaded)': (n) => {
+      dropCaches();
+      return span(once([chrun, sqfs, '--', '/bin/sh', '-c', readersScript('/big', n)], true).stdout, n);
+    },
+    'squashfuse by hand, multithreaded': (n) => byHand([], n),
+    'squashfuse by hand, -s (single-threaded)': (n) => byHand(['-s'], n),
   };
-  const t = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  for (let i = 0; i < tpReps; i++)
-    for (const [k, run] of Object.entries(variants)) t[k].push(await run());
-  const st = median(t['squashfuse by hand, -s (single-threaded)']);
-  console.log(`  median of ${tpReps} round-robin; MiB/s over the readers' span (launch and mount excluded)`);
-  for (const k of Object.keys(variants)) {
-    const s = median(t[k]);
-    console.log(`    ${k.padEnd(44)} ${s.toFixed(2).padStart(6)} s  ${(tpMiB / s).toFixed(0).padStart(6)} MiB/s  ${(st / s).toFixed(2)}x single-threaded`);
-  }
   const sq = spawnSync('squashfuse', ['--version'], { encoding: 'utf8' });
-  console.log(`  ${/^squashfuse \S+/m.exec(`${sq.stdout}${sq.stderr}`)?.[0] ?? 'squashfuse'}; ${readers} readers on ${availableParallelism()} CPUs`);
+  console.log(`  ${/^squashfuse \S+/m.exec(`${sq.stdout}${sq.stderr}`)?.[0] ?? 'squashfuse'}, ${availableParallelism()} CPUs; `
+    + `median of ${tpReps} round-robin; MiB/s over the readers' span (launch and mount excluded)`);
+  for (const n of readerCounts) {
+    const t = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+    for (let i = 0; i < tpReps; i++)
+      for (const [k, run] of Object.entries(variants)) t[k].push(await run(n));
+    const st = median(t['squashfuse by hand, -s (single-threaded)']);
+    console.log(`  ${n} reader${n > 1 ? 's' : ''}:`);
+    for (const k of Object.keys(variants)) {
+      const s = median(t[k]);
+      console.log(`    ${k.padEnd(44)} ${s.toFixed(2).padStart(6)} s  ${(tpMiB / s).toFixed(0).padStart(6)} MiB/s  ${(st / s).toFixed(2)}x single-threaded`);
+    }
+  }
 }
 
 try {
