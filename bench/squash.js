@@ -6,20 +6,20 @@
 //      load falls on all alike (target: .sqfs <= 1.5x the directory);
 //   2. (root) start-up of a Python program importing a few hundred stdlib
 //      modules from the .sqfs vs from the directory, both kept on a "shared
-//      path" stand-in: a FUSE passthrough (bindfs) over a directory on the
-//      local disk, remounted and with the page cache dropped before every cold
-//      run. bindfs's debug log counts the requests that reach the shared path,
-//      by FUSE opcode: what an NFS or Lustre server would be asked (LOOKUP,
-//      GETATTR, OPEN, ... and READ);
+//      path" stand-in: bench/slowfs, a FUSE passthrough over a directory on the
+//      local disk that waits a round trip (--latency-us) before serving each
+//      request, remounted and with the page cache dropped before every cold
+//      run. It counts the requests that reach the shared path: what an NFS or
+//      Lustre server would be asked (getattr, open, readdir, ... and read);
 //   3. (root) read throughput of one large file of random data in a .sqfs by
 //      1 and several concurrent readers (disjoint parts), cold cache: squashfuse as
 //      ch-run runs it (multithreaded, the default) and squashfuse run by hand
 //      multithreaded and single-threaded (-s; ch-run has no single-threaded mode).
 // Runs ch-run as an unprivileged user (as root: CH_BENCH_USER, default chtest);
 // needs squashfuse, mksquashfs, and /dev/fuse usable by that user; part 2
-// needs bindfs (installed with apt-get when run as root and missing).
+// builds bench/slowfs.c with cc and libfuse3-dev (apt-get'ed as root if missing).
 //
-// Usage: node bench/squash.js [--runs N] [--py-runs N] [--tp-reps N] [--tp-mib N] [--readers N,M,...]
+// Usage: node bench/squash.js [--runs N] [--py-runs N] [--latency-us N,M,...] [--tp-reps N] [--tp-mib N] [--readers N,M,...]
 //                             [--only launch|python|throughput]
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -39,6 +39,8 @@ const runs = opt('--runs', 50);
 const pyRuns = opt('--py-runs', 5);
 const tpReps = opt('--tp-reps', 3);
 const tpMiB = opt('--tp-mib', 1024);
+const latencies = (process.argv.includes('--latency-us') ? process.argv[process.argv.indexOf('--latency-us') + 1] : '0,250,1000')
+  .split(',').map(Number).filter((n) => n >= 0);
 const readerCounts = (process.argv.includes('--readers') ? process.argv[process.argv.indexOf('--readers') + 1] : '1,4')
   .split(',').map(Number).filter((n) => n > 0);
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
@@ -195,28 +197,30 @@ function buildPython(at) {
   return { py, stdlib };
 }
 
-/** FUSE requests in a bindfs/libfuse debug log, by opcode. */
-function opcodes(log) {
-  const n = {};
-  for (const m of readFileSync(log, 'utf8').matchAll(/^unique: \d+, opcode: (\S+) \(\d+\)/gm)) n[m[1]] = (n[m[1]] ?? 0) + 1;
-  return n;
+/** Build bench/slowfs.c (libfuse 3; libfuse3-dev installed with apt-get if root and missing); its path or { reason }. */
+function buildSlowfs() {
+  const flags = () => spawnSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' });
+  let f = flags();
+  if (f.status !== 0) {
+    console.log('  set-up: installing libfuse3-dev with apt-get (to build bench/slowfs.c)');
+    const a = spawnSync('apt-get', ['install', '-y', '-q', 'libfuse3-dev', 'pkg-config'], { encoding: 'utf8',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (a.status !== 0) return { reason: `apt-get install libfuse3-dev failed: ${(a.stderr || a.stdout).trim().split('\n').pop()}` };
+    f = flags();
+  }
+  const out = join(dir, 'slowfs');
+  const cc = spawnSync('cc', ['-O2', '-Wall', '-o', out, join(repo, 'bench/slowfs.c'), ...f.stdout.trim().split(/\s+/)], { encoding: 'utf8' });
+  return cc.status === 0 ? { path: out } : { reason: `cc bench/slowfs.c: ${cc.stderr}` };
 }
-// Metadata: what asks a file server about names and attributes (a network
-// file system's round trips). READ is data; the rest (RELEASE, FLUSH, IOCTL
-// on open files, ...) is listed but counted apart; INIT, FORGET and the like
-// are the FUSE session's own bookkeeping and not listed.
-const META_OPS = new Set(['LOOKUP', 'GETATTR', 'OPEN', 'OPENDIR', 'READDIR', 'READDIRPLUS', 'READLINK', 'ACCESS',
-  'STATFS', 'GETXATTR', 'LISTXATTR']);
-const NOT_SERVER = new Set(['INIT', 'DESTROY', 'FORGET', 'BATCH_FORGET', 'INTERRUPT']);
+
+const METADATA = ['getattr', 'readlink', 'open', 'opendir', 'readdir', 'statfs', 'access'];
 
 async function pythonBench() {
-  console.log(`\n2. Python start-up from a shared path (stand-in: bindfs over the local disk), cold cache`);
-  if (!isRoot) { console.log('  not measured: needs root (bindfs with allow_other, drop_caches)'); return; }
-  if (spawnSync('bindfs', ['--version']).status !== 0) {
-    console.log('  set-up: installing bindfs with apt-get');
-    const a = spawnSync('apt-get', ['install', '-y', '-q', 'bindfs'], { encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    if (a.status !== 0) { console.log(`  not measured: apt-get install bindfs failed: ${(a.stderr || a.stdout).trim().split('\n').pop()}`); return; }
-  }
+  console.log('\n2. Python start-up from a shared path (stand-in: bench/slowfs, a FUSE passthrough over the local disk '
+    + 'that waits LATENCY per request), cold cache');
+  if (!isRoot) { console.log('  not measured: needs root (FUSE with allow_other, drop_caches)'); return; }
+  const slowfs = buildSlowfs();
+  if (slowfs.reason) { console.log(`  not measured: ${slowfs.reason}`); return; }
   const backing = join(dir, 'backing'), shared = join(dir, 'shared');
   mkdirSync(backing); mkdirSync(shared);
   const pyimg = join(backing, 'py');
@@ -232,51 +236,52 @@ async function pythonBench() {
   const files = sh('find', [pyimg, '-type', 'f']).split('\n').filter(Boolean).length;
   const du = sh('du', ['-sm', pyimg]).split('\t')[0];
   console.log(`  image: busybox + ${py} and ${stdlib} from this host, ${files} files, ${du} MB; .sqfs (zstd) `
-    + `${(readFileSync(sqfs).length / 2 ** 20).toFixed(0)} MB; program imports ${picked.length} modules`);
+    + `${(readFileSync(sqfs).length / 2 ** 20).toFixed(0)} MB; the program imports ${picked.length} modules`);
   const variants = {
     'directory on shared path': join(shared, 'py'),
     '.sqfs on shared path': join(shared, 'py.sqfs'),
   };
   const argv = (image) => [chrun, image, '--', '/usr/bin/python3', '-I', '/bench/imports.py'];
-  const bindfs = (debug) => ['bindfs', '-f', '-r', '-o', 'allow_other', ...(debug ? ['-d'] : []), backing, shared];
-  // One cold launch: fresh mount of the stand-in, empty page cache; then a
-  // second launch on the same mount (warm: the kernel's caches hold it).
-  const coldWarm = async (image, log = null) => {
+  const countsFile = join(dir, 'slowfs.counts');
+  // One cold launch (fresh mount of the stand-in, empty page cache: what it
+  // serves is counted), then a warm one on the same mount (the kernel's
+  // caches hold what FUSE lets them: entries and attributes for 1 s).
+  const coldWarm = async (image, latency) => {
     dropCaches();
-    const f = await fuseStart(bindfs(log !== null), shared, log);
+    const f = await fuseStart([slowfs.path, backing, shared, String(latency), countsFile], shared, join(dir, 'slowfs.log'));
+    let c;
     try {
-      const c = once(argv(image), true);
+      c = once(argv(image), true);
       if (!/^imported \d+ modules/m.test(c.stdout)) throw new Error(`python in ${image} said: ${c.stdout}`);
-      const counted = log ? null : once(argv(image));
-      return { cold: c.ms, warm: counted };
+      c.warm = once(argv(image));
     } finally { await fuseStop(f, shared); }
+    return c;
   };
-  const t = Object.fromEntries(Object.keys(variants).map((k) => [k, { cold: [], warm: [] }]));
-  for (const image of Object.values(variants)) await coldWarm(image);   // one untimed round
-  for (let i = 0; i < pyRuns; i++)
-    for (const [k, image] of Object.entries(variants)) {
-      const r = await coldWarm(image);
-      t[k].cold.push(r.cold); t[k].warm.push(r.warm);
-    }
-  const ops = {};
-  for (const [k, image] of Object.entries(variants)) {
-    const log = join(dir, `bindfs-${k.split(' ')[0].replace('.', '')}.log`);
-    await coldWarm(image, log);
-    ops[k] = opcodes(log);
+  const coldOps = async (image) => {   // counts of one cold launch alone
+    dropCaches();
+    const f = await fuseStart([slowfs.path, backing, shared, '0', countsFile], shared, join(dir, 'slowfs.log'));
+    try { once(argv(image)); } finally { await fuseStop(f, shared); }
+    return Object.fromEntries(readFileSync(countsFile, 'utf8').trim().split('\n').map((l) => l.split(' ')).map(([k, n]) => [k, Number(n)]));
+  };
+  console.log(`  wall time of ch-run IMG -- python3 -I imports.py, median of ${pyRuns} round-robin (ms; x: .sqfs / directory):`);
+  for (const latency of latencies) {
+    const t = Object.fromEntries(Object.keys(variants).map((k) => [k, { cold: [], warm: [] }]));
+    await coldWarm(Object.values(variants)[0], latency);   // untimed
+    for (let i = 0; i < pyRuns; i++)
+      for (const [k, image] of Object.entries(variants)) {
+        const r = await coldWarm(image, latency);
+        t[k].cold.push(r.ms); t[k].warm.push(r.warm);
+      }
+    const [d, q] = Object.keys(variants).map((k) => ({ cold: median(t[k].cold), warm: median(t[k].warm) }));
+    console.log(`    latency ${String(latency).padStart(5)} us   directory cold ${d.cold.toFixed(0).padStart(5)} warm ${d.warm.toFixed(0).padStart(5)}`
+      + `   .sqfs cold ${q.cold.toFixed(0).padStart(5)} (${(q.cold / d.cold).toFixed(2)}x) warm ${q.warm.toFixed(0).padStart(5)} (${(q.warm / d.warm).toFixed(2)}x)`);
   }
-  const d = Object.keys(variants)[0];
-  console.log(`  wall time of ch-run IMG -- python3 -I imports.py, median of ${pyRuns} round-robin (ms):`);
-  for (const k of Object.keys(variants))
-    console.log(`    ${k.padEnd(26)} cold ${median(t[k].cold).toFixed(0).padStart(6)} (${(median(t[k].cold) / median(t[d].cold)).toFixed(2)}x)`
-      + `   warm ${median(t[k].warm).toFixed(0).padStart(6)} (${(median(t[k].warm) / median(t[d].warm)).toFixed(2)}x)`);
-  console.log('  requests reaching the shared path in one cold launch (bindfs -d, FUSE opcodes):');
-  for (const k of Object.keys(variants)) {
-    const o = ops[k];
-    const meta = Object.entries(o).filter(([op]) => META_OPS.has(op)).reduce((s, [, n]) => s + n, 0);
-    const other = Object.entries(o).filter(([op]) => !META_OPS.has(op) && op !== 'READ' && !NOT_SERVER.has(op))
-      .reduce((s, [, n]) => s + n, 0);
-    const detail = Object.entries(o).filter(([op]) => !NOT_SERVER.has(op)).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op} ${n}`).join(', ');
-    console.log(`    ${k.padEnd(26)} metadata ${String(meta).padStart(6)}, READ ${String(o.READ ?? 0).padStart(5)}, other ${String(other).padStart(5)}   (${detail})`);
+  console.log('  requests reaching the shared path in one cold launch (slowfs counts; lookups arrive as getattr):');
+  for (const [k, image] of Object.entries(variants)) {
+    const o = await coldOps(image);
+    const meta = METADATA.reduce((s, op) => s + (o[op] ?? 0), 0);
+    const detail = Object.entries(o).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op} ${n}`).join(', ');
+    console.log(`    ${k.padEnd(26)} metadata ${String(meta).padStart(6)}, read ${String(o.read ?? 0).padStart(5)}   (${detail})`);
   }
 }
 
