@@ -36,7 +36,7 @@ const opt = (name, dflt) => {
   return i > 0 && Number(process.argv[i + 1]) > 0 ? Number(process.argv[i + 1]) : dflt;
 };
 const runs = opt('--runs', 100);
-const wideReps = opt('--wide-reps', 3);
+const wideReps = opt('--wide-reps', 5);
 const srunReps = opt('--srun-reps', 5);
 const WIDE_TOTAL = 200, WIDE_WIDTH = 8, RANKS = 32;
 const user = process.env.CH_BENCH_USER ?? 'chtest';

@@ -37,7 +37,7 @@ const opt = (name, dflt) => {
 };
 const runs = opt('--runs', 50);
 const pyRuns = opt('--py-runs', 5);
-const tpReps = opt('--tp-reps', 3);
+const tpReps = opt('--tp-reps', 5);
 const tpMiB = opt('--tp-mib', 1024);
 const latencies = (process.argv.includes('--latency-us') ? process.argv[process.argv.indexOf('--latency-us') + 1] : '0,250,1000')
   .split(',').map(Number).filter((n) => n >= 0);
