@@ -346,7 +346,8 @@ async function throughputBench() {
     console.log(`  ${n} reader${n > 1 ? 's' : ''}:`);
     for (const k of Object.keys(variants)) {
       const s = median(t[k]);
-      console.log(`    ${k.padEnd(44)} ${s.toFixed(2).padStart(6)} s  ${(tpMiB / s).toFixed(0).padStart(6)} MiB/s  ${(st / s).toFixed(2)}x single-threaded`);
+      console.log(`    ${k.padEnd(44)} ${s.toFixed(2).padStart(6)} s  ${(tpMiB / s).toFixed(0).padStart(6)} MiB/s  ${(st / s).toFixed(2)}x single-threaded`
+        + `   (range ${Math.min(...t[k]).toFixed(2)}-${Math.max(...t[k]).toFixed(2)} s)`);
     }
   }
 }
