@@ -12,7 +12,8 @@
 //      run. It counts the requests that reach the shared path: what an NFS or
 //      Lustre server would be asked (getattr, open, readdir, ... and read);
 //   3. (root) read throughput of one large file of random data in a .sqfs by
-//      1 and several concurrent readers (disjoint parts), cold cache: squashfuse as
+//      1 and several concurrent readers (disjoint parts), with a cold cache and
+//      with the .sqfs file in the page cache (squashfuse alone): squashfuse as
 //      ch-run runs it (multithreaded, the default) and squashfuse run by hand
 //      multithreaded and single-threaded (-s; ch-run has no single-threaded mode).
 // Runs ch-run as an unprivileged user (as root: CH_BENCH_USER, default chtest);
@@ -305,7 +306,7 @@ function span(stdout, readers) {
 }
 
 async function throughputBench() {
-  console.log(`\n3. read throughput: one ${tpMiB} MiB file of random data in a .sqfs (zstd), concurrent readers, cold cache`);
+  console.log(`\n3. read throughput: one ${tpMiB} MiB file of random data in a .sqfs (zstd), concurrent readers`);
   if (!isRoot) { console.log('  not measured: needs root (drop_caches, squashfuse by hand)'); return; }
   const tpimg = join(dir, 'tp');
   buildBusybox(tpimg);
@@ -317,19 +318,24 @@ async function throughputBench() {
   rmSync(tpimg, { recursive: true, force: true });
   const mnt = join(dir, 'mnt');
   mkdirSync(mnt);
+  // Cold: the page cache dropped, the .sqfs comes from the disk. Cached: the
+  // .sqfs file read once beforehand, so what is measured is squashfuse and
+  // FUSE alone (each mount is new: nothing of the mounted file is cached).
+  let cold = true;
+  const prepare = () => (cold ? dropCaches() : sh('cat', [sqfs], { stdio: ['ignore', 'ignore', 'pipe'] }));
   const byHand = async (flags, n) => {
-    dropCaches();
+    prepare();
     const f = await fuseStart(['squashfuse', '-f', ...flags, sqfs, mnt], mnt);
     try { return span(sh('/bin/busybox', ['sh', '-c', readersScript(join(mnt, 'big'), n)]), n); } finally { await fuseStop(f, mnt); }
   };
   const variants = {
     // What the disk gives without FUSE: the same readers on the .sqfs file itself.
-    'the .sqfs file itself, no FUSE (disk)': (n) => {
-      dropCaches();
+    'the .sqfs file itself, no FUSE': (n) => {
+      prepare();
       return span(sh('/bin/busybox', ['sh', '-c', readersScript(sqfs, n)]), n);
     },
     'ch-run IMG.sqfs (squashfuse multithreaded)': (n) => {
-      dropCaches();
+      prepare();
       return span(once([chrun, sqfs, '--', '/bin/sh', '-c', readersScript('/big', n)], true).stdout, n);
     },
     'squashfuse by hand, multithreaded': (n) => byHand([], n),
@@ -338,12 +344,13 @@ async function throughputBench() {
   const sq = spawnSync('squashfuse', ['--version'], { encoding: 'utf8' });
   console.log(`  ${/^squashfuse \S+/m.exec(`${sq.stdout}${sq.stderr}`)?.[0] ?? 'squashfuse'}, ${availableParallelism()} CPUs; `
     + `median of ${tpReps} round-robin; MiB/s over the readers' span (launch and mount excluded)`);
-  for (const n of readerCounts) {
+  for (const c of [true, false]) for (const n of readerCounts) {
+    cold = c;
     const t = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
     for (let i = 0; i < tpReps; i++)
       for (const [k, run] of Object.entries(variants)) t[k].push(await run(n));
     const st = median(t['squashfuse by hand, -s (single-threaded)']);
-    console.log(`  ${n} reader${n > 1 ? 's' : ''}:`);
+    console.log(`  ${n} reader${n > 1 ? 's' : ''}, ${cold ? 'cold cache (the .sqfs read from disk)' : 'the .sqfs file in the page cache'}:`);
     for (const k of Object.keys(variants)) {
       const s = median(t[k]);
       console.log(`    ${k.padEnd(44)} ${s.toFixed(2).padStart(6)} s  ${(tpMiB / s).toFixed(0).padStart(6)} MiB/s  ${(st / s).toFixed(2)}x single-threaded`
