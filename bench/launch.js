@@ -1,18 +1,28 @@
 #!/usr/bin/env node
 // bench/launch: what a container launch costs, against baselines measured in
-// the same run. Prints:
-//   - median wall time of `ch-run IMG -- /bin/true` vs `/bin/true`,
-//     `unshare -Urm /bin/true` and `node -e 0` (target: <= node -e 0 + 5 ms);
-//   - wall time of 200 launches, 8 at a time, for each;
-//   - memory resident beside a running container: every process of the
-//     launch's tree other than the program itself (target: 0 bytes).
-// Runs as an unprivileged user (as root: CH_BENCH_USER, default chtest).
+// the same run (issue #14). Prints:
+//   - median wall time of one launch of /bin/true: bare, `unshare -Urm`,
+//     `node -e 0`, Charliecloud's ch-run, and ours three ways: warm (the same
+//     argv again: a memoized plan, if this build has them and one was stored),
+//     cold (a distinct argv every run: always a miss) and CH_RUN_NO_CACHE=1;
+//   - wall time of 200 launches, 8 at a time, for each (median of --wide-reps);
+//   - memory resident beside a running container (target: 0 bytes);
+//   - as root: a 32-rank `srun` step on the test Slurm cluster (4 fake nodes,
+//     test/helpers/slurm.js) bare, with ch-run, and with ch-run --join;
+//   - the issue's targets next to the figures, PASS or MISS (never fails the run).
+// Whether warm launches really hit is checked, not assumed: `ch-run -v`, run
+// twice with one argv, must say /plan.*(hit|memo)/i on stderr the second time.
+// Runs ch-run as an unprivileged user (as root: CH_BENCH_USER, default chtest)
+// in a clean environment (no NODE_EXTRA_CA_CERTS: it adds ~45 ms to every
+// Node start-up here), cwd /.
 //
-// Usage: node bench/launch.js [--runs N] [--also PKGDIR]...
+// Usage: node bench/launch.js [--runs N] [--wide-reps N] [--srun-reps N] [--no-srun] [--also PKGDIR]...
 //   --also PKGDIR: also time another build's ch-run (PKGDIR/bin/ch-run), e.g. a
 //   copy staged before a change, so before and after share one run's conditions.
-// Sequential runs go round-robin over the variants, so load from other users
-// of the machine falls on all of them alike.
+// Charliecloud: the Debian package charliecloud-runtime (installed with apt-get
+// when run as root and missing), or CH_BENCH_CHARLIECLOUD=/path/to/ch-run.
+// Sequential runs and the 200-launch batches go round-robin over the variants,
+// so load from other users of the machine falls on all of them alike.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -21,48 +31,90 @@ import { fileURLToPath } from 'node:url';
 import { buildBusybox } from '../test/helpers/images.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
-const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 100;
+const opt = (name, dflt) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 && Number(process.argv[i + 1]) > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const runs = opt('--runs', 100);
+const wideReps = opt('--wide-reps', 5);
+const srunReps = opt('--srun-reps', 5);
+const WIDE_TOTAL = 200, WIDE_WIDTH = 8, RANKS = 32;
 const user = process.env.CH_BENCH_USER ?? 'chtest';
+const isRoot = process.getuid() === 0;
 
 function userPrefix() {
-  if (process.getuid() !== 0) return [];
+  if (!isRoot) return [];
   const r = spawnSync('id', ['-u', user], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`bench runs ch-run unprivileged: create user ${user} or set CH_BENCH_USER`);
   const g = spawnSync('id', ['-g', user], { encoding: 'utf8' });
   return ['setpriv', `--reuid=${r.stdout.trim()}`, `--regid=${g.stdout.trim()}`, '--clear-groups', '--'];
 }
 
+/** Charliecloud's ch-run: CH_BENCH_CHARLIECLOUD, or the Debian package's (installed if root). */
+function charliecloud() {
+  if (process.env.CH_BENCH_CHARLIECLOUD) return { path: process.env.CH_BENCH_CHARLIECLOUD };
+  const listed = () => spawnSync('dpkg-query', ['-L', 'charliecloud-runtime'], { encoding: 'utf8' });
+  let l = listed();
+  if (l.status !== 0) {
+    if (!isRoot) return { reason: 'charliecloud-runtime not installed (and not root to install it)' };
+    console.log('set-up: installing charliecloud-runtime with apt-get');
+    const a = spawnSync('apt-get', ['install', '-y', '-q', 'charliecloud-runtime'], { encoding: 'utf8',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (a.status !== 0) return { reason: `apt-get install charliecloud-runtime failed: ${(a.stderr || a.stdout).trim().split('\n').pop()}` };
+    l = listed();
+  }
+  const path = l.stdout.split('\n').find((p) => /\/bin\/ch-run$/.test(p));
+  return path ? { path } : { reason: 'charliecloud-runtime installs no bin/ch-run' };
+}
+
+const pre = userPrefix();
+const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/', USER: user, LANG: 'C.UTF-8' };
 const dir = mkdtempSync('/var/tmp/ch-bench-');
 chmodSync(dir, 0o755);
 const img = join(dir, 'img');
 buildBusybox(img);
 spawnSync('chmod', ['-R', 'a+rX', dir]);
-const pre = userPrefix();
+const built = Date.now();
 const chrun = join(repo, 'bin', 'ch-run');
+const cc = charliecloud();
+if (cc.reason) console.log(`Charliecloud: not measured: ${cc.reason}`);
+const ccSaid = cc.path ? spawnSync(cc.path, ['--version'], { encoding: 'utf8', env }) : null;
+const ccVersion = ccSaid ? `${ccSaid.stdout}${ccSaid.stderr}`.trim().split('\n')[0] : null;
 
+// A cold launch must be a true miss: a plan is memoized per argv, so every
+// cold launch gets an argv no launch had before (an argument /bin/true ignores).
+const tag = `${process.pid}-${Date.now()}`;
+let coldN = 0;
+const cold = () => [chrun, img, '--', '/bin/true', `cold-${tag}-${coldN++}`];
+
+// name -> { argv: () => argv, env }
 const variants = {
-  '/bin/true': ['/bin/true'],
-  'unshare -Urm /bin/true': ['unshare', '-Urm', '/bin/true'],
-  'node -e 0': [process.execPath, '-e', '0'],
-  'ch-run IMG -- /bin/true': [chrun, img, '--', '/bin/true'],
+  '/bin/true': { argv: () => ['/bin/true'] },
+  'unshare -Urm /bin/true': { argv: () => ['unshare', '-Urm', '/bin/true'] },
+  'node -e 0': { argv: () => [process.execPath, '-e', '0'] },
 };
+if (cc.path) variants[`Charliecloud ${ccVersion} ch-run`] = { argv: () => [cc.path, img, '--', '/bin/true'] };
+variants['ch-run warm (same argv)'] = { argv: () => [chrun, img, '--', '/bin/true'] };
+variants['ch-run cold (new argv)'] = { argv: cold };
+variants['ch-run CH_RUN_NO_CACHE=1'] = { argv: () => [chrun, img, '--', '/bin/true'], env: { CH_RUN_NO_CACHE: '1' } };
 process.argv.forEach((a, i) => {
-  if (a === '--also') variants[`ch-run (${process.argv[i + 1]})`] = [join(process.argv[i + 1], 'bin', 'ch-run'), img, '--', '/bin/true'];
+  if (a === '--also') variants[`ch-run (${process.argv[i + 1]})`] = { argv: () => [join(process.argv[i + 1], 'bin', 'ch-run'), img, '--', '/bin/true'] };
 });
+const CC = Object.keys(variants).find((k) => k.startsWith('Charliecloud'));
 
-function once(argv) {
-  const all = [...pre, ...argv];
+function once(v, stderr = false) {
+  const all = [...pre, ...v.argv()];
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(all[0], all.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const r = spawnSync(all[0], all.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...env, ...v.env }, cwd: '/', encoding: 'utf8' });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr}`);
-  return ms;
+  if (r.status !== 0) throw new Error(`${all.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return stderr ? r.stderr : ms;
 }
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function wide(argv, total, width) {
-  const all = [...pre, ...argv];
+async function wide(v, total, width) {
   let started = 0, failed = 0;
   const t0 = process.hrtime.bigint();
   await new Promise((resolve) => {
@@ -70,8 +122,9 @@ async function wide(argv, total, width) {
     const next = () => {
       if (started === total && running === 0) return resolve();
       while (running < width && started < total) {
+        const all = [...pre, ...v.argv()];
         started++; running++;
-        spawn(all[0], all.slice(1), { stdio: 'ignore' }).on('exit', (code) => {
+        spawn(all[0], all.slice(1), { stdio: 'ignore', env: { ...env, ...v.env }, cwd: '/' }).on('exit', (code) => {
           if (code !== 0) failed++;
           running--; next();
         });
@@ -79,8 +132,18 @@ async function wide(argv, total, width) {
     };
     next();
   });
-  if (failed) throw new Error(`${failed} of ${total} launches of ${argv.join(' ')} failed`);
+  if (failed) throw new Error(`${failed} of ${total} launches of ${v.argv().join(' ')} failed`);
   return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/** Did a repeated launch hit a memoized plan? `-v` twice with one argv; the second must say so. */
+function hitSeen(probeArg) {
+  const v = { argv: () => [chrun, '-v', img, '--', '/bin/true', probeArg] };
+  once(v, true);
+  const said = once(v, true);
+  // "-v says hit/miss": a line about the memo that says miss is no hit.
+  const line = said.split('\n').find((l) => /plan.*(hit|memo)/i.test(l) && !/miss/i.test(l));
+  return line ?? null;
 }
 
 function rssKiB(pid) {
@@ -106,41 +169,116 @@ function descendants(pid) {
 
 async function resident() {
   const all = [...pre, chrun, img, '--', 'sleep', '3'];
-  const p = spawn(all[0], all.slice(1), { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 1000));
+  const p = spawn(all[0], all.slice(1), { stdio: 'ignore', env, cwd: '/' });
+  await sleep(1000);
   const exe = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0')[0];
   const tree = [p.pid, ...descendants(p.pid)];
   const programRss = rssKiB(p.pid);
   const others = tree.slice(1).reduce((s, q) => s + rssKiB(q) * 1024, 0);
   const bare = spawn('sleep', ['3'], { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   const bareRss = rssKiB(bare.pid);
   bare.kill(); p.kill();
   return { exe, processes: tree.length, programRss, bareRss, others };
 }
 
+/** 32-rank steps on the test cluster's four fake nodes, round-robin; medians (ms). Root only. */
+async function srunSteps() {
+  if (!isRoot) return { reason: 'not root: the test Slurm cluster needs root' };
+  const { startCluster } = await import('../test/helpers/slurm.js');
+  const c = await startCluster({ dir: '/var/tmp/ch-bench-slurm-launch', portBase: 17300 });
+  if (c.reason) return { reason: c.reason };
+  const steps = {
+    'bare srun': { argv: ['/bin/true'] },
+    'srun ch-run': { argv: [chrun, img, '--', '/bin/true'] },
+    'srun ch-run --join': { argv: [chrun, '--join', img, '--', '/bin/true'] },
+    'srun ch-run, CH_RUN_NO_CACHE=1': { argv: [chrun, img, '--', '/bin/true'], env: { CH_RUN_NO_CACHE: '1' } },
+  };
+  const step = async (s) => {
+    const t = process.hrtime.bigint();
+    const r = await c.run('srun', ['-p', 'four', '-N', '4', '-n', String(RANKS), ...s.argv], { timeout: 300000, env: s.env });
+    if (r.exitCode !== 0) throw new Error(`srun -n${RANKS} ${s.argv.join(' ')}: ${r.all}`);
+    return Number(process.hrtime.bigint() - t) / 1e6;
+  };
+  try {
+    const times = Object.fromEntries(Object.keys(steps).map((k) => [k, []]));
+    for (const s of Object.values(steps)) await step(s);   // prime: caches, and a plan to hit
+    for (let i = 0; i < srunReps; i++)
+      for (const [k, s] of Object.entries(steps)) times[k].push(await step(s));
+    return { med: Object.fromEntries(Object.entries(times).map(([k, xs]) => [k, median(xs)])) };
+  } finally {
+    await c.stop();
+    rmSync(c.dir, { recursive: true, force: true });
+  }
+}
+
+console.log(`load average at the start: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
+const verdict = (ok) => (ok ? 'PASS' : 'MISS');
+const targets = [];
+
 try {
-  const med = {};
-  for (const [name, argv] of Object.entries(variants)) once(argv);   // warm caches
+  // A plan whose dependencies changed less than ~1 s before it was planned is
+  // not stored: let the fresh image age before anything is planned from it.
+  await sleep(Math.max(0, built + 1500 - Date.now()));
+  for (const v of Object.values(variants)) once(v);   // warm caches; primes the warm plan
+  const hitBefore = hitSeen(`probe-${tag}-a`);
   const times = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
   for (let i = 0; i < runs; i++)
-    for (const [name, argv] of Object.entries(variants)) times[name].push(once(argv));
-  for (const [name, xs] of Object.entries(times)) med[name] = median(xs);
-  const node = med['node -e 0'], ch = med['ch-run IMG -- /bin/true'];
-  console.log(`launch: median of ${runs} sequential runs (ms)`);
+    for (const [name, v] of Object.entries(variants)) times[name].push(once(v));
+  const med = Object.fromEntries(Object.entries(times).map(([k, xs]) => [k, median(xs)]));
+  const node = med['node -e 0'];
+  console.log(`launch of /bin/true: median of ${runs} sequential runs, round-robin (ms)`);
   for (const [name, ms] of Object.entries(med))
-    console.log(`  ${name.padEnd(34)} ${ms.toFixed(2).padStart(7)}   ${(ms / node).toFixed(3)}x node -e 0`);
-  console.log(`  ch-run - (node -e 0)       ${(ch - node).toFixed(2).padStart(7)} ms   target <= 5 ms: ${ch - node <= 5 ? 'met' : 'NOT met'}`);
-  console.log('200 launches, 8 at a time: wall time (ms)');
-  const wideNode = await wide(variants['node -e 0'], 200, 8);
-  for (const [name, argv] of Object.entries(variants)) {
-    const ms = name === 'node -e 0' ? wideNode : await wide(argv, 200, 8);
-    console.log(`  ${name.padEnd(34)} ${ms.toFixed(0).padStart(7)}   ${(ms / wideNode).toFixed(3)}x node -e 0`);
-  }
+    console.log(`  ${name.padEnd(34)} ${ms.toFixed(2).padStart(7)}   ${(ms / node).toFixed(3)}x node -e 0`
+      + (CC ? `   ${(ms / med[CC]).toFixed(2)}x Charliecloud` : ''));
+  const hitAfter = hitSeen(`probe-${tag}-b`);
+  if (hitBefore || hitAfter)
+    console.log(`  memoized plan hits seen: yes (before timing: ${hitBefore ? 'yes' : 'no'}, after: ${hitAfter ? 'yes' : 'no'}): "${(hitBefore ?? hitAfter).trim()}"`);
+  else
+    console.log('  memoized plan hits seen: no (ch-run -v never said /plan.*(hit|memo)/): this build plans every launch, warm == cold');
+  const warm = med['ch-run warm (same argv)'], coldMs = med['ch-run cold (new argv)'];
+  if (CC) targets.push(['warm launch <= Charliecloud median', `${warm.toFixed(2)} vs ${med[CC].toFixed(2)} ms`, warm <= med[CC]]);
+  else targets.push(['warm launch <= Charliecloud median', 'no Charliecloud', null]);
+  targets.push(['cold launch <= node -e 0 + 5 ms', `${coldMs.toFixed(2)} vs ${(node + 5).toFixed(2)} ms`, coldMs <= node + 5]);
+
+  console.log(`\n${WIDE_TOTAL} launches, ${WIDE_WIDTH} at a time: wall time, median of ${wideReps} round-robin (ms)`);
+  const wt = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+  for (let i = 0; i < wideReps; i++)
+    for (const [name, v] of Object.entries(variants)) wt[name].push(await wide(v, WIDE_TOTAL, WIDE_WIDTH));
+  const wmed = Object.fromEntries(Object.entries(wt).map(([k, xs]) => [k, median(xs)]));
+  for (const [name, ms] of Object.entries(wmed))
+    console.log(`  ${name.padEnd(34)} ${ms.toFixed(0).padStart(7)}   ${(ms / wmed['node -e 0']).toFixed(3)}x node -e 0`
+      + (CC ? `   ${(ms / wmed[CC]).toFixed(2)}x Charliecloud` : ''));
+  const wwarm = wmed['ch-run warm (same argv)'];
+  if (CC) targets.push([`${WIDE_TOTAL} launches (warm) <= Charliecloud's`, `${wwarm.toFixed(0)} vs ${wmed[CC].toFixed(0)} ms`, wwarm <= wmed[CC]]);
+  else targets.push([`${WIDE_TOTAL} launches (warm) <= Charliecloud's`, 'no Charliecloud', null]);
+
   const m = await resident();
-  console.log('resident beside a running container (ch-run IMG -- sleep):');
+  console.log('\nresident beside a running container (ch-run IMG -- sleep):');
   console.log(`  process at the launched PID: ${m.exe} (${m.programRss} KiB; bare sleep ${m.bareRss} KiB)`);
-  console.log(`  other processes in the launch's tree: ${m.processes - 1}, ${m.others} bytes resident   target 0: ${m.others === 0 && m.processes === 1 ? 'met' : 'NOT met'}`);
+  console.log(`  other processes in the launch's tree: ${m.processes - 1}, ${m.others} bytes resident`);
+  targets.push(['resident beside the program: 0 bytes', `${m.processes - 1} processes, ${m.others} bytes`, m.others === 0 && m.processes === 1]);
+
+  if (process.argv.includes('--no-srun')) console.log(`\nsrun -n${RANKS}: skipped (--no-srun)`);
+  else {
+    const s = await srunSteps();
+    if (s.reason) {
+      console.log(`\nsrun -n${RANKS}: not measured: ${s.reason}`);
+      targets.push([`${RANKS}-rank step <= 1.5x bare srun`, 'not measured', null]);
+    } else {
+      const b = s.med['bare srun'];
+      console.log(`\nsrun -p four -N4 -n${RANKS} (4 fake nodes on this host): wall time, median of ${srunReps} round-robin (ms)`);
+      for (const [k, ms] of Object.entries(s.med))
+        console.log(`  ${k.padEnd(34)} ${ms.toFixed(0).padStart(7)}   ${(ms / b).toFixed(2)}x bare srun`);
+      for (const k of ['srun ch-run', 'srun ch-run --join'])
+        targets.push([`${RANKS}-rank step (${k.slice(5)}) <= 1.5x bare srun`, `${(s.med[k] / b).toFixed(2)}x`, s.med[k] / b <= 1.5]);
+    }
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
+
+console.log('\ntargets (issue #14):');
+for (const [what, fig, ok] of targets)
+  console.log(`  ${(ok === null ? 'n/a ' : verdict(ok)).padEnd(5)} ${what.padEnd(52)} ${fig}`);
+console.log(`load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
