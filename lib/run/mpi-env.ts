@@ -93,8 +93,11 @@ export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: 
   if (srv && isDir(srv)) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)',
     ifHidden: () => 'PMIx uses its hash store instead (PMIX_MCA_gds=hash)' });   // set by launcherEnv
   else if (srv) log?.(`PMIx server directory ${srv} (PMIX_SERVER_TMPDIR) doesn't exist here; not shown`);
-  const job = env.get('SLURM_JOB_ID'), step = env.get('SLURM_STEP_ID');
-  if (env.has('PMIX_NAMESPACE') && job && step && /^\d+$/.test(job)) {
+  // Only under PMIx: the step's id is then a dependency of the plan (a memoized
+  // plan, memo.ts, holds for every step of a job that doesn't use PMIx).
+  const pmix = env.has('PMIX_NAMESPACE');
+  const job = pmix ? env.get('SLURM_JOB_ID') : undefined, step = pmix ? env.get('SLURM_STEP_ID') : undefined;
+  if (pmix && job && step && /^\d+$/.test(job)) {
     const base = slurmPmixBase(env);
     const node = env.get('SLURMD_NODENAME') || hostname().split('.')[0];
     const names = [`spmix_appdir_${uid}_${job}.${step}`, `spmix_appdir_${job}.${step}`];
