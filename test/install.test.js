@@ -61,6 +61,10 @@ test('the installed ch-run runs a container, as the user, after the tree moved',
   const r = await asTestUser([join(BASE, 'moved', 'bin', 'ch-run'), image('busybox'), '--', 'echo', 'installed']);
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stdout, 'installed');
+  // Its front end starts from the V8 code cache the build made (tools/ch-run-loader.cjs).
+  const v = await asTestUser([join(BASE, 'moved', 'bin', 'ch-run'), '-vv', image('busybox'), '--', 'true'],
+    { env: { ...userEnv(), CH_RUN_NO_CACHE: '1' } });
+  t.regex(v.stderr, /code cache: used/);
 });
 
 test('the installed Node commands start', async (t) => {

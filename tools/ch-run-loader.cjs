@@ -23,6 +23,9 @@ try {
   if (cache.subarray(0, stamp.length).toString('latin1') === stamp) cachedData = cache.subarray(stamp.length);
 } catch { /* none: compile */ }
 const script = new Script(Module.wrap(source), { filename: file, cachedData });
+// What became of the cache, for the front end's -vv.
+globalThis[Symbol.for('ch-toolkit.codecache')] = cachedData === undefined ? 'none'
+  : script.cachedDataRejected ? 'rejected by V8' : 'used';
 const out = process.env.CH_RUN_CODE_CACHE_OUT;
 if (out) {
   delete process.env.CH_RUN_CODE_CACHE_OUT;

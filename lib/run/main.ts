@@ -264,6 +264,12 @@ function reprintWarnings(n: number): void {
   for (const w of last) log.warn(w);
 }
 
+/** A -vv line that isn't part of what a memoized launch replays. */
+function unrecordedDebug(rec: Recorder | null, msg: string): void {
+  if (rec) rec.unrecorded(() => log.debug(msg));
+  else log.debug(msg);
+}
+
 /**
  * The record the launcher keeps of this plan (memo.ts), and under -v what
  * became of it. Said outside the recording: not part of what a memoized
@@ -283,6 +289,8 @@ async function main(): Promise<number> {
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
   const rec = recorder();
+  const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
+  if (codeCache !== undefined) unrecordedDebug(rec, `code cache: ${String(codeCache)}`);
   // Why no memoized plan served (addon/memo.c), said outside the recording.
   const miss = (rec?.rawEnv ?? process.env).CH_RUN_MEMO_MISS;
   if (miss) (rec ?? { unrecorded: (f: () => void) => f() }).unrecorded(() => log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`));
