@@ -268,7 +268,7 @@ async function interruptible(conversion: (signal: AbortSignal) => Promise<number
   try {
     return await conversion(abort.signal);
   } catch (err) {
-    await new Promise((res) => setImmediate(res));   // a tool killed by the signal fails before its handler has run
+    await signalsDelivered();   // a tool killed by the signal fails before its handler has run
     if (caught) throw new ChError(`interrupted by ${caught}; nothing written, no temporary left`, 128 + osConstants.signals[caught]);
     throw err;
   } finally {
@@ -276,9 +276,21 @@ async function interruptible(conversion: (signal: AbortSignal) => Promise<number
   }
 }
 
+/**
+ * Let the event loop read the signals that came while a tool ran
+ * synchronously: their handlers run in its poll phase. One setImmediate is
+ * not enough when we are already in a poll-phase callback (after awaiting
+ * the addon's lock, a thread-pool completion): the immediate then runs in
+ * this iteration's check phase, before the next poll. A second one always
+ * comes after a poll phase.
+ */
+async function signalsDelivered(): Promise<void> {
+  for (let i = 0; i < 2; i++) await new Promise((res) => setImmediate(res));
+}
+
 /** Throw if a signal came; after letting the event loop run, as a tool run synchronously holds its handlers back. */
 async function checkInterrupted(signal: AbortSignal): Promise<void> {
-  await new Promise((res) => setImmediate(res));
+  await signalsDelivered();
   if (signal.aborted) throw signal.reason;
 }
 
