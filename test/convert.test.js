@@ -537,14 +537,23 @@ test('SIGTERM mid-download: exit 143, DST as it was, no temporary left; the next
   t.deepEqual(leftovers(dir), []);
 });
 
-test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then nothing placed, exit 143, no temporary left', async (t) => {
-  const { dir, src } = await fixture(t);
-  // A mksquashfs that says it started, then waits for us: the signal arrives while ch-convert waits on it.
+/**
+ * A mksquashfs in DIR/bin (returned) that touches DIR/started, waits for a
+ * line on the FIFO DIR/go, then writes "fake" as its output.
+ */
+async function stalledMksquashfs(dir) {
   const bin = join(dir, 'bin');
   mkdirSync(bin);
   await execa('mkfifo', [join(dir, 'go')]);
   writeFileSync(join(bin, 'mksquashfs'), `#!/bin/sh\n[ "$1" = -help ] && exit 0\ntouch "${dir}/started"\nread x < "${dir}/go"\n`
     + 'echo fake > "$2"\n', { mode: 0o755 });
+  return bin;
+}
+
+test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then nothing placed, exit 143, no temporary left', async (t) => {
+  const { dir, src } = await fixture(t);
+  // The signal arrives while ch-convert waits on the tool.
+  const bin = await stalledMksquashfs(dir);
   writeFileSync(join(dir, 'x.sqfs'), 'old\n');
   await ownedByUser(dir);
   const p = cv([src, join(dir, 'x.sqfs')], { env: { PATH: `${bin}:/usr/bin:/bin` } });
@@ -560,12 +569,7 @@ test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then noth
 
 test('SIGKILL mid-conversion leaves the stage; the next conversion to DST removes it, and only it', async (t) => {
   const { dir, src } = await fixture(t);
-  // A mksquashfs that says it started, waits for us, then writes its output and says it is done.
-  const bin = join(dir, 'bin');
-  mkdirSync(bin);
-  await execa('mkfifo', [join(dir, 'go')]);
-  writeFileSync(join(bin, 'mksquashfs'), `#!/bin/sh\n[ "$1" = -help ] && exit 0\ntouch "${dir}/started"\nread x < "${dir}/go"\n`
-    + `echo fake > "$2"\ntouch "${dir}/done"\n`, { mode: 0o755 });
+  const bin = await stalledMksquashfs(dir);
   // A stage of the user's for another DST whose name merely starts like x.sqfs's stages.
   const otherDst = '.x.sqfs.ch-convert-y.ch-convert-0123456789ab';
   mkdirSync(join(dir, otherDst));
@@ -583,11 +587,11 @@ test('SIGKILL mid-conversion leaves the stage; the next conversion to DST remove
   p.kill('SIGKILL');
   const r = await p;
   t.is(r.signal, 'SIGKILL', r.stderr);
-  writeFileSync(join(dir, 'go'), 'go\n');   // the orphaned tool finishes
-  await until('the orphaned tool to finish', () => existsSync(join(dir, 'done')));
+  writeFileSync(join(dir, 'go'), 'go\n');   // the orphaned tool finishes: its output is in the stage
+  await until('the orphaned tool to finish', () => stages().some((n) => existsSync(join(dir, n, 'out'))
+    && readFileSync(join(dir, n, 'out'), 'utf8') === 'fake\n'));
   const left = stages();
   t.is(left.length, 1, `the killed conversion's stage is left: ${readdirSync(dir)}`);
-  t.is(readFileSync(join(dir, left[0], 'out'), 'utf8'), 'fake\n');
   t.false(existsSync(join(dir, 'x.sqfs')), 'nothing placed');
   const again = await cv(['-v', src, join(dir, 'x.sqfs')]);
   t.is(again.exitCode, 0, again.stderr);
