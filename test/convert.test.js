@@ -606,6 +606,18 @@ test('SIGKILL mid-conversion leaves the stage; the next conversion to DST remove
   }
 });
 
+needs(test, notRoot && 'needs root to plant a lock file of another user')('a lock file for DST of another user\'s is refused at once, never waited on; nothing written', async (t) => {
+  const { dir, src } = await fixture(t);
+  const lock = join(dir, '.x.sqfs.ch-convert.lock');
+  writeFileSync(lock, '');   // root's
+  const r = await cv([src, join(dir, 'x.sqfs')], { timeout: 60_000 });
+  t.false(r.timedOut, 'must not wait');
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /\.x\.sqfs\.ch-convert\.lock: belongs to root .*; refusing to use or wait on it as a lock/);
+  t.is(statSync(lock).uid, 0, 'left as it was');
+  t.deepEqual(readdirSync(dir).sort(), ['.x.sqfs.ch-convert.lock', 'src']);
+});
+
 test('registry options as ch-pull\'s: credentials from the environment and auth files, --arch and --platform', async (t) => {
   if (!await needRegistry(t)) return;
   const dir = await scratch(t, 'cvrego');
