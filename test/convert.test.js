@@ -537,14 +537,23 @@ test('SIGTERM mid-download: exit 143, DST as it was, no temporary left; the next
   t.deepEqual(leftovers(dir), []);
 });
 
-test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then nothing placed, exit 143, no temporary left', async (t) => {
-  const { dir, src } = await fixture(t);
-  // A mksquashfs that says it started, then waits for us: the signal arrives while ch-convert waits on it.
+/**
+ * A mksquashfs in DIR/bin (returned) that touches DIR/started, waits for a
+ * line on the FIFO DIR/go, then writes "fake" as its output.
+ */
+async function stalledMksquashfs(dir) {
   const bin = join(dir, 'bin');
   mkdirSync(bin);
   await execa('mkfifo', [join(dir, 'go')]);
   writeFileSync(join(bin, 'mksquashfs'), `#!/bin/sh\n[ "$1" = -help ] && exit 0\ntouch "${dir}/started"\nread x < "${dir}/go"\n`
     + 'echo fake > "$2"\n', { mode: 0o755 });
+  return bin;
+}
+
+test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then nothing placed, exit 143, no temporary left', async (t) => {
+  const { dir, src } = await fixture(t);
+  // The signal arrives while ch-convert waits on the tool.
+  const bin = await stalledMksquashfs(dir);
   writeFileSync(join(dir, 'x.sqfs'), 'old\n');
   await ownedByUser(dir);
   const p = cv([src, join(dir, 'x.sqfs')], { env: { PATH: `${bin}:/usr/bin:/bin` } });
@@ -556,6 +565,57 @@ test('SIGTERM while a tool runs (dir -> sqfs): the tool is let finish, then noth
   t.regex(r.stderr, /interrupted by SIGTERM; nothing written, no temporary left/);
   t.is(readFileSync(join(dir, 'x.sqfs'), 'utf8'), 'old\n');
   t.deepEqual(readdirSync(dir).sort(), ['bin', 'go', 'src', 'started', 'x.sqfs']);
+});
+
+test('SIGKILL mid-conversion leaves the stage; the next conversion to DST removes it, and only it', async (t) => {
+  const { dir, src } = await fixture(t);
+  const bin = await stalledMksquashfs(dir);
+  // A stage of the user's for another DST whose name merely starts like x.sqfs's stages.
+  const otherDst = '.x.sqfs.ch-convert-y.ch-convert-0123456789ab';
+  mkdirSync(join(dir, otherDst));
+  writeFileSync(join(dir, otherDst, 'keep'), 'keep\n');
+  await ownedByUser(dir);
+  // Another user's stage for the same DST (root's: the suite runs as root), with the shape of ours.
+  const roots = '.x.sqfs.ch-convert-abcdef012345';
+  if (isRoot) {
+    mkdirSync(join(dir, roots), { mode: 0o700 });
+    writeFileSync(join(dir, roots, 'keep'), 'keep\n');
+  }
+  const stages = () => readdirSync(dir).filter((n) => n.startsWith('.x.sqfs.ch-convert-') && n !== otherDst && n !== roots);
+  const p = cv([src, join(dir, 'x.sqfs')], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+  await until('the tool to start', () => existsSync(join(dir, 'started')));
+  p.kill('SIGKILL');
+  const r = await p;
+  t.is(r.signal, 'SIGKILL', r.stderr);
+  writeFileSync(join(dir, 'go'), 'go\n');   // the orphaned tool finishes: its output is in the stage
+  await until('the orphaned tool to finish', () => stages().some((n) => existsSync(join(dir, n, 'out'))
+    && readFileSync(join(dir, n, 'out'), 'utf8') === 'fake\n'));
+  const left = stages();
+  t.is(left.length, 1, `the killed conversion's stage is left: ${readdirSync(dir)}`);
+  t.false(existsSync(join(dir, 'x.sqfs')), 'nothing placed');
+  const again = await cv(['-v', src, join(dir, 'x.sqfs')]);
+  t.is(again.exitCode, 0, again.stderr);
+  t.regex(again.stderr, new RegExp(`removing stale temporary .*${left[0].replaceAll('.', '\\.')}`));
+  t.deepEqual(stages(), [], 'the stale stage is gone');
+  t.false(existsSync(join(dir, '.x.sqfs.ch-convert.lock')), 'no lock file left');
+  t.is(readFileSync(join(dir, 'x.sqfs')).subarray(0, 4).toString('latin1'), 'hsqs', 'a real SquashFS this time');
+  t.is(readFileSync(join(dir, otherDst, 'keep'), 'utf8'), 'keep\n', "another DST's stage is left alone");
+  if (isRoot) {
+    t.regex(again.stderr, new RegExp(`ignoring .*${roots.replaceAll('.', '\\.')}: belongs to root`));
+    t.is(readFileSync(join(dir, roots, 'keep'), 'utf8'), 'keep\n', "root's stage is left alone");
+  }
+});
+
+needs(test, notRoot && 'needs root to plant a lock file of another user')('a lock file for DST of another user\'s is refused at once, never waited on; nothing written', async (t) => {
+  const { dir, src } = await fixture(t);
+  const lock = join(dir, '.x.sqfs.ch-convert.lock');
+  writeFileSync(lock, '');   // root's
+  const r = await cv([src, join(dir, 'x.sqfs')], { timeout: 60_000 });
+  t.false(r.timedOut, 'must not wait');
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /\.x\.sqfs\.ch-convert\.lock: belongs to root .*; refusing to use or wait on it as a lock/);
+  t.is(statSync(lock).uid, 0, 'left as it was');
+  t.deepEqual(readdirSync(dir).sort(), ['.x.sqfs.ch-convert.lock', 'src']);
 });
 
 test('registry options as ch-pull\'s: credentials from the environment and auth files, --arch and --platform', async (t) => {

@@ -12,7 +12,7 @@
 // and an existing DST is replaced only if it is the caller's own.
 
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { chmodSync, closeSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { availableParallelism, constants as osConstants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { all, command, EXIT_USAGE, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
@@ -21,7 +21,8 @@ import { PKG_ROOT } from '../util/paths.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
 import { tarAddon } from '../tar/native.js';
-import { at, myUid, openDir, ownerName, removeOwned } from '../util/owned-fs.js';
+import { at, makeTempDir, myUid, openDir, ownerName, removeOwned, removeStaleTemps } from '../util/owned-fs.js';
+import { lockOwn, unlock } from '../image/install.js';
 import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
 import type { BuilderName } from '../image/builder.js';
 import { hostPlatform, parsePlatform } from '../pull/manifest.js';
@@ -53,7 +54,12 @@ const SPEC: CommandSpec = {
 if it is yours (and, for a directory, everything in it); links are never
 followed. Device nodes can't be created without privilege: they are skipped;
 setuid and setgid bits are dropped when a tarball is unpacked (as ch-tar2dir
-does).`,
+does). DST is made in a stage beside it, DIR/.NAME.ch-convert-RANDOM;
+conversions to the same DST wait for each other (lock file
+DIR/.NAME.ch-convert.lock, there only while held; another user's is
+refused; CH_CONVERT_LOCK_TIMEOUT=S waits at most S seconds, default 3600),
+and a stage of yours left by a killed conversion is removed by the next
+one to that DST (another user's is left alone).`,
   epilog: `Formats:
   dir     a directory (an existing directory, or a name without extension)
   tar     ${TAR_COMPRESS.map(([e]) => e).join(' ')}
@@ -79,7 +85,8 @@ Exit status:
   0  converted
   1  failure: SRC unreadable or not of its format, DST not yours or not
      writable, a tool (tar, mksquashfs, unsquashfs, ch-builder2tar) failed,
-     the builder missing or not working, the registry unreachable or
+     the builder missing or not working, the lock on DST not yours or held
+     too long, the registry unreachable or
      without the image or tag (any of ch-pull's failures)
   2  usage error: unknown option, missing value, not two arguments, unknown
      format or extension, DST not an image name for a builder output, -o
@@ -261,7 +268,7 @@ async function interruptible(conversion: (signal: AbortSignal) => Promise<number
   try {
     return await conversion(abort.signal);
   } catch (err) {
-    await new Promise((res) => setImmediate(res));   // a tool killed by the signal fails before its handler has run
+    await signalsDelivered();   // a tool killed by the signal fails before its handler has run
     if (caught) throw new ChError(`interrupted by ${caught}; nothing written, no temporary left`, 128 + osConstants.signals[caught]);
     throw err;
   } finally {
@@ -269,9 +276,21 @@ async function interruptible(conversion: (signal: AbortSignal) => Promise<number
   }
 }
 
+/**
+ * Let the event loop read the signals that came while a tool ran
+ * synchronously: their handlers run in its poll phase. One setImmediate is
+ * not enough when we are already in a poll-phase callback (after awaiting
+ * the addon's lock, a thread-pool completion): the immediate then runs in
+ * this iteration's check phase, before the next poll. A second one always
+ * comes after a poll phase.
+ */
+async function signalsDelivered(): Promise<void> {
+  for (let i = 0; i < 2; i++) await new Promise((res) => setImmediate(res));
+}
+
 /** Throw if a signal came; after letting the event loop run, as a tool run synchronously holds its handlers back. */
 async function checkInterrupted(signal: AbortSignal): Promise<void> {
-  await new Promise((res) => setImmediate(res));
+  await signalsDelivered();
   if (signal.aborted) throw signal.reason;
 }
 
@@ -301,20 +320,61 @@ async function toFile(log: Log, from: Source, outFmt: Format, dstArg: string): P
   const name = basename(dst);
   let parent: number;
   try { parent = openDir(dirname(dst)); } catch (err) { throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL); }
-  checkDestination(parent, name, dst, outFmt);
-  // Intermediates in a private directory; the output in another, made
-  // beside DST (mkdtemp: a new 0700 directory, never someone else's), so
-  // the tools we run write where nobody else can, and one rename places it.
-  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
-  let stage: string;
   try {
-    stage = mkdtempSync(join(dirname(dst), `.${name}.ch-convert-`));
+    checkDestination(parent, name, dst, outFmt);
+    try { accessSync(`/proc/self/fd/${parent}/.`, fsConstants.W_OK | fsConstants.X_OK); } catch (err) {
+      throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL);
+    }
+    // One conversion to DST at a time (the lock file is there only while
+    // held), so that under the lock any stage of ours for DST is one whose
+    // conversion died (SIGKILL): removed, as ch-tar2dir and ch-pull remove
+    // theirs (lib/image/install.ts).
+    const lockName = `.${name}.${PROG}.lock`;
+    const lockFd = await lockOwn(parent, lockName, join(dirname(dst), lockName), { holder: `another ${PROG} of yours`,
+      timeoutMs: lockTimeoutMs(), timeoutVar: 'CH_CONVERT_LOCK_TIMEOUT', signal: from.signal,
+      onWait: () => log.info(`waiting for another ${PROG} writing ${dst}`) });
+    try {
+      removeStaleTemps(log, parent, dirname(dst), stagePrefix(name), true);
+      await stageAndPlace(log, from, outFmt, parent, dst);
+    } finally {
+      unlock(parent, lockName, lockFd);
+    }
+  } finally {
+    closeSync(parent);
+  }
+  if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${outFmt})\n`);
+  return 0;
+}
+
+/** Names of ch-convert's stages for DST NAME, beside it. */
+function stagePrefix(name: string): string { return `.${name}.${PROG}-`; }
+
+/** Seconds to wait for another conversion of ours to the same DST (CH_CONVERT_LOCK_TIMEOUT, default 3600). */
+function lockTimeoutMs(): number {
+  const s = process.env.CH_CONVERT_LOCK_TIMEOUT;
+  if (s === undefined || s === '') return 3600 * 1000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`CH_CONVERT_LOCK_TIMEOUT: want seconds, got '${s}'`, EXIT_USAGE);
+  return Math.round(Number(s) * 1000);
+}
+
+/** Under DST's lock: SRC made in a stage beside DST (in directory fd PARENT), then renamed into place. */
+async function stageAndPlace(log: Log, from: Source, outFmt: Format, parent: number, dst: string): Promise<void> {
+  const { fmt: inFmt, path: src } = from;
+  const name = basename(dst);
+  // Intermediates in a private directory; the output in another, made
+  // beside DST (a new 0700 directory, never someone else's), so the tools
+  // we run write where nobody else can, and one rename places it.
+  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
+  let stageName: string;
+  try {
+    const made = makeTempDir(parent, dirname(dst), stagePrefix(name));
+    closeSync(made.tmpFd);
+    stageName = made.tmpName;
   } catch (err) {
     rmSync(work, { recursive: true, force: true });
-    closeSync(parent);
-    throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL);
+    throw new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL);
   }
-  const stageName = basename(stage);
+  const stage = join(dirname(dst), stageName);
   try {
     const out = join(stage, 'out');
     // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
@@ -328,10 +388,7 @@ async function toFile(log: Log, from: Source, outFmt: Format, dstArg: string): P
   } finally {
     try { removeOwned(parent, stageName, stage); } catch (err) { log.warn(why(err)); }
     rmSync(work, { recursive: true, force: true });
-    closeSync(parent);
   }
-  if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${outFmt})\n`);
-  return 0;
 }
 
 /** Pull FROM (a registry image) into the new directory TREE, without ch-pull's marker: an intermediate. */

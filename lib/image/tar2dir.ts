@@ -1,17 +1,14 @@
 // ch-tar2dir TARBALL DIR: unpack an image tarball to DIR/NAME, safely,
-// atomically and once even when many tasks ask at the same time.
-//
-//   1. take an flock on DIR/.NAME.ch-tar2dir.lock (waits for concurrent runs);
-//   2. remove stale temporaries of NAME (their owners died: we hold the lock);
-//   3. if DIR/NAME is our image of this very tarball (marker file), reuse it;
-//   4. extract natively into DIR/.NAME.ch-tmp.PID (mode 0700), move a single
-//      top-level directory's contents up, create the standard mount points,
-//      write the marker;
-//   5. rename into place: renameat2(RENAME_NOREPLACE), or RENAME_EXCHANGE with
-//      an older image of ours, which is then deleted.
+// atomically and once even when many tasks ask at the same time. The install
+// into DIR (lock DIR/.NAME.ch-tar2dir.lock, stale temporaries, reuse or
+// replacement of an existing DIR/NAME, staging in DIR/.NAME.ch-tmp.RANDOM,
+// the atomic rename) follows lib/image/install.ts, shared with ch-pull. What
+// is ch-tar2dir's own: extract natively into the temporary, take a single
+// top-level directory as the image root, create the standard mount points
+// and write the marker, which records the tarball it was made from.
 // DIR/NAME therefore only ever holds a complete image, whatever kills us.
 
-import { accessSync, chmodSync, closeSync, constants as fsConstants, fstatSync, lstatSync, openSync, readFileSync, realpathSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
@@ -21,7 +18,8 @@ import { extract } from '../tar/extract.js';
 import { tarAddon, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
-import { at, makeTempDir, myUid, openDir, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
+import { openDir } from '../util/owned-fs.js';
+import { installImage, type ImageKind } from './install.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
@@ -129,58 +127,14 @@ function lockTimeoutMs(): number {
   return Math.round(Number(s) * 1000);
 }
 
-/**
- * What is at DIR/NAME now: null if nothing; else its marker's recorded source.
- * Refuses (ChError) anything this user's ch-tar2dir can't have made: not a
- * real directory, not owned by the caller, writable by others, or without a
- * marker that is itself the caller's and no one else's to write.
- */
-function existingImage(dirFd: number, name: string, where: string): { source?: Identity } | null {
-  let st: Stats;
-  try {
-    st = lstatSync(at(dirFd, name));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new ChError(`${where}: ${why(err)}`, EXIT_FAIL);
-  }
-  const notOurs = (reason: string) =>
-    new ChError(`${where}: exists and was not made by ${PROG} of yours `
-      + `(${reason.startsWith(`${where}: `) ? reason.slice(where.length + 2) : reason}); not using or replacing it`, EXIT_FAIL);
-  if (!st.isDirectory()) throw notOurs('not a directory');
-  const bad = untrusted(st, where);
-  if (bad) throw notOurs(bad);
-  const fds: number[] = [];
-  try {
-    fds.push(openDirAt(dirFd, name));
-    const bad2 = untrusted(fstatSync(fds[0]), where);   // what we opened, not what we looked at
-    if (bad2) throw notOurs(bad2);
-    const [chDir, file] = MARKER.split('/');
-    let chSt: Stats;
-    try { chSt = lstatSync(at(fds[0], chDir)); } catch { throw notOurs(`no marker /${MARKER}`); }
-    if (!chSt.isDirectory()) throw notOurs(`${where}/${chDir}: not a directory`);
-    fds.push(openDirAt(fds[0], chDir));
-    const bad3 = untrusted(fstatSync(fds[1]), `${where}/${chDir}`);
-    if (bad3) throw notOurs(bad3);
-    let mfd: number;
-    try {
-      mfd = openSync(at(fds[1], file), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
-    } catch { throw notOurs(`no marker /${MARKER}`); }
-    fds.push(mfd);
-    const mst = fstatSync(mfd);
-    if (!mst.isFile() || mst.size > 1 << 20) throw notOurs(`${where}/${MARKER}: not a marker file`);
-    const bad4 = untrusted(mst, `${where}/${MARKER}`);
-    if (bad4) throw notOurs(bad4);
-    let m;
-    try { m = JSON.parse(readFileSync(mfd, 'utf8')); } catch { throw notOurs(`${where}/${MARKER}: unreadable marker`); }
-    if (m?.tool !== PROG) throw notOurs(`${where}/${MARKER}: not ${PROG}'s marker`);
-    return { source: m.source };
-  } catch (err) {
-    if (err instanceof ChError) throw err;
-    throw new ChError(`${where}: ${why(err)}`, EXIT_FAIL);
-  } finally {
-    for (const fd of fds) closeSync(fd);
-  }
-}
+/** An image of the caller's own ch-tar2dir, the only kind it reuses or replaces. */
+const KIND: ImageKind = {
+  markers: [MARKER],
+  tools: [PROG],
+  // The reason without WHERE again when it is about WHERE itself.
+  refusal: (where, reason) => `${where}: exists and was not made by ${PROG} of yours `
+    + `(${reason.startsWith(`${where}: `) ? reason.slice(where.length + 2) : reason}); not using or replacing it`,
+};
 
 export async function tar2dir(argv: string[], log: Log): Promise<number> {
   let parsed;
@@ -215,9 +169,6 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
     throw new ChError(code === 'ENOTDIR' ? `${dir}: not a directory (ENOTDIR)` : `${dir}: can't use as destination: ${why(err)}`, EXIT_FAIL);
   }
   try {
-    try { accessSync(dir, fsConstants.W_OK | fsConstants.X_OK); } catch (err) {
-      throw new ChError(`${dir}: can't unpack into it: not writable by you: ${why(err)}`, EXIT_FAIL);
-    }
     return await unpackIn(dirFd);
   } finally {
     closeSync(dirFd);
@@ -228,97 +179,50 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   const target = join(dir, name);
   const src = identity(tb.path, tb.st);
   const addon = tarAddon();
+  let r: Awaited<ReturnType<typeof extractTo>> | undefined;
 
-  // 1. Lock, so concurrent runs for DIR/NAME (srun's tasks on one node) wait
-  // and then reuse the first one's image. The lock file exists only while a
-  // run holds it: the holder unlinks it before releasing, so nothing is left
-  // in DIR; a waiter that then wakes on the unlinked file sees that the path
-  // no longer names what it locked, and locks afresh. A SIGKILLed holder
-  // leaves the file, released by the kernel, and the next run removes it.
-  // A lock file of another user is never waited on; our own is waited on for
-  // a bounded time.
-  const lockName = `.${name}.ch-tar2dir.lock`;
-  const lockFd = await lockFresh(addon, dirFd, lockName, join(dir, lockName), name, dir, timeoutMs);
-  try {
-    return await unpackLocked();
-  } finally {
-    try { unlinkSync(at(dirFd, lockName)); } catch { /* a stale one already gone */ }
-    closeSync(lockFd);
-  }
-
-  async function unpackLocked(): Promise<number> {
-  // 2. Stale temporaries: under the lock, any of ours left are from runs that died.
-  removeStaleTemps(log, dirFd, dir, `.${name}.ch-tmp.`);
-
-  // 3. What is at DIR/NAME now? Only an image our ch-tar2dir made is reused or replaced.
-  const existing = existingImage(dirFd, name, target);
-  if (existing && !force && same(existing.source, src)) {
+  const done = await installImage(log, {
+    kind: KIND,
+    tool: PROG,
+    // Concurrent runs for DIR/NAME (srun's tasks on one node) wait, then reuse the first one's image.
+    lock: { holder: `another ${PROG} of yours`, timeoutMs, timeoutVar: 'CH_TAR2DIR_LOCK_TIMEOUT',
+      onWait: () => log.info(`waiting for another ${PROG} unpacking ${name} in ${dir}`) },
+    dirFd, dir, name,
+    tmpPrefix: `.${name}.ch-tmp.`,
+    purpose: 'unpack into it',
+    upToDate: (m) => same(m.source as Identity | undefined, src),
+    force,
+    build: async (tmp) => {
+      r = await extractTo(tmp);
+      if (r.entries === 0)
+        throw new ChError(`${tb.path}: holds no files (an empty or all-zero archive); not an image`, EXIT_FAIL);
+      log.debug(`${r.kind}; ${r.openat2 ? 'openat2(RESOLVE_BENEATH)' : 'openat(O_NOFOLLOW) walk'}; ${r.entries} entries`);
+      // A single top-level directory is the image root: it moves to DIR/NAME
+      // straight out of our directory.
+      let top = false;
+      if (r.top) {
+        try { top = lstatSync(`${tmp}/${r.top}`).isDirectory(); } catch { top = false; }
+        if (top) log.info(`single top-level directory ${r.top}: it is the image root`);
+      }
+      const root = top ? `${tmp}/${r.top}` : tmp;
+      const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
+      for (const f of addon.fixup(root, fixups(src, stats), { openat2: useOpenat2() })) {
+        if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
+        log.warn(`can't create mount point /${f.path}: ${f.message}`);
+      }
+      chmodSync(root, 0o755);
+      return top ? r.top : undefined;
+    },
+  });
+  if (done === 'current') {
     if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${target}: already unpacked from ${tb.path}, up to date\n`);
     return 0;
   }
-
-  // 4. Extract beside the target, into a directory only we can enter; every
-  // later step names it through our descriptor, never by its path in DIR.
-  const { tmpName, tmpFd } = makeTempDir(dirFd, dir, `.${name}.ch-tmp.`);
-  const tmpPath = join(dir, tmpName);
-  const inTmp = `/proc/self/fd/${tmpFd}`;
-  let renamedAway = false;   // the temporary itself became DIR/NAME
-  let failed = true;
-  try {
-    const r = await extractTo(`${inTmp}/.`);
-    if (r.entries === 0)
-      throw new ChError(`${tb.path}: holds no files (an empty or all-zero archive); not an image`, EXIT_FAIL);
-    log.debug(`${r.kind}; ${r.openat2 ? 'openat2(RESOLVE_BENEATH)' : 'openat(O_NOFOLLOW) walk'}; ${r.entries} entries`);
-    // A single top-level directory is the image root: it moves to DIR/NAME
-    // straight out of our directory.
-    let top = false;
-    if (r.top) {
-      try { top = lstatSync(`${inTmp}/${r.top}`).isDirectory(); } catch { top = false; }
-      if (top) log.info(`single top-level directory ${r.top}: it is the image root`);
-    }
-    const root = top ? `${inTmp}/${r.top}` : `${inTmp}/.`;
-    const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
-    for (const f of addon.fixup(root, fixups(src, stats), { openat2: useOpenat2() })) {
-      if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
-      log.warn(`can't create mount point /${f.path}: ${f.message}`);
-    }
-    chmodSync(root, 0o755);
-    const rootIno = lstatSync(root).ino;
-    // 5. Into place. The source is inside our own directory when there was a
-    // top-level directory; else it is our directory itself, by name in DIR.
-    const from = top ? `${inTmp}/${r.top}` : at(dirFd, tmpName);
-    if (!top && lstatSync(from).ino !== fstatSync(tmpFd).ino)
-      throw new ChError(`${tmpPath}: replaced by someone else during the unpack; not installing it`, EXIT_FAIL);
-    addon.rename2(from, at(dirFd, name), existing ? 'exchange' : 'noreplace');
-    renamedAway = !top && !existing;
-    const now = lstatSync(at(dirFd, name));
-    if (now.ino !== rootIno || now.uid !== myUid())
-      throw new ChError(`${target}: replaced by someone else while being installed; don't use it`, EXIT_FAIL);
-    if (r.devices > 0 || r.other > 0)
-      log.warn(`skipped ${r.devices} device node(s)/fifo(s)${r.other ? ` and ${r.other} entr(ies) of other types` : ''}`);
-    if (log.verbosity >= 0)
-      process.stderr.write(`${PROG}[${process.pid}]: ${target}: unpacked ${r.files} files, ${r.dirs} dirs, ${r.symlinks} symlinks, ${r.hardlinks} hardlinks (${(r.bytes / 1048576).toFixed(1)} MiB)\n`);
-    failed = false;
-  } catch (err) {
-    if (err instanceof ChError) throw err;
-    const e = err as { message: string; why?: string; code?: string };
-    throw new ChError(`${target}: ${e.message}${e.why && !e.message.includes('(E') ? `: ${e.why} (${e.code})` : ''}`, EXIT_FAIL);
-  } finally {
-    // What is left is ours: the failed extraction, or the replaced old image
-    // (exchanged into our directory or to our temporary name). An entry we
-    // can't remove makes a successful run fail; after a failure it is said.
-    closeSync(tmpFd);
-    if (!renamedAway) {
-      try {
-        removeOwned(dirFd, tmpName, tmpPath);
-      } catch (err) {
-        if (!failed) throw err;
-        log.warn((err as Error).message);
-      }
-    }
-  }
+  if (r!.devices > 0 || r!.other > 0)
+    log.warn(`skipped ${r!.devices} device node(s)/fifo(s)${r!.other ? ` and ${r!.other} entr(ies) of other types` : ''}`);
+  if (log.verbosity >= 0)
+    process.stderr.write(`${PROG}[${process.pid}]: ${target}: unpacked ${r!.files} files, ${r!.dirs} dirs, ${r!.symlinks} symlinks, ${r!.hardlinks} hardlinks (${(r!.bytes / 1048576).toFixed(1)} MiB)\n`);
   return 0;
-  }
 
   async function extractTo(dest: string) {
     const bar = new Progress(`${PROG}: ${name}`, tb.st.size, log.verbosity >= 0);
@@ -346,54 +250,6 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
 }
 
 function useOpenat2(): boolean { return process.env.CH_TAR2DIR_OPENAT2 !== '0'; }
-
-/**
- * An flock on DIR/LOCKNAME that still names the file locked (see step 1),
- * on a lock file that is ours alone: a symlink, FIFO, hardlink or another
- * user's file there is refused at once, and our own is waited on for at most
- * TIMEOUTMS.
- */
-async function lockFresh(addon: ReturnType<typeof tarAddon>, dirFd: number, lockName: string, where: string,
-  name: string, dir: string, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let said = false, nap = 20;
-  for (;;) {
-    const ownLockOrThrow = (st: Stats) => {
-      if (st.uid !== myUid() || st.isFile()) {
-        const bad = untrusted(st, where);
-        if (bad) throw new ChError(`${bad}; refusing to use or wait on it`, EXIT_FAIL);
-      }
-      if (!st.isFile()) throw new ChError(`${where}: lock file is not a regular file; refusing to use it (remove it if it is yours)`, EXIT_FAIL);
-    };
-    try { ownLockOrThrow(lstatSync(at(dirFd, lockName))); } catch (err) {
-      if (err instanceof ChError) throw err;   // ENOENT: no lock file yet
-    }
-    let fd: number;
-    try {
-      fd = await addon.lock(at(dirFd, lockName), false);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN')
-        throw new ChError(`${where}: can't lock: ${(err as { why?: string }).why ?? why(err)} (${code})`, EXIT_FAIL);
-      if (Date.now() > deadline)
-        throw new ChError(`${where}: another ${PROG} of yours has held this lock for over ${timeoutMs / 1000} s; `
-          + 'giving up (CH_TAR2DIR_LOCK_TIMEOUT sets the wait, in seconds)', EXIT_FAIL);
-      if (!said) { log.info(`waiting for another ${PROG} unpacking ${name} in ${dir}`); said = true; }
-      await new Promise((res) => setTimeout(res, nap));
-      nap = Math.min(nap * 2, 500);
-      continue;
-    }
-    try {
-      const st = fstatSync(fd);
-      ownLockOrThrow(st);   // what we opened, not what we looked at
-      if (lstatSync(at(dirFd, lockName)).ino === st.ino) return fd;
-    } catch (err) {
-      if (err instanceof ChError) { closeSync(fd); throw err; }
-      /* unlinked by the holder we waited for: lock afresh */
-    }
-    closeSync(fd);
-  }
-}
 
 const log = new Log(PROG);
 void runMain(log, () => tar2dir(process.argv.slice(2), log));

@@ -19,7 +19,7 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
-import { tarAddon } from '../tar/native.js';
+import { lockOwn as lockOwnFile, unlock } from '../image/install.js';
 import type { Descriptor } from './manifest.js';
 import { netWhy, type Registry } from './registry.js';
 import { withRetries } from './http.js';
@@ -76,44 +76,11 @@ export class Storage {
   close(): void { closeSync(this.fd); }
 }
 
-/** An flock on DIRFD/NAME, which must be our own regular file, re-opened if its holder unlinked it. */
-export async function lockOwn(dirFd: number, name: string, where: string, signal?: AbortSignal,
+/** An flock on DIRFD/NAME, which must be our own regular file (lib/image/install.ts's rules). */
+export function lockOwn(dirFd: number, name: string, where: string, signal?: AbortSignal,
   onWait?: () => void, timeoutMs = lockTimeoutMs()): Promise<number> {
-  const addon = tarAddon();
-  const deadline = Date.now() + timeoutMs;
-  let nap = 20;
-  let said = false;
-  for (;;) {
-    if (signal?.aborted) throw new ChError('interrupted', EXIT_FAIL);
-    // Someone else's file, a FIFO or a link there is refused, never waited on.
-    try {
-      const st = lstatSync(at(dirFd, name));
-      const bad = untrusted(st, where) ?? (st.isFile() ? null : `${where}: not a regular file`);
-      if (bad) throw new ChError(`${bad}; refusing to use or wait on it as a lock`, EXIT_FAIL);
-    } catch (err) {
-      if (err instanceof ChError) throw err;   // else ENOENT: created by the lock below
-    }
-    let fd: number;
-    try {
-      fd = await addon.lock(at(dirFd, name), false);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') throw new ChError(`${where}: can't lock: ${(err as Error).message}`, EXIT_FAIL);
-      if (Date.now() > deadline)
-        throw new ChError(`${where}: held by another run of yours for over ${timeoutMs / 1000} s; giving up `
-          + '(CH_PULL_LOCK_TIMEOUT sets the wait, in seconds)', EXIT_FAIL);
-      if (!said) { onWait?.(); said = true; }
-      await new Promise((res) => setTimeout(res, nap));
-      nap = Math.min(nap * 2, 500);
-      continue;
-    }
-    const st = fstatSync(fd);
-    if (!st.isFile() || st.uid !== myUid()) { closeSync(fd); throw new ChError(`${where}: not our own lock file; refusing it`, EXIT_FAIL); }
-    try {
-      if (lstatSync(at(dirFd, name)).ino === st.ino) return fd;
-    } catch { /* unlinked by the holder we waited for: lock afresh */ }
-    closeSync(fd);
-  }
+  return lockOwnFile(dirFd, name, where,
+    { holder: 'another run of yours', timeoutMs, timeoutVar: 'CH_PULL_LOCK_TIMEOUT', signal, onWait });
 }
 
 /** Seconds to wait for a lock held by another run of ours ($CH_PULL_LOCK_TIMEOUT, default 3600). */
@@ -124,10 +91,7 @@ export function lockTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
   return Math.round(Number(s) * 1000);
 }
 
-export function unlock(dirFd: number, name: string, fd: number): void {
-  try { unlinkSync(at(dirFd, name)); } catch { /* already gone */ }
-  closeSync(fd);
-}
+export { unlock };
 
 export interface BlobResult { path: string; cached: boolean; resumedFrom: number }
 

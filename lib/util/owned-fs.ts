@@ -104,9 +104,13 @@ export function removeOwned(parent: number, name: string, where: string): void {
  * holds the lock that makes them stale). Another user's entry of that pattern
  * is none of ours; our names are unpredictable, so it is not in our way.
  */
-export function removeStaleTemps(log: Log, dirFd: number, dir: string, prefix: string): void {
+export function removeStaleTemps(log: Log, dirFd: number, dir: string, prefix: string, exact = false): void {
   for (const e of readdirSync(`/proc/self/fd/${dirFd}`)) {
     if (!e.startsWith(prefix)) continue;
+    // EXACT: only names makeTempDir() gives, PREFIX + its random part, never
+    // a temporary of another name that merely starts with PREFIX (DST "a" and
+    // DST "a.ch-convert-x" hold different locks).
+    if (exact && !TEMP_RANDOM.test(e.slice(prefix.length))) continue;
     let st: Stats;
     try { st = lstatSync(at(dirFd, e)); } catch { continue; }
     if (st.uid !== myUid()) {
@@ -117,6 +121,9 @@ export function removeStaleTemps(log: Log, dirFd: number, dir: string, prefix: s
     removeOwned(dirFd, e, join(dir, e));
   }
 }
+
+/** The random part of makeTempDir()'s names (randomBytes(6) in hex). */
+const TEMP_RANDOM = /^[0-9a-f]{12}$/;
 
 /** A new directory (mode 0700) PREFIX + random in directory fd DIRFD (path DIR): its name and fd. */
 export function makeTempDir(dirFd: number, dir: string, prefix: string): { tmpName: string; tmpFd: number } {

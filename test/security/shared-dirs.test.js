@@ -156,6 +156,17 @@ for (const protect of ['0', '1']) {
       const again = await asVictim('ch-tar2dir', [tarball, d]);
       t.is(again.exitCode, 1, again.stderr);
       t.regex(again.stderr, /img\/ch: writable by group or others \(mode 777\)/);
+      // Likewise the marker file itself, and the image root.
+      chmodSync(join(d, 'img/ch'), 0o755);
+      chmodSync(join(d, 'img/ch/.ch-tar2dir.json'), 0o666);
+      const marker = await asVictim('ch-tar2dir', [tarball, d]);
+      t.is(marker.exitCode, 1, marker.stderr);
+      t.regex(marker.stderr, /img\/ch\/\.ch-tar2dir\.json: writable by group or others \(mode 666\)/);
+      chmodSync(join(d, 'img/ch/.ch-tar2dir.json'), 0o644);
+      chmodSync(join(d, 'img'), 0o777);
+      const root = await asVictim('ch-tar2dir', [tarball, d]);
+      t.is(root.exitCode, 1, root.stderr);
+      t.regex(root.stderr, /img: exists and was not made by ch-tar2dir of yours \(writable by group or others \(mode 777\)\)/);
     });
 
     serial(`ch-tar2dir: lock file planted (symlink, FIFO, attacker's file, held flock) is refused at once, never waited on (${tag})${why}`, async (t) => {

@@ -1,0 +1,256 @@
+// Installing an image directory DIR/NAME in a directory other users may write
+// (/var/tmp, a project directory), for ch-tar2dir and ch-pull alike. The rules
+// live here, once (docs/design.md, "Shared directories are hostile"):
+//   1. flock DIR/.NAME.TOOL.lock, a regular file of ours with one link,
+//      writable by no one else; another user's file, a link or a FIFO there
+//      is refused at once, never waited on; our own holder is waited on for a
+//      bounded time. The holder unlinks the file before releasing it, so a
+//      waiter that wakes on an unlinked file locks afresh;
+//   2. under the lock, remove our own temporaries of NAME left by runs that
+//      died (removeStaleTemps: never another user's, never through a link);
+//   3. look at DIR/NAME: reused (if up to date) or replaced only if it is our
+//      own directory, writable by no one else, whose /ch and marker file are
+//      ours too and whose marker was written by an accepted tool;
+//   4. build the new image in DIR/PREFIX.RANDOM (mode 0700), reached only
+//      through its descriptor, never by its path in DIR;
+//   5. rename it into place (RENAME_NOREPLACE, or RENAME_EXCHANGE with our old
+//      image, which is then removed) and check that DIR/NAME is then the very
+//      inode we built, still ours.
+// DIR/NAME thus only ever holds a complete image, whatever kills the run.
+
+import { accessSync, closeSync, constants as C, fstatSync, lstatSync, openSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
+import { join } from 'node:path';
+import { ChError, why, type Log } from '../util/log.js';
+import { at, makeTempDir, myUid, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
+import { tarAddon } from '../tar/native.js';
+
+const EXIT_FAIL = 1;
+
+/** What a command accepts as an image of the caller's own, and how it says it refuses one. */
+export interface ImageKind {
+  /** Marker files, relative to the image root (ch/...), tried in order. */
+  markers: string[];
+  /** Values of a marker's "tool" field that make the image ours. */
+  tools: string[];
+  /**
+   * The refusal of WHERE for REASON (which may start with "WHERE: " or a
+   * path below it), each tool's words: e.g. "WHERE: exists and was not made
+   * by ch-tar2dir of yours (REASON); not using or replacing it".
+   */
+  refusal: (where: string, reason: string) => string;
+}
+
+/** A marker's content; each tool adds its own fields. */
+export interface Marker { tool: string; [field: string]: unknown }
+
+/**
+ * What is at DIRFD/NAME (WHERE in messages): null if nothing, else its marker.
+ * Anything this user's tools of KIND can't have made is refused (ChError):
+ * not a real directory, not the caller's, writable by others, or without a
+ * /ch and marker file that are the caller's alone. Both what was looked at
+ * and what was opened are checked, as the entry can be swapped in between.
+ */
+export function existingImage(kind: ImageKind, dirFd: number, name: string, where: string): Marker | null {
+  let st: Stats;
+  try { st = lstatSync(at(dirFd, name)); } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ChError(`${where}: ${why(err)}`, EXIT_FAIL);
+  }
+  const notOurs = (reason: string) => new ChError(kind.refusal(where, reason), EXIT_FAIL);
+  const noMarker = kind.markers.length === 1 ? `no marker /${kind.markers[0]}` : 'no marker';
+  if (!st.isDirectory()) throw notOurs('not a directory');
+  const bad = untrusted(st, where);
+  if (bad) throw notOurs(bad);
+  const fds: number[] = [];
+  try {
+    fds.push(openDirAt(dirFd, name));
+    const bad2 = untrusted(fstatSync(fds[0]), where);
+    if (bad2) throw notOurs(bad2);
+    let chSt: Stats;
+    try { chSt = lstatSync(at(fds[0], 'ch')); } catch { throw notOurs(noMarker); }
+    if (!chSt.isDirectory()) throw notOurs(`${where}/ch: not a directory`);
+    try { fds.push(openDirAt(fds[0], 'ch')); } catch { throw notOurs(noMarker); }
+    const bad3 = untrusted(fstatSync(fds[1]), `${where}/ch`);
+    if (bad3) throw notOurs(bad3);
+    for (const m of kind.markers) {
+      let mfd: number;
+      try { mfd = openSync(at(fds[1], m.split('/')[1]), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK); } catch { continue; }
+      fds.push(mfd);
+      const mst = fstatSync(mfd);
+      const bad4 = (mst.isFile() && mst.size < 1 << 20 ? null : `${where}/${m}: not a marker file`) ?? untrusted(mst, `${where}/${m}`);
+      if (bad4) throw notOurs(bad4);
+      let j: Marker;
+      try { j = JSON.parse(readFileSync(mfd, 'utf8')); } catch { throw notOurs(`${where}/${m}: unreadable marker`); }
+      if (!kind.tools.includes(j?.tool)) throw notOurs(`${where}/${m}: not a marker of ${kind.tools.join(' or ')}`);
+      return j;
+    }
+    throw notOurs(noMarker);
+  } catch (err) {
+    if (err instanceof ChError) throw err;
+    throw new ChError(`${where}: ${why(err)}`, EXIT_FAIL);
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+export interface LockOptions {
+  /** Who holds the lock when it is busy, for messages ("another ch-tar2dir of yours"). */
+  holder: string;
+  /** How long to wait for another run of ours holding the lock, and the variable that sets it. */
+  timeoutMs: number;
+  timeoutVar: string;
+  signal?: AbortSignal;
+  /** Called once when the lock is busy and we start to wait. */
+  onWait?: () => void;
+}
+
+/** Why ST (the lock file at WHERE) is no lock of ours to use or wait on; null if it is. */
+function badLock(st: Stats, where: string): string | null {
+  if (st.uid !== myUid()) return untrusted(st, where);
+  if (!st.isFile()) return `${where}: lock file is not a regular file`;
+  return untrusted(st, where);   // writable by others, or hardlinked
+}
+
+/**
+ * An flock on DIRFD/NAME (WHERE in messages) that still names the file
+ * locked, on a lock file that is ours alone: refused at once if not (a link,
+ * FIFO, hardlink or another user's file), waited on for at most
+ * OPTS.timeoutMs if another run of ours holds it. Returns its fd.
+ */
+export async function lockOwn(dirFd: number, name: string, where: string, opts: LockOptions): Promise<number> {
+  const addon = tarAddon();
+  const deadline = Date.now() + opts.timeoutMs;
+  const refuse = (bad: string) => new ChError(`${bad}; refusing to use or wait on it as a lock (remove it if it is yours)`, EXIT_FAIL);
+  let nap = 20;
+  let said = false;
+  for (;;) {
+    if (opts.signal?.aborted) throw new ChError('interrupted', EXIT_FAIL);
+    try {
+      const bad = badLock(lstatSync(at(dirFd, name)), where);
+      if (bad) throw refuse(bad);
+    } catch (err) {
+      if (err instanceof ChError) throw err;   // else ENOENT: created by the lock below
+    }
+    let fd: number;
+    try {
+      fd = await addon.lock(at(dirFd, name), false);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN')
+        throw new ChError(`${where}: can't lock: ${(err as { why?: string }).why ?? why(err)} (${code})`, EXIT_FAIL);
+      if (Date.now() > deadline)
+        throw new ChError(`${where}: ${opts.holder} has held this lock for over ${opts.timeoutMs / 1000} s; `
+          + `giving up (${opts.timeoutVar} sets the wait, in seconds)`, EXIT_FAIL);
+      if (!said) { opts.onWait?.(); said = true; }
+      await new Promise((res) => setTimeout(res, nap));
+      nap = Math.min(nap * 2, 500);
+      continue;
+    }
+    try {
+      const st = fstatSync(fd);
+      const bad = badLock(st, where);   // what we opened, not what we looked at
+      if (bad) throw refuse(bad);
+      if (lstatSync(at(dirFd, name)).ino === st.ino) return fd;
+    } catch (err) {
+      if (err instanceof ChError) { closeSync(fd); throw err; }
+      /* unlinked by the holder we waited for: lock afresh */
+    }
+    closeSync(fd);
+  }
+}
+
+/** Release a lock of lockOwn(), unlinking its file first so no lock file stays behind. */
+export function unlock(dirFd: number, name: string, fd: number): void {
+  try { unlinkSync(at(dirFd, name)); } catch { /* a stale one already gone */ }
+  closeSync(fd);
+}
+
+export interface InstallRequest {
+  kind: ImageKind;
+  /** The tool installing: names its lock file DIR/.NAME.TOOL.lock. */
+  tool: string;
+  lock: LockOptions;
+  dirFd: number;
+  dir: string;
+  name: string;
+  /** Names of this tool's temporaries of NAME in DIR start with this. */
+  tmpPrefix: string;
+  /** What the tool does in DIR, for the not-writable error ("unpack into it"). */
+  purpose: string;
+  /** Reuse an existing image of ours with this marker, unless force. */
+  upToDate: (m: Marker) => boolean;
+  force: boolean;
+  /**
+   * Fill TMP (an empty directory of ours, named through our descriptor) with
+   * the image, marker last. Returns the name of the directory inside TMP that
+   * is the image root, or undefined if TMP itself is.
+   */
+  build: (tmp: string) => Promise<string | undefined>;
+}
+
+/** Make DIR/NAME per the steps above: 'current' if it already was, 'installed' if made now. */
+export async function installImage(log: Log, req: InstallRequest): Promise<'current' | 'installed'> {
+  const { dirFd, dir, name } = req;
+  const target = join(dir, name);
+  try { accessSync(`/proc/self/fd/${dirFd}/.`, C.W_OK | C.X_OK); } catch (err) {
+    throw new ChError(`${dir}: can't ${req.purpose}: not writable by you: ${why(err)}`, EXIT_FAIL);
+  }
+  const lockName = `.${name}.${req.tool}.lock`;
+  const lockFd = await lockOwn(dirFd, lockName, join(dir, lockName), req.lock);
+  try {
+    removeStaleTemps(log, dirFd, dir, req.tmpPrefix);
+    const existing = existingImage(req.kind, dirFd, name, target);
+    if (existing && !req.force && req.upToDate(existing)) return 'current';
+    await buildAndRename(log, req, target, !!existing);
+    return 'installed';
+  } finally {
+    unlock(dirFd, lockName, lockFd);
+  }
+}
+
+/** Steps 4 and 5, under the lock; EXCHANGE says whether DIR/NAME is an old image of ours to swap out. */
+async function buildAndRename(log: Log, req: InstallRequest, target: string, exchange: boolean): Promise<void> {
+  const { dirFd, dir, name } = req;
+  const { tmpName, tmpFd } = makeTempDir(dirFd, dir, req.tmpPrefix);
+  const tmpPath = join(dir, tmpName);
+  const inTmp = `/proc/self/fd/${tmpFd}`;
+  let renamedAway = false;   // the temporary itself became DIR/NAME
+  let failed = true;
+  try {
+    const sub = await req.build(`${inTmp}/.`);
+    // The root moves to DIR/NAME straight out of our directory if it is inside
+    // it; else it is our directory itself, named in DIR, so check first that
+    // the name still leads to it.
+    let from: string, ino: number;
+    if (sub !== undefined) {
+      from = `${inTmp}/${sub}`;
+      ino = lstatSync(from).ino;
+    } else {
+      from = at(dirFd, tmpName);
+      ino = fstatSync(tmpFd).ino;
+      if (lstatSync(from).ino !== ino)
+        throw new ChError(`${tmpPath}: replaced by someone else while the image was made; not installing it`, EXIT_FAIL);
+    }
+    tarAddon().rename2(from, at(dirFd, name), exchange ? 'exchange' : 'noreplace');
+    renamedAway = sub === undefined && !exchange;
+    const now = lstatSync(at(dirFd, name));
+    if (now.ino !== ino || now.uid !== myUid())
+      throw new ChError(`${target}: replaced by someone else while being installed; don't use it`, EXIT_FAIL);
+    failed = false;
+  } catch (err) {
+    if (err instanceof ChError) throw err;
+    const e = err as { message: string; why?: string; code?: string };
+    throw new ChError(`${target}: ${e.message}${e.why && !e.message.includes('(E') ? `: ${e.why} (${e.code})` : ''}`, EXIT_FAIL);
+  } finally {
+    // What is left is ours: the failed build, or the old image swapped out by
+    // the exchange. An entry we can't remove makes a successful run fail;
+    // after a failure it is said.
+    closeSync(tmpFd);
+    if (!renamedAway) {
+      try { removeOwned(dirFd, tmpName, tmpPath); } catch (err) {
+        if (!failed) throw err;
+        log.warn((err as Error).message);
+      }
+    }
+  }
+}
