@@ -50,8 +50,11 @@
     {
       "target_name": "ch-run",
       "type": "executable",
-      "sources": ["addon/launcher.c", "addon/memo.c"],
-      "defines": ["_GNU_SOURCE"],
+      "sources": ["addon/launcher.c", "addon/memo.c",
+                  "addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
+                  "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
+                  "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"],
+      "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }
   ]

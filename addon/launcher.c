@@ -46,6 +46,10 @@
 
 #include "memo.h"
 
+/* The core, linked in too (addon/core/main.c): a memoized plan runs it here,
+   without the exec of ch-run-core (one exec fewer on every hit). */
+_Noreturn void core_main(int argc, char **argv);
+
 #define EXIT_CHRUN 31   /* ch-run's own failures; the front end's errors too */
 
 static void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -303,8 +307,17 @@ int main(int argc, char **argv)
    struct memo memo;
    memo_init(&memo, dir, argc, argv);
    int hit = memo_hit(&memo);
-   if (hit >= 0)
-      exec_core(dir, hit, 0, nonblock_bits(stdio_flags));   /* no front end to reap */
+   if (hit >= 0) {
+      /* No front end to reap (PID 0); Node never ran, so no state to undo. */
+      char fdstr[16], nbstr[16];
+      snprintf(fdstr, sizeof(fdstr), "%d", hit);
+      snprintf(nbstr, sizeof(nbstr), "%d", nonblock_bits(stdio_flags));
+      char *core_argv[] = { "ch-run", fdstr, "0", nbstr, NULL };
+      memo_close(&memo);
+      if (lseek(hit, 0, SEEK_SET) != 0)
+         die("can't rewind plan memfd");
+      core_main(4, core_argv);   /* never returns */
+   }
 
    /* Not close-on-exec: the front end writes them, the core reads the plan. */
    int planfd = memfd_create("ch-run-plan", 0);

@@ -1023,3 +1023,12 @@ int memo_store(struct memo *m, int memofd, int planfd)
    }
    return planfd;
 }
+
+void memo_close(struct memo *m)
+{
+   if (m->lockfd >= 0)
+      close(m->lockfd);
+   if (m->dirfd >= 0)
+      close(m->dirfd);
+   m->lockfd = m->dirfd = -1;
+}

@@ -32,4 +32,7 @@ int memo_hit(struct memo *m);
    are not errors (the launch goes on); a verify mismatch is. */
 int memo_store(struct memo *m, int memofd, int planfd);
 
+/* Close what memo_init and memo_hit opened (before the core runs in this process). */
+void memo_close(struct memo *m);
+
 #endif

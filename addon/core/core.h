@@ -93,6 +93,8 @@ struct plan {
 };
 
 void plan_read(int fd, struct plan *p);
+/* ch-run-core FD PID NONBLOCK, as a call (main.c). Never returns. */
+_Noreturn void core_main(int argc, char **argv);
 
 /** User namespaces **/
 void userns_enter(uid_t uid_in, uid_t uid_out, gid_t gid_in, gid_t gid_out);

@@ -49,7 +49,7 @@ static const char *env_get(char **env, const char *name)
 
 /* execvpe(3) with the container's PATH, reporting failure as ch-run must:
    the command named, errno, exit 49. */
-static void exec_command(const struct plan *p)
+static _Noreturn void exec_command(const struct plan *p)
 {
    const char *cmd = p->argv[0];
    int err = ENOENT;
@@ -160,7 +160,9 @@ static long number_arg(const char *s, const char *what, long min)
    return v;
 }
 
-int main(int argc, char **argv)
+/* The core's entry: ch-run-core's main(), and the launcher's own call when
+   a memoized plan spares it the exec (addon/launcher.c). Never returns. */
+_Noreturn void core_main(int argc, char **argv)
 {
    struct plan p;
 
@@ -210,3 +212,10 @@ int main(int argc, char **argv)
    DEBUG("executing %s", p.argv[0]);
    exec_command(&p);
 }
+
+#ifndef CH_CORE_IN_LAUNCHER
+int main(int argc, char **argv)
+{
+   core_main(argc, argv);
+}
+#endif
