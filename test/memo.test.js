@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync,
   utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image, isRoot, needs, notRoot, testUser } from './helpers/env.js';
+import { asUser, ch, image, isRoot, needs, notRoot, testUser, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
@@ -330,4 +330,42 @@ test('concurrent launches in two environments: one plans for each, the others wa
   for (const r of launches) t.is(r.exitCode, 0, r.stderr);
   t.is(launches.filter((r) => said(r, 'miss')).length, 2, launches.map((r) => r.stderr.split('\n')[0]).join('\n'));
   t.is(launches.filter((r) => said(r, 'hit')).length, 6);
+});
+
+test('a hit runs the core in the launcher\'s process: the command gets the same process state as from a fresh plan', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const probe = [img, '--', 'sh', '-c', 'ls /proc/self/fd; grep -E "^(Uid|Gid|Groups|SigIgn|SigBlk|NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):" /proc/self/status; wc -l < /proc/self/mountinfo; cat /proc/self/comm'];
+  const fresh = await run(probe, { CH_RUN_NO_CACHE: '1' });
+  t.is(fresh.exitCode, 0, fresh.stderr);
+  t.is((await run(probe)).exitCode, 0);
+  const hit = await run(probe, NO_NODE);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.stdout, fresh.stdout);
+  t.regex(hit.stdout, /^NoNewPrivs:\s+1$/m);
+});
+
+test('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount behind', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-sq');
+  const file = join(dir, 'img.sqfs');
+  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
+  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(made.exitCode, 0, made.stderr);
+  await settled(file);
+  // The first launch lists the image and caches the listing in
+  // /var/tmp/$USER.ch (so it isn't memoized: a file it read changed
+  // meanwhile); once that cache is over 1 s old, a launch is.
+  const args = [file, '--', 'cat', '/etc/os-release'];
+  t.is((await run(args)).exitCode, 0);
+  const cacheDir = `/var/tmp/${testUser().name}.ch`;
+  await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+  t.is((await run(args)).exitCode, 0);
+  const hit = await run(args, NO_NODE);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.exitCode, 0, hit.stderr);
+  t.regex(hit.stdout, /busybox test image/);
+  const left = await execa('pgrep', ['-u', String(testUser().uid), '-f', file], { reject: false });
+  t.is(left.stdout, '', 'no squashfuse left');
 });
