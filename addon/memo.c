@@ -351,6 +351,17 @@ static bool env_holds(const char *name, const char *want)
    return v == NULL ? strcmp(want, "!") == 0 : want[0] == '=' && strcmp(want + 1, v) == 0;
 }
 
+/* Whether variable NAME passes TEST ("set", "nonempty", "digits") is HOLDS. */
+static bool envcond_holds(const char *name, const char *test, bool holds)
+{
+   const char *v = getenv(name);
+   bool now = !strcmp(test, "set") ? v != NULL
+              : !strcmp(test, "nonempty") ? v != NULL && *v != '\0'
+              : !strcmp(test, "digits") ? v != NULL && *v != '\0' && strspn(v, "0123456789") == strlen(v)
+              : !holds;   /* a test we don't know: never holds */
+   return now == holds;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
    return strcmp(*(char *const *)a, *(char *const *)b);
@@ -425,6 +436,8 @@ static bool dep_holds(const char *kw, struct cur *c, bool *known, const char **w
       return ARGS2 && (*what = a) && env_holds(a, b);
    if (!strcmp(kw, "envhas"))
       return ARGS2 && (*what = a) && (getenv(a) != NULL) == (b[0] == '1');
+   if (!strcmp(kw, "envcond"))
+      return ARGS3 && (*what = a) && envcond_holds(a, b, d[0] == '1');
    if (!strcmp(kw, "envnames"))
       return ARGS1 && envnames_hold(a);
    if (!strcmp(kw, "user"))
@@ -449,6 +462,8 @@ struct record {
    size_t plan_len;
    int verbose;
    const char *nostore;      /* why it must not be kept, or NULL */
+   const char *join_ph;      /* --join's tag in the plan is this placeholder... */
+   const char *join_tmpl;    /* ...for this template, ${NAME} from the environment */
    bool incomplete;
 };
 
@@ -475,6 +490,11 @@ static bool record_read(struct memo *m, const char *p, size_t len, struct record
             break;
          continue;
       }
+      if (!strcmp(t, "jointag")) {
+         if ((r->join_ph = next(&c)) == NULL || (r->join_tmpl = next(&c)) == NULL)
+            break;
+         continue;
+      }
       if (!strcmp(t, "verbose")) {
          if ((arg = next(&c)) == NULL)
             break;
@@ -482,6 +502,8 @@ static bool record_read(struct memo *m, const char *p, size_t len, struct record
          continue;
       }
       if (!strcmp(t, "set") || !strcmp(t, "unset") || !strcmp(t, "log")) {
+         if (r->edits_from == NULL)
+            r->edits_from = t;   /* edits, then log lines, follow the dependencies */
          if (next(&c) == NULL || (t[0] == 's' && next(&c) == NULL))
             break;
          continue;
@@ -502,7 +524,7 @@ static bool record_read(struct memo *m, const char *p, size_t len, struct record
 
 /* The live environment with the planner's edits replayed (Map semantics:
    a set of a present name replaces it in place, of a new one appends). */
-static char **edited_env(const char *p, size_t len)
+static char **edited_env(const struct record *r)
 {
    size_t n = 0, cap = 16;
    for (char **e = environ; *e; e++)
@@ -512,14 +534,21 @@ static char **edited_env(const char *p, size_t len)
       return NULL;
    for (char **e = environ; *e; e++)
       env[n++] = *e;
-   struct cur c = { p, p + len };
+   /* From the first edit, token by token as written: "set K V", "unset K",
+      "log LINE", up to "plan". */
+   struct cur c = { r->edits_from ? r->edits_from : r->plan, r->plan };
    for (const char *t = next(&c); t != NULL && strcmp(t, "plan") != 0; t = next(&c)) {
       bool set = !strcmp(t, "set");
-      if (!set && strcmp(t, "unset") != 0)
+      if (!strcmp(t, "log")) {
+         if (next(&c) == NULL)
+            return NULL;
          continue;
+      }
+      if (!set && strcmp(t, "unset") != 0)
+         return NULL;   /* not what the front end writes here */
       const char *k = next(&c), *v = set ? next(&c) : NULL;
       if (k == NULL || (set && v == NULL))
-         break;
+         return NULL;
       size_t kl = strlen(k), i;
       for (i = 0; i < n; i++)
          if (!strncmp(env[i], k, kl) && env[i][kl] == '=')
@@ -550,13 +579,43 @@ static char **edited_env(const char *p, size_t len)
    return env;
 }
 
-/* The plan a hit runs: the recorded one, its environment from ENV. */
+/* TEMPLATE with each ${NAME} replaced by NAME's value here ("" if unset). */
+static void fill_template(struct buf *out, const char *t)
+{
+   while (*t) {
+      const char *open = strstr(t, "${"), *close = open ? strchr(open, '}') : NULL;
+      if (open == NULL || close == NULL) {
+         put(out, t, strlen(t));
+         break;
+      }
+      put(out, t, open - t);
+      char name[256];
+      size_t n = close - open - 2;
+      if (n < sizeof(name)) {
+         memcpy(name, open + 2, n);
+         name[n] = '\0';
+         const char *v = getenv(name);
+         if (v != NULL)
+            put(out, v, strlen(v));
+      }
+      t = close + 1;
+   }
+   put(out, "", 1);
+}
+
+/* The plan a hit runs: the recorded one, --join's tag filled in, its
+   environment from ENV. */
 static bool build_plan(const struct record *r, char **env, struct buf *out)
 {
    /* The plan ends with "end\0": environment entries go just before it. */
    if (r->plan_len < 4 || memcmp(r->plan + r->plan_len - 4, "end", 4) != 0)
       return false;
-   put(out, r->plan, r->plan_len - 4);
+   struct cur c = { r->plan, r->plan + r->plan_len - 4 };
+   for (const char *t = next(&c); t != NULL; t = next(&c))
+      if (r->join_ph != NULL && !strcmp(t, r->join_ph))
+         fill_template(out, r->join_tmpl);
+      else
+         tok(out, t);
    for (char **e = env; *e; e++) {
       tok(out, "env");
       tok(out, *e);
@@ -565,16 +624,15 @@ static bool build_plan(const struct record *r, char **env, struct buf *out)
    return !out->failed;
 }
 
-static void replay_log(const char *p, size_t len)
+static void replay_log(const struct record *r)
 {
-   struct cur c = { p, p + len };
+   struct cur c = { r->edits_from ? r->edits_from : r->plan, r->plan };
    for (const char *t = next(&c); t != NULL && strcmp(t, "plan") != 0; t = next(&c)) {
-      if (strcmp(t, "log") != 0)
-         continue;
-      const char *line = next(&c);
-      if (line == NULL)
+      const char *arg = next(&c);
+      if (arg == NULL || (!strcmp(t, "set") && next(&c) == NULL))
          return;
-      dprintf(STDERR_FILENO, "ch-run[%d]: %s\n", getpid(), line);
+      if (!strcmp(t, "log"))
+         dprintf(STDERR_FILENO, "ch-run[%d]: %s\n", getpid(), arg);
    }
 }
 
@@ -676,13 +734,13 @@ static int try_slot(struct memo *m, const char *name)
       why(m, "%s", "corrupt record, removed");
       (void)unlinkat(m->dirfd, name, 0);
    } else if (record_read(m, rp, rlen, &r, true)) {
-      char **env = edited_env(rp, rlen);
+      char **env = edited_env(&r);
       struct buf plan = { 0 };
       if (env != NULL && build_plan(&r, env, &plan) && (fd = memfd_of(&plan)) >= 0) {
          (void)utimensat(m->dirfd, name, NULL, AT_SYMLINK_NOFOLLOW);   /* used: evicted last */
          if (r.verbose >= 1)
             dprintf(STDERR_FILENO, "ch-run[%d]: plan memo: hit (%s)\n", getpid(), name);
-         replay_log(rp, rlen);
+         replay_log(&r);
       } else {
          why(m, "%s", "can't build plan from record");
       }
@@ -963,7 +1021,7 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
 {
    size_t plen;
    char *want = read_fd(planfd, &plen);
-   char **env = edited_env(rec, len);
+   char **env = edited_env(r);
    struct buf have = { 0 };
    if (want == NULL || env == NULL || !build_plan(r, env, &have)) {
       dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't rebuild the plan\n", getpid());

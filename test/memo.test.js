@@ -369,3 +369,23 @@ test('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount beh
   const left = await execa('pgrep', ['-u', String(testUser().uid), '-f', file], { reject: false });
   t.is(left.stdout, '', 'no squashfuse left');
 });
+
+test('--join under Slurm: the ranks of a later step hit too, with that step\'s own group tag', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = ['--join', '--join-ct=2', img, '--', 'true'];
+  const step = (id) => Promise.all([0, 1].map(() => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: String(id), SLURM_NODEID: '0' })));
+  const first = await step(1);
+  for (const r of first) t.is(r.exitCode, 0, r.stderr);
+  t.is(first.filter((r) => said(r, 'miss')).length, 1);
+  const later = await step(2);
+  for (const r of later) {
+    t.is(r.exitCode, 0, r.stderr);
+    t.true(said(r, 'hit'), r.stderr);
+  }
+  t.regex(later.map((r) => r.stderr).join('\n'), /join: winner of group slurm-77\.2\.0 \(2 peers\)/);
+  // What the tag's form depends on is checked: no node id, another form, a miss.
+  const noNode = await Promise.all([0, 1].map(() => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: '3', ...NO_NODE })));
+  t.true(noNode.every((r) => r.exitCode === 31), 'a step without SLURM_NODEID is no hit');
+});

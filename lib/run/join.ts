@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { ChError } from '../util/log.js';
-import { recordCallerPid, unrecorded } from './memo.js';
+import { recordCallerPid, recorder, unrecorded } from './memo.js';
 
 /** Expand Slurm's compressed task list ("2(x3),1") and pick this node's entry. */
 export function tasksOnThisNode(list: string, nodeId: number): number | null {
@@ -34,11 +34,24 @@ export function joinCount(env: NodeJS.ProcessEnv): number {
 }
 
 export function joinTag(env: NodeJS.ProcessEnv): string {
-  if (env.SLURM_STEP_ID !== undefined && env.SLURM_STEP_ID !== '') {
+  // Read without making the values dependencies of a memoized plan: the
+  // tag is recorded as a template the launcher fills in from its own
+  // environment (memo.ts), so the ranks of every step of a job hit, not
+  // only those of the step that planned. What the tag's form depends on
+  // (is there a step, is the node id a number) is recorded instead.
+  const [step, job, node] = unrecorded(() => [env.SLURM_STEP_ID, env.SLURM_JOB_ID, env.SLURM_NODEID]);
+  const rec = recorder();
+  rec?.envCondition('SLURM_STEP_ID', 'nonempty', step !== undefined && step !== '');
+  if (step !== undefined && step !== '') {
     // The node id too: several slurmd on one host (multiple-slurmd, fake nodes)
     // share /dev/shm, and their tasks of one step must form one group per node.
-    const node = env.SLURM_NODEID !== undefined && /^[0-9]+$/.test(env.SLURM_NODEID) ? `.${env.SLURM_NODEID}` : '';
-    return `slurm-${env.SLURM_JOB_ID ?? 'nojob'}.${env.SLURM_STEP_ID}${node}`;
+    const numeric = node !== undefined && /^[0-9]+$/.test(node);
+    rec?.envCondition('SLURM_NODEID', 'digits', numeric);
+    rec?.envCondition('SLURM_JOB_ID', 'set', job !== undefined);
+    const fill = (name: string) => '${' + name + '}';   // filled in by the launcher
+    rec?.joinTemplate(`slurm-${job !== undefined ? fill('SLURM_JOB_ID') : 'nojob'}.${fill('SLURM_STEP_ID')}`
+      + (numeric ? `.${fill('SLURM_NODEID')}` : ''));
+    return `slurm-${job ?? 'nojob'}.${step}${numeric ? `.${node}` : ''}`;
   }
   return `ppid-${callerPid()}`;
 }

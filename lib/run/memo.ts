@@ -36,6 +36,8 @@ import os from 'node:os';
 import { resolve } from 'node:path';
 
 const KEY = Symbol.for('ch-toolkit.memo');
+/** 16 hex digits, unpredictable enough to name a placeholder no plan holds otherwise. */
+const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')).join('');
 const LOG_TAP = Symbol.for('ch-toolkit.logtap');
 const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
@@ -64,7 +66,8 @@ type Dep =
   | { kind: 'access'; path: string; mode: number; errno: number }
   | { kind: 'link' | 'real' | 'data' | 'list'; path: string; result: string; typed?: boolean }
   | { kind: 'env'; name: string; value: string | undefined; presence: boolean }
-  | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string };
+  | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string }
+  | { kind: 'envcond'; name: string; test: 'set' | 'nonempty' | 'digits'; holds: boolean };
 
 /** What a failed call's errno was, as a number (the launcher compares numbers). */
 function errnoOf(err: unknown): number {
@@ -241,6 +244,21 @@ export class Recorder {
     if (!presence && d.kind === 'env') d.presence = false;   // its value now matters too
   }
 
+  /** Only whether variable NAME passes TEST is a dependency (its value is filled in later: joinTemplate). */
+  envCondition(name: string, test: 'set' | 'nonempty' | 'digits', holds: boolean): void {
+    if (this.recording) this.add(`envcond\0${test}\0${name}`, () => ({ kind: 'envcond', name, test, holds }));
+  }
+
+  /**
+   * --join's tag is TEMPLATE with ${NAME} filled in from the launch's own
+   * environment: the plan carries a placeholder the launcher replaces.
+   */
+  joinTemplate(template: string): void {
+    if (this.recording) this.joinTag = { template, placeholder: `\u0001jointag-${randomHex()}\u0001` };
+  }
+
+  joinTag: { template: string; placeholder: string } | null = null;
+
   /** The planner enumerated the variables: the set of names is a dependency. */
   envNames(): void {
     if (!this.recording) return;
@@ -278,6 +296,7 @@ export class Recorder {
     const t: string[] = ['CHMEMO1'];
     if (this.unstorable !== null) t.push(this.incomplete ? 'incomplete' : 'nostore', this.unstorable);
     t.push('verbose', String(verbose));
+    if (this.joinTag) t.push('jointag', this.joinTag.placeholder, this.joinTag.template);
     for (const d of depTokens) t.push(...d);
     for (const e of this.edits) t.push(e[0], ...e.slice(1));
     for (const l of this.logs) t.push('log', l);
@@ -317,6 +336,7 @@ function depTokensOf(d: Dep): string[] {
     case 'access': return ['access', d.path, String(d.mode), String(d.errno)];
     case 'list': return ['list', d.path, d.typed ? '1' : '0', d.result];
     case 'link': case 'real': case 'data': return [d.kind, d.path, d.result];
+    case 'envcond': return ['envcond', d.name, d.test, d.holds ? '1' : '0'];
     case 'env': return d.presence ? ['envhas', d.name, d.value === undefined ? '0' : '1']
       : ['env', d.name, d.value === undefined ? '!' : '=' + d.value];
     default: return [d.kind, d.value];
