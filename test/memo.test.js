@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync,
   utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, ch, image, isRoot, needs, notRoot, testUser, userEnv } from './helpers/env.js';
+import { asUser, ch, image, isRoot, needs, notRoot, PKG, testUser, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
@@ -32,6 +32,9 @@ async function settled(...paths) {
 
 /** A private plan directory for one test, and ch-run with it, under -v. */
 async function memoRun(t) {
+  // The staged build is a dependency of every plan: younger than 1 s (just
+  // staged by test/setup.js), no plan would be kept.
+  await settled(join(PKG, 'dist'), join(PKG, 'build', 'Release'));
   const cache = join(await scratch(t, 'memo'), 'plans');
   // CH_RUN_NODE always set (node on PATH, as by default, or NO_NODE): a
   // hit's environment has the same names as its record's.
@@ -371,7 +374,7 @@ test('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount beh
 });
 
 test('--join under Slurm: the ranks of a later step hit too, with that step\'s own group tag', async (t) => {
-  const { run } = await memoRun(t);
+  const { run, cache: cacheDbg } = await memoRun(t);
   const img = image('busybox');
   await settled(img);
   const args = ['--join', '--join-ct=2', img, '--', 'true'];
@@ -380,6 +383,9 @@ test('--join under Slurm: the ranks of a later step hit too, with that step\'s o
   for (const r of first) t.is(r.exitCode, 0, r.stderr);
   t.is(first.filter((r) => said(r, 'miss')).length, 1);
   const later = await step(2);
+  // On failure, what the records depend on of the environment.
+  if (!later.every((r) => said(r, 'hit')))
+    for (const f of records(cacheDbg)) t.log(f, readFileSync(join(cacheDbg, f), 'latin1').split('\0').filter((x, i, a) => /^env/.test(a[i - 1] ?? '')).join(' '));
   for (const r of later) {
     t.is(r.exitCode, 0, r.stderr);
     t.true(said(r, 'hit'), r.stderr);
