@@ -361,11 +361,23 @@ test('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount beh
   // /var/tmp/$USER.ch (so it isn't memoized: a file it read changed
   // meanwhile); once that cache is over 1 s old, a launch is.
   const args = [file, '--', 'cat', '/etc/os-release'];
-  t.is((await run(args)).exitCode, 0);
+  // Under the suite's verify mode too: the planner's own write of the
+  // listing cache makes that plan unstorable, not a verify error.
+  const first = await run(args, { CH_RUN_MEMO_VERIFY: '1' });
+  t.is(first.exitCode, 0, first.stderr);
+  t.regex(first.stderr, /plan memo: not stored: wrote .*list-.*\.json while planning/);
+  // Other tests' SquashFS launches (the same user's /var/tmp/$USER.ch) may
+  // change what a plan read in between: a few rounds, each logged.
   const cacheDir = `/var/tmp/${testUser().name}.ch`;
-  await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
-  t.is((await run(args)).exitCode, 0);
-  const hit = await run(args, NO_NODE);
+  let hit;
+  for (let round = 0; round < 3; round++) {
+    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    const planned = await run(args);
+    t.is(planned.exitCode, 0, planned.stderr);
+    hit = await run(args, NO_NODE);
+    if (said(hit, 'hit')) break;
+    t.log(`round ${round}: ${planned.stderr.split('\n').filter((l) => /plan memo/.test(l)).join(' / ')}`);
+  }
   t.true(said(hit, 'hit'), hit.stderr);
   t.is(hit.exitCode, 0, hit.stderr);
   t.regex(hit.stdout, /busybox test image/);

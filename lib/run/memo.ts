@@ -79,6 +79,7 @@ const orig = {
   statSync: fs.statSync, lstatSync: fs.lstatSync, existsSync: fs.existsSync, accessSync: fs.accessSync,
   readFileSync: fs.readFileSync, openSync: fs.openSync, readdirSync: fs.readdirSync,
   readlinkSync: fs.readlinkSync, realpathSync: fs.realpathSync, realpathNative: fs.realpathSync.native,
+  writeFileSync: fs.writeFileSync, renameSync: fs.renameSync, mkdirSync: fs.mkdirSync,
   userInfo: os.userInfo, hostname: os.hostname,
 };
 
@@ -275,6 +276,19 @@ export class Recorder {
     for (const f of files) this.statDep('stat', f, true);
   }
 
+  /**
+   * The planner wrote PATH (a cache, an ensured directory). A dependency on
+   * it recorded before then no longer holds: the plan can't be kept this
+   * time (the next launch reads what was written).
+   */
+  wrote(p: unknown): void {
+    if (!this.recording) return;
+    const path = this.pathOf(p);
+    if (path === null) return;
+    for (const d of this.deps.values())
+      if ('path' in d && d.path === path) { this.refuse(`wrote ${path} while planning`, false); return; }
+  }
+
   edit(op: 'set' | 'unset', name: string, value?: string): void {
     this.edits.push(op === 'set' ? ['set', name, value!] : ['unset', name]);
   }
@@ -391,8 +405,28 @@ export function startRecording(): Recorder {
     if (!writes) {
       if (isPseudo(p)) rec.refuse(`opened ${String(p)} (pseudo file)`);
       else rec.statDep(n & fs.constants.O_NOFOLLOW ? 'lstat' : 'stat', p, true);
+    } else {
+      rec.wrote(p);
     }
     return orig.openSync(p, flags as fs.OpenMode, mode);
+  };
+  // Writes: caches and ensured directories; what they change was perhaps
+  // read before. Counted once done (an mkdir that found the directory there
+  // changed nothing).
+  f.writeFileSync = (p: fs.PathOrFileDescriptor, data: unknown, o?: unknown) => {
+    const r = orig.writeFileSync(p, data as never, o as never);
+    if (typeof p !== 'number') rec.wrote(p);
+    return r;
+  };
+  f.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
+    const r = orig.renameSync(from, to);
+    rec.wrote(from); rec.wrote(to);
+    return r;
+  };
+  f.mkdirSync = (p: fs.PathLike, o?: unknown) => {
+    const r = orig.mkdirSync(p, o as never);
+    rec.wrote(p);
+    return r;
   };
   f.readdirSync = (p: fs.PathLike, o?: unknown) => {
     const typed = typeof o === 'object' && o !== null && (o as { withFileTypes?: boolean }).withFileTypes === true;
