@@ -15,7 +15,7 @@ import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { accessSync, chmodSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { availableParallelism, constants as osConstants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { all, command, EXIT_USAGE, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
+import { all, applyVerbosity, command, EXIT_USAGE, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { ChError, isChError, Log, runMain, why } from '../util/log.js';
 import { PKG_ROOT } from '../util/paths.js';
 import { Progress } from '../util/progress.js';
@@ -209,18 +209,15 @@ function builderToTar(log: Log, builder: Format, ref: string, work: string): str
 }
 
 export async function convert(argv: string[], log: Log): Promise<number> {
-  const y = command(SPEC)
+  const y = verbosityOptions(command(SPEC)
     .option('in-fmt', { alias: 'i', type: 'string', requiresArg: true, description: `FMT: input format: ${FORMATS.join(', ')} (default: from SRC)` })
     .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.filter((f) => f !== 'registry').join(', ')} (default: from DST; not registry: see below)` })
     .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: 'ARCH: registry SRC: the architecture to pull (as ch-pull --arch)' })
     .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: registry SRC: the platform to pull (as ch-pull --platform)' })
-    .option('insecure', { type: 'boolean', description: 'registry SRC: allow plain HTTP and unverified TLS certificates (as ch-pull --insecure)' })
-    .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
-    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+    .option('insecure', { type: 'boolean', description: 'registry SRC: allow plain HTTP and unverified TLS certificates (as ch-pull --insecure)' }));
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return 0;
-  if (a.quiet === true) log.verbosity = -1;
-  log.verbosity += count(a.verbose);
+  applyVerbosity(log, a);
   const arch = last(a.arch), plat = last(a.platform);
   const inArg = last(a['in-fmt']), outArg = last(a['out-fmt']);
   let inFmt: Format | null = inArg === undefined ? null : formatOf(inArg, '-i');

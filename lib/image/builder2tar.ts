@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { all, command, type CommandSpec, count, EXIT_USAGE, last, parseCommand } from '../util/cli.js';
+import { all, applyVerbosity, command, EXIT_USAGE, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { capture, lastLine } from '../util/proc.js';
 import { TarAppender } from '../tar/append.js';
 import { tarAddon } from '../tar/native.js';
@@ -82,15 +82,12 @@ function pidAlive(pid: number): boolean {
 }
 
 export async function builder2tar(argv: string[], log: Log): Promise<number> {
-  const y = command(SPEC)
+  const y = verbosityOptions(command(SPEC)
     .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman or buildah (default: $CH_BUILDER, else the first working)' })
-    .option('nocompress', { type: 'boolean', description: 'write an uncompressed NAME.tar' })
-    .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
-    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+    .option('nocompress', { type: 'boolean', description: 'write an uncompressed NAME.tar' }));
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return 0;
-  if (a.quiet === true) log.verbosity = -1;
-  log.verbosity += count(a.verbose);
+  applyVerbosity(log, a);
   const builderOpt = last(a.builder), compress = a.nocompress !== true;
   const pos = all(a._);
   if (pos.length !== 2)

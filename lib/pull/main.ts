@@ -10,7 +10,7 @@ import { closeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain, why } from '../util/log.js';
-import { all, command, type CommandSpec, count, last, parseCommand } from '../util/cli.js';
+import { all, applyVerbosity, command, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { openDir } from '../util/owned-fs.js';
 import { parseReference, storageName, EXIT_USAGE } from './reference.js';
 import { hostPlatform, parsePlatform } from './manifest.js';
@@ -82,19 +82,16 @@ function usageError(msg: string): ChError {
 }
 
 async function parse(argv: string[], log: Log): Promise<Options | null> {
-  const y = command(SPEC)
+  const y = verbosityOptions(command(SPEC)
     .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: "ARCH: architecture to pull from a multi-arch image (e.g. amd64, arm64, arm/v7); default: this machine's" })
     .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: platform to pull, OS/ARCH[/VARIANT] (e.g. linux/arm64)' })
     .option('tar', { type: 'string', requiresArg: true, description: 'FILE: write a gzipped image tarball FILE (as ch-builder2tar does) instead of a directory' })
     .option('force', { type: 'boolean', description: 'rebuild DEST even if it already holds this very image' })
     .option('insecure', { type: 'boolean', description: 'allow plain HTTP and unverified TLS certificates for any registry' })
-    .option('jobs', { alias: 'j', type: 'string', requiresArg: true, description: `N: download at most N blobs at a time (default ${JOBS_DEFAULT})` })
-    .option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
-    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+    .option('jobs', { alias: 'j', type: 'string', requiresArg: true, description: `N: download at most N blobs at a time (default ${JOBS_DEFAULT})` }));
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return null;
-  if (a.quiet === true) log.verbosity = -1;
-  log.verbosity += count(a.verbose);
+  applyVerbosity(log, a);
   const arch = last(a.arch), plat = last(a.platform), tar = last(a.tar), jobsArg = last(a.jobs);
   // argp let the later of the two win; yargs can't tell which came later, so both is an error.
   if (arch !== undefined && plat !== undefined) throw usageError('give either --arch or --platform, not both');

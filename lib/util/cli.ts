@@ -11,7 +11,7 @@
 // --no-X negation, no camel-case or dot expansion; repeated options collect.
 
 import yargs, { type Argv } from 'yargs';
-import { ChError } from './log.js';
+import { ChError, Log } from './log.js';
 import { version } from './version.js';
 
 export const EXIT_USAGE = 2;
@@ -113,4 +113,16 @@ export function all(v: unknown): string[] {
 /** How many times a counted flag (-v) was given. */
 export function count(v: unknown): number {
   return typeof v === 'number' ? v : 0;
+}
+
+/** -q/--quiet and -v/--verbose (repeatable), last among a command's options. */
+export function verbosityOptions(y: Argv): Argv {
+  return y.option('quiet', { alias: 'q', type: 'boolean', description: 'print only errors' })
+    .option('verbose', { alias: 'v', type: 'count', description: 'print more (repeatable)' });
+}
+
+/** What -q and -v (verbosityOptions) ask of LOG. */
+export function applyVerbosity(log: Log, a: Record<string, unknown>): void {
+  if (a.quiet === true) log.verbosity = -1;
+  log.verbosity += count(a.verbose);
 }
