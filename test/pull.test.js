@@ -7,10 +7,10 @@ import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
   symlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { ch, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
-import { addImage, flakyFront, haveTools, push, servedManifest, startProxy, startRegistry, storedBlob, writeLayout } from './helpers/registry.js';
+import { addImage, flakyFront, haveTools, push, servedManifest, stallingRelay, startProxy, startRegistry, storedBlob, until,
+  writeLayout } from './helpers/registry.js';
 
 const BASE = join(TEST_DIR, 'pull');
 const user = isRoot ? testUser() : null;
@@ -268,42 +268,6 @@ test('a corrupted blob in the registry: digest mismatch, nothing kept', async (t
   const cached = readdirSync(join(storage, 'blobs', 'sha256'));
   t.false(cached.some((f) => f.startsWith(img.layers[1].digest.slice(7))), cached.join(' '));
 });
-
-/**
- * A TCP relay to the registry that stops relaying after LIMIT bytes towards
- * the client, so a download is observably half done; stop() then closes
- * everything and refuses new connections.
- */
-async function stallingRelay(port, limit) {
-  let sent = 0;
-  const socks = [];
-  const state = { stalled: false };
-  const srv = net.createServer((c) => {
-    const up = net.connect(port, '127.0.0.1');
-    socks.push(c, up);
-    c.on('error', () => {}); up.on('error', () => {});
-    c.on('data', (b) => up.write(b));
-    up.on('data', (b) => {
-      if (sent + b.length > limit) { up.pause(); state.stalled = true; return; }
-      sent += b.length;
-      c.write(b);
-    });
-    up.on('close', () => c.destroy());
-    c.on('close', () => up.destroy());
-  });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  state.port = srv.address().port;
-  state.stop = () => { srv.close(); for (const s of socks) s.destroy(); };
-  return state;
-}
-
-async function until(what, cond) {
-  for (let i = 0; i < 6000; i++) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 test('the registry killed mid-pull: clear error, the partial blob kept; the next pull resumes it', async (t) => {
   if (skip(t)) return;
