@@ -273,20 +273,25 @@ static void front_end_failed(int status)
    exit(EXIT_CHRUN);
 }
 
-/* Become the core, which reads the plan from PLANFD. The front end may
-   still be exiting: the core reaps it, after building the container and
-   before it execs the command, so the two overlap; then it puts back the
-   caller's O_NONBLOCK bits on stdio (Node's exit no longer does). */
-static void exec_core(const char *dir, int planfd, pid_t front, int nonblock)
+/* Become the core, which reads the plan from PLANFD: the core itself
+   (ch-run-core) by exec, or, with IN_PROCESS, the same code linked in here.
+   A front end that planned may still be exiting: the core reaps it (FRONT),
+   after building the container and before it execs the command, so the two
+   overlap; then it puts back the caller's O_NONBLOCK bits on stdio (Node's
+   exit no longer does). A memoized plan has no front end (FRONT 0) and
+   nothing to undo, and runs in process: one exec fewer. */
+static void run_core(const char *dir, int planfd, pid_t front, int nonblock, bool in_process)
 {
    char core[PATH_MAX + 32], fdstr[16], pidstr[16], nbstr[16];
    if (lseek(planfd, 0, SEEK_SET) != 0)
       die("can't rewind plan memfd");
-   snprintf(core, sizeof(core), "%s/ch-run-core", dir);
    snprintf(fdstr, sizeof(fdstr), "%d", planfd);
    snprintf(pidstr, sizeof(pidstr), "%d", (int)front);
    snprintf(nbstr, sizeof(nbstr), "%d", nonblock);
    char *argv[] = { "ch-run", fdstr, pidstr, nbstr, NULL };
+   if (in_process)
+      core_main(4, argv);   /* never returns */
+   snprintf(core, sizeof(core), "%s/ch-run-core", dir);
    execv(core, argv);
    int e = errno;
    error("can't execute ch-run's core %s: %s (%s)", core, strerror(e),
@@ -308,15 +313,8 @@ int main(int argc, char **argv)
    memo_init(&memo, dir, argc, argv);
    int hit = memo_hit(&memo);
    if (hit >= 0) {
-      /* No front end to reap (PID 0); Node never ran, so no state to undo. */
-      char fdstr[16], nbstr[16];
-      snprintf(fdstr, sizeof(fdstr), "%d", hit);
-      snprintf(nbstr, sizeof(nbstr), "%d", nonblock_bits(stdio_flags));
-      char *core_argv[] = { "ch-run", fdstr, "0", nbstr, NULL };
       memo_close(&memo);
-      if (lseek(hit, 0, SEEK_SET) != 0)
-         die("can't rewind plan memfd");
-      core_main(4, core_argv);   /* never returns */
+      run_core(dir, hit, 0, nonblock_bits(stdio_flags), true);
    }
 
    /* Not close-on-exec: the front end writes them, the core reads the plan. */
@@ -339,7 +337,7 @@ int main(int argc, char **argv)
       if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
          die("can't restore SIGCHLD");
       planfd = memo_store(&memo, memofd, planfd);
-      exec_core(dir, planfd, front, nonblock_bits(stdio_flags));
+      run_core(dir, planfd, front, nonblock_bits(stdio_flags), false);
    }
    int status = wait_front_end(front);
    if (sigaction(SIGCHLD, &sigchld, NULL) != 0)

@@ -113,11 +113,15 @@ static void why(struct memo *m, const char *fmt, const char *arg)
 /* Open DIR (created 0700 if missing) if it is our own and closed to others. */
 static int own_dir(struct memo *m, const char *dir)
 {
-   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-      why(m, "can't create plan directory %.400s", dir);
-      return -1;
-   }
+   /* Opened first: on every launch but the first it is there (no mkdir). */
    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+   if (fd < 0 && errno == ENOENT) {
+      if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+         why(m, "can't create plan directory %.400s", dir);
+         return -1;
+      }
+      fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+   }
    struct stat st;
    if (fd < 0 || fstat(fd, &st) != 0 || st.st_uid != getuid() || (st.st_mode & 077)) {
       why(m, "plan directory %.400s is not yours alone (a link, another user's, or open to others)", dir);
@@ -636,20 +640,26 @@ static void replay_log(const struct record *r)
    }
 }
 
-static int memfd_of(const struct buf *b)
+/* Write all of B to FD. */
+static bool write_all(int fd, const struct buf *b)
 {
-   int fd = memfd_create("ch-run-plan", 0);   /* the core reads it: not close-on-exec */
-   if (fd < 0)
-      return -1;
    for (size_t off = 0; off < b->len;) {
       ssize_t w = write(fd, b->p + off, b->len - off);
       if (w < 0 && errno == EINTR)
          continue;
-      if (w <= 0) {
-         close(fd);
-         return -1;
-      }
+      if (w <= 0)
+         return false;
       off += w;
+   }
+   return true;
+}
+
+static int memfd_of(const struct buf *b)
+{
+   int fd = memfd_create("ch-run-plan", 0);   /* the core reads it: not close-on-exec */
+   if (fd >= 0 && !write_all(fd, b)) {
+      close(fd);
+      return -1;
    }
    return fd;
 }
@@ -963,12 +973,7 @@ static void entry_write(struct memo *m, const char *rec, size_t len)
    }
    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", m->name, (int)getpid());
    int fd = b.failed ? -1 : openat(m->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-   bool ok = fd >= 0;
-   for (size_t off = 0; ok && off < b.len;) {
-      ssize_t w = write(fd, b.p + off, b.len - off);
-      ok = w > 0 || (w < 0 && errno == EINTR);
-      off += w > 0 ? w : 0;
-   }
+   bool ok = fd >= 0 && write_all(fd, &b);
    if (fd >= 0 && close(fd) != 0)
       ok = false;
    if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0)
