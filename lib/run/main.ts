@@ -264,12 +264,6 @@ function reprintWarnings(n: number): void {
   for (const w of last) log.warn(w);
 }
 
-/** TEMPLATE filled in from the environment, as the launcher does (addon/memo.c). */
-function joinTagFilled(template: string): string {
-  const env = recorder()?.rawEnv ?? process.env;
-  return template.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => env[name] ?? '');
-}
-
 /** A -vv line that isn't part of what a memoized launch replays. */
 function unrecordedDebug(rec: Recorder | null, msg: string): void {
   if (rec) rec.unrecorded(() => log.debug(msg));
@@ -284,10 +278,9 @@ function unrecordedDebug(rec: Recorder | null, msg: string): void {
 function memoRecord(rec: Recorder, plan: Plan): Buffer {
   // Which build planned: a changed front end, core or launcher is a miss.
   rec.subprocess([process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), CORE_PATH, LAUNCHER_PATH]);
-  // --join's tag as the launcher fills it in (memo.ts joinTemplate); a tag the user gave stays as is.
-  const tagged = plan.join && rec.joinTag && plan.join.tag === joinTagFilled(rec.joinTag.template)
-    ? { ...plan, join: { ...plan.join, tag: rec.joinTag.placeholder } } : plan;
-  if (plan.join && rec.joinTag && tagged === plan) rec.joinTag = null;
+  // --join's tag as the launcher fills it in (memo.ts joinTemplate: only a
+  // tag joinTag() made has one; a tag the user gave stays as is).
+  const tagged = plan.join && rec.joinTag ? { ...plan, join: { ...plan.join, tag: rec.joinTag.placeholder } } : plan;
   const memo = rec.serialize(serializePlan(tagged, false), plan.verbose);
   stopLogTap();
   if (rec.refused !== null) log.info(`plan memo: not stored: ${rec.refused}`);
