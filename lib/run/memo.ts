@@ -142,19 +142,29 @@ export class Recorder {
     return d;
   }
 
+  /** CALL's outcome, given to RECORD: errno 0 and the result, or the errno it failed with (rethrown). */
+  private observed<T>(call: () => T, record: (errno: number, r?: T) => void): T {
+    let r: T;
+    try {
+      r = call();
+    } catch (err) {
+      record(errnoOf(err));
+      throw err;
+    }
+    record(0, r);
+    return r;
+  }
+
   /** The planner's own stat or lstat of P (CALL): its result, recorded. */
   statCall<T>(kind: 'stat' | 'lstat', p: unknown, call: () => T): T {
     const path = this.recording ? this.pathOf(p) : null;
     if (path === null) return call();
-    let st: T;
-    try {
-      st = call();
-    } catch (err) {
-      this.add(`${kind}\0${path}`, () => ({ kind, path, errno: errnoOf(err), st: null, exact: null, fields: new Set() }));
-      throw err;
-    }
-    const d = this.add(`${kind}\0${path}`, () => ({ kind, path, errno: st ? 0 : ENOENT,
-      st: (st as fs.Stats | undefined) ?? null, exact: null, fields: new Set() })) as StatDep;
+    let d: StatDep | null = null;
+    const st = this.observed(call, (errno, r) => {
+      // An absent result (throwIfNoEntry: false, exists): ENOENT.
+      d = this.add(`${kind}\0${path}`, () => ({ kind, path, errno: errno || (r ? 0 : ENOENT),
+        st: (r as fs.Stats | undefined) ?? null, exact: null, fields: new Set<Field>() })) as StatDep;
+    });
     return st ? this.watch(st as object, d) as T : st;
   }
 
@@ -224,18 +234,8 @@ export class Recorder {
     describe: (r: unknown) => string, mode = 0, typed = false): unknown {
     const path = this.recording ? this.pathOf(p) : null;
     if (path === null) return call();
-    let r: unknown;
-    try {
-      r = call();
-    } catch (err) {
-      const errno = errnoOf(err);
-      this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access' ? { kind, path, mode, errno }
-        : { kind, path, result: `!${errno}`, typed }));
-      throw err;
-    }
-    this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access' ? { kind, path, mode, errno: 0 }
-      : { kind, path, result: '=' + describe(r), typed }));
-    return r;
+    return this.observed(call, (errno, r) => this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access'
+      ? { kind, path, mode, errno } : { kind, path, result: errno ? `!${errno}` : '=' + describe(r), typed })));
   }
 
   /** Variable NAME read; PRESENCE: only whether it is set was asked (Map.has, `in`). */
