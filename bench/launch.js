@@ -26,29 +26,15 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { buildBusybox } from '../test/helpers/images.js';
+import { isRoot, median, opt, repo, user, userPrefix } from './common.js';
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
-const opt = (name, dflt) => {
-  const i = process.argv.indexOf(name);
-  return i > 0 && Number(process.argv[i + 1]) > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 const runs = opt('--runs', 100);
 const wideReps = opt('--wide-reps', 5);
 const srunReps = opt('--srun-reps', 5);
 const WIDE_TOTAL = 200, WIDE_WIDTH = 8, RANKS = 32;
-const user = process.env.CH_BENCH_USER ?? 'chtest';
-const isRoot = process.getuid() === 0;
 
-function userPrefix() {
-  if (!isRoot) return [];
-  const r = spawnSync('id', ['-u', user], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`bench runs ch-run unprivileged: create user ${user} or set CH_BENCH_USER`);
-  const g = spawnSync('id', ['-g', user], { encoding: 'utf8' });
-  return ['setpriv', `--reuid=${r.stdout.trim()}`, `--regid=${g.stdout.trim()}`, '--clear-groups', '--'];
-}
 
 /** Charliecloud's ch-run: CH_BENCH_CHARLIECLOUD, or the Debian package's (installed if root). */
 function charliecloud() {
@@ -111,7 +97,6 @@ function once(v, stderr = false) {
   return stderr ? r.stderr : ms;
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function wide(v, total, width) {

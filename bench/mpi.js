@@ -20,10 +20,10 @@ import { BIN } from '../test/helpers/env.js';
 import { compileMpiPrograms, mpiImage } from '../test/helpers/mpi-image.js';
 import { startCluster } from '../test/helpers/slurm.js';
 import { execa } from 'execa';
+import { median } from './common.js';
 
 const REPS = Number(process.env.REPS ?? 3);
 const CHRUN = join(BIN, 'ch-run');
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 
 const img = await mpiImage();
 if (!img.dir) { console.error(`no MPI image: ${img.reason}`); process.exit(1); }

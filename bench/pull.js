@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { push, startRegistry, tarOf, writeLayout } from '../test/helpers/registry.js';
+import { median } from './common.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -95,7 +96,6 @@ function skopeoTar(layout, dest) {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const results = [];
 for (const [fs, base] of Object.entries(targets)) {
   if (only && only !== fs) continue;
