@@ -27,9 +27,9 @@ namespace {
 class ExtractWorker : public Napi::AsyncWorker {
 public:
    ExtractWorker(Napi::Env env, std::string tarball, std::string dest, bool openat2, mode_t um,
-                 Napi::ArrayBuffer progress, bool layer)
+                 Napi::ArrayBuffer progress, bool layer, uint64_t max_bytes)
       : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), tarball(std::move(tarball)),
-        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), um(um)
+        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), um(um), max_bytes(max_bytes)
    {
       progressRef = Napi::Persistent(progress);
       counter = reinterpret_cast<std::atomic<uint64_t> *>(progress.Data());
@@ -56,6 +56,7 @@ public:
          beneath = w.beneath;
          Extractor x(s, w);
          x.cancel = counter + 1;
+         x.max_bytes = max_bytes;
          Layer layer(w);
          if (as_layer)
             x.layer = &layer;
@@ -63,6 +64,9 @@ public:
          whiteouts = layer.whiteouts;
          st = x.st;
          top = x.multi ? "" : x.top;
+      } catch (LimitErr &e) {
+         msg = e.what();
+         over_limit = true;
       } catch (XErr &e) {
          msg = e.what();
          err = e.err;
@@ -79,6 +83,8 @@ public:
       r.Set("openat2", beneath);
       if (!msg.empty()) {
          r.Set("error", msg);
+         if (over_limit)
+            r.Set("overLimit", true);
          if (err) {
             r.Set("errno", err);
             r.Set("code", errname(err));
@@ -103,8 +109,9 @@ public:
 private:
    Napi::Promise::Deferred deferred;
    std::string tarball, dest;
-   bool use_openat2, as_layer, beneath = false;
+   bool use_openat2, as_layer, beneath = false, over_limit = false;
    mode_t um;
+   uint64_t max_bytes;
    uint64_t whiteouts = 0;
    Napi::Reference<Napi::ArrayBuffer> progressRef;
    std::atomic<uint64_t> *counter;
@@ -113,8 +120,10 @@ private:
    int err = 0;
 };
 
-// extract(tarball, dest, {openat2, umask, progress: ArrayBuffer(16), layer?}) -> Promise<result>.
+// extract(tarball, dest, {openat2, umask, progress: ArrayBuffer(16), layer?, maxBytes?}) -> Promise<result>.
 // layer: apply the tarball as an OCI layer on top of what DEST holds (layer.h).
+// maxBytes: at most this much file data written; a member that would pass it
+// fails the extraction with overLimit set and error naming the member.
 // progress holds two uint64: bytes of the tarball read (written here), and a
 // cancel flag (written by JS, e.g. on SIGINT; checked before every entry).
 Napi::Value Extract(const Napi::CallbackInfo &info)
@@ -133,8 +142,18 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    }
    bool oa2 = o.Get("openat2").ToBoolean();
    mode_t um = o.Get("umask").IsNumber() ? o.Get("umask").As<Napi::Number>().Uint32Value() : 022;
+   uint64_t max_bytes = UINT64_MAX;
+   Napi::Value mb = o.Get("maxBytes");
+   if (mb.IsNumber()) {
+      double d = mb.As<Napi::Number>().DoubleValue();
+      if (!(d >= 0) || d > 9007199254740991.0) {
+         Napi::TypeError::New(env, "opts.maxBytes must be a safe integer >= 0").ThrowAsJavaScriptException();
+         return env.Undefined();
+      }
+      max_bytes = (uint64_t)d;
+   }
    auto *w = new ExtractWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), oa2, um,
-                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean());
+                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean(), max_bytes);
    Napi::Promise p = w->Promise();
    w->Queue();
    return p;

@@ -260,6 +260,8 @@ void Extractor::run()
       case '\0':
       case '7': {
          track_top(c);
+         if (size > max_bytes - st.bytes)   // st.bytes <= max_bytes always: no wrap
+            throw LimitErr(printable(name));
          {
             // Streamed from the decoder's buffer (or the map): the header's size
             // never decides how much is allocated.

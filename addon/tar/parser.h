@@ -21,6 +21,11 @@ struct Stats {
 
 struct Layer;
 
+// The file data written would pass Extractor::max_bytes (what() names the member).
+struct LimitErr : XErr {
+   using XErr::XErr;
+};
+
 struct Extractor {
    Stream &in;
    Writer &w;
@@ -32,6 +37,9 @@ struct Extractor {
    static constexpr uint64_t MAX_MEMBER = INT64_MAX;       // any member's size
 
    std::atomic<uint64_t> *cancel = nullptr;   // set non-zero by JS (a signal): stop
+   // At most this many bytes of file data written in all (ch-pull's bound on unpacked
+   // size): a member that would pass it is refused before it is created.
+   uint64_t max_bytes = UINT64_MAX;
    Layer *layer = nullptr;   // OCI layer mode (layer.h): whiteouts applied, lower trees replaced
 
    Extractor(Stream &s, Writer &wr) : in(s), w(wr) {}

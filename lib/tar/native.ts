@@ -6,6 +6,8 @@ export interface ExtractResult {
   kind: 'tar' | 'gzip' | 'xz' | 'zstd';
   openat2: boolean;
   error?: string; errno?: number; code?: string; why?: string;
+  /** The error is opts.maxBytes being reached (error: the member that would have passed it). */
+  overLimit?: boolean;
   files: number; dirs: number; symlinks: number; hardlinks: number;
   devices: number; other: number; bytes: number; entries: number;
   /** The first component shared by every entry, '' if they differ. */
@@ -17,7 +19,7 @@ export interface ExtractResult {
 export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?: string }
 
 export interface TarAddon {
-  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean }): Promise<ExtractResult>;
+  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean; maxBytes?: number }): Promise<ExtractResult>;
   /** The ops that failed. */
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
