@@ -9,8 +9,8 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, re
   symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ch, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
-import { addImage, flakyFront, haveTools, push, servedManifest, stallingRelay, startProxy, startRegistry, storedBlob, until,
-  writeLayout } from './helpers/registry.js';
+import { addImage, challengingHost, flakyFront, haveTools, memImage, push, scriptedRegistry, servedManifest, stallingRelay,
+  startProxy, startRegistry, storedBlob, until, writeLayout } from './helpers/registry.js';
 
 const BASE = join(TEST_DIR, 'pull');
 const user = isRoot ? testUser() : null;
@@ -628,5 +628,191 @@ test('a partial blob left by an earlier pull: resumed with Range, restarted wher
     }
   } finally {
     await noRange.close();
+  }
+});
+
+// ---- hostile registries (scripted in node on loopback; no registry tools needed) ----
+
+/** Raw control characters (C0 but newline, DEL, C1): none may reach the terminal from a registry. */
+const CONTROL = /[\x00-\x09\x0b-\x1f\x7f-\x9f]/;
+
+/** Names in the storage's blob directory. */
+function cached(storage) {
+  try { return readdirSync(join(storage, 'blobs', 'sha256')); } catch { return []; }
+}
+
+test('credentials go only to the registry named: a blob redirected to a host that challenges gets none', async (t) => {
+  const img = memImage({ layers: [[{ name: 'f', data: 'x' }], [{ name: 'g', data: 'y' }]] });
+  const evil = await challengingHost();
+  const store = await scriptedRegistry(img);   // blob storage elsewhere that needs no credentials (as S3 URLs)
+  const reg = await scriptedRegistry(img, { basic: 'victim:s3cret', route: (req, res, url) => {
+    const m = /\/blobs\/(.+)$/.exec(url.pathname);
+    if (!m) return false;
+    const to = url.pathname.startsWith('/v2/evil/') ? `http://${evil.host}/blobs/${m[1]}` : `http://${store.host}/v2/x/blobs/${m[1]}`;
+    res.writeHead(307, { location: to });
+    res.end();
+    return true;
+  } });
+  try {
+    const d = userDir('redirect');
+    const env = { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PULL_USER: 'victim', CH_PULL_PASSWORD: 's3cret', CH_PULL_RETRIES: '0' };
+    const bad = await pull([`${reg.host}/evil/app:v1`, join(d, 'bad')], env);
+    t.true(evil.log.length > 0);
+    t.deepEqual(evil.log.filter((e) => e.authorization !== undefined), [], 'the redirect target was sent credentials');
+    t.false(evil.log.some((e) => e.path === '/token'), 'the redirect target\'s token endpoint was asked');
+    t.is(bad.exitCode, 1, bad.stderr);
+    t.regex(bad.stderr, new RegExp(`blob sha256:[0-9a-f]+: HTTP 401 from ${evil.host}, where ${reg.host} redirected it;`
+      + ` credentials go only to ${reg.host}; refused`));
+    t.notRegex(bad.stderr, /internal error/);
+    t.false(existsSync(join(d, 'bad')));
+    // A redirect target that serves without credentials: the pull works, and it was sent none.
+    const good = await pull([`${reg.host}/good/app:v1`, join(d, 'good')], env);
+    t.is(good.exitCode, 0, good.stderr);
+    t.is(readFileSync(join(d, 'good', 'g'), 'utf8'), 'y');
+    t.true(store.log.filter((e) => e.path.includes('/blobs/')).length >= 3);
+    t.deepEqual(store.log.filter((e) => e.authorization !== undefined), []);
+    t.true(reg.log.some((e) => e.authorization?.startsWith('Basic ')));   // the registry itself did get them
+  } finally {
+    await reg.close(); await store.close(); await evil.close();
+  }
+});
+
+test('an oversized config or manifest: refused before it is downloaded, nothing left in the cache', async (t) => {
+  const d = userDir('oversize');
+  const storage = join(d, 'storage');
+  const env = { CH_IMAGE_STORAGE: storage, CH_PULL_RETRIES: '0' };
+  // Claimed: the manifest says the config is 3 GB.
+  const claimed = memImage({ configSize: 3 * 2 ** 30 });
+  const r1 = await scriptedRegistry(claimed);
+  try {
+    const r = await pull([`${r1.host}/big:v1`, join(d, 'img')], env);
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, /config sha256:[0-9a-f]+ is 3221225472 bytes, more than 4 MiB; refused/);
+    t.false(r1.log.some((e) => e.path.includes('/blobs/')), 'a blob was downloaded');
+    t.deepEqual(cached(storage), []);
+    t.false(existsSync(join(d, 'img')));
+  } finally { await r1.close(); }
+  // Actual: the config claims its true size, the registry sends 6 MiB more.
+  const actual = memImage({});
+  const hex = actual.config.digest.slice(7);
+  const r2 = await scriptedRegistry(actual, { route: (req, res, url) => {
+    if (!url.pathname.endsWith(actual.config.digest)) return false;
+    res.writeHead(200);
+    res.end(Buffer.concat([actual.blobs.get(actual.config.digest), Buffer.alloc(6 << 20, 0x20)]));
+    return true;
+  } });
+  try {
+    const r = await pull([`${r2.host}/big:v1`, join(d, 'img')], env);
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, /registry sent more than the [0-9]+ bytes the manifest says; discarded/);
+    t.deepEqual(cached(storage).filter((n) => n.startsWith(hex)), []);
+    t.false(existsSync(join(d, 'img')));
+  } finally { await r2.close(); }
+  // A manifest over 4 MiB: said to be one (not "unreachable"), whether its length is announced or not.
+  const huge = Buffer.from(JSON.stringify({ schemaVersion: 2, pad: 'x'.repeat(5 << 20) }));
+  for (const announced of [true, false]) {
+    const r3 = await scriptedRegistry(memImage({}), { route: (req, res, url) => {
+      if (!url.pathname.includes('/manifests/')) return false;
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', ...(announced ? { 'content-length': huge.length } : {}) });
+      res.end(huge);
+      return true;
+    } });
+    try {
+      const r = await pull([`${r3.host}/big:v1`, join(d, 'img')], env);
+      t.is(r.exitCode, 1, r.stderr);
+      t.regex(r.stderr, /big:v1: manifest larger than 4 MiB; refused/, `announced: ${announced}`);
+    } finally { await r3.close(); }
+  }
+  t.deepEqual(readdirSync(d), ['storage']);
+});
+
+test('control characters from a registry: never printed raw, never stored in /ch/environment', async (t) => {
+  const d = userDir('control');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PULL_RETRIES: '0' };
+  const img = memImage({ config: { Env: ['PATH=/bin', 'EVIL\x1b[31m=x', 'V=a\x1b]0;title\x07b', 'C1=a\u009b31mb', 'TAB=a\tb'],
+    Labels: { l: 'x\u009by\x1b' }, Cmd: ['\x1b[2J'] } });
+  const reg = await scriptedRegistry(img, { route: (req, res, url) => {
+    if (url.pathname.startsWith('/v2/json/') && url.pathname.includes('/manifests/')) {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: '\x1b]0;owned\x07\x1b[2Jgone\u009b1m\r\nch-pull: all fine' }] }));
+      return true;
+    }
+    if (url.pathname.startsWith('/v2/text/') && url.pathname.includes('/manifests/')) {
+      res.writeHead(418, { 'content-type': 'text/plain' });
+      res.end('\x1b[31mred\x1b[0m\x08\x08');
+      return true;
+    }
+    return false;
+  } });
+  const hdr = await scriptedRegistry(img, { route: (req, res) => {
+    res.writeHead(401, { 'www-authenticate': 'Weird x=\u009b31m,y=\u0085' });
+    res.end();
+    return true;
+  } });
+  try {
+    for (const [ref, want] of [[`${reg.host}/json/app:v1`, /unknown image or tag \(registry says: MANIFEST_UNKNOWN: \\x1b\]0;owned\\x07\\x1b\[2Jgone\\x9b1m\\x0d\\x0ach-pull: all fine\)/],
+      [`${reg.host}/text/app:v1`, /manifest: HTTP 418: \\x1b\[31mred\\x1b\[0m\\x08\\x08/],
+      [`${hdr.host}/app:v1`, /unsupported authentication challenge 'Weird x=\\x9b31m,y=\\x85'/]]) {
+      const r = await pull([ref, join(d, 'img')], env);
+      t.is(r.exitCode, 1, r.stderr);
+      t.regex(r.stderr, want);
+      t.false(CONTROL.test(r.stderr), JSON.stringify(r.stderr));
+      t.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);   // no line forged
+    }
+    // Env entries with a control character (but TAB in a value) are not written to /ch/environment;
+    // metadata.json keeps every value, escaped.
+    const r = await pull([`${reg.host}/app:v1`, join(d, 'img')], env);
+    t.is(r.exitCode, 0, r.stderr);
+    t.false(CONTROL.test(r.stderr), JSON.stringify(r.stderr));
+    t.regex(r.stderr, /warning: ENV EVIL\\x1b\[31m: can't be written to \/ch\/environment \(control character\); skipped/);
+    t.regex(r.stderr, /warning: ENV V: can't be written/);
+    t.regex(r.stderr, /warning: ENV C1: can't be written/);
+    t.is(readFileSync(join(d, 'img', 'ch/environment'), 'utf8'), 'PATH=/bin\nTAB=a\tb\n');
+    const meta = readFileSync(join(d, 'img', 'ch/metadata.json'), 'utf8');
+    t.false(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(meta), JSON.stringify(meta));
+    const m = JSON.parse(meta);
+    t.deepEqual(m.Labels, { l: 'x\u009by\x1b' });
+    t.deepEqual(m.Cmd, ['\x1b[2J']);
+  } finally {
+    await reg.close(); await hdr.close();
+  }
+});
+
+test('--max-unpacked and CH_PULL_MAX_UNPACKED bound what the layers unpack to; nothing left when over', async (t) => {
+  const d = userDir('unpacked');
+  const storage = join(d, 'storage');
+  // Two layers of 300 KiB of zeros each: under 1 KiB each compressed.
+  const img = memImage({ layers: [[{ name: 'a', data: Buffer.alloc(300 << 10) }], [{ name: 'b', data: Buffer.alloc(300 << 10) }]] });
+  t.true(img.layers.every((l) => l.size < 2048));
+  const reg = await scriptedRegistry(img);
+  try {
+    const ref = `${reg.host}/bomb:v1`;
+    const over = /layer 2 \(sha256:[0-9a-f]+\): unpacked size over the limit of 512 KiB \(--max-unpacked or CH_PULL_MAX_UNPACKED\)/;
+    for (const [args, env] of [[['--max-unpacked', '512K'], {}], [[], { CH_PULL_MAX_UNPACKED: '512k' }],
+      [['--max-unpacked=524288'], { CH_PULL_MAX_UNPACKED: '100G' }]]) {
+      const r = await pull([...args, ref, join(d, 'img')], { CH_IMAGE_STORAGE: storage, ...env });
+      t.is(r.exitCode, 1, r.stderr);
+      t.regex(r.stderr, over);
+      t.deepEqual(readdirSync(d), ['storage']);
+    }
+    const tar = await pull(['--max-unpacked', '512K', '--tar', join(d, 'img.tar.gz'), ref], { CH_IMAGE_STORAGE: storage });
+    t.is(tar.exitCode, 1, tar.stderr);
+    t.regex(tar.stderr, over);
+    t.deepEqual(readdirSync(d), ['storage']);
+    t.deepEqual(readdirSync(join(storage, 'tmp')), []);
+    // Under the limit: pulled.
+    const ok = await pull(['--max-unpacked', '1M', ref, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(ok.exitCode, 0, ok.stderr);
+    t.is(statSync(join(d, 'img', 'b')).size, 300 << 10);
+    for (const [args, env] of [[['--max-unpacked', '12Q'], {}], [['--max-unpacked', ''], {}], [[], { CH_PULL_MAX_UNPACKED: 'lots' }]]) {
+      const r = await pull([...args, ref, join(d, 'x')], { CH_IMAGE_STORAGE: storage, ...env });
+      t.is(r.exitCode, 2, `${args} ${JSON.stringify(env)}: ${r.stderr}`);
+      t.regex(r.stderr, /max-unpacked|MAX_UNPACKED/);
+    }
+    const help = (await pull(['--help'])).stdout;
+    t.regex(help, /--max-unpacked/);
+    t.regex(help, /CH_PULL_MAX_UNPACKED/);
+  } finally {
+    await reg.close();
   }
 });

@@ -4,11 +4,19 @@
 
 import { ChError } from '../util/log.js';
 import { tarAddon, type ExtractResult } from '../tar/native.js';
+import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
 
-/** Apply layer tarball BLOB (any compression) on top of ROOT's contents. */
-export async function applyLayer(blob: string, root: string, what: string, signal?: AbortSignal): Promise<ExtractResult> {
+/** A bound on what the layers of an image unpack to: LIMIT bytes of file data in all, USED so far. */
+export interface UnpackBound { limit: number; used: number; text: string }
+
+/**
+ * Apply layer tarball BLOB (any compression) on top of ROOT's contents,
+ * within BOUND when given (counted up by what this layer wrote).
+ */
+export async function applyLayer(blob: string, root: string, what: string, signal?: AbortSignal,
+  bound?: UnpackBound): Promise<ExtractResult> {
   const progress = new ArrayBuffer(16);
   const view = new BigUint64Array(progress);   // [bytes read, cancel]
   const cancel = () => { view[1] = 1n; };
@@ -17,8 +25,13 @@ export async function applyLayer(blob: string, root: string, what: string, signa
   try {
     // Never world-writable, whatever the umask: others could plant files in the image.
     const r = await tarAddon().extract(blob, root, { openat2: process.env.CH_TAR2DIR_OPENAT2 !== '0',
-      umask: process.umask() | 0o002, progress, layer: true });
-    if (r.error) throw new ChError(`${what}: ${r.code === 'ENOSPC' ? 'disk full: ' : ''}${r.error}${r.code ? `: ${r.why} (${r.code})` : ''}`, EXIT_FAIL);
+      umask: process.umask() | 0o002, progress, layer: true, ...(bound ? { maxBytes: bound.limit - bound.used } : {}) });
+    // A layer's names are the image maker's: printable, like everything a registry serves.
+    if (r.overLimit)
+      throw new ChError(`${what}: unpacked size over the limit of ${bound!.text} (--max-unpacked or CH_PULL_MAX_UNPACKED),`
+        + ` at ${printable(r.error!)}`, EXIT_FAIL);
+    if (r.error) throw new ChError(printable(`${what}: ${r.code === 'ENOSPC' ? 'disk full: ' : ''}${r.error}${r.code ? `: ${r.why} (${r.code})` : ''}`), EXIT_FAIL);
+    if (bound) bound.used += r.bytes;
     return r;
   } finally {
     signal?.removeEventListener('abort', cancel);

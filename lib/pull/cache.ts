@@ -23,6 +23,7 @@ import { lockOwn as lockOwnFile, unlock } from '../image/install.js';
 import type { Descriptor } from './manifest.js';
 import { netWhy, type Registry } from './registry.js';
 import { withRetries } from './http.js';
+import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
 
@@ -174,15 +175,18 @@ export class BlobCache {
           const start = /^bytes ([0-9]+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1];
           if (Number(start) !== done) {
             res.destroy();
-            throw new ChError(`blob ${d.digest}: registry answered range request for byte ${done} with '${res.headers['content-range']}'`, EXIT_FAIL);
+            throw new ChError(`blob ${d.digest}: registry answered range request for byte ${done} with '${printable(String(res.headers['content-range']))}'`, EXIT_FAIL);
           }
         }
         try {
           for await (const chunk of res) {
             const b = chunk as Buffer;
             if (done + b.length > d.size) {
+              // Not kept: the next pull would only resume what the manifest already ruled out.
               res.destroy();
-              ftruncateSync(pfd, 0);
+              closeSync(pfd);
+              pfd = -1;
+              unlinkSync(at(dirFd, partName));
               throw new ChError(`blob ${d.digest}: registry sent more than the ${d.size} bytes the manifest says; discarded`, EXIT_FAIL);
             }
             hash.update(b);

@@ -4,7 +4,8 @@
 //   - proxies from http_proxy/https_proxy/no_proxy (either case): plain HTTP
 //     through the proxy with absolute URIs, HTTPS through a CONNECT tunnel;
 //   - redirects followed (blob storage elsewhere), credentials dropped when
-//     the host changes;
+//     the host changes (and registry.ts never answers a challenge from a
+//     redirect target: credentials go only to the host the user named);
 //   - retries with exponential backoff on 5xx, 429 and broken connections.
 
 import { readFileSync } from 'node:fs';
@@ -128,13 +129,22 @@ export async function requestOnce(url: URL, opts: RequestOptions = {}): Promise<
   });
 }
 
-/** The whole body of RES as a Buffer, at most MAX bytes. */
+/** A body over readBody()'s bound: refused, not a network failure. */
+export class TooLargeError extends Error {
+  constructor(readonly max: number) { super(`response larger than ${max} bytes`); }
+}
+
+/**
+ * The whole body of RES as a Buffer, at most MAX bytes: refused as soon as
+ * its Content-Length claims more, or once more has arrived.
+ */
 export async function readBody(res: IncomingMessage, max = 8 << 20): Promise<Buffer> {
+  if (Number(res.headers['content-length']) > max) { res.destroy(); throw new TooLargeError(max); }
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of res) {
     n += (c as Buffer).length;
-    if (n > max) { res.destroy(); throw new Error(`response larger than ${max} bytes`); }
+    if (n > max) { res.destroy(); throw new TooLargeError(max); }
     chunks.push(c as Buffer);
   }
   return Buffer.concat(chunks);

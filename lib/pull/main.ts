@@ -9,19 +9,20 @@
 import { closeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { constants as osConstants } from 'node:os';
-import { ChError, Log, runMain, why } from '../util/log.js';
+import { ChError, isChError, Log, runMain, why } from '../util/log.js';
 import { all, applyVerbosity, command, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { openDir } from '../util/owned-fs.js';
 import { parseReference, storageName, EXIT_USAGE } from './reference.js';
 import { hostPlatform, parsePlatform } from './manifest.js';
 import { PROG } from './install.js';
-import { JOBS_DEFAULT, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
+import { JOBS_DEFAULT, parseSize, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
+import { printable } from './text.js';
 
 const EXIT_FAIL = 1;
 
 const SPEC: CommandSpec = {
   prog: PROG,
-  synopsis: '[-a ARCH] [--platform OS/ARCH] [--tar FILE] [--force] [--insecure] [-j N] [-q] [-v] REF [DEST]',
+  synopsis: '[-a ARCH] [--platform OS/ARCH] [--tar FILE] [--force] [--insecure] [-j N] [--max-unpacked SIZE] [-q] [-v] REF [DEST]',
   valueShorts: 'aj',
   description: `Pull image REF from an OCI registry (Distribution API v2) and unpack it into
 directory DEST, ready for \`ch-run DEST\`. Without DEST the image goes into the
@@ -43,6 +44,14 @@ OCI whiteouts, by the same confined extractor as ch-tar2dir: nothing is
 written outside the image. The image's ENV goes into /ch/environment and its
 ENTRYPOINT, CMD, ENV, WORKDIR, USER and labels into /ch/metadata.json.
 
+What a registry serves is bounded: a manifest or index, and the image's
+config, at most 4 MiB each (refused before more is fetched); every blob at
+most the size its manifest gives; with --max-unpacked SIZE (or
+CH_PULL_MAX_UNPACKED), the file data the layers unpack to. Control
+characters in what a registry says (error messages, header values, names)
+are printed as \\xHH; an ENV entry holding one (TAB in a value aside) is not
+written to /ch/environment, with a warning.
+
 DEST appears only once complete. An existing DEST is reused if ch-pull made
 it from the same manifest (unless --force), replaced if it is an image
 ch-pull or ch-tar2dir of yours made, and refused otherwise. Its directory may
@@ -54,7 +63,9 @@ NODE_EXTRA_CA_CERTS or SSL_CERT_FILE); plain HTTP only for a registry on this
 machine (localhost, 127.x, ::1) or with --insecure. Anonymous, basic and
 bearer-token authentication; credentials from CH_PULL_USER/CH_PULL_PASSWORD,
 else $XDG_RUNTIME_DIR/containers/auth.json, else ~/.docker/config.json.
-http_proxy, https_proxy, all_proxy and no_proxy are honoured.`,
+Credentials go only to the registry REF names (and to the token server its
+own challenge names); a host it redirects to gets none, and asking for them
+is an error. http_proxy, https_proxy, all_proxy and no_proxy are honoured.`,
   epilog: `Environment:
   CH_IMAGE_STORAGE      storage directory (default /var/tmp/$USER.ch); made
                         mode 0700, refused if not yours or open to others
@@ -63,14 +74,17 @@ http_proxy, https_proxy, all_proxy and no_proxy are honoured.`,
                         0.5 s, doubling): 5xx, 429, broken connections
   CH_PULL_LOCK_TIMEOUT  seconds to wait for another ch-pull of yours on the
                         same DEST or blob (default 3600)
+  CH_PULL_MAX_UNPACKED  default for --max-unpacked (default: no bound)
 
 Exit status:
   0  image pulled, or DEST already up to date
   1  failure: unknown image or tag, authentication refused, no manifest for
      the platform, registry unreachable, digest mismatch, disk full, hostile
-     layer, DEST not yours, ...
-  2  usage error: unknown option, missing value, bad REF, --arch, --platform
-     or --jobs, --arch with --platform, DEST with --tar
+     layer, oversized manifest or config, over --max-unpacked, DEST or --tar
+     FILE not yours, ...
+  2  usage error: unknown option, missing value, bad REF, --arch, --platform,
+     --jobs or --max-unpacked (or CH_PULL_MAX_UNPACKED), --arch with
+     --platform, DEST with --tar
   128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP); nothing left that
      looks complete (after SIGKILL, the next pull removes the temporary)`,
 };
@@ -88,11 +102,13 @@ async function parse(argv: string[], log: Log): Promise<Options | null> {
     .option('tar', { type: 'string', requiresArg: true, description: 'FILE: write a gzipped image tarball FILE (as ch-builder2tar does) instead of a directory' })
     .option('force', { type: 'boolean', description: 'rebuild DEST even if it already holds this very image' })
     .option('insecure', { type: 'boolean', description: 'allow plain HTTP and unverified TLS certificates for any registry' })
-    .option('jobs', { alias: 'j', type: 'string', requiresArg: true, description: `N: download at most N blobs at a time (default ${JOBS_DEFAULT})` }));
+    .option('jobs', { alias: 'j', type: 'string', requiresArg: true, description: `N: download at most N blobs at a time (default ${JOBS_DEFAULT})` })
+    .option('max-unpacked', { type: 'string', requiresArg: true, description: 'SIZE: refuse an image whose layers unpack to more than SIZE bytes of file data (K, M, G, T: powers of 1024; 0: no bound); nothing is left' }));
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return null;
   applyVerbosity(log, a);
   const arch = last(a.arch), plat = last(a.platform), tar = last(a.tar), jobsArg = last(a.jobs);
+  const maxArg = last(a['max-unpacked']);
   // argp let the later of the two win; yargs can't tell which came later, so both is an error.
   if (arch !== undefined && plat !== undefined) throw usageError('give either --arch or --platform, not both');
   const platform = arch !== undefined ? parsePlatform(arch, true) : plat !== undefined ? parsePlatform(plat, false) : undefined;
@@ -106,7 +122,8 @@ async function parse(argv: string[], log: Log): Promise<Options | null> {
   if (pos.length < 1 || pos.length > 2) throw usageError(`expected REF [DEST], got ${pos.length} argument(s)`);
   if (tar && pos.length === 2) throw usageError('give either DEST or --tar FILE, not both');
   return { ref: parseReference(pos[0]), dest: pos[1], tar, platform: platform ?? hostPlatform(),
-    force: a.force === true, insecure: a.insecure === true, jobs };
+    force: a.force === true, insecure: a.insecure === true, jobs,
+    maxUnpacked: maxArg === undefined ? undefined : parseSize(maxArg, '--max-unpacked') };
 }
 
 async function pull(argv: string[], log: Log): Promise<number> {
@@ -149,6 +166,8 @@ async function pull(argv: string[], log: Log): Promise<number> {
     });
   } catch (err) {
     if (caught) throw new ChError(`${o.ref.canonical}: interrupted by ${caught}; nothing left that looks complete`, 128 + osConstants.signals[caught]);
+    // Messages quote what a registry sent; those places make it printable, and so does this, whatever the path.
+    if (isChError(err)) err.message = err.message.split('\n').map(printable).join('\n');
     throw err;
   } finally {
     for (const s of SIGNALS) process.off(s, onSignal);

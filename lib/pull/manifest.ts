@@ -6,8 +6,11 @@ import { arch as nodeArch } from 'node:os';
 import { ChError } from '../util/log.js';
 import { MEDIA, type Manifest } from './registry.js';
 import { EXIT_USAGE } from './reference.js';
+import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
+/** The config blob is read into memory whole: at most this much (as containers/image). */
+export const CONFIG_MAX = 4 << 20;
 
 export interface Platform { os: string; architecture: string; variant?: string }
 
@@ -57,7 +60,7 @@ export function selectPlatform(m: Manifest, want: Platform, what: string): Descr
   const pick = exact ?? (want.variant && !(want.architecture === 'arm64' && want.variant === 'v8') ? undefined
     : cands.find((d) => !d.platform.variant) ?? cands[0]);
   if (!pick) {
-    const have = list.filter((d) => d?.platform).map((d) => platformText(d.platform))
+    const have = list.filter((d) => d?.platform).map((d) => printable(platformText(d.platform)))
       .filter((p) => p !== 'unknown/unknown');
     throw new ChError(`${what}: no manifest for ${platformText(want)} (the image has: ${have.join(', ') || 'none'});`
       + ' choose one with --arch or --platform', EXIT_FAIL);
@@ -68,7 +71,7 @@ export function selectPlatform(m: Manifest, want: Platform, what: string): Descr
 function descriptor(d: any, what: string): Descriptor {
   if (!d || typeof d.digest !== 'string' || !/^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/.test(d.digest)
     || !Number.isSafeInteger(d.size) || d.size < 0)
-    throw new ChError(`${what}: manifest has a bad descriptor: ${JSON.stringify(d)?.slice(0, 200)}`, EXIT_FAIL);
+    throw new ChError(`${what}: manifest has a bad descriptor: ${printable(String(JSON.stringify(d)).slice(0, 200))}`, EXIT_FAIL);
   return { mediaType: String(d.mediaType ?? ''), digest: d.digest, size: d.size, urls: d.urls };
 }
 
@@ -79,13 +82,16 @@ export function imageManifest(m: Manifest, what: string): ImageManifest {
   if (m.json?.schemaVersion === 1)
     throw new ChError(`${what}: Docker schema 1 manifest: not supported (push the image again with a current tool)`, EXIT_FAIL);
   if (m.mediaType && m.mediaType !== MEDIA.ociManifest && m.mediaType !== MEDIA.dockerManifest)
-    throw new ChError(`${what}: unsupported manifest type ${m.mediaType}`, EXIT_FAIL);
+    throw new ChError(`${what}: unsupported manifest type ${printable(String(m.mediaType))}`, EXIT_FAIL);
   if (!Array.isArray(m.json?.layers)) throw new ChError(`${what}: manifest without layers`, EXIT_FAIL);
   const config = descriptor(m.json.config, what);
+  // Refused before a byte of it is fetched: its size bounds the download too (cache.ts).
+  if (config.size > CONFIG_MAX)
+    throw new ChError(`${what}: config ${config.digest} is ${config.size} bytes, more than ${CONFIG_MAX >> 20} MiB; refused`, EXIT_FAIL);
   const layers = m.json.layers.map((d: any) => descriptor(d, what));
   for (const l of layers) {
     if (!LAYER_TYPES.test(l.mediaType))
-      throw new ChError(`${what}: layer ${l.digest} has media type '${l.mediaType}', which ch-pull can't unpack`, EXIT_FAIL);
+      throw new ChError(`${what}: layer ${l.digest} has media type '${printable(l.mediaType)}', which ch-pull can't unpack`, EXIT_FAIL);
   }
   return { digest: m.digest, config, layers };
 }

@@ -4,25 +4,53 @@
 // (pullToTar), or any empty directory of the caller's (PulledImage.build).
 
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, renameSync, unlinkSync, constants as C } from 'node:fs';
+import { closeSync, lstatSync, openSync, renameSync, unlinkSync, constants as C, type Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ChError, Log } from '../util/log.js';
-import { removeOwned } from '../util/owned-fs.js';
-import { manifestKey, type Reference } from './reference.js';
+import { ChError, Log, why } from '../util/log.js';
+import { at, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
+import { EXIT_USAGE, manifestKey, type Reference } from './reference.js';
 import { Registry } from './registry.js';
 import { imageManifest, isIndex, platformText, selectPlatform,
   type Descriptor, type ImageManifest, type Platform } from './manifest.js';
 import { BlobCache, fsWhy, Storage, storagePath, type BlobResult } from './cache.js';
-import { applyLayer } from './apply.js';
+import { applyLayer, type UnpackBound } from './apply.js';
 import { readConfig } from './config.js';
+import { printable } from './text.js';
 import { finishImage, install, makeTemp, MARKER, PROG } from './install.js';
 
 const EXIT_FAIL = 1;
 export const JOBS_DEFAULT = 3;
 
-/** What to pull: REF for PLATFORM, at most JOBS blobs at a time. */
-export interface PullOptions { ref: Reference; platform: Platform; insecure: boolean; jobs: number }
+/**
+ * What to pull: REF for PLATFORM, at most JOBS blobs at a time. maxUnpacked:
+ * at most this many bytes of file data unpacked from all layers (0: no
+ * bound); not given: $CH_PULL_MAX_UNPACKED's, else none.
+ */
+export interface PullOptions { ref: Reference; platform: Platform; insecure: boolean; jobs: number; maxUnpacked?: number }
+
+/** SIZE (WHAT in errors) in bytes: a number, optionally with K, M, G or T (powers of 1024). */
+export function parseSize(size: string, what: string): number {
+  const m = /^([0-9]{1,15})([kmgt]?)$/i.exec(size);
+  const n = m ? Number(m[1]) * 1024 ** ' kmgt'.indexOf(m[2].toLowerCase() || ' ') : NaN;
+  if (!Number.isSafeInteger(n))
+    throw new ChError(`${what} '${printable(size)}': want a size in bytes, optionally with K, M, G or T (e.g. 500M)`, EXIT_USAGE);
+  return n;
+}
+
+/** N bytes as people say it: "512 KiB", "2 GiB", "1000 bytes". */
+function sizeText(n: number): string {
+  for (const [u, k] of [['TiB', 40], ['GiB', 30], ['MiB', 20], ['KiB', 10]] as const)
+    if (n >= 2 ** k && n % 2 ** k === 0) return `${n / 2 ** k} ${u}`;
+  return `${n} bytes`;
+}
+
+/** The bound on unpacked size O asks for (or $CH_PULL_MAX_UNPACKED), in bytes; 0: none. */
+function maxUnpacked(o: PullOptions, env: NodeJS.ProcessEnv = process.env): number {
+  if (o.maxUnpacked !== undefined) return o.maxUnpacked;
+  const e = env.CH_PULL_MAX_UNPACKED;
+  return e === undefined || e === '' ? 0 : parseSize(e, 'CH_PULL_MAX_UNPACKED');
+}
 
 /** An image resolved to its manifest, ready to be built. */
 export interface PulledImage {
@@ -87,20 +115,21 @@ async function resolveImage(reg: Registry, o: PullOptions, log: Log): Promise<Im
 
 /** Download (bounded in parallel) and apply every layer into ROOT; the /ch files and marker last. */
 async function buildImage(root: string, o: PullOptions, reg: Registry, cache: BlobCache, img: ImageManifest,
-  log: Log, signal: AbortSignal, marker: boolean): Promise<void> {
+  log: Log, signal: AbortSignal, marker: boolean, limit: number): Promise<void> {
   const bar = new PullProgress(log, img.layers);
+  const bound: UnpackBound | undefined = limit > 0 ? { limit, used: 0, text: sizeText(limit) } : undefined;
   const jobs = [() => cache.get(reg, img.config, log, () => {}, signal),
     ...img.layers.map((l, i) => () => cache.get(reg, l, log, (n) => bar.update(i, n), signal))];
   const blobs = bounded(o.jobs, jobs);
   for (const b of blobs) b.catch(() => {});   // each is awaited below; none left unhandled
   const cfg = readConfig((await blobs[0]).path, img.config.digest);
   if (cfg.platform.architecture && cfg.platform.architecture !== o.platform.architecture)
-    log.warn(`image is for ${cfg.platform.os}/${cfg.platform.architecture}, not ${platformText(o.platform)}`);
-  for (const s of cfg.skipped) log.warn(`ENV ${s}: value can't be written to /ch/environment (newline or NUL); skipped`);
+    log.warn(`image is for ${printable(`${cfg.platform.os}/${cfg.platform.architecture}`)}, not ${platformText(o.platform)}`);
+  for (const s of cfg.skipped) log.warn(`ENV ${s}: can't be written to /ch/environment (control character); skipped`);
   let whiteouts = 0;
   for (let i = 0; i < img.layers.length; i++) {
     const b = await blobs[i + 1];
-    const r = await applyLayer(b.path, root, `layer ${i + 1} (${img.layers[i].digest})`, signal);
+    const r = await applyLayer(b.path, root, `layer ${i + 1} (${img.layers[i].digest})`, signal, bound);
     whiteouts += r.whiteouts ?? 0;
     if (r.devices) log.warn(`layer ${i + 1}: skipped ${r.devices} device node(s)/fifo(s)`);
     bar.layer(i, b, true);
@@ -112,18 +141,35 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
   finishImage(root, files);
 }
 
-/** --tar FILE: build in the storage directory, then write FILE (through a temporary beside it). */
+/** NAME in DIRFD (WHERE in messages) may be replaced only if it is a plain file of ours: no link followed, no one else's entry removed. */
+function refuseForeign(dirFd: number, name: string, where: string): void {
+  let st: Stats;
+  try { st = lstatSync(at(dirFd, name)); } catch { return; }
+  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
+  if (bad) throw new ChError(`${bad}; not replacing it`, EXIT_FAIL);
+}
+
+/**
+ * --tar FILE: build in the storage directory, then write FILE through a
+ * temporary beside it. FILE's directory may be shared: it is named through
+ * a descriptor, and FILE replaced only if it is a plain file of ours.
+ */
 async function writeTar(file: string, build: (root: string) => Promise<void>, storage: Storage, log: Log): Promise<void> {
-  const tmpDirFd = storage.dir('tmp');
-  const { tmpName, tmpFd } = makeTemp(tmpDirFd, join(storage.path, 'tmp'), 'tar');
   const out = resolve(file);
-  const part = join(dirname(out), `.${basename(out)}.ch-pull-tmp.${randomBytes(6).toString('hex')}`);
+  const dir = dirname(out), name = basename(out);
+  let dirFd: number;
+  try { dirFd = openDir(dir); } catch (err) { throw new ChError(`${dir}: can't use as --tar FILE's directory: ${why(err)}`, EXIT_FAIL); }
+  const part = `.${name}.ch-pull-tmp.${randomBytes(6).toString('hex')}`;
   let written = false;
+  let tmpDirFd = -1, tmpFd = -1, tmpName = '';
   try {
+    refuseForeign(dirFd, name, file);   // before anything is fetched, and again before the rename
+    tmpDirFd = storage.dir('tmp');
+    ({ tmpName, tmpFd } = makeTemp(tmpDirFd, join(storage.path, 'tmp'), 'tar'));
     const root = `/proc/self/fd/${tmpFd}/.`;
     await build(root);
     let outFd: number;
-    try { outFd = openSync(part, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644); } catch (err) {
+    try { outFd = openSync(at(dirFd, part), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o644); } catch (err) {
       throw new ChError(`${file}: can't write beside it: ${fsWhy(err)}`, EXIT_FAIL);
     }
     written = true;
@@ -143,13 +189,17 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
       closeSync(outFd);
     }
     if (code !== 0) throw new ChError(`${file}: tar failed (exit ${code})`, EXIT_FAIL);
-    renameSync(part, out);
+    refuseForeign(dirFd, name, file);
+    try { renameSync(at(dirFd, part), at(dirFd, name)); } catch (err) {
+      throw new ChError(`${file}: can't put in place: ${fsWhy(err)}`, EXIT_FAIL);
+    }
     written = false;
   } finally {
-    closeSync(tmpFd);
-    if (written) try { unlinkSync(part); } catch { /* gone */ }
-    removeOwned(tmpDirFd, tmpName, join(storage.path, 'tmp', tmpName));
-    closeSync(tmpDirFd);
+    if (tmpFd >= 0) closeSync(tmpFd);
+    if (written) try { unlinkSync(at(dirFd, part)); } catch { /* gone */ }
+    if (tmpName) removeOwned(tmpDirFd, tmpName, join(storage.path, 'tmp', tmpName));
+    if (tmpDirFd >= 0) closeSync(tmpDirFd);
+    closeSync(dirFd);
   }
 }
 
@@ -159,6 +209,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
  * or downloaded into it). SIGNAL aborts downloads and unpacking.
  */
 export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal, use: (img: PulledImage) => Promise<T>): Promise<T> {
+  const limit = maxUnpacked(o);   // a bad $CH_PULL_MAX_UNPACKED is refused before anything is fetched
   const storage = Storage.open(storagePath());
   const cache = new BlobCache(storage);
   try {
@@ -167,7 +218,7 @@ export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal
     const img = await resolveImage(reg, o, log);
     log.info(`${o.ref.canonical}: manifest ${img.digest}, ${img.layers.length} layer(s)`);
     return await use({ digest: img.digest, layers: img.layers.length, storage,
-      build: (root, marker) => buildImage(root, o, reg, cache, img, log, signal, marker) });
+      build: (root, marker) => buildImage(root, o, reg, cache, img, log, signal, marker, limit) });
   } finally {
     cache.close();
     storage.close();

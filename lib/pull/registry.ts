@@ -2,15 +2,26 @@
 // (anonymous, basic, or bearer tokens from the realm the registry names),
 // fetches manifests and opens blobs. Errors are ChErrors saying what went
 // wrong in the user's terms: unknown image, refused credentials, unreachable.
+//
+// Credentials go only to the host the user named. A challenge (401) is
+// answered only when the registry's own host sent it; one from a host the
+// registry redirected to (blob storage elsewhere) is an error, so that host
+// never sees an Authorization header nor makes us fetch a token with the
+// user's credentials. A bearer realm on another host is used as Docker and
+// containers/image use it (registry-1.docker.io names auth.docker.io): the
+// registry's own challenge chose it, so it is the registry's delegate.
 
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { ChError, type Log } from '../util/log.js';
 import { basicHeader, findCredentials, parseChallenge, type Credentials } from './auth.js';
-import { HttpError, readBody, request, retryPolicy, transient, withRetries } from './http.js';
+import { HttpError, readBody, request, retryPolicy, TooLargeError, transient, withRetries } from './http.js';
 import { isLoopback, type Reference } from './reference.js';
+import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
+/** Manifests and indexes are read into memory: at most this much (as containers/image). */
+export const MANIFEST_MAX = 4 << 20;
 
 export const MEDIA = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',
@@ -24,12 +35,12 @@ export interface Manifest { body: Buffer; digest: string; mediaType: string; jso
 
 export interface RegistryOptions { insecure: boolean; log: Log; signal?: AbortSignal }
 
-/** Describe a network failure as "why (CODE)". */
+/** Describe a network failure as "why (CODE)" (printable: it may quote what a server sent). */
 export function netWhy(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
-  if (err instanceof HttpError) return err.message;
-  if (!e?.code) return String(e?.message ?? e);
-  return e.message.includes(e.code) ? e.message : `${e.message} (${e.code})`;
+  if (err instanceof HttpError) return printable(err.message);
+  if (!e?.code) return printable(String(e?.message ?? e));
+  return printable(e.message.includes(e.code) ? e.message : `${e.message} (${e.code})`);
 }
 
 export class Registry {
@@ -56,7 +67,7 @@ export class Registry {
   async connect(): Promise<void> {
     const plainOk = this.opts.insecure || isLoopback(this.ref.host);
     const probe = async (retry: boolean) => {
-      try { return await this.get(this.base, {}, retry); } catch (err) {
+      try { return await this.get(this.base, {}, this.base.href, retry); } catch (err) {
         if (err instanceof ChError || this.opts.signal?.aborted) throw err;
         throw this.unreachable(err);
       }
@@ -64,7 +75,7 @@ export class Registry {
     let res: IncomingMessage;
     this.base = new URL(`https://${this.ref.host}/v2/`);
     try {
-      res = await this.get(this.base, {}, false);
+      res = await this.get(this.base, {}, this.base.href, false);
     } catch (err) {
       if (err instanceof ChError || this.opts.signal?.aborted) throw err;
       const e = err as NodeJS.ErrnoException;
@@ -110,13 +121,13 @@ export class Registry {
       return;
     }
     if (ch?.scheme !== 'bearer' || !ch.params.realm)
-      throw new ChError(`registry ${this.ref.registry}: unsupported authentication challenge '${header ?? ''}'`, EXIT_FAIL);
+      throw new ChError(`registry ${this.ref.registry}: unsupported authentication challenge '${printable(header ?? '')}'`, EXIT_FAIL);
     let realm: URL;
     try { realm = new URL(ch.params.realm); } catch {
-      throw new ChError(`registry ${this.ref.registry}: bad token realm '${ch.params.realm}'`, EXIT_FAIL);
+      throw new ChError(`registry ${this.ref.registry}: bad token realm '${printable(ch.params.realm)}'`, EXIT_FAIL);
     }
     if (realm.protocol !== 'https:' && !(this.opts.insecure || isLoopback(realm.host)))
-      throw new ChError(`registry ${this.ref.registry}: token realm ${realm.href} is plain HTTP; refused (--insecure allows it)`, EXIT_FAIL);
+      throw new ChError(`registry ${this.ref.registry}: token realm ${printable(realm.href)} is plain HTTP; refused (--insecure allows it)`, EXIT_FAIL);
     if (ch.params.service) realm.searchParams.set('service', ch.params.service);
     realm.searchParams.set('scope', `repository:${this.ref.repository}:pull`);
     const headers: Record<string, string> = this.creds ? { authorization: basicHeader(this.creds) } : {};
@@ -130,10 +141,10 @@ export class Registry {
     } catch (err) {
       throw new ChError(`token server ${realm.host} unreachable: ${netWhy(err)}`, EXIT_FAIL);
     }
-    const body = await readBody(res, 1 << 20);
+    const body = await readBody(res, 1 << 20).catch((err) => { throw new ChError(`token server ${realm.host}: ${netWhy(err)}`, EXIT_FAIL); });
     if (res.statusCode === 401 || res.statusCode === 403) throw this.refused();
     if (res.statusCode !== 200)
-      throw new ChError(`token server ${realm.host}: HTTP ${res.statusCode}: ${body.toString('utf8').slice(0, 200)}`, EXIT_FAIL);
+      throw new ChError(`token server ${realm.host}: HTTP ${res.statusCode}: ${printable(body.toString('utf8').slice(0, 200))}`, EXIT_FAIL);
     let token: unknown;
     try { const j = JSON.parse(body.toString('utf8')); token = j.token ?? j.access_token; } catch { /* below */ }
     if (typeof token !== 'string' || !token)
@@ -141,30 +152,39 @@ export class Registry {
     this.authorization = `Bearer ${token}`;
   }
 
-  /** GET URL with our credentials; retried on transient failures when RETRY. */
-  private async get(url: URL, headers: Record<string, string>, retry = true): Promise<IncomingMessage> {
+  /**
+   * GET URL with our credentials; retried on transient failures when RETRY.
+   * A 401 from any host but the registry's (a redirect target) is an error
+   * naming WHAT: only the registry's own challenges are answered.
+   */
+  private async get(url: URL, headers: Record<string, string>, what: string, retry = true): Promise<IncomingMessage> {
     const once = async () => {
       const h = { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) };
-      const { res } = await request(url, { headers: h, insecure: this.opts.insecure, signal: this.opts.signal });
+      const { res, url: from } = await request(url, { headers: h, insecure: this.opts.insecure, signal: this.opts.signal });
       if ((res.statusCode ?? 0) >= 500 || res.statusCode === 429) {
         res.resume();
-        throw new HttpError(`HTTP ${res.statusCode} from ${url.host}`, res.statusCode!, '', res.headers);
+        throw new HttpError(`HTTP ${res.statusCode} from ${from.host}`, res.statusCode!, '', res.headers);
+      }
+      if (res.statusCode === 401 && from.host !== this.base.host) {
+        res.resume();
+        throw new ChError(`${what}: HTTP 401 from ${printable(from.host)}, where ${this.base.host} redirected it;`
+          + ` credentials go only to ${this.base.host}; refused`, EXIT_FAIL);
       }
       return res;
     };
     return retry ? withRetries(this.retry, once, this.retried, this.opts.signal) : once();
   }
 
-  /** GET PATH (under /v2/NAME/) with a token renewed once if it expired. */
-  private async getRepo(path: string, headers: Record<string, string>): Promise<IncomingMessage> {
+  /** GET PATH (under /v2/NAME/; WHAT in errors) with a token renewed once if it expired. */
+  private async getRepo(path: string, headers: Record<string, string>, what: string): Promise<IncomingMessage> {
     const url = new URL(`${this.ref.repository}/${path}`, this.base);
     let res: IncomingMessage;
     try {
-      res = await this.get(url, headers);
-      if (res.statusCode === 401) {
+      res = await this.get(url, headers, what);
+      if (res.statusCode === 401) {   // from the registry itself (get() refuses any other's)
         res.resume();
         await this.authenticate(res.headers['www-authenticate']);
-        res = await this.get(url, headers);
+        res = await this.get(url, headers, what);
         if (res.statusCode === 401) { res.resume(); throw this.refused(); }
       }
     } catch (err) {
@@ -177,8 +197,11 @@ export class Registry {
 
   /** The manifest (or index) KEY (tag or digest), checked against its digest when known. */
   async manifest(key: string, what: string): Promise<Manifest> {
-    const res = await this.getRepo(`manifests/${key}`, { accept: ACCEPT });
-    const body = await readBody(res, 4 << 20).catch((err) => { throw this.unreachable(err); });
+    const res = await this.getRepo(`manifests/${key}`, { accept: ACCEPT }, what);
+    const body = await readBody(res, MANIFEST_MAX).catch((err) => {
+      if (err instanceof TooLargeError) throw new ChError(`${what}: manifest larger than ${MANIFEST_MAX >> 20} MiB; refused`, EXIT_FAIL);
+      throw this.unreachable(err);
+    });
     if (res.statusCode === 404)
       throw new ChError(`${what}: unknown image or tag (registry says: ${errorText(body) || 'not found'})`, EXIT_FAIL);
     if (res.statusCode !== 200)
@@ -199,7 +222,7 @@ export class Registry {
 
   /** Open blob DIGEST from byte OFFSET on (Range; the response says whether it was honoured). */
   async blob(digest: string, offset: number): Promise<IncomingMessage> {
-    const res = await this.getRepo(`blobs/${digest}`, offset > 0 ? { range: `bytes=${offset}-` } : {});
+    const res = await this.getRepo(`blobs/${digest}`, offset > 0 ? { range: `bytes=${offset}-` } : {}, `blob ${digest}`);
     if (res.statusCode === 404) {
       res.resume();
       throw new ChError(`blob ${digest}: not in the registry (404)`, EXIT_FAIL);
@@ -216,11 +239,11 @@ export class Registry {
   onRetry(err: unknown, ms: number): void { this.retried(err, ms); }
 }
 
-/** The registry's error message from a JSON error body ({errors: [{code, message}]}). */
+/** The registry's error message from a JSON error body ({errors: [{code, message}]}), printable. */
 function errorText(body: Buffer): string {
   try {
     const j = JSON.parse(body.toString('utf8'));
-    if (Array.isArray(j?.errors)) return j.errors.map((e: any) => `${e.code}${e.message ? `: ${e.message}` : ''}`).join('; ');
+    if (Array.isArray(j?.errors)) return printable(j.errors.map((e: any) => `${e.code}${e.message ? `: ${e.message}` : ''}`).join('; '));
   } catch { /* not JSON */ }
-  return body.toString('utf8').slice(0, 200).trim();
+  return printable(body.toString('utf8').slice(0, 200).trim());
 }

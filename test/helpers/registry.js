@@ -335,3 +335,78 @@ export async function until(what, cond) {
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+// ---- scripted registries (hostile ones, mostly) ----
+
+/**
+ * An image held in memory: {manifest (Buffer), digest, config (descriptor), layers (descriptors), blobs: Map digest ->
+ * Buffer}. LAYERS: arrays of tar entries (gzipped here); CONFIG: the config's "config" object, or configBlob: raw
+ * bytes; configSize: the size the manifest claims for the config (default: the true one).
+ */
+export function memImage({ layers = [[{ name: 'f', data: 'x' }]], config = {}, configBlob, configSize } = {}) {
+  const blobs = new Map();
+  const put = (data) => { const digest = `sha256:${sha(data)}`; blobs.set(digest, data); return { digest, size: data.length }; };
+  const descs = layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(gzipSync(tarOf(l))) }));
+  const cfg = configBlob ?? Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config,
+    rootfs: { type: 'layers', diff_ids: [] }, history: [] }));
+  const cd = { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(cfg) };
+  if (configSize !== undefined) cd.size = configSize;
+  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: cd, layers: descs }));
+  return { manifest, digest: `sha256:${sha(manifest)}`, config: cd, layers: descs, blobs };
+}
+
+/**
+ * A registry scripted in node on 127.0.0.1 serving IMAGE (memImage()) as any
+ * NAME:TAG. basic: 'user:password' required of every request (challenge
+ * `Basic`). route(req, res, url): answer a request itself (return true), for
+ * redirects and hostile answers. Every request is logged: {method, path,
+ * authorization}. Returns {host, port, log, close()}.
+ */
+export async function scriptedRegistry(image, { basic, route } = {}) {
+  const log = [];
+  const srv = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    log.push({ method: req.method, path: url.pathname, authorization: req.headers.authorization });
+    if (basic && req.headers.authorization !== `Basic ${Buffer.from(basic).toString('base64')}`) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="scripted"', 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
+      return;
+    }
+    if (route?.(req, res, url)) return;
+    if (url.pathname === '/v2/') { res.writeHead(200); res.end('{}'); return; }
+    const m = /^\/v2\/.+\/(manifests|blobs)\/([^/]+)$/.exec(url.pathname);
+    if (m?.[1] === 'manifests') {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': image.manifest.length });
+      res.end(image.manifest);
+      return;
+    }
+    const blob = m?.[1] === 'blobs' ? image.blobs.get(m[2]) : undefined;
+    if (blob) { res.writeHead(200, { 'content-length': blob.length }); res.end(blob); return; }
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end('{"errors":[{"code":"NOT_FOUND","message":"no such thing"}]}');
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  return { port, host: `127.0.0.1:${port}`, log, close: () => { srv.closeAllConnections(); return new Promise((r) => srv.close(r)); } };
+}
+
+/**
+ * The hostile blob host: answers every request 401 with `Bearer
+ * realm=<itself>/token`, hands out a token at /token to anyone, and logs
+ * every request with whatever credentials it carried: {path, authorization}.
+ * Returns {host, port, log, close()}.
+ */
+export async function challengingHost() {
+  const log = [];
+  const srv = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    log.push({ path: url.pathname, authorization: req.headers.authorization });
+    if (url.pathname === '/token') { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"token":"stolen"}'); return; }
+    res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${srv.address().port}/token",service="evil"` });
+    res.end();
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  return { port, host: `127.0.0.1:${port}`, log, close: () => { srv.closeAllConnections(); return new Promise((r) => srv.close(r)); } };
+}
