@@ -200,3 +200,13 @@ serial(`ch-convert as root: unsquashfs keeps setuid bits for root; the output ha
   }
   rmSync(dir, { recursive: true, force: true });
 });
+
+serial(`ch-run: an image whose listing a name or link target with a newline could forge is refused, clearly${why}`, async (t) => {
+  for (const img of ['nl-name.sqfs', 'nl-link.sqfs', 'nl-arrow.sqfs']) {
+    const r = await asVictim('ch-run', [join(shared, img), '--', '/bin/true']);
+    t.is(r.exitCode, 31, `${img}: ${r.stderr}`);   // ch-run's failure status
+    t.regex(r.stderr, /contains a newline/, img);
+    t.notRegex(r.stderr, /\n\s+at /, `${img}: no stack trace`);
+    t.log(r.stderr.trim());
+  }
+});
