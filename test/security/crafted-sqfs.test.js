@@ -20,6 +20,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { BIN, image, isRoot } from '../helpers/env.js';
+import { addImage, haveTools, push, startRegistry, writeLayout } from '../helpers/registry.js';
 import { compileStatic, ensureUser, runAs, scratch } from './lib.js';
 
 const serial = isRoot ? test.serial : test.skip;
@@ -199,6 +200,47 @@ serial(`ch-convert as root: unsquashfs keeps setuid bits for root; the output ha
     else t.deepEqual(setidFiles(out), [], `${o}: no setuid/setgid file`);
   }
   rmSync(dir, { recursive: true, force: true });
+});
+
+serial(`ch-pull and ch-convert from a hostile registry: a layer's setuid/setgid bits reach no file, member or entry${why}`, async (t) => {
+  const missing = haveTools();
+  if (missing) { t.log(`not tested: ${missing}`); t.pass(); return; }
+  // The registry's owner plays the attacker: layers with setuid and setgid
+  // files, a setgid directory, a hard link to the setuid file.
+  const reg = await startRegistry(join(base, 'registry'));
+  try {
+    const lay = join(base, 'layout');
+    const tool = readFileSync(whoami);
+    writeLayout(lay, 'v1', [addImage(lay, { layers: [
+      [{ name: 'bin/', type: 'dir', mode: 0o6755 }, { name: 'bin/tool', data: tool, mode: 0o4755 },
+        { name: 'bin/gtool', data: tool, mode: 0o2755 }, { name: 'sgid/', type: 'dir', mode: 0o2775 }],
+      [{ name: 'bin/tool2', type: 'link', target: 'bin/tool' }, { name: 'bin/tool3', data: tool, mode: 0o6755 }],
+    ] })]);
+    await push(reg, lay, 'v1', 'evil/suid');
+    const ref = `${reg.host}/evil/suid:v1`;
+    const env = { CH_IMAGE_STORAGE: join(base, 'victim', 'storage') };
+    const asV = (cmd, args) => runAs(victim, join(BIN, cmd), args, { timeout: 120_000, env });
+    const outs = [
+      ['ch-pull', [ref, join(shared, 'pulled')], join(shared, 'pulled')],
+      ['ch-pull', ['--tar', join(shared, 'pulled.tar.gz'), ref], join(shared, 'pulled.tar.gz')],
+      ['ch-convert', [`docker://${ref}`, join(shared, 'reg-img')], join(shared, 'reg-img')],
+      ['ch-convert', [`docker://${ref}`, join(shared, 'reg.tar.gz')], join(shared, 'reg.tar.gz')],
+      ['ch-convert', [`docker://${ref}`, join(shared, 'reg.sqfs')], join(shared, 'reg.sqfs')],
+    ];
+    for (const [cmd, args, out] of outs) {
+      const r = await asV(cmd, args);
+      t.is(r.exitCode, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+      if (out.endsWith('.tar.gz')) t.deepEqual(setidMembers(out), [], `${out}: no setuid/setgid member`);
+      else if (out.endsWith('.sqfs')) t.deepEqual(await setidInSquash(out), [], `${out}: no setuid/setgid entry`);
+      else {
+        t.deepEqual(setidFiles(out), [], `${out}: no setuid/setgid file`);
+        const who = await runAs(attacker, join(out, 'bin/tool'), []);
+        t.is(who.stdout.split(' ')[1], String(attacker.uid), `${out}: the attacker's euid`);
+      }
+    }
+  } finally {
+    await reg.stop();
+  }
 });
 
 serial(`ch-run: an image whose listing a name or link target with a newline could forge is refused, clearly${why}`, async (t) => {
