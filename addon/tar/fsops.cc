@@ -1,6 +1,7 @@
 // File-system helpers for ch-tar2dir and the other commands, as N-API
 // functions: fixup (make paths inside an unpacked image through the confined
-// writer), rename2 (renameat2, which Node lacks), lock (flock on a worker
+// writer), stripSetid (clear setuid/setgid bits in a tree, following no
+// link), rename2 (renameat2, which Node lacks), lock (flock on a worker
 // thread), pipe (a real pipe(2)).
 
 #include <napi.h>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/file.h>
@@ -82,6 +84,109 @@ Napi::Value Fixup(const Napi::CallbackInfo &info)
       w.invalidate();
    }
    return failed;
+}
+
+
+// chmod the inode open as O_PATH descriptor FD. fchmod() refuses O_PATH
+// descriptors; /proc/self/fd/N is a magic link to that very inode, never
+// resolved again by name (as glibc's fchmodat(AT_SYMLINK_NOFOLLOW) does it).
+void chmod_fd(int fd, mode_t m, const std::string &where)
+{
+   char p[64];
+   snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+   if (chmod(p, m) != 0)
+      throw XErr(where + ": can't change mode", errno);
+}
+
+// Open the directory behind O_PATH descriptor FD for reading (the same inode:
+// reopened through its magic link). A directory its owner can't read (mode
+// 0300, say) gets u+rx while it is walked; *RESTORE is then its mode to put back.
+int open_dir_of(int fd, const struct stat &st, const std::string &where, mode_t *restore)
+{
+   char p[64];
+   snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+   int d = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+   if (d < 0 && errno == EACCES && st.st_uid == geteuid()) {
+      *restore = st.st_mode & 07777 & ~(mode_t)06000;
+      chmod_fd(fd, *restore | 0500, where);
+      d = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+   }
+   if (d < 0)
+      throw XErr(where + ": can't open directory", errno);
+   return d;
+}
+
+// Clear S_ISUID and S_ISGID on the entry open as O_PATH descriptor FD (ST its
+// stat) and, for a directory, on everything below it. Links are never
+// followed: each entry is opened O_PATH|O_NOFOLLOW relative to its parent's
+// descriptor, and a symlink is left alone. Returns the number of entries changed.
+unsigned long strip_setid(int fd, const struct stat &st, const std::string &where)
+{
+   unsigned long n = 0;
+   if (S_ISLNK(st.st_mode))
+      return 0;
+   if (st.st_mode & 06000) {
+      chmod_fd(fd, st.st_mode & 07777 & ~(mode_t)06000, where);
+      n++;
+   }
+   if (!S_ISDIR(st.st_mode))
+      return n;
+   mode_t restore = (mode_t)-1;
+   DIR *d = fdopendir(open_dir_of(fd, st, where, &restore));
+   if (d == nullptr)
+      throw XErr(where + ": can't read directory", errno);
+   try {
+      for (;;) {
+         errno = 0;
+         struct dirent *e = readdir(d);
+         if (e == nullptr) {
+            if (errno != 0)
+               throw XErr(where + ": can't read directory", errno);
+            break;
+         }
+         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+         std::string w = where + "/" + e->d_name;
+         Fd c(openat(dirfd(d), e->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+         struct stat cst;
+         if (c.fd < 0)
+            throw XErr(w + ": can't open", errno);
+         if (fstat(c.fd, &cst) != 0)
+            throw XErr(w + ": can't stat", errno);
+         n += strip_setid(c.fd, cst, w);
+      }
+   } catch (...) {
+      closedir(d);
+      throw;
+   }
+   closedir(d);
+   if (restore != (mode_t)-1)
+      chmod_fd(fd, restore, where);
+   return n;
+}
+
+// stripSetid(root): clear every setuid and setgid bit in the tree at ROOT
+// (ROOT itself too; ROOT must not be a symlink). No tool of ours leaves a
+// setuid or setgid file: an image's bits would be the converting user's
+// privilege, handed to whoever can reach the file. Returns how many entries
+// had them; throws naming the first entry that can't be changed.
+Napi::Value StripSetid(const Napi::CallbackInfo &info)
+{
+   Napi::Env env = info.Env();
+   std::string rootp = info[0].As<Napi::String>();
+   Fd root(open(rootp.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+   struct stat st;
+   if (root.fd < 0)
+      return ThrowErrno(env, "can't open " + rootp, errno);
+   if (fstat(root.fd, &st) != 0)
+      return ThrowErrno(env, "can't stat " + rootp, errno);
+   if (!S_ISDIR(st.st_mode))
+      return ThrowErrno(env, "can't clear setuid/setgid bits under " + rootp, ENOTDIR);
+   try {
+      return Napi::Number::New(env, (double)strip_setid(root.fd, st, rootp));
+   } catch (XErr &e) {
+      return ThrowErrno(env, e.what(), e.err ? e.err : EIO);
+   }
 }
 
 
@@ -166,6 +271,7 @@ Napi::Value Pipe(const Napi::CallbackInfo &info)
 void InitFsOps(Napi::Env env, Napi::Object exports)
 {
    exports.Set("fixup", Napi::Function::New(env, Fixup));
+   exports.Set("stripSetid", Napi::Function::New(env, StripSetid));
    exports.Set("rename2", Napi::Function::New(env, Rename2));
    exports.Set("lock", Napi::Function::New(env, Lock));
    exports.Set("pipe", Napi::Function::New(env, Pipe));

@@ -9,10 +9,13 @@
 // The output is written under a temporary name beside DST (mode 0700) and
 // renamed into place only when complete. DST's directory may be shared
 // (/var/tmp, a project directory): nothing there is followed through a link,
-// and an existing DST is replaced only if it is the caller's own.
+// and an existing DST is replaced only if it is the caller's own. No
+// output has a setuid or setgid bit (docs/design.md, "No tool ever creates
+// a setuid or setgid file"); a SquashFS input is unpacked into the private
+// stage and walked with no-follow descriptors, its listing never read.
 
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { accessSync, chmodSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, fchmodSync, openSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, type Stats } from 'node:fs';
 import { availableParallelism, constants as osConstants, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { all, applyVerbosity, command, EXIT_USAGE, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
@@ -52,14 +55,15 @@ const SPEC: CommandSpec = {
   description: `Convert image SRC to DST; formats (below) are inferred from the names unless
 -i/-o say. DST appears only when complete. An existing DST is replaced only
 if it is yours (and, for a directory, everything in it); links are never
-followed. Device nodes can't be created without privilege: they are skipped;
-setuid and setgid bits are dropped when a tarball is unpacked (as ch-tar2dir
-does). DST is made in a stage beside it, DIR/.NAME.ch-convert-RANDOM;
-conversions to the same DST wait for each other (lock file
-DIR/.NAME.ch-convert.lock, there only while held; another user's is
-refused; CH_CONVERT_LOCK_TIMEOUT=S waits at most S seconds, default 3600),
-and a stage of yours left by a killed conversion is removed by the next
-one to that DST (another user's is left alone).`,
+followed. Device nodes can't be created without privilege: they are skipped.
+No output has setuid or setgid bits, whatever the input and whoever runs it
+(files, tarball members and SquashFS entries alike; as ch-tar2dir), nor
+extended attributes. DST is made in a stage beside it,
+DIR/.NAME.ch-convert-RANDOM; conversions to the same DST wait for each
+other (lock file DIR/.NAME.ch-convert.lock, there only while held; another
+user's is refused; CH_CONVERT_LOCK_TIMEOUT=S waits at most S seconds,
+default 3600), and a stage of yours left by a killed conversion is removed
+by the next one to that DST (another user's is left alone).`,
   epilog: `Formats:
   dir     a directory (an existing directory, or a name without extension)
   tar     ${TAR_COMPRESS.map(([e]) => e).join(' ')}
@@ -154,50 +158,49 @@ async function tarToDir(log: Log, src: string, out: string): Promise<void> {
     rmSync(out, { recursive: true });
     renameSync(inner, out);
   }
-  chmodSync(out, 0o755);   // as ch-tar2dir leaves an image's root
+  const fd = openSync(out, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+  try { fchmodSync(fd, 0o755); } finally { closeSync(fd); }   // as ch-tar2dir leaves an image's root
   if (r.devices > 0 || r.other > 0) log.warn(`skipped ${r.devices} device node(s)/fifo(s)`);
 }
 
+/**
+ * Unpack SquashFS SRC into the new directory OUT. OUT is always inside a
+ * directory only we can enter (a 0700 stage beside DST, or our private work
+ * directory), so nothing another user does can redirect what unsquashfs
+ * writes there. Its listing is never read: the tree it made is walked with
+ * no-follow descriptor operations instead, clearing setuid and setgid bits
+ * (unsquashfs keeps them when run as root; we never make such a file).
+ */
 function squashToDir(log: Log, src: string, out: string): void {
   rmSync(out, { recursive: true, force: true });   // unsquashfs makes it
   run(log, ['unsquashfs', '-no-xattrs', '-d', out, ...(process.stderr.isTTY && log.verbosity >= 0 ? [] : ['-no-progress']), src],
     { stdio: ['ignore', process.stderr.isTTY && log.verbosity >= 0 ? 'inherit' : 'ignore', 'pipe'] });
-  specialBits(src, out);
+  noSetid(log, out);
 }
 
-/** The numeric mode of an ls-style mode string ("drwxr-sr-x"). */
-export function modeOf(s: string): number {
-  let m = 0;
-  const bit = (i: number, v: number) => { if (s[i] !== '-' && s[i] !== 'S' && s[i] !== 'T') m |= v; };
-  [[1, 0o400], [2, 0o200], [3, 0o100], [4, 0o40], [5, 0o20], [6, 0o10], [7, 0o4], [8, 0o2], [9, 0o1]]
-    .forEach(([i, v]) => bit(i, v));
-  if ('sS'.includes(s[3])) m |= 0o4000;
-  if ('sS'.includes(s[6])) m |= 0o2000;
-  if ('tT'.includes(s[9])) m |= 0o1000;
-  return m;
-}
-
-/** unsquashfs, unprivileged, drops setuid, setgid and sticky bits: put them back as the image has them. */
-function specialBits(src: string, out: string): void {
-  const r = spawnSync('unsquashfs', ['-lln', '-d', '', src], { encoding: 'utf8', maxBuffer: 1 << 30 });
-  for (const l of r.stdout.split('\n')) {
-    const m = /^([-dcbps])(\S{9}) \S+ +(?:\d+|\d+, *\d+) \d{4}-\d\d-\d\d \d\d:\d\d (.*)$/.exec(l);
-    if (!m || !/[sStT]/.test(m[2])) continue;
-    try { chmodSync(join(out, m[3]), modeOf(m[1] + m[2])); } catch { /* skipped (a device) */ }
-  }
+/** Clear every setuid/setgid bit in the tree at DIR (following no link): no conversion makes such a file. */
+function noSetid(log: Log, dir: string): void {
+  let n: number;
+  try { n = tarAddon().stripSetid(dir); } catch (err) { throw new ChError(why(err), EXIT_FAIL); }
+  if (n > 0) log.info(`dropped setuid/setgid bits of ${n} file(s)`);
 }
 
 function dirToTar(log: Log, src: string, out: string, dstName: string): void {
   const comp = TAR_COMPRESS.find(([e]) => dstName.endsWith(e))?.[1] ?? [];
-  run(log, ['tar', '--create', '--file', out, '--directory', src, '--numeric-owner', ...comp, '.']);
+  // --mode: no member carries a setuid or setgid bit (a source tree of the user's may have them).
+  run(log, ['tar', '--create', '--file', out, '--directory', src, '--numeric-owner', '--mode=ug-s', ...comp, '.']);
 }
 
 function dirToSquash(log: Log, src: string, out: string): void {
   const help = spawnSync('mksquashfs', ['-help'], { encoding: 'utf8' });
   const comp = /\bzstd\b/.test(`${help.stdout}${help.stderr}`) ? 'zstd' : 'gzip';
   const tty = process.stderr.isTTY && log.verbosity >= 0;
+  // The action clears setuid and setgid bits on every entry as it goes into
+  // the image (the source tree is not touched); no xattrs: file capabilities
+  // are privilege too, and no other direction carries xattrs.
   run(log, ['mksquashfs', src, out, '-noappend', '-comp', comp, '-processors', String(availableParallelism()),
-    ...(tty ? [] : ['-no-progress', '-quiet'])], { stdio: ['ignore', tty ? 'inherit' : 'ignore', 'pipe'] });
+    '-no-xattrs', '-action', 'chmod(ug-s)@true', ...(tty ? [] : ['-no-progress', '-quiet'])],
+    { stdio: ['ignore', tty ? 'inherit' : 'ignore', 'pipe'] });
 }
 
 /** A builder's image as a tarball in WORK, through ch-builder2tar. */
@@ -454,7 +457,9 @@ async function produce(log: Log, inFmt: Format, src: string, outFmt: Format, tmp
     if (fmt === 'tar') return tarToDir(log, from, tmp);
     if (fmt === 'squash') return squashToDir(log, from, tmp);
     rmSync(tmp, { recursive: true });
-    return run(log, ['cp', '-a', '--no-target-directory', from, tmp]);
+    // Into a private stage, as squashToDir; no xattrs (file capabilities among them), as in every other direction.
+    run(log, ['cp', '-a', '--no-preserve=xattr', '--no-target-directory', from, tmp]);
+    return noSetid(log, tmp);
   }
   if (fmt !== 'dir') {   // through a directory
     const dir = join(work, 'tree');

@@ -132,13 +132,14 @@ function run(log: Log, argv: string[], what: string): string {
 
 /**
  * Write TREE as a docker-archive at WORK/image.tar, tagged TAG, its files
- * owned by root (an image for a builder, as `ch-image push` makes them).
+ * owned by root (an image for a builder, as `ch-image push` makes them),
+ * with no setuid or setgid bit (no conversion of ours makes such a file).
  */
 async function dockerArchive(log: Log, tree: string, meta: Metadata, tag: string, work: string): Promise<string> {
   const dir = join(work, 'archive');
   mkdirSync(dir, { mode: 0o700 });
   const layerTmp = join(work, 'layer.tar');
-  run(log, ['tar', '--create', '--file', layerTmp, '--directory', tree, '--numeric-owner', '--owner=0', '--group=0', '.'],
+  run(log, ['tar', '--create', '--file', layerTmp, '--directory', tree, '--numeric-owner', '--owner=0', '--group=0', '--mode=ug-s', '.'],
     `can't pack ${tree}`);
   const diffId = await sha256File(layerTmp);
   mkdirSync(join(dir, diffId));

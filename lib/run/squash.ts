@@ -189,11 +189,12 @@ export class SquashView {
     return (this.tree = tree);
   }
 
-  /** Where this image's listing is cached (in /var/tmp/$USER.ch), or null. */
+  /** Where this image's listing is cached (in /var/tmp/$USER.ch), or null.
+      "list-v2-": what the parser before parseListing()'s checks cached (list-DEV-...) is not read. */
   private cacheFile(): string | null {
     try {
       const st = statSync(this.file);
-      return `${ownDir()}/list-${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}-${Math.trunc(st.ctimeMs)}.json`;
+      return `${ownDir()}/list-v2-${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}-${Math.trunc(st.ctimeMs)}.json`;
     } catch {
       return null;
     }
@@ -202,25 +203,14 @@ export class SquashView {
   private list(): Map<string, Entry> {
     const prog = unsquashfs();
     subprocessDeps([this.file, prog]);   // its output depends on nothing else
-    const r = childProcess().spawnSync(prog, ['-lln', '-d', '', this.file],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
-    if (r.error || r.status !== 0)
-      throw new ChError(`can't read SquashFS image ${this.file}: `
-        + (r.error ? why(r.error) : `unsquashfs: ${r.stderr.trim().split('\n').pop()}`));
-    const tree = new Map<string, Entry>([['', { kind: 'dir' }]]);
-    const line = /^(\S)\S{9} \S+ +(?:\d+|\d+, *\d+) \d{4}-\d\d-\d\d \d\d:\d\d (.*)$/;
-    for (const l of r.stdout.split('\n')) {
-      const m = line.exec(l);
-      if (!m || m[2] === '') continue;
-      const t = m[1];
-      if (t === 'l') {
-        const i = m[2].indexOf(' -> ');
-        tree.set(m[2].slice(0, i), { kind: 'link', target: m[2].slice(i + 4) });
-      } else {
-        tree.set(m[2], { kind: t === 'd' ? 'dir' : t === '-' ? 'file' : 'other' });
-      }
-    }
-    return tree;
+    const listing = (opt: string): Buffer => {
+      const r = childProcess().spawnSync(prog, [opt, '-d', '', this.file], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
+      if (r.error || r.status !== 0)
+        throw new ChError(`can't read SquashFS image ${this.file}: `
+          + (r.error ? why(r.error) : `unsquashfs: ${r.stderr.toString().trim().split('\n').pop()}`));
+      return r.stdout;
+    };
+    return parseListing(listing('-lln'), listing('-l'), this.file);
   }
 
   /** PATH resolved inside the image ('/a/b'), or null if missing; FOLLOW: the last component too. */
@@ -271,6 +261,53 @@ export class SquashView {
       throw new ChError(`${what}: ${r.error ? why(r.error) : r.stderr.trim().split('\n').pop()}`);
     return r.stdout;
   }
+}
+
+// A line of `unsquashfs -lln -d ''`: type and permissions, UID/GID, size
+// (or device numbers), date, time, then the path ('' for the root, else
+// '/'-rooted) and, for a symlink, " -> TARGET".
+const LISTING_LINE = /^([-dlcbps])[-rwxsStT]{9} \d+\/\d+ +(\d+|\d+, *\d+) \d{4,}-\d\d-\d\d \d\d:\d\d (.*)$/s;
+
+/**
+ * The image's tree from unsquashfs's listings of FILE: LONG (-lln: type,
+ * size, path, link target) and NAMES (-l: paths alone). unsquashfs prints
+ * names and link targets as they are, newlines included, so a newline could
+ * forge a line. Here none can: a name can't hold a '/' and every real line
+ * of LONG has one (in UID/GID) before its path, so what follows a newline in
+ * a name never parses; a newline in a link target adds a line to LONG and not
+ * to NAMES, so the two differ; and a link's size is its target's length.
+ * Line by line, LONG must describe exactly the path NAMES gives. Anything
+ * else refuses the image (we never guess which entry is real).
+ */
+function parseListing(long: Buffer, names: Buffer, file: string): Map<string, Entry> {
+  const refuse: (why: string) => never = (why) => {
+    throw new ChError(`can't read SquashFS image ${file}: ${why}; refusing it (unsquashfs can't list such a name or target unambiguously)`);
+  };
+  const utf8 = (s: string) => Buffer.from(s, 'latin1').toString('utf8');
+  const near = (l: string) => ` (near "${utf8(l).slice(0, 80).replace(/[\x00-\x1f\x7f]/g, '?')}")`;
+  // latin1: one char per byte, so lengths are byte counts and no byte is lost.
+  const lines = long.toString('latin1').split('\n'), paths = names.toString('latin1').split('\n');
+  if (lines.pop() !== '' || paths.pop() !== '') refuse('its listing is cut short');
+  if (lines.length !== paths.length) refuse('a symlink target in it contains a newline');
+  const tree = new Map<string, Entry>();
+  lines.forEach((l, i) => {
+    const m = LISTING_LINE.exec(l);
+    const path = paths[i];
+    if (m === null || !m[3].startsWith(path) || (i === 0) !== (path === '') || (i > 0 && !path.startsWith('/')))
+      refuse(`a name in it contains a newline${near(l)}`);
+    const [, t, size, rest] = m;
+    if (t === 'l') {
+      const target = rest.slice(path.length + 4);
+      if (rest.slice(path.length, path.length + 4) !== ' -> ' || target.length !== Number(size))
+        refuse(`a symlink target in it contains a newline${near(l)}`);
+      tree.set(utf8(path), { kind: 'link', target: utf8(target) });
+    } else {
+      if (rest !== path) refuse(`a name in it contains a newline${near(l)}`);
+      tree.set(utf8(path), { kind: t === 'd' ? 'dir' : t === '-' ? 'file' : 'other' });
+    }
+  });
+  if (tree.get('')?.kind !== 'dir') refuse('its listing has no root directory');
+  return tree;
 }
 
 function unsquashfs(): string {

@@ -22,6 +22,8 @@ export interface TarAddon {
   extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean; maxBytes?: number }): Promise<ExtractResult>;
   /** The ops that failed. */
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
+  /** Clear every setuid/setgid bit in the tree at ROOT, following no link: how many entries had them. */
+  stripSetid(root: string): number;
   rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
   lock(path: string, wait: boolean): Promise<number>;
   pipe(): [number, number];
