@@ -1,0 +1,175 @@
+// Trusted state and the names the tools choose (issue 20, items 4, 6 and 8).
+// Two unprivileged accounts, an attacker and a victim, as on a shared node:
+//   - image content never carries trusted state: a marker (ch/.ch-*) that
+//     came in a tarball, a registry layer, a conversion or a copy never makes
+//     ch-pull or ch-tar2dir take the attacker's tree for the victim's image;
+//   - a bare image name never silently runs another user's directory of that
+//     relative name instead of the victim's stored image;
+//   - names the attacker plants in /dev/shm and /var/tmp under the fixed
+//     names of old don't stop --join, the plan cache or .sqfs launches.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, image, isRoot } from '../helpers/env.js';
+import { addImage, haveTools, push, startRegistry, tarOf, writeLayout } from '../helpers/registry.js';
+import { ensureUser, runAs, scratch } from './lib.js';
+
+const serial = isRoot ? test.serial : test.skip;
+const why = isRoot ? '' : ' [skipped: needs root to create the attacker and victim accounts]';
+const tools = haveTools();
+
+let victim, attacker, base, shared, reg;
+
+const BUSYBOX = readFileSync('/bin/busybox');
+const LAYER = [
+  { name: 'bin/', type: 'dir' }, { name: 'bin/busybox', data: BUSYBOX, mode: 0o755 },
+  ...['sh', 'cat', 'ls', 'echo'].map((a) => ({ name: `bin/${a}`, type: 'symlink', target: 'busybox' })),
+  { name: 'etc/', type: 'dir' }, { name: 'etc/motd', data: 'the real image\n' },
+];
+
+test.before(async () => {
+  if (!isRoot) return;
+  // Accounts of this file's own: it plants under the victim's fixed names in
+  // /dev/shm and /var/tmp, which must not disturb other files' runs.
+  victim = await ensureUser('chnvictim');
+  attacker = await ensureUser('chnattack');
+  base = scratch('names');
+  shared = join(base, 'shared');   // like /var/tmp: everyone writes, sticky
+  mkdirSync(shared);
+  chmodSync(shared, 0o1777);
+  if (!tools) {
+    reg = await startRegistry(join(base, 'registry'));
+    const lay = join(base, 'layout');
+    writeLayout(lay, 'v1', [addImage(lay, { layers: [LAYER], config: { Env: ['PATH=/bin'] } })]);
+    await push(reg, lay, 'v1', 'team/ok');
+  }
+});
+
+test.after.always(async () => { await reg?.stop(); });
+
+const asAttacker = (script, opts = {}) => runAs(attacker, '/bin/sh', ['-c', script], opts);
+const asVictim = (cmd, args, opts = {}) => runAs(victim, join(BIN, cmd), args, { timeout: 60_000, ...opts });
+
+/** A directory of USER's in the scratch area, mode 0755. */
+function dirOf(user, name) {
+  const d = join(base, name);
+  rmSync(d, { recursive: true, force: true });
+  mkdirSync(d, { mode: 0o755 });
+  execaSyncChown(user, d);
+  return d;
+}
+function execaSyncChown(user, p) { return execa('chown', ['-R', `${user.uid}:${user.gid}`, p]); }
+
+function needRegistry(t) {
+  if (!tools) return false;
+  if (process.env.CI) t.fail(`registry tools unavailable in CI: ${tools}`);
+  else { t.log(`not tested: ${tools}`); t.pass(); }
+  return true;
+}
+
+// ---- item 4: markers forged by image content ----
+
+/** The manifest digest of REF as ch-pull reports it, learnt by the attacker pulling it. */
+async function publicDigest(ref) {
+  const d = join(base, `attacker-pull-${Date.now()}`);
+  mkdirSync(d);
+  await execa('chown', [`${attacker.uid}:${attacker.gid}`, d]);
+  const r = await runAs(attacker, join(BIN, 'ch-pull'), ['-v', ref, join(d, 'img')], { env: { CH_IMAGE_STORAGE: join(d, 'storage') } });
+  if (r.exitCode !== 0) throw new Error(`attacker's pull failed: ${r.stderr}`);
+  return /manifest (sha256:[0-9a-f]{64})/.exec(r.stderr)[1];
+}
+
+/** The attacker's tarball in the shared directory: a ch-pull marker for REF's DIGEST, and content of theirs. */
+function evilTarball(name, marker) {
+  const file = join(shared, name);
+  writeFileSync(file, tarOf([
+    { name: 'bin/', type: 'dir' }, { name: 'bin/evil', data: '#!/bin/sh\necho pwned\n', mode: 0o755 },
+    { name: 'etc/', type: 'dir' }, { name: 'etc/motd', data: "the attacker's image\n" },
+    { name: 'ch/', type: 'dir' }, { name: 'ch/.ch-pull.json', data: JSON.stringify(marker) },
+    { name: 'ch/.ch-tar2dir.json', data: JSON.stringify({ tool: 'ch-tar2dir', source: {} }) },
+  ]));
+  return execa('chown', [`${attacker.uid}:${attacker.gid}`, file]).then(() => chmodSync(file, 0o644)).then(() => file);
+}
+
+serial(`markers: a tarball's ch/.ch-pull.json, unpacked by ch-tar2dir, never makes ch-pull say "up to date"${why}`, async (t) => {
+  if (needRegistry(t)) return;
+  const ref = `${reg.host}/team/ok:v1`;
+  const digest = await publicDigest(ref);
+  const tarball = await evilTarball('evil.tar', { tool: 'ch-pull', manifest: digest });
+  const d = dirOf(victim, 'v-tar2dir');
+  const storage = join(d, 'storage');
+  let r = await asVictim('ch-tar2dir', [tarball, d]);
+  t.is(r.exitCode, 0, r.stderr);
+  const unpacked = readdirSync(join(d, 'evil/ch')).sort();
+  r = await asVictim('ch-pull', [ref, join(d, 'evil')], { env: { CH_IMAGE_STORAGE: storage } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.notRegex(r.stderr, /up to date/);
+  t.false(existsSync(join(d, 'evil/bin/evil')), "the attacker's content is gone");
+  t.is(readFileSync(join(d, 'evil/etc/motd'), 'utf8'), 'the real image\n');
+  t.is(JSON.parse(readFileSync(join(d, 'evil/ch/.ch-pull.json'), 'utf8')).manifest, digest);
+  t.deepEqual(unpacked, ['.ch-tar2dir.json'], "ch-tar2dir kept none of the tarball's markers, and wrote its own");
+});
+
+serial(`markers: ch-convert's directory output carries no marker ch-pull trusts${why}`, async (t) => {
+  if (needRegistry(t)) return;
+  const ref = `${reg.host}/team/ok:v1`;
+  const digest = await publicDigest(ref);
+  const tarball = await evilTarball('evil2.tar', { tool: 'ch-pull', manifest: digest });
+  const d = dirOf(victim, 'v-convert');
+  const storage = join(d, 'storage');
+  // Converted from the tarball: no marker at all, so ch-pull won't replace (or trust) it.
+  let r = await asVictim('ch-convert', [tarball, join(d, 'conv')]);
+  t.is(r.exitCode, 0, r.stderr);
+  r = await asVictim('ch-pull', [ref, join(d, 'conv')], { env: { CH_IMAGE_STORAGE: storage } });
+  t.notRegex(r.stderr, /up to date/);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /conv: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.true(existsSync(join(d, 'conv/bin/evil')), 'left as it was, not taken as up to date');
+  t.deepEqual(readdirSync(join(d, 'conv/ch')), [], 'no ch/.ch-* taken from the content');
+});
+
+serial(`markers: a copy of another user's pulled image is not taken by ch-pull as the victim's, up to date${why}`, async (t) => {
+  if (needRegistry(t)) return;
+  const ref = `${reg.host}/team/ok:v1`;
+  const d = dirOf(victim, 'v-copy');
+  const storage = join(d, 'storage');
+  // The attacker's own pulled image, content changed after the pull, copied by the victim:
+  // its marker is genuine, but for the attacker's directory, not the copy.
+  const a = join(shared, 'attk');
+  const ar = await runAs(attacker, join(BIN, 'ch-pull'), [ref, a], { env: { CH_IMAGE_STORAGE: join(shared, 'attk-storage') } });
+  t.is(ar.exitCode, 0, ar.stderr);
+  const w = await asAttacker(`printf '#!/bin/sh\\necho pwned\\n' > ${a}/bin/evil && chmod 755 ${a}/bin/evil`);
+  t.is(w.exitCode, 0, w.stderr);
+  const cp = await runAs(victim, 'cp', ['-a', a, join(d, 'copy')]);
+  t.is(cp.exitCode, 0, cp.stderr);
+  const r = await asVictim('ch-pull', [ref, join(d, 'copy')], { env: { CH_IMAGE_STORAGE: storage } });
+  t.notRegex(r.stderr, /up to date/);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /copy\/ch\/\.ch-pull\.json: written for another directory \(inode \d+\), not this one: a copy, or image content\)/);
+});
+
+serial(`markers: a registry layer's ch/.ch-tar2dir.json never makes ch-tar2dir say "up to date"${why}`, async (t) => {
+  if (needRegistry(t)) return;
+  const d = dirOf(victim, 'v-layer');
+  // The victim's tarball, whose identity the attacker can see and forge in a layer.
+  const tarball = join(d, 'lay.tar.gz');
+  await execa('tar', ['-C', image('busybox'), '-czf', tarball, '.']);
+  await execa('chown', [`${victim.uid}:${victim.gid}`, tarball]);
+  const st = statSync(tarball);
+  const source = { path: tarball, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev };
+  const lay = join(base, 'layout-lay');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [[...LAYER, { name: 'bin/evil', data: '#!/bin/sh\necho pwned\n', mode: 0o755 },
+    { name: 'ch/', type: 'dir' }, { name: 'ch/.ch-tar2dir.json', data: JSON.stringify({ tool: 'ch-tar2dir', source }) }]] })]);
+  await push(reg, lay, 'v1', 'attacker/lay');
+  let r = await asVictim('ch-pull', [`${reg.host}/attacker/lay:v1`, join(d, 'lay')], { env: { CH_IMAGE_STORAGE: join(d, 'storage') } });
+  t.is(r.exitCode, 0, r.stderr);
+  const pulled = r.stderr;
+  r = await asVictim('ch-tar2dir', [tarball, d]);
+  t.notRegex(r.stderr, /up to date/);
+  // ch-tar2dir replaces only an image of its own: a pulled one is refused, as if the layer had no such file.
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /lay: exists and was not made by ch-tar2dir of yours \(no marker \/ch\/\.ch-tar2dir\.json\)/);
+  t.regex(pulled, /\/ch\/\.ch-tar2dir\.json: removed \(came with the image's layers/);
+});
