@@ -173,3 +173,42 @@ serial(`markers: a registry layer's ch/.ch-tar2dir.json never makes ch-tar2dir s
   t.regex(r.stderr, /lay: exists and was not made by ch-tar2dir of yours \(no marker \/ch\/\.ch-tar2dir\.json\)/);
   t.regex(pulled, /\/ch\/\.ch-tar2dir\.json: removed \(came with the image's layers/);
 });
+
+// ---- item 6: a relative directory never silently beats a stored image ----
+
+serial(`image names: another user's relative directory of a stored image's name is refused, never run${why}`, async (t) => {
+  const storage = dirOf(victim, 'v-storage');
+  chmodSync(storage, 0o700);
+  const stored = join(storage, 'img', 'localhost+5120%ok+latest');
+  mkdirSync(join(storage, 'img'), { mode: 0o700 });
+  await execa('cp', ['-a', image('busybox'), stored]);
+  writeFileSync(join(stored, 'whose'), 'victim\n');
+  await execaSyncChown(victim, storage);
+  const cwd = join(shared, 'cwd');
+  const plant = await asAttacker(`mkdir -p ${cwd}/localhost:5120 && cp -a ${image('busybox')} ${cwd}/localhost:5120/ok
+    && echo attacker > ${cwd}/localhost:5120/ok/whose && cp -a ${image('busybox')} ${cwd}/theirs && chmod 1777 ${cwd}`.replace(/\n\s*/g, ' '));
+  t.is(plant.exitCode, 0, plant.stderr);
+  const env = { CH_IMAGE_STORAGE: storage };
+  const r = await asVictim('ch-run', ['localhost:5120/ok', '--', 'cat', '/whose'], { cwd, env });
+  t.not(r.stdout, 'attacker', "the attacker's directory never runs in place of the stored image");
+  t.is(r.exitCode, 31, r.stderr);
+  t.regex(r.stderr, /can't use image localhost:5120\/ok: it names both directory \.\/localhost:5120\/ok, which is not yours \(\.\/localhost:5120 owned by chnattack \(uid \d+\), not you\), and .*localhost\+5120%ok\+latest in your storage; give \.\/localhost:5120\/ok to run the directory/);
+  // Said as a path, it is the path (Charliecloud's ./IMG); from elsewhere, storage's.
+  const dot = await asVictim('ch-run', ['./localhost:5120/ok', '--', 'cat', '/whose'], { cwd, env });
+  t.is(dot.exitCode, 0, dot.stderr);
+  t.is(dot.stdout, 'attacker');
+  const st = await asVictim('ch-run', ['localhost:5120/ok', '--', 'cat', '/whose'], { env });
+  t.is(st.exitCode, 0, st.stderr);
+  t.is(st.stdout, 'victim');
+  // Another user's directory by a bare name storage doesn't have: run as in Charliecloud, but not silently.
+  const th = await asVictim('ch-run', ['theirs', '--', 'true'], { cwd, env });
+  t.is(th.exitCode, 0, th.stderr);
+  t.regex(th.stderr, /warning: image theirs: using directory \.\/theirs, which is not yours \(\.\/theirs owned by chnattack/);
+  // The victim's own relative directory of that name: Charliecloud's choice, the directory, silently.
+  const mine = dirOf(victim, 'v-mine');
+  await runAs(victim, 'sh', ['-c', `mkdir -p ${mine}/localhost:5120 && cp -a ${image('busybox')} ${mine}/localhost:5120/ok && echo mine > ${mine}/localhost:5120/ok/whose`]);
+  const own = await asVictim('ch-run', ['localhost:5120/ok', '--', 'cat', '/whose'], { cwd: mine, env });
+  t.is(own.exitCode, 0, own.stderr);
+  t.is(own.stdout, 'mine');
+  t.notRegex(own.stderr, /not yours|storage/);
+});
