@@ -212,3 +212,87 @@ serial(`image names: another user's relative directory of a stored image's name 
   t.is(own.stdout, 'mine');
   t.notRegex(own.stderr, /not yours|storage/);
 });
+
+// ---- item 8: names planted in /dev/shm and /var/tmp ----
+
+serial(`planted names: every fixed --join directory name taken in /dev/shm doesn't stop the victim's group${why}`, async (t) => {
+  const uid = victim.uid;
+  const names = [
+    ...Array.from({ length: 16 }, (_, i) => `/dev/shm/ch-run.${uid}${i ? `.${i}` : ''}`),        // as in the issue
+    ...Array.from({ length: 40 }, (_, i) => `/dev/shm/.chtk-join.${uid}${i ? `.${i}` : ''}`),    // today's names, more of them
+  ];
+  const cleanup = () => { for (const p of [...names, `/dev/shm/.chtk-join.${uid}.40`]) rmSync(p, { recursive: true, force: true }); };
+  cleanup();
+  try {
+    const r = await asAttacker(`mkdir -m 0777 ${names.join(' ')}`);
+    t.is(r.exitCode, 0, r.stderr);
+    const peer = () => asVictim('ch-run', ['--join', '--join-ct=2', '--join-tag=names-planted', image('busybox'), '--',
+      'sh', '-c', 'readlink /proc/self/ns/user'], { env: { CH_RUN_JOIN_TIMEOUT: '20' } });
+    const [a, b] = await Promise.all([peer(), peer()]);
+    t.is(a.exitCode, 0, a.stderr);
+    t.is(b.exitCode, 0, b.stderr);
+    t.is(a.stdout, b.stdout, 'both peers in one container');
+    t.true(a.stderr.split('\n').filter((l) => /ignoring/.test(l)).length <= 1, `one line about the plants, not one each: ${a.stderr}`);
+    t.false(existsSync(`/dev/shm/.chtk-join.${uid}.40`), 'the group tidied its own directory away');
+    for (const p of names) t.is(lstatSync(p).uid, attacker.uid, `${p} left as it was`);
+  } finally {
+    cleanup();
+  }
+});
+
+serial(`planted names: a plan directory name taken in /dev/shm doesn't turn the victim's plan cache off${why}`, async (t) => {
+  const uid = victim.uid;
+  const names = [`/dev/shm/ch-run-plans.${uid}`, `/dev/shm/.chtk-plans.${uid}`];
+  const mine = `/dev/shm/.chtk-plans.${uid}.1`;
+  const cleanup = () => { for (const p of [...names, mine]) rmSync(p, { recursive: true, force: true }); };
+  cleanup();
+  try {
+    const r = await asAttacker(`mkdir -m 0777 ${names.join(' ')}`);
+    t.is(r.exitCode, 0, r.stderr);
+    const img = join(dirOf(victim, 'v-memo'), 'img');
+    await runAs(victim, 'cp', ['-a', image('busybox'), img]);
+    await new Promise((res) => setTimeout(res, 1200));   // younger inputs are never memoized (memo.ts)
+    const run = () => asVictim('ch-run', ['-v', img, '--', 'true'], { env: { CH_RUN_MEMO_VERIFY: '0', CH_RUN_NODE: 'node' } });
+    const first = await run();
+    t.is(first.exitCode, 0, first.stderr);
+    const second = await run();
+    t.is(second.exitCode, 0, second.stderr);
+    t.regex(second.stderr, /plan memo: hit/);
+    t.is(lstatSync(mine).uid, uid, 'the next name, made by the victim');
+    t.is(statSync(mine).mode & 0o777, 0o700);
+    for (const p of names) t.deepEqual(readdirSync(p), [], `${p}: nothing of the victim's in the attacker's directory`);
+  } finally {
+    cleanup();
+  }
+});
+
+serial(`planted names: /var/tmp/USER.ch taken by another user doesn't stop .sqfs launches, and says what to set${why}`, async (t) => {
+  const dflt = `/var/tmp/${victim.name}.ch`;
+  rmSync(dflt, { recursive: true, force: true });
+  const d = dirOf(victim, 'v-sqfs');
+  const sq = join(d, 'img.sqfs');
+  const mk = await runAs(victim, 'mksquashfs', [image('busybox'), sq, '-noappend', '-quiet', '-no-progress']);
+  t.is(mk.exitCode, 0, mk.stderr);
+  const xdg = join(d, 'run');
+  mkdirSync(xdg, { mode: 0o700 });
+  await execaSyncChown(victim, xdg);
+  try {
+    const p = await asAttacker(`mkdir -m 0755 ${dflt}`);
+    t.is(p.exitCode, 0, p.stderr);
+    // No runtime directory: a clear error saying what to set, not "remove it" (the victim can't).
+    const r = await asVictim('ch-run', [sq, '--', 'true']);
+    t.is(r.exitCode, 31, r.stderr);
+    t.notRegex(r.stderr, /remove it/);
+    t.regex(r.stderr, new RegExp(`can't use ${dflt}: owned by uid ${attacker.uid}, not you \\(uid ${victim.uid}\\); set CH_IMAGE_STORAGE to a directory of yours, or give -m DIR`));
+    // With one, the launch goes on there; with CH_IMAGE_STORAGE, in that storage directory.
+    const x = await asVictim('ch-run', [sq, '--', 'true'], { env: { XDG_RUNTIME_DIR: xdg } });
+    t.is(x.exitCode, 0, x.stderr);
+    t.true(existsSync(join(xdg, 'chtk/mnt')));
+    const s = await asVictim('ch-run', [sq, '--', 'true'], { env: { CH_IMAGE_STORAGE: join(d, 'storage') } });
+    t.is(s.exitCode, 0, s.stderr);
+    t.true(existsSync(join(d, 'storage/mnt')));
+    t.deepEqual(readdirSync(dflt), [], "nothing of the victim's in the attacker's directory");
+  } finally {
+    rmSync(dflt, { recursive: true, force: true });
+  }
+});
