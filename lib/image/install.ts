@@ -136,8 +136,8 @@ export function existingImage(kind: ImageKind, dirFd: number, name: string, wher
       // by a version that did not say which root it was written for).
       const ino = (j as { root?: { ino?: unknown } }).root?.ino;
       if (ino !== fstatSync(fds[0]).ino)
-        throw notOurs(`${where}/${m}: written for ${ino === undefined ? 'an unknown directory' : `another directory (inode ${String(ino)})`}, `
-          + 'not this one: a copy, or image content');
+        throw notOurs(ino === undefined ? `${where}/${m}: names no image root (image content, or made before markers did)`
+          : `${where}/${m}: written for another directory (inode ${String(ino)}), not this one: a copy, or image content`);
       return j;
     }
     throw notOurs(noMarker);
