@@ -164,7 +164,8 @@ static int plan_dir(struct memo *m)
          if (fd != -2)
             return fd < 0 ? -1 : fd;
       }
-      return -1;   /* why: the last name's */
+      why(m, "no plan directory: %.400s and every name before it belong to others; set CH_RUN_CACHE_DIR", path);
+      return -1;
    }
    int fd = own_dir(m, path);
    return fd < 0 ? -1 : fd;
