@@ -48,6 +48,8 @@ static int join_dirfd = -1;
 static char *join_path = NULL;   /* for messages */
 static char *join_name = NULL;   /* the file's name in join_dirfd */
 static char *join_dir = NULL;
+static int join_parentfd = -1;   /* join_dir's parent: the winner tidies after pivot_root, where
+                                    $XDG_RUNTIME_DIR is not in sight (/dev/shm is) */
 static int peer_userns = -1, peer_mntns = -1;
 
 static long long now_ms(void)
@@ -131,6 +133,12 @@ static int join_dir_open(void)
       struct stat st;
       Z_(fstat(fd, &st), "join: can't stat %s", join_dir);
       if (st.st_uid == getuid() && (st.st_mode & 0777) == 0700) {
+         if (join_parentfd >= 0)
+            close(join_parentfd);
+         char *parent = private ? xasprintf("%s", xdg) : xasprintf("/dev/shm");
+         join_parentfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+         T_(join_parentfd >= 0, "join: can't open %s", parent);
+         free(parent);
          static bool said = false;   /* once, however many rounds and plants */
          if (skipped > 0 && !said) {
             said = true;
@@ -151,7 +159,8 @@ static int join_dir_open(void)
 /* Remove our directory once empty; another group's file keeps it. */
 static void join_dir_tidy(void)
 {
-   if (rmdir(join_dir) != 0 && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT && errno != EBUSY)
+   if (unlinkat(join_parentfd, strrchr(join_dir, '/') + 1, AT_REMOVEDIR) != 0
+       && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT && errno != EBUSY)
       WARN("join: can't remove %s", join_dir);
 }
 

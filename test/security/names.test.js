@@ -235,6 +235,20 @@ serial(`planted names: every fixed --join directory name taken in /dev/shm doesn
     t.true(a.stderr.split('\n').filter((l) => /ignoring/.test(l)).length <= 1, `one line about the plants, not one each: ${a.stderr}`);
     t.false(existsSync(`/dev/shm/.chtk-join.${uid}.40`), 'the group tidied its own directory away');
     for (const p of names) t.is(lstatSync(p).uid, attacker.uid, `${p} left as it was`);
+    // With a runtime directory of the victim's, nothing in /dev/shm is used at all.
+    const xdg = join(dirOf(victim, 'v-xdg'), 'run');
+    mkdirSync(xdg, { mode: 0o700 });
+    await execaSyncChown(victim, xdg);
+    const shmBefore = readdirSync('/dev/shm').sort();
+    const xpeer = () => asVictim('ch-run', ['--join', '--join-ct=2', '--join-tag=names-xdg', image('busybox'), '--',
+      'sh', '-c', 'readlink /proc/self/ns/user'], { env: { CH_RUN_JOIN_TIMEOUT: '20', XDG_RUNTIME_DIR: xdg } });
+    const [c, e] = await Promise.all([xpeer(), xpeer()]);
+    t.is(c.exitCode, 0, c.stderr);
+    t.is(e.exitCode, 0, e.stderr);
+    t.is(c.stdout, e.stdout, 'both peers in one container');
+    t.notRegex(c.stderr + e.stderr, /ignoring/);
+    t.deepEqual(readdirSync(xdg).filter((n) => n !== 'chtk-plans'), [], 'the group tidied chtk-join away');
+    t.deepEqual(readdirSync('/dev/shm').sort().filter((n) => n.includes(String(uid))), shmBefore.filter((n) => n.includes(String(uid))));
   } finally {
     cleanup();
   }
