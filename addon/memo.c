@@ -12,10 +12,11 @@
    file, a different build) is a miss: the front end plans as always and
    its record replaces the old one.
 
-   The directory: $CH_RUN_CACHE_DIR, else $XDG_RUNTIME_DIR/ch-run-plans when
-   that is the user's own 0700 directory, else /dev/shm/ch-run-plans.UID.
-   /dev/shm is shared: the last component is opened O_NOFOLLOW and the
-   directory used only if it is ours and closed to others; then entries are
+   The directory: $CH_RUN_CACHE_DIR, else $XDG_RUNTIME_DIR/chtk-plans when
+   that is the user's own 0700 directory, else /dev/shm/.chtk-plans.UID (or,
+   if someone else took that name, .chtk-plans.UID.1, .2, ...: the first that
+   is ours). /dev/shm is shared: the last component is opened O_NOFOLLOW and
+   the directory used only if it is ours and closed to others; then entries are
    named through its descriptor, opened O_NOFOLLOW, and used only if they
    are regular files of ours no one else can write. A record can't make the
    core do what the planner wouldn't: the core checks the plan's form as it
@@ -110,7 +111,8 @@ static void why(struct memo *m, const char *fmt, const char *arg)
 
 /* ---- the directory ---- */
 
-/* Open DIR (created 0700 if missing) if it is our own and closed to others. */
+/* Open DIR (created 0700 if missing) if it is our own and closed to others;
+   -1 if it can't be made or opened, -2 if something else is there. */
 static int own_dir(struct memo *m, const char *dir)
 {
    /* Opened first: on every launch but the first it is there (no mkdir). */
@@ -127,10 +129,14 @@ static int own_dir(struct memo *m, const char *dir)
       why(m, "plan directory %.400s is not yours alone (a link, another user's, or open to others)", dir);
       if (fd >= 0)
          close(fd);
-      return -1;
+      return -2;
    }
    return fd;
 }
+
+/* /dev/shm is everyone's: a name someone else took is skipped, and the next
+   tried, as many as were planted (each costs a probe on every launch). */
+#define SHM_TRIES (1 << 16)
 
 static int plan_dir(struct memo *m)
 {
@@ -145,11 +151,24 @@ static int plan_dir(struct memo *m)
       snprintf(path, sizeof(path), "%s", set);
    } else if (xdg != NULL && xdg[0] == '/' && lstat(xdg, &st) == 0 && S_ISDIR(st.st_mode)
               && st.st_uid == getuid() && !(st.st_mode & 077)) {
-      snprintf(path, sizeof(path), "%s/ch-run-plans", xdg);
+      snprintf(path, sizeof(path), "%s/chtk-plans", xdg);
    } else {
-      snprintf(path, sizeof(path), "/dev/shm/ch-run-plans.%u", (unsigned)getuid());
+      /* Our own name, not Charliecloud's ch-run* (its join tests want none
+         left in /dev/shm), hidden from ls. */
+      for (int i = 0; i < SHM_TRIES; i++) {
+         if (i == 0)
+            snprintf(path, sizeof(path), "/dev/shm/.chtk-plans.%u", (unsigned)getuid());
+         else
+            snprintf(path, sizeof(path), "/dev/shm/.chtk-plans.%u.%d", (unsigned)getuid(), i);
+         int fd = own_dir(m, path);
+         if (fd != -2)
+            return fd < 0 ? -1 : fd;
+      }
+      why(m, "no plan directory: %.400s and every name before it belong to others; set CH_RUN_CACHE_DIR", path);
+      return -1;
    }
-   return own_dir(m, path);
+   int fd = own_dir(m, path);
+   return fd < 0 ? -1 : fd;
 }
 
 /* ---- the key ---- */

@@ -4,13 +4,15 @@
    setns to a user namespace needs a single-threaded process.
 
    Coordination is a small file named by the tag, holding a struct guarded by
-   flock(2), in a directory of /dev/shm that only this user can enter. /dev/shm
-   is writable by everyone, so that directory's name is not trusted blindly:
-   peers try /dev/shm/ch-run.UID, then ch-run.UID.1, ... in the same order and
-   use the first that is a real directory of theirs, mode 0700 (creating it if
-   absent). Something another user planted under a name is skipped by every
-   peer alike, so they still meet; nothing planted can be followed or block
-   the group. The winner waits before exec until every peer
+   flock(2), in a directory that only this user can enter: $XDG_RUNTIME_DIR/
+   chtk-join, or where there is no such runtime directory, one in /dev/shm.
+   /dev/shm is writable by everyone, so that directory's name is not trusted
+   blindly: peers try /dev/shm/.chtk-join.UID, then .chtk-join.UID.1, ... in
+   the same order, without end, and use the first that is a real directory of
+   theirs, mode 0700 (creating it if absent). Something another user planted
+   under a name is skipped by every peer alike, so they still meet; nothing
+   planted can be followed or block the group. The directory is removed when
+   its last group ends, so nothing is left in /dev/shm after a run. The winner waits before exec until every peer
    has opened its namespace fds, so a quick command can't exit and take the
    namespaces with it before a slow peer arrives; then it removes the file.
    A peer that never comes ends in a clear timeout error, not a hang. */
@@ -46,6 +48,8 @@ static int join_dirfd = -1;
 static char *join_path = NULL;   /* for messages */
 static char *join_name = NULL;   /* the file's name in join_dirfd */
 static char *join_dir = NULL;
+static int join_parentfd = -1;   /* join_dir's parent: the winner tidies after pivot_root, where
+                                    $XDG_RUNTIME_DIR is not in sight (/dev/shm is) */
 static int peer_userns = -1, peer_mntns = -1;
 
 static long long now_ms(void)
@@ -90,15 +94,27 @@ static char *sanitize(const char *tag)
    return s;
 }
 
-/* The per-user directory of join files, as described at the top; its fd. */
-#define JOIN_DIR_TRIES 16
+/* The per-user directory of join files, as described at the top; its fd.
+   $XDG_RUNTIME_DIR/chtk-join when XDG_RUNTIME_DIR is a directory of ours
+   closed to others (no one else can plant anything there); else, in /dev/shm,
+   .chtk-join.UID, then .chtk-join.UID.1, .2, ...: names of our own (not
+   Charliecloud's ch-run*), and no fixed number of them that an attacker could
+   all take. All peers of a group share the environment and try the same names
+   in the same order, so they meet in the same directory. */
+#define JOIN_DIR_TRIES (1 << 20)   /* not reached: one probe per name another user planted */
 static int join_dir_open(void)
 {
-   int vanished = 0;
-   for (int i = 0; i < JOIN_DIR_TRIES; i++) {
+   int vanished = 0, skipped = 0;
+   char *first = NULL;   /* the first name skipped, for the warning */
+   const char *xdg = getenv("XDG_RUNTIME_DIR");
+   struct stat xst;
+   bool private = xdg != NULL && xdg[0] == '/' && lstat(xdg, &xst) == 0 && S_ISDIR(xst.st_mode)
+                  && xst.st_uid == getuid() && !(xst.st_mode & 077);
+   for (int i = 0; i < (private ? 1 : JOIN_DIR_TRIES); i++) {
       free(join_dir);
-      join_dir = i == 0 ? xasprintf("/dev/shm/ch-run.%u", getuid())
-                        : xasprintf("/dev/shm/ch-run.%u.%d", getuid(), i);
+      join_dir = private ? xasprintf("%s/chtk-join", xdg)
+                 : i == 0 ? xasprintf("/dev/shm/.chtk-join.%u", getuid())
+                 : xasprintf("/dev/shm/.chtk-join.%u.%d", getuid(), i);
       if (mkdir(join_dir, 0700) != 0 && errno != EEXIST)
          FATAL("join: can't create %s", join_dir);
       int fd = open(join_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -108,27 +124,43 @@ static int join_dir_open(void)
       }
       if (fd < 0) {
          if (errno == ENOTDIR || errno == ELOOP || errno == EACCES) {
-            WARN("join: ignoring %s: not a directory of yours", join_dir);
+            if (skipped++ == 0)   /* not a directory of ours: planted */
+               first = xasprintf("%s", join_dir);
             continue;
          }
          FATAL("join: can't open %s", join_dir);
       }
       struct stat st;
       Z_(fstat(fd, &st), "join: can't stat %s", join_dir);
-      if (st.st_uid == getuid() && (st.st_mode & 0777) == 0700)
+      if (st.st_uid == getuid() && (st.st_mode & 0777) == 0700) {
+         if (join_parentfd >= 0)
+            close(join_parentfd);
+         char *parent = private ? xasprintf("%s", xdg) : xasprintf("/dev/shm");
+         join_parentfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+         T_(join_parentfd >= 0, "join: can't open %s", parent);
+         free(parent);
+         static bool said = false;   /* once, however many rounds and plants */
+         if (skipped > 0 && !said) {
+            said = true;
+            WARN("join: ignoring %s%s: not a directory of yours, mode 0700 (using %s)", first,
+                 skipped > 1 ? xasprintf(" and %d more", skipped - 1) : "", join_dir);
+         }
+         free(first);
          return fd;
-      WARN("join: ignoring %s: owner %u, mode %03o (want yours, 0700)", join_dir,
-           (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
+      }
+      if (skipped++ == 0)
+         first = xasprintf("%s", join_dir);
       close(fd);
    }
-   FATAL_NOERR("join: no usable directory for join files: /dev/shm/ch-run.%u and its %d "
-               "alternates are taken by others", getuid(), JOIN_DIR_TRIES - 1);
+   FATAL_NOERR("join: no usable directory for join files: %s is not a directory of yours, mode 0700%s",
+               join_dir, private ? "" : " (nor the names before it); set XDG_RUNTIME_DIR to one");
 }
 
 /* Remove our directory once empty; another group's file keeps it. */
 static void join_dir_tidy(void)
 {
-   if (rmdir(join_dir) != 0 && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT && errno != EBUSY)
+   if (unlinkat(join_parentfd, strrchr(join_dir, '/') + 1, AT_REMOVEDIR) != 0
+       && errno != ENOTEMPTY && errno != EEXIST && errno != ENOENT && errno != EBUSY)
       WARN("join: can't remove %s", join_dir);
 }
 

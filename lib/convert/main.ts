@@ -25,7 +25,7 @@ import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
 import { tarAddon } from '../tar/native.js';
 import { at, makeTempDir, myUid, openDir, ownerName, removeOwned, removeStaleTemps } from '../util/owned-fs.js';
-import { lockOwn, unlock } from '../image/install.js';
+import { lockOwn, stripToolState, unlock } from '../image/install.js';
 import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
 import type { BuilderName } from '../image/builder.js';
 import { hostPlatform, parsePlatform } from '../pull/manifest.js';
@@ -383,6 +383,9 @@ async function stageAndPlace(log: Log, from: Source, outFmt: Format, parent: num
     // A pulled image goes into STAGE too: beside DST, where there is room for it, and private.
     const tree = from.pull ? await pullTree(log, from, join(stage, 'tree')) : src;
     await produce(log, from.pull ? 'dir' : inFmt, tree, outFmt, out, name, work);
+    // A directory made from content holds no tool's marker (ch/.ch-*): only
+    // ch-pull and ch-tar2dir write one, for a root of their own (install.ts).
+    if (outFmt === 'dir') for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
     await checkInterrupted(from.signal);
     place(parent, stageName, name, dst, outFmt);
   } finally {

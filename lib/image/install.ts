@@ -10,15 +10,24 @@
 //      died (removeStaleTemps: never another user's, never through a link);
 //   3. look at DIR/NAME: reused (if up to date) or replaced only if it is our
 //      own directory, writable by no one else, whose /ch and marker file are
-//      ours too and whose marker was written by an accepted tool;
+//      ours too and whose marker was written by an accepted tool for this
+//      very directory (it names the root's inode);
 //   4. build the new image in DIR/PREFIX.RANDOM (mode 0700), reached only
 //      through its descriptor, never by its path in DIR;
 //   5. rename it into place (RENAME_NOREPLACE, or RENAME_EXCHANGE with our old
 //      image, which is then removed) and check that DIR/NAME is then the very
 //      inode we built, still ours.
 // DIR/NAME thus only ever holds a complete image, whatever kills the run.
+//
+// Image content never carries trusted state: a marker (ch/.ch-*) is written
+// by the tool, never taken from a tarball, layer, SquashFS or builder export.
+// Every tool that makes an image directory from content removes the content's
+// ch/.ch-* entries (stripToolState) before it writes its own marker, and the
+// marker names the inode of the root it was written in, so a marker that
+// came along in a copy (cp -a, rsync, a conversion) names another directory
+// and is refused, even if the content was not stripped.
 
-import { accessSync, closeSync, constants as C, fstatSync, lstatSync, openSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants as C, fstatSync, lstatSync, openSync, readdirSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, makeTempDir, myUid, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
@@ -42,6 +51,47 @@ export interface ImageKind {
 
 /** A marker's content; each tool adds its own fields. */
 export interface Marker { tool: string; [field: string]: unknown }
+
+/** Names in an image's /ch that only our tools write: never taken from content. */
+export const TOOL_STATE_PREFIX = '.ch-';
+
+/**
+ * A marker's text: TOOL, FIELDS, and the inode of ROOT (the image root it is
+ * written in, which keeps its inode when renamed into place), which
+ * existingImage() checks.
+ */
+export function markerText(tool: string, fields: object, root: string): string {
+  return JSON.stringify({ tool, ...fields, root: { ino: lstatSync(root).ino } }, null, 1) + '\n';
+}
+
+/**
+ * Remove every /ch/.ch-* entry of the image at ROOT (files, links, trees):
+ * they came with the content, and only our tools write such names. A /ch
+ * that is not a directory is left as it is (writing the marker then fails).
+ * Returns the names removed.
+ */
+export function stripToolState(root: string): string[] {
+  const removed: string[] = [];
+  let rootFd: number, chFd: number;
+  try { rootFd = openSync(root, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW); } catch (err) {
+    throw new ChError(`${root}: ${why(err)}`, EXIT_FAIL);
+  }
+  try {
+    try { chFd = openDirAt(rootFd, 'ch'); } catch { return removed; }   // none, or not a directory
+    try {
+      for (const e of readdirSync(`/proc/self/fd/${chFd}`)) {
+        if (!e.startsWith(TOOL_STATE_PREFIX)) continue;
+        removeOwned(chFd, e, `/ch/${e}`);
+        removed.push(`/ch/${e}`);
+      }
+    } finally {
+      closeSync(chFd);
+    }
+  } finally {
+    closeSync(rootFd);
+  }
+  return removed;
+}
 
 /**
  * What is at DIRFD/NAME (WHERE in messages): null if nothing, else its marker.
@@ -82,6 +132,12 @@ export function existingImage(kind: ImageKind, dirFd: number, name: string, wher
       let j: Marker;
       try { j = JSON.parse(readFileSync(mfd, 'utf8')); } catch { throw notOurs(`${where}/${m}: unreadable marker`); }
       if (!kind.tools.includes(j?.tool)) throw notOurs(`${where}/${m}: not a marker of ${kind.tools.join(' or ')}`);
+      // Written for this very root, not copied along with a tree (or made
+      // by a version that did not say which root it was written for).
+      const ino = (j as { root?: { ino?: unknown } }).root?.ino;
+      if (ino !== fstatSync(fds[0]).ino)
+        throw notOurs(ino === undefined ? `${where}/${m}: names no image root (image content, or made before markers did)`
+          : `${where}/${m}: written for another directory (inode ${String(ino)}), not this one: a copy, or image content`);
       return j;
     }
     throw notOurs(noMarker);

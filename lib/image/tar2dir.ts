@@ -19,7 +19,7 @@ import { tarAddon, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
 import { openDir } from '../util/owned-fs.js';
-import { installImage, type ImageKind } from './install.js';
+import { installImage, markerText, stripToolState, type ImageKind } from './install.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
@@ -109,12 +109,12 @@ function same(a: Identity | undefined, b: Identity): boolean {
   return !!a && a.path === b.path && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ino === b.ino && a.dev === b.dev;
 }
 
-/** The mount points ch-run binds onto, and the marker, created safely inside ROOT. */
-function fixups(src: Identity, stats: object): FixupOp[] {
+/** The mount points ch-run binds onto, and the marker (of image root ROOT), created safely inside ROOT. */
+function fixups(src: Identity, stats: object, root: string): FixupOp[] {
   const ops: FixupOp[] = imageDirs().map((d) => ({ op: 'dir', path: d }));
   for (const f of MOUNT_FILES) ops.push({ op: 'file', path: f });
   ops.push({ op: 'write', path: MARKER,
-    content: JSON.stringify({ tool: PROG, source: src, created: new Date().toISOString(), stats }, null, 1) + '\n' });
+    content: markerText(PROG, { source: src, created: new Date().toISOString(), stats }, root) });
   return ops;
 }
 
@@ -206,7 +206,9 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       }
       const root = top ? `${tmp}/${r.top}` : tmp;
       const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
-      for (const f of addon.fixup(root, fixups(src, stats), { openat2: useOpenat2() })) {
+      // Markers come from us, never from the tarball (lib/image/install.ts).
+      for (const n of stripToolState(root)) log.info(`${n}: removed (came with the tarball; only ${PROG} writes its marker)`);
+      for (const f of addon.fixup(root, fixups(src, stats, root), { openat2: useOpenat2() })) {
         if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
         log.warn(`can't create mount point /${f.path}: ${f.message}`);
       }

@@ -15,7 +15,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, lstatSync, mkdirSync, openSync,
   readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
-import { userInfo } from 'node:os';
+import { storageDir } from '../util/paths.js';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
@@ -28,8 +28,7 @@ import { printable } from './text.js';
 export const EXIT_FAIL = 1;
 
 export function storagePath(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.CH_IMAGE_STORAGE) return env.CH_IMAGE_STORAGE;
-  return `/var/tmp/${env.USER || userInfo().username}.ch`;
+  return storageDir(env);
 }
 
 /** "disk full" said plainly; other errors as "why (CODE)". */

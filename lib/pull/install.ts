@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { ChError, type Log } from '../util/log.js';
 import { makeTempDir } from '../util/owned-fs.js';
 import { imageDirs, MOUNT_FILES } from '../image/layout.js';
-import { existingImage as existingImageOf, installImage, type ImageKind, type Marker } from '../image/install.js';
+import { existingImage as existingImageOf, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/install.js';
 import { tarAddon, type FixupOp } from '../tar/native.js';
 import { lockTimeoutMs } from './cache.js';
 
@@ -42,8 +42,16 @@ export function makeTemp(dirFd: number, dir: string, name: string): { tmpName: s
   return makeTempDir(dirFd, dir, tmpPrefix(name));
 }
 
-/** Mount points ch-run needs, and the files under /ch, created inside ROOT through the confined writer. */
-export function finishImage(root: string, files: { path: string; content: string }[]): void {
+/**
+ * Mount points ch-run needs, and the files under /ch, created inside ROOT
+ * through the confined writer, after removing the /ch/.ch-* entries the
+ * layers brought (markers are ours alone: lib/image/install.ts). With
+ * MARKER (this image's fields), ch-pull's marker last.
+ */
+export function finishImage(root: string, files: { path: string; content: string }[], marker?: object): void {
+  for (const n of stripToolState(root))
+    process.stderr.write(`${PROG}[${process.pid}]: warning: ${n}: removed (came with the image's layers; only ${PROG} and ch-tar2dir write such files)\n`);
+  if (marker) files = [...files, { path: MARKER, content: markerText(PROG, marker, root) }];
   const ops: FixupOp[] = imageDirs().map((d) => ({ op: 'dir', path: d }));
   for (const f of MOUNT_FILES) ops.push({ op: 'file', path: f });
   for (const f of files) ops.push({ op: 'write', path: f.path, content: f.content });

@@ -17,7 +17,7 @@ import { BlobCache, fsWhy, Storage, storagePath, type BlobResult } from './cache
 import { applyLayer, type UnpackBound } from './apply.js';
 import { readConfig } from './config.js';
 import { printable } from './text.js';
-import { finishImage, install, makeTemp, MARKER, PROG } from './install.js';
+import { finishImage, install, makeTemp, PROG } from './install.js';
 
 const EXIT_FAIL = 1;
 export const JOBS_DEFAULT = 3;
@@ -136,9 +136,8 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
   }
   log.debug(`${whiteouts} whiteout(s) applied`);
   const files = [{ path: 'ch/environment', content: cfg.environment }, { path: 'ch/metadata.json', content: cfg.metadata }];
-  if (marker) files.push({ path: MARKER, content: JSON.stringify({ tool: PROG, reference: o.ref.canonical,
-    manifest: img.digest, platform: platformText(o.platform), created: new Date().toISOString() }, null, 1) + '\n' });
-  finishImage(root, files);
+  finishImage(root, files, marker ? { reference: o.ref.canonical, manifest: img.digest, platform: platformText(o.platform),
+    created: new Date().toISOString() } : undefined);
 }
 
 /** NAME in DIRFD (WHERE in messages) may be replaced only if it is a plain file of ours: no link followed, no one else's entry removed. */

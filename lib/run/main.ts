@@ -4,11 +4,11 @@
 import './memo-start.js';   // first: records what planning reads (memo.ts)
 import { closeSync, lstatSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { userInfo } from 'node:os';
 import { createRequire } from 'node:module';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
-import { CORE_PATH, LAUNCHER_PATH, PKG_ROOT } from '../util/paths.js';
+import { CORE_PATH, LAUNCHER_PATH, PKG_ROOT, storageDir } from '../util/paths.js';
+import { ownerName } from '../util/owned-fs.js';
 import { applyEnvActions, Env, envFromProcess, fixPath, serializeEnv } from './env.js';
 import { checkImage, kindInImage, readMetadata, registerImageView, resolveInImage } from './image.js';
 import { FEATURES } from './features.js';
@@ -64,17 +64,36 @@ function command(opts: RunOptions, root: string): { argv: string[]; workdir: str
  * only if it is the caller's own: a directory (not a link) owned by the
  * caller that no one else can write, or another user could plant an image
  * (and its /ch/environment, its entry point) under a name the caller runs.
+ * A bare IMAGE that is also a relative path is that path, as in
+ * Charliecloud, when the path is the caller's (or root's); when another user
+ * owns it, it never silently wins: refused if storage holds the name too
+ * (the attacker's "localhost:5120/ok" in a shared working directory), else
+ * used with a warning. "./IMAGE" always means the path.
  */
 export function resolveImage(opts: RunOptions, env: NodeJS.ProcessEnv = process.env): string {
   const img = opts.image;
   if (img.includes('/') && (img.startsWith('/') || img.startsWith('.'))) return img;
-  try { lstatSync(img); return img; } catch { /* not a path: a name */ }
-  if (opts.storage === null && !/^[A-Za-z0-9._-]+([:/][A-Za-z0-9._+-]+)*$/.test(img)) return img;
-  let user = env.USER;
-  if (!user) { try { user = userInfo().username; } catch { user = String(process.getuid!()); } }
-  const storage = opts.storage ?? env.CH_IMAGE_STORAGE ?? `/var/tmp/${user}.ch`;
+  const isName = opts.storage !== null || /^[A-Za-z0-9._-]+([:/][A-Za-z0-9._+-]+)*$/.test(img);
+  let here = false;
+  try { lstatSync(img); here = true; } catch { /* not a path: a name */ }
+  if (here && !isName) return img;
+  const storage = opts.storage ?? storageDir(env);
   const tagged = /:[^/]*$/.test(img) ? img : `${img}:latest`;
   const dir = join(storage, 'img', tagged.replace(/\//g, '%').replace(/:/g, '+'));
+  if (here) {
+    let stored = false;
+    try { stored = lstatSync(dir).isDirectory(); } catch { /* not in storage */ }
+    const other = othersPath(img);
+    if (other === null) {
+      if (stored) log.info(`image ${img}: using directory ./${img} (yours), not ${dir} in storage`);
+      return img;
+    }
+    if (stored)
+      throw new ChError(`can't use image ${img}: it names both directory ./${img}, which is not yours (${other}), `
+        + `and ${dir} in your storage; give ./${img} to run the directory, or run from elsewhere to use storage's`);
+    log.warn(`image ${img}: using directory ./${img}, which is not yours (${other}); give ./${img} to say so`);
+    return img;
+  }
   for (const p of [storage, join(storage, 'img'), dir]) {
     let st;
     try {
@@ -93,6 +112,26 @@ export function resolveImage(opts: RunOptions, env: NodeJS.ProcessEnv = process.
   }
   log.info(`image ${img} from storage: ${dir}`);
   return dir;
+}
+
+/**
+ * Which part of relative path P (from the current directory) belongs to
+ * another user than the caller or root, as "NAME owned by USER (uid N)"; null
+ * if none does. The components are looked at as found, links not followed,
+ * and what P finally names as well.
+ */
+function othersPath(p: string): string | null {
+  const me = process.getuid!();
+  const comps = p.split('/').filter((c) => c !== '' && c !== '.');
+  const whose = (path: string, uid: number) => (uid === me || uid === 0 ? null : `${path} owned by ${ownerName(uid)}, not you`);
+  for (let i = 1; i <= comps.length; i++) {
+    const part = comps.slice(0, i).join('/');
+    let uid: number;
+    try { uid = lstatSync(part).uid; } catch { return null; }
+    const bad = whose(`./${part}`, uid);
+    if (bad) return bad;
+  }
+  try { return whose(`what ./${p} leads to`, statSync(p).uid); } catch { return null; }
 }
 
 /**

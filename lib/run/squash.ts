@@ -11,6 +11,7 @@ import { delimiter, join } from 'node:path';
 import { ChError, why } from '../util/log.js';
 import type { Kind } from './image.js';
 import { subprocessDeps } from './memo.js';
+import { storageDir } from '../util/paths.js';
 
 /** node:child_process, loaded only for a .sqfs image: it is not in Node's
     start-up snapshot, and requiring it cost every launch ~1.5 ms (design.md). */
@@ -97,26 +98,48 @@ export function checkFuse(file: string): string {
 }
 
 /**
- * Our own directory in /var/tmp (which everyone can write): created 0700,
- * and refused unless it is a real directory (not a symlink), ours, and
- * closed to others. Inside it, mnt/: the default mount point, as
+ * Our own directory (the storage directory, /var/tmp/$USER.ch unless
+ * CH_IMAGE_STORAGE says otherwise; /var/tmp is writable by everyone):
+ * created 0700, and refused unless it is a real directory (not a symlink),
+ * ours, and closed to others. Inside it, mnt/: the default mount point, as
  * Charliecloud's (/var/tmp/$USER.ch/mnt). The mount itself exists only in
  * the container's namespace, so concurrent containers share the point.
+ * Someone else's directory at the default name (planted: the victim can't
+ * remove it from a sticky /var/tmp) doesn't stop .sqfs launches where the
+ * user has a runtime directory ($XDG_RUNTIME_DIR): chtk/ in it serves instead.
  */
 export function defaultMountPoint(): string {
   const base = ownDir();
-  checkedDir(`${base}/mnt`);
+  checkedDir(`${base}/mnt`, 'remove it');
   return `${base}/mnt`;
 }
 
-/** /var/tmp/$USER.ch, created if need be, checked as ours and closed to others. */
+const ADVICE = 'set CH_IMAGE_STORAGE to a directory of yours, or give -m DIR';
+
+/** The storage directory or its stand-in (above), created if need be, checked as ours and closed to others. */
 function ownDir(): string {
-  const base = `/var/tmp/${userInfo().username}.ch`;
-  checkedDir(base);
-  return base;
+  const base = storageDir();
+  try {
+    checkedDir(base, ADVICE);
+    return base;
+  } catch (err) {
+    const xdg = process.env.XDG_RUNTIME_DIR;
+    if (process.env.CH_IMAGE_STORAGE || !xdg?.startsWith('/') || !isOwnPrivateDir(xdg)) throw err;
+    checkedDir(`${xdg}/chtk`, 'remove it');
+    return `${xdg}/chtk`;
+  }
 }
 
-function checkedDir(p: string): void {
+/** Is P a real directory of the caller's, closed to others? */
+function isOwnPrivateDir(p: string): boolean {
+  try {
+    const st = lstatSync(p);
+    return st.isDirectory() && st.uid === process.getuid!() && (st.mode & 0o077) === 0;
+  } catch { return false; }
+}
+
+/** P, created 0700 if missing, must be a real directory of the caller's closed to others; else an error saying to ADVICE. */
+function checkedDir(p: string, advice: string): void {
   const me = userInfo();
   const mode = 0o700;
   {
@@ -125,9 +148,9 @@ function checkedDir(p: string): void {
     }
     let st: Stats;
     try { st = lstatSync(p); } catch (err) { throw new ChError(`can't use ${p}: ${why(err)}`); }
-    if (st.isSymbolicLink()) throw new ChError(`can't use ${p}: it is a symlink (someone else's?); remove it`);
-    if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; remove it`);
-    if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); remove it`);
+    if (st.isSymbolicLink()) throw new ChError(`can't use ${p}: it is a symlink (someone else's?); ${advice}`);
+    if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; ${advice}`);
+    if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); ${advice}`);
     if (st.mode & 0o077) throw new ChError(`can't use ${p}: mode ${(st.mode & 0o7777).toString(8)} lets others in (want 0700)`);
   }
 }
@@ -189,7 +212,7 @@ export class SquashView {
     return (this.tree = tree);
   }
 
-  /** Where this image's listing is cached (in /var/tmp/$USER.ch), or null.
+  /** Where this image's listing is cached (in the storage directory: ownDir()), or null.
       "list-v2-": what the parser before parseListing()'s checks cached (list-DEV-...) is not read. */
   private cacheFile(): string | null {
     try {

@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ChError } from './log.js';
 
@@ -23,6 +24,20 @@ export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
 /** ch-run's addon (launch path), and ch-tar2dir's extractor. */
 export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');
 export const SHARE_DIR = join(PKG_ROOT, 'share');
+
+/**
+ * The image storage directory, as Charliecloud's: $CH_IMAGE_STORAGE, else
+ * /var/tmp/$USER.ch. One definition for ch-pull, ch-run's image names and
+ * its SquashFS mount point. The default sits in a directory everyone can
+ * write: its users check it is the caller's own before trusting it, and
+ * say to set CH_IMAGE_STORAGE when someone else took the name.
+ */
+export function storageDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.CH_IMAGE_STORAGE) return env.CH_IMAGE_STORAGE;
+  let user = env.USER;
+  if (!user) { try { user = userInfo().username; } catch { user = String(process.getuid!()); } }
+  return `/var/tmp/${user}.ch`;
+}
 
 /**
  * Load the native addon at PATH (our own build). If it was never built (npm

@@ -330,7 +330,11 @@ export async function leftovers(cluster, roots, jobid) {
   }).map((pid) => cmdline(Number(pid)) || pid);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
     .filter((l) => roots.some((r) => l.includes(r)));
-  const shm = readdirSync('/dev/shm').filter((f) => f.startsWith(`ch-run.${cluster.user.uid}.slurm-${jobid}.`));
+  // Group files live in the user's join directories (addon/core/join.c), named by their tags.
+  const shm = readdirSync('/dev/shm').filter((d) => d.startsWith(`.chtk-join.${cluster.user.uid}`)).flatMap((d) => {
+    try { return readdirSync(join('/dev/shm', d)).filter((f) => f.startsWith(`slurm-${jobid}.`)).map((f) => `${d}/${f}`); }
+    catch { return []; }
+  });
   return { procs, mounts, shm };
 }
 

@@ -97,11 +97,12 @@ export function leakSnapshot(uid, image = '/nonexistent', mark = null) {
     processes: processesOf(uid, mark),
     hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
       .filter((l) => l.includes(image) || l.includes('ch-run.')),
-    // --join files live in per-user directories /dev/shm/ch-run.UID[.N]; an
-    // empty one left between groups is no leak, a file in it is.
-    shm: owned('/dev/shm').flatMap((n) => {
+    // --join files live in per-user directories /dev/shm/.chtk-join.UID[.N]; an
+    // empty one left between groups is no leak, a file in it is. The plan
+    // records' directory (.chtk-plans.UID) is a cache, kept on purpose.
+    shm: owned('/dev/shm').filter((n) => !/^\.chtk-plans\.\d+(\.\d+)?$/.test(n)).flatMap((n) => {
       const p = join('/dev/shm', n);
-      if (!/^ch-run\.\d+(\.\d+)?$/.test(n) || !lstatSync(p).isDirectory()) return [n];
+      if (!/^\.chtk-join\.\d+(\.\d+)?$/.test(n) || !lstatSync(p).isDirectory()) return [n];
       try { return readdirSync(p).map((f) => `${n}/${f}`); } catch { return []; }
     }),
     tmpGenerated: owned('/tmp', /^ch-run\./),
@@ -179,19 +180,20 @@ export async function stopAt(pid, pred, what) {
 }
 
 /**
- * Where USER's --join group file for TAG is: in the first of the per-user
- * directories /dev/shm/ch-run.UID, ch-run.UID.1, ... that is a directory of
- * UID's (the core skips names others planted); the first candidate if none.
+ * Where USER's --join group file for TAG is (no $XDG_RUNTIME_DIR, as the
+ * suite runs): in the first of the per-user directories /dev/shm/.chtk-join.UID,
+ * .chtk-join.UID.1, ... that is a directory of UID's (the core skips names
+ * others planted); the first candidate if none.
  */
 export function joinFile(uid, tag) {
-  for (let i = 0; i < 16; i++) {
-    const dir = i === 0 ? `/dev/shm/ch-run.${uid}` : `/dev/shm/ch-run.${uid}.${i}`;
+  for (let i = 0; i < 1000; i++) {
+    const dir = i === 0 ? `/dev/shm/.chtk-join.${uid}` : `/dev/shm/.chtk-join.${uid}.${i}`;
     try {
       const st = lstatSync(dir);
       if (st.isDirectory() && st.uid === uid && (st.mode & 0o777) === 0o700) return `${dir}/${tag}`;
     } catch { return `${dir}/${tag}`; }
   }
-  return `/dev/shm/ch-run.${uid}/${tag}`;
+  return `/dev/shm/.chtk-join.${uid}/${tag}`;
 }
 
 /**
