@@ -50,7 +50,12 @@ export interface ImageKind {
 }
 
 /** A marker's content; each tool adds its own fields. */
-export interface Marker { tool: string; [field: string]: unknown }
+export interface Marker {
+  tool: string;
+  /** Set by existingImage() when the marker can't vouch for the content it sits in: why. Such an image is replaced, never reused. */
+  unverified?: string;
+  [field: string]: unknown;
+}
 
 /** Names in an image's /ch that only our tools write: never taken from content. */
 export const TOOL_STATE_PREFIX = '.ch-';
@@ -133,11 +138,14 @@ export function existingImage(kind: ImageKind, dirFd: number, name: string, wher
       try { j = JSON.parse(readFileSync(mfd, 'utf8')); } catch { throw notOurs(`${where}/${m}: unreadable marker`); }
       if (!kind.tools.includes(j?.tool)) throw notOurs(`${where}/${m}: not a marker of ${kind.tools.join(' or ')}`);
       // Written for this very root, not copied along with a tree (or made
-      // by a version that did not say which root it was written for).
+      // by a version that did not say which root it was written for)? If
+      // not, the directory is still the caller's alone, so it may be
+      // replaced, but the marker can't vouch for its content: never reused.
       const ino = (j as { root?: { ino?: unknown } }).root?.ino;
+      delete j.unverified;
       if (ino !== fstatSync(fds[0]).ino)
-        throw notOurs(ino === undefined ? `${where}/${m}: names no image root (image content, or made before markers did)`
-          : `${where}/${m}: written for another directory (inode ${String(ino)}), not this one: a copy, or image content`);
+        j.unverified = ino === undefined ? `${where}/${m}: names no image root (made before markers did, or image content)`
+          : `${where}/${m}: written for another directory (inode ${String(ino)}), not this one (a copy, or image content)`;
       return j;
     }
     throw notOurs(noMarker);
@@ -256,7 +264,8 @@ export async function installImage(log: Log, req: InstallRequest): Promise<'curr
   try {
     removeStaleTemps(log, dirFd, dir, req.tmpPrefix);
     const existing = existingImage(req.kind, dirFd, name, target);
-    if (existing && !req.force && req.upToDate(existing)) return 'current';
+    if (existing?.unverified) log.info(`${existing.unverified}: replacing the image, not reusing it`);
+    else if (existing && !req.force && req.upToDate(existing)) return 'current';
     await buildAndRename(log, req, target, !!existing);
     return 'installed';
   } finally {

@@ -130,7 +130,7 @@ serial(`markers: ch-convert's directory output carries no marker ch-pull trusts$
   t.deepEqual(readdirSync(join(d, 'conv/ch')), [], 'no ch/.ch-* taken from the content');
 });
 
-serial(`markers: a copy of another user's pulled image is not taken by ch-pull as the victim's, up to date${why}`, async (t) => {
+serial(`markers: a copy of another user's pulled image is not taken by ch-pull as up to date: replaced, not reused${why}`, async (t) => {
   if (needRegistry(t)) return;
   const ref = `${reg.host}/team/ok:v1`;
   const d = dirOf(victim, 'v-copy');
@@ -144,10 +144,11 @@ serial(`markers: a copy of another user's pulled image is not taken by ch-pull a
   t.is(w.exitCode, 0, w.stderr);
   const cp = await runAs(victim, 'cp', ['-a', a, join(d, 'copy')]);
   t.is(cp.exitCode, 0, cp.stderr);
-  const r = await asVictim('ch-pull', [ref, join(d, 'copy')], { env: { CH_IMAGE_STORAGE: storage } });
+  const r = await asVictim('ch-pull', ['-v', ref, join(d, 'copy')], { env: { CH_IMAGE_STORAGE: storage } });
   t.notRegex(r.stderr, /up to date/);
-  t.is(r.exitCode, 1, r.stderr);
-  t.regex(r.stderr, /copy\/ch\/\.ch-pull\.json: written for another directory \(inode \d+\), not this one: a copy, or image content\)/);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /copy\/ch\/\.ch-pull\.json: written for another directory \(inode \d+\), not this one \(a copy, or image content\): replacing the image, not reusing it/);
+  t.false(existsSync(join(d, 'copy/bin/evil')), "the copied content is gone, the image pulled afresh");
 });
 
 serial(`markers: a registry layer's ch/.ch-tar2dir.json never makes ch-tar2dir say "up to date"${why}`, async (t) => {
