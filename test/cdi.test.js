@@ -8,10 +8,10 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, IMAGES, TEST_DIR, testUser } from './helpers/env.js';
-import { buildCdiFixture, specText } from './fixtures/cdi/fixture.js';
+import { ch, IMAGES, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { buildCdiFixture, LIBDIR, specText } from './fixtures/cdi/fixture.js';
 import { fxEnv } from './fixtures/gpu/fixture.js';
 
 const FX = join(TEST_DIR, 'cdi-fixture');
@@ -58,17 +58,32 @@ dtest('--device=nvidia.com/gpu=1: one GPU, driver found by SONAME, hooks interpr
 });
 
 dtest('CDI mounts: each host directory bound once, read-only even to fake root', async (t) => {
+  // The files probed are the test user's (fake root is the test user on the
+  // host): only the mounts' read-only flag can stop the writes.
+  const u = testUser();
+  const probed = [join(FX, LIBDIR, 'libcuda.so.535.104.05'), join(FX, 'cdi-host/run/nvidia-persistenced/socket')];
+  const before = probed.map((f) => readFileSync(f));
+  if (isRoot) {
+    for (const f of probed) chownSync(f, u.uid, u.gid);
+    t.teardown(() => { for (const f of probed) chownSync(f, 0, 0); });
+  }
   const r = await ch('ch-run', ['-u', '0', '--device=nvidia.com/gpu=0', DEBIAN, '--', 'sh', '-c',
     'grep -c " /run/ch-toolkit/cdi/" /proc/self/mountinfo; '
     + 'grep " /run/ch-toolkit/cdi/0 " /proc/self/mountinfo | cut -d" " -f6; '
+    + 'grep " /run/nvidia-persistenced/socket " /proc/self/mountinfo | cut -d" " -f6; '
     + 'for f in /run/ch-toolkit/lib/libcuda.so.1 /run/nvidia-persistenced/socket; do '
+    + '  test -O $f && echo "OWNED $f"; '
     + '  (echo x >> $f) 2>/dev/null && echo "WROTE $f"; '
     + '  mount -o remount,rw,bind /run/ch-toolkit/cdi/0 2>/dev/null && echo "REMOUNTED"; done; true'], { env: env() });
   t.is(r.exitCode, 0, r.stderr);
-  const [count, opts] = r.stdout.trim().split('\n');
+  const [count, opts, socketOpts] = r.stdout.trim().split('\n');
   t.is(count, '4');                                  // lib, bin, firmware, icd directories: 6 files, 4 mounts
   t.regex(opts, /^ro,nosuid,nodev/);
+  t.regex(socketOpts, /^ro,nosuid,nodev,noexec/, 'the socket: read-only, and the spec\'s nodev and noexec');
+  t.regex(r.stdout, /^OWNED \/run\/ch-toolkit\/lib\/libcuda\.so\.1$/m, 'the probe writes files its user owns');
+  t.regex(r.stdout, /^OWNED \/run\/nvidia-persistenced\/socket$/m);
   t.notRegex(r.stdout, /WROTE|REMOUNTED/);
+  t.deepEqual(probed.map((f) => readFileSync(f)), before, 'the host files unchanged');
 });
 
 dtest('selection: by UUID, "all", and --gpu with CUDA_VISIBLE_DEVICES renumbered inside', async (t) => {

@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync,
   utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, ch, image, isRoot, needs, notRoot, PKG, testUser, userEnv } from './helpers/env.js';
+import { asUser, ch, image, isRoot, needs, noFuse, notRoot, PKG, testUser, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
@@ -349,7 +349,7 @@ test('a hit runs the core in the launcher\'s process: the command gets the same 
   t.regex(hit.stdout, /^NoNewPrivs:\s+1$/m);
 });
 
-test('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount behind', async (t) => {
+needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount behind', async (t) => {
   const { run } = await memoRun(t);
   const dir = await scratch(t, 'memo-sq');
   const file = join(dir, 'img.sqfs');

@@ -10,7 +10,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, BIN, ch, image, userEnv } from './helpers/env.js';
+import { asUser, BIN, ch, image, needs, noFuse, userEnv } from './helpers/env.js';
 import { scratch } from './helpers/fixtures.js';
 
 /** What the keeper of the container serving IMG holds open (it is squashfuse's parent). */
@@ -39,7 +39,7 @@ async function whileRunning(t, img, env) {
   return { fds, pid: p.pid, stderr: r.stderr };
 }
 
-test.serial('the switch takes effect: the keeper holds the command\'s /proc directory, no pidfd', async (t) => {
+needs(test.serial, noFuse, { tool: true })('the switch takes effect: the keeper holds the command\'s /proc directory, no pidfd', async (t) => {
   const dir = await scratch(t, 'nopidfd');
   const img = join(dir, 'img.sqfs');
   const argv = [...asUser(), 'mksquashfs', image('busybox'), img, '-noappend', '-quiet', '-no-progress'];
@@ -70,7 +70,7 @@ if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(P(6, prog))
 os.execv(sys.argv[1], sys.argv[1:])
 `;
 
-test.serial('pidfd_open failing with ENOSYS (seccomp stands in for an old kernel): the fallback, chosen by itself', async (t) => {
+needs(test.serial, noFuse, { tool: true })('pidfd_open failing with ENOSYS (seccomp stands in for an old kernel): the fallback, chosen by itself', async (t) => {
   if (process.arch !== 'x64') { t.log(`skipped: the filter is written for x86_64, not ${process.arch}`); return t.pass(); }
   const dir = await scratch(t, 'enosys');
   const img = join(dir, 'img.sqfs');

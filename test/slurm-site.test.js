@@ -48,9 +48,9 @@ function ready(t, holder) {
   return holder.cluster;
 }
 
-/** srun --mpi=pmix ARGS -- ch-run -v IMG -- /hello: { r, ranks, traces } (ch-run's -v lines of rank 0's node). */
-async function hello(s, img, { srun = [], env = {}, chrun = [] } = {}) {
-  const r = await s.run('srun', ['--mpi=pmix', ...srun, CHRUN, '-v', ...chrun, img, '--', '/hello'],
+/** srun --mpi=pmix ARGS -- ch-run -v IMG -- /hello (or CMD): { r, ranks }. */
+async function hello(s, img, { srun = [], env = {}, chrun = [], cmd = ['/hello'] } = {}) {
+  const r = await s.run('srun', ['--mpi=pmix', ...srun, CHRUN, '-v', ...chrun, img, '--', ...cmd],
     { timeout: 180000, env });
   const ranks = [...r.stdout.matchAll(/^hello rank (\d+) of (\d+) .* uid (\d+) node (\S+)$/gm)]
     .map((m) => ({ rank: Number(m[1]), size: Number(m[2]), uid: Number(m[3]), node: m[4] }))
@@ -88,7 +88,14 @@ needs(test, notRoot && "needs root to plant another owner's directory")('a clien
   mkdirSync(base, { mode: 0o1777 });
   await execa('chmod', ['1777', base]);
   const uid = testUser().uid;
-  symlinkSync('/etc', join(base, `spmix_appdir_${uid}_42.0`));
+  // The link leads to a directory of the user's own, so that only its being
+  // a link can make ch-run refuse it (one to root's /etc would be refused
+  // for its owner anyway).
+  const target = join(TEST_DIR, 'hostile-tmpfs-target');
+  rmSync(target, { recursive: true, force: true });
+  mkdirSync(target, { mode: 0o700 });
+  chownSync(target, uid, testUser().gid);
+  symlinkSync(target, join(base, `spmix_appdir_${uid}_42.0`));
   mkdirSync(join(base, 'spmix_appdir_43.0'));          // root's, the pre-22.05 name
   mkdirSync(join(base, `spmix_appdir_${uid}_44.0`));   // the user's own: this one counts
   chownSync(join(base, `spmix_appdir_${uid}_44.0`), uid, testUser().gid);
@@ -113,7 +120,7 @@ needs(test, notRoot && "needs root to plant another owner's directory")('a clien
     t.regex(u.stderr, new RegExp(`can't show Slurm PMIx client directory \\(in TmpFS\\) ${base}/spmix_appdir_${uid}_44\\.0 in the `
       + `container: /var/tmp inside is host ${other}, not the host's; Open MPI's session directory goes to`));
     t.regex(u.stdout, new RegExp(`^OMPI_MCA_orte_top_session_dir=/tmp/ompi\\.\\S+\\.${uid}$`, 'm'));
-  } finally { rmSync(base, { recursive: true, force: true }); }
+  } finally { rmSync(base, { recursive: true, force: true }); rmSync(target, { recursive: true, force: true }); }
 });
 
 serialRoot('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks start with no user binds', async (t) => {
@@ -132,8 +139,31 @@ serialRoot('site layout (TmpFS /local/tmp, spool /var/lib/slurm/slurmd): ranks s
 
 serialRoot('site layout, --join: one container per node, directories bound once', async (t) => {
   const s = ready(t, site); if (!s) return;
-  const h = await hello(s, LOCAL, { srun: ['-p', 'four', '-N', '2', '-n', '4', '--ntasks-per-node=2'], chrun: ['--join'] });
+  // After MPI ran, each rank says where it ran: its node, its user and mount
+  // namespaces, how many mounts show the step's client directory, and how
+  // many mounts it sees in all.
+  const h = await hello(s, LOCAL, { srun: ['-p', 'four', '-N', '2', '-n', '4', '--ntasks-per-node=2'], chrun: ['--join'],
+    cmd: ['sh', '-c', '/hello && echo "where $SLURM_PROCID $SLURMD_NODENAME $(readlink /proc/self/ns/user) '
+      + '$(readlink /proc/self/ns/mnt) $(grep -c spmix_appdir_ /proc/self/mountinfo) $(wc -l < /proc/self/mountinfo)"'] });
   allRanks(t, h, 4, s.user.uid);
+  const where = [...h.r.stdout.matchAll(/^where (\d+) (n\d) (user:\[\d+\]) (mnt:\[\d+\]) (\d+) (\d+)$/gm)]
+    .map((m) => ({ rank: Number(m[1]), node: m[2], userns: m[3], mntns: m[4], client: Number(m[5]), mounts: Number(m[6]) }));
+  t.deepEqual(where.map((w) => w.rank).sort(), [0, 1, 2, 3], h.r.all);
+  const nodes = [...new Set(where.map((w) => w.node))].sort();
+  t.is(nodes.length, 2, 'two nodes');
+  const containers = new Set();
+  for (const n of nodes) {
+    const on = where.filter((w) => w.node === n);
+    t.is(on.length, 2, `two ranks on ${n}`);
+    t.is(new Set(on.map((w) => w.userns)).size, 1, `one user namespace on ${n}: ${JSON.stringify(on)}`);
+    t.is(new Set(on.map((w) => w.mntns)).size, 1, `one mount namespace on ${n}: ${JSON.stringify(on)}`);
+    containers.add(`${on[0].userns} ${on[0].mntns}`);
+    for (const w of on) t.is(w.client, 1, `rank ${w.rank} on ${n}: the client directory bound once`);
+  }
+  t.is(containers.size, 2, 'a container of its own on each node');
+  t.is(new Set(where.map((w) => w.mounts)).size, 1, `as many mounts in each container: ${JSON.stringify(where)}`);
+  // The plan's binds of the step's directories: made by the rank that set the container up, once per node.
+  t.is([...h.r.stderr.matchAll(/ bind (\S*spmix_appdir_\S+) -> \1$/gm)].length, 2, h.r.stderr);
 });
 
 serialRoot('site layout, SLURM_PMIX_TMPDIR in /var/tmp: found from the environment, mounted on a tmpfs over the image\'s empty /var/tmp', async (t) => {

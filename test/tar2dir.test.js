@@ -463,9 +463,13 @@ test("tarball names giving an image name '.' or '..' are refused, nothing writte
   }
 });
 
-// What ch-tar2dir adds to an image: mount points, the files ch-run binds
-// over, its marker. Paths relative to the image root.
-const ADDED = new Set(['dev', 'proc', 'sys', 'tmp', 'home', 'mnt', 'etc', 'ch', 'var', 'var/spool', 'var/spool/slurmd',
+// What ch-tar2dir adds to an image: mount points (lib/image/layout.ts's
+// MOUNT_DIRS: /run is where ch-run mounts a tmpfs for what --gpu and
+// --device inject, lib/devices/inject.ts), the files ch-run binds
+// over, its marker. Paths relative to the image root. A Debian tree has /run
+// already; the synthetic tree (no Debian image: a user's run on a fresh
+// machine) gets it from ch-tar2dir, in both the openat2 and the fallback walk.
+const ADDED = new Set(['dev', 'proc', 'sys', 'tmp', 'home', 'mnt', 'etc', 'ch', 'run', 'var', 'var/spool', 'var/spool/slurmd',
   ...Array.from({ length: 10 }, (_, i) => `mnt/${i}`),
   'etc/hosts', 'etc/resolv.conf', 'etc/passwd', 'etc/group', 'ch/.ch-tar2dir.json']);
 
@@ -487,8 +491,8 @@ function unexpectedDiffs(out, img) {
 
 test('the diff filter keeps what an extractor lost or added', (t) => {
   const img = '/var/tmp/ch-test/tar2dir/s1/dir/big', gnu = '/var/tmp/ch-test/tar2dir/s1/gnu';
-  t.deepEqual(unexpectedDiffs(`Only in ${img}: ch\nOnly in ${img}/mnt: 3\nOnly in ${img}/var/spool: slurmd\n`, img), []);
-  for (const l of [`Only in ${gnu}/var/lib: dpkg`, `Only in ${gnu}/etc: passwd`, `Only in ${gnu}: mnt`,
+  t.deepEqual(unexpectedDiffs(`Only in ${img}: ch\nOnly in ${img}: run\nOnly in ${img}/mnt: 3\nOnly in ${img}/var/spool: slurmd\n`, img), []);
+  for (const l of [`Only in ${gnu}/var/lib: dpkg`, `Only in ${gnu}/etc: passwd`, `Only in ${gnu}: mnt`, `Only in ${img}/run: lock`,
     `Only in ${img}/usr: evil`, `Only in ${img}/var: lib`, `Files ${gnu}/a and ${img}/a differ`])
     t.deepEqual(unexpectedDiffs(l, img), [l]);
 });

@@ -7,7 +7,7 @@
 // directory, CH_TEST_DIR, and creates the test user if needed.
 
 import { execa } from 'execa';
-import { existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants as FS, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const TEST_DIR = process.env.CH_TEST_DIR ?? '/var/tmp/ch-toolkit-test';
@@ -94,10 +94,30 @@ export function unavailable(t, what, reason) {
 export function needs(test, reason, { tool = false } = {}) {
   return (title, fn) => {
     if (!reason) return test(title, fn);
-    if (tool && process.env.CI) return test(title, (t) => { t.fail(`${reason} (in CI every tool must be there)`); });
+    if (tool && process.env.CI) return test(title, (t) => { t.fail(`${reason} (in CI every tool and device the suite needs must be there)`); });
     return test.skip(`${title} [skipped: ${reason}]`, fn);
   };
 }
 
 /** Why a root-only test can't run here, or null as root. */
 export const notRoot = isRoot ? null : 'not root';
+
+/**
+ * Why the test user can't mount a .sqfs (ch-run IMAGE.sqfs needs /dev/fuse
+ * readable and writable), or null. As root, test/setup.js has made /dev/fuse
+ * 0666 for the test user; a user can't, and many machines keep it 0600.
+ * Declare such tests with needs(test, noFuse, { tool: true }): skipped, the
+ * reason in the title, outside CI; a failure in CI (its setup as root makes
+ * /dev/fuse usable, so unusable FUSE there is a broken setup).
+ */
+export const noFuse = (() => {
+  if (isRoot) return null;
+  try {
+    accessSync('/dev/fuse', FS.R_OK | FS.W_OK);
+    return null;
+  } catch (err) {
+    const why = { EACCES: 'permission denied', ENOENT: 'no such device', EPERM: 'operation not permitted' }[err.code];
+    return `FUSE unusable: /dev/fuse: ${why ?? err.message} (${err.code}) for uid ${process.getuid()}; `
+      + 'root runs of the suite make it 0666';
+  }
+})();
