@@ -1,7 +1,7 @@
 # ch-toolkit: build, test, install. tools/build.js does the building (npm
 # scripts call it too); this is the conventional front door:
 #
-#   make                       dependencies (npm ci, once), then build
+#   make                       dependencies (npm ci, once), then build (what changed)
 #   make test                  the test suite (as root: see README)
 #   make install PREFIX=/opt/ch-toolkit [DESTDIR=...]
 #   make uninstall / make clean
@@ -29,8 +29,24 @@ all: build
 node_modules/.package-lock.json: package-lock.json
 	$(NPM) ci --ignore-scripts --no-audit --no-fund
 
-build: node_modules/.package-lock.json
-	$(NODE) tools/build.js all
+# What each half of the build reads, and a stamp it leaves: a half is built
+# again only when one of its inputs changed, so `make install` after `make`
+# builds nothing.
+NATIVE_IN    := binding.gyp tools/probe.js $(shell find addon -type f)
+TS_IN        := package.json tsconfig.json tools/build.js tools/ch-run-loader.cjs $(shell find lib -type f)
+NATIVE_STAMP := build/Release/.ch-built
+TS_STAMP     := dist/.ch-built
+
+build: $(NATIVE_STAMP) $(TS_STAMP)
+
+$(NATIVE_STAMP): node_modules/.package-lock.json $(NATIVE_IN)
+	$(NODE) tools/build.js native
+	touch $@
+
+# After the native half (order only): the code cache is made by running ch-run's front end.
+$(TS_STAMP): node_modules/.package-lock.json $(TS_IN) | $(NATIVE_STAMP)
+	$(NODE) tools/build.js ts
+	touch $@
 
 native: node_modules/.package-lock.json
 	$(NODE) tools/build.js native
@@ -47,7 +63,7 @@ bench: build
 # What runs: the command bundles (self-contained: no node_modules needed), the
 # native parts, package.json (the version, and how the bundles find the
 # package root). Nothing is installed setuid: ch-run refuses to run if it is.
-install: build
+install: $(NATIVE_STAMP) $(TS_STAMP)
 	install -d $(LIBDIR)/bin $(LIBDIR)/dist $(LIBDIR)/build/Release $(BINDIR) $(MANDIR)
 	install -m 0644 package.json $(LIBDIR)/
 	install -m 0644 dist/*.cjs $(LIBDIR)/dist/

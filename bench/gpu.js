@@ -8,7 +8,8 @@
 // `--device=nvidia.com/gpu=0`, against today's conf-file path (--gpu).
 //
 // Usage: node bench/gpu.js [--runs N] IMAGE   (IMAGE: a glibc image with /run,
-// e.g. the test suite's Debian image, /var/tmp/ch-toolkit-test/img/debian)
+// e.g. the test suite's Debian image, $CH_TEST_DIR/img/debian, by default
+// /var/tmp/ch-toolkit-test.UID/img/debian)
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
@@ -21,7 +22,7 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 31;
 const image = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--runs')[0]
-  ?? '/var/tmp/ch-toolkit-test/img/debian';
+  ?? join(process.env.CH_TEST_DIR ?? `/var/tmp/ch-toolkit-test.${process.getuid()}`, 'img', 'debian');
 const user = process.env.CH_BENCH_USER ?? 'chtest';
 
 const pre = process.getuid() !== 0 ? [] : (() => {

@@ -5,9 +5,9 @@
 // command's --help.
 
 import test from 'ava';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image, PKG } from './helpers/env.js';
+import { ch, image, PKG, TEST_DIR } from './helpers/env.js';
 
 const VERSION = JSON.parse(readFileSync(join(PKG, 'package.json'), 'utf8')).version;
 const YARGS_COMMANDS = ['ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-convert'];
@@ -87,6 +87,22 @@ test('ch-fromhost: usage errors exit 2, failures 31', async (t) => {
   const f = await ch('ch-fromhost', ['--path', '/no/such/file', img]);
   t.is(f.exitCode, 31);
   t.regex(f.stderr, /can't inject \/no\/such\/file/);
+});
+
+test('ch-fromhost: a bad name in a --file list or --cmd output names the file and line (exit 31)', async (t) => {
+  const img = image('busybox');
+  const list = join(TEST_DIR, 'fromhost-list.txt');
+  writeFileSync(list, '/bin/true\n\n  hi  \n');
+  const r = await ch('ch-fromhost', ['--no-ldconfig', '--file', list, img]);
+  t.is(r.exitCode, 31, r.stderr);
+  t.regex(r.stderr, new RegExp(`^ch-fromhost\\[\\d+\\]: error: --file ${list}, line 3: not an absolute path: hi$`, 'm'));
+  writeFileSync(list, '/no/such/file\n');
+  const m = await ch('ch-fromhost', ['--no-ldconfig', '--file', list, img]);
+  t.is(m.exitCode, 31, m.stderr);
+  t.regex(m.stderr, new RegExp(`--file ${list}, line 1: can't inject /no/such/file: no such file`));
+  const c = await ch('ch-fromhost', ['--no-ldconfig', '--cmd', 'echo /bin/true; echo rel', img]);
+  t.is(c.exitCode, 31, c.stderr);
+  t.regex(c.stderr, /--cmd echo \/bin\/true; echo rel, line 2 of its output: not an absolute path: rel$/m);
 });
 
 test('a man page for every command, from its --help', (t) => {

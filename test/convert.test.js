@@ -31,6 +31,7 @@ async function fixture(t) {
   symlinkSync('sub/deep', join(src, 'rel'));
   mkdirSync(join(src, 'sticky'));
   mkdirSync(join(src, 'empty'));
+  for (const d of ['dev', 'proc', 'sys', 'tmp']) mkdirSync(join(src, d));   // ch-run's mount points: an image
   await ownedByUser(dir);
   // After chown (which can clear some bits): the modes under test.
   chmodSync(join(src, 'f'), 0o640);
@@ -146,6 +147,46 @@ test('bad input: clear errors, nothing written', async (t) => {
   t.is(r.exitCode, 1);
   t.regex(r.stderr, /can't write \/etc\/x\.tar: permission denied/i);
   t.deepEqual(readdirSync(dir).sort(), ['junk.sqfs', 'src']);
+});
+
+test('errors that say what to do: a reference-like SRC that is no file; a directory ch-run would refuse', async (t) => {
+  const { dir, src } = await fixture(t);
+  let r = await cv(['localhost/hello', join(dir, 'x.sqfs')]);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /^ch-convert\[\d+\]: error: can't read localhost\/hello: no such file or directory \(ENOENT\) \(a registry reference\? say docker:\/\/localhost\/hello, or -i registry; an image of a builder\? say -i podman, -i docker or -i buildah\)$/m);
+  r = await cv([join(dir, 'nope'), join(dir, 'x.sqfs')]);
+  t.is(r.exitCode, 1, r.stderr);
+  t.notRegex(r.stderr, /registry reference|-i podman/, 'no hint for a path');
+  // Not an image (no /dev, /proc, /sys, /tmp): ch-run refuses it, so neither a .sqfs nor a directory of it is made.
+  const notImage = join(dir, 'data');
+  mkdirSync(join(notImage, 'tmp'), { recursive: true });
+  writeFileSync(join(notImage, 'f'), 'x\n');
+  await ownedByUser(dir);
+  for (const out of ['d.sqfs', 'd']) {
+    r = await cv([notImage, join(dir, out)]);
+    t.is(r.exitCode, 1, `${out}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`^ch-convert\\[\\d+\\]: error: can't use image ${notImage}: it has no /dev directory \\(not an image, or unpacked incompletely\\?\\); ch-run would refuse ${join(dir, out)}, so it is not written$`, 'm'), out);
+  }
+  const sub = await ch('ch-run', [notImage, '--', '/bin/true']);   // the very check ch-run makes
+  t.regex(sub.stderr, new RegExp(`can't use image ${notImage}: it has no /dev directory`));
+  r = await cv([notImage, join(dir, 'd.tar')]);   // a tarball: ch-tar2dir makes the mount points
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(readdirSync(dir).sort(), ['d.tar', 'data', 'src']);
+  r = await cv([src, join(dir, 'ok.sqfs')]);
+  t.is(r.exitCode, 0, r.stderr);
+});
+
+needs(test, notRoot && 'needs root (podman runs as root here)')('-i podman, an image podman does not have: said once, in our words', async (t) => {
+  const probe = await execa('podman', ['--version'], { reject: false });
+  if (probe.exitCode !== 0) return unavailable(t, 'podman', probe.stderr || 'not installed');
+  const dir = await scratch(t, 'cvtypo');
+  const ref = `localhost/chtk-no-such-image-${process.pid}`;
+  const r = await cv(['-i', 'podman', ref, join(dir, 'x.sqfs')], { root: true });
+  t.is(r.exitCode, 1, r.stderr);
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`^ch-convert\\[\\d+\\]: error: can't read podman image ${ref}: .*image not known \\('podman images' lists those there\\)$`));
+  t.notRegex(r.stderr, /ch-builder2tar\[|\/node|Error: /);
+  t.deepEqual(readdirSync(dir), []);
 });
 
 needs(test, notRoot && 'needs root to make a destination that belongs to someone else')('destination not the user\'s, or a symlink: not replaced, not followed', async (t) => {

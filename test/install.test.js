@@ -1,11 +1,12 @@
 // `make clean && make install PREFIX=... DESTDIR=...` from a copy of the
-// source tree: everything is rebuilt, and the installed commands work,
+// source tree: everything is rebuilt (and only what changed, the next time),
+// and the installed commands work,
 // without node_modules, as the unprivileged user, from wherever the tree is
 // moved to (everything is found relative to the installed files).
 
 import test from 'ava';
 import { execa } from 'execa';
-import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { asUser, image, TEST_DIR, userEnv } from './helpers/env.js';
@@ -20,7 +21,7 @@ function asTestUser(cmd, opts = {}) {
   return execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/', ...opts });
 }
 
-let made;
+let made, again, changed;
 
 test.before(async () => {
   rmSync(BASE, { recursive: true, force: true });
@@ -38,7 +39,17 @@ test.before(async () => {
   const fresh = await execa('make', ['-q', 'node_modules/.package-lock.json'], { cwd: SRC, reject: false });
   if (fresh.exitCode !== 0) throw new Error('make would reinstall node_modules through the link: not running it');
   await execa('make', ['clean'], { cwd: SRC });
-  made = await execa('make', ['install', `PREFIX=${PREFIX}`, `DESTDIR=${join(BASE, 'dest')}`], { cwd: SRC, reject: false, all: true });
+  const install = ['install', `PREFIX=${PREFIX}`, `DESTDIR=${join(BASE, 'dest')}`];
+  made = await execa('make', install, { cwd: SRC, reject: false, all: true });
+  if (made.exitCode === 0) {
+    // Again: nothing to build. Then a changed TypeScript source: only that half is built again (make -n: said, not done).
+    const bundle = statSync(join(SRC, 'dist', 'ch-run-main.cjs')).mtimeMs;
+    again = await execa('make', install, { cwd: SRC, reject: false, all: true });
+    again.rebuilt = statSync(join(SRC, 'dist', 'ch-run-main.cjs')).mtimeMs !== bundle;
+    const later = Date.now() / 1000 + 5;
+    utimesSync(join(SRC, 'lib', 'run', 'main.ts'), later, later);
+    changed = await execa('make', ['-n', ...install], { cwd: SRC, reject: false, all: true });
+  }
   // Somewhere else entirely, to show nothing points back at the build tree.
   if (made.exitCode === 0) {
     renameSync(join(BASE, 'dest', PREFIX.slice(1)), join(BASE, 'moved'));
@@ -55,6 +66,17 @@ test('make clean && make install builds and installs every command, man pages, n
   t.deepEqual(readdirSync(join(BASE, 'moved', 'share', 'man', 'man1')).sort(),
     ['ch-build.1', 'ch-builder2tar.1', 'ch-convert.1', 'ch-docker2tar.1', 'ch-fromhost.1', 'ch-pull.1', 'ch-run.1', 'ch-tar2dir.1']);
   t.false(existsSync(join(BASE, 'moved', 'lib', 'ch-toolkit', 'node_modules')));
+});
+
+test('a second make install builds nothing; a changed source, only its half', (t) => {
+  t.is(made.exitCode, 0, made.all);
+  t.is(again.exitCode, 0, again.all);
+  t.notRegex(again.all, /tools\/build\.js/, again.all);
+  t.false(again.rebuilt, 'dist/ untouched');
+  t.regex(again.all, /install -m 0755 build\/Release\/ch-run /, 'installed again all the same');
+  t.is(changed.exitCode, 0, changed.all);
+  t.regex(changed.all, /tools\/build\.js ts/);
+  t.notRegex(changed.all, /tools\/build\.js native/);
 });
 
 test('the installed ch-run runs a container, as the user, after the tree moved', async (t) => {

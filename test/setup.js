@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { chmodSync, cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CACHE_DIR, IMAGES, isRoot, PKG, TEST_DIR, TEST_USER } from './helpers/env.js';
+import { CACHE_DIR, IMAGES, isRoot, PKG, prepareTestDirs, TEST_DIR, TEST_USER } from './helpers/env.js';
 import { buildBusybox, debianBase } from './helpers/images.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -48,8 +48,7 @@ async function fuseForUsers() {
 async function main() {
   await ensureUser();
   await fuseForUsers();
-  mkdirSync(TEST_DIR, { recursive: true });
-  chmodSync(TEST_DIR, 0o755);
+  try { prepareTestDirs(); } catch (err) { process.stderr.write(`test setup: ${err.message}\n`); process.exit(1); }
   stagePackage();
   mkdirSync(IMAGES, { recursive: true });
   buildBusybox(join(IMAGES, 'busybox'));

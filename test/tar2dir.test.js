@@ -178,7 +178,12 @@ test('broken input: truncated tar, truncated gzip, corrupt gzip, garbage, empty'
     ['no-end.tar', good.subarray(0, good.length - 1024), /truncated archive: no end-of-archive marker/],
     ['trunc.tar.gz', gz.subarray(0, Math.floor(gz.length / 2)), /truncated gzip data/],
     ['corrupt.tar.gz', corrupt, /corrupt gzip data|corrupt archive/],
-    ['garbage.tar', Buffer.from('this is not a tarball at all\n'.repeat(40)), /corrupt archive: header checksum mismatch/],
+    ['garbage.tar', Buffer.from('this is not a tarball at all\n'.repeat(40)), /: not a tar archive \(no tar header at its start\)$/m],
+    ['text.tar', Buffer.from('hello\n'), /: not a tar archive \(shorter than one tar header\)$/m],
+    ['text-gz.tar.gz', gzipSync(Buffer.from('hello\n')), /: not a tar archive \(shorter than one tar header\)$/m],
+    ['trunc-header.tar', good.subarray(0, 300), /truncated archive: ends inside a header/],
+    ['bad-second.tar', Buffer.concat([good.subarray(0, 512), Buffer.alloc(512, 0x41), good.subarray(1024)]),
+      /corrupt archive: header checksum mismatch at offset 512 \(not a tar file, or damaged\)/],
     ['empty.tar', Buffer.alloc(0), /truncated archive/],
   ];
   for (const [file, buf, msg] of cases) {
@@ -188,6 +193,22 @@ test('broken input: truncated tar, truncated gzip, corrupt gzip, garbage, empty'
     t.is(r.exitCode, 1, `${file}: ${r.stderr}`);
     t.regex(r.stderr, msg, file);
     assertClean(t, sb, file.replace(/\.tar(\.gz)?$/, ''));
+  }
+});
+
+test('a SquashFS image given as a tarball: said so, with what to do instead', async (t) => {
+  const sb = sandbox(t);
+  const src = join(sb.root, 'src');
+  mkdirSync(join(src, 'etc'), { recursive: true });
+  writeFileSync(join(src, 'etc/os-release'), 'ID=x\n');
+  for (const name of ['img.sqfs', 'img2.tar']) {   // whatever its name
+    const sq = join(sb.tars, name);
+    await execa('mksquashfs', [src, sq, '-noappend', '-quiet', '-no-progress']);
+    chmodSync(sq, 0o644);
+    const r = await ch('ch-tar2dir', [sq, sb.dir]);
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, new RegExp(`^ch-tar2dir\\[\\d+\\]: error: ${sq}: a SquashFS image, not a tarball: run it directly with ch-run, or ch-convert it$`, 'm'));
+    assertClean(t, sb, name.replace(/\..*/, ''));
   }
 });
 

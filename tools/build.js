@@ -17,11 +17,11 @@
 // `native` then needs a C/C++ toolchain and Python (node-gyp), nothing else.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -86,13 +86,74 @@ function native() {
   run(process.execPath, [nodeGyp(), 'rebuild', ...(dir ? [`--nodedir=${dir}`] : [])]);
 }
 
+/**
+ * Write DATA to FILE by a rename: a command started meanwhile (while
+ * `npm test` rebuilds dist/, say) reads the old file or the new one, never
+ * a missing or half-written one.
+ */
+function writeAtomic(file, data, mode = 0o644) {
+  const tmp = join(dirname(file), `.${basename(file)}.tmp-${process.pid}`);
+  try {
+    writeFileSync(tmp, data, { mode });
+    chmodSync(tmp, mode);   // whatever the umask
+    renameSync(tmp, file);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/** Move every file under FROM to the same place under TO, each by a rename; their paths, relative. */
+function moveTree(from, to, rel = '') {
+  const moved = [];
+  for (const e of readdirSync(join(from, rel), { withFileTypes: true })) {
+    const r = join(rel, e.name);
+    if (e.isDirectory()) {
+      mkdirSync(join(to, r), { recursive: true });
+      moved.push(...moveTree(from, to, r));
+    } else {
+      renameSync(join(from, r), join(to, r));
+      moved.push(r);
+    }
+  }
+  return moved;
+}
+
+/**
+ * Remove what this build did not write under DIST (outputs of removed
+ * sources, temporaries of a killed build), then empty directories. Dot files
+ * (make's stamp) stay, but not our temporaries.
+ */
+function removeStale(dist, written, rel = '') {
+  for (const e of readdirSync(join(dist, rel), { withFileTypes: true })) {
+    const r = join(rel, e.name);
+    if (e.isDirectory()) {
+      if (/^\.tsc-/.test(e.name)) { rmSync(join(dist, r), { recursive: true, force: true }); continue; }
+      removeStale(dist, written, r);
+      if (readdirSync(join(dist, r)).length === 0) rmSync(join(dist, r), { recursive: true });
+    } else if (!written.has(r) && (!e.name.startsWith('.') || /\.tmp-\d+$/.test(e.name))) {
+      rmSync(join(dist, r), { force: true });
+    }
+  }
+}
+
 async function ts() {
-  rmSync(join(ROOT, 'dist'), { recursive: true, force: true });   // nothing stale from removed sources
-  run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json']);
+  // Nothing is removed first, and every file is replaced by a rename, so
+  // commands keep working while dist/ is rebuilt; what is stale goes last.
+  const dist = join(ROOT, 'dist');
+  mkdirSync(dist, { recursive: true });
+  const written = new Set();
+  const stage = mkdtempSync(join(dist, '.tsc-'));
+  try {
+    run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json', '--outDir', stage]);
+    for (const f of moveTree(stage, dist)) written.add(f);
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
   const esbuild = await import('esbuild');
-  await Promise.all(Object.entries(BUNDLES).map(([name, entry]) => esbuild.build({
+  const built = await Promise.all(Object.entries(BUNDLES).map(([name, entry]) => esbuild.build({
     entryPoints: [join(ROOT, entry)],
-    outfile: join(ROOT, 'dist', `${name}.cjs`),
+    outfile: join(dist, `${name}.cjs`),
+    write: false,   // written below, each by a rename
     bundle: true,
     platform: 'node',
     format: 'cjs',
@@ -104,11 +165,17 @@ async function ts() {
     banner: { js: `${name === 'ch-run-main' ? `// ch-toolkit build ${randomBytes(8).toString('hex')}\n` : ''}`
       + "const __importMetaUrl = require('url').pathToFileURL(__filename).href;" },
   })));
-  for (const name of Object.keys(BUNDLES)) chmodSync(join(ROOT, 'dist', `${name}.cjs`), 0o644);
-  copyFileSync(join(ROOT, 'tools', 'ch-run-loader.cjs'), join(ROOT, 'dist', 'ch-run.cjs'));
-  chmodSync(join(ROOT, 'dist', 'ch-run.cjs'), 0o644);
-  await codeCache();
-  manPages();
+  for (const r of built) {
+    for (const out of r.outputFiles) {
+      writeAtomic(out.path, out.contents);
+      written.add(relative(dist, out.path));
+    }
+  }
+  writeAtomic(join(dist, 'ch-run.cjs'), readFileSync(join(ROOT, 'tools', 'ch-run-loader.cjs')));
+  written.add('ch-run.cjs');
+  if (await codeCache()) written.add('ch-run-main.cjs.cache');
+  for (const page of manPages()) written.add(page);
+  removeStale(dist, written);
 }
 
 /**
@@ -120,27 +187,33 @@ async function ts() {
  */
 async function codeCache() {
   const bundle = join(ROOT, 'dist', 'ch-run-main.cjs');
-  if (!existsSync(bundle)) return;
+  if (!existsSync(bundle)) return false;
   const { REQUIRED_DIRS, guestPath } = await import(join(ROOT, 'dist', 'image', 'layout.js'));
   const img = mkdtempSync(join(tmpdir(), 'ch-run-code-cache-'));
+  const tmp = join(ROOT, 'dist', `.ch-run-main.cjs.cache.tmp-${process.pid}`);
   try {
     for (const d of [...REQUIRED_DIRS.map(guestPath), '/root', '/home', '/mnt/0', '/ch'])
       mkdirSync(join(img, d), { recursive: true });
     writeFileSync(join(img, 'ch', 'environment'), 'CODE_CACHE=1\n');
     writeFileSync(join(img, 'ch', 'metadata.json'), '{"Cmd": ["/bin/true"]}');
+    // Made under a temporary name, then renamed over the old one (which a
+    // launch meanwhile finds not to match the new bundle, and ignores).
     const out = `${bundle}.cache`;
-    rmSync(out, { force: true });
     execFileSync(process.execPath, [join(ROOT, 'dist', 'ch-run.cjs'), '-v', '--set-env', '--set-env=A=$PATH:/x',
       '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img], {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_OUT: out,
+      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_OUT: tmp,
         CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' },
     });
-    chmodSync(out, 0o644);
+    chmodSync(tmp, 0o644);
+    renameSync(tmp, out);
+    return true;
   } catch (err) {
     say(`no code cache for ch-run's front end (it still works, compiling at each launch): ${err.message}`);
+    return false;
   } finally {
     rmSync(img, { recursive: true, force: true });
+    rmSync(tmp, { force: true });
   }
 }
 
@@ -149,9 +222,11 @@ function roffVerbatim(text) {
   return text.replace(/\\/g, '\\e').split('\n').map((l) => (/^[.']/.test(l) ? `\\&${l}` : l)).join('\n');
 }
 
+/** The man pages, in dist/man; their paths relative to dist/. */
 function manPages() {
   const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   mkdirSync(join(ROOT, 'dist', 'man'), { recursive: true });
+  const pages = [];
   for (const [name, bundle] of Object.entries(MAN_PAGES)) {
     // argv[1] names the command (ch-docker2tar's help says ch-docker2tar).
     const help = execFileSync(process.execPath, ['-e', `process.argv = [process.argv[0], ${JSON.stringify(name)}, '--help']; require(${JSON.stringify(join(ROOT, 'dist', `${bundle}.cjs`))})`],
@@ -162,8 +237,10 @@ function manPages() {
     const page = [`.TH ${name.toUpperCase()} 1 "" "ch-toolkit ${version}" "ch-toolkit"`, '.SH NAME',
       `${name} \\- ${SUMMARY[name]}`, '.SH DESCRIPTION', '.nf', roffVerbatim(help.trimEnd()), '.fi',
       '.SH SEE ALSO', Object.keys(MAN_PAGES).filter((n) => n !== name).map((n) => `.BR ${n} (1)`).join(',\n'), ''];
-    writeFileSync(join(ROOT, 'dist', 'man', `${name}.1`), page.join('\n'));
+    writeAtomic(join(ROOT, 'dist', 'man', `${name}.1`), page.join('\n'));
+    pages.push(join('man', `${name}.1`));
   }
+  return pages;
 }
 
 async function main(what) {

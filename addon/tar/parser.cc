@@ -167,6 +167,11 @@ void Extractor::run()
       size_t got = in.get(h, 512);
       if (got == 0)
          throw XErr("truncated archive: no end-of-archive marker");
+      // At the very start, no tar header (no "ustar" magic) means the input
+      // is not a tar archive at all: say so, not "truncated" or "corrupt".
+      bool ustar = got >= 263 && memcmp(h + 257, "ustar", 5) == 0;
+      if (got < 512 && hoff == 0 && !ustar)
+         throw XErr("not a tar archive (shorter than one tar header)");
       if (got < 512)
          throw XErr("truncated archive: ends inside a header");
       bool zero = true;
@@ -176,12 +181,16 @@ void Extractor::run()
          break;   // end of archive (one zero block is enough, as for GNU tar)
 
       // Checksum: the header's bytes with the checksum field as spaces.
+      auto bad_sum = [&]() {
+         return hoff == 0 && !ustar ? std::string("not a tar archive (no tar header at its start)")
+            : "corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
+               + " (not a tar file, or damaged)";
+      };
       uint64_t want;
       try {
          want = parse_num(h + 148, 8, "", "checksum");
       } catch (XErr &) {
-         throw XErr("corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
-                    + " (not a tar file, or damaged)");
+         throw XErr(bad_sum());
       }
       uint64_t us = 0;
       int64_t ss = 0;
@@ -191,8 +200,7 @@ void Extractor::run()
          ss += (signed char)((i >= 148 && i < 156) ? ' ' : h[i]);
       }
       if (want != us && (int64_t)want != ss)
-         throw XErr("corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
-                    + " (not a tar file, or damaged)");
+         throw XErr(bad_sum());
 
       char type = h[156];
       bool posix = memcmp(h + 257, "ustar\0", 6) == 0;

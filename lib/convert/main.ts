@@ -32,6 +32,7 @@ import { hostPlatform, parsePlatform } from '../pull/manifest.js';
 import { parseReference } from '../pull/reference.js';
 import { JOBS_DEFAULT, pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/install.js';
+import { requireMountPoints } from '../run/mounts.js';
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;
@@ -118,14 +119,22 @@ function inferIn(src: string): Format {
   if (src.startsWith(REGISTRY_PREFIX)) return 'registry';
   let st: Stats;
   try { st = statSync(src); } catch (err) {
-    // Never a registry reference by guess: a typo'd file name would become a network request.
-    const hint = /^[a-z0-9-]+[.:][^/]*\/|:[\w][\w.-]*$/i.test(src) ? ` (a registry reference? say ${REGISTRY_PREFIX}${src}, or -i registry)` : '';
+    // Never a registry reference or builder image by guess (a typo'd file
+    // name would become a network request): a name that looks like one gets a hint.
+    const hint = looksLikeReference(src) ? ` (a registry reference? say ${REGISTRY_PREFIX}${src}, or -i registry;`
+      + ` an image of a builder? say -i podman, -i docker or -i buildah)` : '';
     throw new ChError(`can't read ${src}: ${why(err)}${hint}`, EXIT_FAIL);
   }
   if (st.isDirectory()) return 'dir';
   const f = formatFromName(src);
   if (f === null) throw new ChError(`${src}: can't tell its format from the name (use -i)`, EXIT_USAGE);
   return f;
+}
+
+/** Could SRC (no such file) be an image reference, as HOST[:PORT]/NAME[:TAG] or NAME:TAG, e.g. localhost/hello? */
+function looksLikeReference(src: string): boolean {
+  return /[/:@]/.test(src) && formatFromName(src) === null
+    && /^[a-z0-9][\w.-]*(:[0-9]+)?(\/[\w.-]+)*(:\w[\w.-]*)?(@sha256:[0-9a-f]+)?$/i.test(src);
 }
 
 function inferOut(dst: string): Format {
@@ -205,7 +214,21 @@ function dirToSquash(log: Log, src: string, out: string): void {
 
 /** A builder's image as a tarball in WORK, through ch-builder2tar. */
 function builderToTar(log: Log, builder: Format, ref: string, work: string): string {
-  run(log, [process.execPath, join(PKG_ROOT, 'bin', 'ch-builder2tar'), '-b', builder, '--nocompress', '-q', ref, work]);
+  const argv = [process.execPath, join(PKG_ROOT, 'bin', 'ch-builder2tar'), '-b', builder, '--nocompress', '-q', ref, work];
+  log.debug(`running: ${argv.join(' ')}`);
+  const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', log.verbosity >= 1 ? 'inherit' : 'ignore', 'pipe'] });
+  if (r.error) throw new ChError(`can't run ch-builder2tar: ${why(r.error)}`, EXIT_FAIL);
+  if (r.status !== 0) {
+    // Its error, once, in our words: without its prefix, nor what we say
+    // already (the builder, the image); a failed inspect: most likely no such image.
+    const inspect = `${builder}: can't inspect image ${ref}: `;
+    let missing = false;
+    const said = r.stderr.toString().split('\n').filter((l) => /^ch-builder2tar\[\d+\]: error: /.test(l))
+      .map((l) => l.replace(/^ch-builder2tar\[\d+\]: error: /, ''))
+      .map((l) => (l.startsWith(inspect) ? (missing = true, l.slice(inspect.length).replace(/^Error: /, '')) : l));
+    const detail = said.join('; ') || `ch-builder2tar failed (${r.signal ?? `exit ${r.status}`})`;
+    throw new ChError(`can't read ${builder} image ${ref}: ${detail}${missing ? ` ('${builder} images' lists those there)` : ''}`, EXIT_FAIL);
+  }
   const tars = readdirSync(work).filter((f) => f.endsWith('.tar'));
   if (tars.length !== 1) throw new ChError(`ch-builder2tar left no tarball for ${ref}`, EXIT_FAIL);
   return join(work, tars[0]);
@@ -244,6 +267,7 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   const src = BUILDERS.has(inFmt) ? srcArg : pullOpts ? pullOpts.ref.canonical : resolve(srcArg);
   if (BUILDERS.has(outFmt)) checkReference(outFmt as BuilderName, dstArg);
   if (!BUILDERS.has(inFmt) && !pullOpts) checkSource(src, inFmt);
+  if (inFmt === 'dir' && (outFmt === 'dir' || outFmt === 'squash')) checkRunnable(src, dstArg);
   return interruptible((signal) => {
     const from: Source = { fmt: inFmt!, path: src, pull: pullOpts, signal };
     if (BUILDERS.has(outFmt!)) return toBuilder(log, from, outFmt as BuilderName, dstArg);
@@ -440,6 +464,19 @@ function checkSource(src: string, fmt: Format): void {
   try { st = statSync(src); } catch (err) { throw new ChError(`can't read ${src}: ${why(err)}`, EXIT_FAIL); }
   if (fmt === 'dir' ? !st.isDirectory() : !st.isFile())
     throw new ChError(`${src}: not a ${fmt === 'dir' ? 'directory' : 'regular file'} (format ${fmt})`, EXIT_FAIL);
+}
+
+/**
+ * A directory SRC converted to what ch-run runs as it is (a directory, a
+ * .sqfs) must pass ch-run's own check: otherwise DST would be written, then
+ * refused at every launch. (A tarball is left alone: ch-tar2dir makes the
+ * mount points; a builder makes its own.)
+ */
+function checkRunnable(src: string, dst: string): void {
+  try { requireMountPoints(src); } catch (err) {
+    if (!isChError(err)) throw err;
+    throw new ChError(`${err.message}; ch-run would refuse ${dst}, so it is not written`, EXIT_FAIL);
+  }
 }
 
 /** DST may exist only as the caller's own thing of the output's kind. */

@@ -215,14 +215,23 @@ void runMain(log, async () => {
   if (!a) return 0;
   log.verbosity += count(a.verbose);
   const files = [...all(a.path)];
+  // Where each listed name came from, for an error about it ("--file F, line N").
+  const origin = new Map<string, string>();
+  const listed = (text: string, from: (line: number) => string) => text.split('\n').forEach((l, i) => {
+    const f = l.trim();
+    if (f === '') return;
+    files.push(f);
+    if (!origin.has(f)) origin.set(f, from(i + 1));
+  });
   for (const f of all(a.file)) {
-    try { files.push(...readFileSync(f, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean)); }
-    catch (err) { throw new ChError(`can't read --file ${f}: ${why(err)}`); }
+    let text: string;
+    try { text = readFileSync(f, 'utf8'); } catch (err) { throw new ChError(`can't read --file ${f}: ${why(err)}`); }
+    listed(text, (n) => `--file ${f}, line ${n}`);
   }
   for (const c of all(a.cmd)) {
     const r = spawnSync('/bin/sh', ['-c', c], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     if (r.status !== 0) throw new ChError(`--cmd ${c}: exited ${r.status ?? r.signal}`);
-    files.push(...r.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+    listed(r.stdout, (n) => `--cmd ${c}, line ${n} of its output`);
   }
   const dest = last(a.dest) ?? null, printLib = a['lib-path'] === true, ldconfig = a['no-ldconfig'] !== true;
   const nvidia = a.nvidia === true;
@@ -237,19 +246,19 @@ void runMain(log, async () => {
   if (files.length === 0 && !fromCdi) throw usage('nothing to inject (give --path, --cmd, --file, --nvidia or --cdi)');
 
   let libDir: string | null = null;
-  for (const f of files) {
-    if (!f.startsWith('/')) throw new ChError(`not an absolute path: ${f}`);
+  // Every name checked before anything is copied: a bad line leaves the image as it was.
+  const where = files.map((f) => {
+    const from = origin.has(f) ? `${origin.get(f)}: ` : '';
+    if (!f.startsWith('/')) throw new ChError(`${from}not an absolute path: ${f}`);
     let st;
-    try { st = statSync(f); } catch (err) { throw new ChError(`can't inject ${f}: ${why(err)}`); }
-    if (!st.isFile()) throw new ChError(`can't inject ${f}: not a regular file`);
-    let dir = dest;
-    if (dir === null) {
-      if (isLib(f)) dir = libDir ??= libPath(image);
-      else if (st.mode & 0o111) dir = '/usr/bin';
-      else throw new ChError(`don't know where to put ${f} (not a shared library or executable): use --dest`);
-    }
-    place(image, f, dir, basename(f));
-  }
+    try { st = statSync(f); } catch (err) { throw new ChError(`${from}can't inject ${f}: ${why(err)}`); }
+    if (!st.isFile()) throw new ChError(`${from}can't inject ${f}: not a regular file`);
+    if (dest !== null) return dest;
+    if (isLib(f)) return libDir ??= libPath(image);
+    if (st.mode & 0o111) return '/usr/bin';
+    throw new ChError(`${from}don't know where to put ${f} (not a shared library or executable): use --dest`);
+  });
+  files.forEach((f, i) => place(image, f, where[i], basename(f)));
   for (const c of fromCdi?.copies ?? []) place(image, c.src, dirname(c.dst), basename(c.dst));
   for (const l of fromCdi?.links ?? []) {
     const dir = resolveInImage(image, dirname(l.at));

@@ -1,6 +1,7 @@
 // Extract a tarball into an existing empty directory with the native
 // extractor, reporting progress (bytes of the input read) as it goes.
 
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { ChError } from '../util/log.js';
 import { tarAddon, type ExtractResult } from './native.js';
 
@@ -14,6 +15,20 @@ export interface ExtractOptions {
 }
 
 export const EXIT_REFUSED = 1;
+
+/** Does FILE begin with SquashFS's magic ("hsqs", little-endian)? Asked only once extraction failed. */
+function isSquashFs(file: string): boolean {
+  const b = Buffer.alloc(4);
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);   // never blocks (a fifo put there since)
+    return readSync(fd, b, 0, 4, 0) === 4 && b.toString('latin1') === 'hsqs';
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
 
 export async function extract(tarball: string, dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const progress = new ArrayBuffer(16);
@@ -29,6 +44,8 @@ export async function extract(tarball: string, dest: string, opts: ExtractOption
   try {
     const r = await work;
     if (r.error) {
+      if (isSquashFs(tarball))
+        throw new ChError(`${tarball}: a SquashFS image, not a tarball: run it directly with ch-run, or ch-convert it`, EXIT_REFUSED);
       throw new ChError(`${tarball}: ${r.error}${r.code ? `: ${r.why} (${r.code})` : ''}`, EXIT_REFUSED);
     }
     opts.onProgress?.(Number(view[0]));

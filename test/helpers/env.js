@@ -7,12 +7,74 @@
 // directory, CH_TEST_DIR, and creates the test user if needed.
 
 import { execa } from 'execa';
-import { accessSync, constants as FS, existsSync, readFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants as FS, existsSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const TEST_DIR = process.env.CH_TEST_DIR ?? '/var/tmp/ch-toolkit-test';
-/** Long-lived cache (the debootstrap image), survives between runs. */
-export const CACHE_DIR = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
+const uid = process.getuid();
+
+/**
+ * Why DIR, a directory in a place every user can write (/var/tmp), can't be
+ * trusted, or null: it must be a directory, not a link (never followed there),
+ * owned by one of OWNERS and writable by nobody else. Missing: null.
+ */
+function distrust(dir, owners) {
+  let st;
+  try { st = lstatSync(dir); } catch (err) { if (err.code === 'ENOENT') return null; throw err; }
+  if (st.isSymbolicLink()) return 'is a symbolic link';
+  if (!st.isDirectory()) return 'is not a directory';
+  if (!owners.includes(st.uid)) return `is owned by uid ${st.uid}`;
+  if (st.mode & 0o022) return `is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
+  return null;
+}
+
+/**
+ * Staged package and test images. Default: one per user, named by uid
+ * (/var/tmp/ch-toolkit-test.UID), so runs by different users on a shared
+ * machine don't collide; checked in prepareTestDirs(). Under /var/tmp because
+ * the unprivileged test user must reach it when root runs the suite.
+ */
+const DEFAULT_TEST_DIR = `/var/tmp/ch-toolkit-test.${uid}`;
+export const TEST_DIR = process.env.CH_TEST_DIR ?? DEFAULT_TEST_DIR;
+
+/**
+ * Long-lived cache (the debootstrap image), survives between runs. Root (CI)
+ * keeps /var/tmp/ch-toolkit-cache. A user reads it only if root or the user
+ * made it and nobody else can write it (only root can build the Debian image,
+ * so a user's run only reads the cache); otherwise a cache of their own.
+ */
+const SHARED_CACHE = '/var/tmp/ch-toolkit-cache';
+function defaultCache() {
+  if (uid === 0) return SHARED_CACHE;
+  return existsSync(SHARED_CACHE) && distrust(SHARED_CACHE, [0, uid]) === null ? SHARED_CACHE : `${SHARED_CACHE}.${uid}`;
+}
+export const CACHE_DIR = process.env.CH_TEST_CACHE ?? defaultCache();
+
+/**
+ * Create TEST_DIR (mode 0755, reachable by the test user) and check it and
+ * CACHE_DIR before anything is written there. A default directory someone
+ * else made first (/var/tmp is everyone's) is refused, never used or removed.
+ */
+export function prepareTestDirs() {
+  const refuse = (what, dir, why, variable) => {
+    throw new Error(`${what} ${dir} ${why}: not using it (set ${variable} to a directory of your own)`);
+  };
+  if (process.env.CH_TEST_DIR) mkdirSync(TEST_DIR, { recursive: true });
+  else {
+    try { mkdirSync(TEST_DIR, { mode: 0o755 }); } catch (err) { if (err.code !== 'EEXIST') throw err; }
+    const why = distrust(TEST_DIR, [uid]);
+    if (why) refuse('test directory', TEST_DIR, why, 'CH_TEST_DIR');
+  }
+  try { chmodSync(TEST_DIR, 0o755); } catch (err) {
+    refuse('test directory', TEST_DIR, `can't be made mode 755 (${err.code})`, 'CH_TEST_DIR');
+  }
+  if (!process.env.CH_TEST_CACHE) {
+    if (uid === 0) {
+      try { mkdirSync(CACHE_DIR, { mode: 0o755 }); } catch (err) { if (err.code !== 'EEXIST') throw err; }
+    }
+    const why = distrust(CACHE_DIR, [0, uid]);
+    if (why) refuse('test cache', CACHE_DIR, why, 'CH_TEST_CACHE');
+  }
+}
 export const PKG = join(TEST_DIR, 'pkg');
 export const BIN = join(PKG, 'bin');
 export const IMAGES = join(TEST_DIR, 'img');

@@ -174,7 +174,7 @@ serial(`ch-convert: setuid/setgid bits of a crafted .sqfs or tarball never reach
 
 serial(`ch-convert: the victim's own tree with setuid/setgid files converts to dir, tar and sqfs without them${why}`, async (t) => {
   const src = join(base, 'victim', 'own');
-  const r0 = await runAs(victim, '/bin/sh', ['-c', `set -e; mkdir -p ${src}/bin ${src}/d && cp ${whoami} ${src}/bin/tool
+  const r0 = await runAs(victim, '/bin/sh', ['-c', `set -e; mkdir -p ${src}/bin ${src}/d ${src}/dev ${src}/proc ${src}/sys ${src}/tmp && cp ${whoami} ${src}/bin/tool
     chmod 4755 ${src}/bin/tool && cp ${whoami} ${src}/bin/gtool && chmod 2755 ${src}/bin/gtool && chmod 2775 ${src}/d`]);
   t.is(r0.exitCode, 0, r0.stderr);
   t.is(setidFiles(src).length, 3, 'the source has them');
