@@ -179,9 +179,8 @@ _Noreturn void core_main(int argc, char **argv)
    } else if (role == JOIN_WINNER) {
       /* Outer namespace: identity map, full capabilities for the mounts. */
       userns_enter(getuid(), getuid(), getgid(), getgid());
-      if (p.squash_image != NULL)
-         squash_mount(&p);   /* the image root is its mount point */
-      int rootfd = root_setup(&p);
+      /* A SquashFS image: its mount is the image root. */
+      int rootfd = root_setup(&p, p.squash_image != NULL ? squash_mount(&p) : -1);
       mounts_apply(&p, rootfd);
       root_pivot(rootfd);
       /* Inner namespace, as Charliecloud does: mounts inherited into a less
