@@ -36,6 +36,9 @@ static void refuse_setid(void)
       FATAL_NOERR("running setuid or setgid; refusing (ch-run must not be installed setuid/setgid)");
    if (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
       FATAL_NOERR("ch-run core is installed setuid or setgid; refusing to run");
+   const char *why = privilege_held();   /* the core can be run directly too */
+   if (why != NULL)
+      FATAL_NOERR("ch-run core %s; refusing to run (it needs no privilege: setcap -r it)", why);
 }
 
 static const char *env_get(char **env, const char *name)
