@@ -334,24 +334,27 @@ int open_new_mount(const char *path, const int *before, size_t ct, long magic)
    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
    if (fd < 0)
       return -1;
-   int id = mount_id(fd);
-   bool fresh = true;
-   for (size_t i = 0; i < ct; i++)
-      fresh &= before[i] != id;
+   int id = mount_id(fd), err = 0;
+   for (size_t i = 0; i < ct && err == 0; i++)
+      if (before[i] == id)
+         err = EXDEV;
    /* The root of its mount: ".." crosses to the mount below, another
-      filesystem; from a directory inside, it would stay on this one. */
+      filesystem; from a directory inside, it would stay on this one.
+      (A stat of the new mount waits until its server answers; one that
+      died fails here, ENOTCONN, which is no swap.) */
    struct stat st, up;
    struct statfs sf;
-   int upfd = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-   bool ok = fresh && upfd >= 0 && fstat(fd, &st) == 0 && fstat(upfd, &up) == 0 && st.st_dev != up.st_dev
-             && fstatfs(fd, &sf) == 0 && (long)sf.f_type == magic;
-   int e = errno;
+   int upfd = err ? -1 : openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+   if (err == 0 && (upfd < 0 || fstat(fd, &st) != 0 || fstat(upfd, &up) != 0 || fstatfs(fd, &sf) != 0))
+      err = errno;
+   if (err == 0 && (st.st_dev == up.st_dev || (long)sf.f_type != magic))
+      err = EXDEV;
    if (upfd >= 0)
       close(upfd);
-   if (ok)
+   if (err == 0)
       return fd;
    close(fd);
-   errno = fresh && upfd < 0 ? e : EXDEV;
+   errno = err;
    return -1;
 }
 
