@@ -534,9 +534,9 @@ static void check_mount_point(const struct plan *p)
    }
    T_(mp_fd >= 0, "can't use SquashFS mount point %s", p->root);
    Z_(fstat(mp_fd, &st), "can't stat SquashFS mount point %s", p->root);
-   if (st.st_uid != getuid())
-      FATAL_NOERR("can't use SquashFS mount point %s: owned by uid %d, not you (uid %d); use a directory "
-                  "of your own", p->root, (int)st.st_uid, (int)getuid());
+   if (st.st_uid != getuid())   /* (another's uid reads 65534 in our namespace: not shown) */
+      FATAL_NOERR("can't use SquashFS mount point %s: not owned by you (uid %d); use a directory of "
+                  "your own", p->root, (int)getuid());
    if (st.st_mode & (S_IWGRP | S_IWOTH))
       FATAL_NOERR("can't use SquashFS mount point %s: mode %o lets others write to it (chmod go-w it)",
                   p->root, (unsigned)(st.st_mode & 07777));

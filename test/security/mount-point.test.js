@@ -11,7 +11,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, image, isRoot } from '../helpers/env.js';
+import { BIN, image, isRoot, PKG } from '../helpers/env.js';
 import { compileStatic, ensureUser, runAs, scratch } from './lib.js';
 
 const serial = isRoot ? test.serial : test.skip;
@@ -133,4 +133,22 @@ serial('-m must be the caller\'s own directory, not writable by others, not a sy
   const r = await victimRun(join(base, 'via-link', 'mine'));
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stdout, 'image');
+});
+
+serial('the core checks the mount point itself (a memoized plan reaches it without the front end)', async (t) => {
+  const dir = sharedDir('core', 'sticky');
+  await as(attacker, `mkdir -m 700 '${dir}/theirs'`);
+  await as(victim, `mkdir -m 777 '${dir}/mine-777' && mkdir -m 700 '${dir}/mine' && ln -s mine '${dir}/link'`);
+  // A plan as the front end writes it (lib/run/plan.ts), on the core's stdin.
+  const plan = (root) => Buffer.from(['CHPLAN1', 'verbose', '0', 'root', root, 'squash', sqfs, '/usr/bin/squashfuse',
+    '10000', 'arg', '/bin/true', 'end', ''].join('\0'));
+  for (const [name, re] of [
+    ['theirs', /can't use SquashFS mount point .*\/theirs: not owned by you \(uid \d+\); use a directory of your own/],
+    ['mine-777', /can't use SquashFS mount point .*\/mine-777: mode 777 lets others write to it/],
+    ['link', /can't use SquashFS mount point .*\/link: it is a symlink; give the directory itself/],
+  ]) {
+    const r = await runAs(victim, join(PKG, 'build/Release/ch-run-core'), ['0', '0', '0'], { input: plan(join(dir, name)) });
+    t.is(r.exitCode, 31, `${name}: ${r.stderr}`);
+    t.regex(r.stderr, re, name);
+  }
 });
