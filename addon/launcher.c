@@ -49,6 +49,9 @@
 /* The core, linked in too (addon/core/main.c): a memoized plan runs it here,
    without the exec of ch-run-core (one exec fewer on every hit). */
 _Noreturn void core_main(int argc, char **argv);
+/* Shared with the core (addon/core/misc.c). */
+bool path_find(const char *prog, char *buf, size_t size);
+const char *privilege_held(void);
 
 #define EXIT_CHRUN 31   /* ch-run's own failures; the front end's errors too */
 
@@ -85,6 +88,12 @@ static void refuse_setid(void)
        || (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))) {
       error("ch-run is installed setuid or setgid; refusing to run "
             "(it needs no privileges: chmod ug-s it)");
+      exit(EXIT_CHRUN);
+   }
+   const char *why = privilege_held();
+   if (why != NULL) {
+      error("ch-run %s; refusing to run (it needs no privilege: setcap -r it, "
+            "or start it without capabilities)", why);
       exit(EXIT_CHRUN);
    }
 }
@@ -147,7 +156,13 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    nargv[1] = front;
    for (int i = 1; i < argc; i++)
       nargv[i + 1] = argv[i];
-   execvp(nargv[0], nargv);
+   /* A bare name is looked up on PATH's absolute entries only (never in
+      the current directory, which may be shared: path_find). */
+   char found[PATH_MAX];
+   if (strchr(nargv[0], '/') != NULL)
+      execv(nargv[0], nargv);
+   else if (path_find(nargv[0], found, sizeof(found)))
+      execv(found, nargv);
    int e = errno;
    error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE",
          node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e),

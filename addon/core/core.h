@@ -43,6 +43,8 @@ extern void (*fatal_hook)(void);
 const char *errno_name(int errnum);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xrealloc(void *p, size_t size);
+bool path_find(const char *prog, char *buf, size_t size);   /* absolute $PATH entries only */
+const char *privilege_held(void);   /* why we hold privilege we must not, or NULL */
 
 /** The plan **/
 
@@ -100,7 +102,10 @@ _Noreturn void core_main(int argc, char **argv);
 void userns_enter(uid_t uid_in, uid_t uid_out, gid_t gid_in, gid_t gid_out);
 
 /** Mounts **/
-int  root_setup(const struct plan *p);            /* returns fd of the bound root */
+int  root_setup(const struct plan *p, int mounted);   /* returns fd of the bound root; MOUNTED: a
+                                                        mount's root fd to use as it is, or -1 */
+int *mount_ids(size_t *ct);                       /* IDs of our namespace's mounts, now */
+int  open_new_mount(const char *path, const int *before, size_t ct, long magic);
 void mounts_apply(const struct plan *p, int rootfd);
 void root_pivot(int rootfd);
 int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
@@ -108,7 +113,7 @@ int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno 
 /** --seccomp **/
 void seccomp_install(void);
 /** SquashFS images (squash.c) and -W overlays (overlay.c) **/
-void squash_mount(const struct plan *p);           /* mounts squash_image at root */
+int  squash_mount(const struct plan *p);           /* mounts squash_image at root; its root fd */
 int  overlay_setup(const struct plan *p, int lowerfd);   /* returns the overlay's root fd */
 
 /** --join **/

@@ -36,6 +36,9 @@ static void refuse_setid(void)
       FATAL_NOERR("running setuid or setgid; refusing (ch-run must not be installed setuid/setgid)");
    if (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
       FATAL_NOERR("ch-run core is installed setuid or setgid; refusing to run");
+   const char *why = privilege_held();   /* the core can be run directly too */
+   if (why != NULL)
+      FATAL_NOERR("ch-run core %s; refusing to run (it needs no privilege: setcap -r it)", why);
 }
 
 static const char *env_get(char **env, const char *name)
@@ -179,9 +182,8 @@ _Noreturn void core_main(int argc, char **argv)
    } else if (role == JOIN_WINNER) {
       /* Outer namespace: identity map, full capabilities for the mounts. */
       userns_enter(getuid(), getuid(), getgid(), getgid());
-      if (p.squash_image != NULL)
-         squash_mount(&p);   /* the image root is its mount point */
-      int rootfd = root_setup(&p);
+      /* A SquashFS image: its mount is the image root. */
+      int rootfd = root_setup(&p, p.squash_image != NULL ? squash_mount(&p) : -1);
       mounts_apply(&p, rootfd);
       root_pivot(rootfd);
       /* Inner namespace, as Charliecloud does: mounts inherited into a less

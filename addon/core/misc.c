@@ -1,10 +1,14 @@
 /* Logging and small helpers for the core. */
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -90,4 +94,50 @@ void *xrealloc(void *p, size_t size)
    void *q = realloc(p, size);
    T_(q != NULL || size == 0, "can't allocate %zu bytes", size);
    return q;
+}
+
+/* PROG's path on $PATH, into BUF (SIZE bytes): the first absolute directory
+   that has it as an executable regular file. Unlike execvp(3), an empty or
+   relative entry counts for nothing: it means the current directory, which
+   may be anyone's (a shared one), and a program planted there would run as
+   the caller. The front end looks up squashfuse the same way
+   (lib/run/squash.ts, onPath). false with errno ENOENT if none. */
+bool path_find(const char *prog, char *buf, size_t size)
+{
+   const char *path = getenv("PATH");
+   if (path == NULL)
+      path = "/usr/bin:/bin";
+   for (const char *dir = path; *dir != '\0';) {
+      size_t n = strcspn(dir, ":");
+      struct stat st;
+      if (dir[0] == '/' && snprintf(buf, size, "%.*s/%s", (int)n, dir, prog) < (int)size
+          && access(buf, X_OK) == 0 && stat(buf, &st) == 0 && S_ISREG(st.st_mode))
+         return true;
+      dir += n + (dir[n] == ':');
+   }
+   errno = ENOENT;
+   return false;
+}
+
+/* Why this process holds privilege ch-run must not have, or NULL. ch-run is
+   never a privilege boundary: besides setuid and setgid (refused already),
+   file capabilities on it (setcap) or ambient ones from its caller would
+   give the user's command, or our own set-up, power the caller doesn't
+   have. AT_SECURE says the kernel raised our privilege at exec; any
+   permitted or effective capability of a non-root caller is one too many.
+   Root is root with or without us, and may run ch-run. */
+const char *privilege_held(void)
+{
+   if (getauxval(AT_SECURE) != 0)
+      return "started in secure-execution mode (AT_SECURE: setuid, setgid or file capabilities)";
+   struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+   struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+   if (syscall(SYS_capget, &h, d) != 0)
+      return "can't read own capabilities (capget)";
+   if (getuid() == 0)
+      return NULL;
+   for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+      if (d[i].permitted != 0 || d[i].effective != 0)
+         return "holds capabilities (file capabilities on ch-run, or ambient ones from its caller)";
+   return NULL;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -301,6 +302,62 @@ static void remount_tree(int top, unsigned long flags, const char *what)
    free(v);
 }
 
+/** Mounts we just made, found again by path **/
+
+/* A mount made on /proc/self/fd/N of a directory lies over that directory;
+   the descriptor still names what lies under (the kernel doesn't follow a
+   magic link across mounts), so the new mount's root can only be reached by
+   resolving a path again, which whoever can rename the path's components
+   could point elsewhere meanwhile. So: the IDs of all mounts in our
+   namespace before we mount (mount_ids), then, after, the path is opened
+   and must be the root of a mount not among them (open_new_mount). Only we
+   add mounts to our namespace (it is ours, and private: nothing propagates
+   in), and we add one at a time, so that is the one we made. */
+
+int *mount_ids(size_t *ct)
+{
+   struct mnt *v = mounts_read(ct);
+   int *ids = xrealloc(NULL, (*ct + 1) * sizeof(int));
+   for (size_t i = 0; i < *ct; i++) {
+      ids[i] = v[i].id;
+      free(v[i].point);
+   }
+   free(v);
+   return ids;
+}
+
+/* PATH, now: an O_PATH fd of the root of a mount that is not among BEFORE
+   (CT IDs) and whose filesystem has MAGIC. -1 with errno: the open's, or
+   EXDEV if PATH leads anywhere else (swapped by someone who can rename it). */
+int open_new_mount(const char *path, const int *before, size_t ct, long magic)
+{
+   int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+   if (fd < 0)
+      return -1;
+   int id = mount_id(fd), err = 0;
+   for (size_t i = 0; i < ct && err == 0; i++)
+      if (before[i] == id)
+         err = EXDEV;
+   /* The root of its mount: ".." crosses to the mount below, another
+      filesystem; from a directory inside, it would stay on this one.
+      (A stat of the new mount waits until its server answers; one that
+      died fails here, ENOTCONN, which is no swap.) */
+   struct stat st, up;
+   struct statfs sf;
+   int upfd = err ? -1 : openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+   if (err == 0 && (upfd < 0 || fstat(fd, &st) != 0 || fstat(upfd, &up) != 0 || fstatfs(fd, &sf) != 0))
+      err = errno;
+   if (err == 0 && (st.st_dev == up.st_dev || (long)sf.f_type != magic))
+      err = EXDEV;
+   if (upfd >= 0)
+      close(upfd);
+   if (err == 0)
+      return fd;
+   close(fd);
+   errno = err;
+   return -1;
+}
+
 /* Add FLAGS to the mount tree whose top is TOP, submounts included: with
    mount_setattr(2) at once, else by remounting each. */
 static void flag_tree(int top, unsigned long flags, const char *what)
@@ -314,21 +371,24 @@ static void flag_tree(int top, unsigned long flags, const char *what)
 
 /** The image root **/
 
-int root_setup(const struct plan *p)
+int root_setup(const struct plan *p, int mounted)
 {
-   struct stat st;
-   if (stat(p->root, &st) != 0)
-      FATAL("can't use image %s", p->root);
-   if (!S_ISDIR(st.st_mode)) {
-      errno = ENOTDIR;
-      FATAL("can't use image %s", p->root);
-   }
    /* Our mounts must not propagate back to the host's namespace. */
    Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
-   Z_(mount(p->root, p->root, NULL, MS_BIND | MS_REC, NULL), "can't bind image %s onto itself",
-      p->root);
-   int rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-   T_(rootfd >= 0, "can't open image %s", p->root);
+   int rootfd = mounted;   /* a SquashFS image: its mount already (squash.c) */
+   if (rootfd < 0) {
+      struct stat st;
+      if (stat(p->root, &st) != 0)
+         FATAL("can't use image %s", p->root);
+      if (!S_ISDIR(st.st_mode)) {
+         errno = ENOTDIR;
+         FATAL("can't use image %s", p->root);
+      }
+      Z_(mount(p->root, p->root, NULL, MS_BIND | MS_REC, NULL), "can't bind image %s onto itself",
+         p->root);
+      rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      T_(rootfd >= 0, "can't open image %s", p->root);
+   }
    /* nosuid always: the image is the user's; its setuid bits must mean
       nothing. The whole tree, in case the image directory holds mounts. */
    unsigned long flags = MS_NOSUID | (p->writable ? 0 : MS_RDONLY);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include "core.h"
+
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
 
 /* The upper layer: a tmpfs (SIZE: its size= option, "" for the kernel's
    default) with directories upper/ and work/, whose O_PATH fds go to *UP
@@ -57,6 +60,8 @@ int overlay_setup(const struct plan *p, int lowerfd)
    snprintf(opts, sizeof(opts), "lowerdir=/proc/self/fd/%d,upperdir=/proc/self/fd/%d,"
             "workdir=/proc/self/fd/%d,userxattr", lowerfd, up, work);
    snprintf(tgt, sizeof(tgt), "/proc/self/fd/%d", lowerfd);
+   size_t ct;
+   int *before = mount_ids(&ct);
    if (mount("overlay", tgt, "overlay", MS_NOSUID, opts) != 0) {
       struct utsname u;
       if (errno == EPERM && uname(&u) == 0)
@@ -64,14 +69,20 @@ int overlay_setup(const struct plan *p, int lowerfd)
                "this is %s)", p->root, u.release);
       FATAL("--write-fake: can't mount overlay on %s", p->root);
    }
+   /* Found by path (the one that can reach it), and checked to be the
+      overlay just made there (mounts.c: open_new_mount). */
+   int rootfd = open_new_mount(p->root, before, ct, OVERLAYFS_SUPER_MAGIC);
+   if (rootfd < 0 && errno == EXDEV)
+      FATAL_NOERR("--write-fake: %s changed while mounting the overlay on it (renamed by someone "
+                  "who can write to its directory?)", p->root);
+   T_(rootfd >= 0, "--write-fake: can't open overlay at %s", p->root);
+   free(before);
    close(up);
    close(work);
    /* The overlay holds its own private copy of the upper mount. */
    snprintf(tgt, sizeof(tgt), "/proc/self/fd/%d", tmp);
    Z_(umount2(tgt, MNT_DETACH), "--write-fake: can't detach tmpfs from image's /dev");
    close(tmp);
-   int rootfd = open(p->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-   T_(rootfd >= 0, "--write-fake: can't open overlay at %s", p->root);
    Z_(close(lowerfd), "can't close image root");
    INFO("image %s writable through a tmpfs overlay%s%s", p->root, p->write_fake_size[0] ? " of size " : "",
         p->write_fake_size);

@@ -98,6 +98,13 @@ static long now_ms(void)
 #define WATCH_TICK_MS 20
 
 static bool have_pidfd = true;   /* decided in the core, before any fork */
+
+/* Set in the core before it forks, for the keeper too: the mount point,
+   opened once and checked (check_mount_point), and our namespace's mounts
+   before the keeper adds its own (mounts.c: open_new_mount). */
+static int mp_fd = -1;
+static int *mnt_before;
+static size_t mnt_before_ct;
 static int chld_fd = -1;         /* the keeper's SIGCHLD signalfd, without pidfds */
 
 struct watch {
@@ -316,18 +323,20 @@ static bool slurp(int fd, char *buf, size_t size)
    return n > 0 || (n < 0 && errno == EINTR);
 }
 
-/* A process that asks the new filesystem on MNT what it is: its statfs(2)
-   waits until squashfuse has answered FUSE's INIT, which is what "ready"
-   means. It runs apart so that the keeper's own wait can time out: a
-   squashfuse that never answers would block the asker for ever. Exits 0
-   if MNT is a FUSE filesystem. */
+/* A process that finds the new mount at MNT (checked to be the one the
+   keeper made: mounts.c, open_new_mount) and asks it what it is: its
+   statfs(2) waits until squashfuse has answered FUSE's INIT, which is what
+   "ready" means. It runs apart so that the keeper's own wait can time out:
+   a squashfuse that never answers would block the asker for ever. Exits 0
+   if so, PROBE_MOVED if MNT leads elsewhere now, 1 on other failures. */
+#define PROBE_MOVED 2
 static pid_t probe_start(const char *mnt)
 {
    pid_t pid = fork();
    if (pid == 0) {
-      struct statfs sf;
       prctl(PR_SET_PDEATHSIG, SIGKILL);
-      _exit(statfs(mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC ? 0 : 1);
+      int fd = open_new_mount(mnt, mnt_before, mnt_before_ct, FUSE_SUPER_MAGIC);
+      _exit(fd >= 0 ? 0 : errno == EXDEV ? PROBE_MOVED : 1);
    }
    return pid;
 }
@@ -395,6 +404,11 @@ static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
             ;
          if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
             break;
+         if (WIFEXITED(status) && WEXITSTATUS(status) == PROBE_MOVED) {
+            kill(fuse, SIGKILL);
+            keeper_fail(rfd, 0, "mount point %s changed while mounting (renamed by someone who can "
+                        "write to its directory?)", p->root);
+         }
          /* The connection failed: squashfuse is exiting; its status says why. */
          if (!watch_wait(&fw, 1000))
             kill(fuse, SIGKILL);
@@ -449,17 +463,17 @@ static void keeper(const struct plan *p, const struct watch *core, int rfd)
       if (s == SIGHUP || s == SIGINT || s == SIGQUIT || s == SIGTERM)
          sigaction(s, &ign, NULL);
    watch_children();
-   struct stat st;
-   if (stat(p->root, &st) != 0)
-      keeper_fail(rfd, errno, "can't use SquashFS mount point %s", p->root);
    /* We mount, with our capabilities in the namespace; squashfuse only
-      serves the connection. */
+      serves the connection. On the directory the core checked, by its
+      descriptor: the path may name another by now. */
    int conn = open("/dev/fuse", O_RDWR | O_CLOEXEC);
    if (conn < 0)
       keeper_fail(rfd, errno, "can't open /dev/fuse");
    char opts[128];
    snprintf(opts, sizeof(opts), "fd=%d,rootmode=40000,user_id=%u,group_id=%u", conn, getuid(), getgid());
-   if (mount("squashfuse", p->root, "fuse.squashfuse", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0)
+   char mp[32];
+   snprintf(mp, sizeof(mp), "/proc/self/fd/%d", mp_fd);
+   if (mount("squashfuse", mp, "fuse.squashfuse", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0)
       keeper_fail(rfd, errno, "can't mount FUSE at %s", p->root);
    int errp[2];
    if (pipe2(errp, O_CLOEXEC) != 0)
@@ -505,10 +519,35 @@ static void intermediate(const struct plan *p, pid_t core, int rfd)
    _exit(0);
 }
 
-void squash_mount(const struct plan *p)
+/* The mount point: opened once, here, and used by that descriptor from now
+   on. It must be the caller's own directory (not a symlink), which no one
+   else may write to; the front end checks the same first, for its
+   messages (lib/run/squash.ts); a memoized plan comes here without it. */
+static void check_mount_point(const struct plan *p)
+{
+   struct stat st;
+   mp_fd = open(p->root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+   if (mp_fd < 0 && errno == ENOTDIR) {
+      int l = open(p->root, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (l >= 0 && fstat(l, &st) == 0 && S_ISLNK(st.st_mode))
+         FATAL_NOERR("can't use SquashFS mount point %s: it is a symlink; give the directory itself", p->root);
+   }
+   T_(mp_fd >= 0, "can't use SquashFS mount point %s", p->root);
+   Z_(fstat(mp_fd, &st), "can't stat SquashFS mount point %s", p->root);
+   if (st.st_uid != getuid())   /* (another's uid reads 65534 in our namespace: not shown) */
+      FATAL_NOERR("can't use SquashFS mount point %s: not owned by you (uid %d); use a directory of "
+                  "your own", p->root, (int)getuid());
+   if (st.st_mode & (S_IWGRP | S_IWOTH))
+      FATAL_NOERR("can't use SquashFS mount point %s: mode %o lets others write to it (chmod go-w it)",
+                  p->root, (unsigned)(st.st_mode & 07777));
+}
+
+int squash_mount(const struct plan *p)
 {
    /* Our mount must not propagate anywhere (root_setup repeats this). */
    Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
+   check_mount_point(p);
+   mnt_before = mount_ids(&mnt_before_ct);
    choose_watch();
    int rp[2];
    Z_(pipe2(rp, O_CLOEXEC), "can't create pipe for SquashFUSE keeper");
@@ -545,5 +584,15 @@ void squash_mount(const struct plan *p)
          FATAL("can't mount %s: %s", p->squash_image, rep.text);
       FATAL_NOERR("can't mount %s: %s", p->squash_image, rep.text);
    }
+   /* The keeper's mount, found as it did (the same check: it is the one
+      mount that is new in our namespace). */
+   int root = open_new_mount(p->root, mnt_before, mnt_before_ct, FUSE_SUPER_MAGIC);
+   if (root < 0 && errno == EXDEV)
+      FATAL_NOERR("can't mount %s: mount point %s changed while mounting (renamed by someone who can "
+                  "write to its directory?)", p->squash_image, p->root);
+   T_(root >= 0, "can't open SquashFS mount at %s", p->root);
+   Z_(close(mp_fd), "can't close SquashFS mount point");
+   free(mnt_before);
    INFO("SquashFS %s mounted at %s", p->squash_image, p->root);
+   return root;
 }

@@ -27,7 +27,8 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'join-ct', arg: 'required', argName: 'N', help: 'number of ch-run peers (implies --join)' },
   { name: 'join-tag', arg: 'required', argName: 'TAG', help: 'label for ch-run peer group (implies --join)' },
   { name: 'mount', short: 'm', arg: 'required', argName: 'DIR',
-    help: 'SquashFS image mount point (default: mnt in the storage directory, $CH_IMAGE_STORAGE or /var/tmp/$USER.ch; the mount exists only in the container)' },
+    help: 'SquashFS image mount point: a directory of yours, not a symlink, not writable by others '
+      + '(default: mnt in the storage directory, $CH_IMAGE_STORAGE or /var/tmp/$USER.ch; the mount exists only in the container)' },
   { name: 'no-passwd', arg: 'none', help: 'don\'t bind-mount generated /etc/passwd and /etc/group' },
   { name: 'private-tmp', short: 't', arg: 'none', help: 'use container-private /tmp (a tmpfs)' },
   { name: 'quiet', short: 'q', arg: 'none', help: 'print less (only errors)' },

@@ -155,11 +155,23 @@ function checkedDir(p: string, advice: string): void {
   }
 }
 
-/** -m DIR: the user's choice; it must be a directory. */
+/**
+ * -m DIR: the user's choice. As the default's: a directory of the caller's
+ * own, not a symlink, which no one else may write to (0755, what mkdir
+ * makes, will do: Charliecloud's own tests pass one; nothing in it is ever
+ * read). The core opens it once and checks the same (addon/core/squash.c),
+ * so a name someone else renames later can't lead it elsewhere.
+ */
 function chosenMountPoint(dir: string): string {
+  const me = userInfo().uid;
   let st: Stats;
-  try { st = statOf(dir); } catch (err) { throw new ChError(`--mount: can't use ${dir}: ${why(err)}`); }
+  try { st = lstatSync(dir); } catch (err) { throw new ChError(`--mount: can't use ${dir}: ${why(err)}`); }
+  if (st.isSymbolicLink()) throw new ChError(`--mount: can't use ${dir}: it is a symlink; give the directory itself`);
   if (!st.isDirectory()) throw new ChError(`--mount: can't use ${dir}: not a directory`);
+  if (st.uid !== me)
+    throw new ChError(`--mount: can't use ${dir}: owned by uid ${st.uid}, not you (uid ${me}); use a directory of your own`);
+  if (st.mode & 0o022)
+    throw new ChError(`--mount: can't use ${dir}: mode ${(st.mode & 0o7777).toString(8)} lets others write to it (chmod go-w it)`);
   return dir;
 }
 
