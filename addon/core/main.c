@@ -199,8 +199,9 @@ _Noreturn void core_main(int argc, char **argv)
 
    if (chdir(p.cwd) != 0) {
       if (!p.cwd_fallback)
-         FATAL("can't cd to %s in container", p.cwd);
-      WARN("can't cd to %s in container (no such directory in the image); starting in /", p.cwd);
+         FATAL("can't cd to %s", p.cwd);   /* Charliecloud's words */
+      /* Charliecloud starts in / without a word: only -v says why. */
+      INFO("can't cd to %s in container (no such directory in the image); starting in /", p.cwd);
       Z_(chdir("/"), "can't cd to / in container");
    }
    if (front > 0)

@@ -129,8 +129,9 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   const root = squash ? squash.mountPoint : checkImage(image);
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
-  if (id.dummyUser) log.warn(`UID ${id.hostUid} not found; using dummy info`);
-  if (id.dummyGroup) log.warn(`GID ${id.hostGid} not found; using dummy info`);
+  // Charliecloud's words, and like it only under -v: nothing is wrong.
+  if (id.dummyUser) log.info(`UID ${id.uid} not found; using dummy info`);
+  if (id.dummyGroup) log.info(`GID ${id.gid} not found; using dummy info`);
   if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
@@ -246,7 +247,8 @@ directory, or a SquashFS file (mounted with SquashFUSE, in the container only).
 ${formatHelp(RUN_OPTIONS)}
 
 Exit status: the command's own; 128+N if it died of signal N; ${EXIT_ERR} if
-ch-run itself failed; 49 if the command could not be executed.
+ch-run itself failed; 49 if the command could not be executed; 64 if the
+command line could not be parsed (unknown option, missing argument).
 `;
 }
 
