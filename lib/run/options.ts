@@ -11,7 +11,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
     help: 'CDI spec directories, later ones win (default: $CH_RUN_CDI_DIRS, else /etc/cdi:/var/run/cdi)' },
   { name: 'device', arg: 'required', argName: 'KIND=NAME[,...]',
     help: 'inject CDI device(s), e.g. nvidia.com/gpu=0, nvidia.com/gpu=all, amd.com/gpu=1; repeatable' },
-  { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
+  { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values (all of them, as Charliecloud)' },
   { name: 'feature', arg: 'required', argName: 'FEAT',
     help: 'exit 0 if feature FEAT is supported here, 1 if not: extglob, seccomp, squash, overlayfs' },
   { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
@@ -55,8 +55,11 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'usage', arg: 'none', help: 'print a short usage message and exit' },
   { name: 'version', short: 'V', arg: 'none', help: 'print version and exit' },
 ];
-// -h is not Charliecloud's but every user tries it.
-RUN_OPTIONS.push({ name: 'h', short: 'h', arg: 'none', help: '', hidden: true });
+// No -h: Charliecloud's ch-run (argp) has none, and scripts may rely on
+// "invalid option -- 'h'" (exit 64) as they do on every other argp error.
+
+/** argp's exit status for a command-line it can't parse (sysexits.h EX_USAGE). */
+export const EXIT_USAGE = 64;
 
 export const FEATURES = ['extglob', 'seccomp', 'squash', 'overlayfs'] as const;
 export type Feature = typeof FEATURES[number];
@@ -127,7 +130,13 @@ export function parseBind(spec: string): Bind {
 }
 
 export function parseRunArgs(argv: string[]): RunOptions {
-  const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
+  let parsed;
+  try {
+    parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
+  } catch (err) {
+    if (err instanceof ChError) throw new ChError(err.message, EXIT_USAGE);
+    throw err;
+  }
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
     noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null,
@@ -135,7 +144,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
     joinTag: null, verbosity: 0, action: 'run',
     joinPid: null, storage: null, unsafe: false, warnings: 0, feature: null,
   };
-  let expand = true;
+  // --env-no-expand anywhere applies to every --set-env, as in Charliecloud.
+  const expand = !parsed.options.some((x) => x.name === 'env-no-expand');
   for (const { name, value } of parsed.options) {
     switch (name) {
       case 'bind': o.binds.push(parseBind(value!)); break;
@@ -151,7 +161,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         if (!/^[^=]+=[^=]+$/.test(value!)) throw new ChError(`--device: bad device '${value}' (want KIND=NAME, e.g. nvidia.com/gpu=0)`);
         o.devices.push(value!);
         break;
-      case 'env-no-expand': expand = false; break;
+      case 'env-no-expand': break;   // global: applied below
       case 'gid': o.gid = id('GID', value!); break;
       case 'gpu':
         if (value === undefined) { o.gpu = null; break; }
@@ -227,7 +237,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         if (value === '') throw new ChError('--mount: DIR must not be empty');
         o.mountDir = value!;
         break;
-      case 'help': case 'h': o.action = 'help'; return o;
+      case 'help': o.action = 'help'; return o;
       case 'usage': o.action = 'usage'; return o;
       case 'version': o.action = 'version'; return o;
     }
