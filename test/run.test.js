@@ -430,7 +430,7 @@ test('--join defaults come from the launcher\'s environment', async (t) => {
   t.true(peers.some((p) => /join: winner of group slurm-77\.\d+\.1 \(3 peers\)/.test(p.stderr)));
   const r = await run(['-j', BB(), '--', 'true'], { env: { OMPI_COMM_WORLD_LOCAL_SIZE: '' } });
   t.is(r.exitCode, 31);
-  t.regex(r.stderr, /--join: peer count unknown/);
+  t.regex(r.stderr, /--join: no valid peer group size found/);
 });
 
 test('-q, -v, -V, --help, --usage', async (t) => {

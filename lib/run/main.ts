@@ -123,6 +123,19 @@ function squashImage(opts: RunOptions, image: string): SquashImage | null {
   return sq;
 }
 
+/** --join's count and tag: given, else the defaults; -v says which, in Charliecloud's words. */
+function joinCountOf(opts: RunOptions): number {
+  if (opts.joinCt === null) return joinCount(process.env, (m) => log.info(m));
+  log.info('join: peer group size from command line');
+  return opts.joinCt;
+}
+
+function joinTagOf(opts: RunOptions): string {
+  if (opts.joinTag === null) return joinTag(process.env, (m) => log.info(m));
+  log.info('join: peer group tag from command line');
+  return opts.joinTag;
+}
+
 export async function buildPlan(opts: RunOptions): Promise<Plan> {
   const image = resolveImage(opts);
   const squash = squashImage(opts, image);
@@ -188,7 +201,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     // and covered by the host's /dev anyway): never visible on the host.
     stageDir: '/dev',
     join: opts.join
-      ? { tag: opts.joinTag ?? joinTag(process.env), count: opts.joinCt ?? joinCount(process.env),
+      ? { tag: joinTagOf(opts), count: joinCountOf(opts),
           timeoutMs: joinTimeoutMs(process.env) }
       : null,
     mounts,

@@ -129,6 +129,21 @@ export function parseBind(spec: string): Bind {
   return { src, dst: dst ?? null, readonly, spec };
 }
 
+/**
+ * A peer count as Charliecloud's parse_int() judges it, in its words: the
+ * count, or why not ("no digits found", "out of range", "extra characters
+ * after digits"; "not positive" where it says "no valid peer group size").
+ */
+export function countOf(s: string): number | string {
+  const m = /^\s*([+-]?)(\d+)(.*)$/s.exec(s);
+  if (!m) return 'no digits found';
+  const n = Number(m[1] + m[2]);
+  if (n < -(2 ** 31) || n > 2 ** 31 - 1) return 'out of range';
+  if (m[3] !== '') return 'extra characters after digits';
+  if (n <= 0) return 'not positive';
+  return n;
+}
+
 export function parseRunArgs(argv: string[]): RunOptions {
   let parsed;
   try {
@@ -191,9 +206,14 @@ export function parseRunArgs(argv: string[]): RunOptions {
         o.joinPid = Number(value);
         break;
       case 'join-ct':
-        if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)
+      {
+        // Charliecloud's words for what its parse_int() refuses, then ours.
+        const n = countOf(value!);
+        if (typeof n === 'string' && n !== 'not positive') throw new ChError(`--join-ct: ${n}: '${value}'`);
+        if (typeof n === 'string' || n > 1 << 20)
           throw new ChError(`--join-ct: must be a positive integer: '${value}'`);
-        o.joinCt = Number(value); o.join = true;
+        o.joinCt = n; o.join = true;
+      }
         break;
       case 'join-tag':
         if (value === '') throw new ChError('--join-tag: must not be empty');
