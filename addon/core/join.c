@@ -6,7 +6,7 @@
    Coordination is a small file named by the tag, holding a struct guarded by
    flock(2), in a directory of /dev/shm that only this user can enter. /dev/shm
    is writable by everyone, so that directory's name is not trusted blindly:
-   peers try /dev/shm/ch-toolkit-join.UID, then ch-toolkit-join.UID.1, ... in the same order and
+   peers try /dev/shm/ch-run.UID, then ch-run.UID.1, ... in the same order and
    use the first that is a real directory of theirs, mode 0700 (creating it if
    absent). Something another user planted under a name is skipped by every
    peer alike, so they still meet; nothing planted can be followed or block
@@ -92,16 +92,13 @@ static char *sanitize(const char *tag)
 
 /* The per-user directory of join files, as described at the top; its fd. */
 #define JOIN_DIR_TRIES 16
-/* Not "ch-run...": Charliecloud's own tests take every name in /dev/shm that
-   contains "ch-run" for its join IPC, and fail when one is left over. */
-#define JOIN_DIR_NAME "ch-toolkit-join"
 static int join_dir_open(void)
 {
    int vanished = 0;
    for (int i = 0; i < JOIN_DIR_TRIES; i++) {
       free(join_dir);
-      join_dir = i == 0 ? xasprintf("/dev/shm/" JOIN_DIR_NAME ".%u", getuid())
-                        : xasprintf("/dev/shm/" JOIN_DIR_NAME ".%u.%d", getuid(), i);
+      join_dir = i == 0 ? xasprintf("/dev/shm/ch-run.%u", getuid())
+                        : xasprintf("/dev/shm/ch-run.%u.%d", getuid(), i);
       if (mkdir(join_dir, 0700) != 0 && errno != EEXIST)
          FATAL("join: can't create %s", join_dir);
       int fd = open(join_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -124,7 +121,7 @@ static int join_dir_open(void)
            (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
       close(fd);
    }
-   FATAL_NOERR("join: no usable directory for join files: /dev/shm/" JOIN_DIR_NAME ".%u and its %d "
+   FATAL_NOERR("join: no usable directory for join files: /dev/shm/ch-run.%u and its %d "
                "alternates are taken by others", getuid(), JOIN_DIR_TRIES - 1);
 }
 

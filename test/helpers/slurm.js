@@ -330,7 +330,7 @@ export async function leftovers(cluster, roots, jobid) {
   }).map((pid) => cmdline(Number(pid)) || pid);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
     .filter((l) => roots.some((r) => l.includes(r)));
-  const shm = readdirSync('/dev/shm').filter((f) => f.startsWith(`ch-toolkit-join.${cluster.user.uid}.slurm-${jobid}.`));
+  const shm = readdirSync('/dev/shm').filter((f) => f.startsWith(`ch-run.${cluster.user.uid}.slurm-${jobid}.`));
   return { procs, mounts, shm };
 }
 

@@ -189,7 +189,7 @@ serial('SIGKILL of a --join winner: a joined peer keeps running, a later peer fa
   // and when its peers don't come either, fails clearly instead of hanging.
   const peer2 = await runAs(u1, CH_RUN(), ['--join-ct', '3', '--join-tag', tag, img, '--', 'true'], { env });
   t.is(peer2.exitCode, 31, peer2.stderr);
-  t.regex(peer2.stderr, new RegExp(`removing stale group /dev/shm/ch-toolkit-join\\.${u1.uid}(\\.\\d+)?/${tag} \\(winner ${winner.pid} is gone\\)`));
+  t.regex(peer2.stderr, new RegExp(`removing stale group /dev/shm/ch-run\\.${u1.uid}(\\.\\d+)?/${tag} \\(winner ${winner.pid} is gone\\)`));
   t.regex(peer2.stderr, /^ch-run\[\d+\]: error: join: timed out after 5000 ms: 1 of 3 peers joined group sec-kill/m);
   // A new pair with the same tag works.
   const pair = [0, 1].map(() => runAs(u1, CH_RUN(), ['--join-ct', '2', '--join-tag', tag, img, '--',
@@ -301,7 +301,7 @@ serial("two users' containers don't see each other's generated files", async (t)
   // u2's join directory (a file, a world-writable file, a symlink, a directory
   // of u1's) is skipped, never used or followed, and u2's group still works.
   const elsewhere = `/dev/shm/ch-test-faults-${process.pid}`;
-  const dirName = `/dev/shm/ch-toolkit-join.${u2.uid}`;
+  const dirName = `/dev/shm/ch-run.${u2.uid}`;
   for (const [kind, make] of [['file', 'echo x >'], ['world-writable file', 'umask 0; echo x >'],
     ['symlink', `ln -s ${elsewhere}`], ['directory', 'umask 0; mkdir']]) {
     rmSync(dirName, { recursive: true, force: true });

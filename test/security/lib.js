@@ -97,11 +97,11 @@ export function leakSnapshot(uid, image = '/nonexistent', mark = null) {
     processes: processesOf(uid, mark),
     hostMounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
       .filter((l) => l.includes(image) || l.includes('ch-run.')),
-    // --join files live in per-user directories /dev/shm/ch-toolkit-join.UID[.N]; an
+    // --join files live in per-user directories /dev/shm/ch-run.UID[.N]; an
     // empty one left between groups is no leak, a file in it is.
     shm: owned('/dev/shm').flatMap((n) => {
       const p = join('/dev/shm', n);
-      if (!/^ch-toolkit-join\.\d+(\.\d+)?$/.test(n) || !lstatSync(p).isDirectory()) return [n];
+      if (!/^ch-run\.\d+(\.\d+)?$/.test(n) || !lstatSync(p).isDirectory()) return [n];
       try { return readdirSync(p).map((f) => `${n}/${f}`); } catch { return []; }
     }),
     tmpGenerated: owned('/tmp', /^ch-run\./),
@@ -180,18 +180,18 @@ export async function stopAt(pid, pred, what) {
 
 /**
  * Where USER's --join group file for TAG is: in the first of the per-user
- * directories /dev/shm/ch-toolkit-join.UID, ch-toolkit-join.UID.1, ... that is a directory of
+ * directories /dev/shm/ch-run.UID, ch-run.UID.1, ... that is a directory of
  * UID's (the core skips names others planted); the first candidate if none.
  */
 export function joinFile(uid, tag) {
   for (let i = 0; i < 16; i++) {
-    const dir = i === 0 ? `/dev/shm/ch-toolkit-join.${uid}` : `/dev/shm/ch-toolkit-join.${uid}.${i}`;
+    const dir = i === 0 ? `/dev/shm/ch-run.${uid}` : `/dev/shm/ch-run.${uid}.${i}`;
     try {
       const st = lstatSync(dir);
       if (st.isDirectory() && st.uid === uid && (st.mode & 0o777) === 0o700) return `${dir}/${tag}`;
     } catch { return `${dir}/${tag}`; }
   }
-  return `/dev/shm/ch-toolkit-join.${uid}/${tag}`;
+  return `/dev/shm/ch-run.${uid}/${tag}`;
 }
 
 /**

@@ -229,8 +229,8 @@ for (const protect of ['0', '1']) {
     writeFileSync(SYSCTL, protect);
     const uid = victim.uid;
     const tagName = `shared-dirs-${protect}`;
-    const plants = [`/dev/shm/ch-toolkit-join.${uid}`, `/dev/shm/ch-toolkit-join.${uid}.1`, `/dev/shm/ch-toolkit-join.${uid}.2`, `/dev/shm/ch-toolkit-join.${uid}.${tagName}`];
-    const cleanup = () => { for (const p of [...plants, `/dev/shm/ch-toolkit-join.${uid}.3`]) rmSync(p, { recursive: true, force: true }); };
+    const plants = [`/dev/shm/ch-run.${uid}`, `/dev/shm/ch-run.${uid}.1`, `/dev/shm/ch-run.${uid}.2`, `/dev/shm/ch-run.${uid}.${tagName}`];
+    const cleanup = () => { for (const p of [...plants, `/dev/shm/ch-run.${uid}.3`]) rmSync(p, { recursive: true, force: true }); };
     cleanup();
     const before = preciousSum();
     try {
@@ -245,7 +245,7 @@ for (const protect of ['0', '1']) {
       t.is(preciousSum(), before);
       t.deepEqual(readdirSync(precious).sort(), ['notes.txt', 'work']);
       for (const p of plants) t.is(lstatSync(p).uid, attacker.uid, `${p} left as it was`);
-      t.false(existsSync(`/dev/shm/ch-toolkit-join.${uid}.3`), 'the group tidied its own directory away');
+      t.false(existsSync(`/dev/shm/ch-run.${uid}.3`), 'the group tidied its own directory away');
     } finally {
       cleanup();
     }
