@@ -54,6 +54,7 @@ bool path_find(const char *prog, char *buf, size_t size);
 const char *privilege_held(void);
 
 #define EXIT_CHRUN 31   /* ch-run's own failures; the front end's errors too */
+#define EXIT_USAGE 64   /* the front end could not parse the command line (argp's EX_USAGE) */
 
 static void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void error(const char *fmt, ...)
@@ -361,7 +362,8 @@ int main(int argc, char **argv)
    /* 0: help or version; 1: --feature said "not supported". */
    if (WIFEXITED(status) && WEXITSTATUS(status) <= 1 && d == D_NOTHING_TO_RUN)
       return WEXITSTATUS(status);
-   if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CHRUN && d == D_NONE)
-      return EXIT_CHRUN;   /* the front end reported its own error */
+   if (WIFEXITED(status) && (WEXITSTATUS(status) == EXIT_CHRUN || WEXITSTATUS(status) == EXIT_USAGE)
+       && d == D_NONE)
+      return WEXITSTATUS(status);   /* the front end reported its own error */
    front_end_failed(status);
 }

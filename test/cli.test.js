@@ -105,6 +105,23 @@ test('ch-fromhost: a bad name in a --file list or --cmd output names the file an
   t.regex(c.stderr, /--cmd echo \/bin\/true; echo rel, line 2 of its output: not an absolute path: rel$/m);
 });
 
+test('ch-tar2dir: -h and --help print the manual; ch-run: -? and --help do, -h is argp\'s invalid option (exit 64, as Charliecloud)', async (t) => {
+  for (const flag of ['-h', '--help']) {
+    const r = await ch('ch-tar2dir', [flag]);
+    t.is(r.exitCode, 0, `${flag}: ${r.stderr}`);
+    t.regex(r.stdout, /^Usage: ch-tar2dir /, flag);
+  }
+  for (const flag of ['-?', '--help']) {
+    const r = await ch('ch-run', [flag]);
+    t.is(r.exitCode, 0, `${flag}: ${r.stderr}`);
+    t.regex(r.stdout, /^Usage: ch-run /, flag);
+  }
+  const h = await ch('ch-run', ['-h']);
+  t.is(h.exitCode, 64, h.stderr);
+  t.is(h.stdout, '');
+  t.regex(h.stderr, /^ch-run\[\d+\]: error: invalid option -- 'h'\nTry 'ch-run --help' for more information\.$/m);
+});
+
 test('a man page for every command, from its --help', (t) => {
   for (const prog of ['ch-run', 'ch-tar2dir', ...YARGS_COMMANDS]) {
     const p = join(PKG, 'dist', 'man', `${prog}.1`);

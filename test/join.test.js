@@ -81,7 +81,7 @@ test.serial('--join: a count of 1 from the environment gives each its own contai
 test.serial('--join: no usable count is a clear error naming the variables', async (t) => {
   const r = await ch('ch-run', ['--join', BB(), '--', 'true'], { env: { SLURM_CPUS_ON_NODE: '0', OMPI_COMM_WORLD_LOCAL_SIZE: 'x' } });
   t.is(r.exitCode, 31, r.stderr);
-  t.regex(r.stderr, /^ch-run\[\d+\]: error: --join: peer count unknown: give --join-ct, or run under mpirun or srun \(unusable: OMPI_COMM_WORLD_LOCAL_SIZE='x', SLURM_CPUS_ON_NODE='0'\)/m);
+  t.regex(r.stderr, /^ch-run\[\d+\]: error: --join: no valid peer group size found: give --join-ct, or run under mpirun or srun \(unusable: OMPI_COMM_WORLD_LOCAL_SIZE: no digits found: 'x'; SLURM_CPUS_ON_NODE: not positive: '0'\)/m);
   const none = await ch('ch-run', ['--join', BB(), '--', 'true']);
   t.is(none.exitCode, 31);
   t.regex(none.stderr, /\(OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_STEP_TASKS_PER_NODE, SLURM_CPUS_ON_NODE all unset\)/);

@@ -47,6 +47,30 @@ const said = (r, what) => new RegExp(`plan memo: ${what}`).test(r.stderr);
 /** stderr without PIDs and the memo's own lines: what the user reads either way. */
 const words = (r) => r.stderr.split('\n').filter((l) => !/plan memo: /.test(l)).map((l) => l.replace(/^ch-run\[\d+\]/, 'ch-run')).join('\n');
 
+test('two binds onto one destination: the hit mounts them in the same order, the later wins (issue #21)', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  const dir = await scratch(t);
+  for (const [d, f] of [['a', 'file1'], ['b', 'file2']]) {
+    mkdirSync(join(dir, d));
+    writeFileSync(join(dir, d, f), `${f}\n`);
+  }
+  await ownedByUser(dir);
+  await settled(img, dir);
+  const args = ['-b', `${join(dir, 'a')}:/mnt/3`, '-b', `${join(dir, 'b')}:/mnt/3`, img, '--', 'ls', '/mnt/3'];
+  const first = await run(args);
+  t.is(first.exitCode, 0, first.stderr);
+  t.true(said(first, 'miss'), first.stderr);
+  t.is(first.stdout, 'file2');
+  const hit = await run(args, NO_NODE);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.stdout, 'file2', 'the later bind, on a hit too');
+  t.regex(hit.stderr, /the later bind wins/);
+  // The other order is another plan, and the other bind wins.
+  const back = await run([...args.slice(2, 4), ...args.slice(0, 2), ...args.slice(4)]);
+  t.is(back.stdout, 'file1', back.stderr);
+});
+
 test('a repeated launch runs from its memoized plan, without Node; CH_RUN_NO_CACHE=1 turns it off', async (t) => {
   const { cache, run } = await memoRun(t);
   const img = image('busybox');

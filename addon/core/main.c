@@ -163,6 +163,22 @@ static long number_arg(const char *s, const char *what, long min)
    return v;
 }
 
+/* "executing: ARGV" under -v, as Charliecloud says it (its tests read the
+   PID from this line: ours is the command's, as there). */
+static void say_executing(const struct plan *p)
+{
+   char line[1024];
+   size_t n = 0;
+   for (char **a = p->argv; *a != NULL && n < sizeof(line) - 1; a++) {
+      int w = snprintf(line + n, sizeof(line) - n, "%s%s", a == p->argv ? "" : " ", *a);
+      if (w < 0)
+         break;
+      n += (size_t)w < sizeof(line) - n ? (size_t)w : sizeof(line) - 1 - n;
+   }
+   line[n] = '\0';
+   INFO("executing: %s", line);
+}
+
 /* The core's entry: ch-run-core's main(), and the launcher's own call when
    a memoized plan spares it the exec (addon/launcher.c). Never returns. */
 _Noreturn void core_main(int argc, char **argv)
@@ -176,6 +192,9 @@ _Noreturn void core_main(int argc, char **argv)
    pid_t front = (pid_t)number_arg(argv[2], "front end pid", 0);   /* 0: a memoized plan, no front end */
    int nonblock = (int)number_arg(argv[3], "stdio flags", 0);
 
+   /* Charliecloud's -v line for these, which its --join tests count. */
+   INFO("join: %d %d %s %d", p.join ? 1 : 0, p.join ? p.join_ct : 0, p.join ? p.join_tag : "(null)",
+        (int)p.join_pid);
    enum join_role role = p.join ? join_begin(&p) : JOIN_WINNER;
    if (p.join_pid != 0) {
       join_pid_enter(p.join_pid);
@@ -201,8 +220,9 @@ _Noreturn void core_main(int argc, char **argv)
 
    if (chdir(p.cwd) != 0) {
       if (!p.cwd_fallback)
-         FATAL("can't cd to %s in container", p.cwd);
-      WARN("can't cd to %s in container (no such directory in the image); starting in /", p.cwd);
+         FATAL("can't cd to %s", p.cwd);   /* Charliecloud's words */
+      /* Charliecloud starts in / without a word: only -v says why. */
+      INFO("can't cd to %s in container (no such directory in the image); starting in /", p.cwd);
       Z_(chdir("/"), "can't cd to / in container");
    }
    if (front > 0)
@@ -211,7 +231,8 @@ _Noreturn void core_main(int argc, char **argv)
    Z_(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "can't set no_new_privs");
    if (p.seccomp)
       seccomp_install();   /* last: our own set-up is never subject to it */
-   DEBUG("executing %s", p.argv[0]);
+   if (verbose >= 1)
+      say_executing(&p);
    exec_command(&p);
 }
 

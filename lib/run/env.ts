@@ -97,21 +97,22 @@ export function expandValue(value: string, env: Map<string, string>): string {
 /** Parse one "NAME=value" assignment. WHERE names its origin for errors. */
 export function parseAssignment(line: string, where: string): [string, string] {
   const eq = line.indexOf('=');
-  if (eq < 0) throw new ChError(`--set-env: no '=' in assignment at ${where}: '${line}'`);
-  if (eq === 0) throw new ChError(`--set-env: empty variable name at ${where}: '${line}'`);
+  // Charliecloud's words ("can't parse variable: ..."), then the line itself.
+  if (eq < 0) throw new ChError(`--set-env: can't parse variable: no delimiter: ${where}: no '=' in '${line}'`);
+  if (eq === 0) throw new ChError(`--set-env: can't parse variable: empty name: ${where}: '${line}'`);
   return [line.slice(0, eq), unquote(line.slice(eq + 1))];
 }
 
 /** A --set-env FILE: the user's to name, so symlinks are followed as given. */
 function readEnvFile(path: string): string {
-  return readTextFile(path, `--set-env: can't read ${path}`);
+  return readTextFile(path, `--set-env: can't open: ${path}`);
 }
 
 /** The image's /ch/environment, resolved and read inside IMAGE only. */
 function readImageEnvFile(image: string): string {
-  const what = `--set-env: can't read ${image}/ch/environment`;
+  const what = `--set-env: can't open: ${image}/ch/environment`;
   const host = resolveInImage(image, '/ch/environment');
-  if (host === null) throw new ChError(`${what}: No such file or directory in image (ENOENT)`);
+  if (host === null) throw new ChError(`--set-env: can't open: /ch/environment: No such file or directory (ENOENT) in image ${image}`);
   const view = imageView(image);   // a SquashFS image: read from the file
   return view ? view.readFile('/ch/environment', what) : readTextFile(host, what, image);
 }

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { ChError } from '../util/log.js';
 import { recordCallerPid, recorder, unrecorded } from './memo.js';
+import { countOf } from './options.js';
 
 /** Expand Slurm's compressed task list ("2(x3),1") and pick this node's entry. */
 export function tasksOnThisNode(list: string, nodeId: number): number | null {
@@ -17,23 +18,39 @@ export function tasksOnThisNode(list: string, nodeId: number): number | null {
   return counts[nodeId] ?? counts[0] ?? null;
 }
 
-export function joinCount(env: NodeJS.ProcessEnv): number {
-  const positive = (s: string | undefined) => (s && /^[0-9]+$/.test(s) && Number(s) > 0 ? Number(s) : null);
-  const ompi = positive(env.OMPI_COMM_WORLD_LOCAL_SIZE);
-  if (ompi) return ompi;
-  if (env.SLURM_STEP_TASKS_PER_NODE) {
-    const n = tasksOnThisNode(env.SLURM_STEP_TASKS_PER_NODE, Number(env.SLURM_NODEID ?? 0));
-    if (n) return n;
+/** SAID gets Charliecloud's -v line naming where a --join default came from. */
+export type Say = (line: string) => void;
+
+export function joinCount(env: NodeJS.ProcessEnv, said: Say = () => {}): number {
+  const bad: string[] = [];
+  const from = (v: string, n: number) => { said(`join: peer group size from ${v}`); return n; };
+  const usable = (v: string): number | null => {
+    const c = countOf(env[v]!);
+    if (typeof c === 'number') return c;
+    bad.push(`${v}: ${c}: '${env[v]}'`);
+    return null;
+  };
+  const set = (v: string) => env[v] !== undefined && env[v] !== '';
+  if (set('OMPI_COMM_WORLD_LOCAL_SIZE')) {
+    const n = usable('OMPI_COMM_WORLD_LOCAL_SIZE');
+    if (n) return from('OMPI_COMM_WORLD_LOCAL_SIZE', n);
   }
-  const cpus = positive(env.SLURM_CPUS_ON_NODE);
-  if (cpus) return cpus;
+  if (set('SLURM_STEP_TASKS_PER_NODE')) {
+    const n = tasksOnThisNode(env.SLURM_STEP_TASKS_PER_NODE!, Number(env.SLURM_NODEID ?? 0));
+    if (n) return from('SLURM_STEP_TASKS_PER_NODE', n);
+    bad.push(`SLURM_STEP_TASKS_PER_NODE: no count for this node: '${env.SLURM_STEP_TASKS_PER_NODE}'`);
+  }
+  if (set('SLURM_CPUS_ON_NODE')) {
+    const n = usable('SLURM_CPUS_ON_NODE');
+    if (n) return from('SLURM_CPUS_ON_NODE', n);
+  }
   const vars = ['OMPI_COMM_WORLD_LOCAL_SIZE', 'SLURM_STEP_TASKS_PER_NODE', 'SLURM_CPUS_ON_NODE'];
-  const bad = vars.filter((v) => env[v] !== undefined && env[v] !== '').map((v) => `${v}='${env[v]}'`);
-  throw new ChError('--join: peer count unknown: give --join-ct, or run under mpirun or srun '
-    + (bad.length > 0 ? `(unusable: ${bad.join(', ')})` : `(${vars.join(', ')} all unset)`));
+  // "join: no valid peer group size found" is Charliecloud's message.
+  throw new ChError('--join: no valid peer group size found: give --join-ct, or run under mpirun or srun '
+    + (bad.length > 0 ? `(unusable: ${bad.join('; ')})` : `(${vars.join(', ')} all unset)`));
 }
 
-export function joinTag(env: NodeJS.ProcessEnv): string {
+export function joinTag(env: NodeJS.ProcessEnv, said: Say = () => {}): string {
   // Read without making the values dependencies of a memoized plan: the
   // tag is recorded as a template the launcher fills in from its own
   // environment (memo.ts), so the ranks of every step of a job hit, not
@@ -51,8 +68,10 @@ export function joinTag(env: NodeJS.ProcessEnv): string {
     const fill = (name: string) => '${' + name + '}';   // filled in by the launcher
     rec?.joinTemplate(`slurm-${job !== undefined ? fill('SLURM_JOB_ID') : 'nojob'}.${fill('SLURM_STEP_ID')}`
       + (numeric ? `.${fill('SLURM_NODEID')}` : ''));
+    said('join: peer group tag from SLURM_STEP_ID (with SLURM_JOB_ID and SLURM_NODEID)');
     return `slurm-${job ?? 'nojob'}.${step}${numeric ? `.${node}` : ''}`;
   }
+  said('join: peer group tag from getppid(2)');
   return `ppid-${callerPid()}`;
 }
 

@@ -162,14 +162,28 @@ function squashImage(opts: RunOptions, image: string): SquashImage | null {
   return sq;
 }
 
+/** --join's count and tag: given, else the defaults; -v says which, in Charliecloud's words. */
+function joinCountOf(opts: RunOptions): number {
+  if (opts.joinCt === null) return joinCount(process.env, (m) => log.info(m));
+  log.info('join: peer group size from command line');
+  return opts.joinCt;
+}
+
+function joinTagOf(opts: RunOptions): string {
+  if (opts.joinTag === null) return joinTag(process.env, (m) => log.info(m));
+  log.info('join: peer group tag from command line');
+  return opts.joinTag;
+}
+
 export async function buildPlan(opts: RunOptions): Promise<Plan> {
   const image = resolveImage(opts);
   const squash = squashImage(opts, image);
   const root = squash ? squash.mountPoint : checkImage(image);
   requireMountPoints(root);
   const id = identity(opts.uid, opts.gid);
-  if (id.dummyUser) log.warn(`UID ${id.hostUid} not found; using dummy info`);
-  if (id.dummyGroup) log.warn(`GID ${id.hostGid} not found; using dummy info`);
+  // Charliecloud's words, and like it only under -v: nothing is wrong.
+  if (id.dummyUser) log.info(`UID ${id.uid} not found; using dummy info`);
+  if (id.dummyGroup) log.info(`GID ${id.gid} not found; using dummy info`);
   if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
@@ -226,7 +240,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
     // and covered by the host's /dev anyway): never visible on the host.
     stageDir: '/dev',
     join: opts.join
-      ? { tag: opts.joinTag ?? joinTag(process.env), count: opts.joinCt ?? joinCount(process.env),
+      ? { tag: joinTagOf(opts), count: joinCountOf(opts),
           timeoutMs: joinTimeoutMs(process.env) }
       : null,
     mounts,
@@ -285,7 +299,8 @@ directory, or a SquashFS file (mounted with SquashFUSE, in the container only).
 ${formatHelp(RUN_OPTIONS)}
 
 Exit status: the command's own; 128+N if it died of signal N; ${EXIT_ERR} if
-ch-run itself failed; 49 if the command could not be executed.
+ch-run itself failed; 49 if the command could not be executed; 64 if the
+command line could not be parsed (unknown option, missing argument).
 `;
 }
 

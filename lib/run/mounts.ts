@@ -198,9 +198,10 @@ function userBinds(ctx: MountContext): MountOp[] {
       if (dst !== b.src) ctx.log.warn(`--bind ${b.src}: no such path in image; bound at ${dst}`);
       else ctx.log.info(`bind ${b.src} -> ${dst}`);
     }
+    // Charliecloud accepts this (its own tests do it): the later bind is
+    // mounted over the earlier one and wins. Worth a note, not an error.
     if (usedBy.has(dst))
-      throw new ChError(`--bind: two binds onto ${dst} ('${usedBy.get(dst)}' and '${b.spec}'): `
-        + 'the second would hide the first; give each its own destination');
+      ctx.log.info(`--bind: '${b.spec}' is mounted over '${usedBy.get(dst)}' at ${dst} (the later bind wins)`);
     const kind = kindInImage(ctx.root, dst);
     if (kind === null) {
       // The core creates it (-W: in the overlay; -w: in the image), confined to

@@ -11,7 +11,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
     help: 'CDI spec directories, later ones win (default: $CH_RUN_CDI_DIRS, else /etc/cdi:/var/run/cdi)' },
   { name: 'device', arg: 'required', argName: 'KIND=NAME[,...]',
     help: 'inject CDI device(s), e.g. nvidia.com/gpu=0, nvidia.com/gpu=all, amd.com/gpu=1; repeatable' },
-  { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values given after this' },
+  { name: 'env-no-expand', arg: 'none', help: 'don\'t expand $VAR in --set-env values (all of them, as Charliecloud)' },
   { name: 'feature', arg: 'required', argName: 'FEAT',
     help: 'exit 0 if feature FEAT is supported here, 1 if not: extglob, seccomp, squash, overlayfs' },
   { name: 'gid', short: 'g', arg: 'required', argName: 'GID', help: 'run as group GID within container' },
@@ -56,8 +56,11 @@ export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'usage', arg: 'none', help: 'print a short usage message and exit' },
   { name: 'version', short: 'V', arg: 'none', help: 'print version and exit' },
 ];
-// -h is not Charliecloud's but every user tries it.
-RUN_OPTIONS.push({ name: 'h', short: 'h', arg: 'none', help: '', hidden: true });
+// No -h: Charliecloud's ch-run (argp) has none, and scripts may rely on
+// "invalid option -- 'h'" (exit 64) as they do on every other argp error.
+
+/** argp's exit status for a command-line it can't parse (sysexits.h EX_USAGE). */
+export const EXIT_USAGE = 64;
 
 export const FEATURES = ['extglob', 'seccomp', 'squash', 'overlayfs'] as const;
 export type Feature = typeof FEATURES[number];
@@ -127,8 +130,29 @@ export function parseBind(spec: string): Bind {
   return { src, dst: dst ?? null, readonly, spec };
 }
 
+/**
+ * A peer count as Charliecloud's parse_int() judges it, in its words: the
+ * count, or why not ("no digits found", "out of range", "extra characters
+ * after digits"; "not positive" where it says "no valid peer group size").
+ */
+export function countOf(s: string): number | string {
+  const m = /^\s*([+-]?)(\d+)(.*)$/s.exec(s);
+  if (!m) return 'no digits found';
+  const n = Number(m[1] + m[2]);
+  if (n < -(2 ** 31) || n > 2 ** 31 - 1) return 'out of range';
+  if (m[3] !== '') return 'extra characters after digits';
+  if (n <= 0) return 'not positive';
+  return n;
+}
+
 export function parseRunArgs(argv: string[]): RunOptions {
-  const parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
+  let parsed;
+  try {
+    parsed = parseArgs('ch-run', RUN_OPTIONS, argv);
+  } catch (err) {
+    if (err instanceof ChError) throw new ChError(err.message, EXIT_USAGE);
+    throw err;
+  }
   const o: RunOptions = {
     image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
     noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null,
@@ -136,7 +160,8 @@ export function parseRunArgs(argv: string[]): RunOptions {
     joinTag: null, verbosity: 0, action: 'run',
     joinPid: null, storage: null, unsafe: false, warnings: 0, feature: null,
   };
-  let expand = true;
+  // --env-no-expand anywhere applies to every --set-env, as in Charliecloud.
+  const expand = !parsed.options.some((x) => x.name === 'env-no-expand');
   for (const { name, value } of parsed.options) {
     switch (name) {
       case 'bind': o.binds.push(parseBind(value!)); break;
@@ -152,7 +177,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         if (!/^[^=]+=[^=]+$/.test(value!)) throw new ChError(`--device: bad device '${value}' (want KIND=NAME, e.g. nvidia.com/gpu=0)`);
         o.devices.push(value!);
         break;
-      case 'env-no-expand': expand = false; break;
+      case 'env-no-expand': break;   // global: applied below
       case 'gid': o.gid = id('GID', value!); break;
       case 'gpu':
         if (value === undefined) { o.gpu = null; break; }
@@ -182,9 +207,14 @@ export function parseRunArgs(argv: string[]): RunOptions {
         o.joinPid = Number(value);
         break;
       case 'join-ct':
-        if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 1 << 20)
+      {
+        // Charliecloud's words for what its parse_int() refuses, then ours.
+        const n = countOf(value!);
+        if (typeof n === 'string' && n !== 'not positive') throw new ChError(`--join-ct: ${n}: '${value}'`);
+        if (typeof n === 'string' || n > 1 << 20)
           throw new ChError(`--join-ct: must be a positive integer: '${value}'`);
-        o.joinCt = Number(value); o.join = true;
+        o.joinCt = n; o.join = true;
+      }
         break;
       case 'join-tag':
         if (value === '') throw new ChError('--join-tag: must not be empty');
@@ -228,7 +258,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
         if (value === '') throw new ChError('--mount: DIR must not be empty');
         o.mountDir = value!;
         break;
-      case 'help': case 'h': o.action = 'help'; return o;
+      case 'help': o.action = 'help'; return o;
       case 'usage': o.action = 'usage'; return o;
       case 'version': o.action = 'version'; return o;
     }

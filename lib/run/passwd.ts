@@ -8,47 +8,57 @@ import { userInfo } from 'node:os';
 export interface Identity {
   hostUid: number; hostGid: number;
   uid: number; gid: number;           // inside
-  user: string; group: string;        // host names of hostUid/hostGid
-  dummyUser: boolean; dummyGroup: boolean;   // no host passwd/group entry: names made up
+  user: string; group: string;        // host names of hostUid/hostGid ($USER if none: --home's /home/$USER)
+  ctrUser: string; ctrGroup: string;  // names of uid/gid inside: the host's, else made up
+  dummyUser: boolean; dummyGroup: boolean;   // uid/gid have no host passwd/group entry: names made up
 }
 
-function hostGroupName(gid: number): string | null {
+/** NAME of ID in a host passwd/group file (fields NAME:x:ID:...), or null. */
+function hostName(file: string, id: number): string | null {
   try {
-    for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
       const f = line.split(':');
-      if (f.length >= 3 && Number(f[2]) === gid && f[2] !== '') return f[0];
+      if (f.length >= 3 && f[2] !== '' && Number(f[2]) === id) return f[0];
     }
-  } catch { /* no /etc/group: fall through */ }
+  } catch { /* no such file: fall through */ }
   return null;
 }
 
+/** The host's name for the caller's own uid (NSS too), else null. */
+function ownName(): string | null {
+  try { return userInfo().username; } catch { return null; }
+}
+
+// As Charliecloud: the container's uid and gid are named as the host names
+// them (--uid/--gid may pick ids other than yours); ids the host doesn't know
+// get "dummy info", said under -v only (main.ts).
 export function identity(uid: number | null, gid: number | null): Identity {
   const hostUid = process.getuid!(), hostGid = process.getgid!();
-  let user: string, dummyUser = false;
-  try {
-    user = userInfo().username;
-  } catch {
-    user = process.env.USER ?? `uid${hostUid}`;
-    dummyUser = true;
-  }
-  const group = hostGroupName(hostGid);
+  const own = ownName();
+  const user = own ?? process.env.USER ?? `uid${hostUid}`;
+  const group = hostName('/etc/group', hostGid) ?? `gid${hostGid}`;
+  const ctrUid = uid ?? hostUid, ctrGid = gid ?? hostGid;
+  const ctrUserFound = ctrUid === hostUid ? own : hostName('/etc/passwd', ctrUid);
+  const ctrGroupFound = hostName('/etc/group', ctrGid);
   return {
-    hostUid, hostGid, uid: uid ?? hostUid, gid: gid ?? hostGid,
-    user, group: group ?? `gid${hostGid}`, dummyUser, dummyGroup: group === null,
+    hostUid, hostGid, uid: ctrUid, gid: ctrGid, user, group,
+    ctrUser: ctrUserFound ?? (ctrUid === hostUid ? user : 'charlie'),
+    ctrGroup: ctrGroupFound ?? (ctrGid === hostGid ? group : 'charliegroup'),
+    dummyUser: ctrUserFound === null, dummyGroup: ctrGroupFound === null,
   };
 }
 
 export function passwdFile(id: Identity): string {
   const lines = ['root:x:0:0:root:/root:/bin/sh'];
   if (id.uid !== 0 && id.uid !== 65534)
-    lines.push(`${id.user}:x:${id.uid}:${id.gid}:${id.user}:/home/${id.user}:/bin/sh`);
+    lines.push(`${id.ctrUser}:x:${id.uid}:${id.gid}:${id.ctrUser}:/home/${id.ctrUser}:/bin/sh`);
   lines.push('nobody:x:65534:65534:nobody:/:/bin/false');
   return lines.join('\n') + '\n';
 }
 
 export function groupFile(id: Identity): string {
   const lines = ['root:x:0:'];
-  if (id.gid !== 0 && id.gid !== 65534) lines.push(`${id.group}:x:${id.gid}:`);
+  if (id.gid !== 0 && id.gid !== 65534) lines.push(`${id.ctrGroup}:x:${id.gid}:`);
   lines.push('nogroup:x:65534:');
   return lines.join('\n') + '\n';
 }

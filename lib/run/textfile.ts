@@ -42,7 +42,9 @@ export function readTextFile(path: string, what: string, within?: string): strin
   try {
     fd = openSync(path, flags);   // O_NONBLOCK: opening a FIFO doesn't wait for a writer
   } catch (err) {
-    throw new ChError(`${what}: ${why(err)}`);
+    // strerror(3)'s capital, as Charliecloud's "can't open: FILE: No such file or directory"
+    const text = why(err);
+    throw new ChError(`${what}: ${text.charAt(0).toUpperCase()}${text.slice(1)}`);
   }
   try {
     const st = fstatSync(fd);

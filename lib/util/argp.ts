@@ -33,7 +33,7 @@ export interface Parsed {
 export const VERBOSITY_AND_INFO_OPTIONS: OptionSpec[] = [
   { name: 'quiet', short: 'q', arg: 'none', help: 'print only errors' },
   { name: 'verbose', short: 'v', arg: 'none', help: 'print more (repeatable)' },
-  { name: 'help', arg: 'none', help: 'give this help list' },
+  { name: 'help', short: 'h', arg: 'none', help: 'give this help list' },
   { name: 'version', short: 'V', arg: 'none', help: 'print program version' },
 ];
 
