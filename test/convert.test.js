@@ -452,8 +452,15 @@ test('registry -> dir, tar.gz, sqfs: the tree ch-pull makes, blobs from its cach
   t.regex(r.stderr, /img: written \(dir\)/);
   // ch-pull's marker records when it was made: compared without that.
   const MARKER = 'ch/.ch-pull.json';
-  const marker = (root) => { const m = JSON.parse(readFileSync(join(root, MARKER), 'utf8')); delete m.created; return m; };
-  const timeless = (tr) => ({ ...tr, [MARKER]: { ...tr[MARKER], data: '(its own creation time)' } });
+  // A marker names its creation time and its own image root's inode: each one's own, the rest must match.
+  const marker = (root) => {
+    const m = JSON.parse(readFileSync(join(root, MARKER), 'utf8'));
+    delete m.created;
+    if (m.root?.ino !== statSync(root).ino) throw new Error(`${root}/${MARKER}: names root inode ${m.root?.ino}, not its own`);
+    delete m.root;
+    return m;
+  };
+  const timeless = (tr) => ({ ...tr, [MARKER]: { ...tr[MARKER], data: '(its own creation time and root)' } });
   t.deepEqual(timeless(tree(join(dir, 'img'))), timeless(want));
   t.deepEqual(marker(join(dir, 'img')), marker(join(dir, 'pulled')));
   t.is(marker(join(dir, 'img')).reference, r0.ref);
