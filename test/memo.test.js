@@ -279,15 +279,24 @@ test('the plan directory holds at most 256 records: the least recently used go, 
   t.true(said(await run([img, '--', 'echo', 'new'], NO_NODE), 'hit'), 'ours stayed');
 });
 
+/** What a launcher gives rank I of a step, and not its peers. */
+const rankEnv = (i) => ({ SLURM_PROCID: String(i), SLURM_LOCALID: String(i), PMIX_RANK: String(i),
+  OMPI_COMM_WORLD_RANK: String(i), OMPI_COMM_WORLD_LOCAL_RANK: String(i) });
+
 test('--join: the ranks of a step on a node plan once; the others wait for that record and hit', async (t) => {
   const { run } = await memoRun(t);
   const img = image('busybox');
   await settled(img);
   const n = 4;
-  const args = ['--join', `--join-ct=${n}`, '--join-tag=memo-test', img, '--', 'readlink', '/proc/self/ns/user'];
-  const ranks = await Promise.all(Array.from({ length: n }, () => run(args, { SLURM_PROCID: 'differs per rank' })));
+  const args = ['--join', `--join-ct=${n}`, '--join-tag=memo-test', img, '--', 'sh', '-c',
+    'echo "$(readlink /proc/self/ns/user) $PMIX_RANK $SLURM_PROCID $OMPI_COMM_WORLD_RANK"'];
+  // Each rank its own rank variables, as srun and mpirun give them: a plan
+  // that depended on one's value would hold for one rank only.
+  const ranks = await Promise.all(Array.from({ length: n }, (_, i) => run(args, rankEnv(i))));
   for (const r of ranks) t.is(r.exitCode, 0, r.stderr);
-  t.is(new Set(ranks.map((r) => r.stdout)).size, 1, 'one container');
+  t.is(new Set(ranks.map((r) => r.stdout.split(' ')[0])).size, 1, 'one container');
+  t.deepEqual(ranks.map((r) => r.stdout.split(' ').slice(1).join(' ')), ranks.map((_, i) => `${i} ${i} ${i}`),
+    'each rank sees its own rank');
   t.is(ranks.filter((r) => said(r, 'miss')).length, 1, ranks.map((r) => r.stderr).join('\n---\n'));
   t.is(ranks.filter((r) => said(r, 'hit')).length, n - 1);
 });
@@ -390,7 +399,7 @@ test('--join under Slurm: the ranks of a later step hit too, with that step\'s o
   const img = image('busybox');
   await settled(img);
   const args = ['--join', '--join-ct=2', img, '--', 'true'];
-  const step = (id) => Promise.all([0, 1].map(() => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: String(id), SLURM_NODEID: '0' })));
+  const step = (id) => Promise.all([0, 1].map((i) => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: String(id), SLURM_NODEID: '0', ...rankEnv(i) })));
   const first = await step(1);
   for (const r of first) t.is(r.exitCode, 0, r.stderr);
   t.is(first.filter((r) => said(r, 'miss')).length, 1);
