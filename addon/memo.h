@@ -29,8 +29,13 @@ int memo_hit(struct memo *m);
 /* The front end planned: keep its record (MEMOFD) if it may be kept. Under
    CH_RUN_MEMO_VERIFY, return a memfd of the plan as a hit would build it,
    having checked it equals PLANFD's; else PLANFD. Failures to keep a record
-   are not errors (the launch goes on); a verify mismatch is. */
-int memo_store(struct memo *m, int memofd, int planfd);
+   are not errors (the launch goes on); a verify mismatch is. Under
+   CH_RUN_MEMO_VERIFY a record that doesn't hold right after planning
+   (an input changed meanwhile, or a recorder bug) returns -1: plan again,
+   until this was the MEMO_VERIFY_TRIES-th plan (TRIES counts them), then
+   it is an error. */
+#define MEMO_VERIFY_TRIES 3
+int memo_store(struct memo *m, int memofd, int planfd, int tries);
 
 /* Close what memo_init and memo_hit opened (before the core runs in this process). */
 void memo_close(struct memo *m);

@@ -416,3 +416,71 @@ test('--join under Slurm: the ranks of a later step hit too, with that step\'s o
   const noNode = await Promise.all([0, 1].map(() => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: '3', ...NO_NODE })));
   t.true(noNode.every((r) => r.exitCode === 31), 'a step without SLURM_NODEID is no hit');
 });
+
+test('outside a Slurm job a plan does not depend on Slurm\'s spool directory; inside one it does', async (t) => {
+  // Issue #21's flake: a launch beside the Slurm tests failed verify mode
+  // because slurmd's /var/spool/slurmd appeared while it planned.
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const recordsText = () => records(cache).map((f) => readFileSync(join(cache, f), 'latin1')).join('\n');
+  t.is((await run([img, '--', 'true'])).exitCode, 0);
+  t.is(records(cache).length, 1, 'a record kept');
+  t.false(recordsText().includes('/var/spool/slurmd'), 'no Slurm path in a plan outside a job');
+  t.is((await run([img, '--', 'true'], { SLURM_JOB_ID: '5', SLURM_STEP_ID: '0' })).exitCode, 0);
+  t.is(records(cache).length, 2);
+  t.true(recordsText().includes('/var/spool/slurmd'), 'inside a job the spool is looked at');
+});
+
+/**
+ * A Node preload (NODE_OPTIONS=--require) that turns directory DIR into a
+ * file, or back, once the front end has recorded its plan (just before it
+ * says it is done): another process changing an input while ch-run plans.
+ * ONCE: only the first front end does it.
+ */
+function flipper(dir, once) {
+  return `const fs = require('fs');
+const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // the originals (memo.ts patches fs)
+const write = fs.writeSync;
+fs.writeSync = function (fd, ...rest) {
+  if (String(fd) === process.env.CH_RUN_DONE_FD && !${once ? `existsSync(${JSON.stringify(`${dir}.once`)})` : 'false'}) {
+    ${once ? `writeFileSync(${JSON.stringify(`${dir}.once`)}, '');` : ''}
+    const d = ${JSON.stringify(dir)};
+    if (statSync(d).isDirectory()) { rmSync(d, { recursive: true }); writeFileSync(d, ''); }
+    else { rmSync(d); mkdirSync(d); writeFileSync(d + '/marker', ''); }
+  }
+  return write.call(this, fd, ...rest);
+};
+`;
+}
+
+test('verify mode: an input another process changed while ch-run planned means planning again, a few times at most', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  const dir = await scratch(t, 'memo-flip');
+  await settled(img);
+  const tmp = join(dir, 'tmpdir');   // TMPDIR: bound at /tmp if it is a directory
+  const args = [img, '--', 'sh', '-c', 'test -e /tmp/marker && echo TMPDIR || echo host /tmp'];
+  for (const [once, file] of [[true, 'once.cjs'], [false, 'always.cjs']]) {
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(`${tmp}.once`, { force: true });
+    mkdirSync(tmp);
+    writeFileSync(join(tmp, 'marker'), '');
+    writeFileSync(join(dir, file), flipper(tmp, once));
+    await ownedByUser(dir);
+    const r = await run(args, { CH_RUN_MEMO_VERIFY: '1', TMPDIR: tmp, NODE_OPTIONS: `--require ${join(dir, file)}` });
+    const again = r.stderr.match(/plan memo verify: stat changed: .*tmpdir right after planning; planning again/g) ?? [];
+    if (once) {
+      // Changed once: the second plan holds, and is what runs (TMPDIR is now a file: host /tmp).
+      t.is(r.exitCode, 0, r.stderr);
+      t.is(r.stdout, 'host /tmp');
+      t.is(again.length, 1, r.stderr);
+    } else {
+      // Changed after every plan (as an input the recorder got wrong would be): a failure, not a loop.
+      t.is(r.exitCode, 31, r.stderr);
+      t.is(again.length, 2, r.stderr);
+      t.regex(r.stderr, /error: plan memo verify: stat changed: .*tmpdir right after planning \(3 plans in a row\)/);
+      t.is(r.stdout, '');
+    }
+  }
+});
