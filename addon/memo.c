@@ -1007,17 +1007,47 @@ static bool plan_split(const char *p, size_t len, struct buf *rest, char ***env,
    return true;
 }
 
-/* The same plan but for its environment: a site's Node wrapper
-   (CH_RUN_NODE, a shell script, say) changes the front end's environment,
-   as dash reorders it and adds PWD; a memoized plan has the caller's. */
-static bool same_but_env(const char *a, size_t alen, const char *b, size_t blen)
+/* Variables a shell sets on its way to exec'ing Node (dash adds PWD; bash
+   SHLVL, OLDPWD and _ too). */
+static bool shell_var(const char *kv)
+{
+   static const char *const names[] = { "PWD=", "OLDPWD=", "SHLVL=", "_=" };
+   for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+      if (!strncmp(kv, names[i], strlen(names[i])))
+         return true;
+   return false;
+}
+
+/* The same plan, the environment in another order and but for what a shell
+   sets: a site's Node wrapper (CH_RUN_NODE, a shell script, say) hands the
+   front end its own environment, reordered (dash sorts it) and with PWD
+   added; a memoized plan has the caller's. Any other variable must be the
+   same in both: one the wrapper changed would differ between a fresh
+   launch and a hit. */
+static bool same_but_env(const char *a, size_t alen, const char *b, size_t blen, const char **da, const char **db)
 {
    struct buf ra = { 0 }, rb = { 0 };
-   char **ea, **eb;
-   size_t na, nb;
-   if (!plan_split(a, alen, &ra, &ea, &na) || !plan_split(b, blen, &rb, &eb, &nb))
-      return false;
-   return ra.len == rb.len && !memcmp(ra.p, rb.p, ra.len);
+   char **ea = NULL, **eb = NULL;
+   size_t na, nb, i = 0, j = 0;
+   bool same = plan_split(a, alen, &ra, &ea, &na) && plan_split(b, blen, &rb, &eb, &nb)
+               && ra.len == rb.len && !memcmp(ra.p, rb.p, ra.len);
+   while (same) {
+      while (i < na && shell_var(ea[i]))
+         i++;
+      while (j < nb && shell_var(eb[j]))
+         j++;
+      if (i == na || j == nb) {
+         same = i == na && j == nb;
+         *da = i < na ? ea[i] : "(end)";
+         *db = j < nb ? eb[j] : "(end)";
+         break;
+      }
+      *da = ea[i];
+      *db = eb[j];
+      same = !strcmp(ea[i++], eb[j++]);
+   }
+   free(ra.p); free(rb.p); free(ea); free(eb);
+   return same;
 }
 
 /* Under CH_RUN_MEMO_VERIFY: the record must hold right after planning and
@@ -1032,9 +1062,14 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
       dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't rebuild the plan\n", getpid());
       exit(31);
    }
-   const char *node = getenv("CH_RUN_NODE");
-   if ((have.len != plen || memcmp(have.p, want, plen) != 0)
-       && !(node != NULL && *node != '\0' && same_but_env(have.p, have.len, want, plen))) {
+   const char *node = getenv("CH_RUN_NODE"), *dhave = NULL, *dwant = NULL;
+   if ((have.len != plen || memcmp(have.p, want, plen) != 0) && node != NULL && *node != '\0'
+       && !same_but_env(have.p, have.len, want, plen, &dhave, &dwant) && dhave != NULL) {
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: rebuilt environment differs (Node wrapper "
+              "CH_RUN_NODE=%.200s): planned '%.200s', rebuilt '%.200s'\n", getpid(), node, dwant, dhave);
+      exit(31);
+   }
+   if ((have.len != plen || memcmp(have.p, want, plen) != 0) && dhave == NULL) {
       size_t i = 0;
       while (i < plen && i < have.len && have.p[i] == want[i])
          i++;

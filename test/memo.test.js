@@ -240,6 +240,34 @@ needs(test, notRoot && 'makes files of another owner')('a record that is not a p
   chmodSync(file, 0o600);
   t.true(await hitNow());
 
+  // Not a plain file at all: a symlink to a good record of the user's, and a
+  // FIFO (which no one will ever write), each planted at the record's name.
+  const planted = async (make) => {
+    for (const f of records(cache)) rmSync(join(cache, f));
+    await make();
+    await execa('chown', ['-h', `${testUser().uid}:${testUser().gid}`, file]);
+    const noNode = await run(args, NO_NODE, { timeout: 30000 });
+    t.false(noNode.timedOut, 'not left waiting on the planted file');
+    t.false(said(noNode, 'hit'), noNode.stderr);
+    t.is(noNode.exitCode, 31, 'needed Node: the planted file was not used');
+    const planned = await run(args, {}, { timeout: 30000 });
+    t.is(planned.stdout, 'ok', planned.stderr);
+    return planned;
+  };
+  const target = join(cache, '..', 'good-record');
+  writeFileSync(target, good, { mode: 0o600 });
+  await ownedByUser(target);
+  const viaLink = await planted(() => symlinkSync(target, file));
+  t.true(said(viaLink, 'miss \\(record unreadable\\)'), viaLink.stderr);
+  t.true(lstatSync(file).isSymbolicLink(), 'the link is left alone');
+  t.deepEqual(readFileSync(target), good, 'nothing written through the link');
+  const viaFifo = await planted(() => execa('mkfifo', [file]));
+  t.true(said(viaFifo, 'miss \\(record not a plain file of yours\\)'), viaFifo.stderr);
+  t.true(lstatSync(file).isFIFO());
+  for (const f of records(cache)) rmSync(join(cache, f));
+  t.is((await run(args)).exitCode, 0);
+  t.true(await hitNow());
+
   // Another key's record under this name (a hash collision, or a copy).
   const other = [img, '--', 'echo', 'other'];
   t.is((await run(other)).exitCode, 0);
@@ -483,4 +511,26 @@ test('verify mode: an input another process changed while ch-run planned means p
       t.is(r.stdout, '');
     }
   }
+});
+
+test('verify mode with a Node wrapper (CH_RUN_NODE): the environment is still compared, but for what its shell sets', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  const dir = await scratch(t, 'memo-wrapper');
+  await settled(img);
+  // dash reorders the environment and adds PWD: not a difference a hit would make.
+  const plain = join(dir, 'node-plain');
+  writeFileSync(plain, `#!/bin/sh\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  // A wrapper that changes a variable: a fresh launch's command sees it, a hit's would not.
+  const changes = join(dir, 'node-changes');
+  writeFileSync(changes, `#!/bin/sh\nFOO=wrapper exec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  await ownedByUser(dir);
+  const args = [img, '--', 'sh', '-c', 'echo $FOO'];
+  const env = { CH_RUN_MEMO_VERIFY: '1', FOO: 'caller', ZZ: 'last', AA: 'first' };
+  const ok = await run(args, { ...env, CH_RUN_NODE: plain });
+  t.is(ok.exitCode, 0, ok.stderr);
+  t.is(ok.stdout, 'caller');
+  const bad = await run(args, { ...env, CH_RUN_NODE: changes });
+  t.is(bad.exitCode, 31, bad.stderr);
+  t.regex(bad.stderr, /plan memo verify: rebuilt environment differs \(Node wrapper CH_RUN_NODE=.*node-changes\): planned 'FOO=wrapper', rebuilt 'FOO=caller'/);
 });
