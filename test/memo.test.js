@@ -534,3 +534,223 @@ test('verify mode with a Node wrapper (CH_RUN_NODE): the environment is still co
   t.is(bad.exitCode, 31, bad.stderr);
   t.regex(bad.stderr, /plan memo verify: rebuilt environment differs \(Node wrapper CH_RUN_NODE=.*node-changes\): planned 'FOO=wrapper', rebuilt 'FOO=caller'/);
 });
+
+// ---- "change -> miss", for every kind of input a plan reads ----
+// Each: a first launch plans, a second hits (no Node); then the input
+// changes, and a launch without Node must not hit (it needs Node: exit 31),
+// and a fresh plan gives what the change says.
+
+/**
+ * RUN (as memoRun's) ARGS with ENV; BEFORE the expected stdout (if known);
+ * CHANGE the input; AFTER checks the fresh launch (its stdout, or a function
+ * of it and the first launch).
+ */
+async function changeMisses(t, run, { args, env = {}, opts = {}, before, change, after, what }) {
+  const first = await run(args, env, opts);
+  t.is(first.exitCode, 0, `${what}: ${first.stderr}`);
+  if (before !== undefined) t.is(first.stdout, before, what);
+  const hit = await run(args, { ...env, ...NO_NODE }, opts);
+  t.true(said(hit, 'hit'), `${what}: memoized while nothing changed: ${hit.stderr}`);
+  t.is(hit.stdout, first.stdout, what);
+  const changed = await change();
+  const o = { ...opts, ...(changed?.opts ?? {}) };
+  const miss = await run(args, { ...env, ...NO_NODE }, o);
+  t.false(said(miss, 'hit'), `${what} changed: a hit: ${miss.stderr}`);
+  t.is(miss.exitCode, 31, `${what} changed: needed Node`);
+  const fresh = await run(args, env, o);
+  if (typeof after === 'function') after(fresh, first);
+  else t.is(fresh.stdout, after, `${what}: ${fresh.stderr}`);
+}
+
+test('change -> miss: a --set-env file', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-inputs');
+  const envFile = join(dir, 'env');
+  writeFileSync(envFile, 'X=one\n');
+  await ownedByUser(dir);
+  const img = image('busybox');
+  await settled(dir, img);
+  await changeMisses(t, run, {
+    what: '--set-env file', args: [`--set-env=${envFile}`, img, '--', 'sh', '-c', 'echo $X'], before: 'one',
+    change: () => writeFileSync(envFile, 'X=two\n'), after: 'two',
+  });
+});
+
+test('change -> miss: a bind source', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-inputs');
+  const src = join(dir, 'src');
+  mkdirSync(src);
+  writeFileSync(join(src, 'in-src'), '');
+  await ownedByUser(dir);
+  const img = image('busybox');
+  await settled(dir, img);
+  await changeMisses(t, run, {
+    what: 'bind source', args: ['-b', `${src}:/mnt`, img, '--', 'ls', '/mnt'], before: 'in-src',
+    change: () => { rmSync(src, { recursive: true }); writeFileSync(src, ''); },
+    after: (r) => {
+      t.is(r.exitCode, 31);
+      t.regex(r.stderr, /can't bind .*\/src to \/mnt: file onto directory/);
+    },
+  });
+});
+
+test('change -> miss: a symlinked image path', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-inputs');
+  const img1 = await imageCopy(t), img2 = await imageCopy(t);
+  writeFileSync(join(img1, 'etc', 'marker'), 'one\n');
+  writeFileSync(join(img2, 'etc', 'marker'), 'two\n');
+  const link = join(dir, 'img');
+  symlinkSync(img1, link);
+  await ownedByUser(dir);
+  await ownedByUser(img1);
+  await ownedByUser(img2);
+  await settled(dir, img1, img2);
+  await changeMisses(t, run, {
+    what: 'symlinked image path', args: [link, '--', 'cat', '/etc/marker'], before: 'one',
+    change: () => { rmSync(link); symlinkSync(img2, link); }, after: 'two',
+  });
+});
+
+test('change -> miss: the working directory', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  await changeMisses(t, run, {
+    what: 'cwd', args: [img, '--', 'pwd'], opts: { cwd: '/mnt' }, before: '/mnt',
+    change: () => ({ opts: { cwd: '/home' } }), after: '/home',
+  });
+});
+
+/**
+ * memoRun's RUN, but each launch in a private mount and UTS namespace where
+ * root first ran the shell command ns.setup (bind a passwd copy over
+ * /etc/passwd, set the host name): inputs changed for these launches only.
+ */
+async function nsMemoRun(t) {
+  const { cache } = await memoRun(t);
+  const ns = { setup: 'true' };
+  const run = (args, env = {}, opts = {}) => execa('unshare',
+    ['-m', '-u', '--propagation', 'private', 'sh', '-c', `${ns.setup} && exec "$@"`, 'sh',
+      ...asUser(), join(PKG, 'bin', 'ch-run'), '-v', ...args],
+    { reject: false, extendEnv: false, cwd: '/', ...opts,
+      env: userEnv(undefined, { CH_RUN_CACHE_DIR: cache, CH_RUN_MEMO_VERIFY: '0', CH_RUN_NODE: 'node', ...env }) });
+  return { ns, run };
+}
+
+/** Copies of /etc/passwd and /etc/group in DIR, the test user's and group's names changed to user{one,two}, group{one,two}. */
+function renamedIdFiles(dir) {
+  const u = testUser();
+  const renamed = (file, id, name) => readFileSync(file, 'utf8').split('\n')
+    .map((l) => (l.split(':')[2] === String(id) ? [name, ...l.split(':').slice(1)].join(':') : l)).join('\n');
+  for (const n of ['one', 'two']) {
+    writeFileSync(join(dir, `passwd-${n}`), renamed('/etc/passwd', u.uid, `user${n}`), { mode: 0o644 });
+    writeFileSync(join(dir, `group-${n}`), renamed('/etc/group', u.gid, `group${n}`), { mode: 0o644 });
+  }
+  return (p, g) => `mount --bind ${join(dir, `passwd-${p}`)} /etc/passwd && mount --bind ${join(dir, `group-${g}`)} /etc/group`;
+}
+
+const nsTest = needs(test, notRoot && 'makes namespaces to change /etc/passwd, /etc/group or the host name for its launches only');
+const IDS = ['sh', '-c', 'echo "$(id -un) $(id -gn)"'];
+
+nsTest('change -> miss: the user name (passwd)', async (t) => {
+  const { ns, run } = await nsMemoRun(t);
+  const files = renamedIdFiles(await scratch(t, 'memo-ns'));
+  const img = image('busybox');
+  await settled(img);
+  await new Promise((r) => setTimeout(r, 1100));   // the copies: over 1 s old
+  ns.setup = files('one', 'one');
+  await changeMisses(t, run, {
+    what: 'user name', args: [img, '--', ...IDS], before: 'userone groupone',
+    change: () => { ns.setup = files('two', 'one'); }, after: 'usertwo groupone',
+  });
+});
+
+nsTest('change -> miss: the group name (group)', async (t) => {
+  const { ns, run } = await nsMemoRun(t);
+  const files = renamedIdFiles(await scratch(t, 'memo-ns'));
+  const img = image('busybox');
+  await settled(img);
+  await new Promise((r) => setTimeout(r, 1100));
+  ns.setup = files('one', 'one');
+  await changeMisses(t, run, {
+    what: 'group name', args: [img, '--', ...IDS], before: 'userone groupone',
+    change: () => { ns.setup = files('one', 'two'); }, after: 'userone grouptwo',
+  });
+});
+
+nsTest('change -> miss: the host name', async (t) => {
+  const { ns, run } = await nsMemoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  // Read where Open MPI's session directory goes for a PMIx rank of a Slurm
+  // step whose PMIx client directory isn't there.
+  const rank = { PMIX_NAMESPACE: 'ns', SLURM_JOB_ID: '9', SLURM_STEP_ID: '0', SLURM_CONF: '/nonexistent' };
+  ns.setup = 'hostname memo-host-one';
+  await changeMisses(t, run, {
+    what: 'host name', env: rank, args: [img, '--', 'sh', '-c', 'echo $OMPI_MCA_orte_top_session_dir'],
+    before: `/tmp/ompi.memo-host-one.${testUser().uid}`,
+    change: () => { ns.setup = 'hostname memo-host-two'; }, after: `/tmp/ompi.memo-host-two.${testUser().uid}`,
+  });
+});
+
+/** A CDI spec directory in a scratch directory, and an image (with /run, where injected files go). */
+async function cdiSetup(t) {
+  const dir = await scratch(t, 'memo-cdi');
+  mkdirSync(join(dir, 'cdi'));
+  mkdirSync(join(dir, 'cdi2'));   // a later directory, empty for now
+  writeFileSync(join(dir, 'cdi', 'dev.json'), cdiSpec('example.com/dev', 'one'), { mode: 0o644 });
+  await ownedByUser(dir);
+  const img = await imageCopy(t);
+  mkdirSync(join(img, 'run'));
+  await settled(dir, img);
+  return { dir, img, env: { CH_RUN_CDI_DIRS: `${join(dir, 'cdi')}:${join(dir, 'cdi2')}` } };
+}
+const cdiSpec = (kind, v) => JSON.stringify({ cdiVersion: '0.6.0', kind, devices: [{ name: 'x', containerEdits: { env: [`V=${v}`] } }] });
+
+test('change -> miss: a CDI spec', async (t) => {
+  const { run } = await memoRun(t);
+  const { dir, img, env } = await cdiSetup(t);
+  await changeMisses(t, run, {
+    what: 'CDI spec', env, args: ['--device=example.com/dev=x', img, '--', 'sh', '-c', 'echo $V'], before: 'one',
+    change: () => writeFileSync(join(dir, 'cdi', 'dev.json'), cdiSpec('example.com/dev', 'two')), after: 'two',
+  });
+});
+
+test('change -> miss: a CDI spec added to a later spec directory', async (t) => {
+  const { run } = await memoRun(t);
+  const { dir, img, env } = await cdiSetup(t);
+  await changeMisses(t, run, {
+    what: 'CDI spec directory', env, args: ['--device=example.com/dev=x', img, '--', 'sh', '-c', 'echo $V'], before: 'one',
+    // A later directory's spec wins: the same device, another value.
+    change: () => writeFileSync(join(dir, 'cdi2', 'dev.json'), cdiSpec('example.com/dev', 'later')), after: 'later',
+  });
+});
+
+test('change -> miss: the image\'s ld.so.cache (merged into the one --gpu generates)', async (t) => {
+  const { run } = await memoRun(t);
+  const { buildGpuFixture, fxEnv, LDCONFIG } = await import('./fixtures/gpu/fixture.js');
+  const fx = join(await scratch(t, 'memo-gpu'), 'fx');
+  await buildGpuFixture(fx);
+  const img = await imageCopy(t);
+  mkdirSync(join(img, 'run'));
+  const cache = join(img, 'etc', 'ld.so.cache');
+  const conf = join(fx, 'image-ld.so.conf');
+  // The image's loader cache: the host's trusted directories, then those and the fixture's libibverbs too.
+  writeFileSync(conf, '');
+  await execa(LDCONFIG, ['-C', cache, '-f', conf]);
+  await ownedByUser(img);
+  await settled(img, fx);
+  await changeMisses(t, run, {
+    what: 'image ld.so.cache', env: fxEnv(fx), args: ['--gpu', img, '--', 'sh', '-c', 'wc -c < /etc/ld.so.cache'],
+    change: async () => {
+      writeFileSync(conf, `${join(fx, 'ibv')}\n`);
+      await execa(LDCONFIG, ['-C', cache, '-f', conf]);
+    },
+    after: (r, first) => {
+      t.is(r.exitCode, 0, r.stderr);
+      t.not(r.stdout, first.stdout, 'the generated cache holds the image\'s new entry');
+    },
+  });
+});
