@@ -754,3 +754,28 @@ test('change -> miss: the image\'s ld.so.cache (merged into the one --gpu genera
     },
   });
 });
+
+test('replay mode (the suite\'s): a launch is launched again as a real hit, whose command would see the same', async (t) => {
+  const { run } = await memoRun(t);
+  const agreed = /plan memo replay: a second launch hit; its command would see the same \(\d+ bytes/;
+  const img = image('busybox');
+  await settled(img);
+  const replay = { CH_RUN_MEMO_VERIFY: 'replay' };
+  const r = await run(['-v', '--set-env=A=1', img, '--', 'sh', '-c', 'echo $A'], replay);   // -vv in all
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, '1');
+  t.regex(r.stderr, agreed);
+  // A writable image whose bind target the core makes (changing the image):
+  // the second launch goes first, so it still hits, and both see the target.
+  const w = await imageCopy(t);
+  const src = await scratch(t, 'memo-replay');
+  await settled(w, src);
+  const made = await run(['-v', '-w', '-b', `${src}:/made/here`, w, '--', 'ls', '-d', '/made/here'], replay);
+  t.is(made.exitCode, 0, made.stderr);
+  t.is(made.stdout, '/made/here');
+  t.regex(made.stderr, agreed);
+  // --join is not replayed (a probe would count as a peer).
+  const joined = await run(['-v', '--join-ct=1', '--join-tag=memo-replay', img, '--', 'true'], replay);
+  t.is(joined.exitCode, 0, joined.stderr);
+  t.notRegex(joined.stderr, /plan memo replay/);
+});
