@@ -14,6 +14,7 @@ struct memo {
    bool replay;          /* CH_RUN_MEMO_VERIFY=replay: and a second launch hits, compared (tests) */
    int check_fd;         /* that second launch: report what its command would see here */
    bool stored;          /* this launch's record was kept */
+   bool quiet;           /* a hit says nothing (replay mode's own check) */
    int verbose;          /* the planned launch's -v count (its record says) */
    int argc;             /* the launcher's own, for the second launch */
    char **argv;
