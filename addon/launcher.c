@@ -333,27 +333,42 @@ int main(int argc, char **argv)
       run_core(dir, hit, 0, nonblock_bits(stdio_flags), true);
    }
 
-   /* Not close-on-exec: the front end writes them, the core reads the plan. */
-   int planfd = memfd_create("ch-run-plan", 0);
-   if (planfd < 0)
-      die("can't create plan memfd");
-   int memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
-   if (memo.enabled && memofd < 0)
-      die("can't create memo memfd");
-
+   int planfd, memofd;
    bool confirmed;
-   pid_t front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &confirmed);
-   enum decision d = front_end_decision(planfd);
-   if (d == D_PLAN && confirmed) {
+   pid_t front;
+   enum decision d;
+   for (int tries = 1; ; tries++) {
+      /* Not close-on-exec: the front end writes them, the core reads the plan. */
+      planfd = memfd_create("ch-run-plan", 0);
+      if (planfd < 0)
+         die("can't create plan memfd");
+      memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
+      if (memo.enabled && memofd < 0)
+         die("can't create memo memfd");
+      front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &confirmed);
+      d = front_end_decision(planfd);
+      if (d != D_PLAN || !confirmed)
+         break;
       /* The plan is whole and all the front end had to say is written (Node
          writes stdio synchronously): its exit, a few ms of V8 teardown, is
          no use to anyone, so it is killed, and the core reaps it. */
       if (kill(front, SIGKILL) != 0 && errno != ESRCH)
          die("can't end front end");
+      int fd = memo_store(&memo, memofd, planfd, tries);
+      if (fd >= 0)
+         fd = memo_replay(&memo, fd, nonblock_bits(stdio_flags));   /* tests only */
+      if (fd >= 0) {
+         if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
+            die("can't restore SIGCHLD");
+         run_core(dir, fd, front, nonblock_bits(stdio_flags), false);
+      }
+      /* Verify mode only (CH_RUN_MEMO_VERIFY): an input changed while it
+         planned; plan again. */
+      (void)wait_front_end(front);
       if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
          die("can't restore SIGCHLD");
-      planfd = memo_store(&memo, memofd, planfd);
-      run_core(dir, planfd, front, nonblock_bits(stdio_flags), false);
+      if (close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0))
+         die("can't close plan memfds");
    }
    int status = wait_front_end(front);
    if (sigaction(SIGCHLD, &sigchld, NULL) != 0)

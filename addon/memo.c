@@ -39,6 +39,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +54,7 @@ extern char **environ;
 #define ENTRIES_MAX  256          /* records per user; the least recently used go first */
 #define LOCK_WAIT_NS (10LL * 1000000000LL)
 #define DATA_MAX     (1 << 20)
+#define EXIT_PROBE   31
 
 /* ---- small buffers and tokens ---- */
 
@@ -176,14 +179,22 @@ static int plan_dir(struct memo *m)
 void memo_init(struct memo *m, const char *launcher, int argc, char **argv)
 {
    memset(m, 0, sizeof(*m));
-   m->dirfd = m->lockfd = -1;
+   m->dirfd = m->lockfd = m->check_fd = -1;
    const char *off = getenv("CH_RUN_NO_CACHE");
    if (off != NULL && *off != '\0' && strcmp(off, "0") != 0) {
       why(m, "%s", "CH_RUN_NO_CACHE is set");
       return;
    }
-   const char *v = getenv("CH_RUN_MEMO_VERIFY");
-   m->verify = v != NULL && strcmp(v, "1") == 0;
+   const char *v = getenv("CH_RUN_MEMO_VERIFY"), *check = getenv("CH_RUN_MEMO_REPLAY_FD");
+   m->replay = v != NULL && strcmp(v, "replay") == 0;
+   m->verify = m->replay || (v != NULL && strcmp(v, "1") == 0);
+   m->check_fd = -1;
+   if (v != NULL && strcmp(v, "replay-check") == 0 && check != NULL) {
+      m->check_fd = atoi(check);   /* memo_replay's second launch */
+      (void)unsetenv("CH_RUN_MEMO_REPLAY_FD");   /* not the command's */
+   }
+   m->argc = argc;
+   m->argv = argv;
    char cwd[PATH_MAX];
    if (getcwd(cwd, sizeof(cwd)) == NULL) {
       why(m, "%s", "no current directory");
@@ -767,9 +778,10 @@ static int try_slot(struct memo *m, const char *name)
       struct buf plan = { 0 };
       if (env != NULL && build_plan(&r, env, &plan) && (fd = memfd_of(&plan)) >= 0) {
          (void)utimensat(m->dirfd, name, NULL, AT_SYMLINK_NOFOLLOW);   /* used: evicted last */
-         if (r.verbose >= 1)
+         if (r.verbose >= 1 && !m->quiet)
             dprintf(STDERR_FILENO, "ch-run[%d]: plan memo: hit (%s)\n", getpid(), name);
-         replay_log(&r);
+         if (!m->quiet)
+            replay_log(&r);
       } else {
          why(m, "%s", "can't build plan from record");
       }
@@ -833,8 +845,12 @@ static bool lock_take(int fd, bool wait)
    other conditions: fake nodes sharing /dev/shm), plans in its turn holding
    the lock; where the planner kept none (a plan that can't be memoized),
    the waiters plan at once, side by side, not one by one. */
+static int replay_check(struct memo *m);
+
 int memo_hit(struct memo *m)
 {
+   if (m->check_fd >= 0)
+      return replay_check(m);
    if (!m->enabled || m->verify)
       return -1;
    int fd = try_hit(m);
@@ -995,8 +1011,10 @@ static void entry_write(struct memo *m, const char *rec, size_t len)
    bool ok = fd >= 0 && write_all(fd, &b);
    if (fd >= 0 && close(fd) != 0)
       ok = false;
-   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0)
+   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0) {
+      m->stored = true;
       evict(m);
+   }
    else if (fd >= 0)
       (void)unlinkat(m->dirfd, tmp, 0);
    free(b.p);
@@ -1026,17 +1044,47 @@ static bool plan_split(const char *p, size_t len, struct buf *rest, char ***env,
    return true;
 }
 
-/* The same plan but for its environment: a site's Node wrapper
-   (CH_RUN_NODE, a shell script, say) changes the front end's environment,
-   as dash reorders it and adds PWD; a memoized plan has the caller's. */
-static bool same_but_env(const char *a, size_t alen, const char *b, size_t blen)
+/* Variables a shell sets on its way to exec'ing Node (dash adds PWD; bash
+   SHLVL, OLDPWD and _ too). */
+static bool shell_var(const char *kv)
+{
+   static const char *const names[] = { "PWD=", "OLDPWD=", "SHLVL=", "_=" };
+   for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+      if (!strncmp(kv, names[i], strlen(names[i])))
+         return true;
+   return false;
+}
+
+/* The same plan, the environment in another order and but for what a shell
+   sets: a site's Node wrapper (CH_RUN_NODE, a shell script, say) hands the
+   front end its own environment, reordered (dash sorts it) and with PWD
+   added; a memoized plan has the caller's. Any other variable must be the
+   same in both: one the wrapper changed would differ between a fresh
+   launch and a hit. */
+static bool same_but_env(const char *a, size_t alen, const char *b, size_t blen, const char **da, const char **db)
 {
    struct buf ra = { 0 }, rb = { 0 };
-   char **ea, **eb;
-   size_t na, nb;
-   if (!plan_split(a, alen, &ra, &ea, &na) || !plan_split(b, blen, &rb, &eb, &nb))
-      return false;
-   return ra.len == rb.len && !memcmp(ra.p, rb.p, ra.len);
+   char **ea = NULL, **eb = NULL;
+   size_t na, nb, i = 0, j = 0;
+   bool same = plan_split(a, alen, &ra, &ea, &na) && plan_split(b, blen, &rb, &eb, &nb)
+               && ra.len == rb.len && !memcmp(ra.p, rb.p, ra.len);
+   while (same) {
+      while (i < na && shell_var(ea[i]))
+         i++;
+      while (j < nb && shell_var(eb[j]))
+         j++;
+      if (i == na || j == nb) {
+         same = i == na && j == nb;
+         *da = i < na ? ea[i] : "(end)";
+         *db = j < nb ? eb[j] : "(end)";
+         break;
+      }
+      *da = ea[i];
+      *db = eb[j];
+      same = !strcmp(ea[i++], eb[j++]);
+   }
+   free(ra.p); free(rb.p); free(ea); free(eb);
+   return same;
 }
 
 /* Under CH_RUN_MEMO_VERIFY: the record must hold right after planning and
@@ -1051,9 +1099,14 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
       dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't rebuild the plan\n", getpid());
       exit(31);
    }
-   const char *node = getenv("CH_RUN_NODE");
-   if ((have.len != plen || memcmp(have.p, want, plen) != 0)
-       && !(node != NULL && *node != '\0' && same_but_env(have.p, have.len, want, plen))) {
+   const char *node = getenv("CH_RUN_NODE"), *dhave = NULL, *dwant = NULL;
+   if ((have.len != plen || memcmp(have.p, want, plen) != 0) && node != NULL && *node != '\0'
+       && !same_but_env(have.p, have.len, want, plen, &dhave, &dwant) && dhave != NULL) {
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: rebuilt environment differs (Node wrapper "
+              "CH_RUN_NODE=%.200s): planned '%.200s', rebuilt '%.200s'\n", getpid(), node, dwant, dhave);
+      exit(31);
+   }
+   if ((have.len != plen || memcmp(have.p, want, plen) != 0) && dhave == NULL) {
       size_t i = 0;
       while (i < plen && i < have.len && have.p[i] == want[i])
          i++;
@@ -1077,20 +1130,32 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
    return fd;
 }
 
-int memo_store(struct memo *m, int memofd, int planfd)
+int memo_store(struct memo *m, int memofd, int planfd, int tries)
 {
    size_t len;
    char *rec = m->enabled ? read_fd(memofd, &len) : NULL;
    struct record r;
    if (rec != NULL && len > 0 && record_read(m, rec, len, &r, false)) {
+      m->verbose = r.verbose;
       /* Every dependency must hold now, right after planning: if one
          doesn't, recorder and checker disagree (a bug), or the system
          changed meanwhile; either way the record isn't kept. */
       struct record checked;
       bool holds = record_read(m, rec, len, &checked, true);
       if (m->verify && r.nostore == NULL && !holds) {
-         dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: %s right after planning\n",
-                 getpid(), m->why);
+         /* Another process may have changed an input while we planned (a
+            real launch then misses next time and plans anew): plan again,
+            a few times. A recorder that misses something, or records it
+            other than the checker reads it, fails every time. */
+         if (tries < MEMO_VERIFY_TRIES) {
+            if (r.verbose >= 1)
+               dprintf(STDERR_FILENO, "ch-run[%d]: plan memo verify: %s right after planning; planning again\n",
+                       getpid(), m->why);
+            free(rec);
+            return -1;
+         }
+         dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: %s right after planning "
+                 "(%d plans in a row)\n", getpid(), m->why, tries);
          exit(31);
       }
       if (holds && r.nostore == NULL)
@@ -1103,6 +1168,182 @@ int memo_store(struct memo *m, int memofd, int planfd)
       close(m->lockfd);   /* peers waiting on it now find our record */
       m->lockfd = -1;
    }
+   return planfd;
+}
+
+/* ---- replay mode (tests) ---- */
+
+extern int core_probe_fd;
+_Noreturn void core_main(int argc, char **argv);
+
+/* All child PID writes to FD (closed), NUL-terminated, and its STATUS. */
+static char *collect(int fd, pid_t pid, int *status, size_t *len)
+{
+   struct buf out = { 0 };
+   char chunk[4096];
+   ssize_t n;
+   while ((n = read(fd, chunk, sizeof(chunk))) > 0 || (n < 0 && errno == EINTR))
+      if (n > 0)
+         put(&out, chunk, n);
+   close(fd);
+   while (waitpid(pid, status, 0) < 0)
+      if (errno != EINTR) {
+         free(out.p);
+         return NULL;
+      }
+   put(&out, "", 1);
+   *len = out.len - 1;
+   return out.failed ? NULL : out.p;
+}
+
+/* Carry out plan PLANFD up to the command's exec in a child (the core,
+   probing: addon/core/main.c): what the command would see, as text, and
+   how the child ended (STATUS). Its stderr goes nowhere: the launch
+   itself says what it has to. NULL if it can't be done at all. */
+static char *probe(int planfd, int nonblock, int *status, size_t *len)
+{
+   int p[2];
+   if (pipe2(p, O_CLOEXEC) != 0)
+      return NULL;
+   pid_t pid = fork();
+   if (pid < 0) {
+      close(p[0]);
+      close(p[1]);
+      return NULL;
+   }
+   if (pid == 0) {
+      char fd[16], nb[16];
+      int null = open("/dev/null", O_WRONLY);
+      if (null < 0 || dup2(null, STDERR_FILENO) < 0 || lseek(planfd, 0, SEEK_SET) != 0)
+         _exit(EXIT_PROBE);
+      close(p[0]);
+      core_probe_fd = p[1];
+      snprintf(fd, sizeof(fd), "%d", planfd);
+      snprintf(nb, sizeof(nb), "%d", nonblock);
+      char *argv[] = { "ch-run", fd, "0", nb, NULL };
+      core_main(4, argv);
+   }
+   close(p[1]);
+   return collect(p[0], pid, status, len);
+}
+
+/* Is plan FD one not replayed: joining a group (--join, --join-pid: a probe
+   would make or enter one its peers count on), or a SquashFS image (each
+   probe would start a squashfuse, gone only some time after it). */
+static bool not_replayed(int fd)
+{
+   size_t len;
+   char *p = read_fd(fd, &len);
+   bool skip = p == NULL;
+   for (struct cur c = { p, p + (p ? len : 0) }; !skip && c.p < c.end;) {
+      const char *t = next(&c);
+      skip = t == NULL || !strcmp(t, "join") || !strcmp(t, "join-pid") || !strcmp(t, "squash");
+      if (t != NULL && !strcmp(t, "arg"))
+         break;   /* the command line follows: not keywords */
+   }
+   free(p);
+   return skip;
+}
+
+/* The second launch (CH_RUN_MEMO_VERIFY=replay-check): a hit, whose core
+   reports to M->check_fd instead of running the command; or "miss" there. */
+static int replay_check(struct memo *m)
+{
+   int fd = m->enabled ? try_hit(m) : -1;
+   if (fd < 0) {
+      dprintf(m->check_fd, "miss: %s\n", m->enabled ? m->why : "memo off");
+      _exit(0);
+   }
+   core_probe_fd = m->check_fd;
+   return fd;
+}
+
+/* Launch ourselves again (memo_replay's second launch): what it reports,
+   and how it ended (STATUS). */
+static char *second_launch(struct memo *m, int planfd, int *status, size_t *len)
+{
+   int p[2];
+   if (pipe2(p, 0) != 0)
+      return NULL;
+   pid_t pid = fork();
+   if (pid < 0)
+      return NULL;
+   if (pid == 0) {
+      char fd[16];
+      int null = open("/dev/null", O_WRONLY);
+      snprintf(fd, sizeof(fd), "%d", p[1]);
+      /* As a later launch by the same caller: without this launch's plan. */
+      if (null < 0 || dup2(null, STDERR_FILENO) < 0 || close(p[0]) != 0 || close(planfd) != 0
+          || setenv("CH_RUN_MEMO_VERIFY", "replay-check", 1) != 0 || setenv("CH_RUN_MEMO_REPLAY_FD", fd, 1) != 0)
+         _exit(EXIT_PROBE);
+      execv("/proc/self/exe", m->argv);
+      _exit(EXIT_PROBE);
+   }
+   close(p[1]);
+   return collect(p[0], pid, status, len);
+}
+
+int memo_replay(struct memo *m, int planfd, int nonblock)
+{
+   if (!m->replay || !m->stored || not_replayed(planfd))
+      return planfd;   /* nothing kept (a later launch plans too), or not replayed */
+   /* SIGCHLD as the kernel's default while we wait (a caller's SIG_IGN
+      would reap them for us). */
+   struct sigaction dfl = { .sa_handler = SIG_DFL }, caller;
+   sigemptyset(&dfl.sa_mask);
+   int sa = 0, sb = 0;
+   size_t la = 0, lb = 0;
+   char *a = NULL, *b = NULL;
+   if (sigaction(SIGCHLD, &dfl, &caller) == 0) {
+      /* The second launch first: what the core makes in a -w image (bind
+         targets) is there for the probe of this one, as it would be for a
+         later launch; the other way round that launch would rightly miss. */
+      b = second_launch(m, planfd, &sb, &lb);
+      a = b == NULL ? NULL : probe(planfd, nonblock, &sa, &la);
+      (void)sigaction(SIGCHLD, &caller, NULL);
+   }
+   if (a == NULL || b == NULL) {
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo replay: can't run the probes: %s (%s)\n",
+              getpid(), strerror(errno), strerrorname_np(errno) ? strerrorname_np(errno) : "?");
+      exit(31);
+   }
+   if (!strncmp(b, "miss: ", 6)) {
+      /* Does the record hold for us now? If not, another process changed
+         an input since we kept it (a later launch would rightly miss):
+         nothing to compare. If it does, the second launch missed for a
+         reason of its own: a bug. */
+      m->quiet = true;
+      int fd = try_hit(m);
+      m->quiet = false;
+      if (fd < 0) {
+         if (m->verbose >= 1)
+            dprintf(STDERR_FILENO, "ch-run[%d]: plan memo replay: not compared: %s since it was kept\n",
+                    getpid(), m->why);
+         free(a);
+         free(b);
+         return planfd;
+      }
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo replay: a second launch did not hit the record "
+              "just kept (%.*s)\n", getpid(), (int)strcspn(b + 6, "\n"), b + 6);
+      exit(31);
+   }
+   if (sa != sb || la != lb || memcmp(a, b, la) != 0) {
+      size_t i = 0;
+      while (i < la && i < lb && a[i] == b[i])
+         i++;
+      while (i > 0 && a[i - 1] != '\n')
+         i--;
+      int na = (int)strcspn(a + i, "\n"), nb = (int)strcspn(b + i, "\n");
+      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo replay: the command of a launch from the record "
+              "would see other than this one's (status %d, %d): planned '%.*s', hit '%.*s'\n", getpid(),
+              sa, sb, na > 300 ? 300 : na, a + i, nb > 300 ? 300 : nb, b + i);
+      exit(31);
+   }
+   if (m->verbose >= 2)
+      dprintf(STDERR_FILENO, "ch-run[%d]: plan memo replay: a second launch hit; its command would see the "
+              "same (%zu bytes of cwd, ids, arguments, environment, mounts)\n", getpid(), la);
+   free(a);
+   free(b);
    return planfd;
 }
 

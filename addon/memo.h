@@ -11,6 +11,13 @@
 struct memo {
    bool enabled;
    bool verify;          /* CH_RUN_MEMO_VERIFY=1: every launch runs from its record (tests) */
+   bool replay;          /* CH_RUN_MEMO_VERIFY=replay: and a second launch hits, compared (tests) */
+   int check_fd;         /* that second launch: report what its command would see here */
+   bool stored;          /* this launch's record was kept */
+   bool quiet;           /* a hit says nothing (replay mode's own check) */
+   int verbose;          /* the planned launch's -v count (its record says) */
+   int argc;             /* the launcher's own, for the second launch */
+   char **argv;
    int dirfd;            /* the user's own plan directory */
    char name[17];        /* this launch's entry: a hash of its key */
    char *key;            /* uid, gid, cwd and argv, as tokens */
@@ -29,8 +36,23 @@ int memo_hit(struct memo *m);
 /* The front end planned: keep its record (MEMOFD) if it may be kept. Under
    CH_RUN_MEMO_VERIFY, return a memfd of the plan as a hit would build it,
    having checked it equals PLANFD's; else PLANFD. Failures to keep a record
-   are not errors (the launch goes on); a verify mismatch is. */
-int memo_store(struct memo *m, int memofd, int planfd);
+   are not errors (the launch goes on); a verify mismatch is. Under
+   CH_RUN_MEMO_VERIFY a record that doesn't hold right after planning
+   (an input changed meanwhile, or a recorder bug) returns -1: plan again,
+   until this was the MEMO_VERIFY_TRIES-th plan (TRIES counts them), then
+   it is an error. */
+#define MEMO_VERIFY_TRIES 3
+int memo_store(struct memo *m, int memofd, int planfd, int tries);
+
+/* CH_RUN_MEMO_VERIFY=replay (tests): once this launch's record is kept,
+   launch ch-run again, the same command line in the same environment, as a
+   separate process that must hit that record (it never starts Node); it
+   and a child carrying out PLANFD each build the container up to the
+   command's exec and report what the command would see (cwd, ids,
+   arguments, environment, mounts: the core's probe). They must agree: a
+   difference, or no hit, is an error (exit 31). Returns PLANFD, which this
+   launch then runs. NONBLOCK as for the core. */
+int memo_replay(struct memo *m, int planfd, int nonblock);
 
 /* Close what memo_init and memo_hit opened (before the core runs in this process). */
 void memo_close(struct memo *m);

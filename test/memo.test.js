@@ -264,6 +264,34 @@ needs(test, notRoot && 'makes files of another owner')('a record that is not a p
   chmodSync(file, 0o600);
   t.true(await hitNow());
 
+  // Not a plain file at all: a symlink to a good record of the user's, and a
+  // FIFO (which no one will ever write), each planted at the record's name.
+  const planted = async (make) => {
+    for (const f of records(cache)) rmSync(join(cache, f));
+    await make();
+    await execa('chown', ['-h', `${testUser().uid}:${testUser().gid}`, file]);
+    const noNode = await run(args, NO_NODE, { timeout: 30000 });
+    t.false(noNode.timedOut, 'not left waiting on the planted file');
+    t.false(said(noNode, 'hit'), noNode.stderr);
+    t.is(noNode.exitCode, 31, 'needed Node: the planted file was not used');
+    const planned = await run(args, {}, { timeout: 30000 });
+    t.is(planned.stdout, 'ok', planned.stderr);
+    return planned;
+  };
+  const target = join(cache, '..', 'good-record');
+  writeFileSync(target, good, { mode: 0o600 });
+  await ownedByUser(target);
+  const viaLink = await planted(() => symlinkSync(target, file));
+  t.true(said(viaLink, 'miss \\(record unreadable\\)'), viaLink.stderr);
+  t.true(lstatSync(file).isSymbolicLink(), 'the link is left alone');
+  t.deepEqual(readFileSync(target), good, 'nothing written through the link');
+  const viaFifo = await planted(() => execa('mkfifo', [file]));
+  t.true(said(viaFifo, 'miss \\(record not a plain file of yours\\)'), viaFifo.stderr);
+  t.true(lstatSync(file).isFIFO());
+  for (const f of records(cache)) rmSync(join(cache, f));
+  t.is((await run(args)).exitCode, 0);
+  t.true(await hitNow());
+
   // Another key's record under this name (a hash collision, or a copy).
   const other = [img, '--', 'echo', 'other'];
   t.is((await run(other)).exitCode, 0);
@@ -303,15 +331,24 @@ test('the plan directory holds at most 256 records: the least recently used go, 
   t.true(said(await run([img, '--', 'echo', 'new'], NO_NODE), 'hit'), 'ours stayed');
 });
 
+/** What a launcher gives rank I of a step, and not its peers. */
+const rankEnv = (i) => ({ SLURM_PROCID: String(i), SLURM_LOCALID: String(i), PMIX_RANK: String(i),
+  OMPI_COMM_WORLD_RANK: String(i), OMPI_COMM_WORLD_LOCAL_RANK: String(i) });
+
 test('--join: the ranks of a step on a node plan once; the others wait for that record and hit', async (t) => {
   const { run } = await memoRun(t);
   const img = image('busybox');
   await settled(img);
   const n = 4;
-  const args = ['--join', `--join-ct=${n}`, '--join-tag=memo-test', img, '--', 'readlink', '/proc/self/ns/user'];
-  const ranks = await Promise.all(Array.from({ length: n }, () => run(args, { SLURM_PROCID: 'differs per rank' })));
+  const args = ['--join', `--join-ct=${n}`, '--join-tag=memo-test', img, '--', 'sh', '-c',
+    'echo "$(readlink /proc/self/ns/user) $PMIX_RANK $SLURM_PROCID $OMPI_COMM_WORLD_RANK"'];
+  // Each rank its own rank variables, as srun and mpirun give them: a plan
+  // that depended on one's value would hold for one rank only.
+  const ranks = await Promise.all(Array.from({ length: n }, (_, i) => run(args, rankEnv(i))));
   for (const r of ranks) t.is(r.exitCode, 0, r.stderr);
-  t.is(new Set(ranks.map((r) => r.stdout)).size, 1, 'one container');
+  t.is(new Set(ranks.map((r) => r.stdout.split(' ')[0])).size, 1, 'one container');
+  t.deepEqual(ranks.map((r) => r.stdout.split(' ').slice(1).join(' ')), ranks.map((_, i) => `${i} ${i} ${i}`),
+    'each rank sees its own rank');
   t.is(ranks.filter((r) => said(r, 'miss')).length, 1, ranks.map((r) => r.stderr).join('\n---\n'));
   t.is(ranks.filter((r) => said(r, 'hit')).length, n - 1);
 });
@@ -414,7 +451,7 @@ test('--join under Slurm: the ranks of a later step hit too, with that step\'s o
   const img = image('busybox');
   await settled(img);
   const args = ['--join', '--join-ct=2', img, '--', 'true'];
-  const step = (id) => Promise.all([0, 1].map(() => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: String(id), SLURM_NODEID: '0' })));
+  const step = (id) => Promise.all([0, 1].map((i) => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: String(id), SLURM_NODEID: '0', ...rankEnv(i) })));
   const first = await step(1);
   for (const r of first) t.is(r.exitCode, 0, r.stderr);
   t.is(first.filter((r) => said(r, 'miss')).length, 1);
@@ -430,4 +467,339 @@ test('--join under Slurm: the ranks of a later step hit too, with that step\'s o
   // What the tag's form depends on is checked: no node id, another form, a miss.
   const noNode = await Promise.all([0, 1].map(() => run(args, { SLURM_JOB_ID: '77', SLURM_STEP_ID: '3', ...NO_NODE })));
   t.true(noNode.every((r) => r.exitCode === 31), 'a step without SLURM_NODEID is no hit');
+});
+
+test('outside a Slurm job a plan does not depend on Slurm\'s spool directory; inside one it does', async (t) => {
+  // Issue #21's flake: a launch beside the Slurm tests failed verify mode
+  // because slurmd's /var/spool/slurmd appeared while it planned.
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const recordsText = () => records(cache).map((f) => readFileSync(join(cache, f), 'latin1')).join('\n');
+  t.is((await run([img, '--', 'true'])).exitCode, 0);
+  t.is(records(cache).length, 1, 'a record kept');
+  t.false(recordsText().includes('/var/spool/slurmd'), 'no Slurm path in a plan outside a job');
+  t.is((await run([img, '--', 'true'], { SLURM_JOB_ID: '5', SLURM_STEP_ID: '0' })).exitCode, 0);
+  t.is(records(cache).length, 2);
+  t.true(recordsText().includes('/var/spool/slurmd'), 'inside a job the spool is looked at');
+});
+
+/**
+ * A Node preload (NODE_OPTIONS=--require) that turns directory DIR into a
+ * file, or back, once the front end has recorded its plan (just before it
+ * says it is done): another process changing an input while ch-run plans.
+ * ONCE: only the first front end does it.
+ */
+function flipper(dir, once) {
+  return `const fs = require('fs');
+const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // the originals (memo.ts patches fs)
+const write = fs.writeSync;
+fs.writeSync = function (fd, ...rest) {
+  if (String(fd) === process.env.CH_RUN_DONE_FD && !${once ? `existsSync(${JSON.stringify(`${dir}.once`)})` : 'false'}) {
+    ${once ? `writeFileSync(${JSON.stringify(`${dir}.once`)}, '');` : ''}
+    const d = ${JSON.stringify(dir)};
+    if (statSync(d).isDirectory()) { rmSync(d, { recursive: true }); writeFileSync(d, ''); }
+    else { rmSync(d); mkdirSync(d); writeFileSync(d + '/marker', ''); }
+  }
+  return write.call(this, fd, ...rest);
+};
+`;
+}
+
+test('verify mode: an input another process changed while ch-run planned means planning again, a few times at most', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  const dir = await scratch(t, 'memo-flip');
+  await settled(img);
+  const tmp = join(dir, 'tmpdir');   // TMPDIR: bound at /tmp if it is a directory
+  const args = [img, '--', 'sh', '-c', 'test -e /tmp/marker && echo TMPDIR || echo host /tmp'];
+  for (const [once, file] of [[true, 'once.cjs'], [false, 'always.cjs']]) {
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(`${tmp}.once`, { force: true });
+    mkdirSync(tmp);
+    writeFileSync(join(tmp, 'marker'), '');
+    writeFileSync(join(dir, file), flipper(tmp, once));
+    await ownedByUser(dir);
+    const r = await run(args, { CH_RUN_MEMO_VERIFY: '1', TMPDIR: tmp, NODE_OPTIONS: `--require ${join(dir, file)}` });
+    const again = r.stderr.match(/plan memo verify: stat changed: .*tmpdir right after planning; planning again/g) ?? [];
+    if (once) {
+      // Changed once: the second plan holds, and is what runs (TMPDIR is now a file: host /tmp).
+      t.is(r.exitCode, 0, r.stderr);
+      t.is(r.stdout, 'host /tmp');
+      t.is(again.length, 1, r.stderr);
+    } else {
+      // Changed after every plan (as an input the recorder got wrong would be): a failure, not a loop.
+      t.is(r.exitCode, 31, r.stderr);
+      t.is(again.length, 2, r.stderr);
+      t.regex(r.stderr, /error: plan memo verify: stat changed: .*tmpdir right after planning \(3 plans in a row\)/);
+      t.is(r.stdout, '');
+    }
+  }
+});
+
+test('verify mode with a Node wrapper (CH_RUN_NODE): the environment is still compared, but for what its shell sets', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  const dir = await scratch(t, 'memo-wrapper');
+  await settled(img);
+  // dash reorders the environment and adds PWD: not a difference a hit would make.
+  const plain = join(dir, 'node-plain');
+  writeFileSync(plain, `#!/bin/sh\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  // A wrapper that changes a variable: a fresh launch's command sees it, a hit's would not.
+  const changes = join(dir, 'node-changes');
+  writeFileSync(changes, `#!/bin/sh\nFOO=wrapper exec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  await ownedByUser(dir);
+  const args = [img, '--', 'sh', '-c', 'echo $FOO'];
+  const env = { CH_RUN_MEMO_VERIFY: '1', FOO: 'caller', ZZ: 'last', AA: 'first' };
+  const ok = await run(args, { ...env, CH_RUN_NODE: plain });
+  t.is(ok.exitCode, 0, ok.stderr);
+  t.is(ok.stdout, 'caller');
+  const bad = await run(args, { ...env, CH_RUN_NODE: changes });
+  t.is(bad.exitCode, 31, bad.stderr);
+  t.regex(bad.stderr, /plan memo verify: rebuilt environment differs \(Node wrapper CH_RUN_NODE=.*node-changes\): planned 'FOO=wrapper', rebuilt 'FOO=caller'/);
+});
+
+// ---- "change -> miss", for every kind of input a plan reads ----
+// Each: a first launch plans, a second hits (no Node); then the input
+// changes, and a launch without Node must not hit (it needs Node: exit 31),
+// and a fresh plan gives what the change says.
+
+/**
+ * RUN (as memoRun's) ARGS with ENV; BEFORE the expected stdout (if known);
+ * CHANGE the input; AFTER checks the fresh launch (its stdout, or a function
+ * of it and the first launch).
+ */
+async function changeMisses(t, run, { args, env = {}, opts = {}, before, change, after, what }) {
+  const first = await run(args, env, opts);
+  t.is(first.exitCode, 0, `${what}: ${first.stderr}`);
+  if (before !== undefined) t.is(first.stdout, before, what);
+  const hit = await run(args, { ...env, ...NO_NODE }, opts);
+  t.true(said(hit, 'hit'), `${what}: memoized while nothing changed: ${hit.stderr}`);
+  t.is(hit.stdout, first.stdout, what);
+  const changed = await change();
+  const o = { ...opts, ...(changed?.opts ?? {}) };
+  const miss = await run(args, { ...env, ...NO_NODE }, o);
+  t.false(said(miss, 'hit'), `${what} changed: a hit: ${miss.stderr}`);
+  t.is(miss.exitCode, 31, `${what} changed: needed Node`);
+  const fresh = await run(args, env, o);
+  if (typeof after === 'function') after(fresh, first);
+  else t.is(fresh.stdout, after, `${what}: ${fresh.stderr}`);
+}
+
+test('change -> miss: a --set-env file', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-inputs');
+  const envFile = join(dir, 'env');
+  writeFileSync(envFile, 'X=one\n');
+  await ownedByUser(dir);
+  const img = image('busybox');
+  await settled(dir, img);
+  await changeMisses(t, run, {
+    what: '--set-env file', args: [`--set-env=${envFile}`, img, '--', 'sh', '-c', 'echo $X'], before: 'one',
+    change: () => writeFileSync(envFile, 'X=two\n'), after: 'two',
+  });
+});
+
+test('change -> miss: a bind source', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-inputs');
+  const src = join(dir, 'src');
+  mkdirSync(src);
+  writeFileSync(join(src, 'in-src'), '');
+  await ownedByUser(dir);
+  const img = image('busybox');
+  await settled(dir, img);
+  await changeMisses(t, run, {
+    what: 'bind source', args: ['-b', `${src}:/mnt`, img, '--', 'ls', '/mnt'], before: 'in-src',
+    change: () => { rmSync(src, { recursive: true }); writeFileSync(src, ''); },
+    after: (r) => {
+      t.is(r.exitCode, 31);
+      t.regex(r.stderr, /can't bind .*\/src to \/mnt: file onto directory/);
+    },
+  });
+});
+
+test('change -> miss: a symlinked image path', async (t) => {
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-inputs');
+  const img1 = await imageCopy(t), img2 = await imageCopy(t);
+  writeFileSync(join(img1, 'etc', 'marker'), 'one\n');
+  writeFileSync(join(img2, 'etc', 'marker'), 'two\n');
+  const link = join(dir, 'img');
+  symlinkSync(img1, link);
+  await ownedByUser(dir);
+  await ownedByUser(img1);
+  await ownedByUser(img2);
+  await settled(dir, img1, img2);
+  await changeMisses(t, run, {
+    what: 'symlinked image path', args: [link, '--', 'cat', '/etc/marker'], before: 'one',
+    change: () => { rmSync(link); symlinkSync(img2, link); }, after: 'two',
+  });
+});
+
+test('change -> miss: the working directory', async (t) => {
+  const { run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  await changeMisses(t, run, {
+    what: 'cwd', args: [img, '--', 'pwd'], opts: { cwd: '/mnt' }, before: '/mnt',
+    change: () => ({ opts: { cwd: '/home' } }), after: '/home',
+  });
+});
+
+/**
+ * memoRun's RUN, but each launch in a private mount and UTS namespace where
+ * root first ran the shell command ns.setup (bind a passwd copy over
+ * /etc/passwd, set the host name): inputs changed for these launches only.
+ */
+async function nsMemoRun(t) {
+  const { cache } = await memoRun(t);
+  const ns = { setup: 'true' };
+  const run = (args, env = {}, opts = {}) => execa('unshare',
+    ['-m', '-u', '--propagation', 'private', 'sh', '-c', `${ns.setup} && exec "$@"`, 'sh',
+      ...asUser(), join(PKG, 'bin', 'ch-run'), '-v', ...args],
+    { reject: false, extendEnv: false, cwd: '/', ...opts,
+      env: userEnv(undefined, { CH_RUN_CACHE_DIR: cache, CH_RUN_MEMO_VERIFY: '0', CH_RUN_NODE: 'node', ...env }) });
+  return { ns, run };
+}
+
+/** Copies of /etc/passwd and /etc/group in DIR, the test user's and group's names changed to user{one,two}, group{one,two}. */
+function renamedIdFiles(dir) {
+  const u = testUser();
+  const renamed = (file, id, name) => readFileSync(file, 'utf8').split('\n')
+    .map((l) => (l.split(':')[2] === String(id) ? [name, ...l.split(':').slice(1)].join(':') : l)).join('\n');
+  for (const n of ['one', 'two']) {
+    writeFileSync(join(dir, `passwd-${n}`), renamed('/etc/passwd', u.uid, `user${n}`), { mode: 0o644 });
+    writeFileSync(join(dir, `group-${n}`), renamed('/etc/group', u.gid, `group${n}`), { mode: 0o644 });
+  }
+  return (p, g) => `mount --bind ${join(dir, `passwd-${p}`)} /etc/passwd && mount --bind ${join(dir, `group-${g}`)} /etc/group`;
+}
+
+const nsTest = needs(test, notRoot && 'makes namespaces to change /etc/passwd, /etc/group or the host name for its launches only');
+const IDS = ['sh', '-c', 'echo "$(id -un) $(id -gn)"'];
+
+nsTest('change -> miss: the user name (passwd)', async (t) => {
+  const { ns, run } = await nsMemoRun(t);
+  const files = renamedIdFiles(await scratch(t, 'memo-ns'));
+  const img = image('busybox');
+  await settled(img);
+  await new Promise((r) => setTimeout(r, 1100));   // the copies: over 1 s old
+  ns.setup = files('one', 'one');
+  await changeMisses(t, run, {
+    what: 'user name', args: [img, '--', ...IDS], before: 'userone groupone',
+    change: () => { ns.setup = files('two', 'one'); }, after: 'usertwo groupone',
+  });
+});
+
+nsTest('change -> miss: the group name (group)', async (t) => {
+  const { ns, run } = await nsMemoRun(t);
+  const files = renamedIdFiles(await scratch(t, 'memo-ns'));
+  const img = image('busybox');
+  await settled(img);
+  await new Promise((r) => setTimeout(r, 1100));
+  ns.setup = files('one', 'one');
+  await changeMisses(t, run, {
+    what: 'group name', args: [img, '--', ...IDS], before: 'userone groupone',
+    change: () => { ns.setup = files('one', 'two'); }, after: 'userone grouptwo',
+  });
+});
+
+nsTest('change -> miss: the host name', async (t) => {
+  const { ns, run } = await nsMemoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  // Read where Open MPI's session directory goes for a PMIx rank of a Slurm
+  // step whose PMIx client directory isn't there.
+  const rank = { PMIX_NAMESPACE: 'ns', SLURM_JOB_ID: '9', SLURM_STEP_ID: '0', SLURM_CONF: '/nonexistent' };
+  ns.setup = 'hostname memo-host-one';
+  await changeMisses(t, run, {
+    what: 'host name', env: rank, args: [img, '--', 'sh', '-c', 'echo $OMPI_MCA_orte_top_session_dir'],
+    before: `/tmp/ompi.memo-host-one.${testUser().uid}`,
+    change: () => { ns.setup = 'hostname memo-host-two'; }, after: `/tmp/ompi.memo-host-two.${testUser().uid}`,
+  });
+});
+
+/** A CDI spec directory in a scratch directory, and an image (with /run, where injected files go). */
+async function cdiSetup(t) {
+  const dir = await scratch(t, 'memo-cdi');
+  mkdirSync(join(dir, 'cdi'));
+  mkdirSync(join(dir, 'cdi2'));   // a later directory, empty for now
+  writeFileSync(join(dir, 'cdi', 'dev.json'), cdiSpec('example.com/dev', 'one'), { mode: 0o644 });
+  await ownedByUser(dir);
+  const img = await imageCopy(t);
+  mkdirSync(join(img, 'run'));
+  await settled(dir, img);
+  return { dir, img, env: { CH_RUN_CDI_DIRS: `${join(dir, 'cdi')}:${join(dir, 'cdi2')}` } };
+}
+const cdiSpec = (kind, v) => JSON.stringify({ cdiVersion: '0.6.0', kind, devices: [{ name: 'x', containerEdits: { env: [`V=${v}`] } }] });
+
+test('change -> miss: a CDI spec', async (t) => {
+  const { run } = await memoRun(t);
+  const { dir, img, env } = await cdiSetup(t);
+  await changeMisses(t, run, {
+    what: 'CDI spec', env, args: ['--device=example.com/dev=x', img, '--', 'sh', '-c', 'echo $V'], before: 'one',
+    change: () => writeFileSync(join(dir, 'cdi', 'dev.json'), cdiSpec('example.com/dev', 'two')), after: 'two',
+  });
+});
+
+test('change -> miss: a CDI spec added to a later spec directory', async (t) => {
+  const { run } = await memoRun(t);
+  const { dir, img, env } = await cdiSetup(t);
+  await changeMisses(t, run, {
+    what: 'CDI spec directory', env, args: ['--device=example.com/dev=x', img, '--', 'sh', '-c', 'echo $V'], before: 'one',
+    // A later directory's spec wins: the same device, another value.
+    change: () => writeFileSync(join(dir, 'cdi2', 'dev.json'), cdiSpec('example.com/dev', 'later')), after: 'later',
+  });
+});
+
+test('change -> miss: the image\'s ld.so.cache (merged into the one --gpu generates)', async (t) => {
+  const { run } = await memoRun(t);
+  const { buildGpuFixture, fxEnv, LDCONFIG } = await import('./fixtures/gpu/fixture.js');
+  const fx = join(await scratch(t, 'memo-gpu'), 'fx');
+  await buildGpuFixture(fx);
+  const img = await imageCopy(t);
+  mkdirSync(join(img, 'run'));
+  const cache = join(img, 'etc', 'ld.so.cache');
+  const conf = join(fx, 'image-ld.so.conf');
+  // The image's loader cache: the host's trusted directories, then those and the fixture's libibverbs too.
+  writeFileSync(conf, '');
+  await execa(LDCONFIG, ['-C', cache, '-f', conf]);
+  await ownedByUser(img);
+  await settled(img, fx);
+  await changeMisses(t, run, {
+    what: 'image ld.so.cache', env: fxEnv(fx), args: ['--gpu', img, '--', 'sh', '-c', 'wc -c < /etc/ld.so.cache'],
+    change: async () => {
+      writeFileSync(conf, `${join(fx, 'ibv')}\n`);
+      await execa(LDCONFIG, ['-C', cache, '-f', conf]);
+    },
+    after: (r, first) => {
+      t.is(r.exitCode, 0, r.stderr);
+      t.not(r.stdout, first.stdout, 'the generated cache holds the image\'s new entry');
+    },
+  });
+});
+
+test('replay mode (the suite\'s): a launch is launched again as a real hit, whose command would see the same', async (t) => {
+  const { run } = await memoRun(t);
+  const agreed = /plan memo replay: a second launch hit; its command would see the same \(\d+ bytes/;
+  const img = image('busybox');
+  await settled(img);
+  const replay = { CH_RUN_MEMO_VERIFY: 'replay' };
+  const r = await run(['-v', '--set-env=A=1', img, '--', 'sh', '-c', 'echo $A'], replay);   // -vv in all
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout, '1');
+  t.regex(r.stderr, agreed);
+  // A writable image whose bind target the core makes (changing the image):
+  // the second launch goes first, so it still hits, and both see the target.
+  const w = await imageCopy(t);
+  const src = await scratch(t, 'memo-replay');
+  await settled(w, src);
+  const made = await run(['-v', '-w', '-b', `${src}:/made/here`, w, '--', 'ls', '-d', '/made/here'], replay);
+  t.is(made.exitCode, 0, made.stderr);
+  t.is(made.stdout, '/made/here');
+  t.regex(made.stderr, agreed);
+  // --join is not replayed (a probe would count as a peer).
+  const joined = await run(['-v', '--join-ct=1', '--join-tag=memo-replay', img, '--', 'true'], replay);
+  t.is(joined.exitCode, 0, joined.stderr);
+  t.notRegex(joined.stderr, /plan memo replay/);
 });

@@ -176,7 +176,8 @@ test('launcher defaults: PMIx hash store when the server directory is hidden, si
     ['no launcher', {}, [], 'gds=unset sc=unset'],
     ['PMIx rank, server dir hidden', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: hidden }, [], 'gds=hash sc=none'],
     // Bound only where the host has Slurm's default spool (made for the test below when root can).
-    ['PMIx rank, server dir under /var/spool/slurmd', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/var/spool/slurmd/pmix.1.0/' }, [],
+    // (In a Slurm job: only there is the spool looked at, lib/run/mounts.ts.)
+    ['PMIx rank, server dir under /var/spool/slurmd', { SLURM_JOB_ID: '1', PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/var/spool/slurmd/pmix.1.0/' }, [],
       existsSync('/var/spool/slurmd') ? 'gds=unset sc=none' : 'gds=hash sc=none'],
     ['PMIx rank, server dir under /tmp (bound)', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/tmp/pmix.1.0' }, [], 'gds=unset sc=none'],
     ['PMIx rank, server dir bound by the user at its own path', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/home/x' }, ['-b', '/home:/home'], 'gds=unset sc=none'],

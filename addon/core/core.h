@@ -37,6 +37,11 @@ void msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define DEBUG(...) msg(2, __VA_ARGS__)
 #define WARN(...)  msg(0, __VA_ARGS__)
 
+/* The memo's replay mode (addon/memo.c, CH_RUN_MEMO_VERIFY=replay) sets
+   this in a child of the launcher: instead of exec'ing the command, the core
+   writes there what the command would see, and exits. -1: run it. */
+extern int core_probe_fd;
+
 /* Called by fatal_() before exiting, so a join winner can tell its peers. */
 extern void (*fatal_hook)(void);
 

@@ -97,6 +97,52 @@ static _Noreturn void exec_command(const struct plan *p)
    _exit(EXIT_CMD);
 }
 
+int core_probe_fd = -1;
+
+/* What the command would see, to core_probe_fd: working directory, ids,
+   arguments, environment in order, and the mounts (mountinfo without the
+   mount ids and device numbers, which differ between two containers), one
+   per line. Then exit: the command doesn't run. */
+static _Noreturn void probe_report(const struct plan *p)
+{
+   FILE *out = fdopen(core_probe_fd, "w");
+   char cwd[PATH_MAX], line[8192];
+   gid_t groups[64];
+   int n = getgroups(64, groups);
+   if (out == NULL)
+      _exit(EXIT_CHRUN);
+   fprintf(out, "cwd %s\nids %d %d %d %d groups", getcwd(cwd, sizeof(cwd)) ? cwd : "(none)",
+           (int)getuid(), (int)geteuid(), (int)getgid(), (int)getegid());
+   for (int i = 0; i < n; i++)
+      fprintf(out, " %d", (int)groups[i]);
+   fputc('\n', out);
+   for (char **a = p->argv; *a != NULL; a++)
+      fprintf(out, "arg %s\n", *a);
+   for (char **e = p->env; *e != NULL; e++)
+      fprintf(out, "env %s\n", *e);
+   FILE *mi = fopen("/proc/self/mountinfo", "r");
+   while (mi != NULL && fgets(line, sizeof(line), mi) != NULL) {
+      char *f = line;
+      for (int skip = 0; skip < 3 && f != NULL; skip++)   /* mount id, parent id, major:minor */
+         if ((f = strchr(f, ' ')) != NULL)
+            f++;
+      /* Overlay options name their layers by our descriptors
+         (lowerdir=/proc/self/fd/N), whose numbers depend on what else the
+         process holds: not what the command sees of them. */
+      fputs("mount ", out);
+      for (const char *c = f != NULL ? f : line; *c != '\0'; c++) {
+         fputc(*c, out);
+         if (!strncmp(c, "/proc/self/fd/", 14) && c[14] >= '0' && c[14] <= '9') {
+            fputs("roc/self/fd/N", out);
+            c += 14;
+            while (c[1] >= '0' && c[1] <= '9')
+               c++;
+         }
+      }
+   }
+   _exit(mi != NULL && fclose(out) == 0 ? 0 : EXIT_CHRUN);
+}
+
 /* Reap the front end (a child the launcher left us, killed once its plan
    was whole, perhaps still exiting): the command must not inherit it as a
    child of its own. Its status means nothing now. ECHILD: the caller
@@ -191,6 +237,14 @@ _Noreturn void core_main(int argc, char **argv)
    plan_read((int)number_arg(argv[1], "plan fd", 0), &p);
    pid_t front = (pid_t)number_arg(argv[2], "front end pid", 0);   /* 0: a memoized plan, no front end */
    int nonblock = (int)number_arg(argv[3], "stdio flags", 0);
+   if (core_probe_fd >= 0) {
+      verbose = -1;   /* the launch itself says it all */
+      if (p.join || p.join_pid != 0) {
+         /* Joining would make or enter a group its peers count on. */
+         dprintf(core_probe_fd, "join: not probed\n");
+         _exit(0);
+      }
+   }
 
    /* Charliecloud's -v line for these, which its --join tests count. */
    INFO("join: %d %d %s %d", p.join ? 1 : 0, p.join ? p.join_ct : 0, p.join ? p.join_tag : "(null)",
@@ -231,6 +285,8 @@ _Noreturn void core_main(int argc, char **argv)
    Z_(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "can't set no_new_privs");
    if (p.seccomp)
       seccomp_install();   /* last: our own set-up is never subject to it */
+   if (core_probe_fd >= 0)
+      probe_report(&p);
    if (verbose >= 1)
       say_executing(&p);
    exec_command(&p);

@@ -14,9 +14,16 @@
 // launch from a memoized plan passes through the variables the planner never
 // looked at exactly as a fresh plan would.
 //
-// What can't be recorded makes the plan unstorable rather than wrong: a read
-// under /proc, a subprocess that declared no dependencies, a Stats field
-// like atime. Audited, not trapped: process.pid/ppid never reach a plan (the
+// Paths are recorded as given (made absolute), not normalized: the launcher
+// looks them up again, and the kernel resolves ".." after a symlink from the
+// link's target. A file's content is identified by an fstat of the
+// descriptor it was read through, not by a second lookup of its name.
+//
+// What can't be recorded makes the plan unstorable rather than wrong: a path
+// whose lookup passes through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdin:
+// what they name depends on the process), content read from something other
+// than a regular file (a FIFO, socket or device), a subprocess that declared
+// no dependencies, a Stats field like atime. Audited, not trapped: process.pid/ppid never reach a plan (the
 // log prefix and a temp name use them; log lines are replayed with the
 // launcher's PID). Writes during planning are caches and ensured directories
 // (SquashFS listing cache, /var/tmp/$USER.ch/mnt): a memoized launch skips
@@ -33,7 +40,6 @@
 // properties are what every other module calls, so patching them records all.
 import fs from 'node:fs';
 import os from 'node:os';
-import { resolve } from 'node:path';
 
 const KEY = Symbol.for('ch-toolkit.memo');
 /** 16 hex digits, unpredictable enough to name a placeholder no plan holds otherwise. */
@@ -68,6 +74,13 @@ type Dep =
   | { kind: 'env'; name: string; value: string | undefined; presence: boolean }
   | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string }
   | { kind: 'envcond'; name: string; test: 'set' | 'nonempty' | 'digits'; holds: boolean };
+
+/** Is B (a BigInt fstat of what was opened) the file A described: same device, inode, type, size and, if A has them exactly, times? */
+function sameFile(a: fs.Stats | fs.BigIntStats, b: fs.BigIntStats): boolean {
+  const same = (x: number | bigint, y: bigint) => BigInt(x) === y;
+  if (!same(a.dev, b.dev) || !same(a.ino, b.ino) || !same(a.mode, b.mode) || !same(a.size, b.size)) return false;
+  return typeof a.dev !== 'bigint' || ((a as fs.BigIntStats).mtimeNs === b.mtimeNs && (a as fs.BigIntStats).ctimeNs === b.ctimeNs);
+}
 
 /** What a failed call's errno was, as a number (the launcher compares numbers). */
 function errnoOf(err: unknown): number {
@@ -112,7 +125,8 @@ export class Recorder {
 
   /** The plan can't be stored: WHY, said under -v. INCOMPLETE: some dependency went unrecorded. */
   refuse(why: string, incomplete = true): void {
-    if (this.unstorable === null) this.unstorable = why;
+    // An unrecordable input is said rather than a passing one (a file just changed).
+    if (this.unstorable === null || (incomplete && !this.incomplete)) this.unstorable = why;
     this.incomplete ||= incomplete;
   }
 
@@ -126,14 +140,63 @@ export class Recorder {
 
   get recording(): boolean { return this.quiet === 0; }
 
-  /** An absolute path for P, or null (and the plan unstorable) if P isn't a path we can record. */
-  private pathOf(p: unknown): string | null {
+  /**
+   * P as the launcher will look it up again: absolute, but otherwise as
+   * given, since the kernel resolves ".." after a symlink from the link's
+   * target, not lexically (lnk/../env is real/env when lnk -> real/sub).
+   * Null (and the plan unstorable) if P isn't a path, or its lookup passes
+   * through procfs: /proc/self/fd/N, /dev/fd/N, /dev/stdin name what the
+   * process that looks them up holds, not a file. FOLLOW: the last
+   * component is followed (not by lstat, readlink, O_NOFOLLOW).
+   */
+  private pathOf(p: unknown, follow = true): string | null {
     const s = typeof p === 'string' ? p : Buffer.isBuffer(p) ? p.toString() : p instanceof URL ? p.pathname : null;
-    if (s === null || s.includes('\0')) { this.refuse('a file-system call on a non-path'); return null; }
-    const abs = resolve(s);
-    if (abs.startsWith('/proc/self/fd/')) return null;   // our own descriptors: covered by their open
-    if (abs === '/proc' || abs.startsWith('/proc/')) { this.refuse(`read ${abs} (process state)`); return null; }
+    if (s === null || s.includes('\0') || s === '') { this.refuse('a file-system call on a non-path'); return null; }
+    const abs = s.startsWith('/') ? s : `${process.cwd()}/${s}`;
+    if (this.kernelPath(abs, follow).proc) { this.refuse(`read ${abs} (process state, under /proc)`); return null; }
     return abs;
+  }
+
+  /** Prefixes looked up by kernelPath: a link's target, '' for no link, null for none there. */
+  private readonly lookups = new Map<string, string | null>();
+
+  /**
+   * Where the kernel's lookup of absolute path ABS leads, links followed as
+   * it follows them (the last one only with FOLLOW): REAL, and whether the
+   * way passes through procfs (PROC).
+   */
+  kernelPath(abs: string, follow = true): { real: string; proc: boolean } {
+    const rest = abs.split('/');
+    let done = '', links = 0;
+    while (rest.length > 0) {
+      const c = rest.shift()!;
+      if (c === '' || c === '.') continue;
+      if (c === '..') { done = done.slice(0, done.lastIndexOf('/')); continue; }
+      const next = `${done}/${c}`;
+      if (next === '/proc' || next.startsWith('/proc/')) return { real: next, proc: true };
+      if (rest.length === 0 && !follow) return { real: next, proc: false };
+      let target = this.lookups.get(next);
+      if (target === undefined) {
+        try {
+          target = orig.lstatSync(next).isSymbolicLink() ? String(orig.readlinkSync(next)) : '';
+        } catch {
+          target = null;
+        }
+        this.lookups.set(next, target);
+      }
+      if (target === null || ++links > 40) return { real: [next, ...rest].join('/'), proc: false };   // the lookup fails here
+      if (target === '') { links--; done = next; continue; }
+      rest.unshift(...target.split('/'));
+      if (target.startsWith('/')) done = '';
+    }
+    return { real: done || '/', proc: false };
+  }
+
+  /** Is P a pseudo file (sysfs: its size and times say nothing of its content)? */
+  isPseudo(p: unknown): boolean {
+    if (typeof p !== 'string' || p === '') return false;
+    const { real } = this.kernelPath(p.startsWith('/') ? p : `${process.cwd()}/${p}`);
+    return real === '/sys' || real.startsWith('/sys/');
   }
 
   private add(key: string, make: () => Dep): Dep {
@@ -157,7 +220,7 @@ export class Recorder {
 
   /** The planner's own stat or lstat of P (CALL): its result, recorded. */
   statCall<T>(kind: 'stat' | 'lstat', p: unknown, call: () => T): T {
-    const path = this.recording ? this.pathOf(p) : null;
+    const path = this.recording ? this.pathOf(p, kind === 'stat') : null;
     if (path === null) return call();
     let d: StatDep | null = null;
     const st = this.observed(call, (errno, r) => {
@@ -171,19 +234,56 @@ export class Recorder {
   /** PATH is read (a file's content, a subprocess's input): its identity, taken now, before the read. */
   statDep(kind: 'stat' | 'lstat', p: unknown, content = false): StatDep | null {
     if (!this.recording) return null;
-    const path = this.pathOf(p);
+    const path = this.pathOf(p, kind === 'stat');
     if (path === null) return null;
     const d = this.add(`${kind}\0${path}`, () => {
       const exact = this.exactStat(kind, path);
       return { kind, path, errno: exact.errno, st: exact.st, exact: exact.st, fields: new Set<Field>() };
     }) as StatDep;
-    if (content && d.errno === 0) {
-      for (const f of CONTENT) d.fields.add(f);
-      const st = this.exactOf(d);
-      const fresh = this.start - FRESH_NS;
-      if (st === null || st.mtimeNs > fresh || st.ctimeNs > fresh) this.refuse(`${path} changed less than 1 s ago`, false);
-    }
+    if (content && d.errno === 0) this.content(d, this.exactOf(d));
     return d;
+  }
+
+  /**
+   * The planner opened P for reading (the last component followed unless
+   * FOLLOW is false: O_NOFOLLOW) and got FD, or failed (FD null). What it
+   * read is what the kernel opened: FD's identity, by fstat, not a second
+   * lookup of the path.
+   */
+  opened(p: unknown, follow: boolean, fd: number | null): void {
+    if (!this.recording) return;
+    if (fd === null) { this.statDep(follow ? 'stat' : 'lstat', p, true); return; }
+    const path = this.pathOf(p, follow);
+    if (path === null) return;
+    let st: fs.BigIntStats;
+    try {
+      st = fs.fstatSync(fd, { bigint: true });
+    } catch {
+      this.refuse(`can't identify what ${path} opened`);
+      return;
+    }
+    const kind = follow ? 'stat' : 'lstat';
+    const d = this.add(`${kind}\0${path}`, () => ({ kind, path, errno: 0, st, exact: st, fields: new Set<Field>() })) as StatDep;
+    // What an earlier call saw of it (an exists() saw no fields).
+    const seen = d.exact ?? (d.st !== null && d.st.ino !== undefined ? d.st : null);
+    if (d.errno !== 0 || (seen !== null && !sameFile(seen, st))) {
+      this.refuse(`${path} changed while planning`, false);
+      return;
+    }
+    d.exact = st;
+    this.content(d, st);
+  }
+
+  /** D's content was read (ST: its exact identity, or null if that changed): its identity is a dependency. */
+  private content(d: StatDep, st: fs.BigIntStats | null): void {
+    for (const f of CONTENT) d.fields.add(f);
+    if (st !== null && !st.isFile() && !st.isDirectory()) {
+      // A FIFO, socket or device: what was read has no identity to check again.
+      this.refuse(`read ${d.path}, which is not a regular file`);
+      return;
+    }
+    const fresh = this.start - FRESH_NS;
+    if (st === null || st.mtimeNs > fresh || st.ctimeNs > fresh) this.refuse(`${d.path} changed less than 1 s ago`, false);
   }
 
   private exactStat(kind: 'stat' | 'lstat', path: string): { st: fs.BigIntStats | null; errno: number } {
@@ -198,7 +298,7 @@ export class Recorder {
   exactOf(d: StatDep): fs.BigIntStats | null {
     if (d.exact === null && d.errno === 0) {
       const now = this.exactStat(d.kind, d.path);
-      if (now.st === null || (d.st !== null && (Number(now.st.ino) !== Number(d.st.ino) || Number(now.st.mode) !== Number(d.st.mode)
+      if (now.st === null || (d.st !== null && d.st.ino !== undefined && (Number(now.st.ino) !== Number(d.st.ino) || Number(now.st.mode) !== Number(d.st.mode)
           || Number(now.st.size) !== Number(d.st.size)))) {
         this.refuse(`${d.path} changed while planning`, false);
         return null;
@@ -232,7 +332,7 @@ export class Recorder {
   /** A call whose result is its whole dependency: access(), readlink(), realpath(), a listing, pseudo-file content. */
   resultDep(kind: 'access' | 'link' | 'real' | 'data' | 'list', p: unknown, call: () => unknown,
     describe: (r: unknown) => string, mode = 0, typed = false): unknown {
-    const path = this.recording ? this.pathOf(p) : null;
+    const path = this.recording ? this.pathOf(p, kind !== 'link') : null;
     if (path === null) return call();
     return this.observed(call, (errno, r) => this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access'
       ? { kind, path, mode, errno } : { kind, path, result: errno ? `!${errno}` : '=' + describe(r), typed })));
@@ -283,10 +383,15 @@ export class Recorder {
    */
   wrote(p: unknown): void {
     if (!this.recording) return;
-    const path = this.pathOf(p);
+    this.lookups.clear();   // what was written may be on the way to another path
+    const path = this.pathOf(p, false);
     if (path === null) return;
+    const real = this.kernelPath(path, false).real;
     for (const d of this.deps.values())
-      if ('path' in d && d.path === path) { this.refuse(`wrote ${path} while planning`, false); return; }
+      if ('path' in d && (d.path === path || this.kernelPath(d.path, false).real === real)) {
+        this.refuse(`wrote ${path} while planning`, false);
+        return;
+      }
   }
 
   edit(op: 'set' | 'unset', name: string, value?: string): void {
@@ -380,7 +485,7 @@ export function startRecording(): Recorder {
   const rec = new Recorder(process.env);
   (globalThis as Record<symbol, unknown>)[KEY] = rec;
   const f = fs as unknown as Record<string, unknown>;
-  const isPseudo = (p: unknown) => typeof p === 'string' && /^\/sys(\/|$)/.test(resolve(p));
+  const isPseudo = (p: unknown) => rec.isPseudo(p);
 
   f.statSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => orig.statSync(p, o as never));
   f.lstatSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => orig.lstatSync(p, o as never));
@@ -396,19 +501,47 @@ export function startRecording(): Recorder {
     if (typeof p === 'number') return orig.readFileSync(p, o as never);
     if (isPseudo(p)) return rec.resultDep('data', p, () => orig.readFileSync(p, o as never),
       (r) => Buffer.from(r as string | Buffer).toString('hex'));
-    rec.statDep('stat', p, true);
-    return orig.readFileSync(p, o as never);
+    const flag = typeof o === 'object' && o !== null ? (o as { flag?: unknown }).flag : undefined;
+    if (!rec.recording || (flag !== undefined && flag !== 'r')) {
+      rec.statDep('stat', p, true);
+      return orig.readFileSync(p, o as never);
+    }
+    // Read through our own descriptor, so that what is recorded is what was read.
+    let fd: number;
+    try {
+      fd = orig.openSync(p as fs.PathLike, 'r');
+    } catch (err) {
+      rec.opened(p, true, null);
+      throw err;
+    }
+    try {
+      rec.opened(p, true, fd);
+      return orig.readFileSync(fd, o as never);
+    } finally {
+      fs.closeSync(fd);
+    }
   };
   f.openSync = (p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
     const n = typeof flags === 'number' ? flags : flags === undefined || flags === 'r' ? 0 : -1;
     const writes = n === -1 || (n & (fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_CREAT)) !== 0;
-    if (!writes) {
-      if (isPseudo(p)) rec.refuse(`opened ${String(p)} (pseudo file)`);
-      else rec.statDep(n & fs.constants.O_NOFOLLOW ? 'lstat' : 'stat', p, true);
-    } else {
+    if (writes) {
       rec.wrote(p);
+      return orig.openSync(p, flags as fs.OpenMode, mode);
     }
-    return orig.openSync(p, flags as fs.OpenMode, mode);
+    if (isPseudo(p)) {
+      rec.refuse(`opened ${String(p)} (pseudo file)`);
+      return orig.openSync(p, flags as fs.OpenMode, mode);
+    }
+    const follow = (n & fs.constants.O_NOFOLLOW) === 0;
+    let fd: number;
+    try {
+      fd = orig.openSync(p, flags as fs.OpenMode, mode);
+    } catch (err) {
+      rec.opened(p, follow, null);
+      throw err;
+    }
+    rec.opened(p, follow, fd);
+    return fd;
   };
   // Writes: caches and ensured directories; what they change was perhaps
   // read before. Counted once done (an mkdir that found the directory there

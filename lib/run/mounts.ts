@@ -45,9 +45,12 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
   }
   // Slurm's default spool (ch-tar2dir makes the mount point, as Charliecloud
   // does). Decided here rather than left optional to the core: whether it is
-  // there tells launcherDirMounts what the container sees of the spool.
+  // there tells launcherDirMounts what the container sees of the spool. Only
+  // inside a Slurm job: outside one nothing there is the launch's, and its
+  // plan must not depend on Slurm's state (a memoized plan would miss, or
+  // fail the suite's verify mode, whenever a slurmd started beside it).
   const spool = guestPath(layout.SLURM_SPOOL);
-  if (isDir(spool) && kindInImage(root, spool) === 'dir')
+  if (ctx.env.has('SLURM_JOB_ID') && isDir(spool) && kindInImage(root, spool) === 'dir')
     ops.push({ kind: 'bind', src: spool, dst: spool, flags: ['rec'] });
   if (opts.privateTmp) {
     ops.push({ kind: 'tmpfs', options: 'mode=1777', dst: '/tmp', flags: [] });

@@ -5,6 +5,7 @@
 
 import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, realpathSync, Stats } from 'node:fs';
 import { ChError, why } from '../util/log.js';
+import { unrecorded } from './memo.js';
 
 /** Largest file read: far above any real environment file or image metadata. */
 export const TEXT_FILE_MAX = 1 << 20;
@@ -50,7 +51,8 @@ export function readTextFile(path: string, what: string, within?: string): strin
     const st = fstatSync(fd);
     if (!st.isFile()) throw new ChError(`${what}: ${kindOf(st)}, not a regular file`);
     if (within !== undefined) {
-      const opened = readlinkSync(`/proc/self/fd/${fd}`);
+      // Our own descriptor: not an input (its open is the dependency, memo.ts).
+      const opened = unrecorded(() => readlinkSync(`/proc/self/fd/${fd}`));
       if (!opened.startsWith(realpathSync(within).replace(/\/$/, '') + '/'))
         throw new ChError(`${what}: resolves outside the image (to ${opened})`);
     }
