@@ -12,23 +12,9 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
   utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, ch, image, isRoot, needs, noFuse, notRoot, PKG, testUser, userEnv } from './helpers/env.js';
-import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
+import { imageCopy, ownedByUser, scratch, settled } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
-
-/** The newest change time under PATH (ms), walking directories. */
-function newest(path) {
-  const st = lstatSync(path);
-  let t = Math.max(st.ctimeMs, st.mtimeMs);
-  if (st.isDirectory()) for (const e of readdirSync(path)) t = Math.max(t, newest(join(path, e)));
-  return t;
-}
-
-/** Wait until everything under PATHS is over 1 s old: younger files are not memoized (memo.ts, "racy git"). */
-async function settled(...paths) {
-  const wait = Math.max(...paths.map(newest)) + 1100 - Date.now();
-  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-}
 
 /** A private plan directory for one test, and ch-run with it, under -v. */
 async function memoRun(t) {

@@ -2,7 +2,7 @@
 // copies, bind sources, env files. Removed by the caller (t.teardown).
 
 import { execa } from 'execa';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { image, isRoot, TEST_DIR, testUser } from './env.js';
 
@@ -34,4 +34,18 @@ export async function ownedByUser(path) {
   if (!isRoot) return;
   const u = testUser();
   await execa('chown', ['-R', `${u.uid}:${u.gid}`, path]);
+}
+
+/** The newest change time under PATH (ms), walking directories. */
+export function newest(path) {
+  const st = lstatSync(path);
+  let t = Math.max(st.ctimeMs, st.mtimeMs);
+  if (st.isDirectory()) for (const e of readdirSync(path)) t = Math.max(t, newest(join(path, e)));
+  return t;
+}
+
+/** Wait until everything under PATHS is over 1 s old: a plan that read younger files is not memoized (memo.ts, "racy git"). */
+export async function settled(...paths) {
+  const wait = Math.max(...paths.map(newest)) + 1100 - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
 }

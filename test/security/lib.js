@@ -3,7 +3,7 @@
 
 import { execa, execaSync } from 'execa';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { image, isRoot, TEST_DIR, testUser } from '../helpers/env.js';
@@ -20,6 +20,15 @@ export function scratch(name) {
 }
 
 /** Copy the busybox test image to DST (cp -a, as whoever we are). */
+/** A fresh shared directory BASE/LABEL-KIND: 'sticky' (mode 1777, like /var/tmp) or 'open' (0777, no sticky bit). */
+export function sharedDir(base, label, kind) {
+  const d = join(base, `${label}-${kind}`);
+  rmSync(d, { recursive: true, force: true });
+  mkdirSync(d);
+  chmodSync(d, kind === 'sticky' ? 0o1777 : 0o777);
+  return d;
+}
+
 export async function copyBusybox(dst) {
   await execa('cp', ['-a', image('busybox'), dst]);
   return dst;

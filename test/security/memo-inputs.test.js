@@ -10,21 +10,7 @@ import test from 'ava';
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ch, image, PKG } from '../helpers/env.js';
-import { ownedByUser, scratch } from '../helpers/fixtures.js';
-
-/** The newest change time under PATH (ms). */
-function newest(path) {
-  const st = lstatSync(path);
-  let t = Math.max(st.ctimeMs, st.mtimeMs);
-  if (st.isDirectory()) for (const e of readdirSync(path)) t = Math.max(t, newest(join(path, e)));
-  return t;
-}
-
-/** Wait until PATHS are over 1 s old: a plan that read younger files isn't kept (the "racy git" rule). */
-async function settled(...paths) {
-  const wait = Math.max(...paths.map(newest)) + 1100 - Date.now();
-  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-}
+import { ownedByUser, scratch, settled } from '../helpers/fixtures.js';
 
 /** ch-run -v with a private plan directory, memo in effect (not verify mode); FD, if given, is the command's fd 3. */
 async function memoLauncher(t) {

@@ -12,7 +12,7 @@ import { execa } from 'execa';
 import { chmodSync, lstatSync, mkdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, image, isRoot, PKG } from '../helpers/env.js';
-import { compileStatic, ensureUser, runAs, scratch } from './lib.js';
+import { compileStatic, ensureUser, runAs, scratch, sharedDir as sharedDirIn } from './lib.js';
 
 const serial = isRoot ? test.serial : test.skip;
 const RUNS = 60;
@@ -31,14 +31,8 @@ test.before(async () => {
   exchange = await compileStatic('exchange.c', join(base, 'exchange'));
 });
 
-/** A fresh shared directory: 'sticky' (like /var/tmp) or 'open' (world-writable, no sticky bit). */
-function sharedDir(label, kind) {
-  const d = join(base, `${label}-${kind}`);
-  rmSync(d, { recursive: true, force: true });
-  mkdirSync(d);
-  chmodSync(d, kind === 'sticky' ? 0o1777 : 0o777);
-  return d;
-}
+/** A fresh shared directory in this file's scratch: 'sticky' (like /var/tmp) or 'open' (0777, no sticky bit). */
+const sharedDir = (label, kind) => sharedDirIn(base, label, kind);
 
 async function as(user, script) {
   const r = await runAs(user, '/bin/sh', ['-c', script]);

@@ -14,7 +14,7 @@ import { execa } from 'execa';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, image, isRoot } from '../helpers/env.js';
-import { ensureUser, runAs, scratch, treeSum } from './lib.js';
+import { ensureUser, runAs, scratch, treeSum, sharedDir as sharedDirIn } from './lib.js';
 
 const SYSCTL = '/proc/sys/fs/protected_symlinks';
 const serial = isRoot ? test.serial : test.skip;
@@ -44,14 +44,8 @@ test.after.always(() => {
   if (savedSysctl !== undefined) writeFileSync(SYSCTL, savedSysctl);
 });
 
-/** A fresh shared directory: 'sticky' (like /var/tmp) or 'open' (group-writable, no sticky bit). */
-function sharedDir(label, kind) {
-  const d = join(base, `${label}-${kind}`);
-  rmSync(d, { recursive: true, force: true });
-  mkdirSync(d);
-  chmodSync(d, kind === 'sticky' ? 0o1777 : 0o777);
-  return d;
-}
+/** A fresh shared directory in this file's scratch: 'sticky' (like /var/tmp) or 'open' (0777, no sticky bit). */
+const sharedDir = (label, kind) => sharedDirIn(base, label, kind);
 
 const asAttacker = (script) => runAs(attacker, '/bin/sh', ['-c', script.replace(/\n\s*&&/g, ' &&')]);
 
