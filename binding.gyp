@@ -17,7 +17,12 @@
     "have_zlib": "<!(node tools/probe.js zlib)",
     "have_lzma": "<!(node tools/probe.js lzma)",
     "have_zstd": "<!(node tools/probe.js zstd)",
-    "have_static_libc": "<!(node tools/probe.js static-libc)"
+    "have_static_libc": "<!(node tools/probe.js static-libc)",
+    # The core's sources, linked into ch-run-core and into ch-run (which runs
+    # a memoized plan in process).
+    "core_sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
+                     "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
+                     "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"]
   },
   "targets": [
     {
@@ -39,9 +44,7 @@
     {
       "target_name": "ch-run-core",
       "type": "executable",
-      "sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
-                  "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                  "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"],
+      "sources": ["<@(core_sources)"],
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "cflags!": ["-fno-exceptions"],
@@ -50,10 +53,7 @@
     {
       "target_name": "ch-run",
       "type": "executable",
-      "sources": ["addon/launcher.c", "addon/memo.c",
-                  "addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
-                  "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                  "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"],
+      "sources": ["addon/launcher.c", "addon/memo.c", "<@(core_sources)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }
