@@ -48,6 +48,7 @@ extern void (*fatal_hook)(void);
 const char *errno_name(int errnum);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xrealloc(void *p, size_t size);
+long long now_ms(void);   /* CLOCK_MONOTONIC, in ms: for deadlines */
 bool path_find(const char *prog, char *buf, size_t size);   /* absolute $PATH entries only */
 const char *privilege_held(void);   /* why we hold privilege we must not, or NULL */
 

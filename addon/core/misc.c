@@ -9,6 +9,7 @@
 #include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -77,6 +78,13 @@ void msg(int level, const char *fmt, ...)
    va_start(ap, fmt);
    vreport(level == 0 ? "warning: " : "", 0, fmt, ap);
    va_end(ap);
+}
+
+long long now_ms(void)
+{
+   struct timespec ts;
+   clock_gettime(CLOCK_MONOTONIC, &ts);
+   return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 char *xasprintf(const char *fmt, ...)

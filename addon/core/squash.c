@@ -69,13 +69,6 @@ static int pidfd_open_(pid_t pid)
    return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-static long now_ms(void)
-{
-   struct timespec ts;
-   clock_gettime(CLOCK_MONOTONIC, &ts);
-   return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 /** Watching a process end **/
 
 /* With pidfd_open(2) (Linux 5.3), a process's end is an fd that polls
@@ -200,10 +193,10 @@ static bool watch_ended(const struct watch *w, short revents)
 /* Wait up to MS for our child W to end; true if it did. */
 static bool watch_wait(const struct watch *w, long ms)
 {
-   long deadline = now_ms() + ms;
+   long long deadline = now_ms() + ms;
    for (;;) {
       struct pollfd pfd[2] = { { w->fd, POLLIN, 0 }, { chld_fd, POLLIN, 0 } };
-      long left = deadline - now_ms();
+      long long left = deadline - now_ms();
       int n = poll(pfd, 2, watch_timeout(left > 0 ? left : 0, true));
       if (n < 0 && errno != EINTR)
          return false;
@@ -375,12 +368,12 @@ static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
       keeper_fail(rfd, errno, "can't fork SquashFUSE probe");
    if (watch_open(&pw, probe, true) != 0)
       keeper_fail(rfd, errno, "can't open pidfd of SquashFUSE probe");
-   long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
+   long long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
    bool err_open = true;
    for (;;) {
       struct pollfd fds[4] = { { pw.fd, POLLIN, 0 }, { fw.fd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 },
                                { chld_fd, POLLIN, 0 } };
-      long left = deadline - now_ms();
+      long long left = deadline - now_ms();
       if (left <= 0) {
          kill(probe, SIGKILL);
          kill(fuse, SIGKILL);
