@@ -22,7 +22,8 @@
     # a memoized plan in process).
     "core_sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
                      "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                     "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/watch.c",
+                     "addon/core/lookup.c", "addon/core/seccomp.c", "addon/core/squash.c",
+                     "addon/core/watch.c",
                      "addon/core/overlay.c"]
   },
   "targets": [

@@ -49,6 +49,9 @@ const char *errno_name(int errnum);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xrealloc(void *p, size_t size);
 long long now_ms(void);   /* CLOCK_MONOTONIC, in ms: for deadlines */
+/* CH_RUN_NO_OPENAT2=1 and the like: behave as on a kernel without that
+   syscall, so that the fallbacks run, and are tested, on a new kernel too. */
+bool switched_off(const char *var);
 bool path_find(const char *prog, char *buf, size_t size);   /* absolute $PATH entries only */
 const char *privilege_held(void);   /* why we hold privilege we must not, or NULL */
 
@@ -107,14 +110,19 @@ _Noreturn void core_main(int argc, char **argv);
 /** User namespaces **/
 void userns_enter(uid_t uid_in, uid_t uid_out, gid_t gid_in, gid_t gid_out);
 
+/** Finding things by path (lookup.c) **/
+int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
+struct mnt { int id, parent; char *point; bool in_tree; };
+struct mnt *mounts_read(size_t *ct);              /* our namespace's mounts, from mountinfo */
+int  mount_id(int fd);                            /* the ID of the mount FD is on */
+int *mount_ids(size_t *ct);                       /* IDs of our namespace's mounts, now */
+int  open_new_mount(const char *path, const int *before, size_t ct, long magic);
+
 /** Mounts **/
 int  root_setup(const struct plan *p, int mounted);   /* returns fd of the bound root; MOUNTED: a
                                                         mount's root fd to use as it is, or -1 */
-int *mount_ids(size_t *ct);                       /* IDs of our namespace's mounts, now */
-int  open_new_mount(const char *path, const int *before, size_t ct, long magic);
 void mounts_apply(const struct plan *p, int rootfd);
 void root_pivot(int rootfd);
-int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
 
 /** --seccomp **/
 void seccomp_install(void);

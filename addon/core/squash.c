@@ -61,7 +61,7 @@ struct report {
 
 /* Set in the core before it forks, for the keeper too: the mount point,
    opened once and checked (check_mount_point), and our namespace's mounts
-   before the keeper adds its own (mounts.c: open_new_mount). */
+   before the keeper adds its own (lookup.c: open_new_mount). */
 static int mp_fd = -1;
 static int *mnt_before;
 static size_t mnt_before_ct;
@@ -144,7 +144,7 @@ static bool slurp(int fd, char *buf, size_t size)
 }
 
 /* A process that finds the new mount at MNT (checked to be the one the
-   keeper made: mounts.c, open_new_mount) and asks it what it is: its
+   keeper made: lookup.c, open_new_mount) and asks it what it is: its
    statfs(2) waits until squashfuse has answered FUSE's INIT, which is what
    "ready" means. It runs apart so that the keeper's own wait can time out:
    a squashfuse that never answers would block the asker for ever. Exits 0
