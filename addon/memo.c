@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/core.h"
 #include "memo.h"
 
 extern char **environ;
@@ -83,19 +84,6 @@ static void tokf(struct buf *b, const char *fmt, long long v)
    char s[32];
    snprintf(s, sizeof(s), fmt, v);
    tok(b, s);
-}
-
-struct cur { const char *p, *end; };
-
-static const char *next(struct cur *c)
-{
-   if (c->p >= c->end)
-      return NULL;
-   const char *t = c->p, *nul = memchr(c->p, '\0', c->end - c->p);
-   if (nul == NULL)
-      return NULL;
-   c->p = nul + 1;
-   return t;
 }
 
 static uint64_t fnv64(uint64_t h, const void *data, size_t n)
@@ -446,14 +434,14 @@ static bool host_holds(const char *want)
 }
 
 /* One dependency record at C (its keyword KW already read): does it hold? Sets *KNOWN. */
-static bool dep_holds(const char *kw, struct cur *c, bool *known, const char **what)
+static bool dep_holds(const char *kw, struct tokens *c, bool *known, const char **what)
 {
    const char *a = NULL, *b = NULL, *d = NULL;
    *known = true;
    *what = kw;
-#define ARGS1 ((a = next(c)) != NULL)
-#define ARGS2 (ARGS1 && (b = next(c)) != NULL)
-#define ARGS3 (ARGS2 && (d = next(c)) != NULL)
+#define ARGS1 ((a = tokens_next(c)) != NULL)
+#define ARGS2 (ARGS1 && (b = tokens_next(c)) != NULL)
+#define ARGS3 (ARGS2 && (d = tokens_next(c)) != NULL)
    if (!strcmp(kw, "stat") || !strcmp(kw, "lstat"))
       return ARGS3 && (*what = a) && stat_holds(kw[0] == 's', a, b, d);
    if (!strcmp(kw, "access"))
@@ -491,7 +479,7 @@ static bool dep_holds(const char *kw, struct cur *c, bool *known, const char **w
 
 struct record {
    const char *edits_from;   /* first token after the dependencies */
-   struct cur body;          /* the whole record */
+   struct tokens body;       /* the whole record */
    const char *plan;         /* "CHPLAN1" ... "end" */
    size_t plan_len;
    int verbose;
@@ -505,13 +493,13 @@ struct record {
 static bool record_read(struct memo *m, const char *p, size_t len, struct record *r, bool check)
 {
    memset(r, 0, sizeof(*r));
-   struct cur c = { p, p + len };
-   const char *t = next(&c);
+   struct tokens c = { p, p + len };
+   const char *t = tokens_next(&c);
    if (t == NULL || strcmp(t, RECORD_MAGIC) != 0) {
       why(m, "%s", "record from a different build");
       return false;
    }
-   while ((t = next(&c)) != NULL) {
+   while ((t = tokens_next(&c)) != NULL) {
       if (!strcmp(t, "plan")) {
          r->plan = c.p;
          r->plan_len = c.end - c.p;
@@ -520,17 +508,17 @@ static bool record_read(struct memo *m, const char *p, size_t len, struct record
       const char *arg;
       if (!strcmp(t, "nostore") || !strcmp(t, "incomplete")) {
          r->incomplete = t[0] == 'i';
-         if ((r->nostore = next(&c)) == NULL)
+         if ((r->nostore = tokens_next(&c)) == NULL)
             break;
          continue;
       }
       if (!strcmp(t, "jointag")) {
-         if ((r->join_ph = next(&c)) == NULL || (r->join_tmpl = next(&c)) == NULL)
+         if ((r->join_ph = tokens_next(&c)) == NULL || (r->join_tmpl = tokens_next(&c)) == NULL)
             break;
          continue;
       }
       if (!strcmp(t, "verbose")) {
-         if ((arg = next(&c)) == NULL)
+         if ((arg = tokens_next(&c)) == NULL)
             break;
          r->verbose = atoi(arg);
          continue;
@@ -538,7 +526,7 @@ static bool record_read(struct memo *m, const char *p, size_t len, struct record
       if (!strcmp(t, "set") || !strcmp(t, "unset") || !strcmp(t, "log")) {
          if (r->edits_from == NULL)
             r->edits_from = t;   /* edits, then log lines, follow the dependencies */
-         if (next(&c) == NULL || (t[0] == 's' && next(&c) == NULL))
+         if (tokens_next(&c) == NULL || (t[0] == 's' && tokens_next(&c) == NULL))
             break;
          continue;
       }
@@ -570,17 +558,17 @@ static char **edited_env(const struct record *r)
       env[n++] = *e;
    /* From the first edit, token by token as written: "set K V", "unset K",
       "log LINE", up to "plan". */
-   struct cur c = { r->edits_from ? r->edits_from : r->plan, r->plan };
-   for (const char *t = next(&c); t != NULL && strcmp(t, "plan") != 0; t = next(&c)) {
+   struct tokens c = { r->edits_from ? r->edits_from : r->plan, r->plan };
+   for (const char *t = tokens_next(&c); t != NULL && strcmp(t, "plan") != 0; t = tokens_next(&c)) {
       bool set = !strcmp(t, "set");
       if (!strcmp(t, "log")) {
-         if (next(&c) == NULL)
+         if (tokens_next(&c) == NULL)
             return NULL;
          continue;
       }
       if (!set && strcmp(t, "unset") != 0)
          return NULL;   /* not what the front end writes here */
-      const char *k = next(&c), *v = set ? next(&c) : NULL;
+      const char *k = tokens_next(&c), *v = set ? tokens_next(&c) : NULL;
       if (k == NULL || (set && v == NULL))
          return NULL;
       size_t kl = strlen(k), i;
@@ -644,8 +632,8 @@ static bool build_plan(const struct record *r, char **env, struct buf *out)
    /* The plan ends with "end\0": environment entries go just before it. */
    if (r->plan_len < 4 || memcmp(r->plan + r->plan_len - 4, "end", 4) != 0)
       return false;
-   struct cur c = { r->plan, r->plan + r->plan_len - 4 };
-   for (const char *t = next(&c); t != NULL; t = next(&c))
+   struct tokens c = { r->plan, r->plan + r->plan_len - 4 };
+   for (const char *t = tokens_next(&c); t != NULL; t = tokens_next(&c))
       if (r->join_ph != NULL && !strcmp(t, r->join_ph))
          fill_template(out, r->join_tmpl);
       else
@@ -660,10 +648,10 @@ static bool build_plan(const struct record *r, char **env, struct buf *out)
 
 static void replay_log(const struct record *r)
 {
-   struct cur c = { r->edits_from ? r->edits_from : r->plan, r->plan };
-   for (const char *t = next(&c); t != NULL && strcmp(t, "plan") != 0; t = next(&c)) {
-      const char *arg = next(&c);
-      if (arg == NULL || (!strcmp(t, "set") && next(&c) == NULL))
+   struct tokens c = { r->edits_from ? r->edits_from : r->plan, r->plan };
+   for (const char *t = tokens_next(&c); t != NULL && strcmp(t, "plan") != 0; t = tokens_next(&c)) {
+      const char *arg = tokens_next(&c);
+      if (arg == NULL || (!strcmp(t, "set") && tokens_next(&c) == NULL))
          return;
       if (!strcmp(t, "log"))
          dprintf(STDERR_FILENO, "ch-run[%d]: %s\n", getpid(), arg);
@@ -743,8 +731,8 @@ static char *entry_read(struct memo *m, const char *name, size_t *len, const cha
 /* The entry's record, if the entry is whole and is this launch's key's. */
 static const char *entry_record(struct memo *m, const char *p, size_t len, size_t *rlen)
 {
-   struct cur c = { p, p + len };
-   const char *magic = next(&c), *sum = next(&c);
+   struct tokens c = { p, p + len };
+   const char *magic = tokens_next(&c), *sum = tokens_next(&c);
    if (magic == NULL || sum == NULL || strcmp(magic, ENTRY_MAGIC) != 0)
       return NULL;
    char have[17];
@@ -1023,16 +1011,16 @@ static void entry_write(struct memo *m, const char *rec, size_t len)
 /* Split plan P into its environment entries (sorted) and the rest. */
 static bool plan_split(const char *p, size_t len, struct buf *rest, char ***env, size_t *n)
 {
-   struct cur c = { p, p + len };
+   struct tokens c = { p, p + len };
    size_t cap = 64;
    *n = 0;
    *env = malloc(cap * sizeof(char *));
-   for (const char *t = next(&c); t != NULL && *env != NULL; t = next(&c)) {
+   for (const char *t = tokens_next(&c); t != NULL && *env != NULL; t = tokens_next(&c)) {
       if (strcmp(t, "env") != 0) {
          tok(rest, t);
          continue;
       }
-      if ((t = next(&c)) == NULL)
+      if ((t = tokens_next(&c)) == NULL)
          return false;
       if (*n == cap && (*env = realloc(*env, (cap *= 2) * sizeof(char *))) == NULL)
          return false;
@@ -1173,9 +1161,6 @@ int memo_store(struct memo *m, int memofd, int planfd, int tries)
 
 /* ---- replay mode (tests) ---- */
 
-extern int core_probe_fd;
-_Noreturn void core_main(int argc, char **argv);
-
 /* All child PID writes to FD (closed), NUL-terminated, and its STATUS. */
 static char *collect(int fd, pid_t pid, int *status, size_t *len)
 {
@@ -1235,8 +1220,8 @@ static bool not_replayed(int fd)
    size_t len;
    char *p = read_fd(fd, &len);
    bool skip = p == NULL;
-   for (struct cur c = { p, p + (p ? len : 0) }; !skip && c.p < c.end;) {
-      const char *t = next(&c);
+   for (struct tokens c = { p, p + (p ? len : 0) }; !skip && c.p < c.end;) {
+      const char *t = tokens_next(&c);
       skip = t == NULL || !strcmp(t, "join") || !strcmp(t, "join-pid") || !strcmp(t, "squash");
       if (t != NULL && !strcmp(t, "arg"))
          break;   /* the command line follows: not keywords */

@@ -104,6 +104,9 @@ struct plan {
 };
 
 void plan_read(int fd, struct plan *p);
+/* Reading NUL-terminated tokens (the plan's form; the memo's records too). */
+struct tokens { const char *p, *end; };
+const char *tokens_next(struct tokens *c);   /* the next whole token, or NULL */
 /* ch-run-core FD PID NONBLOCK, as a call (main.c). Never returns. */
 _Noreturn void core_main(int argc, char **argv);
 

@@ -17,21 +17,31 @@
 #define PLAN_MAGIC "CHPLAN1"
 #define PLAN_MAX   (64 << 20)
 
-struct cursor { char *p; char *end; };
-
-static char *next(struct cursor *c, const char *what)
+/* The one reader of NUL-terminated tokens (the memo reads its records with
+   it too, addon/memo/): the token at C, C moved past it; NULL if no whole
+   token is there. */
+const char *tokens_next(struct tokens *c)
 {
    if (c->p >= c->end)
-      FATAL_NOERR("plan: truncated before %s", what);
-   char *tok = c->p;
-   char *nul = memchr(c->p, '\0', c->end - c->p);
+      return NULL;
+   const char *tok = c->p, *nul = memchr(c->p, '\0', c->end - c->p);
    if (nul == NULL)
-      FATAL_NOERR("plan: unterminated token in %s", what);
+      return NULL;
    c->p = nul + 1;
    return tok;
 }
 
-static long long number(struct cursor *c, const char *what, long long min, long long max)
+static char *next(struct tokens *c, const char *what)
+{
+   if (c->p >= c->end)
+      FATAL_NOERR("plan: truncated before %s", what);
+   const char *tok = tokens_next(c);
+   if (tok == NULL)
+      FATAL_NOERR("plan: unterminated token in %s", what);
+   return (char *)tok;   /* our own buffer, writable: hex content is decoded in place */
+}
+
+static long long number(struct tokens *c, const char *what, long long min, long long max)
 {
    char *tok = next(c, what), *e;
    errno = 0;
@@ -107,7 +117,7 @@ void plan_read(int fd, struct plan *p)
    p->env = push(NULL, &p->env_ct, NULL);  p->env_ct = 0;
    p->argv = push(NULL, &p->argc, NULL);   p->argc = 0;
 
-   struct cursor c = { buf, buf + len };
+   struct tokens c = { buf, buf + len };
    if (strcmp(next(&c, "magic"), PLAN_MAGIC) != 0)
       FATAL_NOERR("plan: bad magic (front end and core from different builds?)");
    for (;;) {
