@@ -55,7 +55,7 @@ extern char **environ;
 #define ENTRIES_MAX  256          /* records per user; the least recently used go first */
 #define LOCK_WAIT_NS (10LL * 1000000000LL)
 #define DATA_MAX     (1 << 20)
-#define EXIT_PROBE   31
+#define EXIT_PROBE   EXIT_CHRUN
 
 /* ---- small buffers and tokens ---- */
 
@@ -654,7 +654,7 @@ static void replay_log(const struct record *r)
       if (arg == NULL || (!strcmp(t, "set") && tokens_next(&c) == NULL))
          return;
       if (!strcmp(t, "log"))
-         dprintf(STDERR_FILENO, "ch-run[%d]: %s\n", getpid(), arg);
+         say("%s", arg);
    }
 }
 
@@ -767,7 +767,7 @@ static int try_slot(struct memo *m, const char *name)
       if (env != NULL && build_plan(&r, env, &plan) && (fd = memfd_of(&plan)) >= 0) {
          (void)utimensat(m->dirfd, name, NULL, AT_SYMLINK_NOFOLLOW);   /* used: evicted last */
          if (r.verbose >= 1 && !m->quiet)
-            dprintf(STDERR_FILENO, "ch-run[%d]: plan memo: hit (%s)\n", getpid(), name);
+            say("plan memo: hit (%s)", name);
          if (!m->quiet)
             replay_log(&r);
       } else {
@@ -1084,15 +1084,13 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
    char **env = edited_env(r);
    struct buf have = { 0 };
    if (want == NULL || env == NULL || !build_plan(r, env, &have)) {
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't rebuild the plan\n", getpid());
-      exit(31);
+      FATAL_NOERR("plan memo verify: can't rebuild the plan");
    }
    const char *node = getenv("CH_RUN_NODE"), *dhave = NULL, *dwant = NULL;
    if ((have.len != plen || memcmp(have.p, want, plen) != 0) && node != NULL && *node != '\0'
        && !same_but_env(have.p, have.len, want, plen, &dhave, &dwant) && dhave != NULL) {
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: rebuilt environment differs (Node wrapper "
-              "CH_RUN_NODE=%.200s): planned '%.200s', rebuilt '%.200s'\n", getpid(), node, dwant, dhave);
-      exit(31);
+      FATAL_NOERR("plan memo verify: rebuilt environment differs (Node wrapper CH_RUN_NODE=%.200s): "
+                  "planned '%.200s', rebuilt '%.200s'", node, dwant, dhave);
    }
    if ((have.len != plen || memcmp(have.p, want, plen) != 0) && dhave == NULL) {
       size_t i = 0;
@@ -1101,17 +1099,14 @@ static int verify(struct memo *m, const struct record *r, const char *rec, size_
       size_t from = i;
       while (from > 0 && want[from - 1] != '\0')
          from--;
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: rebuilt plan differs at byte %zu: "
-              "planned '%.200s', rebuilt '%.200s'\n", getpid(), i, from < plen ? want + from : "(end)",
-              from < have.len ? have.p + from : "(end)");
-      exit(31);
+      FATAL_NOERR("plan memo verify: rebuilt plan differs at byte %zu: planned '%.200s', rebuilt '%.200s'",
+                  i, from < plen ? want + from : "(end)", from < have.len ? have.p + from : "(end)");
    }
    free(want);
    int fd = memfd_of(&have);
    free(have.p);
    if (fd < 0) {
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: can't create memfd\n", getpid());
-      exit(31);
+      FATAL_NOERR("plan memo verify: can't create memfd");
    }
    (void)close(planfd);
    (void)m;
@@ -1137,14 +1132,11 @@ int memo_store(struct memo *m, int memofd, int planfd, int tries)
             other than the checker reads it, fails every time. */
          if (tries < MEMO_VERIFY_TRIES) {
             if (r.verbose >= 1)
-               dprintf(STDERR_FILENO, "ch-run[%d]: plan memo verify: %s right after planning; planning again\n",
-                       getpid(), m->why);
+               say("plan memo verify: %s right after planning; planning again", m->why);
             free(rec);
             return -1;
          }
-         dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo verify: %s right after planning "
-                 "(%d plans in a row)\n", getpid(), m->why, tries);
-         exit(31);
+         FATAL_NOERR("plan memo verify: %s right after planning (%d plans in a row)", m->why, tries);
       }
       if (holds && r.nostore == NULL)
          entry_write(m, rec, len);
@@ -1288,9 +1280,7 @@ int memo_replay(struct memo *m, int planfd, int nonblock)
       (void)sigaction(SIGCHLD, &caller, NULL);
    }
    if (a == NULL || b == NULL) {
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo replay: can't run the probes: %s (%s)\n",
-              getpid(), strerror(errno), strerrorname_np(errno) ? strerrorname_np(errno) : "?");
-      exit(31);
+      FATAL("plan memo replay: can't run the probes");
    }
    if (!strncmp(b, "miss: ", 6)) {
       /* Does the record hold for us now? If not, another process changed
@@ -1302,15 +1292,13 @@ int memo_replay(struct memo *m, int planfd, int nonblock)
       m->quiet = false;
       if (fd < 0) {
          if (m->verbose >= 1)
-            dprintf(STDERR_FILENO, "ch-run[%d]: plan memo replay: not compared: %s since it was kept\n",
-                    getpid(), m->why);
+            say("plan memo replay: not compared: %s since it was kept", m->why);
          free(a);
          free(b);
          return planfd;
       }
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo replay: a second launch did not hit the record "
-              "just kept (%.*s)\n", getpid(), (int)strcspn(b + 6, "\n"), b + 6);
-      exit(31);
+      FATAL_NOERR("plan memo replay: a second launch did not hit the record just kept (%.*s)",
+                  (int)strcspn(b + 6, "\n"), b + 6);
    }
    if (sa != sb || la != lb || memcmp(a, b, la) != 0) {
       size_t i = 0;
@@ -1319,14 +1307,13 @@ int memo_replay(struct memo *m, int planfd, int nonblock)
       while (i > 0 && a[i - 1] != '\n')
          i--;
       int na = (int)strcspn(a + i, "\n"), nb = (int)strcspn(b + i, "\n");
-      dprintf(STDERR_FILENO, "ch-run[%d]: error: plan memo replay: the command of a launch from the record "
-              "would see other than this one's (status %d, %d): planned '%.*s', hit '%.*s'\n", getpid(),
-              sa, sb, na > 300 ? 300 : na, a + i, nb > 300 ? 300 : nb, b + i);
-      exit(31);
+      FATAL_NOERR("plan memo replay: the command of a launch from the record would see other than this "
+                  "one's (status %d, %d): planned '%.*s', hit '%.*s'", sa, sb, na > 300 ? 300 : na, a + i,
+                  nb > 300 ? 300 : nb, b + i);
    }
    if (m->verbose >= 2)
-      dprintf(STDERR_FILENO, "ch-run[%d]: plan memo replay: a second launch hit; its command would see the "
-              "same (%zu bytes of cwd, ids, arguments, environment, mounts)\n", getpid(), la);
+      say("plan memo replay: a second launch hit; its command would see the same (%zu bytes of cwd, ids, "
+          "arguments, environment, mounts)", la);
    free(a);
    free(b);
    return planfd;

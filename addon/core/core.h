@@ -25,6 +25,8 @@ extern int verbose;   /* 0 normal, 1 -v, 2 -vv, ...; -1 quiet */
 void fatal_(const char *file, int line, int errnum, const char *fmt, ...)
    __attribute__((noreturn, format(printf, 4, 5)));
 void msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));         /* whatever -v says */
+void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));   /* without exiting */
 
 /* FATAL: report "what: why (ERRNO)" and exit EXIT_CHRUN. Uses errno. */
 #define FATAL(...)      fatal_(__FILE__, __LINE__, errno, __VA_ARGS__)
