@@ -55,7 +55,7 @@
     {
       "target_name": "ch-run",
       "type": "executable",
-      "sources": ["addon/launcher.c", "addon/memo.c", "<@(core_sources)"],
+      "sources": ["addon/launcher.c", "addon/memo/memo.c", "<@(core_sources)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }

@@ -24,7 +24,7 @@
    is never silent.
 
    Before all that, a plan memoized by an earlier launch with the same
-   command line may do (addon/memo.c): then Node is not started at all.
+   command line may do (addon/memo/): then Node is not started at all.
 
    A C program rather than a shell script: this sits on every launch, and
    dash plus a subshell cost ~2 ms more. */
@@ -48,7 +48,7 @@
    are its error reporting (FATAL: "what: why (ERRNO)", exit EXIT_CHRUN)
    and helpers (path_find, privilege_held). */
 #include "core/core.h"
-#include "memo.h"
+#include "memo/memo.h"
 
 #define EXIT_USAGE 64   /* the front end could not parse the command line (argp's EX_USAGE) */
 

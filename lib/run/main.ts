@@ -187,7 +187,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
-  env.delete('CH_RUN_MEMO_VERIFY');      // the test suite's (addon/memo.c), not the command's
+  env.delete('CH_RUN_MEMO_VERIFY');      // the test suite's (addon/memo/), not the command's
   if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
   env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's
 
@@ -348,7 +348,7 @@ async function main(): Promise<number> {
   const rec = recorder();
   const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
   if (codeCache !== undefined) unrecordedDebug(rec, `code cache: ${String(codeCache)}`);
-  // Why no memoized plan served (addon/memo.c), said outside the recording.
+  // Why no memoized plan served (addon/memo/), said outside the recording.
   const miss = (rec?.rawEnv ?? process.env).CH_RUN_MEMO_MISS;
   if (miss) (rec ?? { unrecorded: (f: () => void) => f() }).unrecorded(() => log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`));
   if (opts.action === 'feature') {

@@ -1,4 +1,4 @@
-// Memoized plans, the recording half (the launcher, addon/memo.c, keeps and
+// Memoized plans, the recording half (the launcher, addon/memo/, keeps and
 // checks them). While the front end plans, this records what the plan
 // depended on, as the planner actually observed it:
 //   - environment variables read (value, or only whether set), and the set of names
@@ -49,7 +49,7 @@ const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
 export const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD', 'CH_RUN_MEMO_FD', 'CH_RUN_MEMO_MISS'];
 
-/** Stat fields as the launcher compares them (addon/memo.c). */
+/** Stat fields as the launcher compares them (addon/memo/). */
 type Field = 'T' | 'M' | 'U' | 'G' | 'S' | 'D' | 'I' | 'N' | 'R' | 'm' | 'c';
 const FIELD_ORDER: Field[] = ['T', 'M', 'U', 'G', 'S', 'D', 'I', 'N', 'R', 'm', 'c'];
 const CONTENT: Field[] = ['T', 'S', 'D', 'I', 'm', 'c'];
@@ -401,7 +401,7 @@ export class Recorder {
   log(line: string): void { this.logs.push(line); }
 
   /**
-   * The record the launcher stores (addon/memo.c reads it): NUL-terminated
+   * The record the launcher stores (addon/memo/ reads it): NUL-terminated
    * tokens, "CHMEMO1", then records, then "plan" and the plan without its
    * environment. "nostore WHY" first when it must not be kept.
    */

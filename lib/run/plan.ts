@@ -57,7 +57,7 @@ export function serializePlan(p: Plan, withEnv = true): Buffer {
     add('mount', m.kind, m.flags.join(','), src, m.dst);
   }
   for (const a of p.argv) add('arg', a);
-  // Last before "end": a memoized plan's environment goes there (addon/memo.c).
+  // Last before "end": a memoized plan's environment goes there (addon/memo/).
   if (withEnv) for (const e of p.env) add('env', e);
   add('end');
   for (const x of t)

@@ -44,7 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/core.h"
+#include "../core/core.h"
 #include "memo.h"
 
 extern char **environ;
