@@ -55,7 +55,9 @@
     {
       "target_name": "ch-run",
       "type": "executable",
-      "sources": ["addon/launcher.c", "addon/memo/memo.c", "<@(core_sources)"],
+      "sources": ["addon/launcher.c", "addon/memo/memo.c", "addon/memo/store.c", "addon/memo/record.c",
+                  "addon/memo/deps.c", "addon/memo/rebuild.c", "addon/memo/verify.c", "addon/memo/buf.c",
+                  "<@(core_sources)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }
