@@ -18,6 +18,9 @@
     "have_lzma": "<!(node tools/probe.js lzma)",
     "have_zstd": "<!(node tools/probe.js zstd)",
     "have_static_libc": "<!(node tools/probe.js static-libc)",
+    # protocol.h, made from protocol.json (tools/protocol.js): the plan's and
+    # the memo record's form, the launcher's variables and exit statuses.
+    "protocol_dir": "<!(node tools/protocol.js c)",
     # The core's sources, linked into ch-run-core and into ch-run (which runs
     # a memoized plan in process).
     "core_sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
@@ -47,6 +50,7 @@
       "target_name": "ch-run-core",
       "type": "executable",
       "sources": ["<@(core_sources)"],
+      "include_dirs": ["<(protocol_dir)"],
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "cflags!": ["-fno-exceptions"],
@@ -58,6 +62,7 @@
       "sources": ["addon/launcher.c", "addon/memo/memo.c", "addon/memo/store.c", "addon/memo/record.c",
                   "addon/memo/deps.c", "addon/memo/rebuild.c", "addon/memo/verify.c", "addon/memo/buf.c",
                   "<@(core_sources)"],
+      "include_dirs": ["<(protocol_dir)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }

@@ -50,7 +50,6 @@
 #include "core/core.h"
 #include "memo/memo.h"
 
-#define EXIT_USAGE 64   /* the front end could not parse the command line (argp's EX_USAGE) */
 
 /* ch-run must never be a privilege boundary. */
 static void refuse_setid(void)
@@ -106,18 +105,18 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
       FATAL("can't pass the done pipe to the front end");
    snprintf(front, sizeof(front), "%s/dist/ch-run.cjs", root);
    snprintf(fdstr, sizeof(fdstr), "%d", planfd);
-   if (setenv("CH_RUN_PLAN_FD", fdstr, 1) != 0)
-      FATAL("can't set CH_RUN_PLAN_FD");
+   if (setenv(LAUNCHER_PLAN_FD, fdstr, 1) != 0)
+      FATAL("can't set " LAUNCHER_PLAN_FD);
    snprintf(fdstr, sizeof(fdstr), "%d", donefd);
-   if (setenv("CH_RUN_DONE_FD", fdstr, 1) != 0)
-      FATAL("can't set CH_RUN_DONE_FD");
+   if (setenv(LAUNCHER_DONE_FD, fdstr, 1) != 0)
+      FATAL("can't set " LAUNCHER_DONE_FD);
    /* The record of what the plan depended on goes there (lib/run/memo.ts);
       close-on-exec in ch-run itself, so the core never holds it. */
    snprintf(fdstr, sizeof(fdstr), "%d", memofd);
-   if (memofd >= 0 && (fcntl(memofd, F_SETFD, 0) != 0 || setenv("CH_RUN_MEMO_FD", fdstr, 1) != 0))
+   if (memofd >= 0 && (fcntl(memofd, F_SETFD, 0) != 0 || setenv(LAUNCHER_MEMO_FD, fdstr, 1) != 0))
       FATAL("can't pass the memo memfd to the front end");
-   if (*miss != '\0' && setenv("CH_RUN_MEMO_MISS", miss, 1) != 0)
-      FATAL("can't set CH_RUN_MEMO_MISS");
+   if (*miss != '\0' && setenv(LAUNCHER_MEMO_MISS, miss, 1) != 0)
+      FATAL("can't set " LAUNCHER_MEMO_MISS);
    char **nargv = calloc(argc + 2, sizeof(char *));
    if (nargv == NULL)
       FATAL("can't allocate");
@@ -141,12 +140,11 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
 
 /* Start the front end; return when it is done planning: it closed the done
    pipe, on purpose once its decision is written, or by exiting. It writes
-   one byte, DONE_BYTE, before closing on purpose: *CONFIRMED says whether
+   one byte, LAUNCHER_DONE_BYTE_C, before closing on purpose: *CONFIRMED says whether
    it came, so a front end that died halfway through a plan is told apart.
    SIGCHLD is the default meanwhile (a caller's SIG_IGN would have the
    kernel reap the child and hide its status); *CALLER gets the caller's
    disposition. */
-#define DONE_BYTE 'k'
 static pid_t start_front_end(const char *root, int planfd, int argc, char **argv, int memofd,
                              const char *miss, struct sigaction *caller, bool *confirmed)
 {
@@ -172,7 +170,7 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
    while ((n = read(done[0], &c, 1)) < 0)
       if (errno != EINTR)
          FATAL("can't read done pipe");
-   *confirmed = n == 1 && c == DONE_BYTE;
+   *confirmed = n == 1 && c == LAUNCHER_DONE_BYTE_C;
    if (close(done[0]) != 0)
       FATAL("can't close done pipe");
    return pid;
@@ -227,13 +225,15 @@ enum decision { D_NONE, D_PLAN, D_NOTHING_TO_RUN };
 
 static enum decision front_end_decision(int planfd)
 {
-   char head[8];
+   /* Both magics, their NUL included, are 8 bytes. */
+   _Static_assert(sizeof(PLAN_MAGIC) == 8 && sizeof(PLAN_NOTHING_TO_RUN) == 8, "plan magics are 8 bytes");
+   char head[sizeof(PLAN_MAGIC)];
    ssize_t n = pread(planfd, head, sizeof(head), 0);
    if (n < 0)
       FATAL("can't read plan memfd");
-   if (n == sizeof(head) && !memcmp(head, "CHPLAN1", 8))
+   if (n == sizeof(head) && !memcmp(head, PLAN_MAGIC, sizeof(head)))
       return D_PLAN;
-   if (n == sizeof(head) && !memcmp(head, "CHNOCMD", 8))
+   if (n == sizeof(head) && !memcmp(head, PLAN_NOTHING_TO_RUN, sizeof(head)))
       return D_NOTHING_TO_RUN;
    return D_NONE;
 }

@@ -13,10 +13,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Exit statuses, as Charliecloud 0.2x: our own failure, and a command that
-   could not be executed. Otherwise the command's own status is ch-run's. */
-#define EXIT_CHRUN 31
-#define EXIT_CMD   49
+/* The protocol with the front end (protocol.json, made into build/gen/
+   protocol.h): the plan's form, and the exit statuses, as Charliecloud
+   0.2x: EXIT_CHRUN our own failure, EXIT_CMD a command that could not be
+   executed. Otherwise the command's own status is ch-run's. */
+#include "protocol.h"
 
 /** Logging **/
 

@@ -40,7 +40,7 @@ uint64_t fnv64(uint64_t h, const void *data, size_t n)
 {
    const unsigned char *p = data;
    for (size_t i = 0; i < n; i++)
-      h = (h ^ p[i]) * 0x100000001b3ULL;
+      h = (h ^ p[i]) * FNV_PRIME;
    return h;
 }
 

@@ -30,7 +30,7 @@ struct buf { char *p; size_t len, cap; bool failed; };   /* grows; FAILED: out o
 void put(struct buf *b, const void *s, size_t n);
 void tok(struct buf *b, const char *s);                  /* S and its NUL */
 void tokf(struct buf *b, const char *fmt, long long v);
-#define FNV_INIT 0xcbf29ce484222325ULL
+#define FNV_INIT FNV_OFFSET   /* protocol.json's */
 uint64_t fnv64(uint64_t h, const void *data, size_t n);  /* FNV-1a, 64 bits, from H */
 void why(struct memo *m, const char *fmt, const char *arg);   /* why there is no hit */
 int cmp_str(const void *a, const void *b);               /* qsort: char * by strcmp */
@@ -42,7 +42,7 @@ char *read_fd(int fd, size_t *len);                      /* all of FD, from offs
 struct record {
    const char *edits_from;   /* first token after the dependencies */
    struct tokens body;       /* the whole record */
-   const char *plan;         /* "CHPLAN1" ... "end" */
+   const char *plan;         /* PLAN_MAGIC ... PLAN_END */
    size_t plan_len;
    int verbose;
    const char *nostore;      /* why it must not be kept, or NULL */

@@ -24,16 +24,16 @@ char **edited_env(const struct record *r)
    for (char **e = environ; *e; e++)
       env[n++] = *e;
    /* From the first edit, token by token as written: "set K V", "unset K",
-      "log LINE", up to "plan". */
+      "log LINE", up to "plan" (RECORD_*). */
    struct tokens c = { r->edits_from ? r->edits_from : r->plan, r->plan };
-   for (const char *t = tokens_next(&c); t != NULL && strcmp(t, "plan") != 0; t = tokens_next(&c)) {
-      bool set = !strcmp(t, "set");
-      if (!strcmp(t, "log")) {
+   for (const char *t = tokens_next(&c); t != NULL && strcmp(t, RECORD_PLAN) != 0; t = tokens_next(&c)) {
+      bool set = !strcmp(t, RECORD_SET);
+      if (!strcmp(t, RECORD_LOG)) {
          if (tokens_next(&c) == NULL)
             return NULL;
          continue;
       }
-      if (!set && strcmp(t, "unset") != 0)
+      if (!set && strcmp(t, RECORD_UNSET) != 0)
          return NULL;   /* not what the front end writes here */
       const char *k = tokens_next(&c), *v = set ? tokens_next(&c) : NULL;
       if (k == NULL || (set && v == NULL))
@@ -96,31 +96,32 @@ static void fill_template(struct buf *out, const char *t)
    environment from ENV. */
 bool build_plan(const struct record *r, char **env, struct buf *out)
 {
-   /* The plan ends with "end\0": environment entries go just before it. */
-   if (r->plan_len < 4 || memcmp(r->plan + r->plan_len - 4, "end", 4) != 0)
+   /* The plan ends with PLAN_END and its NUL: environment entries go just before it. */
+   size_t end = sizeof(PLAN_END);
+   if (r->plan_len < end || memcmp(r->plan + r->plan_len - end, PLAN_END, end) != 0)
       return false;
-   struct tokens c = { r->plan, r->plan + r->plan_len - 4 };
+   struct tokens c = { r->plan, r->plan + r->plan_len - end };
    for (const char *t = tokens_next(&c); t != NULL; t = tokens_next(&c))
       if (r->join_ph != NULL && !strcmp(t, r->join_ph))
          fill_template(out, r->join_tmpl);
       else
          tok(out, t);
    for (char **e = env; *e; e++) {
-      tok(out, "env");
+      tok(out, PLAN_ENV);
       tok(out, *e);
    }
-   tok(out, "end");
+   tok(out, PLAN_END);
    return !out->failed;
 }
 
 void replay_log(const struct record *r)
 {
    struct tokens c = { r->edits_from ? r->edits_from : r->plan, r->plan };
-   for (const char *t = tokens_next(&c); t != NULL && strcmp(t, "plan") != 0; t = tokens_next(&c)) {
+   for (const char *t = tokens_next(&c); t != NULL && strcmp(t, RECORD_PLAN) != 0; t = tokens_next(&c)) {
       const char *arg = tokens_next(&c);
-      if (arg == NULL || (!strcmp(t, "set") && tokens_next(&c) == NULL))
+      if (arg == NULL || (!strcmp(t, RECORD_SET) && tokens_next(&c) == NULL))
          return;
-      if (!strcmp(t, "log"))
+      if (!strcmp(t, RECORD_LOG))
          say("%s", arg);
    }
 }

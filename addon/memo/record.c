@@ -6,8 +6,6 @@
 
 #include "internal.h"
 
-#define RECORD_MAGIC "CHMEMO1"
-
 /* Walk record R: every dependency must hold (unless !CHECK); notes where the plan is. */
 bool record_read(struct memo *m, const char *p, size_t len, struct record *r, bool check)
 {
@@ -19,33 +17,33 @@ bool record_read(struct memo *m, const char *p, size_t len, struct record *r, bo
       return false;
    }
    while ((t = tokens_next(&c)) != NULL) {
-      if (!strcmp(t, "plan")) {
+      if (!strcmp(t, RECORD_PLAN)) {
          r->plan = c.p;
          r->plan_len = c.end - c.p;
          return true;
       }
       const char *arg;
-      if (!strcmp(t, "nostore") || !strcmp(t, "incomplete")) {
-         r->incomplete = t[0] == 'i';
+      if (!strcmp(t, RECORD_NOSTORE) || !strcmp(t, RECORD_INCOMPLETE)) {
+         r->incomplete = !strcmp(t, RECORD_INCOMPLETE);
          if ((r->nostore = tokens_next(&c)) == NULL)
             break;
          continue;
       }
-      if (!strcmp(t, "jointag")) {
+      if (!strcmp(t, RECORD_JOINTAG)) {
          if ((r->join_ph = tokens_next(&c)) == NULL || (r->join_tmpl = tokens_next(&c)) == NULL)
             break;
          continue;
       }
-      if (!strcmp(t, "verbose")) {
+      if (!strcmp(t, RECORD_VERBOSE)) {
          if ((arg = tokens_next(&c)) == NULL)
             break;
          r->verbose = atoi(arg);
          continue;
       }
-      if (!strcmp(t, "set") || !strcmp(t, "unset") || !strcmp(t, "log")) {
+      if (!strcmp(t, RECORD_SET) || !strcmp(t, RECORD_UNSET) || !strcmp(t, RECORD_LOG)) {
          if (r->edits_from == NULL)
             r->edits_from = t;   /* edits, then log lines, follow the dependencies */
-         if (tokens_next(&c) == NULL || (t[0] == 's' && tokens_next(&c) == NULL))
+         if (tokens_next(&c) == NULL || (!strcmp(t, RECORD_SET) && tokens_next(&c) == NULL))
             break;
          continue;
       }

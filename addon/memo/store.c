@@ -103,7 +103,7 @@ void memo_init(struct memo *m, const char *launcher, int argc, char **argv)
       why(m, "%s", "CH_RUN_NO_CACHE is set");
       return;
    }
-   const char *v = getenv("CH_RUN_MEMO_VERIFY"), *check = getenv("CH_RUN_MEMO_REPLAY_FD");
+   const char *v = getenv(LAUNCHER_MEMO_VERIFY), *check = getenv("CH_RUN_MEMO_REPLAY_FD");
    m->replay = v != NULL && strcmp(v, "replay") == 0;
    m->verify = m->replay || (v != NULL && strcmp(v, "1") == 0);
    m->check_fd = -1;

@@ -26,7 +26,7 @@ static bool plan_split(const char *p, size_t len, struct buf *rest, char ***env,
    *n = 0;
    *env = malloc(cap * sizeof(char *));
    for (const char *t = tokens_next(&c); t != NULL && *env != NULL; t = tokens_next(&c)) {
-      if (strcmp(t, "env") != 0) {
+      if (strcmp(t, PLAN_ENV) != 0) {
          tok(rest, t);
          continue;
       }
@@ -186,8 +186,8 @@ static bool not_replayed(int fd)
    bool skip = p == NULL;
    for (struct tokens c = { p, p + (p ? len : 0) }; !skip && c.p < c.end;) {
       const char *t = tokens_next(&c);
-      skip = t == NULL || !strcmp(t, "join") || !strcmp(t, "join-pid") || !strcmp(t, "squash");
-      if (t != NULL && !strcmp(t, "arg"))
+      skip = t == NULL || !strcmp(t, PLAN_JOIN) || !strcmp(t, PLAN_JOIN_PID) || !strcmp(t, PLAN_SQUASH);
+      if (t != NULL && !strcmp(t, PLAN_ARG))
          break;   /* the command line follows: not keywords */
    }
    free(p);
@@ -223,7 +223,7 @@ static char *second_launch(struct memo *m, int planfd, int *status, size_t *len)
       snprintf(fd, sizeof(fd), "%d", p[1]);
       /* As a later launch by the same caller: without this launch's plan. */
       if (null < 0 || dup2(null, STDERR_FILENO) < 0 || close(p[0]) != 0 || close(planfd) != 0
-          || setenv("CH_RUN_MEMO_VERIFY", "replay-check", 1) != 0 || setenv("CH_RUN_MEMO_REPLAY_FD", fd, 1) != 0)
+          || setenv(LAUNCHER_MEMO_VERIFY, "replay-check", 1) != 0 || setenv("CH_RUN_MEMO_REPLAY_FD", fd, 1) != 0)
          _exit(EXIT_PROBE);
       execv("/proc/self/exe", m->argv);
       _exit(EXIT_PROBE);
