@@ -57,7 +57,8 @@ function sources(dir, re) {
 }
 
 test('no value of the spec that is a name (magics, the launcher\'s variables) is written in C or TypeScript', (t) => {
-  const names = [spec.plan.magic, spec.plan.nothingToRun, spec.record.magic, ...Object.values(spec.launcher)]
+  const launcher = Object.entries(spec.launcher).filter(([k]) => !k.startsWith('_')).map(([, v]) => v);
+  const names = [spec.plan.magic, spec.plan.nothingToRun, spec.record.magic, ...launcher]
     .filter((v) => typeof v === 'string' && v.length > 3);
   const found = [];
   for (const f of [...sources('addon', /\.[ch]$/), ...sources('lib', /\.ts$/)]) {

@@ -10,11 +10,12 @@
 //                               tools/build.js ts, before tsc
 //
 // Each section of protocol.json becomes, in C, macros SECTION_KEY (upper
-// snake case: plan.cwdTry is PLAN_CWD_TRY; a one-letter value also as a
-// char, SECTION_KEY_C; a list, SECTION_VALUE each, or of letters, one
-// string SECTION_CHARS, as is an object of letters); in TypeScript, `export const SECTION = {...} as const` (a
-// list: a readonly array). Strings, numbers, and
-// "0x..." strings (C: ULL constants; TypeScript: bigint).
+// snake case: plan.cwdTry is PLAN_CWD_TRY); a one-letter value is also a
+// char, SECTION_KEY_C; a list gives SECTION_VALUE for each value, or, if
+// its values are letters, one string SECTION_CHARS, as does an object of
+// letters. In TypeScript, `export const SECTION = {...} as const` (a list:
+// a readonly array). Values: strings, numbers, and "0x..." strings (C: ULL
+// constants; TypeScript: bigint). Keys that begin with _ are notes.
 
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -28,6 +29,8 @@ export function spec() {
   return JSON.parse(readFileSync(join(ROOT, 'protocol.json'), 'utf8'));
 }
 
+/** An object section's entries, less its notes (keys beginning with _). */
+const entries = (body) => Object.entries(body).filter(([k]) => !k.startsWith('_'));
 const snake = (s) => s.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
 const isHex = (v) => typeof v === 'string' && /^0x[0-9a-f]+$/i.test(v);
 
@@ -56,11 +59,11 @@ export function cHeader(s = spec()) {
       if (body.every((v) => typeof v === 'string' && v.length === 1)) out.push(`#define ${S}_CHARS ${cLiteral(body.join(''), false)}`);
       else for (const v of body) out.push(`#define ${S}_${snake(v).replace(/-/g, '_')} ${cLiteral(v, false)}`);
     } else {
-      for (const [k, v] of Object.entries(body)) {
+      for (const [k, v] of entries(body)) {
         out.push(`#define ${S}_${snake(k)} ${cLiteral(v, false)}`);
         if (typeof v === 'string' && v.length === 1) out.push(`#define ${S}_${snake(k)}_C ${cLiteral(v, true)}`);
       }
-      const vals = Object.values(body);
+      const vals = entries(body).map(([, v]) => v);
       if (vals.every((v) => typeof v === 'string' && v.length === 1)) out.push(`#define ${S}_CHARS ${cLiteral(vals.join(''), false)}`);
     }
     out.push('');
@@ -80,7 +83,7 @@ export function tsModule(s = spec()) {
       out.push(`export const ${S} = [${body.map(lit).join(', ')}] as const;`);
     } else {
       out.push(`export const ${S} = {`);
-      for (const [k, v] of Object.entries(body)) out.push(`  ${k}: ${lit(v)},`);
+      for (const [k, v] of entries(body)) out.push(`  ${k}: ${lit(v)},`);
       out.push('} as const;');
     }
   }
