@@ -87,7 +87,8 @@ static char **push(char **v, size_t *n, char *s)
    return v;
 }
 
-void plan_read(int fd, struct plan *p)
+/* All of FD (closed), into a buffer of its own: *LEN bytes. */
+static char *read_all(int fd, size_t *len_out)
 {
    size_t cap = 1 << 16, len = 0;
    char *buf = xrealloc(NULL, cap);
@@ -107,7 +108,47 @@ void plan_read(int fd, struct plan *p)
       len += r;
    }
    Z_(close(fd), "plan: can't close fd %d", fd);
+   *len_out = len;
+   return buf;
+}
 
+/* A mount record, its keyword read: kind, flags, source, destination. */
+static void read_mount(struct tokens *c, struct plan *p)
+{
+   struct mount_op m;
+   char *kind = next(c, "mount kind");
+   if (!strcmp(kind, MOUNT_KINDS_BIND)) m.kind = MK_BIND;
+   else if (!strcmp(kind, MOUNT_KINDS_TMPFS)) m.kind = MK_TMPFS;
+   else if (!strcmp(kind, MOUNT_KINDS_FILE)) m.kind = MK_FILE;
+   else if (!strcmp(kind, MOUNT_KINDS_MKDIR)) m.kind = MK_MKDIR;
+   else if (!strcmp(kind, MOUNT_KINDS_MKFILE)) m.kind = MK_MKFILE;
+   else if (!strcmp(kind, MOUNT_KINDS_SYMLINK)) m.kind = MK_SYMLINK;
+   else FATAL_NOERR("plan: unknown mount kind '%s'", kind);
+   m.flags = mount_flags(next(c, "mount flags"));
+   m.src = next(c, "mount source");
+   m.src_len = strlen(m.src);
+   m.dst = next(c, "mount destination");
+   if (m.dst[0] != '/')
+      FATAL_NOERR("plan: mount destination not absolute: %s", m.dst);
+   if (m.flags & MF_HEX) {   /* binary file content: decode in place */
+      if (m.kind != MK_FILE || m.src_len % 2 != 0)
+         FATAL_NOERR("plan: bad hex content for %s", m.dst);
+      for (size_t i = 0; i < m.src_len / 2; i++) {
+         int hi = hexval(m.src[2 * i]), lo = hexval(m.src[2 * i + 1]);
+         if (hi < 0 || lo < 0)
+            FATAL_NOERR("plan: bad hex content for %s", m.dst);
+         m.src[i] = (char)(hi << 4 | lo);
+      }
+      m.src_len /= 2;
+   }
+   p->mounts = xrealloc(p->mounts, (p->mount_ct + 1) * sizeof(m));
+   p->mounts[p->mount_ct++] = m;
+}
+
+void plan_read(int fd, struct plan *p)
+{
+   size_t len;
+   char *buf = read_all(fd, &len);
    memset(p, 0, sizeof(*p));
    p->uid = getuid(); p->gid = getgid();
    p->cwd = "/";
@@ -147,34 +188,7 @@ void plan_read(int fd, struct plan *p)
          p->join_ct = number(&c, "join count", 1, 1 << 20);
          p->join_timeout_ms = number(&c, "join timeout", 1, INT_MAX);
       } else if (!strcmp(kw, PLAN_MOUNT)) {
-         struct mount_op m;
-         char *kind = next(&c, "mount kind");
-         if (!strcmp(kind, MOUNT_KINDS_BIND)) m.kind = MK_BIND;
-         else if (!strcmp(kind, MOUNT_KINDS_TMPFS)) m.kind = MK_TMPFS;
-         else if (!strcmp(kind, MOUNT_KINDS_FILE)) m.kind = MK_FILE;
-         else if (!strcmp(kind, MOUNT_KINDS_MKDIR)) m.kind = MK_MKDIR;
-         else if (!strcmp(kind, MOUNT_KINDS_MKFILE)) m.kind = MK_MKFILE;
-         else if (!strcmp(kind, MOUNT_KINDS_SYMLINK)) m.kind = MK_SYMLINK;
-         else FATAL_NOERR("plan: unknown mount kind '%s'", kind);
-         m.flags = mount_flags(next(&c, "mount flags"));
-         m.src = next(&c, "mount source");
-         m.src_len = strlen(m.src);
-         m.dst = next(&c, "mount destination");
-         if (m.dst[0] != '/')
-            FATAL_NOERR("plan: mount destination not absolute: %s", m.dst);
-         if (m.flags & MF_HEX) {   /* binary file content: decode in place */
-            if (m.kind != MK_FILE || m.src_len % 2 != 0)
-               FATAL_NOERR("plan: bad hex content for %s", m.dst);
-            for (size_t i = 0; i < m.src_len / 2; i++) {
-               int hi = hexval(m.src[2 * i]), lo = hexval(m.src[2 * i + 1]);
-               if (hi < 0 || lo < 0)
-                  FATAL_NOERR("plan: bad hex content for %s", m.dst);
-               m.src[i] = (char)(hi << 4 | lo);
-            }
-            m.src_len /= 2;
-         }
-         p->mounts = xrealloc(p->mounts, (p->mount_ct + 1) * sizeof(m));
-         p->mounts[p->mount_ct++] = m;
+         read_mount(&c, p);
       } else if (!strcmp(kw, PLAN_ENV)) {
          char *e = next(&c, kw);
          if (strchr(e, '=') == NULL || e[0] == '=')
