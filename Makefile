@@ -32,8 +32,9 @@ node_modules/.package-lock.json: package-lock.json
 # What each half of the build reads, and a stamp it leaves: a half is built
 # again only when one of its inputs changed, so `make install` after `make`
 # builds nothing.
-NATIVE_IN    := binding.gyp tools/probe.js $(shell find addon -type f)
-TS_IN        := package.json tsconfig.json tools/build.js tools/ch-run-loader.cjs $(shell find lib -type f)
+NATIVE_IN    := binding.gyp tools/probe.js protocol.json tools/protocol.js $(shell find addon -type f)
+TS_IN        := package.json tsconfig.json tools/build.js tools/ch-run-loader.cjs protocol.json tools/protocol.js \
+                $(shell find lib -type f -not -name '*.gen.ts')
 NATIVE_STAMP := build/Release/.ch-built
 TS_STAMP     := dist/.ch-built
 
@@ -83,4 +84,4 @@ uninstall:
 	rm -rf $(LIBDIR)
 
 clean:
-	rm -rf build dist
+	rm -rf build dist lib/util/protocol.gen.ts

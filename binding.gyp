@@ -17,7 +17,17 @@
     "have_zlib": "<!(node tools/probe.js zlib)",
     "have_lzma": "<!(node tools/probe.js lzma)",
     "have_zstd": "<!(node tools/probe.js zstd)",
-    "have_static_libc": "<!(node tools/probe.js static-libc)"
+    "have_static_libc": "<!(node tools/probe.js static-libc)",
+    # protocol.h, made from protocol.json (tools/protocol.js): the plan's and
+    # the memo record's form, the launcher's variables and exit statuses.
+    "protocol_dir": "<!(node tools/protocol.js c)",
+    # The core's sources, linked into ch-run-core and into ch-run (which runs
+    # a memoized plan in process).
+    "core_sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
+                     "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
+                     "addon/core/lookup.c", "addon/core/seccomp.c", "addon/core/squash.c",
+                     "addon/core/watch.c",
+                     "addon/core/overlay.c"]
   },
   "targets": [
     {
@@ -39,9 +49,8 @@
     {
       "target_name": "ch-run-core",
       "type": "executable",
-      "sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
-                  "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                  "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"],
+      "sources": ["<@(core_sources)"],
+      "include_dirs": ["<(protocol_dir)"],
       "defines": ["_GNU_SOURCE"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "cflags!": ["-fno-exceptions"],
@@ -50,10 +59,10 @@
     {
       "target_name": "ch-run",
       "type": "executable",
-      "sources": ["addon/launcher.c", "addon/memo.c",
-                  "addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
-                  "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                  "addon/core/seccomp.c", "addon/core/squash.c", "addon/core/overlay.c"],
+      "sources": ["addon/launcher.c", "addon/memo/memo.c", "addon/memo/store.c", "addon/memo/record.c",
+                  "addon/memo/deps.c", "addon/memo/rebuild.c", "addon/memo/verify.c", "addon/memo/buf.c",
+                  "<@(core_sources)"],
+      "include_dirs": ["<(protocol_dir)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"]
     }

@@ -24,7 +24,7 @@
    is never silent.
 
    Before all that, a plan memoized by an earlier launch with the same
-   command line may do (addon/memo.c): then Node is not started at all.
+   command line may do (addon/memo/): then Node is not started at all.
 
    A C program rather than a shell script: this sits on every launch, and
    dash plus a subshell cost ~2 ms more. */
@@ -33,7 +33,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,42 +43,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "memo.h"
+/* The core is linked in too (core_main: a memoized plan runs it here,
+   without the exec of ch-run-core, one exec fewer on every hit), and so
+   are its error reporting (FATAL: "what: why (ERRNO)", exit EXIT_CHRUN)
+   and helpers (path_find, privilege_held). */
+#include "core/core.h"
+#include "memo/memo.h"
 
-/* The core, linked in too (addon/core/main.c): a memoized plan runs it here,
-   without the exec of ch-run-core (one exec fewer on every hit). */
-_Noreturn void core_main(int argc, char **argv);
-/* Shared with the core (addon/core/misc.c). */
-bool path_find(const char *prog, char *buf, size_t size);
-const char *privilege_held(void);
-
-#define EXIT_CHRUN 31   /* ch-run's own failures; the front end's errors too */
-#define EXIT_USAGE 64   /* the front end could not parse the command line (argp's EX_USAGE) */
-
-static void error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void error(const char *fmt, ...)
-{
-   char line[PATH_MAX + 512];
-   int n = snprintf(line, sizeof(line), "ch-run[%d]: error: ", getpid());
-   va_list ap;
-   va_start(ap, fmt);
-   if (n >= 0 && (size_t)n < sizeof(line))
-      n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-   va_end(ap);
-   if (n < 0 || (size_t)n >= sizeof(line) - 1)
-      n = sizeof(line) - 2;
-   line[n++] = '\n';
-   ssize_t w = write(STDERR_FILENO, line, n);   /* one write: ranks don't interleave */
-   (void)w;
-}
-
-/* Report "what: why (ERRNO)" and exit 31. */
-static void die(const char *what)
-{
-   int e = errno;
-   error("%s: %s (%s)", what, strerror(e), strerrorname_np(e) ? strerrorname_np(e) : "?");
-   exit(EXIT_CHRUN);
-}
 
 /* ch-run must never be a privilege boundary. */
 static void refuse_setid(void)
@@ -87,15 +57,13 @@ static void refuse_setid(void)
    struct stat st;
    if (getuid() != geteuid() || getgid() != getegid()
        || (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))) {
-      error("ch-run is installed setuid or setgid; refusing to run "
-            "(it needs no privileges: chmod ug-s it)");
-      exit(EXIT_CHRUN);
+      FATAL_NOERR("ch-run is installed setuid or setgid; refusing to run "
+                  "(it needs no privileges: chmod ug-s it)");
    }
    const char *why = privilege_held();
    if (why != NULL) {
-      error("ch-run %s; refusing to run (it needs no privilege: setcap -r it, "
-            "or start it without capabilities)", why);
-      exit(EXIT_CHRUN);
+      FATAL_NOERR("ch-run %s; refusing to run (it needs no privilege: setcap -r it, "
+                  "or start it without capabilities)", why);
    }
 }
 
@@ -103,7 +71,7 @@ static void refuse_setid(void)
 static void strip_last(char *path)
 {
    char *slash = strrchr(path, '/');
-   if (slash == NULL) { errno = ENOENT; die("can't find ch-run's package root"); }
+   if (slash == NULL) { errno = ENOENT; FATAL("can't find ch-run's package root"); }
    *slash = '\0';
 }
 
@@ -113,7 +81,7 @@ static void own_location(char *dir, char *root, size_t size)
 {
    ssize_t n = readlink("/proc/self/exe", dir, size - 1);
    if (n < 0)
-      die("can't find own location (/proc/self/exe)");
+      FATAL("can't find own location (/proc/self/exe)");
    dir[n] = '\0';
    strip_last(dir);
    memcpy(root, dir, strlen(dir) + 1);
@@ -134,24 +102,24 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
       _exit(EXIT_CHRUN);
    if (fcntl(donefd, F_SETFD, 0) != 0)
-      die("can't pass the done pipe to the front end");
+      FATAL("can't pass the done pipe to the front end");
    snprintf(front, sizeof(front), "%s/dist/ch-run.cjs", root);
    snprintf(fdstr, sizeof(fdstr), "%d", planfd);
-   if (setenv("CH_RUN_PLAN_FD", fdstr, 1) != 0)
-      die("can't set CH_RUN_PLAN_FD");
+   if (setenv(LAUNCHER_PLAN_FD, fdstr, 1) != 0)
+      FATAL("can't set " LAUNCHER_PLAN_FD);
    snprintf(fdstr, sizeof(fdstr), "%d", donefd);
-   if (setenv("CH_RUN_DONE_FD", fdstr, 1) != 0)
-      die("can't set CH_RUN_DONE_FD");
+   if (setenv(LAUNCHER_DONE_FD, fdstr, 1) != 0)
+      FATAL("can't set " LAUNCHER_DONE_FD);
    /* The record of what the plan depended on goes there (lib/run/memo.ts);
       close-on-exec in ch-run itself, so the core never holds it. */
    snprintf(fdstr, sizeof(fdstr), "%d", memofd);
-   if (memofd >= 0 && (fcntl(memofd, F_SETFD, 0) != 0 || setenv("CH_RUN_MEMO_FD", fdstr, 1) != 0))
-      die("can't pass the memo memfd to the front end");
-   if (*miss != '\0' && setenv("CH_RUN_MEMO_MISS", miss, 1) != 0)
-      die("can't set CH_RUN_MEMO_MISS");
+   if (memofd >= 0 && (fcntl(memofd, F_SETFD, 0) != 0 || setenv(LAUNCHER_MEMO_FD, fdstr, 1) != 0))
+      FATAL("can't pass the memo memfd to the front end");
+   if (*miss != '\0' && setenv(LAUNCHER_MEMO_MISS, miss, 1) != 0)
+      FATAL("can't set " LAUNCHER_MEMO_MISS);
    char **nargv = calloc(argc + 2, sizeof(char *));
    if (nargv == NULL)
-      die("can't allocate");
+      FATAL("can't allocate");
    const char *node = getenv("CH_RUN_NODE");   /* a site may pin its Node */
    nargv[0] = (char *)(node && *node ? node : "node");
    nargv[1] = front;
@@ -165,48 +133,46 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    else if (path_find(nargv[0], found, sizeof(found)))
       execv(found, nargv);
    int e = errno;
-   error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE",
-         node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e),
-         strerrorname_np(e) ? strerrorname_np(e) : "?");
-   _exit(EXIT_CHRUN);
+   say_error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE",
+             node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e), errno_name(e));
+   _exit(EXIT_CHRUN);   /* a forked child: no exit() */
 }
 
 /* Start the front end; return when it is done planning: it closed the done
    pipe, on purpose once its decision is written, or by exiting. It writes
-   one byte, DONE_BYTE, before closing on purpose: *CONFIRMED says whether
+   one byte, LAUNCHER_DONE_BYTE_C, before closing on purpose: *CONFIRMED says whether
    it came, so a front end that died halfway through a plan is told apart.
    SIGCHLD is the default meanwhile (a caller's SIG_IGN would have the
    kernel reap the child and hide its status); *CALLER gets the caller's
    disposition. */
-#define DONE_BYTE 'k'
 static pid_t start_front_end(const char *root, int planfd, int argc, char **argv, int memofd,
                              const char *miss, struct sigaction *caller, bool *confirmed)
 {
    struct sigaction dfl = { .sa_handler = SIG_DFL };
    sigemptyset(&dfl.sa_mask);
    if (sigaction(SIGCHLD, &dfl, caller) != 0)
-      die("can't reset SIGCHLD");
+      FATAL("can't reset SIGCHLD");
    int done[2];
    if (pipe2(done, O_CLOEXEC) != 0)
-      die("can't create done pipe");
+      FATAL("can't create done pipe");
    pid_t self = getpid();
    pid_t pid = fork();
    if (pid < 0)
-      die("can't fork front end");
+      FATAL("can't fork front end");
    if (pid == 0)
       exec_front_end(self, root, planfd, done[1], argc, argv, memofd, miss);
    if (close(done[1]) != 0)
-      die("can't close done pipe");
+      FATAL("can't close done pipe");
    /* The byte, or EOF; not EOF after the byte: a helper Node started and
       left behind may hold the pipe open, and must not keep us waiting. */
    char c;
    ssize_t n;
    while ((n = read(done[0], &c, 1)) < 0)
       if (errno != EINTR)
-         die("can't read done pipe");
-   *confirmed = n == 1 && c == DONE_BYTE;
+         FATAL("can't read done pipe");
+   *confirmed = n == 1 && c == LAUNCHER_DONE_BYTE_C;
    if (close(done[0]) != 0)
-      die("can't close done pipe");
+      FATAL("can't close done pipe");
    return pid;
 }
 
@@ -215,7 +181,7 @@ static int wait_front_end(pid_t pid)
    int status;
    while (waitpid(pid, &status, 0) < 0)
       if (errno != EINTR)
-         die("can't wait for front end");
+         FATAL("can't wait for front end");
    return status;
 }
 
@@ -245,10 +211,10 @@ static void restore_stdio_flags(const int flags[3])
          continue;
       int now = fcntl(fd, F_GETFL);
       if (now < 0)
-         die("can't get stdio flags");
+         FATAL("can't get stdio flags");
       if ((now & O_NONBLOCK) != (flags[fd] & O_NONBLOCK)
           && fcntl(fd, F_SETFL, (now & ~O_NONBLOCK) | (flags[fd] & O_NONBLOCK)) != 0)
-         die("can't restore O_NONBLOCK on stdio");
+         FATAL("can't restore O_NONBLOCK on stdio");
    }
 }
 
@@ -259,20 +225,22 @@ enum decision { D_NONE, D_PLAN, D_NOTHING_TO_RUN };
 
 static enum decision front_end_decision(int planfd)
 {
-   char head[8];
+   /* Both magics, their NUL included, are 8 bytes. */
+   _Static_assert(sizeof(PLAN_MAGIC) == 8 && sizeof(PLAN_NOTHING_TO_RUN) == 8, "plan magics are 8 bytes");
+   char head[sizeof(PLAN_MAGIC)];
    ssize_t n = pread(planfd, head, sizeof(head), 0);
    if (n < 0)
-      die("can't read plan memfd");
-   if (n == sizeof(head) && !memcmp(head, "CHPLAN1", 8))
+      FATAL("can't read plan memfd");
+   if (n == sizeof(head) && !memcmp(head, PLAN_MAGIC, sizeof(head)))
       return D_PLAN;
-   if (n == sizeof(head) && !memcmp(head, "CHNOCMD", 8))
+   if (n == sizeof(head) && !memcmp(head, PLAN_NOTHING_TO_RUN, sizeof(head)))
       return D_NOTHING_TO_RUN;
    return D_NONE;
 }
 
 /* Explain a front end that ended without a decision and without its own
    error status, 31; exit 31. */
-static void front_end_failed(int status)
+_Noreturn static void front_end_failed(int status)
 {
    const char *node = getenv("CH_RUN_NODE");
    char who[PATH_MAX + 32];
@@ -281,12 +249,10 @@ static void front_end_failed(int status)
    else
       snprintf(who, sizeof(who), "node on PATH");
    if (WIFSIGNALED(status))
-      error("front end (%s) was killed by signal %d (%s) before starting the container",
-            who, WTERMSIG(status), strsignal(WTERMSIG(status)));
-   else
-      error("front end (%s) exited with status %d without starting the container; "
-            "ch-run needs node >= 20 on PATH or in CH_RUN_NODE", who, WEXITSTATUS(status));
-   exit(EXIT_CHRUN);
+      FATAL_NOERR("front end (%s) was killed by signal %d (%s) before starting the container",
+                  who, WTERMSIG(status), strsignal(WTERMSIG(status)));
+   FATAL_NOERR("front end (%s) exited with status %d without starting the container; "
+               "ch-run needs node >= 20 on PATH or in CH_RUN_NODE", who, WEXITSTATUS(status));
 }
 
 /* Become the core, which reads the plan from PLANFD: the core itself
@@ -300,7 +266,7 @@ static void run_core(const char *dir, int planfd, pid_t front, int nonblock, boo
 {
    char core[PATH_MAX + 32], fdstr[16], pidstr[16], nbstr[16];
    if (lseek(planfd, 0, SEEK_SET) != 0)
-      die("can't rewind plan memfd");
+      FATAL("can't rewind plan memfd");
    snprintf(fdstr, sizeof(fdstr), "%d", planfd);
    snprintf(pidstr, sizeof(pidstr), "%d", (int)front);
    snprintf(nbstr, sizeof(nbstr), "%d", nonblock);
@@ -309,10 +275,7 @@ static void run_core(const char *dir, int planfd, pid_t front, int nonblock, boo
       core_main(4, argv);   /* never returns */
    snprintf(core, sizeof(core), "%s/ch-run-core", dir);
    execv(core, argv);
-   int e = errno;
-   error("can't execute ch-run's core %s: %s (%s)", core, strerror(e),
-         strerrorname_np(e) ? strerrorname_np(e) : "?");
-   exit(EXIT_CHRUN);
+   FATAL("can't execute ch-run's core %s", core);
 }
 
 int main(int argc, char **argv)
@@ -341,10 +304,10 @@ int main(int argc, char **argv)
       /* Not close-on-exec: the front end writes them, the core reads the plan. */
       planfd = memfd_create("ch-run-plan", 0);
       if (planfd < 0)
-         die("can't create plan memfd");
+         FATAL("can't create plan memfd");
       memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
       if (memo.enabled && memofd < 0)
-         die("can't create memo memfd");
+         FATAL("can't create memo memfd");
       front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &confirmed);
       d = front_end_decision(planfd);
       if (d != D_PLAN || !confirmed)
@@ -353,26 +316,26 @@ int main(int argc, char **argv)
          writes stdio synchronously): its exit, a few ms of V8 teardown, is
          no use to anyone, so it is killed, and the core reaps it. */
       if (kill(front, SIGKILL) != 0 && errno != ESRCH)
-         die("can't end front end");
+         FATAL("can't end front end");
       int fd = memo_store(&memo, memofd, planfd, tries);
       if (fd >= 0)
          fd = memo_replay(&memo, fd, nonblock_bits(stdio_flags));   /* tests only */
       if (fd >= 0) {
          if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
-            die("can't restore SIGCHLD");
+            FATAL("can't restore SIGCHLD");
          run_core(dir, fd, front, nonblock_bits(stdio_flags), false);
       }
       /* Verify mode only (CH_RUN_MEMO_VERIFY): an input changed while it
          planned; plan again. */
       (void)wait_front_end(front);
       if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
-         die("can't restore SIGCHLD");
+         FATAL("can't restore SIGCHLD");
       if (close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0))
-         die("can't close plan memfds");
+         FATAL("can't close plan memfds");
    }
    int status = wait_front_end(front);
    if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
-      die("can't restore SIGCHLD");
+      FATAL("can't restore SIGCHLD");
    restore_stdio_flags(stdio_flags);
    /* 0: help or version; 1: --feature said "not supported". */
    if (WIFEXITED(status) && WEXITSTATUS(status) <= 1 && d == D_NOTHING_TO_RUN)

@@ -23,9 +23,12 @@ import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spec, TS_MODULE, tsModule, writeIfChanged } from './protocol.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
+/** The launcher's variables (protocol.json), which the build sets to run ch-run's front end alone. */
+const { launcher: LAUNCHER } = spec();
 
 /** Each command's entry point and bundle (dist/NAME.cjs). */
 export const BUNDLES = {
@@ -142,6 +145,8 @@ async function ts() {
   const dist = join(ROOT, 'dist');
   mkdirSync(dist, { recursive: true });
   const written = new Set();
+  // The protocol's TypeScript form, made from protocol.json (tools/protocol.js; binding.gyp makes the C one).
+  writeIfChanged(TS_MODULE, tsModule());
   const stage = mkdtempSync(join(dist, '.tsc-'));
   try {
     run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json', '--outDir', stage]);
@@ -203,7 +208,7 @@ async function codeCache() {
       '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img], {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_OUT: tmp,
-        CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' },
+        [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5' },
     });
     chmodSync(tmp, 0o644);
     renameSync(tmp, out);
@@ -233,7 +238,7 @@ function manPages() {
       // ch-run's front end hands its decision to the launcher on fds 3 and 4
       // (addon/launcher.c); here the decision (nothing to run) is dropped.
       { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit', 'pipe', 'pipe'],
-        env: { ...process.env, COLUMNS: '100', CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4' } });
+        env: { ...process.env, COLUMNS: '100', [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4' } });
     const page = [`.TH ${name.toUpperCase()} 1 "" "ch-toolkit ${version}" "ch-toolkit"`, '.SH NAME',
       `${name} \\- ${SUMMARY[name]}`, '.SH DESCRIPTION', '.nf', roffVerbatim(help.trimEnd()), '.fi',
       '.SH SEE ALSO', Object.keys(MAN_PAGES).filter((n) => n !== name).map((n) => `.BR ${n} (1)`).join(',\n'), ''];

@@ -13,10 +13,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Exit statuses, as Charliecloud 0.2x: our own failure, and a command that
-   could not be executed. Otherwise the command's own status is ch-run's. */
-#define EXIT_CHRUN 31
-#define EXIT_CMD   49
+/* The protocol with the front end (protocol.json, made into build/gen/
+   protocol.h): the plan's form, and the exit statuses, as Charliecloud
+   0.2x: EXIT_CHRUN our own failure, EXIT_CMD a command that could not be
+   executed. Otherwise the command's own status is ch-run's. */
+#include "protocol.h"
 
 /** Logging **/
 
@@ -25,6 +26,8 @@ extern int verbose;   /* 0 normal, 1 -v, 2 -vv, ...; -1 quiet */
 void fatal_(const char *file, int line, int errnum, const char *fmt, ...)
    __attribute__((noreturn, format(printf, 4, 5)));
 void msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));         /* whatever -v says */
+void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));   /* without exiting */
 
 /* FATAL: report "what: why (ERRNO)" and exit EXIT_CHRUN. Uses errno. */
 #define FATAL(...)      fatal_(__FILE__, __LINE__, errno, __VA_ARGS__)
@@ -37,7 +40,7 @@ void msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define DEBUG(...) msg(2, __VA_ARGS__)
 #define WARN(...)  msg(0, __VA_ARGS__)
 
-/* The memo's replay mode (addon/memo.c, CH_RUN_MEMO_VERIFY=replay) sets
+/* The memo's replay mode (addon/memo/, CH_RUN_MEMO_VERIFY=replay) sets
    this in a child of the launcher: instead of exec'ing the command, the core
    writes there what the command would see, and exits. -1: run it. */
 extern int core_probe_fd;
@@ -48,6 +51,10 @@ extern void (*fatal_hook)(void);
 const char *errno_name(int errnum);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xrealloc(void *p, size_t size);
+long long now_ms(void);   /* CLOCK_MONOTONIC, in ms: for deadlines */
+/* CH_RUN_NO_OPENAT2=1 and the like: behave as on a kernel without that
+   syscall, so that the fallbacks run, and are tested, on a new kernel too. */
+bool switched_off(const char *var);
 bool path_find(const char *prog, char *buf, size_t size);   /* absolute $PATH entries only */
 const char *privilege_held(void);   /* why we hold privilege we must not, or NULL */
 
@@ -100,20 +107,28 @@ struct plan {
 };
 
 void plan_read(int fd, struct plan *p);
+/* Reading NUL-terminated tokens (the plan's form; the memo's records too). */
+struct tokens { const char *p, *end; };
+const char *tokens_next(struct tokens *c);   /* the next whole token, or NULL */
 /* ch-run-core FD PID NONBLOCK, as a call (main.c). Never returns. */
 _Noreturn void core_main(int argc, char **argv);
 
 /** User namespaces **/
 void userns_enter(uid_t uid_in, uid_t uid_out, gid_t gid_in, gid_t gid_out);
 
+/** Finding things by path (lookup.c) **/
+int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
+struct mnt { int id, parent; char *point; bool in_tree; };
+struct mnt *mounts_read(size_t *ct);              /* our namespace's mounts, from mountinfo */
+int  mount_id(int fd);                            /* the ID of the mount FD is on */
+int *mount_ids(size_t *ct);                       /* IDs of our namespace's mounts, now */
+int  open_new_mount(const char *path, const int *before, size_t ct, long magic);
+
 /** Mounts **/
 int  root_setup(const struct plan *p, int mounted);   /* returns fd of the bound root; MOUNTED: a
                                                         mount's root fd to use as it is, or -1 */
-int *mount_ids(size_t *ct);                       /* IDs of our namespace's mounts, now */
-int  open_new_mount(const char *path, const int *before, size_t ct, long magic);
 void mounts_apply(const struct plan *p, int rootfd);
 void root_pivot(int rootfd);
-int  open_in_root(int rootfd, const char *path);  /* O_PATH fd or -1 with errno */
 
 /** --seccomp **/
 void seccomp_install(void);

@@ -52,13 +52,6 @@ static int join_parentfd = -1;   /* join_dir's parent: the winner tidies after p
                                     $XDG_RUNTIME_DIR is not in sight (/dev/shm is) */
 static int peer_userns = -1, peer_mntns = -1;
 
-static long long now_ms(void)
-{
-   struct timespec ts;
-   clock_gettime(CLOCK_MONOTONIC, &ts);
-   return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
-
 static void nap(int *us)
 {
    struct timespec ts = { 0, *us * 1000L };

@@ -9,6 +9,7 @@
 #include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -30,23 +31,61 @@ const char *errno_name(int errnum)
    return buf;
 }
 
+/* The one error and message reporter of ch-run's C code (the core, the
+   launcher, the memo): "ch-run[PID]: KIND" and the message, then, if
+   ERRNUM, ": why (ERRNO)". */
+/* "ch-run[PID]: KIND", the message, then, if ERRNUM, ": why (ERRNO)", into
+   LINE (SIZE bytes): its whole length, as snprintf says it. */
+static int format_line(char *line, size_t size, const char *kind, int errnum, const char *fmt, va_list ap)
+{
+   va_list aq;
+   va_copy(aq, ap);
+   int n = snprintf(line, size, "ch-run[%d]: %s", getpid(), kind);
+   if (n < 0) n = 0;
+   if ((size_t)n < size)
+      n += vsnprintf(line + n, size - n, fmt, aq);
+   va_end(aq);
+   if (errnum != 0 && (size_t)n < size)
+      n += snprintf(line + n, size - n, ": %s (%s)", strerror(errnum), errno_name(errnum));
+   return n;
+}
+
+/* The one error and message reporter of ch-run's C code: the core, the
+   launcher and the memo. */
 static void vreport(const char *kind, int errnum, const char *fmt, va_list ap)
 {
    /* Build the whole line first and write it once, so lines from concurrent
-      ranks under srun don't interleave mid-line. */
-   char line[8192];
-   int n = snprintf(line, sizeof(line), "ch-run[%d]: %s", getpid(), kind);
-   if (n < 0) n = 0;
-   if ((size_t)n < sizeof(line))
-      n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-   if (errnum != 0 && (size_t)n < sizeof(line))
-      n += snprintf(line + n, sizeof(line) - n, ": %s (%s)", strerror(errnum),
-                    errno_name(errnum));
-   if ((size_t)n >= sizeof(line) - 1)
-      n = sizeof(line) - 2;
+      ranks under srun don't interleave mid-line. A longer one (a replayed
+      log line of the front end's may be) is built on the heap. */
+   char small[8192], *line = small;
+   int n = format_line(small, sizeof(small), kind, errnum, fmt, ap);
+   if ((size_t)n >= sizeof(small) - 1 && (line = malloc(n + 2)) != NULL)
+      n = format_line(line, n + 2, kind, errnum, fmt, ap);
+   if (line == NULL) {
+      line = small;   /* no memory: cut short */
+      n = sizeof(small) - 2;
+   }
    line[n++] = '\n';
    ssize_t w = write(STDERR_FILENO, line, n);
    (void)w;
+   if (line != small)
+      free(line);
+}
+
+void say(const char *fmt, ...)
+{
+   va_list ap;
+   va_start(ap, fmt);
+   vreport("", 0, fmt, ap);
+   va_end(ap);
+}
+
+void say_error(const char *fmt, ...)
+{
+   va_list ap;
+   va_start(ap, fmt);
+   vreport("error: ", 0, fmt, ap);
+   va_end(ap);
 }
 
 void fatal_(const char *file, int line, int errnum, const char *fmt, ...)
@@ -77,6 +116,23 @@ void msg(int level, const char *fmt, ...)
    va_start(ap, fmt);
    vreport(level == 0 ? "warning: " : "", 0, fmt, ap);
    va_end(ap);
+}
+
+/* CH_RUN_NO_OPENAT2=1, CH_RUN_NO_MOUNT_SETATTR=1: behave as on a kernel
+   without that syscall (openat2: Linux 5.6; mount_setattr: 5.12; RHEL 8's
+   4.18 has neither), so that the fallbacks run, and are tested, on a new
+   kernel too. */
+bool switched_off(const char *var)
+{
+   const char *v = getenv(var);
+   return v != NULL && strcmp(v, "1") == 0;
+}
+
+long long now_ms(void)
+{
+   struct timespec ts;
+   clock_gettime(CLOCK_MONOTONIC, &ts);
+   return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 char *xasprintf(const char *fmt, ...)

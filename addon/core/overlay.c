@@ -70,7 +70,7 @@ int overlay_setup(const struct plan *p, int lowerfd)
       FATAL("--write-fake: can't mount overlay on %s", p->root);
    }
    /* Found by path (the one that can reach it), and checked to be the
-      overlay just made there (mounts.c: open_new_mount). */
+      overlay just made there (lookup.c: open_new_mount). */
    int rootfd = open_new_mount(p->root, before, ct, OVERLAYFS_SUPER_MAGIC);
    if (rootfd < 0 && errno == EXDEV)
       FATAL_NOERR("--write-fake: %s changed while mounting the overlay on it (renamed by someone "

@@ -18,8 +18,8 @@
    at all. Once a probe process's statfs(2) gets an answer (kept apart so
    that a squashfuse that never answers can't block the keeper past its
    timeout), the keeper reports "mounted", or why not, over a pipe, then waits on
-   a pidfd of the core (or, without pidfd_open, watches it: see struct
-   watch): when the command (same PID) ends, however it ends, the keeper
+   a pidfd of the core (or, without pidfd_open, watches it: see
+   watch.c): when the command (same PID) ends, however it ends, the keeper
    kills squashfuse. With both gone nothing is left in the
    namespace and the kernel tears the mount down: nothing survives the
    command, and the mount is never visible outside its namespace. If the
@@ -42,19 +42,14 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core.h"
+#include "watch.h"
 
-#ifndef SYS_pidfd_open
-#  define SYS_pidfd_open 434
-#endif
 #define FUSE_SUPER_MAGIC 0x65735546
 
 /* What the keeper tells the core: mounted, or why not. */
@@ -64,187 +59,12 @@ struct report {
    char text[2048];   /* what failed, with squashfuse's own words */
 };
 
-static int pidfd_open_(pid_t pid)
-{
-   return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static long now_ms(void)
-{
-   struct timespec ts;
-   clock_gettime(CLOCK_MONOTONIC, &ts);
-   return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-/** Watching a process end **/
-
-/* With pidfd_open(2) (Linux 5.3), a process's end is an fd that polls
-   readable: one poll(2) waits for it, at once and with no PID-reuse race.
-   Without it (ENOSYS; or CH_RUN_NO_PIDFD_OPEN=1, so that this path runs,
-   and is tested, on a new kernel too) the same guarantees come from asking,
-   with each wait still bounded where it was:
-     - our own children (squashfuse, the probe): waitid(WNOWAIT), which
-       leaves them to be reaped as before, asked when a SIGCHLD arrives (on
-       a signalfd; every WATCH_TICK_MS if there is none), so that the mount
-       is ready as soon as with pidfds;
-     - the core, not our child: every WATCH_TICK_MS (nothing tells us at
-       once; only the unmount waits for it), through its /proc/PID
-       directory, opened while it is certainly the core (it is waiting for the intermediate). The open
-       directory stays bound to that process: once it is reaped nothing can
-       be looked up in it, so a later process given the same PID never
-       passes for it. It has ended when it is gone, or a zombie with no
-       thread left: a main thread that exits while others run leaves a
-       zombie leader, and the command is not over (a pidfd says the same). */
-#define WATCH_TICK_MS 20
-
-static bool have_pidfd = true;   /* decided in the core, before any fork */
-
 /* Set in the core before it forks, for the keeper too: the mount point,
    opened once and checked (check_mount_point), and our namespace's mounts
-   before the keeper adds its own (mounts.c: open_new_mount). */
+   before the keeper adds its own (lookup.c: open_new_mount). */
 static int mp_fd = -1;
 static int *mnt_before;
 static size_t mnt_before_ct;
-static int chld_fd = -1;         /* the keeper's SIGCHLD signalfd, without pidfds */
-
-struct watch {
-   pid_t pid;
-   int fd;        /* pidfd, or -1 */
-   int procdir;   /* without pidfds, a process not ours: /proc/PID; else -1 */
-};
-
-/* Start watching PID (CHILD: ours). 0, or -1 with errno. */
-static int watch_open(struct watch *w, pid_t pid, bool child)
-{
-   char path[32];
-   *w = (struct watch){ .pid = pid, .fd = -1, .procdir = -1 };
-   if (have_pidfd) {
-      w->fd = pidfd_open_(pid);
-      return w->fd < 0 ? -1 : 0;
-   }
-   if (child)
-      return 0;
-   snprintf(path, sizeof(path), "/proc/%d", (int)pid);
-   w->procdir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-   return w->procdir < 0 ? -1 : 0;
-}
-
-/* In the keeper, without pidfds: SIGCHLD blocked and read from a signalfd,
-   which then wakes the waits on our children. If that fails, they are
-   asked every tick instead. (squashfuse gets an empty mask again.) */
-static void watch_children(void)
-{
-   sigset_t set;
-   if (have_pidfd)
-      return;
-   sigemptyset(&set);
-   sigaddset(&set, SIGCHLD);
-   if (sigprocmask(SIG_BLOCK, &set, NULL) == 0)
-      chld_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-}
-
-/* Consume the SIGCHLDs that woke us (the signalfd stays readable otherwise). */
-static void chld_drain(void)
-{
-   struct signalfd_siginfo si;
-   while (chld_fd >= 0 && read(chld_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-      ;
-}
-
-/* A poll(2) timeout of MS (-1: none) that, without pidfds, still wakes up
-   to ask, unless only our children are watched and SIGCHLD wakes us. */
-static int watch_timeout(long ms, bool children_only)
-{
-   if (have_pidfd || (children_only && chld_fd >= 0) || (ms >= 0 && ms < WATCH_TICK_MS))
-      return (int)ms;
-   return WATCH_TICK_MS;
-}
-
-/* Has the process of PROCDIR ended? Read failures count as yes: gone, or
-   no longer watchable, and then squashfuse must not be left behind. */
-static bool proc_ended(int procdir)
-{
-   char buf[4096];
-   int fd = openat(procdir, "status", O_RDONLY | O_CLOEXEC);
-   if (fd < 0)
-      return true;   /* ENOENT/ESRCH: reaped */
-   ssize_t n = read(fd, buf, sizeof(buf) - 1);
-   close(fd);
-   if (n <= 0)
-      return true;
-   buf[n] = '\0';
-   const char *state = strstr(buf, "\nState:\t");
-   const char *threads = strstr(buf, "\nThreads:\t");
-   if (state == NULL)
-      return true;
-   char c = state[strlen("\nState:\t")];
-   if (c != 'Z' && c != 'X')
-      return false;
-   return threads == NULL || atoi(threads + strlen("\nThreads:\t")) <= 1;
-}
-
-/* Has W's process ended? REVENTS: what poll(2) said of W's pidfd. */
-static bool watch_ended(const struct watch *w, short revents)
-{
-   if (w->fd >= 0)
-      return revents != 0;
-   if (w->procdir >= 0)
-      return proc_ended(w->procdir);
-   siginfo_t si;
-   memset(&si, 0, sizeof(si));
-   if (waitid(P_PID, w->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
-      return errno != EINTR;   /* ECHILD: reaped already */
-   return si.si_pid == w->pid;
-}
-
-/* Wait up to MS for our child W to end; true if it did. */
-static bool watch_wait(const struct watch *w, long ms)
-{
-   long deadline = now_ms() + ms;
-   for (;;) {
-      struct pollfd pfd[2] = { { w->fd, POLLIN, 0 }, { chld_fd, POLLIN, 0 } };
-      long left = deadline - now_ms();
-      int n = poll(pfd, 2, watch_timeout(left > 0 ? left : 0, true));
-      if (n < 0 && errno != EINTR)
-         return false;
-      chld_drain();
-      if (watch_ended(w, n > 0 ? pfd[0].revents : 0))
-         return true;
-      if (left <= 0)
-         return false;
-   }
-}
-
-static void watch_close(struct watch *w)
-{
-   if (w->fd >= 0)
-      close(w->fd);
-   if (w->procdir >= 0)
-      close(w->procdir);
-   w->fd = w->procdir = -1;
-}
-
-/* In the core, before forking: pidfds, unless the kernel lacks them or the
-   switch says to behave as if. */
-static void choose_watch(void)
-{
-   const char *off = getenv("CH_RUN_NO_PIDFD_OPEN");
-   if (off != NULL && strcmp(off, "1") == 0) {
-      have_pidfd = false;
-      DEBUG("CH_RUN_NO_PIDFD_OPEN=1: watching squashfuse and the command without pidfds");
-      return;
-   }
-   int fd = pidfd_open_(getpid());
-   if (fd >= 0) {
-      Z_(close(fd), "can't close pidfd");
-      return;
-   }
-   if (errno == ENOSYS) {
-      have_pidfd = false;
-      DEBUG("no pidfd_open(2) (Linux < 5.3): watching squashfuse and the command without pidfds");
-   }
-   /* Any other error: the real call, later, reports it. */
-}
 
 /* In the keeper: tell the core why the mount failed, and exit. The
    keeper's stderr is /dev/null (it holds none of the caller's stdio), so
@@ -324,7 +144,7 @@ static bool slurp(int fd, char *buf, size_t size)
 }
 
 /* A process that finds the new mount at MNT (checked to be the one the
-   keeper made: mounts.c, open_new_mount) and asks it what it is: its
+   keeper made: lookup.c, open_new_mount) and asks it what it is: its
    statfs(2) waits until squashfuse has answered FUSE's INIT, which is what
    "ready" means. It runs apart so that the keeper's own wait can time out:
    a squashfuse that never answers would block the asker for ever. Exits 0
@@ -375,12 +195,12 @@ static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
       keeper_fail(rfd, errno, "can't fork SquashFUSE probe");
    if (watch_open(&pw, probe, true) != 0)
       keeper_fail(rfd, errno, "can't open pidfd of SquashFUSE probe");
-   long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
+   long long deadline = now_ms() + p->squash_timeout_ms;   /* never wait for ever */
    bool err_open = true;
    for (;;) {
       struct pollfd fds[4] = { { pw.fd, POLLIN, 0 }, { fw.fd, POLLIN, 0 }, { err_open ? errr : -1, POLLIN, 0 },
-                               { chld_fd, POLLIN, 0 } };
-      long left = deadline - now_ms();
+                               { watch_sigchld_fd, POLLIN, 0 } };
+      long long left = deadline - now_ms();
       if (left <= 0) {
          kill(probe, SIGKILL);
          kill(fuse, SIGKILL);
@@ -395,7 +215,7 @@ static void wait_mounted(const struct plan *p, int rfd, pid_t fuse, int errr)
       if (fds[2].revents)
          err_open = slurp(errr, said, sizeof(said));
       if (fds[3].revents)
-         chld_drain();
+         watch_sigchld_drain();
       if (watch_ended(&fw, fds[1].revents))
          fuse_died(p, rfd, fuse, errr, err_open, said, sizeof(said));
       if (watch_ended(&pw, fds[0].revents)) {
@@ -503,7 +323,7 @@ static void intermediate(const struct plan *p, pid_t core, int rfd)
 {
    struct watch cw;
    if (watch_open(&cw, core, false) != 0) {
-      if (have_pidfd)
+      if (watch_pidfds)
          keeper_fail(rfd, errno, "can't open pidfd of ch-run");
       keeper_fail(rfd, errno, "can't open /proc/%d of ch-run", (int)core);
    }
@@ -548,7 +368,7 @@ int squash_mount(const struct plan *p)
    Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
    check_mount_point(p);
    mnt_before = mount_ids(&mnt_before_ct);
-   choose_watch();
+   watch_choose();
    int rp[2];
    Z_(pipe2(rp, O_CLOEXEC), "can't create pipe for SquashFUSE keeper");
    pid_t core = getpid();

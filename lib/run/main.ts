@@ -20,6 +20,7 @@ import { parseRunArgs, RUN_OPTIONS, RUN_USAGE, RunOptions } from './options.js';
 import { identity } from './passwd.js';
 import { NOTHING_TO_RUN, Plan, serializePlan } from './plan.js';
 import { LAUNCHER_VARS, Recorder, recorder, stopLogTap } from './memo.js';
+import { EXIT, LAUNCHER } from '../util/protocol.gen.js';
 
 /** A Log that remembers its warnings, for --warnings. */
 class RunLog extends Log {
@@ -187,7 +188,7 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
   if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = envFromProcess();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
-  env.delete('CH_RUN_MEMO_VERIFY');      // the test suite's (addon/memo.c), not the command's
+  env.delete(LAUNCHER.memoVerify);       // the test suite's (addon/memo/), not the command's
   if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
   env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's
 
@@ -255,15 +256,14 @@ export async function buildPlan(opts: RunOptions): Promise<Plan> {
  * The launcher (addon/launcher.c) runs this front end in a child process and
  * names in CH_RUN_PLAN_FD a memfd for its decision: a plan, which the
  * launcher hands to the core from a process Node never ran in, or
- * NOTHING_TO_RUN (help, version). DONE_BYTE on CH_RUN_DONE_FD says the
+ * NOTHING_TO_RUN (help, version). LAUNCHER.doneByte on CH_RUN_DONE_FD says the
  * decision is whole: with a plan, the launcher then kills this process
  * rather than wait for Node's exit, and goes on. Without a decision, and
  * without our own exit status 31, the launcher reports the front end as
  * failed: a Node that isn't ours (CH_RUN_NODE=/bin/true) can't pass for
- * success.
+ * success. (Names and values: protocol.json.) The done byte, not EOF
+ * alone, says the decision is whole: EOF alone may be a death.
  */
-/** Written to CH_RUN_DONE_FD: the decision is whole (EOF alone may be a death). */
-const DONE_BYTE = 'k';
 
 function launcherFd(name: string): number {
   const v = process.env[name];
@@ -280,11 +280,11 @@ function writeAll(fd: number, buf: Buffer): void {
 
 /** Hand over BUF, the decision; and MEMO, the record to keep for later launches, if the launcher asked. */
 function handOff(buf: Buffer, memo?: Buffer): void {
-  const [plan, done] = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'].map(launcherFd);
+  const [plan, done] = [LAUNCHER.planFd, LAUNCHER.doneFd].map(launcherFd);
   try {
-    if (memo !== undefined && memo.length > 0) writeAll(launcherFd('CH_RUN_MEMO_FD'), memo);
+    if (memo !== undefined && memo.length > 0) writeAll(launcherFd(LAUNCHER.memoFd), memo);
     writeAll(plan, buf);
-    writeSync(done, DONE_BYTE);
+    writeSync(done, LAUNCHER.doneByte);
     closeSync(done);
   } catch (err) {
     throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
@@ -299,7 +299,7 @@ directory, or a SquashFS file (mounted with SquashFUSE, in the container only).
 ${formatHelp(RUN_OPTIONS)}
 
 Exit status: the command's own; 128+N if it died of signal N; ${EXIT_ERR} if
-ch-run itself failed; 49 if the command could not be executed; 64 if the
+ch-run itself failed; ${EXIT.cmd} if the command could not be executed; ${EXIT.usage} if the
 command line could not be parsed (unknown option, missing argument).
 `;
 }
@@ -342,14 +342,14 @@ function memoRecord(rec: Recorder, plan: Plan): Buffer {
 }
 
 async function main(): Promise<number> {
-  ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD'].forEach(launcherFd);   // fail early without the launcher
+  [LAUNCHER.planFd, LAUNCHER.doneFd].forEach(launcherFd);   // fail early without the launcher
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
   const rec = recorder();
   const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
   if (codeCache !== undefined) unrecordedDebug(rec, `code cache: ${String(codeCache)}`);
-  // Why no memoized plan served (addon/memo.c), said outside the recording.
-  const miss = (rec?.rawEnv ?? process.env).CH_RUN_MEMO_MISS;
+  // Why no memoized plan served (addon/memo/), said outside the recording.
+  const miss = (rec?.rawEnv ?? process.env)[LAUNCHER.memoMiss];
   if (miss) (rec ?? { unrecorded: (f: () => void) => f() }).unrecorded(() => log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`));
   if (opts.action === 'feature') {
     const check = FEATURES[opts.feature!];

@@ -3,5 +3,6 @@
 // module reads the environment or the file system (see memo.ts).
 
 import { startRecording } from './memo.js';
+import { LAUNCHER } from '../util/protocol.gen.js';
 
-if (process.env.CH_RUN_MEMO_FD !== undefined) startRecording();
+if (process.env[LAUNCHER.memoFd] !== undefined) startRecording();

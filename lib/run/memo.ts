@@ -1,4 +1,4 @@
-// Memoized plans, the recording half (the launcher, addon/memo.c, keeps and
+// Memoized plans, the recording half (the launcher, addon/memo/, keeps and
 // checks them). While the front end plans, this records what the plan
 // depended on, as the planner actually observed it:
 //   - environment variables read (value, or only whether set), and the set of names
@@ -40,6 +40,7 @@
 // properties are what every other module calls, so patching them records all.
 import fs from 'node:fs';
 import os from 'node:os';
+import { ENV_TESTS, FILE_TYPE, FNV, LAUNCHER, RECORD, STAT_FIELD } from '../util/protocol.gen.js';
 
 const KEY = Symbol.for('ch-toolkit.memo');
 /** 16 hex digits, unpredictable enough to name a placeholder no plan holds otherwise. */
@@ -47,18 +48,21 @@ const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random()
 const LOG_TAP = Symbol.for('ch-toolkit.logtap');
 const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
-export const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD', 'CH_RUN_MEMO_FD', 'CH_RUN_MEMO_MISS'];
+export const LAUNCHER_VARS: readonly string[] = [LAUNCHER.planFd, LAUNCHER.doneFd, LAUNCHER.memoFd, LAUNCHER.memoMiss];
 
-/** Stat fields as the launcher compares them (addon/memo.c). */
-type Field = 'T' | 'M' | 'U' | 'G' | 'S' | 'D' | 'I' | 'N' | 'R' | 'm' | 'c';
-const FIELD_ORDER: Field[] = ['T', 'M', 'U', 'G', 'S', 'D', 'I', 'N', 'R', 'm', 'c'];
-const CONTENT: Field[] = ['T', 'S', 'D', 'I', 'm', 'c'];
-const EXACT: Field[] = ['D', 'I', 'm', 'c'];
+/** Stat fields as the launcher compares them (protocol.json), in the order it prints them. */
+const F = STAT_FIELD;
+type Field = (typeof F)[keyof typeof F];
+const FIELD_ORDER = Object.values(F) as Field[];
+const CONTENT: Field[] = [F.type, F.size, F.dev, F.ino, F.mtime, F.ctime];
+const EXACT: Field[] = [F.dev, F.ino, F.mtime, F.ctime];
 const ENOENT = 2;
 const PROP_FIELD: Record<string, Field> = {
-  dev: 'D', ino: 'I', mode: 'M', nlink: 'N', uid: 'U', gid: 'G', rdev: 'R', size: 'S',
-  mtime: 'm', mtimeMs: 'm', mtimeNs: 'm', ctime: 'c', ctimeMs: 'c', ctimeNs: 'c',
+  dev: F.dev, ino: F.ino, mode: F.mode, nlink: F.nlink, uid: F.uid, gid: F.gid, rdev: F.rdev, size: F.size,
+  mtime: F.mtime, mtimeMs: F.mtime, mtimeNs: F.mtime, ctime: F.ctime, ctimeMs: F.ctime, ctimeNs: F.ctime,
 };
+/** A record's words (protocol.json): the first token of each entry is one. */
+type RecordWord = (typeof RECORD)[keyof typeof RECORD];
 const TYPE_METHODS = new Set(['isFile', 'isDirectory', 'isSymbolicLink', 'isFIFO', 'isSocket',
   'isCharacterDevice', 'isBlockDevice']);
 const UNRECORDABLE = new Set(['atime', 'atimeMs', 'atimeNs', 'birthtime', 'birthtimeMs', 'birthtimeNs',
@@ -73,7 +77,7 @@ type Dep =
   | { kind: 'link' | 'real' | 'data' | 'list'; path: string; result: string; typed?: boolean }
   | { kind: 'env'; name: string; value: string | undefined; presence: boolean }
   | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string }
-  | { kind: 'envcond'; name: string; test: 'set' | 'nonempty' | 'digits'; holds: boolean };
+  | { kind: 'envcond'; name: string; test: (typeof ENV_TESTS)[number]; holds: boolean };
 
 /** Is B (a BigInt fstat of what was opened) the file A described: same device, inode, type, size and, if A has them exactly, times? */
 function sameFile(a: fs.Stats | fs.BigIntStats, b: fs.BigIntStats): boolean {
@@ -98,8 +102,8 @@ const orig = {
 
 /** FNV-1a, 64 bits, as the launcher computes it: names the environment's variables, not a secret. */
 export function fnv64(data: Buffer): string {
-  let h = 0xcbf29ce484222325n;
-  for (const b of data) h = BigInt.asUintN(64, (h ^ BigInt(b)) * 0x100000001b3n);
+  let h: bigint = FNV.offset;
+  for (const b of data) h = BigInt.asUintN(64, (h ^ BigInt(b)) * FNV.prime);
   return h.toString(16).padStart(16, '0');
 }
 
@@ -108,8 +112,9 @@ function byteSort(names: string[]): string[] {
   return names.map((n) => Buffer.from(n)).sort(Buffer.compare).map((b) => b.toString());
 }
 
-const DIRENT_TYPE: [string, string][] = [['isDirectory', 'd'], ['isFile', 'f'], ['isSymbolicLink', 'l'],
-  ['isCharacterDevice', 'c'], ['isBlockDevice', 'b'], ['isFIFO', 'p'], ['isSocket', 's']];
+const DIRENT_TYPE: [string, string][] = [['isDirectory', FILE_TYPE.dir], ['isFile', FILE_TYPE.file],
+  ['isSymbolicLink', FILE_TYPE.symlink], ['isCharacterDevice', FILE_TYPE.char], ['isBlockDevice', FILE_TYPE.block],
+  ['isFIFO', FILE_TYPE.fifo], ['isSocket', FILE_TYPE.socket]];
 
 export class Recorder {
   private readonly deps = new Map<string, Dep>();
@@ -316,7 +321,7 @@ export class Recorder {
       get(target, prop) {
         if (typeof prop === 'string') {
           if (TYPE_METHODS.has(prop)) {
-            dep.fields.add('T');
+            dep.fields.add(F.type);
             return (target as Record<string, () => boolean>)[prop].bind(target);
           }
           const f = PROP_FIELD[prop];
@@ -335,7 +340,7 @@ export class Recorder {
     const path = this.recording ? this.pathOf(p, kind !== 'link') : null;
     if (path === null) return call();
     return this.observed(call, (errno, r) => this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access'
-      ? { kind, path, mode, errno } : { kind, path, result: errno ? `!${errno}` : '=' + describe(r), typed })));
+      ? { kind, path, mode, errno } : { kind, path, result: errno ? RECORD.failed + errno : RECORD.value + describe(r), typed })));
   }
 
   /** Variable NAME read; PRESENCE: only whether it is set was asked (Map.has, `in`). */
@@ -346,7 +351,7 @@ export class Recorder {
   }
 
   /** Only whether variable NAME passes TEST is a dependency (its value is filled in later: joinTemplate). */
-  envCondition(name: string, test: 'set' | 'nonempty' | 'digits', holds: boolean): void {
+  envCondition(name: string, test: (typeof ENV_TESTS)[number], holds: boolean): void {
     if (this.recording) this.add(`envcond\0${test}\0${name}`, () => ({ kind: 'envcond', name, test, holds }));
   }
 
@@ -364,7 +369,7 @@ export class Recorder {
   envNames(): void {
     if (!this.recording) return;
     const names = Object.keys(this.rawEnv).filter((n) => !LAUNCHER_VARS.includes(n));
-    this.add('envnames', () => ({ kind: 'envnames', value: fnv64(Buffer.from(byteSort(names).join('\0'))) }));
+    this.add('envnames', () => ({ kind: 'envnames', value: fnv64(Buffer.from(byteSort(names).join(RECORD.namesSep))) }));
   }
 
   value(kind: 'user' | 'host' | 'ppid', value: string): void {
@@ -395,13 +400,13 @@ export class Recorder {
   }
 
   edit(op: 'set' | 'unset', name: string, value?: string): void {
-    this.edits.push(op === 'set' ? ['set', name, value!] : ['unset', name]);
+    this.edits.push(op === 'set' ? [RECORD.set, name, value!] : [RECORD.unset, name]);
   }
 
   log(line: string): void { this.logs.push(line); }
 
   /**
-   * The record the launcher stores (addon/memo.c reads it): NUL-terminated
+   * The record the launcher stores (addon/memo/ reads it): NUL-terminated
    * tokens, "CHMEMO1", then records, then "plan" and the plan without its
    * environment. "nostore WHY" first when it must not be kept.
    */
@@ -412,14 +417,14 @@ export class Recorder {
     for (const d of this.deps.values())
       if ((d.kind === 'stat' || d.kind === 'lstat') && d.errno === 0 && EXACT.some((f) => d.fields.has(f))) this.exactOf(d);
     const depTokens = [...this.deps.values()].map((d) => depTokensOf(d));
-    const t: string[] = ['CHMEMO1'];
-    if (this.unstorable !== null) t.push(this.incomplete ? 'incomplete' : 'nostore', this.unstorable);
-    t.push('verbose', String(verbose));
-    if (this.joinTag) t.push('jointag', this.joinTag.placeholder, this.joinTag.template);
+    const t: string[] = [RECORD.magic];
+    if (this.unstorable !== null) t.push(this.incomplete ? RECORD.incomplete : RECORD.nostore, this.unstorable);
+    t.push(RECORD.verbose, String(verbose));
+    if (this.joinTag) t.push(RECORD.jointag, this.joinTag.placeholder, this.joinTag.template);
     for (const d of depTokens) t.push(...d);
     for (const e of this.edits) t.push(e[0], ...e.slice(1));
-    for (const l of this.logs) t.push('log', l);
-    t.push('plan');
+    for (const l of this.logs) t.push(RECORD.log, l);
+    t.push(RECORD.plan);
     for (const x of t)
       if (x.includes('\0')) return Buffer.alloc(0);   // the plan itself refuses NULs; nothing to keep
     return Buffer.concat([Buffer.from(t.join('\0') + '\0'), plan]);
@@ -428,36 +433,36 @@ export class Recorder {
 
 /** The fields as the launcher prints them: integers, exact (EXACT ones from the BigInt stat). */
 function statResult(d: StatDep): string {
-  if (d.errno !== 0) return `!${d.errno}`;
+  if (d.errno !== 0) return RECORD.failed + d.errno;
   const st = d.st!, x = d.exact;
   const v = (f: Field): string => {
     switch (f) {
-      case 'T': return String(Number(st.mode) & 0o170000);
-      case 'M': return String(st.mode);
-      case 'U': return String(st.uid);
-      case 'G': return String(st.gid);
-      case 'S': return String(st.size);
-      case 'N': return String(st.nlink);
-      case 'R': return String(st.rdev);
-      case 'D': return String(x!.dev);
-      case 'I': return String(x!.ino);
-      case 'm': return String(x!.mtimeNs);
-      case 'c': return String(x!.ctimeNs);
+      case F.type: return String(Number(st.mode) & 0o170000);
+      case F.mode: return String(st.mode);
+      case F.uid: return String(st.uid);
+      case F.gid: return String(st.gid);
+      case F.size: return String(st.size);
+      case F.nlink: return String(st.nlink);
+      case F.rdev: return String(st.rdev);
+      case F.dev: return String(x!.dev);
+      case F.ino: return String(x!.ino);
+      case F.mtime: return String(x!.mtimeNs);
+      case F.ctime: return String(x!.ctimeNs);
     }
   };
-  return FIELD_ORDER.filter((f) => d.fields.has(f)).map(v).join(' ');
+  return FIELD_ORDER.filter((f) => d.fields.has(f)).map(v).join(RECORD.fieldSep);
 }
 
-function depTokensOf(d: Dep): string[] {
+function depTokensOf(d: Dep): [RecordWord, ...string[]] {
   switch (d.kind) {
     case 'stat': case 'lstat':
       return [d.kind, d.path, FIELD_ORDER.filter((f) => d.fields.has(f)).join(''), statResult(d)];
-    case 'access': return ['access', d.path, String(d.mode), String(d.errno)];
-    case 'list': return ['list', d.path, d.typed ? '1' : '0', d.result];
+    case 'access': return [RECORD.access, d.path, String(d.mode), String(d.errno)];
+    case 'list': return [RECORD.list, d.path, d.typed ? RECORD.yes : RECORD.no, d.result];
     case 'link': case 'real': case 'data': return [d.kind, d.path, d.result];
-    case 'envcond': return ['envcond', d.name, d.test, d.holds ? '1' : '0'];
-    case 'env': return d.presence ? ['envhas', d.name, d.value === undefined ? '0' : '1']
-      : ['env', d.name, d.value === undefined ? '!' : '=' + d.value];
+    case 'envcond': return [RECORD.envcond, d.name, d.test, d.holds ? RECORD.yes : RECORD.no];
+    case 'env': return d.presence ? [RECORD.envhas, d.name, d.value === undefined ? RECORD.no : RECORD.yes]
+      : [RECORD.env, d.name, d.value === undefined ? RECORD.failed : RECORD.value + d.value];
     default: return [d.kind, d.value];
   }
 }
@@ -470,11 +475,11 @@ export function recorder(): Recorder | null {
 /** A listing as recorded: names sorted by bytes, each after its type letter when TYPED, joined by "/". */
 function listing(r: unknown, typed: boolean): string {
   const ents = r as (string | Buffer | fs.Dirent)[];
-  if (!typed) return byteSort(ents.map(String)).join('/');
-  const named = (ents as fs.Dirent[]).map((e): [string, string] => [e.name, DIRENT_TYPE.find(([m]) => (e as unknown as Record<string, () => boolean>)[m]())?.[1] ?? 'u']);
+  if (!typed) return byteSort(ents.map(String)).join(RECORD.listSep);
+  const named = (ents as fs.Dirent[]).map((e): [string, string] => [e.name, DIRENT_TYPE.find(([m]) => (e as unknown as Record<string, () => boolean>)[m]())?.[1] ?? FILE_TYPE.unknown]);
   const order = byteSort(named.map(([n]) => n));
   const type = new Map(named);
-  return order.map((n) => type.get(n) + n).join('/');
+  return order.map((n) => type.get(n) + n).join(RECORD.listSep);
 }
 
 /**
@@ -579,10 +584,10 @@ export function startRecording(): Recorder {
   o.userInfo = (opts?: unknown) => {
     try {
       const u = orig.userInfo(opts as never);
-      rec.value('user', '=' + String(u.username));
+      rec.value('user', RECORD.value + String(u.username));
       return u;
     } catch (err) {
-      rec.value('user', '!');
+      rec.value('user', RECORD.failed);
       throw err;
     }
   };

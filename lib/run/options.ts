@@ -2,6 +2,7 @@
 
 import { ChError } from '../util/log.js';
 import { OptionSpec, parseArgs } from '../util/argp.js';
+import { EXIT } from '../util/protocol.gen.js';
 
 export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'bind', short: 'b', arg: 'required', argName: 'SRC[:DST[:ro]]',
@@ -60,7 +61,7 @@ export const RUN_OPTIONS: OptionSpec[] = [
 // "invalid option -- 'h'" (exit 64) as they do on every other argp error.
 
 /** argp's exit status for a command-line it can't parse (sysexits.h EX_USAGE). */
-export const EXIT_USAGE = 64;
+export const EXIT_USAGE = EXIT.usage;
 
 export const FEATURES = ['extglob', 'seccomp', 'squash', 'overlayfs'] as const;
 export type Feature = typeof FEATURES[number];

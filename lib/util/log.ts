@@ -2,10 +2,12 @@
 // Errors that should end the program are thrown as ChError and reported once,
 // at the top, with their exit status.
 
+import { EXIT } from './protocol.gen.js';
+
 /** Where a recorder of log lines hangs, shared by every bundle in the process. */
 const LOG_TAP = Symbol.for('ch-toolkit.logtap');
 
-export const EXIT_ERR = 31;   // ch-run's own failures (Charliecloud's value)
+export const EXIT_ERR = EXIT.chrun;   // ch-run's own failures (Charliecloud's value)
 
 export class ChError extends Error {
   constructor(message: string, readonly exitCode: number = EXIT_ERR) {

@@ -1,6 +1,6 @@
 /* Memoized plans, the launcher's half: find, check and replay a plan the
    front end recorded earlier (lib/run/memo.ts), or keep the one it just made.
-   See addon/memo.c. */
+   See addon/memo/ (internal.h lists its files). */
 
 #ifndef CH_MEMO_H
 #define CH_MEMO_H
@@ -50,7 +50,7 @@ int memo_store(struct memo *m, int memofd, int planfd, int tries);
    and a child carrying out PLANFD each build the container up to the
    command's exec and report what the command would see (cwd, ids,
    arguments, environment, mounts: the core's probe). They must agree: a
-   difference, or no hit, is an error (exit 31). Returns PLANFD, which this
+   difference, or no hit, is an error (exit EXIT_CHRUN). Returns PLANFD, which this
    launch then runs. NONBLOCK as for the core. */
 int memo_replay(struct memo *m, int planfd, int nonblock);
 
