@@ -36,15 +36,14 @@
 // One recorder per process, reached through globalThis so that the bundles
 // ch-run loads on demand (dist/ch-run-devices.cjs) record into it too.
 
-// The modules themselves (default imports), not namespace copies: their
-// properties are what every other module calls, so patching them records all.
 import fs from 'node:fs';
 import os from 'node:os';
+import type { Log } from '../util/log.js';
+import { Env } from './env-map.js';
+import { envPasses, fillTemplate, Host, Inputs, liveHost } from './host.js';
 
-const KEY = Symbol.for('ch-toolkit.memo');
 /** 16 hex digits, unpredictable enough to name a placeholder no plan holds otherwise. */
 const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')).join('');
-const LOG_TAP = Symbol.for('ch-toolkit.logtap');
 const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
 export const LAUNCHER_VARS = ['CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD', 'CH_RUN_MEMO_FD', 'CH_RUN_MEMO_MISS'];
@@ -87,14 +86,6 @@ function errnoOf(err: unknown): number {
   const e = (err as NodeJS.ErrnoException)?.errno;
   return typeof e === 'number' ? Math.abs(e) : -1;
 }
-
-const orig = {
-  statSync: fs.statSync, lstatSync: fs.lstatSync, existsSync: fs.existsSync, accessSync: fs.accessSync,
-  readFileSync: fs.readFileSync, openSync: fs.openSync, readdirSync: fs.readdirSync,
-  readlinkSync: fs.readlinkSync, realpathSync: fs.realpathSync, realpathNative: fs.realpathSync.native,
-  writeFileSync: fs.writeFileSync, renameSync: fs.renameSync, mkdirSync: fs.mkdirSync,
-  userInfo: os.userInfo, hostname: os.hostname,
-};
 
 /** FNV-1a, 64 bits, as the launcher computes it: names the environment's variables, not a secret. */
 export function fnv64(data: Buffer): string {
@@ -178,7 +169,7 @@ export class Recorder {
       let target = this.lookups.get(next);
       if (target === undefined) {
         try {
-          target = orig.lstatSync(next).isSymbolicLink() ? String(orig.readlinkSync(next)) : '';
+          target = fs.lstatSync(next).isSymbolicLink() ? String(fs.readlinkSync(next)) : '';
         } catch {
           target = null;
         }
@@ -288,7 +279,7 @@ export class Recorder {
 
   private exactStat(kind: 'stat' | 'lstat', path: string): { st: fs.BigIntStats | null; errno: number } {
     try {
-      return { st: (kind === 'stat' ? orig.statSync : orig.lstatSync)(path, { bigint: true }), errno: 0 };
+      return { st: (kind === 'stat' ? fs.statSync : fs.lstatSync)(path, { bigint: true }), errno: 0 };
     } catch (err) {
       return { st: null, errno: errnoOf(err) };
     }
@@ -462,11 +453,6 @@ function depTokensOf(d: Dep): string[] {
   }
 }
 
-/** The recorder of this process, or null when none records (no launcher asked, or another command). */
-export function recorder(): Recorder | null {
-  return ((globalThis as Record<symbol, unknown>)[KEY] as Recorder | undefined) ?? null;
-}
-
 /** A listing as recorded: names sorted by bytes, each after its type letter when TYPED, joined by "/". */
 function listing(r: unknown, typed: boolean): string {
   const ents = r as (string | Buffer | fs.Dirent)[];
@@ -477,144 +463,190 @@ function listing(r: unknown, typed: boolean): string {
   return order.map((n) => type.get(n) + n).join('/');
 }
 
+
 /**
- * Start recording: patch the file-system calls, os.userInfo/hostname, and
- * process.env. Before any other module of the front end reads anything.
+ * The planner's environment, recorded: a read of a variable the planner
+ * didn't decide itself is a dependency (Map.has: only whether it is set, as
+ * the ranks of a step differ in PMIX_RANK's value), enumerating the
+ * variables makes their set of names one, and each change is an edit of the
+ * plan, replayed by the launcher on its live environment.
  */
-export function startRecording(): Recorder {
-  const rec = new Recorder(process.env);
-  (globalThis as Record<symbol, unknown>)[KEY] = rec;
-  const f = fs as unknown as Record<string, unknown>;
+class RecordingEnv extends Env {
+  rec!: Recorder;
+  /** Names the planner set or unset: reading them later reads its own decision, not the host's. */
+  private readonly decided = new Set<string>();
+
+  override get(name: string): string | undefined {
+    const v = super.get(name);
+    if (!this.decided.has(name)) this.rec.env(name, v);
+    return v;
+  }
+
+  override has(name: string): boolean {
+    const v = super.get(name);
+    if (!this.decided.has(name)) this.rec.env(name, v, true);
+    return v !== undefined;
+  }
+
+  override set(name: string, value: string): this {
+    super.set(name, value);
+    this.decided.add(name);
+    this.rec.edit('set', name, value);
+    return this;
+  }
+
+  override delete(name: string): boolean {
+    const r = super.delete(name);
+    this.decided.add(name);
+    this.rec.edit('unset', name);
+    return r;
+  }
+
+  override keys(): MapIterator<string> { this.rec.envNames(); return super.keys(); }
+  override entries(): MapIterator<[string, string]> { this.rec.envNames(); return super.entries(); }
+  override values(): MapIterator<string> { this.rec.envNames(); return super.values(); }
+  override forEach(fn: (v: string, k: string, m: Map<string, string>) => void, self?: unknown): void {
+    this.rec.envNames();
+    super.forEach(fn, self);
+  }
+}
+
+/** A subprocess's inputs: the files its output depends on, or why it can't say (the plan is then not stored). */
+function ranWith(rec: Recorder, inputs: Inputs): void {
+  if (Array.isArray(inputs)) rec.subprocess(inputs);
+  else rec.refuse(inputs.unknown);
+}
+
+/**
+ * The Host the planner reads while REC records (host.ts): each call reads
+ * the host as liveHost() does and records what it returned, as the planner
+ * looked at it. VARS: the host's environment.
+ */
+export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEnv): Host {
+  const live = liveHost(vars);
   const isPseudo = (p: unknown) => rec.isPseudo(p);
 
-  f.statSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => orig.statSync(p, o as never));
-  f.lstatSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => orig.lstatSync(p, o as never));
+  const stat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => fs.statSync(p, o as never))) as typeof fs.statSync;
+  const lstat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => fs.lstatSync(p, o as never))) as typeof fs.lstatSync;
   // exists: a stat whose fields don't matter (absent: recorded as ENOENT, the usual why).
-  f.existsSync = (p: fs.PathLike) => {
-    const yes = orig.existsSync(p);
+  const exists = (p: fs.PathLike) => {
+    const yes = fs.existsSync(p);
     rec.statCall('stat', p, () => (yes ? {} : undefined));
     return yes;
   };
-  f.accessSync = (p: fs.PathLike, mode?: number) =>
-    rec.resultDep('access', p, () => orig.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
-  f.readFileSync = (p: fs.PathOrFileDescriptor, o?: unknown) => {
-    if (typeof p === 'number') return orig.readFileSync(p, o as never);
-    if (isPseudo(p)) return rec.resultDep('data', p, () => orig.readFileSync(p, o as never),
+  const access = (p: fs.PathLike, mode?: number) => {
+    rec.resultDep('access', p, () => fs.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
+  };
+  const readFile = ((p: fs.PathOrFileDescriptor, o?: unknown) => {
+    if (typeof p === 'number') return fs.readFileSync(p, o as never);
+    if (isPseudo(p)) return rec.resultDep('data', p, () => fs.readFileSync(p, o as never),
       (r) => Buffer.from(r as string | Buffer).toString('hex'));
     const flag = typeof o === 'object' && o !== null ? (o as { flag?: unknown }).flag : undefined;
     if (!rec.recording || (flag !== undefined && flag !== 'r')) {
       rec.statDep('stat', p, true);
-      return orig.readFileSync(p, o as never);
+      return fs.readFileSync(p, o as never);
     }
     // Read through our own descriptor, so that what is recorded is what was read.
     let fd: number;
     try {
-      fd = orig.openSync(p as fs.PathLike, 'r');
+      fd = fs.openSync(p as fs.PathLike, 'r');
     } catch (err) {
       rec.opened(p, true, null);
       throw err;
     }
     try {
       rec.opened(p, true, fd);
-      return orig.readFileSync(fd, o as never);
+      return fs.readFileSync(fd, o as never);
     } finally {
       fs.closeSync(fd);
     }
-  };
-  f.openSync = (p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
+  }) as typeof fs.readFileSync;
+  const open = ((p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
     const n = typeof flags === 'number' ? flags : flags === undefined || flags === 'r' ? 0 : -1;
     const writes = n === -1 || (n & (fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_CREAT)) !== 0;
     if (writes) {
       rec.wrote(p);
-      return orig.openSync(p, flags as fs.OpenMode, mode);
+      return fs.openSync(p, flags as fs.OpenMode, mode);
     }
     if (isPseudo(p)) {
       rec.refuse(`opened ${String(p)} (pseudo file)`);
-      return orig.openSync(p, flags as fs.OpenMode, mode);
+      return fs.openSync(p, flags as fs.OpenMode, mode);
     }
     const follow = (n & fs.constants.O_NOFOLLOW) === 0;
     let fd: number;
     try {
-      fd = orig.openSync(p, flags as fs.OpenMode, mode);
+      fd = fs.openSync(p, flags as fs.OpenMode, mode);
     } catch (err) {
       rec.opened(p, follow, null);
       throw err;
     }
     rec.opened(p, follow, fd);
     return fd;
-  };
+  }) as typeof fs.openSync;
   // Writes: caches and ensured directories; what they change was perhaps
   // read before. Counted once done (an mkdir that found the directory there
   // changed nothing).
-  f.writeFileSync = (p: fs.PathOrFileDescriptor, data: unknown, o?: unknown) => {
-    const r = orig.writeFileSync(p, data as never, o as never);
+  const writeFile = (p: fs.PathOrFileDescriptor, data: unknown, o?: unknown) => {
+    fs.writeFileSync(p, data as never, o as never);
     if (typeof p !== 'number') rec.wrote(p);
-    return r;
   };
-  f.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
-    const r = orig.renameSync(from, to);
+  const rename = (from: fs.PathLike, to: fs.PathLike) => {
+    fs.renameSync(from, to);
     rec.wrote(from); rec.wrote(to);
-    return r;
   };
-  f.mkdirSync = (p: fs.PathLike, o?: unknown) => {
-    const r = orig.mkdirSync(p, o as never);
+  const mkdir = ((p: fs.PathLike, o?: unknown) => {
+    const r = fs.mkdirSync(p, o as never);
     rec.wrote(p);
     return r;
-  };
-  f.readdirSync = (p: fs.PathLike, o?: unknown) => {
+  }) as typeof fs.mkdirSync;
+  const readdir = ((p: fs.PathLike, o?: unknown) => {
     const typed = typeof o === 'object' && o !== null && (o as { withFileTypes?: boolean }).withFileTypes === true;
     if (typeof o === 'object' && o !== null && ((o as { recursive?: boolean }).recursive || (o as { encoding?: string }).encoding === 'buffer'))
       rec.refuse('a recursive or binary directory listing');
-    return rec.resultDep('list', p, () => orig.readdirSync(p, o as never), (r) => listing(r, typed), 0, typed);
-  };
-  f.readlinkSync = (p: fs.PathLike, o?: unknown) =>
-    rec.resultDep('link', p, () => orig.readlinkSync(p, o as never), (r) => String(r));
+    return rec.resultDep('list', p, () => fs.readdirSync(p, o as never), (r) => listing(r, typed), 0, typed);
+  }) as typeof fs.readdirSync;
+  const readlink = ((p: fs.PathLike, o?: unknown) =>
+    rec.resultDep('link', p, () => fs.readlinkSync(p, o as never), (r) => String(r))) as typeof fs.readlinkSync;
   const real = (impl: (p: fs.PathLike, o?: never) => unknown) => (p: fs.PathLike, o?: unknown) =>
     rec.resultDep('real', p, () => impl(p, o as never), (r) => String(r));
-  const realJs = real(orig.realpathSync) as typeof fs.realpathSync;
-  realJs.native = real(orig.realpathNative) as typeof fs.realpathSync.native;
-  f.realpathSync = realJs;
+  const realpath = real(fs.realpathSync) as typeof fs.realpathSync;
+  realpath.native = real(fs.realpathSync.native) as typeof fs.realpathSync.native;
 
-  const o = os as unknown as Record<string, unknown>;
-  o.userInfo = (opts?: unknown) => {
-    try {
-      const u = orig.userInfo(opts as never);
-      rec.value('user', '=' + String(u.username));
-      return u;
-    } catch (err) {
-      rec.value('user', '!');
-      throw err;
-    }
+  return {
+    ...live,
+    stat, lstat, exists, access, readFile, open, writeFile, rename, mkdir, readdir, readlink, realpath,
+    env: (name) => { const v = vars[name]; rec.env(name, v); return v; },
+    environment: () => { const env = RecordingEnv.from(vars); env.rec = rec; return env; },
+    envTest: (name, test) => {
+      const holds = envPasses(vars[name], test);
+      rec.envCondition(name, test, holds);
+      return holds;
+    },
+    // The plan carries a placeholder the launcher replaces with TEMPLATE filled in (main.ts).
+    envFilled: (template) => { rec.joinTemplate(template); return fillTemplate(template, (n) => vars[n]); },
+    user: () => {
+      try {
+        const u = os.userInfo();
+        rec.value('user', '=' + String(u.username));
+        return u;
+      } catch (err) {
+        rec.value('user', '!');
+        throw err;
+      }
+    },
+    hostname: () => { const h = os.hostname(); rec.value('host', h); return h; },
+    release: () => { rec.refuse('read the kernel release'); return os.release(); },
+    // Our own parent's state is not a dependency: the launcher compares its parent's PID instead.
+    callerPid: () => { const c = live.callerPid(); if (c.pid !== null) rec.value('ppid', String(c.pid)); return c; },
+    spawn: (file, args, opts, inputs) => { ranWith(rec, inputs); return live.spawn(file, args, opts, inputs); },
+    execFile: (file, args, opts, inputs) => { ranWith(rec, inputs); return live.execFile(file, args, opts, inputs); },
+    // As Node's loader reads it: where the path leads, then what is there.
+    load: <T>(path: string) => { realpath(path); rec.statDep('stat', path, true); return live.load<T>(path); },
   };
-  o.hostname = () => { const h = orig.hostname(); rec.value('host', h); return h; };
-
-  const raw = process.env;
-  process.env = new Proxy(raw, {
-    get(t, k) {
-      const v = Reflect.get(t, k);
-      if (typeof k === 'string') rec.env(k, v);
-      return v;
-    },
-    has(t, k) {
-      if (typeof k === 'string') rec.env(k, Reflect.get(t, k), true);
-      return Reflect.has(t, k);
-    },
-    ownKeys(t) { rec.envNames(); return Reflect.ownKeys(t); },
-  });
-  (globalThis as Record<symbol, unknown>)[LOG_TAP] = (line: string) => { if (rec.recording) rec.log(line); };
-  return rec;
 }
 
-/** Stop recording what is logged (the launcher's own messages about the memo aren't part of the plan). */
-export function stopLogTap(): void {
-  delete (globalThis as Record<symbol, unknown>)[LOG_TAP];
+/** Record what LOG says while REC records (the launcher replays it); UNTAP to stop. */
+export function tapLog(rec: Recorder, log: Log): { untap(): void } {
+  log.tap = (line) => { if (rec.recording) rec.log(line); };
+  return { untap: () => { log.tap = null; } };
 }
-
-/** Declare a subprocess's dependencies (no-op when nothing records). */
-export function subprocessDeps(files: string[]): void { recorder()?.subprocess(files); }
-/** A dependency that can't be recorded: the plan is not stored. */
-export function unrecordable(why: string): void { recorder()?.refuse(why); }
-/** The caller's PID (--join's default tag): the launcher compares its own parent. */
-export function recordCallerPid(pid: number): void { recorder()?.value('ppid', String(pid)); }
-/** FN's file-system calls are not dependencies (they read our own process). */
-export function unrecorded<T>(fn: () => T): T { const r = recorder(); return r ? r.unrecorded(fn) : fn(); }
