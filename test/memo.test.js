@@ -521,7 +521,7 @@ test('outside a Slurm job a plan does not depend on Slurm\'s spool directory; in
  */
 function flipper(dir, once) {
   return `const fs = require('fs');
-const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // the originals (memo.ts patches fs)
+const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // bound before this preload patches writeSync
 const write = fs.writeSync;
 fs.writeSync = function (fd, ...rest) {
   if (String(fd) === process.env.CH_RUN_DONE_FD && !${once ? `existsSync(${JSON.stringify(`${dir}.once`)})` : 'false'}) {

@@ -1,5 +1,6 @@
 // Memoized plans, the recording half (the launcher, addon/memo.c, keeps and
-// checks them). While the front end plans, this records what the plan
+// checks them). The planner reads the host only through a Host (host.ts);
+// recordingHost() is the one that, while it reads, records what the plan
 // depended on, as the planner actually observed it:
 //   - environment variables read (value, or only whether set), and the set of names
 //     when the planner enumerated them (--unset-env GLOB);
@@ -22,10 +23,10 @@
 // What can't be recorded makes the plan unstorable rather than wrong: a path
 // whose lookup passes through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdin:
 // what they name depends on the process), content read from something other
-// than a regular file (a FIFO, socket or device), a subprocess that declared
-// no dependencies, a Stats field like atime. Audited, not trapped: process.pid/ppid never reach a plan (the
-// log prefix and a temp name use them; log lines are replayed with the
-// launcher's PID). Writes during planning are caches and ensured directories
+// than a regular file (a FIFO, socket or device), a subprocess that can't
+// declare its inputs, a Stats field like atime, the kernel release. The
+// Host's PID (a temp name) never reaches a plan, nor the log prefix's
+// (log lines are replayed with the launcher's PID). Writes during planning are caches and ensured directories
 // (SquashFS listing cache, /var/tmp/$USER.ch/mnt): a memoized launch skips
 // them, and the lstat that follows each is a dependency.
 //
@@ -33,8 +34,10 @@
 // a later change within the same timestamp tick (jiffy-coarse on Linux)
 // could leave the identity unchanged ("racy git").
 //
-// One recorder per process, reached through globalThis so that the bundles
-// ch-run loads on demand (dist/ch-run-devices.cjs) record into it too.
+// Nothing global: the front end (main.ts) makes the Recorder and its Host
+// and hands the Host to the planner, and the device bundle it loads on
+// demand (dist/ch-run-devices.cjs) is given the same Host; what the planner
+// says is recorded through its Log's tap (tapLog).
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -108,7 +111,6 @@ export class Recorder {
   private readonly logs: string[] = [];
   private unstorable: string | null = null;
   private incomplete = false;
-  private quiet = 0;
   /** When planning began, wall-clock ns (file times are wall-clock). */
   readonly start = BigInt(Date.now()) * 1_000_000n;
 
@@ -122,14 +124,6 @@ export class Recorder {
   }
 
   get refused(): string | null { return this.unstorable; }
-
-  /** Run FN without recording (the recorder's own reads, our own fds). */
-  unrecorded<T>(fn: () => T): T {
-    this.quiet++;
-    try { return fn(); } finally { this.quiet--; }
-  }
-
-  get recording(): boolean { return this.quiet === 0; }
 
   /**
    * P as the launcher will look it up again: absolute, but otherwise as
@@ -211,7 +205,7 @@ export class Recorder {
 
   /** The planner's own stat or lstat of P (CALL): its result, recorded. */
   statCall<T>(kind: 'stat' | 'lstat', p: unknown, call: () => T): T {
-    const path = this.recording ? this.pathOf(p, kind === 'stat') : null;
+    const path = this.pathOf(p, kind === 'stat');
     if (path === null) return call();
     let d: StatDep | null = null;
     const st = this.observed(call, (errno, r) => {
@@ -224,7 +218,6 @@ export class Recorder {
 
   /** PATH is read (a file's content, a subprocess's input): its identity, taken now, before the read. */
   statDep(kind: 'stat' | 'lstat', p: unknown, content = false): StatDep | null {
-    if (!this.recording) return null;
     const path = this.pathOf(p, kind === 'stat');
     if (path === null) return null;
     const d = this.add(`${kind}\0${path}`, () => {
@@ -242,7 +235,6 @@ export class Recorder {
    * lookup of the path.
    */
   opened(p: unknown, follow: boolean, fd: number | null): void {
-    if (!this.recording) return;
     if (fd === null) { this.statDep(follow ? 'stat' : 'lstat', p, true); return; }
     const path = this.pathOf(p, follow);
     if (path === null) return;
@@ -323,7 +315,7 @@ export class Recorder {
   /** A call whose result is its whole dependency: access(), readlink(), realpath(), a listing, pseudo-file content. */
   resultDep(kind: 'access' | 'link' | 'real' | 'data' | 'list', p: unknown, call: () => unknown,
     describe: (r: unknown) => string, mode = 0, typed = false): unknown {
-    const path = this.recording ? this.pathOf(p, kind !== 'link') : null;
+    const path = this.pathOf(p, kind !== 'link');
     if (path === null) return call();
     return this.observed(call, (errno, r) => this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access'
       ? { kind, path, mode, errno } : { kind, path, result: errno ? `!${errno}` : '=' + describe(r), typed })));
@@ -331,14 +323,14 @@ export class Recorder {
 
   /** Variable NAME read; PRESENCE: only whether it is set was asked (Map.has, `in`). */
   env(name: string, value: string | undefined, presence = false): void {
-    if (!this.recording || LAUNCHER_VARS.includes(name)) return;
+    if (LAUNCHER_VARS.includes(name)) return;
     const d = this.add(`env\0${name}`, () => ({ kind: 'env', name, value, presence }));
     if (!presence && d.kind === 'env') d.presence = false;   // its value now matters too
   }
 
   /** Only whether variable NAME passes TEST is a dependency (its value is filled in later: joinTemplate). */
   envCondition(name: string, test: 'set' | 'nonempty' | 'digits', holds: boolean): void {
-    if (this.recording) this.add(`envcond\0${test}\0${name}`, () => ({ kind: 'envcond', name, test, holds }));
+    this.add(`envcond\0${test}\0${name}`, () => ({ kind: 'envcond', name, test, holds }));
   }
 
   /**
@@ -346,20 +338,19 @@ export class Recorder {
    * environment: the plan carries a placeholder the launcher replaces.
    */
   joinTemplate(template: string): void {
-    if (this.recording) this.joinTag = { template, placeholder: `\u0001jointag-${randomHex()}\u0001` };
+    this.joinTag = { template, placeholder: `\u0001jointag-${randomHex()}\u0001` };
   }
 
   joinTag: { template: string; placeholder: string } | null = null;
 
   /** The planner enumerated the variables: the set of names is a dependency. */
   envNames(): void {
-    if (!this.recording) return;
     const names = Object.keys(this.rawEnv).filter((n) => !LAUNCHER_VARS.includes(n));
     this.add('envnames', () => ({ kind: 'envnames', value: fnv64(Buffer.from(byteSort(names).join('\0'))) }));
   }
 
   value(kind: 'user' | 'host' | 'ppid', value: string): void {
-    if (this.recording) this.add(kind, () => ({ kind, value }));
+    this.add(kind, () => ({ kind, value }));
   }
 
   /** A subprocess whose output depends only on these files (and its arguments, which the planner chose). */
@@ -373,7 +364,6 @@ export class Recorder {
    * time (the next launch reads what was written).
    */
   wrote(p: unknown): void {
-    if (!this.recording) return;
     this.lookups.clear();   // what was written may be on the way to another path
     const path = this.pathOf(p, false);
     if (path === null) return;
@@ -542,7 +532,7 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
     if (isPseudo(p)) return rec.resultDep('data', p, () => fs.readFileSync(p, o as never),
       (r) => Buffer.from(r as string | Buffer).toString('hex'));
     const flag = typeof o === 'object' && o !== null ? (o as { flag?: unknown }).flag : undefined;
-    if (!rec.recording || (flag !== undefined && flag !== 'r')) {
+    if (flag !== undefined && flag !== 'r') {
       rec.statDep('stat', p, true);
       return fs.readFileSync(p, o as never);
     }
@@ -647,6 +637,6 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
 
 /** Record what LOG says while REC records (the launcher replays it); UNTAP to stop. */
 export function tapLog(rec: Recorder, log: Log): { untap(): void } {
-  log.tap = (line) => { if (rec.recording) rec.log(line); };
+  log.tap = (line) => rec.log(line);
   return { untap: () => { log.tap = null; } };
 }
