@@ -1,6 +1,6 @@
 // The container's environment while it is planned: a Map of the host's
 // variables that the planner changes. The Host hands it out (host.ts): the
-// recording host's subclass (memo.ts) makes each read of a host variable a
+// recording host's subclass (recording-host.ts) makes each read of a host variable a
 // dependency and each change an edit of the plan.
 
 /**

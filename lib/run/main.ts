@@ -13,7 +13,8 @@ import { Host, liveHost, varsOf } from './host.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE } from './options.js';
 import { buildPlan, refuseSetid } from './planner.js';
 import { NOTHING_TO_RUN, Plan, serializePlan } from './plan.js';
-import { Recorder, recordingHost, tapLog } from './memo.js';
+import { Recorder } from './memo.js';
+import { recordingHost, tapLog } from './recording-host.js';
 
 /** A Log that remembers its warnings, for --warnings. */
 class RunLog extends Log {

@@ -12,7 +12,7 @@ export class ChError extends Error {
 }
 
 export class Log {
-  /** Also given every line said, less its prefix: ch-run's memoized plans replay what planning said (lib/run/memo.ts tapLog). */
+  /** Also given every line said, less its prefix: ch-run's memoized plans replay what planning said (lib/run/recording-host.ts tapLog). */
   tap: ((line: string) => void) | null = null;
 
   constructor(readonly prog: string, public verbosity = 0) {}
