@@ -28,10 +28,27 @@ const NOT_PLANNER = ['lib/run/main.ts', 'lib/run/host.ts', 'lib/run/memo.ts', 'l
 const HOST_MODULES = new Set(['fs', 'fs/promises', 'os', 'child_process', 'worker_threads', 'process']
   .flatMap((m) => [m, `node:${m}`]));
 
+/**
+ * What planning may take from modules outside it (which read the host
+ * themselves, some of them): names that read nothing, and functions that
+ * read only through what they are passed (MINARGS: the call must pass the
+ * Host's way of reading, not fall back on the live default).
+ */
+const OUTSIDE = {
+  '../util/log.js': null,   // messages only: anything
+  '../util/argp.js': null,  // parsing only
+  '../image/layout.js': null,   // the image layout's constants
+  '../util/paths.js': { PKG_ROOT: 0, SHARE_DIR: 0, storageDir: 2 },
+  '../util/owned-fs.js': { ownerName: 2 },
+};
+/** Packages and built-ins planning may import (reading nothing of the host). */
+const PACKAGES = new Set(['node:path', 'node:module', 'yaml']);
+
 /** What FILE (a planning module) does that it may not: a list of "FILE:LINE: what". */
 function violations(file, text = readFileSync(join(ROOT, file), 'utf8')) {
   const src = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true);
   const bad = [];
+  const limited = new Map();   // imported name -> arguments its calls must pass
   const at = (node, what) => bad.push(`${file}:${src.getLineAndCharacterOfPosition(node.getStart()).line + 1}: ${what}`);
   const visit = (node) => {
     if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier) {
@@ -42,6 +59,17 @@ function violations(file, text = readFileSync(join(ROOT, file), 'utf8')) {
           && node.importClause.namedBindings.elements.every((e) => e.isTypeOnly))
         : node.isTypeOnly;
       if (HOST_MODULES.has(from) && !typeOnly) at(node, `imports ${from} (read the host through the Host)`);
+      const outside = OUTSIDE[from.replace(/^\.\.\/run\//, './')];
+      if (!typeOnly && ts.isImportDeclaration(node) && !from.startsWith('./') && !from.startsWith('../run/')
+          && !from.startsWith('../devices/') && !HOST_MODULES.has(from)) {
+        if (outside === undefined && !PACKAGES.has(from)) at(node, `imports ${from} (not known to read nothing)`);
+        const names = node.importClause?.namedBindings;
+        if (outside && (node.importClause?.name || !names || !ts.isNamedImports(names))) at(node, `imports all of ${from}`);
+        else if (outside)
+          for (const e of names.elements)
+            if (!e.isTypeOnly && !(e.name.text in outside)) at(node, `imports ${e.name.text} from ${from} (it may read the host)`);
+            else if (outside[e.name.text] > 0) limited.set(e.name.text, outside[e.name.text]);
+      }
       // The recorder is the Host's business; the only thing planning takes
       // from memo.ts is the list of the launcher's own variables.
       if (/(^|\/)memo\.js$/.test(from) && ts.isImportDeclaration(node)) {
@@ -53,6 +81,8 @@ function violations(file, text = readFileSync(join(ROOT, file), 'utf8')) {
     }
     if (ts.isCallExpression(node)) {
       const callee = node.expression.getText(src);
+      if (limited.has(callee) && node.arguments.length < limited.get(callee))
+        at(node, `calls ${callee} without the Host's way of reading (its default reads the live host)`);
       const arg = node.arguments[0];
       if ((node.expression.kind === ts.SyntaxKind.ImportKeyword || /(^|\W)require$/.test(callee) || /createRequire\(/.test(callee))
           && arg !== undefined && ts.isStringLiteral(arg) && HOST_MODULES.has(arg.text))
@@ -96,6 +126,12 @@ test('the checker catches what it is for', (t) => {
   t.true(caught('const x = process.env.PATH;'));
   t.true(caught("const tap = globalThis[Symbol.for('ch-toolkit.logtap')];"));
   t.true(caught("import { subprocessDeps } from './memo.js';"));
+  t.true(caught("import { storageDir } from '../util/paths.js'; storageDir(env);"));
+  t.true(caught("import { TAR_ADDON_PATH } from '../util/paths.js';"));
+  t.true(caught("import { removeOwned } from '../util/owned-fs.js';"));
+  t.true(caught("import * as paths from '../util/paths.js';"));
+  t.true(caught("import { execa } from 'execa';"));
+  t.false(caught("import { storageDir } from '../util/paths.js'; storageDir(varsOf(host), () => host.user().username);"));
   t.false(caught("import type { Stats } from 'node:fs';"));
   t.false(caught("import { type Stats } from 'node:fs';"));
   t.false(caught("import { LAUNCHER_VARS } from './memo.js';"));
