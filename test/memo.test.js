@@ -432,6 +432,35 @@ needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit le
   t.is(left.stdout, '', 'no squashfuse left');
 });
 
+needs(test, noFuse, { tool: true })('a subprocess\'s plan depends on its declared inputs, not on every variable (issue #22)', async (t) => {
+  // `unsquashfs -cat` reads the image's /ch/environment (bare --set-env).
+  // Recording by patching process.env made every variable a dependency of
+  // such a plan (spawnSync walks the environment it passes on): a variable
+  // the planner never looked at, different for every rank, was a miss.
+  const { run } = await memoRun(t);
+  const dir = await scratch(t, 'memo-sq-env');
+  const file = join(dir, 'img.sqfs');
+  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
+  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(made.exitCode, 0, made.stderr);
+  await settled(file);
+  const args = ['--set-env', file, '--', 'true'];
+  t.is((await run(args, { CH_RUN_MEMO_VERIFY: '1' })).exitCode, 0);   // lists the image, caches the listing
+  const cacheDir = `/var/tmp/${testUser().name}.ch`;
+  let hit;
+  for (let round = 0; round < 3; round++) {
+    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    const planned = await run(args, { CHTK_UNRELATED: 'rank 0' });
+    t.is(planned.exitCode, 0, planned.stderr);
+    t.false(said(planned, 'not stored'), planned.stderr);
+    hit = await run(args, { ...NO_NODE, CHTK_UNRELATED: 'rank 1' });
+    if (said(hit, 'hit')) break;
+    t.log(`round ${round}: ${hit.stderr.split('\n').filter((l) => /plan memo/.test(l)).join(' / ')}`);
+  }
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.exitCode, 0, hit.stderr);
+});
+
 test('--join under Slurm: the ranks of a later step hit too, with that step\'s own group tag', async (t) => {
   const { run, cache: cacheDbg } = await memoRun(t);
   const img = image('busybox');
@@ -478,7 +507,7 @@ test('outside a Slurm job a plan does not depend on Slurm\'s spool directory; in
  */
 function flipper(dir, once) {
   return `const fs = require('fs');
-const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // the originals (memo.ts patches fs)
+const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // bound before this preload patches writeSync
 const write = fs.writeSync;
 fs.writeSync = function (fd, ...rest) {
   if (String(fd) === process.env.CH_RUN_DONE_FD && !${once ? `existsSync(${JSON.stringify(`${dir}.once`)})` : 'false'}) {

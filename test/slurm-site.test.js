@@ -225,6 +225,7 @@ serialRoot('site layout: the step cleans up; nothing of ours left in TmpFS or th
 
 test('discovery: TmpFS from slurm.conf (any case, last wins, Include, %n), only plain paths', async (t) => {
   const { launcherDirs, slurmConfValue } = await import(join(PKG, 'dist/run/mpi-env.js'));
+  const host = (await import(join(PKG, 'dist/run/host.js'))).liveHost();   // planning reads through a Host
   const dir = join(TEST_DIR, 'conf-discovery');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'tmpfs/nx'), { recursive: true });
@@ -234,23 +235,23 @@ ClusterName=x tmpfs=/second   # several on a line
 Include extra.conf
 `);
   writeFileSync(join(dir, 'extra.conf'), `TMPFS="${dir}/tmpfs/%n"\n`);
-  t.is(slurmConfValue(join(dir, 'slurm.conf'), 'TmpFS'), `${dir}/tmpfs/%n`);
-  t.is(slurmConfValue(join(dir, 'slurm.conf'), 'SlurmdSpoolDir'), null);
-  t.is(slurmConfValue(join(dir, 'missing.conf'), 'TmpFS'), null);
+  t.is(slurmConfValue(host, join(dir, 'slurm.conf'), 'TmpFS'), `${dir}/tmpfs/%n`);
+  t.is(slurmConfValue(host, join(dir, 'slurm.conf'), 'SlurmdSpoolDir'), null);
+  t.is(slurmConfValue(host, join(dir, 'missing.conf'), 'TmpFS'), null);
 
   const uid = process.getuid();
   mkdirSync(join(dir, `tmpfs/nx/spmix_appdir_${uid}_7.0`));
   mkdirSync(join(dir, 'spool/pmix.7.0'), { recursive: true });
   const env = new Map(Object.entries({ SLURM_CONF: join(dir, 'slurm.conf'), SLURMD_NODENAME: 'nx',
     PMIX_NAMESPACE: 'slurm.pmix.7.0', SLURM_JOB_ID: '7', SLURM_STEP_ID: '0', PMIX_SERVER_TMPDIR: `${dir}/spool/pmix.7.0//` }));
-  t.deepEqual(launcherDirs(env, uid).map((d) => d.path), [`${dir}/spool/pmix.7.0`, `${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
+  t.deepEqual(launcherDirs(host, env, uid).map((d) => d.path), [`${dir}/spool/pmix.7.0`, `${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
   // A server directory that doesn't exist here (stale, or a rank started by hand) is not shown.
   env.set('PMIX_SERVER_TMPDIR', '/nonexistent/pmix.7.0');
-  t.deepEqual(launcherDirs(env, uid).map((d) => d.path), [`${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
+  t.deepEqual(launcherDirs(host, env, uid).map((d) => d.path), [`${dir}/tmpfs/nx/spmix_appdir_${uid}_7.0`]);
   env.set('PMIX_SERVER_TMPDIR', '/spool/../etc');
   env.set('SLURM_PMIX_TMPDIR', 'relative/dir');
   const logs = [];
-  t.deepEqual(launcherDirs(env, uid, (m) => logs.push(m)), [], 'no ".." and no relative paths');
+  t.deepEqual(launcherDirs(host, env, uid, (m) => logs.push(m)), [], 'no ".." and no relative paths');
   t.regex(logs.join('\n'), /no Slurm PMIx client directory .* in \(TmpFS unusable\)/);
   rmSync(dir, { recursive: true, force: true });
 });

@@ -33,6 +33,7 @@ import { parseReference } from '../pull/reference.js';
 import { JOBS_DEFAULT, pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/install.js';
 import { requireMountPoints } from '../run/mounts.js';
+import { liveHost } from '../run/host.js';
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;
@@ -473,7 +474,7 @@ function checkSource(src: string, fmt: Format): void {
  * mount points; a builder makes its own.)
  */
 function checkRunnable(src: string, dst: string): void {
-  try { requireMountPoints(src); } catch (err) {
+  try { requireMountPoints(liveHost(), src); } catch (err) {
     if (!isChError(err)) throw err;
     throw new ChError(`${err.message}; ch-run would refuse ${dst}, so it is not written`, EXIT_FAIL);
   }

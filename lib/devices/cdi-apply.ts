@@ -17,7 +17,7 @@
 //                 in our tmpfs, chmod ignored; anything else: a warning
 //   additionalGids, intelRdt, netDevices   unsupported unprivileged: warning
 
-import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import type { Host } from '../run/host.js';
 import { basename, dirname, posix } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { kindInImage, resolveInImage } from '../run/image.js';
@@ -95,11 +95,11 @@ export interface CdiPlan {
 }
 
 /** ELF DT_SONAME of a 64-bit little-endian shared object; null if none or not one. */
-export function elfSoname(path: string): string | null {
+export function elfSoname(host: Host, path: string): string | null {
   let fd: number;
-  try { fd = openSync(path, 'r'); } catch { return null; }
+  try { fd = host.open(path, 'r'); } catch { return null; }
   try {
-    const at = (pos: number, len: number) => { const b = Buffer.alloc(len); return readSync(fd, b, 0, len, pos) === len ? b : null; };
+    const at = (pos: number, len: number) => { const b = Buffer.alloc(len); return host.read(fd, b, 0, len, pos) === len ? b : null; };
     const h = at(0, 64);
     if (!h || h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2 || h[5] !== 1) return null;
     const phoff = Number(h.readBigUInt64LE(32)), phentsize = h.readUInt16LE(54), phnum = h.readUInt16LE(56);
@@ -131,7 +131,7 @@ export function elfSoname(path: string): string | null {
     const end = s.indexOf(0);
     return end > 0 ? s.toString('utf8', 0, end) : null;
   } finally {
-    closeSync(fd);
+    host.close(fd);
   }
 }
 
@@ -140,14 +140,14 @@ const MOUNT_OPTS: Record<string, MountFlag | null> = { ro: null, rw: null, bind:
   nodev: 'nodev', noexec: 'noexec', rprivate: null, private: null, rslave: null, slave: null, z: null, Z: null };
 
 /** Turn the chosen devices' and their specs' containerEdits into mounts, links and environment. */
-export function planEdits(root: string, sel: Selection, icds: Map<string, string>, log: Log): CdiPlan {
+export function planEdits(host: Host, root: string, sel: Selection, icds: Map<string, string>, log: Log): CdiPlan {
   const plan: CdiPlan = { nodes: [], hideDev: new Set(), runOps: [], imageOps: [], cache: [], set: [], prepend: [],
     bins: false };
   const runDirs = new Set<string>([INJECT, `${INJECT}/lib`, `${INJECT}/bin`, `${INJECT}/etc`]);
   const hostDirs = new Map<string, string>();         // host directory -> where it is bound inside
   const placed = new Map<string, string>();           // container path -> where it really is inside
   const libDirs = new Set<string>();                  // container dirs whose libraries went to INJECT/lib
-  const varRun = resolveInImage(root, '/var/run') !== null && resolveInImage(root, '/var/run') === resolveInImage(root, '/run');
+  const varRun = resolveInImage(host, root, '/var/run') !== null && resolveInImage(host, root, '/var/run') === resolveInImage(host, root, '/run');
 
   const mkdirs = (dir: string) => {
     const parts = dir.split('/').filter(Boolean);
@@ -198,7 +198,7 @@ export function planEdits(root: string, sel: Selection, icds: Map<string, string
     for (const n of edits.deviceNodes ?? []) {
       const dst = posix.normalize(n.path), src = n.hostPath ?? n.path;
       if (!dst.startsWith('/dev/')) throw fail(`device node ${n.path}: not under /dev`);
-      try { statSync(src); } catch (err) { throw fail(`device node ${src}: ${why(err)}`); }
+      try { host.stat(src); } catch (err) { throw fail(`device node ${src}: ${why(err)}`); }
       if (!plan.nodes.some((x) => x.dst === dst)) plan.nodes.push({ src, dst, why: who });
     }
     for (const m of edits.mounts ?? []) {
@@ -217,8 +217,8 @@ export function planEdits(root: string, sel: Selection, icds: Map<string, string
       }
       let real: string, isDir: boolean, exec: boolean;
       try {
-        real = realpathSync(m.hostPath);
-        const st = statSync(real);
+        real = host.realpath(m.hostPath);
+        const st = host.stat(real);
         isDir = st.isDirectory();
         exec = (st.mode & 0o111) !== 0;
       } catch (err) {
@@ -226,7 +226,7 @@ export function planEdits(root: string, sel: Selection, icds: Map<string, string
       }
       if (placed.has(cp)) continue;
       const run = inRun(cp);
-      const inImage = run ? null : kindInImage(root, cp);
+      const inImage = run ? null : kindInImage(host, root, cp);
       if (run) {
         mkdirs(dirname(run));
         plan.runOps.push(isDir ? { kind: 'mkdir', mode: 0o755, dst: run, flags: [] } : { kind: 'mkfile', mode: 0o644, dst: run, flags: [] });
@@ -253,7 +253,7 @@ export function planEdits(root: string, sel: Selection, icds: Map<string, string
         if (lib) {
           libDirs.add(dirname(cp));
           // What ldconfig (update-ldcache) makes: a SONAME link, listed in the cache.
-          const soname = elfSoname(real);
+          const soname = elfSoname(host, real);
           if (soname && soname !== name && !placed.has(`${INJECT}/lib/${soname}`)) {
             link(name, `${INJECT}/lib/${soname}`);
             plan.cache.push({ key: soname, value: `${INJECT}/lib/${soname}` });

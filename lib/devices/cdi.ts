@@ -8,7 +8,8 @@
 // that decides mounts and environment (LD_PRELOAD, say) of the user's
 // container, so a directory or file another user could write is not read.
 
-import { readdirSync, readFileSync, statSync, Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
+import type { Host } from '../run/host.js';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
@@ -174,26 +175,26 @@ export function cdiDirs(flag: string | null, env: Map<string, string>): string[]
   return (flag ?? env.get('CH_RUN_CDI_DIRS') ?? DEFAULT_CDI_DIRS).split(':').filter(Boolean);
 }
 
-export function loadRegistry(dirs: string[], log: Log): Registry {
+export function loadRegistry(host: Host, dirs: string[], log: Log): Registry {
   const reg: Registry = { dirs, devices: new Map(), kinds: new Map(), broken: [] };
   for (const dir of dirs) {
     let names: string[];
-    try { names = readdirSync(dir).filter((n) => /\.(json|ya?ml)$/.test(n)).sort(); } catch (err) {
+    try { names = host.readdir(dir).filter((n) => /\.(json|ya?ml)$/.test(n)).sort(); } catch (err) {
       log.debug(`CDI: no spec directory ${dir}: ${why(err)}`);
       continue;
     }
-    const dirBad = foreignWritable(statSync(dir));
+    const dirBad = foreignWritable(host.stat(dir));
     if (dirBad) { log.warn(`CDI: not reading specs in ${dir}: ${dirBad}`); continue; }
     const here = new Map<string, string>();   // same directory: a device defined twice is a conflict
     for (const n of names) {
       const file = join(dir, n);
       let text: string;
       try {
-        const st = statSync(file);
+        const st = host.stat(file);
         if (!st.isFile()) continue;
         const bad = foreignWritable(st);
         if (bad) { log.warn(`CDI: not reading spec ${file}: ${bad}`); continue; }
-        text = readFileSync(file, 'utf8');
+        text = host.readFile(file, 'utf8');
       } catch (err) {
         reg.broken.push({ file, kind: null, error: `can't read: ${why(err)}` });
         continue;

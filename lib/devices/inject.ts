@@ -29,15 +29,14 @@
 //   CH_IB_HCAS       HCAs --ib injects (comma/colon-separated), as --ib=HCA,...
 //   CH_GPU_SYSROOT, CH_IB_SYSROOT  where sysfs is read from, instead of /sys
 
-import { execFileSync } from 'node:child_process';
-import { accessSync, constants, Dirent, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import type { Dirent } from 'node:fs';
+import { constants, type Host } from '../run/host.js';
 import { basename, dirname, join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { SHARE_DIR } from '../util/paths.js';
 import { globToRegExp } from '../run/glob.js';
 import { kindInImage, resolveInImage } from '../run/image.js';
 import type { MountOp } from '../run/plan.js';
-import { subprocessDeps, unrecordable } from '../run/memo.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
 import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
 import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
@@ -84,16 +83,16 @@ export function parseConf(text: string, source: string, into: Conf = emptyConf()
   return into;
 }
 
-function readText(path: string, what: string): string {
-  try { return readFileSync(path, 'utf8'); } catch (err) { throw new ChError(`can't read ${what} ${path}: ${why(err)}`); }
+function readText(host: Host, path: string, what: string): string {
+  try { return host.readFile(path, 'utf8'); } catch (err) { throw new ChError(`can't read ${what} ${path}: ${why(err)}`); }
 }
 
-export function loadConf(kind: Kind, env: Map<string, string>): Conf {
+export function loadConf(host: Host, kind: Kind, env: Map<string, string>): Conf {
   const file = kind === 'ib' ? join(SHARE_DIR, 'ib.conf') : join(SHARE_DIR, 'gpu', `${kind}.conf`);
-  const conf = parseConf(readText(file, 'configuration'), file);
+  const conf = parseConf(readText(host, file, 'configuration'), file);
   const pre = kind === 'ib' ? 'CH_IB' : 'CH_GPU';
   for (const f of (env.get(`${pre}_CONF`) ?? '').split(':').filter(Boolean))
-    parseConf(readText(f, `${pre}_CONF file`), f, conf);
+    parseConf(readText(host, f, `${pre}_CONF file`), f, conf);
   for (const l of (env.get(`${pre}_LIBS`) ?? '').split(/[:,]/).filter(Boolean)) conf.libs.push(l);
   return conf;
 }
@@ -103,13 +102,13 @@ export function loadConf(kind: Kind, env: Map<string, string>): Conf {
  * each an fnmatch(3) pattern as --unset-env takes them (run/glob.ts). Matched
  * against one directory entry at a time, so no wildcard ever spans a '/'.
  */
-function globDev(root: string, pattern: string): string[] {
+function globDev(host: Host, root: string, pattern: string): string[] {
   let found = [''];
   for (const comp of pattern.split('/')) {
     const re = globToRegExp(comp), next: string[] = [];
     for (const dir of found) {
       let ents: string[];
-      try { ents = readdirSync(join(root, dir)); } catch { continue; }
+      try { ents = host.readdir(join(root, dir)); } catch { continue; }
       for (const e of ents.sort()) if (re.test(e)) next.push(dir ? `${dir}/${e}` : e);
     }
     found = next;
@@ -133,11 +132,11 @@ export function visibleIndexes(env: Map<string, string>, log: Log, vendor: Vendo
   return null;
 }
 
-export function findExecutable(name: string, env: Map<string, string>): string | null {
+export function findExecutable(host: Host, name: string, env: Map<string, string>): string | null {
   const path = env.get('CH_GPU_PATH') ?? env.get('PATH') ?? '/usr/bin:/bin';
   for (const d of path.split(':').filter(Boolean)) {
     const p = join(d, name);
-    try { accessSync(p, constants.X_OK); if (statSync(p).isFile()) return p; } catch { /* next */ }
+    try { host.access(p, constants.X_OK); if (host.stat(p).isFile()) return p; } catch { /* next */ }
   }
   return null;
 }
@@ -152,15 +151,16 @@ export interface Injection {
 const hostCaches = new Map<string, { how: string; libs: Map<string, string> }>();
 
 /** Host libraries: name -> path, from `ldconfig -p` (or a given cache), or nvidia-container-cli. */
-export function hostLibraries(kind: Kind, env: Map<string, string>, searched: string[]): Map<string, string> {
+export function hostLibraries(host: Host, kind: Kind, env: Map<string, string>, searched: string[]): Map<string, string> {
   const cache = env.get('CH_GPU_LDCACHE');
   if (!cache && kind === 'nvidia') {
-    const cli = findExecutable('nvidia-container-cli', env);
+    const cli = findExecutable(host, 'nvidia-container-cli', env);
     if (cli) {
       searched.push(`${cli} list --libraries`);
-      unrecordable('nvidia-container-cli lists libraries');   // what it consults is its own business
       try {
-        const out = execFileSync(cli, ['list', '--libraries'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        // What it consults is its own business: a plan that used it is not kept.
+        const out = host.execFile(cli, ['list', '--libraries'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+          { unknown: 'nvidia-container-cli lists libraries' });
         return new Map(out.split('\n').filter((l) => l.startsWith('/')).map((l) => [basename(l), l]));
       } catch { /* fall back on ldconfig */ }
     }
@@ -171,7 +171,7 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
   const file = cache ?? '/etc/ld.so.cache';
   const have = hostCaches.get(file);
   if (have) { searched.push(have.how); return have.libs; }
-  const parsed = readCache(file);
+  const parsed = readCache(host, file);
   if (parsed) {
     const flags = defaultFlags(), libs = new Map<string, string>();
     for (const e of parsed) if (e.flags === flags && e.hwcap === 0n && !libs.has(e.key)) libs.set(e.key, e.value);
@@ -183,9 +183,9 @@ export function hostLibraries(kind: Kind, env: Map<string, string>, searched: st
   searched.push(`ldconfig ${args.join(' ')}`);
   for (const ldconfig of ['/sbin/ldconfig', '/usr/sbin/ldconfig', 'ldconfig']) {
     try {
-      if (ldconfig.startsWith('/')) subprocessDeps([ldconfig, file]);   // ldconfig -p prints the cache
-      else unrecordable(`${ldconfig} found on PATH`);
-      const libs = parseLdconfigP(execFileSync(ldconfig, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+      // ldconfig -p prints the cache.
+      const inputs = ldconfig.startsWith('/') ? [ldconfig, file] : { unknown: `${ldconfig} found on PATH` };
+      const libs = parseLdconfigP(host.execFile(ldconfig, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }, inputs));
       hostCaches.set(file, { how: `ldconfig ${args.join(' ')}`, libs });
       return libs;
     } catch (err) {
@@ -206,15 +206,15 @@ interface Found { hostRoot: string; renumber?: [string, string]; kind: Kind; dev
  * doesn't say (then the conf's numbering rule applies). CH_GPU_SYSROOT: where
  * sysfs is read from (tests), instead of /sys.
  */
-function cardIndex(rel: string, env: Map<string, string>): number | null {
+function cardIndex(host: Host, rel: string, env: Map<string, string>): number | null {
   const m = /^dri\/(card[0-9]+)$/.exec(rel);
   if (!m) return null;
   const drm = `${(env.get('CH_GPU_SYSROOT') ?? '/sys').replace(/\/+$/, '')}/class/drm`;
-  const dev = (n: string) => { try { return realpathSync(`${drm}/${n}/device`); } catch { return null; } };
+  const dev = (n: string) => { try { return host.realpath(`${drm}/${n}/device`); } catch { return null; } };
   const mine = dev(m[1]);
   if (mine === null) return null;
   let ents: string[];
-  try { ents = readdirSync(drm); } catch { return null; }
+  try { ents = host.readdir(drm); } catch { return null; }
   for (const e of ents) {
     const r = /^renderD([0-9]+)$/.exec(e);
     if (r && dev(e) === mine) return Number(r[1]) - 128;
@@ -222,30 +222,30 @@ function cardIndex(rel: string, env: Map<string, string>): number | null {
   return null;
 }
 
-function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Log): Found {
-  const conf = loadConf(kind, env);
+function discover(host: Host, kind: Kind, devroot: string, env: Map<string, string>, log: Log): Found {
+  const conf = loadConf(host, kind, env);
   const searched = [`config ${conf.sources.join(', ')}`, `devices ${devroot}/{${conf.devs.map((d) => d.pattern).join(',')}}`];
   const vis = kind !== 'ib' ? visibleIndexes(env, log, kind) : null;
   const devs: string[] = [];
   for (const d of conf.devs)
-    for (const rel of globDev(devroot, d.pattern)) {
+    for (const rel of globDev(host, devroot, d.pattern)) {
       if (d.indexed && vis) {
         const m = /([0-9]+)$/.exec(rel);
-        const index = cardIndex(rel, env) ?? (m ? Number(m[1]) - d.base : null);
+        const index = cardIndex(host, rel, env) ?? (m ? Number(m[1]) - d.base : null);
         if (index !== null && !vis.set.includes(index)) { log.info(`--gpu: ${devroot}/${rel} hidden by ${vis.which}`); continue; }
       }
       if (!devs.includes(rel)) devs.push(rel);
     }
   const libs = new Map<string, string>();
-  const all = conf.libs.length ? hostLibraries(kind, env, searched) : new Map<string, string>();
+  const all = conf.libs.length ? hostLibraries(host, kind, env, searched) : new Map<string, string>();
   for (const [name, path] of all)
     if (conf.libs.some((p) => name.startsWith(p)) && !libs.has(name)) libs.set(name, path);
   const bins = new Map<string, string>();
-  for (const b of conf.bins) { const p = findExecutable(b, env); if (p) bins.set(b, p); }
+  for (const b of conf.bins) { const p = findExecutable(host, b, env); if (p) bins.set(b, p); }
   searched.push(`executables {${conf.bins.join(',')}} on ${env.get('CH_GPU_PATH') ? 'CH_GPU_PATH' : 'PATH'}`);
   const hostRoot = (env.get('CH_GPU_HOSTROOT') ?? '').replace(/\/+$/, '');
-  const icds = conf.icds.filter((i) => { try { return statSync(hostRoot + i.path).isFile(); } catch { return false; } });
-  const dirs = conf.dirs.filter((d) => { try { return statSync(hostRoot + d).isDirectory(); } catch { return false; } });
+  const icds = conf.icds.filter((i) => { try { return host.stat(hostRoot + i.path).isFile(); } catch { return false; } });
+  const dirs = conf.dirs.filter((d) => { try { return host.stat(hostRoot + d).isDirectory(); } catch { return false; } });
   if (hostRoot) searched.push(`files and directories under CH_GPU_HOSTROOT=${hostRoot}`);
   // Only the chosen GPUs exist inside, so CUDA numbers them from 0: an index
   // list from CUDA_VISIBLE_DEVICES is renumbered to match (as Slurm does
@@ -257,17 +257,17 @@ function discover(kind: Kind, devroot: string, env: Map<string, string>, log: Lo
 }
 
 /** Rebuild /dev as a tmpfs: host entries as they are, minus the top names we inject. */
-function devMounts(root: string, skipTop: Set<string>): MountOp[] {
+function devMounts(host: Host, root: string, skipTop: Set<string>): MountOp[] {
   const ops: MountOp[] = [{ kind: 'tmpfs', options: 'mode=0755', dst: '/dev', flags: [] }];
   let ents: Dirent[];
-  try { ents = readdirSync('/dev', { withFileTypes: true }); } catch (err) { throw new ChError(`can't list /dev: ${why(err)}`); }
+  try { ents = host.readdir('/dev', { withFileTypes: true }); } catch (err) { throw new ChError(`can't list /dev: ${why(err)}`); }
   for (const e of ents) {
     if (skipTop.has(e.name)) continue;
     const dst = `/dev/${e.name}`;
     if (e.isSymbolicLink()) {
-      ops.push({ kind: 'symlink', target: readlinkSync(dst), dst, flags: [] });
+      ops.push({ kind: 'symlink', target: host.readlink(dst), dst, flags: [] });
     } else if (e.isDirectory()) {
-      ops.push({ kind: 'mkdir', mode: lstatSync(dst).mode & 0o7777, dst, flags: [] });
+      ops.push({ kind: 'mkdir', mode: host.lstat(dst).mode & 0o7777, dst, flags: [] });
       ops.push({ kind: 'bind', src: dst, dst, flags: ['rec'] });
     } else {
       ops.push({ kind: 'mkfile', mode: 0o600, dst, flags: [] });
@@ -287,9 +287,9 @@ const IB_CLASSES = ['infiniband', 'infiniband_verbs', 'infiniband_mad'];
  * holding the host's links for the chosen HCAs. CH_IB_SYSROOT: where sysfs
  * is read from (tests), instead of /sys.
  */
-function chooseHcas(f: Found, hcas: string[], how: string, env: Map<string, string>, log: Log): MountOp[] {
+function chooseHcas(host: Host, f: Found, hcas: string[], how: string, env: Map<string, string>, log: Log): MountOp[] {
   const sys = (env.get('CH_IB_SYSROOT') ?? '/sys').replace(/\/+$/, '');
-  const list = (d: string) => { try { return readdirSync(d).sort(); } catch { return []; } };
+  const list = (d: string) => { try { return host.readdir(d).sort(); } catch { return []; } };
   const have = list(`${sys}/class/infiniband`);
   const missing = hcas.filter((h) => !have.includes(h));
   if (missing.length > 0)
@@ -297,7 +297,7 @@ function chooseHcas(f: Found, hcas: string[], how: string, env: Map<string, stri
   const owner = new Map<string, string>();   // uverbs0 -> mlx5_0
   for (const cls of IB_CLASSES.slice(1))
     for (const e of list(`${sys}/class/${cls}`)) {
-      try { owner.set(e, readFileSync(`${sys}/class/${cls}/${e}/ibdev`, 'utf8').trim()); } catch { /* no ibdev: not per-HCA */ }
+      try { owner.set(e, host.readFile(`${sys}/class/${cls}/${e}/ibdev`, 'utf8').trim()); } catch { /* no ibdev: not per-HCA */ }
     }
   f.devs = f.devs.filter((rel) => {
     const hca = owner.get(basename(rel));
@@ -308,12 +308,12 @@ function chooseHcas(f: Found, hcas: string[], how: string, env: Map<string, stri
   const ops: MountOp[] = [];
   for (const cls of IB_CLASSES) {
     const dir = `/sys/class/${cls}`;
-    if (!existsSync(dir)) continue;   // the container's /sys is the host's
+    if (!host.exists(dir)) continue;   // the container's /sys is the host's
     ops.push({ kind: 'tmpfs', options: 'mode=0755', dst: dir, flags: [] });
     for (const e of list(dir)) {
       const hca = cls === 'infiniband' ? e : owner.get(e);
       if (hca !== undefined && !hcas.includes(hca)) continue;
-      try { ops.push({ kind: 'symlink', target: readlinkSync(`${dir}/${e}`), dst: `${dir}/${e}`, flags: [] }); } catch { /* not a link */ }
+      try { ops.push({ kind: 'symlink', target: host.readlink(`${dir}/${e}`), dst: `${dir}/${e}`, flags: [] }); } catch { /* not a link */ }
     }
     log.info(`--ib: ${dir} lists only ${hcas.join(', ')}`);
   }
@@ -329,34 +329,34 @@ export interface DeviceRequest {
 }
 
 /** CDI's part of a request: null when it asks nothing of CDI. */
-function cdiSelection(req: DeviceRequest, env: Map<string, string>, log: Log): Selection | null {
+function cdiSelection(host: Host, req: DeviceRequest, env: Map<string, string>, log: Log): Selection | null {
   if (req.devices.length === 0 && req.gpu === false) return null;
   const explicit = req.devices.map((a) => ({ ...parseDeviceArg(a), arg: a }));
-  const reg = loadRegistry(cdiDirs(req.cdiDirs, env), log);
+  const reg = loadRegistry(host, cdiDirs(req.cdiDirs, env), log);
   const vendors = (req.gpu === false ? [] : req.gpu ?? GPU_VENDORS) as Vendor[];
   // A vendor asked for with --device only is not asked for again by --gpu.
   return select(reg, explicit, vendors, env, log);
 }
 
 /** Vendor files whose container paths name an environment variable (ICD lists). */
-function icdPaths(env: Map<string, string>): Map<string, string> {
+function icdPaths(host: Host, env: Map<string, string>): Map<string, string> {
   const m = new Map<string, string>();
-  for (const k of GPU_VENDORS) for (const i of loadConf(k, env).icds) m.set(i.path, i.env);
+  for (const k of GPU_VENDORS) for (const i of loadConf(host, k, env).icds) m.set(i.path, i.env);
   return m;
 }
 
 /**
  * Everything --gpu/--ib/--device asks for, as mounts and environment.
  */
-export function inject(root: string, req: DeviceRequest, env: Map<string, string>, log: Log): Injection {
+export function inject(host: Host, root: string, req: DeviceRequest, env: Map<string, string>, log: Log): Injection {
   const { gpu, ib } = req;
   const devroot = (env.get('CH_GPU_DEVROOT') ?? '/dev').replace(/(.)\/+$/, '$1');
   const found: Found[] = [];
-  const sel = cdiSelection(req, env, log);
-  const cdi: CdiPlan | null = sel && sel.specs.length > 0 ? planEdits(root, sel, icdPaths(env), log) : null;
+  const sel = cdiSelection(host, req, env, log);
+  const cdi: CdiPlan | null = sel && sel.specs.length > 0 ? planEdits(host, root, sel, icdPaths(host, env), log) : null;
   if (gpu !== false) {
     const asked = (gpu ?? GPU_VENDORS).filter((k) => !sel?.vendors.has(k as Vendor));
-    const per = asked.map((k) => discover(k, devroot, env, log));
+    const per = asked.map((k) => discover(host, k, devroot, env, log));
     const useful = per.filter((f) => f.devs.length > 0 || (gpu !== null && (f.libs.size > 0 || f.bins.size > 0)));
     const withLibs = useful.filter((f) => f.libs.size > 0 || gpu === null);
     if (withLibs.length === 0 && (asked.length > 0 && gpu !== null || !sel?.vendors.size))
@@ -369,11 +369,11 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
   }
   let ibSys: MountOp[] = [];
   if (ib) {
-    const f = discover('ib', devroot, env, log);
+    const f = discover(host, 'ib', devroot, env, log);
     if (f.devs.length === 0 && f.libs.size === 0)
       throw new ChError(`--ib: no InfiniBand found; searched: ${f.searched.join('; ')}`);
     const hcas = req.ibHcas ?? (env.get('CH_IB_HCAS') ? env.get('CH_IB_HCAS')!.split(/[,:]/).filter(Boolean) : null);
-    if (hcas) ibSys = chooseHcas(f, hcas, req.ibHcas ? '--ib' : 'CH_IB_HCAS', env, log);
+    if (hcas) ibSys = chooseHcas(host, f, hcas, req.ibHcas ? '--ib' : 'CH_IB_HCAS', env, log);
     found.push(f);
   }
 
@@ -390,12 +390,12 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
     // the chosen ones (bound below) exist inside.
     const skip = new Set<string>(cdi?.hideDev ?? []);
     for (const k of new Set([...found.map((f) => f.kind), ...(sel?.vendors ?? [])]))
-      for (const d of loadConf(k, env).devs) {
+      for (const d of loadConf(host, k, env).devs) {
         const top = d.pattern.split('/')[0];
         if (d.pattern.includes('/')) skip.add(top);
-        else for (const e of globDev('/dev', top)) skip.add(e);
+        else for (const e of globDev(host, '/dev', top)) skip.add(e);
       }
-    mounts.push(...devMounts(root, skip));
+    mounts.push(...devMounts(host, root, skip));
     const made = new Set<string>();
     for (const { src, dst } of nodes) {
       const parts = dst.split('/').slice(2);
@@ -410,15 +410,15 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
   }
 
   // /run: a tmpfs holding what we inject.
-  if (kindInImage(root, '/run') !== 'dir')
+  if (kindInImage(host, root, '/run') !== 'dir')
     throw new ChError(`can't inject ${[...found.map((f) => f.kind), ...(cdi ? ['CDI devices'] : [])].join(', ')} into image ${root}: it has no /run directory `
       + '(injected files go in a tmpfs there: add an empty /run to the image, or inject permanently with ch-fromhost)');
   mounts.push({ kind: 'tmpfs', options: 'mode=0755', dst: '/run', flags: [] });
-  const runHost = resolveInImage(root, '/run')!;
+  const runHost = resolveInImage(host, root, '/run')!;
   try {
-    for (const e of readdirSync(runHost, { withFileTypes: true }))
+    for (const e of host.readdir(runHost, { withFileTypes: true }))
       if (e.isDirectory())
-        mounts.push({ kind: 'mkdir', mode: statSync(join(runHost, e.name)).mode & 0o7777, dst: `/run/${e.name}`, flags: [] });
+        mounts.push({ kind: 'mkdir', mode: host.stat(join(runHost, e.name)).mode & 0o7777, dst: `/run/${e.name}`, flags: [] });
   } catch { /* unreadable: nothing to re-create */ }
   for (const d of [INJECT, `${INJECT}/lib`, `${INJECT}/bin`, `${INJECT}/etc`])
     mounts.push({ kind: 'mkdir', mode: 0o755, dst: d, flags: [] });
@@ -427,11 +427,11 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
   const libs = new Map<string, string>();
   for (const f of found) for (const [n, p] of f.libs) if (!libs.has(n)) libs.set(n, p);
   const entries: CacheEntry[] = [];
-  const image = imageCache(root);
+  const image = imageCache(host, root);
   const flags = image?.find((e) => e.key === 'libc.so.6')?.flags ?? defaultFlags();
   for (const [name, path] of libs) {
     let real: string;
-    try { real = realpathSync(path); } catch (err) { log.warn(`skipping library ${path}: ${why(err)}`); continue; }
+    try { real = host.realpath(path); } catch (err) { log.warn(`skipping library ${path}: ${why(err)}`); continue; }
     const dst = `${INJECT}/lib/${name}`;
     mounts.push({ kind: 'mkfile', mode: 0o644, dst, flags: [] });
     mounts.push({ kind: 'bind', src: real, dst, flags: ['ro', 'nosuid', 'nodev'] });
@@ -454,7 +454,7 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
   for (const [name, path] of bins) {
     const dst = `${INJECT}/bin/${name}`;
     mounts.push({ kind: 'mkfile', mode: 0o755, dst, flags: [] });
-    mounts.push({ kind: 'bind', src: realpathSync(path), dst, flags: ['ro', 'nosuid', 'nodev'] });
+    mounts.push({ kind: 'bind', src: host.realpath(path), dst, flags: ['ro', 'nosuid', 'nodev'] });
     log.info(`inject executable ${path} -> ${dst}`);
   }
   const icdEnv = new Map<string, string[]>();
@@ -475,7 +475,7 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
   }
   for (const f of found)
     for (const d of f.dirs) {
-      if (kindInImage(root, d) !== 'dir') { log.info(`not injecting ${d}: image has no such directory`); continue; }
+      if (kindInImage(host, root, d) !== 'dir') { log.info(`not injecting ${d}: image has no such directory`); continue; }
       mounts.push({ kind: 'bind', src: f.hostRoot + d, dst: d, flags: ['rec', 'ro', 'nosuid', 'nodev'] });
       log.info(`inject directory ${f.hostRoot}${d} -> ${d} (read-only)`);
     }
@@ -484,7 +484,7 @@ export function inject(root: string, req: DeviceRequest, env: Map<string, string
   return { mounts, env: outEnv, set, pathPrepend: bins.size > 0 || cdi?.bins ? `${INJECT}/bin` : null };
 }
 
-function imageCache(root: string): CacheEntry[] | null {
-  const p = resolveInImage(root, '/etc/ld.so.cache');
-  return p === null ? null : readCache(p);
+function imageCache(host: Host, root: string): CacheEntry[] | null {
+  const p = resolveInImage(host, root, '/etc/ld.so.cache');
+  return p === null ? null : readCache(host, p);
 }

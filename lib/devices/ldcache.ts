@@ -18,7 +18,7 @@
 // DEScending _dl_cache_libcmp order (the loader's binary search relies on
 // it); among equal names the first acceptable one wins, so ours go first.
 
-import { readFileSync } from 'node:fs';
+import type { Host } from '../run/host.js';
 
 const MAGIC = 'glibc-ld.so.cache1.1';
 const OLD_MAGIC = 'ld.so-1.7.0';
@@ -79,9 +79,9 @@ export function parseCache(buf: Buffer): CacheEntry[] | null {
   return out;
 }
 
-export function readCache(path: string): CacheEntry[] | null {
+export function readCache(host: Host, path: string): CacheEntry[] | null {
   let buf: Buffer;
-  try { buf = readFileSync(path); } catch { return null; }
+  try { buf = host.readFile(path); } catch { return null; }
   return parseCache(buf);
 }
 

@@ -25,6 +25,10 @@ import { all, command, type CommandSpec, count, EXIT_USAGE, last, parseCommand }
 import { ChError, Log, runMain, why } from '../util/log.js';
 import { LAUNCHER_PATH } from '../util/paths.js';
 import { checkImage, createInImage, kindInImage, resolveInImage } from '../run/image.js';
+import { liveHost } from '../run/host.js';
+
+/** The host as ch-run's planning code reads it (nothing recorded here). */
+const host = liveHost();
 
 const log = new Log('ch-fromhost');
 
@@ -73,7 +77,7 @@ function libPath(image: string): string {
   const out = chRun([image, '--', '/sbin/ldconfig', '-Nv']);
   for (const line of out.split('\n')) {
     const m = /^(\/[^:]*):/.exec(line);
-    if (m && kindInImage(image, m[1]) === 'dir') return m[1];
+    if (m && kindInImage(host, image, m[1]) === 'dir') return m[1];
   }
   throw new ChError(`can't find a library directory in image ${image} (its ldconfig -Nv listed none that exists)`);
 }
@@ -89,12 +93,12 @@ async function nvidiaFiles(): Promise<string[]> {
   } catch { /* not installed: our own discovery */ }
   const { loadConf, hostLibraries, findExecutable } = await import('../devices/inject.js');
   const env = new Map(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
-  const conf = loadConf('nvidia', env);
+  const conf = loadConf(host, 'nvidia', env);
   const searched: string[] = [];
   const files: string[] = [];
-  for (const [name, path] of hostLibraries('nvidia', env, searched))
+  for (const [name, path] of hostLibraries(host, 'nvidia', env, searched))
     if (conf.libs.some((p) => name.startsWith(p))) files.push(path);
-  for (const b of conf.bins) { const p = findExecutable(b, env); if (p) files.push(p); }
+  for (const b of conf.bins) { const p = findExecutable(host, b, env); if (p) files.push(p); }
   if (!files.some(isLib))
     throw new ChError(`--nvidia: no NVIDIA libraries found; searched: ${searched.join('; ')}`);
   return files;
@@ -106,7 +110,7 @@ interface CdiInjection { copies: { src: string; dst: string }[]; links: { target
 async function cdiInjection(args: string[], dirs: string | null): Promise<CdiInjection> {
   const cdi = await import('../devices/cdi.js');
   const env = new Map(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
-  const reg = cdi.loadRegistry(cdi.cdiDirs(dirs, env), log);
+  const reg = cdi.loadRegistry(host, cdi.cdiDirs(dirs, env), log);
   const out: CdiInjection = { copies: [], links: [], env: [] };
   const specs = new Set<import('../devices/cdi.js').Spec>();
   const edits: { e: import('../devices/cdi.js').Edits; who: string; file: string }[] = [];
@@ -157,18 +161,18 @@ async function cdiInjection(args: string[], dirs: string | null): Promise<CdiInj
 function makeImageDir(image: string, dir: string): void {
   const comps = dir.split('/').filter(Boolean);
   let n = comps.length;
-  while (n > 0 && kindInImage(image, '/' + comps.slice(0, n).join('/')) === null) n--;
-  const have = resolveInImage(image, '/' + comps.slice(0, n).join('/'));
+  while (n > 0 && kindInImage(host, image, '/' + comps.slice(0, n).join('/')) === null) n--;
+  const have = resolveInImage(host, image, '/' + comps.slice(0, n).join('/'));
   if (have === null || !(have === image || have.startsWith(image + '/')))
     throw new ChError(`can't create ${dir} in image: ${'/' + comps.slice(0, n).join('/')} resolves outside it`);
-  createInImage(image, have.slice(image.length) + '/' + comps.slice(n).join('/'), false);
+  createInImage(host, image, have.slice(image.length) + '/' + comps.slice(n).join('/'), false);
 }
 
 /** Copy host file SRC to DIR/NAME in IMAGE, never writing through a link the image holds. */
 function place(image: string, src: string, dir: string, name: string): void {
-  if (kindInImage(image, dir) === null) makeImageDir(image, dir);
-  const hostDir = resolveInImage(image, dir);
-  if (hostDir === null || kindInImage(image, dir) !== 'dir') throw new ChError(`can't use ${dir} in image: not a directory`);
+  if (kindInImage(host, image, dir) === null) makeImageDir(image, dir);
+  const hostDir = resolveInImage(host, image, dir);
+  if (hostDir === null || kindInImage(host, image, dir) !== 'dir') throw new ChError(`can't use ${dir} in image: not a directory`);
   const target = join(hostDir, name);
   // Never write through a link the image holds (it could point anywhere on the host).
   try { if (lstatSync(target).isSymbolicLink()) unlinkSync(target); } catch { /* absent */ }
@@ -182,9 +186,9 @@ function place(image: string, src: string, dir: string, name: string): void {
 
 /** Add VAR=VALUE lines to the image's /ch/environment: a new file renamed over it, no link followed. */
 function appendEnvironment(image: string, lines: string[]): void {
-  if (kindInImage(image, '/ch') === null) createInImage(image, '/ch', false);
-  const ch = resolveInImage(image, '/ch');
-  if (ch === null || kindInImage(image, '/ch') !== 'dir') throw new ChError(`can't use /ch in image ${image}: not a directory`);
+  if (kindInImage(host, image, '/ch') === null) createInImage(host, image, '/ch', false);
+  const ch = resolveInImage(host, image, '/ch');
+  if (ch === null || kindInImage(host, image, '/ch') !== 'dir') throw new ChError(`can't use /ch in image ${image}: not a directory`);
   let old = '';
   try {
     if (lstatSync(join(ch, 'environment')).isFile()) old = readFileSync(join(ch, 'environment'), 'utf8');
@@ -238,7 +242,7 @@ void runMain(log, async () => {
   if (dest !== null && !dest.startsWith('/')) throw usage(`--dest: must be absolute: ${dest}`);
   const words = all(a._);
   if (words.length !== 1) throw usage(`${words.length ? 'more than one' : 'no'} IMGDIR given`);
-  const image = checkImage(words[0]);
+  const image = checkImage(host, words[0]);
   if (printLib) { process.stdout.write(libPath(image) + '\n'); return 0; }
   if (nvidia) files.push(...await nvidiaFiles());
   const cdi = all(a.cdi);
@@ -261,8 +265,8 @@ void runMain(log, async () => {
   files.forEach((f, i) => place(image, f, where[i], basename(f)));
   for (const c of fromCdi?.copies ?? []) place(image, c.src, dirname(c.dst), basename(c.dst));
   for (const l of fromCdi?.links ?? []) {
-    const dir = resolveInImage(image, dirname(l.at));
-    if (dir === null || kindInImage(image, dirname(l.at)) !== 'dir') { log.warn(`link ${l.at}: image has no ${dirname(l.at)}`); continue; }
+    const dir = resolveInImage(host, image, dirname(l.at));
+    if (dir === null || kindInImage(host, image, dirname(l.at)) !== 'dir') { log.warn(`link ${l.at}: image has no ${dirname(l.at)}`); continue; }
     const at = join(dir, basename(l.at));
     try {
       if (lstatSync(at).isSymbolicLink()) unlinkSync(at);

@@ -2,73 +2,14 @@
 // fix-ups, then --set-env/--unset-env in command-line order, then CH_RUNNING.
 
 import { ChError } from '../util/log.js';
-import { recorder } from './memo.js';
 import { globToRegExp } from './glob.js';
+import type { Host } from './host.js';
+import type { Env } from './env-map.js';
 import { imageView, resolveInImage } from './image.js';
 import { readTextFile } from './textfile.js';
 import type { EnvAction } from './options.js';
 
-/**
- * The environment being built. Once TRACE is set (under -v), every change
- * is reported as one line, whoever makes it (fix-ups, device injection, MPI
- * defaults, --set-env, --unset-env), as Charliecloud does: a script's
- * author can see why a variable is what it is.
- */
-export class Env extends Map<string, string> {
-  trace: ((line: string) => void) | null = null;
-  /** Names the planner set or unset: reading them later reads its own decision, not the host's. */
-  private readonly decided = new Set<string>();
-  private readonly rec = recorder();
-
-  override get(name: string): string | undefined {
-    const v = super.get(name);
-    if (this.rec && !this.decided.has(name)) this.rec.env(name, v);
-    return v;
-  }
-
-  /** Only whether NAME is set is a dependency here (the ranks of a step differ in PMIX_RANK's value). */
-  override has(name: string): boolean {
-    const v = super.get(name);
-    if (this.rec && !this.decided.has(name)) this.rec.env(name, v, true);
-    return v !== undefined;
-  }
-
-  override set(name: string, value: string): this {
-    if (this.trace && this.get(name) !== value) this.trace(`environment: ${name}=${value}`);
-    this.decided.add(name);
-    this.rec?.edit('set', name, value);
-    return super.set(name, value);
-  }
-
-  override delete(name: string): boolean {
-    if (this.trace && this.has(name)) this.trace(`environment: unset ${name}`);
-    this.decided.add(name);
-    this.rec?.edit('unset', name);
-    return super.delete(name);
-  }
-
-  /** Enumerating the variables makes their set of names a dependency of the plan. */
-  override keys(): MapIterator<string> { this.rec?.envNames(); return super.keys(); }
-  override entries(): MapIterator<[string, string]> { this.rec?.envNames(); return super.entries(); }
-  override values(): MapIterator<string> { this.rec?.envNames(); return super.values(); }
-  override [Symbol.iterator](): MapIterator<[string, string]> { return this.entries(); }
-  override forEach(fn: (v: string, k: string, m: Map<string, string>) => void, self?: unknown): void {
-    this.rec?.envNames();
-    super.forEach(fn, self);
-  }
-
-  /** The final environment, for the plan (an output, not a decision). */
-  final(): [string, string][] { return [...super.entries()]; }
-}
-
-/** The host's environment, as the planner's starting point (not a read of any one variable). */
-export function envFromProcess(): Env {
-  const env = new Env();
-  const raw = recorder()?.rawEnv ?? process.env;
-  for (const [k, v] of Object.entries(raw))
-    if (v !== undefined) Map.prototype.set.call(env, k, v);
-  return env;
-}
+export { Env } from './env-map.js';
 
 /** Strip one pair of single straight quotes around a whole value. */
 function unquote(v: string): string {
@@ -104,21 +45,21 @@ export function parseAssignment(line: string, where: string): [string, string] {
 }
 
 /** A --set-env FILE: the user's to name, so symlinks are followed as given. */
-function readEnvFile(path: string): string {
-  return readTextFile(path, `--set-env: can't open: ${path}`);
+function readEnvFile(host: Host, path: string): string {
+  return readTextFile(host, path, `--set-env: can't open: ${path}`);
 }
 
 /** The image's /ch/environment, resolved and read inside IMAGE only. */
-function readImageEnvFile(image: string): string {
+function readImageEnvFile(host: Host, image: string): string {
   const what = `--set-env: can't open: ${image}/ch/environment`;
-  const host = resolveInImage(image, '/ch/environment');
-  if (host === null) throw new ChError(`--set-env: can't open: /ch/environment: No such file or directory (ENOENT) in image ${image}`);
+  const found = resolveInImage(host, image, '/ch/environment');
+  if (found === null) throw new ChError(`--set-env: can't open: /ch/environment: No such file or directory (ENOENT) in image ${image}`);
   const view = imageView(image);   // a SquashFS image: read from the file
-  return view ? view.readFile('/ch/environment', what) : readTextFile(host, what, image);
+  return view ? view.readFile('/ch/environment', what) : readTextFile(host, found, what, image);
 }
 
 /** Apply --set-env/--unset-env actions, in order. IMAGE locates /ch/environment. */
-export function applyEnvActions(env: Env, actions: EnvAction[], image: string): void {
+export function applyEnvActions(host: Host, env: Env, actions: EnvAction[], image: string): void {
   for (const a of actions) {
     if (a.kind === 'unset') {
       const re = globToRegExp(a.glob);
@@ -134,7 +75,7 @@ export function applyEnvActions(env: Env, actions: EnvAction[], image: string): 
       // may hold newlines). Empty assignments are ignored either way.
       const path = a.path ?? `${image}/ch/environment`;
       const sep = a.nul ? '\0' : '\n';
-      const text = a.path === null ? readImageEnvFile(image) : readEnvFile(a.path);
+      const text = a.path === null ? readImageEnvFile(host, image) : readEnvFile(host, a.path);
       lines = text.split(sep).map((l, i) => [l, a.nul ? `${path}: assignment ${i + 1}` : `${path}:${i + 1}`] as [string, string])
         .filter(([l]) => l !== '');
     }

@@ -6,7 +6,8 @@
 // These checks give early, precise errors; the C core resolves every mount
 // destination again, race-free, with openat2(RESOLVE_IN_ROOT).
 
-import { accessSync, constants, lstatSync, mkdirSync, readlinkSync, Stats, statSync, writeFileSync } from 'node:fs';
+import type { Stats } from 'node:fs';
+import { constants, type Host } from './host.js';
 import { ChError, why } from '../util/log.js';
 import type { MountOp } from './plan.js';
 import { readTextFile } from './textfile.js';
@@ -21,10 +22,10 @@ export interface ImageMetadata {
 }
 
 /** Check IMAGE is a usable image directory; return its absolute host path. */
-export function checkImage(image: string): string {
+export function checkImage(host: Host, image: string): string {
   let st: Stats;
   try {
-    st = statSync(image);
+    st = host.stat(image);
   } catch (err) {
     throw new ChError(`can't use image ${image}: ${why(err)}`);
   }
@@ -35,7 +36,7 @@ export function checkImage(image: string): string {
   }
   // Without this, an unreadable image looks empty: "it has no /dev directory".
   try {
-    accessSync(image, constants.R_OK | constants.X_OK);
+    host.access(image, constants.R_OK | constants.X_OK);
   } catch (err) {
     throw new ChError(`can't use image ${image}: ${why(err)}`);
   }
@@ -62,7 +63,7 @@ export function imageView(root: string): ImageView | undefined { return views.ge
  * followed as inside the container: absolute targets restart at ROOT, ".."
  * stops at ROOT.
  */
-export function resolveInImage(root: string, path: string): string | null {
+export function resolveInImage(host: Host, root: string, path: string): string | null {
   const view = views.get(root);
   if (view) return view.resolveInImage(path);
   const todo = path.split('/').filter((c) => c !== '' && c !== '.').reverse();
@@ -74,16 +75,16 @@ export function resolveInImage(root: string, path: string): string | null {
       done.pop();
       continue;
     }
-    const host = `${root}/${[...done, comp].join('/')}`;
+    const at = `${root}/${[...done, comp].join('/')}`;
     let st: Stats;
     try {
-      st = lstatSync(host);
+      st = host.lstat(at);
     } catch {
       return null;
     }
     if (st.isSymbolicLink()) {
       if (++links > 40) return null;
-      const target = readlinkSync(host);
+      const target = host.readlink(at);
       if (target.startsWith('/')) done.length = 0;
       todo.push(...target.split('/').filter((c) => c !== '' && c !== '.').reverse());
       continue;
@@ -95,13 +96,13 @@ export function resolveInImage(root: string, path: string): string | null {
 
 export type Kind = 'dir' | 'file' | 'other' | null;
 
-export function kindInImage(root: string, path: string): Kind {
+export function kindInImage(host: Host, root: string, path: string): Kind {
   const view = views.get(root);
   if (view) return view.kind(path);
-  const host = resolveInImage(root, path);
-  if (host === null) return null;
+  const found = resolveInImage(host, root, path);
+  if (found === null) return null;
   try {
-    const st = statSync(host);
+    const st = host.stat(found);
     return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
   } catch {
     return null;
@@ -113,21 +114,21 @@ export function kindInImage(root: string, path: string): Kind {
  * FILE), parents too. Refuses to go through symlinks: with -w we only create
  * what lies plainly inside the image.
  */
-export function createInImage(root: string, path: string, file: boolean): void {
+export function createInImage(host: Host, root: string, path: string, file: boolean): void {
   const comps = path.split('/').filter((c) => c !== '' && c !== '.');
   if (comps.includes('..')) throw new ChError(`can't create ${path} in image: '..' not allowed`);
-  let host = root;
+  let at = root;
   comps.forEach((comp, i) => {
-    host += '/' + comp;
+    at += '/' + comp;
     const last = i === comps.length - 1;
     let st: Stats | null = null;
-    try { st = lstatSync(host); } catch { /* missing: create below */ }
+    try { st = host.lstat(at); } catch { /* missing: create below */ }
     if (st?.isSymbolicLink())
       throw new ChError(`can't create ${path} in image: ${comps.slice(0, i + 1).join('/')} is a symlink`);
     if (st) return;
     try {
-      if (last && file) writeFileSync(host, '', { flag: 'wx', mode: 0o644 });
-      else mkdirSync(host, { mode: 0o755 });
+      if (last && file) host.writeFile(at, '', { flag: 'wx', mode: 0o644 });
+      else host.mkdir(at, { mode: 0o755 });
     } catch (err) {
       throw new ChError(`can't create ${path} in image: ${why(err)}`);
     }
@@ -140,18 +141,18 @@ export function createInImage(root: string, path: string, file: boolean): void {
  * is: a directory for each component (existing ones are kept), then the last
  * as a directory or an empty FILE. Planning itself writes nothing.
  */
-export function createOps(path: string, file: boolean, plainIn?: string): MountOp[] {
+export function createOps(host: Host, path: string, file: boolean, plainIn?: string): MountOp[] {
   const comps = path.split('/').filter((c) => c !== '' && c !== '.');
   if (comps.includes('..')) throw new ChError(`can't create ${path} in image: '..' not allowed`);
   // With -w (PLAININ: the image directory) only what lies plainly inside the
   // image is created: a symlink on the way is refused here, read-only. (The
   // core would resolve it inside the root anyway; this says so clearly.)
   if (plainIn !== undefined) {
-    let host = plainIn;
+    let at = plainIn;
     for (let i = 0; i < comps.length; i++) {
-      host += '/' + comps[i];
+      at += '/' + comps[i];
       let st: Stats;
-      try { st = lstatSync(host); } catch { break; }   // missing from here on: created by the core
+      try { st = host.lstat(at); } catch { break; }   // missing from here on: created by the core
       if (st.isSymbolicLink())
         throw new ChError(`can't create ${path} in image: ${comps.slice(0, i + 1).join('/')} is a symlink`);
     }
@@ -186,13 +187,13 @@ function checkMetadata(m: Record<string, unknown>, file: string): ImageMetadata 
 }
 
 /** The image's /ch/metadata.json, or null if it has none. Read inside the image only. */
-export function readMetadata(root: string): ImageMetadata | null {
+export function readMetadata(host: Host, root: string): ImageMetadata | null {
   const file = `${root}/ch/metadata.json`;
-  const host = resolveInImage(root, '/ch/metadata.json');
-  if (host === null) return null;
+  const found = resolveInImage(host, root, '/ch/metadata.json');
+  if (found === null) return null;
   const view = views.get(root);
   const text = view ? view.readFile('/ch/metadata.json', `can't read ${file}`)
-    : readTextFile(host, `can't read ${file}`, root);
+    : readTextFile(host, found, `can't read ${file}`, root);
   let m: unknown;
   try {
     m = JSON.parse(text);

@@ -1,6 +1,7 @@
 // Memoized plans, the recording half (the launcher, addon/memo/, keeps and
-// checks them). While the front end plans, this records what the plan
-// depended on, as the planner actually observed it:
+// checks them). The planner reads the host only through a Host (host.ts);
+// recordingHost() (recording-host.ts) is the one that, while it reads,
+// records here what the plan depended on, as the planner observed it:
 //   - environment variables read (value, or only whether set), and the set of names
 //     when the planner enumerated them (--unset-env GLOB);
 //   - file-system calls, each as the call it was and what it returned that
@@ -22,10 +23,10 @@
 // What can't be recorded makes the plan unstorable rather than wrong: a path
 // whose lookup passes through /proc (/proc/self/fd/N, /dev/fd/N, /dev/stdin:
 // what they name depends on the process), content read from something other
-// than a regular file (a FIFO, socket or device), a subprocess that declared
-// no dependencies, a Stats field like atime. Audited, not trapped: process.pid/ppid never reach a plan (the
-// log prefix and a temp name use them; log lines are replayed with the
-// launcher's PID). Writes during planning are caches and ensured directories
+// than a regular file (a FIFO, socket or device), a subprocess that can't
+// declare its inputs, a Stats field like atime, the kernel release. The
+// Host's PID (a temp name) never reaches a plan, nor the log prefix's
+// (log lines are replayed with the launcher's PID). Writes during planning are caches and ensured directories
 // (SquashFS listing cache, /var/tmp/$USER.ch/mnt): a memoized launch skips
 // them, and the lstat that follows each is a dependency.
 //
@@ -33,19 +34,16 @@
 // a later change within the same timestamp tick (jiffy-coarse on Linux)
 // could leave the identity unchanged ("racy git").
 //
-// One recorder per process, reached through globalThis so that the bundles
-// ch-run loads on demand (dist/ch-run-devices.cjs) record into it too.
+// Nothing global: the front end (main.ts) makes the Recorder and its Host
+// and hands the Host to the planner, and the device bundle it loads on
+// demand (dist/ch-run-devices.cjs) is given the same Host; what the planner
+// says is recorded through its Log's tap (tapLog).
 
-// The modules themselves (default imports), not namespace copies: their
-// properties are what every other module calls, so patching them records all.
 import fs from 'node:fs';
-import os from 'node:os';
 import { ENV_TESTS, FILE_TYPE, FNV, LAUNCHER, RECORD, STAT_FIELD } from '../util/protocol.gen.js';
 
-const KEY = Symbol.for('ch-toolkit.memo');
 /** 16 hex digits, unpredictable enough to name a placeholder no plan holds otherwise. */
 const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')).join('');
-const LOG_TAP = Symbol.for('ch-toolkit.logtap');
 const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
 export const LAUNCHER_VARS: readonly string[] = [LAUNCHER.planFd, LAUNCHER.doneFd, LAUNCHER.memoFd, LAUNCHER.memoMiss];
@@ -92,14 +90,6 @@ function errnoOf(err: unknown): number {
   return typeof e === 'number' ? Math.abs(e) : -1;
 }
 
-const orig = {
-  statSync: fs.statSync, lstatSync: fs.lstatSync, existsSync: fs.existsSync, accessSync: fs.accessSync,
-  readFileSync: fs.readFileSync, openSync: fs.openSync, readdirSync: fs.readdirSync,
-  readlinkSync: fs.readlinkSync, realpathSync: fs.realpathSync, realpathNative: fs.realpathSync.native,
-  writeFileSync: fs.writeFileSync, renameSync: fs.renameSync, mkdirSync: fs.mkdirSync,
-  userInfo: os.userInfo, hostname: os.hostname,
-};
-
 /** FNV-1a, 64 bits, as the launcher computes it: names the environment's variables, not a secret. */
 export function fnv64(data: Buffer): string {
   let h: bigint = FNV.offset;
@@ -122,7 +112,6 @@ export class Recorder {
   private readonly logs: string[] = [];
   private unstorable: string | null = null;
   private incomplete = false;
-  private quiet = 0;
   /** When planning began, wall-clock ns (file times are wall-clock). */
   readonly start = BigInt(Date.now()) * 1_000_000n;
 
@@ -136,14 +125,6 @@ export class Recorder {
   }
 
   get refused(): string | null { return this.unstorable; }
-
-  /** Run FN without recording (the recorder's own reads, our own fds). */
-  unrecorded<T>(fn: () => T): T {
-    this.quiet++;
-    try { return fn(); } finally { this.quiet--; }
-  }
-
-  get recording(): boolean { return this.quiet === 0; }
 
   /**
    * P as the launcher will look it up again: absolute, but otherwise as
@@ -183,7 +164,7 @@ export class Recorder {
       let target = this.lookups.get(next);
       if (target === undefined) {
         try {
-          target = orig.lstatSync(next).isSymbolicLink() ? String(orig.readlinkSync(next)) : '';
+          target = fs.lstatSync(next).isSymbolicLink() ? String(fs.readlinkSync(next)) : '';
         } catch {
           target = null;
         }
@@ -225,7 +206,7 @@ export class Recorder {
 
   /** The planner's own stat or lstat of P (CALL): its result, recorded. */
   statCall<T>(kind: 'stat' | 'lstat', p: unknown, call: () => T): T {
-    const path = this.recording ? this.pathOf(p, kind === 'stat') : null;
+    const path = this.pathOf(p, kind === 'stat');
     if (path === null) return call();
     let d: StatDep | null = null;
     const st = this.observed(call, (errno, r) => {
@@ -238,7 +219,6 @@ export class Recorder {
 
   /** PATH is read (a file's content, a subprocess's input): its identity, taken now, before the read. */
   statDep(kind: 'stat' | 'lstat', p: unknown, content = false): StatDep | null {
-    if (!this.recording) return null;
     const path = this.pathOf(p, kind === 'stat');
     if (path === null) return null;
     const d = this.add(`${kind}\0${path}`, () => {
@@ -256,7 +236,6 @@ export class Recorder {
    * lookup of the path.
    */
   opened(p: unknown, follow: boolean, fd: number | null): void {
-    if (!this.recording) return;
     if (fd === null) { this.statDep(follow ? 'stat' : 'lstat', p, true); return; }
     const path = this.pathOf(p, follow);
     if (path === null) return;
@@ -293,7 +272,7 @@ export class Recorder {
 
   private exactStat(kind: 'stat' | 'lstat', path: string): { st: fs.BigIntStats | null; errno: number } {
     try {
-      return { st: (kind === 'stat' ? orig.statSync : orig.lstatSync)(path, { bigint: true }), errno: 0 };
+      return { st: (kind === 'stat' ? fs.statSync : fs.lstatSync)(path, { bigint: true }), errno: 0 };
     } catch (err) {
       return { st: null, errno: errnoOf(err) };
     }
@@ -337,7 +316,7 @@ export class Recorder {
   /** A call whose result is its whole dependency: access(), readlink(), realpath(), a listing, pseudo-file content. */
   resultDep(kind: 'access' | 'link' | 'real' | 'data' | 'list', p: unknown, call: () => unknown,
     describe: (r: unknown) => string, mode = 0, typed = false): unknown {
-    const path = this.recording ? this.pathOf(p, kind !== 'link') : null;
+    const path = this.pathOf(p, kind !== 'link');
     if (path === null) return call();
     return this.observed(call, (errno, r) => this.add(`${kind}\0${mode}\0${path}`, () => (kind === 'access'
       ? { kind, path, mode, errno } : { kind, path, result: errno ? RECORD.failed + errno : RECORD.value + describe(r), typed })));
@@ -345,14 +324,14 @@ export class Recorder {
 
   /** Variable NAME read; PRESENCE: only whether it is set was asked (Map.has, `in`). */
   env(name: string, value: string | undefined, presence = false): void {
-    if (!this.recording || LAUNCHER_VARS.includes(name)) return;
+    if (LAUNCHER_VARS.includes(name)) return;
     const d = this.add(`env\0${name}`, () => ({ kind: 'env', name, value, presence }));
     if (!presence && d.kind === 'env') d.presence = false;   // its value now matters too
   }
 
   /** Only whether variable NAME passes TEST is a dependency (its value is filled in later: joinTemplate). */
   envCondition(name: string, test: (typeof ENV_TESTS)[number], holds: boolean): void {
-    if (this.recording) this.add(`envcond\0${test}\0${name}`, () => ({ kind: 'envcond', name, test, holds }));
+    this.add(`envcond\0${test}\0${name}`, () => ({ kind: 'envcond', name, test, holds }));
   }
 
   /**
@@ -360,20 +339,19 @@ export class Recorder {
    * environment: the plan carries a placeholder the launcher replaces.
    */
   joinTemplate(template: string): void {
-    if (this.recording) this.joinTag = { template, placeholder: `\u0001jointag-${randomHex()}\u0001` };
+    this.joinTag = { template, placeholder: `\u0001jointag-${randomHex()}\u0001` };
   }
 
   joinTag: { template: string; placeholder: string } | null = null;
 
   /** The planner enumerated the variables: the set of names is a dependency. */
   envNames(): void {
-    if (!this.recording) return;
     const names = Object.keys(this.rawEnv).filter((n) => !LAUNCHER_VARS.includes(n));
     this.add('envnames', () => ({ kind: 'envnames', value: fnv64(Buffer.from(byteSort(names).join(RECORD.namesSep))) }));
   }
 
   value(kind: 'user' | 'host' | 'ppid', value: string): void {
-    if (this.recording) this.add(kind, () => ({ kind, value }));
+    this.add(kind, () => ({ kind, value }));
   }
 
   /** A subprocess whose output depends only on these files (and its arguments, which the planner chose). */
@@ -387,7 +365,6 @@ export class Recorder {
    * time (the next launch reads what was written).
    */
   wrote(p: unknown): void {
-    if (!this.recording) return;
     this.lookups.clear();   // what was written may be on the way to another path
     const path = this.pathOf(p, false);
     if (path === null) return;
@@ -467,13 +444,8 @@ function depTokensOf(d: Dep): [RecordWord, ...string[]] {
   }
 }
 
-/** The recorder of this process, or null when none records (no launcher asked, or another command). */
-export function recorder(): Recorder | null {
-  return ((globalThis as Record<symbol, unknown>)[KEY] as Recorder | undefined) ?? null;
-}
-
 /** A listing as recorded: names sorted by bytes, each after its type letter when TYPED, joined by "/". */
-function listing(r: unknown, typed: boolean): string {
+export function listing(r: unknown, typed: boolean): string {
   const ents = r as (string | Buffer | fs.Dirent)[];
   if (!typed) return byteSort(ents.map(String)).join(RECORD.listSep);
   const named = (ents as fs.Dirent[]).map((e): [string, string] => [e.name, DIRENT_TYPE.find(([m]) => (e as unknown as Record<string, () => boolean>)[m]())?.[1] ?? FILE_TYPE.unknown]);
@@ -481,145 +453,3 @@ function listing(r: unknown, typed: boolean): string {
   const type = new Map(named);
   return order.map((n) => type.get(n) + n).join(RECORD.listSep);
 }
-
-/**
- * Start recording: patch the file-system calls, os.userInfo/hostname, and
- * process.env. Before any other module of the front end reads anything.
- */
-export function startRecording(): Recorder {
-  const rec = new Recorder(process.env);
-  (globalThis as Record<symbol, unknown>)[KEY] = rec;
-  const f = fs as unknown as Record<string, unknown>;
-  const isPseudo = (p: unknown) => rec.isPseudo(p);
-
-  f.statSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => orig.statSync(p, o as never));
-  f.lstatSync = (p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => orig.lstatSync(p, o as never));
-  // exists: a stat whose fields don't matter (absent: recorded as ENOENT, the usual why).
-  f.existsSync = (p: fs.PathLike) => {
-    const yes = orig.existsSync(p);
-    rec.statCall('stat', p, () => (yes ? {} : undefined));
-    return yes;
-  };
-  f.accessSync = (p: fs.PathLike, mode?: number) =>
-    rec.resultDep('access', p, () => orig.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
-  f.readFileSync = (p: fs.PathOrFileDescriptor, o?: unknown) => {
-    if (typeof p === 'number') return orig.readFileSync(p, o as never);
-    if (isPseudo(p)) return rec.resultDep('data', p, () => orig.readFileSync(p, o as never),
-      (r) => Buffer.from(r as string | Buffer).toString('hex'));
-    const flag = typeof o === 'object' && o !== null ? (o as { flag?: unknown }).flag : undefined;
-    if (!rec.recording || (flag !== undefined && flag !== 'r')) {
-      rec.statDep('stat', p, true);
-      return orig.readFileSync(p, o as never);
-    }
-    // Read through our own descriptor, so that what is recorded is what was read.
-    let fd: number;
-    try {
-      fd = orig.openSync(p as fs.PathLike, 'r');
-    } catch (err) {
-      rec.opened(p, true, null);
-      throw err;
-    }
-    try {
-      rec.opened(p, true, fd);
-      return orig.readFileSync(fd, o as never);
-    } finally {
-      fs.closeSync(fd);
-    }
-  };
-  f.openSync = (p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
-    const n = typeof flags === 'number' ? flags : flags === undefined || flags === 'r' ? 0 : -1;
-    const writes = n === -1 || (n & (fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_CREAT)) !== 0;
-    if (writes) {
-      rec.wrote(p);
-      return orig.openSync(p, flags as fs.OpenMode, mode);
-    }
-    if (isPseudo(p)) {
-      rec.refuse(`opened ${String(p)} (pseudo file)`);
-      return orig.openSync(p, flags as fs.OpenMode, mode);
-    }
-    const follow = (n & fs.constants.O_NOFOLLOW) === 0;
-    let fd: number;
-    try {
-      fd = orig.openSync(p, flags as fs.OpenMode, mode);
-    } catch (err) {
-      rec.opened(p, follow, null);
-      throw err;
-    }
-    rec.opened(p, follow, fd);
-    return fd;
-  };
-  // Writes: caches and ensured directories; what they change was perhaps
-  // read before. Counted once done (an mkdir that found the directory there
-  // changed nothing).
-  f.writeFileSync = (p: fs.PathOrFileDescriptor, data: unknown, o?: unknown) => {
-    const r = orig.writeFileSync(p, data as never, o as never);
-    if (typeof p !== 'number') rec.wrote(p);
-    return r;
-  };
-  f.renameSync = (from: fs.PathLike, to: fs.PathLike) => {
-    const r = orig.renameSync(from, to);
-    rec.wrote(from); rec.wrote(to);
-    return r;
-  };
-  f.mkdirSync = (p: fs.PathLike, o?: unknown) => {
-    const r = orig.mkdirSync(p, o as never);
-    rec.wrote(p);
-    return r;
-  };
-  f.readdirSync = (p: fs.PathLike, o?: unknown) => {
-    const typed = typeof o === 'object' && o !== null && (o as { withFileTypes?: boolean }).withFileTypes === true;
-    if (typeof o === 'object' && o !== null && ((o as { recursive?: boolean }).recursive || (o as { encoding?: string }).encoding === 'buffer'))
-      rec.refuse('a recursive or binary directory listing');
-    return rec.resultDep('list', p, () => orig.readdirSync(p, o as never), (r) => listing(r, typed), 0, typed);
-  };
-  f.readlinkSync = (p: fs.PathLike, o?: unknown) =>
-    rec.resultDep('link', p, () => orig.readlinkSync(p, o as never), (r) => String(r));
-  const real = (impl: (p: fs.PathLike, o?: never) => unknown) => (p: fs.PathLike, o?: unknown) =>
-    rec.resultDep('real', p, () => impl(p, o as never), (r) => String(r));
-  const realJs = real(orig.realpathSync) as typeof fs.realpathSync;
-  realJs.native = real(orig.realpathNative) as typeof fs.realpathSync.native;
-  f.realpathSync = realJs;
-
-  const o = os as unknown as Record<string, unknown>;
-  o.userInfo = (opts?: unknown) => {
-    try {
-      const u = orig.userInfo(opts as never);
-      rec.value('user', RECORD.value + String(u.username));
-      return u;
-    } catch (err) {
-      rec.value('user', RECORD.failed);
-      throw err;
-    }
-  };
-  o.hostname = () => { const h = orig.hostname(); rec.value('host', h); return h; };
-
-  const raw = process.env;
-  process.env = new Proxy(raw, {
-    get(t, k) {
-      const v = Reflect.get(t, k);
-      if (typeof k === 'string') rec.env(k, v);
-      return v;
-    },
-    has(t, k) {
-      if (typeof k === 'string') rec.env(k, Reflect.get(t, k), true);
-      return Reflect.has(t, k);
-    },
-    ownKeys(t) { rec.envNames(); return Reflect.ownKeys(t); },
-  });
-  (globalThis as Record<symbol, unknown>)[LOG_TAP] = (line: string) => { if (rec.recording) rec.log(line); };
-  return rec;
-}
-
-/** Stop recording what is logged (the launcher's own messages about the memo aren't part of the plan). */
-export function stopLogTap(): void {
-  delete (globalThis as Record<symbol, unknown>)[LOG_TAP];
-}
-
-/** Declare a subprocess's dependencies (no-op when nothing records). */
-export function subprocessDeps(files: string[]): void { recorder()?.subprocess(files); }
-/** A dependency that can't be recorded: the plan is not stored. */
-export function unrecordable(why: string): void { recorder()?.refuse(why); }
-/** The caller's PID (--join's default tag): the launcher compares its own parent. */
-export function recordCallerPid(pid: number): void { recorder()?.value('ppid', String(pid)); }
-/** FN's file-system calls are not dependencies (they read our own process). */
-export function unrecorded<T>(fn: () => T): T { const r = recorder(); return r ? r.unrecorded(fn) : fn(); }

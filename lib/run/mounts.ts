@@ -1,7 +1,7 @@
 // Which host paths the container sees, and where: Charliecloud's default view
 // plus the user's --bind and --home. Order matters; the core applies it as is.
 
-import { readdirSync, statSync } from 'node:fs';
+import type { Host } from './host.js';
 import { ChError, Log, why } from '../util/log.js';
 import { createOps, kindInImage, resolveInImage } from './image.js';
 import { LauncherDir, launcherDirs } from './mpi-env.js';
@@ -15,6 +15,7 @@ import { guestPath } from '../image/layout.js';
 const HOST_FILES = [...layout.HOST_FILES, ...layout.OPTIONAL_HOST_FILES].map(guestPath);
 
 export interface MountContext {
+  host: Host;
   root: string;
   opts: RunOptions;
   id: Identity;
@@ -25,9 +26,9 @@ export interface MountContext {
 }
 
 /** The mount points every container needs: checked first, for a clear error on a non-image. */
-export function requireMountPoints(root: string): void {
+export function requireMountPoints(host: Host, root: string): void {
   for (const d of layout.REQUIRED_DIRS.map(guestPath))
-    if (kindInImage(root, d) !== 'dir')
+    if (kindInImage(host, root, d) !== 'dir')
       throw new ChError(`can't use image ${root}: it has no ${d} directory (not an image, or unpacked incompletely?)`);
 }
 
@@ -50,21 +51,21 @@ export function defaultMounts(ctx: MountContext): MountOp[] {
   // plan must not depend on Slurm's state (a memoized plan would miss, or
   // fail the suite's verify mode, whenever a slurmd started beside it).
   const spool = guestPath(layout.SLURM_SPOOL);
-  if (ctx.env.has('SLURM_JOB_ID') && isDir(spool) && kindInImage(root, spool) === 'dir')
+  if (ctx.env.has('SLURM_JOB_ID') && isDir(ctx.host, spool) && kindInImage(ctx.host, root, spool) === 'dir')
     ops.push({ kind: 'bind', src: spool, dst: spool, flags: ['rec'] });
   if (opts.privateTmp) {
     ops.push({ kind: 'tmpfs', options: 'mode=1777', dst: '/tmp', flags: [] });
   } else {
     // Charliecloud shares $TMPDIR (the job's scratch under many Slurm setups) at /tmp.
     const tmpdir = ctx.env.get('TMPDIR');
-    const src = tmpdir && isDir(tmpdir) ? tmpdir : '/tmp';
+    const src = tmpdir && isDir(ctx.host, tmpdir) ? tmpdir : '/tmp';
     ops.push({ kind: 'bind', src, dst: '/tmp', flags: ['rec'] });
   }
   if (opts.home) ops.push(...homeMounts(ctx));
   ops.push(...(ctx.devices ?? []));
   ops.push(...userBinds(ctx));
   // Last, so that no other mount hides them, and they see what the others made.
-  for (const d of launcherDirs(ctx.env, process.getuid!(), (m) => ctx.log.info(m)))
+  for (const d of launcherDirs(ctx.host, ctx.env, ctx.host.uid(), (m) => ctx.log.info(m)))
     ops.push(...launcherDirMounts(ctx, d, ops));
   return ops;
 }
@@ -108,7 +109,7 @@ function launcherDirMounts(ctx: MountContext, d: LauncherDir, before: MountOp[])
     }
     return fail(`${over.dst} inside is ${over.kind === 'bind' ? `host ${over.src}` : 'another mount'}, not the host's`);
   }
-  const kind = kindInImage(root, d.path);
+  const kind = kindInImage(ctx.host, root, d.path);
   if (kind === 'dir') {
     log.info(`${d.what} ${d.path}: bound at its own path`);
     return [bind];
@@ -117,19 +118,19 @@ function launcherDirMounts(ctx: MountContext, d: LauncherDir, before: MountOp[])
   // The deepest directory the image has on the way, and the first component it lacks.
   const chain = prefixes(d.path);
   let i = 0;
-  while (i + 1 < chain.length && kindInImage(root, chain[i + 1]) === 'dir') i++;
+  while (i + 1 < chain.length && kindInImage(ctx.host, root, chain[i + 1]) === 'dir') i++;
   const have = chain[i], missing = chain[i + 1];
-  if (kindInImage(root, missing) !== null) return fail(`${missing} in image ${root} is not a directory`);
+  if (kindInImage(ctx.host, root, missing) !== null) return fail(`${missing} in image ${root} is not a directory`);
   if (ctx.opts.writable) {
     log.info(`${d.what} ${d.path}: bound at its own path, created in writable image`);
-    return [...createOps(d.path, false, root), bind];
+    return [...createOps(ctx.host, d.path, false, root), bind];
   }
   if (have === '/')
     return fail(`image ${root} has no ${missing} to mount it on (create ${missing} in the image, or use -w)`);
   if (!emptyInImage(ctx, have))
     return fail(`image ${root} lacks ${missing}, and ${have} there is not empty to cover with a tmpfs `
       + `(create ${missing} in the image, or use -w)`);
-  const mode = (statSync(resolveInImage(root, have)!).mode & 0o7777).toString(8);
+  const mode = (ctx.host.stat(resolveInImage(ctx.host, root, have)!).mode & 0o7777).toString(8);
   log.info(`${d.what} ${d.path}: bound at its own path, mount point made in a tmpfs over the image's empty ${have}`);
   return [{ kind: 'tmpfs', options: `mode=0${mode}`, dst: have, flags: [] }, ...mkdirs(have, d.path), bind];
 }
@@ -143,19 +144,19 @@ function mkdirs(from: string, p: string): MountOp[] {
 /** Can a tmpfs cover image directory DIR without hiding anything? (The image's own entries can't be
     bound back: the tmpfs shadows the image's host path too, through the image's self-bind.) */
 function emptyInImage(ctx: MountContext, dir: string): boolean {
-  const host = resolveInImage(ctx.root, dir);
-  try { return host !== null && readdirSync(host).length === 0; } catch { return false; }
+  const found = resolveInImage(ctx.host, ctx.root, dir);
+  try { return found !== null && ctx.host.readdir(found).length === 0; } catch { return false; }
 }
 
-function isDir(p: string): boolean {
-  try { return statSync(p).isDirectory(); } catch { return false; }
+function isDir(host: Host, p: string): boolean {
+  try { return host.stat(p).isDirectory(); } catch { return false; }
 }
 
 function homeMounts(ctx: MountContext): MountOp[] {
   const home = ctx.env.get('HOME');
   if (!home) throw new ChError('--home: $HOME is not set');
-  if (!isDir(home)) throw new ChError(`--home: $HOME is not a directory: ${home}`);
-  if (kindInImage(ctx.root, '/home') !== 'dir')
+  if (!isDir(ctx.host, home)) throw new ChError(`--home: $HOME is not a directory: ${home}`);
+  if (kindInImage(ctx.host, ctx.root, '/home') !== 'dir')
     throw new ChError(`--home: image ${ctx.root} has no /home directory to mount over`);
   const dst = `/home/${ctx.id.user}`;
   return [
@@ -168,10 +169,10 @@ function homeMounts(ctx: MountContext): MountOp[] {
 
 /** Where a --bind without DST goes: SRC's own path, else the next free /mnt/N. */
 function defaultDst(ctx: MountContext, b: Bind, used: Set<string>): string {
-  if (kindInImage(ctx.root, b.src) !== null) return b.src;
+  if (kindInImage(ctx.host, ctx.root, b.src) !== null) return b.src;
   for (let n = 0; ; n++) {
     const cand = guestPath(layout.mntSlot(n));
-    const kind = kindInImage(ctx.root, cand);
+    const kind = kindInImage(ctx.host, ctx.root, cand);
     if (kind === null)
       throw new ChError(`can't bind ${b.src}: neither ${b.src} nor a free /mnt/N `
         + `(${used.size > 0 ? 'used: ' + [...used].filter((u) => u.startsWith('/mnt/')).join(' ') + '; ' : ''}`
@@ -187,7 +188,7 @@ function userBinds(ctx: MountContext): MountOp[] {
   for (const b of ctx.opts.binds) {
     let st;
     try {
-      st = statSync(b.src);
+      st = ctx.host.stat(b.src);
     } catch (err) {
       throw new ChError(`can't bind ${b.src}: source: ${why(err)}`);
     }
@@ -205,14 +206,14 @@ function userBinds(ctx: MountContext): MountOp[] {
     // mounted over the earlier one and wins. Worth a note, not an error.
     if (usedBy.has(dst))
       ctx.log.info(`--bind: '${b.spec}' is mounted over '${usedBy.get(dst)}' at ${dst} (the later bind wins)`);
-    const kind = kindInImage(ctx.root, dst);
+    const kind = kindInImage(ctx.host, ctx.root, dst);
     if (kind === null) {
       // The core creates it (-W: in the overlay; -w: in the image), confined to
       // the container's root as every mount destination is: planning writes nothing.
       if (!ctx.opts.writable && ctx.opts.writeFake === undefined)
         throw new ChError(`can't bind ${b.src} to ${dst}: ${dst} doesn't exist in read-only image ${ctx.root} `
           + '(create it in the image, or use -w or -W)');
-      ops.push(...createOps(dst, !st.isDirectory(), ctx.opts.writable ? ctx.root : undefined));
+      ops.push(...createOps(ctx.host, dst, !st.isDirectory(), ctx.opts.writable ? ctx.root : undefined));
     } else if (st.isDirectory() !== (kind === 'dir')) {
       const hint = b.dst === null && !st.isDirectory()
         ? ` (a file needs a file to mount on: give one, e.g. -b ${b.src}:/path/in/image${b.readonly ? ':ro' : ''})` : '';

@@ -5,8 +5,7 @@
 // after the mounts are known. A variable the user (or the host environment)
 // already set is left alone.
 
-import { lstatSync, readFileSync, statSync } from 'node:fs';
-import { hostname } from 'node:os';
+import type { Host } from './host.js';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { MountOp } from './plan.js';
 
@@ -36,15 +35,15 @@ function plainPath(p: string | undefined): string | null {
  * one wins, Include files are read where they stand), or null. Slurm's own
  * parser is the authority; this reads the simple KEY=VALUE lines sites write.
  */
-export function slurmConfValue(file: string, key: string, depth = 0): string | null {
+export function slurmConfValue(host: Host, file: string, key: string, depth = 0): string | null {
   let text: string;
-  try { text = readFileSync(file, 'utf8'); } catch { return null; }
+  try { text = host.readFile(file, 'utf8'); } catch { return null; }
   let value: string | null = null;
   for (const raw of text.split('\n')) {
     const line = raw.replace(/#.*/, '').trim();
     const inc = /^include\s+(\S+)$/i.exec(line);
     if (inc && depth < 4) {
-      const v = slurmConfValue(isAbsolute(inc[1]) ? inc[1] : join(dirname(file), inc[1]), key, depth + 1);
+      const v = slurmConfValue(host, isAbsolute(inc[1]) ? inc[1] : join(dirname(file), inc[1]), key, depth + 1);
       if (v !== null) value = v;
       continue;
     }
@@ -59,14 +58,14 @@ export function slurmConfValue(file: string, key: string, depth = 0): string | n
  * $SLURM_PMIX_TMPDIR if the job set it, else slurm.conf's TmpFS (%n: this
  * node's name, %h: its host name), else /tmp (Slurm's default).
  */
-function slurmPmixBase(env: Map<string, string>): string | null {
+function slurmPmixBase(host: Host, env: Map<string, string>): string | null {
   const set = env.get('SLURM_PMIX_TMPDIR');
   if (set) return plainPath(set);
   const conf = env.get('SLURM_CONF') ?? '/etc/slurm/slurm.conf';
-  const tmpfs = slurmConfValue(conf, 'TmpFS');
+  const tmpfs = slurmConfValue(host, conf, 'TmpFS');
   if (tmpfs === null) return '/tmp';
-  const node = env.get('SLURMD_NODENAME') ?? hostname().split('.')[0];
-  return plainPath(tmpfs.replaceAll('%n', node).replaceAll('%h', hostname().split('.')[0]));
+  const node = env.get('SLURMD_NODENAME') ?? host.hostname().split('.')[0];
+  return plainPath(tmpfs.replaceAll('%n', node).replaceAll('%h', host.hostname().split('.')[0]));
 }
 
 /**
@@ -80,17 +79,17 @@ function slurmPmixBase(env: Map<string, string>): string | null {
  * used only if it is a directory (not a link) owned by UID, which no one
  * else can then swap.
  */
-function isDir(p: string): boolean {
-  try { return statSync(p).isDirectory(); } catch { return false; }
+function isDir(host: Host, p: string): boolean {
+  try { return host.stat(p).isDirectory(); } catch { return false; }
 }
 
-export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: string) => void): LauncherDir[] {
+export function launcherDirs(host: Host, env: Map<string, string>, uid: number, log?: (msg: string) => void): LauncherDir[] {
   const dirs: LauncherDir[] = [];
   const srv = plainPath(env.get('PMIX_SERVER_TMPDIR'));
   // Only one that exists: a stale or foreign PMIX_SERVER_TMPDIR (a rank started
   // by hand, a variable left over) is no reason to fail; PMIx then has no
   // data store to attach anyway and launcherEnv picks the hash store.
-  if (srv && isDir(srv)) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)',
+  if (srv && isDir(host, srv)) dirs.push({ path: srv, what: 'PMIx server directory (PMIX_SERVER_TMPDIR)',
     ifHidden: () => 'PMIx uses its hash store instead (PMIX_MCA_gds=hash)' });   // set by launcherEnv
   else if (srv) log?.(`PMIx server directory ${srv} (PMIX_SERVER_TMPDIR) doesn't exist here; not shown`);
   // Only under PMIx: the step's id is then a dependency of the plan (a memoized
@@ -98,12 +97,12 @@ export function launcherDirs(env: Map<string, string>, uid: number, log?: (msg: 
   const pmix = env.has('PMIX_NAMESPACE');
   const job = pmix ? env.get('SLURM_JOB_ID') : undefined, step = pmix ? env.get('SLURM_STEP_ID') : undefined;
   if (pmix && job && step && /^\d+$/.test(job)) {
-    const base = slurmPmixBase(env);
-    const node = env.get('SLURMD_NODENAME') || hostname().split('.')[0];
+    const base = slurmPmixBase(host, env);
+    const node = env.get('SLURMD_NODENAME') || host.hostname().split('.')[0];
     const names = [`spmix_appdir_${uid}_${job}.${step}`, `spmix_appdir_${job}.${step}`];
     const found = base === null ? undefined : names.map((n) => join(base, n)).find((p) => {
       try {
-        const st = lstatSync(p);
+        const st = host.lstat(p);
         return st.isDirectory() && st.uid === uid;
       } catch { return false; }
     });

@@ -2,8 +2,7 @@
 // have names (shells, ssh, MPI launchers look them up), and the image can't
 // know who will run it.
 
-import { readFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import type { Host } from './host.js';
 
 export interface Identity {
   hostUid: number; hostGid: number;
@@ -14,9 +13,9 @@ export interface Identity {
 }
 
 /** NAME of ID in a host passwd/group file (fields NAME:x:ID:...), or null. */
-function hostName(file: string, id: number): string | null {
+function hostName(host: Host, file: string, id: number): string | null {
   try {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
+    for (const line of host.readFile(file, 'utf8').split('\n')) {
       const f = line.split(':');
       if (f.length >= 3 && f[2] !== '' && Number(f[2]) === id) return f[0];
     }
@@ -25,21 +24,21 @@ function hostName(file: string, id: number): string | null {
 }
 
 /** The host's name for the caller's own uid (NSS too), else null. */
-function ownName(): string | null {
-  try { return userInfo().username; } catch { return null; }
+function ownName(host: Host): string | null {
+  try { return host.user().username; } catch { return null; }
 }
 
 // As Charliecloud: the container's uid and gid are named as the host names
 // them (--uid/--gid may pick ids other than yours); ids the host doesn't know
 // get "dummy info", said under -v only (main.ts).
-export function identity(uid: number | null, gid: number | null): Identity {
-  const hostUid = process.getuid!(), hostGid = process.getgid!();
-  const own = ownName();
-  const user = own ?? process.env.USER ?? `uid${hostUid}`;
-  const group = hostName('/etc/group', hostGid) ?? `gid${hostGid}`;
+export function identity(host: Host, uid: number | null, gid: number | null): Identity {
+  const hostUid = host.uid(), hostGid = host.gid();
+  const own = ownName(host);
+  const user = own ?? host.env('USER') ?? `uid${hostUid}`;
+  const group = hostName(host, '/etc/group', hostGid) ?? `gid${hostGid}`;
   const ctrUid = uid ?? hostUid, ctrGid = gid ?? hostGid;
-  const ctrUserFound = ctrUid === hostUid ? own : hostName('/etc/passwd', ctrUid);
-  const ctrGroupFound = hostName('/etc/group', ctrGid);
+  const ctrUserFound = ctrUid === hostUid ? own : hostName(host, '/etc/passwd', ctrUid);
+  const ctrGroupFound = hostName(host, '/etc/group', ctrGid);
   return {
     hostUid, hostGid, uid: ctrUid, gid: ctrGid, user, group,
     ctrUser: ctrUserFound ?? (ctrUid === hostUid ? user : 'charlie'),

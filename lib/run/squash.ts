@@ -4,20 +4,12 @@
 // clear errors, choose the mount point, and give the planner a view of the
 // image's tree (it is not mounted anywhere the front end could look).
 
-import { createRequire } from 'node:module';
-import { accessSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, renameSync, Stats, statSync, writeFileSync } from 'node:fs';
-import { userInfo } from 'node:os';
+import type { Stats } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { ChError, why } from '../util/log.js';
 import type { Kind } from './image.js';
-import { subprocessDeps } from './memo.js';
+import { constants as C, type Host, varsOf } from './host.js';
 import { storageDir } from '../util/paths.js';
-
-/** node:child_process, loaded only for a .sqfs image: it is not in Node's
-    start-up snapshot, and requiring it cost every launch ~1.5 ms (design.md). */
-function childProcess(): typeof import('node:child_process') {
-  return createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
-}
 
 /** Unprivileged FUSE needs this device readable and writable. */
 export const FUSE_DEV = '/dev/fuse';
@@ -35,28 +27,28 @@ export interface SquashImage {
 }
 
 /** Is IMAGE a file (not a directory)? Then it must be SquashFS. */
-export function isImageFile(image: string): boolean {
-  try { return statSync(image).isFile(); } catch { return false; }
+export function isImageFile(host: Host, image: string): boolean {
+  try { return host.stat(image).isFile(); } catch { return false; }
 }
 
-function statOf(p: string): Stats {
-  const fd = openSync(p, C.O_RDONLY | C.O_NONBLOCK);
-  try { return fstatSync(fd); } finally { closeSync(fd); }
+function statOf(host: Host, p: string): Stats {
+  const fd = host.open(p, C.O_RDONLY | C.O_NONBLOCK);
+  try { return host.fstat(fd); } finally { host.close(fd); }
 }
 
 /** Check FILE is a whole SquashFS image: magic, and as long as its superblock says. */
-export function checkSquashFile(file: string): void {
+export function checkSquashFile(host: Host, file: string): void {
   let fd: number;
   try {
-    fd = openSync(file, C.O_RDONLY | C.O_NONBLOCK | C.O_NOCTTY);
+    fd = host.open(file, C.O_RDONLY | C.O_NONBLOCK | C.O_NOCTTY);
   } catch (err) {
     throw new ChError(`can't use image ${file}: ${why(err)}`);
   }
   try {
-    const st = fstatSync(fd);
+    const st = host.fstat(fd);
     if (!st.isFile()) throw new ChError(`can't use image ${file}: not a directory or a regular file`);
     const sb = Buffer.alloc(SUPERBLOCK);
-    const n = readSync(fd, sb, 0, SUPERBLOCK, 0);
+    const n = host.read(fd, sb, 0, SUPERBLOCK, 0);
     if (n < 4 || !sb.subarray(0, 4).equals(MAGIC))
       throw new ChError(`can't use image ${file}: not a directory, and not a SquashFS image (no "hsqs" magic; `
         + 'a tarball? unpack it with ch-tar2dir or convert it with ch-convert)');
@@ -66,31 +58,31 @@ export function checkSquashFile(file: string): void {
     if (BigInt(st.size) < used)
       throw new ChError(`can't use image ${file}: SquashFS image truncated (${st.size} bytes, superblock says ${used})`);
   } finally {
-    closeSync(fd);
+    host.close(fd);
   }
 }
 
 /** PROG's absolute path on $PATH, or null. */
-export function onPath(prog: string): string | null {
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+export function onPath(host: Host, prog: string): string | null {
+  for (const dir of (host.env('PATH') ?? '/usr/bin:/bin').split(delimiter)) {
     if (!dir.startsWith('/')) continue;   // never a relative (cwd-dependent) directory
     const p = join(dir, prog);
-    try { accessSync(p, C.X_OK); if (statOf(p).isFile()) return p; } catch { /* next */ }
+    try { host.access(p, C.X_OK); if (statOf(host, p).isFile()) return p; } catch { /* next */ }
   }
   return null;
 }
 
 /** FUSE must be usable by us: a clear error naming what isn't. */
-export function checkFuse(file: string): string {
+export function checkFuse(host: Host, file: string): string {
   try {
-    accessSync(FUSE_DEV, C.R_OK | C.W_OK);
+    host.access(FUSE_DEV, C.R_OK | C.W_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ChError(`can't mount SquashFS image ${file}: FUSE unusable: ${FUSE_DEV}: ${why(err)}`
       + (code === 'ENOENT' ? ' (no FUSE in this kernel or container; load the fuse module)'
         : ' (distributions make it mode 0666; ask your admin to, or convert the image to a directory with ch-convert)'));
   }
-  const prog = onPath('squashfuse');
+  const prog = onPath(host, 'squashfuse');
   if (prog === null)
     throw new ChError(`can't mount SquashFS image ${file}: squashfuse not found on PATH `
       + '(install squashfuse, or convert the image to a directory with ch-convert)');
@@ -108,46 +100,46 @@ export function checkFuse(file: string): string {
  * remove it from a sticky /var/tmp) doesn't stop .sqfs launches where the
  * user has a runtime directory ($XDG_RUNTIME_DIR): chtk/ in it serves instead.
  */
-export function defaultMountPoint(): string {
-  const base = ownDir();
-  checkedDir(`${base}/mnt`, 'remove it');
+export function defaultMountPoint(host: Host): string {
+  const base = ownDir(host);
+  checkedDir(host, `${base}/mnt`, 'remove it');
   return `${base}/mnt`;
 }
 
 const ADVICE = 'set CH_IMAGE_STORAGE to a directory of yours, or give -m DIR';
 
 /** The storage directory or its stand-in (above), created if need be, checked as ours and closed to others. */
-function ownDir(): string {
-  const base = storageDir();
+function ownDir(host: Host): string {
+  const base = storageDir(varsOf(host), () => host.user().username);
   try {
-    checkedDir(base, ADVICE);
+    checkedDir(host, base, ADVICE);
     return base;
   } catch (err) {
-    const xdg = process.env.XDG_RUNTIME_DIR;
-    if (process.env.CH_IMAGE_STORAGE || !xdg?.startsWith('/') || !isOwnPrivateDir(xdg)) throw err;
-    checkedDir(`${xdg}/chtk`, 'remove it');
+    const xdg = host.env('XDG_RUNTIME_DIR');
+    if (host.env('CH_IMAGE_STORAGE') || !xdg?.startsWith('/') || !isOwnPrivateDir(host, xdg)) throw err;
+    checkedDir(host, `${xdg}/chtk`, 'remove it');
     return `${xdg}/chtk`;
   }
 }
 
 /** Is P a real directory of the caller's, closed to others? */
-function isOwnPrivateDir(p: string): boolean {
+function isOwnPrivateDir(host: Host, p: string): boolean {
   try {
-    const st = lstatSync(p);
-    return st.isDirectory() && st.uid === process.getuid!() && (st.mode & 0o077) === 0;
+    const st = host.lstat(p);
+    return st.isDirectory() && st.uid === host.uid() && (st.mode & 0o077) === 0;
   } catch { return false; }
 }
 
 /** P, created 0700 if missing, must be a real directory of the caller's closed to others; else an error saying to ADVICE. */
-function checkedDir(p: string, advice: string): void {
-  const me = userInfo();
+function checkedDir(host: Host, p: string, advice: string): void {
+  const me = host.user();
   const mode = 0o700;
   {
-    try { mkdirSync(p, { mode }); } catch (err) {
+    try { host.mkdir(p, { mode }); } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`can't create ${p}: ${why(err)}`);
     }
     let st: Stats;
-    try { st = lstatSync(p); } catch (err) { throw new ChError(`can't use ${p}: ${why(err)}`); }
+    try { st = host.lstat(p); } catch (err) { throw new ChError(`can't use ${p}: ${why(err)}`); }
     if (st.isSymbolicLink()) throw new ChError(`can't use ${p}: it is a symlink (someone else's?); ${advice}`);
     if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; ${advice}`);
     if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); ${advice}`);
@@ -162,10 +154,10 @@ function checkedDir(p: string, advice: string): void {
  * read). The core opens it once and checks the same (addon/core/squash.c),
  * so a name someone else renames later can't lead it elsewhere.
  */
-function chosenMountPoint(dir: string): string {
-  const me = userInfo().uid;
+function chosenMountPoint(host: Host, dir: string): string {
+  const me = host.user().uid;
   let st: Stats;
-  try { st = lstatSync(dir); } catch (err) { throw new ChError(`--mount: can't use ${dir}: ${why(err)}`); }
+  try { st = host.lstat(dir); } catch (err) { throw new ChError(`--mount: can't use ${dir}: ${why(err)}`); }
   if (st.isSymbolicLink()) throw new ChError(`--mount: can't use ${dir}: it is a symlink; give the directory itself`);
   if (!st.isDirectory()) throw new ChError(`--mount: can't use ${dir}: not a directory`);
   if (st.uid !== me)
@@ -175,11 +167,11 @@ function chosenMountPoint(dir: string): string {
   return dir;
 }
 
-export function prepareSquash(file: string, mountDir: string | null): SquashImage {
-  checkSquashFile(file);
-  const squashfuse = checkFuse(file);
-  const mountPoint = mountDir !== null ? chosenMountPoint(mountDir) : defaultMountPoint();
-  return { file, mountPoint, squashfuse, timeoutMs: squashTimeoutMs(process.env), view: new SquashView(file, mountPoint) };
+export function prepareSquash(host: Host, file: string, mountDir: string | null): SquashImage {
+  checkSquashFile(host, file);
+  const squashfuse = checkFuse(host, file);
+  const mountPoint = mountDir !== null ? chosenMountPoint(host, mountDir) : defaultMountPoint(host);
+  return { file, mountPoint, squashfuse, timeoutMs: squashTimeoutMs(varsOf(host)), view: new SquashView(host, file, mountPoint) };
 }
 
 /** CH_RUN_SQUASH_TIMEOUT: seconds squashfuse may take to serve the mount (default 60). */
@@ -201,24 +193,25 @@ interface Entry { kind: 'dir' | 'file' | 'link' | 'other'; target?: string }
  */
 export class SquashView {
   private tree: Map<string, Entry> | null = null;
-  constructor(readonly file: string, readonly root: string) {}
+  constructor(private readonly host: Host, readonly file: string, readonly root: string) {}
 
   private entries(): Map<string, Entry> {
     if (this.tree) return this.tree;
     // Listing costs a spawn (~5-10 ms); launches after the first read it
     // from our own directory, keyed by the file's identity and mtime.
     const cache = this.cacheFile();
+    const host = this.host;
     if (cache !== null) {
       try {
-        return (this.tree = new Map(JSON.parse(readFileSync(cache, 'utf8')) as [string, Entry][]));
+        return (this.tree = new Map(JSON.parse(host.readFile(cache, 'utf8')) as [string, Entry][]));
       } catch { /* missing or bad: list again */ }
     }
     const tree = this.list();
     if (cache !== null) {
       try {
-        const tmp = `${cache}.${process.pid}`;
-        writeFileSync(tmp, JSON.stringify([...tree]), { mode: 0o600, flag: 'wx' });
-        renameSync(tmp, cache);
+        const tmp = `${cache}.${host.pid()}`;
+        host.writeFile(tmp, JSON.stringify([...tree]), { mode: 0o600, flag: 'wx' });
+        host.rename(tmp, cache);
       } catch { /* a cache only */ }
     }
     return (this.tree = tree);
@@ -228,18 +221,19 @@ export class SquashView {
       "list-v2-": what the parser before parseListing()'s checks cached (list-DEV-...) is not read. */
   private cacheFile(): string | null {
     try {
-      const st = statSync(this.file);
-      return `${ownDir()}/list-v2-${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}-${Math.trunc(st.ctimeMs)}.json`;
+      const st = this.host.stat(this.file);
+      return `${ownDir(this.host)}/list-v2-${st.dev}-${st.ino}-${st.size}-${Math.trunc(st.mtimeMs)}-${Math.trunc(st.ctimeMs)}.json`;
     } catch {
       return null;
     }
   }
 
   private list(): Map<string, Entry> {
-    const prog = unsquashfs();
-    subprocessDeps([this.file, prog]);   // its output depends on nothing else
+    const prog = unsquashfs(this.host);
     const listing = (opt: string): Buffer => {
-      const r = childProcess().spawnSync(prog, [opt, '-d', '', this.file], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
+      // Its output depends on nothing else.
+      const r = this.host.spawn(prog, [opt, '-d', '', this.file], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 },
+        [this.file, prog]);
       if (r.error || r.status !== 0)
         throw new ChError(`can't read SquashFS image ${this.file}: `
           + (r.error ? why(r.error) : `unsquashfs: ${r.stderr.toString().trim().split('\n').pop()}`));
@@ -288,13 +282,12 @@ export class SquashView {
   readFile(path: string, what: string): string {
     const p = this.resolve(path, true);
     if (p === null || this.entries().get(p)?.kind !== 'file') throw new ChError(`${what}: not a regular file in the image`);
-    const prog = unsquashfs();
-    subprocessDeps([this.file, prog]);
-    const r = childProcess().spawnSync(prog, ['-cat', '-no-wildcards', this.file, p],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 });
+    const prog = unsquashfs(this.host);
+    const r = this.host.spawn(prog, ['-cat', '-no-wildcards', this.file, p],
+      { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 20 }, [this.file, prog]);
     if (r.error || r.status !== 0)
-      throw new ChError(`${what}: ${r.error ? why(r.error) : r.stderr.trim().split('\n').pop()}`);
-    return r.stdout;
+      throw new ChError(`${what}: ${r.error ? why(r.error) : r.stderr.toString('utf8').trim().split('\n').pop()}`);
+    return r.stdout.toString('utf8');
   }
 }
 
@@ -345,8 +338,8 @@ function parseListing(long: Buffer, names: Buffer, file: string): Map<string, En
   return tree;
 }
 
-function unsquashfs(): string {
-  const p = onPath('unsquashfs');
+function unsquashfs(host: Host): string {
+  const p = onPath(host, 'unsquashfs');
   if (p === null) throw new ChError('can\'t read SquashFS image: unsquashfs (squashfs-tools) not found on PATH');
   return p;
 }

@@ -3,9 +3,9 @@
 // /dev/zero must not hang ch-run or grow it without end), regular files only,
 // and an image's own file only from inside the image.
 
-import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, realpathSync, Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { ChError, why } from '../util/log.js';
-import { unrecorded } from './memo.js';
+import { constants, type Host } from './host.js';
 
 /** Largest file read: far above any real environment file or image metadata. */
 export const TEXT_FILE_MAX = 1 << 20;
@@ -16,12 +16,12 @@ function kindOf(st: Stats): string {
 }
 
 /** Read all of FD, refusing more than TEXT_FILE_MAX bytes (size may lie: /proc files say 0). */
-function readBounded(fd: number, what: string): string {
+function readBounded(host: Host, fd: number, what: string): string {
   const chunks: Buffer[] = [];
   let total = 0;
   for (;;) {
     const chunk = Buffer.allocUnsafe(64 << 10);
-    const n = readSync(fd, chunk, 0, chunk.length, null);
+    const n = host.read(fd, chunk, 0, chunk.length, null);
     if (n === 0) break;
     total += n;
     if (total > TEXT_FILE_MAX) throw new ChError(`${what}: larger than ${TEXT_FILE_MAX} bytes (1 MiB)`);
@@ -36,34 +36,34 @@ function readBounded(fd: number, what: string): string {
  * inside it (resolveInImage): its last component is not followed, and what
  * was opened must lie under WITHIN, whatever happened to the path since.
  */
-export function readTextFile(path: string, what: string, within?: string): string {
+export function readTextFile(host: Host, path: string, what: string, within?: string): string {
   let fd: number;
   const flags = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY
     | (within !== undefined ? constants.O_NOFOLLOW : 0);
   try {
-    fd = openSync(path, flags);   // O_NONBLOCK: opening a FIFO doesn't wait for a writer
+    fd = host.open(path, flags);   // O_NONBLOCK: opening a FIFO doesn't wait for a writer
   } catch (err) {
     // strerror(3)'s capital, as Charliecloud's "can't open: FILE: No such file or directory"
     const text = why(err);
     throw new ChError(`${what}: ${text.charAt(0).toUpperCase()}${text.slice(1)}`);
   }
   try {
-    const st = fstatSync(fd);
+    const st = host.fstat(fd);
     if (!st.isFile()) throw new ChError(`${what}: ${kindOf(st)}, not a regular file`);
     if (within !== undefined) {
       // Our own descriptor: not an input (its open is the dependency, memo.ts).
-      const opened = unrecorded(() => readlinkSync(`/proc/self/fd/${fd}`));
-      if (!opened.startsWith(realpathSync(within).replace(/\/$/, '') + '/'))
+      const opened = host.fdPath(fd);
+      if (!opened.startsWith(host.realpath(within).replace(/\/$/, '') + '/'))
         throw new ChError(`${what}: resolves outside the image (to ${opened})`);
     }
     if (st.size > TEXT_FILE_MAX) throw new ChError(`${what}: larger than ${TEXT_FILE_MAX} bytes (1 MiB)`);
     try {
-      return readBounded(fd, what);
+      return readBounded(host, fd, what);
     } catch (err) {
       if (err instanceof ChError) throw err;
       throw new ChError(`${what}: ${why(err)}`);
     }
   } finally {
-    closeSync(fd);
+    host.close(fd);
   }
 }

@@ -4,9 +4,6 @@
 
 import { EXIT } from './protocol.gen.js';
 
-/** Where a recorder of log lines hangs, shared by every bundle in the process. */
-const LOG_TAP = Symbol.for('ch-toolkit.logtap');
-
 export const EXIT_ERR = EXIT.chrun;   // ch-run's own failures (Charliecloud's value)
 
 export class ChError extends Error {
@@ -17,12 +14,14 @@ export class ChError extends Error {
 }
 
 export class Log {
+  /** Also given every line said, less its prefix: ch-run's memoized plans replay what planning said (lib/run/recording-host.ts tapLog). */
+  tap: ((line: string) => void) | null = null;
+
   constructor(readonly prog: string, public verbosity = 0) {}
 
   private line(kind: string, msg: string): void {
     process.stderr.write(`${this.prog}[${process.pid}]: ${kind}${msg}\n`);
-    // ch-run's memoized plans replay what planning said (lib/run/memo.ts).
-    (globalThis as { [LOG_TAP]?: (line: string) => void })[LOG_TAP]?.(`${kind}${msg}`);
+    this.tap?.(`${kind}${msg}`);
   }
   error(msg: string): void { this.line('error: ', msg); }
   warn(msg: string): void { if (this.verbosity >= 0) this.line('warning: ', msg); }

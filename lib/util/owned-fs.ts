@@ -26,9 +26,9 @@ export function at(fd: number, name: string): string {
 }
 
 /** "user (uid N)" for error messages. */
-export function ownerName(uid: number): string {
+export function ownerName(uid: number, read: (file: string) => string = (f) => readFileSync(f, 'utf8')): string {
   try {
-    for (const line of readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    for (const line of read('/etc/passwd').split('\n')) {
       const f = line.split(':');
       if (f.length > 2 && Number(f[2]) === uid && f[2] !== '') return `${f[0]} (uid ${uid})`;
     }

@@ -9,15 +9,20 @@ import { userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ChError } from './log.js';
 
-function packageRoot(): string {
+/** The package root: the first directory at or above this module's with a package.json (EXISTS: how to look). */
+export function packageRoot(exists: (p: string) => boolean = existsSync): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++, dir = dirname(dir))
-    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (exists(join(dir, 'package.json'))) return dir;
   throw new Error(`ch-toolkit: can't find package root above ${fileURLToPath(import.meta.url)}`);
 }
 
 export const PKG_ROOT = packageRoot();
-export const BUILD_DIR = process.env.CH_TOOLKIT_BUILD_DIR ?? join(PKG_ROOT, 'build', 'Release');
+/** Where the native programs are: $CH_TOOLKIT_BUILD_DIR (ENV), else build/Release. */
+export function buildDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.CH_TOOLKIT_BUILD_DIR ?? join(PKG_ROOT, 'build', 'Release');
+}
+export const BUILD_DIR = buildDir();
 export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
 /** ch-run's launcher: what other commands run as ch-run (bin/ch-run links to it; npm packs no links). */
 export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
@@ -32,10 +37,10 @@ export const SHARE_DIR = join(PKG_ROOT, 'share');
  * write: its users check it is the caller's own before trusting it, and
  * say to set CH_IMAGE_STORAGE when someone else took the name.
  */
-export function storageDir(env: NodeJS.ProcessEnv = process.env): string {
+export function storageDir(env: NodeJS.ProcessEnv = process.env, userName: () => string = () => userInfo().username): string {
   if (env.CH_IMAGE_STORAGE) return env.CH_IMAGE_STORAGE;
   let user = env.USER;
-  if (!user) { try { user = userInfo().username; } catch { user = String(process.getuid!()); } }
+  if (!user) { try { user = userName(); } catch { user = String(process.getuid!()); } }
   return `/var/tmp/${user}.ch`;
 }
 
