@@ -38,6 +38,7 @@ const OUTSIDE = {
   '../util/log.js': null,   // messages only: anything
   '../util/argp.js': null,  // parsing only
   '../image/layout.js': null,   // the image layout's constants
+  '../util/protocol.gen.js': null,   // the protocol's constants (made from protocol.json)
   '../util/paths.js': { PKG_ROOT: 0, SHARE_DIR: 0, storageDir: 2 },
   '../util/owned-fs.js': { ownerName: 2 },
 };
