@@ -236,7 +236,8 @@ test('--seccomp filter: unknown architectures are killed, aarch64 and i386 use t
   const dir = await scratch(t, 'bpf');
   const core = new URL('../addon/core/', import.meta.url).pathname;
   writeFileSync(join(dir, 'dump.c'), DUMP);
-  const cc = await execa('gcc', ['-D_GNU_SOURCE', '-std=gnu11', '-I', core, '-o', join(dir, 'dump'), join(dir, 'dump.c'),
+  const gen = new URL('../build/gen/', import.meta.url).pathname;   // protocol.h, made at build time from protocol.json
+  const cc = await execa('gcc', ['-D_GNU_SOURCE', '-std=gnu11', '-I', core, '-I', gen, '-o', join(dir, 'dump'), join(dir, 'dump.c'),
     join(core, 'misc.c')], { reject: false, all: true });
   if (cc.exitCode !== 0) return unavailable(t, 'a C compiler for the filter dump', cc.all);
   const prog = (await execa(join(dir, 'dump'))).stdout.split('\n').map((l) => l.split(' ').map(Number));
