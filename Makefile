@@ -32,7 +32,7 @@ node_modules/.package-lock.json: package-lock.json
 # What each half of the build reads, and a stamp it leaves: a half is built
 # again only when one of its inputs changed, so `make install` after `make`
 # builds nothing.
-NATIVE_IN    := binding.gyp tools/probe.js protocol.json tools/protocol.js $(shell find addon -type f)
+NATIVE_IN    := binding.gyp tools/probe.js protocol.json tools/protocol.js $(shell find native -type f)
 TS_IN        := package.json tsconfig.json tools/build.js tools/ch-run-loader.cjs protocol.json tools/protocol.js \
                 $(shell find lib -type f -not -name '*.gen.ts')
 NATIVE_STAMP := build/Release/.ch-built

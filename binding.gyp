@@ -1,5 +1,5 @@
 {
-  # ch_tar: ch-tar2dir's native extractor (addon/tar/). zlib, liblzma and libzstd are used
+  # ch_tar: ch-tar2dir's native extractor (native/tar/). zlib, liblzma and libzstd are used
   #   where tools/probe.js finds their headers; without one, that compression is
   #   decompressed by its program (gzip, xz, zstd) as GNU tar does.
   # ch-run-core: ch-run's single-threaded C core, a separate executable because
@@ -23,27 +23,27 @@
     "protocol_dir": "<!(node tools/protocol.js c)",
     # The core's sources, linked into ch-run-core and into ch-run (which runs
     # a memoized plan in process).
-    "core_sources": ["addon/core/main.c", "addon/core/plan.c", "addon/core/misc.c",
-                     "addon/core/mounts.c", "addon/core/join.c", "addon/core/userns.c",
-                     "addon/core/lookup.c", "addon/core/seccomp.c", "addon/core/squash.c",
-                     "addon/core/watch.c",
-                     "addon/core/overlay.c"]
+    "core_sources": ["native/core/main.c", "native/core/plan.c", "native/core/misc.c",
+                     "native/core/mounts.c", "native/core/join.c", "native/core/userns.c",
+                     "native/core/lookup.c", "native/core/seccomp.c", "native/core/squash.c",
+                     "native/core/watch.c",
+                     "native/core/overlay.c"]
   },
   "targets": [
     {
       "target_name": "ch_tar",
-      "sources": ["addon/tar/napi.cc", "addon/tar/fsops.cc", "addon/tar/source.cc",
-                  "addon/tar/parser.cc", "addon/tar/writer.cc",
-                  "addon/tar/layer.cc"],
+      "sources": ["native/tar/napi.cc", "native/tar/fsops.cc", "native/tar/source.cc",
+                  "native/tar/parser.cc", "native/tar/writer.cc",
+                  "native/tar/layer.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc": ["-std=c++17"],
       "cflags_cc!": ["-fno-exceptions"],
       "conditions": [
-        ["have_zlib==1", {"sources": ["addon/tar/gzip.cc"], "defines": ["CH_HAVE_ZLIB"], "libraries": ["-lz"]}],
-        ["have_lzma==1", {"sources": ["addon/tar/xz.cc"], "defines": ["CH_HAVE_LZMA"], "libraries": ["-llzma"]}],
-        ["have_zstd==1", {"sources": ["addon/tar/zstd.cc"], "defines": ["CH_HAVE_ZSTD"], "libraries": ["-lzstd"]}]
+        ["have_zlib==1", {"sources": ["native/tar/gzip.cc"], "defines": ["CH_HAVE_ZLIB"], "libraries": ["-lz"]}],
+        ["have_lzma==1", {"sources": ["native/tar/xz.cc"], "defines": ["CH_HAVE_LZMA"], "libraries": ["-llzma"]}],
+        ["have_zstd==1", {"sources": ["native/tar/zstd.cc"], "defines": ["CH_HAVE_ZSTD"], "libraries": ["-lzstd"]}]
       ]
     },
     {
@@ -59,8 +59,10 @@
     {
       "target_name": "ch-run",
       "type": "executable",
-      "sources": ["addon/launcher.c", "addon/memo/memo.c", "addon/memo/store.c", "addon/memo/record.c",
-                  "addon/memo/deps.c", "addon/memo/rebuild.c", "addon/memo/verify.c", "addon/memo/buf.c",
+      "sources": ["native/launcher/launcher.c",
+                  "native/launcher/memo/memo.c", "native/launcher/memo/store.c", "native/launcher/memo/record.c",
+                  "native/launcher/memo/deps.c", "native/launcher/memo/rebuild.c", "native/launcher/memo/verify.c",
+                  "native/launcher/memo/buf.c",
                   "<@(core_sources)"],
       "include_dirs": ["<(protocol_dir)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],

@@ -22,7 +22,7 @@ let n = 0;
 test.before(async () => {
   rmSync(BASE, { recursive: true, force: true });
   mkdirSync(PKG, { recursive: true });
-  for (const p of ['package.json', 'binding.gyp', 'protocol.json', 'addon', 'tools', 'bin', 'dist'])
+  for (const p of ['package.json', 'binding.gyp', 'protocol.json', 'native', 'tools', 'bin', 'dist'])
     cpSync(join(REPO, p), join(PKG, p), { recursive: true, verbatimSymlinks: true });
   symlinkSync(join(REPO, 'node_modules'), join(PKG, 'node_modules'));
   await execa('node', ['tools/build.js', 'native'], {

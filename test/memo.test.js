@@ -1,4 +1,4 @@
-// Memoized plans (lib/run/memo.ts records, addon/memo/ checks and replays):
+// Memoized plans (lib/run/memo.ts records, native/launcher/memo/ checks and replays):
 // a repeated launch runs without Node (CH_RUN_NODE pointing nowhere proves
 // it), exactly as a fresh plan would; any change to what the plan depended on
 // is a miss; the plan directory and its entries are trusted only if they are

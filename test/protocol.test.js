@@ -20,7 +20,7 @@ test('FNV-1a, TypeScript: the spec\'s test vector', async (t) => {
   t.is(fnv64(Buffer.from(spec.fnv.testInput)), spec.fnv.testHash);
 });
 
-test('FNV-1a, C (addon/memo/buf.c): the spec\'s test vector', async (t) => {
+test('FNV-1a, C (native/launcher/memo/buf.c): the spec\'s test vector', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ch-protocol-test-'));
   try {
     // The launcher's own fnv64() from FNV_INIT, on FNV_TEST_INPUT (its NUL included: sizeof - 1).
@@ -35,8 +35,8 @@ int main(void)
 `);
     await execa('node', [join(REPO, 'tools', 'protocol.js'), 'c'], { cwd: REPO });
     await execa('cc', ['-std=gnu11', '-D_GNU_SOURCE', `-I${join(REPO, 'build', 'gen')}`,
-      `-I${join(REPO, 'addon', 'memo')}`, '-o', join(dir, 'vector'), join(dir, 'vector.c'),
-      join(REPO, 'addon', 'memo', 'buf.c')]);
+      `-I${join(REPO, 'native', 'launcher', 'memo')}`, '-o', join(dir, 'vector'), join(dir, 'vector.c'),
+      join(REPO, 'native', 'launcher', 'memo', 'buf.c')]);
     const r = await execa(join(dir, 'vector'), { reject: false });
     t.is(r.exitCode, 0, 'the header carries the spec\'s vector');
     t.is(r.stdout.trim(), spec.fnv.testHash);
@@ -61,7 +61,7 @@ test('no value of the spec that is a name (magics, the launcher\'s variables) is
   const names = [spec.plan.magic, spec.plan.nothingToRun, spec.record.magic, ...launcher]
     .filter((v) => typeof v === 'string' && v.length > 3);
   const found = [];
-  for (const f of [...sources('addon', /\.[ch]$/), ...sources('lib', /\.ts$/)]) {
+  for (const f of [...sources('native', /\.[ch]$/), ...sources('lib', /\.ts$/)]) {
     const text = readFileSync(join(REPO, f), 'utf8');
     for (const n of names) {
       // As a literal: quoted, or in a template; a comment may name it.

@@ -1,4 +1,4 @@
-// --seccomp: root emulation by a seccomp-bpf filter (addon/core/seccomp.c).
+// --seccomp: root emulation by a seccomp-bpf filter (native/core/seccomp.c).
 // Privileged calls that fail unprivileged (chown family, device mknod,
 // set*id, setgroups) succeed without doing anything; kexec/reboot are
 // refused; the filter checks the architecture, so the 32-bit syscall ABI of a
@@ -177,7 +177,7 @@ test('--seccomp checks the architecture: 32-bit calls (int 0x80) get i386 number
 // system headers carry them: a wrong number would fake some other call on
 // that architecture (the core checks only its native column, at run time).
 test('--seccomp syscall table agrees with the kernel headers for x86_64, i386 and aarch64', async (t) => {
-  const src = readFileSync(new URL('../addon/core/seccomp.c', import.meta.url), 'utf8');
+  const src = readFileSync(new URL('../native/core/seccomp.c', import.meta.url), 'utf8');
   const rows = [...src.matchAll(/\{ "(\w+)",\s+\w+,\s+\d, \{\s*(NONE|\d+),\s*(NONE|\d+),\s*(NONE|\d+) \} \}/g)];
   t.true(rows.length >= 30, `table rows found: ${rows.length}`);
   const headers = [
@@ -234,7 +234,7 @@ function bpfRun(prog, { nr, arch, args = [] }) {
 
 test('--seccomp filter: unknown architectures are killed, aarch64 and i386 use their own numbers, x32 refused', async (t) => {
   const dir = await scratch(t, 'bpf');
-  const core = new URL('../addon/core/', import.meta.url).pathname;
+  const core = new URL('../native/core/', import.meta.url).pathname;
   writeFileSync(join(dir, 'dump.c'), DUMP);
   const gen = new URL('../build/gen/', import.meta.url).pathname;   // protocol.h, made at build time from protocol.json
   const cc = await execa('gcc', ['-D_GNU_SOURCE', '-std=gnu11', '-I', core, '-I', gen, '-o', join(dir, 'dump'), join(dir, 'dump.c'),

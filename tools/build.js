@@ -236,7 +236,7 @@ function manPages() {
     // argv[1] names the command (ch-docker2tar's help says ch-docker2tar).
     const help = execFileSync(process.execPath, ['-e', `process.argv = [process.argv[0], ${JSON.stringify(name)}, '--help']; require(${JSON.stringify(join(ROOT, 'dist', `${bundle}.cjs`))})`],
       // ch-run's front end hands its decision to the launcher on fds 3 and 4
-      // (addon/launcher.c); here the decision (nothing to run) is dropped.
+      // (native/launcher/launcher.c); here the decision (nothing to run) is dropped.
       { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit', 'pipe', 'pipe'],
         env: { ...process.env, COLUMNS: '100', [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4' } });
     const page = [`.TH ${name.toUpperCase()} 1 "" "ch-toolkit ${version}" "ch-toolkit"`, '.SH NAME',

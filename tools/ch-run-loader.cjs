@@ -1,4 +1,4 @@
-// dist/ch-run.cjs: what ch-run's launcher (addon/launcher.c) starts Node on.
+// dist/ch-run.cjs: what ch-run's launcher (native/launcher/launcher.c) starts Node on.
 // It runs ch-run's front end, dist/ch-run-main.cjs, with the V8 code cache
 // tools/build.js made for it (dist/ch-run-main.cjs.cache): compiled bytecode
 // for what a launch runs, instead of compiling it anew on every launch

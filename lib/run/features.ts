@@ -22,7 +22,7 @@ export const FEATURES: Record<string, (host: Host) => string | null> = {
   },
   // ch-run IMAGE.sqfs: squashfuse, a FUSE device we may open, FUSE mounts in a
   // user namespace (4.18); without pidfd_open(2) (< 5.3) the core's keeper
-  // watches /proc instead (addon/core/squash.c).
+  // watches /proc instead (native/core/squash.c).
   squash: (host) => {
     if (onPath(host, 'squashfuse') === null) return 'squashfuse not found on PATH';
     try { host.access(FUSE_DEV, C.R_OK | C.W_OK); } catch (err) {

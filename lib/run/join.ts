@@ -69,7 +69,7 @@ export function joinTag(host: Host, said: Say = () => {}): string {
 
 /**
  * The process that started ch-run: the parent of ch-run's launcher, whose
- * child this front end is (addon/launcher.c forks it). Ranks that one mpirun
+ * child this front end is (native/launcher/launcher.c forks it). Ranks that one mpirun
  * started on a node share it. The launcher waits for us, so it is there to ask.
  */
 export function callerPid(host: Host): number {

@@ -28,7 +28,7 @@ class RunLog extends Log {
 const log = new RunLog('ch-run');
 
 /**
- * The launcher (addon/launcher.c) runs this front end in a child process and
+ * The launcher (native/launcher/launcher.c) runs this front end in a child process and
  * names in CH_RUN_PLAN_FD a memfd for its decision: a plan, which the
  * launcher hands to the core from a process Node never ran in, or
  * NOTHING_TO_RUN (help, version). LAUNCHER.doneByte on CH_RUN_DONE_FD says the
@@ -132,7 +132,7 @@ async function main(): Promise<number> {
   // Said outside the recording: not part of what a memoized launch replays.
   const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
   if (codeCache !== undefined) log.debug(`code cache: ${String(codeCache)}`);
-  // Why no memoized plan served (addon/memo/).
+  // Why no memoized plan served (native/launcher/memo/).
   const miss = process.env[LAUNCHER.memoMiss];
   if (miss) log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`);
   // From here, what the planner says is part of the plan: a memoized launch says it again.

@@ -1,4 +1,4 @@
-// Memoized plans, the recording half (the launcher, addon/memo/, keeps and
+// Memoized plans, the recording half (the launcher, native/launcher/memo/, keeps and
 // checks them). The planner reads the host only through a Host (host.ts);
 // recordingHost() (recording-host.ts) is the one that, while it reads,
 // records here what the plan depended on, as the planner observed it:
@@ -383,7 +383,7 @@ export class Recorder {
   log(line: string): void { this.logs.push(line); }
 
   /**
-   * The record the launcher stores (addon/memo/ reads it): NUL-terminated
+   * The record the launcher stores (native/launcher/memo/ reads it): NUL-terminated
    * tokens, "CHMEMO1", then records, then "plan" and the plan without its
    * environment. "nostore WHY" first when it must not be kept.
    */

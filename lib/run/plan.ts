@@ -1,5 +1,5 @@
 // The plan: everything the C core needs to build the container and exec the
-// command, decided here. Serialized as NUL-terminated tokens (addon/core/plan.c
+// command, decided here. Serialized as NUL-terminated tokens (native/core/plan.c
 // reads it): plain data, no policy on the C side.
 
 import { ChError } from '../util/log.js';
@@ -26,7 +26,7 @@ export interface Plan {
   verbose: number;
   root: string;
   writable: boolean;
-  seccomp: boolean;           // root emulation filter (addon/core/seccomp.c)
+  seccomp: boolean;           // root emulation filter (native/core/seccomp.c)
   joinPid: number | null;     // --join-pid: enter PID's namespaces instead of building a container
   execHint: string | null;    // said after "command not found"
   uid: number; gid: number;
@@ -42,7 +42,7 @@ export interface Plan {
 }
 
 /** What the front end hands the launcher when there is no container to run
-    (--help, --version): 8 bytes, like the plan's magic (addon/launcher.c). */
+    (--help, --version): 8 bytes, like the plan's magic (native/launcher/launcher.c). */
 export const NOTHING_TO_RUN = Buffer.from(`${PLAN.nothingToRun}\0`, 'latin1');
 
 /** The plan as the core reads it; without WITHENV, no environment (a memoized plan's, replayed as edits). */
@@ -64,7 +64,7 @@ export function serializePlan(p: Plan, withEnv = true): Buffer {
     add(PLAN.mount, kind, m.flags.join(PLAN.flagSep), src, m.dst);
   }
   for (const a of p.argv) add(PLAN.arg, a);
-  // Last before the end: a memoized plan's environment goes there (addon/memo/).
+  // Last before the end: a memoized plan's environment goes there (native/launcher/memo/).
   if (withEnv) for (const e of p.env) add(PLAN.env, e);
   add(PLAN.end);
   for (const x of t)

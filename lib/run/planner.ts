@@ -172,7 +172,7 @@ export async function buildPlan(host: Host, log: Log, opts: RunOptions): Promise
   if (opts.unsafe) log.info('--unsafe: accepted; there is nothing unsafe to enable');
   const env = host.environment();
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
-  env.delete(LAUNCHER.memoVerify);       // the test suite's (addon/memo/), not the command's
+  env.delete(LAUNCHER.memoVerify);       // the test suite's (native/launcher/memo/), not the command's
   if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
   env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's
 

@@ -2,7 +2,7 @@
 // records each read in a Recorder (memo.ts), as the planner observed it.
 // The calls, the records and their order are those the earlier design got by
 // patching node:fs, os and process.env (design.md), so the launcher's checker
-// (addon/memo/) reads them unchanged.
+// (native/launcher/memo/) reads them unchanged.
 
 import fs from 'node:fs';
 import os from 'node:os';

@@ -1,5 +1,5 @@
 // ch-run IMAGE.sqfs: what the front end decides for a SquashFS image. The C
-// core (addon/core/squash.c) mounts it with SquashFUSE inside the
+// core (native/core/squash.c) mounts it with SquashFUSE inside the
 // container's namespaces; here we check the file and FUSE up front for
 // clear errors, choose the mount point, and give the planner a view of the
 // image's tree (it is not mounted anywhere the front end could look).
@@ -151,7 +151,7 @@ function checkedDir(host: Host, p: string, advice: string): void {
  * -m DIR: the user's choice. As the default's: a directory of the caller's
  * own, not a symlink, which no one else may write to (0755, what mkdir
  * makes, will do: Charliecloud's own tests pass one; nothing in it is ever
- * read). The core opens it once and checks the same (addon/core/squash.c),
+ * read). The core opens it once and checks the same (native/core/squash.c),
  * so a name someone else renames later can't lead it elsewhere.
  */
 function chosenMountPoint(host: Host, dir: string): string {

@@ -1,4 +1,4 @@
-// The addon's extraction half (addon/extract.cc), typed. Loaded on first use.
+// The addon's extraction half (native/tar/napi.cc), typed. Loaded on first use.
 
 import { loadNative, TAR_ADDON_PATH } from '../util/paths.js';
 

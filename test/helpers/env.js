@@ -107,7 +107,7 @@ export function userEnv(user = testUser(), extra = {}) {
     LANG: 'C.UTF-8',
     // Every launch in the suite runs from its plan memo's rebuild, checked
     // equal to the planned one, and is launched again as a real hit whose
-    // command would see the same (CH_RUN_MEMO_VERIFY=replay, addon/memo/;
+    // command would see the same (CH_RUN_MEMO_VERIFY=replay, native/launcher/memo/;
     // package.json's ava environment sets it); test/memo.test.js tests hits.
     CH_RUN_MEMO_VERIFY: process.env.CH_RUN_MEMO_VERIFY || '1',
     ...extra,

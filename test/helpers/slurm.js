@@ -330,7 +330,7 @@ export async function leftovers(cluster, roots, jobid) {
   }).map((pid) => cmdline(Number(pid)) || pid);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
     .filter((l) => roots.some((r) => l.includes(r)));
-  // Group files live in the user's join directories (addon/core/join.c), named by their tags.
+  // Group files live in the user's join directories (native/core/join.c), named by their tags.
   const shm = readdirSync('/dev/shm').filter((d) => d.startsWith(`.chtk-join.${cluster.user.uid}`)).flatMap((d) => {
     try { return readdirSync(join('/dev/shm', d)).filter((f) => f.startsWith(`slurm-${jobid}.`)).map((f) => `${d}/${f}`); }
     catch { return []; }

@@ -1,4 +1,4 @@
-// The launcher (addon/launcher.c) as a way in (issue 20 #10). An attacker
+// The launcher (native/launcher/launcher.c) as a way in (issue 20 #10). An attacker
 // plants a `node` in a shared directory: a victim whose PATH has an empty
 // (or relative) entry, working there, must never run it when ch-run starts
 // its front end. And ch-run is never a privilege boundary: given file

@@ -206,7 +206,7 @@ export function joinFile(uid, tag) {
 }
 
 /**
- * The --join group file of USER's TAG, as the core keeps it (addon/core/join.c,
+ * The --join group file of USER's TAG, as the core keeps it (native/core/join.c,
  * struct join_shared: u64 magic, i32 winner, state, ct, arrived; little-endian
  * here): { winner, state: 'setup'|'ready'|'failed', ct, arrived }, or null.
  * Read-only, as root or as USER; the peers read the same to decide.

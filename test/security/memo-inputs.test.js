@@ -1,4 +1,4 @@
-// A memoized plan (lib/run/memo.ts, addon/memo/) must never give a command
+// A memoized plan (lib/run/memo.ts, native/launcher/memo/) must never give a command
 // what a fresh plan would not: issue #20, item 7. Both cases are inputs whose
 // name doesn't identify what the kernel opens: a descriptor's magic link
 // (/proc/self/fd/N names whatever the launching process holds as fd N), and

@@ -1,4 +1,4 @@
-/* Memoized plans: what the files of addon/memo/ share. memo.h is what the
+/* Memoized plans: what the files of native/launcher/memo/ share. memo.h is what the
    launcher calls; each file here is one concern:
      memo.c     a hit (memo_hit, with the lock) and keeping a record (memo_store)
      store.c    the plan directory, the key, entries and their slots, eviction, the lock
@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/core.h"
+#include "../../core/core.h"
 #include "memo.h"
 
 #define ENTRY_MAX (16 << 20)   /* far above any plan; a bigger record isn't kept */

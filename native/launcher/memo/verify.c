@@ -146,7 +146,7 @@ static char *collect(int fd, pid_t pid, int *status, size_t *len)
 }
 
 /* Carry out plan PLANFD up to the command's exec in a child (the core,
-   probing: addon/core/main.c): what the command would see, as text, and
+   probing: native/core/main.c): what the command would see, as text, and
    how the child ended (STATUS). Its stderr goes nowhere: the launch
    itself says what it has to. NULL if it can't be done at all. */
 static char *probe(int planfd, int nonblock, int *status, size_t *len)

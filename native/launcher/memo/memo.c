@@ -12,7 +12,7 @@
    file, a different build) is a miss: the front end plans as always and
    its record replaces the old one.
 
-   The files of addon/memo/, one concern each, are listed in internal.h;
+   The files of native/launcher/memo/, one concern each, are listed in internal.h;
    this one holds the launcher's two calls: a hit, and keeping a record.
 
    Concurrent launches with one key (the ranks of an MPI step on a node)

@@ -24,7 +24,7 @@
    is never silent.
 
    Before all that, a plan memoized by an earlier launch with the same
-   command line may do (addon/memo/): then Node is not started at all.
+   command line may do (native/launcher/memo/): then Node is not started at all.
 
    A C program rather than a shell script: this sits on every launch, and
    dash plus a subshell cost ~2 ms more. */
@@ -47,7 +47,7 @@
    without the exec of ch-run-core, one exec fewer on every hit), and so
    are its error reporting (FATAL: "what: why (ERRNO)", exit EXIT_CHRUN)
    and helpers (path_find, privilege_held). */
-#include "core/core.h"
+#include "../core/core.h"
 #include "memo/memo.h"
 
 

@@ -40,7 +40,7 @@ void say_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));   /*
 #define DEBUG(...) msg(2, __VA_ARGS__)
 #define WARN(...)  msg(0, __VA_ARGS__)
 
-/* The memo's replay mode (addon/memo/, CH_RUN_MEMO_VERIFY=replay) sets
+/* The memo's replay mode (native/launcher/memo/, CH_RUN_MEMO_VERIFY=replay) sets
    this in a child of the launcher: instead of exec'ing the command, the core
    writes there what the command would see, and exits. -1: run it. */
 extern int core_probe_fd;

@@ -226,7 +226,7 @@ static void say_executing(const struct plan *p)
 }
 
 /* The core's entry: ch-run-core's main(), and the launcher's own call when
-   a memoized plan spares it the exec (addon/launcher.c). Never returns. */
+   a memoized plan spares it the exec (native/launcher/launcher.c). Never returns. */
 _Noreturn void core_main(int argc, char **argv)
 {
    struct plan p;

@@ -17,7 +17,7 @@
 #define PLAN_MAX   (64 << 20)
 
 /* The one reader of NUL-terminated tokens (the memo reads its records with
-   it too, addon/memo/): the token at C, C moved past it; NULL if no whole
+   it too, native/launcher/memo/): the token at C, C moved past it; NULL if no whole
    token is there. */
 const char *tokens_next(struct tokens *c)
 {

@@ -1,6 +1,6 @@
 /* Memoized plans, the launcher's half: find, check and replay a plan the
    front end recorded earlier (lib/run/memo.ts), or keep the one it just made.
-   See addon/memo/ (internal.h lists its files). */
+   See native/launcher/memo/ (internal.h lists its files). */
 
 #ifndef CH_MEMO_H
 #define CH_MEMO_H
