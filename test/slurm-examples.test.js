@@ -14,6 +14,7 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync,
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN, image, needs, notRoot, unavailable } from './helpers/env.js';
+import { until } from './helpers/fixtures.js';
 import { daskImage, debImage, mpiImage } from './helpers/mpi-image.js';
 import { leftovers, useCluster, watchOpens } from './helpers/slurm.js';
 
@@ -165,6 +166,9 @@ serialRoot('examples/sbcast: image read once, sbcast to each node\'s own /tmp, .
     t.true(m?.[1].startsWith(nodeTmp(n)) && m[1].endsWith(`/${s.user.name}.ch-sbcast.${jobid}/image`), `rank ${rank} on ${n} ran from ${m?.[1]}`);
   }
   t.regex(out, new RegExp(`^job ${jobid} done$`, 'm'));
+  // Slurm removes each node's job /tmp (job_container/tmpfs) as the node finishes the job, which can
+  // come after sbatch -W returns under load: gone within a bounded wait, never left.
+  for (const n of nodes) await until(`${n}: the job's /tmp ${nodeTmp(n)} removed`, () => !existsSync(nodeTmp(n)));
   for (const n of nodes) t.false(existsSync(nodeTmp(n)), `${n}: the job's /tmp is gone`);
   const left = await leftovers(s, [local], jobid);
   t.deepEqual(left, { procs: [], mounts: [], shm: [] }, 'no squashfuse, keeper or mount left');

@@ -49,3 +49,12 @@ export async function settled(...paths) {
   const wait = Math.max(...paths.map(newest)) + 1100 - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
 }
+
+/** Wait until COND (maybe async) holds, polling; fail after about a minute saying WHAT. */
+export async function until(what, cond) {
+  for (let i = 0; i < 6000; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -327,14 +327,7 @@ export async function connectionCounter() {
   return { port: srv.address().port, count: () => n, close: () => new Promise((r) => srv.close(r)) };
 }
 
-/** Wait until COND (maybe async) holds, polling; fail after about a minute saying WHAT. */
-export async function until(what, cond) {
-  for (let i = 0; i < 6000; i++) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+export { until } from './fixtures.js';
 
 // ---- scripted registries (hostile ones, mostly) ----
 
