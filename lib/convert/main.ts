@@ -33,6 +33,7 @@ import { parseReference } from '../pull/reference.js';
 import { JOBS_DEFAULT, pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/install.js';
 import { requireMountPoints } from '../run/mounts.js';
+import { SQUASH_EXTS, TAR_COMPRESSION, TAR_EXTS } from '../image/names.js';
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;
@@ -43,11 +44,6 @@ const FORMATS: Format[] = ['dir', 'tar', 'squash', 'docker', 'podman', 'buildah'
 const REGISTRY_PREFIX = 'docker://';
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const BUILDERS = new Set<Format>(['docker', 'podman', 'buildah']);
-const TAR_COMPRESS: [string, string[]][] = [
-  ['.tar.gz', ['--gzip']], ['.tgz', ['--gzip']], ['.tar.xz', ['--xz']], ['.txz', ['--xz']],
-  ['.tar.zst', ['--zstd']], ['.tar.zstd', ['--zstd']], ['.tzst', ['--zstd']], ['.tar', []],
-];
-const SQUASH_EXTS = ['.sqfs', '.squashfs', '.squash'];
 
 const SPEC: CommandSpec = {
   prog: PROG,
@@ -67,7 +63,7 @@ default 3600), and a stage of yours left by a killed conversion is removed
 by the next one to that DST (another user's is left alone).`,
   epilog: `Formats:
   dir     a directory (an existing directory, or a name without extension)
-  tar     ${TAR_COMPRESS.map(([e]) => e).join(' ')}
+  tar     ${TAR_EXTS.join(' ')}
   squash  ${SQUASH_EXTS.join(' ')} (mksquashfs: zstd if it has it, else
           gzip; all cores)
   docker, podman, buildah  an image of that builder, SRC or DST its name
@@ -110,7 +106,7 @@ function formatOf(name: string, what: string): Format {
 
 /** The format a file name says, or null. */
 function formatFromName(p: string): Format | null {
-  if (TAR_COMPRESS.some(([e]) => p.endsWith(e))) return 'tar';
+  if (TAR_EXTS.some((e) => p.endsWith(e))) return 'tar';
   if (SQUASH_EXTS.some((e) => p.endsWith(e))) return 'squash';
   return null;
 }
@@ -142,7 +138,7 @@ function inferOut(dst: string): Format {
   const f = formatFromName(dst);
   if (f !== null) return f;
   if (/\.[a-z0-9]+$/i.test(basename(dst)) && !/^\./.test(basename(dst)))
-    throw new ChError(`${dst}: unknown extension (use -o, or one of ${[...TAR_COMPRESS.map(([e]) => e), ...SQUASH_EXTS].join(' ')}, or no extension for a directory)`, EXIT_USAGE);
+    throw new ChError(`${dst}: unknown extension (use -o, or one of ${[...TAR_EXTS, ...SQUASH_EXTS].join(' ')}, or no extension for a directory)`, EXIT_USAGE);
   return 'dir';
 }
 
@@ -195,9 +191,9 @@ function noSetid(log: Log, dir: string): void {
 }
 
 function dirToTar(log: Log, src: string, out: string, dstName: string): void {
-  const comp = TAR_COMPRESS.find(([e]) => dstName.endsWith(e))?.[1] ?? [];
+  const comp = TAR_COMPRESSION.find(([e]) => dstName.endsWith(e))?.[1];
   // --mode: no member carries a setuid or setgid bit (a source tree of the user's may have them).
-  run(log, ['tar', '--create', '--file', out, '--directory', src, '--numeric-owner', '--mode=ug-s', ...comp, '.']);
+  run(log, ['tar', '--create', '--file', out, '--directory', src, '--numeric-owner', '--mode=ug-s', ...(comp ? [`--${comp}`] : []), '.']);
 }
 
 function dirToSquash(log: Log, src: string, out: string): void {

@@ -15,7 +15,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, lstatSync, mkdirSync, openSync,
   readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
-import { storageDir } from '../util/paths.js';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
@@ -26,10 +25,6 @@ import { withRetries } from './http.js';
 import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
-
-export function storagePath(env: NodeJS.ProcessEnv = process.env): string {
-  return storageDir(env);
-}
 
 /** "disk full" said plainly; other errors as "why (CODE)". */
 export function fsWhy(err: unknown): string {

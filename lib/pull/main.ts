@@ -17,6 +17,7 @@ import { hostPlatform, parsePlatform } from './manifest.js';
 import { PROG } from './install.js';
 import { JOBS_DEFAULT, parseSize, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
 import { printable } from './text.js';
+import { STORAGE_IMAGES } from '../image/names.js';
 
 const EXIT_FAIL = 1;
 
@@ -150,8 +151,8 @@ async function pull(argv: string[], log: Log): Promise<number> {
           throw usageError(`DEST '${o.dest}': name a new directory, not '.' or '..'`);
         try { dirFd = openDir(dir); } catch (err) { throw new ChError(`${dir}: can't use as DEST's directory: ${why(err)}`, EXIT_FAIL); }
       } else {
-        dirFd = img.storage.dir('img');
-        dir = join(img.storage.path, 'img');
+        dirFd = img.storage.dir(STORAGE_IMAGES);
+        dir = join(img.storage.path, STORAGE_IMAGES);
         name = storageName(o.ref);
       }
       const target = join(dir, name);

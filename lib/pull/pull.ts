@@ -13,7 +13,8 @@ import { EXIT_USAGE, manifestKey, type Reference } from './reference.js';
 import { Registry } from './registry.js';
 import { imageManifest, isIndex, platformText, selectPlatform,
   type Descriptor, type ImageManifest, type Platform } from './manifest.js';
-import { BlobCache, fsWhy, Storage, storagePath, type BlobResult } from './cache.js';
+import { BlobCache, fsWhy, Storage, type BlobResult } from './cache.js';
+import { storageDir } from '../util/paths.js';
 import { applyLayer, type UnpackBound } from './apply.js';
 import { readConfig } from './config.js';
 import { printable } from './text.js';
@@ -209,7 +210,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
  */
 export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal, use: (img: PulledImage) => Promise<T>): Promise<T> {
   const limit = maxUnpacked(o);   // a bad $CH_PULL_MAX_UNPACKED is refused before anything is fetched
-  const storage = Storage.open(storagePath());
+  const storage = Storage.open(storageDir());
   const cache = new BlobCache(storage);
   try {
     const reg = new Registry(o.ref, { insecure: o.insecure, log, signal });

@@ -9,6 +9,7 @@ import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
 import { CORE_PATH, LAUNCHER_PATH, PKG_ROOT, storageDir } from '../util/paths.js';
 import { ownerName } from '../util/owned-fs.js';
+import { STORAGE_IMAGES, storedImageDir } from '../image/names.js';
 import { applyEnvActions, Env, envFromProcess, fixPath, serializeEnv } from './env.js';
 import { checkImage, kindInImage, readMetadata, registerImageView, resolveInImage } from './image.js';
 import { FEATURES } from './features.js';
@@ -78,8 +79,7 @@ export function resolveImage(opts: RunOptions, env: NodeJS.ProcessEnv = process.
   try { lstatSync(img); here = true; } catch { /* not a path: a name */ }
   if (here && !isName) return img;
   const storage = opts.storage ?? storageDir(env);
-  const tagged = /:[^/]*$/.test(img) ? img : `${img}:latest`;
-  const dir = join(storage, 'img', tagged.replace(/\//g, '%').replace(/:/g, '+'));
+  const dir = storedImageDir(storage, img);
   if (here) {
     let stored = false;
     try { stored = lstatSync(dir).isDirectory(); } catch { /* not in storage */ }
@@ -94,7 +94,7 @@ export function resolveImage(opts: RunOptions, env: NodeJS.ProcessEnv = process.
     log.warn(`image ${img}: using directory ./${img}, which is not yours (${other}); give ./${img} to say so`);
     return img;
   }
-  for (const p of [storage, join(storage, 'img'), dir]) {
+  for (const p of [storage, join(storage, STORAGE_IMAGES), dir]) {
     let st;
     try {
       st = lstatSync(p);
