@@ -24,6 +24,7 @@ import { PKG_ROOT } from '../util/paths.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
 import { tarAddon } from '../tar/native.js';
+import { rename2 } from '../util/native-fs.js';
 import { at, makeTempDir, myUid, openDir, ownerName, removeOwned, removeStaleTemps } from '../util/owned-fs.js';
 import { lockOwn, stripToolState, unlock } from '../image/install.js';
 import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
@@ -515,7 +516,7 @@ function place(parent: number, stage: string, name: string, dst: string, fmt: Fo
   let exists = true;
   try { lstatSync(at(parent, name)); } catch { exists = false; }
   if (fmt === 'dir') {
-    tarAddon().rename2(out, at(parent, name), exists ? 'exchange' : 'noreplace');
+    rename2(out, at(parent, name), exists ? 'exchange' : 'noreplace');
   } else {
     renameSync(out, at(parent, name));
   }

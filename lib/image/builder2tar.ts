@@ -14,7 +14,7 @@ import { ChError, Log, runMain, why } from '../util/log.js';
 import { all, applyVerbosity, command, EXIT_USAGE, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { capture, lastLine } from '../util/proc.js';
 import { TarAppender } from '../tar/append.js';
-import { tarAddon } from '../tar/native.js';
+import { pipe } from '../util/native-fs.js';
 import { configFromInspect, environmentFile, selectBuilder, type BuilderName, type ImageConfig } from './builder.js';
 import { imageFileName } from './names.js';
 import { at, myUid, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
@@ -147,7 +147,7 @@ export async function builder2tar(argv: string[], log: Log): Promise<number> {
     const argvX = exportArgv(b, id);
     log.info(`exporting: ${argvX.join(' ')}`);
     // A real pipe for the export: podman opens /dev/stdout, which fails on Node's socketpairs.
-    const [rfd, wfd] = tarAddon().pipe();
+    const [rfd, wfd] = pipe();
     let child;
     try {
       child = spawn(argvX[0], argvX.slice(1), { stdio: ['ignore', wfd, 'pipe'] });

@@ -31,7 +31,7 @@ import { accessSync, closeSync, constants as C, fstatSync, lstatSync, openSync, 
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, makeTempDir, myUid, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
-import { tarAddon } from '../tar/native.js';
+import { flockPath, rename2 } from '../util/native-fs.js';
 
 const EXIT_FAIL = 1;
 
@@ -182,7 +182,6 @@ function badLock(st: Stats, where: string): string | null {
  * OPTS.timeoutMs if another run of ours holds it. Returns its fd.
  */
 export async function lockOwn(dirFd: number, name: string, where: string, opts: LockOptions): Promise<number> {
-  const addon = tarAddon();
   const deadline = Date.now() + opts.timeoutMs;
   const refuse = (bad: string) => new ChError(`${bad}; refusing to use or wait on it as a lock (remove it if it is yours)`, EXIT_FAIL);
   let nap = 20;
@@ -197,7 +196,7 @@ export async function lockOwn(dirFd: number, name: string, where: string, opts: 
     }
     let fd: number;
     try {
-      fd = await addon.lock(at(dirFd, name), false);
+      fd = await flockPath(at(dirFd, name), false);
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN')
@@ -296,7 +295,7 @@ async function buildAndRename(log: Log, req: InstallRequest, target: string, exc
       if (lstatSync(from).ino !== ino)
         throw new ChError(`${tmpPath}: replaced by someone else while the image was made; not installing it`, EXIT_FAIL);
     }
-    tarAddon().rename2(from, at(dirFd, name), exchange ? 'exchange' : 'noreplace');
+    rename2(from, at(dirFd, name), exchange ? 'exchange' : 'noreplace');
     renamedAway = sub === undefined && !exchange;
     const now = lstatSync(at(dirFd, name));
     if (now.ino !== ino || now.uid !== myUid())
