@@ -26,13 +26,13 @@ import { extract } from '../tar/extract.js';
 import { tarAddon } from '../tar/native.js';
 import { rename2 } from '../util/native-fs.js';
 import { at, makeTempDir, myUid, openDir, ownerName, removeOwned, removeStaleTemps } from '../util/owned-fs.js';
-import { lockOwn, stripToolState, unlock } from '../image/install.js';
+import { lockOwn, stripToolState, unlock } from '../image/shared-install.js';
 import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
 import type { BuilderName } from '../image/builder.js';
 import { hostPlatform, parsePlatform } from '../pull/manifest.js';
 import { parseReference } from '../pull/reference.js';
 import { JOBS_DEFAULT, pullToDir, withImage, type PullOptions } from '../pull/pull.js';
-import { existingImage } from '../pull/install.js';
+import { existingImage } from '../pull/image-dir.js';
 import { requireMountPoints } from '../run/mounts.js';
 import { SQUASH_EXTS, TAR_COMPRESSION, TAR_EXTS } from '../image/names.js';
 
@@ -349,7 +349,7 @@ async function toFile(log: Log, from: Source, outFmt: Format, dstArg: string): P
     // One conversion to DST at a time (the lock file is there only while
     // held), so that under the lock any stage of ours for DST is one whose
     // conversion died (SIGKILL): removed, as ch-tar2dir and ch-pull remove
-    // theirs (lib/image/install.ts).
+    // theirs (lib/image/shared-install.ts).
     const lockName = `.${name}.${PROG}.lock`;
     const lockFd = await lockOwn(parent, lockName, join(dirname(dst), lockName), { holder: `another ${PROG} of yours`,
       timeoutMs: lockTimeoutMs(), timeoutVar: 'CH_CONVERT_LOCK_TIMEOUT', signal: from.signal,
@@ -405,7 +405,7 @@ async function stageAndPlace(log: Log, from: Source, outFmt: Format, parent: num
     const tree = from.pull ? await pullTree(log, from, join(stage, 'tree')) : src;
     await produce(log, from.pull ? 'dir' : inFmt, tree, outFmt, out, name, work);
     // A directory made from content holds no tool's marker (ch/.ch-*): only
-    // ch-pull and ch-tar2dir write one, for a root of their own (install.ts).
+    // ch-pull and ch-tar2dir write one, for a root of their own (shared-install.ts).
     if (outFmt === 'dir') for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
     await checkInterrupted(from.signal);
     place(parent, stageName, name, dst, outFmt);

@@ -2,7 +2,7 @@
 // atomically and once even when many tasks ask at the same time. The install
 // into DIR (lock DIR/.NAME.ch-tar2dir.lock, stale temporaries, reuse or
 // replacement of an existing DIR/NAME, staging in DIR/.NAME.ch-tmp.RANDOM,
-// the atomic rename) follows lib/image/install.ts, shared with ch-pull. What
+// the atomic rename) follows lib/image/shared-install.ts, shared with ch-pull. What
 // is ch-tar2dir's own: extract natively into the temporary, take a single
 // top-level directory as the image root, create the standard mount points
 // and write the marker, which records the tarball it was made from.
@@ -19,7 +19,7 @@ import { tarAddon, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
 import { openDir } from '../util/owned-fs.js';
-import { installImage, markerText, stripToolState, type ImageKind } from './install.js';
+import { installImage, markerText, stripToolState, type ImageKind } from './shared-install.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
@@ -206,7 +206,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       }
       const root = top ? `${tmp}/${r.top}` : tmp;
       const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
-      // Markers come from us, never from the tarball (lib/image/install.ts).
+      // Markers come from us, never from the tarball (lib/image/shared-install.ts).
       for (const n of stripToolState(root)) log.info(`${n}: removed (came with the tarball; only ${PROG} writes its marker)`);
       for (const f of addon.fixup(root, fixups(src, stats, root), { openat2: useOpenat2() })) {
         if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);

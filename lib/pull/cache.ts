@@ -18,7 +18,7 @@ import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, lstatSy
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
-import { lockOwn as lockOwnFile, unlock } from '../image/install.js';
+import { lockOwn as lockOwnFile, unlock } from '../image/shared-install.js';
 import type { Descriptor } from './manifest.js';
 import { netWhy, type Registry } from './registry.js';
 import { withRetries } from './http.js';
@@ -71,7 +71,7 @@ export class Storage {
   close(): void { closeSync(this.fd); }
 }
 
-/** An flock on DIRFD/NAME, which must be our own regular file (lib/image/install.ts's rules). */
+/** An flock on DIRFD/NAME, which must be our own regular file (lib/image/shared-install.ts's rules). */
 export function lockOwn(dirFd: number, name: string, where: string, signal?: AbortSignal,
   onWait?: () => void, timeoutMs = lockTimeoutMs()): Promise<number> {
   return lockOwnFile(dirFd, name, where,

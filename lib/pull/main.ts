@@ -3,7 +3,7 @@
 // blob verified against its digest and kept in a content-addressed cache.
 // The pieces: reference.ts (REF), registry.ts/auth.ts/http.ts (the registry),
 // manifest.ts (platform, layers), cache.ts (storage, blobs), apply.ts
-// (layers), config.ts (/ch files), install.ts (atomic DEST), pull.ts (all of
+// (layers), config.ts (/ch files), image-dir.ts (atomic DEST), pull.ts (all of
 // them together, shared with ch-convert).
 
 import { closeSync } from 'node:fs';
@@ -14,7 +14,7 @@ import { all, applyVerbosity, command, last, parseCommand, type CommandSpec, ver
 import { openDir } from '../util/owned-fs.js';
 import { parseReference, storageName, EXIT_USAGE } from './reference.js';
 import { hostPlatform, parsePlatform } from './manifest.js';
-import { PROG } from './install.js';
+import { PROG } from './image-dir.js';
 import { JOBS_DEFAULT, parseSize, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
 import { printable } from './text.js';
 import { STORAGE_IMAGES } from '../image/names.js';

@@ -1,6 +1,6 @@
 // ch-pull's work as a library, for ch-pull (main.ts) and ch-convert: REF
 // resolved to one image manifest (withImage), then that image built into a
-// directory: DEST through install.ts's atomic steps (pullToDir), a tarball
+// directory: DEST through shared-install.ts's atomic steps (pullToDir), a tarball
 // (pullToTar), or any empty directory of the caller's (PulledImage.build).
 
 import { spawn } from 'node:child_process';
@@ -18,7 +18,7 @@ import { storageDir } from '../util/paths.js';
 import { applyLayer, type UnpackBound } from './apply.js';
 import { readConfig } from './config.js';
 import { printable } from './text.js';
-import { finishImage, install, makeTemp, PROG } from './install.js';
+import { finishImage, install, makeTemp, PROG } from './image-dir.js';
 
 const EXIT_FAIL = 1;
 export const JOBS_DEFAULT = 3;
@@ -225,7 +225,7 @@ export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal
   }
 }
 
-/** IMG as the directory DIR/NAME (DIRFD open on DIR), atomically (install.ts); reused if already this manifest, unless FORCE. */
+/** IMG as the directory DIR/NAME (DIRFD open on DIR), atomically (image-dir.ts, shared-install.ts); reused if already this manifest, unless FORCE. */
 export function pullToDir(img: PulledImage, log: Log, where: { dirFd: number; dir: string; name: string }, force: boolean,
   signal: AbortSignal): Promise<'current' | 'installed'> {
   return install(log, { ...where, force,
