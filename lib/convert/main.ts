@@ -24,9 +24,8 @@ import { PKG_ROOT } from '../util/paths.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
 import { tarAddon } from '../tar/native.js';
-import { rename2 } from '../util/native-fs.js';
-import { at, makeTempDir, myUid, openDir, ownerName, removeOwned, removeStaleTemps } from '../util/owned-fs.js';
-import { lockOwn, stripToolState, unlock } from '../image/shared-install.js';
+import { at, myUid, openDir, ownerName } from '../util/owned-fs.js';
+import { stageAndRename, stripToolState, underInstallLock, type InstallSite, type Placement } from '../image/shared-install.js';
 import { checkBuilder, checkReference, treeToBuilder } from './to-builder.js';
 import type { BuilderName } from '../image/builder.js';
 import { hostPlatform, parsePlatform } from '../pull/manifest.js';
@@ -335,7 +334,6 @@ async function registryToDir(log: Log, from: Source, o: PullOptions, dstArg: str
 
 /** SRC as the file or directory DST, staged beside it and renamed into place. */
 async function toFile(log: Log, from: Source, outFmt: Format, dstArg: string): Promise<number> {
-  const { fmt: inFmt, path: src } = from;
   // The output's directory, held open: every name in it is resolved from this descriptor.
   const dst = resolve(dstArg);
   const name = basename(dst);
@@ -349,17 +347,12 @@ async function toFile(log: Log, from: Source, outFmt: Format, dstArg: string): P
     // One conversion to DST at a time (the lock file is there only while
     // held), so that under the lock any stage of ours for DST is one whose
     // conversion died (SIGKILL): removed, as ch-tar2dir and ch-pull remove
-    // theirs (lib/image/shared-install.ts).
-    const lockName = `.${name}.${PROG}.lock`;
-    const lockFd = await lockOwn(parent, lockName, join(dirname(dst), lockName), { holder: `another ${PROG} of yours`,
+    // theirs (lib/image/shared-install.ts, whose steps these are).
+    const site = { dirFd: parent, dir: dirname(dst), name, tmpPrefix: stagePrefix(name) };
+    await underInstallLock(log, site, PROG, { holder: `another ${PROG} of yours`,
       timeoutMs: lockTimeoutMs(), timeoutVar: 'CH_CONVERT_LOCK_TIMEOUT', signal: from.signal,
-      onWait: () => log.info(`waiting for another ${PROG} writing ${dst}`) });
-    try {
-      removeStaleTemps(log, parent, dirname(dst), stagePrefix(name), true);
-      await stageAndPlace(log, from, outFmt, parent, dst);
-    } finally {
-      unlock(parent, lockName, lockFd);
-    }
+      onWait: () => log.info(`waiting for another ${PROG} writing ${dst}`) },
+    () => stageAndPlace(log, from, outFmt, site, dst), true);
   } finally {
     closeSync(parent);
   }
@@ -378,39 +371,34 @@ function lockTimeoutMs(): number {
   return Math.round(Number(s) * 1000);
 }
 
-/** Under DST's lock: SRC made in a stage beside DST (in directory fd PARENT), then renamed into place. */
-async function stageAndPlace(log: Log, from: Source, outFmt: Format, parent: number, dst: string): Promise<void> {
+/**
+ * Under DST's lock: SRC made in a stage beside DST (SITE), then renamed into
+ * place and checked there (shared-install.ts's stageAndRename).
+ */
+async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: InstallSite, dst: string): Promise<void> {
   const { fmt: inFmt, path: src } = from;
-  const name = basename(dst);
+  const { dirFd: parent, name } = site;
   // Intermediates in a private directory; the output in another, made
   // beside DST (a new 0700 directory, never someone else's), so the tools
   // we run write where nobody else can, and one rename places it.
   const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
-  let stageName: string;
   try {
-    const made = makeTempDir(parent, dirname(dst), stagePrefix(name));
-    closeSync(made.tmpFd);
-    stageName = made.tmpName;
-  } catch (err) {
-    rmSync(work, { recursive: true, force: true });
-    throw new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL);
-  }
-  const stage = join(dirname(dst), stageName);
-  try {
-    const out = join(stage, 'out');
-    // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
-    if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
-    log.info(`converting ${src} (${inFmt}) to ${dst} (${outFmt})`);
-    // A pulled image goes into STAGE too: beside DST, where there is room for it, and private.
-    const tree = from.pull ? await pullTree(log, from, join(stage, 'tree')) : src;
-    await produce(log, from.pull ? 'dir' : inFmt, tree, outFmt, out, name, work);
-    // A directory made from content holds no tool's marker (ch/.ch-*): only
-    // ch-pull and ch-tar2dir write one, for a root of their own (shared-install.ts).
-    if (outFmt === 'dir') for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
-    await checkInterrupted(from.signal);
-    place(parent, stageName, name, dst, outFmt);
+    await stageAndRename(log, site, async (_tmp, stage) => {
+      const out = join(stage, 'out');
+      // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
+      if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
+      log.info(`converting ${src} (${inFmt}) to ${dst} (${outFmt})`);
+      // A pulled image goes into STAGE too: beside DST, where there is room for it, and private.
+      const tree = from.pull ? await pullTree(log, from, join(stage, 'tree')) : src;
+      await produce(log, from.pull ? 'dir' : inFmt, tree, outFmt, out, name, work);
+      // A directory made from content holds no tool's marker (ch/.ch-*): only
+      // ch-pull and ch-tar2dir write one, for a root of their own (shared-install.ts).
+      if (outFmt === 'dir') for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
+      await checkInterrupted(from.signal);
+      return { sub: 'out', how: placement(parent, name, dst, outFmt) };
+    }, { warnLeftovers: true,
+      cantStage: (err) => new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL) });
   } finally {
-    try { removeOwned(parent, stageName, stage); } catch (err) { log.warn(why(err)); }
     rmSync(work, { recursive: true, force: true });
   }
 }
@@ -508,18 +496,16 @@ async function produce(log: Log, inFmt: Format, src: string, outFmt: Format, tmp
   else dirToSquash(log, from, tmp);
 }
 
-/** Rename STAGE/out to NAME; an existing NAME (ours: checked) is replaced, a
-    directory by exchange (the old one is then removed with STAGE). */
-function place(parent: number, stage: string, name: string, dst: string, fmt: Format): void {
-  checkDestination(parent, name, dst, fmt);   // again: someone may have put something there since
-  const out = `${at(parent, stage)}/out`;
-  let exists = true;
-  try { lstatSync(at(parent, name)); } catch { exists = false; }
-  if (fmt === 'dir') {
-    rename2(out, at(parent, name), exists ? 'exchange' : 'noreplace');
-  } else {
-    renameSync(out, at(parent, name));
-  }
+/**
+ * How the output takes NAME: an existing NAME (ours: checked again, as
+ * someone may have put something there since) is replaced, a directory by
+ * exchange (the old one then goes with the stage).
+ */
+function placement(parent: number, name: string, dst: string, fmt: Format): Placement {
+  checkDestination(parent, name, dst, fmt);
+  if (fmt !== 'dir') return 'replace';
+  try { lstatSync(at(parent, name)); } catch { return 'noreplace'; }
+  return 'exchange';
 }
 
 const log = new Log(PROG);
