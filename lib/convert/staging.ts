@@ -100,7 +100,9 @@ async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: Insta
       if (outFmt === 'dir') for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
       await checkInterrupted(from.signal);
       return { sub: 'out', how: placement(parent, name, dst, outFmt) };
-    }, { warnLeftovers: true,
+      // Run as root, unsquashfs and cp -a give the output's root the owner
+      // it has in SRC: DST is checked to be what was built, owner and all.
+    }, { warnLeftovers: true, ownerFromContent: true,
       cantStage: (err) => new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL) });
   } finally {
     rmSync(work, { recursive: true, force: true });

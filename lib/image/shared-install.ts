@@ -310,6 +310,12 @@ export interface StageOptions {
   cantStage?: (err: unknown) => Error;
   /** An entry left in the temporary that can't be removed after a success is only warned about (default: the run fails). */
   warnLeftovers?: boolean;
+  /**
+   * The built entry may belong to someone else (unsquashfs run as root gives
+   * the image root its owner in the SquashFS file): DIR/NAME is then checked
+   * to have the owner it was built with, not to be the caller's.
+   */
+  ownerFromContent?: boolean;
 }
 
 /**
@@ -317,8 +323,8 @@ export interface StageOptions {
  * of ours, DIR/PREFIX.RANDOM, given as a path through our descriptor and as
  * its path in DIR, for tools we run) and says what takes DIR/NAME and how;
  * it is renamed into place and checked to be, at DIR/NAME, the very inode
- * built and still ours. The temporary, with what an exchange put there, is
- * then removed.
+ * built and still ours (or still its builder's: OPTS.ownerFromContent). The
+ * temporary, with what an exchange put there, is then removed.
  */
 export async function stageAndRename(log: Log, site: InstallSite, build: (tmp: string, tmpPath: string) => Promise<Built>,
   opts: StageOptions = {}): Promise<void> {
@@ -338,21 +344,21 @@ export async function stageAndRename(log: Log, site: InstallSite, build: (tmp: s
     // The root moves to DIR/NAME straight out of our directory if it is inside
     // it; else it is our directory itself, named in DIR, so check first that
     // the name still leads to it.
-    let from: string, ino: number;
+    let from: string, built: Stats;
     if (sub !== undefined) {
       from = `${inTmp}/${sub}`;
-      ino = lstatSync(from).ino;
+      built = lstatSync(from);
     } else {
       from = at(dirFd, tmpName);
-      ino = fstatSync(tmpFd).ino;
-      if (lstatSync(from).ino !== ino)
+      built = fstatSync(tmpFd);
+      if (lstatSync(from).ino !== built.ino)
         throw new ChError(`${tmpPath}: replaced by someone else while the image was made; not installing it`, EXIT_FAIL);
     }
     if (how === 'replace') renameSync(from, at(dirFd, name));
     else rename2(from, at(dirFd, name), how);
     renamedAway = sub === undefined && how !== 'exchange';
     const now = lstatSync(at(dirFd, name));
-    if (now.ino !== ino || now.uid !== myUid())
+    if (now.ino !== built.ino || now.uid !== (opts.ownerFromContent ? built.uid : myUid()))
       throw new ChError(`${target}: replaced by someone else while being installed; don't use it`, EXIT_FAIL);
     failed = false;
   } catch (err) {
