@@ -18,7 +18,7 @@ import type { NewEntry } from '../tar/header.js';
 import { pipe } from '../util/native-fs.js';
 import { configFromInspect, environmentFile, selectBuilder, type BuilderName, type ImageConfig } from './builder.js';
 import { imageFileName } from './names.js';
-import { at, myUid, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
+import { at, myUid, openDir, refuseForeignFile, removeOwned } from '../util/owned-fs.js';
 
 const PROG = basename(process.argv[1] ?? 'ch-builder2tar');
 
@@ -129,14 +129,14 @@ function outputIn(dirFd: number, outdir: string, name: string, compress: boolean
 async function flatten(log: Log, image: string, builderOpt: string | undefined, out: Output): Promise<number> {
   const b = selectBuilder(builderOpt, process.env, (m) => log.info(m));
   log.info(`using ${b}`);
-  refuseForeign(out.dirFd, out.file, out.final);
+  refuseForeignFile(out.dirFd, out.file, out.final);
   removeDeadTemps(log, out);
   const extra = chFiles(log, await inspect(b, image));
   const id = await createContainer(b, image);
   let ok = false;
   try {
     await exportTo(log, b, image, id, extra, out);
-    refuseForeign(out.dirFd, out.file, out.final);
+    refuseForeignFile(out.dirFd, out.file, out.final);
     try {
       renameSync(at(out.dirFd, out.tmpName), at(out.dirFd, out.file));
     } catch (err) {
@@ -233,14 +233,6 @@ async function exportTo(log: Log, b: BuilderName, image: string, id: string, ext
   } finally {
     if (!output.destroyed) closeSync(outFd);
   }
-}
-
-/** OUTDIR/FILE may be replaced only if it is a plain file of ours. */
-function refuseForeign(dirFd: number, file: string, where: string): void {
-  let st: Stats;
-  try { st = lstatSync(at(dirFd, file)); } catch { return; }
-  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
-  if (bad) throw new ChError(`${bad}; not replacing it`, 1);
 }
 
 const log = new Log(PROG);

@@ -4,11 +4,11 @@
 // (pullToTar), or any empty directory of the caller's (PulledImage.build).
 
 import { spawn } from 'node:child_process';
-import { closeSync, lstatSync, openSync, renameSync, unlinkSync, constants as C, type Stats } from 'node:fs';
+import { closeSync, openSync, renameSync, unlinkSync, constants as C } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
-import { at, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
+import { at, openDir, refuseForeignFile, removeOwned } from '../util/owned-fs.js';
 import { EXIT_USAGE, manifestKey, type Reference } from './reference.js';
 import { Registry } from './registry.js';
 import { imageManifest, isIndex, platformText, selectPlatform,
@@ -141,14 +141,6 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
     created: new Date().toISOString() } : undefined);
 }
 
-/** NAME in DIRFD (WHERE in messages) may be replaced only if it is a plain file of ours: no link followed, no one else's entry removed. */
-function refuseForeign(dirFd: number, name: string, where: string): void {
-  let st: Stats;
-  try { st = lstatSync(at(dirFd, name)); } catch { return; }
-  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
-  if (bad) throw new ChError(`${bad}; not replacing it`, EXIT_FAIL);
-}
-
 /**
  * --tar FILE: build in the storage directory, then write FILE through a
  * temporary beside it. FILE's directory may be shared: it is named through
@@ -163,7 +155,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
   let written = false;
   let tmpDirFd = -1, tmpFd = -1, tmpName = '';
   try {
-    refuseForeign(dirFd, name, file);   // before anything is fetched, and again before the rename
+    refuseForeignFile(dirFd, name, file);   // before anything is fetched, and again before the rename
     tmpDirFd = storage.dir('tmp');
     ({ tmpName, tmpFd } = makeTemp(tmpDirFd, join(storage.path, 'tmp'), 'tar'));
     const root = `/proc/self/fd/${tmpFd}/.`;
@@ -189,7 +181,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
       closeSync(outFd);
     }
     if (code !== 0) throw new ChError(`${file}: tar failed (exit ${code})`, EXIT_FAIL);
-    refuseForeign(dirFd, name, file);
+    refuseForeignFile(dirFd, name, file);
     try { renameSync(at(dirFd, part), at(dirFd, name)); } catch (err) {
       throw new ChError(`${file}: can't put in place: ${fsWhy(err)}`, EXIT_FAIL);
     }
