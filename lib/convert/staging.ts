@@ -7,10 +7,9 @@
 import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, rmSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { EXIT_USAGE } from '../util/cli.js';
 import { ChError, isChError, type Log, why } from '../util/log.js';
 import { at, myUid, openDir, ownerName } from '../util/owned-fs.js';
-import { stageAndRename, stripToolState, underInstallLock, type InstallSite, type Placement } from '../image/shared-install.js';
+import { lockWaitMs, stageAndRename, stripToolState, underInstallLock, type InstallSite, type Placement } from '../image/shared-install.js';
 import { pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/image-dir.js';
 import { EXIT_FAIL, PROG, type Format } from './formats.js';
@@ -69,10 +68,7 @@ function stagePrefix(name: string): string { return `.${name}.${PROG}-`; }
 
 /** Seconds to wait for another conversion of ours to the same DST (CH_CONVERT_LOCK_TIMEOUT, default 3600). */
 function lockTimeoutMs(): number {
-  const s = process.env.CH_CONVERT_LOCK_TIMEOUT;
-  if (s === undefined || s === '') return 3600 * 1000;
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`CH_CONVERT_LOCK_TIMEOUT: want seconds, got '${s}'`, EXIT_USAGE);
-  return Math.round(Number(s) * 1000);
+  return lockWaitMs('CH_CONVERT_LOCK_TIMEOUT', 3600);
 }
 
 /**

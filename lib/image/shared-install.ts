@@ -170,6 +170,18 @@ export interface LockOptions {
   onWait?: () => void;
 }
 
+/**
+ * How long to wait for a lock another run of ours holds, in ms: $VARIABLE
+ * seconds (fractions allowed), DEFAULTS if unset or empty; anything else is
+ * a usage error (2). Each tool has its variable (CH_TAR2DIR_LOCK_TIMEOUT, ...).
+ */
+export function lockWaitMs(variable: string, defaultS: number, env: NodeJS.ProcessEnv = process.env): number {
+  const s = env[variable];
+  if (s === undefined || s === '') return defaultS * 1000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`${variable}: want seconds, got '${s}'`, 2);
+  return Math.round(Number(s) * 1000);
+}
+
 /** Why ST (the lock file at WHERE) is no lock of ours to use or wait on; null if it is. */
 function badLock(st: Stats, where: string): string | null {
   if (st.uid !== myUid()) return untrusted(st, where);

@@ -19,7 +19,7 @@ import { tarAddon, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
 import { openDir } from '../util/owned-fs.js';
-import { installImage, markerText, stripToolState, type ImageKind } from './shared-install.js';
+import { installImage, lockWaitMs, markerText, stripToolState, type ImageKind } from './shared-install.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
@@ -121,10 +121,7 @@ function fixups(src: Identity, stats: object, root: string): FixupOp[] {
 /** Seconds to wait for another run of ours holding the lock (CH_TAR2DIR_LOCK_TIMEOUT). */
 export const LOCK_TIMEOUT_DEFAULT_S = 600;
 function lockTimeoutMs(): number {
-  const s = process.env.CH_TAR2DIR_LOCK_TIMEOUT;
-  if (s === undefined || s === '') return LOCK_TIMEOUT_DEFAULT_S * 1000;
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`CH_TAR2DIR_LOCK_TIMEOUT: want seconds, got '${s}'`, EXIT_USAGE);
-  return Math.round(Number(s) * 1000);
+  return lockWaitMs('CH_TAR2DIR_LOCK_TIMEOUT', LOCK_TIMEOUT_DEFAULT_S);
 }
 
 /** An image of the caller's own ch-tar2dir, the only kind it reuses or replaces. */
