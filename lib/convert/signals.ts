@@ -3,8 +3,7 @@
 
 import { constants as osConstants } from 'node:os';
 import { ChError } from '../util/log.js';
-
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+import { INTERRUPTS } from '../util/proc.js';
 
 /**
  * Run CONVERSION with SIGINT, SIGTERM and SIGHUP caught: they abort it
@@ -15,7 +14,7 @@ export async function interruptible(conversion: (signal: AbortSignal) => Promise
   const abort = new AbortController();
   let caught: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(new ChError(`interrupted by ${sig}`, 128 + osConstants.signals[sig])); };
-  for (const s of SIGNALS) process.on(s, onSignal);
+  for (const s of INTERRUPTS) process.on(s, onSignal);
   try {
     return await conversion(abort.signal);
   } catch (err) {
@@ -23,7 +22,7 @@ export async function interruptible(conversion: (signal: AbortSignal) => Promise
     if (caught) throw new ChError(`interrupted by ${caught}; nothing written, no temporary left`, 128 + osConstants.signals[caught]);
     throw err;
   } finally {
-    for (const s of SIGNALS) process.off(s, onSignal);
+    for (const s of INTERRUPTS) process.off(s, onSignal);
   }
 }
 

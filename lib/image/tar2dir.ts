@@ -15,10 +15,11 @@ import { ChError, Log, runMain, why } from '../util/log.js';
 import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
-import { tarAddon, type FixupOp } from '../tar/native.js';
+import { tarAddon, useOpenat2, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
 import { openDir } from '../util/owned-fs.js';
+import { INTERRUPTS } from '../util/proc.js';
 import { installImage, lockWaitMs, markerText, stripToolState, type ImageKind } from './shared-install.js';
 
 const PROG = 'ch-tar2dir';
@@ -230,8 +231,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
     const abort = new AbortController();
     let caught: NodeJS.Signals | undefined;
     const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
-    const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-    for (const sig of SIGNALS) process.on(sig, onSignal);
+    for (const sig of INTERRUPTS) process.on(sig, onSignal);
     try {
       const r = await extract(tb.path, dest, { openat2: useOpenat2(),
         onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
@@ -242,13 +242,11 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       throw err;
     } finally {
       bar.done();
-      for (const sig of SIGNALS) process.off(sig, onSignal);
+      for (const sig of INTERRUPTS) process.off(sig, onSignal);
     }
   }
   }
 }
-
-function useOpenat2(): boolean { return process.env.CH_TAR2DIR_OPENAT2 !== '0'; }
 
 const log = new Log(PROG);
 void runMain(log, () => tar2dir(process.argv.slice(2), log));

@@ -10,7 +10,7 @@ import { ChError, type Log } from '../util/log.js';
 import { makeTempDir } from '../util/owned-fs.js';
 import { imageDirs, MOUNT_FILES } from '../image/layout.js';
 import { existingImage as existingImageOf, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/shared-install.js';
-import { tarAddon, type FixupOp } from '../tar/native.js';
+import { tarAddon, useOpenat2, type FixupOp } from '../tar/native.js';
 import { lockTimeoutMs } from './cache.js';
 
 export type { Marker };
@@ -55,7 +55,7 @@ export function finishImage(root: string, files: { path: string; content: string
   const ops: FixupOp[] = imageDirs().map((d) => ({ op: 'dir', path: d }));
   for (const f of MOUNT_FILES) ops.push({ op: 'file', path: f });
   for (const f of files) ops.push({ op: 'write', path: f.path, content: f.content });
-  for (const f of tarAddon().fixup(root, ops, { openat2: process.env.CH_TAR2DIR_OPENAT2 !== '0' })) {
+  for (const f of tarAddon().fixup(root, ops, { openat2: useOpenat2() })) {
     if (f.path.startsWith('ch/')) throw new ChError(`can't write /${f.path}: ${f.message}`, EXIT_FAIL);
     process.stderr.write(`${PROG}[${process.pid}]: warning: can't create mount point /${f.path}: ${f.message}\n`);
   }

@@ -12,6 +12,7 @@ import { constants as osConstants } from 'node:os';
 import { ChError, isChError, Log, runMain, why } from '../util/log.js';
 import { all, applyVerbosity, command, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { openDir } from '../util/owned-fs.js';
+import { INTERRUPTS } from '../util/proc.js';
 import { parseReference, storageName, EXIT_USAGE } from './reference.js';
 import { hostPlatform, parsePlatform } from './manifest.js';
 import { PROG } from './image-dir.js';
@@ -133,8 +134,7 @@ async function pull(argv: string[], log: Log): Promise<number> {
   const abort = new AbortController();
   let caught: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
-  const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const s of SIGNALS) process.on(s, onSignal);
+  for (const s of INTERRUPTS) process.on(s, onSignal);
   try {
     return await withImage(o, log, abort.signal, async (img) => {
       if (o.tar) {
@@ -171,7 +171,7 @@ async function pull(argv: string[], log: Log): Promise<number> {
     if (isChError(err)) err.message = err.message.split('\n').map(printable).join('\n');
     throw err;
   } finally {
-    for (const s of SIGNALS) process.off(s, onSignal);
+    for (const s of INTERRUPTS) process.off(s, onSignal);
   }
 }
 

@@ -28,6 +28,15 @@ export interface TarAddon {
   stripSetid(root: string): number;
 }
 
+/**
+ * Confine extraction and fixups with openat2(RESOLVE_BENEATH)? Unless
+ * CH_TAR2DIR_OPENAT2=0, which forces the openat(O_NOFOLLOW) walk of old
+ * kernels (ch-tar2dir and ch-pull alike).
+ */
+export function useOpenat2(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.CH_TAR2DIR_OPENAT2 !== '0';
+}
+
 let addon: TarAddon | undefined;
 
 export function tarAddon(): TarAddon {
