@@ -13,10 +13,15 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createReadStream, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChError, type Log, why } from '../util/log.js';
 import { probe, type BuilderName } from '../image/builder.js';
+import { PROG } from './formats.js';
+import { checkInterrupted } from './signals.js';
+import { pullTree, type Source } from './source.js';
+import { produce } from './tools.js';
 
 const EXIT_FAIL = 1;
 const EXIT_USAGE = 2;
@@ -192,4 +197,28 @@ export async function treeToBuilder(log: Log, builder: BuilderName, tree: string
     const r = spawnSync(builder, ['rmi', tmp], { stdio: 'ignore' });
     if (loaded && r.status !== 0) log.warn(`can't remove temporary image name ${tmp}: ${builder} rmi failed`);
   }
+}
+
+/** SRC into BUILDER's storage as image DST: through a directory tree, unless SRC is one. */
+export async function toBuilder(log: Log, from: Source, builder: BuilderName, dst: string): Promise<number> {
+  const { fmt: inFmt, path: src } = from;
+  checkBuilder(builder);
+  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
+  try {
+    let tree = src;
+    if (from.pull) {
+      tree = await pullTree(log, from, join(work, 'tree'));
+    } else if (inFmt !== 'dir') {
+      tree = join(work, 'tree');
+      mkdirSync(tree, { mode: 0o755 });
+      await produce(log, inFmt, src, 'dir', tree, 'tree', work);
+    }
+    log.info(`converting ${src} (${inFmt}) to ${dst} (${builder})`);
+    await checkInterrupted(from.signal);
+    await treeToBuilder(log, builder, tree, dst, work);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${builder})\n`);
+  return 0;
 }

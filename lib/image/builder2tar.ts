@@ -5,7 +5,7 @@
 // place when complete, so a partial tarball never has the final name.
 
 import { spawn } from 'node:child_process';
-import { closeSync, constants as fsConstants, createReadStream, createWriteStream, fsyncSync, lstatSync, openSync, readdirSync, renameSync, type Stats } from 'node:fs';
+import { closeSync, constants as fsConstants, createReadStream, createWriteStream, fsyncSync, lstatSync, openSync, readdirSync, renameSync, type ReadStream, type Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -14,10 +14,11 @@ import { ChError, Log, runMain, why } from '../util/log.js';
 import { all, applyVerbosity, command, EXIT_USAGE, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { capture, lastLine } from '../util/proc.js';
 import { TarAppender } from '../tar/append.js';
-import { tarAddon } from '../tar/native.js';
+import type { NewEntry } from '../tar/header.js';
+import { pipe } from '../util/native-fs.js';
 import { configFromInspect, environmentFile, selectBuilder, type BuilderName, type ImageConfig } from './builder.js';
 import { imageFileName } from './names.js';
-import { at, myUid, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
+import { at, myUid, openDir, refuseForeignFile, removeOwned } from '../util/owned-fs.js';
 
 const PROG = basename(process.argv[1] ?? 'ch-builder2tar');
 
@@ -102,120 +103,136 @@ export async function builder2tar(argv: string[], log: Log): Promise<number> {
     throw new ChError(code === 'ENOTDIR' ? `${outdir}: not a directory (ENOTDIR)` : `${outdir}: can't use as output directory: ${why(err)}`, 1);
   }
   try {
-    return await flatten(dirFd);
+    return await flatten(log, image, builderOpt, outputIn(dirFd, outdir, name, compress));
   } finally {
     closeSync(dirFd);
   }
+}
 
-  // OUTDIR may be shared with other users: every entry is named through our
-  // descriptor of it, never followed if a link, and only our own are removed
-  // or replaced.
-  async function flatten(dirFd: number): Promise<number> {
+/**
+ * Where the tarball goes: FILE in OUTDIR (open as DIRFD), written as TMPNAME
+ * first. OUTDIR may be shared with other users: every entry is named through
+ * our descriptor of it, never followed if a link, and only our own are
+ * removed or replaced.
+ */
+interface Output { dirFd: number; outdir: string; compress: boolean; file: string; final: string; tmpPrefix: string; tmpName: string; tmp: string }
+
+function outputIn(dirFd: number, outdir: string, name: string, compress: boolean): Output {
+  const file = `${name}.tar${compress ? '.gz' : ''}`;
+  const tmpPrefix = `.${file}.ch-tmp.`;
+  // PID for the stale check (removeDeadTemps), random so that no one can plant it in advance.
+  const tmpName = `${tmpPrefix}${process.pid}.${randomBytes(6).toString('hex')}`;
+  return { dirFd, outdir, compress, file, final: join(outdir, file), tmpPrefix, tmpName, tmp: join(outdir, tmpName) };
+}
+
+/** IMAGE of builder BUILDEROPT (or the one chosen) flattened into OUT. */
+async function flatten(log: Log, image: string, builderOpt: string | undefined, out: Output): Promise<number> {
   const b = selectBuilder(builderOpt, process.env, (m) => log.info(m));
   log.info(`using ${b}`);
-  const file = `${name}.tar${compress ? '.gz' : ''}`;
-  const final = join(outdir, file);
-  refuseForeign(dirFd, file, final);
-  const tmpPrefix = `.${file}.ch-tmp.`;
-  // Our temporaries of runs that died (their PID is gone); others' are none of ours.
-  for (const e of readdirSync(`/proc/self/fd/${dirFd}`)) {
-    if (!e.startsWith(tmpPrefix)) continue;
-    const pid = Number(e.slice(tmpPrefix.length).split('.')[0]);
-    let st: Stats;
-    try { st = lstatSync(at(dirFd, e)); } catch { continue; }
-    if (st.uid !== myUid() || !Number.isInteger(pid) || pidAlive(pid)) continue;
-    log.info(`removing stale temporary ${join(outdir, e)}`);
-    removeOwned(dirFd, e, join(outdir, e));
-  }
-  // PID for the stale check above, random so that no one can plant it in advance.
-  const tmpName = `${tmpPrefix}${process.pid}.${randomBytes(6).toString('hex')}`;
-  const tmp = join(outdir, tmpName);
-
-  const config = await inspect(b, image);
-  const env = environmentFile(config.Env);
-  for (const s of env.skipped) log.warn(`ENV ${s}: value can't be written to /ch/environment (newline or NUL); skipped`);
-  const mtime = Math.floor(Date.now() / 1000);
-  const extra = [
-    { name: 'ch/', type: 'dir' as const, mode: 0o755, mtime },
-    { name: 'ch/environment', type: 'file' as const, mode: 0o644, data: Buffer.from(env.text), mtime },
-    { name: 'ch/metadata.json', type: 'file' as const, mode: 0o644, data: Buffer.from(JSON.stringify(config, null, 2) + '\n'), mtime },
-  ];
-
+  refuseForeignFile(out.dirFd, out.file, out.final);
+  removeDeadTemps(log, out);
+  const extra = chFiles(log, await inspect(b, image));
   const id = await createContainer(b, image);
   let ok = false;
   try {
-    const argvX = exportArgv(b, id);
-    log.info(`exporting: ${argvX.join(' ')}`);
-    // A real pipe for the export: podman opens /dev/stdout, which fails on Node's socketpairs.
-    const [rfd, wfd] = tarAddon().pipe();
-    let child;
+    await exportTo(log, b, image, id, extra, out);
+    refuseForeignFile(out.dirFd, out.file, out.final);
     try {
-      child = spawn(argvX[0], argvX.slice(1), { stdio: ['ignore', wfd, 'pipe'] });
-    } finally {
-      closeSync(wfd);
-    }
-    const input = createReadStream('', { fd: rfd, highWaterMark: 1 << 20 });
-    const errs: Buffer[] = [];
-    child.stderr!.on('data', (d) => errs.push(d));
-    const exited = new Promise<number>((resolve, reject) => {
-      child.on('error', (e) => reject(new ChError(`can't run ${argvX[0]}: ${why(e)}`, 1)));
-      child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
-    });
-    const stages: NodeJS.ReadWriteStream[] = [new TarAppender(extra)];
-    if (compress) stages.push(createGzip({ level: 6 }));
-    let outFd: number;
-    try {
-      outFd = openSync(at(dirFd, tmpName), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o644);
+      renameSync(at(out.dirFd, out.tmpName), at(out.dirFd, out.file));
     } catch (err) {
-      child.kill();
-      input.destroy();
-      await exited.catch(() => {});
-      throw new ChError(`${outdir}: can't create ${tmpName} in it: ${why(err)}`, 1);
-    }
-    // autoClose off: on success we fsync before closing; a stream destroyed by
-    // an error has closed the descriptor itself.
-    const output = createWriteStream('', { fd: outFd, autoClose: false });
-    try {
-      try {
-        await pipeline(input, ...stages as [NodeJS.ReadWriteStream], output);
-      } catch (err) {
-        child.kill();
-        input.destroy();
-        await exited.catch(() => {});
-        const tail = lastLine(Buffer.concat(errs).toString());
-        throw new ChError(`${b}: export of ${image} failed: ${(err as Error).message}${tail ? `: ${tail}` : ''}`, 1);
-      }
-      const code = await exited;
-      if (code !== 0) throw new ChError(`${b}: export of ${image} failed (exit ${code}): ${lastLine(Buffer.concat(errs).toString())}`, 1);
-      try { fsyncSync(outFd); } catch (err) { throw new ChError(`${tmp}: can't write: ${why(err)}`, 1); }
-    } finally {
-      if (!output.destroyed) closeSync(outFd);
-    }
-    refuseForeign(dirFd, file, final);
-    try {
-      renameSync(at(dirFd, tmpName), at(dirFd, file));
-    } catch (err) {
-      throw new ChError(`${final}: can't put in place: ${why(err)}`, 1);
+      throw new ChError(`${out.final}: can't put in place: ${why(err)}`, 1);
     }
     ok = true;
   } finally {
     if (!ok) {
-      try { removeOwned(dirFd, tmpName, tmp); } catch (err) { log.warn((err as Error).message); }
+      try { removeOwned(out.dirFd, out.tmpName, out.tmp); } catch (err) { log.warn((err as Error).message); }
     }
     await removeContainer(b, id, log);
   }
   if (log.verbosity >= 0)
-    process.stderr.write(`${PROG}[${process.pid}]: wrote ${final} (${(lstatSync(at(dirFd, file)).size / 1048576).toFixed(1)} MiB)\n`);
+    process.stderr.write(`${PROG}[${process.pid}]: wrote ${out.final} (${(lstatSync(at(out.dirFd, out.file)).size / 1048576).toFixed(1)} MiB)\n`);
   return 0;
+}
+
+/** Our temporaries of runs that died (their PID is gone); others' are none of ours. */
+function removeDeadTemps(log: Log, out: Output): void {
+  for (const e of readdirSync(`/proc/self/fd/${out.dirFd}`)) {
+    if (!e.startsWith(out.tmpPrefix)) continue;
+    const pid = Number(e.slice(out.tmpPrefix.length).split('.')[0]);
+    let st: Stats;
+    try { st = lstatSync(at(out.dirFd, e)); } catch { continue; }
+    if (st.uid !== myUid() || !Number.isInteger(pid) || pidAlive(pid)) continue;
+    log.info(`removing stale temporary ${join(out.outdir, e)}`);
+    removeOwned(out.dirFd, e, join(out.outdir, e));
   }
 }
 
-/** OUTDIR/FILE may be replaced only if it is a plain file of ours. */
-function refuseForeign(dirFd: number, file: string, where: string): void {
-  let st: Stats;
-  try { st = lstatSync(at(dirFd, file)); } catch { return; }
-  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
-  if (bad) throw new ChError(`${bad}; not replacing it`, 1);
+/** The entries added to the export: /ch/environment and /ch/metadata.json from CONFIG. */
+function chFiles(log: Log, config: ImageConfig): NewEntry[] {
+  const env = environmentFile(config.Env);
+  for (const s of env.skipped) log.warn(`ENV ${s}: value can't be written to /ch/environment (newline or NUL); skipped`);
+  const mtime = Math.floor(Date.now() / 1000);
+  return [
+    { name: 'ch/', type: 'dir' as const, mode: 0o755, mtime },
+    { name: 'ch/environment', type: 'file' as const, mode: 0o644, data: Buffer.from(env.text), mtime },
+    { name: 'ch/metadata.json', type: 'file' as const, mode: 0o644, data: Buffer.from(JSON.stringify(config, null, 2) + '\n'), mtime },
+  ];
+}
+
+/** A builder's export (ARGV) running, its output read from a real pipe. */
+interface Export { input: ReadStream; exited: Promise<number>; stderr: () => string; stop: () => Promise<void> }
+
+function startExport(argv: string[]): Export {
+  // A real pipe for the export: podman opens /dev/stdout, which fails on Node's socketpairs.
+  const [rfd, wfd] = pipe();
+  let child;
+  try {
+    child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', wfd, 'pipe'] });
+  } finally {
+    closeSync(wfd);
+  }
+  const input = createReadStream('', { fd: rfd, highWaterMark: 1 << 20 });
+  const errs: Buffer[] = [];
+  child.stderr!.on('data', (d) => errs.push(d));
+  const exited = new Promise<number>((resolve, reject) => {
+    child.on('error', (e) => reject(new ChError(`can't run ${argv[0]}: ${why(e)}`, 1)));
+    child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
+  });
+  const stop = async () => { child.kill(); input.destroy(); await exited.catch(() => {}); };
+  return { input, exited, stderr: () => Buffer.concat(errs).toString(), stop };
+}
+
+/** Container ID's export, with EXTRA appended (and gzipped if OUT says), written and fsynced as OUT's temporary. */
+async function exportTo(log: Log, b: BuilderName, image: string, id: string, extra: NewEntry[], out: Output): Promise<void> {
+  const argv = exportArgv(b, id);
+  log.info(`exporting: ${argv.join(' ')}`);
+  const x = startExport(argv);
+  const stages: NodeJS.ReadWriteStream[] = [new TarAppender(extra)];
+  if (out.compress) stages.push(createGzip({ level: 6 }));
+  let outFd: number;
+  try {
+    outFd = openSync(at(out.dirFd, out.tmpName), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o644);
+  } catch (err) {
+    await x.stop();
+    throw new ChError(`${out.outdir}: can't create ${out.tmpName} in it: ${why(err)}`, 1);
+  }
+  // autoClose off: on success we fsync before closing; a stream destroyed by
+  // an error has closed the descriptor itself.
+  const output = createWriteStream('', { fd: outFd, autoClose: false });
+  try {
+    try {
+      await pipeline(x.input, ...stages as [NodeJS.ReadWriteStream], output);
+    } catch (err) {
+      await x.stop();
+      const tail = lastLine(x.stderr());
+      throw new ChError(`${b}: export of ${image} failed: ${(err as Error).message}${tail ? `: ${tail}` : ''}`, 1);
+    }
+    const code = await x.exited;
+    if (code !== 0) throw new ChError(`${b}: export of ${image} failed (exit ${code}): ${lastLine(x.stderr())}`, 1);
+    try { fsyncSync(outFd); } catch (err) { throw new ChError(`${out.tmp}: can't write: ${why(err)}`, 1); }
+  } finally {
+    if (!output.destroyed) closeSync(outFd);
+  }
 }
 
 const log = new Log(PROG);

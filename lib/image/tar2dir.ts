@@ -2,7 +2,7 @@
 // atomically and once even when many tasks ask at the same time. The install
 // into DIR (lock DIR/.NAME.ch-tar2dir.lock, stale temporaries, reuse or
 // replacement of an existing DIR/NAME, staging in DIR/.NAME.ch-tmp.RANDOM,
-// the atomic rename) follows lib/image/install.ts, shared with ch-pull. What
+// the atomic rename) follows lib/image/shared-install.ts, shared with ch-pull. What
 // is ch-tar2dir's own: extract natively into the temporary, take a single
 // top-level directory as the image root, create the standard mount points
 // and write the marker, which records the tarball it was made from.
@@ -15,11 +15,12 @@ import { ChError, Log, runMain, why } from '../util/log.js';
 import { formatHelp, type OptionSpec, parseArgs, VERBOSITY_AND_INFO_OPTIONS } from '../util/argp.js';
 import { Progress } from '../util/progress.js';
 import { extract } from '../tar/extract.js';
-import { tarAddon, type FixupOp } from '../tar/native.js';
+import { tarAddon, useOpenat2, type FixupOp } from '../tar/native.js';
 import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
 import { openDir } from '../util/owned-fs.js';
-import { installImage, markerText, stripToolState, type ImageKind } from './install.js';
+import { INTERRUPTS } from '../util/proc.js';
+import { installImage, lockWaitMs, markerText, stripToolState, type ImageKind } from './shared-install.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
@@ -121,10 +122,7 @@ function fixups(src: Identity, stats: object, root: string): FixupOp[] {
 /** Seconds to wait for another run of ours holding the lock (CH_TAR2DIR_LOCK_TIMEOUT). */
 export const LOCK_TIMEOUT_DEFAULT_S = 600;
 function lockTimeoutMs(): number {
-  const s = process.env.CH_TAR2DIR_LOCK_TIMEOUT;
-  if (s === undefined || s === '') return LOCK_TIMEOUT_DEFAULT_S * 1000;
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`CH_TAR2DIR_LOCK_TIMEOUT: want seconds, got '${s}'`, EXIT_USAGE);
-  return Math.round(Number(s) * 1000);
+  return lockWaitMs('CH_TAR2DIR_LOCK_TIMEOUT', LOCK_TIMEOUT_DEFAULT_S);
 }
 
 /** An image of the caller's own ch-tar2dir, the only kind it reuses or replaces. */
@@ -206,7 +204,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       }
       const root = top ? `${tmp}/${r.top}` : tmp;
       const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
-      // Markers come from us, never from the tarball (lib/image/install.ts).
+      // Markers come from us, never from the tarball (lib/image/shared-install.ts).
       for (const n of stripToolState(root)) log.info(`${n}: removed (came with the tarball; only ${PROG} writes its marker)`);
       for (const f of addon.fixup(root, fixups(src, stats, root), { openat2: useOpenat2() })) {
         if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
@@ -233,8 +231,7 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
     const abort = new AbortController();
     let caught: NodeJS.Signals | undefined;
     const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
-    const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-    for (const sig of SIGNALS) process.on(sig, onSignal);
+    for (const sig of INTERRUPTS) process.on(sig, onSignal);
     try {
       const r = await extract(tb.path, dest, { openat2: useOpenat2(),
         onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
@@ -245,13 +242,11 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
       throw err;
     } finally {
       bar.done();
-      for (const sig of SIGNALS) process.off(sig, onSignal);
+      for (const sig of INTERRUPTS) process.off(sig, onSignal);
     }
   }
   }
 }
-
-function useOpenat2(): boolean { return process.env.CH_TAR2DIR_OPENAT2 !== '0'; }
 
 const log = new Log(PROG);
 void runMain(log, () => tar2dir(process.argv.slice(2), log));

@@ -3,7 +3,7 @@
 // written outside the root, whatever the layer holds).
 
 import { ChError } from '../util/log.js';
-import { tarAddon, type ExtractResult } from '../tar/native.js';
+import { tarAddon, useOpenat2, type ExtractResult } from '../tar/native.js';
 import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
@@ -24,7 +24,7 @@ export async function applyLayer(blob: string, root: string, what: string, signa
   signal?.addEventListener('abort', cancel);
   try {
     // Never world-writable, whatever the umask: others could plant files in the image.
-    const r = await tarAddon().extract(blob, root, { openat2: process.env.CH_TAR2DIR_OPENAT2 !== '0',
+    const r = await tarAddon().extract(blob, root, { openat2: useOpenat2(),
       umask: process.umask() | 0o002, progress, layer: true, ...(bound ? { maxBytes: bound.limit - bound.used } : {}) });
     // A layer's names are the image maker's: printable, like everything a registry serves.
     if (r.overLimit)

@@ -15,21 +15,16 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, lstatSync, mkdirSync, openSync,
   readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
-import { storageDir } from '../util/paths.js';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
-import { lockOwn as lockOwnFile, unlock } from '../image/install.js';
+import { lockOwn as lockOwnFile, lockWaitMs, unlock } from '../image/shared-install.js';
 import type { Descriptor } from './manifest.js';
 import { netWhy, type Registry } from './registry.js';
 import { withRetries } from './http.js';
 import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
-
-export function storagePath(env: NodeJS.ProcessEnv = process.env): string {
-  return storageDir(env);
-}
 
 /** "disk full" said plainly; other errors as "why (CODE)". */
 export function fsWhy(err: unknown): string {
@@ -76,7 +71,7 @@ export class Storage {
   close(): void { closeSync(this.fd); }
 }
 
-/** An flock on DIRFD/NAME, which must be our own regular file (lib/image/install.ts's rules). */
+/** An flock on DIRFD/NAME, which must be our own regular file (lib/image/shared-install.ts's rules). */
 export function lockOwn(dirFd: number, name: string, where: string, signal?: AbortSignal,
   onWait?: () => void, timeoutMs = lockTimeoutMs()): Promise<number> {
   return lockOwnFile(dirFd, name, where,
@@ -85,10 +80,7 @@ export function lockOwn(dirFd: number, name: string, where: string, signal?: Abo
 
 /** Seconds to wait for a lock held by another run of ours ($CH_PULL_LOCK_TIMEOUT, default 3600). */
 export function lockTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
-  const s = env.CH_PULL_LOCK_TIMEOUT;
-  if (s === undefined || s === '') return 3600 * 1000;
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`CH_PULL_LOCK_TIMEOUT: want seconds, got '${s}'`, 2);
-  return Math.round(Number(s) * 1000);
+  return lockWaitMs('CH_PULL_LOCK_TIMEOUT', 3600, env);
 }
 
 export { unlock };

@@ -3,7 +3,7 @@
 // blob verified against its digest and kept in a content-addressed cache.
 // The pieces: reference.ts (REF), registry.ts/auth.ts/http.ts (the registry),
 // manifest.ts (platform, layers), cache.ts (storage, blobs), apply.ts
-// (layers), config.ts (/ch files), install.ts (atomic DEST), pull.ts (all of
+// (layers), config.ts (/ch files), image-dir.ts (atomic DEST), pull.ts (all of
 // them together, shared with ch-convert).
 
 import { closeSync } from 'node:fs';
@@ -12,11 +12,13 @@ import { constants as osConstants } from 'node:os';
 import { ChError, isChError, Log, runMain, why } from '../util/log.js';
 import { all, applyVerbosity, command, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { openDir } from '../util/owned-fs.js';
+import { INTERRUPTS } from '../util/proc.js';
 import { parseReference, storageName, EXIT_USAGE } from './reference.js';
 import { hostPlatform, parsePlatform } from './manifest.js';
-import { PROG } from './install.js';
+import { PROG } from './image-dir.js';
 import { JOBS_DEFAULT, parseSize, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
 import { printable } from './text.js';
+import { STORAGE_IMAGES } from '../image/names.js';
 
 const EXIT_FAIL = 1;
 
@@ -132,8 +134,7 @@ async function pull(argv: string[], log: Log): Promise<number> {
   const abort = new AbortController();
   let caught: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
-  const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const s of SIGNALS) process.on(s, onSignal);
+  for (const s of INTERRUPTS) process.on(s, onSignal);
   try {
     return await withImage(o, log, abort.signal, async (img) => {
       if (o.tar) {
@@ -150,8 +151,8 @@ async function pull(argv: string[], log: Log): Promise<number> {
           throw usageError(`DEST '${o.dest}': name a new directory, not '.' or '..'`);
         try { dirFd = openDir(dir); } catch (err) { throw new ChError(`${dir}: can't use as DEST's directory: ${why(err)}`, EXIT_FAIL); }
       } else {
-        dirFd = img.storage.dir('img');
-        dir = join(img.storage.path, 'img');
+        dirFd = img.storage.dir(STORAGE_IMAGES);
+        dir = join(img.storage.path, STORAGE_IMAGES);
         name = storageName(o.ref);
       }
       const target = join(dir, name);
@@ -170,7 +171,7 @@ async function pull(argv: string[], log: Log): Promise<number> {
     if (isChError(err)) err.message = err.message.split('\n').map(printable).join('\n');
     throw err;
   } finally {
-    for (const s of SIGNALS) process.off(s, onSignal);
+    for (const s of INTERRUPTS) process.off(s, onSignal);
   }
 }
 

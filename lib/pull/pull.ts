@@ -1,23 +1,24 @@
 // ch-pull's work as a library, for ch-pull (main.ts) and ch-convert: REF
 // resolved to one image manifest (withImage), then that image built into a
-// directory: DEST through install.ts's atomic steps (pullToDir), a tarball
+// directory: DEST through shared-install.ts's atomic steps (pullToDir), a tarball
 // (pullToTar), or any empty directory of the caller's (PulledImage.build).
 
 import { spawn } from 'node:child_process';
-import { closeSync, lstatSync, openSync, renameSync, unlinkSync, constants as C, type Stats } from 'node:fs';
+import { closeSync, openSync, renameSync, unlinkSync, constants as C } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
-import { at, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
+import { at, openDir, refuseForeignFile, removeOwned } from '../util/owned-fs.js';
 import { EXIT_USAGE, manifestKey, type Reference } from './reference.js';
 import { Registry } from './registry.js';
 import { imageManifest, isIndex, platformText, selectPlatform,
   type Descriptor, type ImageManifest, type Platform } from './manifest.js';
-import { BlobCache, fsWhy, Storage, storagePath, type BlobResult } from './cache.js';
+import { BlobCache, fsWhy, Storage, type BlobResult } from './cache.js';
+import { storageDir } from '../util/paths.js';
 import { applyLayer, type UnpackBound } from './apply.js';
 import { readConfig } from './config.js';
 import { printable } from './text.js';
-import { finishImage, install, makeTemp, PROG } from './install.js';
+import { finishImage, install, makeTemp, PROG } from './image-dir.js';
 
 const EXIT_FAIL = 1;
 export const JOBS_DEFAULT = 3;
@@ -140,14 +141,6 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
     created: new Date().toISOString() } : undefined);
 }
 
-/** NAME in DIRFD (WHERE in messages) may be replaced only if it is a plain file of ours: no link followed, no one else's entry removed. */
-function refuseForeign(dirFd: number, name: string, where: string): void {
-  let st: Stats;
-  try { st = lstatSync(at(dirFd, name)); } catch { return; }
-  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
-  if (bad) throw new ChError(`${bad}; not replacing it`, EXIT_FAIL);
-}
-
 /**
  * --tar FILE: build in the storage directory, then write FILE through a
  * temporary beside it. FILE's directory may be shared: it is named through
@@ -162,7 +155,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
   let written = false;
   let tmpDirFd = -1, tmpFd = -1, tmpName = '';
   try {
-    refuseForeign(dirFd, name, file);   // before anything is fetched, and again before the rename
+    refuseForeignFile(dirFd, name, file);   // before anything is fetched, and again before the rename
     tmpDirFd = storage.dir('tmp');
     ({ tmpName, tmpFd } = makeTemp(tmpDirFd, join(storage.path, 'tmp'), 'tar'));
     const root = `/proc/self/fd/${tmpFd}/.`;
@@ -188,7 +181,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
       closeSync(outFd);
     }
     if (code !== 0) throw new ChError(`${file}: tar failed (exit ${code})`, EXIT_FAIL);
-    refuseForeign(dirFd, name, file);
+    refuseForeignFile(dirFd, name, file);
     try { renameSync(at(dirFd, part), at(dirFd, name)); } catch (err) {
       throw new ChError(`${file}: can't put in place: ${fsWhy(err)}`, EXIT_FAIL);
     }
@@ -209,7 +202,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
  */
 export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal, use: (img: PulledImage) => Promise<T>): Promise<T> {
   const limit = maxUnpacked(o);   // a bad $CH_PULL_MAX_UNPACKED is refused before anything is fetched
-  const storage = Storage.open(storagePath());
+  const storage = Storage.open(storageDir());
   const cache = new BlobCache(storage);
   try {
     const reg = new Registry(o.ref, { insecure: o.insecure, log, signal });
@@ -224,7 +217,7 @@ export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal
   }
 }
 
-/** IMG as the directory DIR/NAME (DIRFD open on DIR), atomically (install.ts); reused if already this manifest, unless FORCE. */
+/** IMG as the directory DIR/NAME (DIRFD open on DIR), atomically (image-dir.ts, shared-install.ts); reused if already this manifest, unless FORCE. */
 export function pullToDir(img: PulledImage, log: Log, where: { dirFd: number; dir: string; name: string }, force: boolean,
   signal: AbortSignal): Promise<'current' | 'installed'> {
   return install(log, { ...where, force,

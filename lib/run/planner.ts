@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { ownerName } from '../util/owned-fs.js';
 import { PKG_ROOT, storageDir } from '../util/paths.js';
+import { STORAGE_IMAGES, storedImageDir } from '../image/names.js';
 import { applyEnvActions, Env, fixPath, serializeEnv } from './env.js';
 import type { Host } from './host.js';
 import { varsOf } from './host.js';
@@ -63,8 +64,7 @@ export function resolveImage(host: Host, log: Log, opts: RunOptions): string {
   try { host.lstat(img); here = true; } catch { /* not a path: a name */ }
   if (here && !isName) return img;
   const storage = opts.storage ?? storageDir(varsOf(host), () => host.user().username);
-  const tagged = /:[^/]*$/.test(img) ? img : `${img}:latest`;
-  const dir = join(storage, 'img', tagged.replace(/\//g, '%').replace(/:/g, '+'));
+  const dir = storedImageDir(storage, img);
   if (here) {
     let stored = false;
     try { stored = host.lstat(dir).isDirectory(); } catch { /* not in storage */ }
@@ -79,7 +79,7 @@ export function resolveImage(host: Host, log: Log, opts: RunOptions): string {
     log.warn(`image ${img}: using directory ./${img}, which is not yours (${other}); give ./${img} to say so`);
     return img;
   }
-  for (const p of [storage, join(storage, 'img'), dir]) {
+  for (const p of [storage, join(storage, STORAGE_IMAGES), dir]) {
     let st;
     try {
       st = host.lstat(p);

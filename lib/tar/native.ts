@@ -1,4 +1,6 @@
-// The addon's extraction half (native/tar/napi.cc), typed. Loaded on first use.
+// ch_tar.node's tar half, typed: extract (native/tar/napi.cc), fixup and
+// stripSetid (native/tar/fsops.cc). Its file-system calls (rename2, lock,
+// pipe) are lib/util/native-fs.ts's. Loaded on first use.
 
 import { loadNative, TAR_ADDON_PATH } from '../util/paths.js';
 
@@ -24,9 +26,15 @@ export interface TarAddon {
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   /** Clear every setuid/setgid bit in the tree at ROOT, following no link: how many entries had them. */
   stripSetid(root: string): number;
-  rename2(from: string, to: string, how: 'noreplace' | 'exchange'): void;
-  lock(path: string, wait: boolean): Promise<number>;
-  pipe(): [number, number];
+}
+
+/**
+ * Confine extraction and fixups with openat2(RESOLVE_BENEATH)? Unless
+ * CH_TAR2DIR_OPENAT2=0, which forces the openat(O_NOFOLLOW) walk of old
+ * kernels (ch-tar2dir and ch-pull alike).
+ */
+export function useOpenat2(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.CH_TAR2DIR_OPENAT2 !== '0';
 }
 
 let addon: TarAddon | undefined;

@@ -50,6 +50,18 @@ export function untrusted(st: Stats, where: string): string | null {
   return null;
 }
 
+/**
+ * Throw unless NAME in directory fd DIRFD (WHERE in messages) is absent or a
+ * plain file the caller may replace: its own, writable by no one else, with
+ * one link (ch-builder2tar's tarball, ch-pull --tar's). No link followed.
+ */
+export function refuseForeignFile(dirFd: number, name: string, where: string): void {
+  let st: Stats;
+  try { st = lstatSync(at(dirFd, name)); } catch { return; }
+  const bad = st.isFile() ? untrusted(st, where) : `${where}: exists and is not a regular file`;
+  if (bad) throw new ChError(`${bad}; not replacing it`, 1);
+}
+
 /** Open directory NAME inside directory fd PARENT, refusing symlinks; returns its fd. */
 export function openDirAt(parent: number, name: string): number {
   return openSync(at(parent, name), DIR_FLAGS);

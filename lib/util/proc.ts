@@ -4,6 +4,9 @@ import { spawn, type SpawnOptions } from 'node:child_process';
 import { constants } from 'node:os';
 import { ChError } from './log.js';
 
+/** The signals a command catches to remove what it made before exiting 128+N (ch-tar2dir, ch-pull, ch-convert). */
+export const INTERRUPTS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 export interface Captured { code: number; stdout: string; stderr: string }
 
 /** Run ARGV, capturing stdout and stderr; ENOENT becomes a ChError. */

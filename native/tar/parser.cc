@@ -156,161 +156,185 @@ void Extractor::write_data(int fd, uint64_t size, const std::string &name)
 void Extractor::run()
 {
    char h[512];
-   std::string longname, longlink, paxpath, paxlink;
-   bool have_long = false, have_llink = false, have_ppath = false, have_plink = false, have_psize = false;
-   uint64_t psize = 0;
-   for (;;) {
-      uint64_t hoff = in.offset;
-      in.report();
-      if (cancel && cancel->load(std::memory_order_relaxed))
-         throw XErr("interrupted", EINTR);
-      size_t got = in.get(h, 512);
-      if (got == 0)
-         throw XErr("truncated archive: no end-of-archive marker");
-      // At the very start, no tar header (no "ustar" magic) means the input
-      // is not a tar archive at all: say so, not "truncated" or "corrupt".
-      bool ustar = got >= 263 && memcmp(h + 257, "ustar", 5) == 0;
-      if (got < 512 && hoff == 0 && !ustar)
-         throw XErr("not a tar archive (shorter than one tar header)");
-      if (got < 512)
-         throw XErr("truncated archive: ends inside a header");
-      bool zero = true;
-      for (int i = 0; i < 512 && zero; i++)
-         zero = h[i] == 0;
-      if (zero)
-         break;   // end of archive (one zero block is enough, as for GNU tar)
-
-      // Checksum: the header's bytes with the checksum field as spaces.
-      auto bad_sum = [&]() {
-         return hoff == 0 && !ustar ? std::string("not a tar archive (no tar header at its start)")
-            : "corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
-               + " (not a tar file, or damaged)";
-      };
-      uint64_t want;
-      try {
-         want = parse_num(h + 148, 8, "", "checksum");
-      } catch (XErr &) {
-         throw XErr(bad_sum());
-      }
-      uint64_t us = 0;
-      int64_t ss = 0;
-      for (int i = 0; i < 512; i++) {
-         unsigned char ch = (i >= 148 && i < 156) ? ' ' : (unsigned char)h[i];
-         us += ch;
-         ss += (signed char)((i >= 148 && i < 156) ? ' ' : h[i]);
-      }
-      if (want != us && (int64_t)want != ss)
-         throw XErr(bad_sum());
-
+   Pending p;
+   uint64_t hoff;
+   bool ustar;
+   while (next_header(h, hoff, ustar)) {
+      check_sum(h, hoff, ustar);
       char type = h[156];
-      bool posix = memcmp(h + 257, "ustar\0", 6) == 0;
-      std::string name;
-      if (have_ppath)
-         name = paxpath;
-      else if (have_long)
-         name = longname;
-      else {
-         name = field(h, 100);
-         if (posix && h[345]) {
-            std::string prefix = field(h + 345, 155);
-            name = prefix + "/" + name;
-         }
-      }
+      std::string name = entry_name(h, p);
       uint64_t size = parse_num(h + 124, 12, name, "size");
-      if (have_psize)
-         size = psize;
+      if (p.have_psize)
+         size = p.psize;
       if (size > MAX_MEMBER)   // also keeps size + padding from overflowing
          throw XErr("corrupt archive: size of " + printable(name) + " too large (" + std::to_string(size)
                     + " bytes)");
-      std::string link = have_plink ? paxlink : have_llink ? longlink : field(h + 157, 100);
+      std::string link = p.have_plink ? p.paxlink : p.have_llink ? p.longlink : field(h + 157, 100);
+      if (take_meta(type, size, p))
+         continue;   // metadata entries apply to the next header
+      p = Pending();
+      entry(h, type, name, link, size);
+   }
+}
 
-      // Metadata entries apply to the next header.
-      if (type == 'L') {
-         longname = gnu_long(read_meta(size, "GNU long name", PATH_MAX), "name");
-         have_long = true;
-         continue;
-      }
-      if (type == 'K') {
-         longlink = gnu_long(read_meta(size, "GNU long link", PATH_MAX), "link target");
-         have_llink = true;
-         continue;
-      }
-      if (type == 'x') {
-         std::string d = read_meta(size, "pax header", META_MAX);
-         parse_pax(d, paxpath, paxlink, have_ppath, have_plink, psize, have_psize);
-         continue;
-      }
-      if (type == 'g') {   // nothing in it is used: skipped, never held in memory
-         skip(size + pad(size));
-         continue;
-      }
-      have_long = have_llink = have_ppath = have_plink = have_psize = false;
+// The next header into H (at input offset HOFF; USTAR: it has the magic);
+// false at the end of the archive. Checks for cancellation first.
+bool Extractor::next_header(char *h, uint64_t &hoff, bool &ustar)
+{
+   hoff = in.offset;
+   in.report();
+   if (cancel && cancel->load(std::memory_order_relaxed))
+      throw XErr("interrupted", EINTR);
+   size_t got = in.get(h, 512);
+   if (got == 0)
+      throw XErr("truncated archive: no end-of-archive marker");
+   // At the very start, no tar header (no "ustar" magic) means the input
+   // is not a tar archive at all: say so, not "truncated" or "corrupt".
+   ustar = got >= 263 && memcmp(h + 257, "ustar", 5) == 0;
+   if (got < 512 && hoff == 0 && !ustar)
+      throw XErr("not a tar archive (shorter than one tar header)");
+   if (got < 512)
+      throw XErr("truncated archive: ends inside a header");
+   for (int i = 0; i < 512; i++)
+      if (h[i] != 0)
+         return true;
+   return false;   // end of archive (one zero block is enough, as for GNU tar)
+}
 
-      st.entries++;
-      std::vector<std::string> c;
-      try {
-         c = split_name(name, "name");
-      } catch (XErr &e) {
-         throw XErr(std::string(e.what()) + ": " + printable(name), e.err);
+// Header H's checksum: its bytes with the checksum field as spaces, summed
+// unsigned or (old tars) signed.
+void Extractor::check_sum(const char *h, uint64_t hoff, bool ustar)
+{
+   auto bad_sum = [&]() {
+      return hoff == 0 && !ustar ? std::string("not a tar archive (no tar header at its start)")
+         : "corrupt archive: header checksum mismatch at offset " + std::to_string(hoff)
+            + " (not a tar file, or damaged)";
+   };
+   uint64_t want;
+   try {
+      want = parse_num(h + 148, 8, "", "checksum");
+   } catch (XErr &) {
+      throw XErr(bad_sum());
+   }
+   uint64_t us = 0;
+   int64_t ss = 0;
+   for (int i = 0; i < 512; i++) {
+      unsigned char ch = (i >= 148 && i < 156) ? ' ' : (unsigned char)h[i];
+      us += ch;
+      ss += (signed char)((i >= 148 && i < 156) ? ' ' : h[i]);
+   }
+   if (want != us && (int64_t)want != ss)
+      throw XErr(bad_sum());
+}
+
+// The entry's name: a pax path, else a GNU long name, else the header's
+// (with its ustar prefix).
+std::string Extractor::entry_name(const char *h, const Pending &p)
+{
+   if (p.have_ppath)
+      return p.paxpath;
+   if (p.have_long)
+      return p.longname;
+   std::string name = field(h, 100);
+   bool posix = memcmp(h + 257, "ustar\0", 6) == 0;
+   if (posix && h[345])
+      name = field(h + 345, 155) + "/" + name;
+   return name;
+}
+
+// A metadata header of TYPE (its content SIZE bytes) read into P, for the
+// next entry; false if TYPE is an entry's.
+bool Extractor::take_meta(char type, uint64_t size, Pending &p)
+{
+   switch (type) {
+   case 'L':
+      p.longname = gnu_long(read_meta(size, "GNU long name", PATH_MAX), "name");
+      p.have_long = true;
+      return true;
+   case 'K':
+      p.longlink = gnu_long(read_meta(size, "GNU long link", PATH_MAX), "link target");
+      p.have_llink = true;
+      return true;
+   case 'x':
+      parse_pax(read_meta(size, "pax header", META_MAX), p.paxpath, p.paxlink, p.have_ppath, p.have_plink, p.psize,
+                p.have_psize);
+      return true;
+   case 'g':   // nothing in it is used: skipped, never held in memory
+      skip(size + pad(size));
+      return true;
+   default:
+      return false;
+   }
+}
+
+// Entry NAME of TYPE (header H; LINK its target, SIZE its data) created
+// through the writer, or skipped and counted.
+void Extractor::entry(const char *h, char type, const std::string &name, const std::string &link, uint64_t size)
+{
+   st.entries++;
+   std::vector<std::string> c;
+   try {
+      c = split_name(name, "name");
+   } catch (XErr &e) {
+      throw XErr(std::string(e.what()) + ": " + printable(name), e.err);
+   }
+   uint32_t mode = parse_num(h + 100, 8, name, "mode");
+   uint64_t mtime = parse_num(h + 136, 12, name, "mtime");
+   if (c.empty()) {   // "." or "./": the destination itself
+      skip(type == '5' ? 0 : size + pad(size));
+      return;
+   }
+   if (layer && layer->before(c, name, type)) {
+      skip(size + pad(size));
+      return;
+   }
+   switch (type) {
+   case '0':
+   case '\0':
+   case '7': {
+      track_top(c);
+      if (size > max_bytes - st.bytes)   // st.bytes <= max_bytes always: no wrap
+         throw LimitErr(printable(name));
+      {
+         // Streamed from the decoder's buffer (or the map): the header's size
+         // never decides how much is allocated.
+         Fd fd(w.create_file(c, name, mode));
+         write_data(fd.fd, size, name);
+         struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
+         futimens(fd.fd, ts);   // best effort, as tar's mtime restoration
       }
-      uint32_t mode = parse_num(h + 100, 8, name, "mode");
-      uint64_t mtime = parse_num(h + 136, 12, name, "mtime");
-      if (c.empty()) {   // "." or "./": the destination itself
-         skip(type == '5' ? 0 : size + pad(size));
-         continue;
-      }
-      if (layer && layer->before(c, name, type)) {
-         skip(size + pad(size));
-         continue;
-      }
-      switch (type) {
-      case '0':
-      case '\0':
-      case '7': {
-         track_top(c);
-         if (size > max_bytes - st.bytes)   // st.bytes <= max_bytes always: no wrap
-            throw LimitErr(printable(name));
-         {
-            // Streamed from the decoder's buffer (or the map): the header's size
-            // never decides how much is allocated.
-            Fd fd(w.create_file(c, name, mode));
-            write_data(fd.fd, size, name);
-            struct timespec ts[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
-            futimens(fd.fd, ts);   // best effort, as tar's mtime restoration
-         }
-         st.files++;
-         break;
-      }
-      case '5':
-         track_top(c);
-         w.make_dir(c, name, mode);
-         skip(size + pad(size));
-         st.dirs++;
-         break;
-      case '2':
-         track_top(c);
-         w.make_symlink(c, name, link);
-         skip(size + pad(size));
-         st.symlinks++;
-         break;
-      case '1':
-         track_top(c);
-         w.make_hardlink(c, name, link);
-         skip(size + pad(size));
-         st.hardlinks++;
-         break;
-      case '3':
-      case '4':
-      case '6':
-         skip(size + pad(size));
-         st.devices++;
-         break;
-      case 'S':
-         throw XErr(name + ": GNU sparse files are not supported");
-      default:
-         skip(size + pad(size));
-         st.other++;
-      }
+      st.files++;
+      break;
+   }
+   case '5':
+      track_top(c);
+      w.make_dir(c, name, mode);
+      skip(size + pad(size));
+      st.dirs++;
+      break;
+   case '2':
+      track_top(c);
+      w.make_symlink(c, name, link);
+      skip(size + pad(size));
+      st.symlinks++;
+      break;
+   case '1':
+      track_top(c);
+      w.make_hardlink(c, name, link);
+      skip(size + pad(size));
+      st.hardlinks++;
+      break;
+   case '3':
+   case '4':
+   case '6':
+      skip(size + pad(size));
+      st.devices++;
+      break;
+   case 'S':
+      throw XErr(name + ": GNU sparse files are not supported");
+   default:
+      skip(size + pad(size));
+      st.other++;
    }
 }
 

@@ -47,6 +47,17 @@ struct Extractor {
    void run();
 
 private:
+   // Metadata headers (GNU long name and link, pax) that apply to the next entry.
+   struct Pending {
+      std::string longname, longlink, paxpath, paxlink;
+      bool have_long = false, have_llink = false, have_ppath = false, have_plink = false, have_psize = false;
+      uint64_t psize = 0;
+   };
+   bool next_header(char *h, uint64_t &hoff, bool &ustar);
+   void check_sum(const char *h, uint64_t hoff, bool ustar);
+   static std::string entry_name(const char *h, const Pending &p);
+   bool take_meta(char type, uint64_t size, Pending &p);
+   void entry(const char *h, char type, const std::string &name, const std::string &link, uint64_t size);
    void skip(uint64_t n);
    static uint64_t pad(uint64_t size) { return (512 - size % 512) % 512; }
    std::string read_meta(uint64_t size, const std::string &what, uint64_t max);

@@ -1,6 +1,6 @@
 // Making DIR/NAME, ch-pull's image directory, atomically and safely in a
 // directory others may write (/var/tmp, a project directory): the rules are
-// lib/image/install.ts's, shared with ch-tar2dir. ch-pull's own are its names
+// lib/image/shared-install.ts's, shared with ch-tar2dir. ch-pull's own are its names
 // (lock DIR/.NAME.ch-pull.lock, temporaries DIR/.NAME.ch-pull-tmp.RANDOM),
 // its marker, and that an image of the user's ch-tar2dir may be replaced too.
 
@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { ChError, type Log } from '../util/log.js';
 import { makeTempDir } from '../util/owned-fs.js';
 import { imageDirs, MOUNT_FILES } from '../image/layout.js';
-import { existingImage as existingImageOf, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/install.js';
-import { tarAddon, type FixupOp } from '../tar/native.js';
+import { existingImage as existingImageOf, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/shared-install.js';
+import { tarAddon, useOpenat2, type FixupOp } from '../tar/native.js';
 import { lockTimeoutMs } from './cache.js';
 
 export type { Marker };
@@ -45,7 +45,7 @@ export function makeTemp(dirFd: number, dir: string, name: string): { tmpName: s
 /**
  * Mount points ch-run needs, and the files under /ch, created inside ROOT
  * through the confined writer, after removing the /ch/.ch-* entries the
- * layers brought (markers are ours alone: lib/image/install.ts). With
+ * layers brought (markers are ours alone: lib/image/shared-install.ts). With
  * MARKER (this image's fields), ch-pull's marker last.
  */
 export function finishImage(root: string, files: { path: string; content: string }[], marker?: object): void {
@@ -55,7 +55,7 @@ export function finishImage(root: string, files: { path: string; content: string
   const ops: FixupOp[] = imageDirs().map((d) => ({ op: 'dir', path: d }));
   for (const f of MOUNT_FILES) ops.push({ op: 'file', path: f });
   for (const f of files) ops.push({ op: 'write', path: f.path, content: f.content });
-  for (const f of tarAddon().fixup(root, ops, { openat2: process.env.CH_TAR2DIR_OPENAT2 !== '0' })) {
+  for (const f of tarAddon().fixup(root, ops, { openat2: useOpenat2() })) {
     if (f.path.startsWith('ch/')) throw new ChError(`can't write /${f.path}: ${f.message}`, EXIT_FAIL);
     process.stderr.write(`${PROG}[${process.pid}]: warning: can't create mount point /${f.path}: ${f.message}\n`);
   }
@@ -73,7 +73,7 @@ export interface InstallRequest {
   build: (root: string) => Promise<void>;
 }
 
-/** Make DIR/NAME (lib/image/install.ts): 'current' if it already was, 'installed' if made now. */
+/** Make DIR/NAME (lib/image/shared-install.ts): 'current' if it already was, 'installed' if made now. */
 export function install(log: Log, req: InstallRequest, signal?: AbortSignal): Promise<'current' | 'installed'> {
   const target = join(req.dir, req.name);
   return installImage(log, {

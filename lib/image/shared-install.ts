@@ -1,5 +1,7 @@
 // Installing an image directory DIR/NAME in a directory other users may write
-// (/var/tmp, a project directory), for ch-tar2dir and ch-pull alike. The rules
+// (/var/tmp, a project directory), for ch-tar2dir and ch-pull alike, and for
+// ch-convert's outputs (underInstallLock and stageAndRename: steps 1, 2, 4
+// and 5, with its own names and its own check of DIR/NAME). The rules
 // live here, once (docs/design.md, "Shared directories are hostile"):
 //   1. flock DIR/.NAME.TOOL.lock, a regular file of ours with one link,
 //      writable by no one else; another user's file, a link or a FIFO there
@@ -27,11 +29,11 @@
 // came along in a copy (cp -a, rsync, a conversion) names another directory
 // and is refused, even if the content was not stripped.
 
-import { accessSync, closeSync, constants as C, fstatSync, lstatSync, openSync, readdirSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants as C, fstatSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
 import { at, makeTempDir, myUid, openDirAt, removeOwned, removeStaleTemps, untrusted } from '../util/owned-fs.js';
-import { tarAddon } from '../tar/native.js';
+import { flockPath, rename2 } from '../util/native-fs.js';
 
 const EXIT_FAIL = 1;
 
@@ -168,6 +170,18 @@ export interface LockOptions {
   onWait?: () => void;
 }
 
+/**
+ * How long to wait for a lock another run of ours holds, in ms: $VARIABLE
+ * seconds (fractions allowed), DEFAULTS if unset or empty; anything else is
+ * a usage error (2). Each tool has its variable (CH_TAR2DIR_LOCK_TIMEOUT, ...).
+ */
+export function lockWaitMs(variable: string, defaultS: number, env: NodeJS.ProcessEnv = process.env): number {
+  const s = env[variable];
+  if (s === undefined || s === '') return defaultS * 1000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s)) throw new ChError(`${variable}: want seconds, got '${s}'`, 2);
+  return Math.round(Number(s) * 1000);
+}
+
 /** Why ST (the lock file at WHERE) is no lock of ours to use or wait on; null if it is. */
 function badLock(st: Stats, where: string): string | null {
   if (st.uid !== myUid()) return untrusted(st, where);
@@ -182,7 +196,6 @@ function badLock(st: Stats, where: string): string | null {
  * OPTS.timeoutMs if another run of ours holds it. Returns its fd.
  */
 export async function lockOwn(dirFd: number, name: string, where: string, opts: LockOptions): Promise<number> {
-  const addon = tarAddon();
   const deadline = Date.now() + opts.timeoutMs;
   const refuse = (bad: string) => new ChError(`${bad}; refusing to use or wait on it as a lock (remove it if it is yours)`, EXIT_FAIL);
   let nap = 20;
@@ -197,7 +210,7 @@ export async function lockOwn(dirFd: number, name: string, where: string, opts: 
     }
     let fd: number;
     try {
-      fd = await addon.lock(at(dirFd, name), false);
+      fd = await flockPath(at(dirFd, name), false);
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN')
@@ -259,47 +272,105 @@ export async function installImage(log: Log, req: InstallRequest): Promise<'curr
   try { accessSync(`/proc/self/fd/${dirFd}/.`, C.W_OK | C.X_OK); } catch (err) {
     throw new ChError(`${dir}: can't ${req.purpose}: not writable by you: ${why(err)}`, EXIT_FAIL);
   }
-  const lockName = `.${name}.${req.tool}.lock`;
-  const lockFd = await lockOwn(dirFd, lockName, join(dir, lockName), req.lock);
-  try {
-    removeStaleTemps(log, dirFd, dir, req.tmpPrefix);
+  return underInstallLock(log, req, req.tool, req.lock, async () => {
     const existing = existingImage(req.kind, dirFd, name, target);
     if (existing?.unverified) log.info(`${existing.unverified}: replacing the image, not reusing it`);
     else if (existing && !req.force && req.upToDate(existing)) return 'current';
-    await buildAndRename(log, req, target, !!existing);
+    await stageAndRename(log, req, async (tmp) => ({ sub: await req.build(tmp), how: existing ? 'exchange' : 'noreplace' }));
     return 'installed';
+  });
+}
+
+/** Where an install happens: NAME in DIR (held open as DIRFD), staged in DIR/TMPPREFIX.RANDOM. */
+export interface InstallSite {
+  dirFd: number;
+  dir: string;
+  name: string;
+  tmpPrefix: string;
+}
+
+/**
+ * Steps 1 and 2: WORK run holding DIR/.NAME.TOOL.lock (LOCK: how long to
+ * wait, what to say), after removing our own temporaries of NAME that runs
+ * which died left (EXACT: only names makeTempDir() gives, PREFIX + random).
+ */
+export async function underInstallLock<T>(log: Log, site: InstallSite, tool: string, lock: LockOptions,
+  work: () => Promise<T>, exact = false): Promise<T> {
+  const { dirFd, dir, name } = site;
+  const lockName = `.${name}.${tool}.lock`;
+  const lockFd = await lockOwn(dirFd, lockName, join(dir, lockName), lock);
+  try {
+    removeStaleTemps(log, dirFd, dir, site.tmpPrefix, exact);
+    return await work();
   } finally {
     unlock(dirFd, lockName, lockFd);
   }
 }
 
-/** Steps 4 and 5, under the lock; EXCHANGE says whether DIR/NAME is an old image of ours to swap out. */
-async function buildAndRename(log: Log, req: InstallRequest, target: string, exchange: boolean): Promise<void> {
-  const { dirFd, dir, name } = req;
-  const { tmpName, tmpFd } = makeTempDir(dirFd, dir, req.tmpPrefix);
+/**
+ * How the new entry takes DIR/NAME: 'noreplace' (nothing may be there),
+ * 'exchange' (RENAME_EXCHANGE with a directory of ours, which then goes with
+ * the temporary), 'replace' (rename(2) over a file of ours).
+ */
+export type Placement = 'noreplace' | 'exchange' | 'replace';
+
+/** What a build put in the temporary: the entry to rename into place (undefined: the temporary itself), and how. */
+export interface Built { sub: string | undefined; how: Placement }
+
+export interface StageOptions {
+  /** A failure to make the temporary, in the tool's words. */
+  cantStage?: (err: unknown) => Error;
+  /** An entry left in the temporary that can't be removed after a success is only warned about (default: the run fails). */
+  warnLeftovers?: boolean;
+  /**
+   * The built entry may belong to someone else (unsquashfs run as root gives
+   * the image root its owner in the SquashFS file): DIR/NAME is then checked
+   * to have the owner it was built with, not to be the caller's.
+   */
+  ownerFromContent?: boolean;
+}
+
+/**
+ * Steps 4 and 5, under the lock: BUILD fills TMP (an empty 0700 directory
+ * of ours, DIR/PREFIX.RANDOM, given as a path through our descriptor and as
+ * its path in DIR, for tools we run) and says what takes DIR/NAME and how;
+ * it is renamed into place and checked to be, at DIR/NAME, the very inode
+ * built and still ours (or still its builder's: OPTS.ownerFromContent). The
+ * temporary, with what an exchange put there, is then removed.
+ */
+export async function stageAndRename(log: Log, site: InstallSite, build: (tmp: string, tmpPath: string) => Promise<Built>,
+  opts: StageOptions = {}): Promise<void> {
+  const { dirFd, dir, name } = site;
+  const target = join(dir, name);
+  let made: { tmpName: string; tmpFd: number };
+  try { made = makeTempDir(dirFd, dir, site.tmpPrefix); } catch (err) {
+    throw opts.cantStage ? opts.cantStage(err) : err;
+  }
+  const { tmpName, tmpFd } = made;
   const tmpPath = join(dir, tmpName);
   const inTmp = `/proc/self/fd/${tmpFd}`;
   let renamedAway = false;   // the temporary itself became DIR/NAME
   let failed = true;
   try {
-    const sub = await req.build(`${inTmp}/.`);
+    const { sub, how } = await build(`${inTmp}/.`, tmpPath);
     // The root moves to DIR/NAME straight out of our directory if it is inside
     // it; else it is our directory itself, named in DIR, so check first that
     // the name still leads to it.
-    let from: string, ino: number;
+    let from: string, built: Stats;
     if (sub !== undefined) {
       from = `${inTmp}/${sub}`;
-      ino = lstatSync(from).ino;
+      built = lstatSync(from);
     } else {
       from = at(dirFd, tmpName);
-      ino = fstatSync(tmpFd).ino;
-      if (lstatSync(from).ino !== ino)
+      built = fstatSync(tmpFd);
+      if (lstatSync(from).ino !== built.ino)
         throw new ChError(`${tmpPath}: replaced by someone else while the image was made; not installing it`, EXIT_FAIL);
     }
-    tarAddon().rename2(from, at(dirFd, name), exchange ? 'exchange' : 'noreplace');
-    renamedAway = sub === undefined && !exchange;
+    if (how === 'replace') renameSync(from, at(dirFd, name));
+    else rename2(from, at(dirFd, name), how);
+    renamedAway = sub === undefined && how !== 'exchange';
     const now = lstatSync(at(dirFd, name));
-    if (now.ino !== ino || now.uid !== myUid())
+    if (now.ino !== built.ino || now.uid !== (opts.ownerFromContent ? built.uid : myUid()))
       throw new ChError(`${target}: replaced by someone else while being installed; don't use it`, EXIT_FAIL);
     failed = false;
   } catch (err) {
@@ -308,12 +379,12 @@ async function buildAndRename(log: Log, req: InstallRequest, target: string, exc
     throw new ChError(`${target}: ${e.message}${e.why && !e.message.includes('(E') ? `: ${e.why} (${e.code})` : ''}`, EXIT_FAIL);
   } finally {
     // What is left is ours: the failed build, or the old image swapped out by
-    // the exchange. An entry we can't remove makes a successful run fail;
-    // after a failure it is said.
+    // the exchange. An entry we can't remove makes a successful run fail
+    // (unless WARNLEFTOVERS); after a failure it is said.
     closeSync(tmpFd);
     if (!renamedAway) {
       try { removeOwned(dirFd, tmpName, tmpPath); } catch (err) {
-        if (!failed) throw err;
+        if (!failed && !opts.warnLeftovers) throw err;
         log.warn((err as Error).message);
       }
     }
