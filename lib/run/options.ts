@@ -3,6 +3,10 @@
 import { ChError } from '../util/log.js';
 import { OptionSpec, parseArgs } from '../util/argp.js';
 import { EXIT } from '../util/protocol.gen.js';
+// A --bind, a --set-env/--unset-env and a peer count are the container policy's (mounts.ts, env.ts, join.ts).
+import type { Bind } from './mounts.js';
+import type { EnvAction } from './env.js';
+import { countOf } from './join.js';
 
 export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'bind', short: 'b', arg: 'required', argName: 'SRC[:DST[:ro]]',
@@ -66,14 +70,6 @@ export const EXIT_USAGE = EXIT.usage;
 export const FEATURES = ['extglob', 'seccomp', 'squash', 'overlayfs'] as const;
 export type Feature = typeof FEATURES[number];
 
-export interface Bind { src: string; dst: string | null; readonly: boolean; spec: string }
-
-/** One --set-env or --unset-env, in command-line order. */
-export type EnvAction =
-  | { kind: 'set-file'; path: string | null; expand: boolean; nul: boolean }  // null: image's /ch/environment
-  | { kind: 'set-var'; assignment: string; expand: boolean }
-  | { kind: 'unset'; glob: string };
-
 export interface RunOptions {
   image: string;
   command: string[];          // empty: the image's ENTRYPOINT/CMD
@@ -129,21 +125,6 @@ export function parseBind(spec: string): Bind {
   if (dst !== undefined && !dst.startsWith('/'))
     throw new ChError(`--bind: destination must be absolute: '${dst}' in '${spec}'`);
   return { src, dst: dst ?? null, readonly, spec };
-}
-
-/**
- * A peer count as Charliecloud's parse_int() judges it, in its words: the
- * count, or why not ("no digits found", "out of range", "extra characters
- * after digits"; "not positive" where it says "no valid peer group size").
- */
-export function countOf(s: string): number | string {
-  const m = /^\s*([+-]?)(\d+)(.*)$/s.exec(s);
-  if (!m) return 'no digits found';
-  const n = Number(m[1] + m[2]);
-  if (n < -(2 ** 31) || n > 2 ** 31 - 1) return 'out of range';
-  if (m[3] !== '') return 'extra characters after digits';
-  if (n <= 0) return 'not positive';
-  return n;
 }
 
 export function parseRunArgs(argv: string[]): RunOptions {
