@@ -32,8 +32,8 @@ import { hostPlatform, parsePlatform } from '../pull/manifest.js';
 import { parseReference } from '../pull/reference.js';
 import { JOBS_DEFAULT, pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/install.js';
-import { requireMountPoints } from '../run/mounts.js';
-import { liveHost } from '../run/host.js';
+import { requireMountPoints } from '../container/mounts.js';
+import { liveHost } from '../container/host.js';
 
 const PROG = 'ch-convert';
 const EXIT_FAIL = 1;

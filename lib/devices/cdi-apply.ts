@@ -17,11 +17,11 @@
 //                 in our tmpfs, chmod ignored; anything else: a warning
 //   additionalGids, intelRdt, netDevices   unsupported unprivileged: warning
 
-import type { Host } from '../run/host.js';
+import type { Host } from '../container/host.js';
 import { basename, dirname, posix } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
-import { kindInImage, resolveInImage } from '../run/image.js';
-import type { MountFlag, MountOp } from '../run/plan.js';
+import { kindInImage, resolveInImage } from '../container/image.js';
+import type { MountFlag, MountOp } from '../container/plan.js';
 import { Edits, Found, lookup, Registry, Spec } from './cdi.js';
 
 const INJECT = '/run/ch-toolkit';

@@ -30,13 +30,13 @@
 //   CH_GPU_SYSROOT, CH_IB_SYSROOT  where sysfs is read from, instead of /sys
 
 import type { Dirent } from 'node:fs';
-import { constants, type Host } from '../run/host.js';
+import { constants, type Host } from '../container/host.js';
 import { basename, dirname, join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { SHARE_DIR } from '../util/paths.js';
-import { globToRegExp } from '../run/glob.js';
-import { kindInImage, resolveInImage } from '../run/image.js';
-import type { MountOp } from '../run/plan.js';
+import { globToRegExp } from '../container/glob.js';
+import { kindInImage, resolveInImage } from '../container/image.js';
+import type { MountOp } from '../container/plan.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
 import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
 import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
@@ -99,7 +99,7 @@ export function loadConf(host: Host, kind: Kind, env: Map<string, string>): Conf
 
 /**
  * Device paths (relative to ROOT) matching a pattern of one or more components,
- * each an fnmatch(3) pattern as --unset-env takes them (run/glob.ts). Matched
+ * each an fnmatch(3) pattern as --unset-env takes them (container/glob.ts). Matched
  * against one directory entry at a time, so no wildcard ever spans a '/'.
  */
 function globDev(host: Host, root: string, pattern: string): string[] {

@@ -4,9 +4,9 @@ import { ChError } from '../util/log.js';
 import { OptionSpec, parseArgs } from '../util/argp.js';
 import { EXIT } from '../util/protocol.gen.js';
 // A --bind, a --set-env/--unset-env and a peer count are the container policy's (mounts.ts, env.ts, join.ts).
-import type { Bind } from './mounts.js';
-import type { EnvAction } from './env.js';
-import { countOf } from './join.js';
+import type { Bind } from '../container/mounts.js';
+import type { EnvAction } from '../container/env.js';
+import { countOf } from '../container/join.js';
 
 export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'bind', short: 'b', arg: 'required', argName: 'SRC[:DST[:ro]]',

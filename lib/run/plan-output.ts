@@ -4,7 +4,7 @@
 
 import { ChError } from '../util/log.js';
 import { PLAN } from '../util/protocol.gen.js';
-import type { MountKind, Plan } from './plan.js';
+import type { MountKind, Plan } from '../container/plan.js';
 
 /** What the front end hands the launcher when there is no container to run
     (--help, --version): 8 bytes, like the plan's magic (addon/launcher.c). */

@@ -7,8 +7,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Log } from '../util/log.js';
-import { Env } from './env-map.js';
-import { envPasses, fillTemplate, Host, Inputs, liveHost } from './host.js';
+import { Env } from '../container/env-map.js';
+import { envPasses, fillTemplate, Host, Inputs, liveHost } from '../container/host.js';
 import { listing, Recorder } from './memo.js';
 import { RECORD } from '../util/protocol.gen.js';
 
