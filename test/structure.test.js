@@ -140,3 +140,67 @@ test('the checker catches what it is for', (t) => {
   t.false(caught("import { LAUNCHER_VARS } from './memo.js';"));
   t.false(caught("import { constants, type Host } from './host.js';"));
 });
+
+// The layout (docs/design.md): lib/container/ is the container policy that
+// ch-run (lib/run/), the device code (lib/devices/) and ch-fromhost use; it
+// uses none of them. ch-run loads the device code (its own bundle, only with
+// --gpu/--ib/--device); the device code never reaches back into ch-run.
+
+/** lib/'s directories and which others each imports (imports, exports, import() and import types). */
+function directoryImports() {
+  const edges = new Map();
+  for (const d of readdirSync(join(ROOT, 'lib'))) {
+    edges.set(d, new Set());
+    for (const f of readdirSync(join(ROOT, 'lib', d)).filter((x) => x.endsWith('.ts'))) {
+      const src = ts.createSourceFile(f, readFileSync(join(ROOT, 'lib', d, f), 'utf8'), ts.ScriptTarget.Latest, true);
+      const add = (spec) => {
+        const m = /^\.\.\/([^/]+)\//.exec(spec);
+        if (m && m[1] !== d) edges.get(d).add(m[1]);
+      };
+      const visit = (n) => {
+        if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier) add(n.moduleSpecifier.text);
+        if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword
+            && n.arguments[0] && ts.isStringLiteral(n.arguments[0])) add(n.arguments[0].text);
+        if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) add(n.argument.literal.text);
+        ts.forEachChild(n, visit);
+      };
+      visit(src);
+    }
+  }
+  return edges;
+}
+
+/** A circle of directories in EDGES ("a -> b -> a"), or null. */
+function circle(edges) {
+  const state = new Map();   // 1: on the path being walked, 2: done
+  const walk = (d, path) => {
+    if (state.get(d) === 1) return [...path.slice(path.indexOf(d)), d].join(' -> ');
+    if (state.get(d) === 2) return null;
+    state.set(d, 1);
+    for (const to of edges.get(d) ?? []) {
+      const c = walk(to, [...path, d]);
+      if (c) return c;
+    }
+    state.set(d, 2);
+    return null;
+  };
+  for (const d of edges.keys()) {
+    const c = walk(d, []);
+    if (c) return c;
+  }
+  return null;
+}
+
+test('lib/ directories import each other without a circle', (t) => {
+  const edges = directoryImports();
+  t.is(circle(edges), null);
+  t.is(circle(new Map([['a', new Set(['b'])], ['b', new Set(['c'])], ['c', new Set(['a'])]])), 'a -> b -> c -> a',
+    'the check finds a circle');
+});
+
+test('the container policy uses no command; the device code uses only it (and util/)', (t) => {
+  const edges = directoryImports();
+  t.deepEqual([...edges.get('container')].filter((d) => !['util', 'image'].includes(d)), []);
+  t.deepEqual([...edges.get('devices')].sort(), ['container', 'util']);
+  t.false(edges.get('fromhost').has('run'), "ch-fromhost takes nothing from ch-run's front end (its recorder included)");
+});
