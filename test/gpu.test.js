@@ -254,7 +254,7 @@ dserial('ch-fromhost: --lib-path, --path, --dest, --nvidia, then the image\'s ld
 test('ld.so.cache: our reader and writer agree with glibc\'s ldconfig', async (t) => {
   const { buildCache, parseCache, parseLdconfigP, readCache } = await import(join(PKG, 'dist/devices/ldcache.js'));
   const cache = join(FX, 'ld.so.cache');
-  const ours = readCache((await import(join(PKG, 'dist/run/host.js'))).liveHost(), cache);
+  const ours = readCache((await import(join(PKG, 'dist/container/host.js'))).liveHost(), cache);
   t.truthy(ours);
   const glibc = parseLdconfigP((await execa(LDCONFIG, ['-p', '-C', cache])).stdout);
   t.is(glibc.get('libcuda.so.1'), join(FX, 'lib/libcuda.so.1'));

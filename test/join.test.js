@@ -1,6 +1,6 @@
 // ch-run --join without Slurm: a peer arriving late, the peer count taken
 // from mpirun's environment (for real, and by the variables alone) and from
-// Slurm's, in the order lib/run/join.ts documents. Runs as the unprivileged
+// Slurm's, in the order lib/container/join.ts documents. Runs as the unprivileged
 // test user (or as whoever runs it, when not root).
 //
 // Serial: with no --join-tag and no Slurm step, the group tag is the parent

@@ -154,7 +154,7 @@ serial('mpirun -pernode ch-run inside an allocation (salloc -N 4)', async (t) =>
   t.deepEqual(h.map((x) => x.node).sort(), ['n1', 'n2', 'n3', 'n4']);
 });
 
-// ---- what ch-run sets for MPI launchers (lib/run/mpi-env.ts) ----
+// ---- what ch-run sets for MPI launchers (lib/container/mpi-env.ts) ----
 
 /** PMIX_MCA_gds and the single-copy setting inside a container started with ENV and ARGS. */
 async function mpiDefaults(t, env, args = []) {
@@ -176,7 +176,7 @@ test('launcher defaults: PMIx hash store when the server directory is hidden, si
     ['no launcher', {}, [], 'gds=unset sc=unset'],
     ['PMIx rank, server dir hidden', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: hidden }, [], 'gds=hash sc=none'],
     // Bound only where the host has Slurm's default spool (made for the test below when root can).
-    // (In a Slurm job: only there is the spool looked at, lib/run/mounts.ts.)
+    // (In a Slurm job: only there is the spool looked at, lib/container/mounts.ts.)
     ['PMIx rank, server dir under /var/spool/slurmd', { SLURM_JOB_ID: '1', PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/var/spool/slurmd/pmix.1.0/' }, [],
       existsSync('/var/spool/slurmd') ? 'gds=unset sc=none' : 'gds=hash sc=none'],
     ['PMIx rank, server dir under /tmp (bound)', { PMIX_RANK: '0', PMIX_SERVER_TMPDIR: '/tmp/pmix.1.0' }, [], 'gds=unset sc=none'],
@@ -198,7 +198,7 @@ serial('srun --mpi=pmix: the PMIx server directory shown (no hash store needed),
   const sh = ['sh', '-c', 'echo "gds=${PMIX_MCA_gds-unset} sc=${OMPI_MCA_btl_vader_single_copy_mechanism-unset}"'];
   // The test cluster's SlurmdSpoolDir (where PMIX_SERVER_TMPDIR lives) is not
   // /var/spool/slurmd: ch-run shows the step's server directory at its own
-  // path (lib/run/mpi-env.ts), so PMIx keeps its shared-memory data store.
+  // path (lib/container/mpi-env.ts), so PMIx keeps its shared-memory data store.
   // (The hidden case, where ch-run sets the hash store, is in the table above.)
   let r = await s.run('srun', ['--mpi=pmix', '-n', '2', CHRUN, IMG, '--', ...sh], { timeout: 120000 });
   t.is(r.exitCode, 0, r.all);

@@ -224,8 +224,8 @@ serialRoot('site layout: the step cleans up; nothing of ours left in TmpFS or th
 });
 
 test('discovery: TmpFS from slurm.conf (any case, last wins, Include, %n), only plain paths', async (t) => {
-  const { launcherDirs, slurmConfValue } = await import(join(PKG, 'dist/run/mpi-env.js'));
-  const host = (await import(join(PKG, 'dist/run/host.js'))).liveHost();   // planning reads through a Host
+  const { launcherDirs, slurmConfValue } = await import(join(PKG, 'dist/container/mpi-env.js'));
+  const host = (await import(join(PKG, 'dist/container/host.js'))).liveHost();   // planning reads through a Host
   const dir = join(TEST_DIR, 'conf-discovery');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'tmpfs/nx'), { recursive: true });

@@ -1,4 +1,4 @@
-// ch-run's planner reads the host only through a Host (lib/run/host.ts), so
+// ch-run's planner reads the host only through a Host (lib/container/host.ts), so
 // that the recording Host (lib/run/recording-host.ts) sees every input of a plan: a
 // read that doesn't go through it must not be possible in planning code.
 // Parsed from the sources (the TypeScript compiler's own parser): each
@@ -16,13 +16,15 @@ const ROOT = join(import.meta.dirname, '..');
 
 /** Every module that plans ch-run's container, listed by hand: a new one must be added here. */
 const PLANNER = [
-  'lib/run/env.ts', 'lib/run/env-map.ts', 'lib/run/features.ts', 'lib/run/glob.ts', 'lib/run/image.ts',
-  'lib/run/join.ts', 'lib/run/mounts.ts', 'lib/run/mpi-env.ts', 'lib/run/options.ts', 'lib/run/passwd.ts',
-  'lib/run/plan.ts', 'lib/run/planner.ts', 'lib/run/squash.ts', 'lib/run/textfile.ts',
+  'lib/container/env.ts', 'lib/container/env-map.ts', 'lib/container/glob.ts', 'lib/container/image.ts',
+  'lib/container/join.ts', 'lib/container/mounts.ts', 'lib/container/mpi-env.ts', 'lib/container/passwd.ts',
+  'lib/container/plan.ts', 'lib/container/squash.ts', 'lib/container/textfile.ts',
+  'lib/run/features.ts', 'lib/run/options.ts', 'lib/run/planner.ts',
   'lib/devices/cdi-apply.ts', 'lib/devices/cdi.ts', 'lib/devices/inject.ts', 'lib/devices/ldcache.ts',
 ];
 /** Not planning: the front end and the Hosts. */
-const NOT_PLANNER = ['lib/run/main.ts', 'lib/run/host.ts', 'lib/run/memo.ts', 'lib/run/recording-host.ts'];
+const NOT_PLANNER = ['lib/run/main.ts', 'lib/run/plan-output.ts', 'lib/container/host.ts', 'lib/run/memo.ts',
+  'lib/run/recording-host.ts'];
 
 /** Modules through which the host could be read behind the Host's back. */
 const HOST_MODULES = new Set(['fs', 'fs/promises', 'os', 'child_process', 'worker_threads', 'process']
@@ -60,9 +62,9 @@ function violations(file, text = readFileSync(join(ROOT, file), 'utf8')) {
           && node.importClause.namedBindings.elements.every((e) => e.isTypeOnly))
         : node.isTypeOnly;
       if (HOST_MODULES.has(from) && !typeOnly) at(node, `imports ${from} (read the host through the Host)`);
-      const outside = OUTSIDE[from.replace(/^\.\.\/run\//, './')];
+      const outside = OUTSIDE[from.replace(/^\.\.\/(run|container)\//, './')];
       if (!typeOnly && ts.isImportDeclaration(node) && !from.startsWith('./') && !from.startsWith('../run/')
-          && !from.startsWith('../devices/') && !HOST_MODULES.has(from)) {
+          && !from.startsWith('../container/') && !from.startsWith('../devices/') && !HOST_MODULES.has(from)) {
         if (outside === undefined && !PACKAGES.has(from)) at(node, `imports ${from} (not known to read nothing)`);
         const names = node.importClause?.namedBindings;
         if (outside && (node.importClause?.name || !names || !ts.isNamedImports(names))) at(node, `imports all of ${from}`);
@@ -107,8 +109,8 @@ test('planning modules read the host only through the Host', (t) => {
   t.deepEqual(bad, [], bad.join('\n'));
 });
 
-test('every module of lib/run and lib/devices is listed as planning or not', (t) => {
-  const all = ['lib/run', 'lib/devices'].flatMap((d) => readdirSync(join(ROOT, d))
+test('every module of lib/container, lib/run and lib/devices is listed as planning or not', (t) => {
+  const all = ['lib/container', 'lib/run', 'lib/devices'].flatMap((d) => readdirSync(join(ROOT, d))
     .filter((f) => f.endsWith('.ts')).map((f) => `${d}/${f}`));
   const unlisted = all.filter((f) => !PLANNER.includes(f) && !NOT_PLANNER.includes(f));
   t.deepEqual(unlisted, [], `add to PLANNER or NOT_PLANNER in test/structure.test.js: ${unlisted.join(', ')}`);
@@ -137,4 +139,68 @@ test('the checker catches what it is for', (t) => {
   t.false(caught("import { type Stats } from 'node:fs';"));
   t.false(caught("import { LAUNCHER_VARS } from './memo.js';"));
   t.false(caught("import { constants, type Host } from './host.js';"));
+});
+
+// The layout (docs/design.md): lib/container/ is the container policy that
+// ch-run (lib/run/), the device code (lib/devices/) and ch-fromhost use; it
+// uses none of them. ch-run loads the device code (its own bundle, only with
+// --gpu/--ib/--device); the device code never reaches back into ch-run.
+
+/** lib/'s directories and which others each imports (imports, exports, import() and import types). */
+function directoryImports() {
+  const edges = new Map();
+  for (const d of readdirSync(join(ROOT, 'lib'))) {
+    edges.set(d, new Set());
+    for (const f of readdirSync(join(ROOT, 'lib', d)).filter((x) => x.endsWith('.ts'))) {
+      const src = ts.createSourceFile(f, readFileSync(join(ROOT, 'lib', d, f), 'utf8'), ts.ScriptTarget.Latest, true);
+      const add = (spec) => {
+        const m = /^\.\.\/([^/]+)\//.exec(spec);
+        if (m && m[1] !== d) edges.get(d).add(m[1]);
+      };
+      const visit = (n) => {
+        if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier) add(n.moduleSpecifier.text);
+        if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword
+            && n.arguments[0] && ts.isStringLiteral(n.arguments[0])) add(n.arguments[0].text);
+        if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) add(n.argument.literal.text);
+        ts.forEachChild(n, visit);
+      };
+      visit(src);
+    }
+  }
+  return edges;
+}
+
+/** A circle of directories in EDGES ("a -> b -> a"), or null. */
+function circle(edges) {
+  const state = new Map();   // 1: on the path being walked, 2: done
+  const walk = (d, path) => {
+    if (state.get(d) === 1) return [...path.slice(path.indexOf(d)), d].join(' -> ');
+    if (state.get(d) === 2) return null;
+    state.set(d, 1);
+    for (const to of edges.get(d) ?? []) {
+      const c = walk(to, [...path, d]);
+      if (c) return c;
+    }
+    state.set(d, 2);
+    return null;
+  };
+  for (const d of edges.keys()) {
+    const c = walk(d, []);
+    if (c) return c;
+  }
+  return null;
+}
+
+test('lib/ directories import each other without a circle', (t) => {
+  const edges = directoryImports();
+  t.is(circle(edges), null);
+  t.is(circle(new Map([['a', new Set(['b'])], ['b', new Set(['c'])], ['c', new Set(['a'])]])), 'a -> b -> c -> a',
+    'the check finds a circle');
+});
+
+test('the container policy uses no command; the device code uses only it (and util/)', (t) => {
+  const edges = directoryImports();
+  t.deepEqual([...edges.get('container')].filter((d) => !['util', 'image'].includes(d)), []);
+  t.deepEqual([...edges.get('devices')].sort(), ['container', 'util']);
+  t.false(edges.get('fromhost').has('run'), "ch-fromhost takes nothing from ch-run's front end (its recorder included)");
 });

@@ -17,11 +17,11 @@
 //                 in our tmpfs, chmod ignored; anything else: a warning
 //   additionalGids, intelRdt, netDevices   unsupported unprivileged: warning
 
-import type { Host } from '../run/host.js';
+import type { Host } from '../container/host.js';
 import { basename, dirname, posix } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
-import { kindInImage, resolveInImage } from '../run/image.js';
-import type { MountFlag, MountOp } from '../run/plan.js';
+import { kindInImage, resolveInImage } from '../container/image.js';
+import type { MountFlag, MountOp } from '../container/plan.js';
 import { Edits, Found, lookup, Registry, Spec } from './cdi.js';
 
 const INJECT = '/run/ch-toolkit';
@@ -139,8 +139,16 @@ const isLib = (name: string) => /^lib.*\.so(\.[0-9][0-9.]*)?$/.test(name) || /\.
 const MOUNT_OPTS: Record<string, MountFlag | null> = { ro: null, rw: null, bind: null, rbind: 'rec', nosuid: null,
   nodev: 'nodev', noexec: 'noexec', rprivate: null, private: null, rslave: null, slave: null, z: null, Z: null };
 
-/** Turn the chosen devices' and their specs' containerEdits into mounts, links and environment. */
-export function planEdits(host: Host, root: string, sel: Selection, icds: Map<string, string>, log: Log): CdiPlan {
+/** Where planEdits has put things so far, and its ways of putting more: shared by its steps and the hooks. */
+interface EditState extends HookCtx {
+  host: Host;
+  icds: Map<string, string>;
+  /** Bind host directory DIR once, read-only; where it is inside. */
+  hostDir: (dir: string) => string;
+}
+
+/** An empty plan, and the state its steps share. */
+function editState(host: Host, root: string, icds: Map<string, string>, log: Log): EditState {
   const plan: CdiPlan = { nodes: [], hideDev: new Set(), runOps: [], imageOps: [], cache: [], set: [], prepend: [],
     bins: false };
   const runDirs = new Set<string>([INJECT, `${INJECT}/lib`, `${INJECT}/bin`, `${INJECT}/etc`]);
@@ -163,7 +171,6 @@ export function planEdits(host: Host, root: string, sel: Selection, icds: Map<st
     placed.set(dst, dst);
     plan.runOps.push({ kind: 'symlink', target, dst, flags: [] });
   };
-  /** Bind host directory DIR once, read-only; where it is inside. */
   const hostDir = (dir: string) => {
     let at = hostDirs.get(dir);
     if (!at) {
@@ -179,112 +186,162 @@ export function planEdits(host: Host, root: string, sel: Selection, icds: Map<st
     if (varRun && (p === '/var/run' || p.startsWith('/var/run/'))) p = p.slice(4);
     return p.startsWith('/run/') ? p : null;
   };
+  return { host, root, icds, log, plan, placed, libDirs, link, mkdirs, hostDir, inRun };
+}
 
+/** The edits to apply: the specs' own (spec-wide), then each chosen device's, with whose they are. */
+function editsToApply(sel: Selection): { edits: Edits; spec: Spec; who: string }[] {
   const editsOf = (f: Found) => f.spec.devices.find((d) => d.name === f.name)!.containerEdits;
-  const all: { edits: Edits; spec: Spec; who: string }[] = [
+  return [
     ...sel.specs.filter((s) => s.containerEdits).map((s) => ({ edits: s.containerEdits!, spec: s, who: `${s.kind} (spec-wide edits)` })),
     ...sel.chosen.map((f) => ({ edits: editsOf(f), spec: f.spec, who: `${f.kind}=${f.name}` })),
   ];
+}
+
+/** Every /dev entry any device of the selected specs has, chosen or not: the host's are left out of /dev. */
+function hideDevices(plan: CdiPlan, sel: Selection): void {
   for (const s of sel.specs)
     for (const e of [s.containerEdits, ...s.devices.map((d) => d.containerEdits)])
       for (const n of e?.deviceNodes ?? []) {
         const top = posix.normalize(n.path).split('/')[2];
         if (top) plan.hideDev.add(top);
       }
+}
 
+type Fail = (msg: string) => ChError;
+type CdiMount = NonNullable<Edits['mounts']>[number];
+
+function addDeviceNodes(st: EditState, edits: Edits, who: string, fail: Fail): void {
+  for (const n of edits.deviceNodes ?? []) {
+    const dst = posix.normalize(n.path), src = n.hostPath ?? n.path;
+    if (!dst.startsWith('/dev/')) throw fail(`device node ${n.path}: not under /dev`);
+    try { st.host.stat(src); } catch (err) { throw fail(`device node ${src}: ${why(err)}`); }
+    if (!st.plan.nodes.some((x) => x.dst === dst)) st.plan.nodes.push({ src, dst, why: who });
+  }
+}
+
+/** A CDI mount's options as our flags: always read-only and nosuid. */
+function mountFlags(m: CdiMount, cp: string, spec: Spec, log: Log): MountFlag[] {
+  const flags: MountFlag[] = ['ro', 'nosuid'];
+  for (const o of m.options ?? []) {
+    const f = MOUNT_OPTS[o];
+    if (f === undefined) log.warn(`CDI spec ${spec.file}: mount ${cp}: option '${o}' ignored`);
+    else if (f && !flags.includes(f)) flags.push(f);
+    if (o === 'rw') log.info(`CDI: ${cp} bound read-only although the spec asks rw`);
+  }
+  return flags;
+}
+
+/** One CDI mount: under /run (our tmpfs), onto the image's own path, or, where the image lacks it, placed in INJECT. */
+function addMount(st: EditState, m: CdiMount, spec: Spec, who: string, fail: Fail): void {
+  const { host, root, plan, placed, log } = st;
+  const cp = posix.normalize(m.containerPath);
+  if (!cp.startsWith('/')) throw fail(`mount ${m.hostPath}: containerPath ${m.containerPath} is not absolute`);
+  if (m.type && m.type !== 'bind' && m.type !== 'none') {
+    log.warn(`CDI spec ${spec.file}: device ${who}: mount of type ${m.type} at ${cp} not supported; skipped`);
+    return;
+  }
+  const flags = mountFlags(m, cp, spec, log);
+  let real: string, isDir: boolean, exec: boolean;
+  try {
+    real = host.realpath(m.hostPath);
+    const s = host.stat(real);
+    isDir = s.isDirectory();
+    exec = (s.mode & 0o111) !== 0;
+  } catch (err) {
+    throw fail(`mount ${m.hostPath}: ${why(err)}`);
+  }
+  if (placed.has(cp)) return;
+  const run = st.inRun(cp);
+  const inImage = run ? null : kindInImage(host, root, cp);
+  if (run) {
+    st.mkdirs(dirname(run));
+    plan.runOps.push(isDir ? { kind: 'mkdir', mode: 0o755, dst: run, flags: [] } : { kind: 'mkfile', mode: 0o644, dst: run, flags: [] });
+    plan.runOps.push({ kind: 'bind', src: real, dst: run, flags });
+    placed.set(cp, run);
+  } else if (inImage === (isDir ? 'dir' : 'file')) {
+    plan.imageOps.push({ kind: 'bind', src: real, dst: cp, flags });
+    placed.set(cp, cp);
+    log.info(`CDI: ${m.hostPath} -> ${cp} (read-only)`);
+  } else if (isDir) {
+    placed.set(cp, st.hostDir(real));
+    log.info(`CDI: image has no directory ${cp}: ${m.hostPath} is at ${placed.get(cp)}`);
+  } else {
+    placeFile(st, m.hostPath, cp, real, exec, spec);
+  }
+}
+
+/**
+ * A file at CP that the image lacks: linked from INJECT (lib/, bin/ or etc/,
+ * by what it is) to its host directory's one bind; a library gets its SONAME
+ * link and a line in the ld.so cache, a Vulkan/EGL ICD a place in its
+ * variable.
+ */
+function placeFile(st: EditState, hostPath: string, cp: string, real: string, exec: boolean, spec: Spec): void {
+  const { plan, placed, log } = st;
+  const name = basename(cp), icd = st.icds.get(cp);
+  const lib = isLib(name), bin = !lib && exec && /\/s?bin$/.test(dirname(cp));
+  const at = lib ? `${INJECT}/lib/${name}` : bin ? `${INJECT}/bin/${name}`
+    : icd ? `${INJECT}/etc/${basename(dirname(cp))}-${name}` : `${INJECT}/etc/${name}`;
+  if (placed.has(at)) {
+    log.warn(`CDI spec ${spec.file}: ${cp}: another file of that name is already at ${at}; skipped`);
+    return;
+  }
+  st.link(`${st.hostDir(dirname(real))}/${basename(real)}`, at);
+  placed.set(cp, at);
+  if (lib) {
+    st.libDirs.add(dirname(cp));
+    // What ldconfig (update-ldcache) makes: a SONAME link, listed in the cache.
+    const soname = elfSoname(st.host, real);
+    if (soname && soname !== name && !placed.has(`${INJECT}/lib/${soname}`)) {
+      st.link(name, `${INJECT}/lib/${soname}`);
+      plan.cache.push({ key: soname, value: `${INJECT}/lib/${soname}` });
+    } else if (!soname || soname === name) {
+      plan.cache.push({ key: name, value: at });
+    }
+  } else if (bin) {
+    plan.bins = true;
+  } else if (icd) {
+    plan.prepend.push([icd, at]);
+  } else {
+    log.info(`CDI: image has no ${dirname(cp)}: ${hostPath} is at ${at}`);
+  }
+  log.info(`CDI: ${hostPath} -> ${at}`);
+}
+
+function addEnv(plan: CdiPlan, edits: Edits, fail: Fail): void {
+  for (const e of edits.env ?? []) {
+    const i = e.indexOf('=');
+    if (i <= 0) throw fail(`env entry '${e}' is not VAR=VALUE`);
+    plan.set.push([e.slice(0, i), e.slice(i + 1)]);
+  }
+}
+
+/** What CDI can ask that an unprivileged container can't give: said, not done. */
+function warnUnsupported(log: Log, edits: Edits, who: string): void {
+  if (edits.additionalGids?.length)
+    log.warn(`CDI ${who}: additionalGids ${edits.additionalGids.join(',')} not supported unprivileged `
+      + '(only your own group is mapped); the device may need group access you already have');
+  if (edits.intelRdt) log.warn(`CDI ${who}: intelRdt not supported (needs resctrl, root); ignored`);
+  if (edits.netDevices?.length) log.warn(`CDI ${who}: netDevices not supported (the container shares the host's network); ignored`);
+}
+
+/** Turn the chosen devices' and their specs' containerEdits into mounts, links and environment. */
+export function planEdits(host: Host, root: string, sel: Selection, icds: Map<string, string>, log: Log): CdiPlan {
+  const st = editState(host, root, icds, log);
+  hideDevices(st.plan, sel);
   const hooks: { h: NonNullable<Edits['hooks']>[number]; spec: Spec; who: string }[] = [];
-  for (const { edits, spec, who } of all) {
+  for (const { edits, spec, who } of editsToApply(sel)) {
     const fail = (msg: string) => new ChError(`CDI spec ${spec.file}: device ${who}: ${msg}`);
-    for (const n of edits.deviceNodes ?? []) {
-      const dst = posix.normalize(n.path), src = n.hostPath ?? n.path;
-      if (!dst.startsWith('/dev/')) throw fail(`device node ${n.path}: not under /dev`);
-      try { host.stat(src); } catch (err) { throw fail(`device node ${src}: ${why(err)}`); }
-      if (!plan.nodes.some((x) => x.dst === dst)) plan.nodes.push({ src, dst, why: who });
-    }
-    for (const m of edits.mounts ?? []) {
-      const cp = posix.normalize(m.containerPath);
-      if (!cp.startsWith('/')) throw fail(`mount ${m.hostPath}: containerPath ${m.containerPath} is not absolute`);
-      if (m.type && m.type !== 'bind' && m.type !== 'none') {
-        log.warn(`CDI spec ${spec.file}: device ${who}: mount of type ${m.type} at ${cp} not supported; skipped`);
-        continue;
-      }
-      const flags: MountFlag[] = ['ro', 'nosuid'];
-      for (const o of m.options ?? []) {
-        const f = MOUNT_OPTS[o];
-        if (f === undefined) log.warn(`CDI spec ${spec.file}: mount ${cp}: option '${o}' ignored`);
-        else if (f && !flags.includes(f)) flags.push(f);
-        if (o === 'rw') log.info(`CDI: ${cp} bound read-only although the spec asks rw`);
-      }
-      let real: string, isDir: boolean, exec: boolean;
-      try {
-        real = host.realpath(m.hostPath);
-        const st = host.stat(real);
-        isDir = st.isDirectory();
-        exec = (st.mode & 0o111) !== 0;
-      } catch (err) {
-        throw fail(`mount ${m.hostPath}: ${why(err)}`);
-      }
-      if (placed.has(cp)) continue;
-      const run = inRun(cp);
-      const inImage = run ? null : kindInImage(host, root, cp);
-      if (run) {
-        mkdirs(dirname(run));
-        plan.runOps.push(isDir ? { kind: 'mkdir', mode: 0o755, dst: run, flags: [] } : { kind: 'mkfile', mode: 0o644, dst: run, flags: [] });
-        plan.runOps.push({ kind: 'bind', src: real, dst: run, flags });
-        placed.set(cp, run);
-      } else if (inImage === (isDir ? 'dir' : 'file')) {
-        plan.imageOps.push({ kind: 'bind', src: real, dst: cp, flags });
-        placed.set(cp, cp);
-        log.info(`CDI: ${m.hostPath} -> ${cp} (read-only)`);
-      } else if (isDir) {
-        placed.set(cp, hostDir(real));
-        log.info(`CDI: image has no directory ${cp}: ${m.hostPath} is at ${placed.get(cp)}`);
-      } else {
-        const name = basename(cp), icd = icds.get(cp);
-        const lib = isLib(name), bin = !lib && exec && /\/s?bin$/.test(dirname(cp));
-        const at = lib ? `${INJECT}/lib/${name}` : bin ? `${INJECT}/bin/${name}`
-          : icd ? `${INJECT}/etc/${basename(dirname(cp))}-${name}` : `${INJECT}/etc/${name}`;
-        if (placed.has(at)) {
-          log.warn(`CDI spec ${spec.file}: ${cp}: another file of that name is already at ${at}; skipped`);
-          continue;
-        }
-        link(`${hostDir(dirname(real))}/${basename(real)}`, at);
-        placed.set(cp, at);
-        if (lib) {
-          libDirs.add(dirname(cp));
-          // What ldconfig (update-ldcache) makes: a SONAME link, listed in the cache.
-          const soname = elfSoname(host, real);
-          if (soname && soname !== name && !placed.has(`${INJECT}/lib/${soname}`)) {
-            link(name, `${INJECT}/lib/${soname}`);
-            plan.cache.push({ key: soname, value: `${INJECT}/lib/${soname}` });
-          } else if (!soname || soname === name) {
-            plan.cache.push({ key: name, value: at });
-          }
-        } else if (bin) {
-          plan.bins = true;
-        } else if (icd) {
-          plan.prepend.push([icd, at]);
-        } else {
-          log.info(`CDI: image has no ${dirname(cp)}: ${m.hostPath} is at ${at}`);
-        }
-        log.info(`CDI: ${m.hostPath} -> ${at}`);
-      }
-    }
-    for (const e of edits.env ?? []) {
-      const i = e.indexOf('=');
-      if (i <= 0) throw fail(`env entry '${e}' is not VAR=VALUE`);
-      plan.set.push([e.slice(0, i), e.slice(i + 1)]);
-    }
-    if (edits.additionalGids?.length)
-      log.warn(`CDI ${who}: additionalGids ${edits.additionalGids.join(',')} not supported unprivileged `
-        + '(only your own group is mapped); the device may need group access you already have');
-    if (edits.intelRdt) log.warn(`CDI ${who}: intelRdt not supported (needs resctrl, root); ignored`);
-    if (edits.netDevices?.length) log.warn(`CDI ${who}: netDevices not supported (the container shares the host's network); ignored`);
+    addDeviceNodes(st, edits, who, fail);
+    for (const m of edits.mounts ?? []) addMount(st, m, spec, who, fail);
+    addEnv(st.plan, edits, fail);
+    warnUnsupported(log, edits, who);
     for (const h of edits.hooks ?? []) hooks.push({ h, spec, who });
   }
-
-  for (const { h, spec, who } of hooks) interpretHook(h, spec, who, { root, plan, placed, libDirs, link, mkdirs, inRun, log });
-  return plan;
+  // Hooks last: they act on what the mounts placed (links, ldconfig's cache).
+  for (const { h, spec, who } of hooks) interpretHook(h, spec, who, st);
+  return st.plan;
 }
 
 interface HookCtx {

@@ -9,7 +9,7 @@
 // container, so a directory or file another user could write is not read.
 
 import type { Stats } from 'node:fs';
-import type { Host } from '../run/host.js';
+import type { Host } from '../container/host.js';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';

@@ -30,13 +30,13 @@
 //   CH_GPU_SYSROOT, CH_IB_SYSROOT  where sysfs is read from, instead of /sys
 
 import type { Dirent } from 'node:fs';
-import { constants, type Host } from '../run/host.js';
+import { constants, type Host } from '../container/host.js';
 import { basename, dirname, join } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { SHARE_DIR } from '../util/paths.js';
-import { globToRegExp } from '../run/glob.js';
-import { kindInImage, resolveInImage } from '../run/image.js';
-import type { MountOp } from '../run/plan.js';
+import { globToRegExp } from '../container/glob.js';
+import { kindInImage, resolveInImage } from '../container/image.js';
+import type { MountOp } from '../container/plan.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
 import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
 import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
@@ -99,7 +99,7 @@ export function loadConf(host: Host, kind: Kind, env: Map<string, string>): Conf
 
 /**
  * Device paths (relative to ROOT) matching a pattern of one or more components,
- * each an fnmatch(3) pattern as --unset-env takes them (run/glob.ts). Matched
+ * each an fnmatch(3) pattern as --unset-env takes them (container/glob.ts). Matched
  * against one directory entry at a time, so no wildcard ever spans a '/'.
  */
 function globDev(host: Host, root: string, pattern: string): string[] {
@@ -345,75 +345,71 @@ function icdPaths(host: Host, env: Map<string, string>): Map<string, string> {
   return m;
 }
 
-/**
- * Everything --gpu/--ib/--device asks for, as mounts and environment.
- */
-export function inject(host: Host, root: string, req: DeviceRequest, env: Map<string, string>, log: Log): Injection {
-  const { gpu, ib } = req;
-  const devroot = (env.get('CH_GPU_DEVROOT') ?? '/dev').replace(/(.)\/+$/, '$1');
-  const found: Found[] = [];
-  const sel = cdiSelection(host, req, env, log);
-  const cdi: CdiPlan | null = sel && sel.specs.length > 0 ? planEdits(host, root, sel, icdPaths(host, env), log) : null;
-  if (gpu !== false) {
-    const asked = (gpu ?? GPU_VENDORS).filter((k) => !sel?.vendors.has(k as Vendor));
-    const per = asked.map((k) => discover(host, k, devroot, env, log));
-    const useful = per.filter((f) => f.devs.length > 0 || (gpu !== null && (f.libs.size > 0 || f.bins.size > 0)));
-    const withLibs = useful.filter((f) => f.libs.size > 0 || gpu === null);
-    if (withLibs.length === 0 && (asked.length > 0 && gpu !== null || !sel?.vendors.size))
-      throw new ChError(`--gpu${gpu ? '=' + gpu.join(',') : ''}: no GPU found; searched:\n`
-        + per.map((f) => `  ${f.kind}: ${f.searched.join('; ')}`
-          + `\n    found ${f.devs.length} device nodes, ${f.libs.size} libraries, ${f.bins.size} executables`).join('\n')
-        + `\n  CDI specs for ${asked.map((k) => VENDOR_KIND[k as Vendor]).join(', ')} in ${cdiDirs(req.cdiDirs, env).join(':')}: none`);
-    found.push(...useful);
-    for (const v of sel?.vendors ?? []) log.info(`--gpu: ${v} GPUs from CDI spec ${VENDOR_KIND[v]}`);
-  }
-  let ibSys: MountOp[] = [];
-  if (ib) {
-    const f = discover(host, 'ib', devroot, env, log);
-    if (f.devs.length === 0 && f.libs.size === 0)
-      throw new ChError(`--ib: no InfiniBand found; searched: ${f.searched.join('; ')}`);
-    const hcas = req.ibHcas ?? (env.get('CH_IB_HCAS') ? env.get('CH_IB_HCAS')!.split(/[,:]/).filter(Boolean) : null);
-    if (hcas) ibSys = chooseHcas(host, f, hcas, req.ibHcas ? '--ib' : 'CH_IB_HCAS', env, log);
-    found.push(f);
-  }
+/** --gpu's vendors found by discovery (those CDI doesn't give), or why none: the error names every place searched. */
+function gpuFound(host: Host, req: DeviceRequest, sel: Selection | null, devroot: string, env: Map<string, string>, log: Log): Found[] {
+  const { gpu } = req;
+  if (gpu === false) return [];
+  const asked = (gpu ?? GPU_VENDORS).filter((k) => !sel?.vendors.has(k as Vendor));
+  const per = asked.map((k) => discover(host, k, devroot, env, log));
+  const useful = per.filter((f) => f.devs.length > 0 || (gpu !== null && (f.libs.size > 0 || f.bins.size > 0)));
+  const withLibs = useful.filter((f) => f.libs.size > 0 || gpu === null);
+  if (withLibs.length === 0 && (asked.length > 0 && gpu !== null || !sel?.vendors.size))
+    throw new ChError(`--gpu${gpu ? '=' + gpu.join(',') : ''}: no GPU found; searched:\n`
+      + per.map((f) => `  ${f.kind}: ${f.searched.join('; ')}`
+        + `\n    found ${f.devs.length} device nodes, ${f.libs.size} libraries, ${f.bins.size} executables`).join('\n')
+      + `\n  CDI specs for ${asked.map((k) => VENDOR_KIND[k as Vendor]).join(', ')} in ${cdiDirs(req.cdiDirs, env).join(':')}: none`);
+  for (const v of sel?.vendors ?? []) log.info(`--gpu: ${v} GPUs from CDI spec ${VENDOR_KIND[v]}`);
+  return useful;
+}
 
-  const mounts: MountOp[] = [];
-  const outEnv: [string, string][] = [];
-  // /dev: only when some device node is injected.
+/** --ib's devices and libraries, and the mounts that show only the chosen HCAs (if any are chosen). */
+function ibFound(host: Host, req: DeviceRequest, devroot: string, env: Map<string, string>, log: Log): { f: Found; sys: MountOp[] } {
+  const f = discover(host, 'ib', devroot, env, log);
+  if (f.devs.length === 0 && f.libs.size === 0)
+    throw new ChError(`--ib: no InfiniBand found; searched: ${f.searched.join('; ')}`);
+  const hcas = req.ibHcas ?? (env.get('CH_IB_HCAS') ? env.get('CH_IB_HCAS')!.split(/[,:]/).filter(Boolean) : null);
+  return { f, sys: hcas ? chooseHcas(host, f, hcas, req.ibHcas ? '--ib' : 'CH_IB_HCAS', env, log) : [] };
+}
+
+/** /dev: only when some device node is injected; then the host's nodes of every kind we inject are left out and the chosen ones bound. */
+function devNodeMounts(host: Host, root: string, found: Found[], cdi: CdiPlan | null, sel: Selection | null,
+  devroot: string, env: Map<string, string>, log: Log): MountOp[] {
   const nodes: { src: string; dst: string }[] = [];
   for (const f of found)
     for (const rel of f.devs)
       if (!nodes.some((n) => n.dst === `/dev/${rel}`)) nodes.push({ src: `${devroot}/${rel}`, dst: `/dev/${rel}` });
   for (const n of cdi?.nodes ?? []) if (!nodes.some((x) => x.dst === n.dst)) nodes.push(n);
-  if (nodes.length > 0) {
-    // The host's nodes of every kind we inject are left out, so that only
-    // the chosen ones (bound below) exist inside.
-    const skip = new Set<string>(cdi?.hideDev ?? []);
-    for (const k of new Set([...found.map((f) => f.kind), ...(sel?.vendors ?? [])]))
-      for (const d of loadConf(host, k, env).devs) {
-        const top = d.pattern.split('/')[0];
-        if (d.pattern.includes('/')) skip.add(top);
-        else for (const e of globDev(host, '/dev', top)) skip.add(e);
-      }
-    mounts.push(...devMounts(host, root, skip));
-    const made = new Set<string>();
-    for (const { src, dst } of nodes) {
-      const parts = dst.split('/').slice(2);
-      for (let i = 1; i < parts.length; i++) {
-        const dir = `/dev/${parts.slice(0, i).join('/')}`;
-        if (!made.has(dir)) { made.add(dir); mounts.push({ kind: 'mkdir', mode: 0o755, dst: dir, flags: [] }); }
-      }
-      mounts.push({ kind: 'mkfile', mode: 0o600, dst, flags: [] });
-      mounts.push({ kind: 'bind', src, dst, flags: [] });
-      log.info(`inject device ${src} -> ${dst}`);
+  if (nodes.length === 0) return [];
+  // The host's nodes of every kind we inject are left out, so that only
+  // the chosen ones (bound below) exist inside.
+  const skip = new Set<string>(cdi?.hideDev ?? []);
+  for (const k of new Set([...found.map((f) => f.kind), ...(sel?.vendors ?? [])]))
+    for (const d of loadConf(host, k, env).devs) {
+      const top = d.pattern.split('/')[0];
+      if (d.pattern.includes('/')) skip.add(top);
+      else for (const e of globDev(host, '/dev', top)) skip.add(e);
     }
+  const mounts = devMounts(host, root, skip);
+  const made = new Set<string>();
+  for (const { src, dst } of nodes) {
+    const parts = dst.split('/').slice(2);
+    for (let i = 1; i < parts.length; i++) {
+      const dir = `/dev/${parts.slice(0, i).join('/')}`;
+      if (!made.has(dir)) { made.add(dir); mounts.push({ kind: 'mkdir', mode: 0o755, dst: dir, flags: [] }); }
+    }
+    mounts.push({ kind: 'mkfile', mode: 0o600, dst, flags: [] });
+    mounts.push({ kind: 'bind', src, dst, flags: [] });
+    log.info(`inject device ${src} -> ${dst}`);
   }
+  return mounts;
+}
 
-  // /run: a tmpfs holding what we inject.
+/** /run: a tmpfs holding what we inject, with the image's own /run directories made again in it. */
+function runTmpfs(host: Host, root: string, found: Found[], cdi: CdiPlan | null): MountOp[] {
   if (kindInImage(host, root, '/run') !== 'dir')
     throw new ChError(`can't inject ${[...found.map((f) => f.kind), ...(cdi ? ['CDI devices'] : [])].join(', ')} into image ${root}: it has no /run directory `
       + '(injected files go in a tmpfs there: add an empty /run to the image, or inject permanently with ch-fromhost)');
-  mounts.push({ kind: 'tmpfs', options: 'mode=0755', dst: '/run', flags: [] });
+  const mounts: MountOp[] = [{ kind: 'tmpfs', options: 'mode=0755', dst: '/run', flags: [] }];
   const runHost = resolveInImage(host, root, '/run')!;
   try {
     for (const e of host.readdir(runHost, { withFileTypes: true }))
@@ -423,7 +419,13 @@ export function inject(host: Host, root: string, req: DeviceRequest, env: Map<st
   for (const d of [INJECT, `${INJECT}/lib`, `${INJECT}/bin`, `${INJECT}/etc`])
     mounts.push({ kind: 'mkdir', mode: 0o755, dst: d, flags: [] });
   if (cdi) mounts.push(...cdi.runOps);
+  return mounts;
+}
 
+/** The libraries, bound into INJECT/lib and found through the image's ld.so.cache with ours added (else LD_LIBRARY_PATH). */
+function libraryMounts(host: Host, root: string, found: Found[], cdi: CdiPlan | null, log: Log):
+  { mounts: MountOp[]; env: [string, string][] } {
+  const mounts: MountOp[] = [], env: [string, string][] = [];
   const libs = new Map<string, string>();
   for (const f of found) for (const [n, p] of f.libs) if (!libs.has(n)) libs.set(n, p);
   const entries: CacheEntry[] = [];
@@ -445,10 +447,16 @@ export function inject(host: Host, root: string, req: DeviceRequest, env: Map<st
         flags: ['ro', 'hex'] });
       log.info(`inject /etc/ld.so.cache: image's ${image.length} entries + ${entries.length} injected`);
     } else {
-      outEnv.push(['LD_LIBRARY_PATH', `${INJECT}/lib`]);
+      env.push(['LD_LIBRARY_PATH', `${INJECT}/lib`]);
       log.info(`image has no usable /etc/ld.so.cache: injected libraries found through LD_LIBRARY_PATH`);
     }
   }
+  return { mounts, env };
+}
+
+/** The executables, bound into INJECT/bin; how many. */
+function binMounts(host: Host, found: Found[], log: Log): { mounts: MountOp[]; count: number } {
+  const mounts: MountOp[] = [];
   const bins = new Map<string, string>();
   for (const f of found) for (const [n, p] of f.bins) bins.set(n, p);
   for (const [name, path] of bins) {
@@ -457,6 +465,12 @@ export function inject(host: Host, root: string, req: DeviceRequest, env: Map<st
     mounts.push({ kind: 'bind', src: host.realpath(path), dst, flags: ['ro', 'nosuid', 'nodev'] });
     log.info(`inject executable ${path} -> ${dst}`);
   }
+  return { mounts, count: bins.size };
+}
+
+/** The ICD files (Vulkan, EGL, OpenCL), bound into INJECT/etc and listed in their variables, CDI's too. */
+function icdMounts(found: Found[], cdi: CdiPlan | null, log: Log): { mounts: MountOp[]; env: [string, string][] } {
+  const mounts: MountOp[] = [];
   const icdEnv = new Map<string, string[]>();
   for (const f of found)
     for (const i of f.icds) {
@@ -467,21 +481,48 @@ export function inject(host: Host, root: string, req: DeviceRequest, env: Map<st
       log.info(`inject ${f.hostRoot}${i.path} -> ${dst} (in $${i.env})`);
     }
   for (const [v, p] of cdi?.prepend ?? []) icdEnv.set(v, [...(icdEnv.get(v) ?? []), p]);
-  for (const [v, paths] of icdEnv) outEnv.push([v, paths.join(':')]);
-  const set: [string, string][] = [...(cdi?.set ?? []), ...(sel?.set ?? [])];
-  for (const f of found) if (f.renumber && f.devs.length > 0) {
-    set.push(f.renumber);
-    log.info(`${f.renumber[0]} inside: ${f.renumber[1]} (only the chosen GPUs exist there)`);
-  }
+  return { mounts, env: [...icdEnv].map(([v, paths]) => [v, paths.join(':')]) };
+}
+
+/** The conf files' directories (e.g. /etc/libibverbs.d), bound read-only where the image has them. */
+function dirMounts(host: Host, root: string, found: Found[], log: Log): MountOp[] {
+  const mounts: MountOp[] = [];
   for (const f of found)
     for (const d of f.dirs) {
       if (kindInImage(host, root, d) !== 'dir') { log.info(`not injecting ${d}: image has no such directory`); continue; }
       mounts.push({ kind: 'bind', src: f.hostRoot + d, dst: d, flags: ['rec', 'ro', 'nosuid', 'nodev'] });
       log.info(`inject directory ${f.hostRoot}${d} -> ${d} (read-only)`);
     }
+  return mounts;
+}
+
+/**
+ * Everything --gpu/--ib/--device asks for, as mounts and environment. The
+ * steps run in this order, which is the mounts' order and the order the
+ * host is read in (a memoized plan's record lists its reads in order).
+ */
+export function inject(host: Host, root: string, req: DeviceRequest, env: Map<string, string>, log: Log): Injection {
+  const devroot = (env.get('CH_GPU_DEVROOT') ?? '/dev').replace(/(.)\/+$/, '$1');
+  const sel = cdiSelection(host, req, env, log);
+  const cdi: CdiPlan | null = sel && sel.specs.length > 0 ? planEdits(host, root, sel, icdPaths(host, env), log) : null;
+  const found = gpuFound(host, req, sel, devroot, env, log);
+  const ib = req.ib ? ibFound(host, req, devroot, env, log) : null;
+  if (ib) found.push(ib.f);
+
+  const mounts: MountOp[] = [...devNodeMounts(host, root, found, cdi, sel, devroot, env, log), ...runTmpfs(host, root, found, cdi)];
+  const libs = libraryMounts(host, root, found, cdi, log);
+  const bins = binMounts(host, found, log);
+  const icds = icdMounts(found, cdi, log);
+  mounts.push(...libs.mounts, ...bins.mounts, ...icds.mounts);
+  const set: [string, string][] = [...(cdi?.set ?? []), ...(sel?.set ?? [])];
+  for (const f of found) if (f.renumber && f.devs.length > 0) {
+    set.push(f.renumber);
+    log.info(`${f.renumber[0]} inside: ${f.renumber[1]} (only the chosen GPUs exist there)`);
+  }
+  mounts.push(...dirMounts(host, root, found, log));
   if (cdi) mounts.push(...cdi.imageOps);
-  mounts.push(...ibSys);
-  return { mounts, env: outEnv, set, pathPrepend: bins.size > 0 || cdi?.bins ? `${INJECT}/bin` : null };
+  mounts.push(...ib?.sys ?? []);
+  return { mounts, env: [...libs.env, ...icds.env], set, pathPrepend: bins.count > 0 || cdi?.bins ? `${INJECT}/bin` : null };
 }
 
 function imageCache(host: Host, root: string): CacheEntry[] | null {

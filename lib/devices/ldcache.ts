@@ -18,7 +18,7 @@
 // DEScending _dl_cache_libcmp order (the loader's binary search relies on
 // it); among equal names the first acceptable one wins, so ours go first.
 
-import type { Host } from '../run/host.js';
+import type { Host } from '../container/host.js';
 
 const MAGIC = 'glibc-ld.so.cache1.1';
 const OLD_MAGIC = 'ld.so-1.7.0';

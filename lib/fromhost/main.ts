@@ -24,8 +24,8 @@ import { basename, dirname, join, posix } from 'node:path';
 import { all, command, type CommandSpec, count, EXIT_USAGE, last, parseCommand } from '../util/cli.js';
 import { ChError, Log, runMain, why } from '../util/log.js';
 import { LAUNCHER_PATH } from '../util/paths.js';
-import { checkImage, createInImage, kindInImage, resolveInImage } from '../run/image.js';
-import { liveHost } from '../run/host.js';
+import { checkImage, createInImage, kindInImage, resolveInImage } from '../container/image.js';
+import { liveHost } from '../container/host.js';
 
 /** The host as ch-run's planning code reads it (nothing recorded here). */
 const host = liveHost();

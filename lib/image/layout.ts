@@ -1,7 +1,7 @@
 // The image layout ch-run relies on: the directories it mounts on and the
 // files it binds over. ch-tar2dir and ch-pull (and whatever else makes an
 // image directory) create them, so that ch-run works on a read-only image;
-// ch-run's planner (run/mounts.ts) takes its mount points from the same
+// ch-run's planner (container/mounts.ts) takes its mount points from the same
 // lists. One definition, so the two can't drift apart. Paths are relative to
 // the image root; ch-run's planner makes them absolute with guestPath().
 

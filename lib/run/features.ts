@@ -2,8 +2,8 @@
 // FEAT? Exit 0 if so, 1 if not (as Charliecloud's ch-run), the reason with -v.
 // Each feature is one entry of FEATURES; other features add their own.
 
-import { constants as C, type Host } from './host.js';
-import { FUSE_DEV, onPath } from './squash.js';
+import { constants as C, type Host } from '../container/host.js';
+import { FUSE_DEV, onPath } from '../container/squash.js';
 
 /** Kernel release at least MAJOR.MINOR? */
 export function kernelAtLeast(major: number, minor: number, rel: string): boolean {

@@ -3,6 +3,10 @@
 import { ChError } from '../util/log.js';
 import { OptionSpec, parseArgs } from '../util/argp.js';
 import { EXIT } from '../util/protocol.gen.js';
+// A --bind, a --set-env/--unset-env and a peer count are the container policy's (mounts.ts, env.ts, join.ts).
+import type { Bind } from '../container/mounts.js';
+import type { EnvAction } from '../container/env.js';
+import { countOf } from '../container/join.js';
 
 export const RUN_OPTIONS: OptionSpec[] = [
   { name: 'bind', short: 'b', arg: 'required', argName: 'SRC[:DST[:ro]]',
@@ -66,14 +70,6 @@ export const EXIT_USAGE = EXIT.usage;
 export const FEATURES = ['extglob', 'seccomp', 'squash', 'overlayfs'] as const;
 export type Feature = typeof FEATURES[number];
 
-export interface Bind { src: string; dst: string | null; readonly: boolean; spec: string }
-
-/** One --set-env or --unset-env, in command-line order. */
-export type EnvAction =
-  | { kind: 'set-file'; path: string | null; expand: boolean; nul: boolean }  // null: image's /ch/environment
-  | { kind: 'set-var'; assignment: string; expand: boolean }
-  | { kind: 'unset'; glob: string };
-
 export interface RunOptions {
   image: string;
   command: string[];          // empty: the image's ENTRYPOINT/CMD
@@ -131,19 +127,134 @@ export function parseBind(spec: string): Bind {
   return { src, dst: dst ?? null, readonly, spec };
 }
 
-/**
- * A peer count as Charliecloud's parse_int() judges it, in its words: the
- * count, or why not ("no digits found", "out of range", "extra characters
- * after digits"; "not positive" where it says "no valid peer group size").
- */
-export function countOf(s: string): number | string {
-  const m = /^\s*([+-]?)(\d+)(.*)$/s.exec(s);
-  if (!m) return 'no digits found';
-  const n = Number(m[1] + m[2]);
-  if (n < -(2 ** 31) || n > 2 ** 31 - 1) return 'out of range';
-  if (m[3] !== '') return 'extra characters after digits';
-  if (n <= 0) return 'not positive';
-  return n;
+/** Each option's effect on the options (VALUE: its argument; EXPAND: --set-env's expansion, global; NAME: as given). */
+type Setter = (o: RunOptions, value: string | undefined, expand: boolean, name: string) => void;
+
+function setGpu(o: RunOptions, value: string | undefined): void {
+  if (value === undefined) { o.gpu = null; return; }
+  o.gpu = [];
+  for (const v of value.split(',')) {
+    if (v !== 'nvidia' && v !== 'amd') throw new ChError(`--gpu: unknown vendor '${v}' (want nvidia, amd)`);
+    if (!o.gpu.includes(v)) o.gpu.push(v);
+  }
+}
+
+function setJoinCt(o: RunOptions, value: string | undefined): void {
+  // Charliecloud's words for what its parse_int() refuses, then ours.
+  const n = countOf(value!);
+  if (typeof n === 'string' && n !== 'not positive') throw new ChError(`--join-ct: ${n}: '${value}'`);
+  if (typeof n === 'string' || n > 1 << 20)
+    throw new ChError(`--join-ct: must be a positive integer: '${value}'`);
+  o.joinCt = n; o.join = true;
+}
+
+function setEnv(o: RunOptions, value: string | undefined, expand: boolean, name: string): void {
+  if (value !== undefined && value.includes('='))
+    o.envActions.push({ kind: 'set-var', assignment: value, expand });
+  else if (value === '')
+    throw new ChError(`--${name}: empty argument`);
+  else
+    o.envActions.push({ kind: 'set-file', path: value ?? null, expand, nul: name === 'set-env0' });
+}
+
+/** What each option does; --help, --usage and --version end the parse (parseRunArgs). */
+const SETTERS: Record<string, Setter> = {
+  'bind': (o, value) => { o.binds.push(parseBind(value!)); },
+  'cd': (o, value) => {
+    if (!value!.startsWith('/')) throw new ChError(`--cd: must be an absolute path: '${value}'`);
+    o.cd = value!;
+  },
+  'cdi-dirs': (o, value) => {
+    if (value === '') throw new ChError('--cdi-dirs: must not be empty');
+    o.cdiDirs = value!;
+  },
+  'device': (o, value) => {
+    if (!/^[^=]+=[^=]+$/.test(value!)) throw new ChError(`--device: bad device '${value}' (want KIND=NAME, e.g. nvidia.com/gpu=0)`);
+    o.devices.push(value!);
+  },
+  'env-no-expand': () => {},   // global: applied by parseRunArgs
+  'gid': (o, value) => { o.gid = id('GID', value!); },
+  'gpu': setGpu,
+  'feature': (o, value) => {
+    if (!(FEATURES as readonly string[]).includes(value!))
+      throw new ChError(`--feature: unknown feature '${value}' (want ${FEATURES.join(', ')})`);
+    o.feature = value as Feature; o.action = 'feature';
+  },
+  'home': (o) => { o.home = true; },
+  'ib': (o, value) => {
+    o.ib = true;
+    if (value !== undefined) {
+      o.ibHcas = value.split(',');
+      if (!o.ibHcas.every((h) => /^[A-Za-z0-9_.-]+$/.test(h))) throw new ChError(`--ib: bad HCA list '${value}' (want e.g. mlx5_0,mlx5_1)`);
+    }
+  },
+  'join': (o) => { o.join = true; },
+  'join-pid': (o, value) => {
+    if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 4194304)
+      throw new ChError(`--join-pid: must be a process ID: '${value}'`);
+    o.joinPid = Number(value);
+  },
+  'join-ct': setJoinCt,
+  'join-tag': (o, value) => {
+    if (value === '') throw new ChError('--join-tag: must not be empty');
+    o.joinTag = value!; o.join = true;
+  },
+  'no-passwd': (o) => { o.noPasswd = true; },
+  'private-tmp': (o) => { o.privateTmp = true; },
+  'seccomp': (o) => { o.seccomp = true; },
+  'quiet': (o) => { o.verbosity = Math.min(o.verbosity, 0) - 1; },
+  'set-env': setEnv,
+  'set-env0': setEnv,
+  'storage': (o, value) => {
+    if (value === '') throw new ChError('--storage: DIR must not be empty');
+    o.storage = value!;
+  },
+  'uid': (o, value) => { o.uid = id('UID', value!); },
+  'unsafe': (o) => { o.unsafe = true; },
+  'warnings': (o, value) => {
+    if (!/^[0-9]+$/.test(value!) || Number(value) > 1000)
+      throw new ChError(`--warnings: must be a number 0..1000: '${value}'`);
+    o.warnings = Number(value);
+  },
+  'unset-env': (o, value) => {
+    if (value === '') throw new ChError('--unset-env: GLOB must not be empty');
+    o.envActions.push({ kind: 'unset', glob: value! });
+  },
+  'verbose': (o) => { o.verbosity = Math.max(o.verbosity, 0) + 1; },
+  'write': (o) => { o.writable = true; },
+  'write-fake': (o, value) => {
+    if (value !== undefined && !/^[0-9]+[kmgKMG%]?$/.test(value))
+      throw new ChError(`--write-fake: bad size '${value}' (want a number, with k, m, g or %)`);
+    o.writeFake = value ?? '';
+  },
+  'mount': (o, value) => {
+    if (value === '') throw new ChError('--mount: DIR must not be empty');
+    o.mountDir = value!;
+  },
+  'help': (o) => { o.action = 'help'; },
+  'usage': (o) => { o.action = 'usage'; },
+  'version': (o) => { o.action = 'version'; },
+};
+
+/** The options before any is given. */
+function defaults(): RunOptions {
+  return {
+    image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
+    noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null,
+    devices: [], cdiDirs: null, join: false, joinCt: null,
+    joinTag: null, verbosity: 0, action: 'run',
+    joinPid: null, storage: null, unsafe: false, warnings: 0, feature: null,
+  };
+}
+
+/** Options that can't go together. */
+function checkCombinations(o: RunOptions): void {
+  if (o.joinPid !== null && o.join)
+    throw new ChError('--join-pid: can\'t be combined with --join, --join-ct or --join-tag');
+  // The container exists already: these would change nothing in it, and -b/-w
+  // could still create mount points in the image on the way.
+  if (o.joinPid !== null && (o.binds.length > 0 || o.home || o.writable))
+    throw new ChError('--join-pid: can\'t be combined with --bind, --home or -w (the container exists already)');
 }
 
 export function parseRunArgs(argv: string[]): RunOptions {
@@ -154,122 +265,15 @@ export function parseRunArgs(argv: string[]): RunOptions {
     if (err instanceof ChError) throw new ChError(err.message, EXIT_USAGE);
     throw err;
   }
-  const o: RunOptions = {
-    image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
-    noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null,
-    devices: [], cdiDirs: null, join: false, joinCt: null,
-    joinTag: null, verbosity: 0, action: 'run',
-    joinPid: null, storage: null, unsafe: false, warnings: 0, feature: null,
-  };
+  const o = defaults();
   // --env-no-expand anywhere applies to every --set-env, as in Charliecloud.
   const expand = !parsed.options.some((x) => x.name === 'env-no-expand');
   for (const { name, value } of parsed.options) {
-    switch (name) {
-      case 'bind': o.binds.push(parseBind(value!)); break;
-      case 'cd':
-        if (!value!.startsWith('/')) throw new ChError(`--cd: must be an absolute path: '${value}'`);
-        o.cd = value!;
-        break;
-      case 'cdi-dirs':
-        if (value === '') throw new ChError('--cdi-dirs: must not be empty');
-        o.cdiDirs = value!;
-        break;
-      case 'device':
-        if (!/^[^=]+=[^=]+$/.test(value!)) throw new ChError(`--device: bad device '${value}' (want KIND=NAME, e.g. nvidia.com/gpu=0)`);
-        o.devices.push(value!);
-        break;
-      case 'env-no-expand': break;   // global: applied below
-      case 'gid': o.gid = id('GID', value!); break;
-      case 'gpu':
-        if (value === undefined) { o.gpu = null; break; }
-        o.gpu = [];
-        for (const v of value.split(',')) {
-          if (v !== 'nvidia' && v !== 'amd') throw new ChError(`--gpu: unknown vendor '${v}' (want nvidia, amd)`);
-          if (!o.gpu.includes(v)) o.gpu.push(v);
-        }
-        break;
-      case 'feature':
-        if (!(FEATURES as readonly string[]).includes(value!))
-          throw new ChError(`--feature: unknown feature '${value}' (want ${FEATURES.join(', ')})`);
-        o.feature = value as Feature; o.action = 'feature';
-        break;
-      case 'home': o.home = true; break;
-      case 'ib':
-        o.ib = true;
-        if (value !== undefined) {
-          o.ibHcas = value.split(',');
-          if (!o.ibHcas.every((h) => /^[A-Za-z0-9_.-]+$/.test(h))) throw new ChError(`--ib: bad HCA list '${value}' (want e.g. mlx5_0,mlx5_1)`);
-        }
-        break;
-      case 'join': o.join = true; break;
-      case 'join-pid':
-        if (!/^[0-9]+$/.test(value!) || Number(value) < 1 || Number(value) > 4194304)
-          throw new ChError(`--join-pid: must be a process ID: '${value}'`);
-        o.joinPid = Number(value);
-        break;
-      case 'join-ct':
-      {
-        // Charliecloud's words for what its parse_int() refuses, then ours.
-        const n = countOf(value!);
-        if (typeof n === 'string' && n !== 'not positive') throw new ChError(`--join-ct: ${n}: '${value}'`);
-        if (typeof n === 'string' || n > 1 << 20)
-          throw new ChError(`--join-ct: must be a positive integer: '${value}'`);
-        o.joinCt = n; o.join = true;
-      }
-        break;
-      case 'join-tag':
-        if (value === '') throw new ChError('--join-tag: must not be empty');
-        o.joinTag = value!; o.join = true;
-        break;
-      case 'no-passwd': o.noPasswd = true; break;
-      case 'private-tmp': o.privateTmp = true; break;
-      case 'seccomp': o.seccomp = true; break;
-      case 'quiet': o.verbosity = Math.min(o.verbosity, 0) - 1; break;
-      case 'set-env': case 'set-env0':
-        if (value !== undefined && value.includes('='))
-          o.envActions.push({ kind: 'set-var', assignment: value, expand });
-        else if (value === '')
-          throw new ChError(`--${name}: empty argument`);
-        else
-          o.envActions.push({ kind: 'set-file', path: value ?? null, expand, nul: name === 'set-env0' });
-        break;
-      case 'storage':
-        if (value === '') throw new ChError('--storage: DIR must not be empty');
-        o.storage = value!;
-        break;
-      case 'uid': o.uid = id('UID', value!); break;
-      case 'unsafe': o.unsafe = true; break;
-      case 'warnings':
-        if (!/^[0-9]+$/.test(value!) || Number(value) > 1000)
-          throw new ChError(`--warnings: must be a number 0..1000: '${value}'`);
-        o.warnings = Number(value);
-        break;
-      case 'unset-env':
-        if (value === '') throw new ChError('--unset-env: GLOB must not be empty');
-        o.envActions.push({ kind: 'unset', glob: value! });
-        break;
-      case 'verbose': o.verbosity = Math.max(o.verbosity, 0) + 1; break;
-      case 'write': o.writable = true; break;
-      case 'write-fake':
-        if (value !== undefined && !/^[0-9]+[kmgKMG%]?$/.test(value))
-          throw new ChError(`--write-fake: bad size '${value}' (want a number, with k, m, g or %)`);
-        o.writeFake = value ?? '';
-        break;
-      case 'mount':
-        if (value === '') throw new ChError('--mount: DIR must not be empty');
-        o.mountDir = value!;
-        break;
-      case 'help': o.action = 'help'; return o;
-      case 'usage': o.action = 'usage'; return o;
-      case 'version': o.action = 'version'; return o;
-    }
+    SETTERS[name]?.(o, value, expand, name);
+    // --help, --usage, --version: what follows is not looked at.
+    if (o.action === 'help' || o.action === 'usage' || o.action === 'version') return o;
   }
-  if (o.joinPid !== null && o.join)
-    throw new ChError('--join-pid: can\'t be combined with --join, --join-ct or --join-tag');
-  // The container exists already: these would change nothing in it, and -b/-w
-  // could still create mount points in the image on the way.
-  if (o.joinPid !== null && (o.binds.length > 0 || o.home || o.writable))
-    throw new ChError('--join-pid: can\'t be combined with --bind, --home or -w (the container exists already)');
+  checkCombinations(o);
   if (o.action === 'feature') return o;   // no IMAGE needed
   const words = [...parsed.positional, ...(parsed.rest ?? [])];
   if (o.writable && o.writeFake !== undefined) throw new ChError('--write and --write-fake are exclusive');

@@ -7,8 +7,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Log } from '../util/log.js';
-import { Env } from './env-map.js';
-import { envPasses, fillTemplate, Host, Inputs, liveHost } from './host.js';
+import { Env } from '../container/env-map.js';
+import { envPasses, fillTemplate, Host, Inputs, liveHost } from '../container/host.js';
 import { listing, Recorder } from './memo.js';
 import { RECORD } from '../util/protocol.gen.js';
 
@@ -65,29 +65,11 @@ function ranWith(rec: Recorder, inputs: Inputs): void {
   else rec.refuse(inputs.unknown);
 }
 
-/**
- * The Host the planner reads while REC records (host.ts): each call reads
- * the host as liveHost() does and records what it returned, as the planner
- * looked at it. VARS: the host's environment.
- */
-export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEnv): Host {
-  const live = liveHost(vars);
-  const isPseudo = (p: unknown) => rec.isPseudo(p);
-
-  const stat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => fs.statSync(p, o as never))) as typeof fs.statSync;
-  const lstat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => fs.lstatSync(p, o as never))) as typeof fs.lstatSync;
-  // exists: a stat whose fields don't matter (absent: recorded as ENOENT, the usual why).
-  const exists = (p: fs.PathLike) => {
-    const yes = fs.existsSync(p);
-    rec.statCall('stat', p, () => (yes ? {} : undefined));
-    return yes;
-  };
-  const access = (p: fs.PathLike, mode?: number) => {
-    rec.resultDep('access', p, () => fs.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
-  };
-  const readFile = ((p: fs.PathOrFileDescriptor, o?: unknown) => {
+/** readFile, recorded: what was read (identity of the file opened), or the data of a pseudo file. */
+function recordingReadFile(rec: Recorder): typeof fs.readFileSync {
+  return ((p: fs.PathOrFileDescriptor, o?: unknown) => {
     if (typeof p === 'number') return fs.readFileSync(p, o as never);
-    if (isPseudo(p)) return rec.resultDep('data', p, () => fs.readFileSync(p, o as never),
+    if (rec.isPseudo(p)) return rec.resultDep('data', p, () => fs.readFileSync(p, o as never),
       (r) => Buffer.from(r as string | Buffer).toString('hex'));
     const flag = typeof o === 'object' && o !== null ? (o as { flag?: unknown }).flag : undefined;
     if (flag !== undefined && flag !== 'r') {
@@ -109,14 +91,18 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
       fs.closeSync(fd);
     }
   }) as typeof fs.readFileSync;
-  const open = ((p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
+}
+
+/** open, recorded: a write as a write, a pseudo file as unstorable, else the identity of what was opened. */
+function recordingOpen(rec: Recorder): typeof fs.openSync {
+  return ((p: fs.PathLike, flags?: fs.OpenMode, mode?: fs.Mode) => {
     const n = typeof flags === 'number' ? flags : flags === undefined || flags === 'r' ? 0 : -1;
     const writes = n === -1 || (n & (fs.constants.O_WRONLY | fs.constants.O_RDWR | fs.constants.O_CREAT)) !== 0;
     if (writes) {
       rec.wrote(p);
       return fs.openSync(p, flags as fs.OpenMode, mode);
     }
-    if (isPseudo(p)) {
+    if (rec.isPseudo(p)) {
       rec.refuse(`opened ${String(p)} (pseudo file)`);
       return fs.openSync(p, flags as fs.OpenMode, mode);
     }
@@ -131,6 +117,26 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
     rec.opened(p, follow, fd);
     return fd;
   }) as typeof fs.openSync;
+}
+
+type FsCalls = 'stat' | 'lstat' | 'exists' | 'access' | 'readFile' | 'open' | 'writeFile' | 'rename' | 'mkdir' | 'readdir'
+  | 'readlink' | 'realpath';
+
+/** The Host's file-system calls, each recorded as the planner looked at what it returned. */
+function recordingFs(rec: Recorder): Pick<Host, FsCalls> {
+  const stat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => fs.statSync(p, o as never))) as typeof fs.statSync;
+  const lstat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => fs.lstatSync(p, o as never))) as typeof fs.lstatSync;
+  // exists: a stat whose fields don't matter (absent: recorded as ENOENT, the usual why).
+  const exists = (p: fs.PathLike) => {
+    const yes = fs.existsSync(p);
+    rec.statCall('stat', p, () => (yes ? {} : undefined));
+    return yes;
+  };
+  const access = (p: fs.PathLike, mode?: number) => {
+    rec.resultDep('access', p, () => fs.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
+  };
+  const readFile = recordingReadFile(rec);
+  const open = recordingOpen(rec);
   // Writes: caches and ensured directories; what they change was perhaps
   // read before. Counted once done (an mkdir that found the directory there
   // changed nothing).
@@ -160,9 +166,20 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
   const realpath = real(fs.realpathSync) as typeof fs.realpathSync;
   realpath.native = real(fs.realpathSync.native) as typeof fs.realpathSync.native;
 
+  return { stat, lstat, exists, access, readFile, open, writeFile, rename, mkdir, readdir, readlink, realpath };
+}
+
+/**
+ * The Host the planner reads while REC records (host.ts): each call reads
+ * the host as liveHost() does and records what it returned, as the planner
+ * looked at it. VARS: the host's environment.
+ */
+export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEnv): Host {
+  const live = liveHost(vars);
+  const files = recordingFs(rec);
   return {
     ...live,
-    stat, lstat, exists, access, readFile, open, writeFile, rename, mkdir, readdir, readlink, realpath,
+    ...files,
     env: (name) => { const v = vars[name]; rec.env(name, v); return v; },
     environment: () => { const env = RecordingEnv.from(vars); env.rec = rec; return env; },
     envTest: (name, test) => {
@@ -189,7 +206,7 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
     spawn: (file, args, opts, inputs) => { ranWith(rec, inputs); return live.spawn(file, args, opts, inputs); },
     execFile: (file, args, opts, inputs) => { ranWith(rec, inputs); return live.execFile(file, args, opts, inputs); },
     // As Node's loader reads it: where the path leads, then what is there.
-    load: <T>(path: string) => { realpath(path); rec.statDep('stat', path, true); return live.load<T>(path); },
+    load: <T>(path: string) => { files.realpath(path); rec.statDep('stat', path, true); return live.load<T>(path); },
   };
 }
 

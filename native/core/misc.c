@@ -157,7 +157,7 @@ void *xrealloc(void *p, size_t size)
    relative entry counts for nothing: it means the current directory, which
    may be anyone's (a shared one), and a program planted there would run as
    the caller. The front end looks up squashfuse the same way
-   (lib/run/squash.ts, onPath). false with errno ENOENT if none. */
+   (lib/container/squash.ts, onPath). false with errno ENOENT if none. */
 bool path_find(const char *prog, char *buf, size_t size)
 {
    const char *path = getenv("PATH");

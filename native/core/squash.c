@@ -342,7 +342,7 @@ static void intermediate(const struct plan *p, pid_t core, int rfd)
 /* The mount point: opened once, here, and used by that descriptor from now
    on. It must be the caller's own directory (not a symlink), which no one
    else may write to; the front end checks the same first, for its
-   messages (lib/run/squash.ts); a memoized plan comes here without it. */
+   messages (lib/container/squash.ts); a memoized plan comes here without it. */
 static void check_mount_point(const struct plan *p)
 {
    struct stat st;

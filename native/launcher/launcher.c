@@ -219,7 +219,7 @@ static void restore_stdio_flags(const int flags[3])
 }
 
 /* What the front end decided, by the first 8 bytes it wrote to the plan
-   memfd: a plan (lib/run/plan.ts), nothing to run (help, version), or
+   memfd: a plan (lib/run/plan-output.ts), nothing to run (help, version), or
    nothing at all (it failed, or isn't ours). */
 enum decision { D_NONE, D_PLAN, D_NOTHING_TO_RUN };
 

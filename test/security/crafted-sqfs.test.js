@@ -11,7 +11,7 @@
 //      that the attacker runs with the victim's euid. No conversion (any
 //      direction, the victim's own tree included) makes a setuid or setgid
 //      file, or a tarball or SquashFS image carrying those bits.
-// ch-run reads the image's listing too (lib/run/squash.ts): a name or link
+// ch-run reads the image's listing too (lib/container/squash.ts): a name or link
 // target with a newline must not inject entries; such an image is refused.
 
 import test from 'ava';

@@ -133,7 +133,7 @@ serial('the core checks the mount point itself (a memoized plan reaches it witho
   const dir = sharedDir('core', 'sticky');
   await as(attacker, `mkdir -m 700 '${dir}/theirs'`);
   await as(victim, `mkdir -m 777 '${dir}/mine-777' && mkdir -m 700 '${dir}/mine' && ln -s mine '${dir}/link'`);
-  // A plan as the front end writes it (lib/run/plan.ts), on the core's stdin.
+  // A plan as the front end writes it (lib/run/plan-output.ts), on the core's stdin.
   const plan = (root) => Buffer.from(['CHPLAN1', 'verbose', '0', 'root', root, 'squash', sqfs, '/usr/bin/squashfuse',
     '10000', 'arg', '/bin/true', 'end', ''].join('\0'));
   for (const [name, re] of [

@@ -5,7 +5,6 @@ import type { Host } from './host.js';
 import { ChError, Log, why } from '../util/log.js';
 import { createOps, kindInImage, resolveInImage } from './image.js';
 import { LauncherDir, launcherDirs } from './mpi-env.js';
-import type { Bind, RunOptions } from './options.js';
 import { groupFile, Identity, passwdFile } from './passwd.js';
 import type { MountOp } from './plan.js';
 import * as layout from '../image/layout.js';
@@ -14,10 +13,23 @@ import { guestPath } from '../image/layout.js';
 /** Files shared with the host read-only, when both host and image have them. */
 const HOST_FILES = [...layout.HOST_FILES, ...layout.OPTIONAL_HOST_FILES].map(guestPath);
 
+/** A --bind: SRC at DST (null: SRC's own path, else the next free /mnt/N); SPEC as given, for messages. */
+export interface Bind { src: string; dst: string | null; readonly: boolean; spec: string }
+
+/** What of ch-run's options the mounts depend on (ch-run's RunOptions has them all). */
+export interface MountOptions {
+  binds: Bind[];
+  noPasswd: boolean;
+  privateTmp: boolean;
+  home: boolean;
+  writable: boolean;
+  writeFake?: string;
+}
+
 export interface MountContext {
   host: Host;
   root: string;
-  opts: RunOptions;
+  opts: MountOptions;
   id: Identity;
   log: Log;
   env: Map<string, string>;

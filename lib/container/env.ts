@@ -7,9 +7,14 @@ import type { Host } from './host.js';
 import type { Env } from './env-map.js';
 import { imageView, resolveInImage } from './image.js';
 import { readTextFile } from './textfile.js';
-import type { EnvAction } from './options.js';
 
 export { Env } from './env-map.js';
+
+/** One --set-env or --unset-env, in command-line order. */
+export type EnvAction =
+  | { kind: 'set-file'; path: string | null; expand: boolean; nul: boolean }  // null: image's /ch/environment
+  | { kind: 'set-var'; assignment: string; expand: boolean }
+  | { kind: 'unset'; glob: string };
 
 /** Strip one pair of single straight quotes around a whole value. */
 function unquote(v: string): string {

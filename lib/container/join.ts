@@ -4,7 +4,6 @@
 
 import { ChError } from '../util/log.js';
 import type { Host } from './host.js';
-import { countOf } from './options.js';
 
 /** Expand Slurm's compressed task list ("2(x3),1") and pick this node's entry. */
 export function tasksOnThisNode(list: string, nodeId: number): number | null {
@@ -15,6 +14,21 @@ export function tasksOnThisNode(list: string, nodeId: number): number | null {
     for (let i = 0; i < Number(m[2] ?? 1); i++) counts.push(Number(m[1]));
   }
   return counts[nodeId] ?? counts[0] ?? null;
+}
+
+/**
+ * A peer count as Charliecloud's parse_int() judges it, in its words: the
+ * count, or why not ("no digits found", "out of range", "extra characters
+ * after digits"; "not positive" where it says "no valid peer group size").
+ */
+export function countOf(s: string): number | string {
+  const m = /^\s*([+-]?)(\d+)(.*)$/s.exec(s);
+  if (!m) return 'no digits found';
+  const n = Number(m[1] + m[2]);
+  if (n < -(2 ** 31) || n > 2 ** 31 - 1) return 'out of range';
+  if (m[3] !== '') return 'extra characters after digits';
+  if (n <= 0) return 'not positive';
+  return n;
 }
 
 /** SAID gets Charliecloud's -v line naming where a --join default came from. */

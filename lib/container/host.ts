@@ -3,7 +3,7 @@
 // Planning modules (test/structure.test.js lists them) import no node:fs,
 // node:os or node:child_process and never touch process.env: they are given
 // a Host. Two implementations: liveHost() (below) reads the host; the
-// recording one (recording-host.ts) reads it the same way and records each read as a
+// recording one (ch-run's, run/recording-host.ts) reads it the same way and records each read as a
 // dependency of the plan, so that what a memoized plan depends on is all
 // that planning could read.
 
