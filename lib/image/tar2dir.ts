@@ -134,7 +134,38 @@ const KIND: ImageKind = {
     + `(${reason.startsWith(`${where}: `) ? reason.slice(where.length + 2) : reason}); not using or replacing it`,
 };
 
+/** What one unpacking works on: the tarball, where its image goes, and how. */
+interface Job {
+  log: Log;
+  tb: { path: string; name: string; st: Stats };
+  dir: string;
+  dirFd: number;
+  force: boolean;
+  timeoutMs: number;
+}
+
 export async function tar2dir(argv: string[], log: Log): Promise<number> {
+  const args = await parseCommandLine(argv, log);
+  if (typeof args === 'number') return args;
+  const { tarArg, dir, force } = args;
+  const timeoutMs = lockTimeoutMs();
+  const tb = findTarball(tarArg);
+  let dirFd: number;
+  try {
+    dirFd = openDir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ChError(code === 'ENOTDIR' ? `${dir}: not a directory (ENOTDIR)` : `${dir}: can't use as destination: ${why(err)}`, EXIT_FAIL);
+  }
+  try {
+    return await unpackIn({ log, tb, dir, dirFd, force, timeoutMs });
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
+/** The command line: TARBALL, DIR and --force, or the exit status of --help/--version. */
+async function parseCommandLine(argv: string[], log: Log): Promise<{ tarArg: string; dir: string; force: boolean } | number> {
   let parsed;
   try {
     parsed = parseArgs(PROG, SPECS, argv);
@@ -155,28 +186,15 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   const pos = [...parsed.positional, ...(parsed.rest ?? [])];
   if (pos.length !== 2)
     throw new ChError(`expected TARBALL and DIR, got ${pos.length} argument(s)\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
-  const [tarArg, dir] = pos;
-  const timeoutMs = lockTimeoutMs();
+  return { tarArg: pos[0], dir: pos[1], force };
+}
 
-  const tb = findTarball(tarArg);
-  let dirFd: number;
-  try {
-    dirFd = openDir(dir);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ChError(code === 'ENOTDIR' ? `${dir}: not a directory (ENOTDIR)` : `${dir}: can't use as destination: ${why(err)}`, EXIT_FAIL);
-  }
-  try {
-    return await unpackIn(dirFd);
-  } finally {
-    closeSync(dirFd);
-  }
-
-  async function unpackIn(dirFd: number): Promise<number> {
+/** Install DIR/NAME from the tarball (shared-install.ts's rules), or say it is up to date. */
+async function unpackIn(job: Job): Promise<number> {
+  const { log, tb, dir, dirFd, force, timeoutMs } = job;
   const name = tb.name;
   const target = join(dir, name);
   const src = identity(tb.path, tb.st);
-  const addon = tarAddon();
   let r: Awaited<ReturnType<typeof extractTo>> | undefined;
 
   const done = await installImage(log, {
@@ -191,27 +209,8 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
     upToDate: (m) => same(m.source as Identity | undefined, src),
     force,
     build: async (tmp) => {
-      r = await extractTo(tmp);
-      if (r.entries === 0)
-        throw new ChError(`${tb.path}: holds no files (an empty or all-zero archive); not an image`, EXIT_FAIL);
-      log.debug(`${r.kind}; ${r.openat2 ? 'openat2(RESOLVE_BENEATH)' : 'openat(O_NOFOLLOW) walk'}; ${r.entries} entries`);
-      // A single top-level directory is the image root: it moves to DIR/NAME
-      // straight out of our directory.
-      let top = false;
-      if (r.top) {
-        try { top = lstatSync(`${tmp}/${r.top}`).isDirectory(); } catch { top = false; }
-        if (top) log.info(`single top-level directory ${r.top}: it is the image root`);
-      }
-      const root = top ? `${tmp}/${r.top}` : tmp;
-      const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
-      // Markers come from us, never from the tarball (lib/image/shared-install.ts).
-      for (const n of stripToolState(root)) log.info(`${n}: removed (came with the tarball; only ${PROG} writes its marker)`);
-      for (const f of addon.fixup(root, fixups(src, stats, root), { openat2: useOpenat2() })) {
-        if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
-        log.warn(`can't create mount point /${f.path}: ${f.message}`);
-      }
-      chmodSync(root, 0o755);
-      return top ? r.top : undefined;
+      r = await extractTo(job, target, tmp);
+      return finishRoot(log, r, src, tb.path, tmp);
     },
   });
   if (done === 'current') {
@@ -223,28 +222,55 @@ export async function tar2dir(argv: string[], log: Log): Promise<number> {
   if (log.verbosity >= 0)
     process.stderr.write(`${PROG}[${process.pid}]: ${target}: unpacked ${r!.files} files, ${r!.dirs} dirs, ${r!.symlinks} symlinks, ${r!.hardlinks} hardlinks (${(r!.bytes / 1048576).toFixed(1)} MiB)\n`);
   return 0;
+}
 
-  async function extractTo(dest: string) {
-    const bar = new Progress(`${PROG}: ${name}`, tb.st.size, log.verbosity >= 0);
-    log.info(`unpacking ${tb.path} to ${target}`);
-    // SIGINT/SIGTERM/SIGHUP: stop the extractor, exit 128+N (the caller removes the temporary).
-    const abort = new AbortController();
-    let caught: NodeJS.Signals | undefined;
-    const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
-    for (const sig of INTERRUPTS) process.on(sig, onSignal);
-    try {
-      const r = await extract(tb.path, dest, { openat2: useOpenat2(),
-        onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
-      if (caught) throw new ChError('interrupted', EXIT_FAIL);
-      return r;
-    } catch (err) {
-      if (caught) throw new ChError(`${tb.path}: interrupted by ${caught}; nothing left behind`, 128 + osConstants.signals[caught]);
-      throw err;
-    } finally {
-      bar.done();
-      for (const sig of INTERRUPTS) process.off(sig, onSignal);
-    }
+/**
+ * The extracted tree in TMP made an image: its root found (a single
+ * top-level directory is the root, moved to DIR/NAME straight out of our
+ * directory: its name returned), the tarball's markers removed, mount points
+ * and our marker written, the root made 0755. TARBALL: as the user named it.
+ */
+function finishRoot(log: Log, r: Awaited<ReturnType<typeof extractTo>>, src: Identity, tarball: string, tmp: string): string | undefined {
+  if (r.entries === 0)
+    throw new ChError(`${tarball}: holds no files (an empty or all-zero archive); not an image`, EXIT_FAIL);
+  log.debug(`${r.kind}; ${r.openat2 ? 'openat2(RESOLVE_BENEATH)' : 'openat(O_NOFOLLOW) walk'}; ${r.entries} entries`);
+  let top = false;
+  if (r.top) {
+    try { top = lstatSync(`${tmp}/${r.top}`).isDirectory(); } catch { top = false; }
+    if (top) log.info(`single top-level directory ${r.top}: it is the image root`);
   }
+  const root = top ? `${tmp}/${r.top}` : tmp;
+  const stats = { files: r.files, dirs: r.dirs, symlinks: r.symlinks, hardlinks: r.hardlinks, devices: r.devices, other: r.other, bytes: r.bytes };
+  // Markers come from us, never from the tarball (lib/image/shared-install.ts).
+  for (const n of stripToolState(root)) log.info(`${n}: removed (came with the tarball; only ${PROG} writes its marker)`);
+  for (const f of tarAddon().fixup(root, fixups(src, stats, root), { openat2: useOpenat2() })) {
+    if (f.path === MARKER) throw new ChError(`can't write marker /${MARKER}: ${f.message}`, EXIT_FAIL);
+    log.warn(`can't create mount point /${f.path}: ${f.message}`);
+  }
+  chmodSync(root, 0o755);
+  return top ? r.top : undefined;
+}
+
+/** Extract the tarball into DEST with a progress bar; SIGINT/SIGTERM/SIGHUP stop it, exit 128+N (the caller removes the temporary). */
+async function extractTo(job: Job, target: string, dest: string) {
+  const { log, tb } = job;
+  const bar = new Progress(`${PROG}: ${tb.name}`, tb.st.size, log.verbosity >= 0);
+  log.info(`unpacking ${tb.path} to ${target}`);
+  const abort = new AbortController();
+  let caught: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };
+  for (const sig of INTERRUPTS) process.on(sig, onSignal);
+  try {
+    const r = await extract(tb.path, dest, { openat2: useOpenat2(),
+      onProgress: bar.active ? (n) => bar.update(n) : undefined, signal: abort.signal });
+    if (caught) throw new ChError('interrupted', EXIT_FAIL);
+    return r;
+  } catch (err) {
+    if (caught) throw new ChError(`${tb.path}: interrupted by ${caught}; nothing left behind`, 128 + osConstants.signals[caught]);
+    throw err;
+  } finally {
+    bar.done();
+    for (const sig of INTERRUPTS) process.off(sig, onSignal);
   }
 }
 
