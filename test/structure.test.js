@@ -40,6 +40,7 @@ const OUTSIDE = {
   '../util/log.js': null,   // messages only: anything
   '../util/argp.js': null,  // parsing only
   '../image/layout.js': null,   // the image layout's constants
+  '../image/names.js': null,    // image names, storage and file names: string functions only
   '../util/protocol.gen.js': null,   // the protocol's constants (made from protocol.json)
   '../util/paths.js': { PKG_ROOT: 0, SHARE_DIR: 0, storageDir: 2 },
   '../util/owned-fs.js': { ownerName: 2 },
