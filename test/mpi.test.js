@@ -32,7 +32,9 @@ test.before(async () => {
   mkdirSync(PROGS, { recursive: true });
   chmodSync(PROGS, 0o755);
   await execa('mpicc', ['-O2', '-Wall', '-o', join(PROGS, 'bigmsg'), join(FIXTURES, 'bigmsg.c')]);
-  chmodSync(join(PROGS, 'bigmsg'), 0o755);
+  await execa('cc', ['-O2', '-Wall', '-shared', '-fPIC', '-o', join(PROGS, 'slowfence.so'), join(FIXTURES, 'slowfence.c'),
+    '-ldl', '-lpthread']);
+  for (const f of ['bigmsg', 'slowfence.so']) chmodSync(join(PROGS, f), 0o755);
 });
 
 // The MPI image is built as root (dpkg in a chroot) and the test cluster runs
@@ -88,6 +90,20 @@ serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
   const h = checkRanks(t, r, 4, s.user.uid);
   t.deepEqual(h.map((x) => x.node).sort(), ['n1', 'n2', 'n3', 'n4']);
   t.is(distinct(h.map((x) => x.userns)), 4);
+});
+
+// Under load, a rank sometimes died of SIGSEGV in MPI_Init: Slurm's barrier
+// there holds no node but its own (lib/run/mpi-env.ts says why), so the
+// others' first message reached it while it still waited for the modex, before
+// Open MPI could take it. test/fixtures/mpi/slowfence.c makes that happen every
+// time: rank 0 learns of the modex fence's completion 2 s late.
+serial('srun --mpi=pmix -N 4: a rank that sees the modex fence complete late still starts (asynchronous modex)', async (t) => {
+  const s = ready(t); if (!s) return;
+  const r = await s.run('srun', ['--mpi=pmix', '-p', 'four', '-N', '4', '-n', '4', '-K', CHRUN, '-b', `${PROGS}:/srv`, IMG,
+    '--', 'sh', '-c', 'LD_PRELOAD=/srv/slowfence.so SLOWFENCE_RANK=0 exec /hello'], { timeout: 120000 });
+  t.regex(r.stderr, /slowfence: delayed/, 'the shim delayed rank 0');
+  checkRanks(t, r, 4, s.user.uid);
+  t.notRegex(r.all, /Segmentation fault|signal/i);
 });
 
 serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container per node', async (t) => {
@@ -191,6 +207,20 @@ test('launcher defaults: PMIx hash store when the server directory is hidden, si
       OMPI_MCA_btl_vader_single_copy_mechanism: '' }, [], 'gds= sc='],
   ];
   for (const [what, env, args, want] of cases) t.is(await mpiDefaults(t, env, args), want, what);
+});
+
+test('launcher defaults: asynchronous modex for ranks of Slurm\'s PMIx plugin only, user value kept', async (t) => {
+  const am = async (env) => {
+    const r = await ch('ch-run', [image('busybox'), '--', 'sh', '-c', 'echo "am=${OMPI_MCA_pmix_base_async_modex-unset}"'],
+      { env });
+    t.is(r.exitCode, 0, r.stderr);
+    return r.stdout.trim();
+  };
+  t.is(await am({}), 'am=unset', 'no launcher');
+  t.is(await am({ PMIX_RANK: '0', PMIX_NAMESPACE: 'slurm.pmix.1.0' }), 'am=1', 'srun --mpi=pmix');
+  t.is(await am({ PMIX_RANK: '0', PMIX_NAMESPACE: 'prterun-vm-1234@1' }), 'am=unset', 'another PMIx launcher (mpirun)');
+  t.is(await am({ PMIX_RANK: '0', PMIX_NAMESPACE: 'slurm.pmix.1.0', OMPI_MCA_pmix_base_async_modex: '0' }), 'am=0',
+    'user value');
 });
 
 serial('srun --mpi=pmix: the PMIx server directory shown (no hash store needed), single copy off; --join keeps single copy', async (t) => {
