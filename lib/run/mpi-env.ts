@@ -144,13 +144,4 @@ export function launcherEnv(env: Map<string, string>, mounts: MountOp[], joined:
   // messages); ranks joined into one namespace (--join) can use it.
   if (!joined && (env.has('PMIX_RANK') || env.has('OMPI_COMM_WORLD_RANK')))
     setDefault('OMPI_MCA_btl_vader_single_copy_mechanism', 'none');
-  // Slurm's PMIx plugin (20.11 on, default PMIxCollFence) runs a fence without
-  // data, the barrier that ends Open MPI 4's MPI_Init, on a tree that has no
-  // edges while TreeWidth exceeds the step's nodes: each node completes it
-  // alone. A rank can then leave MPI_Init and send to a rank on a slower node
-  // still in the modex fence, before Open MPI registered its receive handlers:
-  // that rank dies of SIGSEGV in btl/tcp. Open MPI's asynchronous modex waits
-  // for the modex fence (a ring, which does hold every node) only once the
-  // handlers are there, and skips the barrier. DESIGN.md: "MPI and Slurm facts".
-  if (env.get('PMIX_NAMESPACE')?.startsWith('slurm.pmix.')) setDefault('OMPI_MCA_pmix_base_async_modex', '1');
 }
