@@ -32,7 +32,9 @@ test.before(async () => {
   mkdirSync(PROGS, { recursive: true });
   chmodSync(PROGS, 0o755);
   await execa('mpicc', ['-O2', '-Wall', '-o', join(PROGS, 'bigmsg'), join(FIXTURES, 'bigmsg.c')]);
-  chmodSync(join(PROGS, 'bigmsg'), 0o755);
+  await execa('cc', ['-O2', '-Wall', '-shared', '-fPIC', '-o', join(PROGS, 'slowfence.so'), join(FIXTURES, 'slowfence.c'),
+    '-ldl', '-lpthread']);
+  for (const f of ['bigmsg', 'slowfence.so']) chmodSync(join(PROGS, f), 0o755);
 });
 
 // The MPI image is built as root (dpkg in a chroot) and the test cluster runs
@@ -88,6 +90,22 @@ serial('srun --mpi=pmix -N 4 on fake nodes, without --join', async (t) => {
   const h = checkRanks(t, r, 4, s.user.uid);
   t.deepEqual(h.map((x) => x.node).sort(), ['n1', 'n2', 'n3', 'n4']);
   t.is(distinct(h.map((x) => x.userns)), 4);
+});
+
+// Under load, a rank sometimes died of SIGSEGV in MPI_Init: with Slurm's
+// default PMIxCollFence the barrier there holds no node but its own
+// (docs/design.md, "MPI and Slurm facts"), so the others' first message reached
+// it while it still waited for the modex, before Open MPI could take it.
+// test/fixtures/mpi/slowfence.c makes that happen every time (rank 0 learns of
+// the modex fence's completion 2 s late); the test cluster's mpi.conf has
+// PMIxCollFence=ring, as sites should (test/helpers/slurm.js).
+serial('srun --mpi=pmix -N 4: a rank that sees the modex fence complete late still starts (PMIxCollFence=ring)', async (t) => {
+  const s = ready(t); if (!s) return;
+  const r = await s.run('srun', ['--mpi=pmix', '-p', 'four', '-N', '4', '-n', '4', '-K', CHRUN, '-b', `${PROGS}:/srv`, IMG,
+    '--', 'sh', '-c', 'LD_PRELOAD=/srv/slowfence.so SLOWFENCE_RANK=0 exec /hello'], { timeout: 120000 });
+  t.notRegex(r.all, /Segmentation fault|signal/i);
+  checkRanks(t, r, 4, s.user.uid);
+  t.regex(r.stderr, /slowfence: delayed/, 'the shim delayed rank 0');
 });
 
 serial('srun --mpi=pmix -N 4 -n 8 on fake nodes, with --join: one container per node', async (t) => {

@@ -207,6 +207,12 @@ export async function startCluster(opts = {}) {
   const conf = join(dir, 'slurm.conf');
   writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp));
   chmodSync(conf, 0o644);
+  // As a site should (docs/design.md, "MPI and Slurm facts"): Slurm's default
+  // (mixed) runs fences without data on a tree that, with fewer nodes than
+  // TreeWidth, has no edges, so the barrier ending Open MPI's MPI_Init holds no
+  // one and a rank on a slow node gets messages before it can take them
+  // (SIGSEGV). The ring waits for every node. mpi.conf sits by slurm.conf.
+  writeFileSync(join(dir, 'mpi.conf'), 'PMIxCollFence=ring\n', { mode: 0o644 });
 
   const key = join(dir, 'munge/munge.key');
   writeFileSync(key, randomBytes(1024), { mode: 0o400 });
