@@ -20,7 +20,7 @@ const PLANNER = [
   'lib/container/join.ts', 'lib/container/mounts.ts', 'lib/container/mpi-env.ts', 'lib/container/passwd.ts',
   'lib/container/plan.ts', 'lib/container/squash.ts', 'lib/container/textfile.ts',
   'lib/run/features.ts', 'lib/run/options.ts', 'lib/run/planner.ts',
-  'lib/devices/cdi-apply.ts', 'lib/devices/cdi.ts', 'lib/devices/inject.ts', 'lib/devices/ldcache.ts',
+  'lib/devices/cdi-apply.ts', 'lib/devices/cdi.ts', 'lib/devices/conf.ts', 'lib/devices/inject.ts', 'lib/devices/ldcache.ts',
 ];
 /** Not planning: the front end and the Hosts. */
 const NOT_PLANNER = ['lib/run/main.ts', 'lib/run/plan-output.ts', 'lib/container/host.ts', 'lib/run/memo.ts',

@@ -38,64 +38,14 @@ import { globToRegExp } from '../container/glob.js';
 import { kindInImage, resolveInImage } from '../container/image.js';
 import type { MountOp } from '../container/plan.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
+import { GPU_VENDORS, type Kind, loadConf } from './conf.js';
 import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
 import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
 
-export type Kind = 'nvidia' | 'amd' | 'ib';
-export const GPU_VENDORS: Kind[] = ['nvidia', 'amd'];
+// ch-fromhost reads the same data through this bundle.
+export { loadConf };
+
 const INJECT = '/run/ch-toolkit';
-
-export interface Conf {
-  devs: { pattern: string; indexed: boolean; base: number }[];
-  libs: string[];
-  bins: string[];
-  icds: { path: string; env: string }[];
-  dirs: string[];
-  sources: string[];
-}
-
-function emptyConf(): Conf { return { devs: [], libs: [], bins: [], icds: [], dirs: [], sources: [] }; }
-
-export function parseConf(text: string, source: string, into: Conf = emptyConf()): Conf {
-  into.sources.push(source);
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.replace(/#.*/, '').trim();
-    if (line === '') return;
-    const [word, ...args] = line.split(/\s+/);
-    const bad = () => new ChError(`${source}:${i + 1}: bad line: ${raw.trim()}`);
-    switch (word) {
-      case 'dev':
-        if (args.length < 1 || args.length > 3 || (args[1] !== undefined && args[1] !== 'indexed')
-            || (args[2] !== undefined && !/^[0-9]+$/.test(args[2]))
-            || args[0].startsWith('/') || args[0].split('/').includes('..')) throw bad();
-        into.devs.push({ pattern: args[0], indexed: args[1] === 'indexed', base: Number(args[2] ?? 0) });
-        break;
-      case 'lib': if (args.length !== 1) throw bad(); into.libs.push(args[0]); break;
-      case 'bin': if (args.length !== 1 || args[0].includes('/')) throw bad(); into.bins.push(args[0]); break;
-      case 'icd':
-        if (args.length !== 2 || !args[0].startsWith('/') || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(args[1])) throw bad();
-        into.icds.push({ path: args[0], env: args[1] });
-        break;
-      case 'dir': if (args.length !== 1 || !args[0].startsWith('/')) throw bad(); into.dirs.push(args[0]); break;
-      default: throw bad();
-    }
-  });
-  return into;
-}
-
-function readText(host: Host, path: string, what: string): string {
-  try { return host.readFile(path, 'utf8'); } catch (err) { throw new ChError(`can't read ${what} ${path}: ${why(err)}`); }
-}
-
-export function loadConf(host: Host, kind: Kind, env: Map<string, string>): Conf {
-  const file = kind === 'ib' ? join(SHARE_DIR, 'ib.conf') : join(SHARE_DIR, 'gpu', `${kind}.conf`);
-  const conf = parseConf(readText(host, file, 'configuration'), file);
-  const pre = kind === 'ib' ? 'CH_IB' : 'CH_GPU';
-  for (const f of (env.get(`${pre}_CONF`) ?? '').split(':').filter(Boolean))
-    parseConf(readText(host, f, `${pre}_CONF file`), f, conf);
-  for (const l of (env.get(`${pre}_LIBS`) ?? '').split(/[:,]/).filter(Boolean)) conf.libs.push(l);
-  return conf;
-}
 
 /**
  * Device paths (relative to ROOT) matching a pattern of one or more components,
