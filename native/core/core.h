@@ -56,7 +56,7 @@ long long now_ms(void);   /* CLOCK_MONOTONIC, in ms: for deadlines */
    syscall, so that the fallbacks run, and are tested, on a new kernel too. */
 bool switched_off(const char *var);
 bool path_find(const char *prog, char *buf, size_t size);   /* absolute $PATH entries only */
-const char *privilege_held(void);   /* why we hold privilege we must not, or NULL */
+void refuse_privilege(const char *who);   /* exit if run with more privilege than the caller's */
 
 /** The plan **/
 

@@ -27,20 +27,6 @@
 
 #include "core.h"
 
-/* ch-run must never be a privilege boundary: refuse to run setuid or setgid,
-   whether by file mode or by a privileged caller's exec. */
-static void refuse_setid(void)
-{
-   struct stat st;
-   if (getuid() != geteuid() || getgid() != getegid())
-      FATAL_NOERR("running setuid or setgid; refusing (ch-run must not be installed setuid/setgid)");
-   if (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))
-      FATAL_NOERR("ch-run core is installed setuid or setgid; refusing to run");
-   const char *why = privilege_held();   /* the core can be run directly too */
-   if (why != NULL)
-      FATAL_NOERR("ch-run core %s; refusing to run (it needs no privilege: setcap -r it)", why);
-}
-
 static const char *env_get(char **env, const char *name)
 {
    size_t n = strlen(name);
@@ -231,7 +217,6 @@ _Noreturn void core_main(int argc, char **argv)
 {
    struct plan p;
 
-   refuse_setid();
    if (argc != 4)
       FATAL_NOERR("this is ch-run's internal core; run ch-run instead");
    plan_read((int)number_arg(argv[1], "plan fd", 0), &p);
@@ -295,6 +280,7 @@ _Noreturn void core_main(int argc, char **argv)
 #ifndef CH_CORE_IN_LAUNCHER
 int main(int argc, char **argv)
 {
+   refuse_privilege("ch-run core");   /* it can be run directly too */
    core_main(argc, argv);
 }
 #endif

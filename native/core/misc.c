@@ -176,13 +176,13 @@ bool path_find(const char *prog, char *buf, size_t size)
 }
 
 /* Why this process holds privilege ch-run must not have, or NULL. ch-run is
-   never a privilege boundary: besides setuid and setgid (refused already),
+   never a privilege boundary: besides setuid and setgid (refuse_privilege),
    file capabilities on it (setcap) or ambient ones from its caller would
    give the user's command, or our own set-up, power the caller doesn't
    have. AT_SECURE says the kernel raised our privilege at exec; any
    permitted or effective capability of a non-root caller is one too many.
    Root is root with or without us, and may run ch-run. */
-const char *privilege_held(void)
+static const char *privilege_held(void)
 {
    if (getauxval(AT_SECURE) != 0)
       return "started in secure-execution mode (AT_SECURE: setuid, setgid or file capabilities)";
@@ -196,4 +196,23 @@ const char *privilege_held(void)
       if (d[i].permitted != 0 || d[i].effective != 0)
          return "holds capabilities (file capabilities on ch-run, or ambient ones from its caller)";
    return NULL;
+}
+
+/* ch-run must never be a privilege boundary: exit unless this process runs
+   with exactly its caller's privilege: not setuid or setgid (by the file's
+   mode or a privileged caller's exec), not in secure-execution mode, no
+   capabilities (privilege_held). WHO names this executable in messages
+   ("ch-run", "ch-run core"). Each executable checks itself once, at its
+   entry: the launcher (also for the core it runs in its own process on a
+   memoized plan), and ch-run-core's main(). */
+void refuse_privilege(const char *who)
+{
+   struct stat st;
+   if (getuid() != geteuid() || getgid() != getegid()
+       || (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID))))
+      FATAL_NOERR("%s is installed setuid or setgid; refusing to run (it needs no privileges: chmod ug-s it)", who);
+   const char *why = privilege_held();
+   if (why != NULL)
+      FATAL_NOERR("%s %s; refusing to run (it needs no privilege: setcap -r it, or start it without capabilities)",
+                  who, why);
 }

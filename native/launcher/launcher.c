@@ -46,26 +46,10 @@
 /* The core is linked in too (core_main: a memoized plan runs it here,
    without the exec of ch-run-core, one exec fewer on every hit), and so
    are its error reporting (FATAL: "what: why (ERRNO)", exit EXIT_CHRUN)
-   and helpers (path_find, privilege_held). */
+   and helpers (path_find, refuse_privilege). */
 #include "../core/core.h"
 #include "memo/memo.h"
 
-
-/* ch-run must never be a privilege boundary. */
-static void refuse_setid(void)
-{
-   struct stat st;
-   if (getuid() != geteuid() || getgid() != getegid()
-       || (stat("/proc/self/exe", &st) == 0 && (st.st_mode & (S_ISUID | S_ISGID)))) {
-      FATAL_NOERR("ch-run is installed setuid or setgid; refusing to run "
-                  "(it needs no privileges: chmod ug-s it)");
-   }
-   const char *why = privilege_held();
-   if (why != NULL) {
-      FATAL_NOERR("ch-run %s; refusing to run (it needs no privilege: setcap -r it, "
-                  "or start it without capabilities)", why);
-   }
-}
 
 /* Strip the last component of PATH in place. */
 static void strip_last(char *path)
@@ -284,7 +268,7 @@ int main(int argc, char **argv)
    int stdio_flags[3];
    struct sigaction sigchld;
 
-   refuse_setid();
+   refuse_privilege("ch-run");   /* also for the core it may run in this process */
    own_location(dir, root, sizeof(dir));
    save_stdio_flags(stdio_flags);
 
