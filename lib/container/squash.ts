@@ -133,18 +133,15 @@ function isOwnPrivateDir(host: Host, p: string): boolean {
 /** P, created 0700 if missing, must be a real directory of the caller's closed to others; else an error saying to ADVICE. */
 function checkedDir(host: Host, p: string, advice: string): void {
   const me = host.user();
-  const mode = 0o700;
-  {
-    try { host.mkdir(p, { mode }); } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`can't create ${p}: ${why(err)}`);
-    }
-    let st: Stats;
-    try { st = host.lstat(p); } catch (err) { throw new ChError(`can't use ${p}: ${why(err)}`); }
-    if (st.isSymbolicLink()) throw new ChError(`can't use ${p}: it is a symlink (someone else's?); ${advice}`);
-    if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; ${advice}`);
-    if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); ${advice}`);
-    if (st.mode & 0o077) throw new ChError(`can't use ${p}: mode ${(st.mode & 0o7777).toString(8)} lets others in (want 0700)`);
+  try { host.mkdir(p, { mode: 0o700 }); } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ChError(`can't create ${p}: ${why(err)}`);
   }
+  let st: Stats;
+  try { st = host.lstat(p); } catch (err) { throw new ChError(`can't use ${p}: ${why(err)}`); }
+  if (st.isSymbolicLink()) throw new ChError(`can't use ${p}: it is a symlink (someone else's?); ${advice}`);
+  if (!st.isDirectory()) throw new ChError(`can't use ${p}: not a directory; ${advice}`);
+  if (st.uid !== me.uid) throw new ChError(`can't use ${p}: owned by uid ${st.uid}, not you (uid ${me.uid}); ${advice}`);
+  if (st.mode & 0o077) throw new ChError(`can't use ${p}: mode ${(st.mode & 0o7777).toString(8)} lets others in (want 0700)`);
 }
 
 /**
