@@ -41,7 +41,11 @@ async function fixture(t) {
   return { dir, src };
 }
 
-/** The tree under ROOT: path -> type, mode, content (its SHA-256) or target, hard link group. */
+/**
+ * The tree under ROOT: path -> type, mode, content (its SHA-256) or target, hard link group. Less what
+ * our tools add to an image directory (as Charliecloud's compare-ls leaves out /ch): the marker, checked
+ * apart (marked()), and a /ch holding nothing else.
+ */
 function tree(root) {
   const out = {};
   const inodes = new Map();
@@ -63,7 +67,20 @@ function tree(root) {
   };
   walk('');
   for (const names of inodes.values()) for (const n of names) out[n].links = names.join(' ');
+  delete out[IMAGE_MARKER];
+  if (out.ch && !Object.keys(out).some((p) => p.startsWith('ch/'))) delete out.ch;
   return out;
+}
+
+const IMAGE_MARKER = 'ch/.ch-image.json';
+
+/** The marker of image directory ROOT, less its creation time; it must name ROOT's inode. */
+function marked(root) {
+  const m = JSON.parse(readFileSync(join(root, IMAGE_MARKER), 'utf8'));
+  delete m.created;
+  if (m.root?.ino !== statSync(root).ino) throw new Error(`${root}/${IMAGE_MARKER}: names root inode ${m.root?.ino}, not its own`);
+  delete m.root;
+  return m;
 }
 
 const cv = (args, opts) => ch('ch-convert', args, opts);
@@ -203,9 +220,20 @@ needs(test, notRoot && 'needs root to make a destination that belongs to someone
   t.is(readFileSync(theirs, 'utf8'), 'root\'s\n');
   r = await cv([src, join(dir, 'src.tar')]);
   t.is(r.exitCode, 0, r.stderr);
-  r = await cv([join(dir, 'src.tar'), src]);   // the user's own directory: replaced
-  t.is(r.exitCode, 0, r.stderr);
-  t.true(existsSync(join(src, 'sub/hard')));
+  // The user's own directory, but not an image one of our tools made (no marker): refused, left as it was.
+  const before = tree(src);
+  r = await cv([join(dir, 'src.tar'), src]);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /error: exists but does not appear to be an image: \S*\/src \(not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours: no marker \/ch\/\.ch-image\.json\); not replacing it/);
+  t.deepEqual(tree(src), before);
+  t.false(existsSync(join(src, 'ch')), 'no marker added');
+  // An image directory ch-convert made (its marker): replaced.
+  for (const i of [1, 2]) {
+    r = await cv([join(dir, 'src.tar'), join(dir, 'conv')]);
+    t.is(r.exitCode, 0, `${i}: ${r.stderr}`);
+    t.deepEqual(tree(join(dir, 'conv')), before);
+    t.is(marked(join(dir, 'conv')).tool, 'ch-convert');
+  }
   r = await cv([src, join(dir, 'src.tar'), '-o', 'dir']);   // a file where a directory would go: refused
   t.is(r.exitCode, 1);
   t.regex(r.stderr, /src\.tar: exists as a file; not replacing it with a directory/);
@@ -450,20 +478,10 @@ test('registry -> dir, tar.gz, sqfs: the tree ch-pull makes, blobs from its cach
   t.is(r.exitCode, 0, r.stderr);
   t.regex(r.stderr, /layer 2\/2 .* downloaded, applied/);
   t.regex(r.stderr, /img: written \(dir\)/);
-  // ch-pull's marker records when it was made: compared without that.
-  const MARKER = 'ch/.ch-pull.json';
-  // A marker names its creation time and its own image root's inode: each one's own, the rest must match.
-  const marker = (root) => {
-    const m = JSON.parse(readFileSync(join(root, MARKER), 'utf8'));
-    delete m.created;
-    if (m.root?.ino !== statSync(root).ino) throw new Error(`${root}/${MARKER}: names root inode ${m.root?.ino}, not its own`);
-    delete m.root;
-    return m;
-  };
-  const timeless = (tr) => ({ ...tr, [MARKER]: { ...tr[MARKER], data: '(its own creation time and root)' } });
-  t.deepEqual(timeless(tree(join(dir, 'img'))), timeless(want));
-  t.deepEqual(marker(join(dir, 'img')), marker(join(dir, 'pulled')));
-  t.is(marker(join(dir, 'img')).reference, r0.ref);
+  // A marker names its creation time and its own image root's inode (marked()): each one's own, the rest must match.
+  t.deepEqual(tree(join(dir, 'img')), want);
+  t.deepEqual(marked(join(dir, 'img')), marked(join(dir, 'pulled')));
+  t.is(marked(join(dir, 'img')).reference, r0.ref);
 
   // Into a tarball: nothing downloaded; the tarball unpacks to the same tree (less ch-pull's marker).
   r = await cvPull([`docker://${r0.ref}`, join(dir, 'img.tar.gz')], storage);
@@ -472,9 +490,9 @@ test('registry -> dir, tar.gz, sqfs: the tree ch-pull makes, blobs from its cach
   t.notRegex(r.stderr, /downloaded/);
   r = await cv([join(dir, 'img.tar.gz'), join(dir, 'untarred')]);
   t.is(r.exitCode, 0, r.stderr);
-  const unmarked = { ...want };
-  delete unmarked[MARKER];
+  const unmarked = want;
   t.deepEqual(tree(join(dir, 'untarred')), unmarked);
+  t.is(marked(join(dir, 'untarred')).tool, 'ch-convert', "a directory output: ch-convert's marker");
 
   // Into SquashFS, -i registry without the prefix: cached.
   r = await cvPull(['-i', 'registry', r0.ref, join(dir, 'img.sqfs')], storage);
@@ -743,7 +761,7 @@ test('registry SRC, an existing DST not the user\'s image: refused before any re
   await ownedByUser(dir);
   let r = await cvPull([ref, join(dir, 'mine')], join(dir, 'storage'));
   t.is(r.exitCode, 1, r.stderr);
-  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.regex(r.stderr, /mine: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(no marker \/ch\/\.ch-image\.json\); not using or replacing it/);
   t.is(readFileSync(join(dir, 'mine/keep'), 'utf8'), 'keep\n');
   if (isRoot) {
     writeFileSync(join(dir, 'roots.sqfs'), 'root\'s\n');   // written by the suite, as root
