@@ -10,7 +10,7 @@
 // errors, interrupted cleanly; pushing refused.
 
 import test from 'ava';
-import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -701,6 +701,73 @@ test('SIGKILL mid-conversion leaves the stage; the next conversion to DST remove
   if (isRoot) {
     t.regex(again.stderr, new RegExp(`ignoring .*${roots.replaceAll('.', '\\.')}: belongs to root`));
     t.is(readFileSync(join(dir, roots, 'keep'), 'utf8'), 'keep\n', "root's stage is left alone");
+  }
+});
+
+test('nothing left in $TMPDIR: conversions that succeed, fail, are interrupted (SIGTERM) or killed (SIGKILL)', async (t) => {
+  const { dir, src } = await fixture(t);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { mode: 0o700 });
+  mkdirSync(join(dir, 'stall'));
+  const bin = await stalledMksquashfs(join(dir, 'stall'));
+  writeFileSync(join(dir, 'bad.tar'), 'not a tarball\n');
+  await ownedByUser(dir);
+  const env = { TMPDIR: tmp };
+  const empty = (what) => t.deepEqual(readdirSync(tmp), [], `${what}: $TMPDIR empty`);
+  for (const [from, to] of [[src, 'a.tar'], ['a.tar', 'b.sqfs'], ['b.sqfs', 'c'], ['c', 'd.tar.gz'], ['d.tar.gz', 'c'], ['c', 'b.sqfs']]) {
+    const r = await cv([from.startsWith('/') ? from : join(dir, from), join(dir, to)], { env });
+    t.is(r.exitCode, 0, `${from} -> ${to}: ${r.stderr}`);
+    empty(`${from} -> ${to}`);
+  }
+  const bad = await cv([join(dir, 'bad.tar'), join(dir, 'e')], { env });
+  t.is(bad.exitCode, 1, bad.stderr);
+  empty('a failed conversion');
+  // Interrupted and killed while mksquashfs runs.
+  const stall = join(dir, 'stall');
+  for (const sig of ['SIGTERM', 'SIGKILL']) {
+    rmSync(join(stall, 'started'), { force: true });
+    const p = cv([src, join(dir, `${sig}.sqfs`)], { env: { ...env, PATH: `${bin}:/usr/bin:/bin` } });
+    await until('the tool to start', () => existsSync(join(stall, 'started')));
+    p.kill(sig);
+    writeFileSync(join(stall, 'go'), 'go\n');
+    const r = await p;
+    t.true(r.exitCode === 143 || r.signal === 'SIGKILL', `${sig}: ${r.exitCode} ${r.signal} ${r.stderr}`);
+    empty(sig);
+  }
+});
+
+podmanTest('-o podman works in a directory of $TMPDIR, removed after; one a killed run left is removed by the next, only if ours and not held', async (t) => {
+  if (!await havePodman(t)) return;
+  const { dir, src } = await fixture(t);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { mode: 0o700 });
+  const ref = `localhost/ch-convert-tmp-${process.pid}:v1`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  // Planted: a dead run's (root's, the user running here; backdated past the grace period), a live
+  // run's (its .lock held), the test user's, a symlink to a directory of root's named like one.
+  const old = new Date(Date.now() - 5 * 60_000);
+  const plant = (name) => { mkdirSync(join(tmp, name), { mode: 0o700 }); writeFileSync(join(tmp, name, 'x'), 'x\n'); utimesSync(join(tmp, name), old, old); };
+  plant('ch-convert-Dead01');
+  plant('ch-convert-Live01');
+  plant('ch-convert-User01');
+  await ownedByUser(join(tmp, 'ch-convert-User01'));
+  utimesSync(join(tmp, 'ch-convert-User01'), old, old);
+  mkdirSync(join(dir, 'precious'));
+  writeFileSync(join(dir, 'precious', 'keep'), 'keep\n');
+  symlinkSync(join(dir, 'precious'), join(tmp, 'ch-convert-Link01'));
+  const holder = execa('python3', ['-c', 'import fcntl,sys,time; f=open(sys.argv[1],"w"); fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); time.sleep(120)',
+    join(tmp, 'ch-convert-Live01', '.lock')], { reject: false });
+  try {
+    await new Promise((res) => holder.stdout.on('data', (d) => { if (String(d).includes('held')) res(); }));
+    utimesSync(join(tmp, 'ch-convert-Live01'), old, old);
+    const r = await cv(['-v', '-o', 'podman', src, ref], { root: true, env: { TMPDIR: tmp } });
+    t.is(r.exitCode, 0, r.stderr);
+    t.regex(r.stderr, /removing \S*ch-convert-Dead01: left by a conversion that was killed/);
+    t.deepEqual(readdirSync(tmp).sort(), ['ch-convert-Link01', 'ch-convert-Live01', 'ch-convert-User01']);
+    t.is(readFileSync(join(dir, 'precious', 'keep'), 'utf8'), 'keep\n');
+  } finally {
+    holder.kill();
+    await holder;
   }
 });
 

@@ -576,6 +576,113 @@ test('SIGTERM mid-download: exit 143, DEST and temporaries gone, the partial blo
   }
 });
 
+test('blob cache: bounded (CH_PULL_CACHE_MAX), least recently used first; --cache-list, --cache-prune; what a running pull uses stays', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-lru');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'lru');
+  const lru = await servedManifest(reg, 'lru', 'v1');
+  const app = await servedManifest(reg, 'team/app', 'v1');
+  const hexes = (m) => [m.config, ...m.layers].map((x) => x.digest.slice(7)).sort();
+  const d = userDir('lru');
+  const storage = join(d, 'storage');
+  const env = { CH_IMAGE_STORAGE: storage };
+  const cached = () => { try { return readdirSync(join(storage, 'blobs', 'sha256')).sort(); } catch { return []; } };
+  const blobsDir = () => readdirSync(join(storage, 'blobs'));
+
+  // A bound of 1 byte: nothing stays once the pull is done, and no pin or lock either.
+  let r = await pull(['-v', `${reg.host}/team/app:v1`, join(d, 'app')], { ...env, CH_PULL_CACHE_MAX: '1' });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /blob cache: removed 3 least recently used .* \(CH_PULL_CACHE_MAX\)/);
+  t.deepEqual(cached(), []);
+  t.deepEqual(blobsDir(), ['sha256']);
+  r = await pull(['x'], { ...env, CH_PULL_CACHE_MAX: 'lots' });
+  t.is(r.exitCode, 2, r.stderr);
+  t.regex(r.stderr, /CH_PULL_CACHE_MAX 'lots': want a size/);
+
+  // The default bound keeps both images' blobs; --cache-list shows them, least recently used first.
+  r = await pull(['--force', `${reg.host}/team/app:v1`, join(d, 'app')], env);
+  t.is(r.exitCode, 0, r.stderr);
+  r = await pull([`${reg.host}/lru:v1`, join(d, 'lru')], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(cached(), [...new Set([...hexes(app), ...hexes(lru)])].sort());
+  const list = await pull(['--cache-list'], env);
+  t.is(list.exitCode, 0, list.stderr);
+  const rows = [...list.stdout.matchAll(/^blob +(\d+) +\S+ +.*\/sha256\/([0-9a-f]{64})$/gm)];
+  t.deepEqual(rows.map((m) => m[2]).sort(), cached(), list.stdout);
+  const appOnly = hexes(app).filter((h) => !hexes(lru).includes(h));
+  const pos = (h) => rows.findIndex((m) => m[2] === h);
+  for (const h of appOnly) for (const l of hexes(lru)) t.true(pos(h) < pos(l), `${h} (app only) listed before ${l} (used since)`);
+  t.regex(list.stdout, /^# 5 blob\(s\) .*SquashFS listing/m);
+
+  // --cache-prune=SIZE: the least recently used go until SIZE is left: here app's own blobs.
+  const lruSize = rows.filter((m) => hexes(lru).includes(m[2])).reduce((n, m) => n + Number(m[1]), 0);
+  r = await pull(['--cache-prune', String(lruSize)], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /removed 2 cached file\(s\)/);
+  t.deepEqual(cached(), hexes(lru));
+
+  // A pull running (its big layer stalled mid-download, the rest pinned) while everything is pruned:
+  // what it uses stays, and it completes.
+  const big = lru.layers[1].digest.slice(7);
+  rmSync(join(storage, 'blobs', 'sha256', big));
+  const relay = await stallingRelay(reg.port, 1 << 20);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/lru:v1`, join(d, 'again')], env);
+    await until('the big layer to stall', () => relay.stalled && existsSync(join(storage, 'blobs', 'sha256', `${big}.part`)));
+    const inUse = await pull(['--cache-list'], env);
+    t.regex(inUse.stdout, new RegExp(`\\(in use\\) +\\S+/${lru.config.digest.slice(7)}$`, 'm'), inUse.stdout);
+    r = await pull(['--cache-prune'], env);
+    t.is(r.exitCode, 0, r.stderr);
+    t.deepEqual(cached().filter((f) => !f.endsWith('.lock')), [...hexes(lru).filter((h) => h !== big), `${big}.part`].sort(),
+      'pinned blobs and the partial download being written stay');
+    relay.release();
+    const done = await p;
+    t.is(done.exitCode, 0, done.stderr);
+    t.is(readFileSync(join(d, 'again', 'big')).length, 6 << 20);
+  } finally {
+    relay.stop();
+  }
+  r = await pull(['--cache-prune'], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(cached(), []);
+  t.deepEqual(blobsDir(), ['sha256'], 'no pins left');
+});
+
+test('blob cache: pins of a pull killed by SIGKILL are removed by the next prune; a link planted in the cache is not followed', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('pins');
+  const storage = join(d, 'storage');
+  const env = { CH_IMAGE_STORAGE: storage };
+  const lay = join(BASE, 'layout-pins');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'big', data: randomBytes(4 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'pins');
+  let r = await pull([`${reg.host}/team/app:v1`, join(d, 'app')], env);   // BASE_LAYER cached
+  t.is(r.exitCode, 0, r.stderr);
+  const relay = await stallingRelay(reg.port, 1 << 20);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/pins:v1`, join(d, 'img')], env);
+    await until('a pin and a stalled download', () => relay.stalled && readdirSync(join(storage, 'blobs')).some((e) => e.startsWith('.pins.')));
+    p.kill('SIGKILL');
+    await p;
+  } finally {
+    relay.stop();
+  }
+  t.true(readdirSync(join(storage, 'blobs')).some((e) => e.startsWith('.pins.')), 'the killed pull left its pins');
+  // Planted in the user's own cache (a link to a file of theirs, named as a blob): not followed, not removed.
+  const keep = join(d, 'keep');
+  writeFileSync(keep, 'keep\n');
+  const link = join(storage, 'blobs', 'sha256', 'f'.repeat(64));
+  symlinkSync(keep, link);
+  if (user) for (const p of [keep]) chownSync(p, user.uid, user.gid);
+  r = await pull(['-v', '--cache-prune'], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /\.pins\.[0-9a-f]+: pins of a pull that was killed/);
+  t.deepEqual(readdirSync(join(storage, 'blobs')), ['sha256']);
+  t.deepEqual(readdirSync(join(storage, 'blobs', 'sha256')), ['f'.repeat(64)], 'only the link left');
+  t.is(readFileSync(keep, 'utf8'), 'keep\n');
+});
+
 test('disk full, while downloading or while unpacking: said plainly, nothing left', async (t) => {
   if (skip(t)) return;
   if (!isRoot) { t.log('needs root to mount a small tmpfs; not tested'); t.pass(); return; }

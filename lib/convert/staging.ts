@@ -6,8 +6,7 @@
 // a directory only if an image of theirs with a marker (every image tool's
 // rule), which a directory output gets too.
 
-import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, rmSync, type Stats } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, rmSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChError, isChError, type Log, why } from '../util/log.js';
 import { at, myUid, openDir, ownerName } from '../util/owned-fs.js';
@@ -82,12 +81,14 @@ function lockTimeoutMs(): number {
 async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: InstallSite, dst: string): Promise<void> {
   const { fmt: inFmt, path: src } = from;
   const { dirFd: parent, name } = site;
-  // Intermediates in a private directory; the output in another, made
-  // beside DST (a new 0700 directory, never someone else's), so the tools
-  // we run write where nobody else can, and one rename places it.
-  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
-  try {
-    await stageAndRename(log, site, async (tmp, stage) => {
+  // The output and intermediates in a stage made beside DST (a new 0700
+  // directory, never someone else's), so the tools we run write where nobody
+  // else can, one rename places the output, and a run killed by SIGKILL
+  // leaves nothing in $TMPDIR: the next conversion to DST removes its stage.
+  await stageAndRename(log, site, async (tmp, stage) => {
+    const work = join(stage, 'work');
+    mkdirSync(`${tmp}/work`, { mode: 0o700 });
+    try {
       const out = join(stage, 'out');
       // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
       if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
@@ -103,13 +104,14 @@ async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: Insta
       }
       await checkInterrupted(from.signal);
       return { sub: 'out', how: placement(parent, name, dst, outFmt) };
-      // Run as root, unsquashfs and cp -a give the output's root the owner
-      // it has in SRC: DST is checked to be what was built, owner and all.
-    }, { warnLeftovers: true, ownerFromContent: true,
-      cantStage: (err) => new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL) });
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+    } finally {
+      // Through our descriptor of the stage; as root, what tools made there may be anyone's.
+      rmSync(`${tmp}/work`, { recursive: true, force: true });
+    }
+    // Run as root, unsquashfs and cp -a give the output's root the owner
+    // it has in SRC: DST is checked to be what was built, owner and all.
+  }, { warnLeftovers: true, ownerFromContent: true,
+    cantStage: (err) => new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL) });
 }
 
 /**
