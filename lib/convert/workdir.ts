@@ -9,7 +9,7 @@
 
 import { closeSync, lstatSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type Log } from '../util/log.js';
 import { at, myUid, openDir, openDirAt, removeOwned } from '../util/owned-fs.js';
 import { flockPath } from '../util/native-fs.js';
@@ -32,7 +32,7 @@ export async function withWorkDir<T>(log: Log, use: (work: string) => Promise<T>
     return await use(work);
   } finally {
     if (lock !== undefined) closeSync(lock);
-    removeWork(log, base, work.slice(base.length).replace(/^\/+/, ''));
+    removeWork(log, base, basename(work));
   }
 }
 

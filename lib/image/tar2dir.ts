@@ -38,7 +38,8 @@ function help(): string {
 
 Unpack image tarball TARBALL into directory DIR/NAME, NAME being TARBALL's
 base name less its extension (${TAR_EXTS.join(' ')}; the extension may be
-omitted). Compression (gzip, xz, zstd, none) is detected from the content.
+omitted, if only one tarball of that name exists: several are refused as
+ambiguous). Compression (gzip, xz, zstd, none) is detected from the content.
 
 Hostile or broken archives are refused and nothing is written outside
 DIR/NAME: '..' or absolute names, writes through symlinks leading outside,
