@@ -10,7 +10,7 @@ import { Storage } from './cache.js';
 import { blobs, prune } from './cache-bound.js';
 import { blobCacheMax } from './pull.js';
 
-function mib(n: number): string { return `${(n / 1048576).toFixed(1)} MiB`; }
+function mib(n: number): string { return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${(n / 1048576).toFixed(1)} MiB`; }
 
 function summary(items: Cached[]): string {
   const of = (k: Cached['kind']) => items.filter((c) => c.kind === k);
