@@ -711,7 +711,11 @@ test('nothing left in $TMPDIR: conversions that succeed, fail, are interrupted (
   mkdirSync(join(dir, 'stall'));
   const bin = await stalledMksquashfs(join(dir, 'stall'));
   writeFileSync(join(dir, 'bad.tar'), 'not a tarball\n');
+  // What an earlier version's killed run left (no .lock), two days ago: the first conversion removes it.
+  mkdirSync(join(tmp, 'ch-convert-Legacy'), { mode: 0o700 });
   await ownedByUser(dir);
+  const ago = new Date(Date.now() - 2 * 86_400_000);
+  utimesSync(join(tmp, 'ch-convert-Legacy'), ago, ago);
   const env = { TMPDIR: tmp };
   const empty = (what) => t.deepEqual(readdirSync(tmp), [], `${what}: $TMPDIR empty`);
   for (const [from, to] of [[src, 'a.tar'], ['a.tar', 'b.sqfs'], ['b.sqfs', 'c'], ['c', 'd.tar.gz'], ['d.tar.gz', 'c'], ['c', 'b.sqfs']]) {
@@ -746,12 +750,20 @@ podmanTest('-o podman works in a directory of $TMPDIR, removed after; one a kill
   mkdirSync(tmp, { mode: 0o700 });
   const ref = `localhost/ch-convert-tmp-${process.pid}:v1`;
   t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
-  // Planted: a dead run's (root's, the user running here; backdated past the grace period), a live
-  // run's (its .lock held), the test user's, a symlink to a directory of root's named like one.
+  // Planted: a dead run's (root's, the user running here: its .lock not held; backdated past the
+  // grace period), a live run's (its .lock held), one with no .lock (an earlier version's: removed
+  // only once a day old), the test user's, a symlink to a directory of root's named like one.
   const old = new Date(Date.now() - 5 * 60_000);
-  const plant = (name) => { mkdirSync(join(tmp, name), { mode: 0o700 }); writeFileSync(join(tmp, name, 'x'), 'x\n'); utimesSync(join(tmp, name), old, old); };
+  const plant = (name, when = old) => {
+    mkdirSync(join(tmp, name), { mode: 0o700 });
+    writeFileSync(join(tmp, name, 'x'), 'x\n');
+    if (name.includes('Dead')) writeFileSync(join(tmp, name, '.lock'), '');
+    utimesSync(join(tmp, name), when, when);
+  };
   plant('ch-convert-Dead01');
   plant('ch-convert-Live01');
+  plant('ch-convert-Young1');
+  plant('ch-convert-Older1', new Date(Date.now() - 2 * 86_400_000));
   plant('ch-convert-User01');
   await ownedByUser(join(tmp, 'ch-convert-User01'));
   utimesSync(join(tmp, 'ch-convert-User01'), old, old);
@@ -766,7 +778,8 @@ podmanTest('-o podman works in a directory of $TMPDIR, removed after; one a kill
     const r = await cv(['-v', '-o', 'podman', src, ref], { root: true, env: { TMPDIR: tmp } });
     t.is(r.exitCode, 0, r.stderr);
     t.regex(r.stderr, /removing \S*ch-convert-Dead01: left by a conversion that was killed/);
-    t.deepEqual(readdirSync(tmp).sort(), ['ch-convert-Link01', 'ch-convert-Live01', 'ch-convert-User01']);
+    t.regex(r.stderr, /removing \S*ch-convert-Older1: left by a conversion that was killed/);
+    t.deepEqual(readdirSync(tmp).sort(), ['ch-convert-Link01', 'ch-convert-Live01', 'ch-convert-User01', 'ch-convert-Young1']);
     t.is(readFileSync(join(dir, 'precious', 'keep'), 'utf8'), 'keep\n');
   } finally {
     holder.kill();

@@ -13,6 +13,7 @@ import { at, myUid, openDir, ownerName } from '../util/owned-fs.js';
 import { bareReason, existingImage as existingImageOf, IMAGE_KIND, IMAGE_TOOLS_TEXT, IMAGE_MARKER, lockWaitMs, markerText, stageAndRename, stripToolState, underInstallLock,
   type InstallSite, type Placement } from '../image/shared-install.js';
 import { tarAddon, useOpenat2 } from '../tar/native.js';
+import { removeStaleWork } from './workdir.js';
 import { pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/image-dir.js';
 import { EXIT_FAIL, PROG, type Format } from './formats.js';
@@ -43,6 +44,7 @@ export async function toFile(log: Log, from: Source, outFmt: Format, dstArg: str
   // The output's directory, held open: every name in it is resolved from this descriptor.
   const dst = resolve(dstArg);
   const name = basename(dst);
+  await removeStaleWork(log);   // what killed conversions into a builder (or earlier versions) left in $TMPDIR
   let parent: number;
   try { parent = openDir(dirname(dst)); } catch (err) { throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL); }
   try {
