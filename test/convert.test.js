@@ -10,7 +10,7 @@
 // errors, interrupted cleanly; pushing refused.
 
 import test from 'ava';
-import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -41,7 +41,11 @@ async function fixture(t) {
   return { dir, src };
 }
 
-/** The tree under ROOT: path -> type, mode, content (its SHA-256) or target, hard link group. */
+/**
+ * The tree under ROOT: path -> type, mode, content (its SHA-256) or target, hard link group. Less what
+ * our tools add to an image directory (as Charliecloud's compare-ls leaves out /ch): the marker, checked
+ * apart (marked()), and a /ch holding nothing else.
+ */
 function tree(root) {
   const out = {};
   const inodes = new Map();
@@ -63,7 +67,20 @@ function tree(root) {
   };
   walk('');
   for (const names of inodes.values()) for (const n of names) out[n].links = names.join(' ');
+  delete out[IMAGE_MARKER];
+  if (out.ch && !Object.keys(out).some((p) => p.startsWith('ch/'))) delete out.ch;
   return out;
+}
+
+const IMAGE_MARKER = 'ch/.ch-image.json';
+
+/** The marker of image directory ROOT, less its creation time; it must name ROOT's inode. */
+function marked(root) {
+  const m = JSON.parse(readFileSync(join(root, IMAGE_MARKER), 'utf8'));
+  delete m.created;
+  if (m.root?.ino !== statSync(root).ino) throw new Error(`${root}/${IMAGE_MARKER}: names root inode ${m.root?.ino}, not its own`);
+  delete m.root;
+  return m;
 }
 
 const cv = (args, opts) => ch('ch-convert', args, opts);
@@ -203,9 +220,20 @@ needs(test, notRoot && 'needs root to make a destination that belongs to someone
   t.is(readFileSync(theirs, 'utf8'), 'root\'s\n');
   r = await cv([src, join(dir, 'src.tar')]);
   t.is(r.exitCode, 0, r.stderr);
-  r = await cv([join(dir, 'src.tar'), src]);   // the user's own directory: replaced
-  t.is(r.exitCode, 0, r.stderr);
-  t.true(existsSync(join(src, 'sub/hard')));
+  // The user's own directory, but not an image one of our tools made (no marker): refused, left as it was.
+  const before = tree(src);
+  r = await cv([join(dir, 'src.tar'), src]);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /error: exists but does not appear to be an image: \S*\/src \(not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours: no marker \/ch\/\.ch-image\.json\); not replacing it/);
+  t.deepEqual(tree(src), before);
+  t.false(existsSync(join(src, 'ch')), 'no marker added');
+  // An image directory ch-convert made (its marker): replaced.
+  for (const i of [1, 2]) {
+    r = await cv([join(dir, 'src.tar'), join(dir, 'conv')]);
+    t.is(r.exitCode, 0, `${i}: ${r.stderr}`);
+    t.deepEqual(tree(join(dir, 'conv')), before);
+    t.is(marked(join(dir, 'conv')).tool, 'ch-convert');
+  }
   r = await cv([src, join(dir, 'src.tar'), '-o', 'dir']);   // a file where a directory would go: refused
   t.is(r.exitCode, 1);
   t.regex(r.stderr, /src\.tar: exists as a file; not replacing it with a directory/);
@@ -450,20 +478,10 @@ test('registry -> dir, tar.gz, sqfs: the tree ch-pull makes, blobs from its cach
   t.is(r.exitCode, 0, r.stderr);
   t.regex(r.stderr, /layer 2\/2 .* downloaded, applied/);
   t.regex(r.stderr, /img: written \(dir\)/);
-  // ch-pull's marker records when it was made: compared without that.
-  const MARKER = 'ch/.ch-pull.json';
-  // A marker names its creation time and its own image root's inode: each one's own, the rest must match.
-  const marker = (root) => {
-    const m = JSON.parse(readFileSync(join(root, MARKER), 'utf8'));
-    delete m.created;
-    if (m.root?.ino !== statSync(root).ino) throw new Error(`${root}/${MARKER}: names root inode ${m.root?.ino}, not its own`);
-    delete m.root;
-    return m;
-  };
-  const timeless = (tr) => ({ ...tr, [MARKER]: { ...tr[MARKER], data: '(its own creation time and root)' } });
-  t.deepEqual(timeless(tree(join(dir, 'img'))), timeless(want));
-  t.deepEqual(marker(join(dir, 'img')), marker(join(dir, 'pulled')));
-  t.is(marker(join(dir, 'img')).reference, r0.ref);
+  // A marker names its creation time and its own image root's inode (marked()): each one's own, the rest must match.
+  t.deepEqual(tree(join(dir, 'img')), want);
+  t.deepEqual(marked(join(dir, 'img')), marked(join(dir, 'pulled')));
+  t.is(marked(join(dir, 'img')).reference, r0.ref);
 
   // Into a tarball: nothing downloaded; the tarball unpacks to the same tree (less ch-pull's marker).
   r = await cvPull([`docker://${r0.ref}`, join(dir, 'img.tar.gz')], storage);
@@ -472,9 +490,9 @@ test('registry -> dir, tar.gz, sqfs: the tree ch-pull makes, blobs from its cach
   t.notRegex(r.stderr, /downloaded/);
   r = await cv([join(dir, 'img.tar.gz'), join(dir, 'untarred')]);
   t.is(r.exitCode, 0, r.stderr);
-  const unmarked = { ...want };
-  delete unmarked[MARKER];
+  const unmarked = want;
   t.deepEqual(tree(join(dir, 'untarred')), unmarked);
+  t.is(marked(join(dir, 'untarred')).tool, 'ch-convert', "a directory output: ch-convert's marker");
 
   // Into SquashFS, -i registry without the prefix: cached.
   r = await cvPull(['-i', 'registry', r0.ref, join(dir, 'img.sqfs')], storage);
@@ -686,6 +704,89 @@ test('SIGKILL mid-conversion leaves the stage; the next conversion to DST remove
   }
 });
 
+test('nothing left in $TMPDIR: conversions that succeed, fail, are interrupted (SIGTERM) or killed (SIGKILL)', async (t) => {
+  const { dir, src } = await fixture(t);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { mode: 0o700 });
+  mkdirSync(join(dir, 'stall'));
+  const bin = await stalledMksquashfs(join(dir, 'stall'));
+  writeFileSync(join(dir, 'bad.tar'), 'not a tarball\n');
+  // What an earlier version's killed run left (no .lock), two days ago: the first conversion removes it.
+  mkdirSync(join(tmp, 'ch-convert-Legacy'), { mode: 0o700 });
+  await ownedByUser(dir);
+  const ago = new Date(Date.now() - 2 * 86_400_000);
+  utimesSync(join(tmp, 'ch-convert-Legacy'), ago, ago);
+  const env = { TMPDIR: tmp };
+  const empty = (what) => t.deepEqual(readdirSync(tmp), [], `${what}: $TMPDIR empty`);
+  for (const [from, to] of [[src, 'a.tar'], ['a.tar', 'b.sqfs'], ['b.sqfs', 'c'], ['c', 'd.tar.gz'], ['d.tar.gz', 'c'], ['c', 'b.sqfs']]) {
+    const r = await cv([from.startsWith('/') ? from : join(dir, from), join(dir, to)], { env });
+    t.is(r.exitCode, 0, `${from} -> ${to}: ${r.stderr}`);
+    empty(`${from} -> ${to}`);
+  }
+  const bad = await cv([join(dir, 'bad.tar'), join(dir, 'e')], { env });
+  t.is(bad.exitCode, 1, bad.stderr);
+  empty('a failed conversion');
+  // Interrupted and killed while mksquashfs runs.
+  const stall = join(dir, 'stall');
+  for (const sig of ['SIGTERM', 'SIGKILL']) {
+    rmSync(join(stall, 'started'), { force: true });
+    const p = cv([src, join(dir, `${sig}.sqfs`)], { env: { ...env, PATH: `${bin}:/usr/bin:/bin` } });
+    await until('the tool to start', () => existsSync(join(stall, 'started')));
+    p.kill(sig);
+    writeFileSync(join(stall, 'go'), 'go\n');
+    const r = await p;
+    t.true(r.exitCode === 143 || r.signal === 'SIGKILL', `${sig}: ${r.exitCode} ${r.signal} ${r.stderr}`);
+    // Killed, ch-convert leaves its tool running: let it write its output (into the stage) and end.
+    if (sig === 'SIGKILL') await until('the orphaned tool to finish', () => readdirSync(dir).some((n) => n.startsWith(`.${sig}.sqfs.ch-convert-`)
+      && existsSync(join(dir, n, 'out')) && readFileSync(join(dir, n, 'out'), 'utf8') === 'fake\n'));
+    empty(sig);
+  }
+});
+
+podmanTest('-o podman works in a directory of $TMPDIR, removed after; one a killed run left is removed by the next, only if ours and not held', async (t) => {
+  if (!await havePodman(t)) return;
+  const { dir, src } = await fixture(t);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { mode: 0o700 });
+  const ref = `localhost/ch-convert-tmp-${process.pid}:v1`;
+  t.teardown(() => execa('podman', ['rmi', '-f', ref], { reject: false }));
+  // Planted: a dead run's (root's, the user running here: its .lock not held; backdated past the
+  // grace period), a live run's (its .lock held), one with no .lock (an earlier version's: removed
+  // only once a day old), the test user's, a symlink to a directory of root's named like one.
+  const old = new Date(Date.now() - 5 * 60_000);
+  const plant = (name, when = old) => {
+    mkdirSync(join(tmp, name), { mode: 0o700 });
+    writeFileSync(join(tmp, name, 'x'), 'x\n');
+    if (name.includes('Dead')) writeFileSync(join(tmp, name, '.lock'), '');
+    utimesSync(join(tmp, name), when, when);
+  };
+  plant('ch-convert-Dead01');
+  plant('ch-convert-Live01');
+  plant('ch-convert-Young1');
+  plant('ch-convert-Older1', new Date(Date.now() - 2 * 86_400_000));
+  plant('ch-convert-User01');
+  await ownedByUser(join(tmp, 'ch-convert-User01'));
+  utimesSync(join(tmp, 'ch-convert-User01'), old, old);
+  mkdirSync(join(dir, 'precious'));
+  writeFileSync(join(dir, 'precious', 'keep'), 'keep\n');
+  symlinkSync(join(dir, 'precious'), join(tmp, 'ch-convert-Link01'));
+  const holder = execa('python3', ['-c', 'import fcntl,sys,time; f=open(sys.argv[1],"w"); fcntl.flock(f, fcntl.LOCK_EX); print("held", flush=True); time.sleep(120)',
+    join(tmp, 'ch-convert-Live01', '.lock')], { reject: false });
+  try {
+    await new Promise((res) => holder.stdout.on('data', (d) => { if (String(d).includes('held')) res(); }));
+    utimesSync(join(tmp, 'ch-convert-Live01'), old, old);
+    const r = await cv(['-v', '-o', 'podman', src, ref], { root: true, env: { TMPDIR: tmp } });
+    t.is(r.exitCode, 0, r.stderr);
+    t.regex(r.stderr, /removing \S*ch-convert-Dead01: left by a conversion that was killed/);
+    t.regex(r.stderr, /removing \S*ch-convert-Older1: left by a conversion that was killed/);
+    t.deepEqual(readdirSync(tmp).sort(), ['ch-convert-Link01', 'ch-convert-Live01', 'ch-convert-User01', 'ch-convert-Young1']);
+    t.is(readFileSync(join(dir, 'precious', 'keep'), 'utf8'), 'keep\n');
+  } finally {
+    holder.kill();
+    await holder;
+  }
+});
+
 needs(test, notRoot && 'needs root to plant a lock file of another user')('a lock file for DST of another user\'s is refused at once, never waited on; nothing written', async (t) => {
   const { dir, src } = await fixture(t);
   const lock = join(dir, '.x.sqfs.ch-convert.lock');
@@ -743,7 +844,7 @@ test('registry SRC, an existing DST not the user\'s image: refused before any re
   await ownedByUser(dir);
   let r = await cvPull([ref, join(dir, 'mine')], join(dir, 'storage'));
   t.is(r.exitCode, 1, r.stderr);
-  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.regex(r.stderr, /mine: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(no marker \/ch\/\.ch-image\.json\); not using or replacing it/);
   t.is(readFileSync(join(dir, 'mine/keep'), 'utf8'), 'keep\n');
   if (isRoot) {
     writeFileSync(join(dir, 'roots.sqfs'), 'root\'s\n');   // written by the suite, as root

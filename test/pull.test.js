@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
   symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
+import { ch, image, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
 import { addImage, challengingHost, flakyFront, haveTools, memImage, push, scriptedRegistry, servedManifest, stallingRelay,
   startProxy, startRegistry, storedBlob, until, writeLayout } from './helpers/registry.js';
 
@@ -86,7 +86,7 @@ test('anonymous pull: layers in order, /ch files as ch-builder2tar writes them, 
   t.is(readFileSync(join(dest, 'ch/metadata.json'), 'utf8').split('\n')[1], '  "Entrypoint": [');   // same format
   for (const m of ['dev', 'proc', 'sys', 'tmp', 'mnt/9', 'var/spool/slurmd']) t.true(statSync(join(dest, m)).isDirectory(), m);
   t.true(statSync(join(dest, 'etc/hosts')).isFile());
-  t.is(JSON.parse(readFileSync(join(dest, 'ch/.ch-pull.json'), 'utf8')).tool, 'ch-pull');
+  t.is(JSON.parse(readFileSync(join(dest, 'ch/.ch-image.json'), 'utf8')).tool, 'ch-pull');
   if (user) t.is(statSync(dest).uid, user.uid);
   t.is(statSync(storage).mode & 0o777, 0o700);
   t.deepEqual(readdirSync(d).sort(), ['img', 'storage']);   // no temporaries or lock left
@@ -118,17 +118,91 @@ test('--tar writes an image tarball with /ch/environment and /ch/metadata.json',
   t.is(r.exitCode, 0, r.stderr);
   const list = (await execa('tar', ['tzf', out])).stdout.split('\n');
   for (const f of ['./ch/environment', './ch/metadata.json', './bin/busybox', './etc/motd']) t.true(list.includes(f), f);
-  t.false(list.includes('./ch/.ch-pull.json'));
+  t.false(list.some((f) => f.startsWith('./ch/.ch-')), 'no marker in a tarball');
   t.deepEqual(readdirSync(d).sort(), ['app.tar.gz', 'storage']);
   // ch-tar2dir unpacks it; ch-pull may then replace that image of ours.
   const u = await ch('ch-tar2dir', [out, d]);
   t.is(u.exitCode, 0, u.stderr);
   t.is(readFileSync(join(d, 'app', 'etc/motd'), 'utf8'), 'hello from layer 2\n');
-  t.true(existsSync(join(d, 'app', 'ch/.ch-tar2dir.json')));
+  const marker = () => JSON.parse(readFileSync(join(d, 'app', 'ch/.ch-image.json'), 'utf8'));
+  t.is(marker().tool, 'ch-tar2dir');
   const over = await pull([`${reg.host}/team/app:v1`, join(d, 'app')], { CH_IMAGE_STORAGE: join(d, 'storage') });
   t.is(over.exitCode, 0, over.stderr);
-  t.true(existsSync(join(d, 'app', 'ch/.ch-pull.json')));
-  t.false(existsSync(join(d, 'app', 'ch/.ch-tar2dir.json')));
+  t.notRegex(over.stderr, /up to date/);
+  t.is(marker().tool, 'ch-pull');
+  t.deepEqual(readdirSync(join(d, 'app', 'ch')).filter((f) => f.startsWith('.')), ['.ch-image.json'], 'one marker');
+});
+
+test('one marker, one rule: ch-pull, ch-tar2dir and ch-convert replace each other\'s images of yours; old markers recognized', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('onerule');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+  const img = join(d, 'img');
+  const ref = `${reg.host}/team/app:v1`;
+  const tar = join(d, 'img.tar');   // another image, so each replacement shows
+  await execa('tar', ['-C', image('busybox'), '-cf', tar, '.']);
+  if (user) chownSync(tar, user.uid, user.gid);
+  const marker = () => JSON.parse(readFileSync(join(img, 'ch/.ch-image.json'), 'utf8'));
+  const markers = () => readdirSync(join(img, 'ch')).filter((f) => f.startsWith('.ch-'));
+  const pulled = () => existsSync(join(img, 'etc/motd')) && readFileSync(join(img, 'etc/motd'), 'utf8') === 'hello from layer 2\n';
+  const steps = [
+    ['ch-pull', () => pull([ref, img], env)],
+    ['ch-tar2dir', () => ch('ch-tar2dir', [tar, d])],
+    ['ch-convert', () => ch('ch-convert', [tar, img])],
+    ['ch-pull', () => pull([ref, img], env)],
+    ['ch-convert', () => ch('ch-convert', [tar, img])],
+    ['ch-tar2dir', () => ch('ch-tar2dir', [tar, d])],
+    ['ch-pull', () => pull([ref, img], env)],
+  ];
+  for (const [tool, run] of steps) {
+    const r = await run();
+    t.is(r.exitCode, 0, `${tool}: ${r.stderr}`);
+    t.notRegex(r.stderr, /up to date/, tool);
+    t.is(marker().tool, tool);
+    t.is(marker().root.ino, statSync(img).ino, `${tool}'s marker names its root`);
+    t.deepEqual(markers(), ['.ch-image.json'], `${tool}: one marker`);
+    t.is(pulled(), tool === 'ch-pull', `${tool}'s content`);
+  }
+  // Images of earlier versions, with their tool's own marker file: recognized,
+  // reused by their own tool, replaced by another.
+  const old = (name) => {
+    const m = marker();
+    rmSync(join(img, 'ch/.ch-image.json'));
+    writeFileSync(join(img, 'ch', name), JSON.stringify(m));
+    if (user) chownSync(join(img, 'ch', name), user.uid, user.gid);
+  };
+  old('.ch-pull.json');
+  let r = await pull([ref, img], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /up to date/, 'an old ch-pull image of this manifest is reused');
+  r = await ch('ch-tar2dir', [tar, d]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(marker().tool, 'ch-tar2dir');
+  t.deepEqual(markers(), ['.ch-image.json']);
+  old('.ch-tar2dir.json');
+  r = await ch('ch-tar2dir', [tar, d]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /up to date/, 'an old ch-tar2dir image of this tarball is reused');
+  r = await pull([ref, img], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.true(pulled());
+  t.is(marker().tool, 'ch-pull');
+  // A directory no tool made: each refuses it and leaves it as it was.
+  const mine = join(d, 'mine');
+  mkdirSync(join(mine, 'ch'), { recursive: true });
+  writeFileSync(join(mine, 'keep'), 'keep\n');
+  if (user) for (const p of [mine, join(mine, 'ch'), join(mine, 'keep')]) chownSync(p, user.uid, user.gid);
+  for (const [tool, run, want] of [
+    ['ch-pull', () => pull([ref, mine], env), /mine: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(no marker \/ch\/\.ch-image\.json\); not using or replacing it/],
+    ['ch-tar2dir', () => ch('ch-tar2dir', [join(d, 'mine.tar'), d]), /mine: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(no marker \/ch\/\.ch-image\.json\); not using or replacing it/],
+    ['ch-convert', () => ch('ch-convert', [tar, mine]), /error: exists but does not appear to be an image: \S*mine \(not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours: no marker \/ch\/\.ch-image\.json\); not replacing it/],
+  ]) {
+    if (tool === 'ch-tar2dir') { await execa('cp', [tar, join(d, 'mine.tar')]); if (user) chownSync(join(d, 'mine.tar'), user.uid, user.gid); }
+    const rr = await run();
+    t.is(rr.exitCode, 1, `${tool}: ${rr.stderr}`);
+    t.regex(rr.stderr, want, tool);
+    t.deepEqual(readdirSync(mine).sort(), ['ch', 'keep'], `${tool} left it as it was`);
+  }
 });
 
 test('whiteouts and opaque directories across layers', async (t) => {
@@ -365,14 +439,14 @@ test('DEST and the storage directory: only our own are used', async (t) => {
   if (user) { chownSync(join(d, 'mine'), user.uid, user.gid); chownSync(join(d, 'mine', 'precious'), user.uid, user.gid); }
   const r = await pull([`${reg.host}/team/app:v1`, join(d, 'mine')], { CH_IMAGE_STORAGE: storage });
   t.is(r.exitCode, 1);
-  t.regex(r.stderr, /mine: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
+  t.regex(r.stderr, /mine: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(no marker \/ch\/\.ch-image\.json\); not using or replacing it/);
   t.deepEqual(readdirSync(join(d, 'mine')), ['precious']);
   // Someone else's directory at DEST (root's, here).
   if (user) {
     mkdirSync(join(d, 'roots'));
     const r2 = await pull([`${reg.host}/team/app:v1`, join(d, 'roots')], { CH_IMAGE_STORAGE: storage });
     t.is(r2.exitCode, 1);
-    t.regex(r2.stderr, /roots: exists and is not .* belongs to root/);
+    t.regex(r2.stderr, /roots: exists and was not made by .* of yours \(belongs to root/);
   }
   // A lock file or a symlink planted in DEST's directory by someone else: refused, never waited on or followed.
   if (user) {
@@ -385,7 +459,7 @@ test('DEST and the storage directory: only our own are used', async (t) => {
   symlinkSync(join(d, 'mine'), join(d, 'sym'));
   const sl = await pull([`${reg.host}/team/app:v1`, join(d, 'sym')], { CH_IMAGE_STORAGE: storage });
   t.is(sl.exitCode, 1);
-  t.regex(sl.stderr, /sym: exists and is not an image .*\(not a directory\)/);
+  t.regex(sl.stderr, /sym: exists and was not made by .* of yours \(not a directory\)/);
   t.deepEqual(readdirSync(join(d, 'mine')), ['precious']);
   // The storage directory: a symlink, or open to others, is refused.
   const real = join(d, 'real');
@@ -500,6 +574,113 @@ test('SIGTERM mid-download: exit 143, DEST and temporaries gone, the partial blo
   } finally {
     relay.stop();
   }
+});
+
+test('blob cache: bounded (CH_PULL_CACHE_MAX), least recently used first; --cache-list, --cache-prune; what a running pull uses stays', async (t) => {
+  if (skip(t)) return;
+  const lay = join(BASE, 'layout-lru');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'big', data: randomBytes(6 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'lru');
+  const lru = await servedManifest(reg, 'lru', 'v1');
+  const app = await servedManifest(reg, 'team/app', 'v1');
+  const hexes = (m) => [m.config, ...m.layers].map((x) => x.digest.slice(7)).sort();
+  const d = userDir('lru');
+  const storage = join(d, 'storage');
+  const env = { CH_IMAGE_STORAGE: storage };
+  const cached = () => { try { return readdirSync(join(storage, 'blobs', 'sha256')).sort(); } catch { return []; } };
+  const blobsDir = () => readdirSync(join(storage, 'blobs'));
+
+  // A bound of 1 byte: nothing stays once the pull is done, and no pin or lock either.
+  let r = await pull(['-v', `${reg.host}/team/app:v1`, join(d, 'app')], { ...env, CH_PULL_CACHE_MAX: '1' });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /blob cache: removed 3 least recently used .* \(CH_PULL_CACHE_MAX\)/);
+  t.deepEqual(cached(), []);
+  t.deepEqual(blobsDir(), ['sha256']);
+  r = await pull(['x'], { ...env, CH_PULL_CACHE_MAX: 'lots' });
+  t.is(r.exitCode, 2, r.stderr);
+  t.regex(r.stderr, /CH_PULL_CACHE_MAX 'lots': want a size/);
+
+  // The default bound keeps both images' blobs; --cache-list shows them, least recently used first.
+  r = await pull(['--force', `${reg.host}/team/app:v1`, join(d, 'app')], env);
+  t.is(r.exitCode, 0, r.stderr);
+  r = await pull([`${reg.host}/lru:v1`, join(d, 'lru')], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(cached(), [...new Set([...hexes(app), ...hexes(lru)])].sort());
+  const list = await pull(['--cache-list'], env);
+  t.is(list.exitCode, 0, list.stderr);
+  const rows = [...list.stdout.matchAll(/^blob +(\d+) +\S+ +.*\/sha256\/([0-9a-f]{64})$/gm)];
+  t.deepEqual(rows.map((m) => m[2]).sort(), cached(), list.stdout);
+  const appOnly = hexes(app).filter((h) => !hexes(lru).includes(h));
+  const pos = (h) => rows.findIndex((m) => m[2] === h);
+  for (const h of appOnly) for (const l of hexes(lru)) t.true(pos(h) < pos(l), `${h} (app only) listed before ${l} (used since)`);
+  t.regex(list.stdout, /^# 5 blob\(s\) .*SquashFS listing/m);
+
+  // --cache-prune=SIZE: the least recently used go until SIZE is left: here app's own blobs.
+  const lruSize = rows.filter((m) => hexes(lru).includes(m[2])).reduce((n, m) => n + Number(m[1]), 0);
+  r = await pull(['--cache-prune', String(lruSize)], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /removed 2 cached file\(s\)/);
+  t.deepEqual(cached(), hexes(lru));
+
+  // A pull running (its big layer stalled mid-download, the rest pinned) while everything is pruned:
+  // what it uses stays, and it completes.
+  const big = lru.layers[1].digest.slice(7);
+  rmSync(join(storage, 'blobs', 'sha256', big));
+  const relay = await stallingRelay(reg.port, 1 << 20);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/lru:v1`, join(d, 'again')], env);
+    await until('the big layer to stall', () => relay.stalled && existsSync(join(storage, 'blobs', 'sha256', `${big}.part`)));
+    const inUse = await pull(['--cache-list'], env);
+    t.regex(inUse.stdout, new RegExp(`\\(in use\\) +\\S+/${lru.config.digest.slice(7)}$`, 'm'), inUse.stdout);
+    r = await pull(['--cache-prune'], env);
+    t.is(r.exitCode, 0, r.stderr);
+    t.deepEqual(cached().filter((f) => !f.endsWith('.lock')), [...hexes(lru).filter((h) => h !== big), `${big}.part`].sort(),
+      'pinned blobs and the partial download being written stay');
+    relay.release();
+    const done = await p;
+    t.is(done.exitCode, 0, done.stderr);
+    t.is(readFileSync(join(d, 'again', 'big')).length, 6 << 20);
+  } finally {
+    relay.stop();
+  }
+  r = await pull(['--cache-prune'], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(cached(), []);
+  t.deepEqual(blobsDir(), ['sha256'], 'no pins left');
+});
+
+test('blob cache: pins of a pull killed by SIGKILL are removed by the next prune; a link planted in the cache is not followed', async (t) => {
+  if (skip(t)) return;
+  const d = userDir('pins');
+  const storage = join(d, 'storage');
+  const env = { CH_IMAGE_STORAGE: storage };
+  const lay = join(BASE, 'layout-pins');
+  writeLayout(lay, 'v1', [addImage(lay, { layers: [BASE_LAYER, [{ name: 'big', data: randomBytes(4 << 20) }]] })]);
+  await push(reg, lay, 'v1', 'pins');
+  let r = await pull([`${reg.host}/team/app:v1`, join(d, 'app')], env);   // BASE_LAYER cached
+  t.is(r.exitCode, 0, r.stderr);
+  const relay = await stallingRelay(reg.port, 1 << 20);
+  try {
+    const p = pull([`127.0.0.1:${relay.port}/pins:v1`, join(d, 'img')], env);
+    await until('a pin and a stalled download', () => relay.stalled && readdirSync(join(storage, 'blobs')).some((e) => e.startsWith('.pins.')));
+    p.kill('SIGKILL');
+    await p;
+  } finally {
+    relay.stop();
+  }
+  t.true(readdirSync(join(storage, 'blobs')).some((e) => e.startsWith('.pins.')), 'the killed pull left its pins');
+  // Planted in the user's own cache (a link to a file of theirs, named as a blob): not followed, not removed.
+  const keep = join(d, 'keep');
+  writeFileSync(keep, 'keep\n');
+  const link = join(storage, 'blobs', 'sha256', 'f'.repeat(64));
+  symlinkSync(keep, link);
+  if (user) for (const p of [keep]) chownSync(p, user.uid, user.gid);
+  r = await pull(['-v', '--cache-prune'], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /\.pins\.[0-9a-f]+: pins of a pull that was killed/);
+  t.deepEqual(readdirSync(join(storage, 'blobs')), ['sha256']);
+  t.deepEqual(readdirSync(join(storage, 'blobs', 'sha256')), ['f'.repeat(64)], 'only the link left');
+  t.is(readFileSync(keep, 'utf8'), 'keep\n');
 });
 
 test('disk full, while downloading or while unpacking: said plainly, nothing left', async (t) => {

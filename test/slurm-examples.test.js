@@ -13,7 +13,7 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync,
   symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BIN, image, needs, notRoot, unavailable } from './helpers/env.js';
+import { BIN, image, needs, notRoot, testUser, unavailable } from './helpers/env.js';
 import { until } from './helpers/fixtures.js';
 import { daskImage, debImage, mpiImage } from './helpers/mpi-image.js';
 import { leftovers, useCluster, watchOpens } from './helpers/slurm.js';
@@ -181,11 +181,61 @@ serialRoot('examples/mpihello: tarball in a shared dir, sbatch -N 2 (srun --mpi=
   const tar = await packImage(s, img.dir, 'mpihello');
   const { r, out, jobid } = await sbatch(s, 'mpihello', 'mpihello.sbatch', [tar], { sbatchArgs: ['-p', 'four', '-N', '2'] });
   t.is(r.exitCode, 0, `${r.all}\n${out}`);
+  // The tarball unpacked by one task per node, with no complaint from srun about the job's --ntasks.
+  t.notRegex(out, /can't honor/, out);
+  t.is(out.match(/^ch-tar2dir\[\d+\]: .*\/mpihello: (unpacked|already unpacked)/gm)?.length, 2, out);
   t.is(out.match(/hello done: 4 ranks, allreduce ok/g)?.length, 2, out);
   const nodes = new Set([...out.matchAll(/^hello rank \d+ of 4 .* node (n\d)$/gm)].map((m) => m[1]));
   t.deepEqual([...nodes].sort(), ['n1', 'n2'], out);
   t.regex(out, /^allreduce ok$/m);
   t.regex(out, new RegExp(`job ${jobid} done`));
+});
+
+serialRoot('tools/test-cluster: root only; start (partition "four", 4 nodes, the default), sbatch -N 4 runs, status, stop leaves no daemon and no file', async (t) => {
+  if (!existsSync('/usr/sbin/slurmctld')) return unavailable(t, 'Slurm', '/usr/sbin/slurmctld not installed');
+  const dir = '/var/tmp/ch-test-cluster-command';
+  const env = { ...process.env, CH_CLUSTER_DIR: dir, CH_CLUSTER_PORT: '17280' };
+  const tool = join(repo, 'tools', 'test-cluster');
+  const run = (cmd, o = {}) => execa(tool, [cmd], { env, reject: false, all: true, timeout: 180000, ...o });
+  t.teardown(() => run('stop'));
+  // Not root: refused, saying so (run as the test user, from a copy it can read).
+  const u = testUser();
+  {
+    const r = await execa('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', '--', process.execPath, tool, 'start'],
+      { env, reject: false, all: true, cwd: '/' });
+    t.is(r.exitCode, 1, r.all);
+    t.regex(r.all, /test-cluster: error: start needs root: slurmd and munged run as root/);
+  }
+  let r = await run('start');
+  t.is(r.exitCode, 0, r.all);
+  const conf = join(dir, 'slurm.conf');
+  t.regex(r.stdout, new RegExp(`^ +export SLURM_CONF=${conf}$`, 'm'));
+  const slurm = { ...process.env, SLURM_CONF: conf };
+  const parts = (await execa('sinfo', ['-h', '-o', '%P %D'], { env: slurm })).stdout.split('\n').sort();
+  t.deepEqual(parts, ['four* 4', 'one 1'], 'the default partition has the four nodes');
+  // As the hello README says: sbatch -N 4, as an ordinary user.
+  const out = join(dir, 'jobs', 'n4.out');
+  r = await execa('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', '--', 'sbatch', '-N', '4', '--wait', `--output=${out}`,
+    '--wrap', 'srun sh -c "echo on \\$SLURMD_NODENAME"'], { env: { PATH: process.env.PATH, SLURM_CONF: conf }, cwd: '/', reject: false, all: true, timeout: 120000 });
+  t.is(r.exitCode, 0, r.all);
+  t.deepEqual(readFileSync(out, 'utf8').trim().split('\n').sort(), ['on n1', 'on n2', 'on n3', 'on n4']);
+  r = await run('status');
+  t.is(r.exitCode, 0, r.all);
+  t.regex(r.stdout, /^four\* +up .* 4 +idle n\[1-4\]$/m);
+  // Stopped: none of its daemons or processes, none of its files.
+  const { base } = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8'));
+  const pids = readdirSync(dir).filter((f) => f.endsWith('.pid')).map((f) => Number(readFileSync(join(dir, f), 'utf8')));
+  t.is(pids.length, 7, 'munged, slurmctld and five slurmd');
+  r = await run('stop');
+  t.is(r.exitCode, 0, r.all);
+  const alive = (pid) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir); } catch { return false; } };
+  t.deepEqual(pids.filter(alive), [], 'no daemon left');
+  t.is((await execa('pgrep', ['-f', dir], { reject: false })).stdout, '', 'no process naming its directory');
+  t.false(existsSync(dir));
+  t.false(existsSync(`/dev/shm/ch-test-slurm-${base}`));
+  r = await run('status');
+  t.is(r.exitCode, 0, r.all);
+  t.regex(r.stdout, /^not running/);
 });
 
 serialRoot('examples/dask: unpacked on both nodes, submitted from the shared dir: pi, clean shutdown', async (t) => {

@@ -4,7 +4,7 @@
 
 import test from 'ava';
 import { execa, execaSync } from 'execa';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { asUser, BIN, ch as chBase, image, isRoot, needs, noFuse, notRoot, testUser, unavailable, userEnv } from './helpers/env.js';
@@ -351,4 +351,49 @@ needs(test.serial, notRoot && 'needs root to play the other user')('/var/tmp/$US
   const r = await ch('ch-run', [img, '--', 'true']);
   t.is(r.exitCode, 0, r.stderr);
   t.is((statSync(own).mode & 0o777).toString(8), '700');
+});
+
+fuseTest('SquashFS listings in the storage directory: at most 64 kept, least recently used go; ch-pull --cache-list and --cache-prune; links and others\' files left', async (t) => {
+  const img = await sqfs(t);
+  const dir = await scratch(t, 'lst');
+  const storage = join(dir, 'storage');
+  mkdirSync(storage, { mode: 0o700 });
+  // 70 listings of the user's, used long ago (the oldest first), ...
+  const old = Date.now() / 1000 - 86400;
+  const names = Array.from({ length: 70 }, (_, i) => `list-v2-0-${1000 + i}-1-1-1.json`);
+  names.forEach((n, i) => { writeFileSync(join(storage, n), '[]'); utimesSync(join(storage, n), old + i, old + i); });
+  // ... a link named like one (to a file of the user's) and root's file named like one.
+  writeFileSync(join(dir, 'keep'), 'keep\n');
+  symlinkSync(join(dir, 'keep'), join(storage, 'list-v2-link.json'));
+  if (isRoot) writeFileSync(join(storage, 'list-v2-root.json'), '[]');
+  await ownedByUser(storage);
+  await ownedByUser(join(dir, 'keep'));
+  if (isRoot) execaSync('chown', ['-h', '0:0', join(storage, 'list-v2-root.json')]);
+  const env = { CH_IMAGE_STORAGE: storage };
+  const mine = () => readdirSync(storage).filter((n) => /^list-.*\.json$/.test(n) && n !== 'list-v2-link.json' && n !== 'list-v2-root.json');
+  let r = await ch('ch-run', [img, '--', 'true'], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  const left = mine();
+  t.is(left.length, 64, 'a new listing, and the 63 most recently used of the old');
+  t.deepEqual(names.filter((n) => !left.includes(n)), names.slice(0, 7), 'the 7 least recently used went');
+  t.true(left.some((n) => !names.includes(n)), 'the new listing stays');
+  t.true(existsSync(join(storage, 'list-v2-link.json')));
+  t.is(readFileSync(join(dir, 'keep'), 'utf8'), 'keep\n');
+  // Listed (least recently used first) and pruned by ch-pull; the link, root's file left.
+  r = await ch('ch-pull', ['--cache-list'], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  const listed = [...r.stdout.matchAll(/^listing +\d+ +\S+ +(\S+)$/gm)].map((m) => m[1].split('/').pop());
+  t.deepEqual(listed.slice(0, 63), names.slice(7), r.stdout);
+  t.regex(r.stdout, /# 0 blob\(s\) \(0\.0 MiB\), 0 partial download\(s\) \(0\.0 MiB\), 64 SquashFS listing\(s\)/);
+  r = await ch('ch-pull', ['--cache-prune'], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /removed 64 cached file\(s\)/);
+  t.deepEqual(mine(), []);
+  t.true(lstatSync(join(storage, 'list-v2-link.json')).isSymbolicLink());
+  t.is(readFileSync(join(dir, 'keep'), 'utf8'), 'keep\n');
+  if (isRoot) t.true(existsSync(join(storage, 'list-v2-root.json')), "root's file left");
+  // The image runs as before, listed again.
+  r = await ch('ch-run', [img, '--', 'true'], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(mine().length, 1);
 });

@@ -234,6 +234,24 @@ test('devices skipped and counted; modes made safe; directories user-writable; m
   t.is(rm.exitCode, 0, rm.stderr);
 });
 
+test('extension omitted with more than one tarball of that name: refused as ambiguous, naming each; nothing written', async (t) => {
+  const sb = sandbox(t);
+  const plain = put(sb, 'amb.tar', validTar());
+  put(sb, 'amb.tar.gz', gzipSync(validTar()));
+  const r = await ch('ch-tar2dir', [join(sb.tars, 'amb'), sb.dir]);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`^ch-tar2dir\\[\\d+\\]: error: ${join(sb.tars, 'amb')}: ambiguous: both ${plain}\\.gz and ${plain} exist; name the one to unpack$`, 'm'));
+  assertClean(t, sb, 'amb');
+  await execa('zstd', ['-q', '-k', plain]);
+  const three = await ch('ch-tar2dir', [join(sb.tars, 'amb'), sb.dir]);
+  t.is(three.exitCode, 1, three.stderr);
+  t.regex(three.stderr, new RegExp(`ambiguous: ${plain}\\.gz and ${plain}\\.zst and ${plain} exist`));
+  assertClean(t, sb, 'amb');
+  // Named in full, each is fine.
+  const one = await ch('ch-tar2dir', [`${plain}.gz`, sb.dir]);
+  t.is(one.exitCode, 0, one.stderr);
+});
+
 test('xz and zstd tarballs, compression found by content', async (t) => {
   const sb = sandbox(t);
   const plain = put(sb, 'c.tar', validTar());
@@ -279,7 +297,7 @@ test('busybox image: top-level dir unwrapped, runs under ch-run, --set-env reads
   const img = join(sb.dir, 'busybox');
   t.true(existsSync(join(img, 'bin/busybox')), 'contents moved up');
   t.true(existsSync(join(img, 'ch/environment')));
-  t.true(existsSync(join(img, 'ch/.ch-tar2dir.json')));
+  t.true(existsSync(join(img, 'ch/.ch-image.json')));
   const run = await ch('ch-run', [img, '--', 'cat', '/etc/os-release']);
   t.is(run.exitCode, 0, run.stderr);
   t.regex(run.stdout, /busybox test image/);
@@ -340,7 +358,7 @@ test('8 concurrent unpackers of the same tarball: all succeed, one extraction', 
   t.is(rs.filter((r) => /unpacked \d+ files/.test(r.stderr)).length, 1, 'exactly one extraction');
   t.is(rs.filter((r) => /up to date/.test(r.stderr)).length, 7);
   t.deepEqual(readdirSync(sb.dir).sort(), ['big']);
-  t.true(existsSync(join(sb.dir, 'big/ch/.ch-tar2dir.json')));
+  t.true(existsSync(join(sb.dir, 'big/ch/.ch-image.json')));
 });
 
 // ---- signals and waiting: the signal must land mid-extraction, so the
@@ -421,7 +439,7 @@ test('a run waiting for the lock takes over when the holder is SIGKILLed', async
   t.regex(r.stderr, /removing stale temporary/);
   t.regex(r.stderr, /unpacked \d+ files/, 'the waiter extracted the image itself');
   t.deepEqual(readdirSync(sb.dir).sort(), ['big'], 'no temporary, no lock file left');
-  t.true(existsSync(join(sb.dir, 'big/ch/.ch-tar2dir.json')));
+  t.true(existsSync(join(sb.dir, 'big/ch/.ch-image.json')));
 });
 
 for (const [sig, num] of [['SIGTERM', 15], ['SIGINT', 2], ['SIGHUP', 1]]) {
@@ -474,13 +492,13 @@ test("tarball names giving an image name '.' or '..' are refused, nothing writte
     const tb = put(sb, file, validTar());
     // If DIR's parent were an image of ours, '...tar' would replace it: make it one.
     mkdirSync(join(sb.root, 'ch'));
-    writeFileSync(join(sb.root, 'ch/.ch-tar2dir.json'), JSON.stringify({ tool: 'ch-tar2dir', source: {} }));
+    writeFileSync(join(sb.root, 'ch/.ch-image.json'), JSON.stringify({ tool: 'ch-tar2dir', source: {} }));
     const r = await ch('ch-tar2dir', [tb, sb.dir]);
     t.is(r.exitCode, 1, `${file}: ${r.stderr}`);
     t.regex(r.stderr, new RegExp(`^ch-tar2dir\\[\\d+\\]: error: ${file.replaceAll('.', '\\.')}: image name would be '\\.\\.?'`, 'm'));
     t.deepEqual(readdirSync(sb.dir), [], `${file}: nothing in DIR`);
     t.deepEqual(readdirSync(sb.root).sort(), ['ch', 'dir', 'outside', 'tars'], `${file}: nothing beside DIR`);
-    t.true(existsSync(join(sb.root, 'ch/.ch-tar2dir.json')), `${file}: DIR's parent untouched`);
+    t.true(existsSync(join(sb.root, 'ch/.ch-image.json')), `${file}: DIR's parent untouched`);
   }
 });
 
@@ -492,7 +510,7 @@ test("tarball names giving an image name '.' or '..' are refused, nothing writte
 // machine) gets it from ch-tar2dir, in both the openat2 and the fallback walk.
 const ADDED = new Set(['dev', 'proc', 'sys', 'tmp', 'home', 'mnt', 'etc', 'ch', 'run', 'var', 'var/spool', 'var/spool/slurmd',
   ...Array.from({ length: 10 }, (_, i) => `mnt/${i}`),
-  'etc/hosts', 'etc/resolv.conf', 'etc/passwd', 'etc/group', 'ch/.ch-tar2dir.json']);
+  'etc/hosts', 'etc/resolv.conf', 'etc/passwd', 'etc/group', 'ch/.ch-image.json']);
 
 /**
  * Lines of `diff -r GNU IMG` other than "Only in IMG...: X" for an X that
@@ -601,6 +619,6 @@ test('mount points behind symlinks leaving the image: warned, not created outsid
   const tb2 = put(sb2, 'chlink.tar', mktar([{ name: 'ch', type: '2', linkname: sb2.out }]));
   const r2 = await ch('ch-tar2dir', [tb2, sb2.dir]);
   t.is(r2.exitCode, 1);
-  t.regex(r2.stderr, /can't write marker \/ch\/\.ch-tar2dir\.json: .*refused/);
+  t.regex(r2.stderr, /can't write marker \/ch\/\.ch-image\.json: .*refused/);
   assertClean(t, sb2, 'chlink');
 });

@@ -5,11 +5,12 @@
 // image's tree (it is not mounted anywhere the front end could look).
 
 import type { Stats } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { ChError, why } from '../util/log.js';
 import type { Kind } from './image.js';
 import { constants as C, type Host, varsOf } from './host.js';
 import { storageDir } from '../util/paths.js';
+import { boundListings } from './listing-cache.js';
 
 /** Unprivileged FUSE needs this device readable and writable. */
 export const FUSE_DEV = '/dev/fuse';
@@ -209,6 +210,8 @@ export class SquashView {
         const tmp = `${cache}.${host.pid()}`;
         host.writeFile(tmp, JSON.stringify([...tree]), { mode: 0o600, flag: 'wx' });
         host.rename(tmp, cache);
+        // A new listing: the oldest go beyond LISTINGS_MAX (plain fs calls: pruning is no input of the plan).
+        boundListings(dirname(cache));
       } catch { /* a cache only */ }
     }
     return (this.tree = tree);

@@ -9,7 +9,8 @@
 // The output is written under a temporary name beside DST (mode 0700) and
 // renamed into place only when complete. DST's directory may be shared
 // (/var/tmp, a project directory): nothing there is followed through a link,
-// and an existing DST is replaced only if it is the caller's own. No
+// and an existing DST is replaced only if it is the caller's own (a
+// directory: an image one of our tools made, shared-install.ts). No
 // output has a setuid or setgid bit (docs/design.md, "No tool ever creates
 // a setuid or setgid file"); a SquashFS input is unpacked into the private
 // stage and walked with no-follow descriptors, its listing never read.
@@ -43,8 +44,9 @@ const SPEC: CommandSpec = {
   valueShorts: 'ioa',
   description: `Convert image SRC to DST; formats (below) are inferred from the names unless
 -i/-o say. DST appears only when complete. An existing DST is replaced only
-if it is yours (and, for a directory, everything in it); links are never
-followed. Device nodes can't be created without privilege: they are skipped.
+if it is yours; a directory only if it is an image you made with ch-convert,
+ch-tar2dir, ch-pull or ch-image (their marker /ch/.ch-image.json, which a
+directory DST gets too); links are never followed. Device nodes can't be created without privilege: they are skipped.
 No output has setuid or setgid bits, whatever the input and whoever runs it
 (files, tarball members and SquashFS entries alike; as ch-tar2dir), nor
 extended attributes. DST is made in a stage beside it,
@@ -69,8 +71,8 @@ by the next one to that DST (another user's is left alone).`,
           left out). Pulled as ch-pull pulls it (see ch-pull --help: --arch,
           --platform, --insecure; credentials; CH_IMAGE_STORAGE), its blobs
           kept in ch-pull's cache; a directory DST is installed as ch-pull
-          installs one (an existing one replaced only if ch-pull or
-          ch-tar2dir of yours made it). Pushing (-o registry) is not done
+          installs one (an existing one replaced only if one of our
+          image tools made it, as above). Pushing (-o registry) is not done
           here: convert with -o podman (or docker, buildah), then push with
           that builder, e.g. podman push NAME docker://REGISTRY/NAME
 

@@ -2,14 +2,18 @@
 // one conversion to DST at a time (lock DIR/.NAME.ch-convert.lock), made in
 // a stage DIR/.NAME.ch-convert-RANDOM, renamed into place and checked there,
 // through lib/image/shared-install.ts's steps, as ch-tar2dir and ch-pull
-// install theirs; an existing DST replaced only if it is the caller's own.
+// install theirs; an existing DST replaced only if it is the caller's own:
+// a directory only if an image of theirs with a marker (every image tool's
+// rule), which a directory output gets too.
 
-import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, mkdtempSync, rmSync, type Stats } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, rmSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChError, isChError, type Log, why } from '../util/log.js';
 import { at, myUid, openDir, ownerName } from '../util/owned-fs.js';
-import { lockWaitMs, stageAndRename, stripToolState, underInstallLock, type InstallSite, type Placement } from '../image/shared-install.js';
+import { bareReason, existingImage as existingImageOf, IMAGE_KIND, IMAGE_TOOLS_TEXT, IMAGE_MARKER, lockWaitMs, markerText, stageAndRename, stripToolState, underInstallLock,
+  type InstallSite, type Placement } from '../image/shared-install.js';
+import { tarAddon, useOpenat2 } from '../tar/native.js';
+import { removeStaleWork } from './workdir.js';
 import { pullToDir, withImage, type PullOptions } from '../pull/pull.js';
 import { existingImage } from '../pull/image-dir.js';
 import { EXIT_FAIL, PROG, type Format } from './formats.js';
@@ -40,6 +44,7 @@ export async function toFile(log: Log, from: Source, outFmt: Format, dstArg: str
   // The output's directory, held open: every name in it is resolved from this descriptor.
   const dst = resolve(dstArg);
   const name = basename(dst);
+  await removeStaleWork(log);   // what killed conversions into a builder (or earlier versions) left in $TMPDIR
   let parent: number;
   try { parent = openDir(dirname(dst)); } catch (err) { throw new ChError(`can't write ${dst}: ${why(err)}`, EXIT_FAIL); }
   try {
@@ -78,12 +83,14 @@ function lockTimeoutMs(): number {
 async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: InstallSite, dst: string): Promise<void> {
   const { fmt: inFmt, path: src } = from;
   const { dirFd: parent, name } = site;
-  // Intermediates in a private directory; the output in another, made
-  // beside DST (a new 0700 directory, never someone else's), so the tools
-  // we run write where nobody else can, and one rename places it.
-  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
-  try {
-    await stageAndRename(log, site, async (_tmp, stage) => {
+  // The output and intermediates in a stage made beside DST (a new 0700
+  // directory, never someone else's), so the tools we run write where nobody
+  // else can, one rename places the output, and a run killed by SIGKILL
+  // leaves nothing in $TMPDIR: the next conversion to DST removes its stage.
+  await stageAndRename(log, site, async (tmp, stage) => {
+    const work = join(stage, 'work');
+    mkdirSync(`${tmp}/work`, { mode: 0o700 });
+    try {
       const out = join(stage, 'out');
       // 0755 unless the input says otherwise (a tarball's "./"): STAGE is private.
       if (outFmt === 'dir') mkdirSync(out, { mode: 0o755 });
@@ -91,21 +98,41 @@ async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: Insta
       // A pulled image goes into STAGE too: beside DST, where there is room for it, and private.
       const tree = from.pull ? await pullTree(log, from, join(stage, 'tree')) : src;
       await produce(log, from.pull ? 'dir' : inFmt, tree, outFmt, out, name, work);
-      // A directory made from content holds no tool's marker (ch/.ch-*): only
-      // ch-pull and ch-tar2dir write one, for a root of their own (shared-install.ts).
-      if (outFmt === 'dir') for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
+      // A directory made from content holds no marker (ch/.ch-*) from it: our
+      // tools write their own, for a root of their own (shared-install.ts).
+      if (outFmt === 'dir') {
+        for (const n of stripToolState(out)) log.info(`${n}: not copied (a marker is ours to write, never content)`);
+        writeMarker(log, `${tmp}/out`, src, inFmt);
+      }
       await checkInterrupted(from.signal);
       return { sub: 'out', how: placement(parent, name, dst, outFmt) };
-      // Run as root, unsquashfs and cp -a give the output's root the owner
-      // it has in SRC: DST is checked to be what was built, owner and all.
-    }, { warnLeftovers: true, ownerFromContent: true,
-      cantStage: (err) => new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL) });
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+    } finally {
+      // Through our descriptor of the stage; as root, what tools made there may be anyone's.
+      rmSync(`${tmp}/work`, { recursive: true, force: true });
+    }
+    // Run as root, unsquashfs and cp -a give the output's root the owner
+    // it has in SRC: DST is checked to be what was built, owner and all.
+  }, { warnLeftovers: true, ownerFromContent: true,
+    cantStage: (err) => new ChError(`can't write ${dst}: ${isChError(err) ? err.message : why(err)}`, EXIT_FAIL) });
 }
 
-/** DST may exist only as the caller's own thing of the output's kind. */
+/**
+ * The marker of directory output ROOT (a path through our descriptor): made
+ * by ch-convert from SRC (format FMT), so any image tool of the user's may
+ * replace it later. Written by the confined writer: the output's /ch is content.
+ */
+function writeMarker(log: Log, root: string, src: string, fmt: Format): void {
+  const content = markerText(PROG, { source: { path: src, format: fmt }, created: new Date().toISOString() }, root);
+  for (const f of tarAddon().fixup(root, [{ op: 'dir', path: 'ch' }, { op: 'write', path: IMAGE_MARKER, content }], { openat2: useOpenat2() }))
+    log.warn(`can't write /${f.path}: ${f.message}; the output can't be replaced by our tools later`);
+}
+
+/**
+ * DST may exist only as the caller's own thing of the output's kind; a
+ * directory only as an image the caller made with one of our tools (its
+ * marker; shared-install.ts's rule), as Charliecloud refuses a directory
+ * that does not look like an image.
+ */
 function checkDestination(parent: number, name: string, dst: string, fmt: Format): void {
   let st: Stats;
   try { st = lstatSync(at(parent, name)); } catch { return; }
@@ -113,7 +140,13 @@ function checkDestination(parent: number, name: string, dst: string, fmt: Format
   if (st.uid !== myUid()) throw new ChError(`${dst}: exists and belongs to ${ownerName(st.uid)}; not replacing it`, EXIT_FAIL);
   if (st.isDirectory() !== (fmt === 'dir'))
     throw new ChError(`${dst}: exists as a ${st.isDirectory() ? 'directory' : 'file'}; not replacing it with a ${fmt === 'dir' ? 'directory' : 'file'}`, EXIT_FAIL);
+  if (fmt === 'dir') existingImageOf(CONVERT_KIND, parent, name, dst);
 }
+
+/** Every image tool's rule, in Charliecloud's words for a directory that is no image of ours. */
+const CONVERT_KIND = { ...IMAGE_KIND,
+  refusal: (where: string, reason: string) => `exists but does not appear to be an image: ${where} `
+    + `(not made by ${IMAGE_TOOLS_TEXT} of yours: ${bareReason(where, reason)}); not replacing it` };
 
 /**
  * How the output takes NAME: an existing NAME (ours: checked again, as

@@ -13,8 +13,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createReadStream, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, type Log, why } from '../util/log.js';
 import { probe, type BuilderName } from '../image/builder.js';
@@ -22,6 +21,7 @@ import { PROG } from './formats.js';
 import { checkInterrupted } from './signals.js';
 import { pullTree, type Source } from './source.js';
 import { produce } from './tools.js';
+import { withWorkDir } from './workdir.js';
 
 const EXIT_FAIL = 1;
 const EXIT_USAGE = 2;
@@ -203,8 +203,7 @@ export async function treeToBuilder(log: Log, builder: BuilderName, tree: string
 export async function toBuilder(log: Log, from: Source, builder: BuilderName, dst: string): Promise<number> {
   const { fmt: inFmt, path: src } = from;
   checkBuilder(builder);
-  const work = mkdtempSync(join(process.env.TMPDIR ?? tmpdir(), 'ch-convert-'));
-  try {
+  await withWorkDir(log, async (work) => {
     let tree = src;
     if (from.pull) {
       tree = await pullTree(log, from, join(work, 'tree'));
@@ -216,9 +215,7 @@ export async function toBuilder(log: Log, from: Source, builder: BuilderName, ds
     log.info(`converting ${src} (${inFmt}) to ${dst} (${builder})`);
     await checkInterrupted(from.signal);
     await treeToBuilder(log, builder, tree, dst, work);
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
   if (log.verbosity >= 0) process.stderr.write(`${PROG}[${process.pid}]: ${dst}: written (${builder})\n`);
   return 0;
 }

@@ -1,7 +1,8 @@
 // Installing an image directory DIR/NAME in a directory other users may write
 // (/var/tmp, a project directory), for ch-tar2dir and ch-pull alike, and for
 // ch-convert's outputs (underInstallLock and stageAndRename: steps 1, 2, 4
-// and 5, with its own names and its own check of DIR/NAME). The rules
+// and 5, with its own names; its directory outputs checked as step 3 says)
+// and ch-image's. The rules
 // live here, once (docs/design.md, "Shared directories are hostile"):
 //   1. flock DIR/.NAME.TOOL.lock, a regular file of ours with one link,
 //      writable by no one else; another user's file, a link or a FIFO there
@@ -12,8 +13,9 @@
 //      died (removeStaleTemps: never another user's, never through a link);
 //   3. look at DIR/NAME: reused (if up to date) or replaced only if it is our
 //      own directory, writable by no one else, whose /ch and marker file are
-//      ours too and whose marker was written by an accepted tool for this
-//      very directory (it names the root's inode);
+//      ours too and whose marker was written by one of our image tools
+//      (IMAGE_KIND: any of them, whichever installs now) for this very
+//      directory (it names the root's inode);
 //   4. build the new image in DIR/PREFIX.RANDOM (mode 0700), reached only
 //      through its descriptor, never by its path in DIR;
 //   5. rename it into place (RENAME_NOREPLACE, or RENAME_EXCHANGE with our old
@@ -49,6 +51,38 @@ export interface ImageKind {
    * by ch-tar2dir of yours (REASON); not using or replacing it".
    */
   refusal: (where: string, reason: string) => string;
+}
+
+/**
+ * The one marker every tool that installs an image writes (ch-tar2dir,
+ * ch-pull, ch-convert's directory output, ch-image), relative to the image
+ * root: {"tool": ..., tool's own fields, "root": {"ino": ...}}.
+ */
+export const IMAGE_MARKER = 'ch/.ch-image.json';
+/** Each tool's marker before there was one for all: still read, so images earlier versions installed are recognized. */
+export const OLD_MARKERS = ['ch/.ch-tar2dir.json', 'ch/.ch-pull.json'];
+/** The tools whose markers make an image the caller's own: any of them may replace an image another made. */
+export const IMAGE_TOOLS = ['ch-tar2dir', 'ch-pull', 'ch-convert', 'ch-image'];
+
+/**
+ * The one rule (docs/design.md, "One marker, one rule"): an existing DIR/NAME
+ * is reused or replaced only if it is an image the caller made with one of
+ * IMAGE_TOOLS; a directory with no marker (not made by a tool) never is.
+ * Each tool reuses only its own kind of image (its upToDate checks the tool).
+ */
+export const IMAGE_KIND: ImageKind = {
+  markers: [IMAGE_MARKER, ...OLD_MARKERS],
+  tools: IMAGE_TOOLS,
+  refusal: (where, reason) => `${where}: exists and was not made by ${IMAGE_TOOLS_TEXT} of yours (${bareReason(where, reason)}); `
+    + 'not using or replacing it',
+};
+
+/** "ch-tar2dir, ch-pull, ch-convert or ch-image", for messages. */
+export const IMAGE_TOOLS_TEXT = `${IMAGE_TOOLS.slice(0, -1).join(', ')} or ${IMAGE_TOOLS.at(-1)}`;
+
+/** REASON without "WHERE: " again when it is about WHERE itself. */
+export function bareReason(where: string, reason: string): string {
+  return reason.startsWith(`${where}: `) ? reason.slice(where.length + 2) : reason;
 }
 
 /** A marker's content; each tool adds its own fields. */
@@ -114,7 +148,7 @@ export function existingImage(kind: ImageKind, dirFd: number, name: string, wher
     throw new ChError(`${where}: ${why(err)}`, EXIT_FAIL);
   }
   const notOurs = (reason: string) => new ChError(kind.refusal(where, reason), EXIT_FAIL);
-  const noMarker = kind.markers.length === 1 ? `no marker /${kind.markers[0]}` : 'no marker';
+  const noMarker = `no marker /${kind.markers[0]}`;
   if (!st.isDirectory()) throw notOurs('not a directory');
   const bad = untrusted(st, where);
   if (bad) throw notOurs(bad);

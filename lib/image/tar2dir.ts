@@ -20,13 +20,13 @@ import { splitTarName, TAR_EXTS } from './names.js';
 import { imageDirs, MOUNT_FILES } from './layout.js';
 import { openDir } from '../util/owned-fs.js';
 import { INTERRUPTS } from '../util/proc.js';
-import { installImage, lockWaitMs, markerText, stripToolState, type ImageKind } from './shared-install.js';
+import { IMAGE_KIND, IMAGE_MARKER, installImage, lockWaitMs, markerText, OLD_MARKERS, stripToolState } from './shared-install.js';
 
 const PROG = 'ch-tar2dir';
 const EXIT_FAIL = 1;
 const EXIT_USAGE = 2;
-/** Marker of an image made by ch-tar2dir, relative to the image root. */
-export const MARKER = 'ch/.ch-tar2dir.json';
+/** The marker it writes, relative to the image root: every image tool's (shared-install.ts). */
+export const MARKER = IMAGE_MARKER;
 
 const SPECS: OptionSpec[] = [
   { name: 'force', arg: 'none', help: 're-extract even if DIR/NAME is already this tarball\'s image' },
@@ -38,7 +38,8 @@ function help(): string {
 
 Unpack image tarball TARBALL into directory DIR/NAME, NAME being TARBALL's
 base name less its extension (${TAR_EXTS.join(' ')}; the extension may be
-omitted). Compression (gzip, xz, zstd, none) is detected from the content.
+omitted, if only one tarball of that name exists: several are refused as
+ambiguous). Compression (gzip, xz, zstd, none) is detected from the content.
 
 Hostile or broken archives are refused and nothing is written outside
 DIR/NAME: '..' or absolute names, writes through symlinks leading outside,
@@ -49,8 +50,10 @@ is unwrapped. The image appears at DIR/NAME only once complete.
 DIR may be shared with other users (/var/tmp, a project directory): nothing
 there is trusted unless it is yours. An existing DIR/NAME is reused (if made
 from this same tarball, unless --force) or replaced only if it is a directory
-you own that no one else can write, with a marker /${MARKER} that is
-yours too; anything else is refused, naming its owner. Links are never
+you own that no one else can write, with a marker /${MARKER} (or, from
+earlier versions, ${OLD_MARKERS.map((m) => `/${m}`).join(' or ')}) that is yours too: an image
+you made with ch-tar2dir, ch-pull, ch-convert or ch-image. Anything else is
+refused, naming its owner; a directory without a marker is never replaced. Links are never
 followed in DIR, and only your own entries are ever removed. Concurrent runs
 for the same DIR/NAME wait for each other (lock file
 DIR/.NAME.ch-tar2dir.lock, present only while a run holds it); a lock file of
@@ -79,7 +82,7 @@ function identity(path: string, st: Stats): Identity {
   return { path: realpathSync(path), size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev };
 }
 
-/** Find the tarball: ARG itself, or ARG plus a known extension. */
+/** Find the tarball: ARG itself, or ARG plus a known extension (only one may exist: else ambiguous). */
 export function findTarball(arg: string): { path: string; name: string; st: Stats } {
   const tryStat = (p: string) => { try { return statSync(p); } catch { return null; } };
   let st = tryStat(arg);
@@ -91,12 +94,14 @@ export function findTarball(arg: string): { path: string; name: string; st: Stat
     checkName(name, arg);
     return { path: arg, name, st };
   }
-  for (const ext of TAR_EXTS) {
-    st = tryStat(arg + ext);
-    if (st?.isFile()) {
-      checkName(basename(arg), arg + ext);
-      return { path: arg + ext, name: basename(arg), st };
-    }
+  const found = TAR_EXTS.map((ext) => ({ path: arg + ext, st: tryStat(arg + ext) }))
+    .filter((f): f is { path: string; st: Stats } => !!f.st?.isFile());
+  if (found.length > 1)
+    throw new ChError(`${arg}: ambiguous: ${found.length === 2 ? 'both ' : ''}${found.map((f) => f.path).join(' and ')} exist; `
+      + 'name the one to unpack', EXIT_FAIL);
+  if (found.length === 1) {
+    checkName(basename(arg), found[0].path);
+    return { path: found[0].path, name: basename(arg), st: found[0].st };
   }
   throw new ChError(`${arg}: can't find tarball (tried extensions ${TAR_EXTS.join(' ')}): No such file or directory (ENOENT)`, EXIT_FAIL);
 }
@@ -124,15 +129,6 @@ export const LOCK_TIMEOUT_DEFAULT_S = 600;
 function lockTimeoutMs(): number {
   return lockWaitMs('CH_TAR2DIR_LOCK_TIMEOUT', LOCK_TIMEOUT_DEFAULT_S);
 }
-
-/** An image of the caller's own ch-tar2dir, the only kind it reuses or replaces. */
-const KIND: ImageKind = {
-  markers: [MARKER],
-  tools: [PROG],
-  // The reason without WHERE again when it is about WHERE itself.
-  refusal: (where, reason) => `${where}: exists and was not made by ${PROG} of yours `
-    + `(${reason.startsWith(`${where}: `) ? reason.slice(where.length + 2) : reason}); not using or replacing it`,
-};
 
 /** What one unpacking works on: the tarball, where its image goes, and how. */
 interface Job {
@@ -198,7 +194,7 @@ async function unpackIn(job: Job): Promise<number> {
   let r: Awaited<ReturnType<typeof extractTo>> | undefined;
 
   const done = await installImage(log, {
-    kind: KIND,
+    kind: IMAGE_KIND,
     tool: PROG,
     // Concurrent runs for DIR/NAME (srun's tasks on one node) wait, then reuse the first one's image.
     lock: { holder: `another ${PROG} of yours`, timeoutMs, timeoutVar: 'CH_TAR2DIR_LOCK_TIMEOUT',
@@ -206,7 +202,8 @@ async function unpackIn(job: Job): Promise<number> {
     dirFd, dir, name,
     tmpPrefix: `.${name}.ch-tmp.`,
     purpose: 'unpack into it',
-    upToDate: (m) => same(m.source as Identity | undefined, src),
+    // Reused only if its own image of this tarball; another tool's image of the user's is replaced.
+    upToDate: (m) => m.tool === PROG && same(m.source as Identity | undefined, src),
     force,
     build: async (tmp) => {
       r = await extractTo(job, target, tmp);

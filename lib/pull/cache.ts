@@ -11,13 +11,23 @@
 // by a pull that died is resumed (Range) by the next. One pull at a time
 // works on a given blob: the others wait on the flock of HEX.lock, then find
 // the blob in place.
+//
+// The cache is bounded (cache-bound.ts prunes it, least recently used
+// first), so a blob may go while a pull needs it: each pull reads its blobs
+// through pins, hard links in a directory of its own, blobs/.pins.RANDOM,
+// made as it gets each blob (link(2): the blob is either pinned, its data
+// then kept whatever is pruned, or already gone, and then downloaded again)
+// and removed when it is done. A pull holds an flock on .pins.RANDOM/.lock
+// while it runs, so that the pins of one that was killed can be told apart
+// and removed. A blob's ctime (each link and unlink sets it) is its last use.
 
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, lstatSync, mkdirSync, openSync,
+import { closeSync, constants as C, fstatSync, ftruncateSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync,
   readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, why, type Log } from '../util/log.js';
-import { at, myUid, openDirAt, untrusted } from '../util/owned-fs.js';
+import { at, makeTempDir, myUid, openDirAt, removeOwned, untrusted } from '../util/owned-fs.js';
+import { flockPath } from '../util/native-fs.js';
 import { lockOwn as lockOwnFile, lockWaitMs, unlock } from '../image/shared-install.js';
 import type { Descriptor } from './manifest.js';
 import { netWhy, type Registry } from './registry.js';
@@ -87,10 +97,16 @@ export { unlock };
 
 export interface BlobResult { path: string; cached: boolean; resumedFrom: number }
 
+/** Names of the pin directories in blobs/ (makeTempDir's: PREFIX + random), and their lock file. */
+export const PINS_PREFIX = '.pins.';
+export const PINS_LOCK = '.lock';
+
 export class BlobCache {
   private readonly algoFds = new Map<string, number>();
   private readonly blobsFd: number;
   readonly path: string;
+  /** This cache's pin directory (name, fd, its lock's fd), made at the first pin. */
+  private pins: Promise<{ name: string; fd: number; lock: number }> | null = null;
 
   constructor(private readonly storage: Storage) {
     this.blobsFd = storage.dir('blobs');
@@ -121,16 +137,49 @@ export class BlobCache {
     const [algo, hex] = d.digest.split(':');
     const fd = this.algoDir(algo);
     const path = join(this.path, algo, hex);
-    if (this.present(fd, hex, d.size)) { progress(d.size); return { path, cached: true, resumedFrom: 0 }; }
+    if (this.present(fd, hex, d.size)) {
+      const pinned = await this.pin(fd, algo, hex);
+      if (pinned) { progress(d.size); return { path: pinned, cached: true, resumedFrom: 0 }; }
+      // Pruned just now: downloaded again below.
+    }
     const lockName = `${hex}.lock`;
     const lock = await lockOwn(fd, lockName, join(this.path, algo, lockName), signal,
       () => log.info(`${d.digest}: another pull is downloading it; waiting`));
+    // Under the lock, which pruning takes too: pinned before anyone can prune it.
+    const pinned = async () => {
+      const p = await this.pin(fd, algo, hex);
+      if (!p) throw new ChError(`${path}: gone just after it was written`, EXIT_FAIL);
+      return p;
+    };
     try {
-      if (this.present(fd, hex, d.size)) { progress(d.size); return { path, cached: true, resumedFrom: 0 }; }
+      if (this.present(fd, hex, d.size)) { progress(d.size); return { path: await pinned(), cached: true, resumedFrom: 0 }; }
       const resumedFrom = await this.download(reg, d, fd, hex, progress, signal);
-      return { path, cached: false, resumedFrom };
+      return { path: await pinned(), cached: false, resumedFrom };
     } finally {
       unlock(fd, lockName, lock);
+    }
+  }
+
+  /** A pin of blob ALGO/HEX (in directory fd FD) for this cache's user: its path, or null if the blob is gone. */
+  private async pin(fd: number, algo: string, hex: string): Promise<string | null> {
+    const pins = await (this.pins ??= this.makePins());
+    const name = `${algo}-${hex}`;
+    try { linkSync(at(fd, hex), at(pins.fd, name)); } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return null;
+      if (code !== 'EEXIST') throw new ChError(`${join(this.path, algo, hex)}: can't pin: ${fsWhy(err)}`, EXIT_FAIL);
+      // Pinned already (a blob named twice in one manifest).
+    }
+    return join(this.path, pins.name, name);
+  }
+
+  private async makePins(): Promise<{ name: string; fd: number; lock: number }> {
+    const { tmpName, tmpFd } = makeTempDir(this.blobsFd, this.path, PINS_PREFIX);
+    try {
+      return { name: tmpName, fd: tmpFd, lock: await flockPath(at(tmpFd, PINS_LOCK), false) };
+    } catch (err) {
+      closeSync(tmpFd);
+      throw new ChError(`${join(this.path, tmpName)}: can't lock: ${fsWhy(err)}`, EXIT_FAIL);
     }
   }
 
@@ -212,7 +261,15 @@ export class BlobCache {
     }
   }
 
-  close(): void {
+  /** Unpin (remove this cache's pin directory), then close. */
+  async close(): Promise<void> {
+    if (this.pins) {
+      try {
+        const pins = await this.pins;
+        closeSync(pins.fd);
+        try { removeOwned(this.blobsFd, pins.name, join(this.path, pins.name)); } finally { closeSync(pins.lock); }
+      } catch { /* never made (its error was said), or can't remove: the next prune removes it */ }
+    }
     for (const fd of this.algoFds.values()) closeSync(fd);
     closeSync(this.blobsFd);
   }

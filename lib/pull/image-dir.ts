@@ -1,31 +1,25 @@
 // Making DIR/NAME, ch-pull's image directory, atomically and safely in a
 // directory others may write (/var/tmp, a project directory): the rules are
 // lib/image/shared-install.ts's, shared with ch-tar2dir. ch-pull's own are its names
-// (lock DIR/.NAME.ch-pull.lock, temporaries DIR/.NAME.ch-pull-tmp.RANDOM),
-// its marker, and that an image of the user's ch-tar2dir may be replaced too.
+// (lock DIR/.NAME.ch-pull.lock, temporaries DIR/.NAME.ch-pull-tmp.RANDOM)
+// and its marker's fields; the marker and the rule (an image the user made
+// with any of the image tools may be replaced) are every tool's.
 
 import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, type Log } from '../util/log.js';
 import { makeTempDir } from '../util/owned-fs.js';
 import { imageDirs, MOUNT_FILES } from '../image/layout.js';
-import { existingImage as existingImageOf, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/shared-install.js';
+import { existingImage as existingImageOf, IMAGE_KIND, IMAGE_MARKER, installImage, markerText, stripToolState, type Marker } from '../image/shared-install.js';
 import { tarAddon, useOpenat2, type FixupOp } from '../tar/native.js';
 import { lockTimeoutMs } from './cache.js';
 
 export type { Marker };
 export const EXIT_FAIL = 1;
 export const PROG = 'ch-pull';
-/** Marker of an image made by ch-pull, relative to the image root. */
-export const MARKER = 'ch/.ch-pull.json';
-/** ch-tar2dir's marker: such an image of ours may be replaced too. */
-const TAR2DIR_MARKER = 'ch/.ch-tar2dir.json';
-
-const KIND: ImageKind = {
-  markers: [MARKER, TAR2DIR_MARKER],
-  tools: [PROG, 'ch-tar2dir'],
-  refusal: (where, reason) => `${where}: exists and is not an image made by your ch-pull or ch-tar2dir (${reason}); not replacing it`,
-};
+/** The marker it writes, relative to the image root: every image tool's. */
+export const MARKER = IMAGE_MARKER;
+const KIND = IMAGE_KIND;
 
 function tmpPrefix(name: string): string { return `.${name}.ch-pull-tmp.`; }
 
@@ -50,7 +44,7 @@ export function makeTemp(dirFd: number, dir: string, name: string): { tmpName: s
  */
 export function finishImage(root: string, files: { path: string; content: string }[], marker?: object): void {
   for (const n of stripToolState(root))
-    process.stderr.write(`${PROG}[${process.pid}]: warning: ${n}: removed (came with the image's layers; only ${PROG} and ch-tar2dir write such files)\n`);
+    process.stderr.write(`${PROG}[${process.pid}]: warning: ${n}: removed (came with the image's layers; only our image tools write such files)\n`);
   if (marker) files = [...files, { path: MARKER, content: markerText(PROG, marker, root) }];
   const ops: FixupOp[] = imageDirs().map((d) => ({ op: 'dir', path: d }));
   for (const f of MOUNT_FILES) ops.push({ op: 'file', path: f });

@@ -18,6 +18,7 @@ import { hostPlatform, parsePlatform } from './manifest.js';
 import { PROG } from './image-dir.js';
 import { JOBS_DEFAULT, parseSize, pullToDir, pullToTar, withImage, type PullOptions } from './pull.js';
 import { printable } from './text.js';
+import { cacheCommand } from './cache-cmd.js';
 import { STORAGE_IMAGES } from '../image/names.js';
 
 const EXIT_FAIL = 1;
@@ -41,7 +42,13 @@ lists and OCI indexes are resolved to this machine's platform unless --arch or
 Every blob is checked against its digest as it arrives; one that doesn't
 match is discarded and the pull fails. Blobs are cached in STORAGE/blobs/,
 shared by later pulls and by pulls running at once; an interrupted download
-is resumed (HTTP Range) by the next pull. Layers are applied in order with
+is resumed (HTTP Range) by the next pull. The cache is bounded: after each
+pull, the least recently used blobs go until it holds at most
+CH_PULL_CACHE_MAX (default 10G); a blob a running pull uses never goes.
+\`ch-pull --cache-list\` (no REF) shows the cache (and ch-run's SquashFS listings, of which it
+keeps the 64 most recently used), least recently used first; --cache-prune
+removes all of them that no run is using, --cache-prune=SIZE the least
+recently used until at most SIZE is left. Layers are applied in order with
 OCI whiteouts, by the same confined extractor as ch-tar2dir: nothing is
 written outside the image. The image's ENV goes into /ch/environment and its
 ENTRYPOINT, CMD, ENV, WORKDIR, USER and labels into /ch/metadata.json.
@@ -55,8 +62,9 @@ are printed as \\xHH; an ENV entry holding one (TAB in a value aside) is not
 written to /ch/environment, with a warning.
 
 DEST appears only once complete. An existing DEST is reused if ch-pull made
-it from the same manifest (unless --force), replaced if it is an image
-ch-pull or ch-tar2dir of yours made, and refused otherwise. Its directory may
+it from the same manifest (unless --force), replaced if it is an image you
+made with ch-pull, ch-tar2dir, ch-convert or ch-image (their marker
+/ch/.ch-image.json), and refused otherwise. Its directory may
 be shared with others: links there are never followed and only your own
 entries are ever removed.
 
@@ -77,6 +85,7 @@ is an error. http_proxy, https_proxy, all_proxy and no_proxy are honoured.`,
   CH_PULL_LOCK_TIMEOUT  seconds to wait for another ch-pull of yours on the
                         same DEST or blob (default 3600)
   CH_PULL_MAX_UNPACKED  default for --max-unpacked (default: no bound)
+  CH_PULL_CACHE_MAX     bound of the blob cache, a SIZE (default 10G)
 
 Exit status:
   0  image pulled, or DEST already up to date
@@ -85,19 +94,21 @@ Exit status:
      layer, oversized manifest or config, over --max-unpacked, DEST or --tar
      FILE not yours, ...
   2  usage error: unknown option, missing value, bad REF, --arch, --platform,
-     --jobs or --max-unpacked (or CH_PULL_MAX_UNPACKED), --arch with
-     --platform, DEST with --tar
+     --jobs or --max-unpacked (or CH_PULL_MAX_UNPACKED, CH_PULL_CACHE_MAX),
+     --cache-prune SIZE, --arch with --platform, DEST with --tar, REF with
+     --cache-list or --cache-prune
   128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP); nothing left that
      looks complete (after SIGKILL, the next pull removes the temporary)`,
 };
 
 interface Options extends PullOptions { dest?: string; tar?: string; force: boolean }
+interface CacheOptions { list: boolean; prune?: number }
 
 function usageError(msg: string): ChError {
   return new ChError(`${msg}\nTry '${PROG} --help' for more information.`, EXIT_USAGE);
 }
 
-async function parse(argv: string[], log: Log): Promise<Options | null> {
+async function parse(argv: string[], log: Log): Promise<Options | CacheOptions | null> {
   const y = verbosityOptions(command(SPEC)
     .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: "ARCH: architecture to pull from a multi-arch image (e.g. amd64, arm64, arm/v7); default: this machine's" })
     .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: platform to pull, OS/ARCH[/VARIANT] (e.g. linux/arm64)' })
@@ -105,10 +116,17 @@ async function parse(argv: string[], log: Log): Promise<Options | null> {
     .option('force', { type: 'boolean', description: 'rebuild DEST even if it already holds this very image' })
     .option('insecure', { type: 'boolean', description: 'allow plain HTTP and unverified TLS certificates for any registry' })
     .option('jobs', { alias: 'j', type: 'string', requiresArg: true, description: `N: download at most N blobs at a time (default ${JOBS_DEFAULT})` })
-    .option('max-unpacked', { type: 'string', requiresArg: true, description: 'SIZE: refuse an image whose layers unpack to more than SIZE bytes of file data (K, M, G, T: powers of 1024; 0: no bound); nothing is left' }));
+    .option('max-unpacked', { type: 'string', requiresArg: true, description: 'SIZE: refuse an image whose layers unpack to more than SIZE bytes of file data (K, M, G, T: powers of 1024; 0: no bound); nothing is left' })
+    .option('cache-list', { type: 'boolean', description: 'list the cached blobs and SquashFS listings (stdout), least recently used first' })
+    .option('cache-prune', { type: 'string', description: '[=SIZE]: remove cached blobs and listings no run is using, least recently used first, until at most SIZE is left (default 0)' }));
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return null;
   applyVerbosity(log, a);
+  const pruneArg = last(a['cache-prune']);
+  if (a['cache-list'] === true || pruneArg !== undefined) {
+    if (all(a._).length > 0) throw usageError('--cache-list and --cache-prune take no REF or DEST');
+    return { list: a['cache-list'] === true, prune: pruneArg === undefined ? undefined : pruneArg === '' ? 0 : parseSize(pruneArg, '--cache-prune') };
+  }
   const arch = last(a.arch), plat = last(a.platform), tar = last(a.tar), jobsArg = last(a.jobs);
   const maxArg = last(a['max-unpacked']);
   // argp let the later of the two win; yargs can't tell which came later, so both is an error.
@@ -131,6 +149,7 @@ async function parse(argv: string[], log: Log): Promise<Options | null> {
 async function pull(argv: string[], log: Log): Promise<number> {
   const o = await parse(argv, log);
   if (!o) return 0;
+  if (!('ref' in o)) return cacheCommand(log, o);
   const abort = new AbortController();
   let caught: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; abort.abort(); };

@@ -14,6 +14,7 @@ import { Registry } from './registry.js';
 import { imageManifest, isIndex, platformText, selectPlatform,
   type Descriptor, type ImageManifest, type Platform } from './manifest.js';
 import { BlobCache, fsWhy, Storage, type BlobResult } from './cache.js';
+import { BLOBS_MAX_DEFAULT, boundBlobs } from './cache-bound.js';
 import { storageDir } from '../util/paths.js';
 import { applyLayer, type UnpackBound } from './apply.js';
 import { readConfig } from './config.js';
@@ -202,6 +203,7 @@ async function writeTar(file: string, build: (root: string) => Promise<void>, st
  */
 export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal, use: (img: PulledImage) => Promise<T>): Promise<T> {
   const limit = maxUnpacked(o);   // a bad $CH_PULL_MAX_UNPACKED is refused before anything is fetched
+  const cacheMax = blobCacheMax();   // likewise $CH_PULL_CACHE_MAX
   const storage = Storage.open(storageDir());
   const cache = new BlobCache(storage);
   try {
@@ -212,9 +214,16 @@ export async function withImage<T>(o: PullOptions, log: Log, signal: AbortSignal
     return await use({ digest: img.digest, layers: img.layers.length, storage,
       build: (root, marker) => buildImage(root, o, reg, cache, img, log, signal, marker, limit) });
   } finally {
-    cache.close();
+    await cache.close();   // our pins gone: what this pull used is now the most recently used
+    await boundBlobs(log, storage, cacheMax);
     storage.close();
   }
+}
+
+/** The bound on the blob cache ($CH_PULL_CACHE_MAX, a size; default BLOBS_MAX_DEFAULT), in bytes. */
+export function blobCacheMax(env: NodeJS.ProcessEnv = process.env): number {
+  const e = env.CH_PULL_CACHE_MAX;
+  return e === undefined || e === '' ? BLOBS_MAX_DEFAULT : parseSize(e, 'CH_PULL_CACHE_MAX');
 }
 
 /** IMG as the directory DIR/NAME (DIRFD open on DIR), atomically (image-dir.ts, shared-install.ts); reused if already this manifest, unless FORCE. */

@@ -295,18 +295,19 @@ export async function flakyFront(reg, fail, { noRange = false } = {}) {
 /**
  * A TCP relay to 127.0.0.1:PORT that passes LIMIT bytes of the answers,
  * then holds the rest back (the download stalls, the connection stays
- * open): {port, stalled, stop()}.
+ * open): {port, stalled, stop(), release()}.
  */
 export async function stallingRelay(port, limit) {
   const relay = { stalled: false, port: 0 };
   let passed = 0;
+  const held = [];
   const open = new Set();
   const srv = net.createServer((client) => {
     const upstream = net.connect(port, '127.0.0.1');
     for (const s of [client, upstream]) { open.add(s); s.on('error', () => {}); s.on('close', () => open.delete(s)); }
     client.pipe(upstream);
     upstream.on('data', (chunk) => {
-      if (passed + chunk.length > limit) { upstream.pause(); relay.stalled = true; return; }
+      if (passed + chunk.length > limit) { upstream.pause(); relay.stalled = true; held.push([client, upstream, chunk]); return; }
       passed += chunk.length;
       client.write(chunk);
     });
@@ -316,6 +317,11 @@ export async function stallingRelay(port, limit) {
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   relay.port = srv.address().port;
   relay.stop = () => { srv.close(); for (const s of open) s.destroy(); };
+  /** Let everything through from now on, what was held back first. */
+  relay.release = () => {
+    limit = Infinity;
+    for (const [client, upstream, chunk] of held.splice(0)) { client.write(chunk); upstream.resume(); }
+  };
   return relay;
 }
 

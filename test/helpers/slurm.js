@@ -93,7 +93,7 @@ function jobProcesses(conf) {
   });
 }
 
-function slurmConf(dir, base, user, layout, nodeLocalTmp) {
+function slurmConf(dir, base, user, layout, nodeLocalTmp, def = 'one') {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
 # Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
@@ -137,8 +137,8 @@ MailProg=/bin/true
 PropagateResourceLimits=NONE
 ${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
 NodeName=n[1-4] NodeAddr=127.0.0.1 Port=[${base + 2}-${base + 5}] CPUs=8 State=UNKNOWN
-PartitionName=one Nodes=n0 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
-PartitionName=four Nodes=n[1-4] MaxTime=INFINITE State=UP OverSubscribe=YES
+PartitionName=one Nodes=n0 ${def === 'one' ? 'Default=YES ' : ''}MaxTime=INFINITE State=UP OverSubscribe=YES
+PartitionName=four Nodes=n[1-4] ${def === 'four' ? 'Default=YES ' : ''}MaxTime=INFINITE State=UP OverSubscribe=YES
 # jobs run as ${user}
 `;
 }
@@ -149,6 +149,8 @@ export const NODES = ['n0', 'n1', 'n2', 'n3', 'n4'];
  * Start the cluster in opts.dir (default /var/tmp/ch-test-slurm), ports from opts.portBase; opts.tmpfs and
  * opts.spool place TmpFS and SlurmdSpoolDir (each gets one subdirectory per node); opts.nodeLocalTmp gives
  * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp).
+ * opts.defaultPartition: 'one' (default) or 'four' (tools/test-cluster's: `sbatch -N 4` as the examples say);
+ * opts.user: who the readiness check runs as (default the test user).
  * Returns an object with run helpers, or { reason } when Slurm can't run here.
  */
 export async function startCluster(opts = {}) {
@@ -156,7 +158,7 @@ export async function startCluster(opts = {}) {
   for (const b of ['munged', 'slurmctld', 'slurmd'])
     if (!existsSync(join(SBIN, b))) return { reason: `${SBIN}/${b} not installed` };
   const dir = opts.dir ?? process.env.CH_TEST_SLURM_DIR ?? '/var/tmp/ch-test-slurm';
-  const user = testUser();
+  const user = opts.user ?? testUser();
   await killStale(dir);
   rmSync(dir, { recursive: true, force: true });
   for (const d of ['munge', 'state', 'log', 'jobs'])
@@ -205,7 +207,9 @@ export async function startCluster(opts = {}) {
     writeFileSync(join(dir, 'job_container.conf'), `BasePath=${join(dir, 'nodetmp')}\n`, { mode: 0o644 });
   }
   const conf = join(dir, 'slurm.conf');
-  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp));
+  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp, opts.defaultPartition));
+  // What stopIn() removes when another process stops the cluster (tools/test-cluster stop).
+  writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ base, layout, made, shm: `/dev/shm/ch-test-slurm-${base}` }) + '\n');
   chmodSync(conf, 0o644);
   // As a site should (docs/design.md, "MPI and Slurm facts"): Slurm's default
   // (mixed) runs fences without data on a tree that, with fewer nodes than
@@ -251,10 +255,7 @@ export async function startCluster(opts = {}) {
       await cluster.run('scancel', ['--user', user.name], { timeout: 10000 }).catch(() => {});
       const order = [...children].reverse();
       for (const c of order) await killPid(c.pid);
-      await killStale(dir);
-      for (const p of Object.values(layout)) rmSync(p, { recursive: true, force: true });
-      for (const d of made) try { rmdirSync(d); } catch { /* not empty: another cluster's, or not ours */ }
-      rmSync(shm, { recursive: true, force: true });
+      await removeAll(dir, { layout, made, shm });
     },
   };
 
@@ -279,6 +280,35 @@ export async function startCluster(opts = {}) {
   async function waitForPort(port, ms, what) {
     await waitFor(async () => !(await portFree(port)), ms, what);
   }
+}
+
+/** Kill what is left of the cluster in DIR (daemons, steps, jobs), then remove the places it made (STATE: cluster.json's). */
+async function removeAll(dir, state) {
+  await killStale(dir);
+  for (const p of Object.values(state.layout)) rmSync(p, { recursive: true, force: true });
+  for (const d of state.made) try { rmdirSync(d); } catch { /* not empty: another cluster's, or not ours */ }
+  rmSync(state.shm, { recursive: true, force: true });
+}
+
+/**
+ * Stop the cluster started in DIR by another process (tools/test-cluster
+ * stop): its jobs cancelled, its daemons, steps and jobs' processes killed,
+ * everything it made removed, DIR too. False if none was started there.
+ */
+export async function stopIn(dir) {
+  let state;
+  try { state = JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')); } catch { return false; }
+  await execa('scancel', ['--full', '--state=PENDING,RUNNING,SUSPENDED', '--quiet'], { reject: false, timeout: 10000,
+    env: { ...process.env, SLURM_CONF: join(dir, 'slurm.conf') } });
+  // slurmd before slurmctld, munge last, as stop() does.
+  for (const name of readdirSync(dir).filter((f) => f.startsWith('slurmd-') && f.endsWith('.pid')).concat(['slurmctld.pid', 'munged.pid'])) {
+    let pid;
+    try { pid = Number(readFileSync(join(dir, name), 'utf8').trim()); } catch { continue; }
+    if (pid > 1 && cmdline(pid).includes(dir)) await killPid(pid);
+  }
+  await removeAll(dir, state);
+  rmSync(dir, { recursive: true, force: true });
+  return true;
 }
 
 async function waitFor(pred, ms, what) {

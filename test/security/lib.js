@@ -61,7 +61,7 @@ export function treeSum(root, { exclude = [] } = {}) {
  * (which records when it was unpacked), after checking the marker is there
  * and names its source.
  */
-export const TAR2DIR_MARKER = '/ch/.ch-tar2dir.json';
+export const TAR2DIR_MARKER = '/ch/.ch-image.json';
 export function imageSum(root) {
   if (existsSync(root)) {
     const m = JSON.parse(readFileSync(join(root, TAR2DIR_MARKER), 'utf8'));

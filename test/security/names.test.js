@@ -81,7 +81,7 @@ async function publicDigest(ref) {
   return /manifest (sha256:[0-9a-f]{64})/.exec(r.stderr)[1];
 }
 
-/** The attacker's tarball in the shared directory: a ch-pull marker for REF's DIGEST, and content of theirs. */
+/** The attacker's tarball in the shared directory: a ch-pull marker for REF's DIGEST (old and new names), and content of theirs. */
 function evilTarball(name, marker) {
   const file = join(shared, name);
   writeFileSync(file, tarOf([
@@ -89,6 +89,7 @@ function evilTarball(name, marker) {
     { name: 'etc/', type: 'dir' }, { name: 'etc/motd', data: "the attacker's image\n" },
     { name: 'ch/', type: 'dir' }, { name: 'ch/.ch-pull.json', data: JSON.stringify(marker) },
     { name: 'ch/.ch-tar2dir.json', data: JSON.stringify({ tool: 'ch-tar2dir', source: {} }) },
+    { name: 'ch/.ch-image.json', data: JSON.stringify(marker) },
   ]));
   return execa('chown', [`${attacker.uid}:${attacker.gid}`, file]).then(() => chmodSync(file, 0o644)).then(() => file);
 }
@@ -102,32 +103,39 @@ serial(`markers: a tarball's ch/.ch-pull.json, unpacked by ch-tar2dir, never mak
   const storage = join(d, 'storage');
   let r = await asVictim('ch-tar2dir', [tarball, d]);
   t.is(r.exitCode, 0, r.stderr);
-  const unpacked = readdirSync(join(d, 'evil/ch')).sort();
+  const unpacked = readdirSync(join(d, 'evil/ch')).filter((f) => f.startsWith('.')).sort();
+  const unpackedBy = JSON.parse(readFileSync(join(d, 'evil/ch/.ch-image.json'), 'utf8')).tool;
   r = await asVictim('ch-pull', [ref, join(d, 'evil')], { env: { CH_IMAGE_STORAGE: storage } });
   t.is(r.exitCode, 0, r.stderr);
   t.notRegex(r.stderr, /up to date/);
   t.false(existsSync(join(d, 'evil/bin/evil')), "the attacker's content is gone");
   t.is(readFileSync(join(d, 'evil/etc/motd'), 'utf8'), 'the real image\n');
-  t.is(JSON.parse(readFileSync(join(d, 'evil/ch/.ch-pull.json'), 'utf8')).manifest, digest);
-  t.deepEqual(unpacked, ['.ch-tar2dir.json'], "ch-tar2dir kept none of the tarball's markers, and wrote its own");
+  t.is(JSON.parse(readFileSync(join(d, 'evil/ch/.ch-image.json'), 'utf8')).manifest, digest);
+  t.deepEqual(unpacked, ['.ch-image.json'], "ch-tar2dir kept none of the tarball's markers, and wrote its own");
+  t.is(unpackedBy, 'ch-tar2dir');
 });
 
-serial(`markers: ch-convert's directory output carries no marker ch-pull trusts${why}`, async (t) => {
+serial(`markers: ch-convert's directory output carries only its own marker, never taken by ch-pull as up to date${why}`, async (t) => {
   if (needRegistry(t)) return;
   const ref = `${reg.host}/team/ok:v1`;
   const digest = await publicDigest(ref);
   const tarball = await evilTarball('evil2.tar', { tool: 'ch-pull', manifest: digest });
   const d = dirOf(victim, 'v-convert');
   const storage = join(d, 'storage');
-  // Converted from the tarball: no marker at all, so ch-pull won't replace (or trust) it.
+  // Converted from the tarball: none of its markers, only ch-convert's own;
+  // so ch-pull replaces it (the victim's image) and never trusts it.
   let r = await asVictim('ch-convert', [tarball, join(d, 'conv')]);
   t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(readdirSync(join(d, 'conv/ch')), ['.ch-image.json'], 'no ch/.ch-* taken from the content');
+  const m = JSON.parse(readFileSync(join(d, 'conv/ch/.ch-image.json'), 'utf8'));
+  t.is(m.tool, 'ch-convert');
+  t.is(m.manifest, undefined);
+  t.is(m.root.ino, statSync(join(d, 'conv')).ino);
   r = await asVictim('ch-pull', [ref, join(d, 'conv')], { env: { CH_IMAGE_STORAGE: storage } });
   t.notRegex(r.stderr, /up to date/);
-  t.is(r.exitCode, 1, r.stderr);
-  t.regex(r.stderr, /conv: exists and is not an image made by your ch-pull or ch-tar2dir \(no marker\); not replacing it/);
-  t.true(existsSync(join(d, 'conv/bin/evil')), 'left as it was, not taken as up to date');
-  t.deepEqual(readdirSync(join(d, 'conv/ch')), [], 'no ch/.ch-* taken from the content');
+  t.is(r.exitCode, 0, r.stderr);
+  t.false(existsSync(join(d, 'conv/bin/evil')), "the attacker's content is gone, the image pulled afresh");
+  t.is(readFileSync(join(d, 'conv/etc/motd'), 'utf8'), 'the real image\n');
 });
 
 serial(`markers: a copy of another user's pulled image is not taken by ch-pull as up to date: replaced, not reused${why}`, async (t) => {
@@ -147,7 +155,7 @@ serial(`markers: a copy of another user's pulled image is not taken by ch-pull a
   const r = await asVictim('ch-pull', ['-v', ref, join(d, 'copy')], { env: { CH_IMAGE_STORAGE: storage } });
   t.notRegex(r.stderr, /up to date/);
   t.is(r.exitCode, 0, r.stderr);
-  t.regex(r.stderr, /copy\/ch\/\.ch-pull\.json: written for another directory \(inode \d+\), not this one \(a copy, or image content\): replacing the image, not reusing it/);
+  t.regex(r.stderr, /copy\/ch\/\.ch-image\.json: written for another directory \(inode \d+\), not this one \(a copy, or image content\): replacing the image, not reusing it/);
   t.false(existsSync(join(d, 'copy/bin/evil')), "the copied content is gone, the image pulled afresh");
 });
 
@@ -162,17 +170,20 @@ serial(`markers: a registry layer's ch/.ch-tar2dir.json never makes ch-tar2dir s
   const source = { path: tarball, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev };
   const lay = join(base, 'layout-lay');
   writeLayout(lay, 'v1', [addImage(lay, { layers: [[...LAYER, { name: 'bin/evil', data: '#!/bin/sh\necho pwned\n', mode: 0o755 },
-    { name: 'ch/', type: 'dir' }, { name: 'ch/.ch-tar2dir.json', data: JSON.stringify({ tool: 'ch-tar2dir', source }) }]] })]);
+    { name: 'ch/', type: 'dir' }, { name: 'ch/.ch-tar2dir.json', data: JSON.stringify({ tool: 'ch-tar2dir', source }) },
+    { name: 'ch/.ch-image.json', data: JSON.stringify({ tool: 'ch-tar2dir', source }) }]] })]);
   await push(reg, lay, 'v1', 'attacker/lay');
   let r = await asVictim('ch-pull', [`${reg.host}/attacker/lay:v1`, join(d, 'lay')], { env: { CH_IMAGE_STORAGE: join(d, 'storage') } });
   t.is(r.exitCode, 0, r.stderr);
   const pulled = r.stderr;
   r = await asVictim('ch-tar2dir', [tarball, d]);
   t.notRegex(r.stderr, /up to date/);
-  // ch-tar2dir replaces only an image of its own: a pulled one is refused, as if the layer had no such file.
-  t.is(r.exitCode, 1, r.stderr);
-  t.regex(r.stderr, /lay: exists and was not made by ch-tar2dir of yours \(no marker \/ch\/\.ch-tar2dir\.json\)/);
+  // The victim's pulled image, ch-pull's marker only (the layer's were removed): replaced by the tarball's.
+  t.is(r.exitCode, 0, r.stderr);
+  t.false(existsSync(join(d, 'lay/bin/evil')), "the layer's content is gone");
+  t.is(JSON.parse(readFileSync(join(d, 'lay/ch/.ch-image.json'), 'utf8')).tool, 'ch-tar2dir');
   t.regex(pulled, /\/ch\/\.ch-tar2dir\.json: removed \(came with the image's layers/);
+  t.regex(pulled, /\/ch\/\.ch-image\.json: removed \(came with the image's layers/);
 });
 
 // ---- item 6: a relative directory never silently beats a stored image ----

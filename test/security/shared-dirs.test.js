@@ -114,10 +114,11 @@ for (const protect of ['0', '1']) {
       const source = { path: tarball, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, dev: st.dev };
       const marker = JSON.stringify({ tool: 'ch-tar2dir', source });
       await plant(t, `mkdir -p ${d}/img/ch ${d}/img/bin && printf '%s' '${marker}' > ${d}/img/ch/.ch-tar2dir.json
+        && printf '%s' '${marker}' > ${d}/img/ch/.ch-image.json
         && printf '#!/bin/sh\\necho pwned\\n' > ${d}/img/bin/evil && chmod -R go-w ${d}/img`);
       const r = await asVictim('ch-tar2dir', [tarball, d]);
       t.is(r.exitCode, 1, r.stderr);
-      t.regex(r.stderr, /img: exists and was not made by ch-tar2dir of yours \(belongs to chattack \(uid \d+\), not you \(chvictim\)\); not using or replacing it/);
+      t.regex(r.stderr, /img: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(belongs to chattack \(uid \d+\), not you \(chvictim\)\); not using or replacing it/);
       t.notRegex(r.stderr, /up to date/);
       t.true(existsSync(join(d, 'img/bin/evil')), "attacker's directory left as it was");
       t.false(readdirSync(d).some((n) => n.includes('ch-tmp')), 'no temporary left');
@@ -135,7 +136,7 @@ for (const protect of ['0', '1']) {
         await plant(t, script);
         const r = await asVictim('ch-tar2dir', [tarball, d]);
         t.is(r.exitCode, 1, `${how}: ${r.stderr}`);
-        t.regex(r.stderr, /img: exists and was not made by ch-tar2dir of yours \((not a directory|belongs to chattack)/, how);
+        t.regex(r.stderr, /img: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \((not a directory|belongs to chattack)/, how);
         t.is(preciousSum(), before, how);
         t.is(lstatSync(join(d, 'img')).uid, attacker.uid, `${how} left as it was`);
       }
@@ -152,15 +153,15 @@ for (const protect of ['0', '1']) {
       t.regex(again.stderr, /img\/ch: writable by group or others \(mode 777\)/);
       // Likewise the marker file itself, and the image root.
       chmodSync(join(d, 'img/ch'), 0o755);
-      chmodSync(join(d, 'img/ch/.ch-tar2dir.json'), 0o666);
+      chmodSync(join(d, 'img/ch/.ch-image.json'), 0o666);
       const marker = await asVictim('ch-tar2dir', [tarball, d]);
       t.is(marker.exitCode, 1, marker.stderr);
-      t.regex(marker.stderr, /img\/ch\/\.ch-tar2dir\.json: writable by group or others \(mode 666\)/);
-      chmodSync(join(d, 'img/ch/.ch-tar2dir.json'), 0o644);
+      t.regex(marker.stderr, /img\/ch\/\.ch-image\.json: writable by group or others \(mode 666\)/);
+      chmodSync(join(d, 'img/ch/.ch-image.json'), 0o644);
       chmodSync(join(d, 'img'), 0o777);
       const root = await asVictim('ch-tar2dir', [tarball, d]);
       t.is(root.exitCode, 1, root.stderr);
-      t.regex(root.stderr, /img: exists and was not made by ch-tar2dir of yours \(writable by group or others \(mode 777\)\)/);
+      t.regex(root.stderr, /img: exists and was not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours \(writable by group or others \(mode 777\)\)/);
     });
 
     serial(`ch-tar2dir: lock file planted (symlink, FIFO, attacker's file, held flock) is refused at once, never waited on (${tag})${why}`, async (t) => {
