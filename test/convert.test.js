@@ -227,6 +227,21 @@ needs(test, notRoot && 'needs root to make a destination that belongs to someone
   t.regex(r.stderr, /error: exists but does not appear to be an image: \S*\/src \(not made by ch-tar2dir, ch-pull, ch-convert or ch-image of yours: no marker \/ch\/\.ch-image\.json\); not replacing it/);
   t.deepEqual(tree(src), before);
   t.false(existsSync(join(src, 'ch')), 'no marker added');
+  // Charliecloud's rule too (ch-convert's dir_out_validate): an empty
+  // directory is used, one that looks like an image (bin, dev and usr) is
+  // replaced, marker or not, so its scripts keep working.
+  const empty = join(dir, 'empty-dst');
+  const looks = join(dir, 'looks');
+  mkdirSync(empty);
+  for (const d of ['bin', 'dev', 'usr', 'old']) mkdirSync(join(looks, d), { recursive: true });
+  await ownedByUser(empty);
+  await ownedByUser(looks);
+  for (const d of [empty, looks]) {
+    r = await cv([join(dir, 'src.tar'), d]);
+    t.is(r.exitCode, 0, `${d}: ${r.stderr}`);
+    t.deepEqual(tree(d), before, d);
+    t.is(marked(d).tool, 'ch-convert');
+  }
   // An image directory ch-convert made (its marker): replaced.
   for (const i of [1, 2]) {
     r = await cv([join(dir, 'src.tar'), join(dir, 'conv')]);

@@ -46,7 +46,8 @@ const SPEC: CommandSpec = {
 -i/-o say. DST appears only when complete. An existing DST is replaced only
 if it is yours; a directory only if it is an image you made with ch-convert,
 ch-tar2dir, ch-pull or ch-image (their marker /ch/.ch-image.json, which a
-directory DST gets too); links are never followed. Device nodes can't be created without privilege: they are skipped.
+directory DST gets too), or, as Charliecloud's ch-convert, if it is empty or
+looks like an image (bin, dev and usr); links are never followed. Device nodes can't be created without privilege: they are skipped.
 No output has setuid or setgid bits, whatever the input and whoever runs it
 (files, tarball members and SquashFS entries alike; as ch-tar2dir), nor
 extended attributes. DST is made in a stage beside it,

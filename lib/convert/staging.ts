@@ -6,10 +6,10 @@
 // a directory only if an image of theirs with a marker (every image tool's
 // rule), which a directory output gets too.
 
-import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdirSync, rmSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, fstatSync, lstatSync, mkdirSync, readdirSync, rmSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChError, isChError, type Log, why } from '../util/log.js';
-import { at, myUid, openDir, ownerName } from '../util/owned-fs.js';
+import { at, myUid, openDir, openDirAt, ownerName, untrusted } from '../util/owned-fs.js';
 import { bareReason, existingImage as existingImageOf, IMAGE_KIND, IMAGE_TOOLS_TEXT, IMAGE_MARKER, lockWaitMs, markerText, stageAndRename, stripToolState, underInstallLock,
   type InstallSite, type Placement } from '../image/shared-install.js';
 import { tarAddon, useOpenat2 } from '../tar/native.js';
@@ -140,7 +140,27 @@ function checkDestination(parent: number, name: string, dst: string, fmt: Format
   if (st.uid !== myUid()) throw new ChError(`${dst}: exists and belongs to ${ownerName(st.uid)}; not replacing it`, EXIT_FAIL);
   if (st.isDirectory() !== (fmt === 'dir'))
     throw new ChError(`${dst}: exists as a ${st.isDirectory() ? 'directory' : 'file'}; not replacing it with a ${fmt === 'dir' ? 'directory' : 'file'}`, EXIT_FAIL);
-  if (fmt === 'dir') existingImageOf(CONVERT_KIND, parent, name, dst);
+  if (fmt === 'dir' && !charliecloudReplaceable(parent, name)) existingImageOf(CONVERT_KIND, parent, name, dst);
+}
+
+/**
+ * A directory of the caller's that ch-convert may replace without our
+ * marker, as Charliecloud's ch-convert does (its dir_out_validate): an empty
+ * one, or one that looks like an image (bin, dev and usr, real directories),
+ * so its scripts that convert over an image they unpacked some other way
+ * keep working. Only the caller's own, writable by no one else: anything
+ * else goes to existingImage()'s verdict and message.
+ */
+function charliecloudReplaceable(parent: number, name: string): boolean {
+  let fd: number;
+  try { fd = openDirAt(parent, name); } catch { return false; }
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== myUid() || untrusted(st, name)) return false;
+    const names = readdirSync(`/proc/self/fd/${fd}`);
+    if (names.length === 0) return true;
+    return ['bin', 'dev', 'usr'].every((d) => { try { return lstatSync(at(fd, d)).isDirectory(); } catch { return false; } });
+  } catch { return false; } finally { closeSync(fd); }
 }
 
 /** Every image tool's rule, in Charliecloud's words for a directory that is no image of ours. */
