@@ -93,7 +93,7 @@ function jobProcesses(conf) {
   });
 }
 
-function slurmConf(dir, base, user, layout, nodeLocalTmp) {
+function slurmConf(dir, base, user, layout, nodeLocalTmp, plugstack) {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
 # Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
@@ -135,7 +135,7 @@ SlurmdTimeout=60
 MessageTimeout=30
 MailProg=/bin/true
 PropagateResourceLimits=NONE
-${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
+${plugstack ? `PlugStackConfig=${dir}/plugstack.conf\n` : ''}${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
 NodeName=n[1-4] NodeAddr=127.0.0.1 Port=[${base + 2}-${base + 5}] CPUs=8 State=UNKNOWN
 PartitionName=one Nodes=n0 Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 PartitionName=four Nodes=n[1-4] MaxTime=INFINITE State=UP OverSubscribe=YES
@@ -148,7 +148,7 @@ export const NODES = ['n0', 'n1', 'n2', 'n3', 'n4'];
 /**
  * Start the cluster in opts.dir (default /var/tmp/ch-test-slurm), ports from opts.portBase; opts.tmpfs and
  * opts.spool place TmpFS and SlurmdSpoolDir (each gets one subdirectory per node); opts.nodeLocalTmp gives
- * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp).
+ * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp); opts.plugstack: plugstack.conf's text.
  * Returns an object with run helpers, or { reason } when Slurm can't run here.
  */
 export async function startCluster(opts = {}) {
@@ -205,7 +205,9 @@ export async function startCluster(opts = {}) {
     writeFileSync(join(dir, 'job_container.conf'), `BasePath=${join(dir, 'nodetmp')}\n`, { mode: 0o644 });
   }
   const conf = join(dir, 'slurm.conf');
-  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp));
+  // opts.plugstack: plugstack.conf's lines (SPANK plugins, test/spank.test.js), beside slurm.conf.
+  if (opts.plugstack) writeFileSync(join(dir, 'plugstack.conf'), opts.plugstack, { mode: 0o644 });
+  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp, opts.plugstack));
   chmodSync(conf, 0o644);
   // As a site should (docs/design.md, "MPI and Slurm facts"): Slurm's default
   // (mixed) runs fences without data on a tree that, with fewer nodes than

@@ -1,0 +1,199 @@
+/* ch_spank.so: Slurm-native containers, `srun --ch-image=IMAGE prog`, on
+   ch-run's own core. One container per node per step; every task of the
+   step on the node joins it before slurmstepd execs the task's program.
+
+   Which SPANK callbacks, in which process, as whom, and why:
+
+   - slurm_spank_init (srun, sbatch, salloc, slurmstepd): registers the
+     options. Locally (srun/sbatch/salloc) the option callbacks check the
+     values' form, so a bad --ch-mounts fails at once, naming the option.
+   - slurm_spank_user_init (slurmstepd, once per node and step, before the
+     tasks are forked; root, with the job's uid as effective uid): touches no
+     file at all. It only makes the anonymous shared memory and the release
+     pipe that the step's tasks share. Nothing a user controls is looked at
+     while root.
+   - slurm_spank_task_post_fork (slurmstepd, root): after the last task is
+     forked, slurmstepd's own copy of the release pipe's write end is closed.
+   - slurm_spank_task_init (each task's process, after slurmstepd has made it
+     the job's user for good: setgroups/setgid/setuid done, no capabilities,
+     single-threaded): the first task to take the shared lock stages the image
+     and starts the container (ch-run, as the user, with the task's own
+     environment: PMIx's variables are set by then); every task then setns()es
+     into its user and mount namespaces, changes to its working directory,
+     takes the container's environment (ch-run's edits of the task's
+     environment) and sets PR_SET_NO_NEW_PRIVS. slurmstepd then runs the
+     TaskProlog and execs the program (PATH searched inside the container).
+     Doing the work here, not in user_init, means no root process ever runs
+     our tools or opens a user's path, and nothing needs dropping privileges:
+     the kernel already checks everything as the user.
+   - slurm_spank_exit (slurmstepd, root): kills the holder if it is still
+     there (a task died before joining), checked by its start time.
+
+   Errors in task_init fail the task (slurmstepd: exit 1), so the step fails
+   as srun would for a missing program; ch-run's and the stager's messages,
+   which name --ch-image and the input, go to the task's stderr: the job's. */
+
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <slurm/slurm.h>
+#include <slurm/spank.h>
+
+#include "ch_spank.h"
+
+/* SPANK_PLUGIN's symbols, exported (the macro doesn't say so). */
+EXPORT const char plugin_name[] = "ch_toolkit";
+EXPORT const char plugin_type[] = "spank";
+EXPORT const unsigned int plugin_version = SLURM_VERSION_NUMBER;
+EXPORT const unsigned int spank_plugin_version = 1;
+
+struct opts opt;            /* the user's options (options.c) */
+struct site site;           /* plugstack.conf arguments */
+static struct shared *sh;   /* shared by the step's tasks on this node */
+static int release_w = -1, release_r = -1;
+static unsigned forked = 0;
+
+/* "ch-spank: error: ..." on the task's stderr (the job's), and in slurmd's log. */
+void say(const char *fmt, ...)
+{
+   char msg[2048];
+   va_list ap;
+   va_start(ap, fmt);
+   vsnprintf(msg, sizeof(msg), fmt, ap);
+   va_end(ap);
+   if (spank_context() == S_CTX_REMOTE) {
+      dprintf(STDERR_FILENO, "ch-spank[%d]: error: %s\n", (int)getpid(), msg);
+      slurm_info("ch-spank: %s", msg);
+   } else {
+      slurm_error("ch-spank: %s", msg);
+   }
+}
+
+EXPORT int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+   if (spank_context() == S_CTX_SLURMD || spank_context() == S_CTX_JOB_SCRIPT)
+      return 0;
+   if (site_args(ac, av) != 0)
+      return -1;
+   return options_register(sp);
+}
+
+/* Only real steps: not the batch script, not the extern or interactive step. */
+static bool real_step(spank_t sp)
+{
+   uint32_t step;
+   if (spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS)
+      return false;
+   return step != SLURM_BATCH_SCRIPT && step != SLURM_EXTERN_CONT && step != SLURM_INTERACTIVE_STEP;
+}
+
+EXPORT int slurm_spank_user_init(spank_t sp, int ac, char **av)
+{
+   (void)ac; (void)av;
+   if (opt.image == NULL || !real_step(sp))
+      return 0;
+   sh = mmap(NULL, SHARED_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+   if (sh == MAP_FAILED) {
+      sh = NULL;
+      slurm_error("ch-spank: can't map shared memory: %s", strerror(errno));
+      return 0;   /* reported by each task_init: user_init errors don't reach srun */
+   }
+   pthread_mutexattr_t a;
+   pthread_mutexattr_init(&a);
+   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+   pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+   pthread_mutex_init(&sh->lock, &a);
+   pthread_mutexattr_destroy(&a);
+   int p[2];
+   if (pipe2(p, O_CLOEXEC) != 0) {
+      slurm_error("ch-spank: can't make release pipe: %s", strerror(errno));
+      munmap(sh, SHARED_SIZE);
+      sh = NULL;
+      return 0;
+   }
+   release_r = p[0];
+   release_w = p[1];
+   return 0;
+}
+
+EXPORT int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
+{
+   (void)ac; (void)av;
+   uint32_t n = 0;
+   if (sh == NULL || spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &n) != ESPANK_SUCCESS)
+      return 0;
+   /* Every task holds its copy now: slurmstepd's must not keep the holder waiting. */
+   if (++forked == n) {
+      close(release_w);
+      close(release_r);
+      release_w = release_r = -1;
+   }
+   return 0;
+}
+
+EXPORT int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+   (void)ac; (void)av;
+   if (opt.image == NULL || !real_step(sp))
+      return 0;
+   if (sh == NULL) {
+      say("--ch-image=%s: the plugin couldn't set up the step on this node (see slurmd's log)", opt.image);
+      return -1;
+   }
+   int rc = container_once(sp, sh, release_r);
+   close(release_r);   /* the holder has its own copy */
+   if (rc == 0)
+      rc = container_join(sp, sh, release_w);
+   if (rc != 0)
+      close(release_w);   /* the holder need not wait for us */
+   return rc;
+}
+
+EXPORT int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+   (void)sp; (void)ac; (void)av;
+   if (sh == NULL || spank_context() != S_CTX_REMOTE)
+      return 0;
+   holder_kill(sh);
+   munmap(sh, SHARED_SIZE);
+   sh = NULL;
+   return 0;
+}
+
+/* The package this plugin belongs to: site's root=, else three levels above
+   this file (ROOT/build/Release/ch_spank.so, in a checkout or an install). */
+const char *package_root(void)
+{
+   static char root[PATH_MAX];
+   if (site.root != NULL)
+      return site.root;
+   Dl_info info;
+   if (root[0] == '\0' && dladdr((void *)package_root, &info) != 0 && info.dli_fname != NULL) {
+      snprintf(root, sizeof(root), "%s", info.dli_fname);
+      for (int i = 0; i < 3; i++) {
+         char *slash = strrchr(root, '/');
+         if (slash == NULL)
+            break;
+         *slash = '\0';
+      }
+   }
+   return root;
+}
