@@ -69,6 +69,7 @@ struct opts opt;            /* the user's options (options.c) */
 struct site site;           /* plugstack.conf arguments */
 static struct shared *sh;   /* shared by the step's tasks on this node */
 static int release_w = -1, release_r = -1;
+static int edits_fd = -1;   /* the container's environment edits, for ch-spank-join (memfd) */
 static unsigned forked = 0;
 
 /* "ch-spank: error: ..." on the task's stderr (the job's), and in slurmd's log. */
@@ -131,6 +132,9 @@ EXPORT int slurm_spank_user_init(spank_t sp, int ac, char **av)
    }
    release_r = p[0];
    release_w = p[1];
+   edits_fd = memfd_create("ch-spank-env", MFD_CLOEXEC);
+   if (edits_fd < 0)
+      slurm_error("ch-spank: can't make memfd: %s", strerror(errno));
    return 0;
 }
 
@@ -144,7 +148,8 @@ EXPORT int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
    if (++forked == n) {
       close(release_w);
       close(release_r);
-      release_w = release_r = -1;
+      close(edits_fd);
+      release_w = release_r = edits_fd = -1;
    }
    return 0;
 }
@@ -154,14 +159,14 @@ EXPORT int slurm_spank_task_init(spank_t sp, int ac, char **av)
    (void)ac; (void)av;
    if (opt.image == NULL || !real_step(sp))
       return 0;
-   if (sh == NULL) {
+   if (sh == NULL || edits_fd < 0) {
       say("--ch-image=%s: the plugin couldn't set up the step on this node (see slurmd's log)", opt.image);
       return -1;
    }
-   int rc = container_once(sp, sh, release_r);
+   int rc = container_once(sp, sh, release_r, edits_fd);
    close(release_r);   /* the holder has its own copy */
    if (rc == 0)
-      rc = container_join(sp, sh, release_w);
+      rc = container_join(sp, sh, release_w, edits_fd);
    if (rc != 0)
       close(release_w);   /* the holder need not wait for us */
    return rc;

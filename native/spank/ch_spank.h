@@ -53,8 +53,8 @@ void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *package_root(void);
 int options_register(spank_t sp);
 int site_args(int ac, char **av);
-int container_once(spank_t sp, struct shared *sh, int release_w);
-int container_join(spank_t sp, struct shared *sh, int release_w);
+int container_once(spank_t sp, struct shared *sh, int release_r, int edits_fd);
+int container_join(spank_t sp, struct shared *sh, int release_w, int edits_fd);
 void holder_kill(struct shared *sh);
 unsigned long long start_time(pid_t pid);
 

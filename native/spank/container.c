@@ -235,7 +235,7 @@ static _Noreturn void exec_chrun(struct argv *a, char **env, int report_w, int r
    _exit(127);
 }
 
-int report_take(spank_t sp, struct shared *sh, char *report, size_t n);
+int report_take(char **job, struct shared *sh, char *report, size_t n);
 
 /* Start ch-run and the holder; read its report into SH (cwd, environment edits). */
 static int start(spank_t sp, struct shared *sh, char **env, const char *image, int release_r, long long deadline)
@@ -264,7 +264,7 @@ static int start(spank_t sp, struct shared *sh, char **env, const char *image, i
           n < 0 && errno == ETIMEDOUT ? " in time (plugstack.conf timeout=)" : " (its messages are above)");
       return -1;
    }
-   return report_take(sp, sh, report, (size_t)n);
+   return report_take(env, sh, report, (size_t)n);
 }
 
 /* VAR's value in ENV (a NULL-terminated NAME=VALUE array), or NULL. */
@@ -291,12 +291,11 @@ static bool append(struct shared *sh, char sign, const char *s)
    edits of this task's environment (what ch-run set, changed or unset), which
    every task applies to its own: per-task variables ch-run left alone
    (SLURM_PROCID, PMIX_RANK) stay each task's. */
-int report_take(spank_t sp, struct shared *sh, char *report, size_t n)
+int report_take(char **job, struct shared *sh, char *report, size_t n)
 {
-   char **job = NULL;
    char *end = report + n, *p = report + strlen(report) + 1;
-   if (spank_get_item(sp, S_JOB_ENV, &job) != ESPANK_SUCCESS || p >= end)
-      return say("--ch-image=%s: can't read the job's environment", opt.image), -1;
+   if (p >= end)
+      return say("--ch-image=%s: the container's holder sent a short report", opt.image), -1;
    sh->holder = (pid_t)atoi(p);
    p += strlen(p) + 1;
    if (p >= end || sh->holder <= 0)
@@ -332,8 +331,30 @@ int report_take(spank_t sp, struct shared *sh, char *report, size_t n)
    return 0;
 }
 
+/* slurmstepd sets TMPDIR=/tmp after the SPANK callbacks where the job has
+   none (_make_tmpdir), so ch-run in the prefix form sees it: plan with it too. */
+static char **tmpdir_default(char **env)
+{
+   return env_with(env, "TMPDIR", "/tmp");
+}
+
+/* The edits into the step's memfd, which every task's joiner reads. */
+static int edits_write(struct shared *sh, int fd)
+{
+   size_t off = 0;
+   while (off < sh->env_len) {
+      ssize_t w = pwrite(fd, sh->env + off, sh->env_len - off, (off_t)off);
+      if (w < 0 && errno == EINTR)
+         continue;
+      if (w < 0)
+         return say("--ch-image=%s: can't write the container's environment: %s", opt.image, strerror(errno)), -1;
+      off += (size_t)w;
+   }
+   return 0;
+}
+
 /* Make the container, once per node and step: the first task to get the lock does; the others wait (bounded). */
-int container_once(spank_t sp, struct shared *sh, int release_r)
+int container_once(spank_t sp, struct shared *sh, int release_r, int edits_fd)
 {
    long long deadline = now_ms() + site.timeout_s * 1000LL;
    struct timespec until;
@@ -356,7 +377,8 @@ int container_once(spank_t sp, struct shared *sh, int release_r)
       if (spank_get_item(sp, S_JOB_ENV, &env) != ESPANK_SUCCESS)
          say("--ch-image=%s: can't read the job's environment", opt.image);
       else if (stage(sp, env, deadline, path, sizeof(path)) == 0
-               && start(sp, sh, env, path, release_r, deadline) == 0)
+               && start(sp, sh, tmpdir_default(env), path, release_r, deadline) == 0
+               && edits_write(sh, edits_fd) == 0)
          sh->state = ST_READY;
    }
    int state = sh->state;
@@ -364,34 +386,26 @@ int container_once(spank_t sp, struct shared *sh, int release_r)
    return state == ST_READY ? 0 : -1;
 }
 
-/* Make the task join the container at its exec: the container's
-   environment edits now; then argv[0] becomes ch-spank-join, which enters the
-   holder's namespaces and execs the task's program there (joiner.c says why
-   not here). RELEASE_W stays open across that exec, so the holder waits for
-   the joiner; the joiner closes it. */
-int container_join(spank_t sp, struct shared *sh, int release_w)
+/* Make the task join the container at its exec: argv[0] becomes
+   ch-spank-join, which enters the holder's namespaces, applies the
+   container's environment edits (EDITS_FD) to the task's final environment
+   (after slurmstepd's TaskProlog and TMPDIR, as ch-run in the prefix form
+   sees them) and execs the task's program there (joiner.c says why not
+   here). RELEASE_W stays open across that exec, so the holder waits for the
+   joiner; the joiner closes it. */
+int container_join(spank_t sp, struct shared *sh, int release_w, int edits_fd)
 {
    int argc = 0;
    char **argv = NULL, *join = NULL, *joiner = NULL;
    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || argv[0] == NULL)
       return say("--ch-image=%s: can't read the task's command line", opt.image), -1;
-   for (char *e = sh->env; e < sh->env + sh->env_len; e += strlen(e) + 1) {
-      char *eq = strchr(e + 1, '=');
-      if (e[0] == '-')
-         spank_unsetenv(sp, e + 1);
-      else if (eq != NULL) {
-         *eq = '\0';
-         spank_setenv(sp, e + 1, eq + 1, 1);
-         *eq = '=';
-      }
-   }
-   if (asprintf(&join, "%d:%d:%s", (int)sh->holder, release_w, sh->cwd) < 0
+   if (asprintf(&join, "%d:%d:%d:%s", (int)sh->holder, release_w, edits_fd, sh->cwd) < 0
        || asprintf(&joiner, "%s/build/Release/ch-spank-join", package_root()) < 0)
       return say("--ch-image=%s: out of memory", opt.image), -1;
    if (spank_setenv(sp, "CH_SPANK_JOIN", join, 1) != ESPANK_SUCCESS
        || spank_setenv(sp, "CH_SPANK_ARGV0", argv[0], 1) != ESPANK_SUCCESS)
       return say("--ch-image=%s: can't set the task's environment", opt.image), -1;
-   if (fcntl(release_w, F_SETFD, 0) != 0)
+   if (fcntl(release_w, F_SETFD, 0) != 0 || fcntl(edits_fd, F_SETFD, 0) != 0)
       return say("--ch-image=%s: can't keep the release pipe: %s", opt.image, strerror(errno)), -1;
    /* The task's exec goes to the joiner; slurmstepd owns the array, whose
       old argv[0] the joiner gets back through CH_SPANK_ARGV0. */

@@ -6,9 +6,12 @@
    the host, as for a bare srun: the site's TaskProlog (a host path an image
    lacks) and the task's TMPDIR.
 
-   CH_SPANK_JOIN=PID:FD:CWD  the holder's PID, our copy of the release pipe
-                             (kept open so the holder stays until we have
-                             joined), the container's working directory
+   CH_SPANK_JOIN=PID:FD:EDITS:CWD  the holder's PID, our copy of the release
+                             pipe (kept open so the holder stays until we
+                             have joined), a memfd of the container's
+                             environment edits ("+NAME=VALUE" or "-NAME",
+                             NUL-terminated: what ch-run changed in the first
+                             task's environment), the working directory
    CH_SPANK_ARGV0=PROG       the task's program, searched in the container's
                              $PATH as slurmstepd would have on the host
 
@@ -29,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define EXIT_CHRUN 31
@@ -51,6 +55,38 @@ static void enter(pid_t pid, const char *kind, int type)
    if (setns(fd, type) != 0)
       fail(EXIT_CHRUN, "--ch-image: can't join the container's namespace", path, errno);
    close(fd);
+}
+
+/* The container's environment: ch-run's edits, over the task's environment as slurmstepd made it. */
+static void apply_edits(int fd)
+{
+   struct stat st;
+   if (fstat(fd, &st) != 0)
+      fail(EXIT_CHRUN, "can't read the container's environment", NULL, errno);
+   char *buf = malloc((size_t)st.st_size + 1);
+   if (buf == NULL)
+      fail(EXIT_CHRUN, "malloc", NULL, errno);
+   ssize_t got = 0;
+   while (got < st.st_size) {
+      ssize_t n = pread(fd, buf + got, (size_t)(st.st_size - got), got);
+      if (n < 0 && errno == EINTR)
+         continue;
+      if (n <= 0)
+         fail(EXIT_CHRUN, "can't read the container's environment", NULL, n < 0 ? errno : EIO);
+      got += n;
+   }
+   buf[got] = '\0';
+   close(fd);
+   for (char *e = buf; e < buf + got; e += strlen(e) + 1) {
+      char *eq = strchr(e, '=');
+      if (e[0] == '-')
+         unsetenv(e + 1);
+      else if (e[0] == '+' && eq != NULL) {
+         *eq = '\0';
+         if (setenv(e + 1, eq + 1, 1) != 0)
+            fail(EXIT_CHRUN, "can't set", e + 1, errno);
+      }
+   }
 }
 
 /* execve PROG, searched in PATH if it has no slash (the container's PATH). */
@@ -91,7 +127,8 @@ int main(int argc, char **argv)
       fail(EXIT_CHRUN, "ch-spank-join is run by the ch-toolkit SPANK plugin, not by users", NULL, 0);
    long pid = strtol(spec, &end, 10);
    long fd = *end == ':' ? strtol(end + 1, &end, 10) : -1;
-   if (pid <= 0 || fd < 0 || *end != ':')
+   long edits = *end == ':' ? strtol(end + 1, &end, 10) : -1;
+   if (pid <= 0 || fd < 0 || edits < 0 || *end != ':')
       fail(EXIT_CHRUN, "bad CH_SPANK_JOIN", spec, 0);
    char *cwd = strdup(end + 1), *prog = strdup(a0);
    if (cwd == NULL || prog == NULL)
@@ -101,6 +138,7 @@ int main(int argc, char **argv)
    enter((pid_t)pid, "user", CLONE_NEWUSER);
    enter((pid_t)pid, "mnt", CLONE_NEWNS);
    close((int)fd);   /* joined: the holder needn't wait for us */
+   apply_edits((int)edits);
    if (chdir(cwd) != 0)
       fail(EXIT_CHRUN, "can't cd to", cwd, errno);
    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
