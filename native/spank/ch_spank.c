@@ -26,8 +26,10 @@
      Doing the work here, not in user_init, means no root process ever runs
      our tools or opens a user's path, and nothing needs dropping privileges:
      the kernel already checks everything as the user.
-   - slurm_spank_exit (slurmstepd, root): kills the holder if it is still
-     there (a task died before joining), checked by its start time.
+   - slurm_spank_task_exit (slurmstepd, root): after the last task on the
+     node ended, kills the holder if it is still there (a SquashFS image's,
+     which keeps squashfuse; or a task died before joining), checked by its
+     start time so a reused PID is never hit; slurm_spank_exit again, last.
 
    Errors in task_init fail the task (slurmstepd: exit 1), so the step fails
    as srun would for a missing program; ch-run's and the stager's messages,
@@ -70,7 +72,7 @@ struct site site;           /* plugstack.conf arguments */
 static struct shared *sh;   /* shared by the step's tasks on this node */
 static int release_w = -1, release_r = -1;
 static int edits_fd = -1;   /* the container's environment edits, for ch-spank-join (memfd) */
-static unsigned forked = 0;
+static unsigned forked = 0, exited = 0;
 
 /* "ch-spank: error: ..." on the task's stderr (the job's), and in slurmd's log. */
 void say(const char *fmt, ...)
@@ -170,6 +172,18 @@ EXPORT int slurm_spank_task_init(spank_t sp, int ac, char **av)
    if (rc != 0)
       close(release_w);   /* the holder need not wait for us */
    return rc;
+}
+
+/* In slurmstepd (root), as each task ends: after the last, the holder goes
+   (it stays for a SquashFS image, whose squashfuse ends with it; and
+   slurmstepd waits for every process of the step before the step ends). */
+EXPORT int slurm_spank_task_exit(spank_t sp, int ac, char **av)
+{
+   (void)ac; (void)av;
+   uint32_t n = 0;
+   if (sh != NULL && spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &n) == ESPANK_SUCCESS && ++exited == n)
+      holder_kill(sh);
+   return 0;
 }
 
 EXPORT int slurm_spank_exit(spank_t sp, int ac, char **av)

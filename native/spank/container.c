@@ -89,8 +89,9 @@ static char *expand(const char *s, spank_t sp)
    return strdup(out);
 }
 
-/* Read FD to end of file into BUF (at most CAP bytes, NUL-terminated), by DEADLINE; bytes read or -1. */
-static ssize_t read_all(int fd, char *buf, size_t cap, long long deadline)
+/* Read FD to end of file into BUF (at most CAP bytes, NUL-terminated), by
+   DEADLINE; with NUL2, up to two NULs in a row. Bytes read or -1. */
+static ssize_t read_all(int fd, char *buf, size_t cap, long long deadline, bool nul2)
 {
    size_t got = 0;
    for (;;) {
@@ -111,6 +112,8 @@ static ssize_t read_all(int fd, char *buf, size_t cap, long long deadline)
       if (n < 0)
          return -1;
       if (n == 0 || (got += (size_t)n) >= cap - 1)
+         break;
+      if (nul2 && got >= 2 && buf[got - 1] == '\0' && buf[got - 2] == '\0')
          break;
    }
    buf[got] = '\0';
@@ -154,7 +157,7 @@ static int stage(spank_t sp, char **env, long long deadline, char *path, size_t 
       _exit(127);
    }
    close(out[1]);
-   ssize_t n = read_all(out[0], path, cap, deadline);
+   ssize_t n = read_all(out[0], path, cap, deadline, false);
    int e = errno;
    close(out[0]);
    if (n < 0) {
@@ -173,6 +176,12 @@ static int stage(spank_t sp, char **env, long long deadline, char *path, size_t 
    return 0;
 }
 
+static bool is_sqfs(const char *p)
+{
+   size_t n = strlen(p);
+   return (n > 5 && !strcmp(p + n - 5, ".sqfs")) || (n > 9 && !strcmp(p + n - 9, ".squashfs"));
+}
+
 /* ch-run's command line for IMAGE, as `ch-run --join` with the user's options. */
 static void chrun_argv(struct argv *a, spank_t sp, const char *image)
 {
@@ -184,9 +193,15 @@ static void chrun_argv(struct argv *a, spank_t sp, const char *image)
    add(a, "%s/build/Release/ch-run", package_root());
    if (opt.verbose)
       add(a, "-v");
-   /* A group of one: the plan is a joined one (as with --join), the tasks join by setns themselves. */
-   add(a, "--join-ct=1");
-   add(a, "--join-tag=spank-%u.%u.%s", job, step, node);
+   /* A group of one: the plan is a joined one (as with --join), the tasks
+      join by setns themselves. Not for a SquashFS image, which ch-run won't
+      --join: its squashfuse lives as long as the holder, which then stays
+      until the step ends (slurm_spank_exit). */
+   bool sqfs = is_sqfs(image);
+   if (!sqfs) {
+      add(a, "--join-ct=1");
+      add(a, "--join-tag=spank-%u.%u.%s", job, step, node);
+   }
    char *copy = opt.mounts ? strdup(opt.mounts) : NULL, *save = NULL;
    for (char *m = copy ? strtok_r(copy, ",", &save) : NULL; m != NULL; m = strtok_r(NULL, ",", &save))
       add(a, "--bind=%s", m);
@@ -210,6 +225,8 @@ static void chrun_argv(struct argv *a, spank_t sp, const char *image)
    add(a, "/proc/self/fd/5");
    add(a, "3");
    add(a, "4");
+   if (sqfs)
+      add(a, "stay");
 }
 
 /* In the grandchild: stdio, fds 3 (report), 4 (release), 5 (the holder), then ch-run. */
@@ -257,7 +274,7 @@ static int start(spank_t sp, struct shared *sh, char **env, const char *image, i
    close(rep[1]);
    int rc = wait_child(mid);
    static char report[SHARED_SIZE / 2];
-   ssize_t n = rc == 0 ? read_all(rep[0], report, sizeof(report), deadline) : -1;
+   ssize_t n = rc == 0 ? read_all(rep[0], report, sizeof(report), deadline, true) : -1;
    close(rep[0]);
    if (n < 3 || strcmp(report, "ok") != 0) {
       say("--ch-image=%s: ch-run couldn't make the container%s", opt.image,
@@ -305,7 +322,7 @@ int report_take(char **job, struct shared *sh, char *report, size_t n)
    sh->holder_start = start_time(sh->holder);
    sh->env_len = 0;
    bool ok = true;
-   for (char *e = p; e < end && ok; e += strlen(e) + 1) {
+   for (char *e = p; e < end && *e != '\0' && ok; e += strlen(e) + 1) {
       char *eq = strchr(e, '=');
       if (eq == NULL)
          continue;
@@ -318,7 +335,7 @@ int report_take(char **job, struct shared *sh, char *report, size_t n)
       if (eq == NULL)
          continue;
       bool kept = false;
-      for (char *e = p; e < end && !kept; e += strlen(e) + 1)
+      for (char *e = p; e < end && *e != '\0' && !kept; e += strlen(e) + 1)
          kept = !strncmp(e, *j, (size_t)(eq - *j) + 1);
       if (!kept) {
          *eq = '\0';

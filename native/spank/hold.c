@@ -7,7 +7,8 @@
    container's command would get from ch-run), each NUL-terminated, to
    REPORT_FD and closes it; then it reads RELEASE_FD until end of file, which
    comes when every task of the step on this node has exec'd its program or
-   died (each held a close-on-exec copy of the write end), and exits. The
+   died (each held a copy of the write end until it joined), and exits;
+   with a third argument, "stay", it stays until killed (slurm_spank_exit). The
    tasks are then in its namespaces themselves, which live on without it. */
 
 #include <errno.h>
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
 {
    char cwd[PATH_MAX], buf[64];
 
-   if (argc != 3) {
+   if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "stay"))) {
       fprintf(stderr, "ch-spank-hold: run by the ch-toolkit SPANK plugin, not by users\n");
       return 1;
    }
@@ -63,6 +64,9 @@ int main(int argc, char **argv)
    put(report, getcwd(cwd, sizeof(cwd)) != NULL ? cwd : "/");
    for (char **e = environ; *e != NULL; e++)
       put(report, *e);
+   /* An empty string ends it: other holders of the pipe (squashfuse, forked
+      by ch-run's core) would keep end-of-file from coming. */
+   put(report, "");
    if (close(report) != 0) {
       perror("ch-spank-hold: can't close report");
       return 1;
@@ -71,6 +75,11 @@ int main(int argc, char **argv)
    for (;;) {
       ssize_t r = read(release, buf, sizeof(buf));
       if (r == 0 || (r < 0 && errno != EINTR))
-         return 0;
+         break;
    }
+   /* "stay": a SquashFS image, whose squashfuse ends with us; the plugin
+      kills us when the step ends. */
+   while (argc == 4)
+      pause();
+   return 0;
 }
