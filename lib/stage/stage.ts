@@ -16,7 +16,7 @@ import { closeSync, fstatSync, lstatSync, mkdirSync, readdirSync, readFileSync, 
 import { join, resolve } from 'node:path';
 import { ChError, Log, why } from '../util/log.js';
 import { at, openDir, removeOwned, untrusted } from '../util/owned-fs.js';
-import { lockOwn, unlock } from '../image/shared-install.js';
+import { lockOwn, lockWaitMs, unlock } from '../image/shared-install.js';
 import { parseReference } from '../pull/reference.js';
 import { hostPlatform } from '../pull/manifest.js';
 import { JOBS_DEFAULT, pullToDir, withImage } from '../pull/pull.js';
@@ -24,6 +24,8 @@ import { JOBS_DEFAULT, pullToDir, withImage } from '../pull/pull.js';
 export const EXIT_STAGE = 1;
 /** The default size limit of the cache, in bytes (CH_SPANK_CACHE_SIZE). */
 export const CACHE_SIZE_DEFAULT = 20 * 2 ** 30;
+/** Seconds a stager waits for another importing the same image (CH_SPANK_LOCK_TIMEOUT). */
+const LOCK_TIMEOUT_S = 3600;
 /** Entries used this recently are never collected: a running step may have them mounted. */
 const IN_USE_MS = 10 * 60_000;
 
@@ -169,6 +171,9 @@ async function stageRef(o: StageOptions, log: Log): Promise<Staged> {
 async function inCache(o: StageOptions, key: string, log: Log,
   importer: (fd: number) => Promise<{ kind: string; source: string; path: string }>): Promise<Staged> {
   const fd = openCache(o.cache);
+  // One stager of KEY at a time: the others wait, then find its meta (bounded: CH_SPANK_LOCK_TIMEOUT).
+  const lock = await lockOwn(fd, `.${key}.lock`, join(o.cache, `.${key}.lock`), { holder: 'another stager of yours',
+    timeoutMs: lockWaitMs('CH_SPANK_LOCK_TIMEOUT', LOCK_TIMEOUT_S), timeoutVar: 'CH_SPANK_LOCK_TIMEOUT' });
   try {
     const have = readMeta(fd, key);
     if (have && exists(have.path)) {
@@ -176,11 +181,6 @@ async function inCache(o: StageOptions, key: string, log: Log,
       return { path: have.path, imported: false, kind: have.kind as Staged['kind'] };
     }
     const got = await importer(fd);
-    const again = readMeta(fd, key);   // a concurrent stager finished first: it imported, not us
-    if (again && again.path === got.path) {
-      touch(fd, key);
-      return { path: got.path, imported: false, kind: got.kind as Staged['kind'] };
-    }
     writeMeta(fd, { key, ...got, size: treeSize(got.path) });
     // One line per import, in the job's stderr as pyxis says its own: users (and the tests) see it happen once.
     if (log.verbosity >= 0)
@@ -188,6 +188,7 @@ async function inCache(o: StageOptions, key: string, log: Log,
     await collect(fd, o, key, log);
     return { path: got.path, imported: true, kind: got.kind as Staged['kind'] };
   } finally {
+    unlock(fd, `.${key}.lock`, lock);
     closeSync(fd);
   }
 }
@@ -199,7 +200,7 @@ function exists(p: string): boolean {
 /** Remove least recently used entries until the cache is within its limit; never KEEP or one in use. */
 async function collect(fd: number, o: StageOptions, keep: string, log: Log): Promise<void> {
   const lock = await lockOwn(fd, '.gc.lock', join(o.cache, '.gc.lock'), { holder: 'another stager of yours',
-    timeoutMs: 60_000, timeoutVar: 'CH_SPANK_LOCK_TIMEOUT' });
+    timeoutMs: lockWaitMs('CH_SPANK_LOCK_TIMEOUT', LOCK_TIMEOUT_S), timeoutVar: 'CH_SPANK_LOCK_TIMEOUT' });
   try {
     const entries = readdirSync(`/proc/self/fd/${fd}`).filter((e) => e.endsWith('.json') && !e.startsWith('.'))
       .map((e) => e.slice(0, -5)).map((k) => ({ k, m: readMeta(fd, k), t: mtime(fd, `${k}.json`) }))
