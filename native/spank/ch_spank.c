@@ -174,6 +174,14 @@ EXPORT int slurm_spank_task_init(spank_t sp, int ac, char **av)
    return rc;
 }
 
+static void end_holder(spank_t sp)
+{
+   uid_t uid;
+   gid_t gid;
+   if (spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS && spank_get_item(sp, S_JOB_GID, &gid) == ESPANK_SUCCESS)
+      holder_kill(sh, uid, gid);
+}
+
 /* In slurmstepd (root), as each task ends: after the last, the holder goes
    (it stays for a SquashFS image, whose squashfuse ends with it; and
    slurmstepd waits for every process of the step before the step ends). */
@@ -182,7 +190,7 @@ EXPORT int slurm_spank_task_exit(spank_t sp, int ac, char **av)
    (void)ac; (void)av;
    uint32_t n = 0;
    if (sh != NULL && spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &n) == ESPANK_SUCCESS && ++exited == n)
-      holder_kill(sh);
+      end_holder(sp);
    return 0;
 }
 
@@ -191,7 +199,7 @@ EXPORT int slurm_spank_exit(spank_t sp, int ac, char **av)
    (void)sp; (void)ac; (void)av;
    if (sh == NULL || spank_context() != S_CTX_REMOTE)
       return 0;
-   holder_kill(sh);
+   end_holder(sp);
    munmap(sh, SHARED_SIZE);
    sh = NULL;
    return 0;

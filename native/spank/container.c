@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -452,10 +453,29 @@ unsigned long long start_time(pid_t pid)
    return t;
 }
 
-/* At the step's end (slurmstepd, root): the holder, if a task never joined and it is still there. */
-void holder_kill(struct shared *sh)
+/* At the step's end (slurmstepd, root): the holder, if it is still there.
+   Its PID came from a process of the user's, who could make it any PID:
+   the signal is sent by a child that has fully become the job's user
+   (groups, gid, uid, each checked), so the kernel lets it reach only the
+   user's own processes, never root's or another user's. */
+void holder_kill(struct shared *sh, uid_t uid, gid_t gid)
 {
-   if (sh->state == ST_READY && sh->holder > 0 && sh->holder_start != 0
-       && start_time(sh->holder) == sh->holder_start)
-      kill(sh->holder, SIGKILL);
+   if (sh->state != ST_READY || sh->holder <= 0 || sh->holder_start == 0
+       || start_time(sh->holder) != sh->holder_start)
+      return;
+   pid_t pid = fork();
+   if (pid < 0) {
+      slurm_error("ch-spank: can't fork to end the holder: %s", strerror(errno));
+      return;
+   }
+   if (pid == 0) {
+      uid_t r, e, s;
+      gid_t rg, eg, sg;
+      if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0
+          || getresuid(&r, &e, &s) != 0 || getresgid(&rg, &eg, &sg) != 0
+          || r != uid || e != uid || s != uid || rg != gid || eg != gid || sg != gid)
+         _exit(1);
+      _exit(kill(sh->holder, SIGKILL) == 0 ? 0 : 2);
+   }
+   wait_child(pid);
 }
