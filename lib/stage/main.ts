@@ -7,13 +7,17 @@
 //
 // Environment: CH_SPANK_CACHE (the cache; default STORAGE/spank, STORAGE
 // being $CH_IMAGE_STORAGE or /var/tmp/$USER.ch), CH_SPANK_CACHE_SIZE (its
-// limit, default 20G), and ch-pull's and ch-tar2dir's own variables.
+// limit, default 20G), CH_SPANK_CACHE_KEEP (seconds an image used that
+// recently is kept whatever the limit, default 600: a running step may have
+// it mounted), CH_SPANK_LOCK_TIMEOUT (seconds to wait for another stager of
+// the same image, default 3600), and ch-pull's and ch-tar2dir's own variables.
 
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { ChError, Log, runMain } from '../util/log.js';
 import { PKG_ROOT, storageDir } from '../util/paths.js';
-import { EXIT_STAGE, parseLimit, stage } from './stage.js';
+import { lockWaitMs } from '../image/shared-install.js';
+import { EXIT_STAGE, KEEP_DEFAULT_S, parseLimit, stage } from './stage.js';
 
 const PROG = 'ch-spank';
 
@@ -35,7 +39,7 @@ async function main(argv: string[], log: Log): Promise<number> {
   const env = process.env;
   const cache = env.CH_SPANK_CACHE || join(storageDir(), 'spank');
   const got = await stage({ image: argv[0], cache, limit: parseLimit(env.CH_SPANK_CACHE_SIZE),
-    cwd: env.PWD || process.cwd(), tar2dir }, log);
+    keepMs: lockWaitMs('CH_SPANK_CACHE_KEEP', KEEP_DEFAULT_S), cwd: env.PWD || process.cwd(), tar2dir }, log);
   process.stdout.write(`${got.path}\n`);
   return 0;
 }

@@ -26,8 +26,8 @@ export const EXIT_STAGE = 1;
 export const CACHE_SIZE_DEFAULT = 20 * 2 ** 30;
 /** Seconds a stager waits for another importing the same image (CH_SPANK_LOCK_TIMEOUT). */
 const LOCK_TIMEOUT_S = 3600;
-/** Entries used this recently are never collected: a running step may have them mounted. */
-const IN_USE_MS = 10 * 60_000;
+/** Entries used this recently are never collected: a running step may have them mounted (CH_SPANK_CACHE_KEEP, s). */
+export const KEEP_DEFAULT_S = 600;
 
 const TARBALL = /\.(tar|tar\.gz|tgz|tar\.xz|txz|tar\.zst|tzst|tar\.bz2|tbz2)$/;
 const SQFS = /\.(sqfs|squashfs)$/;
@@ -39,6 +39,8 @@ export interface StageOptions {
   cache: string;
   /** Size limit in bytes. */
   limit: number;
+  /** Entries used less than this long ago (ms) are kept whatever the limit. */
+  keepMs: number;
   /** The job's working directory: relative image paths are relative to it. */
   cwd: string;
   /** Runs ch-tar2dir (bin/ch-tar2dir) on TARBALL into DIR; resolves when it exited 0. */
@@ -208,7 +210,7 @@ async function collect(fd: number, o: StageOptions, keep: string, log: Log): Pro
     let total = entries.reduce((n, e) => n + e.m!.size, 0);
     for (const e of entries) {
       if (total <= o.limit) break;
-      if (e.k === keep || Date.now() - e.t < IN_USE_MS) continue;
+      if (e.k === keep || Date.now() - e.t < o.keepMs) continue;
       // Meta first: a stager that finds no meta imports anew rather than use a half-removed tree.
       removeOwned(fd, `${e.k}.json`, join(o.cache, `${e.k}.json`));
       const top = e.m!.kind === 'registry' ? `${e.k}.img` : e.k;
