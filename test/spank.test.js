@@ -203,6 +203,28 @@ serial('errors: a bad image, an unreachable registry, an option typo, an option 
   t.regex(r.all, /can't execve\(2\): no-such-program: No such file or directory/);
 });
 
+serial('a node without the plugin: the step fails, naming the option and the image', async (t) => {
+  const s = cluster(t); if (!s) return;
+  // srun has the plugin (its own slurm.conf, with a plugstack.conf of its
+  // own); the nodes' plugstack.conf is emptied for this step.
+  const nodes = join(s.dir, 'plugstack.conf');
+  const client = join(s.dir, 'slurm-client.conf');
+  writeFileSync(join(s.dir, 'plugstack-client.conf'), readFileSync(nodes));
+  writeFileSync(client, readFileSync(s.conf, 'utf8').replace(/^PlugStackConfig=.*$/m,
+    `PlugStackConfig=${join(s.dir, 'plugstack-client.conf')}`));
+  for (const f of ['plugstack-client.conf', 'slurm-client.conf']) chmodSync(join(s.dir, f), 0o644);
+  const saved = readFileSync(nodes);
+  writeFileSync(nodes, '# no plugins on the nodes for this test\n');
+  let r;
+  try {
+    r = await s.run('srun', ['-p', 'four', '-N2', '-n2', `--ch-image=${image('busybox')}`, 'sh', '-c', 'echo ran on the host'],
+      { timeout: 60000, env: { SLURM_CONF: client } });
+  } finally { writeFileSync(nodes, saved); }
+  t.not(r.exitCode, 0);
+  t.notRegex(r.all, /ran on the host/);
+  t.regex(r.all, new RegExp(`ch-spank: --ch-image=${image('busybox')} needs the ch-toolkit SPANK plugin on this node`));
+});
+
 serial('exit codes and --kill-on-bad-exit as bare srun', async (t) => {
   const s = cluster(t); if (!s) return;
   const fail = 'if [ "$SLURM_PROCID" = 2 ]; then exit 7; fi; sleep 8';

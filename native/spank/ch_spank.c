@@ -108,6 +108,34 @@ static bool real_step(spank_t sp)
    return step != SLURM_BATCH_SCRIPT && step != SLURM_EXTERN_CONT && step != SLURM_INTERACTIVE_STEP;
 }
 
+/* srun, before the step is launched: the command the nodes get becomes a
+   name that can't run, which the plugin on the node turns back (task_init,
+   from CH_SPANK_CMD). A node without the plugin ignores --ch-image silently
+   (Slurm skips options of plugins it hasn't loaded) and would run the
+   program on the host; instead its task fails, and slurmstepd's message
+   names the option and the image: "execve(): ch-spank: --ch-image=IMG
+   needs the ch-toolkit SPANK plugin on this node (...)". srun's argv array
+   is what it sends (srun_opt->argv); only its first element is replaced. */
+EXPORT int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+   (void)ac; (void)av;
+   int argc = 0;
+   char **argv = NULL, *guard = NULL;
+   if (opt.image == NULL)
+      return 0;
+   if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || argv[0] == NULL) {
+      say("--ch-image=%s: can't read the step's command line", opt.image);
+      return -1;
+   }
+   if (asprintf(&guard, "ch-spank: --ch-image=%s needs the ch-toolkit SPANK plugin on this node "
+                "(plugstack.conf)", opt.image) < 0 || setenv("CH_SPANK_CMD", argv[0], 1) != 0) {   /* srun merges its environment into the job's after this */
+      say("--ch-image=%s: out of memory", opt.image);
+      return -1;
+   }
+   argv[0] = guard;
+   return 0;
+}
+
 EXPORT int slurm_spank_user_init(spank_t sp, int ac, char **av)
 {
    (void)ac; (void)av;
@@ -165,7 +193,9 @@ EXPORT int slurm_spank_task_init(spank_t sp, int ac, char **av)
       say("--ch-image=%s: the plugin couldn't set up the step on this node (see slurmd's log)", opt.image);
       return -1;
    }
-   int rc = container_once(sp, sh, release_r, edits_fd);
+   int rc = command_restore(sp);
+   if (rc == 0)
+      rc = container_once(sp, sh, release_r, edits_fd);
    close(release_r);   /* the holder has its own copy */
    if (rc == 0)
       rc = container_join(sp, sh, release_w, edits_fd);

@@ -55,6 +55,7 @@ int options_register(spank_t sp);
 int site_args(int ac, char **av);
 int container_once(spank_t sp, struct shared *sh, int release_r, int edits_fd);
 int container_join(spank_t sp, struct shared *sh, int release_w, int edits_fd);
+int command_restore(spank_t sp);
 void holder_kill(struct shared *sh, uid_t uid, gid_t gid);
 unsigned long long start_time(pid_t pid);
 

@@ -404,6 +404,23 @@ int container_once(spank_t sp, struct shared *sh, int release_r, int edits_fd)
    return state == ST_READY ? 0 : -1;
 }
 
+/* srun put a guard in argv[0] (slurm_spank_local_user_init) and the
+   command in CH_SPANK_CMD: the command back, and the variable gone before
+   ch-run or the program could see it. */
+int command_restore(spank_t sp)
+{
+   static char cmd[PATH_MAX * 4];
+   int argc = 0;
+   char **argv = NULL;
+   if (spank_getenv(sp, "CH_SPANK_CMD", cmd, sizeof(cmd)) != ESPANK_SUCCESS)
+      return 0;   /* not through srun's plugin (an older srun, say): argv is as given */
+   if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1)
+      return say("--ch-image=%s: can't read the task's command line", opt.image), -1;
+   argv[0] = cmd;
+   spank_unsetenv(sp, "CH_SPANK_CMD");
+   return 0;
+}
+
 /* Make the task join the container at its exec: argv[0] becomes
    ch-spank-join, which enters the holder's namespaces, applies the
    container's environment edits (EDITS_FD) to the task's final environment
@@ -417,6 +434,7 @@ int container_join(spank_t sp, struct shared *sh, int release_w, int edits_fd)
    char **argv = NULL, *join = NULL, *joiner = NULL;
    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || argv[0] == NULL)
       return say("--ch-image=%s: can't read the task's command line", opt.image), -1;
+
    if (asprintf(&join, "%d:%d:%d:%s", (int)sh->holder, release_w, edits_fd, sh->cwd) < 0
        || asprintf(&joiner, "%s/build/Release/ch-spank-join", package_root()) < 0)
       return say("--ch-image=%s: out of memory", opt.image), -1;
