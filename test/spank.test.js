@@ -180,10 +180,18 @@ serial('errors: a bad image, an unreachable registry, an option typo, an option 
   let r = await s.run('srun', ['-p', 'four', '-N2', '-n4', `--ch-image=${missing}`, 'true'], { timeout: 60000 });
   t.not(r.exitCode, 0);
   t.regex(r.all, new RegExp(`ch-spank\\[\\d+\\]: error: --ch-image=${missing}: no such file or directory`));
+  let left;
+  for (let i = 0; i < 50; i++) {
+    left = await leftovers(s, [IMAGES, WORK], 'none');
+    if (left.procs.length === 0) break;
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  t.deepEqual(left.procs, [], 'nothing left after a failed step');
   r = await s.run('srun', ['-p', 'four', '-N1', '-n2', '--ch-image=127.0.0.1:9/none/such:v1', 'true'], { timeout: 60000 });
   t.not(r.exitCode, 0);
   t.regex(r.all, /ch-spank\[\d+\]: error: --ch-image=127\.0\.0\.1:9\/none\/such:v1: .*(refused|ECONNREFUSED|connect)/i);
-  const notImage = join(WORK, 'mnt', 'f');
+  const notImage = join(WORK, 'not-an-image.txt');
+  writeFileSync(notImage, 'text\n', { mode: 0o644 });
   r = await s.run('srun', ['-p', 'four', '-N1', '-n1', `--ch-image=${notImage}`, 'true'], { timeout: 60000 });
   t.not(r.exitCode, 0);
   t.regex(r.all, /--ch-image=.*: not a directory, SquashFS file/);
@@ -286,6 +294,20 @@ srun --ch-image=${image('busybox')} sh -c 'echo second $CH_RUNNING' | sort -u
   const lines = text.trim().split('\n').filter((l) => /^n\d /.test(l));
   t.is(lines.length, 8, text);
   t.regex(text, /^second Weird Al Yankovic$/m);
+  // #SBATCH --ch-image: the script itself runs on the host; its srun steps take the option.
+  const script2 = join(WORK, 'job2.sh');
+  const out2 = join(outDir, 'job2.out');
+  rmSync(out2, { force: true });
+  writeFileSync(script2, `#!/bin/sh
+#SBATCH -p four -N 2 -n 2 --ch-image=${image('busybox')}
+echo "batch [$CH_RUNNING]"
+srun sh -c 'echo "step [$CH_RUNNING]"'
+`, { mode: 0o755 });
+  const r2 = await s.run('sbatch', ['--wait', `--output=${out2}`, script2], { timeout: 180000 });
+  t.is(r2.exitCode, 0, r2.all);
+  const text2 = readFileSync(out2, 'utf8');
+  t.regex(text2, /^batch \[\]$/m);
+  t.is([...text2.matchAll(/^step \[Weird Al Yankovic\]$/gm)].length, 2, text2);
 });
 
 serial('MPI hello with PMIx: srun --mpi=pmix -N4 -n8 --ch-image, one container per node', async (t) => {
