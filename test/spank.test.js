@@ -15,6 +15,7 @@ import { BIN, image, IMAGES, isRoot, needs, PKG, TEST_DIR, unavailable } from '.
 import { leftovers, useCluster } from './helpers/slurm.js';
 import { addImage, haveTools, push, startRegistry, writeLayout } from './helpers/registry.js';
 import { mpiImage } from './helpers/mpi-image.js';
+import { buildGpuFixture, fxEnv } from './fixtures/gpu/fixture.js';
 
 const NAME = basename(TEST_DIR);
 const PLUGIN = join(PKG, 'build/Release/ch_spank.so');
@@ -117,6 +118,27 @@ serial('--ch-mounts, --ch-env, --ch-writable as ch-run -b, --set-env, -W', async
   t.is(lines.filter((l) => l === '1 two').length, 4);
   t.is(lines.filter((l) => l === 'wrote').length, 4);
   t.is(lines.filter((l) => l === 'ro').length, 4);
+});
+
+serial('--ch-gpu injects as ch-run --gpu does (stand-in driver, test/fixtures/gpu)', async (t) => {
+  const s = cluster(t); if (!s) return;
+  const debian = join(IMAGES, 'debian');
+  if (!existsSync(debian)) { unavailable(t, 'Debian image', `${debian} missing`); return; }
+  const fx = join(WORK, 'gpu-fixture');
+  await buildGpuFixture(fx);
+  await execa('chmod', ['-R', 'a+rX', fx]);
+  const show = '/mnt/dlcuda; ls /dev | grep nvidia | sort | tr "\\n" " "; echo; echo "CVD=$CUDA_VISIBLE_DEVICES"';
+  const env = fxEnv(fx, { CUDA_VISIBLE_DEVICES: '2,0' });
+  const plugin = await s.run('srun', ['-p', 'four', '-N2', '-n2', `--ch-image=${debian}`, '--ch-gpu=nvidia',
+    `--ch-mounts=${join(fx, 'prog')}:/mnt`, 'sh', '-c', show], { timeout: 120000, env });
+  const prefix = await s.run('srun', ['-p', 'four', '-N2', '-n2', CHRUN, '--join', '--gpu=nvidia', '-b',
+    `${join(fx, 'prog')}:/mnt`, debian, '--', 'sh', '-c', show], { timeout: 120000, env });
+  t.is(plugin.exitCode, 0, plugin.all);
+  t.is(prefix.exitCode, 0, prefix.all);
+  t.regex(plugin.stdout, /^cuda devices: \d+$/m);
+  t.regex(plugin.stdout, /^nvidia-caps nvidia-uvm nvidia0 nvidia2 nvidiactl $/m);
+  t.regex(plugin.stdout, /^CVD=0,1$/m);
+  t.deepEqual(plugin.stdout.split('\n').sort(), prefix.stdout.split('\n').sort());
 });
 
 serial('tarball: unpacked once per node across three steps', async (t) => {
