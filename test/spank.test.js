@@ -233,6 +233,27 @@ serial('errors: a bad image, an unreachable registry, an option typo, an option 
   t.regex(r.all, /can't execve\(2\): no-such-program: No such file or directory/);
 });
 
+serial('a full disk: the step fails naming --ch-image, and leaves no partial image', async (t) => {
+  const s = cluster(t); if (!s) return;
+  const full = join(WORK, 'full');
+  mkdirSync(full, { recursive: true });
+  await execa('mount', ['-t', 'tmpfs', '-o', `size=256k,mode=0755,uid=${s.user.uid},gid=${s.user.gid}`, 'ch-spank-full', full]);
+  try {
+    const cache = join(full, 'cache');   // CH_SPANK_CACHE in the job's environment wins over plugstack.conf's
+    const r = await s.run('srun', ['-p', 'four', '-N1', '-n2', `--ch-image=${join(WORK, 'bb.tar.gz')}`, 'true'],
+      { timeout: 60000, env: { CH_SPANK_CACHE: cache } });
+    t.not(r.exitCode, 0);
+    t.regex(r.all, /ENOSPC|No space left on device/i);
+    t.regex(r.all, new RegExp(`ch-spank\\[\\d+\\]: error: --ch-image=${join(WORK, 'bb.tar.gz')}: `));
+    const left = (await execa('find', [cache, '-mindepth', '1', '-not', '-name', 'tar-*'], { reject: false })).stdout.trim();
+    t.is(left, '', 'no temporary, lock or meta file left');
+    const inKey = (await execa('sh', ['-c', `ls -A ${cache}/tar-* 2>/dev/null`], { reject: false })).stdout.trim();
+    t.is(inKey, '', 'no partial image');
+  } finally {
+    await execa('umount', [full]);
+  }
+});
+
 serial('a node without the plugin: the step fails, naming the option and the image', async (t) => {
   const s = cluster(t); if (!s) return;
   // srun has the plugin (its own slurm.conf, with a plugstack.conf of its
