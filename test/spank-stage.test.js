@@ -25,6 +25,8 @@ test.before(async () => {
   SIZE = Number((await execa('du', ['-sb', '--apparent-size', join(IMAGES, 'busybox')])).stdout.split('\t')[0]);
 });
 
+test.after.always(() => { if (isRoot) rmSync(WORK, { recursive: true, force: true }); });
+
 function stage(img, cache, env = {}) {
   const argv = [...asUser(), join(BIN, 'ch-spank-stage'), img];
   return execa(argv[0], argv.slice(1), { reject: false, all: true, cwd: '/', extendEnv: false,

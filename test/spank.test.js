@@ -44,7 +44,11 @@ test.before(async () => {
   await push(reg, lay, 'v1', 'spank/bb');
 });
 
-test.after.always(async () => { await reg?.stop(); });
+test.after.always(async () => {
+  await reg?.stop();
+  if (c.cluster) clearCache(c.cluster);
+  rmSync(WORK, { recursive: true, force: true });
+});
 
 function cluster(t) {
   if (!c.cluster) { unavailable(t, 'Slurm cluster', c.reason); return null; }
