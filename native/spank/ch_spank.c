@@ -6,30 +6,32 @@
 
    - slurm_spank_init (srun, sbatch, salloc, slurmstepd): registers the
      options. Locally (srun/sbatch/salloc) the option callbacks check the
-     values' form, so a bad --ch-mounts fails at once, naming the option.
+     values' form, so a bad --ch-mounts fails at once, naming the option;
+     slurm_spank_init_post_opt refuses an option without --ch-image.
+   - slurm_spank_local_user_init (srun): puts a guard in the command's
+     argv[0], so a node without the plugin fails the task, naming the option,
+     instead of running the program on the host.
    - slurm_spank_user_init (slurmstepd, once per node and step, before the
      tasks are forked; root, with the job's uid as effective uid): touches no
-     file at all. It only makes the anonymous shared memory and the release
-     pipe that the step's tasks share. Nothing a user controls is looked at
-     while root.
+     file at all. It only makes the anonymous shared memory, the release
+     pipe and the memfd that the step's tasks share.
    - slurm_spank_task_post_fork (slurmstepd, root): after the last task is
-     forked, slurmstepd's own copy of the release pipe's write end is closed.
+     forked, slurmstepd's own copies of the pipe and memfd are closed.
    - slurm_spank_task_init (each task's process, after slurmstepd has made it
      the job's user for good: setgroups/setgid/setuid done, no capabilities,
-     single-threaded): the first task to take the shared lock stages the image
-     and starts the container (ch-run, as the user, with the task's own
-     environment: PMIx's variables are set by then); every task then setns()es
-     into its user and mount namespaces, changes to its working directory,
-     takes the container's environment (ch-run's edits of the task's
-     environment) and sets PR_SET_NO_NEW_PRIVS. slurmstepd then runs the
-     TaskProlog and execs the program (PATH searched inside the container).
-     Doing the work here, not in user_init, means no root process ever runs
-     our tools or opens a user's path, and nothing needs dropping privileges:
-     the kernel already checks everything as the user.
+     single-threaded): puts the command back; the first task to take the
+     shared lock stages the image and starts the container (ch-run, as the
+     user, with the task's own environment: PMIx's variables are set by
+     then); every task then has its argv[0] replaced by ch-spank-join
+     (joiner.c), which slurmstepd execs after the TaskProlog: it enters the
+     container's namespaces, takes its environment and execs the program.
+     Doing the work in the task, not in user_init, means no root process
+     ever runs our tools or opens a user's path, and nothing needs dropping
+     privileges: the kernel checks everything as the user.
    - slurm_spank_task_exit (slurmstepd, root): after the last task on the
-     node ended, kills the holder if it is still there (a SquashFS image's,
-     which keeps squashfuse; or a task died before joining), checked by its
-     start time so a reused PID is never hit; slurm_spank_exit again, last.
+     node ended, ends the holder if it is still there (a SquashFS image's,
+     which keeps squashfuse; or a task died before joining), from a child
+     that has fully become the job's user; slurm_spank_exit again, last.
 
    Errors in task_init fail the task (slurmstepd: exit 1), so the step fails
    as srun would for a missing program; ch-run's and the stager's messages,

@@ -7,8 +7,8 @@
    then ch-run, given that path, the options and the task's environment,
    builds the container exactly as `srun ch-run --join IMAGE -- prog` would,
    and runs ch-spank-hold in it (by descriptor), which reports the
-   container's working directory and environment and stays until every task
-   has exec'd. ch-run is started in a grandchild, so the holder is no child
+   container's working directory and environment and stays until every
+   task's ch-spank-join has entered its namespaces. ch-run is started in a grandchild, so the holder is no child
    of the task: the task's program (a shell that waits for all its children,
    say) never sees it. */
 
