@@ -120,16 +120,19 @@ export function spank() {
   }
   mkdirSync(out, { recursive: true });
   const flags = ['-std=gnu11', '-Wall', '-Wextra', '-O2', ...extra];
-  run(cc, [...flags, '-fPIC', '-fvisibility=hidden', '-shared', '-o', join(out, 'ch_spank.so'),
-    src('ch_spank.c'), src('options.c'), src('container.c'), '-ldl', '-lpthread']);
+  // Written beside, then renamed: a running slurmd or slurmstepd has the old file mapped, and
+  // overwriting it in place crashed one at exit (dlclose ran a fini address from the new file).
+  const into = (name, build) => { build(join(out, `.${name}.tmp`)); renameSync(join(out, `.${name}.tmp`), join(out, name)); };
+  into('ch_spank.so', (o) => run(cc, [...flags, '-fPIC', '-fvisibility=hidden', '-shared', '-o', o,
+    src('ch_spank.c'), src('options.c'), src('container.c'), '-ldl', '-lpthread']));
   // Static: it runs inside any image, found by descriptor (no loader, no libc there needed).
   // ch-spank-join execs in the container after its setns: static, so nothing is loaded from the image.
   for (const [prog, file] of [['ch-spank-hold', 'hold.c'], ['ch-spank-join', 'joiner.c']]) {
     try {
-      run(cc, [...flags, '-static', '-o', join(out, prog), src(file)]);
+      into(prog, (o) => run(cc, [...flags, '-static', '-o', o, src(file)]));
     } catch {
       say(`no static libc: ${prog} linked dynamically (works only in images with a compatible libc)`);
-      run(cc, [...flags, '-o', join(out, prog), src(file)]);
+      into(prog, (o) => run(cc, [...flags, '-o', o, src(file)]));
     }
   }
   say(`SPANK plugin built: ${join(out, 'ch_spank.so')}`);
