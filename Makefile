@@ -4,6 +4,7 @@
 #   make                       dependencies (npm ci, once), then build (what changed)
 #   make test                  the test suite (as root: see README)
 #   make install PREFIX=/opt/ch-toolkit [DESTDIR=...]
+#   make install-spank         also the Slurm SPANK plugin (srun --ch-image=...)
 #   make uninstall / make clean
 #
 # Needs Node >= 20 with npm, a C/C++ toolchain and Python 3 (node-gyp).
@@ -20,7 +21,7 @@ MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
 # The Node commands; ch-run is linked to its launcher directly (no extra exec).
 NODE_COMMANDS := ch-build ch-builder2tar ch-docker2tar ch-tar2dir ch-fromhost ch-pull ch-convert
 
-.PHONY: all build native ts test bench install uninstall clean
+.PHONY: all build native ts test bench install install-spank uninstall clean
 
 all: build
 
@@ -70,13 +71,22 @@ install: $(NATIVE_STAMP) $(TS_STAMP)
 	install -m 0644 dist/*.cjs $(LIBDIR)/dist/
 	[ ! -f dist/ch-run-main.cjs.cache ] || install -m 0644 dist/ch-run-main.cjs.cache $(LIBDIR)/dist/
 	install -m 0644 bin/package.json $(LIBDIR)/bin/
-	for c in $(NODE_COMMANDS); do install -m 0755 bin/$$c $(LIBDIR)/bin/; done
+	for c in $(NODE_COMMANDS) ch-spank-stage; do install -m 0755 bin/$$c $(LIBDIR)/bin/; done
 	install -m 0755 build/Release/ch-run build/Release/ch-run-core $(LIBDIR)/build/Release/
 	install -m 0644 build/Release/ch_tar.node $(LIBDIR)/build/Release/
 	[ ! -d share ] || cp -R share $(LIBDIR)/
 	ln -sf ../lib/ch-toolkit/build/Release/ch-run $(BINDIR)/ch-run
 	for c in $(NODE_COMMANDS); do ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done
 	install -m 0644 dist/man/*.1 $(MANDIR)/
+
+# The SPANK plugin (native/spank/), built with the native half where Slurm's
+# headers are. It finds the package three levels above itself, so it goes
+# into the same LIBDIR as `make install`; then add to plugstack.conf:
+#   required $(PREFIX)/lib/ch-toolkit/build/Release/ch_spank.so
+install-spank: install
+	@[ -f build/Release/ch_spank.so ] || { echo "make install-spank: build/Release/ch_spank.so not built: Slurm's development headers (<slurm/spank.h>: libslurm-dev, slurm-devel) are missing, or set CH_SPANK_CFLAGS and run node tools/build.js spank"; exit 1; }
+	install -m 0755 build/Release/ch_spank.so build/Release/ch-spank-hold build/Release/ch-spank-join $(LIBDIR)/build/Release/
+	@echo "plugstack.conf line: required $(PREFIX)/lib/ch-toolkit/build/Release/ch_spank.so"
 
 uninstall:
 	for c in ch-run $(NODE_COMMANDS); do rm -f $(BINDIR)/$$c; done

@@ -6,6 +6,8 @@
 //           the running Node's own (<prefix>/include/node, found from
 //           process.execPath: distro Node, nvm, volta, official tarballs),
 //           else node-gyp's download (needs the network).
+//   spank   the SPANK plugin alone (native/spank/; also part of native, where
+//           Slurm's headers are: otherwise skipped, saying so)
 //   ts      type-checks and compiles lib/ (tsc: dist/**/*.js, the library
 //           modules), then bundles every command into one CommonJS file,
 //           dist/COMMAND.cjs, which bin/COMMAND loads (one file to read at
@@ -40,6 +42,7 @@ export const BUNDLES = {
   'ch-fromhost': 'lib/fromhost/main.ts',
   'ch-pull': 'lib/pull/main.ts',
   'ch-convert': 'lib/convert/main.ts',
+  'ch-spank-stage': 'lib/stage/main.ts',   // the SPANK plugin's stager (native/spank/)
 };
 
 /** Commands with a man page: the name, and its bundle. */
@@ -87,6 +90,52 @@ function native() {
   if (dir) say(`Node headers from ${dir}/include/node`);
   else say(`no Node headers next to ${process.execPath}: node-gyp downloads them (set npm_config_nodedir to avoid that)`);
   run(process.execPath, [nodeGyp(), 'rebuild', ...(dir ? [`--nodedir=${dir}`] : [])]);
+  spank();
+}
+
+/**
+ * The SPANK plugin (native/spank/: build/Release/ch_spank.so and its static
+ * holder, ch-spank-hold), only where Slurm's development headers are
+ * (<slurm/spank.h>: Debian's libslurm-dev, RHEL's slurm-devel; or in
+ * $CH_SPANK_CFLAGS, e.g. -I/opt/slurm/include); skipped with a word otherwise,
+ * or with CH_TOOLKIT_WITHOUT=spank. After node-gyp, whose rebuild empties build/.
+ */
+export function spank() {
+  const without = (process.env.CH_TOOLKIT_WITHOUT ?? '').split(',').includes('spank');
+  const cc = process.env.CC || 'cc';
+  const extra = (process.env.CH_SPANK_CFLAGS ?? '').split(/\s+/).filter(Boolean);
+  const out = join(ROOT, 'build', 'Release');
+  const src = (f) => join(ROOT, 'native', 'spank', f);
+  let have = !without;
+  if (have) {
+    try {
+      execFileSync(cc, [...extra, '-fsyntax-only', '-x', 'c', '-'], { input: '#include <slurm/spank.h>\n', stdio: ['pipe', 'ignore', 'ignore'] });
+    } catch { have = false; }
+  }
+  if (!have) {
+    say(without ? 'SPANK plugin skipped (CH_TOOLKIT_WITHOUT=spank)'
+      : "SPANK plugin not built: Slurm's development headers (<slurm/spank.h>) not found; install libslurm-dev "
+        + '(Debian) or slurm-devel (RHEL), or set CH_SPANK_CFLAGS=-I/path/to/slurm/include');
+    return;
+  }
+  mkdirSync(out, { recursive: true });
+  const flags = ['-std=gnu11', '-Wall', '-Wextra', '-O2', ...extra];
+  // Written beside, then renamed: a running slurmd or slurmstepd has the old file mapped, and
+  // overwriting it in place crashed one at exit (dlclose ran a fini address from the new file).
+  const into = (name, build) => { build(join(out, `.${name}.tmp`)); renameSync(join(out, `.${name}.tmp`), join(out, name)); };
+  into('ch_spank.so', (o) => run(cc, [...flags, '-fPIC', '-fvisibility=hidden', '-shared', '-o', o,
+    src('ch_spank.c'), src('options.c'), src('container.c'), '-ldl', '-lpthread']));
+  // Static: it runs inside any image, found by descriptor (no loader, no libc there needed).
+  // ch-spank-join execs in the container after its setns: static, so nothing is loaded from the image.
+  for (const [prog, file] of [['ch-spank-hold', 'hold.c'], ['ch-spank-join', 'joiner.c']]) {
+    try {
+      into(prog, (o) => run(cc, [...flags, '-static', '-o', o, src(file)]));
+    } catch {
+      say(`no static libc: ${prog} linked dynamically (works only in images with a compatible libc)`);
+      into(prog, (o) => run(cc, [...flags, '-o', o, src(file)]));
+    }
+  }
+  say(`SPANK plugin built: ${join(out, 'ch_spank.so')}`);
 }
 
 /**
@@ -251,10 +300,11 @@ function manPages() {
 async function main(what) {
   try {
     if (what === 'native' || what === 'all') native();
+    if (what === 'spank') spank();
     if (what === 'native') await codeCache();   // the installed Node's own
     if (what === 'ts' || what === 'all') await ts();
-    if (!['native', 'ts', 'all'].includes(what)) {
-      say(`unknown target '${what}' (native, ts, all)`);
+    if (!['native', 'ts', 'all', 'spank'].includes(what)) {
+      say(`unknown target '${what}' (native, ts, all, spank)`);
       process.exit(2);
     }
   } catch (err) {

@@ -93,7 +93,7 @@ function jobProcesses(conf) {
   });
 }
 
-function slurmConf(dir, base, user, layout, nodeLocalTmp, def = 'one') {
+function slurmConf(dir, base, user, layout, nodeLocalTmp, def = 'one', plugstack = null) {
   return `# ch-toolkit test cluster (generated)
 ClusterName=chtest
 # Job ids distinct per cluster, so --join's default shm names (slurm-JOBID.STEP) don't collide between test files.
@@ -135,7 +135,7 @@ SlurmdTimeout=60
 MessageTimeout=30
 MailProg=/bin/true
 PropagateResourceLimits=NONE
-${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
+${plugstack ? `PlugStackConfig=${dir}/plugstack.conf\n` : ''}${nodeLocalTmp ? 'JobContainerType=job_container/tmpfs\nPrologFlags=Contain\n' : ''}NodeName=n0 NodeAddr=127.0.0.1 Port=${base + 1} CPUs=32 State=UNKNOWN
 NodeName=n[1-4] NodeAddr=127.0.0.1 Port=[${base + 2}-${base + 5}] CPUs=8 State=UNKNOWN
 PartitionName=one Nodes=n0 ${def === 'one' ? 'Default=YES ' : ''}MaxTime=INFINITE State=UP OverSubscribe=YES
 PartitionName=four Nodes=n[1-4] ${def === 'four' ? 'Default=YES ' : ''}MaxTime=INFINITE State=UP OverSubscribe=YES
@@ -148,7 +148,7 @@ export const NODES = ['n0', 'n1', 'n2', 'n3', 'n4'];
 /**
  * Start the cluster in opts.dir (default /var/tmp/ch-test-slurm), ports from opts.portBase; opts.tmpfs and
  * opts.spool place TmpFS and SlurmdSpoolDir (each gets one subdirectory per node); opts.nodeLocalTmp gives
- * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp).
+ * each job its own /tmp and /dev/shm per node (then keep TmpFS out of /tmp); opts.plugstack: plugstack.conf's text.
  * opts.defaultPartition: 'one' (default) or 'four' (tools/test-cluster's: `sbatch -N 4` as the examples say);
  * opts.user: who the readiness check runs as (default the test user).
  * Returns an object with run helpers, or { reason } when Slurm can't run here.
@@ -207,7 +207,9 @@ export async function startCluster(opts = {}) {
     writeFileSync(join(dir, 'job_container.conf'), `BasePath=${join(dir, 'nodetmp')}\n`, { mode: 0o644 });
   }
   const conf = join(dir, 'slurm.conf');
-  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp, opts.defaultPartition));
+  // opts.plugstack: plugstack.conf's lines (SPANK plugins, test/spank.test.js), beside slurm.conf.
+  if (opts.plugstack) writeFileSync(join(dir, 'plugstack.conf'), opts.plugstack, { mode: 0o644 });
+  writeFileSync(conf, slurmConf(dir, base, user.name, layout, opts.nodeLocalTmp, opts.defaultPartition, opts.plugstack));
   // What stopIn() removes when another process stops the cluster (tools/test-cluster stop).
   writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ base, layout, made, shm: `/dev/shm/ch-test-slurm-${base}` }) + '\n');
   chmodSync(conf, 0o644);

@@ -1,0 +1,66 @@
+// The SPANK plugin vs the prefix form vs bare srun: wall time of one step,
+// `srun -N4 -n32 true`, on the private test cluster's four fake nodes
+// (test/helpers/slurm.js, the plugin in its plugstack.conf). Modes:
+//   bare                       srun ... true
+//   prefix ch-run --join DIR   srun ... ch-run --join DIR -- true
+//   plugin DIR                 srun ... --ch-image=DIR true
+//   plugin tarball, first      --ch-image=TARBALL, the node caches emptied first (imports: once per node)
+//   plugin tarball, later      the same again (cached: pyxis's import-once is the anchor)
+// Interleaved rounds, medians. Needs root (it starts Slurm) and a staged
+// package: CH_TEST_DIR=... node test/setup.js && CH_TEST_DIR=... node bench/spank.js
+// REPS (default 5), TASKS (default 32).
+
+import { execa } from 'execa';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, image, IMAGES, PKG } from '../test/helpers/env.js';
+import { startCluster } from '../test/helpers/slurm.js';
+import { median } from './common.js';
+
+const REPS = Number(process.env.REPS ?? 5);
+const TASKS = String(process.env.TASKS ?? 32);
+const CHRUN = join(BIN, 'ch-run');
+const WORK = '/var/tmp/ch-bench-spank';
+rmSync(WORK, { recursive: true, force: true });
+mkdirSync(WORK, { recursive: true });
+chmodSync(WORK, 0o755);
+const TARBALL = join(WORK, 'busybox.tar.gz');
+await execa('tar', ['-C', IMAGES, '-czf', TARBALL, 'busybox']);
+chmodSync(TARBALL, 0o644);
+
+const c = await startCluster({ dir: '/var/tmp/ch-bench-slurm-spank', portBase: 17190,
+  plugstack: `required ${join(PKG, 'build/Release/ch_spank.so')} cache=/var/tmp/%u.ch/spank-bench/%n\n` });
+if (c.reason) { console.error(c.reason); process.exit(1); }
+const clearCache = () => rmSync(`/var/tmp/${c.user.name}.ch/spank-bench`, { recursive: true, force: true });
+
+async function step(args) {
+  const t = process.hrtime.bigint();
+  const r = await c.run('srun', ['-p', 'four', '-N4', '-n', TASKS, ...args], { timeout: 300000 });
+  const ms = Number(process.hrtime.bigint() - t) / 1e6;
+  if (r.exitCode !== 0) throw new Error(`srun ${args.join(' ')}: ${r.all}`);
+  return ms;
+}
+
+const modes = {
+  bare: () => step(['true']),
+  'prefix ch-run --join DIR': () => step([CHRUN, '--join', image('busybox'), '--', 'true']),
+  'plugin DIR': () => step([`--ch-image=${image('busybox')}`, 'true']),
+  'plugin tarball, first': () => { clearCache(); return step([`--ch-image=${TARBALL}`, 'true']); },
+  'plugin tarball, later': () => step([`--ch-image=${TARBALL}`, 'true']),
+};
+
+try {
+  const times = Object.fromEntries(Object.keys(modes).map((m) => [m, []]));
+  await modes.bare();   // warm-up: slurmd, the page cache
+  for (let i = 0; i < REPS; i++)
+    for (const [m, run] of Object.entries(modes)) times[m].push(await run());
+  const base = median(times.bare);
+  console.log(`srun -p four -N4 -n${TASKS}: step wall time, median of ${REPS} (ms)`);
+  for (const [m, ts] of Object.entries(times))
+    console.log(`  ${m.padEnd(28)} ${median(ts).toFixed(0).padStart(6)}  (+${(median(ts) - base).toFixed(0)} over bare; `
+      + `min ${Math.min(...ts).toFixed(0)}, max ${Math.max(...ts).toFixed(0)})`);
+} finally {
+  clearCache();
+  await c.stop();
+  rmSync(WORK, { recursive: true, force: true });
+}
