@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import { createRequire } from 'node:module';
 import type { SpawnSyncOptions, SpawnSyncReturns, ExecFileSyncOptions } from 'node:child_process';
 import { Env } from './env-map.js';
+import { boundListings } from './listing-cache.js';
 
 /** Flags and modes (numbers, not reads): planning modules take them from here. */
 export { constants } from 'node:fs';
@@ -43,6 +44,8 @@ export interface Host {
   close: typeof fs.closeSync;
   /** What our own descriptor FD names (/proc/self/fd/FD): process state, not an input. */
   fdPath(fd: number): string;
+  /** Upkeep of the SquashFS listing cache in DIR (oldest beyond its bound removed): no input of the plan, never recorded. */
+  pruneListings(dir: string): void;
 
   /** Variable NAME's value. */
   env(name: string): string | undefined;
@@ -113,6 +116,7 @@ export function liveHost(vars: NodeJS.ProcessEnv = process.env): Host {
     realpath: fs.realpathSync, mkdir: fs.mkdirSync, writeFile: fs.writeFileSync, rename: fs.renameSync,
     fstat: fs.fstatSync, read: fs.readSync, close: fs.closeSync,
     fdPath: (fd) => fs.readlinkSync(`/proc/self/fd/${fd}`),
+    pruneListings: (dir) => boundListings(dir),
     env: (name) => vars[name],
     environment: () => Env.from(vars),
     envTest: (name, test) => envPasses(vars[name], test),

@@ -10,7 +10,6 @@ import { ChError, why } from '../util/log.js';
 import type { Kind } from './image.js';
 import { constants as C, type Host, varsOf } from './host.js';
 import { storageDir } from '../util/paths.js';
-import { boundListings } from './listing-cache.js';
 
 /** Unprivileged FUSE needs this device readable and writable. */
 export const FUSE_DEV = '/dev/fuse';
@@ -210,8 +209,8 @@ export class SquashView {
         const tmp = `${cache}.${host.pid()}`;
         host.writeFile(tmp, JSON.stringify([...tree]), { mode: 0o600, flag: 'wx' });
         host.rename(tmp, cache);
-        // A new listing: the oldest go beyond LISTINGS_MAX (plain fs calls: pruning is no input of the plan).
-        boundListings(dirname(cache));
+        // A new listing: the oldest go beyond LISTINGS_MAX (the Host's upkeep: pruning is no input of the plan).
+        host.pruneListings(dirname(cache));
       } catch { /* a cache only */ }
     }
     return (this.tree = tree);
