@@ -74,6 +74,10 @@ function timeIt(argv) {
   return s;
 }
 
+// pigz: what a user who cares about speed unpacks .tar.gz with (apt-get install pigz).
+const hasPigz = spawnSync('pigz', ['--version']).status === 0;
+if (!hasPigz) console.log('note: pigz not installed: no `tar -I pigz` figures');
+
 const results = {};
 for (const [fs, base] of Object.entries(targets)) {
   if (only && fs !== only) continue;
@@ -83,6 +87,7 @@ for (const [fs, base] of Object.entries(targets)) {
     'ch-tar2dir .tar': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tar, d],
     'addon only .tar': (d) => ['CORE', tar, d],
     'tar xzf': (d) => ['tar', '--no-same-owner', '-C', d, '-xzf', tgz],
+    ...(hasPigz ? { 'tar -I pigz': (d) => ['tar', '--no-same-owner', '-I', 'pigz', '-C', d, '-xf', tgz] } : {}),
     'ch-tar2dir .tar.gz': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tgz, d],
     'addon only .tar.gz': (d) => ['CORE', tgz, d],
   };
@@ -99,12 +104,15 @@ for (const [fs, base] of Object.entries(targets)) {
   const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
   results[fs] = { times, median: m,
     ratio_tar: m['ch-tar2dir .tar'] / m['tar xf'], ratio_tgz: m['ch-tar2dir .tar.gz'] / m['tar xzf'],
-    ratio_core_tar: m['addon only .tar'] / m['tar xf'], ratio_core_tgz: m['addon only .tar.gz'] / m['tar xzf'] };
+    ratio_core_tar: m['addon only .tar'] / m['tar xf'], ratio_core_tgz: m['addon only .tar.gz'] / m['tar xzf'],
+    ...(hasPigz ? { ratio_pigz: m['ch-tar2dir .tar.gz'] / m['tar -I pigz'] } : {}) };
   rmSync(base, { recursive: true, force: true });
   console.log(`${fs} (${base}):`);
   for (const [k, v] of Object.entries(times)) console.log(`  ${k.padEnd(20)} median ${m[k].toFixed(3)} s   [${v.map((x) => x.toFixed(3)).join(' ')}]`);
   console.log(`  ratio ch-tar2dir / GNU tar: .tar ${results[fs].ratio_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_tgz.toFixed(2)}x`);
-  console.log(`  ratio addon only / GNU tar: .tar ${results[fs].ratio_core_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_core_tgz.toFixed(2)}x\n`);
+  console.log(`  ratio addon only / GNU tar: .tar ${results[fs].ratio_core_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_core_tgz.toFixed(2)}x`);
+  if (hasPigz) console.log(`  ratio ch-tar2dir .tar.gz / tar -I pigz: ${results[fs].ratio_pigz.toFixed(2)}x`);
+  console.log('');
 }
 rmSync(work, { recursive: true, force: true });
 const out = join(repo, '.bench', 'tar2dir.json');

@@ -8,6 +8,7 @@ import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { asUser, ch, image, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { gzipCases, gzipTestTar } from './helpers/gzip-cases.js';
 
 const BASE = join(TEST_DIR, 'tar2dir');
 let n = 0;
@@ -193,6 +194,24 @@ test('broken input: truncated tar, truncated gzip, corrupt gzip, garbage, empty'
     t.is(r.exitCode, 1, `${file}: ${r.stderr}`);
     t.regex(r.stderr, msg, file);
     assertClean(t, sb, file.replace(/\.tar(\.gz)?$/, ''));
+  }
+});
+
+test('gzip: members at odd offsets, an empty member, trailing bytes unpack; bad CRC, length, data or truncation refused', async (t) => {
+  // The same cases build-variants.test.js runs on the zlib build and the gzip program.
+  const tar = gzipTestTar(mktar);
+  for (const [name, buf, want] of gzipCases(tar)) {
+    const sb = sandbox(t);
+    const r = await ch('ch-tar2dir', [put(sb, `${name}.tar.gz`, buf), sb.dir]);
+    if (want === 'ok') {
+      t.is(r.exitCode, 0, `${name}: ${r.stderr}`);
+      t.is(statSync(join(sb.dir, name, 'random')).size, 3 << 20, name);
+      t.is(readFileSync(join(sb.dir, name, 'text'), 'utf8'), 'line of text\n'.repeat(100000), name);
+    } else {
+      t.is(r.exitCode, 1, `${name}: ${r.stderr}`);
+      t.regex(r.stderr, want, name);
+      assertClean(t, sb, name);
+    }
   }
 });
 

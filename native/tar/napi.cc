@@ -61,6 +61,16 @@ public:
          if (as_layer)
             x.layer = &layer;
          x.run();
+         // The tar's end-of-archive marker may come before the compressed
+         // stream's end: decode the rest, so that every decoder checks the
+         // trailer's CRC and length, and a broken stream is an error
+         // whatever its buffering (bytes that are no gzip member are still
+         // ignored, as gzip does).
+         if (kind != "tar") {
+            std::unique_ptr<char[]> rest(new char[1 << 16]);
+            while (src->read(rest.get(), 1 << 16) > 0)
+               ;
+         }
          whiteouts = layer.whiteouts;
          st = x.st;
          top = x.multi ? "" : x.top;

@@ -137,7 +137,9 @@ struct ProgramSource : Source {
          int st = reap();
          if (WIFSIGNALED(st))
             throw XErr("'" + prog + " -dc' was killed by signal " + std::to_string(WTERMSIG(st)));
-         if (WEXITSTATUS(st) != 0)
+         // gzip's 2 is a warning: "decompression OK, trailing garbage
+         // ignored", as the library decoders ignore it.
+         if (WEXITSTATUS(st) != 0 && !(WEXITSTATUS(st) == 2 && prog == "gzip"))
             throw XErr("corrupt or truncated compressed data: '" + prog + " -dc' exited with status "
                        + std::to_string(WEXITSTATUS(st)));
       }
@@ -161,7 +163,7 @@ std::unique_ptr<Source> open_source(RawFile &raw, std::string &kind)
    auto m = [&](const char *magic, size_t n) { return got >= n && memcmp(pre.data(), magic, n) == 0; };
    if (m("\x1f\x8b", 2)) {
       kind = "gzip";
-#ifdef CH_HAVE_ZLIB
+#ifdef CH_HAVE_GZIP_LIB   // ISA-L's igzip.cc or zlib's gzip.cc
       return gzip_source(raw, pre);
 #else
       return std::make_unique<ProgramSource>(raw, kind, "gzip", "zlib", "zlib's headers (zlib1g-dev / zlib-devel)");
