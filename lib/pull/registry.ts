@@ -79,6 +79,10 @@ export class Registry {
     } catch (err) {
       if (err instanceof ChError || this.opts.signal?.aborted) throw err;
       const e = err as NodeJS.ErrnoException;
+      // Nothing listens there (nor for plain HTTP, on the same port): said at
+      // once, not after seconds of retries. Later refusals (a registry
+      // restarting mid-pull) are still retried.
+      if (e.code === 'ECONNREFUSED') throw this.unreachable(err);
       if (e.code?.startsWith('ERR_TLS') || /certificate/i.test(e.message))
         throw new ChError(`registry ${this.ref.registry}: TLS certificate not trusted: ${netWhy(err)}`
           + ' (add its CA with NODE_EXTRA_CA_CERTS, or --insecure)', EXIT_FAIL);

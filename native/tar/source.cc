@@ -51,6 +51,9 @@ struct ProgramSource : Source {
    ProgramSource(RawFile &i, const std::string &kind, const char *program, const char *lib, const char *dev)
       : in(i), prog(program)
    {
+      // The program would read the file to its current end, not wait for more.
+      if (in.complete)
+         throw XErr(kind + " data: this build of ch-toolkit has no " + lib + ": can't unpack it while it downloads");
       // The magic number was read already: the program reads from the start.
       if (lseek(in.fd, 0, SEEK_SET) != 0)
          throw XErr("can't rewind the tarball for " + prog, errno);

@@ -21,15 +21,27 @@ namespace chtar {
 struct RawFile {
    int fd = -1;
    std::atomic<uint64_t> *progress;
+   // A file still being written (ch-pull applies a layer while it downloads):
+   // its end is the end of the data only once *complete is non-zero; until
+   // then a read at its end waits for more, or stops when *cancel is set.
+   std::atomic<uint64_t> *complete = nullptr, *cancel = nullptr;
    explicit RawFile(int fd_, std::atomic<uint64_t> *p) : fd(fd_), progress(p) {}
    size_t read(char *buf, size_t n)
    {
       for (;;) {
+         // Read before the read: complete then means every byte was written before it.
+         bool done = !complete || complete->load(std::memory_order_acquire);
          ssize_t r = ::read(fd, buf, n);
          if (r < 0 && errno == EINTR)
             continue;
          if (r < 0)
             throw XErr("can't read tarball", errno);
+         if (r == 0 && !done) {
+            if (cancel && cancel->load(std::memory_order_relaxed))
+               throw XErr("interrupted", EINTR);
+            usleep(2000);   // the download is on Node's main thread: polled, not signalled
+            continue;
+         }
          progress->fetch_add(r, std::memory_order_relaxed);
          return r;
       }
