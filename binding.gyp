@@ -37,7 +37,7 @@
       "target_name": "ch_tar",
       "sources": ["native/tar/napi.cc", "native/tar/fsops.cc", "native/tar/source.cc",
                   "native/tar/parser.cc", "native/tar/writer.cc",
-                  "native/tar/layer.cc"],
+                  "native/tar/layer.cc", "native/tar/threaded.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -4,7 +4,11 @@
 // of RUNS interleaved runs, with `sync` before each so one run's writeback
 // doesn't land on the next).
 //
-//   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env]
+//   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env] [--baseline-build DIR]
+//
+// --baseline-build DIR: also time ch-tar2dir .tar.gz with the native files in
+// DIR (CH_TOOLKIT_BUILD_DIR), e.g. a build without ISA-L
+// (CH_TOOLKIT_WITHOUT=isal), for a before/after in the same run.
 //
 // Tree: the debootstrap image the tests cache (CH_TEST_CACHE), else DIR.
 // GNU tar runs with --no-same-owner, as it does for an unprivileged user;
@@ -21,6 +25,7 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);   // tmpfs or disk
+const baseline = opt('--baseline-build', null);
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
 if (!existsSync(tree)) {
@@ -90,6 +95,7 @@ for (const [fs, base] of Object.entries(targets)) {
     ...(hasPigz ? { 'tar -I pigz': (d) => ['tar', '--no-same-owner', '-I', 'pigz', '-C', d, '-xf', tgz] } : {}),
     'ch-tar2dir .tar.gz': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tgz, d],
     'addon only .tar.gz': (d) => ['CORE', tgz, d],
+    ...(baseline ? { 'baseline .tar.gz': (d) => ['env', `CH_TOOLKIT_BUILD_DIR=${baseline}`, join(repo, 'bin/ch-tar2dir'), '-q', tgz, d] } : {}),
   };
   const times = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
   for (let i = 0; i < RUNS; i++) {
@@ -112,6 +118,7 @@ for (const [fs, base] of Object.entries(targets)) {
   console.log(`  ratio ch-tar2dir / GNU tar: .tar ${results[fs].ratio_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_tgz.toFixed(2)}x`);
   console.log(`  ratio addon only / GNU tar: .tar ${results[fs].ratio_core_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_core_tgz.toFixed(2)}x`);
   if (hasPigz) console.log(`  ratio ch-tar2dir .tar.gz / tar -I pigz: ${results[fs].ratio_pigz.toFixed(2)}x`);
+  if (baseline && hasPigz) console.log(`  baseline build: / tar xzf ${(m['baseline .tar.gz'] / m['tar xzf']).toFixed(2)}x, / tar -I pigz ${(m['baseline .tar.gz'] / m['tar -I pigz']).toFixed(2)}x`);
   console.log('');
 }
 rmSync(work, { recursive: true, force: true });

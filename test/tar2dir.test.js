@@ -200,9 +200,11 @@ test('broken input: truncated tar, truncated gzip, corrupt gzip, garbage, empty'
 test('gzip: members at odd offsets, an empty member, trailing bytes unpack; bad CRC, length, data or truncation refused', async (t) => {
   // The same cases build-variants.test.js runs on the zlib build and the gzip program.
   const tar = gzipTestTar(mktar);
-  for (const [name, buf, want] of gzipCases(tar)) {
+  // And with the decoder on a thread of its own (CH_TAR2DIR_DECODE_THREAD=1, native/tar/threaded.cc).
+  const cases = gzipCases(tar).flatMap(([name, buf, want]) => [[name, buf, want, '0'], [`${name}-threaded`, buf, want, '1']]);
+  for (const [name, buf, want, thread] of cases) {
     const sb = sandbox(t);
-    const r = await ch('ch-tar2dir', [put(sb, `${name}.tar.gz`, buf), sb.dir]);
+    const r = await ch('ch-tar2dir', [put(sb, `${name}.tar.gz`, buf), sb.dir], { env: { CH_TAR2DIR_DECODE_THREAD: thread } });
     if (want === 'ok') {
       t.is(r.exitCode, 0, `${name}: ${r.stderr}`);
       t.is(statSync(join(sb.dir, name, 'random')).size, 3 << 20, name);

@@ -52,6 +52,12 @@ public:
             raw.complete = counter + 2;
          }
          auto src = open_source(raw, kind);
+         // CH_TAR2DIR_DECODE_THREAD=1: decompression on a thread of its own,
+         // overlapped with the writes (threaded.cc). Off by default: on this
+         // project's loaded 2-core machine it measured no faster (docs/design.md).
+         const char *dt = getenv("CH_TAR2DIR_DECODE_THREAD");
+         if (kind != "tar" && dt && strcmp(dt, "1") == 0)
+            src = threaded_source(std::move(src), raw);
          Stream s(*src);
          struct stat sb;
          if (kind == "tar" && !follow && fstat(in.fd, &sb) == 0 && S_ISREG(sb.st_mode))
