@@ -50,12 +50,14 @@ function pipe(from, to, link) {
   from.on('end', () => push(null));
 }
 
-const srv = net.createServer((client) => {
-  const server = net.connect(target, '127.0.0.1');
+// Half-open allowed: one side's end reaches the other only after the data
+// queued before it, through the link.
+const srv = net.createServer({ allowHalfOpen: true }, (client) => {
+  const server = net.connect({ port: target, host: '127.0.0.1', allowHalfOpen: true });
   for (const s of [client, server]) { s.setNoDelay(true); s.on('error', () => { client.destroy(); server.destroy(); }); }
   pipe(client, server, up);
   pipe(server, client, down);
-  client.on('close', () => server.destroy());
-  server.on('close', () => client.destroy());
+  let ended = 0;   // both directions ended: done
+  for (const s of [client, server]) s.on('finish', () => { if (++ended === 2) { client.destroy(); server.destroy(); } });
 });
 srv.listen(0, '127.0.0.1', () => process.stdout.write(`${srv.address().port}\n`));

@@ -162,7 +162,7 @@ export class BlobCache {
       onPart?.(pfd);
       await withRetries(reg.retryPolicy, async () => {
         if (done === d.size) return;
-        const res = await reg.blob(d.digest, done);
+        const res = await reg.blob(d.digest, done, signal);
         // Stopped when SIGNAL aborts (another layer failed), not only between attempts.
         const stop = () => res.destroy(new Error('aborted'));
         if (signal?.aborted) stop();

@@ -148,8 +148,10 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
     fds.push(fd);
     parts[i].resolve(fd);
   };
-  const jobs = [() => cache.get(reg, img.config, log, () => {}, sig),
-    ...img.layers.map((l, i) => () => cache.get(reg, l, log, (n) => bar.update(i, n), sig, follow(i)))];
+  // A job not yet started when the pull fails never starts.
+  const stopped = () => Promise.reject(new ChError('stopped: another blob failed', EXIT_FAIL));
+  const jobs = [() => (sig.aborted ? stopped() : cache.get(reg, img.config, log, () => {}, sig)),
+    ...img.layers.map((l, i) => () => (sig.aborted ? stopped() : cache.get(reg, l, log, (n) => bar.update(i, n), sig, follow(i))))];
   const blobs = bounded(o.jobs, jobs);
   blobs.forEach((b, k) => {
     b.catch(fail);
