@@ -95,6 +95,7 @@ for (const [fs, base] of Object.entries(targets)) {
     ...(hasPigz ? { 'tar -I pigz': (d) => ['tar', '--no-same-owner', '-I', 'pigz', '-C', d, '-xf', tgz] } : {}),
     'ch-tar2dir .tar.gz': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tgz, d],
     'addon only .tar.gz': (d) => ['CORE', tgz, d],
+    'ch-tar2dir .tar.gz decode thread': (d) => ['env', 'CH_TAR2DIR_DECODE_THREAD=1', join(repo, 'bin/ch-tar2dir'), '-q', tgz, d],
     ...(baseline ? { 'baseline .tar.gz': (d) => ['env', `CH_TOOLKIT_BUILD_DIR=${baseline}`, join(repo, 'bin/ch-tar2dir'), '-q', tgz, d] } : {}),
   };
   const times = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
