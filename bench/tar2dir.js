@@ -72,12 +72,20 @@ function timeIt(argv) {
     return Number(r.stdout.trim());
   }
   spawnSync('sync');
+  // CPU seconds too (user + system, children included), by GNU time where
+  // there is one: on a machine shared with other work, wall times say as
+  // much about the others as about the command.
+  const cmd = hasTime ? ['/usr/bin/time', '-f', 'CH-BENCH-CPU %U %S', ...argv] : argv;
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: ENV });
+  const r = spawnSync(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: ENV, encoding: 'utf8' });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+  const m = /CH-BENCH-CPU ([0-9.]+) ([0-9.]+)/.exec(r.stderr);
+  if (m) cpu.at(-1).push(Number(m[1]) + Number(m[2]));
   return s;
 }
+const hasTime = spawnSync('/usr/bin/time', ['-f', '%e', 'true']).status === 0;
+let cpu = [];   // per case: CPU seconds of each run (whole commands only)
 
 // pigz: what a user who cares about speed unpacks .tar.gz with (apt-get install pigz).
 const hasPigz = spawnSync('pigz', ['--version']).status === 0;
@@ -99,11 +107,13 @@ for (const [fs, base] of Object.entries(targets)) {
     ...(baseline ? { 'baseline .tar.gz': (d) => ['env', `CH_TOOLKIT_BUILD_DIR=${baseline}`, join(repo, 'bin/ch-tar2dir'), '-q', tgz, d] } : {}),
   };
   const times = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  const cpus = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
   for (let i = 0; i < RUNS; i++) {
     for (const [k, mk] of Object.entries(cases)) {
       const d = join(base, 'x');
       rmSync(d, { recursive: true, force: true });
       mkdirSync(d);
+      cpu = [cpus[k]];
       times[k].push(timeIt(mk(d)));
       rmSync(d, { recursive: true, force: true });
     }
@@ -115,7 +125,11 @@ for (const [fs, base] of Object.entries(targets)) {
     ...(hasPigz ? { ratio_pigz: m['ch-tar2dir .tar.gz'] / m['tar -I pigz'] } : {}) };
   rmSync(base, { recursive: true, force: true });
   console.log(`${fs} (${base}):`);
-  for (const [k, v] of Object.entries(times)) console.log(`  ${k.padEnd(20)} median ${m[k].toFixed(3)} s   [${v.map((x) => x.toFixed(3)).join(' ')}]`);
+  for (const [k, v] of Object.entries(times)) {
+    const c = cpus[k].length ? `   CPU median ${median(cpus[k]).toFixed(2)} s` : '';
+    console.log(`  ${k.padEnd(20)} median ${m[k].toFixed(3)} s   [${v.map((x) => x.toFixed(3)).join(' ')}]${c}`);
+  }
+  results[fs].cpu = Object.fromEntries(Object.entries(cpus).filter(([, v]) => v.length).map(([k, v]) => [k, median(v)]));
   console.log(`  ratio ch-tar2dir / GNU tar: .tar ${results[fs].ratio_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_tgz.toFixed(2)}x`);
   console.log(`  ratio addon only / GNU tar: .tar ${results[fs].ratio_core_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_core_tgz.toFixed(2)}x`);
   if (hasPigz) console.log(`  ratio ch-tar2dir .tar.gz / tar -I pigz: ${results[fs].ratio_pigz.toFixed(2)}x`);
