@@ -876,8 +876,10 @@ test('a layer is applied while it downloads; a digest mismatch at its end discar
 });
 
 test('a layer failing while another downloads stops that download; the error is the failing layer\'s', async (t) => {
+  // The stalled download is layer 1's, the one being applied: without the cancel, the pull would wait on it
+  // (until its idle timeout) and fail with its error, not layer 2's.
   const img = memImage({ layers: [[{ name: 'a', data: randomBytes(1 << 20) }], [{ name: 'b', data: randomBytes(1 << 20) }]] });
-  const [bad, slow] = img.layers;
+  const [slow, bad] = img.layers;
   const d = userDir('follow-cancel');
   let slowClosed = false, slowStarted = false;
   const reg = await scriptedRegistry(img, { route: (req, res, url) => {
