@@ -144,7 +144,8 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
   const fds: number[] = [];
   const follow = (i: number) => (pfd: number) => {
     if (!canFollow(img.layers[i].mediaType)) return;
-    const fd = openSync(`/proc/self/fd/${pfd}`, 'r');
+    let fd: number;
+    try { fd = openSync(`/proc/self/fd/${pfd}`, 'r'); } catch { return; }   // no /proc, no fd left: applied once complete
     fds.push(fd);
     parts[i].resolve(fd);
   };
