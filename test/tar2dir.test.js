@@ -217,6 +217,16 @@ test('gzip: members at odd offsets, an empty member, trailing bytes unpack; bad 
   }
 });
 
+test('gzip: at most 16 MiB decoded past the end-of-archive marker (a bomb there costs no more)', async (t) => {
+  // 32 MiB of zeros after the tar, then a broken member: past the bound, so never reached.
+  const tar = mktar([{ name: 'a', data: 'x\n' }, { name: 'b', data: 'y\n' }]);
+  const buf = Buffer.concat([gzipSync(Buffer.concat([tar, Buffer.alloc(32 << 20)])), Buffer.from([0x1f, 0x8b, 0x63, 0, 0, 0, 0, 0, 0, 3])]);
+  const sb = sandbox(t);
+  const r = await ch('ch-tar2dir', [put(sb, 'bomb.tar.gz', buf), sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(join(sb.dir, 'bomb', 'a'), 'utf8'), 'x\n');
+});
+
 test('a SquashFS image given as a tarball: said so, with what to do instead', async (t) => {
   const sb = sandbox(t);
   const src = join(sb.root, 'src');

@@ -75,11 +75,13 @@ public:
          // stream's end: decode the rest, so that every decoder checks the
          // trailer's CRC and length, and a broken stream is an error
          // whatever its buffering (bytes that are no gzip member are still
-         // ignored, as gzip does).
+         // ignored, as gzip does). At most 16 MiB of it: record padding is
+         // kilobytes, and a bomb after the marker must not cost hours of CPU.
          if (kind != "tar") {
             std::unique_ptr<char[]> rest(new char[1 << 16]);
-            while (src->read(rest.get(), 1 << 16) > 0)
-               ;
+            size_t r, n = 0;
+            while (n < (16 << 20) && (r = src->read(rest.get(), 1 << 16)) > 0)
+               n += r;
          }
          whiteouts = layer.whiteouts;
          st = x.st;
