@@ -123,6 +123,23 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
 }
 
 /**
+ * Apply the layer BLOB downloads (WHAT in errors) onto ROOT: from FD, its
+ * .part as it grows, or once complete if FD is null. If extracting from FD
+ * fails, the download's outcome is the error when it failed too: bytes that
+ * are not what the manifest says broke the extractor, not the layer.
+ */
+async function applyInTurn(fd: number | null, blob: Promise<BlobResult>, root: string, what: string,
+  signal: AbortSignal, bound?: UnpackBound): Promise<ExtractResult> {
+  if (fd === null) return applyLayer((await blob).path, root, what, signal, bound);
+  try {
+    return await applyLayer(`/proc/self/fd/${fd}`, root, what, signal, bound, blob.then(() => true, () => false));
+  } catch (err) {
+    await blob;
+    throw err;
+  }
+}
+
+/**
  * Download (bounded in parallel) and apply every layer into ROOT, in order;
  * the /ch files and marker last. A layer this pull downloads is applied as
  * it arrives (the extractor follows its .part file, cache.ts), while later
@@ -166,19 +183,7 @@ async function buildImage(root: string, o: PullOptions, reg: Registry, cache: Bl
     let whiteouts = 0;
     for (let i = 0; i < img.layers.length; i++) {
       const what = `layer ${i + 1} (${img.layers[i].digest})`;
-      const fd = await parts[i].promise;
-      let r: ExtractResult;
-      if (fd === null) {
-        r = await applyLayer((await blobs[i + 1]).path, root, what, sig, bound);
-      } else {
-        const whole = blobs[i + 1].then(() => true, () => false);
-        try {
-          r = await applyLayer(`/proc/self/fd/${fd}`, root, what, sig, bound, whole);
-        } catch (err) {
-          await blobs[i + 1];   // its bytes were not what the manifest says: that is the error
-          throw err;
-        }
-      }
+      const r = await applyInTurn(await parts[i].promise, blobs[i + 1], root, what, sig, bound);
       const b = await blobs[i + 1];   // verified before the next layer goes on top
       whiteouts += r.whiteouts ?? 0;
       if (r.devices) log.warn(`layer ${i + 1}: skipped ${r.devices} device node(s)/fifo(s)`);
