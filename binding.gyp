@@ -12,9 +12,12 @@
   # name (getpwuid), which a static glibc can do only with the very glibc it
   # was linked against at run time; measured, the difference is lost in the
   # noise of an exec (1.42 vs 1.45 ms, static vs dynamic, getpwuid included).
-  # CH_TOOLKIT_WITHOUT=zlib,lzma,zstd,static-libc pretends any of these absent.
+  # gzip: ISA-L's igzip inflater where found (~2-3x zlib's speed, streaming),
+  #   else zlib, else the gzip program.
+  # CH_TOOLKIT_WITHOUT=isal,zlib,lzma,zstd,static-libc pretends any of these absent.
   "variables": {
     "have_zlib": "<!(node tools/probe.js zlib)",
+    "have_isal": "<!(node tools/probe.js isal)",
     "have_lzma": "<!(node tools/probe.js lzma)",
     "have_zstd": "<!(node tools/probe.js zstd)",
     "have_static_libc": "<!(node tools/probe.js static-libc)",
@@ -34,14 +37,15 @@
       "target_name": "ch_tar",
       "sources": ["native/tar/napi.cc", "native/tar/fsops.cc", "native/tar/source.cc",
                   "native/tar/parser.cc", "native/tar/writer.cc",
-                  "native/tar/layer.cc"],
+                  "native/tar/layer.cc", "native/tar/threaded.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc": ["-std=c++17"],
       "cflags_cc!": ["-fno-exceptions"],
       "conditions": [
-        ["have_zlib==1", {"sources": ["native/tar/gzip.cc"], "defines": ["CH_HAVE_ZLIB"], "libraries": ["-lz"]}],
+        ["have_isal==1", {"sources": ["native/tar/igzip.cc"], "defines": ["CH_HAVE_GZIP_LIB"], "libraries": ["-lisal"]}],
+        ["have_isal!=1 and have_zlib==1", {"sources": ["native/tar/gzip.cc"], "defines": ["CH_HAVE_GZIP_LIB"], "libraries": ["-lz"]}],
         ["have_lzma==1", {"sources": ["native/tar/xz.cc"], "defines": ["CH_HAVE_LZMA"], "libraries": ["-llzma"]}],
         ["have_zstd==1", {"sources": ["native/tar/zstd.cc"], "defines": ["CH_HAVE_ZSTD"], "libraries": ["-lzstd"]}]
       ]

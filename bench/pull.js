@@ -6,7 +6,17 @@
 // skopeo's existing layout). Each figure is the median of RUNS interleaved
 // runs, with `sync` before each.
 //
-//   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk]
+//   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk|link] [--link DELAY_MS,MBIT] [--baseline PKG]
+//
+// link: onto tmpfs, but through a slow link to the registry (bench/slowlink.js,
+// a relay with a one-way delay and a bandwidth per direction; default 10 ms,
+// 200 Mbit/s), where a pull's time is the download's, and what the unpacking
+// adds to it shows. (`tc netem` in a network namespace would be the kernel's
+// way: it needs root and CONFIG_NET_SCH_NETEM, which this machine's kernel
+// lacks; the relay needs neither.)
+// --baseline PKG: also time PKG/bin/ch-pull (an older build of ch-toolkit,
+// e.g. `git archive REV | tar -x -C PKG` then `node tools/build.js` there),
+// for a before/after in the same run.
 //
 // The image: the debootstrap tree the tests cache (CH_TEST_CACHE), else DIR,
 // split into three gzip layers (usr/; the rest; a small top layer with a
@@ -14,7 +24,7 @@
 // strictly less work than ch-pull, which also verifies every digest. Both
 // are timed as whole commands (process start-up included).
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -28,6 +38,8 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);
+const [linkDelay, linkMbit] = opt('--link', '10,200').split(',').map(Number);
+const baseline = opt('--baseline', null);
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
 if (!existsSync(tree)) {
@@ -35,7 +47,7 @@ if (!existsSync(tree)) {
   process.exit(1);
 }
 const work = join(repo, '.bench', `pull-${process.pid}`);
-const targets = { tmpfs: `/dev/shm/ch-bench-pull-${process.pid}`, disk: join(work, 'out') };
+const targets = { tmpfs: `/dev/shm/ch-bench-pull-${process.pid}`, disk: join(work, 'out'), link: `/dev/shm/ch-bench-pull-link-${process.pid}` };
 mkdirSync(work, { recursive: true });
 
 // ---- the image: three layers in an OCI layout, pushed once ----
@@ -67,8 +79,17 @@ const mb = Buffer.from(JSON.stringify(man));
 writeLayout(lay, 'v1', [{ mediaType: man.mediaType, ...blob(mb) }]);
 const reg = await startRegistry(join(work, 'registry'));
 await push(reg, lay, 'v1', 'bench/debian');
-const ref = `${reg.host}/bench/debian:v1`;
-console.log(`image ${ref}: layers ${man.layers.map((l) => (l.size / 1e6).toFixed(1) + ' MB').join(', ')}; ${RUNS} runs each\n`);
+const directRef = `${reg.host}/bench/debian:v1`;
+console.log(`image ${directRef}: layers ${man.layers.map((l) => (l.size / 1e6).toFixed(1) + ' MB').join(', ')}; ${RUNS} runs each\n`);
+let ref = directRef;
+
+/** The slow link (bench/slowlink.js) in front of the registry: {ref, stop()}. */
+async function slowLink() {
+  const p = spawn(process.execPath, [join(repo, 'bench', 'slowlink.js'), String(reg.port), String(linkDelay), String(linkMbit)],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((res) => p.stdout.once('data', (d) => res(Number(String(d).trim()))));
+  return { ref: `127.0.0.1:${port}/bench/debian:v1`, stop: () => p.kill() };
+}
 
 function timed(argv, env = {}) {
   execFileSync('sync');
@@ -79,8 +100,8 @@ function timed(argv, env = {}) {
   return s;
 }
 
-function chPull(dest, storage) {
-  return timed([process.execPath, join(repo, 'bin', 'ch-pull'), '-q', ref, dest], { CH_IMAGE_STORAGE: storage });
+function chPull(dest, storage, pkg = repo) {
+  return timed([process.execPath, join(pkg, 'bin', 'ch-pull'), '-q', ref, dest], { CH_IMAGE_STORAGE: storage });
 }
 
 /** skopeo copy into LAYOUT (reusing its blobs if present), then tar -xzf each layer in manifest order. */
@@ -99,24 +120,33 @@ function skopeoTar(layout, dest) {
 const results = [];
 for (const [fs, base] of Object.entries(targets)) {
   if (only && only !== fs) continue;
-  const t = { chCold: [], chWarm: [], skCold: [], skWarm: [] };
+  const link = fs === 'link' ? await slowLink() : null;
+  ref = link?.ref ?? directRef;
+  const t = { chCold: [], chWarm: [], skCold: [], skWarm: [], ...(baseline ? { baseCold: [], baseWarm: [] } : {}) };
   for (let i = 0; i < RUNS; i++) {
     rmSync(base, { recursive: true, force: true });
     mkdirSync(base, { recursive: true });
-    const storage = join(work, `storage-${fs}-${i}`), layout = join(work, `oci-${fs}-${i}`);
+    const storage = join(work, `storage-${fs}-${i}`), layout = join(work, `oci-${fs}-${i}`), bstore = join(work, `base-${fs}-${i}`);
     t.chCold.push(chPull(join(base, 'ch-cold'), storage));
     t.skCold.push(skopeoTar(layout, join(base, 'sk-cold')));
+    if (baseline) t.baseCold.push(chPull(join(base, 'base-cold'), bstore, baseline));
     t.chWarm.push(chPull(join(base, 'ch-warm'), storage));
     t.skWarm.push(skopeoTar(layout, join(base, 'sk-warm')));
-    rmSync(storage, { recursive: true, force: true });
-    rmSync(layout, { recursive: true, force: true });
+    if (baseline) t.baseWarm.push(chPull(join(base, 'base-warm'), bstore, baseline));
+    for (const d of [storage, layout, bstore]) rmSync(d, { recursive: true, force: true });
+    rmSync(base, { recursive: true, force: true });
   }
-  const row = (k) => median(t[k]).toFixed(2);
-  results.push(`${fs.padEnd(6)} cold: ch-pull ${row('chCold')} s, skopeo+tar ${row('skCold')} s (x${(median(t.skCold) / median(t.chCold)).toFixed(2)})`
-    + `   warm: ch-pull ${row('chWarm')} s, skopeo+tar ${row('skWarm')} s (x${(median(t.skWarm) / median(t.chWarm)).toFixed(2)})`);
+  link?.stop();
+  const m = (k) => median(t[k]);
+  const row = (k) => m(k).toFixed(2);
+  const name = fs === 'link' ? `link (${linkDelay} ms, ${linkMbit} Mbit/s)` : fs;
+  results.push(`${name}\n  cold: ch-pull ${row('chCold')} s, skopeo+tar ${row('skCold')} s: ch-pull/skopeo+tar ${(m('chCold') / m('skCold')).toFixed(2)}x`
+    + (baseline ? `; baseline ch-pull ${row('baseCold')} s (${(m('baseCold') / m('skCold')).toFixed(2)}x)` : '')
+    + `\n  warm: ch-pull ${row('chWarm')} s, skopeo+tar ${row('skWarm')} s: ch-pull/skopeo+tar ${(m('chWarm') / m('skWarm')).toFixed(2)}x`
+    + (baseline ? `; baseline ch-pull ${row('baseWarm')} s (${(m('baseWarm') / m('skWarm')).toFixed(2)}x)` : '')
+    + `\n  all runs: ${Object.entries(t).map(([k, v]) => `${k} [${v.map((x) => x.toFixed(2)).join(' ')}]`).join('  ')}`);
   console.log(results.at(-1));
-  rmSync(base, { recursive: true, force: true });
 }
 await reg.stop();
 rmSync(work, { recursive: true, force: true });
-console.log('\n(xN: skopeo+tar time / ch-pull time; > 1 means ch-pull is faster)');
+console.log('\n(ch-pull/skopeo+tar < 1 means ch-pull is faster)');

@@ -4,7 +4,11 @@
 // of RUNS interleaved runs, with `sync` before each so one run's writeback
 // doesn't land on the next).
 //
-//   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env]
+//   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env] [--baseline-build DIR]
+//
+// --baseline-build DIR: also time ch-tar2dir .tar.gz with the native files in
+// DIR (CH_TOOLKIT_BUILD_DIR), e.g. a build without ISA-L
+// (CH_TOOLKIT_WITHOUT=isal), for a before/after in the same run.
 //
 // Tree: the debootstrap image the tests cache (CH_TEST_CACHE), else DIR.
 // GNU tar runs with --no-same-owner, as it does for an unprivileged user;
@@ -21,6 +25,7 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);   // tmpfs or disk
+const baseline = opt('--baseline-build', null);
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
 if (!existsSync(tree)) {
@@ -67,12 +72,24 @@ function timeIt(argv) {
     return Number(r.stdout.trim());
   }
   spawnSync('sync');
+  // CPU seconds too (user + system, children included), by GNU time where
+  // there is one: on a machine shared with other work, wall times say as
+  // much about the others as about the command.
+  const cmd = hasTime ? ['/usr/bin/time', '-f', 'CH-BENCH-CPU %U %S', ...argv] : argv;
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: ENV });
+  const r = spawnSync(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: ENV, encoding: 'utf8' });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+  const m = /CH-BENCH-CPU ([0-9.]+) ([0-9.]+)/.exec(r.stderr);
+  if (m) cpu.at(-1).push(Number(m[1]) + Number(m[2]));
   return s;
 }
+const hasTime = spawnSync('/usr/bin/time', ['-f', '%e', 'true']).status === 0;
+let cpu = [];   // per case: CPU seconds of each run (whole commands only)
+
+// pigz: what a user who cares about speed unpacks .tar.gz with (apt-get install pigz).
+const hasPigz = spawnSync('pigz', ['--version']).status === 0;
+if (!hasPigz) console.log('note: pigz not installed: no `tar -I pigz` figures');
 
 const results = {};
 for (const [fs, base] of Object.entries(targets)) {
@@ -83,15 +100,20 @@ for (const [fs, base] of Object.entries(targets)) {
     'ch-tar2dir .tar': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tar, d],
     'addon only .tar': (d) => ['CORE', tar, d],
     'tar xzf': (d) => ['tar', '--no-same-owner', '-C', d, '-xzf', tgz],
+    ...(hasPigz ? { 'tar -I pigz': (d) => ['tar', '--no-same-owner', '-I', 'pigz', '-C', d, '-xf', tgz] } : {}),
     'ch-tar2dir .tar.gz': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tgz, d],
     'addon only .tar.gz': (d) => ['CORE', tgz, d],
+    'ch-tar2dir .tar.gz decode thread': (d) => ['env', 'CH_TAR2DIR_DECODE_THREAD=1', join(repo, 'bin/ch-tar2dir'), '-q', tgz, d],
+    ...(baseline ? { 'baseline .tar.gz': (d) => ['env', `CH_TOOLKIT_BUILD_DIR=${baseline}`, join(repo, 'bin/ch-tar2dir'), '-q', tgz, d] } : {}),
   };
   const times = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+  const cpus = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
   for (let i = 0; i < RUNS; i++) {
     for (const [k, mk] of Object.entries(cases)) {
       const d = join(base, 'x');
       rmSync(d, { recursive: true, force: true });
       mkdirSync(d);
+      cpu = [cpus[k]];
       times[k].push(timeIt(mk(d)));
       rmSync(d, { recursive: true, force: true });
     }
@@ -99,12 +121,20 @@ for (const [fs, base] of Object.entries(targets)) {
   const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
   results[fs] = { times, median: m,
     ratio_tar: m['ch-tar2dir .tar'] / m['tar xf'], ratio_tgz: m['ch-tar2dir .tar.gz'] / m['tar xzf'],
-    ratio_core_tar: m['addon only .tar'] / m['tar xf'], ratio_core_tgz: m['addon only .tar.gz'] / m['tar xzf'] };
+    ratio_core_tar: m['addon only .tar'] / m['tar xf'], ratio_core_tgz: m['addon only .tar.gz'] / m['tar xzf'],
+    ...(hasPigz ? { ratio_pigz: m['ch-tar2dir .tar.gz'] / m['tar -I pigz'] } : {}) };
   rmSync(base, { recursive: true, force: true });
   console.log(`${fs} (${base}):`);
-  for (const [k, v] of Object.entries(times)) console.log(`  ${k.padEnd(20)} median ${m[k].toFixed(3)} s   [${v.map((x) => x.toFixed(3)).join(' ')}]`);
+  for (const [k, v] of Object.entries(times)) {
+    const c = cpus[k].length ? `   CPU median ${median(cpus[k]).toFixed(2)} s` : '';
+    console.log(`  ${k.padEnd(20)} median ${m[k].toFixed(3)} s   [${v.map((x) => x.toFixed(3)).join(' ')}]${c}`);
+  }
+  results[fs].cpu = Object.fromEntries(Object.entries(cpus).filter(([, v]) => v.length).map(([k, v]) => [k, median(v)]));
   console.log(`  ratio ch-tar2dir / GNU tar: .tar ${results[fs].ratio_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_tgz.toFixed(2)}x`);
-  console.log(`  ratio addon only / GNU tar: .tar ${results[fs].ratio_core_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_core_tgz.toFixed(2)}x\n`);
+  console.log(`  ratio addon only / GNU tar: .tar ${results[fs].ratio_core_tar.toFixed(2)}x   .tar.gz ${results[fs].ratio_core_tgz.toFixed(2)}x`);
+  if (hasPigz) console.log(`  ratio ch-tar2dir .tar.gz / tar -I pigz: ${results[fs].ratio_pigz.toFixed(2)}x`);
+  if (baseline && hasPigz) console.log(`  baseline build: / tar xzf ${(m['baseline .tar.gz'] / m['tar xzf']).toFixed(2)}x, / tar -I pigz ${(m['baseline .tar.gz'] / m['tar -I pigz']).toFixed(2)}x`);
+  console.log('');
 }
 rmSync(work, { recursive: true, force: true });
 const out = join(repo, '.bench', 'tar2dir.json');

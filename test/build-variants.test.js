@@ -1,33 +1,39 @@
-// The build on a machine without liblzma/libzstd/zlib headers and without a
+// The build on a machine without ISA-L/liblzma/libzstd/zlib headers and without a
 // static libc (RHEL-family clusters): built here for real, with
 // CH_TOOLKIT_WITHOUT pretending those absent (tools/probe.js), into a copy of
 // the package. Then: the addon links none of the libraries, ch-run and its
 // core are dynamic executables that still launch a container, and every
 // compression still unpacks, through the gzip/xz/zstd programs as GNU tar
-// does; a missing program or a truncated stream is a clear error.
+// does; a missing program or a truncated stream is a clear error. And the
+// build with zlib but no ISA-L: its gzip decoder (gzip.cc) and the gzip
+// program treat every gzip case (test/helpers/gzip-cases.js) as ISA-L's does.
 
 import test from 'ava';
 import { execa } from 'execa';
+import { randomBytes } from 'node:crypto';
 import { chownSync, cpSync, linkSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { asUser, image, TEST_DIR, testUser, userEnv } from './helpers/env.js';
+import { gzipCases } from './helpers/gzip-cases.js';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BASE = join(TEST_DIR, 'build-variants');
 const PKG = join(BASE, 'pkg');
 const RELEASE = join(PKG, 'build', 'Release');
+const PKG_ZLIB = join(BASE, 'pkg-zlib');
 let n = 0;
 
 test.before(async () => {
   rmSync(BASE, { recursive: true, force: true });
   mkdirSync(PKG, { recursive: true });
-  for (const p of ['package.json', 'binding.gyp', 'protocol.json', 'native', 'tools', 'bin', 'dist'])
-    cpSync(join(REPO, p), join(PKG, p), { recursive: true, verbatimSymlinks: true });
-  symlinkSync(join(REPO, 'node_modules'), join(PKG, 'node_modules'));
-  await execa('node', ['tools/build.js', 'native'], {
-    cwd: PKG, env: { CH_TOOLKIT_WITHOUT: 'zlib,lzma,zstd,static-libc' },
-  });
+  for (const [pkg, without] of [[PKG, 'isal,zlib,lzma,zstd,static-libc'], [PKG_ZLIB, 'isal']]) {
+    for (const p of ['package.json', 'binding.gyp', 'protocol.json', 'native', 'tools', 'bin', 'dist'])
+      cpSync(join(REPO, p), join(pkg, p), { recursive: true, verbatimSymlinks: true });
+    symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'));
+    await execa('node', ['tools/build.js', 'native'], { cwd: pkg, env: { CH_TOOLKIT_WITHOUT: without } });
+  }
   // A tarball tree to pack, and a PATH with Node but no decompressors.
   const src = join(BASE, 'src', 'img');
   mkdirSync(join(src, 'd'), { recursive: true });
@@ -39,7 +45,7 @@ test.before(async () => {
 
 test('the addon links no compression library; ch-run and its core are dynamic', async (t) => {
   const addon = (await execa('ldd', [join(RELEASE, 'ch_tar.node')])).stdout;
-  t.notRegex(addon, /libz\.so|liblzma|libzstd/);
+  t.notRegex(addon, /libz\.so|libisal|liblzma|libzstd/);
   for (const exe of ['ch-run', 'ch-run-core']) {
     const r = await execa('ldd', [join(RELEASE, exe)], { reject: false });
     t.regex(r.stdout, /libc\.so/, `${exe} is dynamically linked`);
@@ -75,6 +81,34 @@ for (const [ext, flag] of [['tar.gz', '-z'], ['tar.xz', '-J'], ['tar.zst', '--zs
     t.is(readFileSync(join(d, name, 'd', 'f'), 'utf8'), 'hello\n'.repeat(1000));
   });
 }
+
+test('gzip cases: the zlib build and the gzip program decode as ISA-L does', async (t) => {
+  const zlibAddon = join(PKG_ZLIB, 'build', 'Release', 'ch_tar.node');
+  t.regex((await execa('ldd', [zlibAddon])).stdout, /libz\.so/);
+  t.notRegex((await execa('ldd', [zlibAddon])).stdout, /libisal/);
+  const src = join(BASE, 'gz-src');
+  mkdirSync(join(src, 'g'), { recursive: true });
+  writeFileSync(join(src, 'g', 'random'), randomBytes(3 << 20));
+  writeFileSync(join(src, 'g', 'text'), 'line of text\n'.repeat(100000));
+  const tar = (await execa('tar', ['-C', src, '-cf', '-', 'g'], { encoding: 'buffer' })).stdout;
+  const require = createRequire(import.meta.url);
+  const addons = { zlib: require(zlibAddon), program: require(join(RELEASE, 'ch_tar.node')) };
+  for (const [name, buf, want] of gzipCases(tar)) {
+    const tb = join(BASE, `gz-${name}.tar.gz`);
+    writeFileSync(tb, buf);
+    for (const [which, a] of Object.entries(addons)) {
+      const d = join(BASE, `dest${n++}`);
+      mkdirSync(d);
+      const r = await a.extract(tb, d, { openat2: true, umask: 0o022, progress: new ArrayBuffer(16) });
+      if (want === 'ok') {
+        t.is(r.error, undefined, `${which} ${name}`);
+        t.is(readFileSync(join(d, 'g', 'text'), 'utf8'), 'line of text\n'.repeat(100000), `${which} ${name}`);
+      } else {
+        t.regex(r.error ?? 'no error', want, `${which} ${name}`);
+      }
+    }
+  }
+});
 
 test('.tar.xz truncated: a clear error, nothing left', async (t) => {
   const tb = join(BASE, `trunc-${n++}.tar.xz`);

@@ -8,9 +8,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
   symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { ch, image, isRoot, PKG, TEST_DIR, testUser } from './helpers/env.js';
 import { addImage, challengingHost, flakyFront, haveTools, memImage, push, scriptedRegistry, servedManifest, stallingRelay,
-  startProxy, startRegistry, storedBlob, until, writeLayout } from './helpers/registry.js';
+  startProxy, startRegistry, storedBlob, tarOf, until, writeLayout } from './helpers/registry.js';
 
 const BASE = join(TEST_DIR, 'pull');
 const user = isRoot ? testUser() : null;
@@ -493,9 +494,11 @@ test('errors: unknown image or tag, unreachable registry, usage', async (t) => {
   t.is(down.exitCode, 1);
   t.regex(down.stderr, /registry 127\.0\.0\.1:[0-9]+ unreachable: connect ECONNREFUSED/);
   t.false(existsSync(join(d, 'a')));
-  const retried = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], { ...env, CH_PULL_RETRIES: '1' });
-  t.is(retried.exitCode, 1);
-  t.regex(retried.stderr, /connect ECONNREFUSED .*; retrying in [0-9.]+ s\n.*error: registry .* unreachable/);
+  // Refused at first contact: nothing listens there, said at once, even with retries asked for (no wait, no retry).
+  const refused = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], { ...env, CH_PULL_RETRIES: '4' });
+  t.is(refused.exitCode, 1);
+  t.regex(refused.stderr, /error: registry 127\.0\.0\.1:[0-9]+ unreachable: connect ECONNREFUSED/);
+  t.notRegex(refused.stderr, /retrying/);
   for (const args of [[], ['a', 'b', 'c'], ['Bad/Name'], ['x@sha256:12'], ['--jobs', '0', 'x'], ['--tar', 'f', 'x', 'dest'], ['--nope', 'x'],
     ['--arch', 'amd64', '--platform', 'linux/amd64', 'x']]) {
     const r = await pull(args, env);
@@ -993,6 +996,144 @@ test('--max-unpacked and CH_PULL_MAX_UNPACKED bound what the layers unpack to; n
     const help = (await pull(['--help'])).stdout;
     t.regex(help, /--max-unpacked/);
     t.regex(help, /CH_PULL_MAX_UNPACKED/);
+  } finally {
+    await reg.close();
+  }
+});
+
+// ---- layers applied while they download, in parallel ----
+
+/** Every path under DIR (relative) whose last component is NAME. */
+function findNamed(dir, name, rel = '') {
+  const out = [];
+  let ents = [];
+  try { ents = readdirSync(join(dir, rel), { withFileTypes: true }); } catch { return out; }
+  for (const e of ents) {
+    const p = rel ? `${rel}/${e.name}` : e.name;
+    if (e.name === name) out.push(p);
+    if (e.isDirectory()) out.push(...findNamed(dir, name, p));
+  }
+  return out;
+}
+
+test('a layer is applied while it downloads; a digest mismatch at its end discards the image, the stage and the blob', async (t) => {
+  // Stored (gzip level 0): the served blob has the manifest's size and is a valid layer, only not the one
+  // the manifest names, so the extractor unpacks all of it and only the digest, at the end, tells.
+  const big = randomBytes(2 << 20);
+  const layer = [{ name: 'early/', type: 'dir' }, { name: 'early/first-member', data: 'unpacked before the rest arrived\n' },
+    { name: 'early/big', data: big }];
+  const img = memImage({ layers: [layer], gzipLevel: 0 });
+  const evil = Buffer.from(big);
+  evil[evil.length >> 1] ^= 0xff;
+  const served = gzipSync(tarOf([...layer.slice(0, 2), { name: 'early/big', data: evil }]), { level: 0 });
+  const want = img.layers[0];
+  t.is(served.length, want.size);
+  const d = userDir('follow-mismatch');
+  let early = false;
+  const reg = await scriptedRegistry(img, { route: (req, res, url) => {
+    if (!url.pathname.endsWith(`/blobs/${want.digest}`)) return false;
+    res.writeHead(200, { 'content-length': served.length });
+    const held = served.length - (256 << 10);
+    res.write(served.subarray(0, held));
+    // The last 256 KiB only once the first member is in the image being built: the overlap, seen.
+    until('the first member unpacked', () => findNamed(d, 'first-member').length > 0)
+      .then(() => { early = true; }, () => {})
+      .finally(() => res.end(served.subarray(held)));
+    return true;
+  } });
+  try {
+    const storage = join(d, 'storage');
+    const r = await pull([`${reg.host}/x:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, new RegExp(`blob ${want.digest}: digest mismatch: the registry sent data with digest sha256:[0-9a-f]{64}; discarded`));
+    t.true(early, 'the layer was being unpacked while it downloaded');
+    t.false(existsSync(join(d, 'img')));
+    t.deepEqual(findNamed(d, 'first-member'), [], 'no stage left');
+    const blobs = readdirSync(join(storage, 'blobs', 'sha256'));
+    t.false(blobs.some((f) => f.startsWith(want.digest.slice(7)) && !f.endsWith('.lock')), blobs.join(' '));
+  } finally {
+    await reg.close();
+  }
+});
+
+test('a layer failing while another downloads stops that download; the error is the failing layer\'s', async (t) => {
+  // The stalled download is layer 1's, the one being applied: without the cancel, the pull would wait on it
+  // (until its idle timeout) and fail with its error, not layer 2's.
+  const img = memImage({ layers: [[{ name: 'a', data: randomBytes(1 << 20) }], [{ name: 'b', data: randomBytes(1 << 20) }]] });
+  const [slow, bad] = img.layers;
+  const d = userDir('follow-cancel');
+  let slowClosed = false, slowStarted = false;
+  const reg = await scriptedRegistry(img, { route: (req, res, url) => {
+    if (url.pathname.endsWith(`/blobs/${slow.digest}`)) {
+      // Half of it, then nothing more: a download only a cancel ends.
+      slowStarted = true;
+      res.writeHead(200, { 'content-length': slow.size });
+      res.write(img.blobs.get(slow.digest).subarray(0, slow.size >> 1));
+      res.on('close', () => { slowClosed = true; });
+      return true;
+    }
+    if (url.pathname.endsWith(`/blobs/${bad.digest}`)) {
+      // Wrong bytes of the right size, sent once the other download is under way.
+      until('the other layer downloading', () => slowStarted).then(() => {
+        res.writeHead(200, { 'content-length': bad.size });
+        res.end(randomBytes(bad.size));
+      });
+      return true;
+    }
+    return false;
+  } });
+  try {
+    const storage = join(d, 'storage');
+    const r = await pull([`${reg.host}/x:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage, CH_PULL_RETRIES: '0' });
+    t.is(r.exitCode, 1, r.stderr);
+    t.regex(r.stderr, new RegExp(`blob ${bad.digest}: digest mismatch`));
+    t.notRegex(r.stderr, new RegExp(`${slow.digest}`), 'the stopped download is no error of its own');
+    await until('the stopped download closed', () => slowClosed);
+    t.false(existsSync(join(d, 'img')));
+    // What arrived of the stopped layer is kept for the next pull, its lock released.
+    t.true(existsSync(join(storage, 'blobs', 'sha256', `${slow.digest.slice(7)}.part`)));
+  } finally {
+    await reg.close();
+  }
+});
+
+test('layers download in parallel (--jobs), fill the cache with verified blobs only, and a second pull needs no registry', async (t) => {
+  const layers = [0, 1, 2].map((i) => [{ name: `l${i}`, data: randomBytes(512 << 10) }]);
+  const img = memImage({ layers });
+  let inFlight = 0, most = 0;
+  const reg = await scriptedRegistry(img, { route: (req, res, url) => {
+    const l = img.layers.find((x) => url.pathname.endsWith(`/blobs/${x.digest}`));
+    if (!l) return false;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    res.writeHead(200, { 'content-length': l.size });
+    // Held until a second layer download is open at the same time (or 10 s: then the count below fails).
+    const data = img.blobs.get(l.digest);
+    res.write(data.subarray(0, 1000));
+    const go = () => { res.end(data.subarray(1000)); };
+    until('a second download at once', () => most >= 2).then(go, go);
+    res.on('close', () => { inFlight--; });
+    return true;
+  } });
+  try {
+    const d = userDir('parallel');
+    const storage = join(d, 'storage');
+    const r = await pull(['--jobs', '3', `${reg.host}/x:v1`, join(d, 'img')], { CH_IMAGE_STORAGE: storage });
+    t.is(r.exitCode, 0, r.stderr);
+    t.true(most >= 2, `at most ${most} layer download(s) at once`);
+    for (let i = 0; i < 3; i++) t.deepEqual(readFileSync(join(d, 'img', `l${i}`)), layers[i][0].data);
+    const cached = readdirSync(join(storage, 'blobs', 'sha256'));
+    for (const l of [img.config, ...img.layers]) {
+      const f = join(storage, 'blobs', 'sha256', l.digest.slice(7));
+      t.is(createHash('sha256').update(readFileSync(f)).digest('hex'), l.digest.slice(7));
+    }
+    t.false(cached.some((f) => f.endsWith('.part')), cached.join(' '));
+    // Offline: only the manifest from the registry, every blob from the cache.
+    const before = reg.log.length;
+    const again = await pull([`${reg.host}/x:v1`, join(d, 'img2')], { CH_IMAGE_STORAGE: storage });
+    t.is(again.exitCode, 0, again.stderr);
+    t.false(reg.log.slice(before).some((e) => e.path.includes('/blobs/')));
+    t.deepEqual(readFileSync(join(d, 'img2', 'l2')), layers[2][0].data);
   } finally {
     await reg.close();
   }

@@ -8,6 +8,7 @@ import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { asUser, ch, image, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { gzipCases, gzipTestTar } from './helpers/gzip-cases.js';
 
 const BASE = join(TEST_DIR, 'tar2dir');
 let n = 0;
@@ -194,6 +195,36 @@ test('broken input: truncated tar, truncated gzip, corrupt gzip, garbage, empty'
     t.regex(r.stderr, msg, file);
     assertClean(t, sb, file.replace(/\.tar(\.gz)?$/, ''));
   }
+});
+
+test('gzip: members at odd offsets, an empty member, trailing bytes unpack; bad CRC, length, data or truncation refused', async (t) => {
+  // The same cases build-variants.test.js runs on the zlib build and the gzip program.
+  const tar = gzipTestTar(mktar);
+  // And with the decoder on a thread of its own (CH_TAR2DIR_DECODE_THREAD=1, native/tar/threaded.cc).
+  const cases = gzipCases(tar).flatMap(([name, buf, want]) => [[name, buf, want, '0'], [`${name}-threaded`, buf, want, '1']]);
+  for (const [name, buf, want, thread] of cases) {
+    const sb = sandbox(t);
+    const r = await ch('ch-tar2dir', [put(sb, `${name}.tar.gz`, buf), sb.dir], { env: { CH_TAR2DIR_DECODE_THREAD: thread } });
+    if (want === 'ok') {
+      t.is(r.exitCode, 0, `${name}: ${r.stderr}`);
+      t.is(statSync(join(sb.dir, name, 'random')).size, 3 << 20, name);
+      t.is(readFileSync(join(sb.dir, name, 'text'), 'utf8'), 'line of text\n'.repeat(100000), name);
+    } else {
+      t.is(r.exitCode, 1, `${name}: ${r.stderr}`);
+      t.regex(r.stderr, want, name);
+      assertClean(t, sb, name);
+    }
+  }
+});
+
+test('gzip: at most 16 MiB decoded past the end-of-archive marker (a bomb there costs no more)', async (t) => {
+  // 32 MiB of zeros after the tar, then a broken member: past the bound, so never reached.
+  const tar = mktar([{ name: 'a', data: 'x\n' }, { name: 'b', data: 'y\n' }]);
+  const buf = Buffer.concat([gzipSync(Buffer.concat([tar, Buffer.alloc(32 << 20)])), Buffer.from([0x1f, 0x8b, 0x63, 0, 0, 0, 0, 0, 0, 3])]);
+  const sb = sandbox(t);
+  const r = await ch('ch-tar2dir', [put(sb, 'bomb.tar.gz', buf), sb.dir]);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(join(sb.dir, 'bomb', 'a'), 'utf8'), 'x\n');
 });
 
 test('a SquashFS image given as a tarball: said so, with what to do instead', async (t) => {

@@ -4,6 +4,8 @@
 //
 //   zlib, lzma, zstd  the library's development headers and library link
 //                     (without them ch-tar2dir runs gzip/xz/zstd as GNU tar does)
+//   isal              ISA-L's igzip inflater (libisal-dev / isa-l-devel): .tar.gz
+//                     decoded with it instead of zlib (~2-3x faster)
 //   static-libc       a static C library (glibc-static): ch-run's launcher and
 //                     core are then linked -static, else dynamically
 //
@@ -18,6 +20,9 @@ import { join } from 'node:path';
 const FEATURES = {
   zlib: { src: '#include <zlib.h>\nint main(void){return zlibVersion()==0;}\n', flags: ['-lz'],
     without: 'zlib headers (zlib1g-dev / zlib-devel) not found: .tar.gz will be unpacked through the gzip program' },
+  isal: { src: '#include <isa-l/igzip_lib.h>\nint main(void){struct inflate_state s; isal_inflate_init(&s); return isal_inflate(&s)==1;}\n',
+    flags: ['-lisal'],
+    without: 'ISA-L headers (libisal-dev / isa-l-devel) not found: .tar.gz will be decoded with zlib (slower)' },
   lzma: { src: '#include <lzma.h>\nint main(void){return lzma_version_number()==0;}\n', flags: ['-llzma'],
     without: 'liblzma headers (liblzma-dev / xz-devel) not found: .tar.xz will be unpacked through the xz program' },
   zstd: { src: '#include <zstd.h>\nint main(void){return ZSTD_versionNumber()==0;}\n', flags: ['-lzstd'],

@@ -131,9 +131,13 @@ export class BlobCache {
 
   /**
    * The blob D, from the cache or downloaded from REG into it, verified
-   * against its digest while it streams. PROGRESS hears bytes done.
+   * against its digest while it streams. PROGRESS hears bytes done. ONPART
+   * hears of the .part file (its fd, open until this returns) when this
+   * call downloads it, before its first byte is written: a reader may follow
+   * it as it grows, and trust what it read only once this resolves.
    */
-  async get(reg: Registry, d: Descriptor, log: Log, progress: (done: number) => void, signal?: AbortSignal): Promise<BlobResult> {
+  async get(reg: Registry, d: Descriptor, log: Log, progress: (done: number) => void, signal?: AbortSignal,
+    onPart?: (fd: number) => void): Promise<BlobResult> {
     const [algo, hex] = d.digest.split(':');
     const fd = this.algoDir(algo);
     const path = join(this.path, algo, hex);
@@ -153,7 +157,7 @@ export class BlobCache {
     };
     try {
       if (this.present(fd, hex, d.size)) { progress(d.size); return { path: await pinned(), cached: true, resumedFrom: 0 }; }
-      const resumedFrom = await this.download(reg, d, fd, hex, progress, signal);
+      const resumedFrom = await this.download(reg, d, fd, hex, progress, signal, onPart);
       return { path: await pinned(), cached: false, resumedFrom };
     } finally {
       unlock(fd, lockName, lock);
@@ -184,7 +188,7 @@ export class BlobCache {
   }
 
   private async download(reg: Registry, d: Descriptor, dirFd: number, hex: string,
-    progress: (done: number) => void, signal?: AbortSignal): Promise<number> {
+    progress: (done: number) => void, signal?: AbortSignal, onPart?: (fd: number) => void): Promise<number> {
     const algo = d.digest.split(':')[0];
     const partName = `${hex}.part`;
     const partPath = join(this.path, algo, partName);
@@ -204,13 +208,21 @@ export class BlobCache {
       if (st.size > d.size) ftruncateSync(pfd, 0);
       let resumedFrom = done;
       progress(done);
+      onPart?.(pfd);
       await withRetries(reg.retryPolicy, async () => {
         if (done === d.size) return;
-        const res = await reg.blob(d.digest, done);
-        if (done > 0 && res.statusCode === 200) {   // Range not honoured: from the start
-          ftruncateSync(pfd, 0);
-          done = resumedFrom = 0;
-          hash = createHash(algo);
+        const res = await reg.blob(d.digest, done, signal);
+        // Stopped when SIGNAL aborts (another layer failed), not only between attempts.
+        const stop = () => res.destroy(new Error('aborted'));
+        if (signal?.aborted) stop();
+        signal?.addEventListener('abort', stop);
+        let skip = 0;
+        if (done > 0 && res.statusCode === 200) {
+          // Range not honoured: the whole blob again. Its first DONE bytes are
+          // passed over, not written: a reader following the .part may have read
+          // them already, and the digest covers exactly what the file holds.
+          skip = done;
+          resumedFrom = 0;
         } else if (done > 0) {
           const start = /^bytes ([0-9]+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1];
           if (Number(start) !== done) {
@@ -220,7 +232,13 @@ export class BlobCache {
         }
         try {
           for await (const chunk of res) {
-            const b = chunk as Buffer;
+            let b = chunk as Buffer;
+            if (skip > 0) {
+              const k = Math.min(skip, b.length);
+              skip -= k;
+              b = b.subarray(k);
+              if (b.length === 0) continue;
+            }
             if (done + b.length > d.size) {
               // Not kept: the next pull would only resume what the manifest already ruled out.
               res.destroy();
@@ -237,8 +255,10 @@ export class BlobCache {
         } catch (err) {
           if (err instanceof ChError) throw err;
           throw Object.assign(new Error(`download of ${d.digest} broken off at byte ${done}: ${netWhy(err)}`), { code: 'ECONNRESET' });
+        } finally {
+          signal?.removeEventListener('abort', stop);
         }
-        if (done < d.size)
+        if (skip > 0 || done < d.size)
           throw Object.assign(new Error(`download of ${d.digest} ended early, at byte ${done} of ${d.size}`), { code: 'ECONNRESET' });
       }, (err, ms) => reg.onRetry(err, ms), signal).catch((err) => {
         if (err instanceof ChError && done > 0 && / unreachable: /.test(err.message))

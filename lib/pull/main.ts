@@ -42,15 +42,17 @@ lists and OCI indexes are resolved to this machine's platform unless --arch or
 Every blob is checked against its digest as it arrives; one that doesn't
 match is discarded and the pull fails. Blobs are cached in STORAGE/blobs/,
 shared by later pulls and by pulls running at once; an interrupted download
-is resumed (HTTP Range) by the next pull. The cache is bounded: after each
+is resumed (HTTP Range) by the next pull. Layers download in parallel
+(--jobs) and are applied in order with OCI whiteouts, each while it
+downloads, by the same confined extractor as ch-tar2dir: nothing is written
+outside the image, and the image is complete only once every digest is
+verified. The cache is bounded: after each
 pull, the least recently used blobs go until it holds at most
 CH_PULL_CACHE_MAX (default 10G); a blob a running pull uses never goes.
 \`ch-pull --cache-list\` (no REF) shows the cache (and ch-run's SquashFS listings, of which it
 keeps the 64 most recently used), least recently used first; --cache-prune
 removes all of them that no run is using, --cache-prune=SIZE the least
-recently used until at most SIZE is left. Layers are applied in order with
-OCI whiteouts, by the same confined extractor as ch-tar2dir: nothing is
-written outside the image. The image's ENV goes into /ch/environment and its
+recently used until at most SIZE is left. The image's ENV goes into /ch/environment and its
 ENTRYPOINT, CMD, ENV, WORKDIR, USER and labels into /ch/metadata.json.
 
 What a registry serves is bounded: a manifest or index, and the image's
@@ -81,7 +83,8 @@ is an error. http_proxy, https_proxy, all_proxy and no_proxy are honoured.`,
                         mode 0700, refused if not yours or open to others
   CH_PULL_USER, CH_PULL_PASSWORD  registry credentials
   CH_PULL_RETRIES       retries of a failed request (default 4; backoff from
-                        0.5 s, doubling): 5xx, 429, broken connections
+                        0.5 s, doubling): 5xx, 429, broken connections (a
+                        connection refused at first contact is not retried)
   CH_PULL_LOCK_TIMEOUT  seconds to wait for another ch-pull of yours on the
                         same DEST or blob (default 3600)
   CH_PULL_MAX_UNPACKED  default for --max-unpacked (default: no bound)

@@ -16,7 +16,8 @@ import { imageManifest, isIndex, platformText, selectPlatform,
 import { BlobCache, fsWhy, Storage, type BlobResult } from './cache.js';
 import { BLOBS_MAX_DEFAULT, boundBlobs } from './cache-bound.js';
 import { storageDir } from '../util/paths.js';
-import { applyLayer, type UnpackBound } from './apply.js';
+import { applyLayer, canFollow, type UnpackBound } from './apply.js';
+import type { ExtractResult } from '../tar/native.js';
 import { readConfig } from './config.js';
 import { printable } from './text.js';
 import { finishImage, install, makeTemp, PROG } from './image-dir.js';
@@ -115,31 +116,93 @@ async function resolveImage(reg: Registry, o: PullOptions, log: Log): Promise<Im
   return imageManifest(m, what);
 }
 
-/** Download (bounded in parallel) and apply every layer into ROOT; the /ch files and marker last. */
+/** A promise and its resolver. */
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => { resolve = r; });
+  return { promise, resolve };
+}
+
+/**
+ * Apply the layer BLOB downloads (WHAT in errors) onto ROOT: from FD, its
+ * .part as it grows, or once complete if FD is null. If extracting from FD
+ * fails, the download's outcome is the error when it failed too: bytes that
+ * are not what the manifest says broke the extractor, not the layer.
+ */
+async function applyInTurn(fd: number | null, blob: Promise<BlobResult>, root: string, what: string,
+  signal: AbortSignal, bound?: UnpackBound): Promise<ExtractResult> {
+  if (fd === null) return applyLayer((await blob).path, root, what, signal, bound);
+  try {
+    return await applyLayer(`/proc/self/fd/${fd}`, root, what, signal, bound, blob.then(() => true, () => false));
+  } catch (err) {
+    await blob;
+    throw err;
+  }
+}
+
+/**
+ * Download (bounded in parallel) and apply every layer into ROOT, in order;
+ * the /ch files and marker last. A layer this pull downloads is applied as
+ * it arrives (the extractor follows its .part file, cache.ts), while later
+ * layers download; it counts as applied only once its download is verified,
+ * before the next layer is applied. Any failure stops every download, and
+ * the error is the first one: a download's (a digest mismatch, say) over
+ * what its unverified bytes did to the extractor.
+ */
 async function buildImage(root: string, o: PullOptions, reg: Registry, cache: BlobCache, img: ImageManifest,
   log: Log, signal: AbortSignal, marker: boolean, limit: number): Promise<void> {
   const bar = new PullProgress(log, img.layers);
   const bound: UnpackBound | undefined = limit > 0 ? { limit, used: 0, text: sizeText(limit) } : undefined;
-  const jobs = [() => cache.get(reg, img.config, log, () => {}, signal),
-    ...img.layers.map((l, i) => () => cache.get(reg, l, log, (n) => bar.update(i, n), signal))];
+  const stop = new AbortController();
+  const sig = AbortSignal.any([signal, stop.signal]);
+  let first: unknown;
+  const fail = (err: unknown) => { if (!stop.signal.aborted) { first = err; stop.abort(); } };
+  // Each layer's .part, reopened for the extractor (fd), or null once the blob is whole (cached, or done).
+  const parts = img.layers.map(() => deferred<number | null>());
+  const fds: number[] = [];
+  const follow = (i: number) => (pfd: number) => {
+    if (!canFollow(img.layers[i].mediaType)) return;
+    let fd: number;
+    try { fd = openSync(`/proc/self/fd/${pfd}`, 'r'); } catch { return; }   // no /proc, no fd left: applied once complete
+    fds.push(fd);
+    parts[i].resolve(fd);
+  };
+  // A job not yet started when the pull fails never starts.
+  const stopped = () => Promise.reject(new ChError('stopped: another blob failed', EXIT_FAIL));
+  const jobs = [() => (sig.aborted ? stopped() : cache.get(reg, img.config, log, () => {}, sig)),
+    ...img.layers.map((l, i) => () => (sig.aborted ? stopped() : cache.get(reg, l, log, (n) => bar.update(i, n), sig, follow(i))))];
   const blobs = bounded(o.jobs, jobs);
-  for (const b of blobs) b.catch(() => {});   // each is awaited below; none left unhandled
-  const cfg = readConfig((await blobs[0]).path, img.config.digest);
-  if (cfg.platform.architecture && cfg.platform.architecture !== o.platform.architecture)
-    log.warn(`image is for ${printable(`${cfg.platform.os}/${cfg.platform.architecture}`)}, not ${platformText(o.platform)}`);
-  for (const s of cfg.skipped) log.warn(`ENV ${s}: can't be written to /ch/environment (control character); skipped`);
-  let whiteouts = 0;
-  for (let i = 0; i < img.layers.length; i++) {
-    const b = await blobs[i + 1];
-    const r = await applyLayer(b.path, root, `layer ${i + 1} (${img.layers[i].digest})`, signal, bound);
-    whiteouts += r.whiteouts ?? 0;
-    if (r.devices) log.warn(`layer ${i + 1}: skipped ${r.devices} device node(s)/fifo(s)`);
-    bar.layer(i, b, true);
+  blobs.forEach((b, k) => {
+    b.catch(fail);
+    if (k > 0) void b.then(() => parts[k - 1].resolve(null), () => parts[k - 1].resolve(null));
+  });
+  try {
+    const cfg = readConfig((await blobs[0]).path, img.config.digest);
+    if (cfg.platform.architecture && cfg.platform.architecture !== o.platform.architecture)
+      log.warn(`image is for ${printable(`${cfg.platform.os}/${cfg.platform.architecture}`)}, not ${platformText(o.platform)}`);
+    for (const s of cfg.skipped) log.warn(`ENV ${s}: can't be written to /ch/environment (control character); skipped`);
+    let whiteouts = 0;
+    for (let i = 0; i < img.layers.length; i++) {
+      const what = `layer ${i + 1} (${img.layers[i].digest})`;
+      const r = await applyInTurn(await parts[i].promise, blobs[i + 1], root, what, sig, bound);
+      const b = await blobs[i + 1];   // verified before the next layer goes on top
+      whiteouts += r.whiteouts ?? 0;
+      if (r.devices) log.warn(`layer ${i + 1}: skipped ${r.devices} device node(s)/fifo(s)`);
+      bar.layer(i, b, true);
+    }
+    log.debug(`${whiteouts} whiteout(s) applied`);
+    const files = [{ path: 'ch/environment', content: cfg.environment }, { path: 'ch/metadata.json', content: cfg.metadata }];
+    finishImage(root, files, marker ? { reference: o.ref.canonical, manifest: img.digest, platform: platformText(o.platform),
+      created: new Date().toISOString() } : undefined);
+  } catch (err) {
+    fail(err);
+    throw first;
+  } finally {
+    // No download outlives the pull: each has closed its .part and let go of its lock.
+    stop.abort();
+    await Promise.allSettled(blobs);
+    for (const fd of fds) closeSync(fd);
   }
-  log.debug(`${whiteouts} whiteout(s) applied`);
-  const files = [{ path: 'ch/environment', content: cfg.environment }, { path: 'ch/metadata.json', content: cfg.metadata }];
-  finishImage(root, files, marker ? { reference: o.ref.canonical, manifest: img.digest, platform: platformText(o.platform),
-    created: new Date().toISOString() } : undefined);
 }
 
 /**

@@ -79,6 +79,10 @@ export class Registry {
     } catch (err) {
       if (err instanceof ChError || this.opts.signal?.aborted) throw err;
       const e = err as NodeJS.ErrnoException;
+      // Nothing listens there (nor for plain HTTP, on the same port): said at
+      // once, not after seconds of retries. Later refusals (a registry
+      // restarting mid-pull) are still retried.
+      if (e.code === 'ECONNREFUSED') throw this.unreachable(err);
       if (e.code?.startsWith('ERR_TLS') || /certificate/i.test(e.message))
         throw new ChError(`registry ${this.ref.registry}: TLS certificate not trusted: ${netWhy(err)}`
           + ' (add its CA with NODE_EXTRA_CA_CERTS, or --insecure)', EXIT_FAIL);
@@ -157,10 +161,10 @@ export class Registry {
    * A 401 from any host but the registry's (a redirect target) is an error
    * naming WHAT: only the registry's own challenges are answered.
    */
-  private async get(url: URL, headers: Record<string, string>, what: string, retry = true): Promise<IncomingMessage> {
+  private async get(url: URL, headers: Record<string, string>, what: string, retry = true, signal = this.opts.signal): Promise<IncomingMessage> {
     const once = async () => {
       const h = { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) };
-      const { res, url: from } = await request(url, { headers: h, insecure: this.opts.insecure, signal: this.opts.signal });
+      const { res, url: from } = await request(url, { headers: h, insecure: this.opts.insecure, signal });
       if ((res.statusCode ?? 0) >= 500 || res.statusCode === 429) {
         res.resume();
         throw new HttpError(`HTTP ${res.statusCode} from ${from.host}`, res.statusCode!, '', res.headers);
@@ -172,23 +176,23 @@ export class Registry {
       }
       return res;
     };
-    return retry ? withRetries(this.retry, once, this.retried, this.opts.signal) : once();
+    return retry ? withRetries(this.retry, once, this.retried, signal) : once();
   }
 
-  /** GET PATH (under /v2/NAME/; WHAT in errors) with a token renewed once if it expired. */
-  private async getRepo(path: string, headers: Record<string, string>, what: string): Promise<IncomingMessage> {
+  /** GET PATH (under /v2/NAME/; WHAT in errors) with a token renewed once if it expired; SIGNAL: the request's, if not the registry's. */
+  private async getRepo(path: string, headers: Record<string, string>, what: string, signal = this.opts.signal): Promise<IncomingMessage> {
     const url = new URL(`${this.ref.repository}/${path}`, this.base);
     let res: IncomingMessage;
     try {
-      res = await this.get(url, headers, what);
+      res = await this.get(url, headers, what, true, signal);
       if (res.statusCode === 401) {   // from the registry itself (get() refuses any other's)
         res.resume();
         await this.authenticate(res.headers['www-authenticate']);
-        res = await this.get(url, headers, what);
+        res = await this.get(url, headers, what, true, signal);
         if (res.statusCode === 401) { res.resume(); throw this.refused(); }
       }
     } catch (err) {
-      if (err instanceof ChError || this.opts.signal?.aborted) throw err;
+      if (err instanceof ChError || signal?.aborted) throw err;
       throw this.unreachable(err);
     }
     if (res.statusCode === 403) { res.resume(); throw this.refused(); }
@@ -220,9 +224,13 @@ export class Registry {
     return { body, digest: key.includes(':') ? key : digest, mediaType, json };
   }
 
-  /** Open blob DIGEST from byte OFFSET on (Range; the response says whether it was honoured). */
-  async blob(digest: string, offset: number): Promise<IncomingMessage> {
-    const res = await this.getRepo(`blobs/${digest}`, offset > 0 ? { range: `bytes=${offset}-` } : {}, `blob ${digest}`);
+  /**
+   * Open blob DIGEST from byte OFFSET on (Range; the response says whether it
+   * was honoured). SIGNAL: aborts it (else the registry's own, which it includes).
+   */
+  async blob(digest: string, offset: number, signal?: AbortSignal): Promise<IncomingMessage> {
+    const sig = signal && this.opts.signal ? AbortSignal.any([signal, this.opts.signal]) : signal ?? this.opts.signal;
+    const res = await this.getRepo(`blobs/${digest}`, offset > 0 ? { range: `bytes=${offset}-` } : {}, `blob ${digest}`, sig);
     if (res.statusCode === 404) {
       res.resume();
       throw new ChError(`blob ${digest}: not in the registry (404)`, EXIT_FAIL);

@@ -21,7 +21,14 @@ export interface ExtractResult {
 export interface FixupOp { op: 'dir' | 'file' | 'write'; path: string; content?: string }
 
 export interface TarAddon {
-  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean; maxBytes?: number }): Promise<ExtractResult>;
+  /**
+   * follow: TARBALL is still being written; PROGRESS (24 bytes) then holds
+   * [bytes read, cancel, complete], complete set non-zero once it is whole.
+   */
+  extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean;
+    maxBytes?: number; follow?: boolean }): Promise<ExtractResult>;
+  /** The decoders built in (a compression without one is decoded by its program, which can't follow a growing file). */
+  decoders: { gzip?: boolean; xz?: boolean; zstd?: boolean };
   /** The ops that failed. */
   fixup(root: string, ops: FixupOp[], opts: { openat2: boolean }): { path: string; message: string }[];
   /** Clear every setuid/setgid bit in the tree at ROOT, following no link: how many entries had them. */

@@ -27,9 +27,9 @@ namespace {
 class ExtractWorker : public Napi::AsyncWorker {
 public:
    ExtractWorker(Napi::Env env, std::string tarball, std::string dest, bool openat2, mode_t um,
-                 Napi::ArrayBuffer progress, bool layer, uint64_t max_bytes)
+                 Napi::ArrayBuffer progress, bool layer, uint64_t max_bytes, bool follow)
       : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), tarball(std::move(tarball)),
-        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), um(um), max_bytes(max_bytes)
+        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), follow(follow), um(um), max_bytes(max_bytes)
    {
       progressRef = Napi::Persistent(progress);
       counter = reinterpret_cast<std::atomic<uint64_t> *>(progress.Data());
@@ -47,10 +47,20 @@ public:
          if (root.fd < 0)
             throw XErr("can't open destination " + dest, errno);
          RawFile raw(in.fd, counter);
+         if (follow) {
+            raw.cancel = counter + 1;
+            raw.complete = counter + 2;
+         }
          auto src = open_source(raw, kind);
+         // CH_TAR2DIR_DECODE_THREAD=1: decompression on a thread of its own,
+         // overlapped with the writes (threaded.cc). Off by default: on this
+         // project's loaded 2-core machine it measured no faster (docs/design.md).
+         const char *dt = getenv("CH_TAR2DIR_DECODE_THREAD");
+         if (kind != "tar" && dt && strcmp(dt, "1") == 0)
+            src = threaded_source(std::move(src), raw);
          Stream s(*src);
          struct stat sb;
-         if (kind == "tar" && fstat(in.fd, &sb) == 0 && S_ISREG(sb.st_mode))
+         if (kind == "tar" && !follow && fstat(in.fd, &sb) == 0 && S_ISREG(sb.st_mode))
             s.map(in.fd, sb.st_size, counter);
          Writer w(root.fd, use_openat2, um);
          beneath = w.beneath;
@@ -61,6 +71,18 @@ public:
          if (as_layer)
             x.layer = &layer;
          x.run();
+         // The tar's end-of-archive marker may come before the compressed
+         // stream's end: decode the rest, so that every decoder checks the
+         // trailer's CRC and length, and a broken stream is an error
+         // whatever its buffering (bytes that are no gzip member are still
+         // ignored, as gzip does). At most 16 MiB of it: record padding is
+         // kilobytes, and a bomb after the marker must not cost hours of CPU.
+         if (kind != "tar") {
+            std::unique_ptr<char[]> rest(new char[1 << 16]);
+            size_t r, n = 0;
+            while (n < (16 << 20) && (r = src->read(rest.get(), 1 << 16)) > 0)
+               n += r;
+         }
          whiteouts = layer.whiteouts;
          st = x.st;
          top = x.multi ? "" : x.top;
@@ -109,7 +131,7 @@ public:
 private:
    Napi::Promise::Deferred deferred;
    std::string tarball, dest;
-   bool use_openat2, as_layer, beneath = false, over_limit = false;
+   bool use_openat2, as_layer, follow, beneath = false, over_limit = false;
    mode_t um;
    uint64_t max_bytes;
    uint64_t whiteouts = 0;
@@ -126,6 +148,10 @@ private:
 // fails the extraction with overLimit set and error naming the member.
 // progress holds two uint64: bytes of the tarball read (written here), and a
 // cancel flag (written by JS, e.g. on SIGINT; checked before every entry).
+// follow: the tarball is still being written (a layer downloading); progress
+// then holds a third uint64, set non-zero by JS once it is complete: until
+// then the extractor waits at its end (RawFile). The whole stream is read,
+// never mapped.
 Napi::Value Extract(const Napi::CallbackInfo &info)
 {
    Napi::Env env = info.Env();
@@ -137,6 +163,12 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
    Napi::Value pv = o.Get("progress");
    if (!pv.IsArrayBuffer() || pv.As<Napi::ArrayBuffer>().ByteLength() < 16) {
       Napi::TypeError::New(env, "opts.progress must be an ArrayBuffer of 16 bytes: [bytes read, cancel]")
+         .ThrowAsJavaScriptException();
+      return env.Undefined();
+   }
+   bool follow = o.Get("follow").ToBoolean();
+   if (follow && pv.As<Napi::ArrayBuffer>().ByteLength() < 24) {
+      Napi::TypeError::New(env, "opts.progress must be an ArrayBuffer of 24 bytes with follow: [bytes read, cancel, complete]")
          .ThrowAsJavaScriptException();
       return env.Undefined();
    }
@@ -153,7 +185,7 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
       max_bytes = (uint64_t)d;
    }
    auto *w = new ExtractWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), oa2, um,
-                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean(), max_bytes);
+                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean(), max_bytes, follow);
    Napi::Promise p = w->Promise();
    w->Queue();
    return p;
@@ -162,6 +194,18 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
 Napi::Object InitModule(Napi::Env env, Napi::Object exports)
 {
    exports.Set("extract", Napi::Function::New(env, Extract));
+   // The decoders built in (the others run their program, which can't follow a growing file).
+   Napi::Object dec = Napi::Object::New(env);
+#ifdef CH_HAVE_GZIP_LIB
+   dec.Set("gzip", true);
+#endif
+#ifdef CH_HAVE_LZMA
+   dec.Set("xz", true);
+#endif
+#ifdef CH_HAVE_ZSTD
+   dec.Set("zstd", true);
+#endif
+   exports.Set("decoders", dec);
    InitFsOps(env, exports);
    return exports;
 }

@@ -51,6 +51,9 @@ struct ProgramSource : Source {
    ProgramSource(RawFile &i, const std::string &kind, const char *program, const char *lib, const char *dev)
       : in(i), prog(program)
    {
+      // The program would read the file to its current end, not wait for more.
+      if (in.complete)
+         throw XErr(kind + " data: this build of ch-toolkit has no " + lib + ": can't unpack it while it downloads");
       // The magic number was read already: the program reads from the start.
       if (lseek(in.fd, 0, SEEK_SET) != 0)
          throw XErr("can't rewind the tarball for " + prog, errno);
@@ -137,7 +140,9 @@ struct ProgramSource : Source {
          int st = reap();
          if (WIFSIGNALED(st))
             throw XErr("'" + prog + " -dc' was killed by signal " + std::to_string(WTERMSIG(st)));
-         if (WEXITSTATUS(st) != 0)
+         // gzip's 2 is a warning: "decompression OK, trailing garbage
+         // ignored", as the library decoders ignore it.
+         if (WEXITSTATUS(st) != 0 && !(WEXITSTATUS(st) == 2 && prog == "gzip"))
             throw XErr("corrupt or truncated compressed data: '" + prog + " -dc' exited with status "
                        + std::to_string(WEXITSTATUS(st)));
       }
@@ -161,7 +166,7 @@ std::unique_ptr<Source> open_source(RawFile &raw, std::string &kind)
    auto m = [&](const char *magic, size_t n) { return got >= n && memcmp(pre.data(), magic, n) == 0; };
    if (m("\x1f\x8b", 2)) {
       kind = "gzip";
-#ifdef CH_HAVE_ZLIB
+#ifdef CH_HAVE_GZIP_LIB   // ISA-L's igzip.cc or zlib's gzip.cc
       return gzip_source(raw, pre);
 #else
       return std::make_unique<ProgramSource>(raw, kind, "gzip", "zlib", "zlib's headers (zlib1g-dev / zlib-devel)");

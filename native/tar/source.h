@@ -21,15 +21,28 @@ namespace chtar {
 struct RawFile {
    int fd = -1;
    std::atomic<uint64_t> *progress;
+   // A file still being written (ch-pull applies a layer while it downloads):
+   // its end is the end of the data only once *complete is non-zero; until
+   // then a read at its end waits for more, or stops when *cancel is set.
+   std::atomic<uint64_t> *complete = nullptr, *cancel = nullptr;
+   std::atomic<bool> quit{false};   // set when nobody reads any more (threaded.cc)
    explicit RawFile(int fd_, std::atomic<uint64_t> *p) : fd(fd_), progress(p) {}
    size_t read(char *buf, size_t n)
    {
       for (;;) {
+         // Read before the read: complete then means every byte was written before it.
+         bool done = !complete || complete->load(std::memory_order_acquire);
          ssize_t r = ::read(fd, buf, n);
          if (r < 0 && errno == EINTR)
             continue;
          if (r < 0)
             throw XErr("can't read tarball", errno);
+         if (r == 0 && !done) {
+            if ((cancel && cancel->load(std::memory_order_relaxed)) || quit.load())
+               throw XErr("interrupted", EINTR);
+            usleep(2000);   // the download is on Node's main thread: polled, not signalled
+            continue;
+         }
          progress->fetch_add(r, std::memory_order_relaxed);
          return r;
       }
@@ -52,6 +65,9 @@ std::unique_ptr<Source> zstd_source(RawFile &in, const std::string &pre);
 
 // Open the decompressed stream of IN, by magic number; KIND: "tar", "gzip", "xz" or "zstd".
 std::unique_ptr<Source> open_source(RawFile &in, std::string &kind);
+
+// S read ahead on a thread of its own (threaded.cc); RAW: what S reads.
+std::unique_ptr<Source> threaded_source(std::unique_ptr<Source> s, RawFile &raw);
 
 // A window onto the decompressed stream, so file data is written straight from
 // the decompressor's output buffer.

@@ -339,13 +339,14 @@ export { until } from './fixtures.js';
 
 /**
  * An image held in memory: {manifest (Buffer), digest, config (descriptor), layers (descriptors), blobs: Map digest ->
- * Buffer}. LAYERS: arrays of tar entries (gzipped here); CONFIG: the config's "config" object, or configBlob: raw
+ * Buffer}. LAYERS: arrays of tar entries (gzipped here, at gzipLevel if given); CONFIG: the config's "config" object, or configBlob: raw
  * bytes; configSize: the size the manifest claims for the config (default: the true one).
  */
-export function memImage({ layers = [[{ name: 'f', data: 'x' }]], config = {}, configBlob, configSize } = {}) {
+export function memImage({ layers = [[{ name: 'f', data: 'x' }]], config = {}, configBlob, configSize, gzipLevel } = {}) {
   const blobs = new Map();
   const put = (data) => { const digest = `sha256:${sha(data)}`; blobs.set(digest, data); return { digest, size: data.length }; };
-  const descs = layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(gzipSync(tarOf(l))) }));
+  const gz = (l) => gzipSync(tarOf(l), gzipLevel === undefined ? {} : { level: gzipLevel });
+  const descs = layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...put(gz(l)) }));
   const cfg = configBlob ?? Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config,
     rootfs: { type: 'layers', diff_ids: [] }, history: [] }));
   const cd = { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(cfg) };
