@@ -184,6 +184,11 @@ export class Builder {
     }
     fixup(this.tree, [...imageDirs(), ...dirsOf(state.config.WorkingDir)].map((d) => ({ op: 'dir', path: d })), this.log);
     fixup(this.tree, MOUNT_FILES.map((f) => ({ op: 'file', path: f })), this.log);
+    // apt drops privileges to _apt and checks that it did, which faked set*id
+    // calls can't satisfy ("Could not switch group"): as Charliecloud does, apt
+    // is told to stay root (written once, kept in the image).
+    if (isDir(this.tree, APT_CONF) && !exists(this.tree, APT_NO_SANDBOX))
+      fixup(this.tree, [{ op: 'write', path: APT_NO_SANDBOX, content: 'APT::Sandbox::User "root";\n' }], this.log);
   }
 
   /** Store the work tree as entry STATE (it moves into the cache). */
@@ -289,6 +294,13 @@ export class Builder {
         finishTree(this.log, root, files);
       }, this.o.signal);
   }
+}
+
+const APT_CONF = 'etc/apt/apt.conf.d';
+const APT_NO_SANDBOX = `${APT_CONF}/no-sandbox-ch-image`;
+
+function exists(root: string, rel: string): boolean {
+  try { lstatSync(`${root}/${rel}`); return true; } catch { return false; }
 }
 
 /** The directories (relative, parents first) of absolute path DIR. */

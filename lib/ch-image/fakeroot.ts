@@ -19,7 +19,9 @@ import { require_os_signal } from '../util/proc.js';
 export const ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** ch-run's options for fake root: RUN's and modify's. */
-export const FAKE_ROOT_OPTIONS = ['-w', '-u0', '-g0', '--seccomp', '--no-passwd', '--env-no-expand', '--unset-env=*'];
+// --private-tmp: a RUN's /tmp is a tmpfs of its own, neither the host's (which
+// a build would litter, and could read) nor the image's (ch-run mounts over it).
+export const FAKE_ROOT_OPTIONS = ['-w', '-u0', '-g0', '--seccomp', '--no-passwd', '--private-tmp', '--env-no-expand', '--unset-env=*'];
 
 export interface FakeRootRun {
   /** The image root, a directory of the user's. */

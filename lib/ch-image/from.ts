@@ -22,7 +22,7 @@ export async function baseImage(log: Log, st: ReturnType<typeof openStorage>, im
   if (image === 'scratch') return { root: null, identity: 'scratch' };
   const local = tagEntry(image);
   let m = markerAt(st.imgFd, st.imgDir, local);
-  if (m && !m.unverified) return { root: join(st.imgDir, local), identity: `${image} ${JSON.stringify(m)}` };
+  if (m && !m.unverified) return { root: join(st.imgDir, local), identity: `${local} ${JSON.stringify(m)}` };
   const ref = parseReference(image);
   const name = storageName(ref);
   m = name === local ? null : markerAt(st.imgFd, st.imgDir, name);
@@ -32,5 +32,6 @@ export async function baseImage(log: Log, st: ReturnType<typeof openStorage>, im
       (img) => pullToDir(img, log, { dirFd: st.imgFd, dir: st.imgDir, name }, false, signal));
     m = markerAt(st.imgFd, st.imgDir, name);
   }
-  return { root: join(st.imgDir, name), identity: `${ref.canonical} ${JSON.stringify(m)}` };
+  // The same identity however the image was found (pulled now, or already in storage).
+  return { root: join(st.imgDir, name), identity: `${name} ${JSON.stringify(m)}` };
 }
