@@ -191,6 +191,51 @@ t0('SIGINT mid-build leaves storage consistent: the previous image of the tag in
   t.is((await chRun(sp, ['x', '--', '/bin/cat', '/version'])).stdout, 'old');
   t.deepEqual(readdirSync(join(sp, 'storage', 'img')).filter((e) => e.startsWith('.')), []);
   t.deepEqual(readdirSync(join(sp, 'storage', 'build-cache')).filter((e) => e.startsWith('.')), []);
+  // The RUN's processes went with the build.
+  const left = await execa('pgrep', ['-u', String(testUser().uid), '-f', 'sleep 60'], { reject: false });
+  t.is(left.stdout, '');
+});
+
+t0('ADD of a local tarball (unpacked, confined), exec-form RUN, SHELL, long names, metadata-only instructions; ONBUILD and URLs refused', async (t) => {
+  const sp = await space('more');
+  const long = `${'d'.repeat(90)}/${'f'.repeat(90)}.txt`;
+  const ctx = await context(join(sp, 'ctx'), { 'src/a.txt': 'a\n', [`src/${long}`]: 'long\n' });
+  await execa('tar', ['-C', join(ctx, 'src'), '-czf', join(ctx, 'bundle.tar.gz'), '.']);
+  await ownedByUser(ctx);
+  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${reg.host}/busybox
+ADD bundle.tar.gz /opt/bundle/
+ADD src/a.txt /opt/plain.txt
+SHELL ["/bin/sh", "-e", "-c"]
+RUN ["/bin/sh", "-c", "echo exec > /opt/exec.txt"]
+RUN test -f /opt/bundle/${long} && echo shell > /opt/shell.txt
+VOLUME ["/data"]
+EXPOSE 80/udp 443
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s CMD ["/bin/true"]
+`);
+  await ownedByUser(ctx);
+  const r = await chImage(sp, ['build', '-t', 'more', ctx]);
+  t.is(r.exitCode, 0, r.stderr);
+  const out = await chRun(sp, ['more', '--', '/bin/cat', '/opt/bundle/a.txt', `/opt/bundle/${long}`, '/opt/plain.txt', '/opt/exec.txt', '/opt/shell.txt']);
+  t.is(out.stdout, 'a\nlong\na\nexec\nshell', out.stderr);
+  const marker = JSON.parse(readFileSync(join(sp, 'storage', 'img', 'more+latest', 'ch', '.ch-image.json'), 'utf8'));
+  t.deepEqual(marker.config.Shell, ['/bin/sh', '-e', '-c']);
+  t.deepEqual(Object.keys(marker.config.ExposedPorts).sort(), ['443/tcp', '80/udp']);
+  t.deepEqual(Object.keys(marker.config.Volumes), ['/data']);
+  t.is(marker.config.StopSignal, 'SIGTERM');
+  t.deepEqual(marker.config.Healthcheck.Test, ['CMD', '/bin/true']);
+
+  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${reg.host}/busybox\nONBUILD RUN true\n`);
+  const ob = await chImage(sp, ['build', '-t', 'ob', ctx]);
+  t.is(ob.exitCode, 1);
+  t.regex(ob.stderr, /Dockerfile:2: ONBUILD: not supported/);
+  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${reg.host}/busybox\nADD http://127.0.0.1:1/x /x\n`);
+  const url = await chImage(sp, ['build', '-t', 'url', ctx]);
+  t.is(url.exitCode, 1);
+  t.regex(url.stderr, /no URL fetches during a build/);
+  const failing = await chImage(sp, ['build', '-t', 'bad', '-f', '/dev/null', ctx]);
+  t.is(failing.exitCode, 1);
+  t.regex(failing.stderr, /no FROM instruction/);
 });
 
 t0('as root: a build and ch-run of the image', async (t) => {

@@ -213,7 +213,7 @@ export class Builder {
       if (v !== undefined && !env.some(([k]) => k === p)) env.push([p, v]);
     }
     env.push(...envMap(r.state.config));
-    const code = await runFakeRoot({ root: this.tree, argv, env, cwd: r.state.config.WorkingDir || '/', scratch: this.work, signal: this.o.signal });
+    const code = await runFakeRoot({ root: this.tree, argv, env, cwd: r.state.config.WorkingDir || '/', scratch: this.work, signal: this.o.signal, detach: true });
     if (this.o.signal.aborted) throw new ChError('interrupted', 130);
     if (code !== 0) throw new ChError(`${where}: RUN failed (exit ${code}): ${i.text.slice(0, 200)}`, EXIT_FAIL);
     const state = { key, tree: key, config: r.state.config, what: `RUN ${i.text}` };

@@ -34,8 +34,8 @@ export interface FakeRootRun {
   /** A private directory to write the environment file in. */
   scratch: string;
   signal?: AbortSignal;
-  /** stdio for the command (default: inherit). */
-  stdio?: 'inherit' | 'pipe';
+  /** In a process group of its own, without stdin (RUN); else in ours, with the terminal (modify). */
+  detach?: boolean;
 }
 
 /** ch-run's command line for R, its environment file being ENVFILE. */
@@ -43,9 +43,12 @@ export function fakeRootArgv(r: FakeRootRun, envFile: string): string[] {
   return [LAUNCHER_PATH, ...FAKE_ROOT_OPTIONS, `--set-env0=${envFile}`, ...(r.cwd ? [`--cd=${r.cwd}`] : []), r.root, '--', ...r.argv];
 }
 
-/** R's environment with a root-like PATH if it has none. */
+/** R's environment with root's PATH and HOME (as Docker's RUN has them) unless it sets them. */
 export function withPath(env: [string, string][]): [string, string][] {
-  return env.some(([k]) => k === 'PATH') ? env : [['PATH', ROOT_PATH], ...env];
+  const add: [string, string][] = [];
+  if (!env.some(([k]) => k === 'PATH')) add.push(['PATH', ROOT_PATH]);
+  if (!env.some(([k]) => k === 'HOME')) add.push(['HOME', '/root']);
+  return [...add, ...env];
 }
 
 /** Run R; resolves to its exit status (128+N for signal N). */
@@ -60,12 +63,21 @@ export async function runFakeRoot(r: FakeRootRun): Promise<number> {
   try {
     const argv = fakeRootArgv(r, envFile);
     return await new Promise<number>((resolve, reject) => {
-      const p = spawn(argv[0], argv.slice(1), { stdio: r.stdio ?? 'inherit', signal: r.signal, killSignal: 'SIGKILL' });
-      p.on('error', (e: NodeJS.ErrnoException) => {
-        if (e.name === 'AbortError') return;   // 'close' follows with the signal
-        reject(new ChError(`can't run ch-run (${argv[0]}): ${e.message}`, 1));
+      // CH_RUN_NO_CACHE: each launch is one of a kind (a work tree, an
+      // environment file), not worth a memoized plan that would evict others.
+      // A build's RUN (detach) has a process group of its own, killed whole
+      // when the build is interrupted: nothing it started outlives the build.
+      // modify's command stays in the terminal's group, to be interactive.
+      const p = spawn(argv[0], argv.slice(1), { stdio: r.detach ? ['ignore', 'inherit', 'inherit'] : 'inherit',
+        detached: r.detach ?? false, env: { ...process.env, CH_RUN_NO_CACHE: '1' } });
+      const kill = () => { try { process.kill(r.detach ? -p.pid! : p.pid!, 'SIGKILL'); } catch { /* gone */ } };
+      if (r.signal?.aborted) kill();
+      r.signal?.addEventListener('abort', kill);
+      p.on('error', (e: NodeJS.ErrnoException) => reject(new ChError(`can't run ch-run (${argv[0]}): ${e.message}`, 1)));
+      p.on('close', (code, sig) => {
+        r.signal?.removeEventListener('abort', kill);
+        resolve(code ?? 128 + (sig ? require_os_signal(sig) : 0));
       });
-      p.on('close', (code, sig) => resolve(code ?? 128 + (sig ? require_os_signal(sig) : 0)));
     });
   } finally {
     try { unlinkSync(envFile); } catch { /* gone */ }
