@@ -23,7 +23,7 @@ import { runFakeRoot } from './fakeroot.js';
 import { collect, expandGlob, hashEntries, readIgnore, resolveIn, writeTar, type Entry, type Root } from './context.js';
 import { applyMetadata, commandOf, METADATA, refuse, REFUSED } from './instructions.js';
 import { baseImage } from './from.js';
-import { copyTree, removeTree } from './snapshot.js';
+import { removeTree } from './snapshot.js';
 import { finishTree, installTag, type openStorage } from './store.js';
 
 export const EXIT_FAIL = 1;
@@ -121,13 +121,15 @@ export class Builder {
       let hit = this.o.noCache ? null : this.cache.get(key);
       this.say(s.from, `${image}${s.name ? ` AS ${s.name}` : ''}`, hit !== null);
       if (!hit) {
-        await this.drop();
-        if (base.root) {
-          await copyTree(base.root, this.tree, this.o.signal);
-          stripToolState(this.tree);   // the base's marker is its tool's, for that directory only
-        } else mkdirSync(this.tree, { mode: 0o755 });
-        hit = { key, tree: key, config: base.root ? configOfImage(base.root) : emptyConfig(), what: `FROM ${image}` };
-        await this.cache.put(hit, this.tree);
+        // The base's tree is its directory in storage, copied only when a
+        // step changes it (scratch: an empty tree of the cache's own).
+        hit = { key, tree: key, config: base.root ? configOfImage(base.root) : emptyConfig(), what: `FROM ${image}`,
+          ...(base.root ? { external: base.root } : {}) };
+        if (!base.root) {
+          await this.drop();
+          mkdirSync(this.tree, { mode: 0o755 });
+        }
+        await this.cache.put(hit, base.root ? undefined : this.tree);
       }
       state = hit;
     }
@@ -180,6 +182,7 @@ export class Builder {
     if (this.held !== state.tree) {
       await this.drop();
       await this.cache.materialize(state, this.tree, this.o.signal);
+      stripToolState(this.tree);   // a base's marker is its tool's, for that directory only
       this.held = state.tree;
     }
     fixup(this.tree, [...imageDirs(), ...dirsOf(state.config.WorkingDir)].map((d) => ({ op: 'dir', path: d })), this.log);
@@ -287,12 +290,13 @@ export class Builder {
   private async install(state: State): Promise<void> {
     const { files, skipped } = chFiles(state.config);
     for (const s of skipped) this.log.warn(`ENV ${s}: can't be written to /ch/environment; skipped`);
-    await installTag(this.log, this.st.imgFd, this.st.imgDir, this.o.tag, { key: state.key, config: state.config, created: new Date().toISOString() },
+    const r = await installTag(this.log, this.st.imgFd, this.st.imgDir, this.o.tag, { key: state.key, config: state.config, created: new Date().toISOString() },
       async (root) => {
         await copyInto(this.cache.treePath(state.tree), root, this.o.signal);
         fixup(root, dirsOf(state.config.WorkingDir).map((d) => ({ op: 'dir', path: d })), this.log);
         finishTree(this.log, root, files);
-      }, this.o.signal);
+      }, this.o.signal, (m) => m.tool === 'ch-image' && m.key === state.key);
+    if (r === 'current') this.log.info(`${this.o.tag}: already this build's result; left as it is`);
   }
 }
 

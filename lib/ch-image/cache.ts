@@ -33,6 +33,12 @@ export interface State {
   what: string;
   /** Bytes of tree/ if this entry has one. */
   bytes?: number;
+  /**
+   * A FROM's entry: the base image's directory in storage, which is its
+   * tree (not copied into the cache; the key names the base's marker, so a
+   * replaced base makes a new key).
+   */
+  external?: string;
 }
 
 /** sha256 hex of PARTS, each length-prefixed so no two lists collide. */
@@ -57,8 +63,16 @@ export class BuildCache {
 
   close(): void { closeSync(this.fd); }
 
-  /** The path of entry KEY's tree. */
-  treePath(key: string): string { return join(this.path, key, 'tree'); }
+  /** The path of the tree entry KEY holds (its tree/, or the storage image a FROM's entry names). */
+  treePath(key: string): string {
+    const own = join(this.path, key, 'tree');
+    try { lstatSync(own); return own; } catch { /* a FROM's entry, or gone */ }
+    try {
+      const s = JSON.parse(readFileSync(join(this.path, key, 'state.json'), 'utf8')) as State;
+      if (s.external) return s.external;
+    } catch { /* gone */ }
+    return own;
+  }
 
   /** Entry KEY's state if it is complete and its tree is still there (marked used); else null. */
   get(key: string): State | null {

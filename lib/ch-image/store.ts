@@ -108,18 +108,19 @@ export function resetStorage(storage: Storage): string[] {
  * Install a new image as TAG: FILL makes it in an empty directory of ours
  * (the image root); the marker (FIELDS) is written last, then the directory
  * takes TAG's place by a rename. An existing image of TAG stays as it was
- * until that rename, whatever stops the build.
+ * until that rename, whatever stops the build. 'current' (nothing done):
+ * TAG's image is one of the user's tools made and UPTODATE accepts its marker.
  */
 export async function installTag(log: Log, imgFd: number, imgDir: string, tag: string, fields: object,
-  fill: (root: string) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  fill: (root: string) => Promise<void>, signal?: AbortSignal, upToDate: (m: Marker) => boolean = () => false): Promise<'current' | 'installed'> {
   const name = tagEntry(tag);
-  await installImage(log, {
+  return installImage(log, {
     kind: KIND, tool: PROG,
     lock: { holder: `another ${PROG} of yours`, timeoutMs: lockTimeoutMs(), timeoutVar: 'CH_PULL_LOCK_TIMEOUT', signal,
       onWait: () => log.info(`waiting for another ${PROG} installing ${tag}`) },
     dirFd: imgFd, dir: imgDir, name, tmpPrefix: `.${name}.${PROG}-tmp.`,
     purpose: 'install the image in it',
-    upToDate: () => false, force: true,
+    upToDate, force: false,
     build: async (tmp) => {
       await fill(tmp);
       writeConfined(tmp, [{ path: MARKER, content: markerText(PROG, fields, tmp) }]);
