@@ -302,3 +302,16 @@ RUN useradd -m -u 2000 alice && grep alice /etc/passwd
   t.is(check.exitCode, 0, check.stderr);
   t.is(check.stdout, 'hello from chtest-local\nhello from chtest-apt\nStatus: install ok installed\nalice:2000:/home/alice\nhome');
 });
+
+test('command line: help, usage errors (exit 2), no push in this build', async (t) => {
+  const sp = await space('cli');
+  const help = await chImage(sp, ['--help']);
+  t.is(help.exitCode, 0);
+  t.regex(help.stdout, /Subcommands: build, modify, list, delete, reset, gc/);
+  t.is((await chImage(sp, ['build', '--help'])).exitCode, 0);
+  for (const args of [[], ['nope'], ['build'], ['build', 'a', 'b'], ['build', '--bogus', '.'], ['delete'], ['list', 'x'], ['push', 'a', 'b']]) {
+    const r = await chImage(sp, args);
+    t.is(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
+  }
+  t.regex((await chImage(sp, ['nope'])).stderr, /unknown subcommand 'nope'/);
+});

@@ -75,7 +75,7 @@ export class Builder {
       const stages = stagesFor(parsed, this.o.target);
       this.total = stages.reduce((n, s) => n + 1 + s.body.length, 0);
       const globals = new Map<string, string>();
-      for (const a of parsed.globalArgs) this.declareArgs(a, globals, new Map());
+      for (const a of parsed.globalArgs) this.declareArgs(a, globals, globals);
       let last: State | undefined;
       for (const s of stages) last = await this.buildStage(s, globals);
       for (const k of this.o.buildArgs.keys())
