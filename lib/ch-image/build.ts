@@ -293,6 +293,7 @@ export class Builder {
     const r = await installTag(this.log, this.st.imgFd, this.st.imgDir, this.o.tag, { key: state.key, config: state.config, created: new Date().toISOString() },
       async (root) => {
         await copyInto(this.cache.treePath(state.tree), root, this.o.signal);
+        stripToolState(root);   // the base's marker, when the tree is the base's own directory: no warning
         fixup(root, dirsOf(state.config.WorkingDir).map((d) => ({ op: 'dir', path: d })), this.log);
         finishTree(this.log, root, files);
       }, this.o.signal, (m) => m.tool === 'ch-image' && m.key === state.key);

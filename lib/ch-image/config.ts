@@ -5,7 +5,7 @@
 // (lib/pull/config.ts chFilesOf), so ch-run treats a built image and a
 // pulled one alike.
 
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as C, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chFilesOf } from '../pull/config.js';
 
@@ -50,15 +50,35 @@ export function setEnv(c: OciConfig, name: string, value: string): OciConfig {
   return { ...c, Env: [...m].map(([k, v]) => `${k}=${v}`) };
 }
 
+/**
+ * /ch/NAME of the image at ROOT, read without following a link (a
+ * metadata.json that is a link to one of the user's files must not become the
+ * image's config), at most 1 MiB; null if it can't be read so.
+ */
+function chFile(root: string, name: string): string | null {
+  let dir: number | undefined, fd: number | undefined;
+  try {
+    dir = openSync(join(root, 'ch'), C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+    fd = openSync(`/proc/self/fd/${dir}/${name}`, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+    const st = fstatSync(fd);
+    return st.isFile() && st.size <= 1 << 20 ? readFileSync(fd, 'utf8') : null;
+  } catch {
+    return null;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+    if (dir !== undefined) closeSync(dir);
+  }
+}
+
 /** The config of the stored image at ROOT: ch-image's marker's if it has one, else /ch/metadata.json's fields. */
 export function configOfImage(root: string): OciConfig {
   const c = emptyConfig();
   try {
-    const m = JSON.parse(readFileSync(join(root, 'ch', '.ch-image.json'), 'utf8'));
+    const m = JSON.parse(chFile(root, '.ch-image.json') ?? '');
     if (m?.tool === 'ch-image' && m.config && typeof m.config === 'object') return { ...c, ...m.config };
   } catch { /* not ours: metadata.json */ }
   let j: Record<string, unknown>;
-  try { j = JSON.parse(readFileSync(join(root, 'ch', 'metadata.json'), 'utf8')); } catch { return c; }
+  try { j = JSON.parse(chFile(root, 'metadata.json') ?? ''); } catch { return c; }
   const f = chFilesOf({ config: j }, root).config;
   return { ...c, ...f };
 }

@@ -12,6 +12,7 @@ import { constants as osConstants } from 'node:os';
 import { ChError, Log, runMain } from '../util/log.js';
 import { all, applyVerbosity, command, last, parseCommand, verbosityOptions, type CommandSpec, EXIT_USAGE } from '../util/cli.js';
 import { INTERRUPTS } from '../util/proc.js';
+import { stripToolState } from '../image/shared-install.js';
 import { Builder } from './build.js';
 import { BuildCache, cacheMax } from './cache.js';
 import { chFiles, configOfImage, envMap } from './config.js';
@@ -170,6 +171,7 @@ async function modify(argv: string[], log: Log, storage?: string): Promise<numbe
     return await interruptible(async (signal) => {
       const tree = join(work, 'tree');
       await copyTree(dir, tree, signal);
+      stripToolState(tree);   // the image's own marker: a new one is written for the new directory
       const code = await runFakeRoot({ root: tree, argv: cmd, env: [...envMap(config)], cwd: config.WorkingDir || '/', scratch: work, signal });
       if (signal.aborted) throw new ChError('interrupted', 130);
       if (code !== 0) {
