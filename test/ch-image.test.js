@@ -166,6 +166,11 @@ t0('list, delete, modify, gc, reset', async (t) => {
   t.deepEqual(readdirSync(join(sp, 'storage', 'build-cache')), []);
   const rebuilt = await chImage(sp, ['build', '-t', 'a', ctx]);
   t.regex(rebuilt.stderr, /RUN echo one > \/one \(cache miss\)/);
+  const hit = await chImage(sp, ['build', '-t', 'a', ctx]);
+  t.regex(hit.stderr, /RUN echo one > \/one \(cache hit\)/);
+  const nocache = await chImage(sp, ['build', '--no-cache', '-t', 'a', ctx]);
+  t.is(nocache.exitCode, 0, nocache.stderr);
+  t.regex(nocache.stderr, /RUN echo one > \/one \(cache miss\)/);
   // Bounded: a bound of 1 byte keeps nothing after the build.
   const bounded = await chImage(sp, ['build', '-t', 'a', ctx], { env: { CH_IMAGE_CACHE_MAX: '1' } });
   t.is(bounded.exitCode, 0, bounded.stderr);

@@ -6,6 +6,7 @@
 // stage (or --target's) is installed as TAG through the shared install steps
 // (store.ts): the previous image of TAG stays intact until the final rename.
 
+import { spawn } from 'node:child_process';
 import { closeSync, constants as C, lstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { posix, join, resolve } from 'node:path';
 import { ChError, type Log } from '../util/log.js';
@@ -156,9 +157,10 @@ export class Builder {
     if (METADATA.has(i.keyword)) {
       const config = applyMetadata(i, r.state.config, this.vars(r), where);
       const key = keyOf([r.state.key, i.keyword, JSON.stringify(config), argsPart]);
-      this.say(i, i.text, null);
-      r.state = { key, tree: r.state.tree, config, what: `${i.keyword} ${i.text}` };
-      await this.cache.put({ ...r.state });
+      const hit = this.lookup(key);
+      this.say(i, i.text, hit !== null);
+      r.state = hit ?? { key, tree: r.state.tree, config, what: `${i.keyword} ${i.text}` };
+      if (!hit) await this.cache.put({ ...r.state });
       return;
     }
     if (i.keyword === 'RUN') return this.run(i, r, where, argsPart);
@@ -354,7 +356,6 @@ function isTarball(file: string): boolean {
 export async function copyInto(from: string, root: string, signal: AbortSignal): Promise<void> {
   const m = /^\/proc\/self\/fd\/([0-9]+)\/\.?$/.exec(root);
   if (!m) throw new ChError(`internal: ${root} is not a descriptor path`, EXIT_FAIL);
-  const { spawn } = await import('node:child_process');
   await new Promise<void>((res, rej) => {
     const p = spawn('cp', ['-a', '--no-preserve=xattr', '--reflink=auto', '-T', `${from}/.`, '/proc/self/fd/3/.'],
       { stdio: ['ignore', 'inherit', 'inherit', Number(m[1])], signal });
