@@ -320,3 +320,16 @@ test('command line: help, usage errors (exit 2), no push in this build', async (
   }
   t.regex((await chImage(sp, ['nope'])).stderr, /unknown subcommand 'nope'/);
 });
+
+t0('a COPY over a file the parent step copied leaves the parent\'s cached tree as it was (hard-linked steps)', async (t) => {
+  const sp = await space('links');
+  const ctx = await context(join(sp, 'ctx'), { one: 'one\n', two: 'two\n', 'Dockerfile.1': `FROM ${reg.host}/busybox\nCOPY one /f\nCOPY one /g\n`,
+    'Dockerfile.2': `FROM ${reg.host}/busybox\nCOPY one /f\nCOPY one /g\nCOPY two /g\nRUN echo three >> /f\n` });
+  t.is((await chImage(sp, ['build', '-t', 'one', '-f', join(ctx, 'Dockerfile.1'), ctx])).exitCode, 0);
+  const two = await chImage(sp, ['build', '-t', 'two', '-f', join(ctx, 'Dockerfile.2'), ctx]);
+  t.is(two.exitCode, 0, two.stderr);
+  t.is((await chRun(sp, ['two', '--', '/bin/cat', '/f', '/g'])).stdout, 'one\nthree\ntwo');
+  const again = await chImage(sp, ['build', '-t', 'one-again', '-f', join(ctx, 'Dockerfile.1'), ctx]);
+  t.notRegex(again.stderr, /cache miss/);
+  t.is((await chRun(sp, ['one-again', '--', '/bin/cat', '/f', '/g'])).stdout, 'one\none');
+});

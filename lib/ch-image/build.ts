@@ -179,11 +179,15 @@ export class Builder {
     this.held = '';
   }
 
-  /** Make the work tree STATE's (a copy of its cached tree), its WORKDIR and mount points present. */
-  private async hold(state: State): Promise<void> {
+  /**
+   * Make the work tree STATE's (a copy of its cached tree; hard links if
+   * LINK: COPY and ADD, whose writer replaces files, never writes into them),
+   * its WORKDIR and mount points present.
+   */
+  private async hold(state: State, link = false): Promise<void> {
     if (this.held !== state.tree) {
       await this.drop();
-      await this.cache.materialize(state, this.tree, this.o.signal);
+      await this.cache.materialize(state, this.tree, link, this.o.signal);
       stripToolState(this.tree);   // a base's marker is its tool's, for that directory only
       this.held = state.tree;
     }
@@ -261,7 +265,7 @@ export class Builder {
     const hit = this.lookup(key);
     this.say(i, i.text, hit !== null);
     if (hit) { r.state = hit; return; }
-    await this.hold(r.state);
+    await this.hold(r.state, true);
     const destAbs = posix.resolve(r.state.config.WorkingDir || '/', dest).slice(1);
     const intoDir = dest.endsWith('/') || sources.length > 1 || isDir(this.tree, destAbs);
     const entries: Entry[] = [];

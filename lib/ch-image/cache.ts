@@ -15,7 +15,7 @@ import { type Log } from '../util/log.js';
 import { at, makeTempDir, removeOwned } from '../util/owned-fs.js';
 import { parseSize } from '../pull/pull.js';
 import type { Storage } from '../pull/cache.js';
-import { copyTree, removeTree, treeBytes } from './snapshot.js';
+import { copyTree, removeTree, run, treeBytes } from './snapshot.js';
 import type { OciConfig } from './config.js';
 
 export const CACHE_DIR = 'build-cache';
@@ -115,9 +115,17 @@ export class BuildCache {
     }
   }
 
-  /** A copy of STATE's tree at DEST (not existing). */
-  async materialize(state: State, dest: string, signal?: AbortSignal): Promise<void> {
-    await copyTree(this.treePath(state.tree), dest, signal);
+  /**
+   * A copy of STATE's tree at DEST (not existing). LINK: the caller only
+   * replaces entries (the confined writer never writes into an existing
+   * file: COPY, ADD), so a tree of the cache's own may be hard-linked
+   * (`cp -al`) instead; never a base in storage, which `ch-run -w` may change
+   * in place.
+   */
+  async materialize(state: State, dest: string, link: boolean, signal?: AbortSignal): Promise<void> {
+    const from = this.treePath(state.tree);
+    if (link && from === join(this.path, state.tree, 'tree')) await run(['cp', '-al', '--no-target-directory', from, dest], signal);
+    else await copyTree(from, dest, signal);
   }
 
   /**
