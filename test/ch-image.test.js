@@ -147,7 +147,7 @@ t0('multi-stage build: FROM by reference, COPY with .dockerignore and --from, AR
 
 t0('list, delete, modify, gc, reset', async (t) => {
   const sp = await space('manage');
-  const ctx = await context(join(sp, 'ctx'), { Dockerfile: `FROM ${reg.host}/busybox\nRUN echo one > /one\n` });
+  const ctx = await context(join(sp, 'ctx'), { Dockerfile: `FROM ${reg.host}/busybox\nRUN echo one > /one && mkdir /ro && touch /ro/x && chmod 555 /ro\n` });
   t.is((await chImage(sp, ['build', '-t', 'a', ctx])).exitCode, 0);
   t.is((await chImage(sp, ['build', '-t', 'b:v2', ctx])).exitCode, 0);
   const list = (await chImage(sp, ['list'])).stdout.split('\n');
@@ -165,12 +165,12 @@ t0('list, delete, modify, gc, reset', async (t) => {
   t.is(gc.exitCode, 0, gc.stderr);
   t.deepEqual(readdirSync(join(sp, 'storage', 'build-cache')), []);
   const rebuilt = await chImage(sp, ['build', '-t', 'a', ctx]);
-  t.regex(rebuilt.stderr, /RUN echo one > \/one \(cache miss\)/);
+  t.regex(rebuilt.stderr, /RUN echo one > \/one .* \(cache miss\)/);
   const hit = await chImage(sp, ['build', '-t', 'a', ctx]);
-  t.regex(hit.stderr, /RUN echo one > \/one \(cache hit\)/);
+  t.regex(hit.stderr, /RUN echo one > \/one .* \(cache hit\)/);
   const nocache = await chImage(sp, ['build', '--no-cache', '-t', 'a', ctx]);
   t.is(nocache.exitCode, 0, nocache.stderr);
-  t.regex(nocache.stderr, /RUN echo one > \/one \(cache miss\)/);
+  t.regex(nocache.stderr, /RUN echo one > \/one .* \(cache miss\)/);
   // Bounded: a bound of 1 byte keeps nothing after the build.
   const bounded = await chImage(sp, ['build', '-t', 'a', ctx], { env: { CH_IMAGE_CACHE_MAX: '1' } });
   t.is(bounded.exitCode, 0, bounded.stderr);

@@ -24,7 +24,7 @@ import { runFakeRoot } from './fakeroot.js';
 import { collect, expandGlob, hashEntries, readIgnore, resolveIn, writeTar, type Entry, type Root } from './context.js';
 import { applyMetadata, commandOf, METADATA, refuse, REFUSED } from './instructions.js';
 import { baseImage } from './from.js';
-import { removeTree } from './snapshot.js';
+import { removeTree, userWritableDirs } from './snapshot.js';
 import { finishTree, installTag, type openStorage } from './store.js';
 
 export const EXIT_FAIL = 1;
@@ -203,6 +203,7 @@ export class Builder {
   /** Store the work tree as entry STATE (it moves into the cache). */
   private async keep(state: State): Promise<void> {
     tarAddon().stripSetid(this.tree);
+    await userWritableDirs(this.tree);
     await this.cache.put(state, this.tree);
     this.held = '';
   }

@@ -17,7 +17,7 @@ import { Builder } from './build.js';
 import { BuildCache, cacheMax } from './cache.js';
 import { chFiles, configOfImage, envMap } from './config.js';
 import { runFakeRoot } from './fakeroot.js';
-import { copyTree, removeTree } from './snapshot.js';
+import { copyTree, removeTree, userWritableDirs } from './snapshot.js';
 import { closeStorage, deleteImage, finishTree, imageMarker, installTag, listImages, noSuchImage, openStorage,
   PROG, resetStorage, storagePath, tagDir } from './store.js';
 
@@ -178,6 +178,7 @@ async function modify(argv: string[], log: Log, storage?: string): Promise<numbe
         log.error(`${cmd.join(' ')}: exit ${code}; ${tag} left unchanged`);
         return code;
       }
+      await userWritableDirs(tree);   // removable later, as every image of ours
       const { files } = chFiles(config);
       await installTag(log, st.imgFd, st.imgDir, tag, { config, modified: new Date().toISOString(), from: m.tool },
         async (root) => {

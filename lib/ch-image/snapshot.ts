@@ -34,9 +34,18 @@ export async function copyTree(from: string, to: string, signal?: AbortSignal): 
   tarAddon().stripSetid(to);
 }
 
-/** Remove tree PATH, ours (in our 0700 storage), making its directories writable first (a RUN may leave some 0555). */
+/**
+ * Make every directory of tree PATH u+rwx, as the extractor makes them, so
+ * the user (and every tool of ours) can remove the image: a RUN may leave
+ * some 0555. find -P follows no link.
+ */
+export async function userWritableDirs(path: string): Promise<void> {
+  await run(['find', '-P', path, '-type', 'd', '!', '-perm', '-u+rwx', '-exec', 'chmod', 'u+rwx', '{}', '+']);
+}
+
+/** Remove tree PATH, ours (in our 0700 storage), making its directories writable first. */
 export async function removeTree(path: string): Promise<void> {
-  await run(['find', path, '-depth', '-type', 'd', '!', '-perm', '-u+rwx', '-exec', 'chmod', 'u+rwx', '{}', '+']).catch(() => {});
+  await userWritableDirs(path).catch(() => {});
   await run(['rm', '-rf', '--one-file-system', '--', path]);
 }
 
