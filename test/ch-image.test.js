@@ -238,6 +238,10 @@ HEALTHCHECK --interval=5s CMD ["/bin/true"]
   const url = await chImage(sp, ['build', '-t', 'url', ctx]);
   t.is(url.exitCode, 1);
   t.regex(url.stderr, /no URL fetches during a build/);
+  writeFileSync(join(ctx, 'Dockerfile'), `FROM ${reg.host}/busybox\nRUN <<EOF\ntouch /x\nEOF\n`);
+  const heredoc = await chImage(sp, ['build', '-t', 'hd', ctx]);
+  t.is(heredoc.exitCode, 1);
+  t.regex(heredoc.stderr, /here-documents \(RUN <<EOF\) are not supported/);
   const failing = await chImage(sp, ['build', '-t', 'bad', '-f', '/dev/null', ctx]);
   t.is(failing.exitCode, 1);
   t.regex(failing.stderr, /no FROM instruction/);

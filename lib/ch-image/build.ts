@@ -111,6 +111,8 @@ export class Builder {
   private async buildStage(s: Stage, globals: Vars): Promise<State> {
     const where = (i: Instr) => `${this.o.file}:${i.line}`;
     const image = expand(s.image, globals);
+    for (const f of Object.keys(s.from.flags))
+      this.log.warn(`${where(s.from)}: FROM --${f} ignored: ch-image builds for this machine's platform`);
     const prior = this.stages.get(image.toLowerCase());
     let state: State;
     if (prior) {
@@ -211,6 +213,8 @@ export class Builder {
   private async run(i: Instr, r: StageRun, where: string, argsPart: string): Promise<void> {
     if (Object.keys(i.flags).length)
       throw refuse(where, i, `--${Object.keys(i.flags)[0]}: RUN options are not supported by ch-image`);
+    // sh -c '<<EOF ...' would run nothing and succeed: refused, never guessed at.
+    if (!i.json && /^<<-?\S/.test(i.text)) throw refuse(where, i, 'here-documents (RUN <<EOF) are not supported by ch-image');
     const argv = commandOf(i, r.state.config);
     const key = keyOf([r.state.key, 'RUN', JSON.stringify(argv), argsPart]);
     const hit = this.lookup(key);
