@@ -9,7 +9,7 @@ import { execa } from 'execa';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { CACHE_DIR, ch, image, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { CACHE_DIR, ch, image, needs, TEST_DIR, testUser, unavailable } from './helpers/env.js';
 import { ownedByUser } from './helpers/fixtures.js';
 import { debianBase } from './helpers/images.js';
 import { addImage, haveTools, push, startRegistry, writeLayout } from './helpers/registry.js';
@@ -66,7 +66,7 @@ test.before(async () => {
 
 test.after.always(async () => { await reg?.stop(); });
 
-const t0 = missing ? test.skip : test;
+const t0 = needs(test, missing, { tool: true });
 
 const MULTI = (host) => `ARG BASE=${host}/busybox
 FROM \${BASE} AS build
@@ -275,7 +275,9 @@ async function deb(dir, name, postinst = '') {
 }
 
 t0('Debian: dpkg -i of a local .deb, apt-get install from an apt repository on loopback, useradd', async (t) => {
-  if (!debian) { t.log('no Debian base image here (debootstrap needs root and the mirror once)'); t.pass(); return; }
+  if (!debian) { unavailable(t, 'the Debian base image', 'debootstrap needs root and the mirror once (test/setup.js)'); return; }
+  const scan = await execa('sh', ['-c', 'command -v dpkg-scanpackages'], { reject: false });
+  if (scan.exitCode !== 0) { unavailable(t, 'dpkg-scanpackages', 'install dpkg-dev (apt-ftparchive is not used)'); return; }
   const sp = await space('debian');
   const ctx = join(sp, 'ctx');
   mkdirSync(ctx, { recursive: true });
