@@ -8,7 +8,8 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { chmodSync, chownSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tarOf } from '../helpers/registry.js';
 import { join } from 'node:path';
 import { PKG } from '../helpers/env.js';
 import { ensureUser, isRoot, runAs, scratch, sharedDir, testUser } from './lib.js';
@@ -60,4 +61,18 @@ test.serial('hostile context: symlinks out of the context refused, links inside 
   const wh = await build('FROM scratch\nCOPY . /\n');
   t.is(wh.exitCode, 1, wh.stderr);
   t.regex(wh.stderr, /'\.wh\.' can't be copied/);
+  rmSync(join(ctx, '.wh.etc'));
+
+  // ADD of the attacker's tarball: a member climbing out, and a link then a write through it.
+  for (const [label, entries] of [
+    ['dotdot', [{ name: '../../../victim/planted', data: 'x' }]],
+    ['through-link', [{ name: 'l', type: 'symlink', target: home }, { name: 'l/planted', data: 'x' }]],
+  ]) {
+    writeFileSync(join(ctx, `${label}.tar`), tarOf(entries));
+    await execa('chown', ['-h', `${attacker.uid}:${attacker.gid}`, join(ctx, `${label}.tar`)]);
+    const add = await build(`FROM scratch\nADD ${label}.tar /x/\n`);
+    t.is(add.exitCode, 1, `${label}: ${add.stderr}`);
+    t.regex(add.stderr, /refused/, label);
+    t.false(existsSync(join(home, 'planted')), label);
+  }
 });
