@@ -244,25 +244,27 @@ export class Builder {
     return { path: base.root, what: `image ${from}`, ignore: [] };
   }
 
-  private async copy(i: Instr, r: StageRun, where: string, argsPart: string): Promise<void> {
-    const x = (s: string) => expand(s, this.vars(r));
-    const add = i.keyword === 'ADD';
+  /** COPY's or ADD's flags checked (--chown and --chmod noted), its words expanded: [sources as written, DEST]. */
+  private copyWords(i: Instr, r: StageRun, where: string): [string[], string] {
     for (const f of Object.keys(i.flags))
       if (!['from', 'chown', 'chmod'].includes(f)) throw refuse(where, i, `--${f}: not supported by ch-image`);
-    if (add && i.flags.from !== undefined) throw refuse(where, i, '--from is COPY\'s, not ADD\'s');
-    const words = (i.json ?? i.args).map(x);
-    if (words.length < 2) throw refuse(where, i, 'want SRC... DEST');
-    const dest = words.pop()!;
-    const root = i.flags.from ? await this.fromRoot(x(i.flags.from)) : this.context;
-    if (i.flags.chown !== undefined && this.log.verbosity >= 0)
+    if (i.keyword === 'ADD' && i.flags.from !== undefined) throw refuse(where, i, '--from is COPY\'s, not ADD\'s');
+    if (i.flags.chown !== undefined)
       this.log.warn(`${where}: --chown=${i.flags.chown} noted and ignored: every file in the image is yours (root inside)`);
     if (i.flags.chmod !== undefined) this.log.warn(`${where}: --chmod=${i.flags.chmod} ignored: modes are the source's`);
-    const sources: string[] = [];
-    for (const w of words) {
+    const words = (i.json ?? i.args).map((w) => expand(w, this.vars(r)));
+    if (words.length < 2) throw refuse(where, i, 'want SRC... DEST');
+    const dest = words.pop()!;
+    for (const w of words)
       if (/^[a-z][a-z0-9+.-]*:\/\//i.test(w))
         throw refuse(where, i, `${w}: no URL fetches during a build; download it into the context and ${i.keyword} that`);
-      for (const g of expandGlob(root, w)) sources.push(resolveIn(root, g));
-    }
+    return [words, dest];
+  }
+
+  private async copy(i: Instr, r: StageRun, where: string, argsPart: string): Promise<void> {
+    const [words, dest] = this.copyWords(i, r, where);
+    const root = i.flags.from ? await this.fromRoot(expand(i.flags.from, this.vars(r))) : this.context;
+    const sources = words.flatMap((w) => expandGlob(root, w).map((g) => resolveIn(root, g)));
     // The key: what is copied (placeholder destinations), not where it lands, which the parent state fixes.
     const probe: Entry[] = [];
     sources.forEach((s, n) => collect(root, s, `#${n}`, probe, () => {}));
@@ -271,30 +273,45 @@ export class Builder {
     this.say(i, i.text, hit !== null);
     if (hit) { r.state = hit; return; }
     await this.hold(r.state, true);
-    const destAbs = posix.resolve(r.state.config.WorkingDir || '/', dest).slice(1);
-    const intoDir = dest.endsWith('/') || sources.length > 1 || isDir(this.tree, destAbs);
-    const entries: Entry[] = [];
-    for (const s of sources) {
-      const path = s ? `${root.path}/${s}` : root.path;
-      if (add && isTarball(path)) {
-        const out = join(this.work, `add.${entries.length}.${sources.indexOf(s)}`);
-        mkdirSync(out, { mode: 0o700 });
-        await extract(path, out, { signal: this.o.signal });
-        collect({ path: out, what: 'tarball', ignore: [] }, '', destAbs, entries, (m) => this.log.warn(m));
-      } else if (lstatSync(path).isDirectory()) {
-        collect(root, s, destAbs, entries, (m) => this.log.warn(m));
-      } else {
-        collect(root, s, intoDir ? posix.join(destAbs, posix.basename(s || '.')) : destAbs, entries, (m) => this.log.warn(m));
-      }
-    }
-    const parents = missingDirs(this.tree, intoDir || sources.some((s) => lstatSync(s ? `${root.path}/${s}` : root.path).isDirectory()) ? destAbs : posix.dirname(destAbs));
-    const tarPath = join(this.work, 'copy.tar');
-    const fd = openSync(tarPath, C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW, 0o600);
-    try { writeTar([...parents, ...entries], fd); } finally { closeSync(fd); }
+    const tarPath = await this.copyTar(root, sources, posix.resolve(r.state.config.WorkingDir || '/', dest).slice(1),
+      dest.endsWith('/'), i.keyword === 'ADD');
     await applyLayer(tarPath, this.tree, `${where}: ${i.keyword}`, this.o.signal);
     const state = { key, tree: key, config: r.state.config, what: `${i.keyword} ${i.text}` };
     await this.keep(state);
     r.state = state;
+  }
+
+  /**
+   * SOURCES (resolved in ROOT) as a tar stream placing them at DEST (relative
+   * to the image root) in the work tree, as Docker does: a directory's
+   * content into DEST; a file into DEST/ if DEST ends with '/', names an
+   * existing directory or has company, else as DEST; with ADD, a tarball
+   * unpacked into DEST. Missing parent directories included. Its path.
+   */
+  private async copyTar(root: Root, sources: string[], dest: string, slash: boolean, add: boolean): Promise<string> {
+    const intoDir = slash || sources.length > 1 || isDir(this.tree, dest);
+    const warn = (m: string) => this.log.warn(m);
+    const entries: Entry[] = [];
+    let dirLike = intoDir;
+    for (const [n, s] of sources.entries()) {
+      const path = s ? `${root.path}/${s}` : root.path;
+      if (add && isTarball(path)) {
+        const out = join(this.work, `add.${this.step}.${n}`);   // unique in this build
+        mkdirSync(out, { mode: 0o700 });
+        await extract(path, out, { signal: this.o.signal });
+        collect({ path: out, what: 'tarball', ignore: [] }, '', dest, entries, warn);
+        dirLike = true;
+      } else if (lstatSync(path).isDirectory()) {
+        collect(root, s, dest, entries, warn);
+        dirLike = true;
+      } else {
+        collect(root, s, intoDir ? posix.join(dest, posix.basename(s || '.')) : dest, entries, warn);
+      }
+    }
+    const tarPath = join(this.work, 'copy.tar');
+    const fd = openSync(tarPath, C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW, 0o600);
+    try { writeTar([...missingDirs(this.tree, dirLike ? dest : posix.dirname(dest)), ...entries], fd); } finally { closeSync(fd); }
+    return tarPath;
   }
 
   /** Install STATE as the tag: a copy of its tree with its /ch files and ch-image's marker. */
