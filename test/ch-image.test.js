@@ -209,6 +209,7 @@ t0('ADD of a local tarball (unpacked, confined), exec-form RUN, SHELL, long name
   await ownedByUser(ctx);
   writeFileSync(join(ctx, 'Dockerfile'), `FROM ${reg.host}/busybox
 ADD bundle.tar.gz /opt/bundle/
+ADD bundle.tar.gz /opt/again
 ADD src/a.txt /opt/plain.txt
 SHELL ["/bin/sh", "-e", "-c"]
 RUN ["/bin/sh", "-c", "echo exec > /opt/exec.txt"]
@@ -223,6 +224,7 @@ HEALTHCHECK --interval=5s CMD ["/bin/true"]
   t.is(r.exitCode, 0, r.stderr);
   const out = await chRun(sp, ['more', '--', '/bin/cat', '/opt/bundle/a.txt', `/opt/bundle/${long}`, '/opt/plain.txt', '/opt/exec.txt', '/opt/shell.txt']);
   t.is(out.stdout, 'a\nlong\na\nexec\nshell', out.stderr);
+  t.is((await chRun(sp, ['more', '--', '/bin/cat', '/opt/again/a.txt'])).stdout, 'a');
   const marker = JSON.parse(readFileSync(join(sp, 'storage', 'img', 'more+latest', 'ch', '.ch-image.json'), 'utf8'));
   t.deepEqual(marker.config.Shell, ['/bin/sh', '-e', '-c']);
   t.deepEqual(Object.keys(marker.config.ExposedPorts).sort(), ['443/tcp', '80/udp']);
