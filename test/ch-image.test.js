@@ -341,3 +341,18 @@ t0('a COPY over a file the parent step copied leaves the parent\'s cached tree a
   t.notRegex(again.stderr, /cache miss/);
   t.is((await chRun(sp, ['one-again', '--', '/bin/cat', '/f', '/g'])).stdout, 'one\none');
 });
+
+t0('an entry whose tree was collected is made again, then hit', async (t) => {
+  const sp = await space('stale');
+  const ctx = await context(join(sp, 'ctx'), { Dockerfile: `FROM ${reg.host}/busybox\nRUN echo 1 > /a\nENV X=1\n` });
+  t.is((await chImage(sp, ['build', '-t', 's', ctx])).exitCode, 0);
+  // Collect the RUN's entry (the one with a tree/ that is not FROM's): ENV's entry names its tree.
+  const bc = join(sp, 'storage', 'build-cache');
+  const run = readdirSync(bc).find((e) => JSON.parse(readFileSync(join(bc, e, 'state.json'), 'utf8')).what.startsWith('RUN'));
+  rmSync(join(bc, run, 'tree'), { recursive: true });   // its state.json stays: an entry that can't be used
+  const again = await chImage(sp, ['build', '-t', 's', ctx]);
+  t.regex(again.stderr, /RUN echo 1 > \/a \(cache miss\)/);
+  t.regex(again.stderr, /ENV X=1 \(cache hit\)/);   // its tree is the RUN's, made again under the same key
+  const third = await chImage(sp, ['build', '-t', 's', ctx]);
+  t.notRegex(third.stderr, /cache miss/);
+});

@@ -109,7 +109,14 @@ export class BuildCache {
         state.bytes = await treeBytes(join(tmp, 'tree'));
       }
       writeFileSync(join(tmp, 'state.json'), JSON.stringify(state) + '\n', { mode: 0o600 });
-      try { renameSync(tmp, join(this.path, state.key)); } catch { /* made meanwhile by another build: the same content */ }
+      try { renameSync(tmp, join(this.path, state.key)); } catch {
+        // There already: made meanwhile by another build (the same content),
+        // or stale (the tree it names was collected): then replaced.
+        if (this.get(state.key) === null) {
+          await removeTree(join(this.path, state.key));
+          renameSync(tmp, join(this.path, state.key));
+        }
+      }
     } finally {
       await removeTree(tmp).catch(() => {});
     }
