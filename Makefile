@@ -19,7 +19,7 @@ LIBDIR  := $(DESTDIR)$(PREFIX)/lib/ch-toolkit
 BINDIR  := $(DESTDIR)$(PREFIX)/bin
 MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
 # The Node commands; ch-run is linked to its launcher directly (no extra exec).
-NODE_COMMANDS := ch-build ch-builder2tar ch-docker2tar ch-tar2dir ch-fromhost ch-pull ch-convert
+NODE_COMMANDS := ch-build ch-builder2tar ch-docker2tar ch-tar2dir ch-fromhost ch-pull ch-convert ch-image
 
 .PHONY: all build native ts test bench install install-spank uninstall clean
 

@@ -6,7 +6,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image, isRoot, needs, TEST_DIR, testUser } from './helpers/env.js';
+import { ch, image, isRoot, needs, PKG, TEST_DIR, testUser } from './helpers/env.js';
 
 const BASE = join(TEST_DIR, 'builders');
 const TAG = `localhost/chtk-test-${process.pid}`;
@@ -42,10 +42,24 @@ test.before(() => {
 
 // ---- selection logic, with fake builders on PATH (no engine needed) ----
 
-test('no builder found: clear error listing what was tried', async (t) => {
-  const r = await ch('ch-build', ['-t', 'x', '.'], { env: { PATH: fakePath('none', {}) } });
-  t.is(r.exitCode, 1);
-  t.regex(r.stderr, /^ch-build\[\d+\]: error: no working builder found; tried: docker \(not found\), podman \(not found\), buildah \(not found\)/m);
+test('no docker, podman or buildah: ch-image, the package\'s own builder, saying what was tried', async (t) => {
+  const r = await ch('ch-build', ['-v', '-n', '-t', 'x', '.'], { env: { PATH: fakePath('none', {}) } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stdout.trim(), `${join(PKG, 'bin', 'ch-image')} build -t x .`);
+  t.regex(r.stderr, /no working docker, podman or buildah \(tried: docker \(not found\), podman \(not found\), buildah \(not found\)\); using ch-image/);
+});
+
+test('ch-build -b ch-image builds into storage, where ch-run finds the image', async (t) => {
+  const d = join(BASE, 'own');
+  rmSync(d, { recursive: true, force: true });
+  mkdirSync(join(d, 'ctx'), { recursive: true, mode: 0o755 });
+  writeFileSync(join(d, 'ctx', 'Dockerfile'), 'FROM scratch\nCOPY hello.txt /\n');
+  writeFileSync(join(d, 'ctx', 'hello.txt'), 'hi\n');
+  if (isRoot) await execa('chown', ['-R', `${testUser().uid}`, d]);
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+  const r = await ch('ch-build', ['-b', 'ch-image', '-t', 'own', join(d, 'ctx')], { env });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(readFileSync(join(d, 'storage', 'img', 'own+latest', 'hello.txt'), 'utf8'), 'hi\n');
 });
 
 test('docker without a working engine is passed over for podman', async (t) => {

@@ -62,9 +62,9 @@ test('make clean && make install builds and installs every command, man pages, n
   t.is(made.exitCode, 0, made.all);
   const bin = join(BASE, 'moved', 'bin');
   t.deepEqual(readdirSync(bin).sort(),
-    ['ch-build', 'ch-builder2tar', 'ch-convert', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-run', 'ch-tar2dir']);
+    ['ch-build', 'ch-builder2tar', 'ch-convert', 'ch-docker2tar', 'ch-fromhost', 'ch-image', 'ch-pull', 'ch-run', 'ch-tar2dir']);
   t.deepEqual(readdirSync(join(BASE, 'moved', 'share', 'man', 'man1')).sort(),
-    ['ch-build.1', 'ch-builder2tar.1', 'ch-convert.1', 'ch-docker2tar.1', 'ch-fromhost.1', 'ch-pull.1', 'ch-run.1', 'ch-tar2dir.1']);
+    ['ch-build.1', 'ch-builder2tar.1', 'ch-convert.1', 'ch-docker2tar.1', 'ch-fromhost.1', 'ch-image.1', 'ch-pull.1', 'ch-run.1', 'ch-tar2dir.1']);
   t.false(existsSync(join(BASE, 'moved', 'lib', 'ch-toolkit', 'node_modules')));
 });
 
@@ -90,7 +90,7 @@ test('the installed ch-run runs a container, as the user, after the tree moved',
 });
 
 test('the installed Node commands start', async (t) => {
-  for (const c of ['ch-tar2dir', 'ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-convert']) {
+  for (const c of ['ch-tar2dir', 'ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-convert', 'ch-image']) {
     const r = await asTestUser([join(BASE, 'moved', 'bin', c), '--version']);
     t.is(r.exitCode, 0, `${c}: ${r.stderr}`);
     t.regex(r.stdout, /^\d+\.\d+\.\d+$/, c);

@@ -43,12 +43,13 @@ export const BUNDLES = {
   'ch-pull': 'lib/pull/main.ts',
   'ch-convert': 'lib/convert/main.ts',
   'ch-spank-stage': 'lib/stage/main.ts',   // the SPANK plugin's stager (native/spank/)
+  'ch-image': 'lib/ch-image/main.ts',
 };
 
 /** Commands with a man page: the name, and its bundle. */
 const MAN_PAGES = { 'ch-run': 'ch-run', 'ch-tar2dir': 'ch-tar2dir', 'ch-build': 'ch-build',
   'ch-builder2tar': 'ch-builder2tar', 'ch-docker2tar': 'ch-builder2tar', 'ch-fromhost': 'ch-fromhost',
-  'ch-pull': 'ch-pull', 'ch-convert': 'ch-convert' };
+  'ch-pull': 'ch-pull', 'ch-convert': 'ch-convert', 'ch-image': 'ch-image' };
 
 const SUMMARY = {
   'ch-run': 'run a command in an unprivileged container',
@@ -59,6 +60,7 @@ const SUMMARY = {
   'ch-fromhost': 'copy host files (GPU libraries and tools) into an image',
   'ch-pull': 'pull an image from an OCI registry into a directory or tarball, verified and cached',
   'ch-convert': 'convert an image between directory, tarball, SquashFS and builder formats, or from a registry',
+  'ch-image': 'build images from Dockerfiles without a builder, and manage image storage',
 };
 
 function say(msg) { process.stderr.write(`tools/build.js: ${msg}\n`); }

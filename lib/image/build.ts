@@ -17,22 +17,23 @@ const SPEC: CommandSpec = {
   valueShorts: 'btf',
   description: `Build image TAG from DOCKERFILE (default CONTEXT/Dockerfile) with BUILDER.
 BUILDER is -b's argument, else $CH_BUILDER, else the first of
-${BUILDERS.join(', ')} found working. Proxy variables set in the environment
+${BUILDERS.join(', ')} found working, else ch-image (this package's own
+builder, which needs none of them). Proxy variables set in the environment
 (${PROXY_VARS.filter((v) => v === v.toUpperCase()).join(' ')} and lower-case) are passed as --build-arg.
 Other arguments, options included, go to the builder unchanged; the last one
 is CONTEXT.`,
   epilog: `Environment:
   CH_BUILDER   the builder to use when -b is not given
 
-Exit status: the builder's (128+N if it died of signal N); 1 if no builder
-works or it can't be started; 2 for usage errors.
+Exit status: the builder's (128+N if it died of signal N); 1 if the builder
+can't be started; 2 for usage errors.
 
 Example: ${PROG} -t hello -f Dockerfile.hello --build-arg V=1 .`,
 };
 
 export async function build(argv: string[], log: Log): Promise<number> {
   const y = command(SPEC)
-    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman or buildah' })
+    .option('builder', { alias: 'b', type: 'string', requiresArg: true, description: 'BUILDER: docker, podman, buildah or ch-image' })
     .option('tag', { alias: 't', type: 'string', requiresArg: true, description: 'TAG: the image name (required)' })
     .option('file', { alias: 'f', type: 'string', requiresArg: true, description: 'DOCKERFILE: the Dockerfile to build' })
     .option('dry-run', { alias: 'n', type: 'boolean', description: 'print the builder command line instead of running it' })

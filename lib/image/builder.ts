@@ -2,22 +2,32 @@
 // each for the few things ch-build and ch-builder2tar need.
 
 import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { ChError } from '../util/log.js';
+import { PKG_ROOT } from '../util/paths.js';
 
-export type BuilderName = 'docker' | 'podman' | 'buildah';
+export type BuilderName = 'docker' | 'podman' | 'buildah' | 'ch-image';
 export const BUILDERS: BuilderName[] = ['docker', 'podman', 'buildah'];
+/** Our own builder (lib/ch-image): always there, used when none of BUILDERS works. */
+export const OWN_BUILDER: BuilderName = 'ch-image';
+
+/** The command that runs builder NAME: ch-image is the package's own. */
+export function builderCommand(name: BuilderName): string {
+  return name === OWN_BUILDER ? join(PKG_ROOT, 'bin', 'ch-image') : name;
+}
 
 /** How to check that a builder is installed *and working* (docker needs a running engine). */
 const PROBES: Record<BuilderName, string[]> = {
   docker: ['info', '--format', '{{.ServerVersion}}'],
   podman: ['version', '--format', '{{.Client.Version}}'],
   buildah: ['version'],
+  'ch-image': ['--version'],
 };
 
 export interface Probe { name: BuilderName; ok: boolean; why: string }
 
 export function probe(name: BuilderName, env: NodeJS.ProcessEnv = process.env): Probe {
-  const r = spawnSync(name, PROBES[name], { env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 30000, encoding: 'utf8' });
+  const r = spawnSync(builderCommand(name), PROBES[name], { env, stdio: ['ignore', 'ignore', 'pipe'], timeout: 30000, encoding: 'utf8' });
   if (r.error) {
     const code = (r.error as NodeJS.ErrnoException).code;
     return { name, ok: false, why: code === 'ENOENT' ? 'not found' : `${r.error.message}` };
@@ -30,8 +40,8 @@ export function probe(name: BuilderName, env: NodeJS.ProcessEnv = process.env): 
 }
 
 export function checkName(name: string, from: string): BuilderName {
-  if (!(BUILDERS as string[]).includes(name))
-    throw new ChError(`unknown builder '${name}' (from ${from}); known: ${BUILDERS.join(', ')}`, 2);
+  if (!([...BUILDERS, OWN_BUILDER] as string[]).includes(name))
+    throw new ChError(`unknown builder '${name}' (from ${from}); known: ${[...BUILDERS, OWN_BUILDER].join(', ')}`, 2);
   return name as BuilderName;
 }
 
@@ -50,6 +60,13 @@ export function selectBuilder(explicit: string | undefined, env: NodeJS.ProcessE
     if (p.ok) return b;
     tried.push(p);
   }
+  // None installed and working (a bare cluster login node): our own builder.
+  const own = probe(OWN_BUILDER, env);
+  if (own.ok) {
+    debug(`no working docker, podman or buildah (tried: ${tried.map((p) => `${p.name} (${p.why})`).join(', ')}); using ${OWN_BUILDER}`);
+    return OWN_BUILDER;
+  }
+  tried.push(own);
   throw new ChError(`no working builder found; tried: ${tried.map((p) => `${p.name} (${p.why})`).join(', ')}`
     + '; install one, or name one with -b or $CH_BUILDER', 1);
 }
@@ -63,7 +80,7 @@ export function buildArgv(builder: BuilderName, tag: string, dockerfile: string 
   context: string, env: NodeJS.ProcessEnv = process.env): string[] {
   const proxies = PROXY_VARS.filter((v) => env[v] !== undefined).flatMap((v) => ['--build-arg', `${v}=${env[v]}`]);
   const sub = builder === 'buildah' ? ['bud'] : ['build'];
-  return [builder, ...sub, '-t', tag, ...(dockerfile ? ['-f', dockerfile] : []), ...proxies, ...extra, context];
+  return [builderCommand(builder), ...sub, '-t', tag, ...(dockerfile ? ['-f', dockerfile] : []), ...proxies, ...extra, context];
 }
 
 /** The image configuration fields ch-run uses, from `inspect` of any builder. */

@@ -36,6 +36,11 @@ export function readConfig(path: string, digest: string): ChFiles {
   try { j = JSON.parse(readFileSync(path, 'utf8')); } catch (err) {
     throw new ChError(`image config ${digest}: not JSON: ${printable((err as Error).message)}`, EXIT_FAIL);
   }
+  return chFilesOf(j, digest);
+}
+
+/** The /ch files of image config J (an OCI image config object; DIGEST names it in errors): ch-pull's and ch-image's. */
+export function chFilesOf(j: any, digest: string): ChFiles {
   if (!j || typeof j !== 'object') throw new ChError(`image config ${digest}: not a JSON object`, EXIT_FAIL);
   // A builder's inspect output carries the same OCI "config" object as Config.
   const config = configFromInspect('podman', { Config: j.config ?? {} });
