@@ -11,21 +11,17 @@ import { removeOwned } from '../util/owned-fs.js';
 import { storageDir } from '../util/paths.js';
 import { lockTimeoutMs, Storage } from '../pull/cache.js';
 import { imageFileName, STORAGE_IMAGES, storedImageDir } from '../image/names.js';
-import { existingImage, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/shared-install.js';
+import { existingImage, IMAGE_KIND, IMAGE_MARKER, installImage, markerText, stripToolState, type ImageKind, type Marker } from '../image/shared-install.js';
 import { imageDirs, MOUNT_FILES } from '../image/layout.js';
 import { tarAddon, useOpenat2, type FixupOp } from '../tar/native.js';
 
 export const PROG = 'ch-image';
 export const EXIT_FAIL = 1;
-/** ch-image's marker, relative to the image root. */
-export const MARKER = 'ch/.ch-image.json';
+/** The marker every image tool writes (shared-install.ts: one marker, one rule), relative to the image root. */
+export const MARKER = IMAGE_MARKER;
 
-/** Images ch-image may replace or delete: its own, and the user's ch-pull and ch-tar2dir images (all in storage). */
-const KIND: ImageKind = {
-  markers: [MARKER, 'ch/.ch-pull.json', 'ch/.ch-tar2dir.json'],
-  tools: [PROG, 'ch-pull', 'ch-tar2dir'],
-  refusal: (where, reason) => `${where}: exists and is not an image made by your ch-image, ch-pull or ch-tar2dir (${reason}); not replacing it`,
-};
+/** Images ch-image may replace or delete: any the user made with one of our image tools (their one rule). */
+const KIND: ImageKind = IMAGE_KIND;
 
 /** The storage directory in use: -s DIR, else $CH_IMAGE_STORAGE, else /var/tmp/$USER.ch. */
 export function storagePath(explicit?: string): string {
