@@ -258,6 +258,8 @@ export async function startCluster(opts = {}) {
       const order = [...children].reverse();
       for (const c of order) await killPid(c.pid);
       await removeAll(dir, { layout, made, shm });
+      // Its logs too, unless asked to keep them for a post-mortem: a run leaves nothing in /var/tmp.
+      if (!process.env.CH_TEST_KEEP_SLURM) rmSync(dir, { recursive: true, force: true });
     },
   };
 
