@@ -131,7 +131,7 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
     const layer = await packLayer(o.image, `/proc/self/fd/${tmpFd}/layer`, compression, log, signal);
     log.info(`layer ${layer.digest}: ${mib(layer.size)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     const config = Buffer.from(JSON.stringify(imageConfig(meta, [layer.diffId],
-      { created: createdOf(o.image), createdBy: `ch-toolkit push ${target}`, architecture: o.architecture })));
+      { created: createdOf(o.image), createdBy: 'ch-toolkit push', architecture: o.architecture })));
     const blobs: Blob[] = [
       { what: 'layer 1/1', digest: layer.digest, size: layer.size, mediaType: types.layer, path: layer.path },
       { what: 'config', digest: `sha256:${createHash('sha256').update(config).digest('hex')}`, size: config.length,
