@@ -151,8 +151,17 @@ test('busybox pushed by ch-convert: ch-pull, podman and skopeo read back the sam
   const again = front.log.slice(before);
   t.deepEqual(again.filter(isUpload), [], JSON.stringify(again));
   t.is(again.filter((e) => e.method === 'HEAD' && e.path.includes('/blobs/sha256:')).length, 2);
+  t.regex(r.stderr, /unchanged since packed as sha256:[0-9a-f]{64}, which the registry has: not packed again/);
   t.deepEqual((await manifestOf(reg, 'bb', 'v1')).json, m);
   t.deepEqual(readdirSync(join(d, 'storage', 'tmp')), [], 'no temporary left');
+  // Changed (a file rewritten, same size): packed again, the new layer sent.
+  writeFileSync(join(src, 'etc/os-release'), readFileSync(join(src, 'etc/os-release'), 'utf8').replace('ID=busybox', 'ID=busyb0x'));
+  const n0 = front.log.length;
+  r = await cv(['-v', src, `docker://${front.host}/bb:v1`], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /packing /);
+  t.is(front.log.slice(n0).filter((e) => e.method === 'PUT' && e.path.includes('/blobs/uploads/')).length, 2);   // layer and config
+  t.notDeepEqual((await manifestOf(reg, 'bb', 'v1')).json.layers, m.layers);
 });
 
 needs(test.serial, notRoot && 'needs root (podman runs as root here)')('podman pulls and runs what was pushed: ENTRYPOINT, CMD, ENV, WORKDIR, same files', async (t) => {

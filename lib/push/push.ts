@@ -6,7 +6,9 @@
 // (manifest.ts); blobs go up per the distribution spec (upload.ts) over
 // ch-pull's connection, login and credential rules (session.ts). The layer
 // is written into a private temporary directory in the storage directory
-// (CH_IMAGE_STORAGE; $TMPDIR may be a small tmpfs) and removed after.
+// (CH_IMAGE_STORAGE; $TMPDIR may be a small tmpfs) and removed after; what
+// it was is remembered (layer-cache.ts), so an unchanged tree pushed again
+// is not packed again when the registry has its layer.
 
 import { closeSync, lstatSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -22,7 +24,8 @@ import { parseSize } from '../pull/pull.js';
 import { packLayer, type Compression } from './layer.js';
 import { manifestBody, mediaTypes, type ManifestFormat } from './manifest.js';
 import { PushSession } from './session.js';
-import { uploadBlob, type Blob, type BlobOutcome } from './upload.js';
+import { blobExists, uploadBlob, type Blob, type BlobOutcome } from './upload.js';
+import { fingerprint, readRecord, writeRecord, type LayerRecord } from './layer-cache.js';
 
 export type { Compression, ManifestFormat, BlobOutcome };
 export const EXIT_FAIL = 1;
@@ -51,6 +54,11 @@ export interface PushOptions {
   log: Log;
   /** Aborts packing and uploads; an open upload session is cancelled (DELETE). */
   signal?: AbortSignal;
+  /**
+   * Reuse what the last push of this unchanged tree packed when the registry
+   * has that layer (layer-cache.ts): no packing. Default true.
+   */
+  reuse?: boolean;
 }
 
 export interface PushedBlob { what: string; digest: string; size: number; outcome: BlobOutcome }
@@ -126,10 +134,7 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
   try {
     tmpDirFd = storage.dir('tmp');
     ({ tmpName, tmpFd } = makeTempDir(tmpDirFd, tmpDir, '.ch-push.'));
-    log.info(`packing ${o.image} (${compression})`);
-    const t0 = Date.now();
-    const layer = await packLayer(o.image, `/proc/self/fd/${tmpFd}/layer`, compression, log, signal);
-    log.info(`layer ${layer.digest}: ${mib(layer.size)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const { layer, known } = await theLayer(o, s, storage, compression, types.layer, `/proc/self/fd/${tmpFd}/layer`);
     const config = Buffer.from(JSON.stringify(imageConfig(meta, [layer.diffId],
       { created: createdOf(o.image), createdBy: 'ch-toolkit push', architecture: o.architecture })));
     const blobs: Blob[] = [
@@ -141,7 +146,8 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
     let uploaded = 0;
     for (const b of blobs) {
       const bar = new Progress(`${log.prog}: ${b.what}`, b.size, log.verbosity >= 0 && b.size > 1 << 20);
-      const outcome = await uploadBlob(s, b, { chunkSize: chunk, mountFrom: o.mountFrom, onProgress: (n) => bar.update(n) });
+      const outcome = b.path === undefined && b.data === undefined && known ? 'present'
+        : await uploadBlob(s, b, { chunkSize: chunk, mountFrom: o.mountFrom, onProgress: (n) => bar.update(n) });
       bar.done();
       if (outcome === 'uploaded') uploaded += b.size;
       log.info(`${b.what} ${b.digest.slice(0, 19)} ${mib(b.size)}: ${outcome === 'present' ? 'already in the registry' : outcome}`);
@@ -159,6 +165,31 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
     if (tmpDirFd >= 0) closeSync(tmpDirFd);
     storage.close();
   }
+}
+
+/**
+ * The layer: the one the last push of this unchanged tree packed, when the
+ * registry has it (KNOWN: no path, nothing packed), else packed now into OUT
+ * and remembered.
+ */
+async function theLayer(o: PushOptions, s: PushSession, storage: Storage, compression: Compression, mediaType: string,
+  out: string): Promise<{ layer: LayerRecord & { path?: string }; known: boolean }> {
+  const { log, signal } = o;
+  let fp: string | null = null;
+  if (o.reuse !== false) {
+    try { fp = fingerprint(o.image, compression); } catch (err) { log.debug(`can't fingerprint ${o.image}: ${why(err)}`); }
+  }
+  const rec = fp ? readRecord(storage, fp) : null;
+  if (rec && await blobExists(s, { what: 'layer 1/1', digest: rec.digest, size: rec.size, mediaType })) {
+    log.info(`${o.image}: unchanged since packed as ${rec.digest}, which the registry has: not packed again`);
+    return { layer: rec, known: true };
+  }
+  log.info(`packing ${o.image} (${compression})`);
+  const t0 = Date.now();
+  const layer = await packLayer(o.image, out, compression, log, signal);
+  log.info(`layer ${layer.digest}: ${mib(layer.size)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  if (fp) writeRecord(storage, fp, { digest: layer.digest, diffId: layer.diffId, size: layer.size, compression });
+  return { layer, known: false };
 }
 
 /** PUT the manifest BODY as TAG: its digest, checked against what the registry says it stored. */
