@@ -13,15 +13,16 @@
 // too). ch-pull's and ch-tar2dir's markers (/ch/.ch-*) stay out: they are
 // those tools' state about this directory, not content.
 //
-// gzip is Node's zlib (Node 20 has no zstd); zstd is the zstd command.
+// gzip is zlib's on every core (pgzip.ts; Node 20's zlib has no zstd); zstd
+// is the zstd command (-T0).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { ChError, type Log, why } from '../util/log.js';
+import { ParallelGzip } from './pgzip.js';
 
 export const EXIT_FAIL = 1;
 
@@ -88,7 +89,7 @@ export async function packLayer(root: string, out: string, compression: Compress
     const file = createWriteStream(out, { flags: 'wx', mode: 0o600 });
     try {
       if (compression === 'gzip') {
-        await pipeline(tar.stdout!, raw, createGzip({ level: 6 }), packed, file, { signal });
+        await pipeline(tar.stdout!, raw, new ParallelGzip(6), packed, file, { signal });
       } else {
         // -T0: all cores (the frame layout, so the bytes, do not depend on how many).
         zstd = spawn('zstd', ['-q', '-c', '-3', '-T0'], { stdio: ['pipe', 'pipe', 'pipe'] });
