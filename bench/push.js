@@ -80,6 +80,10 @@ console.log(`cold: ch-convert ${m('chCold').toFixed(2)} s, skopeo ${m('skCold').
   + ` (x${((tarS + m('skCold')) / m('chCold')).toFixed(2)})`);
 console.log(`warm: ch-convert ${m('chWarm').toFixed(2)} s, skopeo ${m('skWarm').toFixed(2)} s, tar + skopeo ${(tarS + m('skWarm')).toFixed(2)} s`
   + ` (x${((tarS + m('skWarm')) / m('chWarm')).toFixed(2)})`);
+const layerSize = async (name) => (await (await fetch(`http://${reg.host}/v2/${name}/manifests/v1`,
+  { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()).layers[0].size;
+console.log(`layer sent: ch-convert ${((await layerSize('bench/ch0')) / 1048576).toFixed(1)} MiB (zlib level 4),`
+  + ` skopeo ${((await layerSize('bench/sk0')) / 1048576).toFixed(1)} MiB`);
 console.log('\n(xN: (tar + skopeo) time / ch-convert time; > 1 means ch-convert is faster)');
 await reg.stop();
 rmSync(work, { recursive: true, force: true });

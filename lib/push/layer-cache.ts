@@ -21,7 +21,7 @@ import type { Storage } from '../pull/cache.js';
 import type { Compression } from './layer.js';
 
 /** Bump when the layer's bytes would differ for the same tree (tar options, compression settings). */
-const PACKING_VERSION = 'ch-push-layer-2';
+const PACKING_VERSION = 'ch-push-layer-3';
 
 export interface LayerRecord { digest: string; diffId: string; size: number; compression: Compression }
 
