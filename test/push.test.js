@@ -357,3 +357,23 @@ test('SIGINT mid-upload: exit 130, the upload session cancelled (DELETE), no tem
   t.deepEqual(readdirSync(join(d, 'storage', 'tmp')), []);
   t.false(existsSync(join(reg.storage, 'docker/registry/v2/repositories/sig/_manifests')));
 });
+
+test('HTTPS: the CA from NODE_EXTRA_CA_CERTS, refused without it unless --insecure', async (t) => {
+  if (skip(t)) return;
+  const r = await startRegistry(join(BASE, 'registry-tls'), { tls: true });
+  t.teardown(() => r.stop());
+  const src = await imageCopy(t, 'busybox');
+  const d = userDir('tls');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+  const dst = `docker://${r.host}/tls:v1`;
+  let x = await cv([src, dst], env);
+  t.is(x.exitCode, 1);
+  t.regex(x.stderr, /registry 127\.0\.0\.1:[0-9]+: TLS certificate not trusted: .*self-signed/);
+  x = await cv([src, dst], { ...env, NODE_EXTRA_CA_CERTS: r.ca });
+  t.is(x.exitCode, 0, x.stderr);
+  x = await cv(['--insecure', src, `docker://${r.host}/tls:v2`], env);
+  t.is(x.exitCode, 0, x.stderr);
+  x = await pull([`${r.host}/tls:v2`, join(d, 'back')], { ...env, NODE_EXTRA_CA_CERTS: r.ca });
+  t.is(x.exitCode, 0, x.stderr);
+  t.true(existsSync(join(d, 'back/bin/busybox')));
+});
