@@ -308,6 +308,22 @@ test('a registry refusing writes: a clear error naming it and the step; nothing 
   t.deepEqual(readdirSync(join(d, 'storage', 'tmp')), []);
 });
 
+test('relative Location headers: resolved against the URL that sent them, monolithic and chunked', async (t) => {
+  if (skip(t)) return;
+  const front = await loggingFront(reg, { rewrite: (h) => (h.location ? { ...h, location: new URL(h.location).pathname + new URL(h.location).search } : h) });
+  t.teardown(() => front.close());
+  const src = await imageCopy(t, 'busybox');
+  const d = userDir('relative');
+  for (const chunk of ['0', '300K']) {
+    const r = await cv([src, `docker://${front.host}/rel${chunk.toLowerCase()}:v1`], { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PUSH_CHUNK_SIZE: chunk });
+    t.is(r.exitCode, 0, r.stderr);
+  }
+  t.true(front.log.filter((e) => e.method === 'PATCH').length >= 3);
+  t.is(front.log.filter((e) => e.method === 'PUT' && e.path.includes('/blobs/uploads/')).length, 4);
+  const r = await pull([`${reg.host}/rel300k:v1`, join(d, 'back')], { CH_IMAGE_STORAGE: join(d, 'storage') });
+  t.is(r.exitCode, 0, r.stderr);
+});
+
 test('a chunk whose connection breaks: resumed where the registry says it got to', async (t) => {
   if (skip(t)) return;
   let broke = 0;

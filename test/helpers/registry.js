@@ -298,16 +298,17 @@ export async function flakyFront(reg, fail, { noRange = false } = {}) {
  * A reverse proxy in front of REG that logs every request ({method, path,
  * authorization, contentRange}) and passes it on; route(req, res, url)
  * answers one itself (return true), for redirects, stalls and broken
- * connections. Returns {host, port, log, close()}.
+ * connections; rewrite(headers) changes the registry's answers' headers.
+ * Returns {host, port, log, close()}.
  */
-export async function loggingFront(reg, { route } = {}) {
+export async function loggingFront(reg, { route, rewrite } = {}) {
   const log = [];
   const srv = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     log.push({ method: req.method, path: url.pathname, authorization: req.headers.authorization, contentRange: req.headers['content-range'] });
     if (route?.(req, res, url)) return;
     const up = http.request({ host: '127.0.0.1', port: reg.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode, r.headers);
+      res.writeHead(r.statusCode, rewrite ? rewrite(r.headers) : r.headers);
       r.pipe(res);
     });
     up.on('error', () => res.destroy());
