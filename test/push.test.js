@@ -314,12 +314,13 @@ test('relative Location headers: resolved against the URL that sent them, monoli
   t.teardown(() => front.close());
   const src = await imageCopy(t, 'busybox');
   const d = userDir('relative');
-  for (const chunk of ['0', '300K']) {
-    const r = await cv([src, `docker://${front.host}/rel${chunk.toLowerCase()}:v1`], { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PUSH_CHUNK_SIZE: chunk });
+  for (const chunk of ['', '0', '300K']) {   // streamed while packing, one PUT, chunks
+    const r = await cv([src, `docker://${front.host}/rel${chunk.toLowerCase()}:v1`], { CH_IMAGE_STORAGE: join(d, 'storage'),
+      CH_PUSH_CHUNK_SIZE: chunk }, {});
     t.is(r.exitCode, 0, r.stderr);
   }
-  t.true(front.log.filter((e) => e.method === 'PATCH').length >= 3);
-  t.is(front.log.filter((e) => e.method === 'PUT' && e.path.includes('/blobs/uploads/')).length, 4);
+  t.true(front.log.filter((e) => e.method === 'PATCH').length >= 4);
+  t.is(front.log.filter((e) => e.method === 'PUT' && e.path.includes('/blobs/uploads/')).length, 6);
   const r = await pull([`${reg.host}/rel300k:v1`, join(d, 'back')], { CH_IMAGE_STORAGE: join(d, 'storage') });
   t.is(r.exitCode, 0, r.stderr);
 });
@@ -348,30 +349,64 @@ test('a chunk whose connection breaks: resumed where the registry says it got to
   t.deepEqual(readFileSync(join(d, 'back/bin/busybox')), readFileSync(join(src, 'bin/busybox')));
 });
 
-test('SIGINT mid-upload: exit 130, the upload session cancelled (DELETE), no temporary left', async (t) => {
+for (const [how, chunk, method] of [['one PUT', '0', 'PUT'], ['streamed while packing', '', 'PATCH']]) {
+  test(`SIGINT mid-upload (${how}): exit 130, the upload session cancelled (DELETE), no temporary left`, async (t) => {
+    if (skip(t)) return;
+    let held;
+    const front = await loggingFront(reg, { route: (req, res) => {
+      if (req.method !== method || !req.url.includes('/blobs/uploads/')) return false;
+      held = res;   // take the body, never answer
+      req.resume();
+      return true;
+    } });
+    t.teardown(() => front.close());
+    const src = await imageCopy(t, 'busybox');
+    const d = userDir('sigint');
+    const env = { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PUSH_CHUNK_SIZE: chunk };
+    const p = cv([src, `docker://${front.host}/sig${chunk}:v1`], env);
+    await until('the layer upload to start', () => held !== undefined);
+    t.true(readdirSync(join(d, 'storage', 'tmp')).length > 0, 'mid-push: the packed layer is there');
+    p.kill('SIGINT');
+    const r = await p;
+    t.is(r.exitCode, 130, r.stderr);
+    t.regex(r.stderr, /interrupted by SIGINT/);
+    const up = front.log.find((e) => e.method === method);
+    t.truthy(front.log.find((e) => e.method === 'DELETE' && e.path === up.path), JSON.stringify(front.log));
+    t.deepEqual(readdirSync(join(d, 'storage', 'tmp')), []);
+    t.false(existsSync(join(reg.storage, `docker/registry/v2/repositories/sig${chunk}/_manifests`)));
+  });
+}
+
+test('streamed upload broken by the network: uploaded again the ordinary way; a tree tar can\'t read: its error, the session cancelled', async (t) => {
   if (skip(t)) return;
-  let held;
-  const front = await loggingFront(reg, { route: (req, res) => {
-    if (req.method !== 'PUT' || !req.url.includes('/blobs/uploads/')) return false;
-    held = res;   // take the body, never answer
-    req.resume();
+  let broke = 0;
+  const front = await loggingFront(reg, { route: (req) => {
+    if (req.method !== 'PATCH' || broke) return false;
+    broke++;
+    req.once('data', () => req.socket.destroy());
     return true;
   } });
   t.teardown(() => front.close());
   const src = await imageCopy(t, 'busybox');
-  const d = userDir('sigint');
-  const env = { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PUSH_CHUNK_SIZE: '0' };
-  const p = cv([src, `docker://${front.host}/sig:v1`], env);
-  await until('the layer upload to start', () => held !== undefined);
-  t.true(readdirSync(join(d, 'storage', 'tmp')).length > 0, 'mid-push: the packed layer is there');
-  p.kill('SIGINT');
-  const r = await p;
-  t.is(r.exitCode, 130, r.stderr);
-  t.regex(r.stderr, /interrupted by SIGINT/);
-  const put = front.log.find((e) => e.method === 'PUT');
-  t.truthy(front.log.find((e) => e.method === 'DELETE' && e.path === put.path), JSON.stringify(front.log));
+  const d = userDir('stream-retry');
+  const env = { CH_IMAGE_STORAGE: join(d, 'storage') };
+  let r = await cv([src, `docker://${front.host}/again:v1`], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stderr, /layer 1\/1: streamed upload failed .*; uploading it again/);
+  t.true(front.log.some((e) => e.method === 'HEAD') && front.log.filter((e) => e.method === 'POST').length >= 3);
+  r = await pull([`${reg.host}/again:v1`, join(d, 'back')], env);
+  t.is(r.exitCode, 0, r.stderr);
+  t.deepEqual(readFileSync(join(d, 'back/bin/busybox')), readFileSync(join(src, 'bin/busybox')));
+  // A file the user can't read: tar's own words, nothing pushed, the open session cancelled.
+  writeFileSync(join(src, 'etc/secret'), 'x');
+  chmodSync(join(src, 'etc/secret'), 0);
+  if (isRoot) { const u = testUser(); chownSync(join(src, 'etc/secret'), u.uid, u.gid); }
+  const n0 = front.log.length;
+  r = await cv([src, `docker://${front.host}/unreadable:v1`], env);
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /can't pack .*: tar failed \(exit 2\): .*etc\/secret: Cannot open: Permission denied/);
+  t.true(front.log.slice(n0).some((e) => e.method === 'DELETE'), JSON.stringify(front.log.slice(n0)));
   t.deepEqual(readdirSync(join(d, 'storage', 'tmp')), []);
-  t.false(existsSync(join(reg.storage, 'docker/registry/v2/repositories/sig/_manifests')));
 });
 
 test('HTTPS: the CA from NODE_EXTRA_CA_CERTS, refused without it unless --insecure', async (t) => {

@@ -21,7 +21,8 @@ import { imageConfig, metadataOf } from '../image/metadata.js';
 import { Storage } from '../pull/cache.js';
 import { parseReference, type Reference } from '../pull/reference.js';
 import { parseSize } from '../pull/pull.js';
-import { packLayer, type Compression } from './layer.js';
+import { packLayer, type Compression, type PackedLayer } from './layer.js';
+import { finishStreamed, Growing, streamLayer } from './overlap.js';
 import { manifestBody, mediaTypes, type ManifestFormat } from './manifest.js';
 import { PushSession } from './session.js';
 import { blobExists, uploadBlob, type Blob, type BlobOutcome } from './upload.js';
@@ -30,9 +31,6 @@ import { fingerprint, readRecord, writeRecord, type LayerRecord } from './layer-
 export type { Compression, ManifestFormat, BlobOutcome };
 export const EXIT_FAIL = 1;
 export const EXIT_USAGE = 2;
-/** Blobs bigger than this go up in PATCH chunks of this size, unless CH_PUSH_CHUNK_SIZE or chunkSize says otherwise. */
-export const CHUNK_DEFAULT = 64 << 20;
-
 export interface PushOptions {
   /** The image directory: a tree with /ch/metadata.json and /ch/environment, as ch-pull and ch-tar2dir install it. */
   image: string;
@@ -44,7 +42,12 @@ export interface PushOptions {
   format?: ManifestFormat;
   /** Plain HTTP and unverified TLS allowed (ch-pull --insecure). */
   insecure?: boolean;
-  /** Blobs bigger than this many bytes are uploaded in chunks of it; 0: one PUT each. Default: CH_PUSH_CHUNK_SIZE, else 64 MiB. */
+  /**
+   * How the layer goes up: not given (nor CH_PUSH_CHUNK_SIZE), streamed as it
+   * is packed (overlap.ts); 0, one PUT once packed; N, PATCHes of N bytes
+   * once packed. Other blobs (the config, a layer sent again) go as one PUT,
+   * or in chunks of N.
+   */
   chunkSize?: number;
   /** A repository of the same registry to mount blobs from when it has them (no upload). */
   mountFrom?: string;
@@ -75,14 +78,14 @@ export interface PushResult {
   uploaded: number;
 }
 
-/** The chunk size: OPT, else $CH_PUSH_CHUNK_SIZE (a size: 8M), else CHUNK_DEFAULT. */
-export function chunkSize(opt: number | undefined, env: NodeJS.ProcessEnv = process.env): number {
+/** The chunk size: OPT, else $CH_PUSH_CHUNK_SIZE (a size: 8M); null, neither: the layer streamed as it is packed. */
+export function chunkSize(opt: number | undefined, env: NodeJS.ProcessEnv = process.env): number | null {
   if (opt !== undefined) {
     if (!Number.isSafeInteger(opt) || opt < 0) throw new ChError(`chunk size ${opt}: want a whole number of bytes`, EXIT_USAGE);
     return opt;
   }
   const e = env.CH_PUSH_CHUNK_SIZE;
-  return e === undefined || e === '' ? CHUNK_DEFAULT : parseSize(e, 'CH_PUSH_CHUNK_SIZE');
+  return e === undefined || e === '' ? null : parseSize(e, 'CH_PUSH_CHUNK_SIZE');
 }
 
 /**
@@ -134,7 +137,7 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
   try {
     tmpDirFd = storage.dir('tmp');
     ({ tmpName, tmpFd } = makeTempDir(tmpDirFd, tmpDir, '.ch-push.'));
-    const { layer, known } = await theLayer(o, s, storage, compression, types.layer, `/proc/self/fd/${tmpFd}/layer`);
+    const { layer, outcome: layerOutcome } = await theLayer(o, s, storage, compression, types.layer, `/proc/self/fd/${tmpFd}/layer`, chunk === null);
     const config = Buffer.from(JSON.stringify(imageConfig(meta, [layer.diffId],
       { created: createdOf(o.image), createdBy: 'ch-toolkit push', architecture: o.architecture })));
     const blobs: Blob[] = [
@@ -146,8 +149,8 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
     let uploaded = 0;
     for (const b of blobs) {
       const bar = new Progress(`${log.prog}: ${b.what}`, b.size, log.verbosity >= 0 && b.size > 1 << 20);
-      const outcome = b.path === undefined && b.data === undefined && known ? 'present'
-        : await uploadBlob(s, b, { chunkSize: chunk, mountFrom: o.mountFrom, onProgress: (n) => bar.update(n) });
+      const outcome = b.data === undefined && layerOutcome ? layerOutcome
+        : await uploadBlob(s, b, { chunkSize: chunk ?? 0, mountFrom: o.mountFrom, onProgress: (n) => bar.update(n) });
       bar.done();
       if (outcome === 'uploaded') uploaded += b.size;
       log.info(`${b.what} ${b.digest.slice(0, 19)} ${mib(b.size)}: ${outcome === 'present' ? 'already in the registry' : outcome}`);
@@ -169,12 +172,13 @@ export async function pushImage(o: PushOptions): Promise<PushResult> {
 
 /**
  * The layer: the one the last push of this unchanged tree packed, when the
- * registry has it (KNOWN: no path, nothing packed), else packed now into OUT
- * and remembered.
+ * registry has it (outcome 'present', nothing packed), else packed now into
+ * OUT and remembered; with STREAM, uploaded as it is packed (outcome
+ * 'uploaded' if that worked; none: upload it the ordinary way).
  */
 async function theLayer(o: PushOptions, s: PushSession, storage: Storage, compression: Compression, mediaType: string,
-  out: string): Promise<{ layer: LayerRecord & { path?: string }; known: boolean }> {
-  const { log, signal } = o;
+  out: string, stream: boolean): Promise<{ layer: LayerRecord & { path?: string }; outcome?: BlobOutcome }> {
+  const { log } = o;
   let fp: string | null = null;
   if (o.reuse !== false) {
     try { fp = fingerprint(o.image, compression); } catch (err) { log.debug(`can't fingerprint ${o.image}: ${why(err)}`); }
@@ -182,14 +186,48 @@ async function theLayer(o: PushOptions, s: PushSession, storage: Storage, compre
   const rec = fp ? readRecord(storage, fp) : null;
   if (rec && await blobExists(s, { what: 'layer 1/1', digest: rec.digest, size: rec.size, mediaType })) {
     log.info(`${o.image}: unchanged since packed as ${rec.digest}, which the registry has: not packed again`);
-    return { layer: rec, known: true };
+    return { layer: rec, outcome: 'present' };
   }
-  log.info(`packing ${o.image} (${compression})`);
+  log.info(`packing ${o.image} (${compression})${stream ? ', uploading it as it is packed' : ''}`);
   const t0 = Date.now();
-  const layer = await packLayer(o.image, out, compression, log, signal);
+  const { layer, outcome } = stream ? await packStreaming(o, s, compression, mediaType, out)
+    : { layer: await packLayer(o.image, out, compression, log, o.signal), outcome: undefined };
   log.info(`layer ${layer.digest}: ${mib(layer.size)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   if (fp) writeRecord(storage, fp, { digest: layer.digest, diffId: layer.diffId, size: layer.size, compression });
-  return { layer, known: false };
+  return { layer, outcome };
+}
+
+/** Pack into OUT while a streamed PATCH sends it (overlap.ts); the layer, and 'uploaded' if the registry took it so. */
+async function packStreaming(o: PushOptions, s: PushSession, compression: Compression, mediaType: string,
+  out: string): Promise<{ layer: PackedLayer; outcome?: BlobOutcome }> {
+  const grow = new Growing();
+  const stop = new AbortController();   // the packing: stopped by the signal, or by a refused upload
+  const onAbort = () => stop.abort(o.signal!.reason);
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  let loc: URL | undefined, sendErr: unknown, packFailedFirst = false;
+  try {
+    const packing = packLayer(o.image, out, compression, o.log, stop.signal)
+      .then((l) => { grow.finish(); return l; }, (err) => { packFailedFirst = !stop.signal.aborted; grow.fail(err); throw err; });
+    packing.catch(() => {});
+    const sending = streamLayer(s, 'layer 1/1', grow.stream(out), (u) => { loc = u; })
+      .catch((err) => { sendErr = err; stop.abort(err); return null; });
+    let layer: PackedLayer;
+    try { layer = await packing; } catch (err) {
+      await sending;
+      if (loc) await s.cancelUpload(loc);
+      throw packFailedFirst ? err : sendErr ?? err;   // the upload failing because packing did says less
+    }
+    const sent = await sending;
+    if (sent === null) { if (loc) await s.cancelUpload(loc); throw sendErr; }
+    const blob: Blob = { what: 'layer 1/1', digest: layer.digest, size: layer.size, mediaType, path: out };
+    const done = 'loc' in sent ? await finishStreamed(s, sent.loc, blob) : sent;
+    if (done === true) return { layer, outcome: 'uploaded' };
+    o.log.warn(`layer 1/1: streamed upload failed (${(done.retry as Error)?.message}); uploading it again`);
+    if (loc) await s.cancelUpload('loc' in sent ? sent.loc : loc);
+    return { layer };
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 /** PUT the manifest BODY as TAG: its digest, checked against what the registry says it stored. */

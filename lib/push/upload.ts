@@ -90,38 +90,43 @@ export async function uploadBlob(s: PushSession, b: Blob, o: UploadOptions): Pro
 }
 
 /** What went wrong underneath a ChError of the session's (a network failure, a 5xx), else ERR itself. */
-function causeOf(err: unknown): unknown {
+export function causeOf(err: unknown): unknown {
   return err instanceof ChError && (err as { cause?: unknown }).cause !== undefined ? (err as { cause?: unknown }).cause : err;
 }
 
-async function uploadSession(s: PushSession, b: Blob, o: UploadOptions): Promise<BlobOutcome> {
-  let step = `starting the upload of ${b.what}`;
+/** POST for an upload session of WHAT (mounting DIGEST from MOUNTFROM if given): its URL, or null if mounted. */
+export async function startUpload(s: PushSession, what: string, mount?: { digest: string; from: string }): Promise<URL | null> {
+  const step = `starting the upload of ${what}`;
   const start = s.url('blobs/uploads/');
-  if (o.mountFrom) { start.searchParams.set('mount', b.digest); start.searchParams.set('from', o.mountFrom); }
+  if (mount) { start.searchParams.set('mount', mount.digest); start.searchParams.set('from', mount.from); }
   const { res, url } = await s.send('POST', start, step, { retry: true, headers: { 'content-length': '0' } });
-  if (res.statusCode === 201 && o.mountFrom) { res.resume(); return 'mounted'; }
+  if (res.statusCode === 201 && mount) { res.resume(); return null; }
   if (res.statusCode !== 202) throw await s.refusedBy(step, res);
   res.resume();
-  let loc = location(s, res, url, step);
+  return location(s, res, url, step);
+}
+
+/** The closing PUT ?digest= of the session at LOC for B, with BODY (default none); the registry's digest checked. */
+export async function finishUpload(s: PushSession, loc: URL, b: Blob, body?: { make: () => Buffer | NodeJS.ReadableStream; size: number },
+  step = `uploading ${b.what} (${b.digest}, ${b.size} bytes)`): Promise<void> {
+  const done = await s.send('PUT', withDigest(loc, b.digest), step, { body: body?.make ?? (() => Buffer.alloc(0)),
+    headers: { 'content-type': 'application/octet-stream', 'content-length': String(body?.size ?? 0) } });
+  if (done.res.statusCode !== 201) throw await s.refusedBy(step, done.res);
+  done.res.resume();
+  const said = done.res.headers['docker-content-digest'];
+  if (typeof said === 'string' && said !== b.digest)
+    throw s.fail(step, `the registry stored it as ${printable(said)}, not ${b.digest}`);
+}
+
+async function uploadSession(s: PushSession, b: Blob, o: UploadOptions): Promise<BlobOutcome> {
+  const started = await startUpload(s, b.what, o.mountFrom ? { digest: b.digest, from: o.mountFrom } : undefined);
+  if (started === null) return 'mounted';
+  let loc = started;
   try {
     const chunked = o.chunkSize > 0 && b.size > o.chunkSize;
-    step = `uploading ${b.what} (${b.digest}, ${b.size} bytes${chunked ? ` in chunks of ${o.chunkSize}` : ''})`;
-    let body: (() => Buffer | NodeJS.ReadableStream) | undefined;
-    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
-    if (chunked) {
-      loc = await sendChunks(s, b, o, loc, step);
-      headers['content-length'] = '0';
-    } else {
-      body = bytesOf(b, 0, b.size, o.onProgress);
-      headers['content-length'] = String(b.size);
-    }
-    const put = withDigest(loc, b.digest);
-    const done = await s.send('PUT', put, step, { headers, body: body ?? (() => Buffer.alloc(0)) });
-    if (done.res.statusCode !== 201) throw await s.refusedBy(step, done.res);
-    done.res.resume();
-    const said = done.res.headers['docker-content-digest'];
-    if (typeof said === 'string' && said !== b.digest)
-      throw s.fail(step, `the registry stored it as ${printable(said)}, not ${b.digest}`);
+    const step = `uploading ${b.what} (${b.digest}, ${b.size} bytes${chunked ? ` in chunks of ${o.chunkSize}` : ''})`;
+    if (chunked) loc = await sendChunks(s, b, o, loc, step);
+    await finishUpload(s, loc, b, chunked ? undefined : { make: bytesOf(b, 0, b.size, o.onProgress), size: b.size }, step);
     o.onProgress?.(b.size);
     return 'uploaded';
   } catch (err) {
