@@ -77,8 +77,10 @@ by the next one to that DST (another user's is left alone).`,
           bit, no xattrs; gzip, or zstd with --compress zstd), an OCI config
           made from SRC's /ch/metadata.json and /ch/environment, and an OCI
           manifest tagged DST's tag (latest if none); blobs the registry
-          has already are not sent again. CH_PUSH_CHUNK_SIZE=SIZE (default
-          64M; 0: never) uploads bigger blobs in chunks of SIZE
+          has already are not sent again, and an unchanged tree pushed
+          again is not packed again. The layer is uploaded as it is packed;
+          CH_PUSH_CHUNK_SIZE=SIZE packs it first, then sends it in chunks of
+          SIZE (0: in one request)
 
 Exit status:
   0  converted

@@ -3,7 +3,8 @@
 // (with /ch/metadata.json and /ch/environment), becomes one reproducible
 // layer (layer.ts), an image config made from its /ch files by the code
 // ch-convert's builder output uses (lib/image/metadata.ts), and a manifest
-// (manifest.ts); blobs go up per the distribution spec (upload.ts) over
+// (manifest.ts); the layer goes up as it is packed (overlap.ts), other blobs
+// per the distribution spec (upload.ts), over
 // ch-pull's connection, login and credential rules (session.ts). The layer
 // is written into a private temporary directory in the storage directory
 // (CH_IMAGE_STORAGE; $TMPDIR may be a small tmpfs) and removed after; what
