@@ -18,8 +18,6 @@ export const BUILDERS = new Set<Format>(['docker', 'podman', 'buildah']);
 
 export function formatOf(name: string, what: string): Format {
   if (!(FORMATS as string[]).includes(name)) throw new ChError(`${what}: unknown format '${name}' (want ${FORMATS.join(', ')})`, EXIT_USAGE);
-  if (what === '-o' && name === 'registry')
-    throw new ChError(`-o registry: pushing to a registry is not supported; convert into a builder instead (${PROG} -o podman SRC NAME), then push with it (podman push NAME docker://REGISTRY/NAME)`, EXIT_USAGE);
   return name as Format;
 }
 
@@ -53,7 +51,7 @@ export function looksLikeReference(src: string): boolean {
 }
 
 export function inferOut(dst: string): Format {
-  if (dst.startsWith(REGISTRY_PREFIX)) return formatOf('registry', '-o');   // refused, saying what to do instead
+  if (dst.startsWith(REGISTRY_PREFIX)) return 'registry';
   const f = formatFromName(dst);
   if (f !== null) return f;
   if (/\.[a-z0-9]+$/i.test(basename(dst)) && !/^\./.test(basename(dst)))

@@ -2,9 +2,9 @@
 // a directory, a tarball (.tar, .tar.gz, .tar.xz, .tar.zst), a SquashFS file
 // (.sqfs), and a builder's image (docker, podman, buildah): as input through
 // ch-builder2tar, as output loaded into its storage (to-builder.ts); and, as
-// input only, an image in an OCI registry, pulled by ch-pull's code
-// (lib/pull/pull.ts) through its blob cache. Formats are inferred from the
-// names unless given.
+// input, an image in an OCI registry, pulled by ch-pull's code
+// (lib/pull/pull.ts) through its blob cache; as output, pushed there by
+// lib/push (to-registry.ts). Formats are inferred from the names unless given.
 //
 // The output is written under a temporary name beside DST (mode 0700) and
 // renamed into place only when complete. DST's directory may be shared
@@ -17,7 +17,7 @@
 //
 // Its parts: formats.ts (names, inference), tools.ts (the conversions),
 // staging.ts (DST written beside it, locked, renamed into place),
-// to-builder.ts (into a builder's storage), source.ts (what is converted;
+// to-builder.ts (into a builder's storage), to-registry.ts (pushed), source.ts (what is converted;
 // a registry SRC pulled), signals.ts (interrupted: nothing left).
 
 import { statSync, type Stats } from 'node:fs';
@@ -25,6 +25,7 @@ import { resolve } from 'node:path';
 import { all, applyVerbosity, command, EXIT_USAGE, last, parseCommand, type CommandSpec, verbosityOptions } from '../util/cli.js';
 import { ChError, isChError, Log, runMain, why } from '../util/log.js';
 import { checkReference, toBuilder } from './to-builder.js';
+import { toRegistry } from './to-registry.js';
 import type { BuilderName } from '../image/builder.js';
 import { hostPlatform, parsePlatform } from '../pull/manifest.js';
 import { parseReference } from '../pull/reference.js';
@@ -66,16 +67,23 @@ by the next one to that DST (another user's is left alone).`,
           builder's storage with the configuration in SRC's /ch/metadata.json
           (ENTRYPOINT, CMD, WORKDIR, USER, LABEL) and /ch/environment (ENV),
           files owned by root; DST gets the name only once fully loaded
-  registry  input only: an image in an OCI registry, SRC a reference as
+  registry  an image in an OCI registry, SRC or DST a reference as
           ch-pull takes it, e.g. docker://registry:5000/team/app:v1 (inferred
-          only from the docker:// prefix; with -i registry the prefix may be
-          left out). Pulled as ch-pull pulls it (see ch-pull --help: --arch,
-          --platform, --insecure; credentials; CH_IMAGE_STORAGE), its blobs
-          kept in ch-pull's cache; a directory DST is installed as ch-pull
-          installs one (an existing one replaced only if one of our
-          image tools made it, as above). Pushing (-o registry) is not done
-          here: convert with -o podman (or docker, buildah), then push with
-          that builder, e.g. podman push NAME docker://REGISTRY/NAME
+          only from the docker:// prefix; with -i or -o registry the prefix
+          may be left out). As input: pulled as ch-pull pulls it (see
+          ch-pull --help: --arch, --platform, --insecure; credentials;
+          CH_IMAGE_STORAGE), its blobs kept in ch-pull's cache; a directory
+          DST is installed as ch-pull installs one (an existing one replaced
+          only if one of our image tools made it, as above). As output:
+          pushed, with ch-pull's credentials and --insecure, as one layer (a
+          reproducible tarball: sorted, owned by root, no setuid or setgid
+          bit, no xattrs; gzip, or zstd with --compress zstd), an OCI config
+          made from SRC's /ch/metadata.json and /ch/environment, and an OCI
+          manifest tagged DST's tag (latest if none); blobs the registry
+          has already are not sent again, and an unchanged tree pushed
+          again is not packed again. The layer is uploaded as it is packed;
+          CH_PUSH_CHUNK_SIZE=SIZE packs it first, then sends it in chunks of
+          SIZE (0: in one request)
 
 Exit status:
   0  converted
@@ -83,11 +91,13 @@ Exit status:
      writable, a tool (tar, mksquashfs, unsquashfs, ch-builder2tar) failed,
      the builder missing or not working, the lock on DST not yours or held
      too long, the registry unreachable or
-     without the image or tag (any of ch-pull's failures)
+     without the image or tag (any of ch-pull's failures), or refusing the
+     push (credentials, a read-only registry)
   2  usage error: unknown option, missing value, not two arguments, unknown
-     format or extension, DST not an image name for a builder output, -o
-     registry, a bad registry reference, --arch/--platform/--insecure
-     without a registry SRC
+     format or extension, DST not an image name for a builder output, a
+     bad registry reference (a digest as registry DST), --arch/--platform
+     without a registry SRC, --insecure without a registry SRC or DST,
+     --compress without a registry DST
   128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP); DST as it was,
      no temporary left`,
 };
@@ -95,10 +105,11 @@ Exit status:
 export async function convert(argv: string[], log: Log): Promise<number> {
   const y = verbosityOptions(command(SPEC)
     .option('in-fmt', { alias: 'i', type: 'string', requiresArg: true, description: `FMT: input format: ${FORMATS.join(', ')} (default: from SRC)` })
-    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.filter((f) => f !== 'registry').join(', ')} (default: from DST; not registry: see below)` })
+    .option('out-fmt', { alias: 'o', type: 'string', requiresArg: true, description: `FMT: output format: ${FORMATS.join(', ')} (default: from DST)` })
     .option('arch', { alias: 'a', type: 'string', requiresArg: true, description: 'ARCH: registry SRC: the architecture to pull (as ch-pull --arch)' })
     .option('platform', { type: 'string', requiresArg: true, description: 'OS/ARCH: registry SRC: the platform to pull (as ch-pull --platform)' })
-    .option('insecure', { type: 'boolean', description: 'registry SRC: allow plain HTTP and unverified TLS certificates (as ch-pull --insecure)' }));
+    .option('insecure', { type: 'boolean', description: 'registry SRC or DST: allow plain HTTP and unverified TLS certificates (as ch-pull --insecure)' })
+    .option('compress', { type: 'string', requiresArg: true, description: 'gzip|zstd: registry DST: the layer\'s compression (default gzip)' }));
   const a = await parseCommand(y, SPEC, argv);
   if (!a) return 0;
   applyVerbosity(log, a);
@@ -119,9 +130,15 @@ export async function convert(argv: string[], log: Log): Promise<number> {
       platform: arch !== undefined ? parsePlatform(arch, true) : plat !== undefined ? parsePlatform(plat, false) : hostPlatform(),
       insecure: a.insecure === true, jobs: JOBS_DEFAULT };
   } else {
-    for (const [opt, v] of [['--arch', arch], ['--platform', plat], ['--insecure', a.insecure]] as const)
-      if (v !== undefined && v !== false) throw new ChError(`${opt}: only for a registry SRC (-i registry, or ${REGISTRY_PREFIX}REF)`, EXIT_USAGE);
+    for (const [opt, v] of [['--arch', arch], ['--platform', plat], ...(outFmt === 'registry' ? [] : [['--insecure', a.insecure]])] as const)
+      if (v !== undefined && v !== false) throw new ChError(`${opt}: only for a registry SRC (-i registry, or ${REGISTRY_PREFIX}REF)`
+        + `${opt === '--insecure' ? ' or DST (-o registry)' : ''}`, EXIT_USAGE);
   }
+  const compress = last(a.compress);
+  if (compress !== undefined && outFmt !== 'registry') throw new ChError(`--compress: only for a registry DST (-o registry, or ${REGISTRY_PREFIX}REF)`, EXIT_USAGE);
+  if (compress !== undefined && compress !== 'gzip' && compress !== 'zstd') throw new ChError(`--compress '${compress}': want gzip or zstd`, EXIT_USAGE);
+  const pushRef = outFmt === 'registry' ? parseReference(dstArg.startsWith(REGISTRY_PREFIX) ? dstArg.slice(REGISTRY_PREFIX.length) : dstArg) : undefined;
+  if (pushRef?.digest) throw new ChError(`${dstArg}: push to a tag, not a digest (a digest names content, not a place)`, EXIT_USAGE);
   const src = BUILDERS.has(inFmt) ? srcArg : pullOpts ? pullOpts.ref.canonical : resolve(srcArg);
   if (BUILDERS.has(outFmt)) checkReference(outFmt as BuilderName, dstArg);
   if (!BUILDERS.has(inFmt) && !pullOpts) checkSource(src, inFmt);
@@ -129,6 +146,7 @@ export async function convert(argv: string[], log: Log): Promise<number> {
   return interruptible((signal) => {
     const from: Source = { fmt: inFmt!, path: src, pull: pullOpts, signal };
     if (BUILDERS.has(outFmt!)) return toBuilder(log, from, outFmt as BuilderName, dstArg);
+    if (pushRef) return toRegistry(log, from, { ref: pushRef, insecure: a.insecure === true, compression: compress as 'gzip' | 'zstd' | undefined });
     if (pullOpts && outFmt === 'dir') return registryToDir(log, from, pullOpts, dstArg);
     return toFile(log, from, outFmt!, dstArg);
   });

@@ -1,6 +1,7 @@
 // ch-convert -o docker|podman|buildah: put a flattened image into a builder's
 // storage with its configuration (ENTRYPOINT, CMD, ENV, WORKDIR, USER,
-// LABEL), taken from the tree's /ch/metadata.json and /ch/environment.
+// LABEL), taken from the tree's /ch/metadata.json and /ch/environment
+// (lib/image/metadata.ts, which also makes the config a push sends).
 //
 // The image goes in as a docker-archive (what `docker save` writes: one
 // layer, a config, a manifest), loaded by the builder's own `load` (`buildah
@@ -13,10 +14,11 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, type Log, why } from '../util/log.js';
 import { probe, type BuilderName } from '../image/builder.js';
+import { imageConfig, metadataOf, type Metadata } from '../image/metadata.js';
 import { PROG } from './formats.js';
 import { checkInterrupted } from './signals.js';
 import { pullTree, type Source } from './source.js';
@@ -25,16 +27,6 @@ import { withWorkDir } from './workdir.js';
 
 const EXIT_FAIL = 1;
 const EXIT_USAGE = 2;
-
-/** The configuration fields a builder keeps, as ch-builder2tar records them in /ch/metadata.json. */
-export interface Metadata {
-  Entrypoint: string[] | null;
-  Cmd: string[] | null;
-  Env: string[];
-  WorkingDir: string;
-  User: string;
-  Labels: Record<string, string>;
-}
 
 // A reference as docker and podman accept it: [HOST[:PORT]/]PATH[:TAG],
 // PATH lowercase components joined by '/'. No digest: a digest names content,
@@ -55,65 +47,6 @@ export function checkReference(builder: BuilderName, dst: string): void {
 export function checkBuilder(builder: BuilderName): void {
   const p = probe(builder);
   if (!p.ok) throw new ChError(`-o ${builder}: ${builder} unusable: ${p.why}`, EXIT_FAIL);
-}
-
-/** A file of the tree at REL (e.g. "ch/environment"), never through a link; null if absent. */
-function readTreeFile(tree: string, rel: string): string | null {
-  const parts = rel.split('/');
-  for (let i = 1; i <= parts.length; i++) {
-    const p = join(tree, ...parts.slice(0, i));
-    let st;
-    try { st = lstatSync(p); } catch { return null; }
-    const last = i === parts.length;
-    if (st.isSymbolicLink()) throw new ChError(`${p}: a symlink; not following it for the image's configuration`, EXIT_FAIL);
-    if (last ? !st.isFile() : !st.isDirectory()) return null;
-  }
-  try { return readFileSync(join(tree, rel), 'utf8'); } catch (err) { throw new ChError(`can't read ${join(tree, rel)}: ${why(err)}`, EXIT_FAIL); }
-}
-
-/** /ch/environment as ch-run reads it: NAME=value lines, one pair of single quotes around a value stripped. */
-export function parseEnvironment(text: string): string[] {
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const eq = line.indexOf('=');
-    if (eq <= 0) continue;
-    const v = line.slice(eq + 1);
-    out.push(`${line.slice(0, eq)}=${v.length >= 2 && v.startsWith("'") && v.endsWith("'") ? v.slice(1, -1) : v}`);
-  }
-  return out;
-}
-
-const strings = (v: unknown): string[] | null =>
-  Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string') ? v as string[] : null;
-
-/** The image's configuration from TREE's /ch: metadata.json, and environment (which ch-run uses) for ENV. */
-export function metadataOf(tree: string, log: Log): Metadata {
-  const m: Metadata = { Entrypoint: null, Cmd: null, Env: [], WorkingDir: '', User: '', Labels: {} };
-  const json = readTreeFile(tree, 'ch/metadata.json');
-  if (json !== null) {
-    let o: Record<string, unknown>;
-    try { o = JSON.parse(json); } catch (err) { throw new ChError(`${join(tree, 'ch/metadata.json')}: not JSON: ${why(err)}`, EXIT_FAIL); }
-    if (o === null || typeof o !== 'object' || Array.isArray(o))
-      throw new ChError(`${join(tree, 'ch/metadata.json')}: not a JSON object`, EXIT_FAIL);
-    m.Entrypoint = strings(o.Entrypoint);
-    m.Cmd = strings(o.Cmd);
-    m.Env = strings(o.Env) ?? [];
-    if (typeof o.WorkingDir === 'string') m.WorkingDir = o.WorkingDir;
-    if (typeof o.User === 'string') m.User = o.User;
-    if (o.Labels && typeof o.Labels === 'object' && !Array.isArray(o.Labels))
-      for (const [k, v] of Object.entries(o.Labels)) if (typeof v === 'string') m.Labels[k] = v;
-  } else {
-    log.info(`${tree}: no /ch/metadata.json; no ENTRYPOINT, CMD or WORKDIR`);
-  }
-  const env = readTreeFile(tree, 'ch/environment');
-  if (env !== null) m.Env = parseEnvironment(env);
-  return m;
-}
-
-/** GOARCH of this machine: what a builder expects in the config. */
-function goArch(): string {
-  const map: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-  return map[process.arch] ?? process.arch;
 }
 
 function sha256File(path: string): Promise<string> {
@@ -149,21 +82,8 @@ async function dockerArchive(log: Log, tree: string, meta: Metadata, tag: string
   const diffId = await sha256File(layerTmp);
   mkdirSync(join(dir, diffId));
   renameSync(layerTmp, join(dir, diffId, 'layer.tar'));
-  const config: Record<string, unknown> = {
-    architecture: goArch(),
-    os: 'linux',
-    created: new Date().toISOString(),
-    config: {
-      ...(meta.User ? { User: meta.User } : {}),
-      Env: meta.Env,
-      ...(meta.Entrypoint ? { Entrypoint: meta.Entrypoint } : {}),
-      ...(meta.Cmd ? { Cmd: meta.Cmd } : {}),
-      ...(meta.WorkingDir ? { WorkingDir: meta.WorkingDir } : {}),
-      ...(Object.keys(meta.Labels).length ? { Labels: meta.Labels } : {}),
-    },
-    rootfs: { type: 'layers', diff_ids: [`sha256:${diffId}`] },
-    history: [{ created: new Date().toISOString(), created_by: `ch-convert ${tree}` }],
-  };
+  const created = new Date().toISOString();
+  const config = imageConfig(meta, [`sha256:${diffId}`], { created, createdBy: `ch-convert ${tree}` });
   const text = JSON.stringify(config);
   const configName = `${createHash('sha256').update(text).digest('hex')}.json`;
   writeFileSync(join(dir, configName), text);

@@ -54,6 +54,8 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Seconds without any data before the connection is given up. */
   idleTimeoutS?: number;
+  /** What to send (uploads: lib/push): bytes, or a stream piped into the request. */
+  body?: Buffer | NodeJS.ReadableStream;
 }
 
 /** The proxy URL to use for URL, or null (no_proxy, or none set). */
@@ -125,7 +127,13 @@ export async function requestOnce(url: URL, opts: RequestOptions = {}): Promise<
     req.on('response', resolve);
     req.on('error', reject);
     req.setTimeout((opts.idleTimeoutS ?? 60) * 1000, () => req.destroy(Object.assign(new Error('connection timed out'), { code: 'ETIMEDOUT' })));
-    req.end();
+    const body = opts.body;
+    if (body && !Buffer.isBuffer(body)) {
+      body.on('error', (err) => req.destroy(err));
+      body.pipe(req);
+    } else {
+      req.end(body);
+    }
   });
 }
 

@@ -33,7 +33,8 @@ const ACCEPT = [MEDIA.ociIndex, MEDIA.dockerList, MEDIA.ociManifest, MEDIA.docke
 
 export interface Manifest { body: Buffer; digest: string; mediaType: string; json: any }
 
-export interface RegistryOptions { insecure: boolean; log: Log; signal?: AbortSignal }
+/** actions: what a bearer token is asked for on the repository (default 'pull'; lib/push asks 'pull,push'). */
+export interface RegistryOptions { insecure: boolean; log: Log; signal?: AbortSignal; actions?: string }
 
 /** Describe a network failure as "why (CODE)" (printable: it may quote what a server sent). */
 export function netWhy(err: unknown): string {
@@ -133,7 +134,7 @@ export class Registry {
     if (realm.protocol !== 'https:' && !(this.opts.insecure || isLoopback(realm.host)))
       throw new ChError(`registry ${this.ref.registry}: token realm ${printable(realm.href)} is plain HTTP; refused (--insecure allows it)`, EXIT_FAIL);
     if (ch.params.service) realm.searchParams.set('service', ch.params.service);
-    realm.searchParams.set('scope', `repository:${this.ref.repository}:pull`);
+    realm.searchParams.set('scope', `repository:${this.ref.repository}:${this.opts.actions ?? 'pull'}`);
     const headers: Record<string, string> = this.creds ? { authorization: basicHeader(this.creds) } : {};
     let res: IncomingMessage;
     try {
@@ -242,13 +243,27 @@ export class Registry {
     return res;
   }
 
+  /** The API's base URL (https://HOST/v2/, or http:), once connected. */
+  get baseUrl(): URL { return this.base; }
+
+  /** Our Authorization header for a request to URL: only the registry's own host ever gets it. */
+  authFor(url: URL): Record<string, string> {
+    return this.authorization && url.host === this.base.host ? { authorization: this.authorization } : {};
+  }
+
+  /** Answer a 401 the registry itself sent (WWW-Authenticate HEADER): credentials, or a new token. */
+  reauthenticate(header: string | undefined): Promise<void> { return this.authenticate(header); }
+
+  /** The error for credentials refused (or missing), saying where they came from. */
+  refusal(): ChError { return this.refused(); }
+
   /** For retrying a broken blob download. */
   get retryPolicy() { return this.retry; }
   onRetry(err: unknown, ms: number): void { this.retried(err, ms); }
 }
 
 /** The registry's error message from a JSON error body ({errors: [{code, message}]}), printable. */
-function errorText(body: Buffer): string {
+export function errorText(body: Buffer): string {
   try {
     const j = JSON.parse(body.toString('utf8'));
     if (Array.isArray(j?.errors)) return printable(j.errors.map((e: any) => `${e.code}${e.message ? `: ${e.message}` : ''}`).join('; '));

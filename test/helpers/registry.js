@@ -145,9 +145,10 @@ async function tokenServer(dir, users) {
 
 /**
  * Start a registry in DIR. auth: 'none' | 'basic' | 'token'; users: {name:
- * password} for basic/token. Returns {port, host, dir, storage, stop(), kill(), start()}.
+ * password} for basic/token; readonly: refuses every write (storage
+ * maintenance mode). Returns {port, host, dir, storage, stop(), kill(), start()}.
  */
-export async function startRegistry(dir, { auth = 'none', users = {}, tls = false } = {}) {
+export async function startRegistry(dir, { auth = 'none', users = {}, tls = false, readonly = false } = {}) {
   mkdirSync(dir, { recursive: true });
   const storage = join(dir, 'storage');
   const port = await freePort();
@@ -172,6 +173,7 @@ export async function startRegistry(dir, { auth = 'none', users = {}, tls = fals
   const cfg = join(dir, 'config.yml');
   // REG_LOG=debug in the environment makes the registry say why it refuses a token or a push (in r.log).
   writeFileSync(cfg, `version: 0.1\nlog:\n  level: ${process.env.REG_LOG ?? 'error'}\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${storage}\n  delete:\n    enabled: true\n`
+    + (readonly ? '  maintenance:\n    readonly:\n      enabled: true\n' : '')
     + `http:\n  addr: 127.0.0.1:${port}\n${tlsCfg}${authCfg}`);
   const r = { port, host: `127.0.0.1:${port}`, dir, storage, token, proc: null, log: '', ca: tls ? join(dir, 'tls.crt') : null };
   r.start = async () => {
@@ -290,6 +292,31 @@ export async function flakyFront(reg, fail, { noRange = false } = {}) {
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   return { host: `127.0.0.1:${srv.address().port}`, failed: () => failed, close: () => new Promise((r) => srv.close(r)) };
+}
+
+/**
+ * A reverse proxy in front of REG that logs every request ({method, path,
+ * authorization, contentRange}) and passes it on; route(req, res, url)
+ * answers one itself (return true), for redirects, stalls and broken
+ * connections; rewrite(headers) changes the registry's answers' headers.
+ * Returns {host, port, log, close()}.
+ */
+export async function loggingFront(reg, { route, rewrite } = {}) {
+  const log = [];
+  const srv = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    log.push({ method: req.method, path: url.pathname, authorization: req.headers.authorization, contentRange: req.headers['content-range'] });
+    if (route?.(req, res, url)) return;
+    const up = http.request({ host: '127.0.0.1', port: reg.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, rewrite ? rewrite(r.headers) : r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  return { port, host: `127.0.0.1:${port}`, log, close: () => { srv.closeAllConnections(); return new Promise((r) => srv.close(r)); } };
 }
 
 /**
