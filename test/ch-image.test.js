@@ -316,13 +316,15 @@ RUN useradd -m -u 2000 alice && grep alice /etc/passwd
   t.is(check.stdout, 'hello from chtest-local\nhello from chtest-apt\nStatus: install ok installed\nalice:2000:/home/alice\nhome');
 });
 
-test('command line: help, usage errors (exit 2), no push in this build', async (t) => {
+test('command line: help, usage errors (exit 2)', async (t) => {
   const sp = await space('cli');
   const help = await chImage(sp, ['--help']);
   t.is(help.exitCode, 0);
-  t.regex(help.stdout, /Subcommands: build, modify, list, delete, reset, gc/);
+  t.regex(help.stdout, /Subcommands: build, modify, list, delete, push, reset, gc/);
   t.is((await chImage(sp, ['build', '--help'])).exitCode, 0);
-  for (const args of [[], ['nope'], ['build'], ['build', 'a', 'b'], ['build', '--bogus', '.'], ['delete'], ['list', 'x'], ['push', 'a', 'b']]) {
+  t.regex((await chImage(sp, ['push', '--help'])).stdout, /Usage: ch-image push \[--insecure\] \[--compress gzip\|zstd\]/);
+  for (const args of [[], ['nope'], ['build'], ['build', 'a', 'b'], ['build', '--bogus', '.'], ['delete'], ['list', 'x'], ['push'],
+    ['push', 'a', 'b', 'c'], ['push', '--compress', 'lz4', 'a'], ['push', 'a', 'Not A Ref']]) {
     const r = await chImage(sp, args);
     t.is(r.exitCode, 2, `${args.join(' ')}: ${r.stderr}`);
   }
@@ -355,4 +357,43 @@ t0('an entry whose tree was collected is made again, then hit', async (t) => {
   t.regex(again.stderr, /ENV X=1 \(cache hit\)/);   // its tree is the RUN's, made again under the same key
   const third = await chImage(sp, ['build', '-t', 's', ctx]);
   t.notRegex(third.stderr, /cache miss/);
+});
+
+t0('push: a built image to the loopback registry, pulled back by ch-pull with the same tree and config; again: nothing sent', async (t) => {
+  const sp = await space('push');
+  const ctx = await context(join(sp, 'ctx'), {
+    Dockerfile: `FROM ${reg.host}/busybox\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\nENV PUSHED=yes\nWORKDIR /tmp\nCMD ["/bin/cat", "/hello.txt"]\n`,
+    'hello.txt': 'hello\n',
+  });
+  const tag = `${reg.host}/ch-image-test/pushed:v1`;
+  const b = await chImage(sp, ['build', '-t', tag, ctx]);
+  t.is(b.exitCode, 0, b.stderr);
+  // DEST_REF defaults to IMAGE, as Charliecloud's ch-image push.
+  const p = await chImage(sp, ['push', tag]);
+  t.is(p.exitCode, 0, p.stderr);
+  t.regex(p.stderr, /ch-image: \S+pushed:v1: pushed to \S+pushed:v1 \(sha256:[0-9a-f]{64}; [\d.]+ MiB sent\)/);
+  const again = await chImage(sp, ['push', tag, `${reg.host}/ch-image-test/copy:v2`]);
+  t.is(again.exitCode, 0, again.stderr);
+  const same = await chImage(sp, ['push', tag]);
+  t.is(same.exitCode, 0, same.stderr);
+  t.regex(same.stderr, /the registry had every blob/);
+  // Pulled back into another storage: the same files and configuration, and it runs as built.
+  const sp2 = await space('push-back');
+  const pulled = join(sp2, 'pulled');
+  const pr = await ch('ch-pull', [`${reg.host}/ch-image-test/copy:v2`, pulled], { env: { CH_IMAGE_STORAGE: join(sp2, 'storage') } });
+  t.is(pr.exitCode, 0, pr.stderr);
+  const built = join(sp, 'storage', 'img', readdirSync(join(sp, 'storage', 'img')).find((e) => e.includes('pushed')));
+  const files = async (d) => (await execa('find', ['.', '-path', './ch', '-prune', '-o', '-printf', '%P %y %m %s %l\\n'], { cwd: d })).stdout.split('\n').sort();
+  t.deepEqual(await files(pulled), await files(built));
+  const meta = (d) => JSON.parse(readFileSync(join(d, 'ch', 'metadata.json'), 'utf8'));
+  t.deepEqual(meta(pulled).Cmd, ['/bin/cat', '/hello.txt']);
+  t.is(meta(pulled).WorkingDir, '/tmp');
+  t.regex(readFileSync(join(pulled, 'ch', 'environment'), 'utf8'), /^PUSHED=yes$/m);
+  const run = await ch('ch-run', [pulled]);
+  t.is(run.exitCode, 0, run.stderr);
+  t.is(run.stdout, 'hello');
+  // An image not in storage: exit 1, naming it.
+  const none = await chImage(sp, ['push', 'no-such-image', `${reg.host}/ch-image-test/none`]);
+  t.is(none.exitCode, 1, none.stderr);
+  t.regex(none.stderr, /no-such-image/);
 });

@@ -1,11 +1,8 @@
 // ch-image [-s DIR] SUBCOMMAND ...: build images from Dockerfiles with no
 // builder installed (build.ts), change one as fake root (modify), and manage
 // the images in the storage directory ch-pull and ch-run use (list, delete,
-// reset) and the build cache (gc).
-//
-// `push TAG REF` belongs here too: lib/push (ch-convert -o registry) does the
-// work, reading the image at tagDir(TAG) (store.ts); it is wired in where the
-// two branches meet, as one more entry in SUBCOMMANDS.
+// reset) and the build cache (gc), and push one to a registry (push.ts,
+// through lib/push as ch-convert -o registry).
 
 import { basename, join, resolve } from 'node:path';
 import { constants as osConstants } from 'node:os';
@@ -14,6 +11,7 @@ import { all, applyVerbosity, command, last, parseCommand, verbosityOptions, typ
 import { INTERRUPTS } from '../util/proc.js';
 import { stripToolState } from '../image/shared-install.js';
 import { Builder } from './build.js';
+import { push, PUSH_SPEC } from './push.js';
 import { BuildCache, cacheMax } from './cache.js';
 import { chFiles, configOfImage, envMap } from './config.js';
 import { runFakeRoot } from './fakeroot.js';
@@ -82,6 +80,7 @@ in a copy, which replaces IMAGE only if CMD exits 0. ${COMMON}`,
   },
   list: { prog: `${PROG} list`, synopsis: '', description: `List the images in storage. ${COMMON}`, epilog: EXIT_TEXT },
   delete: { prog: `${PROG} delete`, synopsis: 'IMAGE...', description: `Delete images from storage. ${COMMON}`, epilog: EXIT_TEXT },
+  push: PUSH_SPEC,
   reset: { prog: `${PROG} reset`, synopsis: '', description: `Remove everything in the storage directory that is yours: images, build cache, blobs. ${COMMON}`, epilog: EXIT_TEXT },
   gc: {
     prog: `${PROG} gc`, synopsis: '[--all]',
@@ -91,8 +90,8 @@ used entries first, or empty it (--all). ${COMMON}`, epilog: EXIT_TEXT,
 };
 
 const USAGE = `Usage: ${PROG} [-s DIR] SUBCOMMAND [OPTION...] ARG...
-Subcommands: build, modify, list, delete, reset, gc ('${PROG} SUBCOMMAND --help').
-Build images from Dockerfiles and manage the image storage directory.
+Subcommands: build, modify, list, delete, push, reset, gc ('${PROG} SUBCOMMAND --help').
+Build images from Dockerfiles, manage the image storage directory, push images to a registry.
   -s, --storage=DIR  storage directory (default: $CH_IMAGE_STORAGE, else /var/tmp/$USER.ch)
   -h, --help         print this help; -V, --version: the version`;
 
@@ -257,8 +256,9 @@ export async function main(argv: string[], log: Log): Promise<number> {
   if (storage !== undefined) process.env.CH_IMAGE_STORAGE = storagePath(storage);
   if (sub === 'build') return build(rest, log, storage);
   if (sub === 'modify') return modify(rest, log, storage);
+  if (sub === 'push') return push(rest, log, storage, interruptible);
   if (SPECS[sub]) return simple(sub, rest, log, storage);
-  throw usage(`unknown subcommand '${sub}' (build, modify, list, delete, reset, gc)`);
+  throw usage(`unknown subcommand '${sub}' (build, modify, list, delete, push, reset, gc)`);
 }
 
 const log = new Log(PROG);
