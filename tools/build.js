@@ -5,7 +5,8 @@
 //           build/Release. Node's headers: $npm_config_nodedir if set, else
 //           the running Node's own (<prefix>/include/node, found from
 //           process.execPath: distro Node, nvm, volta, official tarballs),
-//           else node-gyp's download (needs the network).
+//           else node-gyp's download (needs the network). Then the
+//           launcher is copied to bin/ch-run, which npm links as ch-run.
 //   ts      type-checks and compiles lib/ (tsc: dist/**/*.js, the library
 //           modules), then bundles every command into one CommonJS file,
 //           dist/COMMAND.cjs, which bin/COMMAND loads (one file to read at
@@ -15,6 +16,11 @@
 //
 // It runs as the package's install script too (npm ci, npm install -g):
 // `native` then needs a C/C++ toolchain and Python (node-gyp), nothing else.
+//
+//   bin          bin/ch-run: the launcher if built, else (if missing) the
+//                stand-in tools/ch-run-unbuilt (npm's postpack)
+//   bin-unbuilt  bin/ch-run: the stand-in, always (npm's prepack: a package
+//                never ships the packer's launcher)
 
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -87,6 +93,7 @@ function native() {
   if (dir) say(`Node headers from ${dir}/include/node`);
   else say(`no Node headers next to ${process.execPath}: node-gyp downloads them (set npm_config_nodedir to avoid that)`);
   run(process.execPath, [nodeGyp(), 'rebuild', ...(dir ? [`--nodedir=${dir}`] : [])]);
+  binLauncher();
 }
 
 /**
@@ -103,6 +110,28 @@ function writeAtomic(file, data, mode = 0o644) {
   } finally {
     rmSync(tmp, { force: true });
   }
+}
+
+const BIN_RUN = join(ROOT, 'bin', 'ch-run');
+
+/**
+ * bin/ch-run, the file npm links as ch-run (package.json "bin"): the
+ * launcher itself, a copy (npm packs no symlinks), so an npm-installed
+ * ch-run runs without a shell in front (issue #27: 1.5-2 ms a launch).
+ * npm links it before the install script builds the launcher, and skips a
+ * missing file, so until then it is a stand-in that says how to build
+ * (tools/ch-run-unbuilt), which the package ships. Each is put there by a
+ * rename: a launch meanwhile runs the old file or the new one.
+ */
+function binLauncher() {
+  const built = join(ROOT, 'build', 'Release', 'ch-run');
+  if (!existsSync(built)) return false;
+  writeAtomic(BIN_RUN, readFileSync(built), 0o755);
+  return true;
+}
+
+function binUnbuilt(always) {
+  if (always || !existsSync(BIN_RUN)) writeAtomic(BIN_RUN, readFileSync(join(ROOT, 'tools', 'ch-run-unbuilt')), 0o755);
 }
 
 /** Move every file under FROM to the same place under TO, each by a rename; their paths, relative. */
@@ -144,6 +173,7 @@ async function ts() {
   // commands keep working while dist/ is rebuilt; what is stale goes last.
   const dist = join(ROOT, 'dist');
   mkdirSync(dist, { recursive: true });
+  binUnbuilt(false);   // npm links bins after `prepare` (this), before `install` (native)
   const written = new Set();
   // The protocol's TypeScript form, made from protocol.json (tools/protocol.js; binding.gyp makes the C one).
   writeIfChanged(TS_MODULE, tsModule());
@@ -253,8 +283,10 @@ async function main(what) {
     if (what === 'native' || what === 'all') native();
     if (what === 'native') await codeCache();   // the installed Node's own
     if (what === 'ts' || what === 'all') await ts();
-    if (!['native', 'ts', 'all'].includes(what)) {
-      say(`unknown target '${what}' (native, ts, all)`);
+    if (what === 'bin' && !binLauncher()) binUnbuilt(false);
+    if (what === 'bin-unbuilt') binUnbuilt(true);
+    if (!['native', 'ts', 'all', 'bin', 'bin-unbuilt'].includes(what)) {
+      say(`unknown target '${what}' (native, ts, all, bin, bin-unbuilt)`);
       process.exit(2);
     }
   } catch (err) {

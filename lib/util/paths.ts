@@ -24,7 +24,7 @@ export function buildDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 export const BUILD_DIR = buildDir();
 export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
-/** ch-run's launcher: what other commands run as ch-run (bin/ch-run links to it; npm packs no links). */
+/** ch-run's launcher: what other commands run as ch-run (bin/ch-run is a copy the build makes, for npm). */
 export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
 /** ch-run's addon (launch path), and ch-tar2dir's extractor. */
 export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');

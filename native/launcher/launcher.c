@@ -59,18 +59,30 @@ static void strip_last(char *path)
    *slash = '\0';
 }
 
-/* Our own directory (build/Release, which holds the core too) and the
-   package root two levels above it. */
+/* Where we are: the package root, and the directory of the core
+   (build/Release). The launcher is built as build/Release/ch-run and runs
+   from there (make install links PREFIX/bin/ch-run to it; the kernel
+   resolves the link), or as the package's bin/ch-run, a copy the build puts
+   there for npm to link (npm packs no symlinks; tools/build.js). */
 static void own_location(char *dir, char *root, size_t size)
 {
-   ssize_t n = readlink("/proc/self/exe", dir, size - 1);
+   static const char release[] = "/build/Release";
+   ssize_t n = readlink("/proc/self/exe", root, size - 1);
    if (n < 0)
       FATAL("can't find own location (/proc/self/exe)");
-   dir[n] = '\0';
-   strip_last(dir);
-   memcpy(root, dir, strlen(dir) + 1);
+   root[n] = '\0';
    strip_last(root);
-   strip_last(root);
+   size_t len = strlen(root);
+   if (len >= sizeof(release) - 1 && !strcmp(root + len - (sizeof(release) - 1), release)) {
+      memcpy(dir, root, len + 1);
+      root[len - (sizeof(release) - 1)] = '\0';
+   } else {
+      strip_last(root);   /* ROOT/bin */
+      if (snprintf(dir, size, "%s%s", root, release) >= (int)size) {
+         errno = ENAMETOOLONG;
+         FATAL("can't find ch-run's package root");
+      }
+   }
 }
 
 /* In the child: exec Node on the front end, with the plan memfd and the
