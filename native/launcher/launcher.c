@@ -128,9 +128,15 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
       execv(nargv[0], nargv);
    else if (path_find(nargv[0], found, sizeof(found)))
       execv(found, nargv);
+   /* Said where it happens, on a compute node, often: what needs Node
+      there, and how sites provide it (README, "Node on compute nodes"). */
    int e = errno;
-   say_error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE",
-             node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e), errno_name(e));
+   say_error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE "
+             "to plan a launch it has no memoized plan for (here: %s); a launch with one never starts Node. "
+             "On compute nodes, load your site's Node.js (e.g. module load nodejs) or set CH_RUN_NODE "
+             "to a Node.js on a shared file system (CH_RUN_NODE=/shared/node-v20/bin/node)",
+             node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e), errno_name(e),
+             *miss != '\0' ? miss : "none kept");
    _exit(EXIT_CHRUN);   /* a forked child: no exit() */
 }
 
