@@ -168,6 +168,34 @@ function removeStale(dist, written, rel = '') {
   }
 }
 
+/**
+ * ch-run's front end imports node:fs, node:os and node:module as ES modules;
+ * bundled, each import of fs or os became esbuild's __toESM copy of the
+ * whole module (a getter per export, five times), and node:module, which
+ * Node's start-up snapshot lacks, was compiled at start-up though only
+ * createRequire is used, and rarely. Together ~0.9 ms of every launch that
+ * plans (docs/design.md). In that bundle they are plain modules made here:
+ * fs and os as their exports, once; createRequire requiring node:module when
+ * called. Only import statements (our sources); a name node:module doesn't
+ * have here fails the build.
+ */
+const builtinsOnce = {
+  name: 'ch-builtins-once',
+  setup(build) {
+    build.onResolve({ filter: /^node:(fs|os|module)$/ }, (args) =>
+      (args.kind === 'import-statement' ? { path: args.path, namespace: 'ch-builtin' } : undefined));
+    build.onLoad({ filter: /.*/, namespace: 'ch-builtin' }, ({ path }) => {
+      if (path === 'node:module')
+        return { loader: 'js', contents: "export function createRequire(f) { return require('node:module').createRequire(f); }" };
+      // Data properties only: an accessor (fs.promises) loads more of Node when read.
+      const names = Object.entries(Object.getOwnPropertyDescriptors(require(path)))
+        .filter(([k, d]) => 'value' in d && /^[A-Za-z_$][\w$]*$/.test(k)).map(([k]) => k);
+      return { loader: 'js', contents: `const m = require(${JSON.stringify(path)});\nexport default m;\n`
+        + `export const { ${names.join(', ')} } = m;\n` };
+    });
+  },
+};
+
 async function ts() {
   // Nothing is removed first, and every file is replaced by a rename, so
   // commands keep working while dist/ is rebuilt; what is stale goes last.
@@ -194,11 +222,16 @@ async function ts() {
     format: 'cjs',
     target: 'node20',
     logLevel: 'warning',
-    // The sources are ES modules that find the package from import.meta.url.
-    define: { 'import.meta.url': '__importMetaUrl' },
+    plugins: name === 'ch-run-main' ? [builtinsOnce] : [],
+    // The sources are ES modules that find the package from import.meta:
+    // in a bundle, its own file. The URL only when asked for: making it
+    // (node:url) cost every ch-run launch ~0.3 ms (docs/design.md).
+    define: { 'import.meta.url': '__chMeta.url', 'import.meta.filename': '__chMeta.filename',
+      'import.meta.dirname': '__chMeta.dirname' },
     // ch-run's front end: a build id first, which its code cache names (tools/ch-run-loader.cjs).
     banner: { js: `${name === 'ch-run-main' ? `// ch-toolkit build ${randomBytes(8).toString('hex')}\n` : ''}`
-      + "const __importMetaUrl = require('url').pathToFileURL(__filename).href;" },
+      + 'const __chMeta = { filename: __filename, dirname: __dirname, '
+      + "get url() { return require('url').pathToFileURL(__filename).href; } };" },
   })));
   for (const r of built) {
     for (const out of r.outputFiles) {

@@ -11,10 +11,12 @@ import { ChError } from './log.js';
 
 /** The package root: the first directory at or above this module's with a package.json (EXISTS: how to look). */
 export function packageRoot(exists: (p: string) => boolean = existsSync): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
+  // import.meta.filename: a bundle's own file, without a URL made and parsed (Node < 20.11: the URL).
+  const self = import.meta.filename ?? fileURLToPath(import.meta.url);
+  let dir = dirname(self);
   for (let i = 0; i < 4; i++, dir = dirname(dir))
     if (exists(join(dir, 'package.json'))) return dir;
-  throw new Error(`ch-toolkit: can't find package root above ${fileURLToPath(import.meta.url)}`);
+  throw new Error(`ch-toolkit: can't find package root above ${self}`);
 }
 
 export const PKG_ROOT = packageRoot();
