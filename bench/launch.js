@@ -18,8 +18,9 @@
 //
 // Usage: node bench/launch.js [--runs N] [--wide-reps N] [--srun-reps N] [--no-srun] [--also PKGDIR]...
 //                              [--also-bin FILE]...
-//   --also PKGDIR: also time another build's ch-run (PKGDIR/bin/ch-run), e.g. a
-//   copy staged before a change, so before and after share one run's conditions.
+//   --also PKGDIR: also time another build's ch-run (PKGDIR/bin/ch-run), warm and
+//   cold, e.g. a copy staged before a change, so before and after share one
+//   run's conditions.
 //   --also-bin FILE: also time FILE as ch-run (say, the shell script npm
 //   once linked as ch-run, issue #27).
 // ch-run as npm installs it (issue #27) is timed too: `npm link` of this tree
@@ -103,7 +104,10 @@ if (npmLinked.path) variants['ch-run npm-linked warm'] = { argv: () => [npmLinke
 else console.log(`npm-linked ch-run: not measured: ${npmLinked.reason}`);
 process.argv.forEach((a, i) => {
   if (a === '--also-bin') variants[`ch-run (${process.argv[i + 1]})`] = { argv: () => [process.argv[i + 1], img, '--', '/bin/true'] };
-  if (a === '--also') variants[`ch-run (${process.argv[i + 1]})`] = { argv: () => [join(process.argv[i + 1], 'bin', 'ch-run'), img, '--', '/bin/true'] };
+  if (a !== '--also') return;
+  const other = join(process.argv[i + 1], 'bin', 'ch-run');
+  variants[`ch-run warm (${process.argv[i + 1]})`] = { argv: () => [other, img, '--', '/bin/true'] };
+  variants[`ch-run cold (${process.argv[i + 1]})`] = { argv: () => [other, img, '--', '/bin/true', `cold-${tag}-${coldN++}`] };
 });
 const CC = Object.keys(variants).find((k) => k.startsWith('Charliecloud'));
 

@@ -179,6 +179,17 @@ function removeStale(dist, written, rel = '') {
  * called. Only import statements (our sources); a name node:module doesn't
  * have here fails the build.
  */
+/**
+ * The exports of Node's module PATH that are plain values, as a fresh Node
+ * has them: an accessor (fs.promises, fs.ReadStream) loads more of Node
+ * when read, and one read in this process (by esbuild, say) is a value here.
+ */
+function dataExports(path) {
+  const code = `const d = Object.getOwnPropertyDescriptors(require(${JSON.stringify(path)}));`
+    + "console.log(Object.keys(d).filter((k) => 'value' in d[k] && /^[A-Za-z_$][\\w$]*$/.test(k)).join(' '))";
+  return execFileSync(process.execPath, ['-e', code], { encoding: 'utf8' }).trim().split(' ');
+}
+
 const builtinsOnce = {
   name: 'ch-builtins-once',
   setup(build) {
@@ -187,9 +198,7 @@ const builtinsOnce = {
     build.onLoad({ filter: /.*/, namespace: 'ch-builtin' }, ({ path }) => {
       if (path === 'node:module')
         return { loader: 'js', contents: "export function createRequire(f) { return require('node:module').createRequire(f); }" };
-      // Data properties only: an accessor (fs.promises) loads more of Node when read.
-      const names = Object.entries(Object.getOwnPropertyDescriptors(require(path)))
-        .filter(([k, d]) => 'value' in d && /^[A-Za-z_$][\w$]*$/.test(k)).map(([k]) => k);
+      const names = dataExports(path);
       return { loader: 'js', contents: `const m = require(${JSON.stringify(path)});\nexport default m;\n`
         + `export const { ${names.join(', ')} } = m;\n` };
     });
