@@ -104,7 +104,7 @@ test('npm install -g --prefix, as a user: ch-run is the launcher itself, and run
   t.regex(h.stderr, /plan memo: hit/);
 });
 
-test('npm install --ignore-scripts: npm\'s ch-run is the stand-in, which says how to build (exit 31)', async (t) => {
+test('npm install --ignore-scripts: npm\'s ch-run is the stand-in, which says how to build (exit 31); npm rebuild as it says makes it the launcher', async (t) => {
   t.truthy(tgz, packed.all);
   const prefix = userDir('prefix-noscripts');
   const r = await npmAsUser(['install', '-g', '--ignore-scripts', '--prefix', prefix, tgz]);
@@ -114,6 +114,14 @@ test('npm install --ignore-scripts: npm\'s ch-run is the stand-in, which says ho
   t.is(c.exitCode, 31);
   t.regex(c.stderr, /^ch-run\[\d+\]: error: ch-toolkit's native part is not built \(npm did not run its install script\); build it with: node (\S+)\/tools\/build\.js native/);
   t.true(c.stderr.includes(`node ${realpathSync(pkg)}/tools/build.js native`), c.stderr);
+  t.true(c.stderr.includes('(or: npm rebuild ch-toolkit, with -g if installed with -g)'), c.stderr);
+  // Doing as it says: the same link now runs the launcher.
+  const rebuilt = await npmAsUser(['rebuild', '-g', '--prefix', prefix, 'ch-toolkit']);
+  t.is(rebuilt.exitCode, 0, rebuilt.all);
+  t.deepEqual(readFileSync(join(prefix, 'bin', 'ch-run')).subarray(0, 4), ELF);
+  const after = await asTestUser([join(prefix, 'bin', 'ch-run'), image('busybox'), '--', 'echo', 'rebuilt']);
+  t.is(after.exitCode, 0, after.stderr);
+  t.is(after.stdout, 'rebuilt');
 });
 
 test('npm link (a source tree): ch-run leads to the tree\'s bin/ch-run, the launcher', async (t) => {
