@@ -80,7 +80,7 @@ static void own_location(char *dir, char *root, size_t size)
       strip_last(root);   /* ROOT/bin */
       if (snprintf(dir, size, "%s%s", root, release) >= (int)size) {
          errno = ENAMETOOLONG;
-         FATAL("can't find ch-run's package root");
+         FATAL("can't find ch-run's core in %s", root);
       }
    }
 }
