@@ -169,17 +169,6 @@ function removeStale(dist, written, rel = '') {
 }
 
 /**
- * ch-run's front end imports node:fs, node:os and node:module as ES modules;
- * bundled, each import of fs or os became esbuild's __toESM copy of the
- * whole module (a getter per export, five times), and node:module, which
- * Node's start-up snapshot lacks, was compiled at start-up though only
- * createRequire is used, and rarely. Together ~0.9 ms of every launch that
- * plans (docs/design.md). In that bundle they are plain modules made here:
- * fs and os as their exports, once; createRequire requiring node:module when
- * called. Only import statements (our sources); a name node:module doesn't
- * have here fails the build.
- */
-/**
  * The exports of Node's module PATH that are plain values, as a fresh Node
  * has them: an accessor (fs.promises, fs.ReadStream) loads more of Node
  * when read, and one read in this process (by esbuild, say) is a value here.
@@ -190,6 +179,17 @@ function dataExports(path) {
   return execFileSync(process.execPath, ['-e', code], { encoding: 'utf8' }).trim().split(' ');
 }
 
+/**
+ * ch-run's front end imports node:fs, node:os and node:module as ES modules;
+ * bundled, each import of fs or os became esbuild's __toESM copy of the
+ * whole module (a getter per export, five times), and node:module, which
+ * Node's start-up snapshot lacks, was compiled at start-up though only
+ * createRequire is used, and rarely. Together ~0.9 ms of every launch that
+ * plans (docs/design.md). In that bundle they are plain modules made here:
+ * fs and os as their exports, once; createRequire requiring node:module when
+ * called. Only import statements (our sources); a name node:module doesn't
+ * have here fails the build.
+ */
 const builtinsOnce = {
   name: 'ch-builtins-once',
   setup(build) {
