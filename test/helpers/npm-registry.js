@@ -44,6 +44,13 @@ export async function startRegistry(repo, cache) {
     if (!latest || latest.localeCompare(p.version, undefined, { numeric: true }) < 0) doc['dist-tags'].latest = p.version;
     packuments.set(name, doc);
   }
+  const missing = [];
+  for (const [file, integrity] of tarballs)
+    if (!(await cc.get.hasContent(npmCache, integrity))) missing.push(file);
+  if (missing.length > 0) {
+    server.close();
+    throw new Error(`npm's cache (${npmCache}) lacks ${missing.join(', ')}: run npm ci in the repository first`);
+  }
   server.on('request', async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, url).pathname);
     try {
