@@ -258,8 +258,9 @@ _Noreturn static void front_end_failed(int status)
 }
 
 /* Become the core, which reads the plan from PLANFD: the same code as
-   ch-run-core, linked in here, run in this process (one exec fewer than
-   exec'ing ch-run-core: 0.6 ms a launch measured, issue #27). A front end
+   ch-run-core, linked in here, run in this process: one exec fewer (0.6 ms
+   a launch, measured on hits; issue #27 made a launch that planned do the
+   same). A front end
    that planned may still be exiting: the core reaps it (FRONT, our child),
    after building the container and before it execs the command, so the two
    overlap; then it puts back the caller's O_NONBLOCK bits on stdio (Node's
