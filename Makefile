@@ -94,4 +94,4 @@ uninstall:
 	rm -rf $(LIBDIR)
 
 clean:
-	rm -rf build dist lib/util/protocol.gen.ts
+	rm -rf build dist lib/util/protocol.gen.ts bin/ch-run

@@ -17,8 +17,14 @@
 // Node start-up here), cwd /.
 //
 // Usage: node bench/launch.js [--runs N] [--wide-reps N] [--srun-reps N] [--no-srun] [--also PKGDIR]...
-//   --also PKGDIR: also time another build's ch-run (PKGDIR/bin/ch-run), e.g. a
-//   copy staged before a change, so before and after share one run's conditions.
+//                              [--also-bin FILE]...
+//   --also PKGDIR: also time another build's ch-run (PKGDIR/bin/ch-run), warm and
+//   cold, e.g. a copy staged before a change, so before and after share one
+//   run's conditions.
+//   --also-bin FILE: also time FILE as ch-run (say, the shell script npm
+//   once linked as ch-run, issue #27).
+// ch-run as npm installs it (issue #27) is timed too: `npm link` of this tree
+// into a private prefix (scripts off: it is built), run through npm's link.
 // Charliecloud: the Debian package charliecloud-runtime (installed with apt-get
 // when run as root and missing), or CH_BENCH_CHARLIECLOUD=/path/to/ch-run.
 // Sequential runs and the 200-launch batches go round-robin over the variants,
@@ -67,6 +73,16 @@ if (cc.reason) console.log(`Charliecloud: not measured: ${cc.reason}`);
 const ccSaid = cc.path ? spawnSync(cc.path, ['--version'], { encoding: 'utf8', env }) : null;
 const ccVersion = ccSaid ? `${ccSaid.stdout}${ccSaid.stderr}`.trim().split('\n')[0] : null;
 
+/** This tree's ch-run as `npm link` installs it, into a prefix in the bench directory. */
+function npmLink() {
+  const prefix = join(dir, 'npm');
+  const r = spawnSync('npm', ['link', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: repo, encoding: 'utf8',
+    env: { ...process.env, npm_config_prefix: prefix } });
+  if (r.error || r.status !== 0) return { reason: `npm link failed: ${r.error?.message ?? r.stderr.trim().split('\n').pop()}` };
+  spawnSync('chmod', ['-R', 'a+rX', prefix]);
+  return { path: join(prefix, 'bin', 'ch-run') };
+}
+
 // A cold launch must be a true miss: a plan is memoized per argv, so every
 // cold launch gets an argv no launch had before (an argument /bin/true ignores).
 const tag = `${process.pid}-${Date.now()}`;
@@ -83,8 +99,15 @@ if (cc.path) variants[`Charliecloud ${ccVersion} ch-run`] = { argv: () => [cc.pa
 variants['ch-run warm (same argv)'] = { argv: () => [chrun, img, '--', '/bin/true'] };
 variants['ch-run cold (new argv)'] = { argv: cold };
 variants['ch-run CH_RUN_NO_CACHE=1'] = { argv: () => [chrun, img, '--', '/bin/true'], env: { CH_RUN_NO_CACHE: '1' } };
+const npmLinked = npmLink();
+if (npmLinked.path) variants['ch-run npm-linked warm'] = { argv: () => [npmLinked.path, img, '--', '/bin/true'] };
+else console.log(`npm-linked ch-run: not measured: ${npmLinked.reason}`);
 process.argv.forEach((a, i) => {
-  if (a === '--also') variants[`ch-run (${process.argv[i + 1]})`] = { argv: () => [join(process.argv[i + 1], 'bin', 'ch-run'), img, '--', '/bin/true'] };
+  if (a === '--also-bin') variants[`ch-run (${process.argv[i + 1]})`] = { argv: () => [process.argv[i + 1], img, '--', '/bin/true'] };
+  if (a !== '--also') return;
+  const other = join(process.argv[i + 1], 'bin', 'ch-run');
+  variants[`ch-run warm (${process.argv[i + 1]})`] = { argv: () => [other, img, '--', '/bin/true'] };
+  variants[`ch-run cold (${process.argv[i + 1]})`] = { argv: () => [other, img, '--', '/bin/true', `cold-${tag}-${coldN++}`] };
 });
 const CC = Object.keys(variants).find((k) => k.startsWith('Charliecloud'));
 
@@ -232,6 +255,8 @@ try {
   const warm = med['ch-run warm (same argv)'], coldMs = med['ch-run cold (new argv)'];
   if (CC) targets.push(['warm launch <= Charliecloud median', `${warm.toFixed(2)} vs ${med[CC].toFixed(2)} ms`, warm <= med[CC]]);
   else targets.push(['warm launch <= Charliecloud median', 'no Charliecloud', null]);
+  const npmWarm = med['ch-run npm-linked warm'];
+  if (CC && npmWarm) targets.push(['npm-linked warm launch <= Charliecloud median', `${npmWarm.toFixed(2)} vs ${med[CC].toFixed(2)} ms`, npmWarm <= med[CC]]);
   targets.push(['cold launch <= node -e 0 + 5 ms', `${coldMs.toFixed(2)} vs ${(node + 5).toFixed(2)} ms`, coldMs <= node + 5]);
 
   console.log(`\n${WIDE_TOTAL} launches, ${WIDE_WIDTH} at a time: wall time, median of ${wideReps} round-robin (ms)`);
@@ -271,7 +296,7 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
-console.log('\ntargets (issue #14):');
+console.log('\ntargets (issues #14, #27):');
 for (const [what, fig, ok] of targets)
   console.log(`  ${(ok === null ? 'n/a ' : verdict(ok)).padEnd(5)} ${what.padEnd(52)} ${fig}`);
 console.log(`load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);

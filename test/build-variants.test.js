@@ -134,7 +134,8 @@ test('without the native part (npm skipped the install script), commands say how
   const bare = join(BASE, 'bare');
   mkdirSync(join(bare, 'tools'), { recursive: true });
   for (const p of ['package.json', 'bin', 'dist']) cpSync(join(PKG, p), join(bare, p), { recursive: true, verbatimSymlinks: true });
-  cpSync(join(REPO, 'tools', 'ch-run-npm'), join(bare, 'tools', 'ch-run-npm'));
+  // bin/ch-run as npm's package ships it, before the install script makes it the launcher.
+  cpSync(join(REPO, 'tools', 'ch-run-unbuilt'), join(bare, 'bin', 'ch-run'));
   await execa('tar', ['-C', join(BASE, 'src'), '-cf', join(bare, 't.tar'), 'img']);
   const dest = join(BASE, `dest${n++}`);
   mkdirSync(dest);
@@ -148,7 +149,7 @@ test('without the native part (npm skipped the install script), commands say how
   const x = await run([join(bare, 'bin', 'ch-tar2dir'), join(bare, 't.tar'), dest]);
   t.is(x.exitCode, 1);
   t.true(x.stderr.includes(how), x.stderr);
-  const r = await run([join(bare, 'tools', 'ch-run-npm'), image('busybox'), '--', 'true']);
+  const r = await run([join(bare, 'bin', 'ch-run'), image('busybox'), '--', 'true']);
   t.is(r.exitCode, 31);
   t.true(r.stderr.includes(how), r.stderr);
 });

@@ -7,7 +7,8 @@
 import test from 'ava';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image, PKG, TEST_DIR } from './helpers/env.js';
+import { execa } from 'execa';
+import { asUser, BIN, ch, image, PKG, TEST_DIR, userEnv } from './helpers/env.js';
 
 const VERSION = JSON.parse(readFileSync(join(PKG, 'package.json'), 'utf8')).version;
 const YARGS_COMMANDS = ['ch-build', 'ch-builder2tar', 'ch-docker2tar', 'ch-fromhost', 'ch-pull', 'ch-convert'];
@@ -130,5 +131,28 @@ test('a man page for every command, from its --help', (t) => {
     t.regex(page, new RegExp(`^\\.TH ${prog.toUpperCase()} 1 `));
     t.regex(page, new RegExp(`^Usage: ${prog} `, 'm'));
     t.regex(page, /^Exit status/m);
+  }
+});
+
+// Issue #26: "ch-run needs Node on every compute node" is half true; the
+// message a node without Node gives says which half, and what sites do.
+test('ch-run without Node: says a launch with a memoized plan needs none, why this one does, and how sites provide Node (exit 31)', async (t) => {
+  const how = "a launch with one never starts Node. On compute nodes, load your site's Node.js (e.g. module load nodejs) "
+    + 'or set CH_RUN_NODE to a Node.js on a shared file system (CH_RUN_NODE=/shared/node-v20/bin/node)';
+  const cases = [
+    [{ CH_RUN_NODE: '/nonexistent/node' }, /^ch-run\[\d+\]: error: can't execute Node\.js \(CH_RUN_NODE=\/nonexistent\/node\): No such file or directory \(ENOENT\); ch-run needs node >= 20 on PATH or in CH_RUN_NODE to plan a launch it has no memoized plan for \(here: [^)]+\); /],
+    [{ CH_RUN_NODE: '/nonexistent/node', CH_RUN_NO_CACHE: '1' }, /\(here: CH_RUN_NO_CACHE is set\)/],
+    // No node on PATH at all (the launcher looks only there; env(1) sets it past setpriv).
+    [{ NO_PATH: '1' }, /^ch-run\[\d+\]: error: can't execute Node\.js \(node\): No such file or directory \(ENOENT\); ch-run needs node >= 20 on PATH or in CH_RUN_NODE/],
+  ];
+  for (const [env, re] of cases) {
+    const args = [image('busybox'), '--', 'echo', `never-${Date.now()}`];
+    const bare = [...asUser(), '/usr/bin/env', 'PATH=/nonexistent', join(BIN, 'ch-run'), ...args];
+    const r = env.NO_PATH ? await execa(bare[0], bare.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' })
+      : await ch('ch-run', args, { env });
+    t.is(r.exitCode, 31, JSON.stringify(env));
+    t.regex(r.stderr, re);
+    t.true(r.stderr.trimEnd().endsWith(how), r.stderr);
+    t.is(r.stdout, '');
   }
 });

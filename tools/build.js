@@ -5,7 +5,8 @@
 //           build/Release. Node's headers: $npm_config_nodedir if set, else
 //           the running Node's own (<prefix>/include/node, found from
 //           process.execPath: distro Node, nvm, volta, official tarballs),
-//           else node-gyp's download (needs the network).
+//           else node-gyp's download (needs the network). Then the
+//           launcher is copied to bin/ch-run, which npm links as ch-run.
 //   spank   the SPANK plugin alone (native/spank/; also part of native, where
 //           Slurm's headers are: otherwise skipped, saying so)
 //   ts      type-checks and compiles lib/ (tsc: dist/**/*.js, the library
@@ -17,6 +18,11 @@
 //
 // It runs as the package's install script too (npm ci, npm install -g):
 // `native` then needs a C/C++ toolchain and Python (node-gyp), nothing else.
+//
+//   bin          bin/ch-run: the launcher if built, else (if missing) the
+//                stand-in tools/ch-run-unbuilt (npm's postpack)
+//   bin-unbuilt  bin/ch-run: the stand-in, always (npm's prepack: a package
+//                never ships the packer's launcher)
 
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -93,6 +99,7 @@ function native() {
   else say(`no Node headers next to ${process.execPath}: node-gyp downloads them (set npm_config_nodedir to avoid that)`);
   run(process.execPath, [nodeGyp(), 'rebuild', ...(dir ? [`--nodedir=${dir}`] : [])]);
   spank();
+  binLauncher();
 }
 
 /**
@@ -156,6 +163,28 @@ function writeAtomic(file, data, mode = 0o644) {
   }
 }
 
+const BIN_RUN = join(ROOT, 'bin', 'ch-run');
+
+/**
+ * bin/ch-run, the file npm links as ch-run (package.json "bin"): the
+ * launcher itself, a copy (npm packs no symlinks), so an npm-installed
+ * ch-run runs without a shell in front (issue #27: 1.5-2 ms a launch).
+ * npm links it before the install script builds the launcher, and skips a
+ * missing file, so until then it is a stand-in that says how to build
+ * (tools/ch-run-unbuilt), which the package ships. Each is put there by a
+ * rename: a launch meanwhile runs the old file or the new one.
+ */
+function binLauncher() {
+  const built = join(ROOT, 'build', 'Release', 'ch-run');
+  if (!existsSync(built)) return false;
+  writeAtomic(BIN_RUN, readFileSync(built), 0o755);
+  return true;
+}
+
+function binUnbuilt(always) {
+  if (always || !existsSync(BIN_RUN)) writeAtomic(BIN_RUN, readFileSync(join(ROOT, 'tools', 'ch-run-unbuilt')), 0o755);
+}
+
 /** Move every file under FROM to the same place under TO, each by a rename; their paths, relative. */
 function moveTree(from, to, rel = '') {
   const moved = [];
@@ -190,11 +219,49 @@ function removeStale(dist, written, rel = '') {
   }
 }
 
+/**
+ * The exports of Node's module PATH that are plain values, as a fresh Node
+ * has them: an accessor (fs.promises, fs.ReadStream) loads more of Node
+ * when read, and one read in this process (by esbuild, say) is a value here.
+ */
+function dataExports(path) {
+  const code = `const d = Object.getOwnPropertyDescriptors(require(${JSON.stringify(path)}));`
+    + "console.log(Object.keys(d).filter((k) => 'value' in d[k] && /^[A-Za-z_$][\\w$]*$/.test(k)).join(' '))";
+  return execFileSync(process.execPath, ['-e', code], { encoding: 'utf8' }).trim().split(' ');
+}
+
+/**
+ * ch-run's front end imports node:fs, node:os and node:module as ES modules;
+ * bundled, each import of fs or os became esbuild's __toESM copy of the
+ * whole module (a getter per export, five times), and node:module, which
+ * Node's start-up snapshot lacks, was compiled at start-up though only
+ * createRequire is used, and rarely. Together ~0.9 ms of every launch that
+ * plans (docs/design.md). In that bundle they are plain modules made here:
+ * fs and os as their exports, once; createRequire requiring node:module when
+ * called. Only import statements (our sources); a name node:module doesn't
+ * have here fails the build.
+ */
+const builtinsOnce = {
+  name: 'ch-builtins-once',
+  setup(build) {
+    build.onResolve({ filter: /^node:(fs|os|module)$/ }, (args) =>
+      (args.kind === 'import-statement' ? { path: args.path, namespace: 'ch-builtin' } : undefined));
+    build.onLoad({ filter: /.*/, namespace: 'ch-builtin' }, ({ path }) => {
+      if (path === 'node:module')
+        return { loader: 'js', contents: "export function createRequire(f) { return require('node:module').createRequire(f); }" };
+      const names = dataExports(path);
+      return { loader: 'js', contents: `const m = require(${JSON.stringify(path)});\nexport default m;\n`
+        + `export const { ${names.join(', ')} } = m;\n` };
+    });
+  },
+};
+
 async function ts() {
   // Nothing is removed first, and every file is replaced by a rename, so
   // commands keep working while dist/ is rebuilt; what is stale goes last.
   const dist = join(ROOT, 'dist');
   mkdirSync(dist, { recursive: true });
+  binUnbuilt(false);   // npm links bins after `prepare` (this), before `install` (native)
   const written = new Set();
   // The protocol's TypeScript form, made from protocol.json (tools/protocol.js; binding.gyp makes the C one).
   writeIfChanged(TS_MODULE, tsModule());
@@ -215,11 +282,16 @@ async function ts() {
     format: 'cjs',
     target: 'node20',
     logLevel: 'warning',
-    // The sources are ES modules that find the package from import.meta.url.
-    define: { 'import.meta.url': '__importMetaUrl' },
+    plugins: name === 'ch-run-main' ? [builtinsOnce] : [],
+    // The sources are ES modules that find the package from import.meta:
+    // in a bundle, its own file. The URL only when asked for: making it
+    // (node:url) cost every ch-run launch ~0.3 ms (docs/design.md).
+    define: { 'import.meta.url': '__chMeta.url', 'import.meta.filename': '__chMeta.filename',
+      'import.meta.dirname': '__chMeta.dirname' },
     // ch-run's front end: a build id first, which its code cache names (tools/ch-run-loader.cjs).
     banner: { js: `${name === 'ch-run-main' ? `// ch-toolkit build ${randomBytes(8).toString('hex')}\n` : ''}`
-      + "const __importMetaUrl = require('url').pathToFileURL(__filename).href;" },
+      + 'const __chMeta = { filename: __filename, dirname: __dirname, '
+      + "get url() { return require('url').pathToFileURL(__filename).href; } };" },
   })));
   for (const r of built) {
     for (const out of r.outputFiles) {
@@ -305,8 +377,10 @@ async function main(what) {
     if (what === 'spank') spank();
     if (what === 'native') await codeCache();   // the installed Node's own
     if (what === 'ts' || what === 'all') await ts();
-    if (!['native', 'ts', 'all', 'spank'].includes(what)) {
-      say(`unknown target '${what}' (native, ts, all, spank)`);
+    if (what === 'bin' && !binLauncher()) binUnbuilt(false);
+    if (what === 'bin-unbuilt') binUnbuilt(true);
+    if (!['native', 'ts', 'all', 'spank', 'bin', 'bin-unbuilt'].includes(what)) {
+      say(`unknown target '${what}' (native, ts, all, spank, bin, bin-unbuilt)`);
       process.exit(2);
     }
   } catch (err) {

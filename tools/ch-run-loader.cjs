@@ -9,12 +9,15 @@
 // usable cache the bundle is compiled as usual.
 // CH_RUN_CODE_CACHE_OUT=FILE: write the cache after this run (the build).
 'use strict';
+// No node:module (Module.wrap, createRequire): Node's start-up snapshot
+// lacks it, and compiling it cost ~0.35 ms a launch (docs/design.md). The
+// wrapper is written here, and the front end gets this file's own require
+// (the same directory: it resolves alike). node:vm, which the cache needs,
+// is compiled all the same.
 const { readFileSync, writeFileSync } = require('node:fs');
-const Module = require('node:module');
-const { join } = require('node:path');
 const { Script } = require('node:vm');
 
-const file = join(__dirname, 'ch-run-main.cjs');
+const file = `${__dirname}/ch-run-main.cjs`;
 const source = readFileSync(file, 'utf8');
 const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
 let cachedData;
@@ -22,7 +25,8 @@ try {
   const cache = readFileSync(`${file}.cache`);
   if (cache.subarray(0, stamp.length).toString('latin1') === stamp) cachedData = cache.subarray(stamp.length);
 } catch { /* none: compile */ }
-const script = new Script(Module.wrap(source), { filename: file, cachedData });
+const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
+const script = new Script(wrapped, { filename: file, cachedData });
 // What became of the cache, for the front end's -vv.
 globalThis[Symbol.for('ch-toolkit.codecache')] = cachedData === undefined ? 'none'
   : script.cachedDataRejected ? 'rejected by V8' : 'used';
@@ -32,4 +36,4 @@ if (out) {
   process.on('exit', () => writeFileSync(out, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
 }
 const mod = { exports: {}, filename: file, id: file, loaded: false };
-script.runInThisContext().call(mod.exports, mod.exports, Module.createRequire(file), mod, file, __dirname);
+script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, __dirname);

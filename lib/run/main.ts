@@ -154,7 +154,8 @@ async function main(): Promise<number> {
     handOff(NOTHING_TO_RUN);
     return 0;
   }
-  refuseSetid(host, [process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), CORE_PATH]);
+  // The launcher too: bin/ch-run (npm's) is a copy, and build/Release/ch-run may be run directly.
+  refuseSetid(host, [process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), CORE_PATH, LAUNCHER_PATH]);
   let plan: Plan;
   try {
     plan = await buildPlan(host, log, opts);

@@ -11,10 +11,12 @@ import { ChError } from './log.js';
 
 /** The package root: the first directory at or above this module's with a package.json (EXISTS: how to look). */
 export function packageRoot(exists: (p: string) => boolean = existsSync): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
+  // import.meta.filename: a bundle's own file, without a URL made and parsed (Node < 20.11: the URL).
+  const self = import.meta.filename ?? fileURLToPath(import.meta.url);
+  let dir = dirname(self);
   for (let i = 0; i < 4; i++, dir = dirname(dir))
     if (exists(join(dir, 'package.json'))) return dir;
-  throw new Error(`ch-toolkit: can't find package root above ${fileURLToPath(import.meta.url)}`);
+  throw new Error(`ch-toolkit: can't find package root above ${self}`);
 }
 
 export const PKG_ROOT = packageRoot();
@@ -24,7 +26,7 @@ export function buildDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 export const BUILD_DIR = buildDir();
 export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
-/** ch-run's launcher: what other commands run as ch-run (bin/ch-run links to it; npm packs no links). */
+/** ch-run's launcher: what other commands run as ch-run (bin/ch-run is a copy the build makes, for npm). */
 export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
 /** ch-run's addon (launch path), and ch-tar2dir's extractor. */
 export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');

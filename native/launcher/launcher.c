@@ -9,8 +9,8 @@
    (dist/ch-run.cjs), which writes its decision into a memfd inherited as
    CH_RUN_PLAN_FD and closes CH_RUN_DONE_FD to say so. This process keeps
    ch-run's PID and the caller's state untouched (ignored and blocked
-   signals, limits, stdio), and execs the C core with the plan; the core
-   execs the command, which inherits that state as POSIX exec semantics say.
+   signals, limits, stdio), and runs the C core (linked in) on the plan; the
+   core execs the command, which inherits that state as POSIX exec semantics say.
    Node's exit is not waited for: once the plan is confirmed whole the front
    end is killed, and the core reaps it just before exec'ing the command, so
    its teardown overlaps the container's set-up (see bench/launch.js for
@@ -59,18 +59,30 @@ static void strip_last(char *path)
    *slash = '\0';
 }
 
-/* Our own directory (build/Release, which holds the core too) and the
-   package root two levels above it. */
+/* Where we are: the package root, and the directory of the core
+   (build/Release). The launcher is built as build/Release/ch-run and runs
+   from there (make install links PREFIX/bin/ch-run to it; the kernel
+   resolves the link), or as the package's bin/ch-run, a copy the build puts
+   there for npm to link (npm packs no symlinks; tools/build.js). */
 static void own_location(char *dir, char *root, size_t size)
 {
-   ssize_t n = readlink("/proc/self/exe", dir, size - 1);
+   static const char release[] = "/build/Release";
+   ssize_t n = readlink("/proc/self/exe", root, size - 1);
    if (n < 0)
       FATAL("can't find own location (/proc/self/exe)");
-   dir[n] = '\0';
-   strip_last(dir);
-   memcpy(root, dir, strlen(dir) + 1);
+   root[n] = '\0';
    strip_last(root);
-   strip_last(root);
+   size_t len = strlen(root);
+   if (len >= sizeof(release) - 1 && !strcmp(root + len - (sizeof(release) - 1), release)) {
+      memcpy(dir, root, len + 1);
+      root[len - (sizeof(release) - 1)] = '\0';
+   } else {
+      strip_last(root);   /* ROOT/bin */
+      if (snprintf(dir, size, "%s%s", root, release) >= (int)size) {
+         errno = ENAMETOOLONG;
+         FATAL("can't find ch-run's core in %s", root);
+      }
+   }
 }
 
 /* In the child: exec Node on the front end, with the plan memfd and the
@@ -116,9 +128,15 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
       execv(nargv[0], nargv);
    else if (path_find(nargv[0], found, sizeof(found)))
       execv(found, nargv);
+   /* Said where it happens, on a compute node, often: what needs Node
+      there, and how sites provide it (README, "Node on compute nodes"). */
    int e = errno;
-   say_error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE",
-             node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e), errno_name(e));
+   say_error("can't execute Node.js (%s%s): %s (%s); ch-run needs node >= 20 on PATH or in CH_RUN_NODE "
+             "to plan a launch it has no memoized plan for (here: %s); a launch with one never starts Node. "
+             "On compute nodes, load your site's Node.js (e.g. module load nodejs) or set CH_RUN_NODE "
+             "to a Node.js on a shared file system (CH_RUN_NODE=/shared/node-v20/bin/node)",
+             node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e), errno_name(e),
+             *miss != '\0' ? miss : "none kept");
    _exit(EXIT_CHRUN);   /* a forked child: no exit() */
 }
 
@@ -239,27 +257,25 @@ _Noreturn static void front_end_failed(int status)
                "ch-run needs node >= 20 on PATH or in CH_RUN_NODE", who, WEXITSTATUS(status));
 }
 
-/* Become the core, which reads the plan from PLANFD: the core itself
-   (ch-run-core) by exec, or, with IN_PROCESS, the same code linked in here.
-   A front end that planned may still be exiting: the core reaps it (FRONT),
+/* Become the core, which reads the plan from PLANFD: the same code as
+   ch-run-core, linked in here, run in this process: one exec fewer (0.6 ms
+   a launch, measured on hits; issue #27 made a launch that planned do the
+   same). A front end
+   that planned may still be exiting: the core reaps it (FRONT, our child),
    after building the container and before it execs the command, so the two
    overlap; then it puts back the caller's O_NONBLOCK bits on stdio (Node's
    exit no longer does). A memoized plan has no front end (FRONT 0) and
-   nothing to undo, and runs in process: one exec fewer. */
-static void run_core(const char *dir, int planfd, pid_t front, int nonblock, bool in_process)
+   nothing to undo. Never returns. */
+_Noreturn static void run_core(int planfd, pid_t front, int nonblock)
 {
-   char core[PATH_MAX + 32], fdstr[16], pidstr[16], nbstr[16];
+   char fdstr[16], pidstr[16], nbstr[16];
    if (lseek(planfd, 0, SEEK_SET) != 0)
       FATAL("can't rewind plan memfd");
    snprintf(fdstr, sizeof(fdstr), "%d", planfd);
    snprintf(pidstr, sizeof(pidstr), "%d", (int)front);
    snprintf(nbstr, sizeof(nbstr), "%d", nonblock);
    char *argv[] = { "ch-run", fdstr, pidstr, nbstr, NULL };
-   if (in_process)
-      core_main(4, argv);   /* never returns */
-   snprintf(core, sizeof(core), "%s/ch-run-core", dir);
-   execv(core, argv);
-   FATAL("can't execute ch-run's core %s", core);
+   core_main(4, argv);
 }
 
 int main(int argc, char **argv)
@@ -277,7 +293,7 @@ int main(int argc, char **argv)
    int hit = memo_hit(&memo);
    if (hit >= 0) {
       memo_close(&memo);
-      run_core(dir, hit, 0, nonblock_bits(stdio_flags), true);
+      run_core(hit, 0, nonblock_bits(stdio_flags));
    }
 
    int planfd, memofd;
@@ -307,7 +323,11 @@ int main(int argc, char **argv)
       if (fd >= 0) {
          if (sigaction(SIGCHLD, &sigchld, NULL) != 0)
             FATAL("can't restore SIGCHLD");
-         run_core(dir, fd, front, nonblock_bits(stdio_flags), false);
+         /* The core runs in this process, as for a hit. */
+         if (memofd >= 0 && close(memofd) != 0)
+            FATAL("can't close memo memfd");
+         memo_close(&memo);
+         run_core(fd, front, nonblock_bits(stdio_flags));
       }
       /* Verify mode only (CH_RUN_MEMO_VERIFY): an input changed while it
          planned; plan again. */

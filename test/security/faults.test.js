@@ -64,8 +64,11 @@ function exited(p) {
 
 const HOST_USERNS = readlinkSync('/proc/self/ns/user');
 const NODE = readlinkSync('/proc/self/exe');
-const CORE = () => join(BIN, '..', 'build/Release/ch-run-core');
-const LAUNCHER = () => join(BIN, '..', 'build/Release/ch-run');
+// The launcher as run here (bin/ch-run: the build's copy of build/Release/ch-run,
+// which npm links), and the core, which runs in the launcher's own process
+// (native/launcher/launcher.c, run_core): one executable at every point held.
+const LAUNCHER = () => join(BIN, 'ch-run');
+const CORE = LAUNCHER;
 
 /** The PIDs of PID's children. */
 function childrenOf(pid) {

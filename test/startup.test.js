@@ -1,0 +1,52 @@
+// What ch-run's front end costs at start-up (issue #27, docs/design.md "First
+// launch"): a launch that plans loads, beyond what any Node script loads,
+// only node:vm (the code cache) and node:os (the user's name), and starts
+// from its V8 code cache. Each Node module more was measured at 0.25-0.5 ms
+// of every such launch (node:module with the ES module loader it pulls in,
+// node:url), so one that creeps back in fails here, named.
+
+import test from 'ava';
+import { execa } from 'execa';
+import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { asUser, image, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
+
+
+const BASE = join(TEST_DIR, 'startup');
+const ALLOWED = ['NativeModule vm', 'NativeModule os', 'Internal Binding os'];
+
+/** The Node modules a run of SCRIPT ARGS loaded, as the test user, with the launcher's descriptors. */
+async function modulesOf(name, script, args, env = {}) {
+  const out = join(BASE, `${name}.txt`);
+  const argv = [...asUser(), process.execPath, '-r', join(BASE, 'list.cjs'), script, ...args];
+  const r = await execa(argv[0], argv.slice(1), { reject: false, extendEnv: false, cwd: '/',
+    env: userEnv(undefined, { MODULES_OUT: out, ...env }), stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
+  return { r, loaded: new Set(readFileSync(out, 'utf8').split('\n')) };
+}
+
+test.before(() => {
+  rmSync(BASE, { recursive: true, force: true });
+  mkdirSync(BASE, { recursive: true });
+  chownSync(BASE, testUser().uid, testUser().gid);
+  writeFileSync(join(BASE, 'list.cjs'),
+    "process.on('exit', () => require('fs').writeFileSync(process.env.MODULES_OUT, process.moduleLoadList.join('\\n')));\n");
+  writeFileSync(join(BASE, 'plain.cjs'), '\n');
+});
+
+test('a launch that plans loads no Node module beyond node:vm and node:os, and starts from the code cache', async (t) => {
+  const plain = await modulesOf('plain', join(BASE, 'plain.cjs'), []);
+  t.is(plain.r.exitCode, 0, plain.r.stderr);
+  // As the launcher runs it: a memoizable plan (the record too). Quiet: a
+  // message written to a pipe (as here) loads Node's streams.
+  const fds = { CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' };
+  const fe = await modulesOf('front-end', join(PKG, 'dist', 'ch-run.cjs'), [image('busybox'), '--', 'true'], fds);
+  t.is(fe.r.exitCode, 0, fe.r.stderr);
+  t.is(fe.r.stderr, '');
+  const vv = await modulesOf('front-end-vv', join(PKG, 'dist', 'ch-run.cjs'), ['-vv', image('busybox'), '--', 'true'], fds);
+  t.regex(vv.r.stderr, /code cache: used/);
+  const more = [...fe.loaded].filter((m) => m.startsWith('NativeModule ') || m.startsWith('Internal Binding '))
+    .filter((m) => !plain.loaded.has(m) && !ALLOWED.includes(m));
+  t.deepEqual(more, [], `loaded at start-up: ${more.join(', ')}`);
+  // No copy of a whole Node module per import (esbuild's __toESM): tools/build.js's ch-builtins-once.
+  t.notRegex(readFileSync(join(PKG, 'dist', 'ch-run-main.cjs'), 'utf8'), /__toESM\(/);
+});
