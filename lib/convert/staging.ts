@@ -6,10 +6,10 @@
 // a directory only if an image of theirs with a marker (every image tool's
 // rule), which a directory output gets too.
 
-import { accessSync, closeSync, constants as fsConstants, fstatSync, lstatSync, mkdirSync, readdirSync, rmSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, fstatSync, lstatSync, mkdirSync, readdirSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChError, isChError, type Log, why } from '../util/log.js';
-import { at, myUid, openDir, openDirAt, ownerName, untrusted } from '../util/owned-fs.js';
+import { at, myUid, openDir, openDirAt, ownerName, removePrivateTree, untrusted } from '../util/owned-fs.js';
 import { bareReason, existingImage as existingImageOf, IMAGE_KIND, IMAGE_TOOLS_TEXT, IMAGE_MARKER, lockWaitMs, markerText, stageAndRename, stripToolState, underInstallLock,
   type InstallSite, type Placement } from '../image/shared-install.js';
 import { tarAddon, useOpenat2 } from '../tar/native.js';
@@ -108,7 +108,7 @@ async function stageAndPlace(log: Log, from: Source, outFmt: Format, site: Insta
       return { sub: 'out', how: placement(parent, name, dst, outFmt) };
     } finally {
       // Through our descriptor of the stage; as root, what tools made there may be anyone's.
-      rmSync(`${tmp}/work`, { recursive: true, force: true });
+      removePrivateTree(`${tmp}/work`);
     }
     // Run as root, unsquashfs and cp -a give the output's root the owner
     // it has in SRC: DST is checked to be what was built, owner and all.

@@ -11,7 +11,8 @@
 //   - an entry that can't be removed is an error, not a warning.
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, unlinkSync, type Stats } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ChError, why, type Log } from './log.js';
@@ -78,6 +79,42 @@ export function openDir(path: string): number {
  * belong to the caller. Throws a ChError naming WHERE (the path for messages)
  * and the first entry that can't be removed; entries already removed stay so.
  */
+/**
+ * Remove PATH, a tree inside a directory only the caller can enter (a private
+ * stage or work directory: nothing there can be swapped by anyone else), as
+ * rm -rf. A user can't list or empty a directory of theirs without u+rwx (an
+ * image's mode-000 directory, as unsquashfs or tar made it): those are given
+ * u+rwx (find -P: no link followed) and the removal tried again.
+ */
+export function removePrivateTree(path: string): void {
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    spawnSync('find', ['-P', path, '-type', 'd', '!', '-perm', '-u+rwx', '-exec', 'chmod', 'u+rwx', '{}', '+'], { stdio: 'ignore' });
+    rmSync(path, { recursive: true, force: true });
+  }
+}
+
+/** Linux's O_PATH (not in Node's fs.constants): a descriptor of the entry itself, needing no permission on it. */
+const O_PATH = 0o10000000;
+
+/**
+ * Give directory NAME in fd PARENT u+rwx, through an O_PATH descriptor
+ * (O_NOFOLLOW: the entry itself, never a link's target), only if it is the
+ * caller's own directory.
+ */
+function makeUsable(parent: number, name: string, where: string): void {
+  const fd = openSync(at(parent, name), O_PATH | C.O_NOFOLLOW | C.O_DIRECTORY);
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== myUid()) throw new ChError(`can't remove ${where}: belongs to ${ownerName(st.uid)}, not you; not removing it`, 1);
+    chmodSync(`/proc/self/fd/${fd}`, (st.mode & 0o7777) | 0o700);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function removeOwned(parent: number, name: string, where: string): void {
   const path = at(parent, name);
   let st: Stats;
@@ -94,6 +131,9 @@ export function removeOwned(parent: number, name: string, where: string): void {
       unlinkSync(path);   // unlink(2) never follows the final component
       return;
     }
+    // A directory of ours without u+rwx (an image's mode-000 directory, unpacked
+    // as a user) can't be listed or emptied: given u+rwx first, as it is going.
+    if ((st.mode & 0o700) !== 0o700) makeUsable(parent, name, where);
     const fd = openDirAt(parent, name);   // O_NOFOLLOW: a symlink swapped in is refused
     try {
       const now = fstatSync(fd);
