@@ -293,6 +293,25 @@ static void keeper_watch(const struct watch *core, pid_t fuse, int errr)
    _exit(0);
 }
 
+/* The mount point was opened (mp_fd) in the host's mount namespace, before
+   a shared mount's rendezvous (holder.c); the kernel won't mount on that
+   descriptor from our own namespace. The same directory, opened again
+   here: 0, EXDEV if the path leads elsewhere now, or the open's errno. */
+static int mount_point_again(const struct plan *p)
+{
+   struct stat was, now;
+   int fd = open(p->root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+   if (fd < 0 || fstat(fd, &now) != 0 || fstat(mp_fd, &was) != 0)
+      return errno;
+   if (now.st_dev != was.st_dev || now.st_ino != was.st_ino) {
+      close(fd);
+      return EXDEV;
+   }
+   close(mp_fd);
+   mp_fd = fd;
+   return 0;
+}
+
 /* The keeper: start squashfuse, report, watch. Never returns. */
 static void keeper(const struct plan *p, const struct watch *core, int rfd)
 {
@@ -304,18 +323,12 @@ static void keeper(const struct plan *p, const struct watch *core, int rfd)
       if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
          keeper_fail(rfd, errno, "can't make / private");
       mnt_before = mount_ids(&mnt_before_ct);
-      /* The core's descriptor is of the mount point in the host's
-         namespace, which the kernel won't mount on from here: the same
-         directory, opened again in ours, or the launch fails. */
-      struct stat was, now;
-      int fd = open(p->root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (fd < 0 || fstat(fd, &now) != 0 || fstat(mp_fd, &was) != 0)
-         keeper_fail(rfd, errno, "can't open SquashFS mount point %s", p->root);
-      if (now.st_dev != was.st_dev || now.st_ino != was.st_ino)
+      int e = mount_point_again(p);
+      if (e == EXDEV)
          keeper_fail(rfd, 0, "mount point %s changed while mounting (renamed by someone who can "
                      "write to its directory?)", p->root);
-      close(mp_fd);
-      mp_fd = fd;
+      if (e != 0)
+         keeper_fail(rfd, e, "can't open SquashFS mount point %s", p->root);
       if (chdir("/") != 0)   /* pin nothing of the caller's for the linger */
          keeper_fail(rfd, errno, "can't cd to /");
    }
@@ -480,6 +493,14 @@ int squash_mount(const struct plan *p)
 {
    /* Our mount must not propagate anywhere (root_setup repeats this). */
    Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
+   if (mp_fd >= 0) {   /* opened before unshare: every shared-mount name was taken (holder.c) */
+      int e = mount_point_again(p);
+      if (e == EXDEV)
+         FATAL_NOERR("can't mount %s: mount point %s changed while mounting (renamed by someone who can "
+                     "write to its directory?)", p->squash_image, p->root);
+      errno = e;
+      T_(e == 0, "can't use SquashFS mount point %s", p->root);
+   }
    check_mount_point(p);
    mnt_before = mount_ids(&mnt_before_ct);
    keeper_start(p);
