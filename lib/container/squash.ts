@@ -21,7 +21,7 @@ const SUPERBLOCK = 96;
 export interface SquashImage {
   timeoutMs: number;    // how long squashfuse may take to serve the mount
   lingerMs: number;     // the shared mount's life after its last user; 0: a private mount per launch
-  threads: number;      // squashfuse's worker threads: 0 its default, 1 single-threaded (-s)
+  threads: number;      // squashfuse's worker threads: 0 auto (single-threaded on <= 2 CPUs, else squashfuse's default), 1 single-threaded (-s), N max_threads=N
   file: string;         // the .sqfs, as given
   mountPoint: string;   // where the core mounts it (in the container's namespace only)
   squashfuse: string;   // absolute path of the program
@@ -192,7 +192,11 @@ export function squashLingerMs(env: NodeJS.ProcessEnv): number {
   return Math.round(Number(s) * 1000);
 }
 
-/** CH_RUN_SQUASH_THREADS: squashfuse's worker threads; 1 single-threaded, 0 (default) squashfuse's own default. */
+/**
+ * CH_RUN_SQUASH_THREADS: squashfuse's worker threads; 1 single-threaded (-s), N at most N
+ * (-o max_threads=N), 0 or unset: the core decides, single-threaded where it may use at
+ * most 2 CPUs (measured faster there with 8 and 32 readers), else squashfuse's own default.
+ */
 export function squashThreads(env: NodeJS.ProcessEnv): number {
   const s = env.CH_RUN_SQUASH_THREADS;
   if (s === undefined || s === '') return 0;

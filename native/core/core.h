@@ -100,7 +100,7 @@ struct plan {
    char *squashfuse;           /* the squashfuse program (host path) */
    int squash_timeout_ms;      /* how long it may take to serve the mount */
    int squash_linger_ms;       /* a shared mount's life after its last user; 0: a private mount */
-   int squash_threads;         /* squashfuse's: 0 its default, 1 -s, N max_threads=N */
+   int squash_threads;         /* squashfuse's: 0 auto (-s on <= 2 CPUs), 1 -s, N max_threads=N */
    bool write_fake;            /* -W: tmpfs overlay over the image root */
    char *write_fake_size;      /* its size= ("" for the kernel's default) */
    struct mount_op *mounts; size_t mount_ct;

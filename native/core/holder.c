@@ -301,7 +301,7 @@ static int attach_name(const struct plan *p, const uint64_t id[ID_CT], int n, in
 {
    struct sockaddr_un a;
    socklen_t al = sock_name(&a, id, n);
-   for (int in_use = 0, retired = 0;;) {
+   for (int in_use = 0, retired = 0, created = 0;;) {
       int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       T_(s >= 0, "can't create socket for SquashFUSE holder");
       if (connect(s, (struct sockaddr *)&a, al) == 0) {
@@ -323,6 +323,9 @@ static int attach_name(const struct plan *p, const uint64_t id[ID_CT], int n, in
       int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       T_(l >= 0, "can't create socket for SquashFUSE holder");
       if (bind(l, (struct sockaddr *)&a, al) == 0) {
+         if (++created > 3)   /* each mounted, then ended before answering: don't loop */
+            FATAL_NOERR("can't mount %s: its SquashFUSE holder ended right after mounting, %d times",
+                        p->squash_image, created - 1);
          Z_(listen(l, SOMAXCONN), "can't listen for SquashFUSE users");
          squash_holder_start(p, l, imgfd);   /* mounted, or exits saying why */
          continue;

@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -141,7 +142,11 @@ static void squashfuse_exec(const struct plan *p, pid_t keeper, int fusefd, int 
    snprintf(threads, sizeof(threads), "max_threads=%d", p->squash_threads);
    char *argv[8] = { "squashfuse", "-f" };
    int a = 2;
-   if (p->squash_threads == 1)
+   cpu_set_t cpus;
+   /* 0, the default: single-threaded on up to 2 CPUs, where it read
+      fastest (docs/design.md, "FUSE threads"); else squashfuse's own. */
+   bool few = p->squash_threads == 0 && sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) <= 2;
+   if (p->squash_threads == 1 || few)
       argv[a++] = "-s";
    else if (p->squash_threads > 1) {
       argv[a++] = "-o";
@@ -331,6 +336,15 @@ static void keeper(const struct plan *p, const struct watch *core, int rfd)
          keeper_fail(rfd, e, "can't open SquashFS mount point %s", p->root);
       if (chdir("/") != 0)   /* pin nothing of the caller's for the linger */
          keeper_fail(rfd, errno, "can't cd to /");
+      prctl(PR_SET_NAME, "chtk-sqfs-hold");   /* for ps -o comm; its argv stays the core's */
+      /* It serves every rank of the node, not the one that started it:
+         not that rank's CPU binding (srun --cpu-bind), but every CPU we
+         may use (the kernel trims the mask to the cpuset's). */
+      cpu_set_t all;
+      CPU_ZERO(&all);
+      for (int c = 0; c < CPU_SETSIZE; c++)
+         CPU_SET(c, &all);
+      sched_setaffinity(0, sizeof(all), &all);   /* failing, it keeps the rank's: slower, not wrong */
    }
    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
    if (devnull < 0)
