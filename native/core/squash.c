@@ -25,8 +25,10 @@
    command, and the mount is never visible outside its namespace. If the
    keeper is killed, squashfuse dies with it (PDEATHSIG).
 
-   SquashFUSE runs multithreaded (its default) in the foreground: a
-   daemonized squashfuse in the namespace would never exit. It mounts
+   SquashFUSE runs in the foreground (single-threaded on up to 2 CPUs,
+   else multithreaded: CH_RUN_SQUASH_THREADS): a daemonized squashfuse in
+   the namespace would never exit. With a shared mount (holder.c) the
+   keeper becomes a long-lived holder in a user+mount namespace of its own. It mounts
    nothing, so libfuse never falls back to fusermount3; NO_NEW_PRIVS makes
    sure nothing it runs could gain privilege anyway. (Measured, the other
    way: squashfuse mounting itself needs CAP_SYS_ADMIN kept across exec as
