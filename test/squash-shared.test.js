@@ -7,7 +7,7 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, ch as chBase, image, needs, noFuse, testUser, userEnv } from './helpers/env.js';
 import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
@@ -244,5 +244,22 @@ fuseTest('CH_RUN_SQUASH_THREADS picks squashfuse\'s threads; bad values of it an
     t.is(r.exitCode, 31, r.stderr);
     t.regex(r.stderr, new RegExp(`${k}: want .*got '${v}'`));
   }
+  t.deepEqual(await gone(), []);
+});
+
+fuseTest('the holder keeps none of the caller\'s descriptors: a pipe on fd 3 ends with ch-run, not with the linger', async (t) => {
+  const { ch, fuses, gone } = marked();
+  const img = await sqfs(t);
+  const t0 = Date.now();
+  // execa waits for every pipe it gave the child to close, fd 3 too.
+  const r = await ch([img, '--', 'true'], { CH_RUN_SQUASH_LINGER: '20' }, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+  t.is(r.exitCode, 0, r.stderr);
+  t.true(Date.now() - t0 < 15_000, `ch-run's pipes closed after ${Date.now() - t0} ms`);
+  const [f] = fuses();
+  t.truthy(f, 'the holder lingers');
+  const held = readdirSync(`/proc/${f.ppid}/fd`).map((n) => { try { return readlinkSync(`/proc/${f.ppid}/fd/${n}`); } catch { return '?'; } });
+  // One pipe: its own, squashfuse's stderr; none of the caller's (fd 3, stdio).
+  t.is(held.filter((l) => l.startsWith('pipe:')).length, 1, `no pipe of the caller's: ${held.join(' ')}`);
+  process.kill(f.ppid, 'SIGKILL');   // the test is over: not the 20 s linger
   t.deepEqual(await gone(), []);
 });

@@ -34,6 +34,7 @@
    way: squashfuse mounting itself needs CAP_SYS_ADMIN kept across exec as
    an ambient capability, since exec as our non-zero uid drops it.) */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -319,6 +320,32 @@ static int mount_point_again(const struct plan *p)
    return 0;
 }
 
+/* Close every descriptor above 2 but the KEEP (N of them; -1s ignored). */
+static void close_others(const int *keep, size_t n)
+{
+   int fds[1024];
+   size_t ct = 1024;
+   while (ct == 1024) {   /* more than that: another round */
+   ct = 0;
+   DIR *d = opendir("/proc/self/fd");
+   if (d == NULL)
+      return;   /* no /proc: the CLOEXEC ones went at exec anyway */
+   for (struct dirent *e; (e = readdir(d)) != NULL && ct < 1024;) {
+      int fd = atoi(e->d_name);
+      if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd <= 2 || fd == dirfd(d))
+         continue;
+      bool kept = false;
+      for (size_t i = 0; i < n; i++)
+         kept = kept || keep[i] == fd;
+      if (!kept)
+         fds[ct++] = fd;
+   }
+   closedir(d);
+   for (size_t i = 0; i < ct; i++)
+      close(fds[i]);
+   }
+}
+
 /* The keeper: start squashfuse, report, watch. Never returns. */
 static void keeper(const struct plan *p, const struct watch *core, int rfd)
 {
@@ -347,6 +374,11 @@ static void keeper(const struct plan *p, const struct watch *core, int rfd)
       for (int c = 0; c < CPU_SETSIZE; c++)
          CPU_SET(c, &all);
       sched_setaffinity(0, sizeof(all), &all);   /* failing, it keeps the rank's: slower, not wrong */
+      /* Nor any descriptor the caller passed on (fd 3 of a pipeline, a
+         jobserver, the launcher's): held past the job for the linger, a
+         reader would wait for it. Only what the holder needs stays. */
+      int keep[] = { rfd, holder_lfd, image_fd, mp_fd, core->fd, core->procdir };
+      close_others(keep, sizeof(keep) / sizeof(keep[0]));
    }
    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
    if (devnull < 0)
