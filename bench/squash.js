@@ -79,6 +79,30 @@ function once(argv, out = false, runEnv = env) {
   return out ? { ms, stdout: r.stdout } : ms;
 }
 
+/** SIGKILL the squashfuse processes that hold FILE open (a shared mount's, lingering), and only those. */
+function killServing(file) {
+  for (const pid of readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('squashfuse\0')) continue;
+      if (readdirSync(`/proc/${pid}/fd`).some((fd) => { try { return realpathSync(`/proc/${pid}/fd/${fd}`) === file; } catch { return false; } })) {
+        process.kill(Number(pid), 'SIGKILL');
+        for (let i = 0; i < 250 && existsSync(`/proc/${pid}/fd`); i++) spawnSync('sleep', ['0.02']);   // gone, file closed
+      }
+    } catch { /* gone */ }
+  }
+}
+
+/** once(), without waiting: resolves when ARGV has run (rejects if it failed). */
+function onceAsync(argv, runEnv = env) {
+  const all = [...pre, ...argv];
+  return new Promise((resolve, reject) => {
+    const p = spawn(all[0], all.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: runEnv, cwd: '/' });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} failed (${code}): ${err}`))));
+  });
+}
+
 /** Empty the page cache (and dentries, inodes): the next read goes to the disk. */
 function dropCaches() {
   sh('sync', []);
@@ -264,13 +288,19 @@ async function pythonBench() {
       c = once(argv(image), true);
       if (!/^imported \d+ modules/m.test(c.stdout)) throw new Error(`python in ${image} said: ${c.stdout}`);
       c.warm = once(argv(image));
-    } finally { await fuseStop(f, shared); }
+    } finally { killServing(image); await fuseStop(f, shared); }
     return c;
   };
-  const coldOps = async (image) => {   // counts of one cold launch alone
+  // Counts of N cold launches at once (N ranks of a node; N = 1: one alone), with ENV.
+  const coldOps = async (image, n = 1, runEnv = env) => {
     dropCaches();
     const f = await fuseStart([slowfs.path, backing, shared, '0', countsFile], shared, join(dir, 'slowfs.log'));
-    try { once(argv(image)); } finally { await fuseStop(f, shared); }
+    try {
+      if (n === 1) once(argv(image), false, runEnv);
+      else await Promise.all(Array.from({ length: n }, () => onceAsync(argv(image), runEnv)));
+      // A shared mount's holder keeps the .sqfs open for its linger: end it before unmounting.
+      killServing(image);
+    } finally { await fuseStop(f, shared); }
     return Object.fromEntries(readFileSync(countsFile, 'utf8').trim().split('\n').map((l) => l.split(' ')).map(([k, n]) => [k, Number(n)]));
   };
   console.log(`  wall time of ch-run IMG -- python3 -I imports.py, median of ${pyRuns} round-robin (ms; x: .sqfs / directory):`);
@@ -292,6 +322,18 @@ async function pythonBench() {
     const meta = METADATA.reduce((s, op) => s + (o[op] ?? 0), 0);
     const detail = Object.entries(o).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]).map(([op, n]) => `${op} ${n}`).join(', ');
     console.log(`    ${k.padEnd(26)} metadata ${String(meta).padStart(6)}, read ${String(o.read ?? 0).padStart(5)}   (${detail})`);
+  }
+  // 8 ranks of one node start at once (issue #23): with the shared mount,
+  // one squashfuse reads the .sqfs for all of them.
+  console.log('  requests reaching the shared path when 8 ranks launch at once (vs 1 rank):');
+  const sum = (o) => ({ meta: METADATA.reduce((s, op) => s + (o[op] ?? 0), 0), read: o.read ?? 0 });
+  for (const [k, image, runEnv] of [['directory', variants['directory on shared path'], env],
+    ['.sqfs, shared mount', variants['.sqfs on shared path'], env],
+    ['.sqfs, private mounts (LINGER=0)', variants['.sqfs on shared path'], { ...env, CH_RUN_SQUASH_LINGER: '0' }]]) {
+    const one = sum(await coldOps(image, 1, runEnv)), eight = sum(await coldOps(image, 8, runEnv));
+    console.log(`    ${k.padEnd(34)} 1 rank: metadata ${String(one.meta).padStart(6)}, read ${String(one.read).padStart(5)}`
+      + `   8 ranks: metadata ${String(eight.meta).padStart(6)} (${(eight.meta / Math.max(1, one.meta)).toFixed(2)}x), `
+      + `read ${String(eight.read).padStart(5)} (${(eight.read / Math.max(1, one.read)).toFixed(2)}x)`);
   }
 }
 
