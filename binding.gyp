@@ -29,7 +29,7 @@
     "core_sources": ["native/core/main.c", "native/core/plan.c", "native/core/misc.c",
                      "native/core/mounts.c", "native/core/join.c", "native/core/userns.c",
                      "native/core/lookup.c", "native/core/seccomp.c", "native/core/squash.c",
-                     "native/core/watch.c",
+                     "native/core/watch.c", "native/core/holder.c",
                      "native/core/overlay.c"]
   },
   "targets": [

@@ -397,7 +397,7 @@ test('a hit runs the core in the launcher\'s process: the command gets the same 
 });
 
 needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount behind', async (t) => {
-  const { run } = await memoRun(t);
+  const { run: runMemo } = await memoRun(t);
   const dir = await scratch(t, 'memo-sq');
   const file = join(dir, 'img.sqfs');
   const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
@@ -408,6 +408,9 @@ needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit le
   // /var/tmp/$USER.ch (so it isn't memoized: a file it read changed
   // meanwhile); once that cache is over 1 s old, a launch is.
   const args = [file, '--', 'cat', '/etc/os-release'];
+  // A private mount per launch (CH_RUN_SQUASH_LINGER=0), so that nothing
+  // may be left once the command ends; shared mounts: the next test.
+  const run = (a, env = {}) => runMemo(a, { CH_RUN_SQUASH_LINGER: '0', ...env });
   // Under the suite's verify mode too: the planner's own write of the
   // listing cache makes that plan unstorable, not a verify error.
   const first = await run(args, { CH_RUN_MEMO_VERIFY: '1' });
@@ -430,6 +433,43 @@ needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit le
   t.regex(hit.stdout, /busybox test image/);
   const left = await execa('pgrep', ['-u', String(testUser().uid), '-f', file], { reject: false });
   t.is(left.stdout, '', 'no squashfuse left');
+});
+
+needs(test, noFuse, { tool: true })('a .sqfs hit with a live shared mount: the plan holds, no squashfuse starts (issue #23)', async (t) => {
+  const { run: runMemo } = await memoRun(t);
+  const dir = await scratch(t, 'memo-sq-shared');
+  const file = join(dir, 'img.sqfs');
+  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
+  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(made.exitCode, 0, made.stderr);
+  await settled(file);
+  const mark = `chtk-memo-${Math.random().toString(36).slice(2)}`;
+  const run = (a, env = {}) => runMemo(a, { CH_RUN_SQUASH_LINGER: '20', CHTK_MEMO_MARK: mark, ...env });
+  const fuses = () => readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d)).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('squashfuse\0')
+        && readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`CHTK_MEMO_MARK=${mark}`);
+    } catch { return false; }
+  });
+  const args = [file, '--', 'cat', '/etc/os-release'];
+  t.is((await run(args, { CH_RUN_MEMO_VERIFY: '1' })).exitCode, 0);   // lists the image, caches the listing
+  const cacheDir = `/var/tmp/${testUser().name}.ch`;
+  let hit, planned;
+  for (let round = 0; round < 3; round++) {
+    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    planned = await run(args);
+    t.is(planned.exitCode, 0, planned.stderr);
+    hit = await run(args, NO_NODE);
+    if (said(hit, 'hit')) break;
+    t.log(`round ${round}: ${planned.stderr.split('\n').filter((l) => /plan memo/.test(l)).join(' / ')}`);
+  }
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.exitCode, 0, hit.stderr);
+  t.regex(hit.stdout, /busybox test image/);
+  t.regex(hit.stderr, /mounted at .* \(shared\)/);
+  t.notRegex(hit.stderr, /holder started/, 'the hit started no squashfuse');
+  t.is(fuses().length, 1, 'one squashfuse for all these launches');
+  for (const pid of fuses()) process.kill(Number(pid), 'SIGKILL');   // not the linger: the test is over
 });
 
 needs(test, noFuse, { tool: true })('a subprocess\'s plan depends on its declared inputs, not on every variable (issue #22)', async (t) => {

@@ -19,7 +19,14 @@ const SWITCHES = Object.fromEntries(['CH_RUN_NO_PIDFD_OPEN', 'CH_RUN_NO_OPENAT2'
 // carries MARK in its environment: other test files, and other people's
 // runs, use the same test user, and their containers are none of ours.
 const MARK = ['CH_TEST_SQUASH_RUN', `${process.pid}.${Math.random().toString(36).slice(2)}`];
-const ch = (cmd, args, opts = {}) => chBase(cmd, args, { ...opts, env: { ...SWITCHES, [MARK[0]]: MARK[1], ...opts.env } });
+// CH_RUN_SQUASH_LINGER=0 unless a test says otherwise: a private mount that
+// ends with the command, as before shared mounts (native/core/holder.c;
+// test/squash-shared.test.js tests those). The lifecycle tests below run
+// both ways, LINGERS: '1' is a shared mount held 1 s after its last user.
+const LINGERS = ['0', '1'];
+const chOuter = (...a) => ch(...a);
+const ch = (cmd, args, opts = {}) => chBase(cmd, args,
+  { ...opts, env: { CH_RUN_SQUASH_LINGER: '0', ...SWITCHES, [MARK[0]]: MARK[1], ...opts.env } });
 // Tests that mount a .sqfs: skipped, saying why, where the test user can't
 // use FUSE (a user's run on a machine whose /dev/fuse is 0600); in CI a failure.
 const fuseTest = needs(test, noFuse, { tool: true });
@@ -61,8 +68,8 @@ async function settled(marker, keep = () => false) {
 }
 
 /** Start ch-run ARGS; resolve once its command printed LINE (it runs, mounted). */
-function started(args, line = 'ready') {
-  const p = ch('ch-run', args);
+function started(args, line = 'ready', env = {}) {
+  const p = ch('ch-run', args, { env });
   const ready = new Promise((resolve, reject) => {
     let out = '';
     p.stdout.on('data', (d) => { out += d; if (out.includes(line)) resolve(); });
@@ -102,13 +109,13 @@ fuseTest('signals and PID as for a directory image; squashfuse is not the comman
   t.is(r.stdout.trim(), '', 'the command has no children: wait(-1) would not wait on squashfuse');
 });
 
-for (const [what, script] of [
+for (const linger of LINGERS) for (const [what, script] of [
   ['ch-run (the command, same PID)', 'echo ready; exec sleep 1000'],
   ['ch-run whose command has a background child', 'sleep 1000 </dev/null >/dev/null 2>&1 & echo ready; wait'],
 ]) {
-  fuseSerial(`SIGKILL of ${what} leaves no mount and no process`, async (t) => {
+  fuseSerial(`SIGKILL of ${what} leaves no mount and no process (linger ${linger})`, async (t) => {
     const img = await sqfs(t, image('busybox'), `kill-${Math.random().toString(36).slice(2)}.sqfs`);
-    const { p, ready } = started([img, '--', 'sh', '-c', script]);
+    const { p, ready } = started([img, '--', 'sh', '-c', script], 'ready', { CH_RUN_SQUASH_LINGER: linger });
     t.teardown(() => p.kill('SIGKILL'));   // whatever fails below
     await ready;
     const fuse = leftovers(img).filter((l) => / squashfuse -f /.test(l));
@@ -129,13 +136,14 @@ for (const [what, script] of [
   });
 }
 
-fuseSerial('a command that ended but is not reaped yet (a zombie) ends squashfuse all the same', async (t) => {
+for (const linger of LINGERS)
+fuseSerial(`a command that ended but is not reaped yet (a zombie) ends squashfuse all the same (linger ${linger})`, async (t) => {
   // ch-run's parent doesn't wait for it: the command stays a zombie, with
   // ch-run's PID, for as long as the parent lives. It has ended: the keeper
   // must see that (a pidfd does; /proc says "Z" and no thread left).
   const img = await sqfs(t, image('busybox'), 'zombie.sqfs');
   const argv = [...asUser(), 'sh', '-c', `"$0" "$1" -- true & echo $!; exec sleep 600`, join(BIN, 'ch-run'), img];
-  const parent = execa(argv[0], argv.slice(1), { reject: false, env: userEnv(undefined, { ...SWITCHES, [MARK[0]]: MARK[1] }), extendEnv: false, cwd: '/' });
+  const parent = execa(argv[0], argv.slice(1), { reject: false, env: userEnv(undefined, { CH_RUN_SQUASH_LINGER: linger, ...SWITCHES, [MARK[0]]: MARK[1] }), extendEnv: false, cwd: '/' });
   t.teardown(() => parent.kill('SIGKILL'));
   const pid = await new Promise((resolve) => {
     let out = '';
@@ -149,9 +157,10 @@ fuseSerial('a command that ended but is not reaped yet (a zombie) ends squashfus
   t.is(state(), 'Z', 'still a zombie: it was its end, not its reaping, that ended squashfuse');
 });
 
-fuseSerial('a normal exit leaves no mount and no process', async (t) => {
-  const img = await sqfs(t, image('busybox'), 'exit.sqfs');
-  const r = await ch('ch-run', [img, '--', 'true']);
+for (const linger of LINGERS)
+fuseSerial(`a normal exit leaves no mount and no process (linger ${linger})`, async (t) => {
+  const img = await sqfs(t, image('busybox'), `exit-${linger}.sqfs`);
+  const r = await ch('ch-run', [img, '--', 'true'], { env: { CH_RUN_SQUASH_LINGER: linger } });
   t.is(r.exitCode, 0, r.stderr);
   t.deepEqual(await settled(img), []);
 });
@@ -296,19 +305,20 @@ needs(test, notRoot && 'needs root: the read-only image must belong to someone e
   t.regex(r.stderr, /--write-fake: bad size 'big'/);
 });
 
-fuseTest('a .sqfs image refuses -w (read-only: use -W) and --join', async (t) => {
+fuseTest('a .sqfs image refuses -w (read-only: use -W); --join works (test/squash-shared.test.js)', async (t) => {
   const img = await sqfs(t);
   let r = await ch('ch-run', ['-w', img, '--', 'true']);
   t.is(r.exitCode, 31);
   t.regex(r.stderr, /-w with a SquashFS image is not supported .*use -W/);
   r = await ch('ch-run', ['--join-ct=1', img, '--', 'true']);
-  t.is(r.exitCode, 31);
-  t.regex(r.stderr, /--join with a SquashFS image is not supported/);
+  t.is(r.exitCode, 0, r.stderr);
 });
 
-fuseSerial('squashfuse that fails, or never serves: its words, or a timeout; nothing left', async (t) => {
+for (const linger of LINGERS)
+fuseSerial(`squashfuse that fails, or never serves: its words, or a timeout; nothing left (linger ${linger})`, async (t) => {
   const img = await sqfs(t, image('busybox'), 'fake.sqfs');
   const bin = await scratch(t, 'fakebin');
+  const ch = (cmd, args, opts = {}) => chOuter(cmd, args, { env: { CH_RUN_SQUASH_LINGER: linger, ...opts.env } });
   writeFileSync(join(bin, 'squashfuse'), '#!/bin/sh\necho "fake squashfuse: cannot serve" >&2\nexit 3\n', { mode: 0o755 });
   let r = await ch('ch-run', [img, '--', 'true'], { env: { PATH: `${bin}:/usr/bin:/bin` } });
   t.is(r.exitCode, 31, r.stderr);

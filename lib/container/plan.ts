@@ -33,7 +33,7 @@ export interface Plan {
   cwdFallback: boolean;       // cwd is a wish (host cwd): fall back to / quietly
   stageDir: string;           // image dir to stage generated files over
   join: { tag: string; count: number; timeoutMs: number } | null;
-  squash?: { file: string; squashfuse: string; timeoutMs: number };   // mount this SquashFS image at root
+  squash?: { file: string; squashfuse: string; timeoutMs: number; lingerMs: number; threads: number };   // mount this SquashFS image at root (squash.ts)
   writeFake?: string;          // -W: tmpfs overlay over root, of this size ('' default)
   mounts: MountOp[];
   env: string[];

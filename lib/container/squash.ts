@@ -20,6 +20,8 @@ const SUPERBLOCK = 96;
 
 export interface SquashImage {
   timeoutMs: number;    // how long squashfuse may take to serve the mount
+  lingerMs: number;     // the shared mount's life after its last user; 0: a private mount per launch
+  threads: number;      // squashfuse's worker threads: 0 auto (single-threaded on <= 2 CPUs, else squashfuse's default), 1 single-threaded (-s), N max_threads=N
   file: string;         // the .sqfs, as given
   mountPoint: string;   // where the core mounts it (in the container's namespace only)
   squashfuse: string;   // absolute path of the program
@@ -168,7 +170,39 @@ export function prepareSquash(host: Host, file: string, mountDir: string | null)
   checkSquashFile(host, file);
   const squashfuse = checkFuse(host, file);
   const mountPoint = mountDir !== null ? chosenMountPoint(host, mountDir) : defaultMountPoint(host);
-  return { file, mountPoint, squashfuse, timeoutMs: squashTimeoutMs(varsOf(host)), view: new SquashView(host, file, mountPoint) };
+  const env = varsOf(host);
+  return { file, mountPoint, squashfuse, timeoutMs: squashTimeoutMs(env), lingerMs: squashLingerMs(env),
+    threads: squashThreads(env), view: new SquashView(host, file, mountPoint) };
+}
+
+/** Ours, read here and put in the plan: never the command's. */
+export const SQUASH_VARS = ['CH_RUN_SQUASH_TIMEOUT', 'CH_RUN_SQUASH_LINGER', 'CH_RUN_SQUASH_THREADS'];
+
+/**
+ * CH_RUN_SQUASH_LINGER: seconds a shared SquashFS mount stays after its
+ * last container ends (default 30), so the next launch of the same image
+ * by the same user on the node reuses it (native/core/holder.c). 0: a
+ * private mount per launch that ends with the command, as before.
+ */
+export function squashLingerMs(env: NodeJS.ProcessEnv): number {
+  const s = env.CH_RUN_SQUASH_LINGER;
+  if (s === undefined || s === '') return 30_000;
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(s) || Number(s) > 86400)
+    throw new ChError(`CH_RUN_SQUASH_LINGER: want seconds >= 0, got '${s}'`);
+  return Math.round(Number(s) * 1000);
+}
+
+/**
+ * CH_RUN_SQUASH_THREADS: squashfuse's worker threads; 1 single-threaded (-s), N at most N
+ * (-o max_threads=N), 0 or unset: the core decides, single-threaded where it may use at
+ * most 2 CPUs (measured faster there with 8 and 32 readers), else squashfuse's own default.
+ */
+export function squashThreads(env: NodeJS.ProcessEnv): number {
+  const s = env.CH_RUN_SQUASH_THREADS;
+  if (s === undefined || s === '') return 0;
+  if (!/^[0-9]+$/.test(s) || Number(s) > 1024)
+    throw new ChError(`CH_RUN_SQUASH_THREADS: want a number of threads 0-1024, got '${s}'`);
+  return Number(s);
 }
 
 /** CH_RUN_SQUASH_TIMEOUT: seconds squashfuse may take to serve the mount (default 60). */

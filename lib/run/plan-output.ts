@@ -20,7 +20,7 @@ export function serializePlan(p: Plan, withEnv = true): Buffer {
   if (p.join) add(PLAN.join, p.join.tag, p.join.count, p.join.timeoutMs);
   if (p.joinPid !== null) add(PLAN.joinPid, p.joinPid);
   if (p.execHint !== null) add(PLAN.execHint, p.execHint);
-  if (p.squash) add(PLAN.squash, p.squash.file, p.squash.squashfuse, p.squash.timeoutMs);
+  if (p.squash) add(PLAN.squash, p.squash.file, p.squash.squashfuse, p.squash.timeoutMs, p.squash.lingerMs, p.squash.threads);
   if (p.writeFake !== undefined) add(PLAN.writeFake, p.writeFake);
   for (const m of p.mounts) {
     const src = m.kind === 'bind' ? m.src : m.kind === 'tmpfs' ? m.options

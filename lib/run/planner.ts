@@ -12,7 +12,7 @@ import { applyEnvActions, Env, fixPath, serializeEnv } from '../container/env.js
 import type { Host } from '../container/host.js';
 import { varsOf } from '../container/host.js';
 import { checkImage, kindInImage, readMetadata, registerImageView, resolveInImage } from '../container/image.js';
-import { isImageFile, prepareSquash, SquashImage } from '../container/squash.js';
+import { isImageFile, prepareSquash, SQUASH_VARS, SquashImage } from '../container/squash.js';
 import { joinCount, joinTag, joinTimeoutMs } from '../container/join.js';
 import { launcherEnv } from '../container/mpi-env.js';
 import { defaultMounts, requireMountPoints } from '../container/mounts.js';
@@ -141,7 +141,6 @@ function squashImage(host: Host, opts: RunOptions, image: string): SquashImage |
   const sq = prepareSquash(host, resolve(host.cwd(), image), opts.mountDir ?? null);
   const no = (what: string, hint: string) => new ChError(`${what} with a SquashFS image is not supported (${hint})`);
   if (opts.writable) throw no('-w', 'it is read-only: use -W for a writable overlay');
-  if (opts.join) throw no('--join', 'convert it to a directory with ch-convert');
   if (opts.gpu !== false || opts.ib) throw no('--gpu/--ib', 'convert it to a directory with ch-convert');
   registerImageView(sq.mountPoint, sq.view);
   return sq;
@@ -174,7 +173,7 @@ export async function buildPlan(host: Host, log: Log, opts: RunOptions): Promise
   for (const v of LAUNCHER_VARS) env.delete(v);   // the launcher's, not the user's
   env.delete(LAUNCHER.memoVerify);       // the test suite's (native/launcher/memo/), not the command's
   if (opts.verbosity >= 1) env.trace = (line) => log.info(line);
-  env.delete('CH_RUN_SQUASH_TIMEOUT');   // ours, not the command's
+  for (const v of SQUASH_VARS) env.delete(v);   // ours, not the command's
 
   // GPU/InfiniBand injection: loaded only when asked for, from its own
   // bundle (dist/ch-run-devices.cjs). Inlined in the launch bundle it cost
@@ -229,7 +228,7 @@ export async function buildPlan(host: Host, log: Log, opts: RunOptions): Promise
           timeoutMs: joinTimeoutMs(host) }
       : null,
     mounts,
-    ...(squash ? { squash: { file: squash.file, squashfuse: squash.squashfuse, timeoutMs: squash.timeoutMs } } : {}),
+    ...(squash ? { squash: { file: squash.file, squashfuse: squash.squashfuse, timeoutMs: squash.timeoutMs, lingerMs: squash.lingerMs, threads: squash.threads } } : {}),
     ...(opts.writeFake !== undefined ? { writeFake: opts.writeFake } : {}),
     env: serializeEnv(env),
     argv,

@@ -99,6 +99,8 @@ struct plan {
    char *squash_image;         /* a SquashFS image to mount at root, or NULL */
    char *squashfuse;           /* the squashfuse program (host path) */
    int squash_timeout_ms;      /* how long it may take to serve the mount */
+   int squash_linger_ms;       /* a shared mount's life after its last user; 0: a private mount */
+   int squash_threads;         /* squashfuse's: 0 auto (-s on <= 2 CPUs), 1 -s, N max_threads=N */
    bool write_fake;            /* -W: tmpfs overlay over the image root */
    char *write_fake_size;      /* its size= ("" for the kernel's default) */
    struct mount_op *mounts; size_t mount_ct;
@@ -133,7 +135,22 @@ void root_pivot(int rootfd);
 /** --seccomp **/
 void seccomp_install(void);
 /** SquashFS images (squash.c) and -W overlays (overlay.c) **/
+#define FUSE_SUPER_MAGIC 0x65735546
 int  squash_mount(const struct plan *p);           /* mounts squash_image at root; its root fd */
+/* A shared SquashFS mount (holder.c): the mount point, opened and checked
+   once; start a holder serving listening socket LFD for image IMGFD; */
+int  squash_mount_point(const struct plan *p);
+void squash_holder_start(const struct plan *p, int lfd, int imgfd);
+struct watch;
+_Noreturn void holder_serve(const struct plan *p, const struct watch *core, pid_t fuse, int errr, int lfd,
+                            int imgfd, int mpfd, const int *before, size_t ct);
+/* in the core: find the holder of this image, or start one, and register
+   with it (false: every name taken by others; mount privately instead);
+   enter its namespaces and a mount namespace of our own (the mount's root
+   fd); or, a --join peer, let go of it. */
+bool squash_attach(const struct plan *p);
+int  squash_enter(const struct plan *p);
+void squash_detach(void);
 int  overlay_setup(const struct plan *p, int lowerfd);   /* returns the overlay's root fd */
 
 /** --join **/

@@ -234,14 +234,27 @@ _Noreturn void core_main(int argc, char **argv)
    /* Charliecloud's -v line for these, which its --join tests count. */
    INFO("join: %d %d %s %d", p.join ? 1 : 0, p.join ? p.join_ct : 0, p.join ? p.join_tag : "(null)",
         (int)p.join_pid);
+   /* A SquashFS image, shared (holder.c): every launch registers with the
+      holder, a --join peer too (so the mount lives while it does). With
+      CH_RUN_SQUASH_LINGER=0 and no --join, a private mount (squash.c). */
+   bool shared = p.squash_image != NULL && p.join_pid == 0 && (p.squash_linger_ms > 0 || p.join)
+                 && squash_attach(&p);
    enum join_role role = p.join ? join_begin(&p) : JOIN_WINNER;
    if (p.join_pid != 0) {
       join_pid_enter(p.join_pid);
    } else if (role == JOIN_WINNER) {
-      /* Outer namespace: identity map, full capabilities for the mounts. */
-      userns_enter(getuid(), getuid(), getgid(), getgid());
-      /* A SquashFS image: its mount is the image root. */
-      int rootfd = root_setup(&p, p.squash_image != NULL ? squash_mount(&p) : -1);
+      /* Outer namespace: identity map, full capabilities for the mounts;
+         for a shared SquashFS mount, the holder's and a mount namespace of
+         our own. A SquashFS image: its mount is the image root. */
+      int mounted = -1;
+      if (shared) {
+         mounted = squash_enter(&p);
+      } else {
+         userns_enter(getuid(), getuid(), getgid(), getgid());
+         if (p.squash_image != NULL)
+            mounted = squash_mount(&p);
+      }
+      int rootfd = root_setup(&p, mounted);
       mounts_apply(&p, rootfd);
       root_pivot(rootfd);
       /* Inner namespace, as Charliecloud does: mounts inherited into a less
@@ -254,6 +267,8 @@ _Noreturn void core_main(int argc, char **argv)
       if (p.join)
          join_winner_ready(&p);
    } else {
+      if (shared)
+         squash_detach();
       join_peer_enter(&p);
    }
 

@@ -178,6 +178,8 @@ void plan_read(int fd, struct plan *p)
          p->squash_image = next(&c, "squash image");
          p->squashfuse = next(&c, "squashfuse path");
          p->squash_timeout_ms = number(&c, "squash timeout", 1, INT_MAX);
+         p->squash_linger_ms = number(&c, "squash linger", 0, INT_MAX);
+         p->squash_threads = number(&c, "squash threads", 0, 1024);
       } else if (!strcmp(kw, PLAN_WRITE_FAKE)) {
          p->write_fake = true;
          p->write_fake_size = next(&c, "write-fake size");

@@ -25,16 +25,20 @@
    command, and the mount is never visible outside its namespace. If the
    keeper is killed, squashfuse dies with it (PDEATHSIG).
 
-   SquashFUSE runs multithreaded (its default) in the foreground: a
-   daemonized squashfuse in the namespace would never exit. It mounts
+   SquashFUSE runs in the foreground (single-threaded on up to 2 CPUs,
+   else multithreaded: CH_RUN_SQUASH_THREADS): a daemonized squashfuse in
+   the namespace would never exit. With a shared mount (holder.c) the
+   keeper becomes a long-lived holder in a user+mount namespace of its own. It mounts
    nothing, so libfuse never falls back to fusermount3; NO_NEW_PRIVS makes
    sure nothing it runs could gain privilege anyway. (Measured, the other
    way: squashfuse mounting itself needs CAP_SYS_ADMIN kept across exec as
    an ambient capability, since exec as our non-zero uid drops it.) */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,8 +54,6 @@
 #include "core.h"
 #include "watch.h"
 
-#define FUSE_SUPER_MAGIC 0x65735546
-
 /* What the keeper tells the core: mounted, or why not. */
 struct report {
    int ok;
@@ -65,6 +67,13 @@ struct report {
 static int mp_fd = -1;
 static int *mnt_before;
 static size_t mnt_before_ct;
+
+/* A shared mount (holder.c): the listening socket the keeper, become a
+   long-lived holder, serves; the image, opened once by the core (so the
+   identity the holder is found by is the file squashfuse serves). -1: a
+   private mount, today's keeper. */
+static int holder_lfd = -1;
+static int image_fd = -1;
 
 /* In the keeper: tell the core why the mount failed, and exit. The
    keeper's stderr is /dev/null (it holds none of the caller's stdio), so
@@ -120,8 +129,35 @@ static void squashfuse_exec(const struct plan *p, pid_t keeper, int fusefd, int 
       snprintf(line, sizeof(line), "can't redirect stdio: %s (%s)", strerror(errno), errno_name(errno));
       goto fail;
    }
+   char image[32];   /* the file the core opened, in a shared holder; else its path */
+   if (image_fd >= 0) {
+      int ifd = fcntl(image_fd, F_DUPFD, 3);
+      if (ifd < 0) {
+         snprintf(line, sizeof(line), "can't pass image: %s (%s)", strerror(errno), errno_name(errno));
+         goto fail;
+      }
+      snprintf(image, sizeof(image), "/dev/fd/%d", ifd);
+   }
    signals_default();
-   char *argv[] = { "squashfuse", "-f", p->squash_image, fdpath, NULL };
+   /* CH_RUN_SQUASH_THREADS (the plan's): 1 single-threaded (-s), N at most
+      N worker threads, 0 squashfuse's own default. */
+   char threads[48];
+   snprintf(threads, sizeof(threads), "max_threads=%d", p->squash_threads);
+   char *argv[8] = { "squashfuse", "-f" };
+   int a = 2;
+   cpu_set_t cpus;
+   /* 0, the default: single-threaded on up to 2 CPUs, where it read
+      fastest (docs/design.md, "FUSE threads"); else squashfuse's own. */
+   bool few = p->squash_threads == 0 && sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) <= 2;
+   if (p->squash_threads == 1 || few)
+      argv[a++] = "-s";
+   else if (p->squash_threads > 1) {
+      argv[a++] = "-o";
+      argv[a++] = threads;
+   }
+   argv[a++] = image_fd >= 0 ? image : p->squash_image;
+   argv[a++] = fdpath;
+   argv[a] = NULL;
    execv(p->squashfuse, argv);
    snprintf(line, sizeof(line), "can't execute %s: %s (%s)", p->squashfuse, strerror(errno),
             errno_name(errno));
@@ -265,9 +301,85 @@ static void keeper_watch(const struct watch *core, pid_t fuse, int errr)
    _exit(0);
 }
 
+/* The mount point was opened (mp_fd) in the host's mount namespace, before
+   a shared mount's rendezvous (holder.c); the kernel won't mount on that
+   descriptor from our own namespace. The same directory, opened again
+   here: 0, EXDEV if the path leads elsewhere now, or the open's errno. */
+static int mount_point_again(const struct plan *p)
+{
+   struct stat was, now;
+   int fd = open(p->root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+   if (fd < 0 || fstat(fd, &now) != 0 || fstat(mp_fd, &was) != 0)
+      return errno;
+   if (now.st_dev != was.st_dev || now.st_ino != was.st_ino) {
+      close(fd);
+      return EXDEV;
+   }
+   close(mp_fd);
+   mp_fd = fd;
+   return 0;
+}
+
+/* Close every descriptor above 2 but the KEEP (N of them; -1s ignored). */
+static void close_others(const int *keep, size_t n)
+{
+   int fds[1024];
+   size_t ct = 1024;
+   while (ct == 1024) {   /* more than that: another round */
+   ct = 0;
+   DIR *d = opendir("/proc/self/fd");
+   if (d == NULL)
+      return;   /* no /proc: the CLOEXEC ones went at exec anyway */
+   for (struct dirent *e; (e = readdir(d)) != NULL && ct < 1024;) {
+      int fd = atoi(e->d_name);
+      if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd <= 2 || fd == dirfd(d))
+         continue;
+      bool kept = false;
+      for (size_t i = 0; i < n; i++)
+         kept = kept || keep[i] == fd;
+      if (!kept)
+         fds[ct++] = fd;
+   }
+   closedir(d);
+   for (size_t i = 0; i < ct; i++)
+      close(fds[i]);
+   }
+}
+
 /* The keeper: start squashfuse, report, watch. Never returns. */
 static void keeper(const struct plan *p, const struct watch *core, int rfd)
 {
+   if (holder_lfd >= 0) {
+      /* A holder: its own user and mount namespace (the core's is the
+         container's, and later containers enter this one), private, and
+         the mounts in it before ours. */
+      userns_enter(getuid(), getuid(), getgid(), getgid());
+      if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+         keeper_fail(rfd, errno, "can't make / private");
+      mnt_before = mount_ids(&mnt_before_ct);
+      int e = mount_point_again(p);
+      if (e == EXDEV)
+         keeper_fail(rfd, 0, "mount point %s changed while mounting (renamed by someone who can "
+                     "write to its directory?)", p->root);
+      if (e != 0)
+         keeper_fail(rfd, e, "can't open SquashFS mount point %s", p->root);
+      if (chdir("/") != 0)   /* pin nothing of the caller's for the linger */
+         keeper_fail(rfd, errno, "can't cd to /");
+      prctl(PR_SET_NAME, "chtk-sqfs-hold");   /* for ps -o comm; its argv stays the core's */
+      /* It serves every rank of the node, not the one that started it:
+         not that rank's CPU binding (srun --cpu-bind), but every CPU we
+         may use (the kernel trims the mask to the cpuset's). */
+      cpu_set_t all;
+      CPU_ZERO(&all);
+      for (int c = 0; c < CPU_SETSIZE; c++)
+         CPU_SET(c, &all);
+      sched_setaffinity(0, sizeof(all), &all);   /* failing, it keeps the rank's: slower, not wrong */
+      /* Nor any descriptor the caller passed on (fd 3 of a pipeline, a
+         jobserver, the launcher's): held past the job for the linger, a
+         reader would wait for it. Only what the holder needs stays. */
+      int keep[] = { rfd, holder_lfd, image_fd, mp_fd, core->fd, core->procdir };
+      close_others(keep, sizeof(keep) / sizeof(keep[0]));
+   }
    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
    if (devnull < 0)
       keeper_fail(rfd, errno, "can't open /dev/null");
@@ -313,6 +425,8 @@ static void keeper(const struct plan *p, const struct watch *core, int rfd)
       _exit(1);
    }
    close(rfd);
+   if (holder_lfd >= 0)
+      holder_serve(p, core, fuse, errp[0], holder_lfd, image_fd, mp_fd, mnt_before, mnt_before_ct);
    keeper_watch(core, fuse, errp[0]);
 }
 
@@ -346,6 +460,8 @@ static void intermediate(const struct plan *p, pid_t core, int rfd)
 static void check_mount_point(const struct plan *p)
 {
    struct stat st;
+   if (mp_fd >= 0)
+      return;
    mp_fd = open(p->root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
    if (mp_fd < 0 && errno == ENOTDIR) {
       int l = open(p->root, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -362,12 +478,10 @@ static void check_mount_point(const struct plan *p)
                   p->root, (unsigned)(st.st_mode & 07777));
 }
 
-int squash_mount(const struct plan *p)
+/* Fork the keeper (through the intermediate) and wait for its report:
+   mounted, or why not (then exit, saying so). */
+static void keeper_start(const struct plan *p)
 {
-   /* Our mount must not propagate anywhere (root_setup repeats this). */
-   Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
-   check_mount_point(p);
-   mnt_before = mount_ids(&mnt_before_ct);
    watch_choose();
    int rp[2];
    Z_(pipe2(rp, O_CLOEXEC), "can't create pipe for SquashFUSE keeper");
@@ -404,6 +518,40 @@ int squash_mount(const struct plan *p)
          FATAL("can't mount %s: %s", p->squash_image, rep.text);
       FATAL_NOERR("can't mount %s: %s", p->squash_image, rep.text);
    }
+}
+
+int squash_mount_point(const struct plan *p)
+{
+   check_mount_point(p);
+   return mp_fd;
+}
+
+void squash_holder_start(const struct plan *p, int lfd, int imgfd)
+{
+   check_mount_point(p);
+   holder_lfd = lfd;
+   image_fd = imgfd;
+   keeper_start(p);   /* the holder holds LFD now: ours goes */
+   holder_lfd = image_fd = -1;
+   Z_(close(lfd), "can't close SquashFUSE holder socket");
+   INFO("SquashFS %s mounted at %s, shared (holder started)", p->squash_image, p->root);
+}
+
+int squash_mount(const struct plan *p)
+{
+   /* Our mount must not propagate anywhere (root_setup repeats this). */
+   Z_(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "can't make / private");
+   if (mp_fd >= 0) {   /* opened before unshare: every shared-mount name was taken (holder.c) */
+      int e = mount_point_again(p);
+      if (e == EXDEV)
+         FATAL_NOERR("can't mount %s: mount point %s changed while mounting (renamed by someone who can "
+                     "write to its directory?)", p->squash_image, p->root);
+      errno = e;
+      T_(e == 0, "can't use SquashFS mount point %s", p->root);
+   }
+   check_mount_point(p);
+   mnt_before = mount_ids(&mnt_before_ct);
+   keeper_start(p);
    /* The keeper's mount, found as it did (the same check: it is the one
       mount that is new in our namespace). */
    int root = open_new_mount(p->root, mnt_before, mnt_before_ct, FUSE_SUPER_MAGIC);

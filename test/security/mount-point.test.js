@@ -133,16 +133,19 @@ serial('the core checks the mount point itself (a memoized plan reaches it witho
   const dir = sharedDir('core', 'sticky');
   await as(attacker, `mkdir -m 700 '${dir}/theirs'`);
   await as(victim, `mkdir -m 777 '${dir}/mine-777' && mkdir -m 700 '${dir}/mine' && ln -s mine '${dir}/link'`);
-  // A plan as the front end writes it (lib/run/plan-output.ts), on the core's stdin.
+  // A plan as the front end writes it (lib/run/plan-output.ts), on the core's stdin: squash IMAGE
+  // SQUASHFUSE TIMEOUT LINGER THREADS; a private mount (linger 0) and a shared one (native/core/holder.c).
+  for (const linger of ['0', '30000']) {
   const plan = (root) => Buffer.from(['CHPLAN1', 'verbose', '0', 'root', root, 'squash', sqfs, '/usr/bin/squashfuse',
-    '10000', 'arg', '/bin/true', 'end', ''].join('\0'));
+    '10000', linger, '0', 'arg', '/bin/true', 'end', ''].join('\0'));
   for (const [name, re] of [
     ['theirs', /can't use SquashFS mount point .*\/theirs: not owned by you \(uid \d+\); use a directory of your own/],
     ['mine-777', /can't use SquashFS mount point .*\/mine-777: mode 777 lets others write to it/],
     ['link', /can't use SquashFS mount point .*\/link: it is a symlink; give the directory itself/],
   ]) {
     const r = await runAs(victim, join(PKG, 'build/Release/ch-run-core'), ['0', '0', '0'], { input: plan(join(dir, name)) });
-    t.is(r.exitCode, 31, `${name}: ${r.stderr}`);
+    t.is(r.exitCode, 31, `${name} (linger ${linger}): ${r.stderr}`);
     t.regex(r.stderr, re, name);
+  }
   }
 });
