@@ -872,3 +872,30 @@ test('registry SRC, an existing DST not the user\'s image: refused before any re
   t.is(port.count(), 0, 'no request made');
   t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.')), []);
 });
+
+needs(test, notRoot && 'needs root to squash a directory its owner can\'t read')('.sqfs with a directory its owner can\'t read -> tar, as a user: tar\'s error, nothing left beside DST or in $TMPDIR; -> dir works', async (t) => {
+  const { dir, src } = await fixture(t);
+  mkdirSync(join(src, 'locked/inner'), { recursive: true });
+  writeFileSync(join(src, 'locked/inner/f'), 'x\n');
+  // Made as root: the user couldn't read the tree to squash it either.
+  chmodSync(join(src, 'locked'), 0);
+  const sq = join(dir, 'locked.sqfs');
+  await execa('mksquashfs', [src, sq, '-quiet', '-no-progress', '-all-root']);
+  chmodSync(join(src, 'locked'), 0o755);
+  await ownedByUser(dir);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp);
+  await ownedByUser(tmp);
+  const before = readdirSync(dir).sort();
+  const r = await cv([sq, join(dir, 'out.tar')], { env: { TMPDIR: tmp } });
+  t.is(r.exitCode, 1, r.stderr);
+  t.regex(r.stderr, /error: tar failed \(exit 2\): tar: \.\/locked: Cannot open: Permission denied/);
+  t.notRegex(r.stderr, /EACCES|scandir|\n\s+at /, 'no stack, no leftover removal failure');
+  t.deepEqual(readdirSync(dir).sort(), before, 'no stage or partial DST left');
+  t.deepEqual(readdirSync(tmp), []);
+  // Into a directory it works: the mode kept.
+  const d = await cv([sq, join(dir, 'out')], { env: { TMPDIR: tmp } });
+  t.is(d.exitCode, 0, d.stderr);
+  t.is(lstatSync(join(dir, 'out/locked')).mode & 0o777, 0);
+  chmodSync(join(dir, 'out/locked'), 0o755);
+});

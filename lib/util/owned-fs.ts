@@ -11,7 +11,7 @@
 //   - an entry that can't be removed is an error, not a warning.
 
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync, unlinkSync, type Stats } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -91,7 +91,10 @@ export function removePrivateTree(path: string): void {
     rmSync(path, { recursive: true, force: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
-    spawnSync('find', ['-P', path, '-type', 'd', '!', '-perm', '-u+rwx', '-exec', 'chmod', 'u+rwx', '{}', '+'], { stdio: 'ignore' });
+    // By its real path: find can't see our /proc/self/fd/N. One chmod per
+    // directory (';', not '+'), before find descends into it, so one inside
+    // another is reached too.
+    spawnSync('find', ['-P', realpathSync(path), '-type', 'd', '!', '-perm', '-u+rwx', '-exec', 'chmod', 'u+rwx', '{}', ';'], { stdio: 'ignore' });
     rmSync(path, { recursive: true, force: true });
   }
 }
