@@ -15,7 +15,7 @@
 // held) are removed first. A listing is read whole in one go, and a missing
 // one is made again: it is simply unlinked.
 
-import { closeSync, lstatSync, readdirSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Log } from '../util/log.js';
 import { at, myUid, openDirAt, removeOwned } from '../util/owned-fs.js';
@@ -26,6 +26,9 @@ import { lockOwn, PINS_LOCK, PINS_PREFIX, unlock, type Storage } from './cache.j
 
 /** Default bound of the blob cache, in bytes ($CH_PULL_CACHE_MAX). */
 export const BLOBS_MAX_DEFAULT = 10 * 2 ** 30;
+/** A pins directory changed this recently is never taken for a dead pull's. */
+const PINS_GRACE_MS = 60_000;
+
 /** Remove pin directories in blobs/ (fd BLOBSFD) whose run is gone (their lock not held). */
 async function removeDeadPins(log: Log, blobsFd: number, blobsPath: string): Promise<void> {
   for (const e of readdirSync(`/proc/self/fd/${blobsFd}`)) {
@@ -37,6 +40,10 @@ async function removeDeadPins(log: Log, blobsFd: number, blobsPath: string): Pro
       d = openDirAt(blobsFd, e);
     } catch { continue; }
     try {
+      // A pull makes its pins directory, then its lock in it: one made in the
+      // last minute may be one whose pull has yet to lock it (taking that lock
+      // here and removing the directory made a concurrent pull fail).
+      if (Date.now() - fstatSync(d).mtimeMs < PINS_GRACE_MS) continue;
       const l = lstatSync(at(d, PINS_LOCK), { throwIfNoEntry: false });
       if (l && (!l.isFile() || l.uid !== myUid())) continue;
       let lock: number;
