@@ -90,7 +90,8 @@ needs(test.serial, noFuse, { tool: true })('pidfd_open failing with ENOSYS (secc
   t.is(m.exitCode, 0, m.stderr);
   const run = (args) => {
     const argv = [...asUser(), 'python3', '-c', ENOSYS_PIDFD, join(BIN, 'ch-run'), ...args];
-    return execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+    // A shared mount's holder (the default), with a linger short enough to see it go.
+    return execa(argv[0], argv.slice(1), { reject: false, env: userEnv(undefined, { CH_RUN_SQUASH_LINGER: '1' }), extendEnv: false, cwd: '/' });
   };
   let r = await run(['-vv', img, '--', 'sh', '-c', 'echo in; exit 3']);
   t.is(r.exitCode, 3, r.stderr);

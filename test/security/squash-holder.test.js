@@ -10,7 +10,7 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { chmodSync, readFileSync, readdirSync } from 'node:fs';
+import { chmodSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, image, isRoot } from '../helpers/env.js';
 import { CHECKS, ensureUser, runAs, scratch } from './lib.js';
@@ -33,18 +33,29 @@ test.before(async () => {
 const run = (user, args, env = {}, opts = {}) => runAs(user, join(BIN, 'ch-run'), args,
   { timeout: 120_000, env: { CH_RUN_SQUASH_LINGER: '1', ...env }, ...opts });
 
-/** USER's squashfuse processes: { pid, ppid }. */
+/**
+ * USER's squashfuse processes serving this file's image: { pid, ppid }.
+ * Only ours: other test files run .sqfs images as the same accounts, and
+ * their holders linger (CH_RUN_SQUASH_LINGER's default) while this runs.
+ */
 function fuses(user) {
   const out = [];
   for (const pid of readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d))) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       if (Number(/^Uid:\s+(\d+)/m.exec(status)[1]) !== user.uid || /^State:\s+Z/m.test(status)) continue;
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('squashfuse\0')) continue;
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (!cmd.startsWith('squashfuse\0') || !serves(pid, cmd)) continue;
       out.push({ pid: Number(pid), ppid: Number(/^PPid:\s+(\d+)/m.exec(status)[1]) });
     } catch { /* gone */ }
   }
   return out;
+}
+
+/** Does squashfuse PID (command line CMD) serve this file's image: named, or open as its /dev/fd/N? */
+function serves(pid, cmd) {
+  if (cmd.split('\0').includes(sqfs)) return true;
+  return readdirSync(`/proc/${pid}/fd`).some((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`) === sqfs; } catch { return false; } });
 }
 
 /** Bounded wait until USER has no squashfuse left. */
@@ -54,9 +65,21 @@ async function noFuses(user, ms = 20_000) {
   return fuses(user);
 }
 
-/** USER's rendezvous names in /proc/net/unix, as anyone reads them there. */
-const names = (user) => readFileSync('/proc/net/unix', 'utf8').split('\n')
-  .map((l) => l.trim().split(/\s+/).pop()).filter((n) => n?.startsWith(`@chtk-sqfs.${user.uid}.`)).map((n) => n.slice(1));
+/**
+ * The rendezvous names of USER's holders of this file's image, as anyone
+ * reads them in /proc/net/unix (the socket inodes of the holder, squashfuse's
+ * parent, pick its lines: another image's holder of the same user may linger).
+ */
+function names(user) {
+  const inodes = new Set();
+  for (const { ppid } of fuses(user)) {
+    for (const fd of readdirSync(`/proc/${ppid}/fd`)) {
+      try { const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${ppid}/fd/${fd}`)); if (m) inodes.add(m[1]); } catch { /* gone */ }
+    }
+  }
+  return readFileSync('/proc/net/unix', 'utf8').split('\n').map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 8 && inodes.has(f[6]) && f[7].startsWith(`@chtk-sqfs.${user.uid}.`)).map((f) => f[7].slice(1));
+}
 
 /** Start ch-run as USER; resolves once its command printed "ready". */
 function started(user, args, env = {}) {
