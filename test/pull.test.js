@@ -652,7 +652,7 @@ test('blob cache: bounded (CH_PULL_CACHE_MAX), least recently used first; --cach
   t.deepEqual(blobsDir(), ['sha256'], 'no pins left');
 });
 
-test('blob cache: pins of a pull killed by SIGKILL are removed by a prune once a minute old (younger: a live pull's that may not have locked yet); a link planted in the cache is not followed', async (t) => {
+test('blob cache: pins of a pull killed by SIGKILL are removed by a prune once a minute old (younger: one of a live pull that may not have locked yet); a link planted in the cache is not followed', async (t) => {
   if (skip(t)) return;
   const d = userDir('pins');
   const storage = join(d, 'storage');
