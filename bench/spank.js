@@ -5,8 +5,11 @@
 //   prefix ch-run --join DIR   srun ... ch-run --join DIR -- true
 //   plugin DIR                 srun ... --ch-image=DIR true (every round but the first a later step:
 //                              ch-run's memoized plan, kept by the first, hits on every node)
+//   plugin DIR, no memo        the same, CH_RUN_NO_CACHE=1: every step plans (Node on every node), as
+//                              every step did when the plugin gave a literal --join-tag per step
 //   plugin .sqfs               --ch-image=IMAGE.sqfs: the shared SquashFS mount, started by the first
 //                              round and reused while it lingers (CH_RUN_SQUASH_LINGER, default 30 s)
+//   plugin .sqfs, no memo      the same, CH_RUN_NO_CACHE=1
 //   plugin tarball, first      --ch-image=TARBALL, the node caches emptied first (imports: once per node)
 //   plugin tarball, later      the same again (cached: pyxis's import-once is the anchor)
 // Interleaved rounds, medians. Needs root (it starts Slurm) and a staged
@@ -45,9 +48,9 @@ chownSync(PLANS, c.user.uid, c.user.gid);
 const ENV = { CH_RUN_MEMO_VERIFY: '0', CH_RUN_CACHE_DIR: PLANS };
 const clearCache = () => rmSync(`/var/tmp/${c.user.name}.ch/spank-bench`, { recursive: true, force: true });
 
-async function step(args) {
+async function step(args, env = {}) {
   const t = process.hrtime.bigint();
-  const r = await c.run('srun', ['-p', 'four', '-N4', '-n', TASKS, ...args], { timeout: 300000, env: ENV });
+  const r = await c.run('srun', ['-p', 'four', '-N4', '-n', TASKS, ...args], { timeout: 300000, env: { ...ENV, ...env } });
   const ms = Number(process.hrtime.bigint() - t) / 1e6;
   if (r.exitCode !== 0) throw new Error(`srun ${args.join(' ')}: ${r.all}`);
   return ms;
@@ -57,7 +60,10 @@ const modes = {
   bare: () => step(['true']),
   'prefix ch-run --join DIR': () => step([CHRUN, '--join', image('busybox'), '--', 'true']),
   'plugin DIR': () => step([`--ch-image=${image('busybox')}`, 'true']),
+  // What every step cost before the plugin's ch-run could hit (a literal --join-tag per step): planning.
+  'plugin DIR, no memo': () => step([`--ch-image=${image('busybox')}`, 'true'], { CH_RUN_NO_CACHE: '1' }),
   'plugin .sqfs': () => step([`--ch-image=${SQFS}`, 'true']),
+  'plugin .sqfs, no memo': () => step([`--ch-image=${SQFS}`, 'true'], { CH_RUN_NO_CACHE: '1' }),
   'plugin tarball, first': () => { clearCache(); return step([`--ch-image=${TARBALL}`, 'true']); },
   'plugin tarball, later': () => step([`--ch-image=${TARBALL}`, 'true']),
 };
