@@ -219,6 +219,8 @@ serial('.sqfs: three steps over one shared mount, one container per node per ste
     t.is(nodes.size, 4);
     t.true(r.stdout.trim().split('\n').every((l) => l.endsWith(' 1')), `every task's root is the SquashFS mount: ${r.stdout}`);
     verdicts.push(memo(r));
+    // A joined container, as for a directory (--join over the shared mount), in a group per node of the step.
+    t.is(new Set([...r.all.matchAll(/join: winner of group (slurm-\d+\.\d+\.\d+) /g)].map((m) => m[1])).size, 4, r.all);
     said.push(r.all.split('\n').filter((l) => /plan memo|holder started/.test(l)).join('\n'));
     started += [...r.all.matchAll(/SquashFS \S+ mounted at \S+, shared \(holder started\)/g)].length;
     // Between steps the holder lingers, with its one squashfuse.
@@ -257,14 +259,19 @@ serial('.sqfs: three steps over one shared mount, one container per node per ste
 serial('a later step\'s ch-run hits the plan of the first (directory image): no Node on any node', async (t) => {
   const s = cluster(t); if (!s) return;
   const env = { CH_RUN_MEMO_VERIFY: '0', CH_RUN_CACHE_DIR: planDir(s, 'plans-dir') };
-  const verdicts = [];
+  const verdicts = [], groups = [];
   for (let i = 0; i < 3; i++) {
     const r = await s.run('srun', ['-p', 'four', '-N4', '-n8', `--ch-image=${image('busybox')}`, '--ch-verbose',
       'sh', '-c', PROBE], { timeout: 120000, env });
     perNode(t, r, 8);
     verdicts.push(memo(r));
     if (i === 0) t.is(verdicts[0][0] + verdicts[0][1], 4, r.all);
+    // The group's tag is ch-run's default from the step's variables: one per node, the step's own.
+    const tags = [...r.all.matchAll(/join: winner of group (slurm-\d+\.\d+\.\d+) /g)].map((m) => m[1]);
+    t.is(new Set(tags).size, 4, r.all);
+    groups.push(...tags);
   }
+  t.is(new Set(groups).size, 12, 'a tag per node and step');
   // Every node's ch-run in the second and third steps ran from the first step's plan (the -v line says so;
   // a hit runs the core without starting Node).
   t.deepEqual(verdicts.slice(1), [[4, 0], [4, 0]], `memo [hits, misses] per step: ${JSON.stringify(verdicts)}`);
