@@ -30,7 +30,7 @@
      privileges: the kernel checks everything as the user.
    - slurm_spank_task_exit (slurmstepd, root): after the last task on the
      node ended, ends the holder if it is still there (a SquashFS image's,
-     which keeps squashfuse; or a task died before joining), from a child
+     which keeps the shared mount in use; or a task died before joining), from a child
      that has fully become the job's user; slurm_spank_exit again, last.
 
    Errors in task_init fail the task (slurmstepd: exit 1), so the step fails
@@ -215,7 +215,7 @@ static void end_holder(spank_t sp)
 }
 
 /* In slurmstepd (root), as each task ends: after the last, the holder goes
-   (it stays for a SquashFS image, whose squashfuse ends with it; and
+   (it stays for a SquashFS image, whose shared mount lingers from then on; and
    slurmstepd waits for every process of the step before the step ends). */
 EXPORT int slurm_spank_task_exit(spank_t sp, int ac, char **av)
 {

@@ -205,25 +205,22 @@ static bool is_sqfs(const char *p)
 }
 
 /* ch-run's command line for IMAGE, as `ch-run --join` with the user's options. */
-static void chrun_argv(struct argv *a, spank_t sp, const char *image)
+static void chrun_argv(struct argv *a, const char *image)
 {
-   uint32_t job = 0, step = 0;
-   char node[64] = "0";
-   spank_get_item(sp, S_JOB_ID, &job);
-   spank_get_item(sp, S_JOB_STEPID, &step);
-   spank_getenv(sp, "SLURM_NODEID", node, sizeof(node));
    add(a, "%s/build/Release/ch-run", package_root());
    if (opt.verbose)
       add(a, "-v");
    /* A group of one: the plan is a joined one (as with --join), the tasks
-      join by setns themselves. Not for a SquashFS image, which ch-run won't
-      --join: its squashfuse lives as long as the holder, which then stays
-      until the step ends (slurm_spank_exit). */
-   bool sqfs = is_sqfs(image);
-   if (!sqfs) {
-      add(a, "--join-ct=1");
-      add(a, "--join-tag=spank-%u.%u.%s", job, step, node);
-   }
+      join by setns themselves; a SquashFS image is mounted once per node,
+      user and image (the shared mount's holder, native/core/holder.c), and
+      a later step reuses it while it lingers. No --join-tag: ch-run's
+      default, slurm-JOB.STEP.NODE from the task's SLURM_JOB_ID,
+      SLURM_STEP_ID and SLURM_NODEID, isolates steps and nodes just as well,
+      and is a template the memoized plan fills in (docs/design.md,
+      "Memoized plans"), so the command line is the same in every step and
+      a later step's ch-run hits the plan the first one kept. A literal tag
+      made every step plan anew, starting Node on every node. */
+   add(a, "--join-ct=1");
    char *copy = opt.mounts ? strdup(opt.mounts) : NULL, *save = NULL;
    for (char *m = copy ? strtok_r(copy, ",", &save) : NULL; m != NULL; m = strtok_r(NULL, ",", &save))
       add(a, "--bind=%s", m);
@@ -247,7 +244,11 @@ static void chrun_argv(struct argv *a, spank_t sp, const char *image)
    add(a, "/proc/self/fd/5");
    add(a, "3");
    add(a, "4");
-   if (sqfs)
+   /* The SquashFS mount's holder counts ch-run's process (the holder, after
+      exec) as its user, not the tasks that join by setns: the holder stays
+      until the node's last task ends (slurm_spank_task_exit), so the mount
+      isn't retired under them; then it lingers for the next step. */
+   if (is_sqfs(image))
       add(a, "stay");
 }
 
@@ -277,10 +278,10 @@ static _Noreturn void exec_chrun(struct argv *a, char **env, int report_w, int r
 int report_take(char **job, struct shared *sh, char *report, size_t n);
 
 /* Start ch-run and the holder; read its report into SH (cwd, environment edits). */
-static int start(spank_t sp, struct shared *sh, char **env, const char *image, int release_r, long long deadline)
+static int start(struct shared *sh, char **env, const char *image, int release_r, long long deadline)
 {
    struct argv a = { .n = 0 };
-   chrun_argv(&a, sp, image);
+   chrun_argv(&a, image);
    int rep[2];
    if (pipe2(rep, O_CLOEXEC) != 0)
       return say("--ch-image=%s: can't make a pipe: %s", opt.image, strerror(errno)), -1;
@@ -416,7 +417,7 @@ int container_once(spank_t sp, struct shared *sh, int release_r, int edits_fd)
       if (spank_get_item(sp, S_JOB_ENV, &env) != ESPANK_SUCCESS)
          say("--ch-image=%s: can't read the job's environment", opt.image);
       else if (stage(sp, env, deadline, path, sizeof(path)) == 0
-               && start(sp, sh, tmpdir_default(env), path, release_r, deadline) == 0
+               && start(sh, tmpdir_default(env), path, release_r, deadline) == 0
                && edits_write(sh, edits_fd) == 0)
          sh->state = ST_READY;
    }

@@ -8,7 +8,7 @@
    REPORT_FD and closes it; then it reads RELEASE_FD until end of file, which
    comes when every task of the step on this node has exec'd its program or
    died (each held a copy of the write end until it joined), and exits;
-   with a third argument, "stay", it stays until killed (slurm_spank_exit). The
+   with a third argument, "stay", it stays until killed (slurm_spank_task_exit). The
    tasks are then in its namespaces themselves, which live on without it. */
 
 #include <errno.h>
@@ -77,8 +77,9 @@ int main(int argc, char **argv)
       if (r == 0 || (r < 0 && errno != EINTR))
          break;
    }
-   /* "stay": a SquashFS image, whose squashfuse ends with us; the plugin
-      kills us when the step ends. */
+   /* "stay": a SquashFS image, whose shared mount's holder counts us (ch-run's
+      process) as its user, not the tasks that joined: the plugin kills us
+      when the node's last task ends, and the mount lingers from then on. */
    while (argc == 4)
       pause();
    return 0;
