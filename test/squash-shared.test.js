@@ -92,12 +92,15 @@ const ROOT_DEV = 'grep " / / " /proc/self/mountinfo | cut -d" " -f3';
 fuseTest('two launches in a row share one mount: one squashfuse, the same holder; gone after the linger', async (t) => {
   const { ch, fuses, gone } = marked();
   const img = await sqfs(t);
-  const a = await ch(['-v', img, '--', 'sh', '-c', ROOT_DEV]);
+  // A linger long enough for the second launch to come on a loaded machine
+  // (2 s was not, in a CI run: the holder had retired).
+  const linger = { CH_RUN_SQUASH_LINGER: '10' };
+  const a = await ch(['-v', img, '--', 'sh', '-c', ROOT_DEV], linger);
   t.is(a.exitCode, 0, a.stderr);
   t.regex(a.stderr, /mounted at .*shared \(holder started\)/);
   const first = fuses();
   t.is(first.length, 1, 'the first launch left its squashfuse for the linger');
-  const b = await ch(['-v', img, '--', 'sh', '-c', ROOT_DEV]);
+  const b = await ch(['-v', img, '--', 'sh', '-c', ROOT_DEV], linger);
   t.is(b.exitCode, 0, b.stderr);
   t.notRegex(b.stderr, /holder started/, 'no squashfuse start on the second launch');
   t.regex(b.stderr, /mounted at .* \(shared\)/);
@@ -107,7 +110,7 @@ fuseTest('two launches in a row share one mount: one squashfuse, the same holder
   const status = readFileSync(`/proc/${first[0].pid}/status`, 'utf8');
   t.regex(status, /^CapEff:\s+0+$/m);
   t.regex(status, /^NoNewPrivs:\s+1$/m);
-  t.deepEqual(await gone(), [], 'holder and squashfuse gone after the linger');
+  t.deepEqual(await gone(30_000), [], 'holder and squashfuse gone after the linger');
 });
 
 fuseTest('8 concurrent launches race to create the mount and all end on one', async (t) => {
