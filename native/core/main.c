@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "execpath.h"
 
 static const char *env_get(char **env, const char *name)
 {
@@ -41,34 +42,7 @@ static const char *env_get(char **env, const char *name)
 static _Noreturn void exec_command(const struct plan *p)
 {
    const char *cmd = p->argv[0];
-   int err = ENOENT;
-
-   if (strchr(cmd, '/') != NULL) {
-      execve(cmd, p->argv, p->env);
-      err = errno;
-   } else if (cmd[0] != '\0') {
-      const char *path = env_get(p->env, "PATH");
-      if (path == NULL)
-         path = "/bin:/usr/bin";
-      bool eacces = false;
-      char *copy = strdup(path), *save = NULL;
-      T_(copy != NULL, "strdup");
-      for (char *dir = strtok_r(copy, ":", &save); dir != NULL; dir = strtok_r(NULL, ":", &save)) {
-         char *full = xasprintf("%s/%s", *dir ? dir : ".", cmd);
-         execve(full, p->argv, p->env);
-         free(full);
-         if (errno == EACCES)
-            eacces = true;
-         else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP && errno != ENAMETOOLONG) {
-            eacces = false;
-            err = errno;
-            break;
-         }
-      }
-      free(copy);
-      if (eacces)
-         err = EACCES;
-   }
+   int err = exec_path(cmd, p->argv, p->env, env_get(p->env, "PATH"), false);
    char line[PATH_MAX + 256];
    int n = snprintf(line, sizeof(line), "ch-run[%d]: error: can't execve(2): %s: %s (%s)\n",
                     getpid(), cmd, strerror(err), errno_name(err));

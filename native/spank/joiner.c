@@ -35,6 +35,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/execpath.h"
+
 #define EXIT_CHRUN 31
 #define EXIT_CMD 49
 
@@ -92,29 +94,8 @@ static void apply_edits(int fd)
 /* execve PROG, searched in PATH if it has no slash (the container's PATH). */
 static _Noreturn void run(char *prog, char **argv)
 {
-   int err = ENOENT;
-   if (strchr(prog, '/') != NULL) {
-      execv(prog, argv);
-      err = errno;
-   } else if (prog[0] != '\0') {
-      const char *path = getenv("PATH");
-      char *copy = strdup(path != NULL ? path : "/bin:/usr/bin"), *save = NULL, full[PATH_MAX];
-      bool eacces = false;
-      for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d != NULL; d = strtok_r(NULL, ":", &save)) {
-         snprintf(full, sizeof(full), "%s/%s", *d ? d : ".", prog);
-         argv[0] = full;   /* as slurmstepd gives it: the path found */
-         execv(full, argv);
-         if (errno == EACCES)
-            eacces = true;
-         else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP && errno != ENAMETOOLONG) {
-            eacces = false;
-            err = errno;
-            break;
-         }
-      }
-      if (eacces)
-         err = EACCES;
-   }
+   extern char **environ;
+   int err = exec_path(prog, argv, environ, getenv("PATH"), true);   /* argv[0]: the path found, as slurmstepd gives it */
    fail(EXIT_CMD, "can't execve(2)", prog, err);
 }
 
