@@ -90,7 +90,10 @@ async function manifestOf(r, name, tag) {
 }
 
 async function skopeoInspect(ref, creds) {
-  const r = await execa('skopeo', ['inspect', '--tls-verify=false', ...(creds ? ['--creds', creds] : []), `docker://${ref}`], { reject: false });
+  // --no-creds: else skopeo reads $XDG_RUNTIME_DIR/containers/auth.json, by
+  // default /run/containers/UID/, which fails (EACCES) for a plain user on a
+  // machine where root has used podman (/run/containers is root's, 0700).
+  const r = await execa('skopeo', ['inspect', '--tls-verify=false', ...(creds ? ['--creds', creds] : ['--no-creds']), `docker://${ref}`], { reject: false });
   if (r.exitCode !== 0) throw new Error(`skopeo inspect ${ref}: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
