@@ -9,6 +9,7 @@
 //   ch-run IMG.sqfs               a shared mount per node, user and image (the default)
 //   ch-run --join IMG.sqfs        the same, the ranks of a node in one container
 //   ch-run IMG.sqfs, LINGER=0     CH_RUN_SQUASH_LINGER=0: a private mount per rank, as before issue #23
+//   ch-run IMG.sqfs, squashfuse_ll  an experiment: the shared mount served by squashfuse_ll (PATH), own -m
 //   Charliecloud ch-run IMG.sqfs  Debian's charliecloud-runtime (/usr/bin/ch-run, libsquashfuse_ll in-process)
 // For each: one cold step (lingering holders ended, `echo 3 > drop_caches`)
 // and REPS warm steps, round-robin; wall time of srun; sampled every ~100 ms
@@ -22,7 +23,8 @@
 // the value just after drop_caches, less the .sqfs file's own cached pages
 // (fincore) at the same sample. See bench/squash.md for what that includes.
 // (A child of a server holding both, Charliecloud's before its exec, is not
-// counted.) The shared modes run with CH_RUN_SQUASH_LINGER=--linger (default 600 s) so
+// counted; a mode counts only servers running its program, by /proc/PID/exe.)
+// The shared modes run with CH_RUN_SQUASH_LINGER=--linger (default 600 s) so
 // their warm steps find the mount live (a job's later steps); a server that
 // was already up when a private or Charliecloud step began is not counted
 // for it (it is another mode's lingering holder, idle).
@@ -33,7 +35,7 @@
 // --linger S, --read 'usr/bin,usr/lib' (what each rank reads, relative to /).
 
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync,
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync,
   writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, CACHE_DIR } from '../test/helpers/env.js';
@@ -76,7 +78,9 @@ function servers() {
       const st = readFileSync(`/proc/${pid}/status`, 'utf8');
       if (/^State:\s+Z/m.test(st)) continue;
       const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
-      out.push({ pid: Number(pid), ppid: Number(/^PPid:\s+(\d+)/m.exec(st)[1]), comm: /^Name:\s+(\S+)/m.exec(st)[1], rss: Number(/^VmRSS:\s+(\d+)/m.exec(st)?.[1] ?? 0) * 1024,
+      let exe = '?';
+      try { exe = readlinkSync(`/proc/${pid}/exe`); } catch { /* gone */ }
+      out.push({ pid: Number(pid), exe, ppid: Number(/^PPid:\s+(\d+)/m.exec(st)[1]), comm: /^Name:\s+(\S+)/m.exec(st)[1], rss: Number(/^VmRSS:\s+(\d+)/m.exec(st)?.[1] ?? 0) * 1024,
         node: env.find((e) => e.startsWith('SLURMD_NODENAME='))?.slice(16) ?? '?' });
     } catch { /* gone */ }
   }
@@ -131,7 +135,12 @@ const modes = {
   'ch-run IMG.sqfs': { argv: [CHRUN, SQFS, '--', 'sh', '-c', work('/')], env: sharedEnv, shared: true },
   'ch-run --join IMG.sqfs': { argv: [CHRUN, '--join', SQFS, '--', 'sh', '-c', work('/')], env: sharedEnv, shared: true },
   'ch-run IMG.sqfs, LINGER=0': { argv: [CHRUN, SQFS, '--', 'sh', '-c', work('/')], env: 'CH_RUN_SQUASH_LINGER=0' },
-  'Charliecloud ch-run IMG.sqfs': { argv: [CC, '-m', join(WORK, 'cc-mnt'), SQFS, '--', 'sh', '-c', work('/')] },
+  // Not what ch-run does today: squashfuse_ll (Charliecloud's engine) under
+  // the name squashfuse first on PATH (the front end finds squashfuse on
+  // PATH), on a mount point of its own so it gets its own holder.
+  'ch-run IMG.sqfs, squashfuse_ll': { argv: [CHRUN, '-m', join(WORK, 'll-mnt'), SQFS, '--', 'sh', '-c', work('/')],
+    env: `${sharedEnv},PATH=${join(WORK, 'llbin')}:/usr/bin:/bin`, shared: true, exe: '/usr/bin/squashfuse_ll' },
+  'Charliecloud ch-run IMG.sqfs': { argv: [CC, '-m', join(WORK, 'cc-mnt'), SQFS, '--', 'sh', '-c', work('/')], exe: CC },
 };
 
 let c = null;
@@ -140,6 +149,7 @@ let expected = null;
 /** One srun step of mode M, sampled; COLD: lingering servers ended and caches dropped first, page cache measured. */
 async function step(m, cold) {
   const { argv, env, shared } = modes[m];
+  const exe = modes[m].exe ?? '/usr/bin/squashfuse';
   if (cold) { await endServers(); dropCaches(); await sleep(300); }
   const before = new Set(servers().map((s) => s.pid));
   const base = cold ? cache() : null;
@@ -150,7 +160,7 @@ async function step(m, cold) {
   let ended = false;
   run.then(() => { ended = true; });
   while (!ended) {
-    const sv = servers().filter((s) => shared || !before.has(s.pid));
+    const sv = servers().filter((s) => s.exe === exe && (shared || !before.has(s.pid)));
     const per = new Map();
     for (const s of sv) per.set(s.node, (per.get(s.node) ?? 0) + 1);
     peak.n = Math.max(peak.n, sv.length);
@@ -191,9 +201,16 @@ chmodSync(SQFS, 0o644);
 
 c = await startCluster({ dir: '/var/tmp/ch-bench-slurm-sq', portBase: 17400 });
 if (c.reason) { console.error(c.reason); process.exit(1); }
-if (modes['Charliecloud ch-run IMG.sqfs']) {
-  mkdirSync(join(WORK, 'cc-mnt'), { mode: 0o700 });
-  chownSync(join(WORK, 'cc-mnt'), c.user.uid, c.user.gid);
+for (const d of ['cc-mnt', 'll-mnt']) {   // the user's own mount points (-m)
+  mkdirSync(join(WORK, d), { mode: 0o700 });
+  chownSync(join(WORK, d), c.user.uid, c.user.gid);
+}
+if (existsSync('/usr/bin/squashfuse_ll')) {
+  mkdirSync(join(WORK, 'llbin'));
+  symlinkSync('/usr/bin/squashfuse_ll', join(WORK, 'llbin/squashfuse'));
+} else {
+  console.log('squashfuse_ll not installed: its mode left out');
+  delete modes['ch-run IMG.sqfs, squashfuse_ll'];
 }
 const du = spawnSync('du', ['-sm', ...READ.map((p) => join(deb, p))], { encoding: 'utf8' }).stdout
   .split('\n').filter(Boolean).reduce((a, l) => a + Number(l.split('\t')[0]), 0);
@@ -245,6 +262,11 @@ try {
     console.log(`    ${m.padEnd(30)} ${(mem(m) / MiB).toFixed(0).padStart(5)} MiB  ${(mem(m) / pc('bare')).toFixed(2)}x`);
   console.log(`  private (LINGER=0) / shared: ${ratio('ch-run IMG.sqfs, LINGER=0', 'ch-run IMG.sqfs')}; `
     + `Charliecloud / shared: ${ratio('Charliecloud ch-run IMG.sqfs', 'ch-run IMG.sqfs')}`);
+  const wr = (a, b) => (res[a] && res[b] ? `${(median(res[a].warm) / median(res[b].warm)).toFixed(2)}x` : '-');
+  console.log(`  warm wall time: shared / private (LINGER=0) ${wr('ch-run IMG.sqfs', 'ch-run IMG.sqfs, LINGER=0')}, `
+    + `shared / Charliecloud ${wr('ch-run IMG.sqfs', 'Charliecloud ch-run IMG.sqfs')}, --join / Charliecloud `
+    + `${wr('ch-run --join IMG.sqfs', 'Charliecloud ch-run IMG.sqfs')}, shared squashfuse_ll / Charliecloud `
+    + `${wr('ch-run IMG.sqfs, squashfuse_ll', 'Charliecloud ch-run IMG.sqfs')}`);
   console.log(`load average at the end: ${loadavg()}`);
 } finally {
   await endServers();
