@@ -138,8 +138,9 @@ const modes = {
   // Not what ch-run does today: squashfuse_ll (Charliecloud's engine) under
   // the name squashfuse first on PATH (the front end finds squashfuse on
   // PATH), on a mount point of its own so it gets its own holder.
-  'ch-run IMG.sqfs, squashfuse_ll': { argv: [CHRUN, '-m', join(WORK, 'll-mnt'), SQFS, '--', 'sh', '-c', work('/')],
-    env: `${sharedEnv},PATH=${join(WORK, 'llbin')}:/usr/bin:/bin`, shared: true, exe: '/usr/bin/squashfuse_ll' },
+  // (PATH set by env(1) in the step: through srun --export it didn't reach ch-run.)
+  'ch-run IMG.sqfs, squashfuse_ll': { argv: ['env', `PATH=${join(WORK, 'llbin')}:/usr/bin:/bin`, CHRUN, '-m', join(WORK, 'll-mnt'),
+    SQFS, '--', 'sh', '-c', work('/')], env: sharedEnv, shared: true, exe: '/usr/bin/squashfuse_ll' },
   'Charliecloud ch-run IMG.sqfs': { argv: [CC, '-m', join(WORK, 'cc-mnt'), SQFS, '--', 'sh', '-c', work('/')], exe: CC },
 };
 
