@@ -83,7 +83,7 @@ function once(argv, out = false, runEnv = env) {
 function killServing(file) {
   for (const pid of readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d))) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('squashfuse\0')) continue;
+      if (!/^squashfuse(_ll)?\0/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'))) continue;
       if (readdirSync(`/proc/${pid}/fd`).some((fd) => { try { return realpathSync(`/proc/${pid}/fd/${fd}`) === file; } catch { return false; } })) {
         process.kill(Number(pid), 'SIGKILL');
         for (let i = 0; i < 250 && existsSync(`/proc/${pid}/fd`); i++) spawnSync('sleep', ['0.02']);   // gone, file closed

@@ -447,7 +447,7 @@ needs(test, noFuse, { tool: true })('a .sqfs hit with a live shared mount: the p
   const run = (a, env = {}) => runMemo(a, { CH_RUN_SQUASH_LINGER: '20', CHTK_MEMO_MARK: mark, ...env });
   const fuses = () => readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d)).filter((pid) => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('squashfuse\0')
+      return /^squashfuse(_ll)?\0/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'))
         && readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`CHTK_MEMO_MARK=${mark}`);
     } catch { return false; }
   });

@@ -21,7 +21,7 @@ function keeperFds(mark) {
     let cmd;
     try {
       cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (cmd[0] !== 'squashfuse' || !readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(mark)) continue;
+      if (!/^squashfuse(_ll)?$/.test(cmd[0]) || !readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(mark)) continue;
     } catch { continue; }
     const keeper = /^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1];
     return readdirSync(`/proc/${keeper}/fd`).map((f) => { try { return readlinkSync(`/proc/${keeper}/fd/${f}`); } catch { return '?'; } });
@@ -98,11 +98,22 @@ needs(test.serial, noFuse, { tool: true })('pidfd_open failing with ENOSYS (secc
   t.is(r.stdout, 'in');
   t.regex(r.stderr, /no pidfd_open\(2\) \(Linux < 5\.3\): watching squashfuse and the command without pidfds/);
   t.notRegex(r.stderr, /CH_RUN_NO_PIDFD_OPEN/);
+  // squashfuse serving IMG: named in its arguments, or (a shared mount's) open as /dev/fd/N.
   const fuse = () => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((pid) => {
-    try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[2] === img; } catch { return false; }
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (!/^squashfuse(_ll)?$/.test(argv[0])) return false;
+      return argv.includes(img) || readdirSync(`/proc/${pid}/fd`).some((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`) === img; } catch { return false; } });
+    } catch { return false; }
   });
+  // While it runs, its squashfuse is found (so that its absence after means something).
+  const bg = run([img, '--', 'sh', '-c', 'sleep 2']);
+  let seen = false;
+  for (let i = 0; i < 100 && !seen; i++) { seen = fuse().length > 0; if (!seen) await new Promise((res) => setTimeout(res, 20)); }
+  t.true(seen, 'squashfuse found while a command runs');
+  t.is((await bg).exitCode, 0);
   for (let i = 0; i < 300 && fuse().length > 0; i++) await new Promise((res) => setTimeout(res, 50));
-  t.deepEqual(fuse(), [], 'squashfuse ended with the command');
+  t.deepEqual(fuse(), [], 'squashfuse ended with the commands (after the linger)');
   // The filter does bite: the same program asked for a pidfd gets ENOSYS.
   const ask = [...asUser(), 'python3', '-c', ENOSYS_PIDFD, '/usr/bin/python3', '-c',
     'import ctypes, os; l = ctypes.CDLL(None, use_errno=True); print(l.syscall(434, os.getpid(), 0), ctypes.get_errno())'];

@@ -21,7 +21,7 @@ const serial = needs(test.serial, isRoot ? null : 'not root: the test cluster ru
 function fuses(s) {
   return readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d)).filter((pid) => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('squashfuse\0')
+      return /^squashfuse(_ll)?\0/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'))
         && !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))
         && readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`SLURM_CONF=${s.conf}`);
     } catch { return false; }

@@ -37,7 +37,7 @@ function marked() {
     }
     return out;
   };
-  const fuses = () => procs().filter((p) => p.cmd.startsWith('squashfuse ') && p.state !== 'Z');
+  const fuses = () => procs().filter((p) => /^squashfuse(_ll)? /.test(p.cmd) && p.state !== 'Z');
   /** Bounded wait until none of our processes is left (but what KEEP allows); what is left. */
   const gone = async (ms = 20_000, keep = () => false) => {
     const deadline = Date.now() + ms;

@@ -8,7 +8,7 @@ import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync,
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { asUser, BIN, ch as chBase, image, isRoot, needs, noFuse, notRoot, testUser, unavailable, userEnv } from './helpers/env.js';
-import { imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
+import { holdLock, imageCopy, ownedByUser, scratch } from './helpers/fixtures.js';
 
 // The core's kernel-feature switches, as test/run-fallback-no-pidfd.test.js
 // sets them to run this suite down the path for kernels without
@@ -118,7 +118,7 @@ for (const linger of LINGERS) for (const [what, script] of [
     const { p, ready } = started([img, '--', 'sh', '-c', script], 'ready', { CH_RUN_SQUASH_LINGER: linger });
     t.teardown(() => p.kill('SIGKILL'));   // whatever fails below
     await ready;
-    const fuse = leftovers(img).filter((l) => / squashfuse -f /.test(l));
+    const fuse = leftovers(img).filter((l) => / squashfuse(_ll)? -f /.test(l));
     t.is(fuse.length, 1, 'squashfuse runs while the command does');
     // It serves a connection the keeper mounted: no capability, no way to gain one.
     const status = readFileSync(`/proc/${fuse[0].split(':')[0]}/status`, 'utf8');
@@ -338,6 +338,8 @@ fuseSerial(`squashfuse that fails, or never serves: its words, or a timeout; not
 // own directory aside meanwhile; ava runs serial tests before the others.)
 needs(test.serial, notRoot && 'needs root to play the other user')('/var/tmp/$USER.ch planted by someone else, or open to others: refused', async (t) => {
   const img = await sqfs(t);
+  const release = await holdLock('user-storage-dir');   // this test runs in two files at once
+  t.teardown(release);   // teardowns run last-registered first: the directory is back before the lock goes
   const own = `/var/tmp/${testUser().name}.ch`;
   const aside = `${own}.aside-${process.pid}`;
   const had = existsSync(own);

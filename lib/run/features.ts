@@ -3,7 +3,7 @@
 // Each feature is one entry of FEATURES; other features add their own.
 
 import { constants as C, type Host } from '../container/host.js';
-import { FUSE_DEV, onPath } from '../container/squash.js';
+import { FUSE_DEV, onPath, SQUASHFUSE } from '../container/squash.js';
 
 /** Kernel release at least MAJOR.MINOR? */
 export function kernelAtLeast(major: number, minor: number, rel: string): boolean {
@@ -24,7 +24,7 @@ export const FEATURES: Record<string, (host: Host) => string | null> = {
   // user namespace (4.18); without pidfd_open(2) (< 5.3) the core's keeper
   // watches /proc instead (native/core/squash.c).
   squash: (host) => {
-    if (onPath(host, 'squashfuse') === null) return 'squashfuse not found on PATH';
+    if (onPath(host, SQUASHFUSE) === null) return 'squashfuse not found on PATH';
     try { host.access(FUSE_DEV, C.R_OK | C.W_OK); } catch (err) {
       return `${FUSE_DEV} not usable: ${(err as NodeJS.ErrnoException).code}`;
     }

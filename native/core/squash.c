@@ -143,7 +143,10 @@ static void squashfuse_exec(const struct plan *p, pid_t keeper, int fusefd, int 
       N worker threads, 0 squashfuse's own default. */
    char threads[48];
    snprintf(threads, sizeof(threads), "max_threads=%d", p->squash_threads);
-   char *argv[8] = { "squashfuse", "-f" };
+   /* argv[0]: the program's own name (squashfuse_ll or squashfuse, the
+      front end's choice), as ps shows it. */
+   const char *base = strrchr(p->squashfuse, '/');
+   char *argv[8] = { (char *)(base != NULL ? base + 1 : p->squashfuse), "-f" };
    int a = 2;
    cpu_set_t cpus;
    /* 0, the default: single-threaded on up to 2 CPUs, where it read

@@ -58,3 +58,20 @@ export async function until(what, cond) {
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * Hold a lock named NAME (a file in TEST_DIR, flock(1)) across test files,
+ * which ava runs at once: for tests that move a shared thing of the test
+ * user's aside (its /var/tmp/$USER.ch), and run in two files (squash.test.js
+ * and run-fallback-no-pidfd.test.js, which imports it). Held by a child that
+ * lets go when its stdin closes, so a killed test process holds nothing.
+ * Returns the release.
+ */
+export async function holdLock(name) {
+  const p = execa('flock', [join(TEST_DIR, `.lock-${name}`), 'sh', '-c', 'echo locked; exec cat'], { reject: false, stdin: 'pipe' });
+  await new Promise((resolve, reject) => {
+    p.stdout.on('data', (d) => { if (String(d).includes('locked')) resolve(); });
+    p.then((r) => reject(new Error(`flock ${name}: ended: ${r.stderr}`)));
+  });
+  return async () => { p.stdin.end(); await p; };
+}

@@ -45,7 +45,7 @@ function fuses(user) {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       if (Number(/^Uid:\s+(\d+)/m.exec(status)[1]) !== user.uid || /^State:\s+Z/m.test(status)) continue;
       const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (!cmd.startsWith('squashfuse\0') || !serves(pid, cmd)) continue;
+      if (!/^squashfuse(_ll)?\0/.test(cmd) || !serves(pid, cmd)) continue;
       out.push({ pid: Number(pid), ppid: Number(/^PPid:\s+(\d+)/m.exec(status)[1]) });
     } catch { /* gone */ }
   }
