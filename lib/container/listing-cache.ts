@@ -9,7 +9,7 @@
 
 import { closeSync, lstatSync, readdirSync, unlinkSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
-import { at, myUid, openDir } from '../util/owned-fs.js';
+import { at, myUid, openDir, openDirAt } from '../util/owned-fs.js';
 
 /** One cached thing. USED: its last use (ms since the epoch); INUSE: a running pull holds it. */
 export interface Cached { kind: 'blob' | 'partial' | 'listing'; path: string; size: number; used: number; inUse: boolean;
@@ -21,6 +21,14 @@ export function ownFile(dirFd: number, name: string): Stats | null {
   try {
     const st = lstatSync(at(dirFd, name));
     return st.isFile() && st.uid === myUid() ? st : null;
+  } catch { return null; }
+}
+
+/** Directory DIRFD/NAME, opened (O_NOFOLLOW) if it is a real directory of ours; else null. */
+export function ownDir(dirFd: number, name: string): number | null {
+  try {
+    const st = lstatSync(at(dirFd, name));
+    return st.isDirectory() && st.uid === myUid() ? openDirAt(dirFd, name) : null;
   } catch { return null; }
 }
 

@@ -19,7 +19,7 @@ import { closeSync, fstatSync, lstatSync, readdirSync, unlinkSync } from 'node:f
 import { join } from 'node:path';
 import { type Log } from '../util/log.js';
 import { at, myUid, openDirAt, removeOwned } from '../util/owned-fs.js';
-import { ownFile, type Cached } from '../container/listing-cache.js';
+import { ownDir, ownFile, type Cached } from '../container/listing-cache.js';
 import { flockPath } from '../util/native-fs.js';
 import { lockOwn, PINS_LOCK, PINS_PREFIX, unlock, type Storage } from './cache.js';
 
@@ -33,12 +33,8 @@ const PINS_GRACE_MS = 60_000;
 async function removeDeadPins(log: Log, blobsFd: number, blobsPath: string): Promise<void> {
   for (const e of readdirSync(`/proc/self/fd/${blobsFd}`)) {
     if (!e.startsWith(PINS_PREFIX)) continue;
-    let d: number;
-    try {
-      const st = lstatSync(at(blobsFd, e));
-      if (!st.isDirectory() || st.uid !== myUid()) continue;
-      d = openDirAt(blobsFd, e);
-    } catch { continue; }
+    const d = ownDir(blobsFd, e);
+    if (d === null) continue;
     try {
       // A pull makes its pins directory, then its lock in it: one made in the
       // last minute may be one whose pull has yet to lock it (taking that lock
@@ -71,12 +67,8 @@ export async function blobs(log: Log, storage: Storage): Promise<{ items: Cached
   const items: Cached[] = [];
   for (const algo of readdirSync(`/proc/self/fd/${blobsFd}`)) {
     if (algo.startsWith('.')) continue;
-    let fd: number;
-    try {
-      const st = lstatSync(at(blobsFd, algo));
-      if (!st.isDirectory() || st.uid !== myUid()) continue;
-      fd = openDirAt(blobsFd, algo);
-    } catch { continue; }
+    const fd = ownDir(blobsFd, algo);
+    if (fd === null) continue;
     fds.push(fd);
     for (const e of readdirSync(`/proc/self/fd/${fd}`)) {
       const m = /^([0-9a-f]+)(\.part)?$/.exec(e);
