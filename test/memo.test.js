@@ -302,14 +302,18 @@ test('the plan directory holds at most 256 records: the least recently used go, 
   }
   // What a killed writer leaves, and the lock of a key that kept no record.
   const leftovers = ['00000000000000ff.4242.tmp', 'feedfacefeedface.lock'];
-  for (const f of leftovers) {
+  // Kept: an old lock of a key that has a record, and a new orphan lock (its launch may still be planning).
+  const kept = [`${(299).toString(16).padStart(16, '0')}.lock`, 'feedfacefeedfac0.lock'];
+  for (const f of [...leftovers, kept[0]]) {
     writeFileSync(join(cache, f), '');
     utimesSync(join(cache, f), old, old);
   }
+  writeFileSync(join(cache, kept[1]), '');
   await ownedByUser(cache);
   const r = await run([img, '--', 'echo', 'new']);
   t.is(r.stdout, 'new', r.stderr);
   for (const f of leftovers) t.false(existsSync(join(cache, f)), `${f} removed`);
+  for (const f of kept) t.true(existsSync(join(cache, f)), `${f} kept`);
   const left = records(cache);
   t.true(left.length <= 256, `${left.length} records left`);
   t.false(left.includes('0'.padStart(16, '0')), 'the oldest went');

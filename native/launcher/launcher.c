@@ -140,15 +140,12 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    _exit(EXIT_CHRUN);   /* a forked child: no exit() */
 }
 
-/* Start the front end; return when it is done planning: it closed the done
-   pipe, on purpose once its decision is written, or by exiting. It writes
-   one byte, LAUNCHER_DONE_BYTE_C, before closing on purpose: *CONFIRMED says whether
-   it came, so a front end that died halfway through a plan is told apart.
-   SIGCHLD is the default meanwhile (a caller's SIG_IGN would have the
-   kernel reap the child and hide its status); *CALLER gets the caller's
-   disposition. */
+/* Start the front end; *DONE gets the read end of its done pipe (see
+   front_end_done). SIGCHLD is the default meanwhile (a caller's SIG_IGN
+   would have the kernel reap the child and hide its status); *CALLER gets
+   the caller's disposition. */
 static pid_t start_front_end(const char *root, int planfd, int argc, char **argv, int memofd,
-                             const char *miss, struct sigaction *caller, bool *confirmed)
+                             const char *miss, struct sigaction *caller, int *done_read)
 {
    struct sigaction dfl = { .sa_handler = SIG_DFL };
    sigemptyset(&dfl.sa_mask);
@@ -165,17 +162,27 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
       exec_front_end(self, root, planfd, done[1], argc, argv, memofd, miss);
    if (close(done[1]) != 0)
       FATAL("can't close done pipe");
+   *done_read = done[0];
+   return pid;
+}
+
+/* Return when the front end is done planning: it closed the done pipe
+   (DONE, closed here), on purpose once its decision is written, or by
+   exiting. It writes one byte, LAUNCHER_DONE_BYTE_C, before closing on
+   purpose: the result says whether it came, so a front end that died
+   halfway through a plan is told apart. */
+static bool front_end_done(int done)
+{
    /* The byte, or EOF; not EOF after the byte: a helper Node started and
       left behind may hold the pipe open, and must not keep us waiting. */
    char c;
    ssize_t n;
-   while ((n = read(done[0], &c, 1)) < 0)
+   while ((n = read(done, &c, 1)) < 0)
       if (errno != EINTR)
          FATAL("can't read done pipe");
-   *confirmed = n == 1 && c == LAUNCHER_DONE_BYTE_C;
-   if (close(done[0]) != 0)
+   if (close(done) != 0)
       FATAL("can't close done pipe");
-   return pid;
+   return n == 1 && c == LAUNCHER_DONE_BYTE_C;
 }
 
 static int wait_front_end(pid_t pid)
@@ -308,7 +315,12 @@ int main(int argc, char **argv)
       memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
       if (memo.enabled && memofd < 0)
          FATAL("can't create memo memfd");
-      front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &confirmed);
+      int done;
+      front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &done);
+      /* While Node starts (tens of ms, on another CPU), not after the plan. */
+      if (tries == 1)
+         memo_tidy(&memo);
+      confirmed = front_end_done(done);
       d = front_end_decision(planfd);
       if (d != D_PLAN || !confirmed)
          break;

@@ -33,6 +33,12 @@ void memo_init(struct memo *m, const char *launcher, int argc, char **argv);
    dependency still holds, its log lines replayed; or -1, with M->why. */
 int memo_hit(struct memo *m);
 
+/* Keep the user's plan directory bounded and free of leftovers (records
+   over the bound, the least recently used first; writers' temporaries and
+   orphan locks a minute old). Run on a miss while the front end plans, so
+   it costs the launch nothing; a store after it adds one record at most. */
+void memo_tidy(struct memo *m);
+
 /* The front end planned: keep its record (MEMOFD) if it may be kept. Under
    CH_RUN_MEMO_VERIFY, return a memfd of the plan as a hit would build it,
    having checked it equals PLANFD's; else PLANFD. Failures to keep a record

@@ -258,11 +258,32 @@ static bool key_has_records(struct memo *m, const char *key)
    return false;
 }
 
-/* Over ENTRIES_MAX records: remove the least recently used quarter. And
-   leftovers: temporaries and orphan locks older than a minute. */
-#define SCAN_MAX (4 * ENTRIES_MAX)
-static void evict(struct memo *m)
+/* Is NAME still there, last changed before BEFORE? (A leftover goes only then.) */
+static bool stale(struct memo *m, const char *name, time_t before)
 {
+   struct stat st;
+   return fstatat(m->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mtime < before;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+   return memcmp(a, b, 16);
+}
+
+/* At ENTRIES_MAX records or more: remove the least recently used quarter
+   (the store that follows adds one). And leftovers: temporaries and orphan
+   locks older than a minute.
+   Run on every miss, so the usual case costs one read of the directory and
+   no call per name: records are counted, and a lock is an orphan candidate,
+   by name alone. Only candidates (rare) are looked at again, and only an
+   eviction stats the records (measured: a stat and an access call for each
+   of ~450 names cost ~1.5 ms, and run after the plan it was still 0.5 to
+   1 ms of a first launch: docs/design.md, "The first launch"). */
+#define SCAN_MAX (4 * ENTRIES_MAX)
+void memo_tidy(struct memo *m)
+{
+   if (!m->enabled)
+      return;
    int fd = dup(m->dirfd);
    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
    if (d == NULL) {
@@ -270,29 +291,42 @@ static void evict(struct memo *m)
          close(fd);
       return;
    }
-   static struct timespec times[SCAN_MAX];
-   size_t n = 0;
+   static char keys[SCAN_MAX][16];   /* the keys that have records, sorted */
+   size_t n = 0, nkeys = 0;
    struct dirent *e;
-   struct stat st;
-   time_t stale = time(NULL) - 60;
-   while ((e = readdir(d)) != NULL) {
-      if (fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-         continue;
-      size_t len = strlen(e->d_name);
+   for (; (e = readdir(d)) != NULL; )
       if (is_entry(e->d_name)) {
-         if (n < SCAN_MAX)
-            times[n++] = st.st_mtim;
-         continue;
+         n++;
+         if (nkeys < SCAN_MAX)
+            memcpy(keys[nkeys++], e->d_name, 16);
       }
+   qsort(keys, nkeys, sizeof(keys[0]), cmp_key);
+   time_t before = time(NULL) - 60;
+   rewinddir(d);
+   while ((e = readdir(d)) != NULL) {
+      size_t len = strlen(e->d_name);
       /* A writer's temporary it never renamed (killed), or the lock of a
-         key that kept no record: gone after a minute. */
-      bool orphan_lock = len == 21 && !strcmp(e->d_name + 16, ".lock") && !key_has_records(m, e->d_name);
-      if ((orphan_lock || (len > 20 && !strcmp(e->d_name + len - 4, ".tmp"))) && st.st_mtime < stale)
+         key that kept no record: gone after a minute. A lock is looked up
+         again before it goes (a record may have come since the read). */
+      bool lock = len == 21 && !strcmp(e->d_name + 16, ".lock") && strspn(e->d_name, "0123456789abcdef") == 16;
+      if (lock && !memcmp(e->d_name, m->name, 16))
+         continue;   /* ours, held while we plan */
+      if (lock && nkeys < SCAN_MAX && bsearch(e->d_name, keys, nkeys, sizeof(keys[0]), cmp_key) != NULL)
+         continue;
+      if (lock ? stale(m, e->d_name, before) && !key_has_records(m, e->d_name)
+               : len > 20 && !strcmp(e->d_name + len - 4, ".tmp") && stale(m, e->d_name, before))
          (void)unlinkat(m->dirfd, e->d_name, 0);
    }
-   if (n > ENTRIES_MAX) {
-      qsort(times, n, sizeof(times[0]), cmp_mtime);
-      struct timespec cut = times[n / 4];
+   if (n >= ENTRIES_MAX) {
+      static struct timespec times[SCAN_MAX];
+      struct stat st;
+      size_t t = 0;
+      rewinddir(d);
+      while ((e = readdir(d)) != NULL && t < SCAN_MAX)
+         if (is_entry(e->d_name) && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            times[t++] = st.st_mtim;
+      qsort(times, t, sizeof(times[0]), cmp_mtime);
+      struct timespec cut = times[t / 4];
       rewinddir(d);
       while ((e = readdir(d)) != NULL)
          if (is_entry(e->d_name) && fstatat(m->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
@@ -332,10 +366,8 @@ void entry_write(struct memo *m, const char *rec, size_t len)
    bool ok = fd >= 0 && write_all(fd, &b);
    if (fd >= 0 && close(fd) != 0)
       ok = false;
-   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0) {
+   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0)
       m->stored = true;
-      evict(m);
-   }
    else if (fd >= 0)
       (void)unlinkat(m->dirfd, tmp, 0);
    free(b.p);
