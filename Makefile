@@ -73,7 +73,7 @@ install: $(NATIVE_STAMP) $(TS_STAMP)
 	install -m 0644 bin/package.json $(LIBDIR)/bin/
 	for c in $(NODE_COMMANDS) ch-spank-stage; do install -m 0755 bin/$$c $(LIBDIR)/bin/; done
 	install -m 0755 build/Release/ch-run build/Release/ch-run-core $(LIBDIR)/build/Release/
-	install -m 0644 build/Release/ch_tar.node $(LIBDIR)/build/Release/
+	install -m 0644 build/Release/ch_tar.node build/Release/ch_host.node $(LIBDIR)/build/Release/
 	[ ! -d share ] || cp -R share $(LIBDIR)/
 	ln -sf ../lib/ch-toolkit/build/Release/ch-run $(BINDIR)/ch-run
 	for c in $(NODE_COMMANDS); do ln -sf ../lib/ch-toolkit/bin/$$c $(BINDIR)/$$c; done

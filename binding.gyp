@@ -2,6 +2,7 @@
   # ch_tar: ch-tar2dir's native extractor (native/tar/). zlib, liblzma and libzstd are used
   #   where tools/probe.js finds their headers; without one, that compression is
   #   decompressed by its program (gzip, xz, zstd) as GNU tar does.
+  # ch_host: the front end's frequent reads (stat, readFile, getpwuid) as an addon.
   # ch-run-core: ch-run's single-threaded C core, a separate executable because
   #   unshare(CLONE_NEWUSER) fails with EINVAL in a multithreaded process (docs/design.md).
   # ch-run: the launcher, which becomes the container: it forks the Node front
@@ -49,6 +50,15 @@
         ["have_lzma==1", {"sources": ["native/tar/xz.cc"], "defines": ["CH_HAVE_LZMA"], "libraries": ["-llzma"]}],
         ["have_zstd==1", {"sources": ["native/tar/zstd.cc"], "defines": ["CH_HAVE_ZSTD"], "libraries": ["-lzstd"]}]
       ]
+    },
+    {
+      # ch_host: the reads ch-run's front end makes most, in C from their first
+      #   call (native/host/hostfs.c says why); small and with no library of
+      #   its own, so that opening it costs a launch little.
+      "target_name": "ch_host",
+      "sources": ["native/host/hostfs.c"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
     },
     {
       "target_name": "ch-run-core",

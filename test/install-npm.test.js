@@ -56,7 +56,7 @@ test.before(async () => {
   }
   // What the packer built: its launcher (bin/ch-run) must not end up in the package.
   mkdirSync(join(SRC, 'build', 'Release'), { recursive: true });
-  for (const f of ['ch-run', 'ch-run-core', 'ch_tar.node'])
+  for (const f of ['ch-run', 'ch-run-core', 'ch_tar.node', 'ch_host.node'])
     cpSync(join(REPO, 'build', 'Release', f), join(SRC, 'build', 'Release', f));
   cpSync(join(REPO, 'build', 'Release', 'ch-run'), join(SRC, 'bin', 'ch-run'));
   symlinkSync(join(REPO, 'node_modules'), join(SRC, 'node_modules'));

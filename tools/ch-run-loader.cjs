@@ -17,14 +17,30 @@
 const { readFileSync, writeFileSync } = require('node:fs');
 const { Script } = require('node:vm');
 
+// ch_host.node first (lib/util/host-fs.ts says why, native/host/): the
+// cache is read with it, and the front end's frequent reads go through it
+// (host-fs.ts finds it here). Where it isn't built, node:fs does all.
+// Its directory as paths.ts's buildDir() has it.
+const build = process.env.CH_TOOLKIT_BUILD_DIR ?? `${__dirname}/../build/Release`;
+let host = null;
+if (process.env.CH_HOST_FS !== 'node') {
+  try {
+    const m = { exports: {} };
+    process.dlopen(m, `${build}/ch_host.node`);
+    host = globalThis[Symbol.for('ch-toolkit.hostfs')] = m.exports;
+  } catch { /* not built */ }
+}
 const file = `${__dirname}/ch-run-main.cjs`;
 const source = readFileSync(file, 'utf8');
 const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
-let cachedData;
-try {
-  const cache = readFileSync(`${file}.cache`);
-  if (cache.subarray(0, stamp.length).toString('latin1') === stamp) cachedData = cache.subarray(stamp.length);
-} catch { /* none: compile */ }
+/** The cache after its stamp line, if that is STAMP; else undefined. */
+function codeCache() {
+  if (host !== null) return host.codeCache(`${file}.cache`, stamp);
+  let cache;
+  try { cache = readFileSync(`${file}.cache`); } catch { return undefined; }
+  return cache.length > stamp.length && cache.toString('latin1', 0, stamp.length) === stamp ? cache.subarray(stamp.length) : undefined;
+}
+const cachedData = codeCache();
 const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
 const script = new Script(wrapped, { filename: file, cachedData });
 // What became of the cache, for the front end's -vv.

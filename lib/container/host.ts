@@ -8,11 +8,12 @@
 // that planning could read.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
+import type { UserInfo } from 'node:os';
 import { createRequire } from 'node:module';
 import type { SpawnSyncOptions, SpawnSyncReturns, ExecFileSyncOptions } from 'node:child_process';
 import { Env } from './env-map.js';
 import { boundListings } from './listing-cache.js';
+import * as hostFs from '../util/host-fs.js';
 
 /** Flags and modes (numbers, not reads): planning modules take them from here. */
 export { constants } from 'node:fs';
@@ -25,21 +26,21 @@ export type Inputs = string[] | { unknown: string };
 
 export interface Host {
   // Look-ups by path: each is a dependency (what the call returned, as the planner looked at it).
-  stat: typeof fs.statSync;
-  lstat: typeof fs.lstatSync;
-  exists: typeof fs.existsSync;
-  access: typeof fs.accessSync;
+  stat(p: fs.PathLike): fs.Stats;
+  lstat(p: fs.PathLike): fs.Stats;
+  exists(p: fs.PathLike): boolean;
+  access(p: fs.PathLike, mode?: number): void;
   readFile: typeof fs.readFileSync;
   open: typeof fs.openSync;
   readdir: typeof fs.readdirSync;
-  readlink: typeof fs.readlinkSync;
+  readlink(p: fs.PathLike): string;
   realpath: typeof fs.realpathSync;
   // Writes (caches, ensured directories): a dependency read before one no longer holds.
   mkdir: typeof fs.mkdirSync;
   writeFile: typeof fs.writeFileSync;
   rename: typeof fs.renameSync;
   // Our own descriptors (what open() returned): not look-ups.
-  fstat: typeof fs.fstatSync;
+  fstat(fd: number): fs.Stats;
   read: typeof fs.readSync;
   close: typeof fs.closeSync;
   /** What our own descriptor FD names (/proc/self/fd/FD): process state, not an input. */
@@ -61,7 +62,7 @@ export interface Host {
   envFilled(template: string): string;
 
   /** os.userInfo() of the caller (its name is the dependency). */
-  user(): os.UserInfo<string>;
+  user(): UserInfo<string>;
   hostname(): string;
   /** The kernel's release (--feature only: not part of a plan). */
   release(): string;
@@ -111,19 +112,21 @@ export function parentOf(pid: number): number | null {
 /** The host read as it is, recording nothing. */
 export function liveHost(vars: NodeJS.ProcessEnv = process.env): Host {
   return {
-    stat: fs.statSync, lstat: fs.lstatSync, exists: fs.existsSync, access: fs.accessSync,
-    readFile: fs.readFileSync, open: fs.openSync, readdir: fs.readdirSync, readlink: fs.readlinkSync,
+    // The frequent reads by our addon where it is built (host-fs.ts says why), with node:fs's results.
+    stat: (p) => hostFs.stat(p), lstat: hostFs.lstat, exists: hostFs.exists,
+    access: hostFs.access, readFile: hostFs.readFile as typeof fs.readFileSync, open: fs.openSync,
+    readdir: fs.readdirSync, readlink: hostFs.readlink,
     realpath: fs.realpathSync, mkdir: fs.mkdirSync, writeFile: fs.writeFileSync, rename: fs.renameSync,
-    fstat: fs.fstatSync, read: fs.readSync, close: fs.closeSync,
+    fstat: hostFs.fstat, read: fs.readSync, close: fs.closeSync,
     fdPath: (fd) => fs.readlinkSync(`/proc/self/fd/${fd}`),
     pruneListings: (dir) => boundListings(dir),
     env: (name) => vars[name],
     environment: () => Env.from(vars),
     envTest: (name, test) => envPasses(vars[name], test),
     envFilled: (template) => fillTemplate(template, (n) => vars[n]),
-    user: () => os.userInfo(),
-    hostname: () => os.hostname(),
-    release: () => os.release(),
+    user: () => hostFs.userInfo(),
+    hostname: () => hostFs.hostname(),
+    release: () => hostFs.nodeOs().release(),
     cwd: () => process.cwd(),
     uid: () => process.getuid!(),
     gid: () => process.getgid!(),

@@ -7,7 +7,8 @@ import { closeSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
-import { buildDir, CORE_PATH, LAUNCHER_PATH, packageRoot, PKG_ROOT } from '../util/paths.js';
+import { backend as hostBackend } from '../util/host-fs.js';
+import { buildDir, CORE_PATH, HOST_ADDON_PATH, LAUNCHER_PATH, packageRoot, PKG_ROOT } from '../util/paths.js';
 import { FEATURES } from './features.js';
 import { Host, liveHost, varsOf } from '../container/host.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE } from './options.js';
@@ -99,8 +100,8 @@ function reprintWarnings(n: number): void {
  * launch replays.
  */
 function memoRecord(rec: Recorder, plan: Plan, untap: () => void): Buffer {
-  // Which build planned: a changed front end, core or launcher is a miss.
-  rec.subprocess([process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), CORE_PATH, LAUNCHER_PATH]);
+  // Which build planned: a changed front end, its addon, core or launcher is a miss.
+  rec.subprocess([process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), HOST_ADDON_PATH, CORE_PATH, LAUNCHER_PATH]);
   // --join's tag as the launcher fills it in (memo.ts joinTemplate: only a
   // tag joinTag() made has one; a tag the user gave stays as is).
   const tagged = plan.join && rec.joinTag ? { ...plan, join: { ...plan.join, tag: rec.joinTag.placeholder } } : plan;
@@ -133,6 +134,7 @@ async function main(): Promise<number> {
   // Said outside the recording: not part of what a memoized launch replays.
   const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
   if (codeCache !== undefined) log.debug(`code cache: ${String(codeCache)}`);
+  log.debug(`host reads: ${hostBackend()}`);
   // Why no memoized plan served (native/launcher/memo/).
   const miss = process.env[LAUNCHER.memoMiss];
   if (miss) log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`);

@@ -39,7 +39,9 @@
 // demand (dist/ch-run-devices.cjs) is given the same Host; what the planner
 // says is recorded through its Log's tap (tapLog).
 
-import fs from 'node:fs';
+import type fs from 'node:fs';
+import * as hostFs from '../util/host-fs.js';
+import type { ExactStats } from '../util/host-fs.js';
 import { ENV_TESTS, FILE_TYPE, FNV, LAUNCHER, RECORD, STAT_FIELD } from '../util/protocol.gen.js';
 
 /** 16 hex digits, unpredictable enough to name a placeholder no plan holds otherwise. */
@@ -66,9 +68,9 @@ const TYPE_METHODS = new Set(['isFile', 'isDirectory', 'isSymbolicLink', 'isFIFO
 const UNRECORDABLE = new Set(['atime', 'atimeMs', 'atimeNs', 'birthtime', 'birthtimeMs', 'birthtimeNs',
   'blocks', 'blksize']);
 
-/** ST: what the planner's own call returned; EXACT: a BigInt stat, for fields a double can't hold exactly (times in ns). */
-interface StatDep { kind: 'stat' | 'lstat'; path: string; errno: number; st: fs.Stats | fs.BigIntStats | null;
-  exact: fs.BigIntStats | null; fields: Set<Field> }
+/** ST: what the planner's own call returned; EXACT: the exact identity, for fields a double can't hold exactly (times in ns). */
+interface StatDep { kind: 'stat' | 'lstat'; path: string; errno: number; st: fs.Stats | ExactStats | null;
+  exact: ExactStats | null; fields: Set<Field> }
 type Dep =
   | StatDep
   | { kind: 'access'; path: string; mode: number; errno: number }
@@ -77,11 +79,11 @@ type Dep =
   | { kind: 'envnames' | 'user' | 'host' | 'ppid'; value: string }
   | { kind: 'envcond'; name: string; test: (typeof ENV_TESTS)[number]; holds: boolean };
 
-/** Is B (a BigInt fstat of what was opened) the file A described: same device, inode, type, size and, if A has them exactly, times? */
-function sameFile(a: fs.Stats | fs.BigIntStats, b: fs.BigIntStats): boolean {
+/** Is B (the exact identity of what was opened) the file A described: same device, inode, type, size and, if A has them exactly, times? */
+function sameFile(a: fs.Stats | ExactStats, b: ExactStats): boolean {
   const same = (x: number | bigint, y: bigint) => BigInt(x) === y;
   if (!same(a.dev, b.dev) || !same(a.ino, b.ino) || !same(a.mode, b.mode) || !same(a.size, b.size)) return false;
-  return typeof a.dev !== 'bigint' || ((a as fs.BigIntStats).mtimeNs === b.mtimeNs && (a as fs.BigIntStats).ctimeNs === b.ctimeNs);
+  return typeof a.dev !== 'bigint' || ((a as ExactStats).mtimeNs === b.mtimeNs && (a as ExactStats).ctimeNs === b.ctimeNs);
 }
 
 /** What a failed call's errno was, as a number (the launcher compares numbers). */
@@ -164,7 +166,7 @@ export class Recorder {
       let target = this.lookups.get(next);
       if (target === undefined) {
         try {
-          target = fs.lstatSync(next).isSymbolicLink() ? String(fs.readlinkSync(next)) : '';
+          target = hostFs.lstat(next).isSymbolicLink() ? hostFs.readlink(next) : '';
         } catch {
           target = null;
         }
@@ -231,18 +233,15 @@ export class Recorder {
 
   /**
    * The planner opened P for reading (the last component followed unless
-   * FOLLOW is false: O_NOFOLLOW) and got FD, or failed (FD null). What it
-   * read is what the kernel opened: FD's identity, by fstat, not a second
-   * lookup of the path.
+   * FOLLOW is false: O_NOFOLLOW) and what it opened is ST, by fstat of the
+   * descriptor, not a second lookup of the path: what it read is what the
+   * kernel opened. ST null: the open failed; 'unknown': the fstat did.
    */
-  opened(p: unknown, follow: boolean, fd: number | null): void {
-    if (fd === null) { this.statDep(follow ? 'stat' : 'lstat', p, true); return; }
+  opened(p: unknown, follow: boolean, st: ExactStats | null | 'unknown'): void {
+    if (st === null) { this.statDep(follow ? 'stat' : 'lstat', p, true); return; }
     const path = this.pathOf(p, follow);
     if (path === null) return;
-    let st: fs.BigIntStats;
-    try {
-      st = fs.fstatSync(fd, { bigint: true });
-    } catch {
+    if (st === 'unknown') {
       this.refuse(`can't identify what ${path} opened`);
       return;
     }
@@ -259,7 +258,7 @@ export class Recorder {
   }
 
   /** D's content was read (ST: its exact identity, or null if that changed): its identity is a dependency. */
-  private content(d: StatDep, st: fs.BigIntStats | null): void {
+  private content(d: StatDep, st: ExactStats | null): void {
     for (const f of CONTENT) d.fields.add(f);
     if (st !== null && !st.isFile() && !st.isDirectory()) {
       // A FIFO, socket or device: what was read has no identity to check again.
@@ -270,16 +269,16 @@ export class Recorder {
     if (st === null || st.mtimeNs > fresh || st.ctimeNs > fresh) this.refuse(`${d.path} changed less than 1 s ago`, false);
   }
 
-  private exactStat(kind: 'stat' | 'lstat', path: string): { st: fs.BigIntStats | null; errno: number } {
+  private exactStat(kind: 'stat' | 'lstat', path: string): { st: ExactStats | null; errno: number } {
     try {
-      return { st: (kind === 'stat' ? fs.statSync : fs.lstatSync)(path, { bigint: true }), errno: 0 };
+      return { st: hostFs.exactStat(path, kind === 'stat'), errno: 0 };
     } catch (err) {
       return { st: null, errno: errnoOf(err) };
     }
   }
 
   /** D's BigInt stat, taken when first needed; null (and the plan unstorable) if it no longer matches. */
-  exactOf(d: StatDep): fs.BigIntStats | null {
+  exactOf(d: StatDep): ExactStats | null {
     if (d.exact === null && d.errno === 0) {
       const now = this.exactStat(d.kind, d.path);
       if (now.st === null || (d.st !== null && d.st.ino !== undefined && (Number(now.st.ino) !== Number(d.st.ino) || Number(now.st.mode) !== Number(d.st.mode)

@@ -5,10 +5,10 @@
 // (native/launcher/memo/) reads them unchanged.
 
 import fs from 'node:fs';
-import os from 'node:os';
 import type { Log } from '../util/log.js';
 import { Env } from '../container/env-map.js';
 import { envPasses, fillTemplate, Host, Inputs, liveHost } from '../container/host.js';
+import * as hostFs from '../util/host-fs.js';
 import { listing, Recorder } from './memo.js';
 import { RECORD } from '../util/protocol.gen.js';
 
@@ -69,27 +69,22 @@ function ranWith(rec: Recorder, inputs: Inputs): void {
 function recordingReadFile(rec: Recorder): typeof fs.readFileSync {
   return ((p: fs.PathOrFileDescriptor, o?: unknown) => {
     if (typeof p === 'number') return fs.readFileSync(p, o as never);
-    if (rec.isPseudo(p)) return rec.resultDep('data', p, () => fs.readFileSync(p, o as never),
+    if (rec.isPseudo(p)) return rec.resultDep('data', p, () => hostFs.readFile(p, o),
       (r) => Buffer.from(r as string | Buffer).toString('hex'));
     const flag = typeof o === 'object' && o !== null ? (o as { flag?: unknown }).flag : undefined;
     if (flag !== undefined && flag !== 'r') {
       rec.statDep('stat', p, true);
       return fs.readFileSync(p, o as never);
     }
-    // Read through our own descriptor, so that what is recorded is what was read.
-    let fd: number;
-    try {
-      fd = fs.openSync(p as fs.PathLike, 'r');
-    } catch (err) {
-      rec.opened(p, true, null);
-      throw err;
+    // Read through one descriptor, so that what is recorded is what was read.
+    if (typeof p !== 'string') {
+      rec.refuse('a file-system call on a non-path');
+      return fs.readFileSync(p, o as never);
     }
-    try {
-      rec.opened(p, true, fd);
-      return fs.readFileSync(fd, o as never);
-    } finally {
-      fs.closeSync(fd);
-    }
+    const r = hostFs.readIdentified(p, o);
+    rec.opened(p, true, r.st);
+    if ('error' in r) throw r.error;
+    return r.data;
   }) as typeof fs.readFileSync;
 }
 
@@ -114,7 +109,11 @@ function recordingOpen(rec: Recorder): typeof fs.openSync {
       rec.opened(p, follow, null);
       throw err;
     }
-    rec.opened(p, follow, fd);
+    let st: hostFs.ExactStats | undefined;
+    try {
+      st = hostFs.exactFstat(fd);
+    } catch { /* said below */ }
+    rec.opened(p, follow, st ?? 'unknown');
     return fd;
   }) as typeof fs.openSync;
 }
@@ -124,16 +123,16 @@ type FsCalls = 'stat' | 'lstat' | 'exists' | 'access' | 'readFile' | 'open' | 'w
 
 /** The Host's file-system calls, each recorded as the planner looked at what it returned. */
 function recordingFs(rec: Recorder): Pick<Host, FsCalls> {
-  const stat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('stat', p, () => fs.statSync(p, o as never))) as typeof fs.statSync;
-  const lstat = ((p: fs.PathLike, o?: fs.StatSyncOptions) => rec.statCall('lstat', p, () => fs.lstatSync(p, o as never))) as typeof fs.lstatSync;
+  const stat = (p: fs.PathLike) => rec.statCall('stat', p, () => hostFs.stat(p));
+  const lstat = (p: fs.PathLike) => rec.statCall('lstat', p, () => hostFs.lstat(p));
   // exists: a stat whose fields don't matter (absent: recorded as ENOENT, the usual why).
   const exists = (p: fs.PathLike) => {
-    const yes = fs.existsSync(p);
+    const yes = hostFs.exists(p);
     rec.statCall('stat', p, () => (yes ? {} : undefined));
     return yes;
   };
   const access = (p: fs.PathLike, mode?: number) => {
-    rec.resultDep('access', p, () => fs.accessSync(p, mode), () => '', mode ?? fs.constants.F_OK);
+    rec.resultDep('access', p, () => hostFs.access(p, mode), () => '', mode ?? fs.constants.F_OK);
   };
   const readFile = recordingReadFile(rec);
   const open = recordingOpen(rec);
@@ -159,8 +158,7 @@ function recordingFs(rec: Recorder): Pick<Host, FsCalls> {
       rec.refuse('a recursive or binary directory listing');
     return rec.resultDep('list', p, () => fs.readdirSync(p, o as never), (r) => listing(r, typed), 0, typed);
   }) as typeof fs.readdirSync;
-  const readlink = ((p: fs.PathLike, o?: unknown) =>
-    rec.resultDep('link', p, () => fs.readlinkSync(p, o as never), (r) => String(r))) as typeof fs.readlinkSync;
+  const readlink = (p: fs.PathLike) => rec.resultDep('link', p, () => hostFs.readlink(p), (r) => String(r)) as string;
   const real = (impl: (p: fs.PathLike, o?: never) => unknown) => (p: fs.PathLike, o?: unknown) =>
     rec.resultDep('real', p, () => impl(p, o as never), (r) => String(r));
   const realpath = real(fs.realpathSync) as typeof fs.realpathSync;
@@ -191,7 +189,7 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
     envFilled: (template) => { rec.joinTemplate(template); return fillTemplate(template, (n) => vars[n]); },
     user: () => {
       try {
-        const u = os.userInfo();
+        const u = hostFs.userInfo();
         rec.value('user', RECORD.value + String(u.username));
         return u;
       } catch (err) {
@@ -199,8 +197,8 @@ export function recordingHost(rec: Recorder, vars: NodeJS.ProcessEnv = rec.rawEn
         throw err;
       }
     },
-    hostname: () => { const h = os.hostname(); rec.value('host', h); return h; },
-    release: () => { rec.refuse('read the kernel release'); return os.release(); },
+    hostname: () => { const h = hostFs.hostname(); rec.value('host', h); return h; },
+    release: () => { rec.refuse('read the kernel release'); return hostFs.nodeOs().release(); },
     // Our own parent's state is not a dependency: the launcher compares its parent's PID instead.
     callerPid: () => { const c = live.callerPid(); if (c.pid !== null) rec.value('ppid', String(c.pid)); return c; },
     spawn: (file, args, opts, inputs) => { ranWith(rec, inputs); return live.spawn(file, args, opts, inputs); },

@@ -13,9 +13,9 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, constants as C, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync, unlinkSync, type Stats } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ChError, why, type Log } from './log.js';
+import { userInfo } from './host-fs.js';
 
 // (libuv opens every descriptor close-on-exec.)
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;

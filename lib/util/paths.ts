@@ -5,7 +5,6 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ChError } from './log.js';
 
@@ -30,6 +29,8 @@ export const CORE_PATH = join(BUILD_DIR, 'ch-run-core');
 export const LAUNCHER_PATH = join(BUILD_DIR, 'ch-run');
 /** ch-run's addon (launch path), and ch-tar2dir's extractor. */
 export const TAR_ADDON_PATH = join(BUILD_DIR, 'ch_tar.node');
+/** The front end's frequent reads (lib/util/host-fs.ts). */
+export const HOST_ADDON_PATH = join(BUILD_DIR, 'ch_host.node');
 export const SHARE_DIR = join(PKG_ROOT, 'share');
 
 /**
@@ -39,7 +40,8 @@ export const SHARE_DIR = join(PKG_ROOT, 'share');
  * write: its users check it is the caller's own before trusting it, and
  * say to set CH_IMAGE_STORAGE when someone else took the name.
  */
-export function storageDir(env: NodeJS.ProcessEnv = process.env, userName: () => string = () => userInfo().username): string {
+export function storageDir(env: NodeJS.ProcessEnv = process.env,
+  userName: () => string = () => (createRequire(import.meta.url)('node:os') as typeof import('node:os')).userInfo().username): string {
   if (env.CH_IMAGE_STORAGE) return env.CH_IMAGE_STORAGE;
   let user = env.USER;
   if (!user) { try { user = userName(); } catch { user = String(process.getuid!()); } }
