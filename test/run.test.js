@@ -303,6 +303,23 @@ test('environment: host passes through; PATH, HOME, TMPDIR fixed; CH_RUNNING set
   for (const v of ['CH_RUN_NOFILE', 'CH_RUN_PLAN_FD', 'CH_RUN_DONE_FD']) t.is(env[v], undefined, v);
 });
 
+test('NODE_EXTRA_CA_CERTS reaches the container, not the front end\'s Node start-up (issue #27)', async (t) => {
+  // A missing file: Node warns on stderr when it loads it at start-up (and
+  // a real bundle costs a launch that plans 50-100 ms); the launcher hides
+  // it from Node and the front end puts it back (launcher.c hide_ca_certs).
+  const envOf = (out) => Object.fromEntries(out.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  const certs = '/nonexistent-ca-certs.pem';
+  const r = await run([BB(), '--', 'env'], { env: { NODE_EXTRA_CA_CERTS: certs } });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stderr, '');
+  t.is(envOf(r.stdout).NODE_EXTRA_CA_CERTS, certs);
+  t.is(envOf(r.stdout).CH_RUN_NODE_EXTRA_CA_CERTS, undefined);
+  const unset = await run([BB(), '--', 'env'], { env: { CH_RUN_NODE_EXTRA_CA_CERTS: certs } });
+  t.is(unset.exitCode, 0, unset.stderr);
+  t.is(envOf(unset.stdout).NODE_EXTRA_CA_CERTS, undefined, 'only the launcher sets the carrier');
+  t.is(envOf(unset.stdout).CH_RUN_NODE_EXTRA_CA_CERTS, undefined);
+});
+
 test('--set-env: image default, file, VAR=VALUE, quotes, expansion, --env-no-expand, in order with --unset-env', async (t) => {
   const dir = await scratch(t);
   const f = join(dir, 'env');

@@ -126,7 +126,20 @@ function plannerHost(): { host: Host; rec: Recorder | null } {
   return { host, rec };
 }
 
+/**
+ * NODE_EXTRA_CA_CERTS back as the caller set it: the launcher hid it from
+ * Node's start-up, which loads the certificates (native/launcher/launcher.c,
+ * hide_ca_certs). Before anything reads the environment.
+ */
+function restoreCaCerts(env: NodeJS.ProcessEnv): void {
+  const certs = env[LAUNCHER.caCerts];
+  if (certs === undefined) return;
+  env.NODE_EXTRA_CA_CERTS = certs;
+  delete env[LAUNCHER.caCerts];
+}
+
 async function main(): Promise<number> {
+  restoreCaCerts(process.env);
   const { host, rec } = plannerHost();
   [LAUNCHER.planFd, LAUNCHER.doneFd].forEach(launcherFd);   // fail early without the launcher
   const opts = parseRunArgs(process.argv.slice(2));
