@@ -309,10 +309,13 @@ test('NODE_EXTRA_CA_CERTS reaches the container, not the front end\'s Node start
   // it from Node and the front end puts it back (launcher.c hide_ca_certs).
   const envOf = (out) => Object.fromEntries(out.split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   const certs = '/nonexistent-ca-certs.pem';
-  const r = await run([BB(), '--', 'env'], { env: { NODE_EXTRA_CA_CERTS: certs } });
+  const r = await run([BB(), '--', 'env'], { env: { NODE_EXTRA_CA_CERTS: certs, AFTER_CERTS: 'x' } });
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stderr, '');
   t.is(envOf(r.stdout).NODE_EXTRA_CA_CERTS, certs);
+  // In its place among the variables (a memoized launch keeps the caller's order: replay mode compares).
+  const names = Object.keys(envOf(r.stdout));
+  t.is(names.indexOf('AFTER_CERTS'), names.indexOf('NODE_EXTRA_CA_CERTS') + 1, names.join(' '));
   t.is(envOf(r.stdout).CH_RUN_NODE_EXTRA_CA_CERTS, undefined);
   const unset = await run([BB(), '--', 'env'], { env: { CH_RUN_NODE_EXTRA_CA_CERTS: certs } });
   t.is(unset.exitCode, 0, unset.stderr);

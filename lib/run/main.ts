@@ -127,15 +127,21 @@ function plannerHost(): { host: Host; rec: Recorder | null } {
 }
 
 /**
- * NODE_EXTRA_CA_CERTS back as the caller set it: the launcher hid it from
- * Node's start-up, which loads the certificates (native/launcher/launcher.c,
- * hide_ca_certs). Before anything reads the environment.
+ * NODE_EXTRA_CA_CERTS back as the caller set it, where it was among the
+ * variables (the plan keeps their order): the launcher renamed it for Node's
+ * start-up, which loads the certificates (native/launcher/launcher.c,
+ * hide_ca_certs). Before anything reads the environment. A variable set
+ * anew goes last, so those after it are set again after it.
  */
 function restoreCaCerts(env: NodeJS.ProcessEnv): void {
+  const names = Object.keys(env);
+  const at = names.indexOf(LAUNCHER.caCerts);
+  if (at < 0) return;
+  const after = names.slice(at + 1).map((n) => [n, env[n]] as const);
   const certs = env[LAUNCHER.caCerts];
-  if (certs === undefined) return;
+  for (const n of names.slice(at)) delete env[n];
   env.NODE_EXTRA_CA_CERTS = certs;
-  delete env[LAUNCHER.caCerts];
+  for (const [n, v] of after) env[n] = v;
 }
 
 async function main(): Promise<number> {

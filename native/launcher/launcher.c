@@ -88,14 +88,23 @@ static void own_location(char *dir, char *root, size_t size)
 /* Node loads the certificates NODE_EXTRA_CA_CERTS names as it starts:
    50-100 ms of every launch that plans, measured here with Debian's
    bundle (and a warning on stderr if the file is missing), for a front end
-   that makes no TLS connection. So it gets the value under another name,
-   and puts it back first thing (lib/run/main.ts), for the container's
-   environment and the programs it starts. */
+   that makes no TLS connection. So it gets the variable renamed, in its
+   place in the environment (whose order the plan keeps), and names it
+   back first thing (lib/run/main.ts), for the container's environment and
+   the programs it starts. */
+extern char **environ;
 static void hide_ca_certs(void)
 {
-   const char *certs = getenv("NODE_EXTRA_CA_CERTS");
-   if (certs != NULL && (setenv(LAUNCHER_CA_CERTS, certs, 1) != 0 || unsetenv("NODE_EXTRA_CA_CERTS") != 0))
-      FATAL("can't pass NODE_EXTRA_CA_CERTS to the front end");
+   static const char name[] = "NODE_EXTRA_CA_CERTS=";
+   for (char **e = environ; *e != NULL; e++)
+      if (!strncmp(*e, name, sizeof(name) - 1)) {
+         size_t n = strlen(LAUNCHER_CA_CERTS "=") + strlen(*e) - (sizeof(name) - 1) + 1;
+         char *renamed = malloc(n);
+         if (renamed == NULL)
+            FATAL("can't pass NODE_EXTRA_CA_CERTS to the front end");
+         snprintf(renamed, n, "%s=%s", LAUNCHER_CA_CERTS, *e + sizeof(name) - 1);
+         *e = renamed;   /* a forked child's own copy of the array, about to exec */
+      }
 }
 
 /* In the child: exec Node on the front end, with the plan memfd and the
