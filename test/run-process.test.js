@@ -7,7 +7,7 @@
 
 import test from 'ava';
 import { execa } from 'execa';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, BIN, ch, image, userEnv } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
@@ -164,6 +164,49 @@ test('a process the front end leaves behind holding its pipes does not hold up t
   t.is(r.exitCode, 0, r.stderr);
   t.is(r.stdout, 'ran');
   t.notThrows(() => process.kill(Number(readFileSync(pidfile, 'utf8')), 0), 'the helper was still there');
+});
+
+/** Is PID gone (or a zombie nobody reaped yet), within MS? */
+async function goneWithin(pid, ms) {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
+    let stat;
+    try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return true; }
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return true;
+  }
+  return false;
+}
+
+test('ch-run killed while the front end plans takes it along; a front end done planning goes at once', async (t) => {
+  // Node runs under a small waiter (launcher.c front_end_waiter): each dies
+  // with its parent. A stand-in Node that says who it is and then hangs.
+  const dir = await scratch(t);
+  const pidfile = join(dir, 'front.pid');
+  const hang = join(dir, 'hanging-node');
+  writeFileSync(hang, `#!/bin/sh
+echo $$ $PPID > ${pidfile}.tmp && mv ${pidfile}.tmp ${pidfile}
+exec sleep 600
+`, { mode: 0o755 });
+  await ownedByUser(dir);
+  const launch = ch('ch-run', [BB(), '--', 'true'], { env: { CH_RUN_NODE: hang } });
+  while (!existsSync(pidfile)) await new Promise((r) => setTimeout(r, 20));
+  const [front, waiter] = readFileSync(pidfile, 'utf8').trim().split(' ').map(Number);
+  t.teardown(() => { for (const p of [front, waiter]) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } });
+  t.not(waiter, launch.pid, 'Node is not the launcher\'s own child');
+  t.is(Number(readFileSync(`/proc/${waiter}/stat`, 'utf8').split(') ')[1].split(' ')[1]), launch.pid);
+  process.kill(launch.pid, 'SIGKILL');
+  await launch;
+  t.true(await goneWithin(waiter, 5000), 'the waiter outlived ch-run');
+  t.true(await goneWithin(front, 5000), 'the front end outlived ch-run');
+  // A launch that plans: its front end, killed once the plan is read, is
+  // gone (reaped by init) right after; found by a word of its command line.
+  const word = `front-end-${process.pid}-${Date.now()}`;
+  const r = await ch('ch-run', [BB(), '--', 'echo', word]);
+  t.is(r.stdout, word, r.stderr);
+  const holding = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(word); } catch { return false; }
+  });
+  for (const end = Date.now() + 5000; holding().length > 0 && Date.now() < end;) await new Promise((res) => setTimeout(res, 20));
+  t.deepEqual(holding(), [], 'a front end outlived its launch');
 });
 
 test('help and version exit 0 through the launcher; an error of the front end is its own, once', async (t) => {

@@ -97,10 +97,10 @@ export function fillTemplate(template: string, get: (name: string) => string | u
   return template.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, n: string) => get(n) ?? '');
 }
 
-/** The parent of this process's parent, from /proc (PID: our parent), or null. */
+/** The parent of process PID, from /proc/PID/stat, or null. */
 export function parentOf(pid: number): number | null {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = hostFs.readFile(`/proc/${pid}/stat`, 'utf8') as string;
     // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
     return Number.isInteger(ppid) && ppid > 0 ? ppid : null;
@@ -131,7 +131,12 @@ export function liveHost(vars: NodeJS.ProcessEnv = process.env): Host {
     uid: () => process.getuid!(),
     gid: () => process.getgid!(),
     pid: () => process.pid,
-    callerPid: () => ({ pid: parentOf(process.ppid), from: `/proc/${process.ppid}/stat` }),
+    callerPid: () => {
+      // Our parent is the launcher's waiter (launcher.c front_end_waiter); its parent, the launcher.
+      const launcher = parentOf(process.ppid);
+      return launcher === null ? { pid: null, from: `/proc/${process.ppid}/stat` }
+        : { pid: parentOf(launcher), from: `/proc/${launcher}/stat` };
+    },
     spawn: (file, args, opts) => childProcess().spawnSync(file, args, opts) as SpawnSyncReturns<Buffer>,
     execFile: (file, args, opts) => childProcess().execFileSync(file, args, opts) as string,
     load: <T>(path: string) => createRequire(import.meta.url)(path) as T,

@@ -83,8 +83,9 @@ export function joinTag(host: Host, said: Say = () => {}): string {
 
 /**
  * The process that started ch-run: the parent of ch-run's launcher, whose
- * child this front end is (native/launcher/launcher.c forks it). Ranks that one mpirun
- * started on a node share it. The launcher waits for us, so it is there to ask.
+ * grandchild this front end is (native/launcher/launcher.c forks a waiter,
+ * which forks Node). Ranks that one mpirun started on a node share it. The
+ * launcher waits for us, so it is there to ask.
  */
 export function callerPid(host: Host): number {
   const { pid, from } = host.callerPid();

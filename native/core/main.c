@@ -103,10 +103,11 @@ static _Noreturn void probe_report(const struct plan *p)
    _exit(mi != NULL && fclose(out) == 0 ? 0 : EXIT_CHRUN);
 }
 
-/* Reap the front end (a child the launcher left us, killed once its plan
-   was whole, perhaps still exiting): the command must not inherit it as a
-   child of its own. Its status means nothing now. ECHILD: the caller
-   ignores SIGCHLD, so the kernel reaped it. */
+/* Reap the front end's waiter (a child the launcher left us, killed once
+   the plan was whole, perhaps still exiting; Node itself, its child, is
+   init's to reap): the command must not inherit it as a child of its own.
+   Its status means nothing now. ECHILD: the caller ignores SIGCHLD, so the
+   kernel reaped it. */
 static void reap_front_end(pid_t pid)
 {
    pid_t r;

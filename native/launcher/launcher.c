@@ -11,10 +11,11 @@
    ch-run's PID and the caller's state untouched (ignored and blocked
    signals, limits, stdio), and runs the C core (linked in) on the plan; the
    core execs the command, which inherits that state as POSIX exec semantics say.
-   Node's exit is not waited for: once the plan is confirmed whole the front
-   end is killed, and the core reaps it just before exec'ing the command, so
-   its teardown overlaps the container's set-up (see bench/launch.js for
-   what a launch costs).
+   Node's exit is not waited for: Node runs under a small waiter process
+   (front_end_waiter); once the plan is confirmed whole the waiter is killed,
+   Node follows by its parent-death signal and is reaped by init, and the
+   core reaps the waiter just before exec'ing the command (see
+   bench/launch.js for what a launch costs).
 
    The front end's decision and exit status say what happened: a plan, run
    it; "nothing to run" and status 0, it printed help or version; no
@@ -39,6 +40,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -113,10 +115,11 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
                            int memofd, const char *miss)
 {
    char front[PATH_MAX + 32], fdstr[16];
-   /* If ch-run is killed while the front end plans, the front end goes too.
-      PARENT is ch-run's PID taken before the fork: read here, getppid() may
-      already name init if ch-run was killed before we ran, and the check
-      after prctl would pass (seen under load: a front end left behind). */
+   /* If its waiter (killed with ch-run, or by ch-run once the plan is read)
+      goes, the front end goes too. PARENT is the waiter's PID taken before
+      the fork: read here, getppid() may already name init if the waiter was
+      killed before we ran, and the check after prctl would pass (seen under
+      load: a front end left behind). */
    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
       _exit(EXIT_CHRUN);
    if (fcntl(donefd, F_SETFD, 0) != 0)
@@ -163,7 +166,55 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    _exit(EXIT_CHRUN);   /* a forked child: no exit() */
 }
 
-/* Start the front end; *DONE gets the read end of its done pipe (see
+/* Leave this process as STATUS says a child left: the same exit status, or
+   killed by the same signal (with no core file of ours). */
+_Noreturn static void exit_as(int status)
+{
+   if (WIFSIGNALED(status)) {
+      int sig = WTERMSIG(status);
+      struct rlimit none = { 0, 0 };
+      sigset_t only;
+      (void)setrlimit(RLIMIT_CORE, &none);
+      (void)signal(sig, SIG_DFL);
+      sigemptyset(&only);
+      sigaddset(&only, sig);
+      (void)sigprocmask(SIG_UNBLOCK, &only, NULL);
+      (void)raise(sig);
+   }
+   _exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_CHRUN);
+}
+
+/* In the child: fork the front end, and wait for it and exit as it did.
+   Node is ch-run's grandchild so that, its plan read, getting rid of it
+   costs a launch nothing: ch-run kills this small waiter (reaped at once),
+   and Node, killed by its parent-death signal, tears down and is reaped
+   by init or the nearest subreaper while the command starts. Measured:
+   Node takes ~2.3 ms to die after SIGKILL; the core, which reaped it
+   before exec'ing the command, waited ~1 ms of it on a launch that planned. */
+_Noreturn static void front_end_waiter(pid_t launcher, const char *root, int planfd, int donefd, int argc,
+                                       char **argv, int memofd, const char *miss)
+{
+   /* If ch-run is killed meanwhile, we go too, and with us the front end. */
+   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != launcher)
+      _exit(EXIT_CHRUN);
+   pid_t self = getpid();
+   pid_t pid = fork();
+   if (pid < 0)
+      FATAL("can't fork front end");
+   if (pid == 0)
+      exec_front_end(self, root, planfd, donefd, argc, argv, memofd, miss);
+   /* The front end's alone: the done pipe's EOF must mean it is done. */
+   if (close(donefd) != 0 || close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0))
+      FATAL("can't close the front end's descriptors");
+   int status;
+   while (waitpid(pid, &status, 0) < 0)
+      if (errno != EINTR)
+         FATAL("can't wait for front end");
+   exit_as(status);
+}
+
+/* Start the front end (under its waiter, whose PID is returned: the front
+   end's exit status is its); *DONE gets the read end of its done pipe (see
    front_end_done). SIGCHLD is the default meanwhile (a caller's SIG_IGN
    would have the kernel reap the child and hide its status); *CALLER gets
    the caller's disposition. */
@@ -182,7 +233,7 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
    if (pid < 0)
       FATAL("can't fork front end");
    if (pid == 0)
-      exec_front_end(self, root, planfd, done[1], argc, argv, memofd, miss);
+      front_end_waiter(self, root, planfd, done[1], argc, argv, memofd, miss);
    if (close(done[1]) != 0)
       FATAL("can't close done pipe");
    *done_read = done[0];
@@ -353,7 +404,8 @@ int main(int argc, char **argv)
          break;
       /* The plan is whole and all the front end had to say is written (Node
          writes stdio synchronously): its exit, a few ms of V8 teardown, is
-         no use to anyone, so it is killed, and the core reaps it. */
+         no use to anyone, so its waiter is killed (Node follows, and is
+         reaped by init), and the core reaps the waiter. */
       if (kill(front, SIGKILL) != 0 && errno != ESRCH)
          FATAL("can't end front end");
       int fd = memo_store(&memo, memofd, planfd, tries);
