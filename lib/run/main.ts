@@ -43,7 +43,8 @@ const log = new RunLog('ch-run');
 
 function launcherFd(name: string): number {
   const v = process.env[name];
-  if (v === undefined || !/^[0-9]+$/.test(v))
+  // Digits only; no regular expression: compiling one costs a launch ~0.1 ms.
+  if (v === undefined || v === '' || [...v].some((c) => c < '0' || c > '9'))
     throw new ChError(`${name} ${v === undefined ? 'not set' : `bad: '${v}'`}: `
       + 'the front end runs only under ch-run\'s launcher (bin/ch-run)');
   return Number(v);

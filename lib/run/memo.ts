@@ -165,11 +165,7 @@ export class Recorder {
       if (rest.length === 0 && !follow) return { real: next, proc: false };
       let target = this.lookups.get(next);
       if (target === undefined) {
-        try {
-          target = hostFs.lstat(next).isSymbolicLink() ? hostFs.readlink(next) : '';
-        } catch {
-          target = null;
-        }
+        target = hostFs.linkTarget(next);
         this.lookups.set(next, target);
       }
       if (target === null || ++links > 40) return { real: [next, ...rest].join('/'), proc: false };   // the lookup fails here

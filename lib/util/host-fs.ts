@@ -20,12 +20,12 @@
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import type { UserInfo } from 'node:os';
-import { HOST_ADDON_PATH } from './paths.js';
+import { HOST_ADDON_KEY, HOST_ADDON_PATH } from './paths.js';
 
 /** ch_host.node's functions (native/host/hostfs.c): raw results, -errno on failure, undefined for "not mine". */
 interface Addon {
-  stat(path: string, follow: boolean): BigInt64Array | number | undefined;
-  fstat(fd: number): BigInt64Array | number;
+  stat(path: string, follow: boolean, exact: boolean): Float64Array | BigInt64Array | number | undefined;
+  fstat(fd: number, exact: boolean): Float64Array | BigInt64Array | number;
   access(path: string, mode: number): number | undefined;
   readlink(path: string): string | number | undefined;
   readFile(path: string, utf8: boolean): [0, BigInt64Array, string | Buffer] | [number, string, BigInt64Array?] | undefined;
@@ -35,7 +35,7 @@ interface Addon {
 }
 
 /** Where ch-run's loader leaves the addon it opened. */
-export const ADDON_KEY = Symbol.for('ch-toolkit.hostfs');
+export const ADDON_KEY = HOST_ADDON_KEY;
 
 let addon: Addon | null | undefined;
 let missing = '';   // why node:fs serves, where it does
@@ -76,16 +76,16 @@ function fsError(a: Addon, code: number, syscall: string, path?: string): NodeJS
 }
 
 const S_IFMT = 0o170000;
-const ms = (s: bigint, ns: bigint) => Number(s) * 1e3 + Number(ns) / 1e6;
+const ms = (s: number, ns: number) => s * 1e3 + ns / 1e6;
 
 /** A stat as fs.Stats has it: the same numbers, the same type tests, its times as Dates when asked. */
 class HostStats implements fs.Stats {
   dev: number; mode: number; nlink: number; uid: number; gid: number; rdev: number; blksize: number;
   ino: number; size: number; blocks: number; atimeMs: number; mtimeMs: number; ctimeMs: number; birthtimeMs: number;
-  constructor(f: BigInt64Array) {
-    this.dev = Number(f[0]); this.mode = Number(f[1]); this.nlink = Number(f[2]); this.uid = Number(f[3]);
-    this.gid = Number(f[4]); this.rdev = Number(f[5]); this.blksize = Number(f[6]); this.ino = Number(f[7]);
-    this.size = Number(f[8]); this.blocks = Number(f[9]);
+  constructor(f: Float64Array) {
+    this.dev = f[0]; this.mode = f[1]; this.nlink = f[2]; this.uid = f[3];
+    this.gid = f[4]; this.rdev = f[5]; this.blksize = f[6]; this.ino = f[7];
+    this.size = f[8]; this.blocks = f[9];
     this.atimeMs = ms(f[10], f[11]); this.mtimeMs = ms(f[12], f[13]);
     this.ctimeMs = ms(f[14], f[15]); this.birthtimeMs = ms(f[16], f[17]);
   }
@@ -131,7 +131,7 @@ class NativeExact implements ExactStats {
 }
 
 /** A raw stat, or the error. */
-function raw(a: Addon, r: BigInt64Array | number, syscall: string, path?: string): BigInt64Array {
+function raw<T extends Float64Array | BigInt64Array>(a: Addon, r: T | number, syscall: string, path?: string): T {
   if (typeof r === 'number') throw fsError(a, r, syscall, path);
   return r;
 }
@@ -139,7 +139,7 @@ function raw(a: Addon, r: BigInt64Array | number, syscall: string, path?: string
 /** Like fs.statSync(P) (FOLLOW) or fs.lstatSync(P). */
 export function stat(p: fs.PathLike, follow = true): fs.Stats {
   const a = native();
-  const r = a && typeof p === 'string' ? a.stat(p, follow) : undefined;
+  const r = a && typeof p === 'string' ? a.stat(p, follow, false) as Float64Array | number | undefined : undefined;
   if (r === undefined) return follow ? fs.statSync(p) : fs.lstatSync(p);
   return new HostStats(raw(a!, r, follow ? 'stat' : 'lstat', p as string));
 }
@@ -152,13 +152,13 @@ const plainFd = (fd: unknown): fd is number => Number.isInteger(fd) && (fd as nu
 /** Like fs.fstatSync(FD). */
 export function fstat(fd: number): fs.Stats {
   const a = native();
-  return a && plainFd(fd) ? new HostStats(raw(a, a.fstat(fd), 'fstat')) : fs.fstatSync(fd);
+  return a && plainFd(fd) ? new HostStats(raw(a, a.fstat(fd, false) as Float64Array | number, 'fstat')) : fs.fstatSync(fd);
 }
 
 /** P's exact identity, as fs.statSync(P, { bigint: true }) (lstat unless FOLLOW). */
 export function exactStat(p: string, follow: boolean): ExactStats {
   const a = native();
-  const r = a ? a.stat(p, follow) : undefined;
+  const r = a ? a.stat(p, follow, true) as BigInt64Array | number | undefined : undefined;
   if (r === undefined) return (follow ? fs.statSync : fs.lstatSync)(p, { bigint: true });
   return new NativeExact(raw(a!, r, follow ? 'stat' : 'lstat', p));
 }
@@ -166,7 +166,7 @@ export function exactStat(p: string, follow: boolean): ExactStats {
 /** FD's exact identity, as fs.fstatSync(FD, { bigint: true }). */
 export function exactFstat(fd: number): ExactStats {
   const a = native();
-  return a && plainFd(fd) ? new NativeExact(raw(a, a.fstat(fd), 'fstat')) : fs.fstatSync(fd, { bigint: true });
+  return a && plainFd(fd) ? new NativeExact(raw(a, a.fstat(fd, true) as BigInt64Array | number, 'fstat')) : fs.fstatSync(fd, { bigint: true });
 }
 
 /** Like fs.accessSync(P, MODE). */
@@ -191,6 +191,28 @@ export function readlink(p: fs.PathLike): string {
   if (r === undefined) return fs.readlinkSync(p, 'utf8');
   if (typeof r === 'number') throw fsError(a!, r, 'readlink', p as string);
   return r;
+}
+
+const EINVAL = 22;   // Linux's, as libuv reports it (negated)
+
+/**
+ * What readlink(2) says of P, for a walk of a path component by component
+ * (the recorder's kernelPath): the link's target; '' if P is there but is
+ * no link (EINVAL); null if the lookup fails (missing, not a directory, no
+ * permission). One call, and no Stats or Error made: a walk meets a few new
+ * components each launch, some missing.
+ */
+export function linkTarget(p: string): string | null {
+  const a = native();
+  const r = a ? a.readlink(p) : undefined;
+  if (r === undefined) {
+    try {
+      return fs.readlinkSync(p, 'utf8');
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EINVAL' ? '' : null;
+    }
+  }
+  return typeof r === 'string' ? r : r === -EINVAL ? '' : null;
 }
 
 /** Is O readFileSync's default or UTF-8 and nothing else (what the addon reads)? Null: something it doesn't. */

@@ -8,13 +8,27 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChError } from './log.js';
 
+/** Where ch-run's loader (tools/ch-run-loader.cjs) leaves the ch_host.node it opened (lib/util/host-fs.ts). */
+export const HOST_ADDON_KEY = Symbol.for('ch-toolkit.hostfs');
+
+/**
+ * existsSync(P), by ch_host.node where ch-run's loader opened it: on a
+ * launch that plans, node:fs's first existsSync is compiled from source
+ * (host-fs.ts says why that matters).
+ */
+function exists(p: string): boolean {
+  const addon = (globalThis as Record<symbol, { access(p: string, mode: number): number | undefined } | undefined>)[HOST_ADDON_KEY];
+  const r = addon?.access(p, 0);
+  return r === undefined ? existsSync(p) : r === 0;
+}
+
 /** The package root: the first directory at or above this module's with a package.json (EXISTS: how to look). */
-export function packageRoot(exists: (p: string) => boolean = existsSync): string {
+export function packageRoot(exists_: (p: string) => boolean = exists): string {
   // import.meta.filename: a bundle's own file, without a URL made and parsed (Node < 20.11: the URL).
   const self = import.meta.filename ?? fileURLToPath(import.meta.url);
   let dir = dirname(self);
   for (let i = 0; i < 4; i++, dir = dirname(dir))
-    if (exists(join(dir, 'package.json'))) return dir;
+    if (exists_(join(dir, 'package.json'))) return dir;
   throw new Error(`ch-toolkit: can't find package root above ${self}`);
 }
 

@@ -10,8 +10,8 @@
    These functions are C from the first call: dlopen and the first call cost
    ~0.15 ms together, and each later call ~2 us against ~9.
 
-   Results are raw: a stat is a BigInt64Array of Node's own field order, a
-   failure the negative errno (libuv's code), so that host-fs.ts makes the
+   Results are raw: a stat is a Float64Array (or, exact, a BigInt64Array)
+   of Node's own field order, a failure the negative errno (libuv's code), so that host-fs.ts makes the
    same Stats and the same errors node:fs makes. Nothing here decides
    anything; nothing here writes. */
 
@@ -120,37 +120,47 @@ static int stat_fields(int dirfd, const char *path, int flags, int64_t *f)
    return 0;
 }
 
-/* The fields as a BigInt64Array; NULL if it can't be made. */
-static napi_value fields_array(napi_env env, const int64_t *f)
+/* The fields as a BigInt64Array (EXACT), or as the doubles node:fs's
+   Stats hold (a Float64Array: what Node's own stat gives JavaScript, and
+   no BigInt to convert); NULL if it can't be made. */
+static napi_value fields_array(napi_env env, const int64_t *f, bool exact)
 {
    void *data;
    napi_value ab, arr;
-   CHECK(napi_create_arraybuffer(env, FIELDS * sizeof(int64_t), &data, &ab));
-   memcpy(data, f, FIELDS * sizeof(int64_t));
-   CHECK(napi_create_typedarray(env, napi_bigint64_array, FIELDS, ab, 0, &arr));
+   size_t size = exact ? sizeof(int64_t) : sizeof(double);
+   CHECK(napi_create_arraybuffer(env, FIELDS * size, &data, &ab));
+   if (exact)
+      memcpy(data, f, FIELDS * size);
+   else
+      for (int i = 0; i < FIELDS; i++)
+         /* As libuv's uint64 fields become Node's doubles. */
+         ((double *)data)[i] = i == F_ATIME_NS || i == F_MTIME_NS || i == F_CTIME_NS || i == F_BTIME_NS
+                               || i == F_ATIME || i == F_MTIME || i == F_CTIME || i == F_BTIME
+                               ? (double)f[i] : (double)(uint64_t)f[i];
+   CHECK(napi_create_typedarray(env, exact ? napi_bigint64_array : napi_float64_array, FIELDS, ab, 0, &arr));
    return arr;
 }
 
-/* stat(path, follow): the fields, or -errno. */
+/* stat(path, follow, exact): the fields, or -errno. */
 static napi_value js_stat(napi_env env, napi_callback_info info)
 {
-   ARGS(2);
+   ARGS(3);
    char p[PATH_MAX + 1];
    if (!path_arg(env, argv, argc, 0, p, sizeof(p)))
       return NULL;
    int64_t f[FIELDS];
    int err = stat_fields(AT_FDCWD, p, bool_arg(env, argv, argc, 1) ? 0 : AT_SYMLINK_NOFOLLOW, f);
-   return err ? failed(env, err) : fields_array(env, f);
+   return err ? failed(env, err) : fields_array(env, f, bool_arg(env, argv, argc, 2));
 }
 
-/* fstat(fd): the fields, or -errno. */
+/* fstat(fd, exact): the fields, or -errno. */
 static napi_value js_fstat(napi_env env, napi_callback_info info)
 {
-   ARGS(1);
+   ARGS(2);
    int fd = int_arg(env, argv, argc, 0, -1);
    int64_t f[FIELDS];
    int err = fd < 0 ? EBADF : stat_fields(fd, "", AT_EMPTY_PATH, f);
-   return err ? failed(env, err) : fields_array(env, f);
+   return err ? failed(env, err) : fields_array(env, f, bool_arg(env, argv, argc, 1));
 }
 
 /* access(path, mode): 0, or -errno. As access(2): links followed, real ids. */
@@ -251,10 +261,10 @@ static napi_value js_read_file(napi_env env, napi_callback_info info)
       CHECK(napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v));
       CHECK(napi_set_element(env, r, 1, v));
       if (strcmp(syscall, "read") == 0)
-         CHECK(napi_set_element(env, r, 2, fields_array(env, f)));
+         CHECK(napi_set_element(env, r, 2, fields_array(env, f, true)));
       return r;
    }
-   CHECK(napi_set_element(env, r, 1, fields_array(env, f)));
+   CHECK(napi_set_element(env, r, 1, fields_array(env, f, true)));
    if (utf8) {
       napi_status s = napi_create_string_utf8(env, data, len, &v);
       free(data);
