@@ -3,11 +3,10 @@
 // (host.ts, memo.ts), and hand the plan to the launcher.
 
 // The launcher's descriptors are written here, not in planning code.
-import { closeSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChError, EXIT_ERR, Log, runMain, why } from '../util/log.js';
 import { formatHelp } from '../util/argp.js';
-import { backend as hostBackend } from '../util/host-fs.js';
+import * as hostFs from '../util/host-fs.js';
 import { buildDir, CORE_PATH, HOST_ADDON_PATH, LAUNCHER_PATH, packageRoot, PKG_ROOT } from '../util/paths.js';
 import { FEATURES } from './features.js';
 import { Host, liveHost, varsOf } from '../container/host.js';
@@ -50,19 +49,15 @@ function launcherFd(name: string): number {
   return Number(v);
 }
 
-function writeAll(fd: number, buf: Buffer): void {
-  for (let off = 0; off < buf.length;)
-    off += writeSync(fd, buf, off, buf.length - off);
-}
-
 /** Hand over BUF, the decision; and MEMO, the record to keep for later launches, if the launcher asked. */
 function handOff(buf: Buffer, memo?: Buffer): void {
   const [plan, done] = [LAUNCHER.planFd, LAUNCHER.doneFd].map(launcherFd);
   try {
-    if (memo !== undefined && memo.length > 0) writeAll(launcherFd(LAUNCHER.memoFd), memo);
-    writeAll(plan, buf);
-    writeSync(done, LAUNCHER.doneByte);
-    closeSync(done);
+    // By ch_host.node where it is built: node:fs's first writeSync is compiled from source (host-fs.ts).
+    if (memo !== undefined && memo.length > 0) hostFs.writeAll(launcherFd(LAUNCHER.memoFd), memo);
+    hostFs.writeAll(plan, buf);
+    hostFs.writeAll(done, Buffer.from(LAUNCHER.doneByte, 'latin1'));
+    hostFs.close(done);
   } catch (err) {
     throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
   }
@@ -154,7 +149,7 @@ async function main(): Promise<number> {
   // Said outside the recording: not part of what a memoized launch replays.
   const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
   if (codeCache !== undefined) log.debug(`code cache: ${String(codeCache)}`);
-  log.debug(`host reads: ${hostBackend()}`);
+  log.debug(`host reads: ${hostFs.backend()}`);
   // Why no memoized plan served (native/launcher/memo/).
   const miss = process.env[LAUNCHER.memoMiss];
   if (miss) log.info(`plan memo: ${rec ? 'miss' : 'off'} (${miss})`);

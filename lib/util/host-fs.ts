@@ -32,6 +32,8 @@ interface Addon {
   user(): [number, number, string, string | null, string | null] | number;
   hostname(): string | number;
   errname(code: number): [string, string];
+  writeAll(fd: number, data: Buffer): number | undefined;
+  close(fd: number): number;
 }
 
 /** Where ch-run's loader leaves the addon it opened. */
@@ -272,6 +274,25 @@ export function readFile(p: fs.PathOrFileDescriptor, o?: unknown): string | Buff
 export function readBytes(p: string): Buffer | null {
   const r = readIdentified(p);
   return 'data' in r ? r.data as Buffer : null;
+}
+
+/** All of DATA written to FD, as a loop of fs.writeSync does it (its errors too). */
+export function writeAll(fd: number, data: Buffer): void {
+  const a = native();
+  const r = a && plainFd(fd) ? a.writeAll(fd, data) : undefined;
+  if (r === undefined) {
+    for (let off = 0; off < data.length;) off += fs.writeSync(fd, data, off, data.length - off);
+    return;
+  }
+  if (r < 0) throw fsError(a!, r, 'write');
+}
+
+/** Like fs.closeSync(FD). */
+export function close(fd: number): void {
+  const a = native();
+  if (!a || !plainFd(fd)) return fs.closeSync(fd);
+  const r = a.close(fd);
+  if (r !== 0) throw fsError(a, r, 'close');
 }
 
 /** Like os.userInfo(). */

@@ -13,7 +13,8 @@
    Results are raw: a stat is a Float64Array (or, exact, a BigInt64Array)
    of Node's own field order, a failure the negative errno (libuv's code), so that host-fs.ts makes the
    same Stats and the same errors node:fs makes. Nothing here decides
-   anything; nothing here writes. */
+   anything; the only writes are to descriptors the caller holds (ch-run's
+   front end handing its plan to the launcher). */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -277,6 +278,37 @@ static napi_value js_read_file(napi_env env, napi_callback_info info)
    return r;
 }
 
+/* writeAll(fd, buffer): write all of BUFFER (a Buffer or typed array) to
+   FD, as many writes as it takes: its length, or -errno. */
+static napi_value js_write_all(napi_env env, napi_callback_info info)
+{
+   ARGS(2);
+   int fd = int_arg(env, argv, argc, 0, -1);
+   void *data;
+   size_t len, done = 0;
+   bool is_buffer = false;
+   if (argc < 2 || napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer
+       || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok)
+      return NULL;
+   while (done < len) {
+      ssize_t n = write(fd, (char *)data + done, len - done);
+      if (n < 0 && errno == EINTR)
+         continue;
+      if (n < 0)
+         return failed(env, errno);
+      done += n;
+   }
+   return number(env, (double)done);
+}
+
+/* close(fd): 0, or -errno. */
+static napi_value js_close(napi_env env, napi_callback_info info)
+{
+   ARGS(1);
+   int fd = int_arg(env, argv, argc, 0, -1);
+   return close(fd) == 0 ? number(env, 0) : failed(env, errno);
+}
+
 struct mapping { void *at; size_t len; };
 
 static void unmap(napi_env env, void *data, void *hint)
@@ -401,7 +433,8 @@ NAPI_MODULE_INIT()
    static const struct { const char *name; napi_callback fn; } fns[] = {
       { "stat", js_stat }, { "fstat", js_fstat }, { "access", js_access }, { "readlink", js_readlink },
       { "readFile", js_read_file }, { "user", js_user }, { "hostname", js_hostname },
-      { "errname", js_errname }, { "codeCache", js_code_cache },
+      { "errname", js_errname }, { "codeCache", js_code_cache }, { "writeAll", js_write_all },
+      { "close", js_close },
    };
    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
       napi_value f;
