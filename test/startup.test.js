@@ -15,11 +15,13 @@ import { asUser, image, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.j
 
 const BASE = join(TEST_DIR, 'startup');
 const ALLOWED = ['NativeModule vm'];
+// As the launcher runs Node (protocol.json nodeFlags): the code cache was made under them.
+const { NODE_FLAGS: nodeFlags } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
 
 /** The Node modules a run of SCRIPT ARGS loaded, as the test user, with the launcher's descriptors. */
 async function modulesOf(name, script, args, env = {}) {
   const out = join(BASE, `${name}.txt`);
-  const argv = [...asUser(), process.execPath, '-r', join(BASE, 'list.cjs'), script, ...args];
+  const argv = [...asUser(), process.execPath, ...nodeFlags, '-r', join(BASE, 'list.cjs'), script, ...args];
   const r = await execa(argv[0], argv.slice(1), { reject: false, extendEnv: false, cwd: '/',
     env: userEnv(undefined, { MODULES_OUT: out, ...env }), stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
   return { r, loaded: new Set(readFileSync(out, 'utf8').split('\n')) };

@@ -35,8 +35,8 @@ import { spec, TS_MODULE, tsModule, writeIfChanged } from './protocol.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
-/** The launcher's variables (protocol.json), which the build sets to run ch-run's front end alone. */
-const { launcher: LAUNCHER } = spec();
+/** The launcher's variables and Node flags (protocol.json), with which the build runs ch-run's front end alone. */
+const { launcher: LAUNCHER, nodeFlags: NODE_FLAGS } = spec();
 
 /** Each command's entry point and bundle (dist/NAME.cjs). */
 export const BUNDLES = {
@@ -327,7 +327,8 @@ async function codeCache() {
     // Made under a temporary name, then renamed over the old one (which a
     // launch meanwhile finds not to match the new bundle, and ignores).
     const out = `${bundle}.cache`;
-    execFileSync(process.execPath, [join(ROOT, 'dist', 'ch-run.cjs'), '-v', '--set-env', '--set-env=A=$PATH:/x',
+    // Under the flags the launcher gives Node (V8 refuses a cache made under others).
+    execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), '-v', '--set-env', '--set-env=A=$PATH:/x',
       '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img], {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_OUT: tmp,

@@ -57,7 +57,9 @@ export function cHeader(s = spec()) {
     const S = snake(section);
     if (Array.isArray(body)) {
       if (body.every((v) => typeof v === 'string' && v.length === 1)) out.push(`#define ${S}_CHARS ${cLiteral(body.join(''), false)}`);
-      else for (const v of body) out.push(`#define ${S}_${snake(v).replace(/-/g, '_')} ${cLiteral(v, false)}`);
+      else for (const v of body.filter((x) => /^[A-Za-z]/.test(x))) out.push(`#define ${S}_${snake(v).replace(/-/g, '_')} ${cLiteral(v, false)}`);
+      // The whole list, to initialize an array with.
+      out.push(`#define ${S}_ALL ${body.map((v) => cLiteral(v, false)).join(', ')}`);
     } else {
       for (const [k, v] of entries(body)) {
         out.push(`#define ${S}_${snake(k)} ${cLiteral(v, false)}`);

@@ -139,14 +139,19 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    if (*miss != '\0' && setenv(LAUNCHER_MEMO_MISS, miss, 1) != 0)
       FATAL("can't set " LAUNCHER_MEMO_MISS);
    hide_ca_certs();
-   char **nargv = calloc(argc + 2, sizeof(char *));
+   /* Node's flags (protocol.json nodeFlags: no JIT), the front end, our arguments. */
+   static const char *const flags[] = { NODE_FLAGS_ALL };
+   const int nflags = sizeof(flags) / sizeof(flags[0]);
+   char **nargv = calloc(argc + nflags + 2, sizeof(char *));
    if (nargv == NULL)
       FATAL("can't allocate");
    const char *node = getenv("CH_RUN_NODE");   /* a site may pin its Node */
    nargv[0] = (char *)(node && *node ? node : "node");
-   nargv[1] = front;
+   for (int i = 0; i < nflags; i++)
+      nargv[1 + i] = (char *)flags[i];
+   nargv[1 + nflags] = front;
    for (int i = 1; i < argc; i++)
-      nargv[i + 1] = argv[i];
+      nargv[i + 1 + nflags] = argv[i];
    /* A bare name is looked up on PATH's absolute entries only (never in
       the current directory, which may be shared: path_find). */
    char found[PATH_MAX];
