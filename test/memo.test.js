@@ -550,18 +550,27 @@ test('outside a Slurm job a plan does not depend on Slurm\'s spool directory; in
  * ONCE: only the first front end does it.
  */
 function flipper(dir, once) {
+  // At the hand-over: the done byte, written by ch_host.node's writeAll
+  // (which ch-run's loader leaves under this symbol) or, without it, by
+  // fs.writeSync.
   return `const fs = require('fs');
 const { existsSync, mkdirSync, rmSync, statSync, writeFileSync } = fs;   // bound before this preload patches writeSync
-const write = fs.writeSync;
-fs.writeSync = function (fd, ...rest) {
+function flip(fd) {
   if (String(fd) === process.env.CH_RUN_DONE_FD && !${once ? `existsSync(${JSON.stringify(`${dir}.once`)})` : 'false'}) {
     ${once ? `writeFileSync(${JSON.stringify(`${dir}.once`)}, '');` : ''}
     const d = ${JSON.stringify(dir)};
     if (statSync(d).isDirectory()) { rmSync(d, { recursive: true }); writeFileSync(d, ''); }
     else { rmSync(d); mkdirSync(d); writeFileSync(d + '/marker', ''); }
   }
-  return write.call(this, fd, ...rest);
-};
+}
+const write = fs.writeSync;
+fs.writeSync = function (fd, ...rest) { flip(fd); return write.call(this, fd, ...rest); };
+let addon;
+Object.defineProperty(globalThis, Symbol.for('ch-toolkit.hostfs'), { configurable: true, get: () => addon, set: (a) => {
+  const writeAll = a.writeAll;
+  a.writeAll = function (fd, data) { flip(fd); return writeAll.call(this, fd, data); };
+  addon = a;
+} });
 `;
 }
 
