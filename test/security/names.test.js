@@ -9,7 +9,7 @@
 //     names of old don't stop --join, the plan cache or .sqfs launches.
 
 import test from 'ava';
-import { execa } from 'execa';
+import { execa, execaSync } from 'execa';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, image, isRoot } from '../helpers/env.js';
@@ -57,10 +57,12 @@ function dirOf(user, name) {
   const d = join(base, name);
   rmSync(d, { recursive: true, force: true });
   mkdirSync(d, { mode: 0o755 });
-  execaSyncChown(user, d);
+  chownTree(user, d);
   return d;
 }
-function execaSyncChown(user, p) { return execa('chown', ['-R', `${user.uid}:${user.gid}`, p]); }
+/** chown -R P to USER, done when it returns (it was an unawaited promise: dirOf's directory could still be
+    root's when the victim wrote into it, a failure under load). */
+function chownTree(user, p) { execaSync('chown', ['-R', `${user.uid}:${user.gid}`, p]); }
 
 function needRegistry(t) {
   if (!tools) return false;
@@ -195,7 +197,7 @@ serial(`image names: another user's relative directory of a stored image's name 
   mkdirSync(join(storage, 'img'), { mode: 0o700 });
   await execa('cp', ['-a', image('busybox'), stored]);
   writeFileSync(join(stored, 'whose'), 'victim\n');
-  await execaSyncChown(victim, storage);
+  chownTree(victim, storage);
   const cwd = join(shared, 'cwd');
   const plant = await asAttacker(`mkdir -p ${cwd}/localhost:5120 && cp -a ${image('busybox')} ${cwd}/localhost:5120/ok
     && echo attacker > ${cwd}/localhost:5120/ok/whose && cp -a ${image('busybox')} ${cwd}/theirs && chmod 1777 ${cwd}`.replace(/\n\s*/g, ' '));
@@ -250,7 +252,7 @@ serial(`planted names: every fixed --join directory name taken in /dev/shm doesn
     // With a runtime directory of the victim's, nothing in /dev/shm is used at all.
     const xdg = join(dirOf(victim, 'v-xdg'), 'run');
     mkdirSync(xdg, { mode: 0o700 });
-    await execaSyncChown(victim, xdg);
+    chownTree(victim, xdg);
     const shmBefore = readdirSync('/dev/shm').sort();
     const xpeer = () => asVictim('ch-run', ['--join', '--join-ct=2', '--join-tag=names-xdg', image('busybox'), '--',
       'sh', '-c', 'readlink /proc/self/ns/user'], { env: { CH_RUN_JOIN_TIMEOUT: '20', XDG_RUNTIME_DIR: xdg } });
@@ -301,7 +303,7 @@ serial(`planted names: /var/tmp/USER.ch taken by another user doesn't stop .sqfs
   t.is(mk.exitCode, 0, mk.stderr);
   const xdg = join(d, 'run');
   mkdirSync(xdg, { mode: 0o700 });
-  await execaSyncChown(victim, xdg);
+  chownTree(victim, xdg);
   try {
     const p = await asAttacker(`mkdir -m 0755 ${dflt}`);
     t.is(p.exitCode, 0, p.stderr);
