@@ -1,13 +1,14 @@
 // The Host's most frequent reads (container/host.ts, and the recorder, run/memo.ts):
 // stat, lstat, fstat, exists, access, readFile, readlink, the user's passwd
-// entry and the host name. Made by our addon, ch_host.node (native/host/),
+// entry and the host name; and the writes of ch-run's hand-over to its
+// launcher (run/main.ts). Made by our addon, ch_host.node (native/host/),
 // where it is built, with the results and errors node:fs and node:os give;
 // else by node:fs and node:os themselves.
 //
 // Why: a launch that plans runs once, so Node compiles each of its own fs
 // and os functions from source at their first call, and requiring node:os
 // compiles that module: 1.5-2 ms of the first launch of a command line
-// (docs/design.md, "The first launch"). The addon's functions are C from
+// (docs/design.md, "Second round"). The addon's functions are C from
 // the first call. ch-run's loader (tools/ch-run-loader.cjs) opens it before
 // anything else, to read the code cache with it, and hands it over here;
 // other commands open it on first use.
@@ -36,9 +37,6 @@ interface Addon {
   close(fd: number): number;
 }
 
-/** Where ch-run's loader leaves the addon it opened. */
-export const ADDON_KEY = HOST_ADDON_KEY;
-
 let addon: Addon | null | undefined;
 let missing = '';   // why node:fs serves, where it does
 
@@ -48,7 +46,7 @@ function native(): Addon | null {
     missing = 'CH_HOST_FS=node';
     return (addon = null);
   }
-  addon = (globalThis as Record<symbol, Addon | undefined>)[ADDON_KEY] ?? null;
+  addon = (globalThis as Record<symbol, Addon | undefined>)[HOST_ADDON_KEY] ?? null;
   if (addon === null) {
     const mod = { exports: {} as Addon };
     try {

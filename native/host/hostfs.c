@@ -6,7 +6,7 @@
    first time it is called. Measured on the front end: lstatSync's first
    call 160-380 us, fstatSync's (bigint) 90-250, readSync's 200-300, and
    requiring node:os 250-450 before userInfo's first call; 1.5-2 ms of a
-   launch that costs node -e 0 + 7 (docs/design.md, "The first launch").
+   launch that cost node -e 0 + 7 (docs/design.md, "Second round").
    These functions are C from the first call: dlopen and the first call cost
    ~0.15 ms together, and each later call ~2 us against ~9.
 

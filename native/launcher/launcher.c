@@ -109,19 +109,25 @@ static void hide_ca_certs(void)
       }
 }
 
+/* In a forked child: die (SIGKILL) when PARENT does, or now if it already
+   has. PARENT is the parent's PID taken before the fork: read here,
+   getppid() may already name init if the parent was killed before we ran,
+   and a check after prctl would pass (seen under load: a front end left
+   behind). */
+static void die_with(pid_t parent)
+{
+   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+      _exit(EXIT_CHRUN);
+}
+
 /* In the child: exec Node on the front end, with the plan memfd and the
    write end of the done pipe named in the environment. Never returns. */
 static void exec_front_end(pid_t parent, const char *root, int planfd, int donefd, int argc, char **argv,
                            int memofd, const char *miss)
 {
    char front[PATH_MAX + 32], fdstr[16];
-   /* If its waiter (killed with ch-run, or by ch-run once the plan is read)
-      goes, the front end goes too. PARENT is the waiter's PID taken before
-      the fork: read here, getppid() may already name init if the waiter was
-      killed before we ran, and the check after prctl would pass (seen under
-      load: a front end left behind). */
-   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-      _exit(EXIT_CHRUN);
+   /* Its waiter goes when ch-run does, or when ch-run has read the plan. */
+   die_with(parent);
    if (fcntl(donefd, F_SETFD, 0) != 0)
       FATAL("can't pass the done pipe to the front end");
    snprintf(front, sizeof(front), "%s/dist/ch-run.cjs", root);
@@ -199,9 +205,7 @@ _Noreturn static void exit_as(int status)
 _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int planfd, int donefd, int argc,
                                        char **argv, int memofd, const char *miss)
 {
-   /* If ch-run is killed meanwhile, we go too, and with us the front end. */
-   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != launcher)
-      _exit(EXIT_CHRUN);
+   die_with(launcher);   /* and with us, the front end */
    pid_t self = getpid();
    pid_t pid = fork();
    if (pid < 0)

@@ -278,7 +278,7 @@ static int cmp_key(const void *a, const void *b)
    by name alone. Only candidates (rare) are looked at again, and only an
    eviction stats the records (measured: a stat and an access call for each
    of ~450 names cost ~1.5 ms, and run after the plan it was still 0.5 to
-   1 ms of a first launch: docs/design.md, "The first launch"). */
+   1 ms of a first launch: docs/design.md, "Second round"). */
 #define SCAN_MAX (4 * ENTRIES_MAX)
 void memo_tidy(struct memo *m)
 {
