@@ -13,7 +13,7 @@ import { execa, execaSync } from 'execa';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { asUser, isRoot, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
+import { asUser, isRoot, needs, notRoot, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
 
 const BASE = join(TEST_DIR, 'host-fs');
 
@@ -65,12 +65,7 @@ test('as the unprivileged user, ch_host.node answers every read exactly as node:
   t.deepEqual(r.mismatches, []);
 });
 
-test('as root too (permissions bypassed, other owners)', async (t) => {
-  if (!isRoot) {
-    t.log('not root: the root case runs where the suite runs as root');
-    t.pass();
-    return;
-  }
+needs(test, notRoot)('as root too (permissions bypassed, other owners)', async (t) => {
   const r = await compare(join(BASE, 'root'), null);
   t.is(r.backend, 'ch_host.node');
   t.deepEqual(r.mismatches, []);
