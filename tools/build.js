@@ -288,8 +288,8 @@ async function ts() {
     // (node:url) cost every ch-run launch ~0.3 ms (docs/design.md).
     define: { 'import.meta.url': '__chMeta.url', 'import.meta.filename': '__chMeta.filename',
       'import.meta.dirname': '__chMeta.dirname' },
-    // ch-run's front end: a build id first, which its code cache names (tools/ch-run-loader.cjs).
-    banner: { js: `${name === 'ch-run-main' ? `// ch-toolkit build ${randomBytes(8).toString('hex')}\n` : ''}`
+    // ch-run's front end and devices bundle: a build id first, which their code caches name (tools/ch-run-loader.cjs).
+    banner: { js: `${name === 'ch-run-main' || name === 'ch-run-devices' ? `// ch-toolkit build ${randomBytes(8).toString('hex')}\n` : ''}`
       + 'const __chMeta = { filename: __filename, dirname: __dirname, '
       + "get url() { return require('url').pathToFileURL(__filename).href; } };" },
   })));
@@ -301,48 +301,56 @@ async function ts() {
   }
   writeAtomic(join(dist, 'ch-run.cjs'), readFileSync(join(ROOT, 'tools', 'ch-run-loader.cjs')));
   written.add('ch-run.cjs');
-  if (await codeCache()) written.add('ch-run-main.cjs.cache');
+  if (await codeCache()) for (const b of CACHED_BUNDLES) written.add(`${b}.cache`);
   for (const page of manPages()) written.add(page);
   removeStale(dist, written);
 }
 
+/** The bundles ch-run's loader runs from a code cache (tools/ch-run-loader.cjs). */
+const CACHED_BUNDLES = ['ch-run-main.cjs', 'ch-run-devices.cjs'];
+
 /**
- * V8's code cache for ch-run's front end (tools/ch-run-loader.cjs says why):
+ * V8's code caches for ch-run's front end and its devices bundle (tools/ch-run-loader.cjs says why):
  * made by planning a container for a stand-in image, with the options most
- * launches use, so that what a launch compiles is in it. Planning only: no
- * container is started (the decision goes to /dev/null). Made again by the
- * install script (native), where Node may differ from the one that built dist/.
+ * launches use, so that what a launch compiles is in it; the devices
+ * bundle's, which needs GPUs or HCAs to plan with, after its top level (most
+ * of what loading it cost: 7.2-7.9 ms compiled, 2.5 from the cache).
+ * Planning only: no container is started (the decision goes to /dev/null).
+ * Made again by the install script (native), where Node may differ from
+ * the one that built dist/.
  */
 async function codeCache() {
   const bundle = join(ROOT, 'dist', 'ch-run-main.cjs');
   if (!existsSync(bundle)) return false;
   const { REQUIRED_DIRS, guestPath } = await import(join(ROOT, 'dist', 'image', 'layout.js'));
   const img = mkdtempSync(join(tmpdir(), 'ch-run-code-cache-'));
-  const tmp = join(ROOT, 'dist', `.ch-run-main.cjs.cache.tmp-${process.pid}`);
+  // Made under temporary names, then renamed over the old ones (which a
+  // launch meanwhile finds not to match the new bundles, and ignores).
+  const tmp = (b) => join(ROOT, 'dist', `.${b}.cache.tmp-${process.pid}`);
   try {
     for (const d of [...REQUIRED_DIRS.map(guestPath), '/root', '/home', '/mnt/0', '/ch'])
       mkdirSync(join(img, d), { recursive: true });
     writeFileSync(join(img, 'ch', 'environment'), 'CODE_CACHE=1\n');
     writeFileSync(join(img, 'ch', 'metadata.json'), '{"Cmd": ["/bin/true"]}');
-    // Made under a temporary name, then renamed over the old one (which a
-    // launch meanwhile finds not to match the new bundle, and ignores).
-    const out = `${bundle}.cache`;
     // Under the flags the launcher gives Node (V8 refuses a cache made under others).
     execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), '-v', '--set-env', '--set-env=A=$PATH:/x',
       '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img], {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_OUT: tmp,
+      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody',
+        CH_RUN_CODE_CACHE_OUT: tmp('ch-run-main.cjs'), CH_RUN_CODE_CACHE_DEVICES: tmp('ch-run-devices.cjs'),
         [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5' },
     });
-    chmodSync(tmp, 0o644);
-    renameSync(tmp, out);
+    for (const b of CACHED_BUNDLES) {
+      chmodSync(tmp(b), 0o644);
+      renameSync(tmp(b), join(ROOT, 'dist', `${b}.cache`));
+    }
     return true;
   } catch (err) {
     say(`no code cache for ch-run's front end (it still works, compiling at each launch): ${err.message}`);
     return false;
   } finally {
     rmSync(img, { recursive: true, force: true });
-    rmSync(tmp, { force: true });
+    for (const b of CACHED_BUNDLES) rmSync(tmp(b), { force: true });
   }
 }
 

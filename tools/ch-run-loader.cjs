@@ -2,12 +2,14 @@
 // It runs ch-run's front end, dist/ch-run-main.cjs, with the V8 code cache
 // tools/build.js made for it (dist/ch-run-main.cjs.cache): compiled bytecode
 // for what a launch runs, instead of compiling it anew on every launch
-// (measured: 2.6 ms of each launch that plans; docs/design.md). The cache is
+// (measured: 2.6 ms of each launch that plans; docs/design.md); and, when
+// the planner asks, dist/ch-run-devices.cjs with its own. A cache is
 // used only for the very bundle it was made from: the bundle's first line,
 // a random build id, and its length begin the cache (V8 itself checks only
 // the length); V8 refuses it for another Node, V8 or flags. Without a
 // usable cache the bundle is compiled as usual.
-// CH_RUN_CODE_CACHE_OUT=FILE: write the cache after this run (the build).
+// CH_RUN_CODE_CACHE_OUT=FILE, CH_RUN_CODE_CACHE_DEVICES=FILE: write the
+// caches when this run ends (the build).
 'use strict';
 // No node:module (Module.wrap, createRequire): Node's start-up snapshot
 // lacks it, and compiling it cost ~0.35 ms a launch (docs/design.md). The
@@ -30,26 +32,46 @@ if (process.env.CH_HOST_FS !== 'node') {
     host = globalThis[Symbol.for('ch-toolkit.hostfs')] = m.exports;
   } catch { /* not built */ }
 }
-const file = `${__dirname}/ch-run-main.cjs`;
-const source = readFileSync(file, 'utf8');
-const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
-/** The cache after its stamp line, if that is STAMP; else undefined. */
-function codeCache() {
+/** FILE's code cache, after its stamp line, if that is STAMP; else undefined. */
+function codeCache(file, stamp) {
   if (host !== null) return host.codeCache(`${file}.cache`, stamp);
   let cache;
   try { cache = readFileSync(`${file}.cache`); } catch { return undefined; }
   return cache.length > stamp.length && cache.toString('latin1', 0, stamp.length) === stamp ? cache.subarray(stamp.length) : undefined;
 }
-const cachedData = codeCache();
-const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
-const script = new Script(wrapped, { filename: file, cachedData });
-// What became of the cache, for the front end's -vv.
-globalThis[Symbol.for('ch-toolkit.codecache')] = cachedData === undefined ? 'none'
-  : script.cachedDataRejected ? 'rejected by V8' : 'used';
-const out = process.env.CH_RUN_CODE_CACHE_OUT;
-if (out) {
-  delete process.env.CH_RUN_CODE_CACHE_OUT;
-  process.on('exit', () => writeFileSync(out, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
+
+/** What became of each bundle's cache, by file name, for the front end's -vv. */
+const caches = globalThis[Symbol.for('ch-toolkit.codecache')] = {};
+
+/**
+ * Run bundle FILE (ours, in dist/) as a CommonJS module, from the code cache
+ * made for it where there is one; its exports. OUT: write its cache there
+ * when the process exits (the build).
+ */
+function load(file, out) {
+  const source = readFileSync(file, 'utf8');
+  const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
+  const cachedData = codeCache(file, stamp);
+  const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
+  const script = new Script(wrapped, { filename: file, cachedData });
+  caches[file.slice(file.lastIndexOf('/') + 1)] = cachedData === undefined ? 'none'
+    : script.cachedDataRejected ? 'rejected by V8' : 'used';
+  if (out) process.on('exit', () => writeFileSync(out, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
+  const mod = { exports: {}, filename: file, id: file, loaded: false };
+  script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, __dirname);
+  return mod.exports;
 }
-const mod = { exports: {}, filename: file, id: file, loaded: false };
-script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, __dirname);
+
+// ch-run's other bundle, loaded only for --gpu, --ib and --device
+// (lib/run/planner.ts, by host.load): from its cache too (its top level:
+// 7.2-7.9 ms compiled, 2.5 from the cache, measured).
+globalThis[Symbol.for('ch-toolkit.load')] = (file) => load(file);
+// The build (tools/build.js codeCache) makes the caches: the front end's
+// after a planning run, the devices bundle's after its top level.
+const out = process.env.CH_RUN_CODE_CACHE_OUT, devicesOut = process.env.CH_RUN_CODE_CACHE_DEVICES;
+if (out !== undefined) delete process.env.CH_RUN_CODE_CACHE_OUT;
+if (devicesOut !== undefined) {
+  delete process.env.CH_RUN_CODE_CACHE_DEVICES;
+  load(`${__dirname}/ch-run-devices.cjs`, devicesOut);
+}
+load(`${__dirname}/ch-run-main.cjs`, out);

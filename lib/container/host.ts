@@ -139,7 +139,11 @@ export function liveHost(vars: NodeJS.ProcessEnv = process.env): Host {
     },
     spawn: (file, args, opts) => childProcess().spawnSync(file, args, opts) as SpawnSyncReturns<Buffer>,
     execFile: (file, args, opts) => childProcess().execFileSync(file, args, opts) as string,
-    load: <T>(path: string) => createRequire(import.meta.url)(path) as T,
+    load: <T>(path: string) => {
+      // In ch-run, its loader runs our bundle from the code cache made for it (tools/ch-run-loader.cjs).
+      const cached = (globalThis as Record<symbol, ((p: string) => unknown) | undefined>)[Symbol.for('ch-toolkit.load')];
+      return (cached ? cached(path) : createRequire(import.meta.url)(path)) as T;
+    },
   };
 }
 

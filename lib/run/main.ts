@@ -140,6 +140,11 @@ function restoreCaCerts(env: NodeJS.ProcessEnv): void {
   for (const [n, v] of after) env[n] = v;
 }
 
+/** What became of each bundle's code cache, by file name (tools/ch-run-loader.cjs); undefined without the loader. */
+function codeCaches(): Record<string, string> | undefined {
+  return (globalThis as Record<symbol, Record<string, string> | undefined>)[Symbol.for('ch-toolkit.codecache')];
+}
+
 async function main(): Promise<number> {
   restoreCaCerts(process.env);
   const { host, rec } = plannerHost();
@@ -147,8 +152,8 @@ async function main(): Promise<number> {
   const opts = parseRunArgs(process.argv.slice(2));
   log.verbosity = opts.verbosity;
   // Said outside the recording: not part of what a memoized launch replays.
-  const codeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('ch-toolkit.codecache')];
-  if (codeCache !== undefined) log.debug(`code cache: ${String(codeCache)}`);
+  const caches = codeCaches();
+  if (caches !== undefined) log.debug(`code cache: ${caches['ch-run-main.cjs']}`);
   log.debug(`host reads: ${hostFs.backend()}`);
   // Why no memoized plan served (native/launcher/memo/).
   const miss = process.env[LAUNCHER.memoMiss];
@@ -182,6 +187,9 @@ async function main(): Promise<number> {
   }
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
   const memo = rec ? memoRecord(rec, plan, () => tap?.untap()) : undefined;
+  // Outside the recording too: a memoized launch loads no bundle.
+  for (const [bundle, status] of Object.entries(caches ?? {}))
+    if (bundle !== 'ch-run-main.cjs') log.debug(`code cache (${bundle}): ${status}`);
   handOff(serializePlan(plan), memo);
   return 0;
 }
