@@ -66,7 +66,7 @@ function ranWith(rec: Recorder, inputs: Inputs): void {
 }
 
 /** readFile, recorded: what was read (identity of the file opened), or the data of a pseudo file. */
-function recordingReadFile(rec: Recorder): typeof fs.readFileSync {
+function recordingReadFile(rec: Recorder, open: typeof fs.openSync): typeof fs.readFileSync {
   return ((p: fs.PathOrFileDescriptor, o?: unknown) => {
     if (typeof p === 'number') return fs.readFileSync(p, o as never);
     if (rec.isPseudo(p)) return rec.resultDep('data', p, () => hostFs.readFile(p, o),
@@ -76,10 +76,15 @@ function recordingReadFile(rec: Recorder): typeof fs.readFileSync {
       rec.statDep('stat', p, true);
       return fs.readFileSync(p, o as never);
     }
-    // Read through one descriptor, so that what is recorded is what was read.
+    // Read through one descriptor, so that what is recorded is what was read:
+    // ch_host.node's for a path; for a Buffer or a URL, the recording open's.
     if (typeof p !== 'string') {
-      rec.refuse('a file-system call on a non-path');
-      return fs.readFileSync(p, o as never);
+      const fd = open(p, 'r');
+      try {
+        return fs.readFileSync(fd, o as never);
+      } finally {
+        fs.closeSync(fd);
+      }
     }
     const r = hostFs.readIdentified(p, o);
     rec.opened(p, true, r.st);
@@ -134,8 +139,8 @@ function recordingFs(rec: Recorder): Pick<Host, FsCalls> {
   const access = (p: fs.PathLike, mode?: number) => {
     rec.resultDep('access', p, () => hostFs.access(p, mode), () => '', mode ?? fs.constants.F_OK);
   };
-  const readFile = recordingReadFile(rec);
   const open = recordingOpen(rec);
+  const readFile = recordingReadFile(rec, open);
   // Writes: caches and ensured directories; what they change was perhaps
   // read before. Counted once done (an mkdir that found the directory there
   // changed nothing).
