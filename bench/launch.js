@@ -4,7 +4,9 @@
 //   - median wall time of one launch of /bin/true: bare, `unshare -Urm`,
 //     `node -e 0`, Charliecloud's ch-run, and ours three ways: warm (the same
 //     argv again: a memoized plan, if this build has them and one was stored),
-//     cold (a distinct argv every run: always a miss) and CH_RUN_NO_CACHE=1;
+//     cold (a distinct argv every run: always a miss), new arguments after
+//     "--" (the same command with arguments no launch had: a hit, where the
+//     build memoizes per command name) and CH_RUN_NO_CACHE=1;
 //   - wall time of 200 launches, 8 at a time, for each (median of --wide-reps);
 //   - memory resident beside a running container (target: 0 bytes);
 //   - as root: a 32-rank `srun` step on the test Slurm cluster (4 fake nodes,
@@ -83,11 +85,15 @@ function npmLink() {
   return { path: join(prefix, 'bin', 'ch-run') };
 }
 
-// A cold launch must be a true miss: a plan is memoized per argv, so every
-// cold launch gets an argv no launch had before (an argument /bin/true ignores).
+// A cold launch must be a true miss: a plan is memoized per command line,
+// so every cold launch gets one no launch had before (an argument /bin/true
+// ignores). Without "--": after "--" and the command's name, the key leaves
+// the arguments out (native/launcher/memo/store.c), and a launch with new
+// ones there is a hit, timed on its own ("new arguments after --").
 const tag = `${process.pid}-${Date.now()}`;
 let coldN = 0;
-const cold = () => [chrun, img, '--', '/bin/true', `cold-${tag}-${coldN++}`];
+const coldOf = (bin) => () => [bin, img, '/bin/true', `cold-${tag}-${coldN++}`];
+const cold = coldOf(chrun);
 
 // name -> { argv: () => argv, env }
 const variants = {
@@ -98,6 +104,7 @@ const variants = {
 if (cc.path) variants[`Charliecloud ${ccVersion} ch-run`] = { argv: () => [cc.path, img, '--', '/bin/true'] };
 variants['ch-run warm (same argv)'] = { argv: () => [chrun, img, '--', '/bin/true'] };
 variants['ch-run cold (new argv)'] = { argv: cold };
+variants['ch-run new arguments after --'] = { argv: () => [chrun, img, '--', '/bin/true', `args-${tag}-${coldN++}`] };
 // As at a site that sets NODE_EXTRA_CA_CERTS (this machine does): Node
 // loads the file as it starts; the launcher hides it from the front end's.
 const caCerts = process.env.NODE_EXTRA_CA_CERTS || '/etc/ssl/certs/ca-certificates.crt';
@@ -114,7 +121,7 @@ process.argv.forEach((a, i) => {
   if (a !== '--also') return;
   const other = join(process.argv[i + 1], 'bin', 'ch-run');
   variants[`ch-run warm (${process.argv[i + 1]})`] = { argv: () => [other, img, '--', '/bin/true'] };
-  variants[`ch-run cold (${process.argv[i + 1]})`] = { argv: () => [other, img, '--', '/bin/true', `cold-${tag}-${coldN++}`] };
+  variants[`ch-run cold (${process.argv[i + 1]})`] = { argv: coldOf(other) };
 });
 const CC = Object.keys(variants).find((k) => k.startsWith('Charliecloud'));
 

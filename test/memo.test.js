@@ -82,6 +82,48 @@ test('a repeated launch runs from its memoized plan, without Node; CH_RUN_NO_CAC
   t.is(elsewhere.exitCode, 31, 'cwd is part of the key');
 });
 
+test('launches that differ only in the arguments after "--" and the command name share a plan; nothing else does', async (t) => {
+  const { cache, run } = await memoRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const first = await run([img, '--', 'echo', 'one']);
+  t.is(first.stdout, 'one', first.stderr);
+  t.true(said(first, 'miss \\(no record\\)'), first.stderr);
+  // Other arguments, options and "--" among them: the command's own, from the same record.
+  const args = [img, '--', 'echo', 'two', '-v', '--', '--set-env=X=1'];
+  const hit = await run(args, NO_NODE);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.stdout, 'two -v -- --set-env=X=1');
+  t.regex(hit.stderr, /executing: echo two -v -- --set-env=X=1$/m);
+  const fresh = await run(args, { CH_RUN_NO_CACHE: '1' });
+  t.is(fresh.stdout, hit.stdout);
+  t.is(words(hit), words(fresh), 'the same messages as a fresh plan');
+  const none = await run([img, '--', 'echo'], NO_NODE);
+  t.true(said(none, 'hit'), none.stderr);
+  t.is(none.stdout, '');
+  t.is(readdirSync(cache).filter((n) => /^[0-9a-f]{16}$/.test(n)).length, 1, 'one record for all three');
+  // Another command name, or another word before "--": another plan.
+  t.is((await run([img, '--', 'printf', 'one'], NO_NODE)).exitCode, 31);
+  t.is((await run(['--home', img, '--', 'echo', 'one'], NO_NODE)).exitCode, 31);
+
+  // A "--" that is an option's value: what follows it is ch-run's (here -v),
+  // so that plan holds for its own arguments alone.
+  const asValue = [img, '--unset-env', '--', 'echo'];
+  t.is((await run(asValue)).stdout, '');
+  t.true(said(await run(asValue, NO_NODE), 'hit'));
+  const verbose = await run([...asValue, '-v'], NO_NODE);
+  t.is(verbose.exitCode, 31, verbose.stderr);
+  t.regex(verbose.stderr, /no memoized plan for \(here: the command's arguments changed\)/);
+  const planned = await run([...asValue, '-v']);
+  t.is(planned.stdout, '', 'echo with no arguments: -v was ch-run\'s');
+  t.regex(planned.stderr, /executing: echo$/m);
+  // The command begun before "--" (IMAGE CMD -- ARG): the same.
+  t.is((await run([img, 'echo', 'a', '--', 'b', 'c'])).stdout, 'a b c');
+  t.true(said(await run([img, 'echo', 'a', '--', 'b', 'c'], NO_NODE), 'hit'));
+  const other = await run([img, 'echo', 'a', '--', 'b', 'd'], NO_NODE);
+  t.regex(other.stderr, /no memoized plan for \(here: the command's arguments changed\)/);
+});
+
 test('the command gets the environment a fresh plan would give it, in the same order', async (t) => {
   const { run } = await memoRun(t);
   const img = image('busybox');
@@ -278,8 +320,9 @@ needs(test, notRoot && 'makes files of another owner')('a record that is not a p
   t.is((await run(args)).exitCode, 0);
   t.true(await hitNow());
 
-  // Another key's record under this name (a hash collision, or a copy).
-  const other = [img, '--', 'echo', 'other'];
+  // Another key's record under this name (a hash collision, or a copy):
+  // another command name (the key leaves out the command's arguments).
+  const other = [img, '--', 'printf', 'other'];
   t.is((await run(other)).exitCode, 0);
   const otherName = records(cache).find((n) => n !== name);
   writeFileSync(file, readFileSync(join(cache, otherName)));

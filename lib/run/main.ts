@@ -11,6 +11,7 @@ import { buildDir, CORE_PATH, HOST_ADDON_PATH, LAUNCHER_PATH, packageRoot, PKG_R
 import { FEATURES } from './features.js';
 import { Host, liveHost, varsOf } from '../container/host.js';
 import { parseRunArgs, RUN_OPTIONS, RUN_USAGE } from './options.js';
+import type { RunOptions } from './options.js';
 import { buildPlan, refuseSetid } from './planner.js';
 import type { Plan } from '../container/plan.js';
 import { NOTHING_TO_RUN, serializePlan } from './plan-output.js';
@@ -95,16 +96,42 @@ function reprintWarnings(n: number): void {
  * became of it. Said outside the recording: not part of what a memoized
  * launch replays.
  */
-function memoRecord(rec: Recorder, plan: Plan, untap: () => void): Buffer {
+function memoRecord(rec: Recorder, plan: Plan, opts: RunOptions, untap: () => void): Buffer {
   // Which build planned: a changed front end, its addon, core or launcher is a miss.
   rec.subprocess([process.argv[1], join(PKG_ROOT, 'dist', 'ch-run-main.cjs'), HOST_ADDON_PATH, CORE_PATH, LAUNCHER_PATH]);
   // --join's tag as the launcher fills it in (memo.ts joinTemplate: only a
   // tag joinTag() made has one; a tag the user gave stays as is).
   const tagged = plan.join && rec.joinTag ? { ...plan, join: { ...plan.join, tag: rec.joinTag.placeholder } } : plan;
-  const memo = rec.serialize(serializePlan(tagged, false), plan.verbose);
+  const memo = rec.serialize(serializePlan(commandArgs(rec, tagged, opts), false), plan.verbose);
   untap();
   if (rec.refused !== null) log.info(`plan memo: not stored: ${rec.refused}`);
   return memo;
+}
+
+/**
+ * The launcher's key left out the command line's last LAUNCHER.memoTail
+ * arguments (what follows the first "--" and the word after it,
+ * native/launcher/memo/store.c): does this plan hold for any arguments
+ * there? It does when they are the command's own after its name, which the
+ * planner passes through unread (the name it reads: the hint for a command
+ * not found, planner.ts): the record then leaves them to the launch that
+ * uses it, and PLAN's command ends with its name. Not when that "--" was
+ * an option's value, or the command began before it (ch-run IMAGE CMD -- ARG):
+ * then the plan holds for these arguments alone. So a job's steps that
+ * differ only in their command's arguments plan once.
+ */
+function commandArgs(rec: Recorder, plan: Plan, opts: RunOptions): Plan {
+  const n = process.env[LAUNCHER.memoTail];
+  if (n === undefined) return plan;
+  const args = process.argv.slice(2);
+  const tail = args.slice(args.length - Number(n));
+  if (opts.commandFrom === null || opts.commandFrom !== args.indexOf('--') + 1 || plan.argv !== opts.command
+      || opts.command.length !== tail.length + 1) {
+    rec.args = tail;
+    return plan;
+  }
+  rec.args = 'slot';
+  return { ...plan, argv: plan.argv.slice(0, 1) };
 }
 
 /**
@@ -185,8 +212,9 @@ async function main(): Promise<number> {
     reprintWarnings(opts.warnings);
     throw err;
   }
-  log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}, argv ${JSON.stringify(plan.argv)}`);
-  const memo = rec ? memoRecord(rec, plan, () => tap?.untap()) : undefined;
+  // No argv here: a memoized plan's may be another launch's (commandArgs); the core's -v says it.
+  log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}`);
+  const memo = rec ? memoRecord(rec, plan, opts, () => tap?.untap()) : undefined;
   // Outside the recording too: a memoized launch loads no bundle.
   for (const [bundle, status] of Object.entries(caches ?? {}))
     if (bundle !== 'ch-run-main.cjs') log.debug(`code cache (${bundle}): ${status}`);

@@ -48,7 +48,8 @@ import { ENV_TESTS, FILE_TYPE, FNV, LAUNCHER, RECORD, STAT_FIELD } from '../util
 const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')).join('');
 const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
-export const LAUNCHER_VARS: readonly string[] = [LAUNCHER.planFd, LAUNCHER.doneFd, LAUNCHER.memoFd, LAUNCHER.memoMiss, LAUNCHER.caCerts];
+export const LAUNCHER_VARS: readonly string[] = [LAUNCHER.planFd, LAUNCHER.doneFd, LAUNCHER.memoFd, LAUNCHER.memoMiss,
+  LAUNCHER.memoTail, LAUNCHER.caCerts];
 
 /** Stat fields as the launcher compares them (protocol.json), in the order it prints them. */
 const F = STAT_FIELD;
@@ -339,6 +340,14 @@ export class Recorder {
 
   joinTag: { template: string; placeholder: string } | null = null;
 
+  /**
+   * The command's arguments after its name, where the launcher's key left
+   * them out (LAUNCHER.memoTail): 'slot', the plan holds for any (the
+   * launcher appends its own to the plan's command); or the arguments it
+   * holds for alone. Null where the key holds them all.
+   */
+  args: 'slot' | string[] | null = null;
+
   /** The planner enumerated the variables: the set of names is a dependency. */
   envNames(): void {
     const names = Object.keys(this.rawEnv).filter((n) => !LAUNCHER_VARS.includes(n));
@@ -393,6 +402,8 @@ export class Recorder {
     if (this.unstorable !== null) t.push(this.incomplete ? RECORD.incomplete : RECORD.nostore, this.unstorable);
     t.push(RECORD.verbose, String(verbose));
     if (this.joinTag) t.push(RECORD.jointag, this.joinTag.placeholder, this.joinTag.template);
+    if (this.args === 'slot') t.push(RECORD.argslot);
+    else if (this.args !== null) t.push(RECORD.args, String(this.args.length), ...this.args);
     for (const d of depTokens) t.push(...d);
     for (const e of this.edits) t.push(e[0], ...e.slice(1));
     for (const l of this.logs) t.push(RECORD.log, l);

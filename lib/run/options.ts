@@ -73,6 +73,8 @@ export type Feature = typeof FEATURES[number];
 export interface RunOptions {
   image: string;
   command: string[];          // empty: the image's ENTRYPOINT/CMD
+  /** Where COMMAND begins in the arguments parsed when it is all of what follows "--" (IMAGE alone before it); else null. */
+  commandFrom: number | null;
   binds: Bind[];
   cd: string | null;
   uid: number | null;
@@ -239,7 +241,7 @@ const SETTERS: Record<string, Setter> = {
 /** The options before any is given. */
 function defaults(): RunOptions {
   return {
-    image: '', command: [], binds: [], cd: null, uid: null, gid: null, envActions: [],
+    image: '', command: [], commandFrom: null, binds: [], cd: null, uid: null, gid: null, envActions: [],
     noPasswd: false, privateTmp: false, seccomp: false, writable: false, home: false, gpu: false, ib: false, ibHcas: null,
     devices: [], cdiDirs: null, join: false, joinCt: null,
     joinTag: null, verbosity: 0, action: 'run',
@@ -281,6 +283,7 @@ export function parseRunArgs(argv: string[]): RunOptions {
   o.image = words[0];
   if (o.image === '') throw new ChError('IMAGE must not be an empty string');
   o.command = words.slice(1);
+  if (parsed.rest !== null && parsed.positional.length === 1) o.commandFrom = argv.length - parsed.rest.length;
   return o;
 }
 

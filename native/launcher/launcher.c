@@ -123,7 +123,7 @@ static void die_with(pid_t parent)
 /* In the child: exec Node on the front end, with the plan memfd and the
    write end of the done pipe named in the environment. Never returns. */
 static void exec_front_end(pid_t parent, const char *root, int planfd, int donefd, int argc, char **argv,
-                           int memofd, const char *miss)
+                           int memofd, const struct memo *memo)
 {
    char front[PATH_MAX + 32], fdstr[16];
    /* Its waiter goes when ch-run does, or when ch-run has read the plan. */
@@ -142,8 +142,13 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    snprintf(fdstr, sizeof(fdstr), "%d", memofd);
    if (memofd >= 0 && (fcntl(memofd, F_SETFD, 0) != 0 || setenv(LAUNCHER_MEMO_FD, fdstr, 1) != 0))
       FATAL("can't pass the memo memfd to the front end");
-   if (*miss != '\0' && setenv(LAUNCHER_MEMO_MISS, miss, 1) != 0)
+   if (memo->why[0] != '\0' && setenv(LAUNCHER_MEMO_MISS, memo->why, 1) != 0)
       FATAL("can't set " LAUNCHER_MEMO_MISS);
+   /* The key left the command's arguments out: the front end says whether
+      its plan holds for any (native/launcher/memo/store.c, memo_init). */
+   snprintf(fdstr, sizeof(fdstr), "%d", memo->tail_n);
+   if (memofd >= 0 && memo->tail != NULL && setenv(LAUNCHER_MEMO_TAIL, fdstr, 1) != 0)
+      FATAL("can't set " LAUNCHER_MEMO_TAIL);
    hide_ca_certs();
    /* Node's flags (protocol.json nodeFlags: no JIT), the front end, our arguments. */
    static const char *const flags[] = { NODE_FLAGS_ALL };
@@ -173,7 +178,7 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
              "On compute nodes, load your site's Node.js (e.g. module load nodejs) or set CH_RUN_NODE "
              "to a Node.js on a shared file system (CH_RUN_NODE=/shared/node-v20/bin/node)",
              node && *node ? "CH_RUN_NODE=" : "", nargv[0], strerror(e), errno_name(e),
-             *miss != '\0' ? miss : "none kept");
+             memo->why[0] != '\0' ? memo->why : "none kept");
    _exit(EXIT_CHRUN);   /* a forked child: no exit() */
 }
 
@@ -203,7 +208,7 @@ _Noreturn static void exit_as(int status)
    Node takes ~2.3 ms to die after SIGKILL; the core, which reaped it
    before exec'ing the command, waited ~1 ms of it on a launch that planned. */
 _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int planfd, int donefd, int argc,
-                                       char **argv, int memofd, const char *miss)
+                                       char **argv, int memofd, const struct memo *memo)
 {
    die_with(launcher);   /* and with us, the front end */
    pid_t self = getpid();
@@ -211,7 +216,7 @@ _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int pla
    if (pid < 0)
       FATAL("can't fork front end");
    if (pid == 0)
-      exec_front_end(self, root, planfd, donefd, argc, argv, memofd, miss);
+      exec_front_end(self, root, planfd, donefd, argc, argv, memofd, memo);
    /* The front end's alone: the done pipe's EOF must mean it is done. */
    if (close(donefd) != 0 || close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0))
       FATAL("can't close the front end's descriptors");
@@ -228,7 +233,7 @@ _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int pla
    would have the kernel reap the child and hide its status); *CALLER gets
    the caller's disposition. */
 static pid_t start_front_end(const char *root, int planfd, int argc, char **argv, int memofd,
-                             const char *miss, struct sigaction *caller, int *done_read)
+                             const struct memo *memo, struct sigaction *caller, int *done_read)
 {
    struct sigaction dfl = { .sa_handler = SIG_DFL };
    sigemptyset(&dfl.sa_mask);
@@ -242,7 +247,7 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
    if (pid < 0)
       FATAL("can't fork front end");
    if (pid == 0)
-      front_end_waiter(self, root, planfd, done[1], argc, argv, memofd, miss);
+      front_end_waiter(self, root, planfd, done[1], argc, argv, memofd, memo);
    if (close(done[1]) != 0)
       FATAL("can't close done pipe");
    *done_read = done[0];
@@ -403,7 +408,7 @@ int main(int argc, char **argv)
       if (memo.enabled && memofd < 0)
          FATAL("can't create memo memfd");
       int done;
-      front = start_front_end(root, planfd, argc, argv, memofd, memo.why, &sigchld, &done);
+      front = start_front_end(root, planfd, argc, argv, memofd, &memo, &sigchld, &done);
       /* While Node starts (tens of ms, on another CPU), not after the plan. */
       if (tries == 1)
          memo_tidy(&memo);

@@ -49,6 +49,8 @@ struct record {
    const char *join_ph;      /* --join's tag in the plan is this placeholder... */
    const char *join_tmpl;    /* ...for this template, ${NAME} from the environment */
    bool incomplete;
+   char **tail;              /* the command's arguments, appended to the plan's (RECORD_ARGSLOT), or NULL */
+   int tail_n;
 };
 bool record_read(struct memo *m, const char *p, size_t len, struct record *r, bool check);
 

@@ -20,8 +20,10 @@ struct memo {
    char **argv;
    int dirfd;            /* the user's own plan directory */
    char name[17];        /* this launch's entry: a hash of its key */
-   char *key;            /* uid, gid, cwd and argv, as tokens */
+   char *key;            /* uid, gid, cwd and argv, as tokens (the command's arguments left out: TAIL) */
    size_t key_len;
+   char **tail;          /* the command's arguments, after a "--" and its name, which the key leaves out; */
+   int tail_n;           /* NULL where there is no "--" before a command name (the key is the whole argv) */
    int lockfd;           /* held while we plan, so peers wait for our record */
    char why[512];        /* why there is no hit, for the front end's -v */
 };

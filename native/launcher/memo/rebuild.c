@@ -92,8 +92,10 @@ static void fill_template(struct buf *out, const char *t)
    put(out, "", 1);
 }
 
-/* The plan a hit runs: the recorded one, --join's tag filled in, its
-   environment from ENV. */
+/* The plan a hit runs: the recorded one, --join's tag filled in, the
+   command's arguments appended where the record leaves them to this launch
+   (RECORD_ARGSLOT: the plan's command ends with its name; its arguments are
+   the last of its tokens before the environment), its environment from ENV. */
 bool build_plan(const struct record *r, char **env, struct buf *out)
 {
    /* The plan ends with PLAN_END and its NUL: environment entries go just before it. */
@@ -106,6 +108,10 @@ bool build_plan(const struct record *r, char **env, struct buf *out)
          fill_template(out, r->join_tmpl);
       else
          tok(out, t);
+   for (int i = 0; i < r->tail_n; i++) {
+      tok(out, PLAN_ARG);
+      tok(out, r->tail[i]);
+   }
    for (char **e = env; *e; e++) {
       tok(out, PLAN_ENV);
       tok(out, *e);

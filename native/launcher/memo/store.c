@@ -123,8 +123,24 @@ void memo_init(struct memo *m, const char *launcher, int argc, char **argv)
    tokf(&k, "%lld", (long long)getuid());
    tokf(&k, "%lld", (long long)getgid());
    tok(&k, cwd);
-   tokf(&k, "%lld", argc);
-   for (int i = 0; i < argc; i++)
+   /* The first "--" and a command name after it: the command's arguments
+      (what follows the name) are left out of the key, so that a launch
+      that differs from a planned one only in them can find its plan. The
+      front end says whether its plan holds for any arguments there (most
+      do: the planner passes them through) or only for these (the "--" was
+      an option's value, or the command began before it), and the record
+      says which (record.c). */
+   int keep = argc;
+   for (int i = 1; i + 1 < argc; i++)
+      if (!strcmp(argv[i], "--")) {
+         keep = i + 2;
+         m->tail = argv + keep;
+         m->tail_n = argc - keep;
+         tok(&k, RECORD_ARGSLOT);
+         break;
+      }
+   tokf(&k, "%lld", keep);
+   for (int i = 0; i < keep; i++)
       tok(&k, argv[i]);
    if (k.failed)
       return;
