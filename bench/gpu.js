@@ -2,7 +2,9 @@
 // bench/gpu: what --gpu adds to a launch. Builds the same driver stand-ins as
 // the tests (a real libcuda.so.1, device nodes under a fixture device root,
 // a loader cache listing them), then times `ch-run IMG -- true` with and
-// without --gpu, interleaved, and the generated ld.so.cache alone. CDI: the
+// without --gpu, interleaved (memoized after the first), the first launch of a
+// command line (it plans) with and without --gpu, and the generated
+// ld.so.cache alone. CDI: the
 // same with a spec of realistic size (as nvidia-ctk writes on a driver 535
 // node: 44 libraries, 4 tools, firmware, 3 hooks; >= 40 mounts), through
 // `--device=nvidia.com/gpu=0`, against today's conf-file path (--gpu).
@@ -38,8 +40,12 @@ try {
   const env = { PATH: '/usr/bin:/bin', ...fxEnv(fx), CH_RUN_CDI_DIRS: join(fx, 'big-cdi') };
   // --gpu alone must take the conf path here: no spec for it.
   const confEnv = { ...env, CH_RUN_CDI_DIRS: join(fx, 'none') };
-  const once = (extra, e = env) => {
-    const argv = [...pre, join(repo, 'bin/ch-run'), ...extra, image, '--', 'true'];
+  let coldN = 0;
+  const once = (extra, e = env, cold = false) => {
+    // Cold: a command line no launch had (no "--" before the command: the
+    // whole of it is the memo's key), so the front end plans.
+    const argv = [...pre, join(repo, 'bin/ch-run'), ...extra, image,
+      ...(cold ? ['true', `cold-${process.pid}-${coldN++}`] : ['--', 'true'])];
     const t0 = process.hrtime.bigint();
     const r = spawnSync(argv[0], argv.slice(1), { env: e, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`ch-run ${extra.join(' ')} failed: ${r.stderr}`);
@@ -50,6 +56,11 @@ try {
   const plain = [], gpu = [], dev = [];
   for (let i = 0; i < runs; i++) { plain.push(once([])); gpu.push(once(['--gpu'], confEnv)); dev.push(once(cdi)); }
   const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const coldPlain = [], coldGpu = [];
+  for (let i = 0; i < runs; i++) { coldPlain.push(once([], env, true)); coldGpu.push(once(['--gpu'], confEnv, true)); }
+  const cp = median(coldPlain), cg = median(coldGpu);
+  console.log(`first launch (plans: a new command line each run), median of ${runs} interleaved: plain ${cp.toFixed(1)} ms,`
+    + ` --gpu (conf) ${cg.toFixed(1)} ms (+${(cg - cp).toFixed(1)} ms)`);
   const p = median(plain), g = median(gpu), c = median(dev);
   console.log(`launch, median of ${runs} interleaved runs: plain ${p.toFixed(1)} ms, --gpu (conf) ${g.toFixed(1)} ms`
     + ` (+${(g - p).toFixed(1)} ms, ${(g / p).toFixed(3)}x), CDI ${nMounts}-mount spec ${c.toFixed(1)} ms`
@@ -61,7 +72,9 @@ try {
   console.log(`mounts in the container: plain ${mounts([])}, --gpu (conf) ${mounts(['--gpu'], confEnv)}, CDI ${mounts(cdi)}`
     + ` (the CDI spec's ${nMounts} file mounts take one bind per host directory)`);
   const { buildCache, readCache } = await import(join(repo, 'dist/devices/ldcache.js'));
-  const img = readCache(join(image, 'etc/ld.so.cache'));
+  const { liveHost } = await import(join(repo, 'dist/container/host.js'));
+  const img = readCache(liveHost(), join(image, 'etc/ld.so.cache'));
+  if (img === null) throw new Error(`${image}/etc/ld.so.cache: missing, or not a cache ch-run reads`);
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < 100; i++) buildCache([{ flags: 0x303, key: 'libcuda.so.1', value: '/x', hwcap: 0n }], img);
   console.log(`generated ld.so.cache for ${img.length} image entries: ${(Number(process.hrtime.bigint() - t0) / 1e8).toFixed(3)} ms`);

@@ -310,11 +310,35 @@ async function ts() {
 const CACHED_BUNDLES = ['ch-run-main.cjs', 'ch-run-devices.cjs'];
 
 /**
+ * Stand-in GPU drivers in DIR for the devices bundle's cache run: a loader
+ * cache listing a libcuda.so.1 (an empty shared object with that soname,
+ * which the C toolchain node-gyp needs anyway compiles), device nodes as
+ * plain files, an nvidia-smi; the variables that point --gpu's discovery
+ * at them (lib/devices/inject.ts), or throws why it can't.
+ */
+function standInDrivers(dir) {
+  for (const d of ['lib', 'dev', 'bin']) mkdirSync(join(dir, d), { recursive: true });
+  const src = join(dir, 'empty.c');
+  writeFileSync(src, 'int ch_toolkit_stand_in;\n');
+  execFileSync(process.env.CC || 'cc', ['-shared', '-fPIC', '-Wl,-soname,libcuda.so.1', '-o', join(dir, 'lib', 'libcuda.so.1'), src],
+    { stdio: ['ignore', 'ignore', 'pipe'] });
+  writeFileSync(join(dir, 'ld.so.conf'), `${join(dir, 'lib')}\n`);
+  const ldconfig = ['/sbin/ldconfig', '/usr/sbin/ldconfig'].find(existsSync) ?? 'ldconfig';
+  execFileSync(ldconfig, ['-C', join(dir, 'ld.so.cache'), '-f', join(dir, 'ld.so.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  for (const d of ['nvidia0', 'nvidiactl', 'nvidia-uvm']) writeFileSync(join(dir, 'dev', d), '');
+  writeFileSync(join(dir, 'bin', 'nvidia-smi'), '#!/bin/sh\n', { mode: 0o755 });
+  return { CH_GPU_LDCACHE: join(dir, 'ld.so.cache'), CH_GPU_DEVROOT: join(dir, 'dev'), CH_GPU_PATH: join(dir, 'bin'),
+    CH_RUN_CDI_DIRS: join(dir, 'no-cdi') };
+}
+
+/**
  * V8's code caches for ch-run's front end and its devices bundle (tools/ch-run-loader.cjs says why):
  * made by planning a container for a stand-in image, with the options most
  * launches use, so that what a launch compiles is in it; the devices
- * bundle's, which needs GPUs or HCAs to plan with, after its top level (most
- * of what loading it cost: 7.2-7.9 ms compiled, 2.5 from the cache).
+ * bundle's by planning with --gpu over stand-in drivers (standInDrivers),
+ * so that what an injection runs is in it too; where those can't be made,
+ * after its top level (most of what loading it cost: 7.2-7.9 ms compiled,
+ * 2.5 from the cache; the rest ~2.4 ms of a first --gpu launch).
  * Planning only: no container is started (the decision goes to /dev/null).
  * Made again by the install script (native), where Node may differ from
  * the one that built dist/.
@@ -323,23 +347,32 @@ async function codeCache() {
   const bundle = join(ROOT, 'dist', 'ch-run-main.cjs');
   if (!existsSync(bundle)) return false;
   const { REQUIRED_DIRS, guestPath } = await import(join(ROOT, 'dist', 'image', 'layout.js'));
-  const img = mkdtempSync(join(tmpdir(), 'ch-run-code-cache-'));
+  const work = mkdtempSync(join(tmpdir(), 'ch-run-code-cache-'));
+  const img = join(work, 'img');
   // Made under temporary names, then renamed over the old ones (which a
   // launch meanwhile finds not to match the new bundles, and ignores).
   const tmp = (b) => join(ROOT, 'dist', `.${b}.cache.tmp-${process.pid}`);
+  // Under the flags the launcher gives Node (V8 refuses a cache made under others).
+  const plan = (args, env) => execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), ...args], {
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody',
+      [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5', ...env },
+  });
   try {
-    for (const d of [...REQUIRED_DIRS.map(guestPath), '/root', '/home', '/mnt/0', '/ch'])
+    for (const d of [...REQUIRED_DIRS.map(guestPath), '/root', '/home', '/mnt/0', '/ch', '/etc', '/run'])
       mkdirSync(join(img, d), { recursive: true });
     writeFileSync(join(img, 'ch', 'environment'), 'CODE_CACHE=1\n');
     writeFileSync(join(img, 'ch', 'metadata.json'), '{"Cmd": ["/bin/true"]}');
-    // Under the flags the launcher gives Node (V8 refuses a cache made under others).
-    execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), '-v', '--set-env', '--set-env=A=$PATH:/x',
-      '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img], {
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody',
-        CH_RUN_CODE_CACHE_OUT: tmp('ch-run-main.cjs'), CH_RUN_CODE_CACHE_DEVICES: tmp('ch-run-devices.cjs'),
-        [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5' },
-    });
+    plan(['-v', '--set-env', '--set-env=A=$PATH:/x', '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img],
+      { CH_RUN_CODE_CACHE_OUT: tmp('ch-run-main.cjs') });
+    const devices = { CH_RUN_CODE_CACHE_DEVICES: tmp('ch-run-devices.cjs') };
+    try {
+      plan(['--gpu', img], { ...standInDrivers(join(work, 'drivers')), ...devices });
+    } catch (err) {
+      say(`ch-run's devices bundle cached after its top level only (a first --gpu launch compiles the rest): `
+        + `can't plan with stand-in drivers: ${err.stderr?.toString().trim().split('\n').pop() || err.message}`);
+      plan([img], devices);
+    }
     for (const b of CACHED_BUNDLES) {
       chmodSync(tmp(b), 0o644);
       renameSync(tmp(b), join(ROOT, 'dist', `${b}.cache`));
@@ -349,7 +382,7 @@ async function codeCache() {
     say(`no code cache for ch-run's front end (it still works, compiling at each launch): ${err.message}`);
     return false;
   } finally {
-    rmSync(img, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true });
     for (const b of CACHED_BUNDLES) rmSync(tmp(b), { force: true });
   }
 }
