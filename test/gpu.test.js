@@ -105,6 +105,34 @@ test('the build\'s devices cache holds what an injection runs, not only the bund
   }
 });
 
+dtest('a --gpu launch that plans loads no Node module beyond node:vm, as a plain one (issue #27)', async (t) => {
+  // node:module, and the ES module loader it brings, was ~1.3 ms of every
+  // first --gpu launch (tools/build.js ch-builtins-once, test/startup.test.js).
+  const { NODE_FLAGS } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
+  const dir = join(TEST_DIR, `gpu-modules-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'list.cjs'),
+    "process.on('exit', () => require('fs').writeFileSync(process.env.MODULES_OUT, process.moduleLoadList.join('\\n')));\n");
+  writeFileSync(join(dir, 'plain.cjs'), '\n');
+  const modulesOf = async (name, args, env = {}) => {
+    const out = join(dir, `${name}.txt`);
+    const r = await execa(process.execPath, [...NODE_FLAGS, '-r', join(dir, 'list.cjs'), ...args], { reject: false,
+      env: { PATH: process.env.PATH, MODULES_OUT: out, ...env }, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
+    t.is(r.exitCode, 0, r.stderr);
+    return new Set(readFileSync(out, 'utf8').split('\n'));
+  };
+  try {
+    const plain = await modulesOf('plain', [join(dir, 'plain.cjs')]);
+    const gpu = await modulesOf('gpu', [join(PKG, 'dist', 'ch-run.cjs'), '--gpu', DEBIAN, '--', 'true'],
+      fxEnv({ CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' }));
+    const more = [...gpu].filter((m) => m.startsWith('NativeModule ') || m.startsWith('Internal Binding '))
+      .filter((m) => !plain.has(m) && m !== 'NativeModule vm');
+    t.deepEqual(more, [], `loaded: ${more.join(', ')}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 dtest('--gpu: tools on PATH; -v lists what was injected', async (t) => {
   const r = await ch('ch-run', ['-v', '--gpu', DEBIAN, '--', 'sh', '-c',
     'command -v nvidia-smi; nvidia-smi; echo "VK=$VK_ICD_FILENAMES"; cat "$VK_ICD_FILENAMES"'],

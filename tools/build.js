@@ -231,12 +231,13 @@ function dataExports(path) {
 }
 
 /**
- * ch-run's front end imports node:fs, node:os and node:module as ES modules;
+ * ch-run's front end (and its devices bundle) imports node:fs, node:os and node:module as ES modules;
  * bundled, each import of fs or os became esbuild's __toESM copy of the
  * whole module (a getter per export, five times), and node:module, which
  * Node's start-up snapshot lacks, was compiled at start-up though only
  * createRequire is used, and rarely. Together ~0.9 ms of every launch that
- * plans (docs/design.md). In that bundle they are plain modules made here:
+ * plans (docs/design.md); node:module, with the ES module loader it brings,
+ * ~1.3 ms more of a first --gpu launch. In those bundles they are plain modules made here:
  * fs and os as their exports, once; createRequire requiring node:module when
  * called. Only import statements (our sources); a name node:module doesn't
  * have here fails the build.
@@ -282,7 +283,7 @@ async function ts() {
     format: 'cjs',
     target: 'node20',
     logLevel: 'warning',
-    plugins: name === 'ch-run-main' ? [builtinsOnce] : [],
+    plugins: name === 'ch-run-main' || name === 'ch-run-devices' ? [builtinsOnce] : [],
     // The sources are ES modules that find the package from import.meta:
     // in a bundle, its own file. The URL only when asked for: making it
     // (node:url) cost every ch-run launch ~0.3 ms (docs/design.md).
