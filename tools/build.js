@@ -42,6 +42,7 @@ const { launcher: LAUNCHER, nodeFlags: NODE_FLAGS } = spec();
 export const BUNDLES = {
   'ch-run-main': 'lib/run/main.ts',   // ch-run's front end, which dist/ch-run.cjs loads (tools/ch-run-loader.cjs)
   'ch-run-devices': 'lib/devices/inject.ts',   // loaded by ch-run only with --gpu/--ib
+  'ch-run-yaml': 'lib/devices/yaml.ts',   // the YAML parser, loaded (lib/devices/cdi.ts) only for a YAML CDI spec
   'ch-tar2dir': 'lib/image/tar2dir.ts',
   'ch-build': 'lib/image/build.ts',
   'ch-builder2tar': 'lib/image/builder2tar.ts',   // also ch-docker2tar
