@@ -69,7 +69,7 @@ install: $(NATIVE_STAMP) $(TS_STAMP)
 	install -d $(LIBDIR)/bin $(LIBDIR)/dist $(LIBDIR)/build/Release $(BINDIR) $(MANDIR)
 	install -m 0644 package.json $(LIBDIR)/
 	install -m 0644 dist/*.cjs $(LIBDIR)/dist/
-	for c in dist/ch-run-main.cjs.cache dist/ch-run-devices.cjs.cache; do [ ! -f $$c ] || install -m 0644 $$c $(LIBDIR)/dist/; done
+	for c in dist/ch-run-main.cjs.cache dist/ch-run-devices.cjs.cache dist/ch-run-yaml.cjs.cache; do [ ! -f $$c ] || install -m 0644 $$c $(LIBDIR)/dist/; done
 	install -m 0644 bin/package.json $(LIBDIR)/bin/
 	for c in $(NODE_COMMANDS) ch-spank-stage; do install -m 0755 bin/$$c $(LIBDIR)/bin/; done
 	install -m 0755 build/Release/ch-run build/Release/ch-run-core $(LIBDIR)/build/Release/

@@ -121,6 +121,9 @@ dtest('two vendors at once: NVIDIA JSON and AMD YAML; ROCR_VISIBLE_DEVICES picks
     `/mnt/dlcuda; ${nvNodes}; ls /dev/dri | tr "\\n" " "; echo; cat /dev/kfd`], { env: env() });
   t.is(r.exitCode, 0, r.stderr);
   t.regex(r.stdout, /^cuda devices: 1\nnvidia0 \ncard1 card2 renderD128 renderD129 \nfake kfd$/m);
+  // The YAML parser, its own bundle, from the code cache the build made for it (issue #27: ~15 ms).
+  const vv = await ch('ch-run', ['-vv', '--device=amd.com/gpu=all', DEBIAN, '--', 'true'], { env: env() });
+  t.regex(vv.stderr, /code cache \(ch-run-yaml\.cjs\): used\n/);
   const amd = await ch('ch-run', ['--gpu=amd', DEBIAN, '--', 'sh', '-c',
     'ls /dev/dri | tr "\\n" " "; echo "ROCR=$ROCR_VISIBLE_DEVICES"; ls /dev | grep -c "^nvidia" || true'],
   { env: env({ ROCR_VISIBLE_DEVICES: '1' }) });

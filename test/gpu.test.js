@@ -88,17 +88,20 @@ test('the build\'s devices cache holds what an injection runs, not only the bund
   // The bundles alone, without their caches: loaded from one, V8 would
   // write out all it holds again.
   const { NODE_FLAGS } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
-  const dir = join(TEST_DIR, `devices-top-level-${process.pid}`), out = join(dir, 'devices.cache');
+  const dir = join(TEST_DIR, `devices-top-level-${process.pid}`), out = join(dir, 'caches');
   mkdirSync(join(dir, 'dist'), { recursive: true });
+  mkdirSync(out);
   for (const f of ['package.json', 'dist/ch-run.cjs', 'dist/ch-run-main.cjs', 'dist/ch-run-devices.cjs'])
     writeFileSync(join(dir, f), readFileSync(join(PKG, f)));
   const r = await execa(process.execPath, [...NODE_FLAGS, join(dir, 'dist', 'ch-run.cjs'), IMAGES + '/busybox', '--', 'true'], {
-    env: { PATH: process.env.PATH, CH_RUN_CODE_CACHE_DEVICES: out, CH_TOOLKIT_BUILD_DIR: join(PKG, 'build', 'Release'),
+    env: { PATH: process.env.PATH, CH_RUN_CODE_CACHE_DIR: out, CH_RUN_CODE_CACHE_PRELOAD: 'ch-run-devices.cjs',
+      CH_TOOLKIT_BUILD_DIR: join(PKG, 'build', 'Release'),
       CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' },
     stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'], reject: false });
   try {
     t.is(r.exitCode, 0, r.stderr);
-    const topLevel = readFileSync(out).length, built = readFileSync(join(PKG, 'dist', 'ch-run-devices.cjs.cache')).length;
+    const topLevel = readFileSync(join(out, 'ch-run-devices.cjs.cache')).length;
+    const built = readFileSync(join(PKG, 'dist', 'ch-run-devices.cjs.cache')).length;
     t.true(built > 1.5 * topLevel, `the build's cache: ${built} bytes; after the top level alone: ${topLevel}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

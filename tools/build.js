@@ -309,7 +309,7 @@ async function ts() {
 }
 
 /** The bundles ch-run's loader runs from a code cache (tools/ch-run-loader.cjs). */
-const CACHED_BUNDLES = ['ch-run-main.cjs', 'ch-run-devices.cjs'];
+const CACHED_BUNDLES = ['ch-run-main.cjs', 'ch-run-devices.cjs', 'ch-run-yaml.cjs'];
 
 /**
  * Stand-in GPU drivers in DIR for the devices bundle's cache run: a loader
@@ -329,18 +329,27 @@ function standInDrivers(dir) {
   execFileSync(ldconfig, ['-C', join(dir, 'ld.so.cache'), '-f', join(dir, 'ld.so.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
   for (const d of ['nvidia0', 'nvidiactl', 'nvidia-uvm']) writeFileSync(join(dir, 'dev', d), '');
   writeFileSync(join(dir, 'bin', 'nvidia-smi'), '#!/bin/sh\n', { mode: 0o755 });
+  // A CDI spec in YAML (as nvidia-ctk writes them), of a kind --gpu doesn't
+  // take: read all the same (the registry), so the YAML parser's cache holds its parsing.
+  mkdirSync(join(dir, 'cdi'));
+  writeFileSync(join(dir, 'cdi', 'stand-in.yaml'), 'cdiVersion: 0.6.0\nkind: example.com/stand-in\ndevices:\n'
+    + '- name: "0"\n  containerEdits:\n    env: ["STAND_IN=0"]\n    deviceNodes:\n    - path: /dev/stand-in0\n'
+    + 'containerEdits:\n  mounts:\n  - hostPath: /nonexistent\n    containerPath: /stand-in\n    options: [ro, nosuid, bind]\n');
   return { CH_GPU_LDCACHE: join(dir, 'ld.so.cache'), CH_GPU_DEVROOT: join(dir, 'dev'), CH_GPU_PATH: join(dir, 'bin'),
-    CH_RUN_CDI_DIRS: join(dir, 'no-cdi') };
+    CH_RUN_CDI_DIRS: join(dir, 'cdi') };
 }
 
 /**
- * V8's code caches for ch-run's front end and its devices bundle (tools/ch-run-loader.cjs says why):
- * made by planning a container for a stand-in image, with the options most
- * launches use, so that what a launch compiles is in it; the devices
- * bundle's by planning with --gpu over stand-in drivers (standInDrivers),
- * so that what an injection runs is in it too; where those can't be made,
- * after its top level (most of what loading it cost: 7.2-7.9 ms compiled,
- * 2.5 from the cache; the rest ~2.4 ms of a first --gpu launch).
+ * V8's code caches for ch-run's front end, its devices bundle and the YAML
+ * parser (tools/ch-run-loader.cjs says why): the front end's made by
+ * planning a container for a stand-in image, with the options most
+ * launches use, so that what a launch compiles is in it; the others' by
+ * planning with --gpu over stand-in drivers and a YAML CDI spec
+ * (standInDrivers), so that what an injection and a spec's parsing run is
+ * in them too; where those can't be made, after their top level (loading
+ * the devices bundle cost 7.2-7.9 ms compiled, 2.5 from that; what an
+ * injection runs ~2.4 ms more of a first --gpu launch, the YAML parser's
+ * parsing ~15 ms of one that reads a YAML spec).
  * Planning only: no container is started (the decision goes to /dev/null).
  * Made again by the install script (native), where Node may differ from
  * the one that built dist/.
@@ -351,31 +360,40 @@ async function codeCache() {
   const { REQUIRED_DIRS, guestPath } = await import(join(ROOT, 'dist', 'image', 'layout.js'));
   const work = mkdtempSync(join(tmpdir(), 'ch-run-code-cache-'));
   const img = join(work, 'img');
+  // Under the flags the launcher gives Node (V8 refuses a cache made under
+  // others); the loader writes the cache of each bundle the run ran to OUT.
+  const plan = (args, out, env = {}) => {
+    mkdirSync(out);
+    execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), ...args], {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_DIR: out,
+        [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5', ...env },
+    });
+    return out;
+  };
   // Made under temporary names, then renamed over the old ones (which a
   // launch meanwhile finds not to match the new bundles, and ignores).
   const tmp = (b) => join(ROOT, 'dist', `.${b}.cache.tmp-${process.pid}`);
-  // Under the flags the launcher gives Node (V8 refuses a cache made under others).
-  const plan = (args, env) => execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), ...args], {
-    stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
-    env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody',
-      [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5', ...env },
-  });
   try {
     for (const d of [...REQUIRED_DIRS.map(guestPath), '/root', '/home', '/mnt/0', '/ch', '/etc', '/run'])
       mkdirSync(join(img, d), { recursive: true });
     writeFileSync(join(img, 'ch', 'environment'), 'CODE_CACHE=1\n');
     writeFileSync(join(img, 'ch', 'metadata.json'), '{"Cmd": ["/bin/true"]}');
-    plan(['-v', '--set-env', '--set-env=A=$PATH:/x', '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img],
-      { CH_RUN_CODE_CACHE_OUT: tmp('ch-run-main.cjs') });
-    const devices = { CH_RUN_CODE_CACHE_DEVICES: tmp('ch-run-devices.cjs') };
+    const from = {};
+    from['ch-run-main.cjs'] = plan(['-v', '--set-env', '--set-env=A=$PATH:/x', '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img],
+      join(work, 'main'));
+    const others = { CH_RUN_CODE_CACHE_PRELOAD: 'ch-run-devices.cjs,ch-run-yaml.cjs' };
+    let devices;
     try {
-      plan(['--gpu', img], { ...standInDrivers(join(work, 'drivers')), ...devices });
+      devices = plan(['--gpu', img], join(work, 'devices'), { ...standInDrivers(join(work, 'drivers')), ...others });
     } catch (err) {
-      say(`ch-run's devices bundle cached after its top level only (a first --gpu launch compiles the rest): `
+      say(`ch-run's devices and YAML bundles cached after their top level only (a first --gpu launch compiles the rest): `
         + `can't plan with stand-in drivers: ${err.stderr?.toString().trim().split('\n').pop() || err.message}`);
-      plan([img], devices);
+      devices = plan([img], join(work, 'top-level'), others);
     }
+    from['ch-run-devices.cjs'] = from['ch-run-yaml.cjs'] = devices;
     for (const b of CACHED_BUNDLES) {
+      writeFileSync(tmp(b), readFileSync(join(from[b], `${b}.cache`)), { mode: 0o644 });
       chmodSync(tmp(b), 0o644);
       renameSync(tmp(b), join(ROOT, 'dist', `${b}.cache`));
     }

@@ -3,13 +3,15 @@
 // tools/build.js made for it (dist/ch-run-main.cjs.cache): compiled bytecode
 // for what a launch runs, instead of compiling it anew on every launch
 // (measured: 2.6 ms of each launch that plans; docs/design.md); and, when
-// the planner asks, dist/ch-run-devices.cjs with its own. A cache is
-// used only for the very bundle it was made from: the bundle's first line,
-// a random build id, and its length begin the cache (V8 itself checks only
-// the length); V8 refuses it for another Node, V8 or flags. Without a
-// usable cache the bundle is compiled as usual.
-// CH_RUN_CODE_CACHE_OUT=FILE, CH_RUN_CODE_CACHE_DEVICES=FILE: write the
-// caches when this run ends (the build).
+// the planner asks, dist/ch-run-devices.cjs and dist/ch-run-yaml.cjs with
+// theirs. A cache is used only for the very bundle it was made from: the
+// bundle's first line and its length begin the cache (V8 itself checks
+// only the length); V8 refuses it for another Node, V8 or flags. Without
+// a usable cache the bundle is compiled as usual.
+// The build: CH_RUN_CODE_CACHE_DIR=DIR writes, when this run ends, the
+// cache of every bundle it ran to DIR/BUNDLE.cache;
+// CH_RUN_CODE_CACHE_PRELOAD=BUNDLE,... runs those first (their top level,
+// where the planner would not load them).
 'use strict';
 // No node:module (Module.wrap, createRequire): Node's start-up snapshot
 // lacks it, and compiling it cost ~0.35 ms a launch (docs/design.md). The
@@ -46,39 +48,40 @@ const caches = globalThis[Symbol.for('ch-toolkit.codecache')] = {};
 /** Bundles run so far, by file: each runs once, as require() would have it. */
 const loaded = new Map();
 
+/** Where the build has this run's caches written (CH_RUN_CODE_CACHE_DIR), or undefined. */
+const cacheDir = process.env.CH_RUN_CODE_CACHE_DIR, preload = process.env.CH_RUN_CODE_CACHE_PRELOAD;
+delete process.env.CH_RUN_CODE_CACHE_DIR;
+delete process.env.CH_RUN_CODE_CACHE_PRELOAD;
+
 /**
  * Run bundle FILE (ours, in dist/) as a CommonJS module, from the code cache
- * made for it where there is one; its exports. OUT: write its cache there
- * when the process exits (the build: what the cache holds is what this one
- * run of the bundle compiled, the planner's calls into it included).
+ * made for it where there is one; its exports. For the build, its cache is
+ * written when the process exits: what it holds is what this one run of the
+ * bundle compiled, the planner's calls into it included.
  */
-function load(file, out) {
+function load(file) {
   if (loaded.has(file)) return loaded.get(file).exports;
   const source = readFileSync(file, 'utf8');
   const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
   const cachedData = codeCache(file, stamp);
   const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
   const script = new Script(wrapped, { filename: file, cachedData });
-  caches[file.slice(file.lastIndexOf('/') + 1)] = cachedData === undefined ? 'none'
-    : script.cachedDataRejected ? 'rejected by V8' : 'used';
-  if (out) process.on('exit', () => writeFileSync(out, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
+  const name = file.slice(file.lastIndexOf('/') + 1);
+  caches[name] = cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected by V8' : 'used';
+  if (cacheDir !== undefined)
+    process.on('exit', () => writeFileSync(`${cacheDir}/${name}.cache`, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
   const mod = { exports: {}, filename: file, id: file, loaded: false };
   loaded.set(file, mod);
   script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, __dirname);
   return mod.exports;
 }
 
-// ch-run's other bundle, loaded only for --gpu, --ib and --device
-// (lib/run/planner.ts, by host.load): from its cache too (its top level:
-// 7.2-7.9 ms compiled, 2.5 from the cache; and what an injection runs, made
-// by the build over stand-in drivers: a first --gpu launch ~2.4 ms less).
-globalThis[Symbol.for('ch-toolkit.load')] = (file) => load(file);
-// The build (tools/build.js codeCache) makes the caches: the front end's
-// after a planning run, the devices bundle's after its top level.
-const out = process.env.CH_RUN_CODE_CACHE_OUT, devicesOut = process.env.CH_RUN_CODE_CACHE_DEVICES;
-if (out !== undefined) delete process.env.CH_RUN_CODE_CACHE_OUT;
-if (devicesOut !== undefined) {
-  delete process.env.CH_RUN_CODE_CACHE_DEVICES;
-  load(`${__dirname}/ch-run-devices.cjs`, devicesOut);
-}
-load(`${__dirname}/ch-run-main.cjs`, out);
+// ch-run's other bundles, loaded only for --gpu, --ib and --device
+// (lib/run/planner.ts, by host.load), and for a YAML CDI spec
+// (lib/devices/cdi.ts): from their caches too. The build makes them by
+// planning with --gpu over stand-in drivers and a YAML spec: what an
+// injection runs is in them, not only their top level (a first --gpu
+// launch ~2.4 ms less; one that reads a YAML spec ~15 ms less).
+globalThis[Symbol.for('ch-toolkit.load')] = load;
+for (const b of preload ? preload.split(',') : []) load(`${__dirname}/${b}`);
+load(`${__dirname}/ch-run-main.cjs`);
