@@ -272,6 +272,9 @@ try {
   const npmWarm = med['ch-run npm-linked warm'];
   if (CC && npmWarm) targets.push(['npm-linked warm launch <= Charliecloud median', `${npmWarm.toFixed(2)} vs ${med[CC].toFixed(2)} ms`, npmWarm <= med[CC]]);
   targets.push(['cold launch <= node -e 0 + 5 ms', `${coldMs.toFixed(2)} vs ${(node + 5).toFixed(2)} ms`, coldMs <= node + 5]);
+  const newArgs = med['ch-run new arguments after --'];
+  if (CC) targets.push(['new arguments after -- (a hit) <= Charliecloud median', `${newArgs.toFixed(2)} vs ${med[CC].toFixed(2)} ms`,
+    newArgs <= med[CC]]);
   const caCold = med['ch-run cold, NODE_EXTRA_CA_CERTS'], caNode = med['node -e 0, NODE_EXTRA_CA_CERTS'];
   if (caCold) targets.push(['cold launch, NODE_EXTRA_CA_CERTS set <= node -e 0 + 5 ms, same env',
     `${caCold.toFixed(2)} vs ${(caNode + 5).toFixed(2)} ms`, caCold <= caNode + 5]);
