@@ -271,26 +271,39 @@ static bool mount_at(const struct plan *p, int rootfd, const struct mount_op *m,
    /* An image whose /dev (or /tmp, or a bind DST) is a symlink to "/" would
       have us mount over the image root itself: the container would lose its
       root under the mount, and the later steps fail obscurely (unshare of
-      the inner namespace: EPERM). Refuse it plainly. */
-   struct stat dst_st, root_st;
+      the inner namespace: EPERM). Refuse it plainly. The root's identity is
+      taken once: --gpu's /dev has a bind per host entry (hundreds on a GPU
+      node), each a few system calls. */
+   static struct stat root_st;
+   static int root_of = -1;
+   struct stat dst_st;
    Z_(fstat(dfd, &dst_st), "can't stat %s in image", m->dst);
-   Z_(fstat(rootfd, &root_st), "can't stat image root");
+   if (root_of != rootfd) {
+      Z_(fstat(rootfd, &root_st), "can't stat image root");
+      root_of = rootfd;
+   }
    if (dst_st.st_dev == root_st.st_dev && dst_st.st_ino == root_st.st_ino)
       FATAL_NOERR("can't mount %s at %s: it resolves to the image root (a symlink in the image?)",
                   mount_what(m), m->dst);
 
    switch (m->kind) {
    case MK_BIND: {
-      struct stat st;
-      if (stat(m->src, &st) != 0) {
-         if (errno == ENOENT && (m->flags & MF_SRCOPT)) {
-            DEBUG("skipping %s: not on host", m->src);
-            return false;
-         }
-         FATAL("can't bind %s to %s: source", m->src, m->dst);
-      }
+      /* The source looked at only when the bind fails, to say which end
+         failed (and skip an optional one that isn't there). */
       unsigned long f = MS_BIND | ((m->flags & MF_REC) ? MS_REC : 0);
-      Z_(mount(m->src, tgt, NULL, f, NULL), "can't bind %s to %s", m->src, m->dst);
+      if (mount(m->src, tgt, NULL, f, NULL) != 0) {
+         int e = errno;
+         struct stat st;
+         if (stat(m->src, &st) != 0) {
+            if (errno == ENOENT && (m->flags & MF_SRCOPT)) {
+               DEBUG("skipping %s: not on host", m->src);
+               return false;
+            }
+            FATAL("can't bind %s to %s: source", m->src, m->dst);
+         }
+         errno = e;
+         FATAL("can't bind %s to %s", m->src, m->dst);
+      }
       break;
    }
    case MK_TMPFS:
