@@ -13,7 +13,9 @@ struct memo {
    bool verify;          /* CH_RUN_MEMO_VERIFY=1: every launch runs from its record (tests) */
    bool replay;          /* CH_RUN_MEMO_VERIFY=replay: and a second launch hits, compared (tests) */
    int check_fd;         /* that second launch: report what its command would see here */
-   bool stored;          /* this launch's record was kept */
+   bool stored;          /* this launch's record was kept: in slot STORED_SLOT, inode STORED_INO */
+   char stored_slot[32];
+   unsigned long long stored_ino;
    bool quiet;           /* a hit says nothing (replay mode's own check) */
    int verbose;          /* the planned launch's -v count (its record says) */
    int argc;             /* the launcher's own, for the second launch */

@@ -379,12 +379,15 @@ void entry_write(struct memo *m, const char *rec, size_t len)
    }
    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", m->name, (int)getpid());
    int fd = b.failed ? -1 : openat(m->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-   bool ok = fd >= 0 && write_all(fd, &b);
+   bool ok = fd >= 0 && write_all(fd, &b) && fstat(fd, &st) == 0;
    if (fd >= 0 && close(fd) != 0)
       ok = false;
-   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0)
+   if (ok && renameat(m->dirfd, tmp, m->dirfd, slot) == 0) {
       m->stored = true;
-   else if (fd >= 0)
+      /* Which entry is ours, for replay mode: a concurrent launch may replace it (verify.c). */
+      snprintf(m->stored_slot, sizeof(m->stored_slot), "%s", slot);
+      m->stored_ino = (unsigned long long)st.st_ino;
+   } else if (fd >= 0)
       (void)unlinkat(m->dirfd, tmp, 0);
    free(b.p);
 }

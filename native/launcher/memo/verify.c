@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -255,10 +256,22 @@ int memo_replay(struct memo *m, int planfd, int nonblock)
       FATAL("plan memo replay: can't run the probes");
    }
    if (!strncmp(b, "miss: ", 6)) {
-      /* Does the record hold for us now? If not, another process changed
-         an input since we kept it (a later launch would rightly miss):
-         nothing to compare. If it does, the second launch missed for a
-         reason of its own: a bug. */
+      /* Our entry replaced by a concurrent launch's (the key's slots full of
+         other conditions': other jobs' steps on a node whose launches share
+         a key): the second launch could not find it, and its miss says
+         nothing. Else: does the record hold for us now? If not, another
+         process changed an input since we kept it (a later launch would
+         rightly miss): nothing to compare. If it does, the second launch
+         missed for a reason of its own: a bug. */
+      struct stat st;
+      if (fstatat(m->dirfd, m->stored_slot, &st, AT_SYMLINK_NOFOLLOW) != 0
+          || (unsigned long long)st.st_ino != m->stored_ino) {
+         if (m->verbose >= 1)
+            say("plan memo replay: not compared: the record was replaced by a concurrent launch's");
+         free(a);
+         free(b);
+         return planfd;
+      }
       m->quiet = true;
       int fd = try_hit(m);
       m->quiet = false;
