@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { ch, image, isRoot, needs, noFuse, notRoot, PKG, TEST_DIR, unavailable } from './helpers/env.js';
 import { ownedByUser, scratch } from './helpers/fixtures.js';
-import { addImage, connectionCounter, freePort, haveTools, push, stallingRelay, startRegistry, until, writeLayout } from './helpers/registry.js';
+import { addImage, closedPort, connectionCounter, haveTools, push, stallingRelay, startRegistry, until, writeLayout } from './helpers/registry.js';
 
 /** A small tree with what conversions tend to lose. */
 async function fixture(t) {
@@ -561,7 +561,7 @@ test('registry errors: a missing tag, an unreachable registry, a bad reference: 
   const dir = await scratch(t, 'cvrege');
   const storage = join(dir, 'storage');
   const missing = `${r0.reg.host}/team/app:nope`;
-  const down = `127.0.0.1:${await freePort()}/team/app:v1`;
+  const down = `127.0.0.1:${await closedPort()}/team/app:v1`;
   for (const dst of ['img', 'img.sqfs', 'img.tar.gz']) {
     let r = await cvPull([`docker://${missing}`, join(dir, dst)], storage);
     t.is(r.exitCode, 1, r.stderr);

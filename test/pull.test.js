@@ -489,7 +489,7 @@ test('errors: unknown image or tag, unreachable registry, usage', async (t) => {
   const repo = await pull([`${reg.host}/no/such:v1`, join(d, 'a')], env);
   t.is(repo.exitCode, 1);
   t.regex(repo.stderr, /unknown image or tag/);
-  const port = (await import('./helpers/registry.js')).freePort;
+  const port = (await import('./helpers/registry.js')).closedPort;
   const down = await pull([`127.0.0.1:${await port()}/x:v1`, join(d, 'a')], env);
   t.is(down.exitCode, 1);
   t.regex(down.stderr, /registry 127\.0\.0\.1:[0-9]+ unreachable: connect ECONNREFUSED/);

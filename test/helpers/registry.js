@@ -109,6 +109,26 @@ export async function freePort() {
   });
 }
 
+/**
+ * A port on 127.0.0.1 where nothing listens, and nothing of the suite's
+ * will: a privileged one (below 1024) that refuses a connection now. A port
+ * freePort() found free was that only for a moment: a registry another test
+ * starts meanwhile can take it (seen: "unknown image or tag" where an
+ * unreachable registry was meant), and the suite's servers all take
+ * ephemeral or fixed high ports.
+ */
+export async function closedPort() {
+  for (let port = 1; port < 1024; port++) {
+    const refused = await new Promise((res) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('connect', () => { s.destroy(); res(false); });
+      s.on('error', (err) => res(err.code === 'ECONNREFUSED'));
+    });
+    if (refused) return port;
+  }
+  throw new Error('no closed port below 1024 on 127.0.0.1');
+}
+
 const b64url = (b) => Buffer.from(b).toString('base64url');
 
 /** A bearer token server: {realm, service, issuer, cert path, close()}. USERS: {name: password}. */
