@@ -14,6 +14,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import { join } from 'node:path';
 import { ch, IMAGES, PKG, TEST_DIR, testUser } from './helpers/env.js';
 import { buildGpuFixture, fxEnv as fixtureEnv, LDCONFIG } from './fixtures/gpu/fixture.js';
+import { beyondPlain, modulesOf, writeModuleProbe } from './helpers/modules.js';
 
 const FX = join(TEST_DIR, 'gpu-fixture');
 const DEBIAN = join(IMAGES, 'debian');
@@ -111,25 +112,17 @@ test('the build\'s devices cache holds what an injection runs, not only the bund
 dtest('a --gpu launch that plans loads no Node module beyond node:vm, as a plain one (issue #27)', async (t) => {
   // node:module, and the ES module loader it brings, was ~1.3 ms of every
   // first --gpu launch (tools/build.js ch-builtins-once, test/startup.test.js).
-  const { NODE_FLAGS } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
   const dir = join(TEST_DIR, `gpu-modules-${process.pid}`);
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'list.cjs'),
-    "process.on('exit', () => require('fs').writeFileSync(process.env.MODULES_OUT, process.moduleLoadList.join('\\n')));\n");
-  writeFileSync(join(dir, 'plain.cjs'), '\n');
-  const modulesOf = async (name, args, env = {}) => {
-    const out = join(dir, `${name}.txt`);
-    const r = await execa(process.execPath, [...NODE_FLAGS, '-r', join(dir, 'list.cjs'), ...args], { reject: false,
-      env: { PATH: process.env.PATH, MODULES_OUT: out, ...env }, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
-    t.is(r.exitCode, 0, r.stderr);
-    return new Set(readFileSync(out, 'utf8').split('\n'));
-  };
+  writeModuleProbe(dir);
+  const env = { PATH: process.env.PATH };
   try {
-    const plain = await modulesOf('plain', [join(dir, 'plain.cjs')]);
-    const gpu = await modulesOf('gpu', [join(PKG, 'dist', 'ch-run.cjs'), '--gpu', DEBIAN, '--', 'true'],
-      fxEnv({ CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' }));
-    const more = [...gpu].filter((m) => m.startsWith('NativeModule ') || m.startsWith('Internal Binding '))
-      .filter((m) => !plain.has(m) && m !== 'NativeModule vm');
+    const plain = await modulesOf(dir, 'plain', join(dir, 'plain.cjs'), [], { env });
+    t.is(plain.r.exitCode, 0, plain.r.stderr);
+    const gpu = await modulesOf(dir, 'gpu', join(PKG, 'dist', 'ch-run.cjs'), ['--gpu', DEBIAN, '--', 'true'],
+      { env: { ...env, ...fxEnv({ CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', CH_RUN_MEMO_FD: '5' }) } });
+    t.is(gpu.r.exitCode, 0, gpu.r.stderr);
+    const more = beyondPlain(gpu.loaded, plain.loaded, ['NativeModule vm']);
     t.deepEqual(more, [], `loaded: ${more.join(', ')}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -7,33 +7,24 @@
 // node:url), so one that creeps back in fails here, named.
 
 import test from 'ava';
-import { execa } from 'execa';
-import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, image, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
+import { beyondPlain, modulesOf as modulesLoaded, writeModuleProbe } from './helpers/modules.js';
 
 
 const BASE = join(TEST_DIR, 'startup');
 const ALLOWED = ['NativeModule vm'];
-// As the launcher runs Node (protocol.json nodeFlags): the code cache was made under them.
-const { NODE_FLAGS: nodeFlags } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
 
 /** The Node modules a run of SCRIPT ARGS loaded, as the test user, with the launcher's descriptors. */
-async function modulesOf(name, script, args, env = {}) {
-  const out = join(BASE, `${name}.txt`);
-  const argv = [...asUser(), process.execPath, ...nodeFlags, '-r', join(BASE, 'list.cjs'), script, ...args];
-  const r = await execa(argv[0], argv.slice(1), { reject: false, extendEnv: false, cwd: '/',
-    env: userEnv(undefined, { MODULES_OUT: out, ...env }), stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'] });
-  return { r, loaded: new Set(readFileSync(out, 'utf8').split('\n')) };
-}
+const modulesOf = (name, script, args, env = {}) =>
+  modulesLoaded(BASE, name, script, args, { pre: asUser(), env: userEnv(undefined, env) });
 
 test.before(() => {
   rmSync(BASE, { recursive: true, force: true });
   mkdirSync(BASE, { recursive: true });
   chownSync(BASE, testUser().uid, testUser().gid);
-  writeFileSync(join(BASE, 'list.cjs'),
-    "process.on('exit', () => require('fs').writeFileSync(process.env.MODULES_OUT, process.moduleLoadList.join('\\n')));\n");
-  writeFileSync(join(BASE, 'plain.cjs'), '\n');
+  writeModuleProbe(BASE);
 });
 
 test('a launch that plans loads no Node module beyond node:vm, starts from the code cache and reads with ch_host.node', async (t) => {
@@ -48,8 +39,7 @@ test('a launch that plans loads no Node module beyond node:vm, starts from the c
   const vv = await modulesOf('front-end-vv', join(PKG, 'dist', 'ch-run.cjs'), ['-vv', image('busybox'), '--', 'true'], fds);
   t.regex(vv.r.stderr, /code cache: used/);
   t.regex(vv.r.stderr, /host reads: ch_host\.node\n/);
-  const more = [...fe.loaded].filter((m) => m.startsWith('NativeModule ') || m.startsWith('Internal Binding '))
-    .filter((m) => !plain.loaded.has(m) && !ALLOWED.includes(m));
+  const more = beyondPlain(fe.loaded, plain.loaded, ALLOWED);
   t.deepEqual(more, [], `loaded at start-up: ${more.join(', ')}`);
   // No copy of a whole Node module per import (esbuild's __toESM): tools/build.js's ch-builtins-once.
   t.notRegex(readFileSync(join(PKG, 'dist', 'ch-run-main.cjs'), 'utf8'), /__toESM\(/);
