@@ -393,7 +393,7 @@ async function codeCache() {
     }
     from['ch-run-devices.cjs'] = from['ch-run-yaml.cjs'] = devices;
     for (const b of CACHED_BUNDLES) {
-      writeFileSync(tmp(b), readFileSync(join(from[b], `${b}.cache`)), { mode: 0o644 });
+      writeFileSync(tmp(b), readFileSync(join(from[b], `${b}.cache`)));
       chmodSync(tmp(b), 0o644);
       renameSync(tmp(b), join(ROOT, 'dist', `${b}.cache`));
     }

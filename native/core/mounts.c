@@ -261,6 +261,9 @@ static const char *mount_what(const struct mount_op *m)
    return m->kind == MK_BIND ? m->src : m->kind == MK_TMPFS ? "tmpfs" : "generated file";
 }
 
+/* The image root's identity (mounts_apply), which no mount may land on. */
+static struct stat root_st;
+
 /* Mount M on DFD, its destination resolved in the image. Returns false if
    skipped (an optional source missing on the host). */
 static bool mount_at(const struct plan *p, int rootfd, const struct mount_op *m, int dfd)
@@ -271,17 +274,9 @@ static bool mount_at(const struct plan *p, int rootfd, const struct mount_op *m,
    /* An image whose /dev (or /tmp, or a bind DST) is a symlink to "/" would
       have us mount over the image root itself: the container would lose its
       root under the mount, and the later steps fail obscurely (unshare of
-      the inner namespace: EPERM). Refuse it plainly. The root's identity is
-      taken once: --gpu's /dev has a bind per host entry (hundreds on a GPU
-      node), each a few system calls. */
-   static struct stat root_st;
-   static int root_of = -1;
+      the inner namespace: EPERM). Refuse it plainly. */
    struct stat dst_st;
    Z_(fstat(dfd, &dst_st), "can't stat %s in image", m->dst);
-   if (root_of != rootfd) {
-      Z_(fstat(rootfd, &root_st), "can't stat image root");
-      root_of = rootfd;
-   }
    if (dst_st.st_dev == root_st.st_dev && dst_st.st_ino == root_st.st_ino)
       FATAL_NOERR("can't mount %s at %s: it resolves to the image root (a symlink in the image?)",
                   mount_what(m), m->dst);
@@ -379,6 +374,9 @@ static void mount_one(const struct plan *p, int rootfd, const struct mount_op *m
 
 void mounts_apply(const struct plan *p, int rootfd)
 {
+   /* Once, not per mount: --gpu's /dev has a bind per host entry (hundreds
+      on a GPU node), each a few system calls. */
+   Z_(fstat(rootfd, &root_st), "can't stat image root");
    for (size_t i = 0; i < p->mount_ct; i++)
       mount_one(p, rootfd, &p->mounts[i]);
    stage_remove();
