@@ -76,7 +76,7 @@
       "sources": ["native/launcher/launcher.c",
                   "native/launcher/memo/memo.c", "native/launcher/memo/store.c", "native/launcher/memo/record.c",
                   "native/launcher/memo/deps.c", "native/launcher/memo/rebuild.c", "native/launcher/memo/verify.c",
-                  "native/launcher/memo/buf.c",
+                  "native/launcher/memo/later.c", "native/launcher/memo/buf.c",
                   "<@(core_sources)"],
       "include_dirs": ["<(protocol_dir)"],
       "defines": ["_GNU_SOURCE", "CH_CORE_IN_LAUNCHER"],

@@ -50,15 +50,26 @@ function launcherFd(name: string): number {
   return Number(v);
 }
 
-/** Hand over BUF, the decision; and MEMO, the record to keep for later launches, if the launcher asked. */
-function handOff(buf: Buffer, memo?: Buffer): void {
+/**
+ * Hand over BUF, the decision; and MEMO, the record to keep for later
+ * launches, if the launcher asked. LATER: the record comes afterwards
+ * (recordLater); this process is then detached from the launcher's
+ * lifetime and the caller's stdio first, and says so with LAUNCHER.laterByte
+ * (native/launcher/memo/later.c). Whether it could: false, no record follows.
+ */
+function handOff(buf: Buffer, memo?: Buffer, later = false): boolean {
   const [plan, done] = [LAUNCHER.planFd, LAUNCHER.doneFd].map(launcherFd);
   try {
     // By ch_host.node where it is built: node:fs's first writeSync is compiled from source (host-fs.ts).
     if (memo !== undefined && memo.length > 0) hostFs.writeAll(launcherFd(LAUNCHER.memoFd), memo);
     hostFs.writeAll(plan, buf);
+    if (later && hostFs.detach()) {
+      hostFs.writeAll(done, Buffer.from(LAUNCHER.laterByte, 'latin1'));
+      return true;
+    }
     hostFs.writeAll(done, Buffer.from(LAUNCHER.doneByte, 'latin1'));
     hostFs.close(done);
+    return false;
   } catch (err) {
     throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
   }
@@ -172,6 +183,34 @@ function codeCaches(): Record<string, string> | undefined {
   return (globalThis as Record<symbol, Record<string, string> | undefined>)[Symbol.for('ch-toolkit.codecache')];
 }
 
+/**
+ * May the record come after the plan (recordLater)? Where the launcher
+ * takes it so (LAUNCHER.memoLater: not in the test suite's modes, which
+ * keep it before the command runs), the addon can detach this process,
+ * and -v isn't given (what is said of the record belongs before the
+ * command's output).
+ */
+function recordsLater(opts: RunOptions): boolean {
+  return opts.action === 'run' && opts.verbosity === 0 && process.env[LAUNCHER.memoFd] !== undefined
+    && process.env[LAUNCHER.memoLater] === '1' && hostFs.canDetach();
+}
+
+/**
+ * The record of PLAN, already handed over: kept by the launcher's storer
+ * while the container starts (native/launcher/memo/later.c). Its
+ * serialization and the storer's check of it no longer delay the launch.
+ */
+function recordLater(rec: Recorder, plan: Plan, opts: RunOptions, untap: () => void): void {
+  const done = launcherFd(LAUNCHER.doneFd);
+  // Not while the core builds the container: until the launcher execs the
+  // command, for 50 ms at most (a process the core started may hold the
+  // pipe too). Only when, not what.
+  if (process.env[LAUNCHER.execFd] !== undefined) hostFs.waitEof(launcherFd(LAUNCHER.execFd), 50);
+  hostFs.writeAll(launcherFd(LAUNCHER.memoFd), memoRecord(rec, plan, opts, untap));
+  hostFs.writeAll(done, Buffer.from(LAUNCHER.doneByte, 'latin1'));
+  hostFs.close(done);
+}
+
 async function main(): Promise<number> {
   restoreCaCerts(process.env);
   const { host, rec } = plannerHost();
@@ -214,7 +253,23 @@ async function main(): Promise<number> {
   }
   // No argv here: a memoized plan's may be another launch's (commandArgs); the core's -v says it.
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}`);
-  const memo = rec ? memoRecord(rec, plan, opts, () => tap?.untap()) : undefined;
+  const untap = () => tap?.untap();
+  if (rec && recordsLater(opts)) {
+    if (handOff(serializePlan(plan), undefined, true)) {
+      try {
+        recordLater(rec, plan, opts, untap);
+      } catch {
+        // No record this time; nothing to say (stdio is /dev/null now), nobody waits for our status.
+      }
+      // Nor for a clean exit: V8's teardown is CPU other launches want (200
+      // cold launches 8 at a time, 2 CPUs: 4107 -> 3854 ms), as the launcher's
+      // SIGKILL spares a front end that records first. Unless something waits
+      // for 'exit' (the build's loader, writing its code cache).
+      if (process.listenerCount('exit') === 0) process.kill(process.pid, 'SIGKILL');
+    }
+    return 0;
+  }
+  const memo = rec ? memoRecord(rec, plan, opts, untap) : undefined;
   // Outside the recording too: a memoized launch loads no bundle.
   for (const [bundle, status] of Object.entries(caches ?? {}))
     if (bundle !== 'ch-run-main.cjs') log.debug(`code cache (${bundle}): ${status}`);

@@ -35,6 +35,8 @@ interface Addon {
   errname(code: number): [string, string];
   writeAll(fd: number, data: Buffer): number | undefined;
   close(fd: number): number;
+  detach(parent: number): number;
+  waitEof(fd: number, ms: number): number;
 }
 
 let addon: Addon | null | undefined;
@@ -291,6 +293,30 @@ export function close(fd: number): void {
   if (!a || !plainFd(fd)) return fs.closeSync(fd);
   const r = a.close(fd);
   if (r !== 0) throw fsError(a, r, 'close');
+}
+
+/**
+ * Can this process leave its parent's lifetime (detach)? Only through the
+ * addon: node:process has no prctl or dup2.
+ */
+export function canDetach(): boolean {
+  return native() !== null;
+}
+
+/**
+ * No longer die with the parent (the parent-death signal the launcher's
+ * waiter set), and leave the caller's stdio (now /dev/null): ch-run's front
+ * end records its plan while the container starts (run/main.ts). False if
+ * that failed or the parent is gone already.
+ */
+export function detach(): boolean {
+  const a = native();
+  return a !== null && a.detach(process.ppid) === 0;
+}
+
+/** Wait until FD (a pipe) has EOF, or MS have passed; at once without the addon. */
+export function waitEof(fd: number, ms: number): void {
+  native()?.waitEof(fd, ms);
 }
 
 /** Like os.userInfo(). */

@@ -19,11 +19,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -309,6 +311,50 @@ static napi_value js_close(napi_env env, napi_callback_info info)
    return close(fd) == 0 ? number(env, 0) : failed(env, errno);
 }
 
+/* detach(parent): ch-run's front end, its plan handed over, records it while
+   the container starts (lib/run/main.ts, native/launcher/memo/later.c): it
+   no longer dies with its waiter, which the launcher kills, and no longer
+   holds the caller's stdio (a shell's $(...) would wait for it). 0, or
+   -errno; -ESRCH if our parent is no longer PARENT (ch-run went: no record
+   then). */
+static napi_value js_detach(napi_env env, napi_callback_info info)
+{
+   ARGS(1);
+   int parent = int_arg(env, argv, argc, 0, -1);
+   if (prctl(PR_SET_PDEATHSIG, 0) != 0)
+      return failed(env, errno);
+   if (getppid() != parent)
+      return failed(env, ESRCH);
+   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+   if (null < 0)
+      return failed(env, errno);
+   for (int fd = 0; fd <= 2; fd++)
+      if (dup2(null, fd) < 0) {
+         int e = errno;
+         close(null);
+         return failed(env, e);
+      }
+   close(null);
+   return number(env, 0);
+}
+
+/* waitEof(fd, ms): wait until FD (a pipe's read end) has EOF, or MS have
+   passed (the launcher's exec of the command closes the write end:
+   native/launcher/launcher.c). 1 at EOF, 0 at the time limit (or data),
+   or -errno. */
+static napi_value js_wait_eof(napi_env env, napi_callback_info info)
+{
+   ARGS(2);
+   int fd = int_arg(env, argv, argc, 0, -1), ms = int_arg(env, argv, argc, 1, 0);
+   struct pollfd p = { .fd = fd, .events = POLLIN };
+   int r;
+   while ((r = poll(&p, 1, ms)) < 0 && errno == EINTR) {}
+   if (r < 0)
+      return failed(env, errno);
+   char c;
+   return number(env, r == 1 && read(fd, &c, 1) == 0 ? 1 : 0);
+}
+
 struct mapping { void *at; size_t len; };
 
 static void unmap(napi_env env, void *data, void *hint)
@@ -434,7 +480,8 @@ NAPI_MODULE_INIT()
       { "stat", js_stat }, { "fstat", js_fstat }, { "access", js_access }, { "readlink", js_readlink },
       { "readFile", js_read_file }, { "user", js_user }, { "hostname", js_hostname },
       { "errname", js_errname }, { "codeCache", js_code_cache }, { "writeAll", js_write_all },
-      { "close", js_close },
+      { "close", js_close }, { "detach", js_detach },
+      { "waitEof", js_wait_eof },
    };
    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
       napi_value f;

@@ -15,7 +15,9 @@
    (front_end_waiter); once the plan is confirmed whole the waiter is killed,
    Node follows by its parent-death signal and is reaped by init, and the
    core reaps the waiter just before exec'ing the command (see
-   bench/launch.js for what a launch costs).
+   bench/launch.js for what a launch costs). Usually the front end hands over
+   its plan before its memo record, detached from us, and records while the
+   command starts; a storer of ours keeps the record (memo/later.c).
 
    The front end's decision and exit status say what happened: a plan, run
    it; "nothing to run" and status 0, it printed help or version; no
@@ -109,6 +111,12 @@ static void hide_ca_certs(void)
       }
 }
 
+/* Where the front end may record after handing over its plan (memo/later.c):
+   a pipe whose write end this process holds until it execs the command
+   (close-on-exec), the read end the front end's (LAUNCHER_EXEC_FD), which
+   records once the container is built. -1s otherwise. */
+static int exec_pipe[2] = { -1, -1 };
+
 /* In a forked child: die (SIGKILL) when PARENT does, or now if it already
    has. PARENT is the parent's PID taken before the fork: read here,
    getppid() may already name init if the parent was killed before we ran,
@@ -149,6 +157,11 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    snprintf(fdstr, sizeof(fdstr), "%d", memo->tail_n);
    if (memofd >= 0 && memo->tail != NULL && setenv(LAUNCHER_MEMO_TAIL, fdstr, 1) != 0)
       FATAL("can't set " LAUNCHER_MEMO_TAIL);
+   /* It may hand over the plan first and record it afterwards (memo/later.c). */
+   snprintf(fdstr, sizeof(fdstr), "%d", exec_pipe[0]);
+   if (exec_pipe[0] >= 0 && (fcntl(exec_pipe[0], F_SETFD, 0) != 0 || setenv(LAUNCHER_MEMO_LATER, "1", 1) != 0
+                             || setenv(LAUNCHER_EXEC_FD, fdstr, 1) != 0))
+      FATAL("can't set " LAUNCHER_MEMO_LATER);
    hide_ca_certs();
    /* Node's flags (protocol.json nodeFlags: no JIT), the front end, our arguments. */
    static const char *const flags[] = { NODE_FLAGS_ALL };
@@ -217,8 +230,10 @@ _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int pla
       FATAL("can't fork front end");
    if (pid == 0)
       exec_front_end(self, root, planfd, donefd, argc, argv, memofd, memo);
-   /* The front end's alone: the done pipe's EOF must mean it is done. */
-   if (close(donefd) != 0 || close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0))
+   /* The front end's alone: the done pipe's EOF must mean it is done; the
+      exec pipe's, that ch-run exec'd the command. */
+   if (close(donefd) != 0 || close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0)
+       || (exec_pipe[0] >= 0 && (close(exec_pipe[0]) != 0 || close(exec_pipe[1]) != 0)))
       FATAL("can't close the front end's descriptors");
    int status;
    while (waitpid(pid, &status, 0) < 0)
@@ -248,18 +263,20 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
       FATAL("can't fork front end");
    if (pid == 0)
       front_end_waiter(self, root, planfd, done[1], argc, argv, memofd, memo);
-   if (close(done[1]) != 0)
+   if (close(done[1]) != 0 || (exec_pipe[0] >= 0 && close(exec_pipe[0]) != 0))
       FATAL("can't close done pipe");
+   exec_pipe[0] = -1;
    *done_read = done[0];
    return pid;
 }
 
 /* Return when the front end is done planning: it closed the done pipe
-   (DONE, closed here), on purpose once its decision is written, or by
-   exiting. It writes one byte, LAUNCHER_DONE_BYTE_C, before closing on
-   purpose: the result says whether it came, so a front end that died
-   halfway through a plan is told apart. */
-static bool front_end_done(int done)
+   (DONE), on purpose once its decision is written, or by exiting. It
+   writes one byte before closing on purpose, LAUNCHER_DONE_BYTE_C; or,
+   with a plan whose record follows, LAUNCHER_LATER_BYTE_C, and keeps the
+   pipe open (memo/later.c). The result is that byte, or 0: a front end
+   that died halfway through a plan is told apart. */
+static char front_end_done(int done)
 {
    /* The byte, or EOF; not EOF after the byte: a helper Node started and
       left behind may hold the pipe open, and must not keep us waiting. */
@@ -268,9 +285,7 @@ static bool front_end_done(int done)
    while ((n = read(done, &c, 1)) < 0)
       if (errno != EINTR)
          FATAL("can't read done pipe");
-   if (close(done) != 0)
-      FATAL("can't close done pipe");
-   return n == 1 && c == LAUNCHER_DONE_BYTE_C;
+   return n == 1 && (c == LAUNCHER_DONE_BYTE_C || c == LAUNCHER_LATER_BYTE_C) ? c : 0;
 }
 
 static int wait_front_end(pid_t pid)
@@ -396,7 +411,7 @@ int main(int argc, char **argv)
    }
 
    int planfd, memofd;
-   bool confirmed;
+   char confirmed;
    pid_t front;
    enum decision d;
    for (int tries = 1; ; tries++) {
@@ -407,6 +422,13 @@ int main(int argc, char **argv)
       memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
       if (memo.enabled && memofd < 0)
          FATAL("can't create memo memfd");
+      /* The front end may record after handing over its plan (memo/later.c)
+         where we hold the key's lock for the storer to hold while it waits;
+         not in the test suite's modes, which keep the record before the
+         command runs, nor where such a record was lost last time. */
+      if (memofd >= 0 && memo.lockfd >= 0 && !memo.verify && !memo.record_first && exec_pipe[1] < 0
+          && pipe2(exec_pipe, O_CLOEXEC) != 0)
+         FATAL("can't create exec pipe");
       int done;
       front = start_front_end(root, planfd, argc, argv, memofd, &memo, &sigchld, &done);
       /* While Node starts (tens of ms, on another CPU), not after the plan. */
@@ -414,15 +436,28 @@ int main(int argc, char **argv)
          memo_tidy(&memo);
       confirmed = front_end_done(done);
       d = front_end_decision(planfd);
-      if (d != D_PLAN || !confirmed)
+      if (d != D_PLAN || !confirmed) {
+         if (close(done) != 0)
+            FATAL("can't close done pipe");
          break;
+      }
       /* The plan is whole and all the front end had to say is written (Node
          writes stdio synchronously): its exit, a few ms of V8 teardown, is
          no use to anyone, so its waiter is killed (Node follows, and is
-         reaped by init), and the core reaps the waiter. */
+         reaped by init), and the core reaps the waiter. A front end whose
+         record follows cleared its parent-death signal: it goes on
+         recording, and a storer of ours keeps the record (memo/later.c). */
       if (kill(front, SIGKILL) != 0 && errno != ESRCH)
          FATAL("can't end front end");
-      int fd = memo_store(&memo, memofd, planfd, tries);
+      int fd;
+      if (confirmed == LAUNCHER_LATER_BYTE_C) {
+         memo_store_later(&memo, memofd, done);
+         fd = planfd;
+      } else {
+         fd = memo_store(&memo, memofd, planfd, tries);
+      }
+      if (close(done) != 0)
+         FATAL("can't close done pipe");
       if (fd >= 0)
          fd = memo_replay(&memo, fd, nonblock_bits(stdio_flags));   /* tests only */
       if (fd >= 0) {

@@ -5,6 +5,7 @@
      record.c   reading a record
      deps.c     checking a record's dependencies
      rebuild.c  a hit's environment, plan and log lines, rebuilt from its record
+     later.c    keeping a record the front end writes after handing over its plan
      verify.c   the test suite's modes (CH_RUN_MEMO_VERIFY=1, =replay)
      buf.c      buffers, tokens written, whole fd reads and writes, the hash */
 

@@ -111,6 +111,9 @@ int memo_hit(struct memo *m)
    for (int round = 0; round < SLOTS; round++) {
       if (lock_take(lfd, false)) {
          m->lockfd = lfd;   /* ours until our record is kept */
+         /* Marked, and no one holds it: a record that was to come after
+            its plan was lost (later.c). Record this plan before it runs. */
+         m->record_first = fstat(lfd, &st) == 0 && st.st_size > 0;
          return -1;
       }
       long long before = newest_slot(m);
@@ -164,6 +167,7 @@ int memo_store(struct memo *m, int memofd, int planfd, int tries)
    }
    free(rec);
    if (m->lockfd >= 0) {
+      (void)ftruncate(m->lockfd, 0);   /* no record is lost (later.c) */
       close(m->lockfd);   /* peers waiting on it now find our record */
       m->lockfd = -1;
    }

@@ -27,6 +27,7 @@ struct memo {
    char **tail;          /* the command's arguments, after a "--" and its name, which the key leaves out; */
    int tail_n;           /* NULL where there is no "--" before a command name (the key is the whole argv) */
    int lockfd;           /* held while we plan, so peers wait for our record */
+   bool record_first;    /* the last record that was to come after its plan was lost (later.c) */
    char why[512];        /* why there is no hit, for the front end's -v */
 };
 
@@ -53,6 +54,13 @@ void memo_tidy(struct memo *m);
    it is an error. */
 #define MEMO_VERIFY_TRIES 3
 int memo_store(struct memo *m, int memofd, int planfd, int tries);
+
+/* The front end handed over its plan before its record (LAUNCHER_LATER_BYTE
+   on DONE, the done pipe's read end): leave a storer, a process of its own
+   that is not this one's child, to wait for the record (MEMOFD) and keep it
+   as memo_store does, holding the key's lock meanwhile (later.c). This
+   process may then close its own descriptors and run the core. */
+void memo_store_later(struct memo *m, int memofd, int done);
 
 /* CH_RUN_MEMO_VERIFY=replay (tests): once this launch's record is kept,
    launch ch-run again, the same command line in the same environment, as a
