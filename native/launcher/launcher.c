@@ -429,13 +429,19 @@ int main(int argc, char **argv)
       if (memofd >= 0 && memo.lockfd >= 0 && !memo.verify && !memo.record_first && exec_pipe[1] < 0
           && pipe2(exec_pipe, O_CLOEXEC) != 0)
          FATAL("can't create exec pipe");
-      int done;
+      int done, go = -1;
       front = start_front_end(root, planfd, argc, argv, memofd, &memo, &sigchld, &done);
+      if (exec_pipe[1] >= 0)
+         go = memo_storer_start(&memo, memofd, done);   /* while Node starts */
       /* While Node starts (tens of ms, on another CPU), not after the plan. */
       if (tries == 1)
          memo_tidy(&memo);
       confirmed = front_end_done(done);
       d = front_end_decision(planfd);
+      if (d != D_PLAN || !confirmed || confirmed != LAUNCHER_LATER_BYTE_C) {
+         if (go >= 0 && close(go) != 0)   /* the storer goes */
+            FATAL("can't close storer's pipe");
+      }
       if (d != D_PLAN || !confirmed) {
          if (close(done) != 0)
             FATAL("can't close done pipe");
@@ -451,7 +457,7 @@ int main(int argc, char **argv)
          FATAL("can't end front end");
       int fd;
       if (confirmed == LAUNCHER_LATER_BYTE_C) {
-         memo_store_later(&memo, memofd, done);
+         memo_storer_go(&memo, go);
          fd = planfd;
       } else {
          fd = memo_store(&memo, memofd, planfd, tries);

@@ -55,12 +55,16 @@ void memo_tidy(struct memo *m);
 #define MEMO_VERIFY_TRIES 3
 int memo_store(struct memo *m, int memofd, int planfd, int tries);
 
-/* The front end handed over its plan before its record (LAUNCHER_LATER_BYTE
-   on DONE, the done pipe's read end): leave a storer, a process of its own
-   that is not this one's child, to wait for the record (MEMOFD) and keep it
-   as memo_store does, holding the key's lock meanwhile (later.c). This
-   process may then close its own descriptors and run the core. */
-void memo_store_later(struct memo *m, int memofd, int done);
+/* A front end started, that may hand over its plan before its record
+   (LAUNCHER_LATER_BYTE on DONE, the done pipe's read end): start a storer,
+   a process of its own that is not this one's child, to keep that record
+   (from MEMOFD) as memo_store does (later.c). Returns its go pipe's write
+   end, or -1 (none: the record is lost). memo_storer_go(GO) once the front
+   end said it records later: the storer then holds the key's lock until
+   it kept the record, and this process may close its own descriptors and
+   run the core. Otherwise close GO: the storer goes. */
+int memo_storer_start(struct memo *m, int memofd, int done);
+void memo_storer_go(struct memo *m, int go);
 
 /* CH_RUN_MEMO_VERIFY=replay (tests): once this launch's record is kept,
    launch ch-run again, the same command line in the same environment, as a
