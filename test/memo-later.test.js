@@ -1,8 +1,8 @@
 // A launch that plans runs its plan first and keeps its record after
 // (native/launcher/memo/later.c, lib/run/main.ts recordLater): the front end
-// hands the plan over, detaches, and writes the record once the command
-// started; a storer that is nobody's child but init's keeps it, holding the
-// key's lock meanwhile. Without -v only: the
+// hands the plan over, detaches, and then writes the record; a storer the
+// front end's waiter forked (never the command's child) keeps it, holding
+// the key's lock meanwhile. Without -v only: the
 // rest of memo.test.js (all under -v) and the suite's verify modes test the
 // record kept before the command runs.
 

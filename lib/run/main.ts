@@ -192,23 +192,20 @@ function codeCaches(): Record<string, string> | undefined {
  */
 function recordsLater(opts: RunOptions): boolean {
   return opts.action === 'run' && opts.verbosity === 0 && process.env[LAUNCHER.memoFd] !== undefined
-    && process.env[LAUNCHER.memoLater] === '1' && hostFs.canDetach();
+    && process.env[LAUNCHER.memoLater] !== undefined && hostFs.canDetach();
 }
 
 /**
  * The record of PLAN, already handed over: kept by the launcher's storer
- * while the container starts (native/launcher/memo/later.c). Its
- * serialization and the storer's check of it no longer delay the launch.
+ * while the container starts (native/launcher/memo/later.c), which waits
+ * for LAUNCHER.doneByte on its pipe (LAUNCHER.memoLater). Its serialization
+ * and the storer's check of it no longer delay the launch.
  */
 function recordLater(rec: Recorder, plan: Plan, opts: RunOptions, untap: () => void): void {
-  const done = launcherFd(LAUNCHER.doneFd);
-  // Not while the core builds the container: until the launcher execs the
-  // command, for 50 ms at most (a process the core started may hold the
-  // pipe too). Only when, not what.
-  if (process.env[LAUNCHER.execFd] !== undefined) hostFs.waitEof(launcherFd(LAUNCHER.execFd), 50);
+  const storer = launcherFd(LAUNCHER.memoLater);
   hostFs.writeAll(launcherFd(LAUNCHER.memoFd), memoRecord(rec, plan, opts, untap));
-  hostFs.writeAll(done, Buffer.from(LAUNCHER.doneByte, 'latin1'));
-  hostFs.close(done);
+  hostFs.writeAll(storer, Buffer.from(LAUNCHER.doneByte, 'latin1'));
+  hostFs.close(storer);
 }
 
 async function main(): Promise<number> {

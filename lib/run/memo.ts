@@ -49,7 +49,7 @@ const randomHex = () => Array.from({ length: 4 }, () => Math.floor(Math.random()
 const FRESH_NS = 1_000_000_000n;
 /** Variables of the launcher's, never the planner's decision. */
 export const LAUNCHER_VARS: readonly string[] = [LAUNCHER.planFd, LAUNCHER.doneFd, LAUNCHER.memoFd, LAUNCHER.memoMiss,
-  LAUNCHER.memoTail, LAUNCHER.memoLater, LAUNCHER.execFd, LAUNCHER.caCerts];
+  LAUNCHER.memoTail, LAUNCHER.memoLater, LAUNCHER.caCerts];
 
 /** Stat fields as the launcher compares them (protocol.json), in the order it prints them. */
 const F = STAT_FIELD;

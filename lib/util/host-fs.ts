@@ -36,7 +36,6 @@ interface Addon {
   writeAll(fd: number, data: Buffer): number | undefined;
   close(fd: number): number;
   detach(parent: number): number;
-  waitEof(fd: number, ms: number): number;
 }
 
 let addon: Addon | null | undefined;
@@ -312,11 +311,6 @@ export function canDetach(): boolean {
 export function detach(): boolean {
   const a = native();
   return a !== null && a.detach(process.ppid) === 0;
-}
-
-/** Wait until FD (a pipe) has EOF, or MS have passed; at once without the addon. */
-export function waitEof(fd: number, ms: number): void {
-  native()?.waitEof(fd, ms);
 }
 
 /** Like os.userInfo(). */

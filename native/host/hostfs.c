@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -338,23 +337,6 @@ static napi_value js_detach(napi_env env, napi_callback_info info)
    return number(env, 0);
 }
 
-/* waitEof(fd, ms): wait until FD (a pipe's read end) has EOF, or MS have
-   passed (the launcher's exec of the command closes the write end:
-   native/launcher/launcher.c). 1 at EOF, 0 at the time limit (or data),
-   or -errno. */
-static napi_value js_wait_eof(napi_env env, napi_callback_info info)
-{
-   ARGS(2);
-   int fd = int_arg(env, argv, argc, 0, -1), ms = int_arg(env, argv, argc, 1, 0);
-   struct pollfd p = { .fd = fd, .events = POLLIN };
-   int r;
-   while ((r = poll(&p, 1, ms)) < 0 && errno == EINTR) {}
-   if (r < 0)
-      return failed(env, errno);
-   char c;
-   return number(env, r == 1 && read(fd, &c, 1) == 0 ? 1 : 0);
-}
-
 struct mapping { void *at; size_t len; };
 
 static void unmap(napi_env env, void *data, void *hint)
@@ -481,7 +463,6 @@ NAPI_MODULE_INIT()
       { "readFile", js_read_file }, { "user", js_user }, { "hostname", js_hostname },
       { "errname", js_errname }, { "codeCache", js_code_cache }, { "writeAll", js_write_all },
       { "close", js_close }, { "detach", js_detach },
-      { "waitEof", js_wait_eof },
    };
    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
       napi_value f;

@@ -111,11 +111,12 @@ static void hide_ca_certs(void)
       }
 }
 
-/* Where the front end may record after handing over its plan (memo/later.c):
-   a pipe whose write end this process holds until it execs the command
-   (close-on-exec), the read end the front end's (LAUNCHER_EXEC_FD), which
-   records once the container is built. -1s otherwise. */
-static int exec_pipe[2] = { -1, -1 };
+/* The memo's storer's pipe (memo/later.c; -1s without a memo): its read end
+   the storer's, its write end the front end's where it may hand over its
+   plan before its record (REC_LATER: LAUNCHER_MEMO_LATER names it), else no
+   one's (the storer then just tidies). */
+static int rec_pipe[2] = { -1, -1 };
+static bool rec_later = false;
 
 /* In a forked child: die (SIGKILL) when PARENT does, or now if it already
    has. PARENT is the parent's PID taken before the fork: read here,
@@ -157,10 +158,9 @@ static void exec_front_end(pid_t parent, const char *root, int planfd, int donef
    snprintf(fdstr, sizeof(fdstr), "%d", memo->tail_n);
    if (memofd >= 0 && memo->tail != NULL && setenv(LAUNCHER_MEMO_TAIL, fdstr, 1) != 0)
       FATAL("can't set " LAUNCHER_MEMO_TAIL);
-   /* It may hand over the plan first and record it afterwards (memo/later.c). */
-   snprintf(fdstr, sizeof(fdstr), "%d", exec_pipe[0]);
-   if (exec_pipe[0] >= 0 && (fcntl(exec_pipe[0], F_SETFD, 0) != 0 || setenv(LAUNCHER_MEMO_LATER, "1", 1) != 0
-                             || setenv(LAUNCHER_EXEC_FD, fdstr, 1) != 0))
+   /* It may hand over the plan first and its record afterwards (memo/later.c). */
+   snprintf(fdstr, sizeof(fdstr), "%d", rec_pipe[1]);
+   if (rec_later && (fcntl(rec_pipe[1], F_SETFD, 0) != 0 || setenv(LAUNCHER_MEMO_LATER, fdstr, 1) != 0))
       FATAL("can't set " LAUNCHER_MEMO_LATER);
    hide_ca_certs();
    /* Node's flags (protocol.json nodeFlags: no JIT), the front end, our arguments. */
@@ -221,7 +221,7 @@ _Noreturn static void exit_as(int status)
    Node takes ~2.3 ms to die after SIGKILL; the core, which reaped it
    before exec'ing the command, waited ~1 ms of it on a launch that planned. */
 _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int planfd, int donefd, int argc,
-                                       char **argv, int memofd, const struct memo *memo)
+                                       char **argv, int memofd, struct memo *memo)
 {
    die_with(launcher);   /* and with us, the front end */
    pid_t self = getpid();
@@ -230,10 +230,15 @@ _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int pla
       FATAL("can't fork front end");
    if (pid == 0)
       exec_front_end(self, root, planfd, donefd, argc, argv, memofd, memo);
+   /* The memo's storer: forked here, not by ch-run, it is never the command's
+      child, and costs ch-run nothing (memo/later.c). No parent-death signal:
+      it outlives us. Without it, no record is kept this time. */
+   if (rec_pipe[0] >= 0 && fork() == 0)
+      memo_storer(memo, memofd, rec_pipe[0]);
    /* The front end's alone: the done pipe's EOF must mean it is done; the
-      exec pipe's, that ch-run exec'd the command. */
+      storer's, that no record comes. */
    if (close(donefd) != 0 || close(planfd) != 0 || (memofd >= 0 && close(memofd) != 0)
-       || (exec_pipe[0] >= 0 && (close(exec_pipe[0]) != 0 || close(exec_pipe[1]) != 0)))
+       || (rec_pipe[0] >= 0 && (close(rec_pipe[0]) != 0 || close(rec_pipe[1]) != 0)))
       FATAL("can't close the front end's descriptors");
    int status;
    while (waitpid(pid, &status, 0) < 0)
@@ -248,7 +253,7 @@ _Noreturn static void front_end_waiter(pid_t launcher, const char *root, int pla
    would have the kernel reap the child and hide its status); *CALLER gets
    the caller's disposition. */
 static pid_t start_front_end(const char *root, int planfd, int argc, char **argv, int memofd,
-                             const struct memo *memo, struct sigaction *caller, int *done_read)
+                             struct memo *memo, struct sigaction *caller, int *done_read)
 {
    struct sigaction dfl = { .sa_handler = SIG_DFL };
    sigemptyset(&dfl.sa_mask);
@@ -263,9 +268,9 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
       FATAL("can't fork front end");
    if (pid == 0)
       front_end_waiter(self, root, planfd, done[1], argc, argv, memofd, memo);
-   if (close(done[1]) != 0 || (exec_pipe[0] >= 0 && close(exec_pipe[0]) != 0))
+   if (close(done[1]) != 0 || (rec_pipe[0] >= 0 && (close(rec_pipe[0]) != 0 || close(rec_pipe[1]) != 0)))
       FATAL("can't close done pipe");
-   exec_pipe[0] = -1;
+   rec_pipe[0] = rec_pipe[1] = -1;
    *done_read = done[0];
    return pid;
 }
@@ -422,26 +427,19 @@ int main(int argc, char **argv)
       memofd = memo.enabled ? memfd_create("ch-run-memo", MFD_CLOEXEC) : -1;
       if (memo.enabled && memofd < 0)
          FATAL("can't create memo memfd");
-      /* The front end may record after handing over its plan (memo/later.c)
-         where we hold the key's lock for the storer to hold while it waits;
-         not in the test suite's modes, which keep the record before the
-         command runs, nor where such a record was lost last time. */
-      if (memofd >= 0 && memo.lockfd >= 0 && !memo.verify && !memo.record_first && exec_pipe[1] < 0
-          && pipe2(exec_pipe, O_CLOEXEC) != 0)
-         FATAL("can't create exec pipe");
-      int done, go = -1;
+      /* The storer tidies the plan directory and keeps a record that comes
+         after the plan (memo/later.c); once. The front end may send one
+         where we hold the key's lock, for the storer to hold while it
+         waits; not in the test suite's modes, which keep the record before
+         the command runs, nor where such a record was lost last time. */
+      if (tries == 1 && memo.enabled && pipe2(rec_pipe, O_CLOEXEC) != 0)
+         FATAL("can't create the storer's pipe");
+      rec_later = tries == 1 && memo.enabled && memo.lockfd >= 0 && !memo.verify && !memo.record_first
+                  && memo_mark_later(&memo);
+      int done;
       front = start_front_end(root, planfd, argc, argv, memofd, &memo, &sigchld, &done);
-      if (exec_pipe[1] >= 0)
-         go = memo_storer_start(&memo, memofd, done);   /* while Node starts */
-      /* While Node starts (tens of ms, on another CPU), not after the plan. */
-      if (tries == 1)
-         memo_tidy(&memo);
       confirmed = front_end_done(done);
       d = front_end_decision(planfd);
-      if (d != D_PLAN || !confirmed || confirmed != LAUNCHER_LATER_BYTE_C) {
-         if (go >= 0 && close(go) != 0)   /* the storer goes */
-            FATAL("can't close storer's pipe");
-      }
       if (d != D_PLAN || !confirmed) {
          if (close(done) != 0)
             FATAL("can't close done pipe");
@@ -457,8 +455,7 @@ int main(int argc, char **argv)
          FATAL("can't end front end");
       int fd;
       if (confirmed == LAUNCHER_LATER_BYTE_C) {
-         memo_storer_go(&memo, go);
-         fd = planfd;
+         fd = planfd;   /* the storer keeps the record */
       } else {
          fd = memo_store(&memo, memofd, planfd, tries);
       }

@@ -3,20 +3,29 @@
    Serializing the record of what a plan depends on, and our check of it,
    delayed every launch that plans. So the front end may hand the plan over
    first (LAUNCHER_LATER_BYTE on the done pipe) and then, no longer tied to
-   us (its parent-death signal cleared, its stdio on /dev/null), write the
-   record once we exec'd the command (lib/run/main.ts recordLater). We run
-   the core at once; the record is checked and kept by a storer: a process of ours
-   with the memo's state (key, directory, the key's lock), double-forked so
-   that it is not the command's child (the command must not see a child it
-   didn't start, nor get its SIGCHLD) and reparented to init or the nearest
-   subreaper. It is forked while Node starts, not after the plan (two forks
-   and a wait cost the launch 0.53 ms there, measured), and told then whether
-   a record follows (a byte on its go pipe) or not (EOF: the front end
-   recorded first, or there is no plan). Told, it holds the key's lock until the record is kept or given up,
-   so a launch of the same key meanwhile waits for it and hits, as it waits
-   for a peer that plans (memo.c). Never waits forever: LATER_WAIT_MS. A
-   storer that dies first leaves a mark on the lock file, and the key's
-   next launch records before it runs.
+   ch-run (its parent-death signal cleared, its stdio on /dev/null), write
+   the record to the memo memfd and LAUNCHER_DONE_BYTE to the storer's pipe,
+   which LAUNCHER_MEMO_LATER names (lib/run/main.ts recordLater). ch-run runs
+   the core at once.
+
+   The storer is a process with the memo's state (key, directory, the
+   key's lock) that the front end's waiter forks right after the front end:
+   so it is never ch-run's child, nor then the command's (a command must not
+   see a child it didn't start, nor get its SIGCHLD), and costs ch-run
+   nothing (forked by ch-run after the plan, with the double fork that
+   needed, it cost the launch 0.53 ms; and ch-run waking it at the hand-over,
+   0.3). Killed with the waiter, the waiter's parent-death signal isn't its.
+   It waits for the byte (the record is whole) or EOF (no record comes: the
+   front end recorded first and ch-run kept it, or failed, or it is gone),
+   checks and keeps the record as memo_store does, and tidies the plan
+   directory (memo_tidy; ch-run did, while Node started). It holds the key's
+   lock until the record is kept or given up, so a launch of the same key
+   meanwhile waits for it and hits, as it waits for a peer that plans
+   (memo.c). Never waits forever: LATER_WAIT_MS.
+
+   ch-run marks the lock file when it lets the front end record later; a
+   record kept clears the mark. A storer that dies first leaves it, and the
+   key's next launch records before it runs.
 
    Not in verify or replay mode (the test suite's: the record is kept
    before the command runs, and compared), nor under -v (what the front end
@@ -69,47 +78,27 @@ static char byte_from(int fd)
    return r == 1 && read(fd, &c, 1) == 1 ? c : 0;
 }
 
-/* In the storer: told to (GO), wait for the record's done byte, then check
-   and keep the record. */
-_Noreturn static void storer(struct memo *m, int memofd, int done, int go)
+void memo_storer(struct memo *m, int memofd, int rec)
 {
-   int keep[] = { m->dirfd, m->lockfd, memofd, done, go };
+   int keep[] = { m->dirfd, m->lockfd, memofd, rec };
    keep_only(keep, sizeof(keep) / sizeof(keep[0]));
-   if (byte_from(go) == LAUNCHER_LATER_BYTE_C && byte_from(done) == LAUNCHER_DONE_BYTE_C)
+   if (byte_from(rec) == LAUNCHER_DONE_BYTE_C) {
       (void)memo_store(m, memofd, -1, 1);   /* and the lock goes */
+   } else if (m->lockfd >= 0) {
+      close(m->lockfd);   /* the launcher's to hold, or no one's */
+      m->lockfd = -1;
+   }
+   memo_tidy(m);
    _exit(0);
 }
 
-int memo_storer_start(struct memo *m, int memofd, int done)
+bool memo_mark_later(struct memo *m)
 {
-   int go[2];
-   if (!m->enabled || m->lockfd < 0 || pipe2(go, O_CLOEXEC) != 0)
-      return -1;
-   pid_t mid = fork();
-   if (mid == 0) {
-      if (fork() == 0)
-         storer(m, memofd, done, go[0]);
-      _exit(0);   /* the storer is init's (or a subreaper's) now */
-   }
-   int status;
-   while (mid > 0 && waitpid(mid, &status, 0) < 0 && errno == EINTR) {}
-   close(go[0]);
-   if (mid < 0) {
-      close(go[1]);
-      return -1;
-   }
-   return go[1];
-}
-
-void memo_storer_go(struct memo *m, int go)
-{
-   /* The mark, until memo_store has been (and truncates it): a storer
-      killed first (Slurm ends a step's processes when its task ends, and
-      a short command's may end within the ms the record takes) leaves it,
-      and the next launch of this key, finding it, records before it runs,
-      so its plan is kept (memo.c memo_hit). */
-   if (go >= 0 && m->lockfd >= 0 && pwrite(m->lockfd, "l", 1, 0) == 1)
-      (void)write(go, &(char){ LAUNCHER_LATER_BYTE_C }, 1);
-   if (go >= 0)
-      close(go);
+   /* Until memo_store has been (it truncates the lock file): a storer
+      killed first (Slurm ends a step's processes when its task ends, and a
+      short command's may end within the ms the record takes), or a front
+      end that never sent it, leaves the mark, and the key's next launch,
+      finding it, records before it runs, so that its plan is kept (memo.c
+      memo_hit). */
+   return m->lockfd >= 0 && pwrite(m->lockfd, "l", 1, 0) == 1;
 }

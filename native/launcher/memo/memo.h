@@ -40,8 +40,8 @@ int memo_hit(struct memo *m);
 
 /* Keep the user's plan directory bounded and free of leftovers (records
    over the bound, the least recently used first; writers' temporaries and
-   orphan locks a minute old). Run on a miss while the front end plans, so
-   it costs the launch nothing; a store after it adds one record at most. */
+   orphan locks a minute old). Run on a miss by the storer, once the front
+   end has handed over its plan, so it costs the launch nothing. */
 void memo_tidy(struct memo *m);
 
 /* The front end planned: keep its record (MEMOFD) if it may be kept. Under
@@ -55,16 +55,17 @@ void memo_tidy(struct memo *m);
 #define MEMO_VERIFY_TRIES 3
 int memo_store(struct memo *m, int memofd, int planfd, int tries);
 
-/* A front end started, that may hand over its plan before its record
-   (LAUNCHER_LATER_BYTE on DONE, the done pipe's read end): start a storer,
-   a process of its own that is not this one's child, to keep that record
-   (from MEMOFD) as memo_store does (later.c). Returns its go pipe's write
-   end, or -1 (none: the record is lost). memo_storer_go(GO) once the front
-   end said it records later: the storer then holds the key's lock until
-   it kept the record, and this process may close its own descriptors and
-   run the core. Otherwise close GO: the storer goes. */
-int memo_storer_start(struct memo *m, int memofd, int done);
-void memo_storer_go(struct memo *m, int go);
+/* The storer (later.c), in a process of its own that is never ch-run's
+   child (the front end's waiter forks it): waits on REC, its pipe's read
+   end, for LAUNCHER_DONE_BYTE (the front end's record is whole in MEMOFD)
+   and keeps the record as memo_store does, holding the key's lock
+   meanwhile; on EOF it lets the lock go. Then tidies the plan directory.
+   Never returns. */
+_Noreturn void memo_storer(struct memo *m, int memofd, int rec);
+
+/* Mark the key's lock file before letting the front end record after its
+   plan (later.c): whether it could. */
+bool memo_mark_later(struct memo *m);
 
 /* CH_RUN_MEMO_VERIFY=replay (tests): once this launch's record is kept,
    launch ch-run again, the same command line in the same environment, as a
