@@ -7,10 +7,11 @@
 // record kept before the command runs.
 
 import test from 'ava';
+import { execa } from 'execa';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ch, image, PKG } from './helpers/env.js';
-import { scratch, settled } from './helpers/fixtures.js';
+import { asUser, ch, image, needs, noFuse, PKG, testUser, userEnv } from './helpers/env.js';
+import { ownedByUser, scratch, settled } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
 const isRecord = (n) => /^[0-9a-f]{16}$/.test(n);
@@ -101,4 +102,51 @@ test('under -v the record is kept before the command runs (what is said of it co
   t.is(r.exitCode, 0, r.stderr);
   t.regex(r.stderr, /plan memo: miss \(no record\)/);
   t.is(r.stdout.split('\n').filter(isRecord).length, 1, r.stdout);
+});
+
+test('concurrent launches of one key: one plans, the others wait for the storer and hit', async (t) => {
+  const { cache, run } = await laterRun(t);
+  const img = image('busybox');
+  const dir = await scratch(t, 'memo-later-node');
+  // A Node wrapper that counts the front ends started.
+  const count = join(dir, 'starts');
+  const wrapper = join(dir, 'node');
+  writeFileSync(wrapper, `#!/bin/sh\necho x >> ${count}\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  await ownedByUser(dir);
+  await settled(img, dir);
+  const args = [img, '--', 'echo', 'peer'];
+  const all = await Promise.all(Array.from({ length: 6 }, () => run(args, { CH_RUN_NODE: wrapper })));
+  for (const r of all) {
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(r.stdout, 'peer');
+  }
+  t.is(readFileSync(count, 'utf8'), 'x\n', 'one front end for six launches');
+  t.is(records(cache).length, 1);
+});
+
+needs(test, noFuse, { tool: true })('a .sqfs image: the record after the plan is kept, and the next launch hits', async (t) => {
+  const { run: runLater } = await laterRun(t);
+  const dir = await scratch(t, 'memo-later-sq');
+  const file = join(dir, 'img.sqfs');
+  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
+  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(made.exitCode, 0, made.stderr);
+  await settled(file);
+  const args = [file, '--', 'cat', '/etc/os-release'];
+  const run = (env = {}) => runLater(args, { CH_RUN_SQUASH_LINGER: '0', ...env });
+  t.is((await run()).exitCode, 0);   // lists the image, caches the listing: not kept
+  // Other tests' SquashFS launches (the same user's /var/tmp/$USER.ch) may
+  // change what a plan read in between: a few rounds.
+  const cacheDir = `/var/tmp/${testUser().name}.ch`;
+  let hit;
+  for (let round = 0; round < 3; round++) {
+    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    const planned = await run();
+    t.is(planned.exitCode, 0, planned.stderr);
+    hit = await run(NO_NODE);
+    if (hit.exitCode === 0) break;
+    t.log(`round ${round}: no hit: ${hit.stderr.split('\n')[0]}`);
+  }
+  t.is(hit.exitCode, 0, hit.stderr);
+  t.regex(hit.stdout, /NAME=/);
 });
