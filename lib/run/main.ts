@@ -50,26 +50,29 @@ function launcherFd(name: string): number {
   return Number(v);
 }
 
-/**
- * Hand over BUF, the decision; and MEMO, the record to keep for later
- * launches, if the launcher asked. LATER: the record comes afterwards
- * (recordLater); this process is then detached from the launcher's
- * lifetime and the caller's stdio first, and says so with LAUNCHER.laterByte
- * (native/launcher/memo/later.c). Whether it could: false, no record follows.
- */
-function handOff(buf: Buffer, memo?: Buffer, later = false): boolean {
-  const [plan, done] = [LAUNCHER.planFd, LAUNCHER.doneFd].map(launcherFd);
+/** Hand over BUF, the decision; and MEMO, the record to keep for later launches, if the launcher asked. */
+function handOff(buf: Buffer, memo?: Buffer): void {
+  write(buf, memo);
+  say(LAUNCHER.doneByte);
+}
+
+/** The decision BUF and the record MEMO (handOff), written; BUF null: written already. */
+function write(buf: Buffer | null, memo?: Buffer): void {
   try {
     // By ch_host.node where it is built: node:fs's first writeSync is compiled from source (host-fs.ts).
     if (memo !== undefined && memo.length > 0) hostFs.writeAll(launcherFd(LAUNCHER.memoFd), memo);
-    hostFs.writeAll(plan, buf);
-    if (later && hostFs.detach()) {
-      hostFs.writeAll(done, Buffer.from(LAUNCHER.laterByte, 'latin1'));
-      return true;
-    }
-    hostFs.writeAll(done, Buffer.from(LAUNCHER.doneByte, 'latin1'));
+    if (buf !== null) hostFs.writeAll(launcherFd(LAUNCHER.planFd), buf);
+  } catch (err) {
+    throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
+  }
+}
+
+/** BYTE on the done pipe, which is then closed: what was written is whole (LAUNCHER.laterByte: the record follows). */
+function say(byte: string): void {
+  const done = launcherFd(LAUNCHER.doneFd);
+  try {
+    hostFs.writeAll(done, Buffer.from(byte, 'latin1'));
     hostFs.close(done);
-    return false;
   } catch (err) {
     throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
   }
@@ -251,26 +254,31 @@ async function main(): Promise<number> {
   // No argv here: a memoized plan's may be another launch's (commandArgs); the core's -v says it.
   log.debug(`plan: ${plan.mounts.length} mounts, cwd ${plan.cwd}`);
   const untap = () => tap?.untap();
-  if (rec && recordsLater(opts)) {
-    if (handOff(serializePlan(plan), undefined, true)) {
-      try {
-        recordLater(rec, plan, opts, untap);
-      } catch {
-        // No record this time; nothing to say (stdio is /dev/null now), nobody waits for our status.
-      }
-      // Nor for a clean exit: V8's teardown is CPU other launches want (200
-      // cold launches 8 at a time, 2 CPUs: 4107 -> 3854 ms), as the launcher's
-      // SIGKILL spares a front end that records first. Unless something waits
-      // for 'exit' (the build's loader, writing its code cache).
-      if (process.listenerCount('exit') === 0) process.kill(process.pid, 'SIGKILL');
+  // The plan, then detached (the launcher's waiter, killed once the plan is
+  // read, no longer takes us along; the caller's stdio let go), or the
+  // record now.
+  const later = rec !== null && recordsLater(opts);
+  if (later) write(serializePlan(plan));
+  if (later && hostFs.detach()) {
+    say(LAUNCHER.laterByte);
+    try {
+      recordLater(rec!, plan, opts, untap);
+    } catch {
+      // No record this time; nothing to say (stdio is /dev/null now), nobody waits for our status.
     }
+    // Nor for a clean exit: V8's teardown is CPU other launches want (200
+    // cold launches 8 at a time, 2 CPUs: 4107 -> 3854 ms), as the launcher's
+    // SIGKILL spares a front end that records first. Unless something waits
+    // for 'exit' (the build's loader, writing its code cache).
+    if (process.listenerCount('exit') === 0) process.kill(process.pid, 'SIGKILL');
     return 0;
   }
   const memo = rec ? memoRecord(rec, plan, opts, untap) : undefined;
   // Outside the recording too: a memoized launch loads no bundle.
   for (const [bundle, status] of Object.entries(caches ?? {}))
     if (bundle !== 'ch-run-main.cjs') log.debug(`code cache (${bundle}): ${status}`);
-  handOff(serializePlan(plan), memo);
+  write(later ? null : serializePlan(plan), memo);
+  say(LAUNCHER.doneByte);
   return 0;
 }
 

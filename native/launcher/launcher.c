@@ -278,9 +278,9 @@ static pid_t start_front_end(const char *root, int planfd, int argc, char **argv
 /* Return when the front end is done planning: it closed the done pipe
    (DONE), on purpose once its decision is written, or by exiting. It
    writes one byte before closing on purpose, LAUNCHER_DONE_BYTE_C; or,
-   with a plan whose record follows, LAUNCHER_LATER_BYTE_C, and keeps the
-   pipe open (memo/later.c). The result is that byte, or 0: a front end
-   that died halfway through a plan is told apart. */
+   with a plan whose record follows, LAUNCHER_LATER_BYTE_C (memo/later.c).
+   The result is that byte, or 0: a front end that died halfway through a
+   plan is told apart. */
 static char front_end_done(int done)
 {
    /* The byte, or EOF; not EOF after the byte: a helper Node started and
