@@ -42,7 +42,10 @@
 
 #include "internal.h"
 
-/* The front end writes the record within milliseconds of the command's exec. */
+/* From the front end's start: Node's start, planning, the record, usually
+   well under a second (a first listing of a large SquashFS image takes
+   longer). A storer that gives up leaves the mark: the next launch records
+   first. */
 #define LATER_WAIT_MS 30000
 
 /* Stdio on /dev/null and every other descriptor closed but KEEP's: the
