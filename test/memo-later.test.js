@@ -150,3 +150,17 @@ needs(test, noFuse, { tool: true })('a .sqfs image: the record after the plan is
   t.is(hit.exitCode, 0, hit.stderr);
   t.regex(hit.stdout, /NAME=/);
 });
+
+test('a front end that can\'t detach (no addon: CH_HOST_FS=node) records before the command runs', async (t) => {
+  const { cache, run } = await laterRun(t);
+  const img = image('busybox');
+  await settled(img);
+  const args = ['-b', `${cache}:/mnt/0`, img, '--', 'ls', '/mnt/0'];
+  const r = await run(args, { CH_HOST_FS: 'node' });
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(r.stderr, '');
+  t.is(r.stdout.split('\n').filter(isRecord).length, 1, `kept before the command ran: ${r.stdout}`);
+  t.is(statSync(join(cache, `${r.stdout.split('\n').find(isRecord)}.lock`)).size, 0, 'no mark left');
+  const hit = await run(args, { CH_HOST_FS: 'node', ...NO_NODE });
+  t.is(hit.exitCode, 0, hit.stderr);
+});

@@ -189,13 +189,13 @@ function codeCaches(): Record<string, string> | undefined {
 /**
  * May the record come after the plan (recordLater)? Where the launcher
  * takes it so (LAUNCHER.memoLater: not in the test suite's modes, which
- * keep it before the command runs), the addon can detach this process,
- * and -v isn't given (what is said of the record belongs before the
- * command's output).
+ * keep it before the command runs) and -v isn't given (what is said of the
+ * record belongs before the command's output); and then only if this
+ * process can detach (main).
  */
 function recordsLater(opts: RunOptions): boolean {
   return opts.action === 'run' && opts.verbosity === 0 && process.env[LAUNCHER.memoFd] !== undefined
-    && process.env[LAUNCHER.memoLater] !== undefined && hostFs.canDetach();
+    && process.env[LAUNCHER.memoLater] !== undefined;
 }
 
 /**

@@ -295,18 +295,11 @@ export function close(fd: number): void {
 }
 
 /**
- * Can this process leave its parent's lifetime (detach)? Only through the
- * addon: node:process has no prctl or dup2.
- */
-export function canDetach(): boolean {
-  return native() !== null;
-}
-
-/**
  * No longer die with the parent (the parent-death signal the launcher's
  * waiter set), and leave the caller's stdio (now /dev/null): ch-run's front
  * end records its plan while the container starts (run/main.ts). False if
- * that failed or the parent is gone already.
+ * that failed, the parent is gone already, or there is no addon (node:process
+ * has no prctl or dup2).
  */
 export function detach(): boolean {
   const a = native();
