@@ -7,11 +7,10 @@
 // record kept before the command runs.
 
 import test from 'ava';
-import { execa } from 'execa';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asUser, ch, image, needs, noFuse, PKG, testUser, userEnv } from './helpers/env.js';
-import { ownedByUser, scratch, settled } from './helpers/fixtures.js';
+import { ch, image, needs, noFuse, PKG } from './helpers/env.js';
+import { listingsSettled, ownedByUser, scratch, settled, until, userSquash } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
 const isRecord = (n) => /^[0-9a-f]{16}$/.test(n);
@@ -29,19 +28,12 @@ async function laterRun(t) {
 /** PIDs of processes whose command line holds MARK (ours: the front end's and the storer's hold the command's). */
 function holding(mark) {
   const pids = [];
-  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n)) ) {
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
       if (readFileSync(`/proc/${p}/cmdline`, 'latin1').includes(mark)) pids.push(Number(p));
     } catch { /* gone */ }
   }
   return pids.filter((p) => p !== process.pid);
-}
-
-async function until(what, cond, ms = 10_000) {
-  for (const end = Date.now() + ms; !cond();) {
-    if (Date.now() > end) throw new Error(`still not so after ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 test('the record comes after the plan: the next launch hits it at once, it is the record made before, and nothing is left', async (t) => {
@@ -126,21 +118,15 @@ test('concurrent launches of one key: one plans, the others wait for the storer 
 
 needs(test, noFuse, { tool: true })('a .sqfs image: the record after the plan is kept, and the next launch hits', async (t) => {
   const { run: runLater } = await laterRun(t);
-  const dir = await scratch(t, 'memo-later-sq');
-  const file = join(dir, 'img.sqfs');
-  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
-  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
-  t.is(made.exitCode, 0, made.stderr);
-  await settled(file);
+  const file = await userSquash(t, 'memo-later-sq');
   const args = [file, '--', 'cat', '/etc/os-release'];
   const run = (env = {}) => runLater(args, { CH_RUN_SQUASH_LINGER: '0', ...env });
   t.is((await run()).exitCode, 0);   // lists the image, caches the listing: not kept
   // Other tests' SquashFS launches (the same user's /var/tmp/$USER.ch) may
   // change what a plan read in between: a few rounds.
-  const cacheDir = `/var/tmp/${testUser().name}.ch`;
   let hit;
   for (let round = 0; round < 3; round++) {
-    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    await listingsSettled();
     const planned = await run();
     t.is(planned.exitCode, 0, planned.stderr);
     hit = await run(NO_NODE);

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
   utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, ch, image, isRoot, needs, noFuse, notRoot, PKG, testUser, userEnv } from './helpers/env.js';
-import { imageCopy, ownedByUser, scratch, settled } from './helpers/fixtures.js';
+import { imageCopy, listingsSettled, ownedByUser, scratch, settled, userSquash } from './helpers/fixtures.js';
 
 const NO_NODE = { CH_RUN_NODE: '/nonexistent/node' };   // a launch that needs Node fails
 
@@ -445,12 +445,7 @@ test('a hit runs the core in the launcher\'s process: the command gets the same 
 
 needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit leaves no squashfuse or mount behind', async (t) => {
   const { run: runMemo } = await memoRun(t);
-  const dir = await scratch(t, 'memo-sq');
-  const file = join(dir, 'img.sqfs');
-  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
-  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
-  t.is(made.exitCode, 0, made.stderr);
-  await settled(file);
+  const file = await userSquash(t, 'memo-sq');
   // The first launch lists the image and caches the listing in
   // /var/tmp/$USER.ch (so it isn't memoized: a file it read changed
   // meanwhile); once that cache is over 1 s old, a launch is.
@@ -465,10 +460,9 @@ needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit le
   t.regex(first.stderr, /plan memo: not stored: wrote .*list-.*\.json while planning/);
   // Other tests' SquashFS launches (the same user's /var/tmp/$USER.ch) may
   // change what a plan read in between: a few rounds, each logged.
-  const cacheDir = `/var/tmp/${testUser().name}.ch`;
   let hit;
   for (let round = 0; round < 3; round++) {
-    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    await listingsSettled();
     const planned = await run(args);
     t.is(planned.exitCode, 0, planned.stderr);
     hit = await run(args, NO_NODE);
@@ -484,12 +478,7 @@ needs(test, noFuse, { tool: true })('a .sqfs image is memoized too, and a hit le
 
 needs(test, noFuse, { tool: true })('a .sqfs hit with a live shared mount: the plan holds, no squashfuse starts (issue #23)', async (t) => {
   const { run: runMemo } = await memoRun(t);
-  const dir = await scratch(t, 'memo-sq-shared');
-  const file = join(dir, 'img.sqfs');
-  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
-  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
-  t.is(made.exitCode, 0, made.stderr);
-  await settled(file);
+  const file = await userSquash(t, 'memo-sq-shared');
   const mark = `chtk-memo-${Math.random().toString(36).slice(2)}`;
   const run = (a, env = {}) => runMemo(a, { CH_RUN_SQUASH_LINGER: '20', CHTK_MEMO_MARK: mark, ...env });
   const fuses = () => readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d)).filter((pid) => {
@@ -525,18 +514,12 @@ needs(test, noFuse, { tool: true })('a subprocess\'s plan depends on its declare
   // such a plan (spawnSync walks the environment it passes on): a variable
   // the planner never looked at, different for every rank, was a miss.
   const { run } = await memoRun(t);
-  const dir = await scratch(t, 'memo-sq-env');
-  const file = join(dir, 'img.sqfs');
-  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
-  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
-  t.is(made.exitCode, 0, made.stderr);
-  await settled(file);
+  const file = await userSquash(t, 'memo-sq-env');
   const args = ['--set-env', file, '--', 'true'];
   t.is((await run(args, { CH_RUN_MEMO_VERIFY: '1' })).exitCode, 0);   // lists the image, caches the listing
-  const cacheDir = `/var/tmp/${testUser().name}.ch`;
   let hit;
   for (let round = 0; round < 3; round++) {
-    await settled(...readdirSync(cacheDir).filter((n) => n.startsWith('list-')).map((n) => join(cacheDir, n)));
+    await listingsSettled();
     const planned = await run(args, { CHTK_UNRELATED: 'rank 0' });
     t.is(planned.exitCode, 0, planned.stderr);
     t.false(said(planned, 'not stored'), planned.stderr);

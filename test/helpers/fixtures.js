@@ -4,7 +4,7 @@
 import { execa } from 'execa';
 import { lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { image, isRoot, TEST_DIR, testUser } from './env.js';
+import { asUser, image, isRoot, TEST_DIR, testUser, userEnv } from './env.js';
 
 /** A fresh directory under TEST_DIR owned by the test user. */
 export async function scratch(t, prefix = 'scratch') {
@@ -48,6 +48,22 @@ export function newest(path) {
 export async function settled(...paths) {
   const wait = Math.max(...paths.map(newest)) + 1100 - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+}
+
+/** The busybox test image as a SquashFS file the test user made, in a scratch directory (PREFIX); settled. */
+export async function userSquash(t, prefix) {
+  const file = join(await scratch(t, prefix), 'img.sqfs');
+  const argv = [...asUser(), 'mksquashfs', image('busybox'), file, '-noappend', '-quiet', '-no-progress'];
+  const made = await execa(argv[0], argv.slice(1), { reject: false, env: userEnv(), extendEnv: false, cwd: '/' });
+  t.is(made.exitCode, 0, made.stderr);
+  await settled(file);
+  return file;
+}
+
+/** Wait until the test user's SquashFS listing caches are settled: other tests' launches write them (/var/tmp/$USER.ch). */
+export async function listingsSettled() {
+  const dir = `/var/tmp/${testUser().name}.ch`;
+  await settled(...readdirSync(dir).filter((n) => n.startsWith('list-')).map((n) => join(dir, n)));
 }
 
 /** Wait until COND (maybe async) holds, polling; fail after about a minute saying WHAT. */
