@@ -365,7 +365,7 @@ async function codeCache() {
   const plan = (args, out, env = {}) => {
     mkdirSync(out);
     execFileSync(process.execPath, [...NODE_FLAGS, join(ROOT, 'dist', 'ch-run.cjs'), ...args], {
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH, HOME: '/root', USER: 'nobody', CH_RUN_CODE_CACHE_DIR: out,
         [LAUNCHER.planFd]: '3', [LAUNCHER.doneFd]: '4', [LAUNCHER.memoFd]: '5', ...env },
     });
@@ -385,7 +385,7 @@ async function codeCache() {
     // in the cache (~0.4 ms of each launch's deserialization): compiled from
     // source it slowed concurrent launches on 2 CPUs.
     from['ch-run-main.cjs'] = plan(['--set-env', '--set-env=A=$PATH:/x', '--unset-env=CODE_*', '-b', `${img}/ch:/mnt/0`, img],
-      join(work, 'main'), { [LAUNCHER.memoLater]: '1' });
+      join(work, 'main'), { [LAUNCHER.memoLater]: '6' });   // the storer's pipe, here a plain one
     const others = { CH_RUN_CODE_CACHE_PRELOAD: 'ch-run-devices.cjs,ch-run-yaml.cjs' };
     let devices;
     try {

@@ -14,8 +14,8 @@
    see a child it didn't start, nor get its SIGCHLD), and costs ch-run
    nothing (forked by ch-run after the plan, with the double fork that
    needed, it cost the launch 0.53 ms; and ch-run waking it at the hand-over,
-   0.3). Killed with the waiter, the waiter's parent-death signal isn't its.
-   It waits for the byte (the record is whole) or EOF (no record comes: the
+   0.3). It outlives the waiter, which ch-run kills: a parent-death signal
+   is not inherited by a fork. It waits for the byte (the record is whole) or EOF (no record comes: the
    front end recorded first and ch-run kept it, or failed, or it is gone),
    checks and keeps the record as memo_store does, and tidies the plan
    directory (memo_tidy; ch-run did, while Node started). It holds the key's
@@ -51,9 +51,9 @@
    /proc/self/fd, as kernels before close_range (5.9) need. */
 static void keep_only(const int *keep, int n)
 {
-   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+   int null = open("/dev/null", O_RDWR | O_CLOEXEC);   /* closed below with the rest */
    for (int fd = 0; fd <= 2; fd++)
-      if (null < 0 ? close(fd) : dup2(null, fd)) {}
+      (void)(null >= 0 ? dup2(null, fd) : close(fd));
    DIR *d = opendir("/proc/self/fd");
    if (d == NULL)
       return;
