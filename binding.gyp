@@ -53,12 +53,17 @@
     },
     {
       # ch_host: the reads ch-run's front end makes most, in C from their first
-      #   call (native/host/hostfs.c says why); small and with no library of
-      #   its own, so that opening it costs a launch little.
+      #   call (native/host/hostfs.c says why), and the front end's compiler
+      #   (native/host/compile.cc: V8's API, checked against the running Node);
+      #   small and with no library Node hasn't loaded, so that opening it costs
+      #   a launch little.
       "target_name": "ch_host",
-      "sources": ["native/host/hostfs.c"],
+      "sources": ["native/host/hostfs.c", "native/host/compile.cc"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
-      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "cflags_c": ["-std=gnu11"],
+      "cflags_cc": ["-std=gnu++17", "-fno-exceptions", "-fno-rtti"],
+      "ldflags": ["-Wl,--as-needed"]
     },
     {
       "target_name": "ch-run-core",

@@ -1,20 +1,21 @@
 // What ch-run's front end costs at start-up (issue #27, docs/design.md "First
-// launch"): a launch that plans loads, beyond what any Node script loads,
-// only node:vm (the code cache), and starts from its V8 code cache, making
+// launch"): a launch that plans loads no Node module beyond what any Node
+// script loads (ch_host.node compiles the bundle from its V8 code cache:
+// native/host/compile.cc; node:vm only where the addon can't), and makes
 // its frequent reads with ch_host.node (lib/util/host-fs.ts; node:os, for
 // the user's and the host's names, no longer loads). Each Node module more was measured at 0.25-0.5 ms
 // of every such launch (node:module with the ES module loader it pulls in,
 // node:url), so one that creeps back in fails here, named.
 
 import test from 'ava';
-import { chownSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, image, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
 import { beyondPlain, modulesOf as modulesLoaded, writeModuleProbe } from './helpers/modules.js';
 
 
 const BASE = join(TEST_DIR, 'startup');
-const ALLOWED = ['NativeModule vm'];
+const ALLOWED = [];
 
 /** The Node modules a run of SCRIPT ARGS loaded, as the test user, with the launcher's descriptors. */
 const modulesOf = (name, script, args, env = {}) =>
@@ -27,7 +28,7 @@ test.before(() => {
   writeModuleProbe(BASE);
 });
 
-test('a launch that plans loads no Node module beyond node:vm, starts from the code cache and reads with ch_host.node', async (t) => {
+test('a launch that plans loads no Node module a plain script doesn\'t, starts from the code cache and reads with ch_host.node', async (t) => {
   const plain = await modulesOf('plain', join(BASE, 'plain.cjs'), []);
   t.is(plain.r.exitCode, 0, plain.r.stderr);
   // As the launcher runs it: a memoizable plan (the record too). Quiet: a
@@ -43,4 +44,59 @@ test('a launch that plans loads no Node module beyond node:vm, starts from the c
   t.deepEqual(more, [], `loaded at start-up: ${more.join(', ')}`);
   // No copy of a whole Node module per import (esbuild's __toESM): tools/build.js's ch-builtins-once.
   t.notRegex(readFileSync(join(PKG, 'dist', 'ch-run-main.cjs'), 'utf8'), /__toESM\(/);
+});
+
+/**
+ * The front end run by Node itself on a copy of dist/'s loader and bundles
+ * in DIR (the addon the package's, CH_TOOLKIT_BUILD_DIR), with its
+ * descriptors: what -vv says of the code cache, and the modules it loaded.
+ */
+async function frontEndIn(dir, name, env = {}) {
+  return modulesLoaded(dir, name, join(dir, 'dist', 'ch-run.cjs'), ['-vv', image('busybox'), '--', 'true'], {
+    env: { PATH: process.env.PATH, CH_TOOLKIT_BUILD_DIR: join(PKG, 'build', 'Release'),
+      CH_RUN_PLAN_FD: '3', CH_RUN_DONE_FD: '4', ...env } });
+}
+
+/** DIR with a copy of the package's loader and front end, its cache CACHE (bytes). */
+function packageCopy(dir, cache) {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'dist'), { recursive: true });
+  for (const f of ['package.json', 'dist/ch-run.cjs', 'dist/ch-run-main.cjs'])
+    writeFileSync(join(dir, f), readFileSync(join(PKG, f)));
+  writeFileSync(join(dir, 'dist', 'ch-run-main.cjs.cache'), cache);
+  writeModuleProbe(dir);
+}
+
+test('without the addon, the front end compiles with node:vm from the same code cache (issue #27)', async (t) => {
+  const dir = join(BASE, 'no-addon');
+  packageCopy(dir, readFileSync(join(PKG, 'dist', 'ch-run-main.cjs.cache')));
+  const r = await frontEndIn(dir, 'node-fs', { CH_HOST_FS: 'node' });
+  t.is(r.r.exitCode, 0, r.r.stderr);
+  t.regex(r.r.stderr, /code cache: used\n/);
+  t.regex(r.r.stderr, /host reads: node:fs/);
+  t.true(r.loaded.has('NativeModule vm'), 'node:vm compiled the bundle');
+  const a = await frontEndIn(dir, 'addon');
+  t.regex(a.r.stderr, /code cache: used\n/);
+  t.false(a.loaded.has('NativeModule vm'), 'the addon compiled the bundle');
+});
+
+test('a code cache made for another bundle is not used, one V8 refuses is refused, and the front end plans all the same (issue #27)', async (t) => {
+  const cache = readFileSync(join(PKG, 'dist', 'ch-run-main.cjs.cache'));
+  const stampEnd = cache.indexOf(10) + 1;
+  // Another build's: its stamp names another build id.
+  const other = Buffer.from(cache);
+  other[stampEnd - 2] = other[stampEnd - 2] === 0x30 ? 0x31 : 0x30;
+  // V8's own header (magic, then the V8 version's hash) after the stamp: another V8's.
+  const refused = Buffer.from(cache);
+  refused[stampEnd + 4] ^= 0xff;
+  for (const [name, bytes, status] of [['other', other, 'none'], ['refused', refused, 'rejected by V8']]) {
+    for (const env of [{}, { CH_HOST_FS: 'node' }]) {
+      const dir = join(BASE, `cache-${name}`);
+      packageCopy(dir, bytes);
+      const r = await frontEndIn(dir, name, env);
+      t.is(r.r.exitCode, 0, r.r.stderr);
+      t.regex(r.r.stderr, new RegExp(`code cache: ${status}\n`), `${name} ${JSON.stringify(env)}`);
+      t.regex(r.r.stderr, /plan: \d+ mounts/);
+    }
+  }
 });

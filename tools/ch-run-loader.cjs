@@ -8,6 +8,12 @@
 // bundle's first line and its length begin the cache (V8 itself checks
 // only the length); V8 refuses it for another Node, V8 or flags. Without
 // a usable cache the bundle is compiled as usual.
+// ch_host.node compiles: it maps the bundle and its cache and hands them to
+// V8 (native/host/compile.cc), which saved a launch that plans ~1 ms of
+// requiring node:vm (compiled from source at every launch) and reading the
+// bundle into a string. node:vm compiles, from the same cache, where the
+// addon isn't built, is turned off (CH_HOST_FS=node), or was built for
+// another Node.
 // The build: CH_RUN_CODE_CACHE_DIR=DIR writes, when this run ends, the
 // cache of every bundle it ran to DIR/BUNDLE.cache;
 // CH_RUN_CODE_CACHE_PRELOAD=BUNDLE,... runs those first (their top level,
@@ -16,13 +22,11 @@
 // No node:module (Module.wrap, createRequire): Node's start-up snapshot
 // lacks it, and compiling it cost ~0.35 ms a launch (docs/design.md). The
 // wrapper is written here, and the front end gets this file's own require
-// (the same directory: it resolves alike). node:vm, which the cache needs,
-// is compiled all the same.
+// (the same directory: it resolves alike).
 const { readFileSync, writeFileSync } = require('node:fs');
-const { Script } = require('node:vm');
 
 // ch_host.node first (lib/util/host-fs.ts says why, native/host/): the
-// cache is read with it, and the front end's frequent reads go through it
+// bundles are compiled with it, and the front end's frequent reads go through it
 // (host-fs.ts finds it here). Where it isn't built, node:fs does all.
 // Its directory as paths.ts's buildDir() has it.
 const build = process.env.CH_TOOLKIT_BUILD_DIR ?? `${__dirname}/../build/Release`;
@@ -34,14 +38,6 @@ if (process.env.CH_HOST_FS !== 'node') {
     host = globalThis[Symbol.for('ch-toolkit.hostfs')] = m.exports;
   } catch { /* not built */ }
 }
-/** FILE's code cache, after its stamp line, if that is STAMP; else undefined. */
-function codeCache(file, stamp) {
-  if (host !== null) return host.codeCache(`${file}.cache`, stamp);
-  let cache;
-  try { cache = readFileSync(`${file}.cache`); } catch { return undefined; }
-  return cache.length > stamp.length && cache.toString('latin1', 0, stamp.length) === stamp ? cache.subarray(stamp.length) : undefined;
-}
-
 /** What became of each bundle's cache, by file name, for the front end's -vv. */
 const caches = globalThis[Symbol.for('ch-toolkit.codecache')] = {};
 
@@ -53,6 +49,32 @@ const cacheDir = process.env.CH_RUN_CODE_CACHE_DIR, preload = process.env.CH_RUN
 delete process.env.CH_RUN_CODE_CACHE_DIR;
 delete process.env.CH_RUN_CODE_CACHE_PRELOAD;
 
+/** The addon compiles (native/host/compile.cc) where it was built for this very Node. */
+const compiler = host !== null && host.v8abi === Number(process.versions.modules) ? host : null;
+const COMPILED = Symbol.for('ch-toolkit.compiled');
+
+/** The parameters of the function a bundle is compiled as: Node's CommonJS module wrapper's. */
+const PARAMS = ['exports', 'require', 'module', '__filename', '__dirname'];
+
+/**
+ * FILE compiled by node:vm, from its cache where that was made for it: the
+ * same function, and the same cache, as the addon's (no addon, or one built
+ * for another Node). [function, what became of the cache].
+ */
+function compileByVm(file) {
+  const bytes = readFileSync(file);
+  const source = bytes.toString('utf8');
+  const nl = bytes.indexOf(10);
+  const stamp = Buffer.from(`CHCODECACHE2 ${bytes.length} ${bytes.toString('latin1', 0, nl < 0 ? bytes.length : nl)}\n`, 'latin1');
+  let cachedData;
+  try {
+    const cache = readFileSync(`${file}.cache`);
+    if (cache.length > stamp.length && cache.subarray(0, stamp.length).equals(stamp)) cachedData = cache.subarray(stamp.length);
+  } catch { /* none */ }
+  const fn = require('node:vm').compileFunction(source, PARAMS, { filename: file, cachedData });
+  return [fn, cachedData === undefined ? 'none' : fn.cachedDataRejected ? 'rejected by V8' : 'used'];
+}
+
 /**
  * Run bundle FILE (ours, in dist/) as a CommonJS module, from the code cache
  * made for it where there is one; its exports. For the build, its cache is
@@ -61,18 +83,23 @@ delete process.env.CH_RUN_CODE_CACHE_PRELOAD;
  */
 function load(file) {
   if (loaded.has(file)) return loaded.get(file).exports;
-  const source = readFileSync(file, 'utf8');
-  const stamp = `CHCODECACHE1 ${source.length} ${source.slice(0, source.indexOf('\n'))}\n`;
-  const cachedData = codeCache(file, stamp);
-  const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n});`;
-  const script = new Script(wrapped, { filename: file, cachedData });
   const name = file.slice(file.lastIndexOf('/') + 1);
-  caches[name] = cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected by V8' : 'used';
+  let fn, status = compiler?.compile(file, cacheDir !== undefined);
+  if (status !== undefined) {
+    fn = globalThis[COMPILED];
+    delete globalThis[COMPILED];
+  } else {
+    [fn, status] = compileByVm(file);
+  }
+  caches[name] = status;
   if (cacheDir !== undefined)
-    process.on('exit', () => writeFileSync(`${cacheDir}/${name}.cache`, Buffer.concat([Buffer.from(stamp, 'latin1'), script.createCachedData()])));
+    process.on('exit', () => {
+      const cache = compiler?.cacheOf(file);
+      if (cache !== undefined) writeFileSync(`${cacheDir}/${name}.cache`, cache);
+    });
   const mod = { exports: {}, filename: file, id: file, loaded: false };
   loaded.set(file, mod);
-  script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, __dirname);
+  fn.call(mod.exports, mod.exports, require, mod, file, __dirname);
   return mod.exports;
 }
 

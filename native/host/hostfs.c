@@ -23,7 +23,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -337,56 +336,6 @@ static napi_value js_detach(napi_env env, napi_callback_info info)
    return number(env, 0);
 }
 
-struct mapping { void *at; size_t len; };
-
-static void unmap(napi_env env, void *data, void *hint)
-{
-   struct mapping *m = hint;
-   (void)munmap(m->at, m->len);
-   free(m);
-}
-
-/* codeCache(path, stamp): the bytes of PATH after its first line, if that
-   line is STAMP (ch-run's loader, tools/ch-run-loader.cjs: a V8 code cache
-   made for the very bundle STAMP names); else undefined. Mapped, not read:
-   V8 reads it once, and a copy of 150 KB, the check of the line in
-   JavaScript and the slice of a Buffer cost the first launch ~0.3 ms. */
-static napi_value js_code_cache(napi_env env, napi_callback_info info)
-{
-   ARGS(2);
-   char p[PATH_MAX + 1], stamp[512];
-   size_t n;
-   napi_value r = NULL;
-   if (!path_arg(env, argv, argc, 0, p, sizeof(p)) || argc < 2
-       || napi_get_value_string_utf8(env, argv[1], stamp, sizeof(stamp), &n) != napi_ok || n >= sizeof(stamp) - 1)
-      return NULL;
-   int fd = open(p, O_RDONLY | O_CLOEXEC);
-   struct stat st;
-   if (fd < 0)
-      return NULL;
-   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= n || (uint64_t)st.st_size > (1ULL << 30)) {
-      close(fd);
-      return NULL;
-   }
-   size_t len = st.st_size;
-   char *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-   close(fd);
-   if (m == MAP_FAILED)
-      return NULL;
-   struct mapping *map = malloc(sizeof(*map));
-   if (map == NULL || memcmp(m, stamp, n) != 0) {
-      free(map);
-      munmap(m, len);
-      return NULL;
-   }
-   *map = (struct mapping){ m, len };
-   if (napi_create_external_buffer(env, len - n, m + n, unmap, map, &r) != napi_ok) {
-      unmap(env, NULL, map);
-      return NULL;
-   }
-   return r;
-}
-
 /* user(): the effective user's passwd entry, as libuv's uv_os_get_passwd
    reads it (os.userInfo): [uid, gid, name, home, shell], or -errno
    (ENOENT: no entry). */
@@ -456,18 +405,26 @@ static napi_value js_errname(napi_env env, napi_callback_info info)
    return r;
 }
 
+/* compile.cc: ch-run's bundles compiled from their code caches. */
+napi_value ch_compile(napi_env env, napi_callback_info info);
+napi_value ch_cache_of(napi_env env, napi_callback_info info);
+int ch_v8abi(void);
+
 NAPI_MODULE_INIT()
 {
    static const struct { const char *name; napi_callback fn; } fns[] = {
       { "stat", js_stat }, { "fstat", js_fstat }, { "access", js_access }, { "readlink", js_readlink },
       { "readFile", js_read_file }, { "user", js_user }, { "hostname", js_hostname },
-      { "errname", js_errname }, { "codeCache", js_code_cache }, { "writeAll", js_write_all },
-      { "close", js_close }, { "detach", js_detach },
+      { "errname", js_errname }, { "writeAll", js_write_all },
+      { "close", js_close }, { "detach", js_detach }, { "compile", ch_compile }, { "cacheOf", ch_cache_of },
    };
    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
       napi_value f;
       CHECK(napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f));
       CHECK(napi_set_named_property(env, exports, fns[i].name, f));
    }
+   napi_value abi;
+   CHECK(napi_create_int32(env, ch_v8abi(), &abi));
+   CHECK(napi_set_named_property(env, exports, "v8abi", abi));
    return exports;
 }

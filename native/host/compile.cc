@@ -1,0 +1,233 @@
+// ch_host.node's bundle compiler (tools/ch-run-loader.cjs): ch-run's
+// front end compiled from its code cache without node:vm and without
+// reading the bundle into a string of Node's.
+//
+// Why: on a launch that plans, requiring node:vm (not in Node's start-up
+// snapshot: compiled from source) cost ~0.4 ms, and reading the 118 KB
+// bundle through readFileSync ~0.3; here the bundle is mapped and V8 is
+// given it as an external one-byte string (no copy, no UTF-8 decoding) and
+// the cache, mapped too, straight from the mapping. The function V8
+// compiles is the module wrapper Node's CommonJS loader would make (the
+// same five parameters, as vm.compileFunction makes it: so the loader's
+// fallback uses the same cache); it is handed to JavaScript under
+// Symbol.for('ch-toolkit.compiled') on the global object, so no V8 handle
+// crosses N-API. V8's C++ API is used only where Node's module version is
+// the one this was built for: the loader checks v8abi against
+// process.versions.modules.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#undef NAPI_VERSION   /* node_version.h's own, after ours (binding.gyp) has done its work */
+#include <node_version.h>
+#include <v8.h>
+
+namespace {
+
+// A file mapped read-only (unmap() when done; a source string's, never).
+struct Mapping {
+   const char *at = nullptr;
+   size_t len = 0;
+   bool map(const char *path, size_t max)
+   {
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0)
+         return false;
+      struct stat st;
+      bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && (size_t)st.st_size <= max;
+      void *m = ok ? mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+      close(fd);
+      if (m == MAP_FAILED)
+         return false;
+      at = static_cast<const char *>(m);
+      len = st.st_size;
+      return true;
+   }
+   void unmap()
+   {
+      if (at != nullptr)
+         munmap(const_cast<char *>(at), len);
+      at = nullptr;
+   }
+};
+
+// The bundle's source as V8 keeps it: the mapping itself, for as long as the
+// string lives (the process's life: a compiled function refers to it).
+class MappedSource : public v8::String::ExternalOneByteStringResource {
+ public:
+   explicit MappedSource(Mapping m) : m_(m) {}
+   ~MappedSource() override { m_.unmap(); }
+   const char *data() const override { return m_.at; }
+   size_t length() const override { return m_.len; }
+ private:
+   Mapping m_;
+};
+
+// Functions compiled while the build makes the caches (keep), by file:
+// ch-run's three bundles at most.
+struct Kept { char file[PATH_MAX + 1]; v8::Global<v8::Function> *fn; };   // never freed: no destructor at exit
+Kept kept[8];
+
+bool ascii(const char *p, size_t n)
+{
+   for (size_t i = 0; i < n; i++)
+      if (static_cast<unsigned char>(p[i]) >= 0x80)
+         return false;
+   return true;
+}
+
+// The cache's first line for the bundle at M, in OUT (N bytes): its length
+// and first line (CHCODECACHE2 LENGTH FIRSTLINE\n); its length, 0 if it
+// doesn't fit.
+size_t stamp_of(const Mapping &m, char *out, size_t n)
+{
+   const char *nl = static_cast<const char *>(memchr(m.at, '\n', m.len));
+   int first = nl ? nl - m.at : m.len;
+   int len = snprintf(out, n, "CHCODECACHE2 %zu %.*s\n", m.len, first, m.at);
+   return len > 0 && (size_t)len < n ? len : 0;
+}
+
+napi_value str(napi_env env, const char *s)
+{
+   napi_value r = nullptr;
+   napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &r);
+   return r;
+}
+
+bool path_arg(napi_env env, napi_value v, char *out, size_t n)
+{
+   size_t len;
+   return napi_get_value_string_utf8(env, v, out, n, &len) == napi_ok && len < n - 1 && strlen(out) == len;
+}
+
+}  // namespace
+
+// compile(file, keep): compile bundle FILE (an ASCII file) as a CommonJS
+// module's function, from FILE.cache where that was made for it; the
+// function goes to globalThis[Symbol.for('ch-toolkit.compiled')]. Returns
+// what became of the cache ('used', 'rejected by V8', 'none'), or
+// undefined where this can't compile it (the loader then uses node:vm).
+// KEEP: the build's cache run, which asks for the cache later (cacheOf).
+extern "C" napi_value ch_compile(napi_env env, napi_callback_info info)
+{
+   size_t argc = 2;
+   napi_value argv[2];
+   char file[PATH_MAX + 1];
+   bool keep = false;
+   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 1
+       || !path_arg(env, argv[0], file, sizeof(file) - 8))
+      return nullptr;
+   if (argc > 1)
+      napi_get_value_bool(env, argv[1], &keep);
+   Mapping src;
+   if (!src.map(file, 64u << 20))
+      return nullptr;
+   if (!ascii(src.at, src.len)) {
+      src.unmap();
+      return nullptr;
+   }
+   char stamp[512], cpath[PATH_MAX + 8];
+   size_t slen = stamp_of(src, stamp, sizeof(stamp));
+   if (slen == 0) {
+      src.unmap();
+      return nullptr;
+   }
+   snprintf(cpath, sizeof(cpath), "%s.cache", file);
+   Mapping cache;
+   if (cache.map(cpath, 1u << 30) && (cache.len <= slen || memcmp(cache.at, stamp, slen) != 0))
+      cache.unmap();
+
+   // V8's handles here live in the scope of this call (N-API's, as for any
+   // function V8 calls), where the result is made too: no scope of our own,
+   // which would close over that result.
+   v8::Isolate *iso = v8::Isolate::GetCurrent();
+   v8::Local<v8::Context> ctx = iso->GetCurrentContext();
+   v8::Local<v8::String> source;
+   if (!v8::String::NewExternalOneByte(iso, new MappedSource(src)).ToLocal(&source)) {
+      cache.unmap();
+      return nullptr;   // too long (never ours); the mapping is V8's now, left as it is
+   }
+   v8::Local<v8::String> name = v8::String::NewFromUtf8(iso, file).ToLocalChecked();
+   v8::ScriptOrigin origin(iso, name);
+   v8::ScriptCompiler::CachedData *cached = cache.at == nullptr ? nullptr
+      : new v8::ScriptCompiler::CachedData(reinterpret_cast<const uint8_t *>(cache.at) + slen,
+                                           static_cast<int>(cache.len - slen));
+   v8::ScriptCompiler::Source s(source, origin, cached);   // owns CACHED, not its bytes
+   static const char *const names[] = { "exports", "require", "module", "__filename", "__dirname" };
+   v8::Local<v8::String> params[5];
+   for (int i = 0; i < 5; i++)
+      params[i] = v8::String::NewFromUtf8(iso, names[i], v8::NewStringType::kInternalized).ToLocalChecked();
+   v8::TryCatch tc(iso);
+   v8::Local<v8::Function> fn;
+   bool ok = v8::ScriptCompiler::CompileFunction(ctx, &s, 5, params, 0, nullptr,
+                                                 cached ? v8::ScriptCompiler::kConsumeCodeCache
+                                                        : v8::ScriptCompiler::kNoCompileOptions)
+                .ToLocal(&fn);
+   const char *status = cached == nullptr ? "none" : s.GetCachedData()->rejected ? "rejected by V8" : "used";
+   cache.unmap();
+   if (!ok)
+      return nullptr;   // the loader compiles it again, and throws what V8 says
+   v8::Local<v8::Value> key = v8::Symbol::For(iso, v8::String::NewFromUtf8Literal(iso, "ch-toolkit.compiled"));
+   if (!ctx->Global()->Set(ctx, key, fn).FromMaybe(false))
+      return nullptr;
+   for (Kept &k : kept)
+      if (keep && (k.file[0] == '\0' || !strcmp(k.file, file))) {
+         snprintf(k.file, sizeof(k.file), "%s", file);
+         if (k.fn == nullptr)
+            k.fn = new v8::Global<v8::Function>();
+         k.fn->Reset(iso, fn);
+         break;
+      }
+   return str(env, status);
+}
+
+// cacheOf(file): the code cache of bundle FILE, compiled by compile(file,
+// true) and run since: what it compiled meanwhile is in it; its first line
+// the stamp compile() checks. Undefined if FILE wasn't kept.
+extern "C" napi_value ch_cache_of(napi_env env, napi_callback_info info)
+{
+   size_t argc = 1;
+   napi_value argv[1];
+   char file[PATH_MAX + 1];
+   if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 1
+       || !path_arg(env, argv[0], file, sizeof(file)))
+      return nullptr;
+   Kept *k = nullptr;
+   for (Kept &c : kept)
+      if (c.fn != nullptr && !strcmp(c.file, file))
+         k = &c;
+   Mapping src;
+   if (k == nullptr || !src.map(file, 64u << 20))
+      return nullptr;
+   char stamp[512];
+   size_t slen = stamp_of(src, stamp, sizeof(stamp));
+   src.unmap();
+   if (slen == 0)
+      return nullptr;
+   v8::Isolate *iso = v8::Isolate::GetCurrent();   // the call's own handle scope, as in ch_compile
+   v8::ScriptCompiler::CachedData *data = v8::ScriptCompiler::CreateCodeCacheForFunction(k->fn->Get(iso));
+   if (data == nullptr)
+      return nullptr;
+   void *bytes;
+   napi_value r = nullptr;
+   if (napi_create_buffer(env, slen + data->length, &bytes, &r) == napi_ok) {
+      memcpy(bytes, stamp, slen);
+      memcpy(static_cast<char *>(bytes) + slen, data->data, data->length);
+   }
+   delete data;
+   return r;
+}
+
+// The module version this was built against: V8's C++ API above is used
+// only where the running Node's is the same (process.versions.modules).
+extern "C" int ch_v8abi(void)
+{
+   return NODE_MODULE_VERSION;
+}
