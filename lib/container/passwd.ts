@@ -35,10 +35,12 @@ export function identity(host: Host, uid: number | null, gid: number | null): Id
   const hostUid = host.uid(), hostGid = host.gid();
   const own = ownName(host);
   const user = own ?? host.env('USER') ?? `uid${hostUid}`;
-  const group = hostName(host, '/etc/group', hostGid) ?? `gid${hostGid}`;
+  const hostGroup = hostName(host, '/etc/group', hostGid);
+  const group = hostGroup ?? `gid${hostGid}`;
   const ctrUid = uid ?? hostUid, ctrGid = gid ?? hostGid;
   const ctrUserFound = ctrUid === hostUid ? own : hostName(host, '/etc/passwd', ctrUid);
-  const ctrGroupFound = hostName(host, '/etc/group', ctrGid);
+  // The same lookup when the gid is the same (it usually is): /etc/group read once.
+  const ctrGroupFound = ctrGid === hostGid ? hostGroup : hostName(host, '/etc/group', ctrGid);
   return {
     hostUid, hostGid, uid: ctrUid, gid: ctrGid, user, group,
     ctrUser: ctrUserFound ?? (ctrUid === hostUid ? user : 'charlie'),

@@ -15,7 +15,7 @@ import { storageDir } from '../util/paths.js';
 export const FUSE_DEV = '/dev/fuse';
 
 /** A SquashFS superblock begins "hsqs"; bytes_used (LE u64) is at offset 40. */
-const MAGIC = Buffer.from('hsqs', 'latin1');
+const MAGIC = Buffer.from('hsqs');   // ASCII; no encoding named (plan-output.ts says why)
 const SUPERBLOCK = 96;
 
 export interface SquashImage {

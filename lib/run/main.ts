@@ -71,7 +71,7 @@ function write(buf: Buffer | null, memo?: Buffer): void {
 function say(byte: string): void {
   const done = launcherFd(LAUNCHER.doneFd);
   try {
-    hostFs.writeAll(done, Buffer.from(byte, 'latin1'));
+    hostFs.writeAll(done, Buffer.from(byte));   // ASCII; no encoding named (plan-output.ts says why)
     hostFs.close(done);
   } catch (err) {
     throw new ChError(`can't hand the plan to ch-run's launcher: ${why(err)}`);
@@ -207,7 +207,7 @@ function recordsLater(opts: RunOptions): boolean {
 function recordLater(rec: Recorder, plan: Plan, opts: RunOptions, untap: () => void): void {
   const storer = launcherFd(LAUNCHER.memoLater);
   hostFs.writeAll(launcherFd(LAUNCHER.memoFd), memoRecord(rec, plan, opts, untap));
-  hostFs.writeAll(storer, Buffer.from(LAUNCHER.doneByte, 'latin1'));
+  hostFs.writeAll(storer, Buffer.from(LAUNCHER.doneByte));
   hostFs.close(storer);
 }
 
