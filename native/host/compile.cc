@@ -4,9 +4,9 @@
 //
 // Why: on a launch that plans, requiring node:vm (not in Node's start-up
 // snapshot: compiled from source) cost ~0.4 ms, and reading the 118 KB
-// bundle through readFileSync ~0.3; here the bundle is mapped and V8 is
-// given it as an external one-byte string (no copy, no UTF-8 decoding) and
-// the cache, mapped too, straight from the mapping. The function V8
+// bundle through readFileSync ~0.3; here the bundle is read into memory V8
+// is given as an external one-byte string (no copy into V8's heap, no UTF-8
+// decoding) and the cache is mapped and consumed straight from the mapping. The function V8
 // compiles is the module wrapper Node's CommonJS loader would make (the
 // same five parameters, as vm.compileFunction makes it: so the loader's
 // fallback uses the same cache); it is handed to JavaScript under
@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -31,43 +32,64 @@
 
 namespace {
 
-// A file mapped read-only (unmap() when done; a source string's, never).
-struct Mapping {
+// A file's bytes: mapped (the cache: V8 reads it while it compiles, then
+// it goes), or read into memory of its own (the source, which V8 reads again
+// whenever it compiles a function lazily: a mapping would be a SIGBUS there
+// if the file were cut short in place meanwhile, say by cp over it).
+struct Bytes {
    const char *at = nullptr;
    size_t len = 0;
-   bool map(const char *path, size_t max)
+   bool mapped = false;
+   bool load(const char *path, size_t max, bool map)
    {
       int fd = open(path, O_RDONLY | O_CLOEXEC);
       if (fd < 0)
          return false;
       struct stat st;
       bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && (size_t)st.st_size <= max;
-      void *m = ok ? mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+      size_t n = ok ? st.st_size : 0;
+      char *p = nullptr;
+      if (ok && map) {
+         void *m = mmap(nullptr, n, PROT_READ, MAP_PRIVATE, fd, 0);
+         p = m == MAP_FAILED ? nullptr : static_cast<char *>(m);
+      } else if (ok && (p = static_cast<char *>(malloc(n))) != nullptr) {
+         size_t got = 0;
+         ssize_t r = 1;
+         while (got < n && ((r = read(fd, p + got, n - got)) > 0 || (r < 0 && errno == EINTR)))
+            got += r > 0 ? r : 0;
+         if (got != n) {   /* changed while read: not this bundle */
+            free(p);
+            p = nullptr;
+         }
+      }
       close(fd);
-      if (m == MAP_FAILED)
+      if (p == nullptr)
          return false;
-      at = static_cast<const char *>(m);
-      len = st.st_size;
+      at = p;
+      len = n;
+      mapped = map;
       return true;
    }
-   void unmap()
+   void release()
    {
-      if (at != nullptr)
+      if (at != nullptr && mapped)
          munmap(const_cast<char *>(at), len);
+      else
+         free(const_cast<char *>(at));
       at = nullptr;
    }
 };
 
-// The bundle's source as V8 keeps it: the mapping itself, for as long as the
-// string lives (the process's life: a compiled function refers to it).
-class MappedSource : public v8::String::ExternalOneByteStringResource {
+// The bundle's source as V8 keeps it, for as long as the string lives (the
+// process's life: a compiled function refers to it).
+class BundleSource : public v8::String::ExternalOneByteStringResource {
  public:
-   explicit MappedSource(Mapping m) : m_(m) {}
-   ~MappedSource() override { m_.unmap(); }
-   const char *data() const override { return m_.at; }
-   size_t length() const override { return m_.len; }
+   explicit BundleSource(Bytes b) : b_(b) {}
+   ~BundleSource() override { b_.release(); }
+   const char *data() const override { return b_.at; }
+   size_t length() const override { return b_.len; }
  private:
-   Mapping m_;
+   Bytes b_;
 };
 
 // Functions compiled while the build makes the caches (keep), by file:
@@ -86,7 +108,7 @@ bool ascii(const char *p, size_t n)
 // The cache's first line for the bundle at M, in OUT (N bytes): its length
 // and first line (CHCODECACHE2 LENGTH FIRSTLINE\n); its length, 0 if it
 // doesn't fit.
-size_t stamp_of(const Mapping &m, char *out, size_t n)
+size_t stamp_of(const Bytes &m, char *out, size_t n)
 {
    const char *nl = static_cast<const char *>(memchr(m.at, '\n', m.len));
    int first = nl ? nl - m.at : m.len;
@@ -126,23 +148,23 @@ extern "C" napi_value ch_compile(napi_env env, napi_callback_info info)
       return nullptr;
    if (argc > 1)
       napi_get_value_bool(env, argv[1], &keep);
-   Mapping src;
-   if (!src.map(file, 64u << 20))
+   Bytes src;
+   if (!src.load(file, 64u << 20, false))
       return nullptr;
    if (!ascii(src.at, src.len)) {
-      src.unmap();
+      src.release();
       return nullptr;
    }
    char stamp[512], cpath[PATH_MAX + 8];
    size_t slen = stamp_of(src, stamp, sizeof(stamp));
    if (slen == 0) {
-      src.unmap();
+      src.release();
       return nullptr;
    }
    snprintf(cpath, sizeof(cpath), "%s.cache", file);
-   Mapping cache;
-   if (cache.map(cpath, 1u << 30) && (cache.len <= slen || memcmp(cache.at, stamp, slen) != 0))
-      cache.unmap();
+   Bytes cache;
+   if (cache.load(cpath, 1u << 30, true) && (cache.len <= slen || memcmp(cache.at, stamp, slen) != 0))
+      cache.release();
 
    // V8's handles here live in the scope of this call (N-API's, as for any
    // function V8 calls), where the result is made too: no scope of our own,
@@ -150,9 +172,9 @@ extern "C" napi_value ch_compile(napi_env env, napi_callback_info info)
    v8::Isolate *iso = v8::Isolate::GetCurrent();
    v8::Local<v8::Context> ctx = iso->GetCurrentContext();
    v8::Local<v8::String> source;
-   if (!v8::String::NewExternalOneByte(iso, new MappedSource(src)).ToLocal(&source)) {
-      cache.unmap();
-      return nullptr;   // too long (never ours); the mapping is V8's now, left as it is
+   if (!v8::String::NewExternalOneByte(iso, new BundleSource(src)).ToLocal(&source)) {
+      cache.release();
+      return nullptr;   // too long (never ours); the bytes are V8's now, left as they are
    }
    v8::Local<v8::String> name = v8::String::NewFromUtf8(iso, file).ToLocalChecked();
    v8::ScriptOrigin origin(iso, name);
@@ -171,7 +193,7 @@ extern "C" napi_value ch_compile(napi_env env, napi_callback_info info)
                                                         : v8::ScriptCompiler::kNoCompileOptions)
                 .ToLocal(&fn);
    const char *status = cached == nullptr ? "none" : s.GetCachedData()->rejected ? "rejected by V8" : "used";
-   cache.unmap();
+   cache.release();
    if (!ok)
       return nullptr;   // the loader compiles it again, and throws what V8 says
    v8::Local<v8::Value> key = v8::Symbol::For(iso, v8::String::NewFromUtf8Literal(iso, "ch-toolkit.compiled"));
@@ -203,12 +225,12 @@ extern "C" napi_value ch_cache_of(napi_env env, napi_callback_info info)
    for (Kept &c : kept)
       if (c.fn != nullptr && !strcmp(c.file, file))
          k = &c;
-   Mapping src;
-   if (k == nullptr || !src.map(file, 64u << 20))
+   Bytes src;
+   if (k == nullptr || !src.load(file, 64u << 20, true))
       return nullptr;
    char stamp[512];
    size_t slen = stamp_of(src, stamp, sizeof(stamp));
-   src.unmap();
+   src.release();
    if (slen == 0)
       return nullptr;
    v8::Isolate *iso = v8::Isolate::GetCurrent();   // the call's own handle scope, as in ch_compile
