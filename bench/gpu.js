@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, chmodSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fxEnv } from '../test/fixtures/gpu/fixture.js';
+import { fxEnv, hostDeviceFamily } from '../test/fixtures/gpu/fixture.js';
 import { bigNvidiaSpec, buildCdiFixture } from '../test/fixtures/cdi/fixture.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -71,6 +71,24 @@ try {
   };
   console.log(`mounts in the container: plain ${mounts([])}, --gpu (conf) ${mounts(['--gpu'], confEnv)}, CDI ${mounts(cdi)}`
     + ` (the CDI spec's ${nMounts} file mounts take one bind per host directory)`);
+  // GPU nodes in the host's own /dev, every one chosen (a node the job has
+  // whole): /dev is then the host's, as without --gpu (lib/devices/inject.ts).
+  const fam = hostDeviceFamily(fx, join(fx, 'host-dev.conf'), { CH_RUN_CDI_DIRS: join(fx, 'none') });
+  if (fam === null) {
+    console.log('--gpu with nodes in the host\'s /dev: skipped (no family of numbered device nodes in /dev to stand in)');
+  } else {
+    const hostEnv = { PATH: '/usr/bin:/bin', ...fam.env };
+    once(['--gpu=nvidia'], hostEnv);
+    const warm = [], cold = [], warmPlain = [], coldPlain2 = [];
+    for (let i = 0; i < runs; i++) {
+      warmPlain.push(once([])); warm.push(once(['--gpu=nvidia'], hostEnv));
+      coldPlain2.push(once([], env, true)); cold.push(once(['--gpu=nvidia'], hostEnv, true));
+    }
+    const [w, wp, cl, clp] = [warm, warmPlain, cold, coldPlain2].map(median);
+    console.log(`--gpu, nodes in the host's /dev (${fam.name}0-${fam.members.length - 1} standing in), all chosen, median of ${runs} interleaved:`
+      + ` launch ${w.toFixed(1)} ms (plain ${wp.toFixed(1)}, +${(w - wp).toFixed(1)}), first launch ${cl.toFixed(1)} ms`
+      + ` (plain ${clp.toFixed(1)}, +${(cl - clp).toFixed(1)}); mounts ${mounts(['--gpu=nvidia'], hostEnv)}`);
+  }
   const { buildCache, readCache } = await import(join(repo, 'dist/devices/ldcache.js'));
   const { liveHost } = await import(join(repo, 'dist/container/host.js'));
   const img = readCache(liveHost(), join(image, 'etc/ld.so.cache'));

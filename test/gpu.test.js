@@ -13,7 +13,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
   writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ch, IMAGES, PKG, TEST_DIR, testUser, unavailable } from './helpers/env.js';
-import { buildGpuFixture, fxEnv as fixtureEnv, LDCONFIG } from './fixtures/gpu/fixture.js';
+import { buildGpuFixture, fxEnv as fixtureEnv, hostDeviceFamily, LDCONFIG } from './fixtures/gpu/fixture.js';
 import { beyondPlain, modulesOf, writeModuleProbe } from './helpers/modules.js';
 
 const FX = join(TEST_DIR, 'gpu-fixture');
@@ -75,35 +75,14 @@ dtest('--gpu=nvidia: CUDA_VISIBLE_DEVICES picks device nodes, renumbered inside'
   t.is(none.stdout.trim(), '0');
 });
 
-/**
- * A family of this host's device nodes named NAME0, NAME1, ... (loop0-7,
- * tty0-63): a stand-in for GPU nodes in the host's own /dev, which a site
- * conf (CH_GPU_CONF) names as indexed device nodes. Null where there is none.
- */
-function deviceFamily() {
-  const fams = new Map();
-  for (const e of readdirSync('/dev')) {
-    const m = /^([a-z]+)([0-9]+)$/.exec(e);
-    if (!m) continue;
-    try { if (!lstatSync(join('/dev', e)).isCharacterDevice() && !lstatSync(join('/dev', e)).isBlockDevice()) continue; } catch { continue; }
-    fams.set(m[1], [...(fams.get(m[1]) ?? []), Number(m[2])]);
-  }
-  const [name, idx] = [...fams].filter(([, i]) => i.includes(0) && i.includes(1)).sort((a, b) => a[1].length - b[1].length)[0] ?? [];
-  return name === undefined ? null : { name, members: idx.sort((a, b) => a - b).map((i) => `${name}${i}`) };
-}
-
 dtest('--gpu with the host\'s /dev: every node chosen, /dev stays the host\'s; some hidden, /dev is rebuilt without them (issue #27)', async (t) => {
   // Rebuilding /dev took a bind per host entry (145 here): ~4 ms of a first
   // --gpu launch, ~2 of every memoized one, for nothing where no node is hidden.
-  const fam = deviceFamily();
-  if (fam === null) return unavailable(t, 'the host /dev case', 'no family of numbered device nodes (name0, name1) in this host\'s /dev');
   const conf = join(TEST_DIR, `gpu-host-dev-${process.pid}.conf`);
-  writeFileSync(conf, `dev ${fam.name}[0-9]* indexed\n`);
-  chmodSync(conf, 0o644);
-  const { CH_GPU_DEVROOT, ...fromHost } = fxEnv({ CH_GPU_CONF: conf });   // nodes from /dev itself
-  void CH_GPU_DEVROOT;
+  const fam = hostDeviceFamily(FX, conf);   // nodes from /dev itself
+  if (fam === null) return unavailable(t, 'the host /dev case', 'no family of numbered device nodes (name0, name1) in this host\'s /dev');
   const list = `ls /dev | grep -E "^${fam.name}[0-9]+$" | sort -V | tr "\\n" " "; echo; echo "CVD=$CUDA_VISIBLE_DEVICES"; test -c /dev/null && echo null-ok`;
-  const launch = (extra) => ch('ch-run', ['-v', '--gpu=nvidia', DEBIAN, '--', 'sh', '-c', list], { env: { ...fromHost, ...extra } });
+  const launch = (extra) => ch('ch-run', ['-v', '--gpu=nvidia', DEBIAN, '--', 'sh', '-c', list], { env: { ...fam.env, ...extra } });
   try {
     for (const extra of [{}, { CUDA_VISIBLE_DEVICES: fam.members.map((_, i) => i).join(',') }]) {
       const r = await launch(extra);
