@@ -27,6 +27,13 @@ const HEADER = 48;
 const ENTRY = 24;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
+/** Does BUF hold the ASCII string S at AT? */
+function asciiAt(buf: Buffer, at: number, s: string): boolean {
+  if (at + s.length > buf.length) return false;
+  for (let i = 0; i < s.length; i++) if (buf[at + i] !== s.charCodeAt(i)) return false;
+  return true;
+}
+
 export interface CacheEntry { flags: number; key: string; value: string; hwcap: bigint }
 
 /** glibc's _dl_cache_libcmp: runs of digits compare numerically. */
@@ -61,14 +68,20 @@ export function libcmp(a: string, b: string): number {
  * 2.2-6 ms -> 1.2-2.6.
  */
 export function parseCache(buf: Buffer): CacheEntry[] | null {
+  // Fields through a DataView and magics by char codes: Node's Buffer
+  // methods (readUInt32LE, toString with an encoding) are each compiled from
+  // source at their first call under ch-run's flags (docs/design.md).
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  const u32 = (at: number) => (at + 4 <= buf.length ? view.getUint32(at, true) : -1);
   let base = 0;
-  if (buf.toString('latin1', 0, OLD_MAGIC.length) === OLD_MAGIC) {
+  if (asciiAt(buf, 0, OLD_MAGIC)) {
     // Old format first (glibc < 2.32 "compat"): 12-byte entries, then the new one, 8-aligned.
-    const n = buf.readUInt32LE(OLD_MAGIC.length + 1);
+    const n = u32(OLD_MAGIC.length + 1);
+    if (n < 0) return null;
     base = (OLD_MAGIC.length + 1 + 4 + n * 12 + 7) & ~7;
   }
-  if (buf.length < base + HEADER || buf.toString('latin1', base, base + MAGIC.length) !== MAGIC) return null;
-  const nlibs = buf.readUInt32LE(base + 20);
+  if (buf.length < base + HEADER || !asciiAt(buf, base, MAGIC)) return null;
+  const nlibs = u32(base + 20);
   if (base + HEADER + nlibs * ENTRY > buf.length) return null;
   // Entry I is words 6I..6I+5: flags, key, value, osversion, hwcap (low, high); little-endian, as x86 and arm64 are.
   const from = base + HEADER, bytes = nlibs * ENTRY;
@@ -81,14 +94,16 @@ export function parseCache(buf: Buffer): CacheEntry[] | null {
   // string cost a 642-entry cache ~1.5 ms under the interpreter): where the
   // table is ASCII, as caches' are, that is its UTF-8 too. A string outside
   // it, or not ended within it, is read as before.
-  const strFrom = from + bytes, strTo = Math.min(buf.length, strFrom + buf.readUInt32LE(base + 24));
-  const text = strTo > strFrom && isAscii(buf.subarray(strFrom, strTo)) ? buf.toString('latin1', 0, strTo) : null;
+  const strFrom = from + bytes, strTo = Math.min(buf.length, strFrom + u32(base + 24));
+  // (toString() with no argument: UTF-8, which an ASCII table is, without
+  // the encoding lookup's compile.)
+  const text = strTo > strFrom && isAscii(buf.subarray(strFrom, strTo)) ? buf.subarray(strFrom, strTo).toString() : null;
   const cstr = (off: number): string => {
-    const at = base + off;
-    const end = text !== null && at >= strFrom ? text.indexOf('\0', at) : -1;
+    const at = base + off - strFrom;
+    const end = text !== null && at >= 0 ? text.indexOf('\0', at) : -1;
     if (end >= 0) return text!.slice(at, end);
-    const nul = buf.indexOf(0, at);
-    return buf.toString('utf8', at, nul < 0 ? buf.length : nul);
+    const nul = buf.indexOf(0, base + off);
+    return buf.toString('utf8', base + off, nul < 0 ? buf.length : nul);
   };
   const out: CacheEntry[] = new Array(nlibs);
   for (let i = 0, w = 0; i < nlibs; i++, w += 6) {
@@ -118,8 +133,9 @@ export function buildCache(first: CacheEntry[], rest: CacheEntry[]): Buffer {
     ...rest.filter((e) => e.hwcap === 0n).map((e, i) => ({ e, rank: first.length + i }))];
   all.sort((x, y) => libcmp(y.e.key, x.e.key) || x.rank - y.rank);
   // The strings, each once, NUL-terminated, as one string encoded once; the
-  // table through a DataView (a Buffer method per string and per field cost
-  // ~1 ms under the interpreter).
+  // file in one buffer, its fields through a DataView (a Buffer method per
+  // string and per field cost ~1 ms under the interpreter, and each method's
+  // first call a compile).
   const strings: string[] = [];
   const offsets = new Map<string, number>();
   let strOff = HEADER + all.length * ENTRY;
@@ -133,21 +149,24 @@ export function buildCache(first: CacheEntry[], rest: CacheEntry[]): Buffer {
     }
     return o;
   };
-  const table = Buffer.alloc(all.length * ENTRY);
-  const view = new DataView(table.buffer, table.byteOffset, table.length);
+  const offs = all.map(({ e }) => [strAt(e.key), strAt(e.value)]);
+  const text = Buffer.from(strings.join(''));
+  const out = Buffer.alloc(HEADER + all.length * ENTRY + text.length);
+  const view = new DataView(out.buffer, out.byteOffset, out.length);
   all.forEach(({ e }, i) => {
-    view.setInt32(i * ENTRY, e.flags, true);
-    view.setUint32(i * ENTRY + 4, strAt(e.key), true);
-    view.setUint32(i * ENTRY + 8, strAt(e.value), true);
-    view.setBigUint64(i * ENTRY + 16, e.hwcap, true);
+    const at = HEADER + i * ENTRY;
+    view.setInt32(at, e.flags, true);
+    view.setUint32(at + 4, offs[i][0], true);
+    view.setUint32(at + 8, offs[i][1], true);
+    view.setBigUint64(at + 16, e.hwcap, true);
   });
-  const header = Buffer.alloc(HEADER);
-  header.write(MAGIC, 0, 'latin1');
-  header.writeUInt32LE(all.length, 20);
-  header.writeUInt32LE(strOff - HEADER - all.length * ENTRY, 24);
-  header.writeUInt8(2, 28);   // cache_file_new_flags_endian_little
+  for (let i = 0; i < MAGIC.length; i++) out[i] = MAGIC.charCodeAt(i);
+  view.setUint32(20, all.length, true);
+  view.setUint32(24, text.length, true);
+  out[28] = 2;   // cache_file_new_flags_endian_little
   // extension_offset (32) and unused[3]: 0
-  return Buffer.concat([header, table, Buffer.from(strings.join(''))]);
+  out.set(text, HEADER + all.length * ENTRY);
+  return out;
 }
 
 /** The loader's flags for a 64-bit ELF library of this architecture (glibc's ldconfig.h). */
