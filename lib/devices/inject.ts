@@ -57,13 +57,31 @@ function globDev(host: Host, root: string, pattern: string): string[] {
   for (const comp of pattern.split('/')) {
     const re = globToRegExp(comp), next: string[] = [];
     for (const dir of found) {
-      let ents: string[];
-      try { ents = host.readdir(join(root, dir)); } catch { continue; }
-      for (const e of ents.sort()) if (re.test(e)) next.push(dir ? `${dir}/${e}` : e);
+      const ents = sortedListing(host, join(root, dir));
+      if (ents === null) continue;
+      for (const e of ents) if (re.test(e)) next.push(dir ? `${dir}/${e}` : e);
     }
     found = next;
   }
   return found;
+}
+
+/**
+ * DIR's names, sorted; null if it can't be read. Read once per plan (per
+ * Host): a conf's device patterns all list /dev, and hiding, then the
+ * patterns again (devNodeMounts), each recorded listing of a /dev of ~100
+ * names costing ~0.1 ms; a plan sees one /dev.
+ */
+const listings = new WeakMap<Host, Map<string, string[] | null>>();
+function sortedListing(host: Host, dir: string): string[] | null {
+  let mine = listings.get(host);
+  if (mine === undefined) listings.set(host, mine = new Map());
+  let ents = mine.get(dir);
+  if (ents === undefined) {
+    try { ents = host.readdir(dir).sort(); } catch { ents = null; }
+    mine.set(dir, ents);
+  }
+  return ents;
 }
 
 /** GPU indexes allowed by NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES (AMD: ROCR_, HIP_); null: all. */
