@@ -82,6 +82,28 @@ test('a repeated launch runs from its memoized plan, without Node; CH_RUN_NO_CAC
   t.is(elsewhere.exitCode, 31, 'cwd is part of the key');
 });
 
+test('names beyond ASCII (environment names, a listed directory) are ordered as the launcher orders them: the next launch hits', async (t) => {
+  // The record orders names by their UTF-8 bytes, as the launcher's strcmp
+  // (lib/run/memo.ts byteSort: JavaScript's own order for ASCII names, the
+  // bytes otherwise; U+E000-U+FFFF sort before a character beyond U+FFFF in
+  // UTF-16, after it in UTF-8). An order that differed would be a miss every time.
+  const { run } = await memoRun(t);
+  const { dir, img, env } = await cdiSetup(t);
+  const odd = ['\u00e9t\u00e9', '\uff21wide', '\u{1f600}smile', 'plain', 'Zed'];
+  for (const n of odd) writeFileSync(join(dir, 'cdi', n), '', { mode: 0o644 });   // listed, not specs (no .json)
+  await ownedByUser(dir);
+  await settled(dir);
+  const vars = { ...env, ...Object.fromEntries(odd.map((n, i) => [`CH_T_${n}`, String(i)])) };
+  const args = ['--device=example.com/dev=x', img, '--', 'sh', '-c', 'echo $V'];
+  const first = await run(args, vars);
+  t.is(first.exitCode, 0, first.stderr);
+  t.true(said(first, 'miss'), first.stderr);
+  const hit = await run(args, { ...vars, ...NO_NODE });
+  t.is(hit.exitCode, 0, hit.stderr);
+  t.true(said(hit, 'hit'), hit.stderr);
+  t.is(hit.stdout, 'one');
+});
+
 test('launches that differ only in the arguments after "--" and the command name share a plan; nothing else does', async (t) => {
   const { cache, run } = await memoRun(t);
   const img = image('busybox');

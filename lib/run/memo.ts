@@ -39,6 +39,7 @@
 // demand (dist/ch-run-devices.cjs) is given the same Host; what the planner
 // says is recorded through its Log's tap (tapLog).
 
+import { isAscii } from 'node:buffer';
 import type fs from 'node:fs';
 import * as hostFs from '../util/host-fs.js';
 import type { ExactStats } from '../util/host-fs.js';
@@ -100,8 +101,13 @@ export function fnv64(data: Buffer): string {
   return h.toString(16).padStart(16, '0');
 }
 
-/** Sort names by their bytes, as strcmp() does in the launcher. */
+/**
+ * Sort names by their bytes, as strcmp() does in the launcher. ASCII names
+ * (nearly all) sort so by JavaScript's own order; others through their
+ * UTF-8 bytes (a Buffer per name: ~0.4 ms for /dev's, under the interpreter).
+ */
 function byteSort(names: string[]): string[] {
+  if (isAscii(Buffer.from(names.join('')))) return [...names].sort();
   return names.map((n) => Buffer.from(n)).sort(Buffer.compare).map((b) => b.toString());
 }
 
