@@ -8,8 +8,8 @@
 // bundle's first line and its length begin the cache (V8 itself checks
 // only the length); V8 refuses it for another Node, V8 or flags. Without
 // a usable cache the bundle is compiled as usual.
-// ch_host.node compiles: it maps the bundle and its cache and hands them to
-// V8 (native/host/compile.cc), which saved a launch that plans ~1 ms of
+// ch_host.node compiles: it reads the bundle, maps its cache and hands them
+// to V8 (native/host/compile.cc), which saved a launch that plans ~1 ms of
 // requiring node:vm (compiled from source at every launch) and reading the
 // bundle into a string. node:vm compiles, from the same cache, where the
 // addon isn't built, is turned off (CH_HOST_FS=node), or was built for

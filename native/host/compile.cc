@@ -5,15 +5,15 @@
 // Why: on a launch that plans, requiring node:vm (not in Node's start-up
 // snapshot: compiled from source) cost ~0.4 ms, and reading the 118 KB
 // bundle through readFileSync ~0.3; here the bundle is read into memory V8
-// is given as an external one-byte string (no copy into V8's heap, no UTF-8
-// decoding) and the cache is mapped and consumed straight from the mapping. The function V8
-// compiles is the module wrapper Node's CommonJS loader would make (the
-// same five parameters, as vm.compileFunction makes it: so the loader's
-// fallback uses the same cache); it is handed to JavaScript under
-// Symbol.for('ch-toolkit.compiled') on the global object, so no V8 handle
-// crosses N-API. V8's C++ API is used only where Node's module version is
-// the one this was built for: the loader checks v8abi against
-// process.versions.modules.
+// is given as an external one-byte string (no copy into V8's heap, no
+// UTF-8 decoding) and the cache is mapped and consumed straight from the
+// mapping. The function V8 compiles is the module wrapper Node's CommonJS
+// loader would make (the same five parameters, as vm.compileFunction makes
+// it: so the loader's fallback uses the same cache); it is handed to
+// JavaScript under Symbol.for('ch-toolkit.compiled') on the global object,
+// so no V8 handle crosses N-API. V8's C++ API is used only where Node's
+// module version is the one this was built for: the loader checks v8abi
+// against process.versions.modules.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -92,9 +92,14 @@ class BundleSource : public v8::String::ExternalOneByteStringResource {
    Bytes b_;
 };
 
-// Functions compiled while the build makes the caches (keep), by file:
-// ch-run's three bundles at most.
-struct Kept { char file[PATH_MAX + 1]; v8::Global<v8::Function> *fn; };   // never freed: no destructor at exit
+// Functions compiled while the build makes the caches (keep), by file,
+// with the stamp of the very bytes compiled: ch-run's three bundles at most.
+struct Kept {
+   char file[PATH_MAX + 1];
+   char stamp[512];
+   size_t slen;
+   v8::Global<v8::Function> *fn;   // never freed: no destructor at exit
+};
 Kept kept[8];
 
 bool ascii(const char *p, size_t n)
@@ -199,20 +204,24 @@ extern "C" napi_value ch_compile(napi_env env, napi_callback_info info)
    v8::Local<v8::Value> key = v8::Symbol::For(iso, v8::String::NewFromUtf8Literal(iso, "ch-toolkit.compiled"));
    if (!ctx->Global()->Set(ctx, key, fn).FromMaybe(false))
       return nullptr;
-   for (Kept &k : kept)
-      if (keep && (k.file[0] == '\0' || !strcmp(k.file, file))) {
-         snprintf(k.file, sizeof(k.file), "%s", file);
-         if (k.fn == nullptr)
-            k.fn = new v8::Global<v8::Function>();
-         k.fn->Reset(iso, fn);
-         break;
-      }
+   if (keep)
+      for (Kept &k : kept)
+         if (k.file[0] == '\0' || !strcmp(k.file, file)) {
+            snprintf(k.file, sizeof(k.file), "%s", file);
+            memcpy(k.stamp, stamp, slen);
+            k.slen = slen;
+            if (k.fn == nullptr)
+               k.fn = new v8::Global<v8::Function>();
+            k.fn->Reset(iso, fn);
+            break;
+         }
    return str(env, status);
 }
 
 // cacheOf(file): the code cache of bundle FILE, compiled by compile(file,
 // true) and run since: what it compiled meanwhile is in it; its first line
-// the stamp compile() checks. Undefined if FILE wasn't kept.
+// the stamp compile() checks, of the bytes it compiled. Undefined if FILE
+// wasn't kept.
 extern "C" napi_value ch_cache_of(napi_env env, napi_callback_info info)
 {
    size_t argc = 1;
@@ -225,13 +234,7 @@ extern "C" napi_value ch_cache_of(napi_env env, napi_callback_info info)
    for (Kept &c : kept)
       if (c.fn != nullptr && !strcmp(c.file, file))
          k = &c;
-   Bytes src;
-   if (k == nullptr || !src.load(file, 64u << 20, true))
-      return nullptr;
-   char stamp[512];
-   size_t slen = stamp_of(src, stamp, sizeof(stamp));
-   src.release();
-   if (slen == 0)
+   if (k == nullptr)
       return nullptr;
    v8::Isolate *iso = v8::Isolate::GetCurrent();   // the call's own handle scope, as in ch_compile
    v8::ScriptCompiler::CachedData *data = v8::ScriptCompiler::CreateCodeCacheForFunction(k->fn->Get(iso));
@@ -239,9 +242,9 @@ extern "C" napi_value ch_cache_of(napi_env env, napi_callback_info info)
       return nullptr;
    void *bytes;
    napi_value r = nullptr;
-   if (napi_create_buffer(env, slen + data->length, &bytes, &r) == napi_ok) {
-      memcpy(bytes, stamp, slen);
-      memcpy(static_cast<char *>(bytes) + slen, data->data, data->length);
+   if (napi_create_buffer(env, k->slen + data->length, &bytes, &r) == napi_ok) {
+      memcpy(bytes, k->stamp, k->slen);
+      memcpy(static_cast<char *>(bytes) + k->slen, data->data, data->length);
    }
    delete data;
    return r;
