@@ -30,6 +30,13 @@
 #include <node_version.h>
 #include <v8.h>
 
+// Written against V8 11 to 13 (Node 20 to 24). Another V8's API may differ:
+// there the compiler is left out (V8_KNOWN 0), compile() says it can't, and
+// the loader compiles with node:vm, as it does without the addon; the rest
+// of ch_host.node builds all the same.
+#define V8_KNOWN (V8_MAJOR_VERSION >= 11 && V8_MAJOR_VERSION <= 13)
+
+#if V8_KNOWN
 namespace {
 
 // A file's bytes: mapped (the cache: V8 reads it while it compiles, then
@@ -182,7 +189,11 @@ extern "C" napi_value ch_compile(napi_env env, napi_callback_info info)
       return nullptr;   // too long (never ours); the bytes are V8's now, left as they are
    }
    v8::Local<v8::String> name = v8::String::NewFromUtf8(iso, file).ToLocalChecked();
+#if V8_MAJOR_VERSION > 12 || (V8_MAJOR_VERSION == 12 && V8_MINOR_VERSION >= 1)
+   v8::ScriptOrigin origin(name);   /* V8 12.1 dropped the isolate (12.6 its constructor) */
+#else
    v8::ScriptOrigin origin(iso, name);
+#endif
    v8::ScriptCompiler::CachedData *cached = cache.at == nullptr ? nullptr
       : new v8::ScriptCompiler::CachedData(reinterpret_cast<const uint8_t *>(cache.at) + slen,
                                            static_cast<int>(cache.len - slen));
@@ -249,6 +260,11 @@ extern "C" napi_value ch_cache_of(napi_env env, napi_callback_info info)
    delete data;
    return r;
 }
+
+#else
+extern "C" napi_value ch_compile(napi_env, napi_callback_info) { return nullptr; }
+extern "C" napi_value ch_cache_of(napi_env, napi_callback_info) { return nullptr; }
+#endif
 
 // The module version this was built against: V8's C++ API above is used
 // only where the running Node's is the same (process.versions.modules).
