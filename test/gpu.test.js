@@ -14,7 +14,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import { join } from 'node:path';
 import { ch, IMAGES, PKG, TEST_DIR, testUser, unavailable } from './helpers/env.js';
 import { buildGpuFixture, fxEnv as fixtureEnv, hostDeviceFamily, LDCONFIG } from './fixtures/gpu/fixture.js';
-import { beyondPlain, modulesOf, writeModuleProbe } from './helpers/modules.js';
+import { beyondPlain, copyFromPackage, modulesOf, writeModuleProbe } from './helpers/modules.js';
 
 const FX = join(TEST_DIR, 'gpu-fixture');
 const DEBIAN = join(IMAGES, 'debian');
@@ -117,10 +117,8 @@ test('the build\'s devices cache holds what an injection runs, not only the bund
   // write out all it holds again.
   const { NODE_FLAGS } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
   const dir = join(TEST_DIR, `devices-top-level-${process.pid}`), out = join(dir, 'caches');
-  mkdirSync(join(dir, 'dist'), { recursive: true });
+  copyFromPackage(dir, ['package.json', 'dist/ch-run.cjs', 'dist/ch-run-main.cjs', 'dist/ch-run-devices.cjs']);
   mkdirSync(out);
-  for (const f of ['package.json', 'dist/ch-run.cjs', 'dist/ch-run-main.cjs', 'dist/ch-run-devices.cjs'])
-    writeFileSync(join(dir, f), readFileSync(join(PKG, f)));
   const r = await execa(process.execPath, [...NODE_FLAGS, join(dir, 'dist', 'ch-run.cjs'), IMAGES + '/busybox', '--', 'true'], {
     env: { PATH: process.env.PATH, CH_RUN_CODE_CACHE_DIR: out, CH_RUN_CODE_CACHE_PRELOAD: 'ch-run-devices.cjs',
       CH_TOOLKIT_BUILD_DIR: join(PKG, 'build', 'Release'),

@@ -11,7 +11,7 @@ import test from 'ava';
 import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asUser, image, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
-import { beyondPlain, modulesOf as modulesLoaded, writeModuleProbe } from './helpers/modules.js';
+import { beyondPlain, copyFromPackage, modulesOf as modulesLoaded, writeModuleProbe } from './helpers/modules.js';
 
 
 const BASE = join(TEST_DIR, 'startup');
@@ -60,9 +60,7 @@ async function frontEndIn(dir, name, env = {}) {
 /** DIR with a copy of the package's loader and front end, its cache CACHE (bytes). */
 function packageCopy(dir, cache) {
   rmSync(dir, { recursive: true, force: true });
-  mkdirSync(join(dir, 'dist'), { recursive: true });
-  for (const f of ['package.json', 'dist/ch-run.cjs', 'dist/ch-run-main.cjs'])
-    writeFileSync(join(dir, f), readFileSync(join(PKG, f)));
+  copyFromPackage(dir, ['package.json', 'dist/ch-run.cjs', 'dist/ch-run-main.cjs']);
   writeFileSync(join(dir, 'dist', 'ch-run-main.cjs.cache'), cache);
   writeModuleProbe(dir);
 }

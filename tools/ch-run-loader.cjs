@@ -72,6 +72,7 @@ function compileByVm(file) {
   const bytes = readFileSync(file);
   const source = bytes.toString('utf8');
   const nl = bytes.indexOf(10);
+  // The stamp as native/host/compile.cc's stamp_of makes it.
   const stamp = Buffer.from(`CHCODECACHE2 ${bytes.length} ${bytes.toString('latin1', 0, nl < 0 ? bytes.length : nl)}\n`, 'latin1');
   let cachedData;
   try {

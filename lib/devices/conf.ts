@@ -54,21 +54,28 @@ export function readText(host: Host, path: string, what: string): string {
   try { return host.readFile(path, 'utf8'); } catch (err) { throw new ChError(`can't read ${what} ${path}: ${why(err)}`); }
 }
 
+/**
+ * MAKE()'s result for KEY, made once per plan (per Host: a plan has one,
+ * whose reads are recorded the first time), kept in TABLE.
+ */
+export function perPlan<T>(table: WeakMap<Host, Map<string, T>>, host: Host, key: string, make: () => T): T {
+  let mine = table.get(host);
+  if (mine === undefined) table.set(host, mine = new Map());
+  if (!mine.has(key)) mine.set(key, make());
+  return mine.get(key)!;
+}
+
 export function loadConf(host: Host, kind: Kind, env: Map<string, string>): Readonly<Conf> {
   const pre = kind === 'ib' ? 'CH_IB' : 'CH_GPU';
-  // Read and parsed once per plan (per Host) for the same variables: an
-  // injection asks for a kind's conf three times (~0.15 ms each).
-  const key = `${kind}\0${env.get(`${pre}_CONF`) ?? ''}\0${env.get(`${pre}_LIBS`) ?? ''}`;
-  let mine = confs.get(host);
-  if (mine === undefined) confs.set(host, mine = new Map());
-  const had = mine.get(key);
-  if (had !== undefined) return had;
-  const file = kind === 'ib' ? join(SHARE_DIR, 'ib.conf') : join(SHARE_DIR, 'gpu', `${kind}.conf`);
-  const conf = parseConf(readText(host, file, 'configuration'), file);
-  for (const f of (env.get(`${pre}_CONF`) ?? '').split(':').filter(Boolean))
-    parseConf(readText(host, f, `${pre}_CONF file`), f, conf);
-  for (const l of (env.get(`${pre}_LIBS`) ?? '').split(/[:,]/).filter(Boolean)) conf.libs.push(l);
-  mine.set(key, conf);
-  return conf;
+  // Read and parsed once per plan for the same variables: an injection asks
+  // for a kind's conf three times (~0.15 ms each).
+  return perPlan(confs, host, `${kind}\0${env.get(`${pre}_CONF`) ?? ''}\0${env.get(`${pre}_LIBS`) ?? ''}`, () => {
+    const file = kind === 'ib' ? join(SHARE_DIR, 'ib.conf') : join(SHARE_DIR, 'gpu', `${kind}.conf`);
+    const conf = parseConf(readText(host, file, 'configuration'), file);
+    for (const f of (env.get(`${pre}_CONF`) ?? '').split(':').filter(Boolean))
+      parseConf(readText(host, f, `${pre}_CONF file`), f, conf);
+    for (const l of (env.get(`${pre}_LIBS`) ?? '').split(/[:,]/).filter(Boolean)) conf.libs.push(l);
+    return conf;
+  });
 }
 const confs = new WeakMap<Host, Map<string, Conf>>();

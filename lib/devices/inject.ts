@@ -38,7 +38,7 @@ import { globToRegExp } from '../container/glob.js';
 import { kindInImage, resolveInImage } from '../container/image.js';
 import type { MountOp } from '../container/plan.js';
 import { buildCache, CacheEntry, defaultFlags, parseLdconfigP, readCache } from './ldcache.js';
-import { GPU_VENDORS, type Kind, loadConf } from './conf.js';
+import { GPU_VENDORS, type Kind, loadConf, perPlan } from './conf.js';
 import { cdiDirs, loadRegistry, parseDeviceArg } from './cdi.js';
 import { CdiPlan, planEdits, select, Selection, Vendor, VENDOR_KIND, VISIBLE_VARS } from './cdi-apply.js';
 
@@ -74,14 +74,7 @@ function globDev(host: Host, root: string, pattern: string): string[] {
  */
 const listings = new WeakMap<Host, Map<string, string[] | null>>();
 function sortedListing(host: Host, dir: string): string[] | null {
-  let mine = listings.get(host);
-  if (mine === undefined) listings.set(host, mine = new Map());
-  let ents = mine.get(dir);
-  if (ents === undefined) {
-    try { ents = host.readdir(dir).sort(); } catch { ents = null; }
-    mine.set(dir, ents);
-  }
-  return ents;
+  return perPlan(listings, host, dir, () => { try { return host.readdir(dir).sort(); } catch { return null; } });
 }
 
 /** GPU indexes allowed by NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES (AMD: ROCR_, HIP_); null: all. */

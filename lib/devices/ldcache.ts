@@ -87,7 +87,7 @@ export function parseCache(buf: Buffer): CacheEntry[] | null {
   const from = base + HEADER, bytes = nlibs * ENTRY;
   const words = (buf.byteOffset + from) % 4 === 0 && LITTLE_ENDIAN
     ? new Int32Array(buf.buffer, buf.byteOffset + from, bytes / 4)
-    : Int32Array.from({ length: bytes / 4 }, (_, i) => buf.readInt32LE(from + 4 * i));
+    : Int32Array.from({ length: bytes / 4 }, (_, i) => view.getInt32(from + 4 * i, true));
   // In the combined format, offsets are relative to the new header. The
   // string table (after the entries, len_strings bytes) as one Latin-1
   // string, searched and sliced by V8's own builtins (a Buffer method per

@@ -4,7 +4,7 @@
 // and test/gpu.test.js ask it of ch-run's front end.
 
 import { execa } from 'execa';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PKG } from './env.js';
 
@@ -35,4 +35,10 @@ export async function modulesOf(dir, name, script, args, { pre = [], env = {} } 
 export function beyondPlain(loaded, plain, allowed) {
   return [...loaded].filter((m) => m.startsWith('NativeModule ') || m.startsWith('Internal Binding '))
     .filter((m) => !plain.has(m) && !allowed.includes(m));
+}
+
+/** Copies of the staged package's FILES (package.json, dist/...) in DIR: the loader and bundles, without what else is there. */
+export function copyFromPackage(dir, files) {
+  mkdirSync(join(dir, 'dist'), { recursive: true });
+  for (const f of files) writeFileSync(join(dir, f), readFileSync(join(PKG, f)));
 }
