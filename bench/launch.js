@@ -38,6 +38,8 @@ import { join } from 'node:path';
 import { buildBusybox } from '../test/helpers/images.js';
 import { isRoot, median, opt, repo, user, userPrefix } from './common.js';
 
+const { NODE_FLAGS } = await import(join(repo, 'dist', 'util', 'protocol.gen.js'));
+
 const runs = opt('--runs', 100);
 const wideReps = opt('--wide-reps', 5);
 const srunReps = opt('--srun-reps', 5);
@@ -100,6 +102,9 @@ const variants = {
   '/bin/true': { argv: () => ['/bin/true'] },
   'unshare -Urm /bin/true': { argv: () => ['unshare', '-Urm', '/bin/true'] },
   'node -e 0': { argv: () => [process.execPath, '-e', '0'] },
+  // Node's own start as the launcher starts it (protocol.json nodeFlags: no
+  // JIT, the fixed hash seed): how much of a cold launch is Node's, not ours.
+  "node -e 0, ch-run's Node flags": { argv: () => [process.execPath, ...NODE_FLAGS, '-e', '0'] },
 };
 if (cc.path) variants[`Charliecloud ${ccVersion} ch-run`] = { argv: () => [cc.path, img, '--', '/bin/true'] };
 variants['ch-run warm (same argv)'] = { argv: () => [chrun, img, '--', '/bin/true'] };
@@ -278,6 +283,9 @@ try {
   const caCold = med['ch-run cold, NODE_EXTRA_CA_CERTS'], caNode = med['node -e 0, NODE_EXTRA_CA_CERTS'];
   if (caCold) targets.push(['cold launch, NODE_EXTRA_CA_CERTS set <= node -e 0 + 5 ms, same env',
     `${caCold.toFixed(2)} vs ${(caNode + 5).toFixed(2)} ms`, caCold <= caNode + 5]);
+  const flagged = med["node -e 0, ch-run's Node flags"];
+  console.log(`  cold launch over node -e 0: +${(coldMs - node).toFixed(2)} ms; over node -e 0 under ch-run's Node flags: `
+    + `+${(coldMs - flagged).toFixed(2)} ms (Node's start: ${(flagged - node).toFixed(2)} ms the flags' own)`);
 
   console.log(`\n${WIDE_TOTAL} launches, ${WIDE_WIDTH} at a time: wall time, median of ${wideReps} round-robin (ms)`);
   const wt = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
