@@ -243,6 +243,18 @@ function dataExports(path) {
  * called. Only import statements (our sources); a name node:module doesn't
  * have here fails the build.
  */
+/**
+ * `string-width` (yargs, cliui and wrap-ansi measure --help with it) is
+ * lib/util/string-width.ts in every bundle: the package builds its Unicode
+ * machinery when loaded, 25-40 ms of each yargs command's start.
+ */
+const lazyStringWidth = {
+  name: 'ch-lazy-string-width',
+  setup(build) {
+    build.onResolve({ filter: /^string-width$/ }, () => ({ path: join(ROOT, 'lib', 'util', 'string-width.ts') }));
+  },
+};
+
 const builtinsOnce = {
   name: 'ch-builtins-once',
   setup(build) {
@@ -284,7 +296,7 @@ async function ts() {
     format: 'cjs',
     target: 'node20',
     logLevel: 'warning',
-    plugins: name === 'ch-run-main' || name === 'ch-run-devices' ? [builtinsOnce] : [],
+    plugins: [lazyStringWidth, ...(name === 'ch-run-main' || name === 'ch-run-devices' ? [builtinsOnce] : [])],
     // The sources are ES modules that find the package from import.meta:
     // in a bundle, its own file. The URL only when asked for: making it
     // (node:url) cost every ch-run launch ~0.3 ms (docs/design.md).
