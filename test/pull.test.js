@@ -530,6 +530,18 @@ test('HTTPS: the CA from NODE_EXTRA_CA_CERTS, refused without it unless --insecu
     const trusted = await pull([ref, join(d, 'b')], { ...env, NODE_EXTRA_CA_CERTS: r.ca });
     t.is(trusted.exitCode, 0, trusted.stderr);
     t.is(readFileSync(join(d, 'b', 'over-tls'), 'utf8'), 'yes');
+    // Every connection verifies with one context, made once (lib/pull/http.ts
+    // trustedContext): not the system's certificates parsed per connection.
+    writeLayout(lay, 'v3', [addImage(lay, { layers: [0, 1, 2].map((i) => [{ name: `layer-${i}`, data: String(i) }]) })]);
+    await push(r, lay, 'v3', 'tls');
+    const counter = join(d, 'count-contexts.cjs');
+    writeFileSync(counter, `const tls = require('node:tls'), made = tls.createSecureContext; let n = 0;
+tls.createSecureContext = (...a) => { n++; return made(...a); };
+process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(join(d, 'contexts'))}, String(n)));\n`);
+    const three = await pull(['-j', '3', `${r.host}/tls:v3`, join(d, 'three')], { ...env, NODE_EXTRA_CA_CERTS: r.ca, NODE_OPTIONS: `--require ${counter}` });
+    t.is(three.exitCode, 0, three.stderr);
+    t.is(readFileSync(join(d, 'three', 'layer-2'), 'utf8'), '2');
+    t.is(readFileSync(join(d, 'contexts'), 'utf8'), '1');
     const insecure = await pull(['--insecure', '--force', ref, join(d, 'b')], env);
     t.is(insecure.exitCode, 0, insecure.stderr);
     // HTTPS through the proxy: a CONNECT tunnel, the certificate still checked end to end.
