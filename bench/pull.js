@@ -4,7 +4,7 @@
 // same loopback registry (Debian's docker-registry), in one run; cold cache
 // (nothing downloaded yet) and warm (blobs already local: ch-pull's cache,
 // skopeo's existing layout). Each figure is the median of RUNS interleaved
-// runs, with `sync` before each.
+// runs, with `sync` before each, the tools taking turns to go first.
 //
 //   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk|link] [--link DELAY_MS,MBIT] [--baseline PKG]
 //
@@ -117,6 +117,9 @@ function skopeoTar(layout, dest) {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/** XS rotated left by N. */
+const rotate = (xs, n) => xs.map((_, k) => xs[(k + n) % xs.length]);
+
 const results = [];
 for (const [fs, base] of Object.entries(targets)) {
   if (only && only !== fs) continue;
@@ -127,12 +130,20 @@ for (const [fs, base] of Object.entries(targets)) {
     rmSync(base, { recursive: true, force: true });
     mkdirSync(base, { recursive: true });
     const storage = join(work, `storage-${fs}-${i}`), layout = join(work, `oci-${fs}-${i}`), bstore = join(work, `base-${fs}-${i}`);
-    t.chCold.push(chPull(join(base, 'ch-cold'), storage));
-    t.skCold.push(skopeoTar(layout, join(base, 'sk-cold')));
-    if (baseline) t.baseCold.push(chPull(join(base, 'base-cold'), bstore, baseline));
-    t.chWarm.push(chPull(join(base, 'ch-warm'), storage));
-    t.skWarm.push(skopeoTar(layout, join(base, 'sk-warm')));
-    if (baseline) t.baseWarm.push(chPull(join(base, 'base-warm'), bstore, baseline));
+    // Who goes first turns each run: on a disk whose writeback slows as a
+    // run goes on (this machine's: a second 500 MB write takes 7x the first),
+    // a fixed order would favour whoever always went first.
+    const order = [
+      () => t.chCold.push(chPull(join(base, 'ch-cold'), storage)),
+      () => t.skCold.push(skopeoTar(layout, join(base, 'sk-cold'))),
+      ...(baseline ? [() => t.baseCold.push(chPull(join(base, 'base-cold'), bstore, baseline))] : []),
+    ];
+    const warm = [
+      () => t.chWarm.push(chPull(join(base, 'ch-warm'), storage)),
+      () => t.skWarm.push(skopeoTar(layout, join(base, 'sk-warm'))),
+      ...(baseline ? [() => t.baseWarm.push(chPull(join(base, 'base-warm'), bstore, baseline))] : []),
+    ];
+    for (const step of [...rotate(order, i), ...rotate(warm, i)]) step();
     for (const d of [storage, layout, bstore]) rmSync(d, { recursive: true, force: true });
     rmSync(base, { recursive: true, force: true });
   }
