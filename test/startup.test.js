@@ -108,10 +108,11 @@ async function hashSeedWork(tool, first, last) {
   return r.stdout.split('\n').map((l) => l.split(' ').slice(0, 2).map(Number));
 }
 
-test('the front end\'s Node starts with the fixed hash seed whose secrets cost least, and its code cache is used under it (issue #27)', async (t) => {
+test('the front end\'s Node keeps its snapshot\'s hash seed, else the one whose secrets cost least, and its code cache is used under those flags (issue #27)', async (t) => {
   const { NODE_FLAGS } = await import(join(PKG, 'dist', 'util', 'protocol.gen.js'));
   const flag = NODE_FLAGS.find((f) => f.startsWith('--hash-seed='));
   t.truthy(flag, 'protocol.json nodeFlags names a hash seed');
+  t.true(NODE_FLAGS.includes('--no-rehash-snapshot'), 'the snapshot\'s seed kept');
   const seed = Number(flag.slice('--hash-seed='.length));
   // As the launcher starts it: a Node that notes its arguments.
   const dir = await scratch(t, 'hash-seed');

@@ -1,6 +1,8 @@
 /* How much work V8's start-up does to derive its string-hash secrets from
-   each hash seed: the tool that picked ch-run's `--hash-seed`
-   (protocol.json nodeFlags; docs/design.md "The hash seed").
+   each hash seed: the tool that picked ch-run's `--hash-seed` (protocol.json
+   nodeFlags: the seed for a V8 that must derive them; --no-rehash-snapshot
+   keeps the snapshot's own where there is one; docs/design.md "The hash
+   seed").
 
    V8 >= 14.1, and the Node 20.20 this project is built with (a security
    backport), hashes strings with rapidhash keyed by three 64-bit secrets
