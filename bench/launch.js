@@ -29,8 +29,9 @@
 // into a private prefix (scripts off: it is built), run through npm's link.
 // Charliecloud: the Debian package charliecloud-runtime (installed with apt-get
 // when run as root and missing), or CH_BENCH_CHARLIECLOUD=/path/to/ch-run.
-// Sequential runs and the 200-launch batches go round-robin over the variants,
-// so load from other users of the machine falls on all of them alike.
+// Sequential runs go over the variants in a new order each round, the
+// 200-launch batches round-robin, so load from other users of the machine
+// falls on all of them alike.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -129,6 +130,16 @@ process.argv.forEach((a, i) => {
   variants[`ch-run cold (${process.argv[i + 1]})`] = { argv: coldOf(other) };
 });
 const CC = Object.keys(variants).find((k) => k.startsWith('Charliecloud'));
+
+/** XS in a random order (Fisher-Yates). */
+function shuffled(xs) {
+  const out = [...xs];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
 
 function once(v, stderr = false) {
   const all = [...pre, ...v.argv()];
@@ -258,11 +269,14 @@ try {
   for (const v of Object.values(variants)) once(v);   // warm caches; primes the warm plan
   const hitBefore = hitSeen(`probe-${tag}-a`);
   const times = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+  // Each round in a new order: a variant that always followed the same one
+  // paid for its aftermath (Node with NODE_EXTRA_CA_CERTS, 78 ms and a big
+  // heap to tear down, added ~2.5 ms to the variant after it).
   for (let i = 0; i < runs; i++)
-    for (const [name, v] of Object.entries(variants)) times[name].push(once(v));
+    for (const [name, v] of shuffled(Object.entries(variants))) times[name].push(once(v));
   const med = Object.fromEntries(Object.entries(times).map(([k, xs]) => [k, median(xs)]));
   const node = med['node -e 0'];
-  console.log(`launch of /bin/true: median of ${runs} sequential runs, round-robin (ms)`);
+  console.log(`launch of /bin/true: median of ${runs} sequential runs, each round in a new order (ms)`);
   for (const [name, ms] of Object.entries(med))
     console.log(`  ${name.padEnd(34)} ${ms.toFixed(2).padStart(7)}   ${(ms / node).toFixed(3)}x node -e 0`
       + (CC ? `   ${(ms / med[CC]).toFixed(2)}x Charliecloud` : ''));

@@ -63,8 +63,9 @@ Environment: CH_TAR2DIR_OPENAT2=0 uses the openat(2) walk of old kernels
 (symlinks in parent paths refused) instead of openat2(2);
 CH_TAR2DIR_LOCK_TIMEOUT=S waits at most S seconds for another run of yours
 holding the lock (default ${LOCK_TIMEOUT_DEFAULT_S});
-CH_TAR2DIR_DECODE_THREAD=1 decompresses on a thread of its own, overlapped
-with the writes (may help where a core is free).
+CH_TAR2DIR_DECODE_THREAD=0 decompresses in line with the writes rather than
+on a thread of its own (the default where two CPUs or more may be used;
+=1 uses the thread on one CPU too).
 
 ${formatHelp(SPECS)}
 

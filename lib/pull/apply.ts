@@ -3,7 +3,7 @@
 // written outside the root, whatever the layer holds).
 
 import { ChError } from '../util/log.js';
-import { tarAddon, useOpenat2, type ExtractResult } from '../tar/native.js';
+import { decodeThread, tarAddon, useOpenat2, type ExtractResult } from '../tar/native.js';
 import { printable } from './text.js';
 
 export const EXIT_FAIL = 1;
@@ -36,7 +36,7 @@ export async function applyLayer(blob: string, root: string, what: string, signa
   void growing?.then((whole) => { if (whole) view[2] = 1n; else cancel(); });
   try {
     // Never world-writable, whatever the umask: others could plant files in the image.
-    const r = await tarAddon().extract(blob, root, { openat2: useOpenat2(), follow: Boolean(growing),
+    const r = await tarAddon().extract(blob, root, { openat2: useOpenat2(), follow: Boolean(growing), decodeThread: decodeThread(),
       umask: process.umask() | 0o002, progress, layer: true, ...(bound ? { maxBytes: bound.limit - bound.used } : {}) });
     // A layer's names are the image maker's: printable, like everything a registry serves.
     if (r.overLimit)

@@ -3,7 +3,7 @@
 
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { ChError } from '../util/log.js';
-import { tarAddon, type ExtractResult } from './native.js';
+import { decodeThread, tarAddon, type ExtractResult } from './native.js';
 
 export interface ExtractOptions {
   /** Use openat2(RESOLVE_BENEATH); false forces the openat(O_NOFOLLOW) walk (old kernels, tests). */
@@ -38,7 +38,7 @@ export async function extract(tarball: string, dest: string, opts: ExtractOption
   opts.signal?.addEventListener('abort', cancel);
   // Never world-writable, whatever the caller's umask: others could plant files in the image.
   const um = process.umask() | 0o002;
-  const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress });
+  const work = tarAddon().extract(tarball, dest, { openat2: opts.openat2 ?? true, umask: um, progress, decodeThread: decodeThread() });
   let timer: NodeJS.Timeout | undefined;
   if (opts.onProgress) timer = setInterval(() => opts.onProgress!(Number(view[0])), 200);
   try {

@@ -2,6 +2,7 @@
 // stripSetid (native/tar/fsops.cc). Its file-system calls (rename2, lock,
 // pipe) are lib/util/native-fs.ts's. Loaded on first use.
 
+import { availableParallelism } from 'node:os';
 import { loadNative, TAR_ADDON_PATH } from '../util/paths.js';
 
 export interface ExtractResult {
@@ -26,7 +27,7 @@ export interface TarAddon {
    * [bytes read, cancel, complete], complete set non-zero once it is whole.
    */
   extract(tarball: string, dest: string, opts: { openat2: boolean; umask: number; progress: ArrayBuffer; layer?: boolean;
-    maxBytes?: number; follow?: boolean }): Promise<ExtractResult>;
+    maxBytes?: number; follow?: boolean; decodeThread?: boolean }): Promise<ExtractResult>;
   /** The decoders built in (a compression without one is decoded by its program, which can't follow a growing file). */
   decoders: { gzip?: boolean; xz?: boolean; zstd?: boolean };
   /** The ops that failed. */
@@ -42,6 +43,20 @@ export interface TarAddon {
  */
 export function useOpenat2(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.CH_TAR2DIR_OPENAT2 !== '0';
+}
+
+/**
+ * Decompress on a thread of its own, overlapped with the writes
+ * (native/tar/threaded.cc)? Where this process may run on two CPUs or more
+ * (its affinity, as a Slurm step's cgroup and binding leave it), unless
+ * CH_TAR2DIR_DECODE_THREAD is 0 (or 1, to have it anyway). The Debian tree's
+ * .tar.gz onto tmpfs, medians of 7: 0.438 -> 0.317 s with the second core
+ * free, 0.443 -> 0.456 with it busy (docs/design.md).
+ */
+export function decodeThread(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.CH_TAR2DIR_DECODE_THREAD === '1') return true;
+  if (env.CH_TAR2DIR_DECODE_THREAD === '0') return false;
+  return availableParallelism() >= 2;
 }
 
 let addon: TarAddon | undefined;

@@ -27,9 +27,10 @@ namespace {
 class ExtractWorker : public Napi::AsyncWorker {
 public:
    ExtractWorker(Napi::Env env, std::string tarball, std::string dest, bool openat2, mode_t um,
-                 Napi::ArrayBuffer progress, bool layer, uint64_t max_bytes, bool follow)
+                 Napi::ArrayBuffer progress, bool layer, uint64_t max_bytes, bool follow, bool decode_thread)
       : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), tarball(std::move(tarball)),
-        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), follow(follow), um(um), max_bytes(max_bytes)
+        dest(std::move(dest)), use_openat2(openat2), as_layer(layer), follow(follow), decode_thread(decode_thread),
+        um(um), max_bytes(max_bytes)
    {
       progressRef = Napi::Persistent(progress);
       counter = reinterpret_cast<std::atomic<uint64_t> *>(progress.Data());
@@ -52,11 +53,9 @@ public:
             raw.complete = counter + 2;
          }
          auto src = open_source(raw, kind);
-         // CH_TAR2DIR_DECODE_THREAD=1: decompression on a thread of its own,
-         // overlapped with the writes (threaded.cc). Off by default: on this
-         // project's loaded 2-core machine it measured no faster (docs/design.md).
-         const char *dt = getenv("CH_TAR2DIR_DECODE_THREAD");
-         if (kind != "tar" && dt && strcmp(dt, "1") == 0)
+         // Decompression on a thread of its own, overlapped with the writes
+         // (threaded.cc), where the caller asks (lib/tar/native.ts decodeThread).
+         if (kind != "tar" && decode_thread)
             src = threaded_source(std::move(src), raw);
          Stream s(*src);
          struct stat sb;
@@ -131,7 +130,7 @@ public:
 private:
    Napi::Promise::Deferred deferred;
    std::string tarball, dest;
-   bool use_openat2, as_layer, follow, beneath = false, over_limit = false;
+   bool use_openat2, as_layer, follow, decode_thread, beneath = false, over_limit = false;
    mode_t um;
    uint64_t max_bytes;
    uint64_t whiteouts = 0;
@@ -185,7 +184,8 @@ Napi::Value Extract(const Napi::CallbackInfo &info)
       max_bytes = (uint64_t)d;
    }
    auto *w = new ExtractWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), oa2, um,
-                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean(), max_bytes, follow);
+                               pv.As<Napi::ArrayBuffer>(), o.Get("layer").ToBoolean(), max_bytes, follow,
+                               o.Get("decodeThread").ToBoolean());
    Napi::Promise p = w->Promise();
    w->Queue();
    return p;

@@ -3,7 +3,7 @@
 // (the caller of read()) parses and writes from the ring. With a free core
 // the inflate and the file writes run side by side (at best the slower of
 // the two instead of their sum); more than two cores add nothing (one
-// decoder stream, one writer). Opt-in: CH_TAR2DIR_DECODE_THREAD=1 (napi.cc).
+// decoder stream, one writer). Where the caller asks: lib/tar/native.ts decodeThread.
 
 #include <condition_variable>
 #include <cstring>
