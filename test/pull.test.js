@@ -1153,6 +1153,10 @@ test('layers download in parallel (--jobs), fill the cache with verified blobs o
     t.is(again.exitCode, 0, again.stderr);
     t.false(reg.log.slice(before).some((e) => e.path.includes('/blobs/')));
     t.deepEqual(readFileSync(join(d, 'img2', 'l2')), layers[2][0].data);
+    // The manifest is asked on the connection the /v2/ probe opened (lib/pull/http.ts drained), not a new one.
+    const asked = reg.log.slice(before);
+    const probe = asked.find((e) => e.path === '/v2/'), manifest = asked.find((e) => e.path.includes('/manifests/'));
+    t.is(manifest.conn, probe.conn, JSON.stringify(asked));
   } finally {
     await reg.close();
   }

@@ -40,6 +40,25 @@ export function trustedContext(): tls.SecureContext {
   return trusted;
 }
 
+/**
+ * Read small response RES to its end and drop what it says: settled once its
+ * connection is back in the agent's pool (Node frees it on the tick after the
+ * end), so the request made next reuses it instead of opening another (a
+ * round trip, and a TLS handshake, fewer). A body over 64 KiB, or one not
+ * over within 2 s, is cut off (its connection closed, not reused): a server
+ * can't hold the caller here. Never rejects.
+ */
+export function drained(res: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let bytes = 0;
+    const cut = () => { res.destroy(); resolve(); };
+    const timer = setTimeout(cut, 2000);
+    const done = () => { clearTimeout(timer); resolve(); };
+    res.on('data', (b: Buffer) => { bytes += b.length; if (bytes > 64 << 10) { clearTimeout(timer); cut(); } });
+    res.once('end', done).once('close', done).once('error', done);
+  });
+}
+
 export class HttpError extends Error {
   constructor(message: string, readonly status: number, readonly body: string, readonly headers: http.IncomingHttpHeaders) {
     super(message);

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { ChError, type Log } from '../util/log.js';
 import { basicHeader, findCredentials, parseChallenge, type Credentials } from './auth.js';
-import { HttpError, readBody, request, retryPolicy, TooLargeError, transient, withRetries } from './http.js';
+import { drained, HttpError, readBody, request, retryPolicy, TooLargeError, transient, withRetries } from './http.js';
 import { isLoopback, type Reference } from './reference.js';
 import { printable } from './text.js';
 
@@ -106,7 +106,7 @@ export class Registry {
         throw this.refused();
       }
     }
-    res.resume();
+    await drained(res);   // its connection then serves the manifest's request
     if (res.statusCode !== 200)
       throw new ChError(`${this.base.href}: not a registry (API v2): HTTP ${res.statusCode}`, EXIT_FAIL);
   }

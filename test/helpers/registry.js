@@ -414,7 +414,8 @@ export async function scriptedRegistry(image, { basic, route } = {}) {
   const log = [];
   const srv = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
-    log.push({ method: req.method, path: url.pathname, authorization: req.headers.authorization });
+    // conn: the client's port, which names the connection the request came on.
+    log.push({ method: req.method, path: url.pathname, authorization: req.headers.authorization, conn: req.socket.remotePort });
     if (basic && req.headers.authorization !== `Basic ${Buffer.from(basic).toString('base64')}`) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="scripted"', 'content-type': 'application/json' });
       res.end('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
