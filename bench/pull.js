@@ -4,7 +4,8 @@
 // same loopback registry (Debian's docker-registry), in one run; cold cache
 // (nothing downloaded yet) and warm (blobs already local: ch-pull's cache,
 // skopeo's existing layout). Each figure is the median of RUNS interleaved
-// runs, with `sync` before each, the tools taking turns to go first.
+// runs, with `sync` before each, the tools taking turns to go first; also
+// the median of each run's own ratio.
 //
 //   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk|link] [--link DELAY_MS,MBIT] [--baseline PKG]
 //
@@ -149,12 +150,16 @@ for (const [fs, base] of Object.entries(targets)) {
   }
   link?.stop();
   const m = (k) => median(t[k]);
+  // Where the machine drifts during a run (this VM's disk), a run's two
+  // figures, taken seconds apart, compare better than two medians.
+  const paired = (a, b) => median(t[a].map((x, i) => x / t[b][i])).toFixed(2);
   const row = (k) => m(k).toFixed(2);
   const name = fs === 'link' ? `link (${linkDelay} ms, ${linkMbit} Mbit/s)` : fs;
   results.push(`${name}\n  cold: ch-pull ${row('chCold')} s, skopeo+tar ${row('skCold')} s: ch-pull/skopeo+tar ${(m('chCold') / m('skCold')).toFixed(2)}x`
     + (baseline ? `; baseline ch-pull ${row('baseCold')} s (${(m('baseCold') / m('skCold')).toFixed(2)}x)` : '')
     + `\n  warm: ch-pull ${row('chWarm')} s, skopeo+tar ${row('skWarm')} s: ch-pull/skopeo+tar ${(m('chWarm') / m('skWarm')).toFixed(2)}x`
     + (baseline ? `; baseline ch-pull ${row('baseWarm')} s (${(m('baseWarm') / m('skWarm')).toFixed(2)}x)` : '')
+    + `\n  paired (each run's ch-pull over the skopeo+tar beside it, median): cold ${paired('chCold', 'skCold')}x, warm ${paired('chWarm', 'skWarm')}x`
     + `\n  all runs: ${Object.entries(t).map(([k, v]) => `${k} [${v.map((x) => x.toFixed(2)).join(' ')}]`).join('  ')}`);
   console.log(results.at(-1));
 }
