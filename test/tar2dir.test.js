@@ -6,8 +6,9 @@ import test from 'ava';
 import { execa } from 'execa';
 import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { gzipSync } from 'node:zlib';
-import { asUser, ch, image, isRoot, TEST_DIR, testUser } from './helpers/env.js';
+import { asUser, BIN, ch, image, isRoot, PKG, TEST_DIR, testUser, userEnv } from './helpers/env.js';
 import { gzipCases, gzipTestTar } from './helpers/gzip-cases.js';
 
 const BASE = join(TEST_DIR, 'tar2dir');
@@ -214,6 +215,22 @@ test('gzip: members at odd offsets, an empty member, trailing bytes unpack; bad 
       t.regex(r.stderr, want, name);
       assertClean(t, sb, name);
     }
+  }
+});
+
+test('the decoder gets a thread of its own where two CPUs may be used, unless CH_TAR2DIR_DECODE_THREAD says', async (t) => {
+  const { decodeThread } = await import(join(PKG, 'dist', 'tar', 'native.js'));
+  t.true(decodeThread({ CH_TAR2DIR_DECODE_THREAD: '1' }));
+  t.false(decodeThread({ CH_TAR2DIR_DECODE_THREAD: '0' }));
+  t.is(decodeThread({}), availableParallelism() >= 2);
+  // On one CPU (as a one-CPU Slurm task is bound), by default and forced: the same tree.
+  const tar = mktar([{ name: 'one-cpu/', type: 'dir' }, { name: 'one-cpu/text', data: 'x\n'.repeat(300000) }]);
+  for (const thread of [undefined, '1']) {
+    const sb = sandbox(t);
+    const r = await execa('taskset', ['-c', '0', ...asUser(), join(BIN, 'ch-tar2dir'), put(sb, 'one-cpu.tar.gz', gzipSync(tar)), sb.dir],
+      { reject: false, extendEnv: false, cwd: '/', env: userEnv(undefined, thread ? { CH_TAR2DIR_DECODE_THREAD: thread } : {}) });
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(readFileSync(join(sb.dir, 'one-cpu', 'text'), 'utf8'), 'x\n'.repeat(300000));
   }
 });
 
