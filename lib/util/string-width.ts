@@ -26,14 +26,13 @@ export interface WidthOptions {
 
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
-interface Unicode { graphemes: Intl.Segmenter; invisible: RegExp; visible: RegExp; emoji: RegExp; spacingMarks: RegExp }
+interface Unicode { graphemes: Intl.Segmenter; visible: RegExp; emoji: RegExp; spacingMarks: RegExp }
 let unicode: Unicode | undefined;
 
 /** What non-ASCII text is measured with, made once, when first needed. */
 function unicodeRules(): Unicode {
   unicode ??= {
     graphemes: new Intl.Segmenter(),
-    invisible: /^[\p{Default_Ignorable_Code_Point}\p{Control}\p{Format}\p{Nonspacing_Mark}\p{Enclosing_Mark}\p{Surrogate}]+$/u,
     visible: /[^\p{Default_Ignorable_Code_Point}\p{Control}\p{Format}\p{Nonspacing_Mark}\p{Enclosing_Mark}\p{Surrogate}]/u,
     spacingMarks: /\p{Spacing_Mark}/gu,
     emoji: new RegExp('^\\p{RGI_Emoji}$', 'v'),   // the v flag: Node 20 has it, TypeScript's target not
@@ -47,16 +46,16 @@ export default function stringWidth(input: unknown, options: WidthOptions = {}):
   if (PRINTABLE_ASCII.test(input)) return input.length;
   const text = options.countAnsiEscapeCodes ? input : stripAnsi(input);
   if (PRINTABLE_ASCII.test(text)) return text.length;
-  const { graphemes, invisible, visible, emoji, spacingMarks } = unicodeRules();
+  const { graphemes, visible, emoji, spacingMarks } = unicodeRules();
   const ambiguousAsWide = options.ambiguousIsNarrow === false;
   let width = 0;
   for (const { segment } of graphemes.segment(text)) {
-    if (invisible.test(segment)) continue;
+    const first = visible.exec(segment);
+    if (first === null) continue;   // nothing visible in the cluster
     if (emoji.test(segment)) {
       width += 2;
       continue;
     }
-    const first = visible.exec(segment)!;   // there is one: the cluster is not all invisible
     const after = segment.slice(first.index + first[0].length);
     width += eastAsianWidth(first[0].codePointAt(0)!, { ambiguousAsWide }) + (after.match(spacingMarks)?.length ?? 0);
   }
