@@ -5,7 +5,10 @@
 // (nothing downloaded yet) and warm (blobs already local: ch-pull's cache,
 // skopeo's existing layout). Each figure is the median of RUNS interleaved
 // runs, with `sync` before each, the tools taking turns to go first; also
-// the median of each run's own ratio.
+// the median of each run's own ratio. On disk every tree stays until the
+// last run, and what a file creation costs there is printed before and
+// after: on ext4 without a journal (this machine's), files removed in the
+// last minutes slow every creation (bench/common.js fileCreation).
 //
 //   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk|link] [--link DELAY_MS,MBIT] [--baseline PKG]
 //
@@ -32,7 +35,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { push, startRegistry, tarOf, writeLayout } from '../test/helpers/registry.js';
-import { median } from './common.js';
+import { fileCreation, median } from './common.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -125,30 +128,42 @@ const results = [];
 for (const [fs, base] of Object.entries(targets)) {
   if (only && only !== fs) continue;
   const link = fs === 'link' ? await slowLink() : null;
+  if (fs === 'disk') {
+    mkdirSync(base, { recursive: true });
+    const c = fileCreation(base);
+    console.log(`disk (${base}): file creation at the start: ${c}`);
+  }
   ref = link?.ref ?? directRef;
   const t = { chCold: [], chWarm: [], skCold: [], skWarm: [], ...(baseline ? { baseCold: [], baseWarm: [] } : {}) };
   for (let i = 0; i < RUNS; i++) {
-    rmSync(base, { recursive: true, force: true });
-    mkdirSync(base, { recursive: true });
+    // On disk, every run's trees stay until the last run is done: a removed
+    // tree would slow the next run's file creations (fileCreation, bench/common.js).
+    const out = fs === 'disk' ? join(base, `run-${i}`) : base;
+    if (fs !== 'disk') rmSync(base, { recursive: true, force: true });
+    mkdirSync(out, { recursive: true });
     const storage = join(work, `storage-${fs}-${i}`), layout = join(work, `oci-${fs}-${i}`), bstore = join(work, `base-${fs}-${i}`);
     // Who goes first turns each run: on a disk whose writeback slows as a
     // run goes on (this machine's: a second 500 MB write takes 7x the first),
     // a fixed order would favour whoever always went first.
     const order = [
-      () => t.chCold.push(chPull(join(base, 'ch-cold'), storage)),
-      () => t.skCold.push(skopeoTar(layout, join(base, 'sk-cold'))),
-      ...(baseline ? [() => t.baseCold.push(chPull(join(base, 'base-cold'), bstore, baseline))] : []),
+      () => t.chCold.push(chPull(join(out, 'ch-cold'), storage)),
+      () => t.skCold.push(skopeoTar(layout, join(out, 'sk-cold'))),
+      ...(baseline ? [() => t.baseCold.push(chPull(join(out, 'base-cold'), bstore, baseline))] : []),
     ];
     const warm = [
-      () => t.chWarm.push(chPull(join(base, 'ch-warm'), storage)),
-      () => t.skWarm.push(skopeoTar(layout, join(base, 'sk-warm'))),
-      ...(baseline ? [() => t.baseWarm.push(chPull(join(base, 'base-warm'), bstore, baseline))] : []),
+      () => t.chWarm.push(chPull(join(out, 'ch-warm'), storage)),
+      () => t.skWarm.push(skopeoTar(layout, join(out, 'sk-warm'))),
+      ...(baseline ? [() => t.baseWarm.push(chPull(join(out, 'base-warm'), bstore, baseline))] : []),
     ];
     for (const step of [...rotate(order, i), ...rotate(warm, i)]) step();
     for (const d of [storage, layout, bstore]) rmSync(d, { recursive: true, force: true });
-    rmSync(base, { recursive: true, force: true });
+    if (fs !== 'disk') rmSync(base, { recursive: true, force: true });
   }
   link?.stop();
+  if (fs === 'disk') {
+    console.log(`  file creation at the end: ${fileCreation(base)}`);
+    rmSync(base, { recursive: true, force: true });
+  }
   const m = (k) => median(t[k]);
   // Where the machine drifts during a run (this VM's disk), a run's two
   // figures, taken seconds apart, compare better than two medians.

@@ -2,7 +2,10 @@
 // bench/tar2dir: ch-tar2dir against GNU tar on the same Debian-sized tarball,
 // on tmpfs and on disk, ratios from one run (each measurement is the median
 // of RUNS interleaved runs, with `sync` before each so one run's writeback
-// doesn't land on the next).
+// doesn't land on the next). On disk every tree stays until the last run,
+// and what a file creation costs there is printed before and after
+// (bench/common.js fileCreation: removed files slow it on ext4 without a
+// journal).
 //
 //   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env] [--baseline-build DIR]
 //
@@ -18,7 +21,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { median } from './common.js';
+import { fileCreation, median } from './common.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -98,6 +101,7 @@ const results = {};
 for (const [fs, base] of Object.entries(targets)) {
   if (only && fs !== only) continue;
   mkdirSync(base, { recursive: true });
+  if (fs === 'disk') console.log(`disk (${base}): file creation at the start: ${fileCreation(base)}`);
   const cases = {
     'tar xf': (d) => ['tar', '--no-same-owner', '-C', d, '-xf', tar],
     'ch-tar2dir .tar': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tar, d],
@@ -114,14 +118,17 @@ for (const [fs, base] of Object.entries(targets)) {
   const cpus = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
   for (let i = 0; i < RUNS; i++) {
     for (const [k, mk] of Object.entries(cases)) {
-      const d = join(base, 'x');
+      // On disk every tree stays until the last run: a removed tree would slow
+      // the file creations of whatever runs next (bench/common.js fileCreation).
+      const d = join(base, fs === 'disk' ? `x-${i}-${Object.keys(cases).indexOf(k)}` : 'x');
       rmSync(d, { recursive: true, force: true });
       mkdirSync(d);
       cpu = [cpus[k]];
       times[k].push(timeIt(mk(d)));
-      rmSync(d, { recursive: true, force: true });
+      if (fs !== 'disk') rmSync(d, { recursive: true, force: true });
     }
   }
+  if (fs === 'disk') console.log(`  file creation at the end: ${fileCreation(base)}`);
   const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
   results[fs] = { times, median: m,
     ratio_tar: m['ch-tar2dir .tar'] / m['tar xf'], ratio_tgz: m['ch-tar2dir .tar.gz'] / m['tar xzf'],
