@@ -844,6 +844,31 @@ function cached(storage) {
   try { return readdirSync(join(storage, 'blobs', 'sha256')); } catch { return []; }
 }
 
+test('a registry that challenges: /v2/ asked once, the manifest with the credentials on its connection; a refusal still said plainly', async (t) => {
+  const img = memImage({ layers: [[{ name: 'f', data: 'x' }]] });
+  const reg = await scriptedRegistry(img, { basic: 'alice:s3cret' });
+  try {
+    const d = userDir('login-once');
+    const env = { CH_IMAGE_STORAGE: join(d, 'storage'), CH_PULL_RETRIES: '0' };
+    const r = await pull([`${reg.host}/x:v1`, join(d, 'img')], { ...env, CH_PULL_USER: 'alice', CH_PULL_PASSWORD: 's3cret' });
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(readFileSync(join(d, 'img', 'f'), 'utf8'), 'x');
+    // lib/pull/registry.ts connect(): the credentials are tried by the manifest's request, not by a second /v2/.
+    const probes = reg.log.filter((e) => e.path === '/v2/'), manifest = reg.log.find((e) => e.path.includes('/manifests/'));
+    t.is(probes.length, 1, JSON.stringify(reg.log));
+    t.is(probes[0].authorization, undefined);
+    t.is(manifest.authorization, `Basic ${Buffer.from('alice:s3cret').toString('base64')}`);
+    t.is(manifest.conn, probes[0].conn, JSON.stringify(reg.log));
+    // Wrong credentials: refused at the manifest, as they were at the second /v2/, and nothing made.
+    const wrong = await pull([`${reg.host}/x:v1`, join(d, 'wrong')], { ...env, CH_PULL_USER: 'alice', CH_PULL_PASSWORD: 'nope' });
+    t.is(wrong.exitCode, 1);
+    t.regex(wrong.stderr, /authentication refused for user 'alice' \(credentials from \$CH_PULL_USER\)/);
+    t.false(existsSync(join(d, 'wrong')));
+  } finally {
+    await reg.close();
+  }
+});
+
 test('credentials go only to the registry named: a blob redirected to a host that challenges gets none', async (t) => {
   const img = memImage({ layers: [[{ name: 'f', data: 'x' }], [{ name: 'g', data: 'y' }]] });
   const evil = await challengingHost();

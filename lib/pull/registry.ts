@@ -33,8 +33,13 @@ const ACCEPT = [MEDIA.ociIndex, MEDIA.dockerList, MEDIA.ociManifest, MEDIA.docke
 
 export interface Manifest { body: Buffer; digest: string; mediaType: string; json: any }
 
-/** actions: what a bearer token is asked for on the repository (default 'pull'; lib/push asks 'pull,push'). */
-export interface RegistryOptions { insecure: boolean; log: Log; signal?: AbortSignal; actions?: string }
+/**
+ * actions: what a bearer token is asked for on the repository (default
+ * 'pull'; lib/push asks 'pull,push'). proveLogin: once logged in, ask /v2/
+ * again, so that credentials the registry refuses are said by connect()
+ * (lib/push, before it packs anything); else the next request tries them.
+ */
+export interface RegistryOptions { insecure: boolean; log: Log; signal?: AbortSignal; actions?: string; proveLogin?: boolean }
 
 /** Describe a network failure as "why (CODE)" (printable: it may quote what a server sent). */
 export function netWhy(err: unknown): string {
@@ -64,6 +69,8 @@ export class Registry {
   /**
    * Find the scheme and log in: GET /v2/. HTTPS first; plain HTTP only for a
    * registry on this machine or with --insecure, and only when HTTPS fails.
+   * Credentials it answers a challenge with are tried by the next request
+   * (proveLogin: by /v2/ again, here).
    */
   async connect(): Promise<void> {
     const plainOk = this.opts.insecure || isLoopback(this.ref.host);
@@ -98,8 +105,12 @@ export class Registry {
       res = await probe(true);   // connection refused, reset, timed out: retried with backoff
     }
     if (res.statusCode === 401) {
-      res.resume();
+      await drained(res);   // its connection then serves the next request
       await this.authenticate(res.headers['www-authenticate']);
+      // A pull asks its manifest next, with the credentials, and says a
+      // refusal there as here (getRepo): /v2/ is not asked twice, a round
+      // trip fewer for every registry that wants a token, anonymous or not.
+      if (!this.opts.proveLogin) return;
       res = await probe(true);
       if (res.statusCode === 401) {
         res.resume();

@@ -31,7 +31,7 @@ export class PushSession {
   private readonly retry = retryPolicy();
 
   constructor(readonly ref: Reference, private readonly opts: SessionOptions) {
-    this.reg = new Registry(ref, { ...opts, actions: 'pull,push' });
+    this.reg = new Registry(ref, { ...opts, actions: 'pull,push', proveLogin: true });
   }
 
   get signal(): AbortSignal | undefined { return this.opts.signal; }
