@@ -8,9 +8,10 @@
 // the median of each run's own ratio. On disk every tree stays until the
 // last run, and what a file creation costs there is printed before and
 // after: on ext4 without a journal (this machine's), files removed in the
-// last minutes slow every creation (bench/common.js fileCreation).
+// last minutes slow every creation (bench/common.js fileCreation); the disk
+// runs wait (up to 7 minutes) until it is back to normal, unless --no-settle.
 //
-//   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk|link] [--link DELAY_MS,MBIT] [--baseline PKG]
+//   node bench/pull.js [--runs N] [--tree DIR] [--fs tmpfs|disk|link] [--link DELAY_MS,MBIT] [--baseline PKG] [--no-settle]
 //
 // link: onto tmpfs, but through a slow link to the registry (bench/slowlink.js,
 // a relay with a one-way delay and a bandwidth per direction; default 10 ms,
@@ -35,7 +36,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { push, startRegistry, tarOf, writeLayout } from '../test/helpers/registry.js';
-import { fileCreation, median } from './common.js';
+import { fileCreation, median, settledCreation } from './common.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -44,6 +45,7 @@ const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);
 const [linkDelay, linkMbit] = opt('--link', '10,200').split(',').map(Number);
 const baseline = opt('--baseline', null);
+const settle = !args.includes('--no-settle');
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
 if (!existsSync(tree)) {
@@ -130,7 +132,7 @@ for (const [fs, base] of Object.entries(targets)) {
   const link = fs === 'link' ? await slowLink() : null;
   if (fs === 'disk') {
     mkdirSync(base, { recursive: true });
-    const c = fileCreation(base);
+    const c = settle ? await settledCreation(base) : fileCreation(base);
     console.log(`disk (${base}): file creation at the start: ${c}`);
   }
   ref = link?.ref ?? directRef;

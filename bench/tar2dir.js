@@ -5,9 +5,9 @@
 // doesn't land on the next). On disk every tree stays until the last run,
 // and what a file creation costs there is printed before and after
 // (bench/common.js fileCreation: removed files slow it on ext4 without a
-// journal).
+// journal); the disk runs first wait until it is normal, unless --no-settle.
 //
-//   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env] [--baseline-build DIR]
+//   node bench/tar2dir.js [--runs N] [--tree DIR] [--fs tmpfs|disk] [--keep-env] [--baseline-build DIR] [--no-settle]
 //
 // --baseline-build DIR: also time ch-tar2dir .tar.gz with the native files in
 // DIR (CH_TOOLKIT_BUILD_DIR), e.g. a build without ISA-L
@@ -21,13 +21,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fileCreation, median } from './common.js';
+import { fileCreation, median, settledCreation } from './common.js';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);   // tmpfs or disk
+const settle = !args.includes('--no-settle');
 const baseline = opt('--baseline-build', null);
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
@@ -101,7 +102,8 @@ const results = {};
 for (const [fs, base] of Object.entries(targets)) {
   if (only && fs !== only) continue;
   mkdirSync(base, { recursive: true });
-  if (fs === 'disk') console.log(`disk (${base}): file creation at the start: ${fileCreation(base)}`);
+  if (fs === 'disk')
+    console.log(`disk (${base}): file creation at the start: ${settle ? await settledCreation(base) : fileCreation(base)}`);
   const cases = {
     'tar xf': (d) => ['tar', '--no-same-owner', '-C', d, '-xf', tar],
     'ch-tar2dir .tar': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tar, d],
