@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -86,7 +87,21 @@ int try_hit(struct memo *m)
    A waiter that still misses, where the planner kept a record (made for
    other conditions: fake nodes sharing /dev/shm), plans in its turn holding
    the lock; where the planner kept none (a plan that can't be memoized),
-   the waiters plan at once, side by side, not one by one. */
+   the waiters plan at once, side by side, not one by one. A planner keeps
+   its record a moment before it lets go of the lock: a waiter that came in
+   between finds no newer record once it wakes, so a record kept less than
+   KEPT_JUST_NOW_NS before it began to wait counts as the planner's. */
+#define KEPT_JUST_NOW_NS 1000000000LL
+
+/* Was a record written at NEWEST (newest_slot) within KEPT_JUST_NOW_NS before now? */
+static bool kept_just_now(long long newest)
+{
+   struct timespec now;
+   if (newest == 0 || clock_gettime(CLOCK_REALTIME, &now) != 0)
+      return false;
+   return now.tv_sec * 1000000000LL + now.tv_nsec - newest < KEPT_JUST_NOW_NS;
+}
+
 int replay_check(struct memo *m);
 
 int memo_hit(struct memo *m)
@@ -117,6 +132,7 @@ int memo_hit(struct memo *m)
          return -1;
       }
       long long before = newest_slot(m);
+      bool fresh = kept_just_now(before);
       if (!lock_take(lfd, true)) {
          why(m, "%.400s (waited for a concurrent launch in vain)", missed);
          break;
@@ -126,7 +142,7 @@ int memo_hit(struct memo *m)
          close(lfd);
          return fd;
       }
-      if (newest_slot(m) == before) {
+      if (newest_slot(m) == before && !fresh) {
          why(m, "%.400s (a concurrent launch kept no record)", missed);
          break;
       }
