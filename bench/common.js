@@ -30,6 +30,27 @@ export function userPrefix() {
   return ['setpriv', `--reuid=${id('-u')}`, `--regid=${id('-g')}`, '--clear-groups', '--'];
 }
 
+/** Above this many microseconds per file creation, bench/ calls a file system unsettled. */
+const SLOW_US = 40;
+
+/** Microseconds per empty file created in DIR now (the files stay until DIR goes). */
+function creationUs(dir) {
+  const d = mkdtempSync(join(dir, 'probe-'));
+  // In 20 directories: ext4 spreads new directories over its block groups,
+  // and the files in one go to its group, where the state may differ.
+  const t0 = process.hrtime.bigint();
+  for (let j = 0; j < 20; j++) {
+    const sub = join(d, String(j));
+    mkdirSync(sub);
+    for (let k = 0; k < 100; k++) closeSync(openSync(join(sub, String(k)), 'wx'));
+  }
+  return Number(process.hrtime.bigint() - t0) / 1e3 / 2020;
+}
+
+const described = (us) => `${us.toFixed(1)} us per file` + (us > SLOW_US
+  ? ' (slow: many files were deleted on this filesystem in the last minutes, and it passes over their inodes at each creation; bench/common.js fileCreation)'
+  : '');
+
 /**
  * What creating an empty file costs in DIR now (2000 of them in 20 new
  * directories, kept until DIR goes), as text, with a warning where it is
@@ -43,22 +64,8 @@ export function userPrefix() {
  * towards 1; a run's figures compare only with a run made in the same state.
  */
 export function fileCreation(dir) {
-  const d = mkdtempSync(join(dir, 'probe-'));
-  // In 20 directories: ext4 spreads new directories over its block groups,
-  // and the files in one go to its group, where the state may differ.
-  const t0 = process.hrtime.bigint();
-  for (let j = 0; j < 20; j++) {
-    const sub = join(d, String(j));
-    mkdirSync(sub);
-    for (let k = 0; k < 100; k++) closeSync(openSync(join(sub, String(k)), 'wx'));
-  }
-  const us = Number(process.hrtime.bigint() - t0) / 1e3 / 2020;
-  return `${us.toFixed(1)} us per file` + (us > SLOW_US
-    ? ' (slow: many files were deleted on this filesystem in the last minutes, and it passes over their inodes at each creation; bench/common.js fileCreation)'
-    : '');
+  return described(creationUs(dir));
 }
-
-const SLOW_US = 40;
 
 /**
  * Wait (at most MAX_S seconds) until a file creation in DIR costs no more
@@ -69,9 +76,9 @@ const SLOW_US = 40;
 export async function settledCreation(dir, maxS = 420) {
   const until = Date.now() + maxS * 1000;
   for (;;) {
-    const c = fileCreation(dir);
-    if (parseFloat(c) <= SLOW_US || Date.now() >= until) return c;
-    console.log(`  waiting for recently deleted inodes to age: file creation ${parseFloat(c).toFixed(1)} us`);
+    const us = creationUs(dir);
+    if (us <= SLOW_US || Date.now() >= until) return described(us);
+    console.log(`  waiting for recently deleted inodes to age: file creation ${us.toFixed(1)} us`);
     await new Promise((resolve) => setTimeout(resolve, 20_000));
   }
 }
