@@ -30,6 +30,8 @@ async function memoRun(t) {
 }
 
 const said = (r, what) => new RegExp(`plan memo: ${what}`).test(r.stderr);
+/** Each launch's memo lines, one launch a line: what a failed count shows (a planner that kept no record says why). */
+const memoLines = (launches) => launches.map((r) => r.stderr.split('\n').filter((l) => /plan memo/.test(l)).join(' / ')).join('\n');
 /** stderr without PIDs and the memo's own lines: what the user reads either way. */
 const words = (r) => r.stderr.split('\n').filter((l) => !/plan memo: /.test(l)).map((l) => l.replace(/^ch-run\[\d+\]/, 'ch-run')).join('\n');
 
@@ -447,10 +449,8 @@ test('concurrent launches in two environments: one plans for each, the others wa
   const args = [img, '--', 'sh', '-c', 'echo $HOME'];
   const launches = await Promise.all(Array.from({ length: 8 }, (_, i) => run(args, { HOME: i % 2 ? '/tmp' : '/root' })));
   for (const r of launches) t.is(r.exitCode, 0, r.stderr);
-  // On failure, every launch's memo lines (a planning launch that kept no record says why).
-  const memoLines = launches.map((r) => r.stderr.split('\n').filter((l) => /plan memo/.test(l)).join(' / ')).join('\n');
-  t.is(launches.filter((r) => said(r, 'miss')).length, 2, memoLines);
-  t.is(launches.filter((r) => said(r, 'hit')).length, 6, memoLines);
+  t.is(launches.filter((r) => said(r, 'miss')).length, 2, memoLines(launches));
+  t.is(launches.filter((r) => said(r, 'hit')).length, 6, memoLines(launches));
 });
 
 test('a planner that kept its record just before a waiter came: the waiters of other conditions plan one at a time, and the rest hit', async (t) => {
@@ -480,10 +480,9 @@ test('a planner that kept its record just before a waiter came: the waiters of o
   }
   const [b1, b2] = await Promise.all([run(args, { HOME: '/tmp' }), run(args, { HOME: '/tmp' })]);
   await holder;
-  const lines = [b1, b2].map((r) => r.stderr.split('\n').filter((l) => /plan memo/.test(l)).join(' / ')).join('\n');
   for (const r of [b1, b2]) t.is(r.exitCode, 0, r.stderr);
-  t.is([b1, b2].filter((r) => said(r, 'miss')).length, 1, lines);
-  t.is([b1, b2].filter((r) => said(r, 'hit')).length, 1, lines);
+  t.is([b1, b2].filter((r) => said(r, 'miss')).length, 1, memoLines([b1, b2]));
+  t.is([b1, b2].filter((r) => said(r, 'hit')).length, 1, memoLines([b1, b2]));
 });
 
 test('a hit runs the core in the launcher\'s process: the command gets the same process state as from a fresh plan', async (t) => {
