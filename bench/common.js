@@ -68,12 +68,13 @@ export function fileCreation(dir) {
 }
 
 /**
- * Wait (at most MAX_S seconds) until a file creation in DIR costs no more
- * than a settled file system's (fileCreation), saying so every 20 s; the
- * last figure as text. Removing a tree slows creations for up to 5 minutes
- * here, and a bench begun in that time times the kernel's skipping.
+ * Before a bench's disk runs: wait (at most MAX_S seconds, not at all with
+ * --no-settle on the command line) until a file creation in DIR costs no
+ * more than a settled file system's (fileCreation), saying so every 20 s;
+ * the last figure as text. Removing a tree slows creations for up to 5
+ * minutes here, and a bench begun in that time times the kernel's skipping.
  */
-export async function settledCreation(dir, maxS = 420) {
+export async function settledCreation(dir, maxS = process.argv.includes('--no-settle') ? 0 : 420) {
   const until = Date.now() + maxS * 1000;
   for (;;) {
     const us = creationUs(dir);

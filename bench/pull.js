@@ -45,7 +45,6 @@ const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);
 const [linkDelay, linkMbit] = opt('--link', '10,200').split(',').map(Number);
 const baseline = opt('--baseline', null);
-const settle = !args.includes('--no-settle');
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
 if (!existsSync(tree)) {
@@ -132,7 +131,7 @@ for (const [fs, base] of Object.entries(targets)) {
   const link = fs === 'link' ? await slowLink() : null;
   if (fs === 'disk') {
     mkdirSync(base, { recursive: true });
-    const c = settle ? await settledCreation(base) : fileCreation(base);
+    const c = await settledCreation(base);
     console.log(`disk (${base}): file creation at the start: ${c}`);
   }
   ref = link?.ref ?? directRef;

@@ -28,7 +28,6 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const RUNS = Number(opt('--runs', 3));
 const only = opt('--fs', null);   // tmpfs or disk
-const settle = !args.includes('--no-settle');
 const baseline = opt('--baseline-build', null);
 const cache = process.env.CH_TEST_CACHE ?? '/var/tmp/ch-toolkit-cache';
 const tree = opt('--tree', join(cache, 'debian-bookworm'));
@@ -103,7 +102,7 @@ for (const [fs, base] of Object.entries(targets)) {
   if (only && fs !== only) continue;
   mkdirSync(base, { recursive: true });
   if (fs === 'disk')
-    console.log(`disk (${base}): file creation at the start: ${settle ? await settledCreation(base) : fileCreation(base)}`);
+    console.log(`disk (${base}): file creation at the start: ${await settledCreation(base)}`);
   const cases = {
     'tar xf': (d) => ['tar', '--no-same-owner', '-C', d, '-xf', tar],
     'ch-tar2dir .tar': (d) => [join(repo, 'bin/ch-tar2dir'), '-q', tar, d],
